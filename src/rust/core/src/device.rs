@@ -1,0 +1,161 @@
+//! Devices: the CPU, CUDA GPUs (CUDA builds only) and virtual GPUs, CPU-backed stand-ins
+//! that let machines without a GPU run the whole data-parallel path.
+use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Once;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+    Virtual,
+}
+
+impl DeviceKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+            DeviceKind::Virtual => "virtual",
+        }
+    }
+}
+
+/// One device replicas can run on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceInfo {
+    /// 0-based GPU id (as in `multi_gpu_model(gpus = )`).
+    pub id: usize,
+    pub kind: DeviceKind,
+    pub name: String,
+    /// Memory in bytes, where known.
+    pub memory: Option<u64>,
+    /// Threads a replica on this device may use for its CPU kernels.
+    pub threads: usize,
+}
+
+impl DeviceInfo {
+    /// Keras-style device string, e.g. "/gpu:1".
+    pub fn label(&self) -> String {
+        match self.kind {
+            DeviceKind::Cpu => "/cpu:0".to_string(),
+            _ => format!("/gpu:{}", self.id),
+        }
+    }
+
+    pub fn candle_device(&self) -> Result<candle_core::Device> {
+        match self.kind {
+            DeviceKind::Cpu | DeviceKind::Virtual => Ok(candle_core::Device::Cpu),
+            DeviceKind::Cuda => cuda_device(self.id),
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device(id: usize) -> Result<candle_core::Device> {
+    candle_core::Device::new_cuda(id).map_err(|e| Error::Device(format!("cannot open CUDA device {}: {}", id, e)))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(id: usize) -> Result<candle_core::Device> {
+    Err(Error::Device(format!("GPU {} is a CUDA device but this build of rustgpu has no CUDA support", id)))
+}
+
+static VIRTUAL_GPUS: AtomicUsize = AtomicUsize::new(0);
+static VIRTUAL_THREADS: AtomicUsize = AtomicUsize::new(1);
+
+/// Makes `n` virtual GPUs (0 removes them), each with `threads` threads for its kernels.
+pub fn set_virtual_gpus(n: usize, threads: usize) -> Result<()> {
+    if n > 64 {
+        return Err(Error::Value(format!("`n` must be between 0 and 64 virtual GPUs, got {}", n)));
+    }
+    if threads == 0 {
+        return Err(Error::Value("`threads` must be at least 1".into()));
+    }
+    VIRTUAL_GPUS.store(n, Ordering::SeqCst);
+    VIRTUAL_THREADS.store(threads, Ordering::SeqCst);
+    Ok(())
+}
+
+pub fn virtual_gpu_count() -> usize {
+    VIRTUAL_GPUS.load(Ordering::SeqCst)
+}
+
+/// Number of CUDA devices the driver reports (0 in a CPU build or without a driver).
+pub fn cuda_device_count() -> usize {
+    #[cfg(feature = "cuda")]
+    {
+        candle_core::cuda_backend::cudarc::driver::CudaContext::device_count().map(|n| n as usize).unwrap_or(0)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        0
+    }
+}
+
+/// The GPUs replicas can use: the virtual GPUs when some are set (they stand in for the
+/// machine's GPUs), else the CUDA devices.
+pub fn gpu_devices() -> Vec<DeviceInfo> {
+    let n_virtual = virtual_gpu_count();
+    if n_virtual > 0 {
+        let threads = VIRTUAL_THREADS.load(Ordering::SeqCst);
+        return (0..n_virtual)
+            .map(|id| DeviceInfo {
+                id,
+                kind: DeviceKind::Virtual,
+                name: format!("virtual GPU {} (CPU-backed, {} thread{})", id, threads, if threads == 1 { "" } else { "s" }),
+                memory: None,
+                threads,
+            })
+            .collect();
+    }
+    (0..cuda_device_count())
+        .map(|id| DeviceInfo { id, kind: DeviceKind::Cuda, name: format!("CUDA GPU {}", id), memory: None, threads: 1 })
+        .collect()
+}
+
+pub fn cpu_device() -> DeviceInfo {
+    DeviceInfo { id: 0, kind: DeviceKind::Cpu, name: "CPU".into(), memory: None, threads: rayon::current_num_threads() }
+}
+
+/// Process-wide thread settings candle reads once. Its elementwise "barrier pool" spins and
+/// serialises concurrent callers; one thread makes it run inline on the caller's thread, so
+/// replicas' work stays inside their own pools. Call before any tensor op.
+pub fn configure_threads() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+            // SAFETY: runs once, before any worker thread of ours exists.
+            unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+        }
+    });
+}
+
+/// Resolves `gpus` ids to devices, with Keras's messages when they are not there.
+pub fn resolve_gpus(ids: &[usize]) -> Result<Vec<DeviceInfo>> {
+    let available = gpu_devices();
+    let mut seen = std::collections::HashSet::new();
+    for id in ids {
+        if !seen.insert(*id) {
+            return Err(Error::Value(format!("`gpus` lists GPU {} more than once: each id must be distinct", id)));
+        }
+    }
+    let missing = ids.iter().any(|id| *id >= available.len());
+    if missing {
+        let expected: Vec<String> = ids.iter().map(|i| format!("/gpu:{}", i)).collect();
+        let mut have = vec!["/cpu:0".to_string()];
+        have.extend(available.iter().map(|d| d.label()));
+        let gpus_arg = if ids.iter().enumerate().all(|(i, id)| i == *id) {
+            ids.len().to_string()
+        } else {
+            format!("c({})", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "))
+        };
+        return Err(Error::Device(format!(
+            "To call `multi_gpu_model` with `gpus={}`, we expect the following devices to be available: {}. However this machine only has: {}. Try reducing `gpus`.",
+            gpus_arg,
+            expected.join(", "),
+            have.join(", ")
+        )));
+    }
+    Ok(ids.iter().map(|id| available[*id].clone()).collect())
+}

@@ -1,0 +1,22 @@
+//! rustgpu-core: Keras-style models on candle with single-machine data parallelism.
+//! Pure Rust; the R package's binding crate converts R values and forwards here.
+pub mod activation;
+pub mod device;
+pub mod error;
+pub mod initializer;
+pub mod layers;
+pub mod loss;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod parallel;
+pub mod tensor;
+pub mod train;
+
+#[cfg(test)]
+mod testutil;
+
+pub use error::{Error, Result};
+pub use model::Model;
+pub use tensor::HostTensor;
+pub use train::{BatchStats, Compiled, Executor};

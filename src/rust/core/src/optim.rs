@@ -1,0 +1,211 @@
+//! Optimizers with tf-keras 2.x's update rules (`tf_keras/src/optimizers/*.py`, the
+//! non-legacy classes R keras uses), applied in place to the master weights in f32.
+use crate::error::{Error, Result};
+use crate::model::Weight;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OptimizerConfig {
+    Sgd { learning_rate: f64, momentum: f64, nesterov: bool },
+    RmsProp { learning_rate: f64, rho: f64, momentum: f64, epsilon: f64, centered: bool },
+    Adam { learning_rate: f64, beta_1: f64, beta_2: f64, epsilon: f64, amsgrad: bool },
+}
+
+impl OptimizerConfig {
+    /// Keras's defaults for the optimizers named by string in `compile()`.
+    pub fn by_name(name: &str) -> Result<Self> {
+        Ok(match name {
+            "sgd" => OptimizerConfig::Sgd { learning_rate: 0.01, momentum: 0.0, nesterov: false },
+            "rmsprop" => OptimizerConfig::RmsProp {
+                learning_rate: 0.001,
+                rho: 0.9,
+                momentum: 0.0,
+                epsilon: 1e-7,
+                centered: false,
+            },
+            "adam" => OptimizerConfig::Adam {
+                learning_rate: 0.001,
+                beta_1: 0.9,
+                beta_2: 0.999,
+                epsilon: 1e-7,
+                amsgrad: false,
+            },
+            other => {
+                return Err(Error::Value(format!(
+                    "unknown optimizer \"{}\": expected \"sgd\", \"rmsprop\" or \"adam\", or an optimizer object such as optimizer_adam()",
+                    other
+                )))
+            }
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            OptimizerConfig::Sgd { .. } => "SGD",
+            OptimizerConfig::RmsProp { .. } => "RMSprop",
+            OptimizerConfig::Adam { .. } => "Adam",
+        }
+    }
+
+    pub fn learning_rate(&self) -> f64 {
+        match self {
+            OptimizerConfig::Sgd { learning_rate, .. }
+            | OptimizerConfig::RmsProp { learning_rate, .. }
+            | OptimizerConfig::Adam { learning_rate, .. } => *learning_rate,
+        }
+    }
+
+    fn slots_per_weight(&self) -> usize {
+        match self {
+            OptimizerConfig::Sgd { .. } => 1,
+            OptimizerConfig::RmsProp { .. } => 3,
+            OptimizerConfig::Adam { .. } => 3,
+        }
+    }
+}
+
+/// An optimizer with its state (iteration count and per-weight slots).
+#[derive(Debug, Clone)]
+pub struct Optimizer {
+    pub config: OptimizerConfig,
+    pub iterations: u64,
+    slots: Vec<Vec<Vec<f32>>>,
+}
+
+impl Optimizer {
+    pub fn new(config: OptimizerConfig) -> Self {
+        Self { config, iterations: 0, slots: Vec::new() }
+    }
+
+    /// One update of every trainable weight from the summed gradients (one per weight).
+    pub fn apply(&mut self, weights: &mut [Weight], grads: &[Vec<f32>]) -> Result<()> {
+        if grads.len() != weights.len() {
+            return Err(Error::State(format!("{} gradients for {} weights", grads.len(), weights.len())));
+        }
+        if self.slots.len() != weights.len() || self.slots.iter().zip(weights.iter()).any(|(s, w)| s[0].len() != w.value.len()) {
+            let k = self.config.slots_per_weight();
+            self.slots = weights.iter().map(|w| vec![vec![0f32; w.value.len()]; k]).collect();
+        }
+        let step = (self.iterations + 1) as f32;
+        for ((w, g), slots) in weights.iter_mut().zip(grads).zip(self.slots.iter_mut()) {
+            if !w.trainable {
+                continue;
+            }
+            // No copy when no replica still holds this step's snapshot.
+            let var = Arc::make_mut(&mut w.value);
+            update(&self.config, step, var, g, slots);
+        }
+        self.iterations += 1;
+        Ok(())
+    }
+}
+
+fn update(config: &OptimizerConfig, step: f32, var: &mut [f32], g: &[f32], slots: &mut [Vec<f32>]) {
+    match *config {
+        OptimizerConfig::Sgd { learning_rate, momentum, nesterov } => {
+            let (lr, mom) = (learning_rate as f32, momentum as f32);
+            let m = &mut slots[0];
+            for i in 0..var.len() {
+                m[i] = -g[i] * lr + m[i] * mom;
+                if nesterov {
+                    var[i] += -g[i] * lr + m[i] * mom;
+                } else {
+                    var[i] += m[i];
+                }
+            }
+        }
+        OptimizerConfig::RmsProp { learning_rate, rho, momentum, epsilon, centered } => {
+            let (lr, r, one_minus_r, eps, mom) =
+                (learning_rate as f32, rho as f32, (1.0 - rho) as f32, epsilon as f32, momentum as f32);
+            let (velocity, rest) = slots.split_first_mut().unwrap();
+            let (average, rest) = rest.split_first_mut().unwrap();
+            let momentum_slot = &mut rest[0];
+            for i in 0..var.len() {
+                velocity[i] = r * velocity[i] + one_minus_r * (g[i] * g[i]);
+                let denominator = if centered {
+                    average[i] = r * average[i] + one_minus_r * g[i];
+                    velocity[i] - average[i] * average[i] + eps
+                } else {
+                    velocity[i] + eps
+                };
+                let increment = lr * g[i] * (1.0 / denominator.sqrt());
+                if momentum > 0.0 {
+                    momentum_slot[i] = mom * momentum_slot[i] + increment;
+                    var[i] -= momentum_slot[i];
+                } else {
+                    var[i] -= increment;
+                }
+            }
+        }
+        OptimizerConfig::Adam { learning_rate, beta_1, beta_2, epsilon, amsgrad } => {
+            let lr = learning_rate as f32;
+            let (b1, b2) = (beta_1 as f32, beta_2 as f32);
+            // Keras computes the bias corrections in float32 powers of the step.
+            let b1_power = b1.powf(step);
+            let b2_power = b2.powf(step);
+            let alpha = lr * (1.0 - b2_power).sqrt() / (1.0 - b1_power);
+            let (one_minus_b1, one_minus_b2, eps) = ((1.0 - beta_1) as f32, (1.0 - beta_2) as f32, epsilon as f32);
+            let (m, rest) = slots.split_first_mut().unwrap();
+            let (v, rest) = rest.split_first_mut().unwrap();
+            let v_hat = &mut rest[0];
+            for i in 0..var.len() {
+                m[i] += (g[i] - m[i]) * one_minus_b1;
+                v[i] += (g[i] * g[i] - v[i]) * one_minus_b2;
+                let v_used = if amsgrad {
+                    v_hat[i] = v_hat[i].max(v[i]);
+                    v_hat[i]
+                } else {
+                    v[i]
+                };
+                var[i] -= (m[i] * alpha) / (v_used.sqrt() + eps);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weight(v: Vec<f32>) -> Weight {
+        Weight { name: "w".into(), shape: vec![v.len()], value: Arc::new(v), trainable: true }
+    }
+
+    #[test]
+    fn sgd_momentum_follows_keras_rule() {
+        let mut w = vec![weight(vec![1.0])];
+        let mut opt = Optimizer::new(OptimizerConfig::Sgd { learning_rate: 0.1, momentum: 0.9, nesterov: false });
+        opt.apply(&mut w, &[vec![1.0]]).unwrap(); // m = -0.1, w = 0.9
+        opt.apply(&mut w, &[vec![1.0]]).unwrap(); // m = -0.1 - 0.09 = -0.19, w = 0.71
+        assert!((w[0].value[0] - 0.71).abs() < 1e-6);
+    }
+
+    #[test]
+    fn adam_first_step_moves_by_learning_rate() {
+        // With bias correction, Adam's first step is lr * g / (|g| + eps*sqrt(1-b2)) ~ lr * sign(g).
+        let mut w = vec![weight(vec![0.5, -0.5])];
+        let mut opt = Optimizer::new(OptimizerConfig::by_name("adam").unwrap());
+        opt.apply(&mut w, &[vec![2.0, -0.01]]).unwrap();
+        assert!((w[0].value[0] - 0.499).abs() < 1e-6);
+        assert!((w[0].value[1] - -0.499).abs() < 1e-5);
+    }
+
+    #[test]
+    fn rmsprop_puts_epsilon_inside_the_root() {
+        let mut w = vec![weight(vec![0.0])];
+        let mut opt = Optimizer::new(OptimizerConfig::by_name("rmsprop").unwrap());
+        opt.apply(&mut w, &[vec![1e-4]]).unwrap();
+        let v = 0.1f64 * 1e-8;
+        let expected = -0.001 * 1e-4 / (v + 1e-7).sqrt();
+        assert!((w[0].value[0] as f64 - expected).abs() < 1e-8);
+    }
+
+    #[test]
+    fn frozen_weights_do_not_move() {
+        let mut w = vec![weight(vec![1.0])];
+        w[0].trainable = false;
+        let mut opt = Optimizer::new(OptimizerConfig::by_name("sgd").unwrap());
+        opt.apply(&mut w, &[vec![1.0]]).unwrap();
+        assert_eq!(w[0].value[0], 1.0);
+    }
+}

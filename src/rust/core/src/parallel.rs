@@ -1,0 +1,272 @@
+//! Data parallelism: persistent replica workers, one per device, that run sub-batches
+//! concurrently; batch splitting; output merging and gradient reduction on the merge device.
+use crate::device::{DeviceInfo, DeviceKind};
+use crate::error::{Error, Result};
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Splits `rows` into `parts` contiguous, order-preserving ranges whose sizes differ by at
+/// most one; when there are fewer rows than parts the last ranges are empty.
+pub fn split_batch(rows: usize, parts: usize) -> Vec<Range<usize>> {
+    let base = rows / parts;
+    let extra = rows % parts;
+    let mut start = 0;
+    (0..parts)
+        .map(|i| {
+            let len = base + usize::from(i < extra);
+            let r = start..start + len;
+            start += len;
+            r
+        })
+        .collect()
+}
+
+/// Where outputs are concatenated and gradients reduced (`cpu_merge`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergeDevice {
+    Cpu,
+    FirstReplica,
+}
+
+/// What a replica's worker thread has: its device and its own thread pool (its thread budget).
+pub struct WorkerContext {
+    pub replica: usize,
+    pub info: DeviceInfo,
+    pub device: candle_core::Device,
+}
+
+type Task = Box<dyn FnOnce(&WorkerContext) + Send>;
+
+/// When a replica ran a task; kept to show (and test) that replicas overlap in time.
+#[derive(Debug, Clone, Copy)]
+pub struct Interval {
+    pub replica: usize,
+    pub start: Instant,
+    pub end: Instant,
+}
+
+struct Worker {
+    sender: Option<mpsc::Sender<Task>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// A set of persistent workers, one per device, created once per parallel model.
+pub struct ReplicaSet {
+    pub devices: Vec<DeviceInfo>,
+    pub merge: MergeDevice,
+    workers: Vec<Worker>,
+    timeline: Arc<Mutex<VecDeque<Interval>>>,
+}
+
+const TIMELINE_LEN: usize = 256;
+
+impl ReplicaSet {
+    pub fn new(devices: Vec<DeviceInfo>, merge: MergeDevice) -> Result<Self> {
+        let timeline = Arc::new(Mutex::new(VecDeque::with_capacity(TIMELINE_LEN)));
+        let mut workers = Vec::with_capacity(devices.len());
+        for (replica, info) in devices.iter().enumerate() {
+            workers.push(spawn_worker(replica, info.clone(), timeline.clone())?);
+        }
+        Ok(Self { devices, merge, workers, timeline })
+    }
+
+    pub fn len(&self) -> usize {
+        self.workers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.workers.is_empty()
+    }
+
+    /// Runs `f` on replica `replica`'s worker; the result arrives on the returned channel.
+    pub fn submit<T, F>(&self, replica: usize, f: F) -> Result<mpsc::Receiver<Result<T>>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WorkerContext) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel();
+        let label = self.devices[replica].label();
+        let task: Task = Box::new(move |ctx: &WorkerContext| {
+            let result = catch_unwind(AssertUnwindSafe(|| f(ctx))).unwrap_or_else(|panic| {
+                Err(Error::Device(format!(
+                    "replica {} on {} failed: {}",
+                    replica,
+                    label,
+                    panic_message(&panic)
+                )))
+            });
+            let _ = tx.send(result);
+        });
+        let sender = self.workers[replica].sender.as_ref().ok_or_else(|| Error::Device("replica workers were stopped".into()))?;
+        sender
+            .send(task)
+            .map_err(|_| Error::Device(format!("replica {} on {} has stopped", replica, self.devices[replica].label())))?;
+        Ok(rx)
+    }
+
+    /// Runs one task per replica concurrently and waits for all of them (even after a
+    /// failure, so no worker is left busy with this step). Results come back in replica order.
+    pub fn run_all<T, F>(&self, make_task: F) -> Result<Vec<T>>
+    where
+        T: Send + 'static,
+        F: Fn(usize) -> Option<Box<dyn FnOnce(&WorkerContext) -> Result<T> + Send>>,
+    {
+        let mut pending = Vec::with_capacity(self.len());
+        for replica in 0..self.len() {
+            match make_task(replica) {
+                Some(task) => pending.push(Some(self.submit(replica, task)?)),
+                None => pending.push(None),
+            }
+        }
+        let mut results = Vec::with_capacity(self.len());
+        let mut first_error = None;
+        for (replica, rx) in pending.into_iter().enumerate() {
+            let Some(rx) = rx else { continue };
+            let outcome = rx.recv().unwrap_or_else(|_| {
+                Err(Error::Device(format!("replica {} on {} stopped mid-step", replica, self.devices[replica].label())))
+            });
+            match outcome {
+                Ok(v) => results.push(v),
+                Err(e) => {
+                    if first_error.is_none() {
+                        first_error = Some(annotate(e, replica, &self.devices[replica]));
+                    }
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(results),
+        }
+    }
+
+    /// The most recent task intervals (oldest first).
+    pub fn timeline(&self) -> Vec<Interval> {
+        self.timeline.lock().map(|t| t.iter().copied().collect()).unwrap_or_default()
+    }
+}
+
+impl Drop for ReplicaSet {
+    fn drop(&mut self) {
+        // Closing the channels ends each worker's loop; then wait for the threads.
+        for w in &mut self.workers {
+            w.sender.take();
+        }
+        for w in &mut self.workers {
+            if let Some(h) = w.handle.take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+fn spawn_worker(replica: usize, info: DeviceInfo, timeline: Arc<Mutex<VecDeque<Interval>>>) -> Result<Worker> {
+    let (tx, rx) = mpsc::channel::<Task>();
+    let threads = if info.kind == DeviceKind::Cuda { 1 } else { info.threads.max(1) };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(move |i| format!("rustgpu-replica{}-{}", replica, i))
+        .build()
+        .map_err(|e| Error::Device(format!("cannot start worker threads for replica {}: {}", replica, e)))?;
+    let device = info.candle_device()?;
+    let handle = std::thread::Builder::new()
+        .name(format!("rustgpu-replica{}", replica))
+        .spawn(move || {
+            let ctx = WorkerContext { replica, info, device };
+            while let Ok(task) = rx.recv() {
+                let start = Instant::now();
+                // The replica's kernels split their work over its own pool only.
+                pool.install(|| task(&ctx));
+                let end = Instant::now();
+                if let Ok(mut t) = timeline.lock() {
+                    if t.len() == TIMELINE_LEN {
+                        t.pop_front();
+                    }
+                    t.push_back(Interval { replica, start, end });
+                }
+            }
+        })
+        .map_err(|e| Error::Device(format!("cannot start the worker of replica {}: {}", replica, e)))?;
+    Ok(Worker { sender: Some(tx), handle: Some(handle) })
+}
+
+fn annotate(e: Error, replica: usize, info: &DeviceInfo) -> Error {
+    let prefix = format!("replica {} on {}", replica, info.label());
+    match e {
+        Error::Device(m) if m.starts_with(&prefix) => Error::Device(m),
+        Error::Value(m) => Error::Value(m),
+        other => Error::Device(format!("{} ({}) failed: {}", prefix, info.name, other)),
+    }
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_is_contiguous_balanced_and_allows_empty_parts() {
+        assert_eq!(split_batch(10, 4), vec![0..3, 3..6, 6..8, 8..10]);
+        assert_eq!(split_batch(3, 4), vec![0..1, 1..2, 2..3, 3..3]);
+        assert_eq!(split_batch(8, 2), vec![0..4, 4..8]);
+        for rows in 0..40 {
+            for parts in 1..9 {
+                let s = split_batch(rows, parts);
+                assert_eq!(s.len(), parts);
+                assert_eq!(s.last().unwrap().end, rows);
+                let lens: Vec<usize> = s.iter().map(|r| r.len()).collect();
+                assert!(lens.iter().max().unwrap() - lens.iter().min().unwrap() <= 1);
+            }
+        }
+    }
+
+    fn virtual_devices(n: usize) -> Vec<DeviceInfo> {
+        (0..n)
+            .map(|id| DeviceInfo { id, kind: DeviceKind::Virtual, name: format!("v{}", id), memory: None, threads: 1 })
+            .collect()
+    }
+
+    #[test]
+    fn workers_run_concurrently_and_report_panics_by_replica() {
+        let set = ReplicaSet::new(virtual_devices(2), MergeDevice::Cpu).unwrap();
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        // Both tasks wait on one barrier: this only finishes if they run at the same time.
+        let out = set
+            .run_all(|r| {
+                let b = barrier.clone();
+                Some(Box::new(move |ctx: &WorkerContext| {
+                    b.wait();
+                    Ok(ctx.replica * 10 + r)
+                }))
+            })
+            .unwrap();
+        assert_eq!(out, vec![0, 11]);
+        let err = set
+            .run_all(|r| {
+                Some(Box::new(move |_: &WorkerContext| -> Result<usize> {
+                    if r == 1 {
+                        panic!("injected");
+                    }
+                    Ok(r)
+                }))
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("replica 1 on /gpu:1"), "{}", err);
+        // The set still works after a failed step.
+        assert_eq!(set.run_all(|r| Some(Box::new(move |_: &WorkerContext| Ok(r)))).unwrap(), vec![0, 1]);
+    }
+}

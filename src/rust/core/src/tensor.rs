@@ -1,0 +1,64 @@
+//! Host tensors: the row-major f32 arrays that cross between the binding and the core.
+use crate::error::{Error, Result};
+use candle_core::{Device, Tensor};
+
+/// A dense row-major f32 array on the host; `shape[0]` is the batch axis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(Error::Value(format!(
+                "array of shape {:?} needs {} values, got {}",
+                shape,
+                n,
+                data.len()
+            )));
+        }
+        Ok(Self { shape, data })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.shape.first().copied().unwrap_or(0)
+    }
+
+    /// Values per row (product of the non-batch axes).
+    pub fn row_len(&self) -> usize {
+        self.shape.iter().skip(1).product()
+    }
+
+    /// Rows `start..end` as a new host tensor (contiguous, order kept).
+    pub fn slice_rows(&self, start: usize, end: usize) -> HostTensor {
+        let w = self.row_len();
+        let mut shape = self.shape.clone();
+        shape[0] = end - start;
+        HostTensor { shape, data: self.data[start * w..end * w].to_vec() }
+    }
+
+    pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+        Ok(Tensor::from_slice(&self.data, self.shape.as_slice(), device)?)
+    }
+
+    pub fn from_tensor(t: &Tensor) -> Result<Self> {
+        let shape = t.dims().to_vec();
+        let data = t.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+        Ok(Self { shape, data })
+    }
+
+    /// Concatenate along the batch axis, in the given order.
+    pub fn concat_rows(parts: &[HostTensor]) -> Result<HostTensor> {
+        let first = parts.first().ok_or_else(|| Error::Value("nothing to concatenate".into()))?;
+        let mut shape = first.shape.clone();
+        shape[0] = parts.iter().map(|p| p.rows()).sum();
+        let mut data = Vec::with_capacity(shape.iter().product());
+        for p in parts {
+            data.extend_from_slice(&p.data);
+        }
+        HostTensor::new(shape, data)
+    }
+}

@@ -1,0 +1,96 @@
+//! The data-parallel path equals the single-device path: predictions exactly, training
+//! up to float rounding, for every merge device and for batches smaller than the replica count.
+use rustgpu_core::activation::Activation;
+use rustgpu_core::device::{DeviceInfo, DeviceKind};
+use rustgpu_core::layers::{Dense, Layer, LayerKind};
+use rustgpu_core::loss::Loss;
+use rustgpu_core::metrics::Metric;
+use rustgpu_core::optim::{Optimizer, OptimizerConfig};
+use rustgpu_core::parallel::{MergeDevice, ReplicaSet};
+use rustgpu_core::{Compiled, Executor, HostTensor, Model};
+
+fn model() -> Model {
+    let mut m = Model::new("m".into());
+    let dense = |name: &str, units, act, seed| Layer {
+        name: name.into(),
+        kind: LayerKind::Dense(Dense::new(units, act, true).unwrap()),
+        seed,
+    };
+    m.add(dense("d1", 16, Activation::Relu, 1), Some(vec![6])).unwrap();
+    m.add(dense("d2", 3, Activation::Softmax, 2), None).unwrap();
+    m
+}
+
+fn data(rows: usize) -> (HostTensor, HostTensor) {
+    let x: Vec<f32> = (0..rows * 6).map(|i| ((i * 7919 % 97) as f32 / 48.0) - 1.0).collect();
+    let mut y = vec![0f32; rows * 3];
+    for r in 0..rows {
+        y[r * 3 + (r * 31 % 3)] = 1.0;
+    }
+    (HostTensor::new(vec![rows, 6], x).unwrap(), HostTensor::new(vec![rows, 3], y).unwrap())
+}
+
+fn replicas(n: usize, merge: MergeDevice) -> Executor {
+    let devices = (0..n)
+        .map(|id| DeviceInfo { id, kind: DeviceKind::Virtual, name: format!("v{}", id), memory: None, threads: 1 })
+        .collect();
+    Executor::Replicated(ReplicaSet::new(devices, merge).unwrap())
+}
+
+fn compiled(opt: &str) -> Compiled {
+    Compiled {
+        loss: Loss::CategoricalCrossentropy,
+        metrics: vec![Metric::resolve("accuracy", Loss::CategoricalCrossentropy, 3).unwrap()],
+        optimizer: Optimizer::new(OptimizerConfig::by_name(opt).unwrap()),
+    }
+}
+
+#[test]
+fn predictions_equal_single_device_exactly() {
+    let m = model();
+    let local = Executor::Local(rustgpu_core::device::cpu_device());
+    for merge in [MergeDevice::Cpu, MergeDevice::FirstReplica] {
+        let par = replicas(4, merge);
+        for rows in [1, 3, 5, 64, 257] {
+            let (x, _) = data(rows);
+            let a = local.predict_on_batch(&m, &x).unwrap();
+            let b = par.predict_on_batch(&m, &x).unwrap();
+            assert_eq!(a, b, "rows {} merge {:?}", rows, merge);
+        }
+    }
+}
+
+#[test]
+fn training_through_replicas_matches_the_template() {
+    for opt in ["sgd", "adam"] {
+        for merge in [MergeDevice::Cpu, MergeDevice::FirstReplica] {
+            let (mut a, mut b) = (model(), model());
+            let (mut ca, mut cb) = (compiled(opt), compiled(opt));
+            let local = Executor::Local(rustgpu_core::device::cpu_device());
+            let par = replicas(4, merge);
+            for step in 0..6 {
+                let (x, y) = data(10 + step); // 10..15 rows: uneven splits
+                let sa = local.train_on_batch(&mut a, &mut ca, &x, &y, step as u64).unwrap();
+                let sb = par.train_on_batch(&mut b, &mut cb, &x, &y, step as u64).unwrap();
+                assert!((sa.loss - sb.loss).abs() <= 1e-5 * sa.loss.abs().max(1.0), "{} vs {}", sa.loss, sb.loss);
+                assert_eq!(sa.metrics, sb.metrics);
+            }
+            for (wa, wb) in a.weights.iter().zip(&b.weights) {
+                for (u, v) in wa.value.iter().zip(wb.value.iter()) {
+                    assert!((u - v).abs() <= 1e-5 * u.abs().max(1.0), "{} {}: {} vs {}", opt, wa.name, u, v);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_batch_smaller_than_the_replica_count_trains() {
+    let mut m = model();
+    let mut c = compiled("sgd");
+    let before = m.get_weights();
+    let (x, y) = data(2);
+    let stats = replicas(4, MergeDevice::Cpu).train_on_batch(&mut m, &mut c, &x, &y, 0).unwrap();
+    assert_eq!(stats.rows, 2);
+    assert_ne!(before, m.get_weights());
+}
