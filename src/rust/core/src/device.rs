@@ -64,14 +64,19 @@ fn cuda_device(id: usize) -> Result<candle_core::Device> {
 static VIRTUAL_GPUS: AtomicUsize = AtomicUsize::new(0);
 static VIRTUAL_THREADS: AtomicUsize = AtomicUsize::new(1);
 
-/// Makes `n` virtual GPUs (0 removes them), each with `threads` threads for its kernels.
+/// Makes `n` virtual GPUs (0 removes them), each with `threads` threads for its kernels
+/// (0: the machine's cores divided among them).
 pub fn set_virtual_gpus(n: usize, threads: usize) -> Result<()> {
     if n > 64 {
         return Err(Error::Value(format!("`n` must be between 0 and 64 virtual GPUs, got {}", n)));
     }
-    if threads == 0 {
-        return Err(Error::Value("`threads` must be at least 1".into()));
-    }
+    // 0 threads: share the machine's cores evenly, at least one each.
+    let threads = if threads == 0 {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        (cores / n.max(1)).max(1)
+    } else {
+        threads
+    };
     VIRTUAL_GPUS.store(n, Ordering::SeqCst);
     VIRTUAL_THREADS.store(threads, Ordering::SeqCst);
     Ok(())
@@ -103,7 +108,7 @@ pub fn gpu_devices() -> Vec<DeviceInfo> {
             .map(|id| DeviceInfo {
                 id,
                 kind: DeviceKind::Virtual,
-                name: format!("virtual GPU {} (CPU-backed, {} thread{})", id, threads, if threads == 1 { "" } else { "s" }),
+                name: format!("virtual GPU {}", id),
                 memory: None,
                 threads,
             })
@@ -142,7 +147,9 @@ pub fn resolve_gpus(ids: &[usize]) -> Result<Vec<DeviceInfo>> {
     }
     let missing = ids.iter().any(|id| *id >= available.len());
     if missing {
-        let expected: Vec<String> = ids.iter().map(|i| format!("/gpu:{}", i)).collect();
+        let quoted = |v: Vec<String>| format!("[{}]", v.iter().map(|d| format!("'{}'", d)).collect::<Vec<_>>().join(", "));
+        let mut expected = vec!["/cpu:0".to_string()];
+        expected.extend(ids.iter().map(|i| format!("/gpu:{}", i)));
         let mut have = vec!["/cpu:0".to_string()];
         have.extend(available.iter().map(|d| d.label()));
         let gpus_arg = if ids.iter().enumerate().all(|(i, id)| i == *id) {
@@ -153,8 +160,8 @@ pub fn resolve_gpus(ids: &[usize]) -> Result<Vec<DeviceInfo>> {
         return Err(Error::Device(format!(
             "To call `multi_gpu_model` with `gpus={}`, we expect the following devices to be available: {}. However this machine only has: {}. Try reducing `gpus`.",
             gpus_arg,
-            expected.join(", "),
-            have.join(", ")
+            quoted(expected),
+            quoted(have)
         )));
     }
     Ok(ids.iter().map(|id| available[*id].clone()).collect())

@@ -1,0 +1,89 @@
+# Classed conditions, all inheriting from `rustgpu_error` (as mlverse/torch does in one file).
+
+rustgpu_abort <- function(message, class, call = rlang::caller_env(), ...) {
+  rlang::abort(message, class = c(class, "rustgpu_error"), call = call, ...)
+}
+
+value_error <- function(message, call = rlang::caller_env()) {
+  rustgpu_abort(message, "rustgpu_value_error", call = call)
+}
+
+state_error <- function(message, call = rlang::caller_env()) {
+  rustgpu_abort(message, "rustgpu_state_error", call = call)
+}
+
+device_error <- function(message, call = rlang::caller_env()) {
+  rustgpu_abort(message, "rustgpu_device_error", call = call)
+}
+
+# The Rust side returns a `rustgpu_backend_failure` object instead of raising, so no
+# R error ever unwinds through Rust frames; turn it into the condition here.
+call_backend <- function(result, call = rlang::caller_env()) {
+  if (inherits(result, "rustgpu_backend_failure")) {
+    cls <- unclass(result)
+    rustgpu_abort(cls$message, cls$class, call = call)
+  }
+  result
+}
+
+# --- argument checks ---------------------------------------------------------
+
+check_count <- function(x, arg, min = 1, allow_null = FALSE, call = rlang::caller_env()) {
+  if (is.null(x) && allow_null) {
+    return(invisible(NULL))
+  }
+  if (!is.numeric(x) || length(x) != 1 || is.na(x) || !is.finite(x) || x != round(x) || x < min ||
+      x > .Machine$integer.max) {
+    value_error(sprintf("`%s` must be a single whole number >= %s, not %s.", arg, min, describe(x)), call = call)
+  }
+  invisible(x)
+}
+
+check_number <- function(x, arg, min = -Inf, max = Inf, min_inclusive = TRUE, max_inclusive = TRUE,
+                         call = rlang::caller_env()) {
+  ok <- is.numeric(x) && length(x) == 1 && !is.na(x) && is.finite(x) &&
+    (if (min_inclusive) x >= min else x > min) && (if (max_inclusive) x <= max else x < max)
+  if (!ok) {
+    range <- sprintf("%s%s, %s%s", if (min_inclusive) "[" else "(", min, max, if (max_inclusive) "]" else ")")
+    value_error(sprintf("`%s` must be a single number in %s, not %s.", arg, range, describe(x)), call = call)
+  }
+  invisible(x)
+}
+
+check_bool <- function(x, arg, call = rlang::caller_env()) {
+  if (!is.logical(x) || length(x) != 1 || is.na(x)) {
+    value_error(sprintf("`%s` must be a single TRUE or FALSE, not %s.", arg, describe(x)), call = call)
+  }
+  invisible(x)
+}
+
+check_string <- function(x, arg, allow_null = FALSE, call = rlang::caller_env()) {
+  if (is.null(x) && allow_null) {
+    return(invisible(NULL))
+  }
+  if (!is.character(x) || length(x) != 1 || is.na(x) || !nzchar(x)) {
+    value_error(sprintf("`%s` must be a single non-empty string, not %s.", arg, describe(x)), call = call)
+  }
+  invisible(x)
+}
+
+check_shape <- function(x, arg, call = rlang::caller_env()) {
+  if (is.null(x)) {
+    return(NULL)
+  }
+  if (!is.numeric(x) || length(x) == 0 || anyNA(x) || any(!is.finite(x)) || any(x != round(x)) ||
+      any(x < 1) || any(x > .Machine$integer.max)) {
+    value_error(sprintf("`%s` must be a vector of positive whole numbers, not %s.", arg, describe(x)), call = call)
+  }
+  as.integer(x)
+}
+
+describe <- function(x) {
+  if (is.null(x)) return("NULL")
+  if (is.function(x)) return("a function")
+  if (is.environment(x)) return("an environment")
+  if (length(x) == 0) return(sprintf("an empty %s vector", typeof(x)))
+  if (is.atomic(x) && length(x) == 1) return(if (is.character(x)) sprintf("\"%s\"", x) else format(x))
+  if (is.atomic(x)) return(sprintf("a %s vector of length %d", typeof(x), length(x)))
+  sprintf("an object of class <%s>", paste(class(x), collapse = "/"))
+}

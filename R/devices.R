@@ -1,0 +1,64 @@
+#' Virtual GPUs: CPU-backed stand-ins for GPUs
+#'
+#' Makes `n` virtual GPUs, each with its own worker thread and thread budget, that
+#' [multi_gpu_model()] uses exactly like real GPUs (same replicas, split, merge and
+#' reduction; only the memory under the tensors differs). While virtual GPUs are set they
+#' are the GPUs [gpu_devices()] lists. `n = 0` removes them. Setting the environment
+#' variable `RUSTGPU_VIRTUAL_GPUS=n` before loading the package does the same.
+#' Models already replicated keep the devices they were made with.
+#'
+#' @param n Number of virtual GPUs (0 to 64).
+#' @param threads_per_gpu Threads each one uses for its kernels; `NULL` divides the
+#'   machine's cores between them (at least one each).
+#' @return The GPU table ([gpu_devices()]), invisibly.
+#' @examples
+#' use_virtual_gpus(2)
+#' gpu_devices()
+#' use_virtual_gpus(0)
+#' @export
+use_virtual_gpus <- function(n, threads_per_gpu = NULL) {
+  check_count(n, "n", min = 0)
+  check_count(threads_per_gpu, "threads_per_gpu", min = 1, allow_null = TRUE)
+  threads <- if (is.null(threads_per_gpu)) 0L else as.integer(threads_per_gpu)
+  call_backend(rg_use_virtual_gpus(as.integer(n), threads))
+  invisible(gpu_devices())
+}
+
+#' GPUs available to rustgpu
+#'
+#' `gpu_devices()` lists the GPUs replicas can use: the virtual GPUs when some are set
+#' with [use_virtual_gpus()], else the CUDA devices. `cuda_is_available()` and
+#' `cuda_device_count()` report CUDA devices only; a CPU build answers `FALSE` / `0`.
+#'
+#' @return `gpu_devices()`: a data frame with columns `id` (0-based), `name`, `kind`
+#'   ("cuda" or "virtual"), `memory` (bytes, `NA` where unknown) and `threads`.
+#' @examples
+#' cuda_is_available()
+#' cuda_device_count()
+#' gpu_devices()
+#' @export
+gpu_devices <- function() {
+  d <- call_backend(rg_gpu_devices())
+  memory <- d$memory
+  memory[is.nan(memory)] <- NA_real_
+  data.frame(id = d$id, name = d$name, kind = d$kind, memory = memory, threads = d$threads,
+             stringsAsFactors = FALSE)
+}
+
+#' @rdname gpu_devices
+#' @export
+cuda_is_available <- function() cuda_device_count() > 0
+
+#' @rdname gpu_devices
+#' @export
+cuda_device_count <- function() rg_cuda_device_count()
+
+#' What this build of rustgpu contains
+#'
+#' @return A list: `features` compiled in ("cpu", "cuda") and the number of CUDA devices.
+#' @examples
+#' rustgpu_build_info()
+#' @export
+rustgpu_build_info <- function() {
+  list(features = rg_build_features(), cuda_devices = cuda_device_count())
+}

@@ -1,0 +1,137 @@
+# Layers: each layer_*() validates its arguments in R, then either adds the layer to the
+# model given (in place, returning the model) or, with no model, returns the layer for
+# keras_model_sequential(layers = ).
+
+new_layer <- function(kind, name, args) {
+  structure(list(kind = kind, name = name, args = args), class = "rustgpu_layer")
+}
+
+compose_layer <- function(object, layer, call = rlang::caller_env()) {
+  if (missing(object) || is.null(object)) {
+    return(layer)
+  }
+  check_model(object, call = call)
+  if (is_parallel_model(object)) {
+    state_error("Add layers to the template model, not to the parallel model made by multi_gpu_model().", call = call)
+  }
+  add_layer(object, layer, call = call)
+  invisible(object)
+}
+
+add_layer <- function(model, layer, call = rlang::caller_env()) {
+  a <- layer$args
+  shape <- a$input_shape
+  result <- switch(layer$kind,
+    dense = rg_add_dense(model$ptr, layer$name, a$units, a$activation, a$use_bias,
+                         a$kernel_initializer, a$bias_initializer, shape, a$seed),
+    activation = rg_add_activation(model$ptr, layer$name, a$activation, shape),
+    dropout = rg_add_dropout(model$ptr, layer$name, a$rate, shape)
+  )
+  call_backend(result, call = call)
+  invisible(model)
+}
+
+# Evaluate a piped model first, so that layers are named in the order they are added.
+force_model <- function(object) {
+  if (!missing(object)) force(object)
+  invisible()
+}
+
+activation_name <- function(activation, call = rlang::caller_env()) {
+  if (is.null(activation)) return("linear")
+  check_string(activation, "activation", call = call)
+  activation
+}
+
+layer_name <- function(name, prefix, call = rlang::caller_env()) {
+  check_string(name, "name", allow_null = TRUE, call = call)
+  if (is.null(name)) rg_unique_name(prefix) else name
+}
+
+# Each layer's initial weights come from its own seed, drawn from R's RNG, so set.seed()
+# makes model initialisation reproducible.
+new_seed <- function() sample.int(.Machine$integer.max, 1)
+
+#' Add a densely-connected layer
+#'
+#' `output = activation(input %*% kernel + bias)`, applied to the last axis.
+#'
+#' @param object A model to add the layer to; missing or `NULL` returns the layer itself.
+#' @param units Positive integer, the dimensionality of the output.
+#' @param activation Name of the activation: one of "linear" (also `NULL`), "relu",
+#'   "sigmoid", "tanh", "softmax", "elu", "selu", "softplus", "gelu".
+#' @param use_bias Whether the layer uses a bias vector.
+#' @param kernel_initializer,bias_initializer Initializer names: "glorot_uniform",
+#'   "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal",
+#'   "random_uniform", "random_normal", "zeros", "ones".
+#' @param input_shape Shape of one sample (without the batch axis); only for the first layer.
+#' @param name Name of the layer (default: a unique "dense", "dense_1", ...).
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_dense(units = 16, activation = "relu", input_shape = 4) %>%
+#'   layer_dense(units = 3, activation = "softmax")
+#' summary(model)
+#' @export
+layer_dense <- function(object, units, activation = NULL, use_bias = TRUE,
+                        kernel_initializer = "glorot_uniform", bias_initializer = "zeros",
+                        input_shape = NULL, name = NULL) {
+  force_model(object)
+  check_count(units, "units", min = 1)
+  check_bool(use_bias, "use_bias")
+  check_string(kernel_initializer, "kernel_initializer")
+  check_string(bias_initializer, "bias_initializer")
+  layer <- new_layer("dense", layer_name(name, "dense"), list(
+    units = as.numeric(units), activation = activation_name(activation), use_bias = use_bias,
+    kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
+    input_shape = check_shape(input_shape, "input_shape"), seed = new_seed()
+  ))
+  compose_layer(object, layer)
+}
+
+#' Apply an activation function to an output
+#'
+#' @inheritParams layer_dense
+#' @param activation Name of the activation function (see [layer_dense()]).
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_dense(3, input_shape = 2) %>%
+#'   layer_activation("softmax")
+#' @export
+layer_activation <- function(object, activation, input_shape = NULL, name = NULL) {
+  force_model(object)
+  layer <- new_layer("activation", layer_name(name, "activation"), list(
+    activation = activation_name(activation), input_shape = check_shape(input_shape, "input_shape")
+  ))
+  compose_layer(object, layer)
+}
+
+#' Apply dropout to the input
+#'
+#' During training, sets each input value to 0 with probability `rate` and scales the
+#' others by `1 / (1 - rate)`; at inference the layer passes its input through.
+#'
+#' @inheritParams layer_dense
+#' @param rate Fraction of the input units to drop, in `[0, 1)`.
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_dense(8, activation = "relu", input_shape = 4) %>%
+#'   layer_dropout(rate = 0.2) %>%
+#'   layer_dense(1)
+#' @export
+layer_dropout <- function(object, rate, input_shape = NULL, name = NULL) {
+  force_model(object)
+  check_number(rate, "rate", min = 0, max = 1, max_inclusive = FALSE)
+  layer <- new_layer("dropout", layer_name(name, "dropout"), list(
+    rate = as.numeric(rate), input_shape = check_shape(input_shape, "input_shape")
+  ))
+  compose_layer(object, layer)
+}
+
+#' @export
+print.rustgpu_layer <- function(x, ...) {
+  cat(sprintf("<%s layer \"%s\">\n", x$kind, x$name))
+  invisible(x)
+}

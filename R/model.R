@@ -1,0 +1,178 @@
+# Model objects: an environment holding the Rust handle plus R-side bookkeeping.
+# Classes follow R keras so methods carry the reference page's names
+# (compile.keras.engine.training.Model, fit.keras.engine.training.Model, ...).
+
+new_model <- function(ptr, name, kind = "sequential", template = NULL, gpus = NULL) {
+  model <- new.env(parent = emptyenv())
+  model$ptr <- ptr
+  model$name <- name
+  model$metric_names <- character()
+  model$compiled <- FALSE
+  model$template <- template
+  model$gpus <- gpus
+  cls <- c(
+    if (kind == "sequential") "keras.engine.sequential.Sequential",
+    if (!is.null(template)) "rustgpu_parallel_model",
+    "keras.engine.training.Model", "rustgpu_model"
+  )
+  class(model) <- cls
+  model
+}
+
+is_parallel_model <- function(model) inherits(model, "rustgpu_parallel_model")
+
+check_model <- function(object, arg = "object", call = rlang::caller_env()) {
+  if (!inherits(object, "rustgpu_model")) {
+    value_error(sprintf("`%s` must be a model made by rustgpu (e.g. keras_model_sequential()), not %s.",
+                        arg, describe(object)), call = call)
+  }
+  if (!rg_is_live(object$ptr)) {
+    state_error(paste0(
+      "This model's compiled data is gone: models made in another R session or restored with ",
+      "readRDS() cannot be used. Rebuild the model (saving and loading in Keras's HDF5 format is planned)."
+    ), call = call)
+  }
+  invisible(object)
+}
+
+model_info <- function(object) call_backend(rg_model_info(object$ptr))
+
+#' Create a sequential model
+#'
+#' A linear stack of layers, added with the `layer_*()` functions (which modify the
+#' model in place and return it, so they chain with `%>%` or `|>`).
+#'
+#' @param layers A list of layers made by `layer_*()` called without a model.
+#' @param name Name of the model (default: a unique "sequential", "sequential_1", ...).
+#' @return A model object.
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_dense(units = 8, activation = "relu", input_shape = 4) %>%
+#'   layer_dense(units = 3, activation = "softmax")
+#' model
+#' @export
+keras_model_sequential <- function(layers = NULL, name = NULL) {
+  check_string(name, "name", allow_null = TRUE)
+  if (is.null(name)) name <- rg_unique_name("sequential")
+  model <- new_model(call_backend(rg_model_new(name)), name)
+  if (!is.null(layers)) {
+    if (inherits(layers, "rustgpu_layer")) layers <- list(layers)
+    if (!is.list(layers) || !all(vapply(layers, inherits, logical(1), "rustgpu_layer"))) {
+      value_error("`layers` must be a list of layers made by layer_*() without a model.")
+    }
+    for (layer in layers) add_layer(model, layer)
+  }
+  model
+}
+
+#' @export
+format.keras.engine.training.Model <- function(x, ...) {
+  info <- model_info(x)
+  rule <- strrep("_", 65)
+  header <- sprintf(" %-27s %-25s %-9s", "Layer (type)", "Output Shape", "Param #")
+  rows <- if (length(info$layer_names)) {
+    sprintf(" %-27s %-25s %-9s",
+            sprintf("%s (%s)", info$layer_names, info$layer_classes),
+            info$output_shapes,
+            ifelse(is.na(info$layer_params), "(unbuilt)", format_count(info$layer_params)))
+  } else {
+    " (no layers)"
+  }
+  total <- info$trainable_params + info$non_trainable_params
+  lines <- c(
+    sprintf("Model: \"%s\"", info$name), rule, header, strrep("=", 65), rows, strrep("=", 65),
+    sprintf("Total params: %s", format_count(total)),
+    sprintf("Trainable params: %s", format_count(info$trainable_params)),
+    sprintf("Non-trainable params: %s", format_count(info$non_trainable_params)),
+    rule
+  )
+  if (isTRUE(info$parallel)) {
+    lines <- c(lines, sprintf(
+      "Replicated on %d devices (%s); outputs and gradients merged on the %s; master weights on the CPU%s.",
+      info$replicas, paste(info$devices, collapse = ", "), info$merge,
+      if (isTRUE(info$cpu_relocation)) " (cpu_relocation = TRUE)" else ""
+    ))
+  }
+  paste(lines, collapse = "\n")
+}
+
+format_count <- function(n) formatC(n, format = "d", big.mark = ",")
+
+#' @export
+print.keras.engine.training.Model <- function(x, ...) {
+  cat(format(x), "\n", sep = "")
+  invisible(x)
+}
+
+#' Print a summary of a model
+#'
+#' Keras's table: each layer's name and type, output shape and parameter count, then
+#' total, trainable and non-trainable parameters. A parallel model adds a line saying
+#' how it is replicated.
+#'
+#' @param object A model.
+#' @param ... Unused.
+#' @return The summary text, invisibly.
+#' @examples
+#' model <- keras_model_sequential() %>% layer_dense(2, input_shape = 3)
+#' summary(model)
+#' @export
+summary.keras.engine.training.Model <- function(object, ...) {
+  check_model(object)
+  text <- format(object)
+  cat(text, "\n", sep = "")
+  invisible(text)
+}
+
+#' Get or set a model's weights
+#'
+#' Weights come as a list of arrays in Keras's layouts (a dense kernel is
+#' `(inputs, units)`, then its bias). A parallel model's weights are its template's.
+#'
+#' @param object A model.
+#' @param weights A list of arrays, one per weight, with the shapes `get_weights()` returns.
+#' @return `get_weights()`: a list of arrays. `set_weights()`: the model, invisibly.
+#' @examples
+#' model <- keras_model_sequential() %>% layer_dense(2, input_shape = 3)
+#' w <- get_weights(model)
+#' w[[2]][] <- 1
+#' set_weights(model, w)
+#' get_weights(model)[[2]]
+#' @export
+get_weights <- function(object) {
+  check_model(object)
+  lapply(call_backend(rg_get_weights(object$ptr)), function(w) {
+    if (length(dim(w)) == 1) as.array(as.vector(w)) else w
+  })
+}
+
+#' @rdname get_weights
+#' @export
+set_weights <- function(object, weights) {
+  check_model(object)
+  if (!is.list(weights)) {
+    value_error(sprintf("`weights` must be a list of arrays (as get_weights() returns), not %s.", describe(weights)))
+  }
+  call_backend(rg_set_weights(object$ptr, weights))
+  invisible(object)
+}
+
+#' Remove the last layer of a sequential model
+#'
+#' @param object A sequential model.
+#' @return The model, invisibly.
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_dense(4, input_shape = 2) %>%
+#'   layer_dense(1)
+#' pop_layer(model)
+#' length(get_weights(model))
+#' @export
+pop_layer <- function(object) {
+  check_model(object)
+  if (is_parallel_model(object)) {
+    state_error("Remove layers from the template model, not from the parallel model made by multi_gpu_model().")
+  }
+  call_backend(rg_pop_layer(object$ptr))
+  invisible(object)
+}

@@ -1,0 +1,286 @@
+# compile / fit / evaluate / predict and the *_on_batch functions.
+
+#' @importFrom generics compile fit
+#' @export
+generics::compile
+
+#' @export
+generics::fit
+
+#' Configure a model for training
+#'
+#' @param object A model (a template or a parallel model; each is compiled on its own).
+#' @param optimizer "sgd", "rmsprop", "adam" or an optimizer object ([optimizer_adam()] ...).
+#' @param loss Name of the loss: "categorical_crossentropy",
+#'   "sparse_categorical_crossentropy", "binary_crossentropy", "mean_squared_error"
+#'   ("mse"), "mean_absolute_error" ("mae").
+#' @param metrics Names of metrics to report: "accuracy", "mae", "mse" (and Keras's
+#'   long names).
+#' @param ... Unused.
+#' @return The model, invisibly.
+#' @examples
+#' model <- keras_model_sequential() %>% layer_dense(3, activation = "softmax", input_shape = 4)
+#' compile(model, optimizer = "adam", loss = "categorical_crossentropy", metrics = "accuracy")
+#' @export
+compile.keras.engine.training.Model <- function(object, optimizer = "rmsprop", loss = NULL, metrics = NULL, ...) {
+  check_model(object)
+  if (is.null(loss)) {
+    value_error("`loss` is required: e.g. compile(model, optimizer = \"adam\", loss = \"mse\").")
+  }
+  check_string(loss, "loss")
+  optimizer <- as_optimizer(optimizer)
+  if (is.null(metrics)) metrics <- character()
+  if (!is.character(metrics) || anyNA(metrics)) {
+    value_error(sprintf("`metrics` must be a character vector of metric names, not %s.", describe(metrics)))
+  }
+  call_backend(rg_compile(object$ptr, unclass(optimizer), loss, metrics))
+  object$metric_names <- metrics
+  object$compiled <- TRUE
+  object$loss <- loss
+  object$optimizer <- optimizer
+  invisible(object)
+}
+
+# Checks x (and y) once per call, without copying: numeric, no NA/NaN/Inf, same rows.
+check_data <- function(x, y = NULL, call = rlang::caller_env()) {
+  if (is.null(x)) value_error("`x` is required.", call = call)
+  n <- call_backend(rg_check_data(x, "x"), call = call)
+  if (n == 0) value_error("`x` has no rows (samples): nothing to do.", call = call)
+  if (!is.null(y)) {
+    ny <- call_backend(rg_check_data(y, "y"), call = call)
+    if (ny != n) {
+      value_error(sprintf("`x` and `y` must have the same number of samples (rows): `x` has %d, `y` has %d.",
+                          as.integer(n), as.integer(ny)), call = call)
+    }
+  }
+  as.integer(n)
+}
+
+check_compiled <- function(object, what, call = rlang::caller_env()) {
+  if (!isTRUE(object$compiled)) {
+    state_error(sprintf(
+      "The model must be compiled before `%s()`: call compile(model, optimizer = , loss = ) first.", what),
+      call = call)
+  }
+}
+
+check_unsupported <- function(..., call = rlang::caller_env()) {
+  args <- list(...)
+  for (nm in names(args)) {
+    if (!is.null(args[[nm]])) {
+      value_error(sprintf("`%s` is not supported yet by rustgpu: leave it NULL.", nm), call = call)
+    }
+  }
+}
+
+default_batch_size <- function(batch_size, call = rlang::caller_env()) {
+  if (is.null(batch_size)) return(32L)
+  check_count(batch_size, "batch_size", min = 1, call = call)
+  as.integer(batch_size)
+}
+
+named_stats <- function(values, object) {
+  stats::setNames(values, c("loss", object$metric_names))
+}
+
+#' Train a model
+#'
+#' Runs `epochs` passes over `x`, `y` in batches of `batch_size`, one optimizer step per
+#' batch. On a parallel model each batch is split between the replicas. The loss and
+#' metrics reported for an epoch are Keras's: the sample-weighted mean over its batches,
+#' each computed before that batch's update.
+#'
+#' @param object A compiled model.
+#' @param x Numeric matrix or array of inputs, samples first.
+#' @param y Numeric matrix or vector of targets (one-hot rows for categorical
+#'   crossentropy, class ids from 0 for sparse categorical crossentropy).
+#' @param batch_size Samples per step (default 32).
+#' @param epochs Number of passes over the data.
+#' @param verbose 0 (silent), 1 (a progress bar, updated in interactive sessions) or 2
+#'   (one line per epoch).
+#' @param callbacks,class_weight,sample_weight Not supported yet; must be `NULL`.
+#' @param validation_split Fraction in `[0, 1)` of the data, taken from the end before
+#'   shuffling, to evaluate on after each epoch.
+#' @param validation_data `list(x_val, y_val)` to evaluate on after each epoch (overrides
+#'   `validation_split`).
+#' @param shuffle Whether to shuffle the training rows before each epoch (uses R's RNG).
+#' @param initial_epoch Epoch at which to start (for resuming training).
+#' @param ... Unused.
+#' @return A `keras_training_history` object, invisibly.
+#' @examples
+#' x <- matrix(runif(200), ncol = 2)
+#' y <- x %*% c(1, -2) + 0.5
+#' model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
+#' compile(model, optimizer = optimizer_sgd(learning_rate = 0.1), loss = "mse")
+#' history <- fit(model, x, y, epochs = 5, verbose = 0)
+#' history
+#' @export
+fit.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_size = NULL, epochs = 10,
+                                            verbose = getOption("keras.fit_verbose", default = 1),
+                                            callbacks = NULL, validation_split = 0, validation_data = NULL,
+                                            shuffle = TRUE, class_weight = NULL, sample_weight = NULL,
+                                            initial_epoch = 0, ...) {
+  check_model(object)
+  check_unsupported(callbacks = callbacks, class_weight = class_weight, sample_weight = sample_weight)
+  check_compiled(object, "fit")
+  if (is.null(y)) value_error("`y` is required.")
+  batch_size <- default_batch_size(batch_size)
+  check_count(epochs, "epochs", min = 0)
+  check_count(initial_epoch, "initial_epoch", min = 0)
+  check_verbose(verbose)
+  check_number(validation_split, "validation_split", min = 0, max = 1, max_inclusive = FALSE)
+  check_bool(shuffle, "shuffle")
+  n <- check_data(x, y)
+
+  train_rows <- seq_len(n)
+  val <- NULL
+  if (!is.null(validation_data)) {
+    if (!is.list(validation_data) || length(validation_data) < 2) {
+      value_error("`validation_data` must be list(x_val, y_val).")
+    }
+    check_data(validation_data[[1]], validation_data[[2]])
+    val <- list(x = validation_data[[1]], y = validation_data[[2]], rows = NULL)
+  } else if (validation_split > 0) {
+    # Keras takes the validation samples from the end, before any shuffling.
+    split_at <- as.integer(floor(n * (1 - validation_split)))
+    if (split_at < 1 || split_at >= n) {
+      value_error(sprintf("`validation_split = %s` leaves no training or no validation samples out of %d.",
+                          validation_split, n))
+    }
+    train_rows <- seq_len(split_at)
+    val <- list(x = x, y = y, rows = seq.int(split_at + 1L, n))
+  }
+
+  metric_names <- c("loss", object$metric_names)
+  history_names <- c(metric_names, if (!is.null(val)) paste0("val_", metric_names))
+  history <- stats::setNames(lapply(history_names, function(i) numeric()), history_names)
+  steps <- ceiling(length(train_rows) / batch_size)
+  epochs_run <- seq_len(epochs)[seq_len(epochs) > initial_epoch]
+
+  for (epoch in epochs_run) {
+    rows <- if (shuffle) train_rows[sample.int(length(train_rows))] else train_rows
+    batches <- split(rows, ceiling(seq_along(rows) / batch_size))
+    seed <- new_seed()
+    totals <- numeric(length(metric_names))
+    seen <- 0
+    progress <- progress_start(epoch, epochs, steps, verbose)
+    for (b in seq_along(batches)) {
+      idx <- batches[[b]]
+      stats <- call_backend(rg_train_batch(object$ptr, x, y, idx, seed))
+      totals <- totals + stats * length(idx)
+      seen <- seen + length(idx)
+      progress_update(progress, b, totals / seen, metric_names)
+    }
+    epoch_logs <- stats::setNames(totals / seen, metric_names)
+    if (!is.null(val)) {
+      v <- call_backend(rg_evaluate(object$ptr, val$x, val$y, val$rows, batch_size))
+      epoch_logs <- c(epoch_logs, stats::setNames(v, paste0("val_", metric_names)))
+    }
+    for (nm in names(epoch_logs)) history[[nm]] <- c(history[[nm]], epoch_logs[[nm]])
+    progress_end(progress, epoch_logs)
+  }
+
+  result <- structure(list(
+    params = list(verbose = verbose, epochs = epochs, steps = steps, samples = length(train_rows),
+                  batch_size = batch_size),
+    metrics = history
+  ), class = "keras_training_history")
+  invisible(result)
+}
+
+check_verbose <- function(verbose, call = rlang::caller_env()) {
+  if (!is.numeric(verbose) && !is.logical(verbose) || length(verbose) != 1 || is.na(verbose) ||
+      !as.numeric(verbose) %in% c(0, 1, 2)) {
+    value_error(sprintf("`verbose` must be 0, 1 or 2, not %s.", describe(verbose)), call = call)
+  }
+}
+
+#' Evaluate a model
+#'
+#' @param object A compiled model.
+#' @param x,y Inputs and targets, as for [fit()].
+#' @param batch_size Samples per batch (default 32).
+#' @param verbose Whether to print the result line.
+#' @param ... Unused.
+#' @return A named numeric vector: the loss and each metric, averaged over all samples.
+#' @examples
+#' x <- matrix(runif(20), ncol = 2)
+#' model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
+#' compile(model, optimizer = "sgd", loss = "mse", metrics = "mae")
+#' evaluate(model, x, rowSums(x), verbose = 0)
+#' @export
+evaluate <- function(object, ...) UseMethod("evaluate")
+
+#' @rdname evaluate
+#' @export
+evaluate.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_size = NULL, verbose = 1, ...) {
+  check_model(object)
+  check_compiled(object, "evaluate")
+  batch_size <- default_batch_size(batch_size)
+  check_verbose(verbose)
+  check_data(x, y)
+  result <- named_stats(call_backend(rg_evaluate(object$ptr, x, y, NULL, batch_size)), object)
+  if (verbose > 0) cat(format_logs(result), "\n", sep = "")
+  result
+}
+
+#' Generate predictions
+#'
+#' @param object A model.
+#' @param x Numeric matrix or array of inputs, samples first.
+#' @param batch_size Samples per batch (default 32).
+#' @param verbose Unused (kept for Keras compatibility).
+#' @param ... Unused.
+#' @return A numeric array of outputs, one row per sample.
+#' @examples
+#' model <- keras_model_sequential() %>% layer_dense(3, activation = "softmax", input_shape = 2)
+#' predict(model, matrix(runif(10), ncol = 2))
+#' @importFrom stats predict
+#' @export
+predict.keras.engine.training.Model <- function(object, x, batch_size = NULL, verbose = 0, ...) {
+  check_model(object)
+  batch_size <- default_batch_size(batch_size)
+  check_data(x)
+  call_backend(rg_predict(object$ptr, x, batch_size))
+}
+
+#' Single-batch training, evaluation and prediction
+#'
+#' `train_on_batch()` runs one optimizer step on the whole of `x`, `y`;
+#' `test_on_batch()` returns the loss and metrics on it; `predict_on_batch()` the outputs.
+#'
+#' @param object A model (compiled, for training and testing).
+#' @param x,y Inputs and targets for one batch.
+#' @return `train_on_batch()`, `test_on_batch()`: named numeric vector of the loss and
+#'   metrics (computed before the update). `predict_on_batch()`: the outputs.
+#' @examples
+#' model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
+#' compile(model, optimizer = "sgd", loss = "mse")
+#' x <- matrix(runif(8), ncol = 2)
+#' train_on_batch(model, x, rowSums(x))
+#' test_on_batch(model, x, rowSums(x))
+#' predict_on_batch(model, x)
+#' @export
+train_on_batch <- function(object, x, y) {
+  check_model(object)
+  check_compiled(object, "train_on_batch")
+  n <- check_data(x, y)
+  named_stats(call_backend(rg_train_batch(object$ptr, x, y, seq_len(n), new_seed())), object)
+}
+
+#' @rdname train_on_batch
+#' @export
+test_on_batch <- function(object, x, y) {
+  check_model(object)
+  check_compiled(object, "test_on_batch")
+  n <- check_data(x, y)
+  named_stats(call_backend(rg_evaluate(object$ptr, x, y, NULL, n)), object)
+}
+
+#' @rdname train_on_batch
+#' @export
+predict_on_batch <- function(object, x) {
+  check_model(object)
+  n <- check_data(x)
+  call_backend(rg_predict(object$ptr, x, n))
+}

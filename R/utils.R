@@ -1,0 +1,37 @@
+#' Pipe operator
+#'
+#' See \code{magrittr::\link[magrittr:pipe]{\%>\%}}.
+#' @name %>%
+#' @rdname pipe
+#' @keywords internal
+#' @importFrom magrittr %>%
+#' @export
+#' @usage lhs \%>\% rhs
+#' @return The result of calling `rhs(lhs)`.
+NULL
+
+#' Convert class ids to one-hot rows
+#'
+#' @param y A vector of class ids, from 0 to `num_classes - 1`.
+#' @param num_classes Number of classes (default: `max(y) + 1`).
+#' @return A numeric matrix with one row per element of `y` and one column per class.
+#' @examples
+#' to_categorical(c(0, 2, 1))
+#' @export
+to_categorical <- function(y, num_classes = NULL) {
+  if (is.factor(y)) {
+    value_error("`y` is a factor: use as.integer(y) - 1 to get class ids from 0.")
+  }
+  if (!is.numeric(y) || anyNA(y) || any(y != round(y)) || any(y < 0)) {
+    value_error("`y` must hold whole-number class ids >= 0 (no NA).")
+  }
+  if (is.null(num_classes)) num_classes <- if (length(y)) max(y) + 1 else 0
+  check_count(num_classes, "num_classes", min = 1)
+  if (length(y) && max(y) >= num_classes) {
+    value_error(sprintf("`y` holds class id %d but `num_classes` is %d: ids must be below it.",
+                        as.integer(max(y)), as.integer(num_classes)))
+  }
+  out <- matrix(0, nrow = length(y), ncol = num_classes)
+  out[cbind(seq_along(y), as.integer(y) + 1L)] <- 1
+  out
+}

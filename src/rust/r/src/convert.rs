@@ -1,0 +1,175 @@
+//! R values <-> core values. R arrays are column-major doubles with samples first;
+//! the core wants row-major f32. Only the rows a batch needs are converted.
+use extendr_api::prelude::*;
+use rustgpu_core::{Error, HostTensor, Result};
+
+/// A numeric R array viewed without copying.
+pub enum RNumbers<'a> {
+    Real(&'a [f64]),
+    Int(&'a [i32]),
+}
+
+/// An R array (samples along the first axis) that batches are gathered from.
+pub struct RArray<'a> {
+    pub values: RNumbers<'a>,
+    /// R's dims; a plain vector is treated as one column (as Keras expands 1-d data).
+    pub dims: Vec<usize>,
+    /// For each element of a row in R's (column-major) order, its row-major offset.
+    row_major_offset: Vec<usize>,
+}
+
+impl<'a> RArray<'a> {
+    /// `what` names the argument in error messages ("x", "y", "weights[[2]]").
+    pub fn new(robj: &'a Robj, what: &str, expand_vector: bool) -> Result<Self> {
+        let values = match robj.rtype() {
+            Rtype::Doubles => RNumbers::Real(robj.as_real_slice().unwrap_or(&[])),
+            Rtype::Integers => RNumbers::Int(robj.as_integer_slice().unwrap_or(&[])),
+            Rtype::Logicals => {
+                return Err(Error::Value(format!("`{}` is logical: convert it to numbers first (e.g. as.numeric())", what)))
+            }
+            Rtype::Strings => {
+                return Err(Error::Value(format!("`{}` must be a numeric array, not character data", what)))
+            }
+            Rtype::List => {
+                let hint = if robj.inherits("data.frame") { " (convert a data frame with as.matrix())" } else { "" };
+                return Err(Error::Value(format!("`{}` must be a numeric array, not a list{}", what, hint)));
+            }
+            other => return Err(Error::Value(format!("`{}` must be a numeric array, got R type {:?}", what, other))),
+        };
+        if robj.inherits("factor") {
+            return Err(Error::Value(format!("`{}` is a factor: convert it with to_categorical() or as.integer() - 1", what)));
+        }
+        let len = robj.len();
+        let dims: Vec<usize> = match robj.get_attrib("dim").and_then(|d| d.as_integer_vector()) {
+            Some(d) => d.iter().map(|v| (*v).max(0) as usize).collect(),
+            None if expand_vector => vec![len, 1],
+            None => vec![len],
+        };
+        let row_major_offset = column_to_row_major(&dims[1..]);
+        Ok(Self { values, dims, row_major_offset })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.dims[0]
+    }
+
+    /// Fails on the first NA, NaN or infinite value, naming the argument.
+    pub fn check_finite(&self, what: &str) -> Result<()> {
+        let bad = match &self.values {
+            RNumbers::Real(v) => v.iter().position(|x| !x.is_finite()),
+            RNumbers::Int(v) => v.iter().position(|x| *x == i32::MIN),
+        };
+        match bad {
+            Some(i) => Err(Error::Value(format!(
+                "`{}` contains NA, NaN or infinite values (first at element {}, row {}): remove or impute them before training",
+                what,
+                i + 1,
+                i % self.rows().max(1) + 1
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Rows `rows` (0-based) as a row-major f32 batch.
+    pub fn gather(&self, rows: &[usize]) -> HostTensor {
+        let n = self.rows();
+        let width = self.row_major_offset.len();
+        let mut data = vec![0f32; rows.len() * width];
+        // Column by column: reads walk R's memory in order for contiguous batches.
+        for (k, &dst) in self.row_major_offset.iter().enumerate() {
+            let base = k * n;
+            match &self.values {
+                RNumbers::Real(v) => {
+                    for (b, &r) in rows.iter().enumerate() {
+                        data[b * width + dst] = v[base + r] as f32;
+                    }
+                }
+                RNumbers::Int(v) => {
+                    for (b, &r) in rows.iter().enumerate() {
+                        data[b * width + dst] = v[base + r] as f32;
+                    }
+                }
+            }
+        }
+        let mut shape = vec![rows.len()];
+        shape.extend_from_slice(&self.dims[1..]);
+        HostTensor { shape, data }
+    }
+
+    pub fn all(&self) -> HostTensor {
+        let rows: Vec<usize> = (0..self.rows()).collect();
+        self.gather(&rows)
+    }
+}
+
+/// For feature dims `d`, maps each column-major position to its row-major position.
+fn column_to_row_major(d: &[usize]) -> Vec<usize> {
+    let total: usize = d.iter().product();
+    let mut out = Vec::with_capacity(total);
+    for mut k in 0..total {
+        let mut idx = vec![0usize; d.len()];
+        for (axis, size) in d.iter().enumerate() {
+            idx[axis] = k % size;
+            k /= size;
+        }
+        let mut rm = 0;
+        for (axis, size) in d.iter().enumerate() {
+            rm = rm * size + idx[axis];
+        }
+        out.push(rm);
+    }
+    out
+}
+
+/// A row-major host tensor as an R double array with the same dims.
+pub fn host_to_r(t: &HostTensor) -> Robj {
+    let dims = if t.shape.is_empty() { vec![1] } else { t.shape.clone() };
+    let n = dims[0];
+    let inner = &dims[1..];
+    let perm = column_to_row_major(inner);
+    let width = perm.len();
+    let mut out = vec![0f64; t.data.len()];
+    for (k, &src) in perm.iter().enumerate() {
+        for r in 0..n {
+            out[k * n + r] = t.data[r * width + src] as f64;
+        }
+    }
+    let mut robj: Robj = out.into();
+    if dims.len() > 1 {
+        let d: Vec<i32> = dims.iter().map(|v| *v as i32).collect();
+        let _ = robj.set_attrib("dim", d);
+    } else {
+        let _ = robj.set_attrib("dim", vec![n as i32]);
+    }
+    robj
+}
+
+/// 1-based R row indices to 0-based, checked against the row count.
+pub fn row_indices(rows: &Robj, n: usize) -> Result<Vec<usize>> {
+    let v: Vec<i64> = match rows.rtype() {
+        Rtype::Integers => rows.as_integer_slice().unwrap_or(&[]).iter().map(|v| *v as i64).collect(),
+        Rtype::Doubles => rows.as_real_slice().unwrap_or(&[]).iter().map(|v| *v as i64).collect(),
+        _ => return Err(Error::Value("row indices must be numeric".into())),
+    };
+    v.into_iter()
+        .map(|r| {
+            if r >= 1 && (r as usize) <= n {
+                Ok(r as usize - 1)
+            } else {
+                Err(Error::Value(format!("row index {} is outside 1..{}", r, n)))
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permutation_maps_column_major_to_row_major() {
+        // dims (2, 3): column-major k = i + 2j -> row-major 3i + j
+        assert_eq!(column_to_row_major(&[2, 3]), vec![0, 3, 1, 4, 2, 5]);
+        assert_eq!(column_to_row_major(&[4]), vec![0, 1, 2, 3]);
+    }
+}

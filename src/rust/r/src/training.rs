@@ -1,0 +1,186 @@
+//! compile / train / evaluate / predict: batches are gathered from R's memory here,
+//! only the rows each batch needs.
+use crate::convert::{host_to_r, row_indices, RArray};
+use crate::{guard, handle, seed_from, ModelHandle};
+use extendr_api::prelude::*;
+use rustgpu_core::loss::Loss;
+use rustgpu_core::metrics::Metric;
+use rustgpu_core::optim::{Optimizer, OptimizerConfig};
+use rustgpu_core::{BatchStats, Compiled, Error, HostTensor, Result};
+
+fn num(list: &List, key: &str, default: f64) -> f64 {
+    list.iter().find(|(k, _)| *k == key).and_then(|(_, v)| v.as_real()).unwrap_or(default)
+}
+
+fn optimizer_config(opt: &List) -> Result<OptimizerConfig> {
+    let name = opt.iter().find(|(k, _)| *k == "name").and_then(|(_, v)| v.as_str().map(|s| s.to_string())).unwrap_or_default();
+    let defaults = OptimizerConfig::by_name(&name)?;
+    Ok(match defaults {
+        OptimizerConfig::Sgd { learning_rate, momentum, nesterov } => OptimizerConfig::Sgd {
+            learning_rate: num(opt, "learning_rate", learning_rate),
+            momentum: num(opt, "momentum", momentum),
+            nesterov: opt.iter().find(|(k, _)| *k == "nesterov").and_then(|(_, v)| v.as_bool()).unwrap_or(nesterov),
+        },
+        OptimizerConfig::RmsProp { learning_rate, rho, momentum, epsilon, centered } => OptimizerConfig::RmsProp {
+            learning_rate: num(opt, "learning_rate", learning_rate),
+            rho: num(opt, "rho", rho),
+            momentum: num(opt, "momentum", momentum),
+            epsilon: num(opt, "epsilon", epsilon),
+            centered: opt.iter().find(|(k, _)| *k == "centered").and_then(|(_, v)| v.as_bool()).unwrap_or(centered),
+        },
+        OptimizerConfig::Adam { learning_rate, beta_1, beta_2, epsilon, amsgrad } => OptimizerConfig::Adam {
+            learning_rate: num(opt, "learning_rate", learning_rate),
+            beta_1: num(opt, "beta_1", beta_1),
+            beta_2: num(opt, "beta_2", beta_2),
+            epsilon: num(opt, "epsilon", epsilon),
+            amsgrad: opt.iter().find(|(k, _)| *k == "amsgrad").and_then(|(_, v)| v.as_bool()).unwrap_or(amsgrad),
+        },
+    })
+}
+
+fn output_units(h: &ModelHandle) -> Option<usize> {
+    let m = h.model.lock().unwrap_or_else(|e| e.into_inner());
+    m.arch.output_shapes.last().map(|s| s.iter().product())
+}
+
+/// @noRd
+#[extendr]
+fn rg_compile(ptr: Robj, optimizer: List, loss: &str, metrics: Vec<String>) -> Robj {
+    guard(|| {
+        let h = handle(&ptr)?;
+        let loss = Loss::parse(loss)?;
+        let config = optimizer_config(&optimizer)?;
+        // Metrics that depend on the output width are resolved again once the model is built.
+        let units = output_units(h).unwrap_or(2);
+        let metrics = metrics.iter().map(|m| Metric::resolve(m, loss, units)).collect::<Result<Vec<_>>>()?;
+        h.compiled = Some(Compiled { loss, metrics, optimizer: Optimizer::new(config) });
+        Ok(().into())
+    })
+}
+
+/// Builds the model for `x` if needed and re-resolves metrics for the real output width.
+fn prepare(h: &mut ModelHandle, x: &RArray) -> Result<()> {
+    h.model.lock().unwrap_or_else(|e| e.into_inner()).ensure_built(&x.dims[1..])?;
+    let units = output_units(h).unwrap_or(1);
+    if let Some(c) = h.compiled.as_mut() {
+        for m in c.metrics.iter_mut() {
+            *m = Metric::resolve(&m.name, c.loss, units)?;
+        }
+    }
+    Ok(())
+}
+
+fn require_compiled<'a>(h: &'a mut ModelHandle, what: &str) -> Result<&'a mut Compiled> {
+    h.compiled
+        .as_mut()
+        .ok_or_else(|| Error::State(format!("the model must be compiled before `{}()`: call compile(model, optimizer = , loss = ) first", what)))
+}
+
+fn stats_to_r(s: &BatchStats) -> Robj {
+    let mut v = vec![s.loss];
+    v.extend_from_slice(&s.metrics);
+    v.into()
+}
+
+/// Checks an array once before a fit: numeric type and no NA/NaN/Inf (no copy).
+/// @noRd
+#[extendr]
+fn rg_check_data(x: Robj, what: &str) -> Robj {
+    guard(|| {
+        let arr = RArray::new(&x, what, true)?;
+        arr.check_finite(what)?;
+        Ok((arr.rows() as f64).into())
+    })
+}
+
+/// One optimizer step on rows `rows` (1-based) of `x`, `y`; returns c(loss, metrics...).
+/// @noRd
+#[extendr]
+fn rg_train_batch(ptr: Robj, x: Robj, y: Robj, rows: Robj, seed: Robj) -> Robj {
+    guard(|| {
+        let h = handle(&ptr)?;
+        let xa = RArray::new(&x, "x", true)?;
+        let ya = RArray::new(&y, "y", true)?;
+        prepare(h, &xa)?;
+        let rows = row_indices(&rows, xa.rows().min(ya.rows()))?;
+        let (xb, yb) = (xa.gather(&rows), ya.gather(&rows));
+        require_compiled(h, "fit")?;
+        let step_seed = seed_from(&seed) ^ h.steps;
+        let mut model = h.model.lock().unwrap_or_else(|e| e.into_inner());
+        let compiled = h.compiled.as_mut().expect("checked above");
+        let stats = h.executor.train_on_batch(&mut model, compiled, &xb, &yb, step_seed)?;
+        h.steps += 1;
+        Ok(stats_to_r(&stats))
+    })
+}
+
+/// Loss and metrics over rows of `x`, `y`, batch by batch; returns c(loss, metrics...).
+/// @noRd
+#[extendr]
+fn rg_evaluate(ptr: Robj, x: Robj, y: Robj, rows: Robj, batch_size: f64) -> Robj {
+    guard(|| {
+        let h = handle(&ptr)?;
+        let xa = RArray::new(&x, "x", true)?;
+        let ya = RArray::new(&y, "y", true)?;
+        if xa.rows() != ya.rows() {
+            return Err(Error::Value(format!(
+                "`x` and `y` must have the same number of samples (rows): `x` has {}, `y` has {}",
+                xa.rows(),
+                ya.rows()
+            )));
+        }
+        prepare(h, &xa)?;
+        require_compiled(h, "evaluate")?;
+        let model = h.model.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let compiled = h.compiled.as_ref().expect("checked above");
+        let bs = (batch_size as usize).max(1);
+        // `rows` (1-based) selects a subset, e.g. the validation split; NULL means all rows.
+        let rows: Vec<usize> = if rows.is_null() { (0..xa.rows()).collect() } else { row_indices(&rows, xa.rows())? };
+        let (mut loss, mut metrics, mut seen) = (0.0, vec![0.0; compiled.metrics.len()], 0usize);
+        for chunk in rows.chunks(bs) {
+            let s = h.executor.test_on_batch(&model, compiled, &xa.gather(chunk), &ya.gather(chunk))?;
+            loss += s.loss * s.rows as f64;
+            for (m, v) in metrics.iter_mut().zip(&s.metrics) {
+                *m += v * s.rows as f64;
+            }
+            seen += s.rows;
+        }
+        if seen == 0 {
+            return Err(Error::Value("`x` has 0 rows: nothing to evaluate".into()));
+        }
+        let total = BatchStats { rows: seen, loss: loss / seen as f64, metrics: metrics.into_iter().map(|m| m / seen as f64).collect() };
+        Ok(stats_to_r(&total))
+    })
+}
+
+/// Model outputs for all rows of `x`, computed batch by batch.
+/// @noRd
+#[extendr]
+fn rg_predict(ptr: Robj, x: Robj, batch_size: f64) -> Robj {
+    guard(|| {
+        let h = handle(&ptr)?;
+        // R has checked the values once (rg_check_data); only the shape matters here.
+        let xa = RArray::new(&x, "x", true)?;
+        if xa.rows() == 0 {
+            return Err(Error::Value("`x` has 0 rows: nothing to predict".into()));
+        }
+        prepare(h, &xa)?;
+        let model = h.model.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let bs = (batch_size as usize).max(1);
+        let mut parts = Vec::new();
+        for start in (0..xa.rows()).step_by(bs) {
+            let rows: Vec<usize> = (start..(start + bs).min(xa.rows())).collect();
+            parts.push(h.executor.predict_on_batch(&model, &xa.gather(&rows))?);
+        }
+        Ok(host_to_r(&HostTensor::concat_rows(&parts)?))
+    })
+}
+
+extendr_module! {
+    mod training;
+    fn rg_compile;
+    fn rg_check_data;
+    fn rg_train_batch;
+    fn rg_evaluate;
+    fn rg_predict;
+}

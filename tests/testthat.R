@@ -1,0 +1,4 @@
+library(testthat)
+library(rustgpu)
+
+test_check("rustgpu")

@@ -1,0 +1,57 @@
+# Shared helpers: Keras fixtures and small models.
+
+keras_fixtures <- function() {
+  path <- test_path("..", "fixtures", "keras_training.json")
+  jsonlite::fromJSON(path, simplifyVector = TRUE, simplifyMatrix = TRUE, simplifyDataFrame = FALSE)
+}
+
+# Keras's weights come as nested lists; make them the arrays get_weights() returns.
+as_weight_list <- function(ws) {
+  lapply(ws, function(w) if (is.matrix(w)) w else as.array(as.numeric(w)))
+}
+
+fixture_target <- function(fx, case) {
+  y <- fx[[case$target]]
+  if (is.matrix(y)) y else as.numeric(y)
+}
+
+build_fixture_model <- function(case, d) {
+  model <- keras_model_sequential()
+  for (i in seq_along(case$layers)) {
+    layer <- case$layers[[i]]
+    layer_dense(model, units = layer$units, activation = layer$activation,
+                input_shape = if (i == 1) d else NULL)
+  }
+  model
+}
+
+
+fixture_optimizer <- function(spec) {
+  switch(spec$name,
+    sgd = optimizer_sgd(learning_rate = spec$learning_rate, momentum = spec$momentum, nesterov = spec$nesterov),
+    rmsprop = optimizer_rmsprop(learning_rate = spec$learning_rate),
+    adam = optimizer_adam(learning_rate = spec$learning_rate)
+  )
+}
+
+small_classifier <- function(inputs = 6, hidden = 16, classes = 3) {
+  keras_model_sequential() %>%
+    layer_dense(hidden, activation = "relu", input_shape = inputs) %>%
+    layer_dense(classes, activation = "softmax")
+}
+
+toy_data <- function(n = 64, d = 6, classes = 3, seed = 42) {
+  withr_seed(seed, {
+    x <- matrix(rnorm(n * d), n, d)
+    y <- to_categorical((seq_len(n) * 7) %% classes, classes)
+  })
+  list(x = x, y = y)
+}
+
+# Evaluates `code` with a fixed R seed and restores the caller's RNG state.
+withr_seed <- function(seed, code) {
+  old <- if (exists(".Random.seed", envir = globalenv())) get(".Random.seed", envir = globalenv()) else NULL
+  on.exit(if (is.null(old)) rm(".Random.seed", envir = globalenv()) else assign(".Random.seed", old, envir = globalenv()))
+  set.seed(seed)
+  code
+}
