@@ -211,6 +211,12 @@ check_verbose <- function(verbose, call = rlang::caller_env()) {
 #' @export
 evaluate <- function(object, ...) UseMethod("evaluate")
 
+#' @export
+evaluate.default <- function(object, ...) {
+  value_error(sprintf("`object` must be a model made by rustgpu (e.g. keras_model_sequential()), not %s.",
+                      describe(object)))
+}
+
 #' @rdname evaluate
 #' @export
 evaluate.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_size = NULL, verbose = 1, ...) {

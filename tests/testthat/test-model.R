@@ -1,0 +1,75 @@
+test_that("sequential models build, name layers in order and count parameters like Keras", {
+  model <- keras_model_sequential(name = "net") %>%
+    layer_dense(16, activation = "relu", input_shape = 4) %>%
+    layer_dropout(0.2) %>%
+    layer_dense(3, activation = "softmax")
+  expect_output(text <- summary(model), "Total params")
+  expect_match(text, "Model: \"net\"")
+  expect_match(text, "Total params: 131")
+  expect_match(text, "Trainable params: 131")
+  lines <- strsplit(text, "\n")[[1]]
+  dense_lines <- grep("(Dense)", lines, fixed = TRUE, value = TRUE)
+  expect_length(dense_lines, 2)
+  # The first layer added gets the first name.
+  first <- sub(" .*", "", trimws(dense_lines[[1]]))
+  second <- sub(" .*", "", trimws(dense_lines[[2]]))
+  expect_true(first == "dense" || as.integer(sub("dense_", "", first)) < as.integer(sub("dense_", "", second)))
+  expect_match(dense_lines[[1]], "(None, 16)", fixed = TRUE)
+  expect_output(print(model), "Non-trainable params: 0")
+})
+
+test_that("layers can be listed up front and models build lazily from data", {
+  model <- keras_model_sequential(layers = list(layer_dense(units = 5, activation = "tanh"), layer_dense(units = 2)))
+  expect_match(format(model), "(unbuilt)", fixed = TRUE)
+  out <- predict(model, matrix(runif(12), 4, 3))
+  expect_equal(dim(out), c(4L, 2L))
+  expect_equal(vapply(get_weights(model), function(w) length(w), numeric(1)), c(15, 5, 10, 2))
+})
+
+test_that("get_weights/set_weights use Keras's layouts and round-trip", {
+  model <- keras_model_sequential() %>% layer_dense(2, input_shape = 3)
+  w <- get_weights(model)
+  expect_equal(dim(w[[1]]), c(3L, 2L))
+  expect_equal(length(w[[2]]), 2)
+  w[[1]][] <- matrix(1:6, 3, 2)
+  w[[2]][] <- c(10, 20)
+  set_weights(model, w)
+  expect_equal(get_weights(model), w)
+  # x %*% kernel + bias, with the kernel as (inputs, units).
+  x <- matrix(c(1, 0, 2, 1, 1, 1), 2, 3, byrow = TRUE)
+  expect_equal(predict(model, x), x %*% w[[1]] + matrix(c(10, 20), 2, 2, byrow = TRUE))
+})
+
+test_that("glorot_uniform initial weights stay within Keras's limit and set.seed() reproduces them", {
+  set.seed(7)
+  a <- keras_model_sequential() %>% layer_dense(64, input_shape = 100)
+  set.seed(7)
+  b <- keras_model_sequential() %>% layer_dense(64, input_shape = 100)
+  limit <- sqrt(6 / (100 + 64))
+  kernel <- get_weights(a)[[1]]
+  expect_true(all(abs(kernel) <= limit))
+  expect_gt(max(abs(kernel)), 0.95 * limit)
+  expect_equal(get_weights(a), get_weights(b))
+  expect_true(all(get_weights(a)[[2]] == 0))
+})
+
+test_that("pop_layer removes the last layer and its weights", {
+  model <- keras_model_sequential() %>%
+    layer_dense(4, input_shape = 2) %>%
+    layer_dense(1)
+  pop_layer(model)
+  expect_length(get_weights(model), 2)
+  expect_equal(dim(predict(model, matrix(0, 1, 2))), c(1L, 4L))
+})
+
+test_that("to_categorical makes one-hot rows", {
+  expect_equal(to_categorical(c(0, 2, 1)), rbind(c(1, 0, 0), c(0, 0, 1), c(0, 1, 0)))
+  expect_equal(dim(to_categorical(c(1, 1), num_classes = 4)), c(2L, 4L))
+})
+
+test_that("both pipes work", {
+  m1 <- keras_model_sequential() |> layer_dense(2, input_shape = 2)
+  m2 <- keras_model_sequential() %>% layer_dense(2, input_shape = 2)
+  expect_length(get_weights(m1), 2)
+  expect_length(get_weights(m2), 2)
+})
