@@ -1,0 +1,19 @@
+#!/bin/sh
+# Installs what building and testing rustgpu needs on Debian/Ubuntu: R and R packages
+# from Debian's archive (CRAN is not needed). Rust (cargo, rustc) must already be there.
+set -e
+PKGS="r-base-dev r-cran-testthat r-cran-roxygen2 r-cran-cli r-cran-rlang r-cran-generics r-cran-magrittr r-cran-jsonlite pkg-config"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "setup: installing$missing"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+command -v cargo >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/cargo" ] || {
+  echo "setup: cargo not found; install Rust from https://rustup.rs"; exit 1; }
+echo "setup: $(R --version | head -n 1)"

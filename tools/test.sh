@@ -1,0 +1,37 @@
+#!/bin/sh
+# README command 2: set up, then the whole test suite: cargo test for the core crate,
+# R CMD build, and R CMD check --no-manual on the tarball (fails on any ERROR or WARNING).
+set -e
+cd "$(dirname "$0")/.."
+PATH="$PATH:$HOME/.cargo/bin"; export PATH
+./tools/setup.sh
+# One cargo target dir for the Rust tests and the R package build.
+export RUSTGPU_TARGET_DIR="${RUSTGPU_TARGET_DIR:-$PWD/target}"
+export CARGO_TARGET_DIR="$RUSTGPU_TARGET_DIR"
+
+echo "== cargo test (rustgpu-core, rustgpu bindings)"
+./tools/sync-lock.sh --check
+cargo test --release -j 2 --locked -p rustgpu-core -p rustgpu --lib --tests
+
+echo "== R CMD build"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+# CRAN is unreachable here: point repos at an empty local one so check doesn't wait on it.
+mkdir -p "$WORK/repo/src/contrib"
+: > "$WORK/repo/src/contrib/PACKAGES"
+echo "options(repos = c(CRAN = 'file://$WORK/repo'))" > "$WORK/Rprofile"
+export R_PROFILE_USER="$WORK/Rprofile"
+R CMD build --no-build-vignettes . >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; exit 1; }
+TARBALL="$(ls rustgpu_*.tar.gz | tail -n 1)"
+mv "$TARBALL" "$WORK/"
+
+echo "== R CMD check --no-manual $TARBALL"
+( cd "$WORK" && R CMD check --no-manual "$TARBALL" ) || {
+  cat "$WORK/rustgpu.Rcheck/00check.log"; cat "$WORK"/rustgpu.Rcheck/tests/*.Rout.fail 2>/dev/null; exit 1; }
+LOG="$WORK/rustgpu.Rcheck/00check.log"
+grep -E "^Status:" "$LOG"
+if grep -qE "^Status:.*(ERROR|WARNING)" "$LOG"; then
+  grep -B2 -A12 -E "\.\.\. (WARNING|ERROR)" "$LOG"; exit 1
+fi
+grep -B1 -A8 -E "\.\.\. NOTE" "$LOG" || true
+echo "== all tests passed"
