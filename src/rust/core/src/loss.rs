@@ -3,6 +3,7 @@
 //! clipped to [1e-7, 1 - 1e-7] as `keras.backend` does.
 use crate::activation::Activation;
 use crate::error::{Error, Result};
+use crate::layers::OutputGrad;
 use crate::model::ModelOutput;
 use crate::tensor::HostTensor;
 use candle_core::{Tensor, D};
@@ -127,6 +128,53 @@ impl Loss {
     }
 }
 
+impl Loss {
+    /// Gradient of `sum(per_sample) / total_rows` (the batch mean, when this is one
+    /// replica's part of a batch of `total_rows`). With a softmax (sigmoid) output and a
+    /// crossentropy loss the gradient is taken at the logits, as tf.keras differentiates it.
+    pub fn gradient(&self, out: &ModelOutput, y: &Tensor, total_rows: usize) -> Result<OutputGrad> {
+        let p = &out.value;
+        let b = p.dim(0)?;
+        let per_row = (p.elem_count() / b.max(1)) as f64;
+        let n = total_rows as f64;
+        let in_clip_range = |t: &Tensor| -> Result<Tensor> {
+            let lo = t.ge(EPSILON as f32)?.to_dtype(t.dtype())?;
+            let hi = t.le((1.0 - EPSILON) as f32)?.to_dtype(t.dtype())?;
+            Ok(lo.mul(&hi)?)
+        };
+        Ok(match self {
+            Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy => match &out.logits {
+                // d/dz of -sum(y * log_softmax(z)) = softmax(z) * sum(y) - y
+                Some((_, Activation::Softmax)) => {
+                    let total = y.sum_keepdim(D::Minus1)?;
+                    OutputGrad::Logits(((p.broadcast_mul(&total)? - y)? / n)?)
+                }
+                _ => {
+                    // Through q = p / sum(p) and the clip: dL/dq = -y / q inside the clip range.
+                    let s = p.sum_keepdim(D::Minus1)?;
+                    let q = p.broadcast_div(&s)?;
+                    let qc = q.clamp(EPSILON as f32, (1.0 - EPSILON) as f32)?;
+                    let dq = y.div(&qc)?.neg()?.mul(&in_clip_range(&q)?)?;
+                    let dot = dq.mul(&q)?.sum_keepdim(D::Minus1)?;
+                    OutputGrad::Value((dq.broadcast_sub(&dot)?.broadcast_div(&s)? / n)?)
+                }
+            },
+            Loss::BinaryCrossentropy => match &out.logits {
+                Some((_, Activation::Sigmoid)) => OutputGrad::Logits(((p - y)? / (n * per_row))?),
+                _ => {
+                    let pc = p.clamp(EPSILON as f32, (1.0 - EPSILON) as f32)?;
+                    let pos = y.div(&(pc.clone() + EPSILON)?)?;
+                    let neg = y.affine(-1.0, 1.0)?.div(&(pc.affine(-1.0, 1.0)? + EPSILON)?)?;
+                    let d = (neg - pos)?.mul(&in_clip_range(p)?)?;
+                    OutputGrad::Value((d / (n * per_row))?)
+                }
+            },
+            Loss::MeanSquaredError => OutputGrad::Value(((p - y)? * (2.0 / (n * per_row)))?),
+            Loss::MeanAbsoluteError => OutputGrad::Value(((p - y)?.sign()? / (n * per_row))?),
+        })
+    }
+}
+
 /// (batch, ...) -> (batch, rest) so that means run over every non-batch element.
 fn flatten_rows(t: &Tensor) -> Result<Tensor> {
     let b = t.dim(0)?;
@@ -136,7 +184,7 @@ fn flatten_rows(t: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::check_gradient;
+    use crate::testutil::check_backward;
     use candle_core::Device;
 
     fn softmax_output(z: &Tensor) -> ModelOutput {
@@ -160,30 +208,55 @@ mod tests {
         assert!((a[0] as f64 - expected0).abs() < 1e-5);
     }
 
+    /// Checks `gradient` against finite differences of the mean loss, with respect to the
+    /// logits (fused cases) or to the output values.
+    fn check_loss(loss: Loss, y: &Tensor, output: impl Fn(&Tensor) -> ModelOutput) {
+        let rows = y.dim(0).unwrap();
+        check_backward(
+            y.dims(),
+            |z| Ok((loss.per_sample(&output(z), y)?.sum_all()? / rows as f64)?.reshape(1)?),
+            |z, w| {
+                let scale = w.flatten_all()?.to_vec1::<f32>()?[0] as f64;
+                let g = match loss.gradient(&output(z), y, rows)? {
+                    OutputGrad::Logits(g) | OutputGrad::Value(g) => g,
+                };
+                Ok((g * scale)?)
+            },
+            1e-2,
+        );
+    }
+
     #[test]
     fn gradients_match_finite_differences() {
         let dev = Device::Cpu;
         let y = Tensor::new(&[[0.0f32, 1.0, 0.0], [1.0, 0.0, 0.0]], &dev).unwrap();
         let yb = Tensor::new(&[[0.0f32, 1.0, 1.0], [1.0, 0.0, 0.0]], &dev).unwrap();
-        check_gradient(&[2, 3], |z| Loss::CategoricalCrossentropy.per_sample(&softmax_output(z), &y), 1e-2);
-        check_gradient(
-            &[2, 3],
-            |z| {
-                let out = ModelOutput { value: Activation::Sigmoid.apply(z)?, logits: Some((z.clone(), Activation::Sigmoid)) };
-                Loss::BinaryCrossentropy.per_sample(&out, &yb)
-            },
-            1e-2,
-        );
-        check_gradient(
-            &[2, 3],
-            |z| {
-                let out = ModelOutput { value: Activation::Sigmoid.apply(z)?, logits: None };
-                Loss::BinaryCrossentropy.per_sample(&out, &yb)
-            },
-            1e-2,
-        );
-        check_gradient(&[2, 3], |z| Loss::MeanSquaredError.per_sample(&ModelOutput::plain(z.clone()), &y), 1e-2);
-        check_gradient(&[2, 3], |z| Loss::MeanAbsoluteError.per_sample(&ModelOutput::plain(z.clone()), &y), 1e-2);
+        let sigmoid_out = |z: &Tensor| ModelOutput { value: Activation::Sigmoid.apply(z).unwrap(), logits: Some((z.clone(), Activation::Sigmoid)) };
+        // Probabilities (not logits) in (0, 1) for the unfused paths.
+        let probs = |z: &Tensor| ModelOutput::plain(Activation::Sigmoid.apply(z).unwrap());
+        let plain = |z: &Tensor| ModelOutput::plain(z.clone());
+        check_loss(Loss::CategoricalCrossentropy, &y, softmax_output);
+        check_loss(Loss::BinaryCrossentropy, &yb, sigmoid_out);
+        check_loss(Loss::MeanSquaredError, &y, plain);
+        check_loss(Loss::MeanAbsoluteError, &y, plain);
+        // Unfused: the gradient is with respect to the probabilities, so vary those directly.
+        let p0 = probs(&Tensor::new(&[[0.3f32, -1.0, 0.8], [1.2, 0.1, -0.4]], &dev).unwrap()).value;
+        for loss in [Loss::CategoricalCrossentropy, Loss::BinaryCrossentropy] {
+            let target = if loss == Loss::BinaryCrossentropy { &yb } else { &y };
+            let f = |p: &Tensor| -> f32 { (loss.per_sample(&ModelOutput::plain(p.clone()), target).unwrap().sum_all().unwrap() / 2.0).unwrap().to_scalar::<f32>().unwrap() };
+            let OutputGrad::Value(g) = loss.gradient(&ModelOutput::plain(p0.clone()), target, 2).unwrap() else { panic!() };
+            let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let base = p0.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for i in 0..base.len() {
+                let h = 1e-3;
+                let mut a = base.clone();
+                a[i] += h;
+                let mut b = base.clone();
+                b[i] -= h;
+                let num = (f(&Tensor::from_vec(a, (2, 3), &dev).unwrap()) - f(&Tensor::from_vec(b, (2, 3), &dev).unwrap())) / (2.0 * h);
+                assert!((num - g[i]).abs() < 2e-2 * num.abs().max(1.0), "{:?} at {}: {} vs {}", loss, i, g[i], num);
+            }
+        }
     }
 
     #[test]

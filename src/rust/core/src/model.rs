@@ -1,7 +1,7 @@
 //! The model: a stack of layers plus the master weights (the only copy that is trained;
 //! replicas get snapshots of it each step).
 use crate::error::{Error, Result};
-use crate::layers::{ForwardContext, Layer, LayerOutput};
+use crate::layers::{Cache, ForwardContext, Layer, LayerOutput, OutputGrad};
 use crate::tensor::HostTensor;
 use candle_core::Tensor;
 use rand::SeedableRng;
@@ -38,19 +38,46 @@ impl Architecture {
         self.input_shape.is_some()
     }
 
-    /// Forward pass over the whole stack. `weights` follow `weight_ranges`.
-    pub fn forward(&self, weights: &[Tensor], inputs: &[Tensor], ctx: &mut ForwardContext) -> Result<Vec<ModelOutput>> {
+    /// Forward pass over the whole stack. `weights` follow `weight_ranges`. Also returns
+    /// each layer's cache for `backward`.
+    pub fn forward(&self, weights: &[Tensor], inputs: &[Tensor], ctx: &mut ForwardContext) -> Result<(Vec<ModelOutput>, Vec<Cache>)> {
         let mut x = inputs
             .first()
             .ok_or_else(|| Error::Value("the model needs one input array".into()))?
             .clone();
         let mut last = None;
+        let mut caches = Vec::with_capacity(self.layers.len());
         for (layer, range) in self.layers.iter().zip(&self.weight_ranges) {
-            let out = layer.forward(&weights[range.clone()], &x, ctx)?;
+            let (out, cache) = layer.forward(&weights[range.clone()], &x, ctx)?;
             x = out.value.clone();
             last = Some(out);
+            caches.push(cache);
         }
-        Ok(vec![last.unwrap_or_else(|| LayerOutput::plain(x))])
+        Ok((vec![last.unwrap_or_else(|| LayerOutput::plain(x))], caches))
+    }
+
+    /// Gradients of every weight (in `weights` order) from the gradient at the output.
+    /// The network's input needs no gradient, so the first layer skips computing it.
+    pub fn backward(&self, weights: &[Tensor], caches: &[Cache], output_grad: OutputGrad) -> Result<Vec<Tensor>> {
+        let mut grads: Vec<Option<Tensor>> = vec![None; weights.len()];
+        let mut grad = Some(output_grad);
+        for (i, layer) in self.layers.iter().enumerate().rev() {
+            let range = self.weight_ranges[i].clone();
+            let g = grad.take().ok_or_else(|| Error::State("a layer produced no input gradient".into()))?;
+            let out = layer.backward(&weights[range.clone()], &caches[i], g, i > 0)?;
+            for (slot, w) in grads[range].iter_mut().zip(out.weights) {
+                *slot = Some(w);
+            }
+            grad = out.input.map(OutputGrad::Value);
+        }
+        grads
+            .into_iter()
+            .zip(weights)
+            .map(|(g, w)| match g {
+                Some(g) => Ok(g),
+                None => Ok(w.zeros_like()?),
+            })
+            .collect()
     }
 
     pub fn output_shape(&self) -> Option<&Vec<usize>> {
@@ -236,10 +263,10 @@ pub fn join_dims(shape: &[usize]) -> String {
 }
 
 /// Makes the weights of a step as tensors on `device` (the per-step "weights out" transfer).
-pub fn weights_to_device(weights: &[Arc<Vec<f32>>], shapes: &[Vec<usize>], device: &candle_core::Device) -> Result<Vec<candle_core::Var>> {
+pub fn weights_to_device(weights: &[Arc<Vec<f32>>], shapes: &[Vec<usize>], device: &candle_core::Device) -> Result<Vec<Tensor>> {
     weights
         .iter()
         .zip(shapes)
-        .map(|(w, s)| Ok(candle_core::Var::from_slice(w.as_slice(), s.as_slice(), device)?))
+        .map(|(w, s)| Ok(Tensor::from_slice(w.as_slice(), s.as_slice(), device)?))
         .collect()
 }

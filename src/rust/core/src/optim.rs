@@ -2,6 +2,7 @@
 //! non-legacy classes R keras uses), applied in place to the master weights in f32.
 use crate::error::{Error, Result};
 use crate::model::Weight;
+use rayon::prelude::*;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,30 +78,57 @@ impl Optimizer {
         Self { config, iterations: 0, slots: Vec::new() }
     }
 
-    /// One update of every trainable weight from the summed gradients (one per weight).
-    pub fn apply(&mut self, weights: &mut [Weight], grads: &[Vec<f32>]) -> Result<()> {
-        if grads.len() != weights.len() {
-            return Err(Error::State(format!("{} gradients for {} weights", grads.len(), weights.len())));
+    /// One update of every trainable weight. `parts[r][w]` is replica `r`'s gradient of
+    /// weight `w`; the parts are summed in replica order inside the update loop (one pass
+    /// over memory), and the work is split in chunks over the current rayon pool.
+    pub fn apply(&mut self, weights: &mut [Weight], parts: &[Vec<Vec<f32>>]) -> Result<()> {
+        if parts.is_empty() || parts.iter().any(|p| p.len() != weights.len()) {
+            return Err(Error::State(format!("gradients do not match the {} weights", weights.len())));
         }
         if self.slots.len() != weights.len() || self.slots.iter().zip(weights.iter()).any(|(s, w)| s[0].len() != w.value.len()) {
             let k = self.config.slots_per_weight();
             self.slots = weights.iter().map(|w| vec![vec![0f32; w.value.len()]; k]).collect();
         }
         let step = (self.iterations + 1) as f32;
-        for ((w, g), slots) in weights.iter_mut().zip(grads).zip(self.slots.iter_mut()) {
+        let config = &self.config;
+        let mut jobs = Vec::new();
+        for (wi, (w, slots)) in weights.iter_mut().zip(self.slots.iter_mut()).enumerate() {
             if !w.trainable {
                 continue;
             }
             // No copy when no replica still holds this step's snapshot.
             let var = Arc::make_mut(&mut w.value);
-            update(&self.config, step, var, g, slots);
+            let mut slot_chunks: Vec<std::slice::ChunksMut<'_, f32>> = slots.iter_mut().map(|s| s.chunks_mut(CHUNK)).collect();
+            for (ci, var_chunk) in var.chunks_mut(CHUNK).enumerate() {
+                let slot_parts: Vec<&mut [f32]> = slot_chunks.iter_mut().map(|c| c.next().unwrap()).collect();
+                jobs.push((wi, ci, var_chunk, slot_parts));
+            }
         }
+        jobs.into_par_iter().for_each(|(wi, ci, var, mut slots)| {
+            let start = ci * CHUNK;
+            let grads: Vec<&[f32]> = parts.iter().map(|p| &p[wi][start..start + var.len()]).collect();
+            let g = sum_parts(&grads);
+            update(config, step, var, &g, &mut slots);
+        });
         self.iterations += 1;
         Ok(())
     }
 }
 
-fn update(config: &OptimizerConfig, step: f32, var: &mut [f32], g: &[f32], slots: &mut [Vec<f32>]) {
+/// Elements per unit of parallel optimizer work.
+const CHUNK: usize = 1 << 14;
+
+fn sum_parts(parts: &[&[f32]]) -> Vec<f32> {
+    let mut g = parts[0].to_vec();
+    for p in &parts[1..] {
+        for (a, b) in g.iter_mut().zip(p.iter()) {
+            *a += *b;
+        }
+    }
+    g
+}
+
+fn update(config: &OptimizerConfig, step: f32, var: &mut [f32], g: &[f32], slots: &mut [&mut [f32]]) {
     match *config {
         OptimizerConfig::Sgd { learning_rate, momentum, nesterov } => {
             let (lr, mom) = (learning_rate as f32, momentum as f32);
@@ -175,8 +203,8 @@ mod tests {
     fn sgd_momentum_follows_keras_rule() {
         let mut w = vec![weight(vec![1.0])];
         let mut opt = Optimizer::new(OptimizerConfig::Sgd { learning_rate: 0.1, momentum: 0.9, nesterov: false });
-        opt.apply(&mut w, &[vec![1.0]]).unwrap(); // m = -0.1, w = 0.9
-        opt.apply(&mut w, &[vec![1.0]]).unwrap(); // m = -0.1 - 0.09 = -0.19, w = 0.71
+        opt.apply(&mut w, &[vec![vec![1.0]]]).unwrap(); // m = -0.1, w = 0.9
+        opt.apply(&mut w, &[vec![vec![1.0]]]).unwrap(); // m = -0.1 - 0.09 = -0.19, w = 0.71
         assert!((w[0].value[0] - 0.71).abs() < 1e-6);
     }
 
@@ -185,7 +213,7 @@ mod tests {
         // With bias correction, Adam's first step is lr * g / (|g| + eps*sqrt(1-b2)) ~ lr * sign(g).
         let mut w = vec![weight(vec![0.5, -0.5])];
         let mut opt = Optimizer::new(OptimizerConfig::by_name("adam").unwrap());
-        opt.apply(&mut w, &[vec![2.0, -0.01]]).unwrap();
+        opt.apply(&mut w, &[vec![vec![2.0, -0.01]]]).unwrap();
         assert!((w[0].value[0] - 0.499).abs() < 1e-6);
         assert!((w[0].value[1] - -0.499).abs() < 1e-5);
     }
@@ -194,7 +222,7 @@ mod tests {
     fn rmsprop_puts_epsilon_inside_the_root() {
         let mut w = vec![weight(vec![0.0])];
         let mut opt = Optimizer::new(OptimizerConfig::by_name("rmsprop").unwrap());
-        opt.apply(&mut w, &[vec![1e-4]]).unwrap();
+        opt.apply(&mut w, &[vec![vec![1e-4]]]).unwrap();
         let v = 0.1f64 * 1e-8;
         let expected = -0.001 * 1e-4 / (v + 1e-7).sqrt();
         assert!((w[0].value[0] as f64 - expected).abs() < 1e-8);
@@ -205,7 +233,30 @@ mod tests {
         let mut w = vec![weight(vec![1.0])];
         w[0].trainable = false;
         let mut opt = Optimizer::new(OptimizerConfig::by_name("sgd").unwrap());
-        opt.apply(&mut w, &[vec![1.0]]).unwrap();
+        opt.apply(&mut w, &[vec![vec![1.0]]]).unwrap();
         assert_eq!(w[0].value[0], 1.0);
+    }
+}
+
+#[cfg(test)]
+mod sum_tests {
+    use super::*;
+
+    #[test]
+    fn replica_parts_are_summed_before_the_update() {
+        let w = |v: Vec<f32>| Weight { name: "w".into(), shape: vec![v.len()], value: Arc::new(v), trainable: true };
+        let n = 3 * CHUNK + 5; // several chunks, one partial
+        let g1: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.01).collect();
+        let g2: Vec<f32> = (0..n).map(|i| (i % 5) as f32 * -0.02).collect();
+        let total: Vec<f32> = g1.iter().zip(&g2).map(|(a, b)| a + b).collect();
+        let mut split = vec![w(vec![0.5; n])];
+        let mut whole = vec![w(vec![0.5; n])];
+        let mut o1 = Optimizer::new(OptimizerConfig::by_name("adam").unwrap());
+        let mut o2 = o1.clone();
+        for _ in 0..3 {
+            o1.apply(&mut split, &[vec![g1.clone()], vec![g2.clone()]]).unwrap();
+            o2.apply(&mut whole, &[vec![total.clone()]]).unwrap();
+        }
+        assert_eq!(split[0].value, whole[0].value);
     }
 }

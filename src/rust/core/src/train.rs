@@ -49,9 +49,16 @@ struct StepInputs {
     seed: u64,
 }
 
+/// A replica's gradients: on its device, or already copied to the host (each replica
+/// copies its own, concurrently, when the merge happens on the CPU).
+enum Grads {
+    Device(Vec<Tensor>),
+    Host(Vec<Vec<f32>>),
+}
+
 /// A replica's contribution to a step.
 struct Part {
-    grads: Vec<Tensor>,
+    grads: Grads,
     loss_sum: f64,
     metric_sums: Vec<f64>,
 }
@@ -80,72 +87,54 @@ fn forward_part(
     x: &HostTensor,
     training: bool,
     replica: usize,
-) -> Result<(Vec<candle_core::Var>, crate::model::ModelOutput)> {
-    let vars = weights_to_device(&s.weights, &s.shapes, device)?;
-    let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+) -> Result<(Vec<Tensor>, crate::model::ModelOutput, Vec<crate::layers::Cache>)> {
+    let weights = weights_to_device(&s.weights, &s.shapes, device)?;
     let x = x.to_device(device)?;
     let seed = s.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(replica as u64);
     let mut ctx = ForwardContext { training, rng: rand::rngs::StdRng::seed_from_u64(seed) };
-    let mut outs = s.arch.forward(&tensors, &[x], &mut ctx)?;
-    Ok((vars, outs.remove(0)))
+    let (mut outs, caches) = s.arch.forward(&weights, &[x], &mut ctx)?;
+    Ok((weights, outs.remove(0), caches))
 }
 
-fn loss_and_metrics(s: &StepInputs, out: &crate::model::ModelOutput, y: &Tensor) -> Result<(Tensor, f64, Vec<f64>)> {
+fn loss_and_metrics(s: &StepInputs, out: &crate::model::ModelOutput, y: &Tensor) -> Result<(f64, Vec<f64>)> {
     let per_sample = s.loss.per_sample(out, y)?;
-    let part_loss = (per_sample.sum_all()? / s.total_rows as f64)?;
-    let loss_sum = part_loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    let loss_sum = (per_sample.sum_all()? / s.total_rows as f64)?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
     let metric_sums = s.metrics.iter().map(|m| m.batch_sum(&out.value, y)).collect::<Result<Vec<_>>>()?;
-    Ok((part_loss, loss_sum, metric_sums))
+    Ok((loss_sum, metric_sums))
 }
 
-fn train_part(s: &StepInputs, device: &Device, x: &HostTensor, y: &HostTensor, replica: usize) -> Result<Part> {
-    let (vars, out) = forward_part(s, device, x, true, replica)?;
+fn train_part(s: &StepInputs, device: &Device, x: &HostTensor, y: &HostTensor, replica: usize, to_host: bool) -> Result<Part> {
+    let (weights, out, caches) = forward_part(s, device, x, true, replica)?;
     let y = y.to_device(device)?;
-    let (part_loss, loss_sum, metric_sums) = loss_and_metrics(s, &out, &y)?;
-    let grads = part_loss.backward()?;
-    let grads = vars
-        .iter()
-        .map(|v| match grads.get(v.as_tensor()) {
-            Some(g) => Ok(g.clone()),
-            None => Ok(v.as_tensor().zeros_like()?),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let (loss_sum, metric_sums) = loss_and_metrics(s, &out, &y)?;
+    let output_grad = s.loss.gradient(&out, &y, s.total_rows)?;
+    let grads = s.arch.backward(&weights, &caches, output_grad)?;
+    let grads = if to_host {
+        Grads::Host(grads.iter().map(host_vec).collect::<Result<_>>()?)
+    } else {
+        Grads::Device(grads)
+    };
     Ok(Part { grads, loss_sum, metric_sums })
 }
 
 fn eval_part(s: &StepInputs, device: &Device, x: &HostTensor, y: &HostTensor, replica: usize) -> Result<Part> {
-    let (_, out) = forward_part(s, device, x, false, replica)?;
+    let (_, out, _) = forward_part(s, device, x, false, replica)?;
     let y = y.to_device(device)?;
-    let (_, loss_sum, metric_sums) = loss_and_metrics(s, &out, &y)?;
-    Ok(Part { grads: Vec::new(), loss_sum, metric_sums })
+    let (loss_sum, metric_sums) = loss_and_metrics(s, &out, &y)?;
+    Ok(Part { grads: Grads::Host(Vec::new()), loss_sum, metric_sums })
 }
 
 fn predict_part(s: &StepInputs, device: &Device, x: &HostTensor) -> Result<Tensor> {
-    let (_, out) = forward_part(s, device, x, false, 0)?;
-    Ok(out.value.detach())
+    let (_, out, _) = forward_part(s, device, x, false, 0)?;
+    Ok(out.value)
 }
 
 fn host_vec(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?)
 }
 
-/// Sums gradients (same order every time, so results are reproducible) on the host.
-fn reduce_on_host(parts: &[Part]) -> Result<Vec<Vec<f32>>> {
-    let n = parts[0].grads.len();
-    let mut total: Vec<Vec<f32>> = parts[0].grads.iter().map(host_vec).collect::<Result<_>>()?;
-    for part in &parts[1..] {
-        for (acc, g) in total.iter_mut().zip(&part.grads) {
-            for (a, b) in acc.iter_mut().zip(host_vec(g)?) {
-                *a += b;
-            }
-        }
-    }
-    debug_assert_eq!(total.len(), n);
-    Ok(total)
-}
-
-/// Sums gradients on `device` (the first replica's), then brings the sums to the host
-/// for the optimizer step on the master weights.
+/// Sums gradients on `device` (the first replica's), in replica order, then brings the
+/// sums to the host for the optimizer step on the master weights.
 fn reduce_on_device(parts: Vec<Vec<Tensor>>, device: &Device) -> Result<Vec<Vec<f32>>> {
     let n = parts[0].len();
     (0..n)
@@ -157,6 +146,13 @@ fn reduce_on_device(parts: Vec<Vec<Tensor>>, device: &Device) -> Result<Vec<Vec<
             host_vec(&acc)
         })
         .collect()
+}
+
+fn host_grads(g: Grads) -> Result<Vec<Vec<f32>>> {
+    match g {
+        Grads::Host(v) => Ok(v),
+        Grads::Device(ts) => ts.iter().map(host_vec).collect(),
+    }
 }
 
 fn check_rows(x: &HostTensor, y: &HostTensor) -> Result<()> {
@@ -202,44 +198,52 @@ impl Executor {
         let out_shape = model.arch.output_shape().cloned().unwrap_or_default();
         let y = compiled.loss.prepare_targets(y, &out_shape)?;
         let s = StepInputs::new(model, Some(compiled), x.rows(), seed);
-        let (grads, stats) = match self {
+        // Gradients per replica, in replica order; the optimizer sums them as it updates.
+        let (grad_parts, stats) = match self {
             Executor::Local(info) => {
                 let device = info.candle_device()?;
-                let part = train_part(&s, &device, x, &y, 0)?;
+                let part = train_part(&s, &device, x, &y, 0, true)?;
                 let stats = combine(std::slice::from_ref(&part), x.rows(), s.metrics.len());
-                (reduce_on_host(&[part])?, stats)
+                (vec![host_grads(part.grads)?], stats)
             }
             Executor::Replicated(set) => {
                 let xs = slices(x, set.len());
                 let ys = slices(&y, set.len());
+                let on_cpu = set.merge == MergeDevice::Cpu;
                 let parts = set.run_all(|r| -> PartTask<Part> {
                     let (xr, yr) = (xs[r].clone()?, ys[r].clone()?);
                     let s = s.clone();
-                    Some(Box::new(move |ctx: &WorkerContext| train_part(&s, &ctx.device, &xr, &yr, ctx.replica)))
+                    Some(Box::new(move |ctx: &WorkerContext| train_part(&s, &ctx.device, &xr, &yr, ctx.replica, on_cpu)))
                 })?;
                 let stats = combine(&parts, x.rows(), s.metrics.len());
-                let grads = match set.merge {
-                    MergeDevice::Cpu => reduce_on_host(&parts)?,
-                    MergeDevice::FirstReplica => {
-                        let grads: Vec<Vec<Tensor>> = parts.into_iter().map(|p| p.grads).collect();
-                        let mut out = set.run_all(|r| -> PartTask<Vec<Vec<f32>>> {
-                            (r == 0).then(|| {
-                                let g = grads.clone();
-                                Box::new(move |ctx: &WorkerContext| reduce_on_device(g, &ctx.device)) as Box<_>
-                            })
-                        })?;
-                        out.remove(0)
-                    }
+                let grad_parts = if on_cpu {
+                    parts.into_iter().map(|p| host_grads(p.grads)).collect::<Result<Vec<_>>>()?
+                } else {
+                    let grads: Vec<Vec<Tensor>> = parts
+                        .into_iter()
+                        .map(|p| match p.grads {
+                            Grads::Device(g) => Ok(g),
+                            Grads::Host(_) => Err(Error::State("gradients were copied to the host early".into())),
+                        })
+                        .collect::<Result<_>>()?;
+                    let mut out = set.run_all(|r| -> PartTask<Vec<Vec<f32>>> {
+                        (r == 0).then(|| {
+                            let g = grads.clone();
+                            Box::new(move |ctx: &WorkerContext| reduce_on_device(g, &ctx.device)) as Box<_>
+                        })
+                    })?;
+                    vec![out.remove(0)]
                 };
-                (grads, stats)
+                (grad_parts, stats)
             }
         };
         // Release this step's snapshot so the optimizer can write the weights in place.
         drop(s);
-        if !stats.loss.is_finite() {
-            // Keras keeps going on a NaN loss; the update still happens (callbacks may stop it).
+        // Keras keeps training on a NaN loss (a callback may stop it), so no check here.
+        match self {
+            Executor::Local(_) => compiled.optimizer.apply(&mut model.weights, &grad_parts)?,
+            Executor::Replicated(set) => set.with_host_pool(|| compiled.optimizer.apply(&mut model.weights, &grad_parts))?,
         }
-        compiled.optimizer.apply(&mut model.weights, &grads)?;
         Ok(stats)
     }
 

@@ -3,7 +3,7 @@
 //! # Shapes
 //! input `(batch, ..., in)`, kernel `(in, units)` (Keras's layout), bias `(units)`,
 //! output `(batch, ..., units)`.
-use super::{LayerOutput, WeightSpec};
+use super::{Cache, LayerGrads, LayerOutput, OutputGrad, WeightSpec};
 use crate::activation::Activation;
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
@@ -60,7 +60,7 @@ impl Dense {
         specs
     }
 
-    pub fn forward(&self, weights: &[Tensor], x: &Tensor) -> Result<LayerOutput> {
+    pub fn forward(&self, weights: &[Tensor], x: &Tensor) -> Result<(LayerOutput, Cache)> {
         let kernel = &weights[0];
         let dims = x.dims().to_vec();
         let in_features = *dims.last().unwrap();
@@ -70,22 +70,41 @@ impl Dense {
         if self.use_bias {
             z = z.broadcast_add(&weights[1])?;
         }
-        if dims.len() != 2 {
+        let y = self.activation.apply(&z)?;
+        let cache = Cache::Dense { x: x2, z: z.clone(), y: y.clone() };
+        let shaped = |t: Tensor| -> Result<Tensor> {
+            if dims.len() == 2 {
+                return Ok(t);
+            }
             let mut out_dims = dims.clone();
             *out_dims.last_mut().unwrap() = self.units;
-            z = z.reshape(out_dims)?;
+            Ok(t.reshape(out_dims)?)
+        };
+        let logits = if self.activation.has_logits() { Some((shaped(z)?, self.activation)) } else { None };
+        Ok((LayerOutput { value: shaped(y)?, logits }, cache))
+    }
+
+    /// dz from the incoming gradient, then kernel = x^T dz, bias = column sums of dz,
+    /// input = dz kernel^T (only when asked for).
+    pub fn backward(&self, weights: &[Tensor], x: &Tensor, z: &Tensor, y: &Tensor, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
+        let dz = match grad {
+            OutputGrad::Logits(dz) => dz.reshape(z.dims())?,
+            OutputGrad::Value(dy) => self.activation.backward(z, y, &dy.reshape(y.dims())?)?,
+        };
+        let mut grads = vec![x.t()?.matmul(&dz)?];
+        if self.use_bias {
+            grads.push(dz.sum(0)?);
         }
-        let value = self.activation.apply(&z)?;
-        let logits = self.activation.has_logits().then(|| (z, self.activation));
-        Ok(LayerOutput { value, logits })
+        let input = if need_input_grad { Some(dz.matmul(&weights[0].t()?)?) } else { None };
+        Ok(LayerGrads { input, weights: grads })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::check_gradient;
-    use candle_core::{Device, Var};
+    use crate::testutil::check_backward;
+    use candle_core::Device;
 
     #[test]
     fn forward_is_affine_map_in_keras_layout() {
@@ -94,7 +113,7 @@ mod tests {
         let x = Tensor::new(&[[1.0f32, 2.0, 3.0]], &dev).unwrap();
         let k = Tensor::new(&[[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0]], &dev).unwrap();
         let b = Tensor::new(&[0.5f32, -0.5], &dev).unwrap();
-        let y = dense.forward(&[k, b], &x).unwrap().value.to_vec2::<f32>().unwrap();
+        let y = dense.forward(&[k, b], &x).unwrap().0.value.to_vec2::<f32>().unwrap();
         assert_eq!(y, vec![vec![4.5, 4.5]]);
     }
 
@@ -102,12 +121,31 @@ mod tests {
     fn gradients_match_finite_differences() {
         let dev = Device::Cpu;
         let dense = Dense::new(3, Activation::Tanh, true).unwrap();
-        let k = Var::from_tensor(&Tensor::randn(0f32, 0.5, (4, 3), &dev).unwrap()).unwrap();
-        let b = Var::from_tensor(&Tensor::randn(0f32, 0.5, 3, &dev).unwrap()).unwrap();
-        // Gradient with respect to the input.
-        check_gradient(&[2, 4], |x| Ok(dense.forward(&[k.as_tensor().clone(), b.as_tensor().clone()], x)?.value), 1e-2);
-        // And with respect to the kernel, holding x fixed.
+        let k = Tensor::randn(0f32, 0.5, (4, 3), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.5, 3, &dev).unwrap();
         let x = Tensor::randn(0f32, 1.0, (2, 4), &dev).unwrap();
-        check_gradient(&[4, 3], |kk| Ok(dense.forward(&[kk.clone(), b.as_tensor().clone()], &x)?.value), 1e-2);
+        let back = |kk: &Tensor, bb: &Tensor, xx: &Tensor, dy: &Tensor| {
+            let (_, cache) = dense.forward(&[kk.clone(), bb.clone()], xx).unwrap();
+            let Cache::Dense { x, z, y } = cache else { panic!() };
+            dense.backward(&[kk.clone(), bb.clone()], &x, &z, &y, OutputGrad::Value(dy.clone()), true).unwrap()
+        };
+        let fwd = |kk: &Tensor, bb: &Tensor, xx: &Tensor| Ok(dense.forward(&[kk.clone(), bb.clone()], xx)?.0.value);
+        check_backward(&[2, 4], |xx| fwd(&k, &b, xx), |xx, dy| Ok(back(&k, &b, xx, dy).input.unwrap()), 1e-2);
+        check_backward(&[4, 3], |kk| fwd(kk, &b, &x), |kk, dy| Ok(back(kk, &b, &x, dy).weights[0].clone()), 1e-2);
+        check_backward(&[3], |bb| fwd(&k, bb, &x), |bb, dy| Ok(back(&k, bb, &x, dy).weights[1].clone()), 1e-2);
+    }
+
+    #[test]
+    fn input_gradient_is_skipped_when_not_needed() {
+        let dev = Device::Cpu;
+        let dense = Dense::new(2, Activation::Relu, false).unwrap();
+        let k = Tensor::ones((3, 2), candle_core::DType::F32, &dev).unwrap();
+        let x = Tensor::ones((4, 3), candle_core::DType::F32, &dev).unwrap();
+        let (out, cache) = dense.forward(&[k.clone()], &x).unwrap();
+        let Cache::Dense { x, z, y } = cache else { panic!() };
+        let g = dense.backward(&[k], &x, &z, &y, OutputGrad::Value(out.value.ones_like().unwrap()), false).unwrap();
+        assert!(g.input.is_none());
+        assert_eq!(g.weights.len(), 1);
+        assert_eq!(g.weights[0].to_vec2::<f32>().unwrap(), vec![vec![4.0, 4.0]; 3]);
     }
 }

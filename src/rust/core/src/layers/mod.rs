@@ -1,5 +1,8 @@
-//! Layers: configuration, weight specs, output shapes and the forward pass.
+//! Layers: configuration, weight specs, output shapes, forward and backward passes.
 //! One file per layer family; `Layer` is an enum so replicas can be sent to worker threads.
+//! Backward passes are our own (not candle's autograd, which always computes every input's
+//! gradient and allocates a zero tensor per gradient): each layer keeps what its backward
+//! needs in a `Cache` and skips the input gradient where nothing needs it.
 mod core;
 mod dense;
 
@@ -42,6 +45,30 @@ impl LayerOutput {
     }
 }
 
+/// What a layer's backward pass needs from its forward pass.
+#[derive(Debug, Clone)]
+pub enum Cache {
+    /// Input, pre-activation and output (2-d views for Dense).
+    Dense { x: Tensor, z: Tensor, y: Tensor },
+    Activation { x: Tensor, y: Tensor },
+    /// The scaled keep-mask, when dropout was active.
+    Dropout { mask: Option<Tensor> },
+}
+
+/// A gradient arriving at a layer's output: with respect to its output value, or
+/// (from a loss fused with the final softmax/sigmoid) with respect to its logits.
+#[derive(Debug, Clone)]
+pub enum OutputGrad {
+    Value(Tensor),
+    Logits(Tensor),
+}
+
+/// A layer's backward result: the input gradient (when asked for) and one gradient per weight.
+pub struct LayerGrads {
+    pub input: Option<Tensor>,
+    pub weights: Vec<Tensor>,
+}
+
 #[derive(Debug, Clone)]
 pub enum LayerKind {
     Dense(Dense),
@@ -82,11 +109,20 @@ impl Layer {
         }
     }
 
-    pub fn forward(&self, weights: &[Tensor], x: &Tensor, ctx: &mut ForwardContext) -> Result<LayerOutput> {
+    pub fn forward(&self, weights: &[Tensor], x: &Tensor, ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
         match &self.kind {
             LayerKind::Dense(l) => l.forward(weights, x),
             LayerKind::Activation(l) => l.forward(x),
             LayerKind::Dropout(l) => l.forward(x, ctx),
+        }
+    }
+
+    pub fn backward(&self, weights: &[Tensor], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
+        match (&self.kind, cache) {
+            (LayerKind::Dense(l), Cache::Dense { x, z, y }) => l.backward(weights, x, z, y, grad, need_input_grad),
+            (LayerKind::Activation(l), Cache::Activation { x, y }) => l.backward(x, y, grad),
+            (LayerKind::Dropout(_), Cache::Dropout { mask }) => self::core::dropout_backward(mask, grad),
+            _ => Err(crate::error::Error::State(format!("layer \"{}\" got another layer's cache", self.name))),
         }
     }
 }
