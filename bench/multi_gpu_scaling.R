@@ -25,13 +25,14 @@ mlp <- function() {
     layer_dense(10, activation = "softmax")
 }
 
-throughput <- function(model) {
+prepare <- function(model) {
   compile(model, optimizer = "rmsprop", loss = "categorical_crossentropy", metrics = "accuracy")
   fit(model, x, y, epochs = 1, batch_size = 256, verbose = 0)  # warm-up
-  vapply(seq_len(repeats), function(i) {
-    t <- system.time(fit(model, x, y, epochs = 1, batch_size = 256, verbose = 0))[["elapsed"]]
-    samples / t
-  }, numeric(1))
+  model
+}
+
+epoch_throughput <- function(model) {
+  samples / system.time(fit(model, x, y, epochs = 1, batch_size = 256, verbose = 0))[["elapsed"]]
 }
 
 use_virtual_gpus(2, threads_per_gpu = 1)
@@ -40,11 +41,15 @@ one_replica <- rustgpu:::new_model(
   rustgpu:::call_backend(rustgpu:::rg_multi_gpu(template$ptr, 0, TRUE, FALSE)),
   "one_replica", template = template, gpus = 0L
 )
-runs <- list(
-  "template, 1 device x 1 thread" = throughput(template),
-  "parallel, 1 replica x 1 thread" = throughput(one_replica),
-  "parallel, 2 virtual GPUs x 1 thread" = throughput(multi_gpu_model(template, gpus = 2))
+models <- list(
+  "template, 1 device x 1 thread" = prepare(template),
+  "parallel, 1 replica x 1 thread" = prepare(one_replica),
+  "parallel, 2 virtual GPUs x 1 thread" = prepare(multi_gpu_model(template, gpus = 2))
 )
+# Interleave the configurations in every repeat so that machine noise hits them alike.
+times <- replicate(repeats, vapply(models, epoch_throughput, numeric(1)))
+runs <- split(times, row(times))
+names(runs) <- names(models)
 res <- data.frame(
   config = names(runs),
   median = vapply(runs, stats::median, 0), min = vapply(runs, min, 0), max = vapply(runs, max, 0),

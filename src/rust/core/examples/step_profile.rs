@@ -9,8 +9,6 @@ use rustgpu_core::parallel::{MergeDevice, ReplicaSet};
 use rustgpu_core::{Compiled, Executor, HostTensor, Model};
 use std::time::Instant;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     rustgpu_core::device::configure_threads();
@@ -26,6 +24,7 @@ fn main() {
         y[r * 10 + r % 10] = 1.0;
     }
     let y = HostTensor::new(vec![rows, 10], y).unwrap();
+    let rows_all: Vec<usize> = (0..rows).collect();
     let compiled = || Compiled { loss: Loss::CategoricalCrossentropy, metrics: vec![], optimizer: Optimizer::new(OptimizerConfig::by_name("rmsprop").unwrap()) };
     let execs: Vec<(&str, Executor)> = vec![
         ("local", Executor::Local(cpu_device())),
@@ -35,12 +34,12 @@ fn main() {
     for (name, exec) in &execs {
         let mut c = compiled();
         for _ in 0..3 {
-            exec.train_on_batch(&mut m, &mut c, &x, &y, 0).unwrap();
+            exec.train_on_batch(&mut m, &mut c, &x, &y, &rows_all, 0).unwrap();
         }
         let n = 20;
         let t = Instant::now();
         for _ in 0..n {
-            exec.train_on_batch(&mut m, &mut c, &x, &y, 0).unwrap();
+            exec.train_on_batch(&mut m, &mut c, &x, &y, &rows_all, 0).unwrap();
         }
         println!("{:>10}: {:.2} ms/step", name, t.elapsed().as_secs_f64() * 1000.0 / n as f64);
         if let Executor::Replicated(set) = exec {

@@ -128,23 +128,28 @@ fn sum_parts(parts: &[&[f32]]) -> Vec<f32> {
     g
 }
 
+// The common cases are zipped loops without branches so that they vectorize; the
+// variants (centered RMSprop, RMSprop momentum, AMSGrad) take the general loops.
 fn update(config: &OptimizerConfig, step: f32, var: &mut [f32], g: &[f32], slots: &mut [&mut [f32]]) {
     match *config {
         OptimizerConfig::Sgd { learning_rate, momentum, nesterov } => {
             let (lr, mom) = (learning_rate as f32, momentum as f32);
-            let m = &mut slots[0];
-            for i in 0..var.len() {
-                m[i] = -g[i] * lr + m[i] * mom;
-                if nesterov {
-                    var[i] += -g[i] * lr + m[i] * mom;
-                } else {
-                    var[i] += m[i];
-                }
+            let m = &mut *slots[0];
+            for ((w, &g), m) in var.iter_mut().zip(g).zip(m.iter_mut()) {
+                *m = -g * lr + *m * mom;
+                *w += if nesterov { -g * lr + *m * mom } else { *m };
             }
         }
         OptimizerConfig::RmsProp { learning_rate, rho, momentum, epsilon, centered } => {
             let (lr, r, one_minus_r, eps, mom) =
                 (learning_rate as f32, rho as f32, (1.0 - rho) as f32, epsilon as f32, momentum as f32);
+            if !centered && momentum == 0.0 {
+                for ((w, &g), v) in var.iter_mut().zip(g).zip(slots[0].iter_mut()) {
+                    *v = r * *v + one_minus_r * (g * g);
+                    *w -= lr * g * (1.0 / (*v + eps).sqrt());
+                }
+                return;
+            }
             let (velocity, rest) = slots.split_first_mut().unwrap();
             let (average, rest) = rest.split_first_mut().unwrap();
             let momentum_slot = &mut rest[0];
@@ -175,17 +180,20 @@ fn update(config: &OptimizerConfig, step: f32, var: &mut [f32], g: &[f32], slots
             let (one_minus_b1, one_minus_b2, eps) = ((1.0 - beta_1) as f32, (1.0 - beta_2) as f32, epsilon as f32);
             let (m, rest) = slots.split_first_mut().unwrap();
             let (v, rest) = rest.split_first_mut().unwrap();
+            if !amsgrad {
+                for (((w, &g), m), v) in var.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    *m += (g - *m) * one_minus_b1;
+                    *v += (g * g - *v) * one_minus_b2;
+                    *w -= (*m * alpha) / (v.sqrt() + eps);
+                }
+                return;
+            }
             let v_hat = &mut rest[0];
             for i in 0..var.len() {
                 m[i] += (g[i] - m[i]) * one_minus_b1;
                 v[i] += (g[i] * g[i] - v[i]) * one_minus_b2;
-                let v_used = if amsgrad {
-                    v_hat[i] = v_hat[i].max(v[i]);
-                    v_hat[i]
-                } else {
-                    v[i]
-                };
-                var[i] -= (m[i] * alpha) / (v_used.sqrt() + eps);
+                v_hat[i] = v_hat[i].max(v[i]);
+                var[i] -= (m[i] * alpha) / (v_hat[i].sqrt() + eps);
             }
         }
     }

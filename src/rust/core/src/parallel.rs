@@ -120,20 +120,33 @@ impl ReplicaSet {
 
     /// Runs one task per replica concurrently and waits for all of them (even after a
     /// failure, so no worker is left busy with this step). Results come back in replica order.
-    pub fn run_all<T, F>(&self, make_task: F) -> Result<Vec<T>>
+    /// Tasks may borrow from the caller (`'env`): like a scoped thread, none outlives this call.
+    pub fn run_all<'env, T, F>(&self, make_task: F) -> Result<Vec<T>>
     where
         T: Send + 'static,
-        F: Fn(usize) -> Option<Box<dyn FnOnce(&WorkerContext) -> Result<T> + Send>>,
+        F: Fn(usize) -> Option<Box<dyn FnOnce(&WorkerContext) -> Result<T> + Send + 'env>>,
     {
         let mut pending = Vec::with_capacity(self.len());
+        let mut submit_error = None;
         for replica in 0..self.len() {
-            match make_task(replica) {
-                Some(task) => pending.push(Some(self.submit(replica, task)?)),
-                None => pending.push(None),
+            let Some(task) = make_task(replica) else {
+                pending.push(None);
+                continue;
+            };
+            // SAFETY: every submitted task is waited for below before this function returns:
+            // a task either runs to completion (and sends its result) or is dropped, closing
+            // its channel; either way it no longer uses borrows of 'env once `recv` returns.
+            let task: Box<dyn FnOnce(&WorkerContext) -> Result<T> + Send + 'static> = unsafe { std::mem::transmute(task) };
+            match self.submit(replica, task) {
+                Ok(rx) => pending.push(Some(rx)),
+                Err(e) => {
+                    submit_error = Some(e);
+                    break;
+                }
             }
         }
         let mut results = Vec::with_capacity(self.len());
-        let mut first_error = None;
+        let mut first_error = submit_error;
         for (replica, rx) in pending.into_iter().enumerate() {
             let Some(rx) = rx else { continue };
             let outcome = rx.recv().unwrap_or_else(|_| {

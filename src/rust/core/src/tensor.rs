@@ -62,3 +62,35 @@ impl HostTensor {
         HostTensor::new(shape, data)
     }
 }
+
+/// Where a step's rows come from. The binding implements it over R's memory, so each replica
+/// converts only its own rows, concurrently, straight from the caller's arrays.
+pub trait BatchSource: Sync {
+    /// Number of samples (rows).
+    fn rows(&self) -> usize;
+    /// Shape of one sample (without the batch axis).
+    fn sample_shape(&self) -> Vec<usize>;
+    /// The given rows (0-based, in order) as a row-major batch.
+    fn gather(&self, rows: &[usize]) -> HostTensor;
+}
+
+impl BatchSource for HostTensor {
+    fn rows(&self) -> usize {
+        HostTensor::rows(self)
+    }
+
+    fn sample_shape(&self) -> Vec<usize> {
+        self.shape[1..].to_vec()
+    }
+
+    fn gather(&self, rows: &[usize]) -> HostTensor {
+        let w = self.row_len();
+        let mut data = Vec::with_capacity(rows.len() * w);
+        for &r in rows {
+            data.extend_from_slice(&self.data[r * w..(r + 1) * w]);
+        }
+        let mut shape = self.shape.clone();
+        shape[0] = rows.len();
+        HostTensor { shape, data }
+    }
+}

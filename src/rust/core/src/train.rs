@@ -9,7 +9,7 @@ use crate::metrics::Metric;
 use crate::model::{weights_to_device, Architecture, Model};
 use crate::optim::Optimizer;
 use crate::parallel::{split_batch, MergeDevice, ReplicaSet, WorkerContext};
-use crate::tensor::HostTensor;
+use crate::tensor::{BatchSource, HostTensor};
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use std::sync::Arc;
@@ -46,6 +46,7 @@ struct StepInputs {
     metrics: Vec<Metric>,
     /// Rows in the whole batch: each part's loss is divided by it, so parts add up to the mean.
     total_rows: usize,
+    output_shape: Vec<usize>,
     seed: u64,
 }
 
@@ -76,6 +77,7 @@ impl StepInputs {
             loss,
             metrics,
             total_rows,
+            output_shape: model.arch.output_shape().cloned().unwrap_or_default(),
             seed,
         }
     }
@@ -103,8 +105,10 @@ fn loss_and_metrics(s: &StepInputs, out: &crate::model::ModelOutput, y: &Tensor)
     Ok((loss_sum, metric_sums))
 }
 
-fn train_part(s: &StepInputs, device: &Device, x: &HostTensor, y: &HostTensor, replica: usize, to_host: bool) -> Result<Part> {
-    let (weights, out, caches) = forward_part(s, device, x, true, replica)?;
+/// A replica's rows: gathered (converted) by the replica itself, then its part of the step.
+fn train_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], replica: usize, to_host: bool) -> Result<Part> {
+    let (x, y) = batch.gather(s, rows)?;
+    let (weights, out, caches) = forward_part(s, device, &x, true, replica)?;
     let y = y.to_device(device)?;
     let (loss_sum, metric_sums) = loss_and_metrics(s, &out, &y)?;
     let output_grad = s.loss.gradient(&out, &y, s.total_rows)?;
@@ -117,16 +121,31 @@ fn train_part(s: &StepInputs, device: &Device, x: &HostTensor, y: &HostTensor, r
     Ok(Part { grads, loss_sum, metric_sums })
 }
 
-fn eval_part(s: &StepInputs, device: &Device, x: &HostTensor, y: &HostTensor, replica: usize) -> Result<Part> {
-    let (_, out, _) = forward_part(s, device, x, false, replica)?;
+fn eval_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], replica: usize) -> Result<Part> {
+    let (x, y) = batch.gather(s, rows)?;
+    let (_, out, _) = forward_part(s, device, &x, false, replica)?;
     let y = y.to_device(device)?;
     let (loss_sum, metric_sums) = loss_and_metrics(s, &out, &y)?;
     Ok(Part { grads: Grads::Host(Vec::new()), loss_sum, metric_sums })
 }
 
-fn predict_part(s: &StepInputs, device: &Device, x: &HostTensor) -> Result<Tensor> {
-    let (_, out, _) = forward_part(s, device, x, false, 0)?;
+fn predict_part(s: &StepInputs, device: &Device, x: &dyn BatchSource, rows: &[usize]) -> Result<Tensor> {
+    let (_, out, _) = forward_part(s, device, &x.gather(rows), false, 0)?;
     Ok(out.value)
+}
+
+/// The inputs and targets a step draws its rows from.
+struct Batch<'a> {
+    x: &'a dyn BatchSource,
+    y: &'a dyn BatchSource,
+}
+
+impl Batch<'_> {
+    /// Converts `rows` of x and y; targets are checked and prepared for the loss.
+    fn gather(&self, s: &StepInputs, rows: &[usize]) -> Result<(HostTensor, HostTensor)> {
+        let y = s.loss.prepare_targets(&self.y.gather(rows), &s.output_shape)?;
+        Ok((self.x.gather(rows), y))
+    }
 }
 
 fn host_vec(t: &Tensor) -> Result<Vec<f32>> {
@@ -135,7 +154,7 @@ fn host_vec(t: &Tensor) -> Result<Vec<f32>> {
 
 /// Sums gradients on `device` (the first replica's), in replica order, then brings the
 /// sums to the host for the optimizer step on the master weights.
-fn reduce_on_device(parts: Vec<Vec<Tensor>>, device: &Device) -> Result<Vec<Vec<f32>>> {
+fn reduce_on_device(parts: &[Vec<Tensor>], device: &Device) -> Result<Vec<Vec<f32>>> {
     let n = parts[0].len();
     (0..n)
         .map(|i| {
@@ -155,7 +174,7 @@ fn host_grads(g: Grads) -> Result<Vec<Vec<f32>>> {
     }
 }
 
-fn check_rows(x: &HostTensor, y: &HostTensor) -> Result<()> {
+fn check_rows(x: &dyn BatchSource, y: &dyn BatchSource, rows: &[usize]) -> Result<()> {
     if x.rows() != y.rows() {
         return Err(Error::Value(format!(
             "`x` and `y` must have the same number of samples (rows): `x` has {}, `y` has {}",
@@ -163,8 +182,15 @@ fn check_rows(x: &HostTensor, y: &HostTensor) -> Result<()> {
             y.rows()
         )));
     }
-    if x.rows() == 0 {
-        return Err(Error::Value("the batch is empty: `x` has 0 rows".into()));
+    check_batch(x, rows)
+}
+
+fn check_batch(x: &dyn BatchSource, rows: &[usize]) -> Result<()> {
+    if rows.is_empty() {
+        return Err(Error::Value("the batch is empty: no rows to process".into()));
+    }
+    if let Some(r) = rows.iter().find(|r| **r >= x.rows()) {
+        return Err(Error::Value(format!("row {} is outside the {} rows of `x`", r + 1, x.rows())));
     }
     Ok(())
 }
@@ -180,42 +206,46 @@ fn combine(parts: &[Part], rows: usize, n_metrics: usize) -> BatchStats {
     BatchStats { rows, loss, metrics: metrics.into_iter().map(|m| m / rows as f64).collect() }
 }
 
-type PartTask<T> = Option<Box<dyn FnOnce(&WorkerContext) -> Result<T> + Send>>;
+type PartTask<'env, T> = Option<Box<dyn FnOnce(&WorkerContext) -> Result<T> + Send + 'env>>;
 
-/// Sub-batches for each replica (None for a replica that sits this batch out).
-fn slices(x: &HostTensor, replicas: usize) -> Vec<Option<HostTensor>> {
-    split_batch(x.rows(), replicas)
-        .into_iter()
-        .map(|r| (!r.is_empty()).then(|| x.slice_rows(r.start, r.end)))
-        .collect()
+/// Each replica's rows (None for a replica that sits this batch out).
+fn split_rows(rows: &[usize], replicas: usize) -> Vec<Option<&[usize]>> {
+    split_batch(rows.len(), replicas).into_iter().map(|r| (!r.is_empty()).then(|| &rows[r])).collect()
 }
 
 impl Executor {
-    /// One optimizer step on `x`, `y` (targets as given; the loss prepares them).
-    /// On any error the master weights are untouched.
-    pub fn train_on_batch(&self, model: &mut Model, compiled: &mut Compiled, x: &HostTensor, y: &HostTensor, seed: u64) -> Result<BatchStats> {
-        check_rows(x, y)?;
-        let out_shape = model.arch.output_shape().cloned().unwrap_or_default();
-        let y = compiled.loss.prepare_targets(y, &out_shape)?;
-        let s = StepInputs::new(model, Some(compiled), x.rows(), seed);
+    /// One optimizer step on `rows` (0-based) of `x`, `y` (targets as given; the loss
+    /// prepares them). Each replica converts its own rows. On any error the master
+    /// weights are untouched.
+    pub fn train_on_batch(
+        &self,
+        model: &mut Model,
+        compiled: &mut Compiled,
+        x: &dyn BatchSource,
+        y: &dyn BatchSource,
+        rows: &[usize],
+        seed: u64,
+    ) -> Result<BatchStats> {
+        check_rows(x, y, rows)?;
+        let batch = Batch { x, y };
+        let s = StepInputs::new(model, Some(compiled), rows.len(), seed);
         // Gradients per replica, in replica order; the optimizer sums them as it updates.
         let (grad_parts, stats) = match self {
             Executor::Local(info) => {
                 let device = info.candle_device()?;
-                let part = train_part(&s, &device, x, &y, 0, true)?;
-                let stats = combine(std::slice::from_ref(&part), x.rows(), s.metrics.len());
+                let part = train_part(&s, &device, &batch, rows, 0, true)?;
+                let stats = combine(std::slice::from_ref(&part), rows.len(), s.metrics.len());
                 (vec![host_grads(part.grads)?], stats)
             }
             Executor::Replicated(set) => {
-                let xs = slices(x, set.len());
-                let ys = slices(&y, set.len());
+                let parts_rows = split_rows(rows, set.len());
                 let on_cpu = set.merge == MergeDevice::Cpu;
-                let parts = set.run_all(|r| -> PartTask<Part> {
-                    let (xr, yr) = (xs[r].clone()?, ys[r].clone()?);
-                    let s = s.clone();
-                    Some(Box::new(move |ctx: &WorkerContext| train_part(&s, &ctx.device, &xr, &yr, ctx.replica, on_cpu)))
+                let (s, batch) = (&s, &batch);
+                let parts = set.run_all(|r| -> PartTask<'_, Part> {
+                    let mine = parts_rows[r]?;
+                    Some(Box::new(move |ctx: &WorkerContext| train_part(s, &ctx.device, batch, mine, ctx.replica, on_cpu)))
                 })?;
-                let stats = combine(&parts, x.rows(), s.metrics.len());
+                let stats = combine(&parts, rows.len(), s.metrics.len());
                 let grad_parts = if on_cpu {
                     parts.into_iter().map(|p| host_grads(p.grads)).collect::<Result<Vec<_>>>()?
                 } else {
@@ -226,11 +256,9 @@ impl Executor {
                             Grads::Host(_) => Err(Error::State("gradients were copied to the host early".into())),
                         })
                         .collect::<Result<_>>()?;
-                    let mut out = set.run_all(|r| -> PartTask<Vec<Vec<f32>>> {
-                        (r == 0).then(|| {
-                            let g = grads.clone();
-                            Box::new(move |ctx: &WorkerContext| reduce_on_device(g, &ctx.device)) as Box<_>
-                        })
+                    let grads = &grads;
+                    let mut out = set.run_all(|r| -> PartTask<'_, Vec<Vec<f32>>> {
+                        (r == 0).then(|| Box::new(move |ctx: &WorkerContext| reduce_on_device(grads, &ctx.device)) as Box<_>)
                     })?;
                     vec![out.remove(0)]
                 };
@@ -247,42 +275,38 @@ impl Executor {
         Ok(stats)
     }
 
-    /// Loss and metrics on a batch, without updating anything.
-    pub fn test_on_batch(&self, model: &Model, compiled: &Compiled, x: &HostTensor, y: &HostTensor) -> Result<BatchStats> {
-        check_rows(x, y)?;
-        let out_shape = model.arch.output_shape().cloned().unwrap_or_default();
-        let y = compiled.loss.prepare_targets(y, &out_shape)?;
-        let s = StepInputs::new(model, Some(compiled), x.rows(), 0);
+    /// Loss and metrics on `rows` of `x`, `y`, without updating anything.
+    pub fn test_on_batch(&self, model: &Model, compiled: &Compiled, x: &dyn BatchSource, y: &dyn BatchSource, rows: &[usize]) -> Result<BatchStats> {
+        check_rows(x, y, rows)?;
+        let batch = Batch { x, y };
+        let s = StepInputs::new(model, Some(compiled), rows.len(), 0);
         let parts = match self {
-            Executor::Local(info) => vec![eval_part(&s, &info.candle_device()?, x, &y, 0)?],
+            Executor::Local(info) => vec![eval_part(&s, &info.candle_device()?, &batch, rows, 0)?],
             Executor::Replicated(set) => {
-                let xs = slices(x, set.len());
-                let ys = slices(&y, set.len());
-                set.run_all(|r| -> PartTask<Part> {
-                    let (xr, yr) = (xs[r].clone()?, ys[r].clone()?);
-                    let s = s.clone();
-                    Some(Box::new(move |ctx: &WorkerContext| eval_part(&s, &ctx.device, &xr, &yr, ctx.replica)))
+                let parts_rows = split_rows(rows, set.len());
+                let (s, batch) = (&s, &batch);
+                set.run_all(|r| -> PartTask<'_, Part> {
+                    let mine = parts_rows[r]?;
+                    Some(Box::new(move |ctx: &WorkerContext| eval_part(s, &ctx.device, batch, mine, ctx.replica)))
                 })?
             }
         };
-        Ok(combine(&parts, x.rows(), s.metrics.len()))
+        Ok(combine(&parts, rows.len(), s.metrics.len()))
     }
 
-    /// The model's output for a batch; replicas' outputs are concatenated in row order on
-    /// the merge device.
-    pub fn predict_on_batch(&self, model: &Model, x: &HostTensor) -> Result<HostTensor> {
-        if x.rows() == 0 {
-            return Err(Error::Value("the batch is empty: `x` has 0 rows".into()));
-        }
-        let s = StepInputs::new(model, None, x.rows(), 0);
+    /// The model's output for `rows` of `x`; replicas' outputs are concatenated in row order
+    /// on the merge device.
+    pub fn predict_on_batch(&self, model: &Model, x: &dyn BatchSource, rows: &[usize]) -> Result<HostTensor> {
+        check_batch(x, rows)?;
+        let s = StepInputs::new(model, None, rows.len(), 0);
         match self {
-            Executor::Local(info) => HostTensor::from_tensor(&predict_part(&s, &info.candle_device()?, x)?),
+            Executor::Local(info) => HostTensor::from_tensor(&predict_part(&s, &info.candle_device()?, x, rows)?),
             Executor::Replicated(set) => {
-                let xs = slices(x, set.len());
-                let outs = set.run_all(|r| -> PartTask<Tensor> {
-                    let xr = xs[r].clone()?;
-                    let s = s.clone();
-                    Some(Box::new(move |ctx: &WorkerContext| predict_part(&s, &ctx.device, &xr)))
+                let parts_rows = split_rows(rows, set.len());
+                let s = &s;
+                let outs = set.run_all(|r| -> PartTask<'_, Tensor> {
+                    let mine = parts_rows[r]?;
+                    Some(Box::new(move |ctx: &WorkerContext| predict_part(s, &ctx.device, x, mine)))
                 })?;
                 match set.merge {
                     MergeDevice::Cpu => {
@@ -290,9 +314,9 @@ impl Executor {
                         HostTensor::concat_rows(&host)
                     }
                     MergeDevice::FirstReplica => {
-                        let mut merged = set.run_all(|r| -> PartTask<HostTensor> {
+                        let outs = &outs;
+                        let mut merged = set.run_all(|r| -> PartTask<'_, HostTensor> {
                             (r == 0).then(|| {
-                                let outs = outs.clone();
                                 Box::new(move |ctx: &WorkerContext| {
                                     let on_first = outs.iter().map(|t| t.to_device(&ctx.device)).collect::<candle_core::Result<Vec<_>>>()?;
                                     HostTensor::from_tensor(&Tensor::cat(&on_first, 0)?)

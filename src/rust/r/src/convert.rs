@@ -1,6 +1,7 @@
 //! R values <-> core values. R arrays are column-major doubles with samples first;
 //! the core wants row-major f32. Only the rows a batch needs are converted.
 use extendr_api::prelude::*;
+use rustgpu_core::tensor::BatchSource;
 use rustgpu_core::{Error, HostTensor, Result};
 
 /// A numeric R array viewed without copying.
@@ -70,35 +71,46 @@ impl<'a> RArray<'a> {
         }
     }
 
+    pub fn all(&self) -> HostTensor {
+        use rustgpu_core::tensor::BatchSource;
+        let rows: Vec<usize> = (0..self.rows()).collect();
+        self.gather(&rows)
+    }
+}
+
+// Replicas read their rows straight from R's memory, concurrently. This reads plain numbers
+// only (no R API call), while the main thread waits inside .Call, which keeps `x` alive and
+// unchanged.
+impl BatchSource for RArray<'_> {
+    fn rows(&self) -> usize {
+        self.dims[0]
+    }
+
+    fn sample_shape(&self) -> Vec<usize> {
+        self.dims[1..].to_vec()
+    }
+
     /// Rows `rows` (0-based) as a row-major f32 batch.
-    pub fn gather(&self, rows: &[usize]) -> HostTensor {
+    fn gather(&self, rows: &[usize]) -> HostTensor {
         let n = self.rows();
         let width = self.row_major_offset.len();
         let mut data = vec![0f32; rows.len() * width];
-        // Column by column: reads walk R's memory in order for contiguous batches.
-        for (k, &dst) in self.row_major_offset.iter().enumerate() {
-            let base = k * n;
-            match &self.values {
-                RNumbers::Real(v) => {
-                    for (b, &r) in rows.iter().enumerate() {
-                        data[b * width + dst] = v[base + r] as f32;
-                    }
-                }
-                RNumbers::Int(v) => {
-                    for (b, &r) in rows.iter().enumerate() {
-                        data[b * width + dst] = v[base + r] as f32;
-                    }
+        // Column by column: each of R's columns is read once, at the batch's rows.
+        fn copy_columns<T: Copy + Into<f64>>(v: &[T], n: usize, offsets: &[usize], rows: &[usize], width: usize, data: &mut [f32]) {
+            for (k, &dst) in offsets.iter().enumerate() {
+                let column = &v[k * n..(k + 1) * n];
+                for (b, &r) in rows.iter().enumerate() {
+                    data[b * width + dst] = column[r].into() as f32;
                 }
             }
+        }
+        match &self.values {
+            RNumbers::Real(v) => copy_columns(v, n, &self.row_major_offset, rows, width, &mut data),
+            RNumbers::Int(v) => copy_columns(v, n, &self.row_major_offset, rows, width, &mut data),
         }
         let mut shape = vec![rows.len()];
         shape.extend_from_slice(&self.dims[1..]);
         HostTensor { shape, data }
-    }
-
-    pub fn all(&self) -> HostTensor {
-        let rows: Vec<usize> = (0..self.rows()).collect();
-        self.gather(&rows)
     }
 }
 

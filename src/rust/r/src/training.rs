@@ -103,12 +103,11 @@ fn rg_train_batch(ptr: Robj, x: Robj, y: Robj, rows: Robj, seed: Robj) -> Robj {
         let ya = RArray::new(&y, "y", true)?;
         prepare(h, &xa)?;
         let rows = row_indices(&rows, xa.rows().min(ya.rows()))?;
-        let (xb, yb) = (xa.gather(&rows), ya.gather(&rows));
         require_compiled(h, "fit")?;
         let step_seed = seed_from(&seed) ^ h.steps;
         let mut model = h.model.lock().unwrap_or_else(|e| e.into_inner());
         let compiled = h.compiled.as_mut().expect("checked above");
-        let stats = h.executor.train_on_batch(&mut model, compiled, &xb, &yb, step_seed)?;
+        let stats = h.executor.train_on_batch(&mut model, compiled, &xa, &ya, &rows, step_seed)?;
         h.steps += 1;
         Ok(stats_to_r(&stats))
     })
@@ -138,7 +137,7 @@ fn rg_evaluate(ptr: Robj, x: Robj, y: Robj, rows: Robj, batch_size: f64) -> Robj
         let rows: Vec<usize> = if rows.is_null() { (0..xa.rows()).collect() } else { row_indices(&rows, xa.rows())? };
         let (mut loss, mut metrics, mut seen) = (0.0, vec![0.0; compiled.metrics.len()], 0usize);
         for chunk in rows.chunks(bs) {
-            let s = h.executor.test_on_batch(&model, compiled, &xa.gather(chunk), &ya.gather(chunk))?;
+            let s = h.executor.test_on_batch(&model, compiled, &xa, &ya, chunk)?;
             loss += s.loss * s.rows as f64;
             for (m, v) in metrics.iter_mut().zip(&s.metrics) {
                 *m += v * s.rows as f64;
@@ -167,11 +166,8 @@ fn rg_predict(ptr: Robj, x: Robj, batch_size: f64) -> Robj {
         prepare(h, &xa)?;
         let model = h.model.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let bs = (batch_size as usize).max(1);
-        let mut parts = Vec::new();
-        for start in (0..xa.rows()).step_by(bs) {
-            let rows: Vec<usize> = (start..(start + bs).min(xa.rows())).collect();
-            parts.push(h.executor.predict_on_batch(&model, &xa.gather(&rows))?);
-        }
+        let rows: Vec<usize> = (0..xa.rows()).collect();
+        let parts = rows.chunks(bs).map(|chunk| h.executor.predict_on_batch(&model, &xa, chunk)).collect::<Result<Vec<_>>>()?;
         Ok(host_to_r(&HostTensor::concat_rows(&parts)?))
     })
 }
