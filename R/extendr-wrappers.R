@@ -59,6 +59,15 @@ rg_add_activation <- function(ptr, name, activation, input_shape) .Call(wrap__rg
 rg_add_dropout <- function(ptr, name, rate, input_shape) .Call(wrap__rg_add_dropout, ptr, name, rate, input_shape)
 
 #' @noRd
+rg_add_conv2d <- function(ptr, name, filters, kernel_size, strides, padding, dilation_rate, activation, use_bias, kernel_initializer, bias_initializer, input_shape, seed) .Call(wrap__rg_add_conv2d, ptr, name, filters, kernel_size, strides, padding, dilation_rate, activation, use_bias, kernel_initializer, bias_initializer, input_shape, seed)
+
+#' @noRd
+rg_add_max_pooling2d <- function(ptr, name, pool_size, strides, padding, input_shape) .Call(wrap__rg_add_max_pooling2d, ptr, name, pool_size, strides, padding, input_shape)
+
+#' @noRd
+rg_add_flatten <- function(ptr, name, input_shape) .Call(wrap__rg_add_flatten, ptr, name, input_shape)
+
+#' @noRd
 rg_pop_layer <- function(ptr) .Call(wrap__rg_pop_layer, ptr)
 
 #' @noRd

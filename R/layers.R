@@ -25,7 +25,12 @@ add_layer <- function(model, layer, call = rlang::caller_env()) {
     dense = rg_add_dense(model$ptr, layer$name, a$units, a$activation, a$use_bias,
                          a$kernel_initializer, a$bias_initializer, shape, a$seed),
     activation = rg_add_activation(model$ptr, layer$name, a$activation, shape),
-    dropout = rg_add_dropout(model$ptr, layer$name, a$rate, shape)
+    dropout = rg_add_dropout(model$ptr, layer$name, a$rate, shape),
+    conv_2d = rg_add_conv2d(model$ptr, layer$name, a$filters, a$kernel_size, a$strides, a$padding,
+                            a$dilation_rate, a$activation, a$use_bias, a$kernel_initializer,
+                            a$bias_initializer, shape, a$seed),
+    max_pooling_2d = rg_add_max_pooling2d(model$ptr, layer$name, a$pool_size, a$strides, a$padding, shape),
+    flatten = rg_add_flatten(model$ptr, layer$name, shape)
   )
   call_backend(result, call = call)
   invisible(model)

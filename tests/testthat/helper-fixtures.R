@@ -7,7 +7,7 @@ keras_fixtures <- function() {
 
 # Keras's weights come as nested lists; make them the arrays get_weights() returns.
 as_weight_list <- function(ws) {
-  lapply(ws, function(w) if (is.matrix(w)) w else as.array(as.numeric(w)))
+  lapply(ws, function(w) if (!is.null(dim(w))) w else as.array(as.numeric(w)))
 }
 
 fixture_target <- function(fx, case) {
@@ -15,16 +15,27 @@ fixture_target <- function(fx, case) {
   if (is.matrix(y)) y else as.numeric(y)
 }
 
-build_fixture_model <- function(case, d) {
+# The fixture's layers, as rustgpu layers, on inputs shaped like the fixture's data.
+build_fixture_model <- function(case, input_shape) {
   model <- keras_model_sequential()
   for (i in seq_along(case$layers)) {
-    layer <- case$layers[[i]]
-    layer_dense(model, units = layer$units, activation = layer$activation,
-                input_shape = if (i == 1) d else NULL)
+    l <- case$layers[[i]]
+    shape <- if (i == 1) input_shape else NULL
+    switch(l$type,
+      dense = layer_dense(model, units = l$units, activation = l$activation, input_shape = shape),
+      conv_2d = layer_conv_2d(model, l$filters, l$kernel_size, strides = l$strides, padding = l$padding,
+                              dilation_rate = l$dilation_rate, activation = l$activation, input_shape = shape),
+      max_pooling_2d = layer_max_pooling_2d(model, l$pool_size, strides = l$strides, padding = l$padding,
+                                            input_shape = shape),
+      flatten = layer_flatten(model, input_shape = shape)
+    )
   }
   model
 }
 
+fixture_input <- function(fx, case) fx[[case$input]]
+
+sample_shape <- function(x) if (is.null(dim(x))) 1L else dim(x)[-1]
 
 fixture_optimizer <- function(spec) {
   switch(spec$name,

@@ -13,22 +13,24 @@ test_that("activations match Keras on a probe vector", {
 test_that("predictions from Keras-initialised weights match Keras within 1e-5", {
   fx <- keras_fixtures()
   for (case in fx$cases) {
-    model <- build_fixture_model(case, ncol(fx$x))
+    x <- fixture_input(fx, case)
+    model <- build_fixture_model(case, sample_shape(x))
     set_weights(model, as_weight_list(case$initial_weights))
-    pred <- predict(model, fx$x)
+    pred <- predict(model, x)
     expect_equal(unname(pred), unname(as.matrix(case$initial_predictions)), tolerance = 1e-5,
                  label = case$name)
   }
 })
 
-test_that("2 epochs without shuffling match Keras's losses, metrics and weights within 1e-4", {
+test_that("2 epochs without shuffling (dense and conv nets) match Keras's losses, metrics and weights within 1e-4", {
   fx <- keras_fixtures()
   for (case in fx$cases) {
-    model <- build_fixture_model(case, ncol(fx$x))
+    x <- fixture_input(fx, case)
+    model <- build_fixture_model(case, sample_shape(x))
     set_weights(model, as_weight_list(case$initial_weights))
     compile(model, optimizer = fixture_optimizer(case$optimizer), loss = case$loss,
             metrics = case$metrics)
-    h <- fit(model, fx$x, fixture_target(fx, case), epochs = case$epochs,
+    h <- fit(model, x, fixture_target(fx, case), epochs = case$epochs,
              batch_size = case$batch_size, shuffle = FALSE, verbose = 0)
     for (metric in names(case$history)) {
       expect_equal(h$metrics[[metric]], case$history[[metric]], tolerance = 1e-4,

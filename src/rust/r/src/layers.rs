@@ -3,7 +3,7 @@ use crate::{guard, handle, seed_from};
 use extendr_api::prelude::*;
 use rustgpu_core::activation::Activation;
 use rustgpu_core::initializer::Initializer;
-use rustgpu_core::layers::{ActivationLayer, Dense, Dropout, Layer, LayerKind};
+use rustgpu_core::layers::{ActivationLayer, Conv2D, Dense, Dropout, Layer, LayerKind, MaxPooling2D};
 use rustgpu_core::{Error, Result};
 
 fn shape_arg(input_shape: &Robj) -> Result<Option<Vec<usize>>> {
@@ -55,6 +55,54 @@ fn rg_add_dropout(ptr: Robj, name: &str, rate: f64, input_shape: Robj) -> Robj {
     guard(|| add(&ptr, name, LayerKind::Dropout(Dropout::new(rate)?), &input_shape, &Robj::from(0.0)))
 }
 
+/// A length-2 vector of positive whole numbers (R has checked it).
+fn pair(v: &[f64]) -> (usize, usize) {
+    (v.first().copied().unwrap_or(1.0) as usize, v.get(1).or(v.first()).copied().unwrap_or(1.0) as usize)
+}
+
+fn padding_same(padding: &str) -> Result<bool> {
+    match padding {
+        "same" => Ok(true),
+        "valid" => Ok(false),
+        other => Err(Error::Value(format!("`padding` must be \"valid\" or \"same\", got \"{}\"", other))),
+    }
+}
+
+/// @noRd
+#[extendr]
+#[allow(clippy::too_many_arguments)]
+fn rg_add_conv2d(ptr: Robj, name: &str, filters: f64, kernel_size: &[f64], strides: &[f64], padding: &str, dilation_rate: &[f64], activation: &str, use_bias: bool, kernel_initializer: &str, bias_initializer: &str, input_shape: Robj, seed: Robj) -> Robj {
+    guard(|| {
+        let conv = Conv2D {
+            filters: filters as usize,
+            kernel_size: pair(kernel_size),
+            strides: pair(strides),
+            same: padding_same(padding)?,
+            dilation: pair(dilation_rate),
+            activation: Activation::parse(activation)?,
+            use_bias,
+            kernel_initializer: Initializer::parse(kernel_initializer)?,
+            bias_initializer: Initializer::parse(bias_initializer)?,
+        };
+        add(&ptr, name, LayerKind::Conv2D(conv), &input_shape, &seed)
+    })
+}
+
+/// @noRd
+#[extendr]
+fn rg_add_max_pooling2d(ptr: Robj, name: &str, pool_size: &[f64], strides: &[f64], padding: &str, input_shape: Robj) -> Robj {
+    guard(|| {
+        let pool = MaxPooling2D { pool_size: pair(pool_size), strides: pair(strides), same: padding_same(padding)? };
+        add(&ptr, name, LayerKind::MaxPooling2D(pool), &input_shape, &Robj::from(0.0))
+    })
+}
+
+/// @noRd
+#[extendr]
+fn rg_add_flatten(ptr: Robj, name: &str, input_shape: Robj) -> Robj {
+    guard(|| add(&ptr, name, LayerKind::Flatten, &input_shape, &Robj::from(0.0)))
+}
+
 /// @noRd
 #[extendr]
 fn rg_pop_layer(ptr: Robj) -> Robj {
@@ -69,5 +117,8 @@ extendr_module! {
     fn rg_add_dense;
     fn rg_add_activation;
     fn rg_add_dropout;
+    fn rg_add_conv2d;
+    fn rg_add_max_pooling2d;
+    fn rg_add_flatten;
     fn rg_pop_layer;
 }

@@ -3,11 +3,15 @@
 //! Backward passes are our own (not candle's autograd, which always computes every input's
 //! gradient and allocates a zero tensor per gradient): each layer keeps what its backward
 //! needs in a `Cache` and skips the input gradient where nothing needs it.
+mod conv;
 mod core;
 mod dense;
+mod pooling;
 
+pub use self::conv::Conv2D;
 pub use self::core::{ActivationLayer, Dropout};
 pub use self::dense::Dense;
+pub use self::pooling::{Flatten, MaxPooling2D};
 
 use crate::activation::Activation;
 use crate::error::Result;
@@ -53,6 +57,11 @@ pub enum Cache {
     Activation { x: Tensor, y: Tensor },
     /// The scaled keep-mask, when dropout was active.
     Dropout { mask: Option<Tensor> },
+    /// Patch rows (im2col), pre-activation and output as 2-d (rows, filters) tensors.
+    Conv { cols: Tensor, z: Tensor, y: Tensor, input_dims: Vec<usize> },
+    /// Flat input index of each output's maximum.
+    MaxPool { argmax: std::sync::Arc<Vec<u32>>, input_dims: Vec<usize> },
+    Reshape { input_dims: Vec<usize> },
 }
 
 /// A gradient arriving at a layer's output: with respect to its output value, or
@@ -74,6 +83,9 @@ pub enum LayerKind {
     Dense(Dense),
     Activation(ActivationLayer),
     Dropout(Dropout),
+    Conv2D(Conv2D),
+    MaxPooling2D(MaxPooling2D),
+    Flatten,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +103,9 @@ impl Layer {
             LayerKind::Dense(_) => "Dense",
             LayerKind::Activation(_) => "Activation",
             LayerKind::Dropout(_) => "Dropout",
+            LayerKind::Conv2D(_) => "Conv2D",
+            LayerKind::MaxPooling2D(_) => "MaxPooling2D",
+            LayerKind::Flatten => "Flatten",
         }
     }
 
@@ -98,6 +113,9 @@ impl Layer {
     pub fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         match &self.kind {
             LayerKind::Dense(l) => l.output_shape(&self.name, input),
+            LayerKind::Conv2D(l) => l.output_shape(&self.name, input),
+            LayerKind::MaxPooling2D(l) => l.output_shape(&self.name, input),
+            LayerKind::Flatten => Ok(Flatten::output_shape(input)),
             LayerKind::Activation(_) | LayerKind::Dropout(_) => Ok(input.to_vec()),
         }
     }
@@ -105,7 +123,8 @@ impl Layer {
     pub fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {
         match &self.kind {
             LayerKind::Dense(l) => l.weight_specs(input),
-            LayerKind::Activation(_) | LayerKind::Dropout(_) => Vec::new(),
+            LayerKind::Conv2D(l) => l.weight_specs(input),
+            LayerKind::Activation(_) | LayerKind::Dropout(_) | LayerKind::MaxPooling2D(_) | LayerKind::Flatten => Vec::new(),
         }
     }
 
@@ -114,6 +133,9 @@ impl Layer {
             LayerKind::Dense(l) => l.forward(weights, x),
             LayerKind::Activation(l) => l.forward(x),
             LayerKind::Dropout(l) => l.forward(x, ctx),
+            LayerKind::Conv2D(l) => l.forward(&self.name, weights, x),
+            LayerKind::MaxPooling2D(l) => l.forward(&self.name, x),
+            LayerKind::Flatten => Flatten::forward(x),
         }
     }
 
@@ -122,6 +144,11 @@ impl Layer {
             (LayerKind::Dense(l), Cache::Dense { x, z, y }) => l.backward(weights, x, z, y, grad, need_input_grad),
             (LayerKind::Activation(l), Cache::Activation { x, y }) => l.backward(x, y, grad),
             (LayerKind::Dropout(_), Cache::Dropout { mask }) => self::core::dropout_backward(mask, grad),
+            (LayerKind::Conv2D(l), Cache::Conv { cols, z, y, input_dims }) => {
+                l.backward(&self.name, weights, cols, z, y, input_dims, grad, need_input_grad)
+            }
+            (LayerKind::MaxPooling2D(_), Cache::MaxPool { argmax, input_dims }) => MaxPooling2D::backward(argmax, input_dims, grad),
+            (LayerKind::Flatten, Cache::Reshape { input_dims }) => Flatten::backward(input_dims, grad),
             _ => Err(crate::error::Error::State(format!("layer \"{}\" got another layer's cache", self.name))),
         }
     }

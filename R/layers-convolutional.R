@@ -1,0 +1,118 @@
+# Convolution, pooling and reshaping layers (channels last, as Keras's default).
+
+# A length-2 integer pair from a scalar or a pair, e.g. kernel_size = 3 -> c(3, 3).
+as_pair <- function(x, arg, min = 1, call = rlang::caller_env()) {
+  if (!is.numeric(x) || !length(x) %in% 1:2 || anyNA(x) || any(!is.finite(x)) || any(x != round(x)) ||
+      any(x < min) || any(x > .Machine$integer.max)) {
+    value_error(sprintf("`%s` must be one or two whole numbers >= %s, not %s.", arg, min, describe(x)), call = call)
+  }
+  as.numeric(rep_len(x, 2))
+}
+
+check_padding <- function(padding, call = rlang::caller_env()) {
+  if (!is.character(padding) || length(padding) != 1 || !padding %in% c("valid", "same")) {
+    value_error(sprintf("`padding` must be \"valid\" or \"same\", not %s.", describe(padding)), call = call)
+  }
+  padding
+}
+
+check_channels_last <- function(data_format, call = rlang::caller_env()) {
+  if (!is.null(data_format) && !identical(data_format, "channels_last")) {
+    value_error("Only `data_format = \"channels_last\"` (Keras's default) is supported.", call = call)
+  }
+}
+
+#' 2D convolution layer
+#'
+#' Convolves its `(height, width, channels)` input with `filters` kernels of
+#' `kernel_size`, as Keras's Conv2D with channels last. The kernel has Keras's layout
+#' `(kernel_h, kernel_w, input_channels, filters)`.
+#'
+#' @inheritParams layer_dense
+#' @param filters Number of output channels.
+#' @param kernel_size One or two whole numbers: the window's height and width.
+#' @param strides One or two whole numbers: the step between windows.
+#' @param padding "valid" (no padding) or "same" (pad so that the output is
+#'   `ceiling(input / strides)`, as TensorFlow does).
+#' @param data_format Only `NULL` or "channels_last".
+#' @param dilation_rate One or two whole numbers: spacing between kernel taps. Values
+#'   above 1 cannot be combined with strides above 1.
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_conv_2d(8, c(3, 3), activation = "relu", input_shape = c(12, 12, 1)) %>%
+#'   layer_max_pooling_2d() %>%
+#'   layer_flatten() %>%
+#'   layer_dense(2, activation = "softmax")
+#' summary(model)
+#' @export
+layer_conv_2d <- function(object, filters, kernel_size, strides = c(1L, 1L), padding = "valid",
+                          data_format = NULL, dilation_rate = c(1L, 1L), activation = NULL, use_bias = TRUE,
+                          kernel_initializer = "glorot_uniform", bias_initializer = "zeros",
+                          input_shape = NULL, name = NULL) {
+  force_model(object)
+  check_count(filters, "filters", min = 1)
+  kernel_size <- as_pair(kernel_size, "kernel_size")
+  strides <- as_pair(strides, "strides")
+  dilation_rate <- as_pair(dilation_rate, "dilation_rate")
+  if (any(strides > 1) && any(dilation_rate > 1)) {
+    value_error("`strides` > 1 cannot be combined with `dilation_rate` > 1 (as in Keras).")
+  }
+  check_padding(padding)
+  check_channels_last(data_format)
+  check_bool(use_bias, "use_bias")
+  check_string(kernel_initializer, "kernel_initializer")
+  check_string(bias_initializer, "bias_initializer")
+  layer <- new_layer("conv_2d", layer_name(name, "conv2d"), list(
+    filters = as.numeric(filters), kernel_size = kernel_size, strides = strides, padding = padding,
+    dilation_rate = dilation_rate, activation = activation_name(activation), use_bias = use_bias,
+    kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
+    input_shape = check_shape(input_shape, "input_shape"), seed = new_seed()
+  ))
+  compose_layer(object, layer)
+}
+
+#' Max pooling for 2D inputs
+#'
+#' Takes the maximum over `pool_size` windows of each channel. Its gradient goes to the
+#' position of each window's maximum.
+#'
+#' @inheritParams layer_conv_2d
+#' @param pool_size One or two whole numbers: the window's height and width.
+#' @param strides One or two whole numbers, or `NULL` for `pool_size`.
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_max_pooling_2d(pool_size = c(2, 2), input_shape = c(4, 4, 1))
+#' predict(model, array(1:16, c(1, 4, 4, 1)))[1, , , 1]
+#' @export
+layer_max_pooling_2d <- function(object, pool_size = c(2L, 2L), strides = NULL, padding = "valid",
+                                 data_format = NULL, input_shape = NULL, name = NULL) {
+  force_model(object)
+  pool_size <- as_pair(pool_size, "pool_size")
+  strides <- if (is.null(strides)) pool_size else as_pair(strides, "strides")
+  check_padding(padding)
+  check_channels_last(data_format)
+  layer <- new_layer("max_pooling_2d", layer_name(name, "max_pooling2d"), list(
+    pool_size = pool_size, strides = strides, padding = padding,
+    input_shape = check_shape(input_shape, "input_shape")
+  ))
+  compose_layer(object, layer)
+}
+
+#' Flatten each sample to a vector
+#'
+#' Row-major (channels-last) order, as Keras.
+#'
+#' @inheritParams layer_conv_2d
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>% layer_flatten(input_shape = c(2, 3))
+#' predict(model, array(1:6, c(1, 2, 3)))
+#' @export
+layer_flatten <- function(object, data_format = NULL, input_shape = NULL, name = NULL) {
+  force_model(object)
+  check_channels_last(data_format)
+  layer <- new_layer("flatten", layer_name(name, "flatten"), list(input_shape = check_shape(input_shape, "input_shape")))
+  compose_layer(object, layer)
+}

@@ -1,0 +1,126 @@
+//! im2col / col2im for channels-last (NHWC) 2-d convolutions. A patch row holds the
+//! (kh, kw, c) window in that order, matching Keras's kernel layout (kh, kw, in, out)
+//! reshaped to (kh*kw*in, out), so a convolution is one matmul.
+use rayon::prelude::*;
+
+/// Shapes of one convolution: input (h, w, c), kernel (kh, kw), strides, dilation, padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    pub dilation_h: usize,
+    pub dilation_w: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+impl ConvGeometry {
+    pub fn patch_len(&self) -> usize {
+        self.kh * self.kw * self.c
+    }
+
+    pub fn image_len(&self) -> usize {
+        self.h * self.w * self.c
+    }
+
+    /// Source row and column of kernel tap (i, j) for output pixel (oy, ox), if inside the image.
+    #[inline]
+    fn source(&self, oy: usize, ox: usize, i: usize, j: usize) -> Option<(usize, usize)> {
+        let y = (oy * self.stride_h + i * self.dilation_h).checked_sub(self.pad_top)?;
+        let x = (ox * self.stride_w + j * self.dilation_w).checked_sub(self.pad_left)?;
+        (y < self.h && x < self.w).then_some((y, x))
+    }
+}
+
+/// (batch, h, w, c) -> (batch * out_h * out_w, kh * kw * c); padding reads as zeros.
+pub fn im2col(x: &[f32], batch: usize, g: &ConvGeometry) -> Vec<f32> {
+    let (plen, ilen) = (g.patch_len(), g.image_len());
+    let per_image = g.out_h * g.out_w * plen;
+    let mut out = vec![0f32; batch * per_image];
+    out.par_chunks_mut(per_image.max(1)).enumerate().for_each(|(b, dst)| {
+        let img = &x[b * ilen..(b + 1) * ilen];
+        for oy in 0..g.out_h {
+            for ox in 0..g.out_w {
+                let row = &mut dst[(oy * g.out_w + ox) * plen..][..plen];
+                for i in 0..g.kh {
+                    for j in 0..g.kw {
+                        if let Some((y, x)) = g.source(oy, ox, i, j) {
+                            let src = (y * g.w + x) * g.c;
+                            row[(i * g.kw + j) * g.c..][..g.c].copy_from_slice(&img[src..src + g.c]);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+/// The adjoint of `im2col`: sums patch-row gradients back into (batch, h, w, c).
+pub fn col2im(cols: &[f32], batch: usize, g: &ConvGeometry) -> Vec<f32> {
+    let (plen, ilen) = (g.patch_len(), g.image_len());
+    let per_image = g.out_h * g.out_w * plen;
+    let mut out = vec![0f32; batch * ilen];
+    out.par_chunks_mut(ilen.max(1)).enumerate().for_each(|(b, img)| {
+        let src_rows = &cols[b * per_image..(b + 1) * per_image];
+        for oy in 0..g.out_h {
+            for ox in 0..g.out_w {
+                let row = &src_rows[(oy * g.out_w + ox) * plen..][..plen];
+                for i in 0..g.kh {
+                    for j in 0..g.kw {
+                        if let Some((y, x)) = g.source(oy, ox, i, j) {
+                            let dst = &mut img[(y * g.w + x) * g.c..][..g.c];
+                            for (d, s) in dst.iter_mut().zip(&row[(i * g.kw + j) * g.c..][..g.c]) {
+                                *d += *s;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::output_extent;
+
+    fn geometry(h: usize, w: usize, c: usize, k: usize, s: usize, d: usize, same: bool) -> ConvGeometry {
+        let (out_h, pad_top) = output_extent(h, k, s, d, same);
+        let (out_w, pad_left) = output_extent(w, k, s, d, same);
+        ConvGeometry { h, w, c, kh: k, kw: k, stride_h: s, stride_w: s, dilation_h: d, dilation_w: d, pad_top, pad_left, out_h, out_w }
+    }
+
+    #[test]
+    fn keras_output_sizes() {
+        assert_eq!(output_extent(28, 3, 1, 1, false), (26, 0));
+        assert_eq!(output_extent(28, 3, 1, 1, true), (28, 1));
+        assert_eq!(output_extent(7, 3, 2, 1, true), (4, 1));
+        assert_eq!(output_extent(8, 3, 2, 1, true), (4, 0)); // TF pads 1 at the end only
+        assert_eq!(output_extent(11, 3, 1, 2, false), (7, 0));
+    }
+
+    #[test]
+    fn col2im_is_the_adjoint_of_im2col() {
+        // <im2col(x), c> == <x, col2im(c)> for any x, c.
+        for &(k, s, d, same) in &[(3, 1, 1, false), (3, 2, 1, true), (2, 1, 2, true), (1, 1, 1, false)] {
+            let g = geometry(5, 6, 2, k, s, d, same);
+            let x: Vec<f32> = (0..2 * g.image_len()).map(|i| ((i * 37 % 11) as f32) - 5.0).collect();
+            let cols = im2col(&x, 2, &g);
+            let c: Vec<f32> = (0..cols.len()).map(|i| ((i * 13 % 7) as f32) - 3.0).collect();
+            let lhs: f32 = cols.iter().zip(&c).map(|(a, b)| a * b).sum();
+            let back = col2im(&c, 2, &g);
+            let rhs: f32 = x.iter().zip(&back).map(|(a, b)| a * b).sum();
+            assert!((lhs - rhs).abs() < 1e-3, "{} vs {}", lhs, rhs);
+        }
+    }
+}
