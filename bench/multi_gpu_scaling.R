@@ -2,64 +2,85 @@
 #
 #   RAYON_NUM_THREADS=1 Rscript bench/multi_gpu_scaling.R
 #
-# Fit throughput (samples/s) of the MLP 784-512-512-10 (batch 256, RMSprop) on
-#   - the template on one device with one thread,
-#   - a 1-replica parallel model (the wrapper's own cost),
-#   - 2 virtual GPUs with one thread each,
-# side by side in one run; each figure is the median of REPEATS timed epochs after a
-# warm-up epoch, with min and max. Writes bench/results/<date>-<host>-scaling.csv.
+# Fit throughput (samples/s) of
+#   - MLP 784-512-512-10, batch 256, RMSprop,
+#   - small CNN 28x28x1 -> conv32 -> pool -> conv64 -> pool -> dense128 -> 10, batch 128, RMSprop,
+# each on: the template on one device with one thread; a 1-replica parallel model (the
+# wrapper's own cost); 2 virtual GPUs with one thread each. Side by side in one run, the
+# configurations interleaved in every repeat; each figure is the median of REPEATS timed
+# epochs after a warm-up epoch, with min and max. Writes bench/results/<date>-<host>-scaling.csv.
 suppressMessages(library(rustgpu))
 if (Sys.getenv("RAYON_NUM_THREADS") != "1") {
   stop("run with RAYON_NUM_THREADS=1 so that one device means one thread")
 }
 repeats <- as.integer(Sys.getenv("REPEATS", "5"))
-samples <- as.integer(Sys.getenv("SAMPLES", "8192"))
 set.seed(1)
-x <- matrix(runif(samples * 784), samples, 784)
-y <- to_categorical(sample(0:9, samples, replace = TRUE), 10)
 
-mlp <- function() {
-  keras_model_sequential() %>%
-    layer_dense(512, activation = "relu", input_shape = 784) %>%
-    layer_dense(512, activation = "relu") %>%
-    layer_dense(10, activation = "softmax")
-}
-
-prepare <- function(model) {
-  compile(model, optimizer = "rmsprop", loss = "categorical_crossentropy", metrics = "accuracy")
-  fit(model, x, y, epochs = 1, batch_size = 256, verbose = 0)  # warm-up
-  model
-}
-
-epoch_throughput <- function(model) {
-  samples / system.time(fit(model, x, y, epochs = 1, batch_size = 256, verbose = 0))[["elapsed"]]
-}
+workloads <- list(
+  MLP = list(
+    samples = as.integer(Sys.getenv("MLP_SAMPLES", "16384")), batch_size = 256, input = 784,
+    build = function() {
+      keras_model_sequential() %>%
+        layer_dense(512, activation = "relu", input_shape = 784) %>%
+        layer_dense(512, activation = "relu") %>%
+        layer_dense(10, activation = "softmax")
+    }
+  ),
+  CNN = list(
+    samples = as.integer(Sys.getenv("CNN_SAMPLES", "2048")), batch_size = 128, input = c(28, 28, 1),
+    build = function() {
+      keras_model_sequential() %>%
+        layer_conv_2d(32, c(3, 3), activation = "relu", input_shape = c(28, 28, 1)) %>%
+        layer_max_pooling_2d(c(2, 2)) %>%
+        layer_conv_2d(64, c(3, 3), activation = "relu") %>%
+        layer_max_pooling_2d(c(2, 2)) %>%
+        layer_flatten() %>%
+        layer_dense(128, activation = "relu") %>%
+        layer_dense(10, activation = "softmax")
+    }
+  )
+)
 
 use_virtual_gpus(2, threads_per_gpu = 1)
-template <- mlp()
-one_replica <- rustgpu:::new_model(
-  rustgpu:::call_backend(rustgpu:::rg_multi_gpu(template$ptr, 0, TRUE, FALSE)),
-  "one_replica", template = template, gpus = 0L
-)
-models <- list(
-  "template, 1 device x 1 thread" = prepare(template),
-  "parallel, 1 replica x 1 thread" = prepare(one_replica),
-  "parallel, 2 virtual GPUs x 1 thread" = prepare(multi_gpu_model(template, gpus = 2))
-)
-# Interleave the configurations in every repeat so that machine noise hits them alike.
-times <- replicate(repeats, vapply(models, epoch_throughput, numeric(1)))
-runs <- split(times, row(times))
-names(runs) <- names(models)
-res <- data.frame(
-  config = names(runs),
-  median = vapply(runs, stats::median, 0), min = vapply(runs, min, 0), max = vapply(runs, max, 0),
-  row.names = NULL
-)
-cat(sprintf("MLP 784-512-512-10, batch 256, %d samples, %d repeats, %s\n", samples, repeats,
-            Sys.info()[["nodename"]]))
+rows <- list()
+for (wl_name in names(workloads)) {
+  wl <- workloads[[wl_name]]
+  x <- array(runif(wl$samples * prod(wl$input)), c(wl$samples, wl$input))
+  y <- to_categorical(sample(0:9, wl$samples, replace = TRUE), 10)
+  template <- wl$build()
+  one_replica <- rustgpu:::new_model(
+    rustgpu:::call_backend(rustgpu:::rg_multi_gpu(template$ptr, 0, TRUE, FALSE)),
+    "one_replica", template = template, gpus = 0L
+  )
+  models <- list(
+    "template, 1 device x 1 thread" = template,
+    "parallel, 1 replica x 1 thread" = one_replica,
+    "parallel, 2 virtual GPUs x 1 thread" = multi_gpu_model(template, gpus = 2)
+  )
+  for (m in models) {
+    compile(m, optimizer = "rmsprop", loss = "categorical_crossentropy", metrics = "accuracy")
+    fit(m, x, y, epochs = 1, batch_size = wl$batch_size, verbose = 0)  # warm-up
+  }
+  epoch_throughput <- function(m) {
+    wl$samples / system.time(fit(m, x, y, epochs = 1, batch_size = wl$batch_size, verbose = 0))[["elapsed"]]
+  }
+  # Interleave the configurations in every repeat so that machine noise hits them alike.
+  times <- replicate(repeats, vapply(models, epoch_throughput, numeric(1)))
+  for (i in seq_along(models)) {
+    rows[[length(rows) + 1]] <- data.frame(
+      workload = wl_name, config = names(models)[i], batch_size = wl$batch_size,
+      median = stats::median(times[i, ]), min = min(times[i, ]), max = max(times[i, ])
+    )
+  }
+}
+res <- do.call(rbind, rows)
+cat(sprintf("%d repeats on %s (%d cores)\n", repeats, Sys.info()[["nodename"]], parallel::detectCores()))
 print(format(res, digits = 4), row.names = FALSE)
-cat(sprintf("\nspeedup, 2 virtual GPUs / 1 device: %.2fx (target >= 1.8x)\n", res$median[3] / res$median[1]))
-cat(sprintf("wrapper cost, 1-replica parallel time / template time: %.3fx (target <= 1.05x)\n",
-            res$median[1] / res$median[2]))
+cat("\n")
+for (wl_name in names(workloads)) {
+  r <- res[res$workload == wl_name, ]
+  cat(sprintf("%s: 2 virtual GPUs / 1 device = %.2fx (target >= 1.8x); 1-replica wrapper time / template time = %.3fx (target <= 1.05x)\n",
+              wl_name, r$median[3] / r$median[1], r$median[1] / r$median[2]))
+}
 out <- file.path("bench", "results", sprintf("%s-%s-scaling.csv", Sys.Date(), Sys.info()[["nodename"]]))
 utils::write.csv(res, out, row.names = FALSE)
