@@ -8,12 +8,13 @@
 # each on: the template on one device with one thread; a 1-replica parallel model (the
 # wrapper's own cost); 2 virtual GPUs with one thread each. Side by side in one run, the
 # configurations interleaved in every repeat; each figure is the median of REPEATS timed
-# epochs after a warm-up epoch, with min and max. Writes bench/results/<date>-<host>-scaling.csv.
+# fit() calls of EPOCHS epochs each, after a warm-up epoch, with min and max. Writes bench/results/<date>-<host>-scaling.csv.
 suppressMessages(library(rustgpu))
 if (Sys.getenv("RAYON_NUM_THREADS") != "1") {
   stop("run with RAYON_NUM_THREADS=1 so that one device means one thread")
 }
 repeats <- as.integer(Sys.getenv("REPEATS", "5"))
+epochs <- as.integer(Sys.getenv("EPOCHS", "2"))  # per timed fit()
 set.seed(1)
 
 workloads <- list(
@@ -62,7 +63,7 @@ for (wl_name in names(workloads)) {
     fit(m, x, y, epochs = 1, batch_size = wl$batch_size, verbose = 0)  # warm-up
   }
   epoch_throughput <- function(m) {
-    wl$samples / system.time(fit(m, x, y, epochs = 1, batch_size = wl$batch_size, verbose = 0))[["elapsed"]]
+    epochs * wl$samples / system.time(fit(m, x, y, epochs = epochs, batch_size = wl$batch_size, verbose = 0))[["elapsed"]]
   }
   # Interleave the configurations in every repeat so that machine noise hits them alike.
   times <- replicate(repeats, vapply(models, epoch_throughput, numeric(1)))
@@ -74,7 +75,7 @@ for (wl_name in names(workloads)) {
   }
 }
 res <- do.call(rbind, rows)
-cat(sprintf("%d repeats on %s (%d cores)\n", repeats, Sys.info()[["nodename"]], parallel::detectCores()))
+cat(sprintf("%d repeats of %d epochs on %s (%d cores)\n", repeats, epochs, Sys.info()[["nodename"]], parallel::detectCores()))
 print(format(res, digits = 4), row.names = FALSE)
 cat("\n")
 for (wl_name in names(workloads)) {

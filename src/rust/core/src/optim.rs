@@ -2,7 +2,6 @@
 //! non-legacy classes R keras uses), applied in place to the master weights in f32.
 use crate::error::{Error, Result};
 use crate::model::Weight;
-use rayon::prelude::*;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -78,10 +77,25 @@ impl Optimizer {
         Self { config, iterations: 0, slots: Vec::new() }
     }
 
-    /// One update of every trainable weight. `parts[r][w]` is replica `r`'s gradient of
-    /// weight `w`; the parts are summed in replica order inside the update loop (one pass
-    /// over memory), and the work is split in chunks over the current rayon pool.
+    /// One update of every trainable weight, on the calling thread. `parts[r][w]` is
+    /// replica `r`'s gradient of weight `w`.
     pub fn apply(&mut self, weights: &mut [Weight], parts: &[Vec<Vec<f32>>]) -> Result<()> {
+        self.apply_sharded(weights, parts, 1, |shards| {
+            shards.into_iter().for_each(|shard| shard());
+            Ok(())
+        })
+    }
+
+    /// One update of every trainable weight, split into `shards` closures of about equal
+    /// work that `run` executes (e.g. one per replica worker, concurrently). The parts are
+    /// summed in replica order inside the update loop, in one pass over memory.
+    pub fn apply_sharded<'a>(
+        &'a mut self,
+        weights: &'a mut [Weight],
+        parts: &'a [Vec<Vec<f32>>],
+        shards: usize,
+        run: impl FnOnce(Vec<UpdateShard<'a>>) -> Result<()>,
+    ) -> Result<()> {
         if parts.is_empty() || parts.iter().any(|p| p.len() != weights.len()) {
             return Err(Error::State(format!("gradients do not match the {} weights", weights.len())));
         }
@@ -91,7 +105,10 @@ impl Optimizer {
         }
         let step = (self.iterations + 1) as f32;
         let config = &self.config;
-        let mut jobs = Vec::new();
+        // Chunks of every trainable weight, dealt out to the shards in turn.
+        let n_shards = shards.max(1);
+        let mut assigned: Vec<Vec<Chunk<'a>>> = (0..n_shards).map(|_| Vec::new()).collect();
+        let mut next = 0;
         for (wi, (w, slots)) in weights.iter_mut().zip(self.slots.iter_mut()).enumerate() {
             if !w.trainable {
                 continue;
@@ -100,19 +117,38 @@ impl Optimizer {
             let var = Arc::make_mut(&mut w.value);
             let mut slot_chunks: Vec<std::slice::ChunksMut<'_, f32>> = slots.iter_mut().map(|s| s.chunks_mut(CHUNK)).collect();
             for (ci, var_chunk) in var.chunks_mut(CHUNK).enumerate() {
-                let slot_parts: Vec<&mut [f32]> = slot_chunks.iter_mut().map(|c| c.next().unwrap()).collect();
-                jobs.push((wi, ci, var_chunk, slot_parts));
+                let slots = slot_chunks.iter_mut().map(|c| c.next().unwrap()).collect();
+                assigned[next % n_shards].push(Chunk { weight: wi, start: ci * CHUNK, var: var_chunk, slots });
+                next += 1;
             }
         }
-        jobs.into_par_iter().for_each(|(wi, ci, var, mut slots)| {
-            let start = ci * CHUNK;
-            let grads: Vec<&[f32]> = parts.iter().map(|p| &p[wi][start..start + var.len()]).collect();
-            let g = sum_parts(&grads);
-            update(config, step, var, &g, &mut slots);
-        });
+        let shards: Vec<UpdateShard<'a>> = assigned
+            .into_iter()
+            .map(|chunks| {
+                Box::new(move || {
+                    for mut c in chunks {
+                        let grads: Vec<&[f32]> = parts.iter().map(|p| &p[c.weight][c.start..c.start + c.var.len()]).collect();
+                        let g = sum_parts(&grads);
+                        update(config, step, c.var, &g, &mut c.slots);
+                    }
+                }) as UpdateShard<'a>
+            })
+            .collect();
+        run(shards)?;
         self.iterations += 1;
         Ok(())
     }
+}
+
+/// A share of one optimizer step, runnable on any thread.
+pub type UpdateShard<'a> = Box<dyn FnOnce() + Send + 'a>;
+
+/// A slice of one weight and its optimizer slots.
+struct Chunk<'a> {
+    weight: usize,
+    start: usize,
+    var: &'a mut [f32],
+    slots: Vec<&'a mut [f32]>,
 }
 
 /// Elements per unit of parallel optimizer work.

@@ -61,9 +61,6 @@ pub struct ReplicaSet {
     pub merge: MergeDevice,
     workers: Vec<Worker>,
     timeline: Arc<Mutex<VecDeque<Interval>>>,
-    /// Host threads for the merge-side work (gradient sums and the optimizer step): as
-    /// many as the replicas' thread budgets together, so that work uses the same cores.
-    host_pool: rayon::ThreadPool,
 }
 
 const TIMELINE_LEN: usize = 256;
@@ -75,13 +72,7 @@ impl ReplicaSet {
         for (replica, info) in devices.iter().enumerate() {
             workers.push(spawn_worker(replica, info.clone(), timeline.clone())?);
         }
-        let host_threads = devices.iter().map(|d| if d.kind == DeviceKind::Cuda { 1 } else { d.threads.max(1) }).sum::<usize>().max(1);
-        let host_pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(host_threads)
-            .thread_name(|i| format!("rustgpu-merge-{}", i))
-            .build()
-            .map_err(|e| Error::Device(format!("cannot start merge threads: {}", e)))?;
-        Ok(Self { devices, merge, workers, timeline, host_pool })
+        Ok(Self { devices, merge, workers, timeline })
     }
 
     pub fn len(&self) -> usize {
@@ -165,11 +156,6 @@ impl ReplicaSet {
             Some(e) => Err(e),
             None => Ok(results),
         }
-    }
-
-    /// Runs `f` on the merge-side host pool.
-    pub fn with_host_pool<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        self.host_pool.install(f)
     }
 
     /// The most recent task intervals (oldest first).

@@ -269,8 +269,25 @@ impl Executor {
         drop(s);
         // Keras keeps training on a NaN loss (a callback may stop it), so no check here.
         match self {
-            Executor::Local(_) => compiled.optimizer.apply(&mut model.weights, &grad_parts)?,
-            Executor::Replicated(set) => set.with_host_pool(|| compiled.optimizer.apply(&mut model.weights, &grad_parts))?,
+            Executor::Local(_) => compiled.optimizer.apply_sharded(&mut model.weights, &grad_parts, rayon::current_num_threads(), |shards| {
+                use rayon::prelude::*;
+                shards.into_par_iter().for_each(|shard| shard());
+                Ok(())
+            })?,
+            // The update is shared out to the replica workers: the threads (and, for virtual
+            // GPUs, the cores) the step already runs on.
+            Executor::Replicated(set) => compiled.optimizer.apply_sharded(&mut model.weights, &grad_parts, set.len(), |shards| {
+                let shards: Vec<std::sync::Mutex<Option<crate::optim::UpdateShard<'_>>>> =
+                    shards.into_iter().map(|s| std::sync::Mutex::new(Some(s))).collect();
+                set.run_all(|r| -> PartTask<'_, ()> {
+                    let shard = shards[r].lock().ok()?.take()?;
+                    Some(Box::new(move |_: &WorkerContext| {
+                        shard();
+                        Ok(())
+                    }))
+                })?;
+                Ok(())
+            })?,
         }
         Ok(stats)
     }
