@@ -4,6 +4,11 @@
 #' @useDynLib rustgpu, .registration = TRUE
 NULL
 
+#' Test hook: makes `replica` of a parallel model fail ("error" or "panic") in the
+#' training step after `after_steps` more steps.
+#' @noRd
+rg_inject_fault <- function(ptr, replica, after_steps, kind) .Call(wrap__rg_inject_fault, ptr, replica, after_steps, kind)
+
 #' Sets process-wide thread settings before any tensor work; called from .onLoad.
 #' @noRd
 rg_init <- function() .Call(wrap__rg_init)

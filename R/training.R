@@ -98,7 +98,9 @@ named_stats <- function(values, object) {
 #' @param epochs Number of passes over the data.
 #' @param verbose 0 (silent), 1 (a progress bar, updated in interactive sessions) or 2
 #'   (one line per epoch).
-#' @param callbacks,class_weight,sample_weight Not supported yet; must be `NULL`.
+#' @param callbacks A list of callbacks ([callback_lambda()], [callback_early_stopping()],
+#'   [callback_terminate_on_naan()]), run on the main thread between batches.
+#' @param class_weight,sample_weight Not supported yet; must be `NULL`.
 #' @param validation_split Fraction in `[0, 1)` of the data, taken from the end before
 #'   shuffling, to evaluate on after each epoch.
 #' @param validation_data `list(x_val, y_val)` to evaluate on after each epoch (overrides
@@ -121,7 +123,8 @@ fit.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_si
                                             shuffle = TRUE, class_weight = NULL, sample_weight = NULL,
                                             initial_epoch = 0, ...) {
   check_model(object)
-  check_unsupported(callbacks = callbacks, class_weight = class_weight, sample_weight = sample_weight)
+  check_unsupported(class_weight = class_weight, sample_weight = sample_weight)
+  callbacks <- as_callback_list(callbacks)
   check_compiled(object, "fit")
   if (is.null(y)) value_error("`y` is required.")
   batch_size <- default_batch_size(batch_size)
@@ -157,19 +160,28 @@ fit.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_si
   steps <- ceiling(length(train_rows) / batch_size)
   epochs_run <- seq_len(epochs)[seq_len(epochs) > initial_epoch]
 
+  # Callbacks run here, on the main thread, between batches; they may set
+  # `object$stop_training`, which ends training after the current batch (as in Keras).
+  object$stop_training <- FALSE
+  run_callbacks(callbacks, "set_model", object)
+  run_callbacks(callbacks, "on_train_begin", list())
   for (epoch in epochs_run) {
     rows <- if (shuffle) train_rows[sample.int(length(train_rows))] else train_rows
     batches <- split(rows, ceiling(seq_along(rows) / batch_size))
     seed <- new_seed()
     totals <- numeric(length(metric_names))
     seen <- 0
+    run_callbacks(callbacks, "on_epoch_begin", epoch - 1L, list())
     progress <- progress_start(epoch, epochs, steps, verbose)
     for (b in seq_along(batches)) {
       idx <- batches[[b]]
+      run_callbacks(callbacks, "on_batch_begin", b - 1L, list(batch = b - 1L, size = length(idx)))
       stats <- call_backend(rg_train_batch(object$ptr, x, y, idx, seed))
       totals <- totals + stats * length(idx)
       seen <- seen + length(idx)
       progress_update(progress, b, totals / seen, metric_names)
+      run_callbacks(callbacks, "on_batch_end", b - 1L, as.list(stats::setNames(totals / seen, metric_names)))
+      if (isTRUE(object$stop_training)) break
     }
     epoch_logs <- stats::setNames(totals / seen, metric_names)
     if (!is.null(val)) {
@@ -178,7 +190,10 @@ fit.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_si
     }
     for (nm in names(epoch_logs)) history[[nm]] <- c(history[[nm]], epoch_logs[[nm]])
     progress_end(progress, epoch_logs)
+    run_callbacks(callbacks, "on_epoch_end", epoch - 1L, as.list(epoch_logs))
+    if (isTRUE(object$stop_training)) break
   }
+  run_callbacks(callbacks, "on_train_end", list())
 
   result <- structure(list(
     params = list(verbose = verbose, epochs = epochs, steps = steps, samples = length(train_rows),

@@ -1,5 +1,7 @@
-//! Data parallelism: persistent replica workers, one per device, that run sub-batches
+//! Data parallelism: persistent workers, one per device, that run replicas' sub-batches
 //! concurrently; batch splitting; output merging and gradient reduction on the merge device.
+//! A device's worker is created the first time a parallel model uses the device and is
+//! shared by every parallel model on it, so making and dropping models starts no threads.
 use crate::device::{DeviceInfo, DeviceKind};
 use crate::error::{Error, Result};
 use std::collections::VecDeque;
@@ -33,9 +35,9 @@ pub enum MergeDevice {
     FirstReplica,
 }
 
-/// What a replica's worker thread has: its device and its own thread pool (its thread budget).
+/// What a device's worker thread has: the device (and, around each task, its own thread
+/// pool: the device's thread budget).
 pub struct WorkerContext {
-    pub replica: usize,
     pub info: DeviceInfo,
     pub device: candle_core::Device,
 }
@@ -51,16 +53,60 @@ pub struct Interval {
 }
 
 struct Worker {
-    sender: Option<mpsc::Sender<Task>>,
-    handle: Option<JoinHandle<()>>,
+    sender: Mutex<Option<mpsc::Sender<Task>>>,
+    handle: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Closing the channel ends the worker's loop; then wait for the thread.
+        self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = self.handle.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The device workers, created on first use. A worker whose device is no longer offered
+/// (e.g. after `use_virtual_gpus()` changed) and that no model uses is stopped.
+static WORKERS: Mutex<Vec<(DeviceInfo, Arc<Worker>)>> = Mutex::new(Vec::new());
+
+fn device_worker(info: &DeviceInfo) -> Result<Arc<Worker>> {
+    let current = crate::device::gpu_devices();
+    let mut registry = WORKERS.lock().unwrap_or_else(|e| e.into_inner());
+    registry.retain(|(i, w)| Arc::strong_count(w) > 1 || current.contains(i));
+    if let Some((_, w)) = registry.iter().find(|(i, _)| i == info) {
+        return Ok(w.clone());
+    }
+    let worker = Arc::new(spawn_worker(info.clone())?);
+    registry.push((info.clone(), worker.clone()));
+    Ok(worker)
+}
+
+/// A failure to inject into one replica (a test hook for the failure paths).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The replica's task returns an error.
+    Error,
+    /// The replica's task panics.
+    Panic,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fault {
+    replica: usize,
+    /// Training steps to let pass before failing.
+    steps_left: u64,
+    kind: FaultKind,
 }
 
 /// A set of persistent workers, one per device, created once per parallel model.
 pub struct ReplicaSet {
     pub devices: Vec<DeviceInfo>,
     pub merge: MergeDevice,
-    workers: Vec<Worker>,
+    workers: Vec<Arc<Worker>>,
     timeline: Arc<Mutex<VecDeque<Interval>>>,
+    fault: Mutex<Option<Fault>>,
 }
 
 const TIMELINE_LEN: usize = 256;
@@ -68,11 +114,8 @@ const TIMELINE_LEN: usize = 256;
 impl ReplicaSet {
     pub fn new(devices: Vec<DeviceInfo>, merge: MergeDevice) -> Result<Self> {
         let timeline = Arc::new(Mutex::new(VecDeque::with_capacity(TIMELINE_LEN)));
-        let mut workers = Vec::with_capacity(devices.len());
-        for (replica, info) in devices.iter().enumerate() {
-            workers.push(spawn_worker(replica, info.clone(), timeline.clone())?);
-        }
-        Ok(Self { devices, merge, workers, timeline })
+        let workers = devices.iter().map(device_worker).collect::<Result<Vec<_>>>()?;
+        Ok(Self { devices, merge, workers, timeline, fault: Mutex::new(None) })
     }
 
     pub fn len(&self) -> usize {
@@ -91,7 +134,9 @@ impl ReplicaSet {
     {
         let (tx, rx) = mpsc::channel();
         let label = self.devices[replica].label();
+        let timeline = self.timeline.clone();
         let task: Task = Box::new(move |ctx: &WorkerContext| {
+            let start = Instant::now();
             let result = catch_unwind(AssertUnwindSafe(|| f(ctx))).unwrap_or_else(|panic| {
                 Err(Error::Device(format!(
                     "replica {} on {} failed: {}",
@@ -100,10 +145,17 @@ impl ReplicaSet {
                     panic_message(&panic)
                 )))
             });
+            if let Ok(mut t) = timeline.lock() {
+                if t.len() == TIMELINE_LEN {
+                    t.pop_front();
+                }
+                t.push_back(Interval { replica, start, end: Instant::now() });
+            }
             let _ = tx.send(result);
         });
-        let sender = self.workers[replica].sender.as_ref().ok_or_else(|| Error::Device("replica workers were stopped".into()))?;
+        let sender = self.workers[replica].sender.lock().unwrap_or_else(|e| e.into_inner()).clone();
         sender
+            .ok_or_else(|| Error::Device("the device's worker was stopped".into()))?
             .send(task)
             .map_err(|_| Error::Device(format!("replica {} on {} has stopped", replica, self.devices[replica].label())))?;
         Ok(rx)
@@ -158,54 +210,57 @@ impl ReplicaSet {
         }
     }
 
+    /// Makes `replica` fail (error or panic) in the training step after `after_steps` more steps.
+    pub fn inject_fault(&self, replica: usize, after_steps: u64, kind: FaultKind) -> Result<()> {
+        if replica >= self.len() {
+            return Err(Error::Value(format!("there is no replica {} (this model has {})", replica, self.len())));
+        }
+        *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = Some(Fault { replica, steps_left: after_steps, kind });
+        Ok(())
+    }
+
+    /// Called once per training step: the replica that must fail in this step, if any.
+    pub fn fault_for_this_step(&self) -> Option<(usize, FaultKind)> {
+        let mut guard = self.fault.lock().unwrap_or_else(|e| e.into_inner());
+        let fault = guard.as_mut()?;
+        if fault.steps_left > 0 {
+            fault.steps_left -= 1;
+            return None;
+        }
+        let due = (fault.replica, fault.kind);
+        *guard = None;
+        Some(due)
+    }
+
     /// The most recent task intervals (oldest first).
     pub fn timeline(&self) -> Vec<Interval> {
         self.timeline.lock().map(|t| t.iter().copied().collect()).unwrap_or_default()
     }
 }
 
-impl Drop for ReplicaSet {
-    fn drop(&mut self) {
-        // Closing the channels ends each worker's loop; then wait for the threads.
-        for w in &mut self.workers {
-            w.sender.take();
-        }
-        for w in &mut self.workers {
-            if let Some(h) = w.handle.take() {
-                let _ = h.join();
-            }
-        }
-    }
-}
-
-fn spawn_worker(replica: usize, info: DeviceInfo, timeline: Arc<Mutex<VecDeque<Interval>>>) -> Result<Worker> {
+fn spawn_worker(info: DeviceInfo) -> Result<Worker> {
     let (tx, rx) = mpsc::channel::<Task>();
+    let label = info.label();
     let threads = if info.kind == DeviceKind::Cuda { 1 } else { info.threads.max(1) };
+    let name = format!("rustgpu-{}", label.trim_start_matches('/').replace(':', ""));
+    let pool_name = name.clone();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
-        .thread_name(move |i| format!("rustgpu-replica{}-{}", replica, i))
+        .thread_name(move |i| format!("{}-{}", pool_name, i))
         .build()
-        .map_err(|e| Error::Device(format!("cannot start worker threads for replica {}: {}", replica, e)))?;
+        .map_err(|e| Error::Device(format!("cannot start worker threads for {}: {}", label, e)))?;
     let device = info.candle_device()?;
     let handle = std::thread::Builder::new()
-        .name(format!("rustgpu-replica{}", replica))
+        .name(name)
         .spawn(move || {
-            let ctx = WorkerContext { replica, info, device };
+            let ctx = WorkerContext { info, device };
             while let Ok(task) = rx.recv() {
-                let start = Instant::now();
-                // The replica's kernels split their work over its own pool only.
+                // The device's kernels split their work over its own pool only.
                 pool.install(|| task(&ctx));
-                let end = Instant::now();
-                if let Ok(mut t) = timeline.lock() {
-                    if t.len() == TIMELINE_LEN {
-                        t.pop_front();
-                    }
-                    t.push_back(Interval { replica, start, end });
-                }
             }
         })
-        .map_err(|e| Error::Device(format!("cannot start the worker of replica {}: {}", replica, e)))?;
-    Ok(Worker { sender: Some(tx), handle: Some(handle) })
+        .map_err(|e| Error::Device(format!("cannot start the worker of {}: {}", label, e)))?;
+    Ok(Worker { sender: Mutex::new(Some(tx)), handle: Mutex::new(Some(handle)) })
 }
 
 fn annotate(e: Error, replica: usize, info: &DeviceInfo) -> Error {
@@ -263,7 +318,7 @@ mod tests {
                 let b = barrier.clone();
                 Some(Box::new(move |ctx: &WorkerContext| {
                     b.wait();
-                    Ok(ctx.replica * 10 + r)
+                    Ok(ctx.info.id * 10 + r)
                 }))
             })
             .unwrap();

@@ -8,7 +8,7 @@ use crate::loss::Loss;
 use crate::metrics::Metric;
 use crate::model::{weights_to_device, Architecture, Model};
 use crate::optim::Optimizer;
-use crate::parallel::{split_batch, MergeDevice, ReplicaSet, WorkerContext};
+use crate::parallel::{split_batch, FaultKind, MergeDevice, ReplicaSet, WorkerContext};
 use crate::tensor::{BatchSource, HostTensor};
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
@@ -241,9 +241,18 @@ impl Executor {
                 let parts_rows = split_rows(rows, set.len());
                 let on_cpu = set.merge == MergeDevice::Cpu;
                 let (s, batch) = (&s, &batch);
+                let fault = set.fault_for_this_step();
                 let parts = set.run_all(|r| -> PartTask<'_, Part> {
                     let mine = parts_rows[r]?;
-                    Some(Box::new(move |ctx: &WorkerContext| train_part(s, &ctx.device, batch, mine, ctx.replica, on_cpu)))
+                    let injected = fault.filter(|(replica, _)| *replica == r).map(|(_, kind)| kind);
+                    Some(Box::new(move |ctx: &WorkerContext| {
+                        match injected {
+                            Some(FaultKind::Panic) => panic!("injected failure (test hook)"),
+                            Some(FaultKind::Error) => return Err(Error::Device("injected failure (test hook)".into())),
+                            None => {}
+                        }
+                        train_part(s, &ctx.device, batch, mine, r, on_cpu)
+                    }))
                 })?;
                 let stats = combine(&parts, rows.len(), s.metrics.len());
                 let grad_parts = if on_cpu {
@@ -304,7 +313,7 @@ impl Executor {
                 let (s, batch) = (&s, &batch);
                 set.run_all(|r| -> PartTask<'_, Part> {
                     let mine = parts_rows[r]?;
-                    Some(Box::new(move |ctx: &WorkerContext| eval_part(s, &ctx.device, batch, mine, ctx.replica)))
+                    Some(Box::new(move |ctx: &WorkerContext| eval_part(s, &ctx.device, batch, mine, r)))
                 })?
             }
         };

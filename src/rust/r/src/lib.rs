@@ -294,8 +294,29 @@ fn rg_replica_timeline(ptr: Robj) -> Robj {
     })
 }
 
+/// Test hook: makes `replica` of a parallel model fail ("error" or "panic") in the
+/// training step after `after_steps` more steps.
+/// @noRd
+#[extendr]
+fn rg_inject_fault(ptr: Robj, replica: i32, after_steps: i32, kind: &str) -> Robj {
+    guard(|| {
+        let h = handle(&ptr)?;
+        let kind = match kind {
+            "panic" => rustgpu_core::parallel::FaultKind::Panic,
+            "error" => rustgpu_core::parallel::FaultKind::Error,
+            other => return Err(Error::Value(format!("`kind` must be \"error\" or \"panic\", got \"{}\"", other))),
+        };
+        match &h.executor {
+            Executor::Replicated(set) => set.inject_fault(replica.max(0) as usize, after_steps.max(0) as u64, kind)?,
+            Executor::Local(_) => return Err(Error::Value("faults can only be injected into a parallel model".into())),
+        }
+        Ok(().into())
+    })
+}
+
 extendr_module! {
     mod rustgpu;
+    fn rg_inject_fault;
     use layers;
     use training;
     fn rg_init;

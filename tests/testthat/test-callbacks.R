@@ -1,0 +1,28 @@
+test_that("callback_lambda hooks run with Keras's arguments, in order", {
+  x <- matrix(runif(40), 20, 2)
+  model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
+  compile(model, optimizer = "sgd", loss = "mse", metrics = "mae")
+  calls <- character()
+  cb <- callback_lambda(
+    on_train_begin = function(logs) calls <<- c(calls, "train_begin"),
+    on_epoch_begin = function(epoch, logs) calls <<- c(calls, paste0("epoch_begin:", epoch)),
+    on_batch_end = function(batch, logs) calls <<- c(calls, sprintf("batch_end:%d:%s", batch, paste(names(logs), collapse = ","))),
+    on_epoch_end = function(epoch, logs) calls <<- c(calls, sprintf("epoch_end:%d:%s", epoch, paste(names(logs), collapse = ","))),
+    on_train_end = function(logs) calls <<- c(calls, "train_end")
+  )
+  fit(model, x, rowSums(x), epochs = 2, batch_size = 10, verbose = 0, validation_split = 0.5, callbacks = list(cb))
+  expect_equal(calls, c("train_begin", "epoch_begin:0", "batch_end:0:loss,mae", "epoch_end:0:loss,mae,val_loss,val_mae",
+                        "epoch_begin:1", "batch_end:0:loss,mae", "epoch_end:1:loss,mae,val_loss,val_mae", "train_end"))
+  expect_error(callback_lambda(on_epoch_end = 3), "`on_epoch_end`", class = "rustgpu_value_error")
+  expect_error(fit(model, x, rowSums(x), callbacks = list(1)), "`callbacks`", class = "rustgpu_value_error")
+})
+
+test_that("callback_early_stopping stops when the monitored loss stops improving", {
+  x <- matrix(runif(40), 20, 2)
+  model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
+  # A zero learning rate never improves: patience 1 stops after epoch 2.
+  compile(model, optimizer = optimizer_sgd(learning_rate = 1e-12), loss = "mse")
+  h <- fit(model, x, rowSums(x), epochs = 10, verbose = 0,
+           callbacks = list(callback_early_stopping(monitor = "loss", patience = 1, min_delta = 1e-3)))
+  expect_length(h$metrics$loss, 3)
+})

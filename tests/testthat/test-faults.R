@@ -1,0 +1,126 @@
+# Failures never crash R or lose work: failing replicas, Ctrl-C, NaN losses, GC of models.
+
+thread_count <- function() length(list.files("/proc/self/task"))
+
+test_that("a replica failing mid-step stops fit with its name, leaves the weights, and the next fit works", {
+  skip_on_os(c("windows", "mac", "solaris"))  # thread counts are read from Linux's /proc
+  use_virtual_gpus(2, threads_per_gpu = 1)
+  on.exit(use_virtual_gpus(0))
+  d <- toy_data(n = 40)
+  template <- small_classifier()
+  parallel <- multi_gpu_model(template, gpus = 2)
+  compile(parallel, optimizer = optimizer_sgd(0.1), loss = "categorical_crossentropy")
+  # Workers belong to devices and are shared by every parallel model on them.
+  threads <- thread_count()
+  for (kind in c("error", "panic")) {
+    # Fail in the third step: the weights must be those after the second.
+    expected <- {
+      shadow <- small_classifier()
+      set_weights(shadow, get_weights(template))
+      shadow_parallel <- multi_gpu_model(shadow, gpus = 2)
+      compile(shadow_parallel, optimizer = optimizer_sgd(0.1), loss = "categorical_crossentropy")
+      train_on_batch(shadow_parallel, d$x[1:10, ], d$y[1:10, ])
+      train_on_batch(shadow_parallel, d$x[11:20, ], d$y[11:20, ])
+      get_weights(shadow)
+    }
+    compile(parallel, optimizer = optimizer_sgd(0.1), loss = "categorical_crossentropy")
+    inject_replica_failure(parallel, replica = 1, after_steps = 2, kind = kind)
+    err <- expect_error(fit(parallel, d$x, d$y, batch_size = 10, epochs = 1, shuffle = FALSE, verbose = 0),
+                        class = "rustgpu_device_error")
+    expect_match(conditionMessage(err), "replica 1 on /gpu:1")
+    expect_match(conditionMessage(err), "injected failure")
+    expect_identical(get_weights(template), expected, label = kind)
+    # No worker left busy or dead: the same model trains again, with as many threads as before.
+    h <- fit(parallel, d$x, d$y, batch_size = 10, epochs = 1, verbose = 0)
+    expect_true(all(is.finite(h$metrics$loss)))
+    expect_equal(thread_count(), threads)
+  }
+})
+
+test_that("Ctrl-C during fit on 2 virtual GPUs stops cleanly and keeps the last completed step", {
+  skip_on_os(c("windows", "solaris"))  # needs SIGINT
+  dir <- tempfile("sigint")
+  dir.create(dir)
+  on.exit(unlink(dir, recursive = TRUE), add = TRUE)
+  script <- file.path(dir, "child.R")
+  writeLines(c(
+    sprintf("library(rustgpu, lib.loc = '%s')", dirname(find.package("rustgpu"))),
+    "use_virtual_gpus(2, threads_per_gpu = 1)",
+    "set.seed(1)",
+    "x <- matrix(rnorm(512 * 64), 512, 64); y <- to_categorical(rep(0:3, 128), 4)",
+    "net <- function() keras_model_sequential() %>% layer_dense(256, activation = 'relu', input_shape = 64) %>% layer_dense(4, activation = 'softmax')",
+    "template <- net(); initial <- get_weights(template)",
+    "parallel <- multi_gpu_model(template, gpus = 2)",
+    "compile(parallel, optimizer = optimizer_sgd(0.01), loss = 'categorical_crossentropy')",
+    "threads <- length(list.files('/proc/self/task'))",
+    sprintf("writeLines(as.character(Sys.getpid()), '%s')", file.path(dir, "pid")),
+    "status <- tryCatch({ fit(parallel, x, y, batch_size = 64, epochs = 100000, shuffle = FALSE, verbose = 0); 'finished' },",
+    "                   interrupt = function(e) 'interrupted')",
+    "after <- get_weights(template)",
+    "# Replay step by step on an identical replica set: the interrupted weights must equal some step's.",
+    "replay <- net(); set_weights(replay, initial); rp <- multi_gpu_model(replay, gpus = 2)",
+    "compile(rp, optimizer = optimizer_sgd(0.01), loss = 'categorical_crossentropy')",
+    "batches <- split(1:512, ceiling(1:512 / 64)); matched <- identical(get_weights(replay), after); steps <- 0",
+    "while (!matched && steps < 100000) { b <- batches[[steps %% 8 + 1]]; train_on_batch(rp, x[b, ], y[b, ]); steps <- steps + 1; matched <- identical(get_weights(replay), after) }",
+    "again <- tryCatch({ fit(parallel, x, y, batch_size = 64, epochs = 1, verbose = 0); 'ok' }, error = function(e) conditionMessage(e))",
+    "same_threads <- length(list.files('/proc/self/task')) == threads",
+    sprintf("writeLines(c(status, matched, steps, again, same_threads), '%s')", file.path(dir, "out"))
+  ), script)
+  rscript <- file.path(R.home("bin"), "Rscript")
+  system2(rscript, script, wait = FALSE, stdout = file.path(dir, "log"), stderr = file.path(dir, "log"))
+  pid_file <- file.path(dir, "pid")
+  for (i in 1:300) if (file.exists(pid_file) && length(readLines(pid_file)) == 1) break else Sys.sleep(0.1)
+  expect_true(file.exists(pid_file))
+  Sys.sleep(1.5)  # well into fit()
+  tools::pskill(as.integer(readLines(pid_file)), tools::SIGINT)
+  out_file <- file.path(dir, "out")
+  for (i in 1:600) if (file.exists(out_file)) break else Sys.sleep(0.1)
+  out <- if (file.exists(out_file)) readLines(out_file) else readLines(file.path(dir, "log"))
+  expect_equal(out[1], "interrupted")
+  expect_equal(out[2], "TRUE")           # weights are exactly those after a completed step
+  expect_gt(as.integer(out[3]), 0)       # and training had made progress
+  expect_equal(out[4], "ok")             # the next fit works
+  expect_equal(out[5], "TRUE")           # no worker thread left behind or added
+})
+
+test_that("a NaN loss goes on like Keras, or stops with callback_terminate_on_naan()", {
+  x <- matrix(rnorm(200), 100, 2)
+  y <- x %*% c(1e3, -1e3)
+  model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
+  compile(model, optimizer = optimizer_sgd(learning_rate = 1e6), loss = "mse")
+  h <- fit(model, x, y, epochs = 3, batch_size = 10, verbose = 0)
+  expect_length(h$metrics$loss, 3)
+  expect_false(is.finite(tail(h$metrics$loss, 1)))
+  model2 <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
+  compile(model2, optimizer = optimizer_sgd(learning_rate = 1e6), loss = "mse")
+  expect_message(h2 <- fit(model2, x, y, epochs = 3, batch_size = 10, verbose = 0,
+                           callbacks = list(callback_terminate_on_naan())),
+                 "Batch [0-9]+: Invalid loss, terminating training")
+  expect_length(h2$metrics$loss, 1)
+})
+
+test_that("dropped parallel models free their memory and start no threads", {
+  skip_on_os(c("windows", "mac", "solaris"))  # reads /proc
+  use_virtual_gpus(2, threads_per_gpu = 1)
+  on.exit(use_virtual_gpus(0))
+  rss <- function() {
+    status <- readLines("/proc/self/status")
+    as.numeric(gsub("[^0-9]", "", grep("^VmRSS", status, value = TRUE))) * 1024
+  }
+  template <- small_classifier(inputs = 32, hidden = 64)
+  x <- matrix(rnorm(64 * 32), 64, 32)
+  make_and_use <- function() {
+    p <- multi_gpu_model(template, gpus = 2)
+    predict(p, x)
+    invisible(NULL)
+  }
+  for (i in 1:20) make_and_use()
+  invisible(gc())
+  threads <- thread_count()
+  rss_before <- rss()
+  for (i in 1:200) make_and_use()
+  invisible(gc())
+  invisible(gc())
+  expect_equal(thread_count(), threads)
+  expect_lt(rss(), rss_before * 1.10)
+})
