@@ -1,0 +1,151 @@
+# Bad input -> a classed condition (inheriting from rustgpu_error) whose message names the
+# argument and what was expected; the models keep working afterwards.
+
+x_ok <- matrix(runif(40), 10, 4)
+y_ok <- to_categorical(rep(0:2, length.out = 10), 3)
+
+fresh_models <- function() {
+  set.seed(1)
+  compiled <- small_classifier(inputs = 4, hidden = 8, classes = 3)
+  compile(compiled, optimizer = "adam", loss = "categorical_crossentropy", metrics = "accuracy")
+  uncompiled <- small_classifier(inputs = 4, hidden = 8, classes = 3)
+  dead <- compiled
+  path <- tempfile(fileext = ".rds")
+  saveRDS(compiled, path)
+  restored <- readRDS(path)
+  unlink(path)
+  collected <- rustgpu:::new_model(methods::new("externalptr"), "collected")
+  list(m = compiled, u = uncompiled, restored = restored, collected = collected)
+}
+
+with_na <- function(a, value) {
+  a[2, 2] <- value
+  a
+}
+
+# label, expression (evaluated with m, u, restored, collected in scope), class, message pattern
+bad_inputs <- list(
+  list("x with the wrong feature count", quote(fit(m, matrix(runif(30), 10, 3), y_ok, verbose = 0)), "value", "expects input shape \\(n, 4\\)"),
+  list("x with an extra axis", quote(predict(m, array(0, c(2, 4, 2)))), "value", "expects input shape"),
+  list("x/y row mismatch", quote(fit(m, x_ok[1:5, ], y_ok, verbose = 0)), "value", "same number of samples"),
+  list("x/y row mismatch in evaluate", quote(evaluate(m, x_ok, y_ok[1:3, ], verbose = 0)), "value", "same number of samples"),
+  list("empty x", quote(predict(m, x_ok[0, , drop = FALSE])), "value", "no rows"),
+  list("empty x in fit", quote(fit(m, x_ok[0, , drop = FALSE], y_ok[0, , drop = FALSE], verbose = 0)), "value", "no rows"),
+  list("NA in x", quote(fit(m, with_na(x_ok, NA), y_ok, verbose = 0)), "value", "`x` contains NA"),
+  list("NaN in x", quote(predict(m, with_na(x_ok, NaN))), "value", "`x` contains NA"),
+  list("Inf in x", quote(evaluate(m, with_na(x_ok, Inf), y_ok, verbose = 0)), "value", "infinite"),
+  list("-Inf in x", quote(train_on_batch(m, with_na(x_ok, -Inf), y_ok)), "value", "infinite"),
+  list("NA in y", quote(fit(m, x_ok, with_na(y_ok, NA), verbose = 0)), "value", "`y` contains NA"),
+  list("NaN in y", quote(test_on_batch(m, x_ok, with_na(y_ok, NaN))), "value", "`y` contains NA"),
+  list("NA_integer_ in integer x", quote(predict(m, with_na(matrix(1L, 3, 4), NA_integer_))), "value", "`x` contains NA"),
+  list("character x", quote(predict(m, matrix("a", 2, 4))), "value", "character"),
+  list("factor x", quote(predict(m, factor(1:3))), "value", "factor"),
+  list("list x", quote(predict(m, list(1, 2))), "value", "not a list"),
+  list("data frame x", quote(predict(m, as.data.frame(x_ok))), "value", "as.matrix"),
+  list("logical x", quote(predict(m, matrix(TRUE, 2, 4))), "value", "logical"),
+  list("character y", quote(fit(m, x_ok, matrix("a", 10, 3), verbose = 0)), "value", "`y`.*character"),
+  list("y with the wrong width", quote(fit(m, x_ok, y_ok[, 1:2], verbose = 0)), "value", "`y` has 2 values per sample"),
+  list("missing y", quote(fit(m, x_ok, verbose = 0)), "value", "`y` is required"),
+  list("missing x", quote(fit(m, y = y_ok, verbose = 0)), "value", "`x` is required"),
+  list("integer overflow in input_shape", quote(layer_dense(keras_model_sequential(), 2, input_shape = c(1e5, 1e5, 1e5))), "value", "too large"),
+  list("input_shape beyond integers", quote(layer_dense(keras_model_sequential(), 2, input_shape = 3e9)), "value", "`input_shape`"),
+  list("zero in input_shape", quote(layer_dense(keras_model_sequential(), 2, input_shape = c(0, 3))), "value", "`input_shape`"),
+  list("batch_size 0", quote(fit(m, x_ok, y_ok, batch_size = 0, verbose = 0)), "value", "`batch_size`"),
+  list("negative batch_size", quote(fit(m, x_ok, y_ok, batch_size = -8, verbose = 0)), "value", "`batch_size`"),
+  list("NA batch_size", quote(fit(m, x_ok, y_ok, batch_size = NA, verbose = 0)), "value", "`batch_size`"),
+  list("huge batch_size", quote(fit(m, x_ok, y_ok, batch_size = 1e12, verbose = 0)), "value", "`batch_size`"),
+  list("fractional batch_size", quote(predict(m, x_ok, batch_size = 2.5)), "value", "`batch_size`"),
+  list("negative epochs", quote(fit(m, x_ok, y_ok, epochs = -1, verbose = 0)), "value", "`epochs`"),
+  list("NA epochs", quote(fit(m, x_ok, y_ok, epochs = NA, verbose = 0)), "value", "`epochs`"),
+  list("validation_split 1", quote(fit(m, x_ok, y_ok, validation_split = 1, verbose = 0)), "value", "`validation_split`"),
+  list("negative validation_split", quote(fit(m, x_ok, y_ok, validation_split = -0.1, verbose = 0)), "value", "`validation_split`"),
+  list("validation_split leaving no training rows", quote(fit(m, x_ok[1:2, ], y_ok[1:2, ], validation_split = 0.9, verbose = 0)), "value", "leaves no"),
+  list("malformed validation_data", quote(fit(m, x_ok, y_ok, validation_data = list(x_ok), verbose = 0)), "value", "`validation_data`"),
+  list("bad verbose", quote(fit(m, x_ok, y_ok, verbose = 7)), "value", "`verbose`"),
+  list("non-logical shuffle", quote(fit(m, x_ok, y_ok, shuffle = "yes", verbose = 0)), "value", "`shuffle`"),
+  list("unknown activation", quote(layer_dense(keras_model_sequential(), 3, activation = "relux")), "value", "unknown activation \"relux\""),
+  list("unknown activation layer", quote(layer_activation(keras_model_sequential(), "swishy")), "value", "unknown activation"),
+  list("unknown initializer", quote(layer_dense(keras_model_sequential(), 3, kernel_initializer = "nope")), "value", "unknown initializer"),
+  list("unknown loss", quote(compile(m, optimizer = "adam", loss = "hinge_typo")), "value", "unknown loss"),
+  list("missing loss", quote(compile(m, optimizer = "adam")), "value", "`loss` is required"),
+  list("unknown optimizer", quote(compile(m, optimizer = "adamw", loss = "mse")), "value", "`optimizer`"),
+  list("optimizer of the wrong type", quote(compile(m, optimizer = 3, loss = "mse")), "value", "`optimizer`"),
+  list("unknown metric", quote(compile(m, optimizer = "adam", loss = "mse", metrics = "auroc")), "value", "unknown metric"),
+  list("negative learning rate", quote(optimizer_adam(learning_rate = -1)), "value", "`learning_rate`"),
+  list("rho out of range", quote(optimizer_rmsprop(rho = 1)), "value", "`rho`"),
+  list("beta_1 out of range", quote(optimizer_adam(beta_1 = 1.5)), "value", "`beta_1`"),
+  list("negative momentum", quote(optimizer_sgd(momentum = -0.5)), "value", "`momentum`"),
+  list("units 0", quote(layer_dense(keras_model_sequential(), 0)), "value", "`units`"),
+  list("fractional units", quote(layer_dense(keras_model_sequential(), 2.5)), "value", "`units`"),
+  list("negative dropout rate", quote(layer_dropout(keras_model_sequential(), -0.1)), "value", "`rate`"),
+  list("dropout rate 1", quote(layer_dropout(keras_model_sequential(), 1)), "value", "`rate`"),
+  list("kernel larger than input", quote(layer_conv_2d(keras_model_sequential(), 2, 5, input_shape = c(3, 3, 1))), "value", "larger than"),
+  list("pool larger than input", quote(layer_max_pooling_2d(keras_model_sequential(), 4, input_shape = c(3, 3, 1))), "value", "larger than"),
+  list("conv on 1-d input", quote(layer_conv_2d(keras_model_sequential(), 2, 3, input_shape = 10)), "value", "height, width, channels"),
+  list("bad padding", quote(layer_conv_2d(keras_model_sequential(), 2, 3, padding = "full")), "value", "`padding`"),
+  list("duplicate layer name", quote(layer_dense(m, 2, name = rustgpu:::model_info(m)$layer_names[[1]])), "value", "unique names"),
+  list("input_shape on a later layer", quote(layer_dense(m, 2, input_shape = 3)), "value", "first layer"),
+  list("gpus = 1", quote(multi_gpu_model(m, gpus = 1)), "value", "`gpus >= 2`. Received: `gpus=1`"),
+  list("gpus = 0", quote(multi_gpu_model(m, gpus = 0)), "value", "`gpus >= 2`"),
+  list("gpus negative", quote(multi_gpu_model(m, gpus = -2)), "value", "`gpus`"),
+  list("gpus fractional", quote(multi_gpu_model(m, gpus = 2.5)), "value", "`gpus`"),
+  list("gpus NA", quote(multi_gpu_model(m, gpus = NA)), "value", "`gpus`"),
+  list("gpus character", quote(multi_gpu_model(m, gpus = "2")), "value", "`gpus`"),
+  list("gpus duplicated", quote(multi_gpu_model(m, gpus = c(1, 1))), "value", "more than once"),
+  list("gpus empty", quote(multi_gpu_model(m, gpus = integer())), "value", "`gpus`"),
+  list("gpus beyond the machine", quote(multi_gpu_model(m, gpus = 3)), "device", "However this machine only has"),
+  list("gpu id beyond the machine", quote(multi_gpu_model(m, gpus = c(0, 7))), "device", "/gpu:7"),
+  list("cpu_merge NA", quote(multi_gpu_model(m, cpu_merge = NA)), "value", "`cpu_merge`"),
+  list("cpu_merge of length 2", quote(multi_gpu_model(m, cpu_merge = c(TRUE, FALSE))), "value", "`cpu_merge`"),
+  list("cpu_merge numeric", quote(multi_gpu_model(m, cpu_merge = 1)), "value", "`cpu_merge`"),
+  list("cpu_relocation character", quote(multi_gpu_model(m, cpu_relocation = "yes")), "value", "`cpu_relocation`"),
+  list("cpu_relocation NULL", quote(multi_gpu_model(m, cpu_relocation = NULL)), "value", "`cpu_relocation`"),
+  list("fit before compile", quote(fit(u, x_ok, y_ok, verbose = 0)), "state", "must be compiled"),
+  list("evaluate before compile", quote(evaluate(u, x_ok, y_ok)), "state", "must be compiled"),
+  list("train_on_batch before compile", quote(train_on_batch(u, x_ok, y_ok)), "state", "must be compiled"),
+  list("predict on a model without layers", quote(predict(keras_model_sequential(), x_ok)), "state", "no layers"),
+  list("set_weights with too few arrays", quote(set_weights(m, get_weights(m)[1:3])), "value", "list of 4 arrays"),
+  list("set_weights with a wrong shape", quote(set_weights(m, replace(get_weights(m), 1, list(matrix(0, 3, 8))))), "value", "shape \\(4, 8\\).*\\(3, 8\\)"),
+  list("set_weights with NA", quote(set_weights(m, replace(get_weights(m), 2, list(as.array(rep(NA_real_, 8)))))), "value", "contains NA"),
+  list("set_weights with a non-list", quote(set_weights(m, "w")), "value", "list of arrays"),
+  list("model used after saveRDS()/readRDS()", quote(predict(restored, x_ok)), "state", "readRDS"),
+  list("fit on a model after readRDS()", quote(fit(restored, x_ok, y_ok)), "state", "readRDS"),
+  list("model whose pointer was collected", quote(get_weights(collected)), "state", "compiled data is gone"),
+  list("wrong object type for evaluate", quote(evaluate(list(), x_ok, y_ok)), "value", "made by rustgpu"),
+  list("wrong object type for get_weights", quote(get_weights(42)), "value", "made by rustgpu"),
+  list("wrong object type for train_on_batch", quote(train_on_batch("model", x_ok, y_ok)), "value", "made by rustgpu"),
+  list("wrong object type for multi_gpu_model", quote(multi_gpu_model(data.frame())), "value", "`model`"),
+  list("sparse labels out of range", quote({
+    s <- small_classifier(inputs = 4, classes = 3)
+    compile(s, optimizer = "sgd", loss = "sparse_categorical_crossentropy")
+    fit(s, x_ok, rep(5, 10), verbose = 0)
+  }), "value", "class index 5"),
+  list("to_categorical with ids beyond num_classes", quote(to_categorical(c(0, 5), num_classes = 3)), "value", "class id 5"),
+  list("use_virtual_gpus negative", quote(use_virtual_gpus(-1)), "value", "`n`"),
+  list("use_virtual_gpus too many", quote(use_virtual_gpus(1000)), "value", "between 0 and 64")
+)
+
+test_that("every bad input gives a classed, explanatory error and leaves the models working", {
+  use_virtual_gpus(2, threads_per_gpu = 1)
+  on.exit(use_virtual_gpus(0))
+  env <- list2env(fresh_models(), envir = new.env(parent = environment()))
+  before <- get_weights(env$m)
+  for (case in bad_inputs) {
+    label <- case[[1]]
+    err <- tryCatch({
+      eval(case[[2]], env)
+      NULL
+    }, error = function(e) e)
+    expect_false(is.null(err), label = paste(label, "raised an error"))
+    if (is.null(err)) next
+    expect_s3_class(err, "rustgpu_error")
+    expect_s3_class(err, paste0("rustgpu_", case[[3]], "_error"))
+    expect_match(conditionMessage(err), case[[4]], label = label)
+  }
+  # The models still work (and bad calls changed nothing).
+  expect_equal(get_weights(env$m), before)
+  expect_equal(dim(predict(env$m, x_ok)), c(10L, 3L))
+  expect_s3_class(fit(env$m, x_ok, y_ok, epochs = 1, verbose = 0), "keras_training_history")
+  expect_gte(length(bad_inputs), 50)
+  message(sprintf("test-bad-inputs.R: tried %d bad inputs", length(bad_inputs)))
+})
