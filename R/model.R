@@ -127,11 +127,13 @@ summary.keras.engine.training.Model <- function(object, ...) {
 #' Get or set a model's weights
 #'
 #' Weights come as a list of arrays in Keras's layouts (a dense kernel is
-#' `(inputs, units)`, then its bias). A parallel model's weights are its template's.
+#' `(inputs, units)`, then its bias; a conv kernel `(kh, kw, in, out)`). A parallel
+#' model's weights are its template's. On a layer from [get_layer()], the layer's own
+#' weights.
 #'
-#' @param object A model.
+#' @param object A model, or a layer from [get_layer()].
 #' @param weights A list of arrays, one per weight, with the shapes `get_weights()` returns.
-#' @return `get_weights()`: a list of arrays. `set_weights()`: the model, invisibly.
+#' @return `get_weights()`: a list of arrays. `set_weights()`: `object`, invisibly.
 #' @examples
 #' model <- keras_model_sequential() %>% layer_dense(2, input_shape = 3)
 #' w <- get_weights(model)
@@ -139,7 +141,16 @@ summary.keras.engine.training.Model <- function(object, ...) {
 #' set_weights(model, w)
 #' get_weights(model)[[2]]
 #' @export
-get_weights <- function(object) {
+get_weights <- function(object) UseMethod("get_weights")
+
+#' @export
+get_weights.default <- function(object) {
+  value_error(sprintf("`object` must be a model made by rustgpu (e.g. keras_model_sequential()) or one of its layers, not %s.",
+                      describe(object)))
+}
+
+#' @export
+get_weights.keras.engine.training.Model <- function(object) {
   check_model(object)
   lapply(call_backend(rg_get_weights(object$ptr)), function(w) {
     if (length(dim(w)) == 1) as.array(as.vector(w)) else w
@@ -148,13 +159,92 @@ get_weights <- function(object) {
 
 #' @rdname get_weights
 #' @export
-set_weights <- function(object, weights) {
+set_weights <- function(object, weights) UseMethod("set_weights")
+
+#' @export
+set_weights.default <- function(object, weights) get_weights.default(object)
+
+#' @export
+set_weights.keras.engine.training.Model <- function(object, weights) {
   check_model(object)
   if (!is.list(weights)) {
     value_error(sprintf("`weights` must be a list of arrays (as get_weights() returns), not %s.", describe(weights)))
   }
   call_backend(rg_set_weights(object$ptr, weights))
   invisible(object)
+}
+
+#' Retrieve a layer of a model
+#'
+#' @param object A model (for a parallel model, its template's layers).
+#' @param name Name of the layer.
+#' @param index Position of the layer, from 1; negative values count from the end.
+#' @return The layer: use it with [get_weights()] and [set_weights()]; `$name`,
+#'   `$class_name`, `$output_shape` and `$count_params` describe it.
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_dense(4, input_shape = 2, name = "hidden") %>%
+#'   layer_dense(1)
+#' hidden <- get_layer(model, "hidden")
+#' hidden
+#' get_weights(get_layer(model, index = -1))
+#' @export
+get_layer <- function(object, name = NULL, index = NULL) {
+  check_model(object)
+  info <- model_info(object)
+  n <- length(info$layer_names)
+  if (is.null(name) == is.null(index)) {
+    value_error("Give exactly one of `name` or `index`.")
+  }
+  if (!is.null(name)) {
+    check_string(name, "name")
+    i <- match(name, info$layer_names)
+    if (is.na(i)) {
+      value_error(sprintf("No layer named \"%s\" in the model; its layers are: %s.", name,
+                          paste(info$layer_names, collapse = ", ")))
+    }
+  } else {
+    if (!is.numeric(index) || length(index) != 1 || is.na(index) || index != round(index) || index == 0 ||
+        abs(index) > n) {
+      value_error(sprintf("`index` must be a whole number from 1 to %d (or -%d to -1 from the end), not %s.",
+                          n, n, describe(index)))
+    }
+    i <- if (index > 0) index else n + 1 + index
+  }
+  structure(list(
+    model = object, index = as.integer(i), name = info$layer_names[[i]], class_name = info$layer_classes[[i]],
+    output_shape = info$output_shapes[[i]], count_params = info$layer_params[[i]]
+  ), class = "rustgpu_layer_ref")
+}
+
+layer_weight_positions <- function(layer) {
+  names <- model_info(layer$model)$weight_names
+  which(startsWith(names, paste0(layer$name, "/")))
+}
+
+#' @export
+get_weights.rustgpu_layer_ref <- function(object) {
+  get_weights(object$model)[layer_weight_positions(object)]
+}
+
+#' @export
+set_weights.rustgpu_layer_ref <- function(object, weights) {
+  positions <- layer_weight_positions(object)
+  if (!is.list(weights) || length(weights) != length(positions)) {
+    value_error(sprintf("`weights` must be a list of %d arrays for layer \"%s\", not %s.", length(positions),
+                        object$name, describe(weights)))
+  }
+  all <- get_weights(object$model)
+  all[positions] <- weights
+  set_weights(object$model, all)
+  invisible(object)
+}
+
+#' @export
+print.rustgpu_layer_ref <- function(x, ...) {
+  cat(sprintf("<%s layer \"%s\">: output %s, %s params\n", x$class_name, x$name, x$output_shape,
+              format_count(x$count_params)))
+  invisible(x)
 }
 
 #' Remove the last layer of a sequential model

@@ -73,3 +73,26 @@ test_that("both pipes work", {
   expect_length(get_weights(m1), 2)
   expect_length(get_weights(m2), 2)
 })
+
+test_that("get_layer finds layers by name or index and reads and writes their weights", {
+  model <- keras_model_sequential() %>%
+    layer_dense(4, input_shape = 2, name = "hidden") %>%
+    layer_dropout(0.1) %>%
+    layer_dense(1, name = "out")
+  hidden <- get_layer(model, "hidden")
+  expect_equal(hidden$class_name, "Dense")
+  expect_equal(hidden$count_params, 12)
+  expect_equal(get_layer(model, index = 3)$name, "out")
+  expect_equal(get_layer(model, index = -1)$name, "out")
+  expect_length(get_weights(get_layer(model, index = 2)), 0)
+  w <- get_weights(hidden)
+  expect_equal(dim(w[[1]]), c(2L, 4L))
+  w[[2]][] <- 5
+  set_weights(hidden, w)
+  expect_equal(as.numeric(get_weights(model)[[2]]), rep(5, 4))
+  expect_output(print(hidden), "<Dense layer \"hidden\">: output \\(None, 4\\), 12 params")
+  expect_error(get_layer(model, "nope"), "hidden, dropout", class = "rustgpu_value_error")
+  expect_error(get_layer(model, index = 4), "`index`", class = "rustgpu_value_error")
+  expect_error(get_layer(model), "exactly one", class = "rustgpu_value_error")
+  expect_error(set_weights(hidden, w[1]), "list of 2 arrays", class = "rustgpu_value_error")
+})

@@ -103,6 +103,9 @@ test_that("the parallel model is a model: evaluate, *_on_batch and summary", {
     expect_named(stats, c("loss", "accuracy"))
     expect_match(format(parallel), "Replicated on 3 devices \\(/gpu:0 \\(virtual GPU 0")
     expect_match(format(parallel), "Total params: 163")
+    first <- get_layer(parallel, index = 1)
+    expect_equal(first$name, get_layer(template, index = 1)$name)
+    expect_equal(get_weights(first), get_weights(get_layer(template, index = 1)))
   })
 })
 
