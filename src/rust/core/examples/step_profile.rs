@@ -53,7 +53,7 @@ fn main() {
     let grads: Vec<Vec<f32>> = m.weights.iter().map(|w| vec![0.001; w.value.len()]).collect();
     let t = Instant::now();
     for _ in 0..20 {
-        c.optimizer.apply(&mut m.weights, std::slice::from_ref(&grads)).unwrap();
+        { let views: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect(); c.optimizer.apply(&mut m.weights, &[views]).unwrap(); }
     }
     println!("optimizer step: {:.2} ms", t.elapsed().as_secs_f64() * 1000.0 / 20.0);
 }

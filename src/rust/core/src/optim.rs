@@ -79,7 +79,7 @@ impl Optimizer {
 
     /// One update of every trainable weight, on the calling thread. `parts[r][w]` is
     /// replica `r`'s gradient of weight `w`.
-    pub fn apply(&mut self, weights: &mut [Weight], parts: &[Vec<Vec<f32>>]) -> Result<()> {
+    pub fn apply(&mut self, weights: &mut [Weight], parts: &[Vec<&[f32]>]) -> Result<()> {
         self.apply_sharded(weights, parts, 1, |shards| {
             shards.into_iter().for_each(|shard| shard());
             Ok(())
@@ -92,7 +92,7 @@ impl Optimizer {
     pub fn apply_sharded<'a>(
         &'a mut self,
         weights: &'a mut [Weight],
-        parts: &'a [Vec<Vec<f32>>],
+        parts: &'a [Vec<&'a [f32]>],
         shards: usize,
         run: impl FnOnce(Vec<UpdateShard<'a>>) -> Result<()>,
     ) -> Result<()> {
@@ -247,8 +247,8 @@ mod tests {
     fn sgd_momentum_follows_keras_rule() {
         let mut w = vec![weight(vec![1.0])];
         let mut opt = Optimizer::new(OptimizerConfig::Sgd { learning_rate: 0.1, momentum: 0.9, nesterov: false });
-        opt.apply(&mut w, &[vec![vec![1.0]]]).unwrap(); // m = -0.1, w = 0.9
-        opt.apply(&mut w, &[vec![vec![1.0]]]).unwrap(); // m = -0.1 - 0.09 = -0.19, w = 0.71
+        opt.apply(&mut w, &[vec![&[1.0][..]]]).unwrap(); // m = -0.1, w = 0.9
+        opt.apply(&mut w, &[vec![&[1.0][..]]]).unwrap(); // m = -0.1 - 0.09 = -0.19, w = 0.71
         assert!((w[0].value[0] - 0.71).abs() < 1e-6);
     }
 
@@ -257,7 +257,7 @@ mod tests {
         // With bias correction, Adam's first step is lr * g / (|g| + eps*sqrt(1-b2)) ~ lr * sign(g).
         let mut w = vec![weight(vec![0.5, -0.5])];
         let mut opt = Optimizer::new(OptimizerConfig::by_name("adam").unwrap());
-        opt.apply(&mut w, &[vec![vec![2.0, -0.01]]]).unwrap();
+        opt.apply(&mut w, &[vec![&[2.0, -0.01][..]]]).unwrap();
         assert!((w[0].value[0] - 0.499).abs() < 1e-6);
         assert!((w[0].value[1] - -0.499).abs() < 1e-5);
     }
@@ -266,7 +266,7 @@ mod tests {
     fn rmsprop_puts_epsilon_inside_the_root() {
         let mut w = vec![weight(vec![0.0])];
         let mut opt = Optimizer::new(OptimizerConfig::by_name("rmsprop").unwrap());
-        opt.apply(&mut w, &[vec![vec![1e-4]]]).unwrap();
+        opt.apply(&mut w, &[vec![&[1e-4][..]]]).unwrap();
         let v = 0.1f64 * 1e-8;
         let expected = -0.001 * 1e-4 / (v + 1e-7).sqrt();
         assert!((w[0].value[0] as f64 - expected).abs() < 1e-8);
@@ -277,7 +277,7 @@ mod tests {
         let mut w = vec![weight(vec![1.0])];
         w[0].trainable = false;
         let mut opt = Optimizer::new(OptimizerConfig::by_name("sgd").unwrap());
-        opt.apply(&mut w, &[vec![vec![1.0]]]).unwrap();
+        opt.apply(&mut w, &[vec![&[1.0][..]]]).unwrap();
         assert_eq!(w[0].value[0], 1.0);
     }
 }
@@ -298,8 +298,8 @@ mod sum_tests {
         let mut o1 = Optimizer::new(OptimizerConfig::by_name("adam").unwrap());
         let mut o2 = o1.clone();
         for _ in 0..3 {
-            o1.apply(&mut split, &[vec![g1.clone()], vec![g2.clone()]]).unwrap();
-            o2.apply(&mut whole, &[vec![total.clone()]]).unwrap();
+            o1.apply(&mut split, &[vec![&g1[..]], vec![&g2[..]]]).unwrap();
+            o2.apply(&mut whole, &[vec![&total[..]]]).unwrap();
         }
         assert_eq!(split[0].value, whole[0].value);
     }

@@ -50,16 +50,11 @@ struct StepInputs {
     seed: u64,
 }
 
-/// A replica's gradients: on its device, or already copied to the host (each replica
-/// copies its own, concurrently, when the merge happens on the CPU).
-enum Grads {
-    Device(Vec<Tensor>),
-    Host(Vec<Vec<f32>>),
-}
-
-/// A replica's contribution to a step.
+/// A replica's contribution to a step. Its gradients are on its device, or already on the
+/// host when the merge happens on the CPU (each replica copies its own, concurrently; on a
+/// CPU-backed device that is no copy at all).
 struct Part {
-    grads: Grads,
+    grads: Vec<Tensor>,
     loss_sum: f64,
     metric_sums: Vec<f64>,
 }
@@ -113,11 +108,7 @@ fn train_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], re
     let (loss_sum, metric_sums) = loss_and_metrics(s, &out, &y)?;
     let output_grad = s.loss.gradient(&out, &y, s.total_rows)?;
     let grads = s.arch.backward(&weights, &caches, output_grad)?;
-    let grads = if to_host {
-        Grads::Host(grads.iter().map(host_vec).collect::<Result<_>>()?)
-    } else {
-        Grads::Device(grads)
-    };
+    let grads = if to_host { grads.iter().map(|g| g.to_device(&Device::Cpu)).collect::<candle_core::Result<_>>()? } else { grads };
     Ok(Part { grads, loss_sum, metric_sums })
 }
 
@@ -126,7 +117,7 @@ fn eval_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], rep
     let (_, out, _) = forward_part(s, device, &x, false, replica)?;
     let y = y.to_device(device)?;
     let (loss_sum, metric_sums) = loss_and_metrics(s, &out, &y)?;
-    Ok(Part { grads: Grads::Host(Vec::new()), loss_sum, metric_sums })
+    Ok(Part { grads: Vec::new(), loss_sum, metric_sums })
 }
 
 fn predict_part(s: &StepInputs, device: &Device, x: &dyn BatchSource, rows: &[usize]) -> Result<Tensor> {
@@ -148,13 +139,9 @@ impl Batch<'_> {
     }
 }
 
-fn host_vec(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?)
-}
-
 /// Sums gradients on `device` (the first replica's), in replica order, then brings the
 /// sums to the host for the optimizer step on the master weights.
-fn reduce_on_device(parts: &[Vec<Tensor>], device: &Device) -> Result<Vec<Vec<f32>>> {
+fn reduce_on_device(parts: &[Vec<Tensor>], device: &Device) -> Result<Vec<Tensor>> {
     let n = parts[0].len();
     (0..n)
         .map(|i| {
@@ -162,16 +149,27 @@ fn reduce_on_device(parts: &[Vec<Tensor>], device: &Device) -> Result<Vec<Vec<f3
             for p in &parts[1..] {
                 acc = (acc + p[i].to_device(device)?)?;
             }
-            host_vec(&acc)
+            Ok(acc.to_device(&Device::Cpu)?.contiguous()?)
         })
         .collect()
 }
 
-fn host_grads(g: Grads) -> Result<Vec<Vec<f32>>> {
-    match g {
-        Grads::Host(v) => Ok(v),
-        Grads::Device(ts) => ts.iter().map(host_vec).collect(),
-    }
+/// Views of host tensors as f32 slices (no copy), valid while `guards` lives.
+fn host_slices<'a>(guards: &'a [Vec<(candle_core::StorageRef<'a>, &'a candle_core::Layout)>]) -> Result<Vec<Vec<&'a [f32]>>> {
+    guards
+        .iter()
+        .map(|part| {
+            part.iter()
+                .map(|(storage, layout)| match &**storage {
+                    candle_core::Storage::Cpu(cpu) => {
+                        let (a, b) = layout.contiguous_offsets().ok_or_else(|| Error::State("gradient is not contiguous".into()))?;
+                        Ok(&cpu.as_slice::<f32>()?[a..b])
+                    }
+                    _ => Err(Error::State("gradient is not on the host".into())),
+                })
+                .collect()
+        })
+        .collect()
 }
 
 fn check_rows(x: &dyn BatchSource, y: &dyn BatchSource, rows: &[usize]) -> Result<()> {
@@ -229,13 +227,14 @@ impl Executor {
         check_rows(x, y, rows)?;
         let batch = Batch { x, y };
         let s = StepInputs::new(model, Some(compiled), rows.len(), seed);
-        // Gradients per replica, in replica order; the optimizer sums them as it updates.
-        let (grad_parts, stats) = match self {
+        // Gradients per replica (host tensors), in replica order; the optimizer sums them as
+        // it updates, reading them in place.
+        let (grad_parts, stats): (Vec<Vec<Tensor>>, BatchStats) = match self {
             Executor::Local(info) => {
                 let device = info.candle_device()?;
                 let part = train_part(&s, &device, &batch, rows, 0, true)?;
                 let stats = combine(std::slice::from_ref(&part), rows.len(), s.metrics.len());
-                (vec![host_grads(part.grads)?], stats)
+                (vec![part.grads], stats)
             }
             Executor::Replicated(set) => {
                 let parts_rows = split_rows(rows, set.len());
@@ -255,18 +254,12 @@ impl Executor {
                     }))
                 })?;
                 let stats = combine(&parts, rows.len(), s.metrics.len());
+                let grads: Vec<Vec<Tensor>> = parts.into_iter().map(|p| p.grads).collect();
                 let grad_parts = if on_cpu {
-                    parts.into_iter().map(|p| host_grads(p.grads)).collect::<Result<Vec<_>>>()?
+                    grads
                 } else {
-                    let grads: Vec<Vec<Tensor>> = parts
-                        .into_iter()
-                        .map(|p| match p.grads {
-                            Grads::Device(g) => Ok(g),
-                            Grads::Host(_) => Err(Error::State("gradients were copied to the host early".into())),
-                        })
-                        .collect::<Result<_>>()?;
                     let grads = &grads;
-                    let mut out = set.run_all(|r| -> PartTask<'_, Vec<Vec<f32>>> {
+                    let mut out = set.run_all(|r| -> PartTask<'_, Vec<Tensor>> {
                         (r == 0).then(|| Box::new(move |ctx: &WorkerContext| reduce_on_device(grads, &ctx.device)) as Box<_>)
                     })?;
                     vec![out.remove(0)]
@@ -276,6 +269,8 @@ impl Executor {
         };
         // Release this step's snapshot so the optimizer can write the weights in place.
         drop(s);
+        let guards: Vec<Vec<_>> = grad_parts.iter().map(|ts| ts.iter().map(|t| t.storage_and_layout()).collect()).collect();
+        let grad_parts = host_slices(&guards)?;
         // Keras keeps training on a NaN loss (a callback may stop it), so no check here.
         match self {
             Executor::Local(_) => compiled.optimizer.apply_sharded(&mut model.weights, &grad_parts, rayon::current_num_threads(), |shards| {
