@@ -76,6 +76,27 @@ rg_add_flatten <- function(ptr, name, input_shape) .Call(wrap__rg_add_flatten, p
 rg_pop_layer <- function(ptr) .Call(wrap__rg_pop_layer, ptr)
 
 #' @noRd
+rg_save_weights <- function(ptr, path, overwrite) .Call(wrap__rg_save_weights, ptr, path, overwrite)
+
+#' @noRd
+rg_load_weights <- function(ptr, path, by_name, skip_mismatch) .Call(wrap__rg_load_weights, ptr, path, by_name, skip_mismatch)
+
+#' @noRd
+rg_save_model <- function(ptr, path, overwrite, include_optimizer) .Call(wrap__rg_save_model, ptr, path, overwrite, include_optimizer)
+
+#' A model from a file: list(ptr, name, training = list(loss, metrics, optimizer) or NULL).
+#' @noRd
+rg_load_model <- function(path) .Call(wrap__rg_load_model, path)
+
+#' Restores a compiled model's optimizer state from a saved model file.
+#' @noRd
+rg_load_optimizer_state <- function(ptr, path) .Call(wrap__rg_load_optimizer_state, ptr, path)
+
+#' Test hook: the next save fails midway.
+#' @noRd
+rg_inject_write_failure <- function() .Call(wrap__rg_inject_write_failure)
+
+#' @noRd
 rg_compile <- function(ptr, optimizer, loss, metrics) .Call(wrap__rg_compile, ptr, optimizer, loss, metrics)
 
 #' Checks an array once before a fit: numeric type and no NA/NaN/Inf (no copy).

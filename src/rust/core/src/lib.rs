@@ -4,6 +4,7 @@ pub mod activation;
 pub mod device;
 pub mod error;
 pub mod initializer;
+pub mod io;
 pub mod kernels;
 pub mod layers;
 pub mod loss;

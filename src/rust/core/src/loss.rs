@@ -48,6 +48,17 @@ impl Loss {
         })
     }
 
+    /// Keras's name for the loss.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Loss::CategoricalCrossentropy => "categorical_crossentropy",
+            Loss::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
+            Loss::BinaryCrossentropy => "binary_crossentropy",
+            Loss::MeanSquaredError => "mean_squared_error",
+            Loss::MeanAbsoluteError => "mean_absolute_error",
+        }
+    }
+
     /// Checks targets against the model's output shape and converts them to what
     /// `per_sample` expects (sparse class ids become one-hot rows). Runs on the host, once per batch.
     pub fn prepare_targets(&self, y: &HostTensor, output_shape: &[usize]) -> Result<HostTensor> {

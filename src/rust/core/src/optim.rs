@@ -77,6 +77,53 @@ impl Optimizer {
         Self { config, iterations: 0, slots: Vec::new() }
     }
 
+    /// Keras's names for the slots this configuration uses, in Keras's order within a
+    /// weight (e.g. Adam: "m", "v"), with each one's index in our slot list.
+    pub fn slot_names(&self) -> Vec<(&'static str, usize)> {
+        match self.config {
+            OptimizerConfig::Sgd { momentum, .. } => if momentum != 0.0 { vec![("m", 0)] } else { vec![] },
+            OptimizerConfig::RmsProp { momentum, centered, .. } => {
+                let mut v = vec![("velocity", 0)];
+                if momentum > 0.0 {
+                    v.push(("momentum", 2));
+                }
+                if centered {
+                    v.push(("average_gradient", 1));
+                }
+                v
+            }
+            OptimizerConfig::Adam { amsgrad, .. } => {
+                let mut v = vec![("m", 0), ("v", 1)];
+                if amsgrad {
+                    v.push(("vhat", 2));
+                }
+                v
+            }
+        }
+    }
+
+    /// Slot `slot` of weight `weight` (zeros before the first step).
+    pub fn slot(&self, weight: usize, slot: usize, len: usize) -> Vec<f32> {
+        self.slots.get(weight).and_then(|s| s.get(slot)).cloned().unwrap_or_else(|| vec![0.0; len])
+    }
+
+    /// Restores state saved from `slot`: `values[w][s]` for each weight and slot index.
+    pub fn restore(&mut self, iterations: u64, weight_lens: &[usize], values: Vec<Vec<(usize, Vec<f32>)>>) -> Result<()> {
+        let k = self.config.slots_per_weight();
+        let mut slots: Vec<Vec<Vec<f32>>> = weight_lens.iter().map(|n| vec![vec![0f32; *n]; k]).collect();
+        for (w, per_weight) in values.into_iter().enumerate() {
+            for (slot, v) in per_weight {
+                if w >= slots.len() || v.len() != weight_lens[w] {
+                    return Err(Error::Value(format!("optimizer state does not match weight {}", w)));
+                }
+                slots[w][slot] = v;
+            }
+        }
+        self.slots = slots;
+        self.iterations = iterations;
+        Ok(())
+    }
+
     /// One update of every trainable weight, on the calling thread. `parts[r][w]` is
     /// replica `r`'s gradient of weight `w`.
     pub fn apply(&mut self, weights: &mut [Weight], parts: &[Vec<&[f32]>]) -> Result<()> {

@@ -17,6 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod convert;
 mod layers;
+mod saving;
 mod training;
 
 use convert::host_to_r;
@@ -318,6 +319,7 @@ extendr_module! {
     mod rustgpu;
     fn rg_inject_fault;
     use layers;
+    use saving;
     use training;
     fn rg_init;
     fn rg_model_new;

@@ -1,0 +1,330 @@
+//! Keras's JSON configs: `model_config` (the architecture) and `training_config` (loss,
+//! metrics, optimizer), written as tf-keras 2.x writes them and read from its files.
+use crate::activation::Activation;
+use crate::error::{Error, Result};
+use crate::initializer::Initializer;
+use crate::layers::{ActivationLayer, Conv2D, Dense, Dropout, Layer, LayerKind, MaxPooling2D};
+use crate::loss::Loss;
+use crate::model::Model;
+use crate::optim::OptimizerConfig;
+use crate::train::Compiled;
+use serde_json::{json, Value};
+
+pub const KERAS_VERSION: &str = "2.21.0";
+
+fn initializer_json(init: &Initializer) -> Value {
+    let (class, config) = match init {
+        Initializer::Zeros => ("Zeros", json!({})),
+        Initializer::Ones => ("Ones", json!({})),
+        Initializer::Constant(v) => ("Constant", json!({ "value": v })),
+        Initializer::GlorotUniform => ("GlorotUniform", json!({ "seed": null })),
+        Initializer::GlorotNormal => ("GlorotNormal", json!({ "seed": null })),
+        Initializer::HeUniform => ("HeUniform", json!({ "seed": null })),
+        Initializer::HeNormal => ("HeNormal", json!({ "seed": null })),
+        Initializer::LecunUniform => ("LecunUniform", json!({ "seed": null })),
+        Initializer::LecunNormal => ("LecunNormal", json!({ "seed": null })),
+        Initializer::RandomUniform { min, max } => ("RandomUniform", json!({ "minval": min, "maxval": max, "seed": null })),
+        Initializer::RandomNormal { mean, stddev } => ("RandomNormal", json!({ "mean": mean, "stddev": stddev, "seed": null })),
+    };
+    json!({ "module": "keras.initializers", "class_name": class, "config": config, "registered_name": null })
+}
+
+fn initializer_from(v: Option<&Value>) -> Result<Initializer> {
+    let Some(v) = v else { return Ok(Initializer::GlorotUniform) };
+    if let Some(s) = v.as_str() {
+        return Initializer::parse(s);
+    }
+    let class = v.get("class_name").and_then(Value::as_str).unwrap_or("");
+    let cfg = v.get("config").cloned().unwrap_or(json!({}));
+    let num = |k: &str, d: f64| cfg.get(k).and_then(Value::as_f64).unwrap_or(d);
+    Ok(match class {
+        "Zeros" => Initializer::Zeros,
+        "Ones" => Initializer::Ones,
+        "Constant" => Initializer::Constant(num("value", 0.0)),
+        "GlorotUniform" => Initializer::GlorotUniform,
+        "GlorotNormal" => Initializer::GlorotNormal,
+        "HeUniform" => Initializer::HeUniform,
+        "HeNormal" => Initializer::HeNormal,
+        "LecunUniform" => Initializer::LecunUniform,
+        "LecunNormal" => Initializer::LecunNormal,
+        "RandomUniform" => Initializer::RandomUniform { min: num("minval", -0.05), max: num("maxval", 0.05) },
+        "RandomNormal" => Initializer::RandomNormal { mean: num("mean", 0.0), stddev: num("stddev", 0.05) },
+        // Weights come from the file anyway: an unknown initializer only matters for rebuilds.
+        _ => Initializer::GlorotUniform,
+    })
+}
+
+fn pair(v: (usize, usize)) -> Value {
+    json!([v.0, v.1])
+}
+
+fn layer_json(layer: &Layer) -> Value {
+    let base = |extra: Value| {
+        let mut cfg = json!({ "name": layer.name, "trainable": true, "dtype": "float32" });
+        if let (Some(c), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        json!({ "class_name": layer.class_name(), "config": cfg })
+    };
+    match &layer.kind {
+        LayerKind::Dense(d) => base(json!({
+            "units": d.units, "activation": d.activation.name(), "use_bias": d.use_bias,
+            "kernel_initializer": initializer_json(&d.kernel_initializer),
+            "bias_initializer": initializer_json(&d.bias_initializer),
+            "kernel_regularizer": null, "bias_regularizer": null, "activity_regularizer": null,
+            "kernel_constraint": null, "bias_constraint": null
+        })),
+        LayerKind::Conv2D(c) => base(json!({
+            "filters": c.filters, "kernel_size": pair(c.kernel_size), "strides": pair(c.strides),
+            "padding": if c.same { "same" } else { "valid" }, "data_format": "channels_last",
+            "dilation_rate": pair(c.dilation), "groups": 1, "activation": c.activation.name(), "use_bias": c.use_bias,
+            "kernel_initializer": initializer_json(&c.kernel_initializer),
+            "bias_initializer": initializer_json(&c.bias_initializer),
+            "kernel_regularizer": null, "bias_regularizer": null, "activity_regularizer": null,
+            "kernel_constraint": null, "bias_constraint": null
+        })),
+        LayerKind::MaxPooling2D(p) => base(json!({
+            "pool_size": pair(p.pool_size), "padding": if p.same { "same" } else { "valid" },
+            "strides": pair(p.strides), "data_format": "channels_last"
+        })),
+        LayerKind::Flatten => base(json!({ "data_format": "channels_last" })),
+        LayerKind::Dropout(d) => base(json!({ "rate": d.rate, "noise_shape": null, "seed": null })),
+        LayerKind::Activation(a) => base(json!({ "activation": a.activation.name() })),
+    }
+}
+
+/// The model's Keras `model_config` (a Sequential with its InputLayer).
+pub fn model_config(model: &Model) -> Result<Value> {
+    let input = model.arch.input_shape.as_ref().ok_or_else(|| {
+        Error::State("the model is not built yet: give the first layer an `input_shape`, or fit/predict once, before saving".into())
+    })?;
+    let mut batch_input_shape = vec![Value::Null];
+    batch_input_shape.extend(input.iter().map(|d| json!(d)));
+    let mut layers = vec![json!({
+        "class_name": "InputLayer",
+        "config": { "batch_input_shape": batch_input_shape, "dtype": "float32", "sparse": false, "ragged": false,
+                    "name": format!("{}_input", model.name) }
+    })];
+    layers.extend(model.arch.layers.iter().map(layer_json));
+    Ok(json!({
+        "class_name": "Sequential",
+        "config": { "name": model.name, "layers": layers },
+        "keras_version": KERAS_VERSION,
+        "backend": "tensorflow"
+    }))
+}
+
+fn pair_from(cfg: &Value, key: &str, default: (usize, usize)) -> Result<(usize, usize)> {
+    match cfg.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Number(n)) => {
+            let v = n.as_u64().unwrap_or(0) as usize;
+            Ok((v, v))
+        }
+        Some(Value::Array(a)) if a.len() == 2 => {
+            let v: Vec<usize> = a.iter().map(|x| x.as_u64().unwrap_or(0) as usize).collect();
+            Ok((v[0], v[1]))
+        }
+        Some(other) => Err(Error::Value(format!("layer config `{}` must be a pair of integers, got {}", key, other))),
+    }
+}
+
+fn activation_from(cfg: &Value) -> Result<Activation> {
+    match cfg.get("activation") {
+        None | Some(Value::Null) => Ok(Activation::Linear),
+        Some(Value::String(s)) => Activation::parse(s),
+        Some(other) => Err(Error::Value(format!("unsupported activation config {}", other))),
+    }
+}
+
+fn padding_same(cfg: &Value) -> Result<bool> {
+    match cfg.get("padding").and_then(Value::as_str).unwrap_or("valid") {
+        "same" => Ok(true),
+        "valid" => Ok(false),
+        other => Err(Error::Value(format!("unsupported padding \"{}\"", other))),
+    }
+}
+
+fn shape_from(v: &Value) -> Option<Vec<usize>> {
+    let a = v.as_array()?;
+    a.iter().skip(1).map(|d| d.as_u64().map(|x| x as usize)).collect()
+}
+
+/// Rebuilds a model from a Keras `model_config` (Sequential models of the layers rustgpu has).
+pub fn model_from_config(config: &str) -> Result<Model> {
+    let v: Value = serde_json::from_str(config).map_err(|e| Error::Io(format!("the model config is not valid JSON: {}", e)))?;
+    let class = v.get("class_name").and_then(Value::as_str).unwrap_or("");
+    if class != "Sequential" {
+        return Err(Error::Value(format!(
+            "cannot load a \"{}\" model: rustgpu reads Sequential models so far (the functional API is planned)",
+            class
+        )));
+    }
+    let cfg = &v["config"];
+    let name = cfg.get("name").and_then(Value::as_str).unwrap_or("sequential").to_string();
+    let layers = cfg.get("layers").and_then(Value::as_array).ok_or_else(|| Error::Io("the model config has no layers".into()))?;
+    let mut model = Model::new(name);
+    let mut input_shape: Option<Vec<usize>> = None;
+    for l in layers {
+        let class = l.get("class_name").and_then(Value::as_str).unwrap_or("");
+        let c = &l["config"];
+        if let Some(shape) = c.get("batch_input_shape").or_else(|| c.get("batch_shape")).and_then(shape_from) {
+            input_shape.get_or_insert(shape);
+        }
+        let kind = match class {
+            "InputLayer" => continue,
+            "Dense" => {
+                let units = c.get("units").and_then(Value::as_u64).unwrap_or(0) as usize;
+                let mut d = Dense::new(units, activation_from(c)?, c.get("use_bias").and_then(Value::as_bool).unwrap_or(true))?;
+                d.kernel_initializer = initializer_from(c.get("kernel_initializer"))?;
+                d.bias_initializer = initializer_from(c.get("bias_initializer")).unwrap_or(Initializer::Zeros);
+                LayerKind::Dense(d)
+            }
+            "Conv2D" => {
+                if c.get("data_format").and_then(Value::as_str).is_some_and(|f| f != "channels_last") {
+                    return Err(Error::Value("only channels_last convolutions are supported".into()));
+                }
+                LayerKind::Conv2D(Conv2D {
+                    filters: c.get("filters").and_then(Value::as_u64).unwrap_or(0) as usize,
+                    kernel_size: pair_from(c, "kernel_size", (1, 1))?,
+                    strides: pair_from(c, "strides", (1, 1))?,
+                    same: padding_same(c)?,
+                    dilation: pair_from(c, "dilation_rate", (1, 1))?,
+                    activation: activation_from(c)?,
+                    use_bias: c.get("use_bias").and_then(Value::as_bool).unwrap_or(true),
+                    kernel_initializer: initializer_from(c.get("kernel_initializer"))?,
+                    bias_initializer: initializer_from(c.get("bias_initializer")).unwrap_or(Initializer::Zeros),
+                })
+            }
+            "MaxPooling2D" => {
+                let pool_size = pair_from(c, "pool_size", (2, 2))?;
+                LayerKind::MaxPooling2D(MaxPooling2D { pool_size, strides: pair_from(c, "strides", pool_size)?, same: padding_same(c)? })
+            }
+            "Flatten" => LayerKind::Flatten,
+            "Dropout" => LayerKind::Dropout(Dropout::new(c.get("rate").and_then(Value::as_f64).unwrap_or(0.0))?),
+            "Activation" => LayerKind::Activation(ActivationLayer { activation: activation_from(c)? }),
+            other => {
+                return Err(Error::Value(format!("layer class \"{}\" is not supported by rustgpu yet", other)));
+            }
+        };
+        let layer_name = c.get("name").and_then(Value::as_str).unwrap_or("layer").to_string();
+        let first = model.arch.layers.is_empty();
+        model.add(Layer { name: layer_name, kind, seed: 0 }, if first { input_shape.clone() } else { None })?;
+    }
+    Ok(model)
+}
+
+fn optimizer_json(c: &OptimizerConfig) -> Value {
+    let common = |name: &str, extra: Value| {
+        let mut cfg = json!({ "name": name, "weight_decay": null, "clipnorm": null, "global_clipnorm": null, "clipvalue": null,
+                              "use_ema": false, "ema_momentum": 0.99, "ema_overwrite_frequency": null, "jit_compile": false,
+                              "is_legacy_optimizer": false });
+        if let (Some(o), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+        json!({ "class_name": name, "config": cfg })
+    };
+    match *c {
+        OptimizerConfig::Sgd { learning_rate, momentum, nesterov } => {
+            common("SGD", json!({ "learning_rate": learning_rate, "momentum": momentum, "nesterov": nesterov }))
+        }
+        OptimizerConfig::RmsProp { learning_rate, rho, momentum, epsilon, centered } => common(
+            "RMSprop",
+            json!({ "learning_rate": learning_rate, "rho": rho, "momentum": momentum, "epsilon": epsilon, "centered": centered }),
+        ),
+        OptimizerConfig::Adam { learning_rate, beta_1, beta_2, epsilon, amsgrad } => common(
+            "Adam",
+            json!({ "learning_rate": learning_rate, "beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon, "amsgrad": amsgrad }),
+        ),
+    }
+}
+
+/// Keras's `training_config`.
+pub fn training_config(c: &Compiled, loss_name: &str) -> Value {
+    json!({
+        "loss": loss_name,
+        "metrics": c.metrics.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
+        "weighted_metrics": null,
+        "loss_weights": null,
+        "optimizer_config": optimizer_json(&c.optimizer.config)
+    })
+}
+
+/// What `compile()` needs to restore a saved training setup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingConfig {
+    pub loss: String,
+    pub metrics: Vec<String>,
+    pub optimizer: OptimizerConfig,
+}
+
+impl TrainingConfig {
+    pub fn parse(text: &str) -> Result<Self> {
+        let v: Value = serde_json::from_str(text).map_err(|e| Error::Io(format!("the training config is not valid JSON: {}", e)))?;
+        let loss = match &v["loss"] {
+            Value::String(s) => s.clone(),
+            Value::Object(o) => keras_name(o.get("class_name").and_then(Value::as_str).unwrap_or("")),
+            other => return Err(Error::Value(format!("unsupported loss config {}", other))),
+        };
+        Loss::parse(&loss)?;
+        let mut metrics = Vec::new();
+        collect_metric_names(&v["metrics"], &mut metrics);
+        let opt = &v["optimizer_config"];
+        let class = opt.get("class_name").and_then(Value::as_str).unwrap_or("");
+        let class = class.trim_start_matches("Custom>").to_ascii_lowercase();
+        let cfg = &opt["config"];
+        let num = |k: &str| cfg.get(k).and_then(Value::as_f64);
+        let mut optimizer = OptimizerConfig::by_name(&class)?;
+        match &mut optimizer {
+            OptimizerConfig::Sgd { learning_rate, momentum, nesterov } => {
+                *learning_rate = num("learning_rate").unwrap_or(*learning_rate);
+                *momentum = num("momentum").unwrap_or(*momentum);
+                *nesterov = cfg.get("nesterov").and_then(Value::as_bool).unwrap_or(*nesterov);
+            }
+            OptimizerConfig::RmsProp { learning_rate, rho, momentum, epsilon, centered } => {
+                *learning_rate = num("learning_rate").unwrap_or(*learning_rate);
+                *rho = num("rho").unwrap_or(*rho);
+                *momentum = num("momentum").unwrap_or(*momentum);
+                *epsilon = num("epsilon").unwrap_or(*epsilon);
+                *centered = cfg.get("centered").and_then(Value::as_bool).unwrap_or(*centered);
+            }
+            OptimizerConfig::Adam { learning_rate, beta_1, beta_2, epsilon, amsgrad } => {
+                *learning_rate = num("learning_rate").unwrap_or(*learning_rate);
+                *beta_1 = num("beta_1").unwrap_or(*beta_1);
+                *beta_2 = num("beta_2").unwrap_or(*beta_2);
+                *epsilon = num("epsilon").unwrap_or(*epsilon);
+                *amsgrad = cfg.get("amsgrad").and_then(Value::as_bool).unwrap_or(*amsgrad);
+            }
+        }
+        Ok(Self { loss, metrics, optimizer })
+    }
+}
+
+/// "CategoricalCrossentropy" -> "categorical_crossentropy".
+fn keras_name(class: &str) -> String {
+    let mut out = String::new();
+    for (i, ch) in class.chars().enumerate() {
+        if ch.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_lowercase());
+    }
+    out
+}
+
+fn collect_metric_names(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|x| collect_metric_names(x, out)),
+        Value::Object(o) => {
+            if let Some(name) = o.get("config").and_then(|c| c.get("name")).and_then(Value::as_str) {
+                out.push(name.to_string());
+            }
+        }
+        _ => {}
+    }
+}

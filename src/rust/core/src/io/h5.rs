@@ -1,0 +1,402 @@
+//! Reading and writing the HDF5 files (through the hdf5-metno crate on the system libhdf5).
+use super::config::{model_config, model_from_config, training_config, TrainingConfig, KERAS_VERSION};
+use super::{injected_write_failure, write_atomically};
+use crate::error::{Error, Result};
+use crate::model::{join_dims, Model};
+use crate::optim::Optimizer;
+use crate::tensor::HostTensor;
+use crate::train::Compiled;
+use hdf5::types::{TypeDescriptor, VarLenUnicode};
+use hdf5::{File, Group, Location};
+use std::path::Path;
+use std::str::FromStr;
+
+fn h5err(path: &Path) -> impl Fn(hdf5::Error) -> Error + '_ {
+    move |e| Error::Io(format!("HDF5 error on \"{}\": {}", path.display(), e))
+}
+
+fn vlen(s: &str) -> Result<VarLenUnicode> {
+    VarLenUnicode::from_str(s).map_err(|e| Error::Io(format!("cannot store \"{}\" in HDF5: {}", s, e)))
+}
+
+fn write_str_attr(loc: &Location, name: &str, value: &str) -> hdf5::Result<()> {
+    let v = VarLenUnicode::from_str(value).map_err(|e| hdf5::Error::from(e.to_string().as_str()))?;
+    loc.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&v)
+}
+
+fn write_str_list_attr(loc: &Location, name: &str, values: &[String]) -> Result<()> {
+    if values.is_empty() {
+        // Keras (via h5py) stores an empty name list as an empty float64 array.
+        loc.new_attr::<f64>().shape(0).create(name).and_then(|a| a.write_raw(&[] as &[f64])).map_err(|e| Error::Io(e.to_string()))?;
+        return Ok(());
+    }
+    let v = values.iter().map(|s| vlen(s)).collect::<Result<Vec<_>>>()?;
+    loc.new_attr::<VarLenUnicode>()
+        .shape(v.len())
+        .create(name)
+        .and_then(|a| a.write_raw(&v))
+        .map_err(|e| Error::Io(e.to_string()))
+}
+
+fn read_str_list_attr(loc: &Location, name: &str, what: &str) -> Result<Vec<String>> {
+    let attr = loc.attr(name).map_err(|_| Error::Io(format!("{} has no `{}` attribute: not a Keras HDF5 file?", what, name)))?;
+    let descriptor = attr.dtype().and_then(|t| t.to_descriptor()).map_err(|e| Error::Io(e.to_string()))?;
+    match descriptor {
+        TypeDescriptor::VarLenUnicode => {
+            Ok(attr.read_raw::<VarLenUnicode>().map_err(|e| Error::Io(e.to_string()))?.iter().map(|s| s.as_str().to_string()).collect())
+        }
+        TypeDescriptor::VarLenAscii => Ok(attr
+            .read_raw::<hdf5::types::VarLenAscii>()
+            .map_err(|e| Error::Io(e.to_string()))?
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .collect()),
+        // An empty list (h5py writes float64 for it).
+        TypeDescriptor::Float(_) if attr.size() == 0 => Ok(Vec::new()),
+        other => Err(Error::Io(format!("{}'s `{}` attribute has an unsupported string type ({:?})", what, name, other))),
+    }
+}
+
+fn read_str_attr(loc: &Location, name: &str) -> Result<Option<String>> {
+    let Ok(attr) = loc.attr(name) else { return Ok(None) };
+    let descriptor = attr.dtype().and_then(|t| t.to_descriptor()).map_err(|e| Error::Io(e.to_string()))?;
+    Ok(Some(match descriptor {
+        TypeDescriptor::VarLenUnicode => attr.read_scalar::<VarLenUnicode>().map_err(|e| Error::Io(e.to_string()))?.as_str().to_string(),
+        TypeDescriptor::VarLenAscii => {
+            attr.read_scalar::<hdf5::types::VarLenAscii>().map_err(|e| Error::Io(e.to_string()))?.as_str().to_string()
+        }
+        other => return Err(Error::Io(format!("attribute `{}` has an unsupported type ({:?})", name, other))),
+    }))
+}
+
+/// Layers with their weights, in model order: (layer name, [(weight name, value)]).
+type LayerWeights = Vec<(String, Vec<(String, HostTensor)>)>;
+
+fn layer_weights(model: &Model) -> LayerWeights {
+    let values = model.get_weights();
+    model
+        .arch
+        .layers
+        .iter()
+        .zip(&model.arch.weight_ranges)
+        .map(|(l, r)| (l.name.clone(), r.clone().map(|i| (model.weights[i].name.clone(), values[i].clone())).collect()))
+        .collect()
+}
+
+fn write_dataset(group: &Group, name: &str, t: &HostTensor) -> Result<()> {
+    group
+        .new_dataset::<f32>()
+        .shape(t.shape.clone())
+        .create(name)
+        .and_then(|d| d.write_raw(&t.data))
+        .map_err(|e| Error::Io(format!("cannot write weight \"{}\": {}", name, e)))
+}
+
+/// Keras's `save_weights_to_hdf5_group`: root attributes, a group per layer with
+/// `weight_names`, datasets at `<layer>/<weight name>`.
+fn write_weights_group(group: &Group, layers: &LayerWeights) -> Result<()> {
+    let names: Vec<String> = layers.iter().map(|(n, _)| n.clone()).collect();
+    write_str_list_attr(group, "layer_names", &names)?;
+    write_str_attr(group, "backend", "tensorflow").map_err(|e| Error::Io(e.to_string()))?;
+    write_str_attr(group, "keras_version", KERAS_VERSION).map_err(|e| Error::Io(e.to_string()))?;
+    for (i, (layer, weights)) in layers.iter().enumerate() {
+        let g = group.create_group(layer).map_err(|e| Error::Io(e.to_string()))?;
+        let weight_names: Vec<String> = weights.iter().map(|(n, _)| n.clone()).collect();
+        write_str_list_attr(&g, "weight_names", &weight_names)?;
+        for (name, value) in weights {
+            // "dense/kernel:0" lives at <layer group>/dense/kernel:0.
+            let (sub, leaf) = name.rsplit_once('/').unwrap_or(("", name.as_str()));
+            let target = if sub.is_empty() {
+                g.clone()
+            } else if g.link_exists(sub) {
+                g.group(sub).map_err(|e| Error::Io(e.to_string()))?
+            } else {
+                g.create_group(sub).map_err(|e| Error::Io(e.to_string()))?
+            };
+            write_dataset(&target, leaf, value)?;
+        }
+        if i == 0 {
+            injected_write_failure()?;
+        }
+    }
+    Ok(())
+}
+
+/// `save_model_weights_hdf5()`.
+pub fn save_weights(path: &Path, model: &Model, overwrite: bool) -> Result<()> {
+    require_built(model)?;
+    let layers = layer_weights(model);
+    write_atomically(path, overwrite, |tmp| {
+        let file = File::create(tmp).map_err(h5err(tmp))?;
+        write_weights_group(&file, &layers)?;
+        file.close().map_err(h5err(tmp))
+    })
+}
+
+fn require_built(model: &Model) -> Result<()> {
+    if model.arch.is_built() {
+        Ok(())
+    } else {
+        Err(Error::State("the model is not built yet: give the first layer an `input_shape`, or fit/predict once, before saving".into()))
+    }
+}
+
+fn open(path: &Path) -> Result<File> {
+    if !path.exists() {
+        return Err(Error::Io(format!("file \"{}\" does not exist", path.display())));
+    }
+    File::open(path).map_err(|e| Error::Io(format!("\"{}\" is not a readable HDF5 file ({})", path.display(), e)))
+}
+
+fn read_dataset(group: &Group, path: &str) -> Result<HostTensor> {
+    let ds = group.dataset(path).map_err(|_| Error::Io(format!("weight \"{}\" is missing from the file", path)))?;
+    let data = ds.read_raw::<f32>().map_err(|e| Error::Io(format!("cannot read weight \"{}\": {}", path, e)))?;
+    HostTensor::new(ds.shape(), data)
+}
+
+/// The saved layers with weights, from a legacy (`layer_names`) group or a Keras 3
+/// `.weights.h5` (`layers/<name>/vars/<i>`) file.
+fn read_saved_layers(file: &File, group: &Group, what: &str) -> Result<LayerWeights> {
+    if group.attr("layer_names").is_err() && file.link_exists("layers") {
+        return read_keras3_layers(file);
+    }
+    let names = read_str_list_attr(group, "layer_names", what)?;
+    let mut out = Vec::new();
+    for name in names {
+        let g = group.group(&name).map_err(|_| Error::Io(format!("{} lists layer \"{}\" but has no group for it", what, name)))?;
+        let weight_names = read_str_list_attr(&g, "weight_names", &format!("layer \"{}\"", name))?;
+        let mut weights = Vec::new();
+        for w in weight_names {
+            let value = read_dataset(&g, &w)?;
+            weights.push((w, value));
+        }
+        out.push((name, weights));
+    }
+    Ok(out)
+}
+
+/// "dense_12" -> ("dense", 12): HDF5 lists groups alphabetically, Keras numbers layers.
+fn natural_key(name: &str) -> (String, u64) {
+    match name.rsplit_once('_') {
+        Some((stem, n)) if n.chars().all(|c| c.is_ascii_digit()) && !n.is_empty() => (stem.to_string(), n.parse().unwrap_or(0)),
+        _ => (name.to_string(), 0),
+    }
+}
+
+fn read_keras3_layers(file: &File) -> Result<LayerWeights> {
+    let layers = file.group("layers").map_err(|e| Error::Io(e.to_string()))?;
+    let mut names = layers.member_names().map_err(|e| Error::Io(e.to_string()))?;
+    names.sort_by_key(|n| natural_key(n));
+    let mut out = Vec::new();
+    for name in names {
+        let g = layers.group(&name).map_err(|e| Error::Io(e.to_string()))?;
+        let mut weights = Vec::new();
+        if g.link_exists("vars") {
+            let vars = g.group("vars").map_err(|e| Error::Io(e.to_string()))?;
+            let mut i = 0;
+            while vars.link_exists(&i.to_string()) {
+                weights.push((format!("{}/{}", name, i), read_dataset(&vars, &i.to_string())?));
+                i += 1;
+            }
+        }
+        out.push((name, weights));
+    }
+    Ok(out)
+}
+
+/// Assigns saved layers to the model's layers with weights, in order or by name (Keras's
+/// rules), checking counts and shapes first: on any mismatch nothing is changed.
+fn assign(model: &mut Model, saved: LayerWeights, by_name: bool, skip_mismatch: bool) -> Result<Vec<String>> {
+    let mut values = model.get_weights();
+    let targets: Vec<(String, std::ops::Range<usize>)> = model
+        .arch
+        .layers
+        .iter()
+        .zip(&model.arch.weight_ranges)
+        .filter(|(_, r)| !r.is_empty())
+        .map(|(l, r)| (l.name.clone(), r.clone()))
+        .collect();
+    let saved: Vec<_> = saved.into_iter().filter(|(_, w)| !w.is_empty()).collect();
+    let mut skipped = Vec::new();
+    let pairs: Vec<(usize, &(String, Vec<(String, HostTensor)>))> = if by_name {
+        saved.iter().filter_map(|s| targets.iter().position(|(n, _)| *n == s.0).map(|t| (t, s))).collect()
+    } else {
+        if saved.len() != targets.len() {
+            return Err(Error::Value(format!(
+                "layer count mismatch when loading weights from file: the model has {} layers with weights, the file has {}",
+                targets.len(),
+                saved.len()
+            )));
+        }
+        saved.iter().enumerate().collect()
+    };
+    for (t, (saved_name, weights)) in pairs {
+        let (layer, range) = &targets[t];
+        let mismatch = if weights.len() != range.len() {
+            Some(format!(
+                "layer \"{}\" expects {} weights, but the saved layer \"{}\" has {}",
+                layer,
+                range.len(),
+                saved_name,
+                weights.len()
+            ))
+        } else {
+            range.clone().zip(weights).find(|(i, (_, v))| values[*i].shape != v.shape).map(|(i, (wname, v))| {
+                format!(
+                    "shape mismatch in layer \"{}\": weight \"{}\" has shape ({}) in the model but ({}) in the file (\"{}\")",
+                    layer,
+                    model.weights[i].name,
+                    join_dims(&values[i].shape),
+                    join_dims(&v.shape),
+                    wname
+                )
+            })
+        };
+        match mismatch {
+            Some(msg) if skip_mismatch => skipped.push(msg),
+            Some(msg) => return Err(Error::Value(msg)),
+            None => {
+                for (i, (_, v)) in range.clone().zip(weights) {
+                    values[i] = v.clone();
+                }
+            }
+        }
+    }
+    model.set_weights(values)?;
+    Ok(skipped)
+}
+
+/// `load_model_weights_hdf5()`: returns messages for layers skipped with `skip_mismatch`.
+pub fn load_weights(path: &Path, model: &mut Model, by_name: bool, skip_mismatch: bool) -> Result<Vec<String>> {
+    require_built(model)?;
+    let file = open(path)?;
+    let group = if file.link_exists("model_weights") { file.group("model_weights").map_err(h5err(path))? } else { file.group("/").map_err(h5err(path))? };
+    let saved = read_saved_layers(&file, &group, &format!("\"{}\"", path.display()))?;
+    // Keras 3 files are keyed by layer name (their order is not stored): match by name
+    // when every layer of the model is there.
+    let keyed_by_name = group.attr("layer_names").is_err()
+        && model.arch.layers.iter().zip(&model.arch.weight_ranges).filter(|(_, r)| !r.is_empty()).all(|(l, _)| saved.iter().any(|(n, _)| *n == l.name));
+    assign(model, saved, by_name || keyed_by_name, skip_mismatch)
+}
+
+/// `save_model_hdf5()`: architecture, weights and (optionally) the training setup and
+/// optimizer state, in Keras 2's layout.
+pub fn save_model(path: &Path, model: &Model, compiled: Option<(&Compiled, &str)>, include_optimizer: bool, overwrite: bool) -> Result<()> {
+    require_built(model)?;
+    let config = model_config(model)?.to_string();
+    let layers = layer_weights(model);
+    write_atomically(path, overwrite, |tmp| {
+        let file = File::create(tmp).map_err(h5err(tmp))?;
+        let io = |e: hdf5::Error| Error::Io(e.to_string());
+        write_str_attr(&file, "backend", "tensorflow").map_err(io)?;
+        write_str_attr(&file, "keras_version", KERAS_VERSION).map_err(io)?;
+        write_str_attr(&file, "model_config", &config).map_err(io)?;
+        let weights = file.create_group("model_weights").map_err(io)?;
+        write_weights_group(&weights, &layers)?;
+        if let Some((c, loss_name)) = compiled {
+            write_str_attr(&file, "training_config", &training_config(c, loss_name).to_string()).map_err(io)?;
+            if include_optimizer {
+                write_optimizer(&file, model, &c.optimizer)?;
+            }
+        }
+        file.close().map_err(h5err(tmp))
+    })
+}
+
+/// `optimizer_weights/`: "iteration:0", then the slots in tf-keras's order and names
+/// ("Adam/m/dense/kernel:0", ...).
+fn write_optimizer(file: &File, model: &Model, opt: &Optimizer) -> Result<()> {
+    let io = |e: hdf5::Error| Error::Io(e.to_string());
+    let g = file.create_group("optimizer_weights").map_err(io)?;
+    let prefix = opt.config.name();
+    let slots = opt.slot_names();
+    let trainable: Vec<usize> = (0..model.weights.len()).filter(|i| model.weights[*i].trainable).collect();
+    let mut names = vec!["iteration:0".to_string()];
+    let mut entries: Vec<(String, HostTensor)> = Vec::new();
+    // Adam creates m and v together per variable; RMSprop and SGD one slot kind at a time.
+    let interleaved = matches!(opt.config, crate::optim::OptimizerConfig::Adam { .. });
+    let mut push = |slot: &(&str, usize), i: usize| {
+        let w = &model.weights[i];
+        let name = format!("{}/{}/{}", prefix, slot.0, w.name);
+        entries.push((name.clone(), HostTensor { shape: w.shape.clone(), data: opt.slot(i, slot.1, w.value.len()) }));
+        names.push(name);
+    };
+    if interleaved {
+        for &i in &trainable {
+            for s in &slots {
+                push(s, i);
+            }
+        }
+    } else {
+        for s in &slots {
+            for &i in &trainable {
+                push(s, i);
+            }
+        }
+    }
+    write_str_list_attr(&g, "weight_names", &names)?;
+    g.new_dataset::<i64>().create("iteration:0").and_then(|d| d.write_scalar(&(opt.iterations as i64))).map_err(io)?;
+    for (name, value) in entries {
+        let (dir, leaf) = name.rsplit_once('/').unwrap();
+        let mut target = g.clone();
+        for part in dir.split('/') {
+            target = if target.link_exists(part) { target.group(part).map_err(io)? } else { target.create_group(part).map_err(io)? };
+        }
+        write_dataset(&target, leaf, &value)?;
+    }
+    Ok(())
+}
+
+/// A model read from a file, with its training setup when the file has one.
+pub struct LoadedModel {
+    pub model: Model,
+    pub training: Option<TrainingConfig>,
+}
+
+/// `load_model_hdf5()`.
+pub fn load_model(path: &Path) -> Result<LoadedModel> {
+    let file = open(path)?;
+    let config = read_str_attr(&file, "model_config")?.ok_or_else(|| {
+        Error::Io(format!(
+            "\"{}\" has no model config: it holds weights only; build the model and use load_model_weights_hdf5()",
+            path.display()
+        ))
+    })?;
+    let mut model = model_from_config(&config)?;
+    let group = file.group("model_weights").map_err(|_| Error::Io(format!("\"{}\" has no `model_weights` group", path.display())))?;
+    let saved = read_saved_layers(&file, &group, &format!("\"{}\"", path.display()))?;
+    assign(&mut model, saved, false, false)?;
+    let training = read_str_attr(&file, "training_config")?.map(|t| TrainingConfig::parse(&t)).transpose()?;
+    Ok(LoadedModel { model, training })
+}
+
+/// Restores `optimizer_weights/` into a compiled model's optimizer (after `compile()`).
+/// Returns false when the file has no optimizer state.
+pub fn load_optimizer_state(path: &Path, model: &Model, opt: &mut Optimizer) -> Result<bool> {
+    let file = open(path)?;
+    if !file.link_exists("optimizer_weights") {
+        return Ok(false);
+    }
+    let g = file.group("optimizer_weights").map_err(h5err(path))?;
+    let names = read_str_list_attr(&g, "weight_names", "optimizer_weights")?;
+    let iterations = g.dataset("iteration:0").and_then(|d| d.read_scalar::<i64>()).unwrap_or(0).max(0) as u64;
+    let prefix = opt.config.name();
+    let slots = opt.slot_names();
+    let lens: Vec<usize> = model.weights.iter().map(|w| w.value.len()).collect();
+    let mut values: Vec<Vec<(usize, Vec<f32>)>> = vec![Vec::new(); model.weights.len()];
+    for name in names.iter().filter(|n| n.as_str() != "iteration:0") {
+        let found = model.weights.iter().enumerate().find_map(|(i, w)| {
+            slots.iter().find(|s| *name == format!("{}/{}/{}", prefix, s.0, w.name)).map(|s| (i, s.1))
+        });
+        let Some((i, slot)) = found else {
+            return Err(Error::Value(format!("optimizer weight \"{}\" does not match this model and optimizer", name)));
+        };
+        let t = read_dataset(&g, name)?;
+        if t.data.len() != lens[i] {
+            return Err(Error::Value(format!("optimizer weight \"{}\" has {} values, the model's weight has {}", name, t.data.len(), lens[i])));
+        }
+        values[i].push((slot, t.data));
+    }
+    opt.restore(iterations, &lens, values)?;
+    Ok(true)
+}

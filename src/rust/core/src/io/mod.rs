@@ -1,0 +1,53 @@
+//! Keras's HDF5 formats: the legacy (Keras 2) layout for weights and whole models, read and
+//! written, plus reading tf-keras/Keras 3 `.weights.h5` files. Writes are atomic: a
+//! temporary file in the same folder, renamed over the target only when complete.
+mod config;
+mod h5;
+
+pub use config::{model_config, model_from_config, training_config, TrainingConfig};
+pub use h5::{load_model, load_optimizer_state, load_weights, save_model, save_weights, LoadedModel};
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static FAIL_NEXT_WRITE: AtomicBool = AtomicBool::new(false);
+
+/// Test hook: the next save fails midway (after part of the file is written).
+pub fn inject_write_failure() {
+    FAIL_NEXT_WRITE.store(true, Ordering::SeqCst);
+}
+
+fn injected_write_failure() -> Result<()> {
+    if FAIL_NEXT_WRITE.swap(false, Ordering::SeqCst) {
+        return Err(Error::Io("injected write failure (test hook)".into()));
+    }
+    Ok(())
+}
+
+/// Writes `path` through `write(temporary path)`, then renames; on any failure the old file
+/// is untouched and the temporary file removed.
+pub(crate) fn write_atomically(path: &Path, overwrite: bool, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    if path.exists() && !overwrite {
+        return Err(Error::Io(format!(
+            "\"{}\" already exists and `overwrite = FALSE`: choose another path or set `overwrite = TRUE`",
+            path.display()
+        )));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::Io(format!("cannot write \"{}\": folder \"{}\" does not exist", path.display(), dir.display())));
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
+    let tmp = dir.join(format!(".{}.{}.{}.tmp", name, std::process::id(), rand::random::<u32>()));
+    let result = write(&tmp).and_then(|_| {
+        std::fs::rename(&tmp, path).map_err(|e| Error::Io(format!("cannot write \"{}\": {}", path.display(), e)))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

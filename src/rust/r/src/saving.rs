@@ -1,0 +1,119 @@
+//! Saving and loading in Keras's HDF5 formats.
+use crate::{guard, handle, ModelHandle};
+use extendr_api::prelude::*;
+use rustgpu_core::device;
+use rustgpu_core::io;
+use rustgpu_core::optim::OptimizerConfig;
+use rustgpu_core::{Error, Executor};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// @noRd
+#[extendr]
+fn rg_save_weights(ptr: Robj, path: &str, overwrite: bool) -> Robj {
+    guard(|| {
+        let h = handle(&ptr)?;
+        io::save_weights(Path::new(path), &h.model.lock().unwrap_or_else(|e| e.into_inner()), overwrite)?;
+        Ok(().into())
+    })
+}
+
+/// @noRd
+#[extendr]
+fn rg_load_weights(ptr: Robj, path: &str, by_name: bool, skip_mismatch: bool) -> Robj {
+    guard(|| {
+        let h = handle(&ptr)?;
+        let skipped = io::load_weights(Path::new(path), &mut h.model.lock().unwrap_or_else(|e| e.into_inner()), by_name, skip_mismatch)?;
+        Ok(skipped.into())
+    })
+}
+
+/// @noRd
+#[extendr]
+fn rg_save_model(ptr: Robj, path: &str, overwrite: bool, include_optimizer: bool) -> Robj {
+    guard(|| {
+        let h = handle(&ptr)?;
+        let model = h.model.lock().unwrap_or_else(|e| e.into_inner());
+        let compiled = h.compiled.as_ref().map(|c| (c, c.loss.name()));
+        io::save_model(Path::new(path), &model, compiled, include_optimizer, overwrite)?;
+        Ok(().into())
+    })
+}
+
+fn optimizer_list(c: &OptimizerConfig) -> Robj {
+    match *c {
+        OptimizerConfig::Sgd { learning_rate, momentum, nesterov } => {
+            list!(name = "sgd", learning_rate = learning_rate, momentum = momentum, nesterov = nesterov).into()
+        }
+        OptimizerConfig::RmsProp { learning_rate, rho, momentum, epsilon, centered } => list!(
+            name = "rmsprop",
+            learning_rate = learning_rate,
+            rho = rho,
+            momentum = momentum,
+            epsilon = epsilon,
+            centered = centered
+        )
+        .into(),
+        OptimizerConfig::Adam { learning_rate, beta_1, beta_2, epsilon, amsgrad } => list!(
+            name = "adam",
+            learning_rate = learning_rate,
+            beta_1 = beta_1,
+            beta_2 = beta_2,
+            epsilon = epsilon,
+            amsgrad = amsgrad
+        )
+        .into(),
+    }
+}
+
+/// A model from a file: list(ptr, name, training = list(loss, metrics, optimizer) or NULL).
+/// @noRd
+#[extendr]
+fn rg_load_model(path: &str) -> Robj {
+    guard(|| {
+        let loaded = io::load_model(Path::new(path))?;
+        let name = loaded.model.name.clone();
+        let training: Robj = match &loaded.training {
+            Some(t) => list!(loss = t.loss.clone(), metrics = t.metrics.clone(), optimizer = optimizer_list(&t.optimizer)).into(),
+            None => ().into(),
+        };
+        let h = ModelHandle {
+            model: Arc::new(Mutex::new(loaded.model)),
+            compiled: None,
+            executor: Executor::Local(device::cpu_device()),
+            cpu_relocation: false,
+            steps: 0,
+        };
+        Ok(list!(ptr = ExternalPtr::new(h), name = name, training = training).into())
+    })
+}
+
+/// Restores a compiled model's optimizer state from a saved model file.
+/// @noRd
+#[extendr]
+fn rg_load_optimizer_state(ptr: Robj, path: &str) -> Robj {
+    guard(|| {
+        let h = handle(&ptr)?;
+        let model = h.model.lock().unwrap_or_else(|e| e.into_inner());
+        let compiled = h.compiled.as_mut().ok_or_else(|| Error::State("compile the model before restoring its optimizer".into()))?;
+        Ok(io::load_optimizer_state(Path::new(path), &model, &mut compiled.optimizer)?.into())
+    })
+}
+
+/// Test hook: the next save fails midway.
+/// @noRd
+#[extendr]
+fn rg_inject_write_failure() -> Robj {
+    io::inject_write_failure();
+    ().into()
+}
+
+extendr_module! {
+    mod saving;
+    fn rg_save_weights;
+    fn rg_load_weights;
+    fn rg_save_model;
+    fn rg_load_model;
+    fn rg_load_optimizer_state;
+    fn rg_inject_write_failure;
+}

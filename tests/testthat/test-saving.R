@@ -1,0 +1,165 @@
+# Keras's HDF5 formats: round trips, interop with files tf-keras wrote
+# (tests/fixtures/make_h5_fixtures.py), and failures that must lose nothing.
+
+every_layer_model <- function(dropout = 0.2) {
+  keras_model_sequential() %>%
+    layer_conv_2d(3, 3, padding = "same", activation = "relu", input_shape = c(6, 6, 2)) %>%
+    layer_max_pooling_2d() %>%
+    layer_conv_2d(2, 2, activation = "tanh") %>%
+    layer_flatten() %>%
+    layer_dropout(dropout) %>%
+    layer_dense(5, activation = "elu") %>%
+    layer_activation("linear") %>%
+    layer_dense(3, activation = "softmax")
+}
+
+image_data <- function(n = 12) {
+  set.seed(8)
+  list(x = array(rnorm(n * 72), c(n, 6, 6, 2)), y = to_categorical(seq_len(n) %% 3, 3))
+}
+
+h5_fixture <- function(name) test_path("..", "fixtures", "h5", name)
+
+test_that("a model round-trips with every layer type, its predictions and its training setup", {
+  d <- image_data()
+  model <- every_layer_model()
+  compile(model, optimizer = optimizer_adam(0.01), loss = "categorical_crossentropy", metrics = "accuracy")
+  fit(model, d$x, d$y, epochs = 1, verbose = 0)
+  path <- tempfile(fileext = ".h5")
+  save_model_hdf5(model, path)
+  restored <- load_model_hdf5(path)
+  expect_identical(predict(restored, d$x), predict(model, d$x))
+  expect_equal(format(restored), format(model))
+  expect_true(restored$compiled)
+  expect_equal(restored$metric_names, "accuracy")
+  # The optimizer state comes back: one more epoch on each gives the same weights (without
+  # dropout, whose random masks are not part of a saved model, in Keras either).
+  model <- every_layer_model(dropout = 0)
+  compile(model, optimizer = optimizer_adam(0.01), loss = "categorical_crossentropy", metrics = "accuracy")
+  fit(model, d$x, d$y, epochs = 2, batch_size = 4, verbose = 0)
+  save_model_hdf5(model, path)
+  restored <- load_model_hdf5(path)
+  fit(model, d$x, d$y, epochs = 1, batch_size = 4, shuffle = FALSE, verbose = 0)
+  fit(restored, d$x, d$y, epochs = 1, batch_size = 4, shuffle = FALSE, verbose = 0)
+  expect_identical(get_weights(restored), get_weights(model))
+  uncompiled <- load_model_hdf5(path, compile = FALSE)
+  expect_false(uncompiled$compiled)
+})
+
+test_that("optimizer state round-trips for SGD with momentum and RMSprop too", {
+  x <- matrix(rnorm(80), 20, 4)
+  y <- x %*% c(1, -1, 2, 0)
+  for (opt in list(optimizer_sgd(0.05, momentum = 0.9), optimizer_rmsprop(0.01), optimizer_rmsprop(0.01, momentum = 0.5, centered = TRUE))) {
+    model <- keras_model_sequential() %>% layer_dense(4, activation = "tanh", input_shape = 4) %>% layer_dense(1)
+    compile(model, optimizer = opt, loss = "mse")
+    fit(model, x, y, epochs = 2, batch_size = 5, shuffle = FALSE, verbose = 0)
+    restored <- unserialize_model(serialize_model(model))
+    fit(model, x, y, epochs = 1, batch_size = 5, shuffle = FALSE, verbose = 0)
+    fit(restored, x, y, epochs = 1, batch_size = 5, shuffle = FALSE, verbose = 0)
+    expect_identical(get_weights(restored), get_weights(model))
+  }
+})
+
+test_that("weights round-trip, by order and by name", {
+  d <- image_data()
+  a <- every_layer_model()
+  b <- every_layer_model()
+  path <- tempfile(fileext = ".h5")
+  save_model_weights_hdf5(a, path)
+  load_model_weights_hdf5(b, path)
+  expect_identical(get_weights(b), get_weights(a))
+  # By name: only layers whose names match are loaded.
+  named <- keras_model_sequential() %>% layer_dense(3, input_shape = 2, name = "shared")
+  other <- keras_model_sequential() %>% layer_dense(3, input_shape = 2, name = "shared") %>% layer_dense(1, name = "extra")
+  save_model_weights_hdf5(named, path)
+  before_extra <- get_weights(get_layer(other, "extra"))
+  load_model_weights_hdf5(other, path, by_name = TRUE)
+  expect_identical(get_weights(get_layer(other, "shared")), get_weights(named))
+  expect_identical(get_weights(get_layer(other, "extra")), before_extra)
+})
+
+test_that("models and weights written by Keras load here with Keras's predictions", {
+  expected <- jsonlite::fromJSON(h5_fixture("expected.json"), simplifyDataFrame = FALSE)
+  dense <- load_model_hdf5(h5_fixture("keras_dense_model.h5"))
+  expect_equal(predict(dense, expected$dense$x), expected$dense$predictions, tolerance = 1e-5)
+  expect_true(dense$compiled)
+  cnn <- load_model_hdf5(h5_fixture("keras_cnn_model.h5"))
+  expect_equal(predict(cnn, expected$cnn$x), expected$cnn$predictions, tolerance = 1e-5)
+  # Weights-only files: Keras 2's legacy layout and tf-keras's newer .weights.h5 layout.
+  for (file in c("keras_dense.weights.legacy.h5", "keras_dense.weights.h5")) {
+    fresh <- load_model_hdf5(h5_fixture("keras_dense_model.h5"), compile = FALSE)
+    set_weights(fresh, lapply(get_weights(fresh), function(w) w * 0))
+    load_model_weights_hdf5(fresh, h5_fixture(file))
+    expect_equal(predict(fresh, expected$dense$x), expected$dense$predictions, tolerance = 1e-5, label = file)
+  }
+})
+
+test_that("the parallel model saves its template, and loading weights updates the replicas", {
+  use_virtual_gpus(2, threads_per_gpu = 1)
+  on.exit(use_virtual_gpus(0))
+  d <- image_data()
+  template <- every_layer_model()
+  parallel <- multi_gpu_model(template, gpus = 2)
+  compile(parallel, optimizer = "adam", loss = "categorical_crossentropy")
+  fit(parallel, d$x, d$y, epochs = 1, verbose = 0)
+  path <- tempfile(fileext = ".h5")
+  save_model_hdf5(parallel, path)
+  restored <- load_model_hdf5(path)
+  expect_identical(predict(restored, d$x), predict(template, d$x))
+  other <- every_layer_model()
+  weights_path <- tempfile(fileext = ".h5")
+  save_model_weights_hdf5(other, weights_path)
+  load_model_weights_hdf5(template, weights_path)
+  expect_equal(predict(parallel, d$x), predict(other, d$x), tolerance = 1e-6)
+})
+
+test_that("bad files give clear io/value errors, never a crash", {
+  model <- every_layer_model()
+  not_h5 <- tempfile(fileext = ".h5")
+  writeLines("not an hdf5 file", not_h5)
+  expect_error(load_model_hdf5(not_h5), "not a readable HDF5 file", class = "rustgpu_io_error")
+  expect_error(load_model_weights_hdf5(model, not_h5), "not a readable HDF5 file", class = "rustgpu_io_error")
+  expect_error(load_model_hdf5(tempfile()), "does not exist", class = "rustgpu_io_error")
+  good <- tempfile(fileext = ".h5")
+  save_model_hdf5(model, good)
+  truncated <- tempfile(fileext = ".h5")
+  writeBin(readBin(good, "raw", file.size(good))[seq_len(file.size(good) %/% 3)], truncated)
+  expect_error(load_model_hdf5(truncated), class = "rustgpu_io_error")
+  weights_only <- tempfile(fileext = ".h5")
+  save_model_weights_hdf5(model, weights_only)
+  expect_error(load_model_hdf5(weights_only), "weights only", class = "rustgpu_io_error")
+  small <- keras_model_sequential() %>% layer_dense(3, input_shape = 2)
+  expect_error(load_model_weights_hdf5(small, weights_only), "layer count mismatch", class = "rustgpu_value_error")
+  wide <- keras_model_sequential() %>% layer_dense(3, input_shape = 4, name = "probe")
+  narrow <- keras_model_sequential() %>% layer_dense(3, input_shape = 2, name = "probe")
+  save_model_weights_hdf5(narrow, weights_only)
+  err <- expect_error(load_model_weights_hdf5(wide, weights_only), class = "rustgpu_value_error")
+  expect_match(conditionMessage(err), "layer \"probe\".*\\(4, 3\\).*\\(2, 3\\)")
+  expect_warning(load_model_weights_hdf5(wide, weights_only, by_name = TRUE, skip_mismatch = TRUE), "Skipped loading weights")
+  expect_error(save_model_hdf5(model, good, overwrite = FALSE), "already exists", class = "rustgpu_io_error")
+  expect_error(save_model_hdf5(model, file.path(tempfile(), "nested", "m.h5")), "does not exist", class = "rustgpu_io_error")
+  expect_error(unserialize_model("bytes"), "raw vector", class = "rustgpu_value_error")
+  expect_equal(dim(predict(model, image_data(2)$x)), c(2L, 3L))
+})
+
+test_that("a failed save leaves the previous file as it was and no partial file", {
+  dir <- tempfile("saves")
+  dir.create(dir)
+  path <- file.path(dir, "model.h5")
+  first <- every_layer_model()
+  save_model_hdf5(first, path)
+  before <- readBin(path, "raw", file.size(path))
+  second <- every_layer_model()
+  rustgpu:::rg_inject_write_failure()
+  expect_error(save_model_hdf5(second, path), "injected write failure", class = "rustgpu_io_error")
+  expect_identical(readBin(path, "raw", file.size(path)), before)
+  expect_identical(list.files(dir, all.files = TRUE, no.. = TRUE), "model.h5")
+  rustgpu:::rg_inject_write_failure()
+  expect_error(save_model_weights_hdf5(second, path), class = "rustgpu_io_error")
+  expect_identical(readBin(path, "raw", file.size(path)), before)
+  skip_if(Sys.info()[["user"]] == "root", "root can write into read-only folders")
+  Sys.chmod(dir, "0555")
+  on.exit(Sys.chmod(dir, "0755"), add = TRUE)
+  expect_error(save_model_hdf5(second, path), class = "rustgpu_io_error")
+  expect_identical(readBin(path, "raw", file.size(path)), before)
+})
