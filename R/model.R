@@ -29,7 +29,8 @@ check_model <- function(object, arg = "object", call = rlang::caller_env()) {
   if (!rg_is_live(object$ptr)) {
     state_error(paste0(
       "This model's compiled data is gone: models made in another R session or restored with ",
-      "readRDS() cannot be used. Rebuild the model (saving and loading in Keras's HDF5 format is planned)."
+      "readRDS() cannot be used. To keep a model, use save_model_hdf5()/load_model_hdf5() or ",
+      "serialize_model()/unserialize_model()."
     ), call = call)
   }
   invisible(object)
@@ -68,10 +69,10 @@ keras_model_sequential <- function(layers = NULL, name = NULL) {
 #' @export
 format.keras.engine.training.Model <- function(x, ...) {
   info <- model_info(x)
-  rule <- strrep("_", 65)
-  header <- sprintf(" %-27s %-25s %-9s", "Layer (type)", "Output Shape", "Param #")
+  rule <- strrep("_", 70)
+  header <- sprintf(" %-32s %-25s %-9s", "Layer (type)", "Output Shape", "Param #")
   rows <- if (length(info$layer_names)) {
-    sprintf(" %-27s %-25s %-9s",
+    sprintf(" %-32s %-25s %-9s",
             sprintf("%s (%s)", info$layer_names, info$layer_classes),
             info$output_shapes,
             ifelse(is.na(info$layer_params), "(unbuilt)", format_count(info$layer_params)))
@@ -80,7 +81,7 @@ format.keras.engine.training.Model <- function(x, ...) {
   }
   total <- info$trainable_params + info$non_trainable_params
   lines <- c(
-    sprintf("Model: \"%s\"", info$name), rule, header, strrep("=", 65), rows, strrep("=", 65),
+    sprintf("Model: \"%s\"", info$name), rule, header, strrep("=", 70), rows, strrep("=", 70),
     sprintf("Total params: %s", format_count(total)),
     sprintf("Trainable params: %s", format_count(info$trainable_params)),
     sprintf("Non-trainable params: %s", format_count(info$non_trainable_params)),

@@ -128,6 +128,8 @@ test_that("bad files give clear io/value errors, never a crash", {
   weights_only <- tempfile(fileext = ".h5")
   save_model_weights_hdf5(model, weights_only)
   expect_error(load_model_hdf5(weights_only), "weights only", class = "rustgpu_io_error")
+  expect_error(load_model_weights_hdf5(keras_model_sequential() %>% layer_dense(8, input_shape = 5), h5_fixture("broken_missing_group.h5")),
+               "lists layer \"ghost\" but has no group", class = "rustgpu_io_error")
   small <- keras_model_sequential() %>% layer_dense(3, input_shape = 2)
   expect_error(load_model_weights_hdf5(small, weights_only), "layer count mismatch", class = "rustgpu_value_error")
   wide <- keras_model_sequential() %>% layer_dense(3, input_shape = 4, name = "probe")
