@@ -73,6 +73,20 @@ rg_add_max_pooling2d <- function(ptr, name, pool_size, strides, padding, input_s
 rg_add_flatten <- function(ptr, name, input_shape) .Call(wrap__rg_add_flatten, ptr, name, input_shape)
 
 #' @noRd
+rg_add_average_pooling2d <- function(ptr, name, pool_size, strides, padding, input_shape) .Call(wrap__rg_add_average_pooling2d, ptr, name, pool_size, strides, padding, input_shape)
+
+#' @noRd
+rg_add_global_pooling2d <- function(ptr, name, kind, input_shape) .Call(wrap__rg_add_global_pooling2d, ptr, name, kind, input_shape)
+
+#' `padding` is (top, bottom, left, right).
+#' @noRd
+rg_add_zero_padding2d <- function(ptr, name, padding, input_shape) .Call(wrap__rg_add_zero_padding2d, ptr, name, padding, input_shape)
+
+#' `target_shape` may hold one -1 (inferred).
+#' @noRd
+rg_add_reshape <- function(ptr, name, target_shape, input_shape) .Call(wrap__rg_add_reshape, ptr, name, target_shape, input_shape)
+
+#' @noRd
 rg_pop_layer <- function(ptr) .Call(wrap__rg_pop_layer, ptr)
 
 #' @noRd

@@ -116,3 +116,111 @@ layer_flatten <- function(object, data_format = NULL, input_shape = NULL, name =
   layer <- new_layer("flatten", layer_name(name, "flatten"), list(input_shape = check_shape(input_shape, "input_shape")))
   compose_layer(object, layer)
 }
+
+#' Average pooling for 2D inputs
+#'
+#' The mean of each `pool_size` window of each channel; with "same" padding the padded
+#' positions are left out of the mean (as TensorFlow does).
+#'
+#' @inheritParams layer_max_pooling_2d
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>% layer_average_pooling_2d(input_shape = c(4, 4, 1))
+#' predict(model, array(1:16, c(1, 4, 4, 1)))[1, , , 1]
+#' @export
+layer_average_pooling_2d <- function(object, pool_size = c(2L, 2L), strides = NULL, padding = "valid",
+                                     data_format = NULL, input_shape = NULL, name = NULL) {
+  force_model(object)
+  pool_size <- as_pair(pool_size, "pool_size")
+  strides <- if (is.null(strides)) pool_size else as_pair(strides, "strides")
+  check_padding(padding)
+  check_channels_last(data_format)
+  layer <- new_layer("average_pooling_2d", layer_name(name, "average_pooling2d"), list(
+    pool_size = pool_size, strides = strides, padding = padding, input_shape = check_shape(input_shape, "input_shape")
+  ))
+  compose_layer(object, layer)
+}
+
+global_pooling <- function(object, kind, data_format, keepdims, input_shape, name, call = rlang::caller_env()) {
+  check_channels_last(data_format, call = call)
+  if (!identical(keepdims, FALSE)) value_error("Only `keepdims = FALSE` is supported yet.", call = call)
+  prefix <- if (kind == "max") "global_max_pooling2d" else "global_average_pooling2d"
+  layer <- new_layer("global_pooling_2d", layer_name(name, prefix, call = call), list(
+    kind = kind, input_shape = check_shape(input_shape, "input_shape", call = call)
+  ))
+  compose_layer(object, layer, call = call)
+}
+
+#' Global pooling for 2D inputs
+#'
+#' `(batch, height, width, channels)` to `(batch, channels)`: the mean (or the maximum) of
+#' each channel over all pixels.
+#'
+#' @inheritParams layer_conv_2d
+#' @param keepdims Only `FALSE` (Keras's default) is supported.
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>% layer_global_average_pooling_2d(input_shape = c(2, 2, 3))
+#' predict(model, array(1:12, c(1, 2, 2, 3)))
+#' @export
+layer_global_average_pooling_2d <- function(object, data_format = NULL, keepdims = FALSE, input_shape = NULL, name = NULL) {
+  force_model(object)
+  global_pooling(object, "average", data_format, keepdims, input_shape, name)
+}
+
+#' @rdname layer_global_average_pooling_2d
+#' @export
+layer_global_max_pooling_2d <- function(object, data_format = NULL, keepdims = FALSE, input_shape = NULL, name = NULL) {
+  force_model(object)
+  global_pooling(object, "max", data_format, keepdims, input_shape, name)
+}
+
+#' Zero-padding for 2D inputs
+#'
+#' Adds rows and columns of zeros around each image.
+#'
+#' @inheritParams layer_conv_2d
+#' @param padding One whole number (the same on all sides), two (rows above and below,
+#'   columns left and right), or `list(c(top, bottom), c(left, right))`.
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>% layer_zero_padding_2d(list(c(1, 0), c(0, 1)), input_shape = c(2, 2, 1))
+#' predict(model, array(1:4, c(1, 2, 2, 1)))[1, , , 1]
+#' @export
+layer_zero_padding_2d <- function(object, padding = c(1L, 1L), data_format = NULL, input_shape = NULL, name = NULL) {
+  force_model(object)
+  check_channels_last(data_format)
+  pads <- if (is.list(padding) && length(padding) == 2) {
+    c(as_pair(padding[[1]], "padding[[1]]", min = 0), as_pair(padding[[2]], "padding[[2]]", min = 0))
+  } else {
+    p <- as_pair(padding, "padding", min = 0)
+    c(p[1], p[1], p[2], p[2])
+  }
+  layer <- new_layer("zero_padding_2d", layer_name(name, "zero_padding2d"), list(
+    padding = pads, input_shape = check_shape(input_shape, "input_shape")
+  ))
+  compose_layer(object, layer)
+}
+
+#' Reshape each sample
+#'
+#' @inheritParams layer_conv_2d
+#' @param target_shape The new shape of one sample (without the batch axis); one entry may
+#'   be -1, inferred from the others.
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>% layer_reshape(c(2, -1), input_shape = 6)
+#' dim(predict(model, matrix(1:6, 1)))
+#' @export
+layer_reshape <- function(object, target_shape, input_shape = NULL, name = NULL) {
+  force_model(object)
+  if (!is.numeric(target_shape) || length(target_shape) == 0 || anyNA(target_shape) ||
+      any(target_shape != round(target_shape)) || any(target_shape == 0 | target_shape < -1) ||
+      sum(target_shape == -1) > 1) {
+    value_error(sprintf("`target_shape` must be positive whole numbers with at most one -1, not %s.", describe(target_shape)))
+  }
+  layer <- new_layer("reshape", layer_name(name, "reshape"), list(
+    target_shape = as.numeric(target_shape), input_shape = check_shape(input_shape, "input_shape")
+  ))
+  compose_layer(object, layer)
+}

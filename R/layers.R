@@ -30,7 +30,11 @@ add_layer <- function(model, layer, call = rlang::caller_env()) {
                             a$dilation_rate, a$activation, a$use_bias, a$kernel_initializer,
                             a$bias_initializer, shape, a$seed),
     max_pooling_2d = rg_add_max_pooling2d(model$ptr, layer$name, a$pool_size, a$strides, a$padding, shape),
-    flatten = rg_add_flatten(model$ptr, layer$name, shape)
+    flatten = rg_add_flatten(model$ptr, layer$name, shape),
+    average_pooling_2d = rg_add_average_pooling2d(model$ptr, layer$name, a$pool_size, a$strides, a$padding, shape),
+    global_pooling_2d = rg_add_global_pooling2d(model$ptr, layer$name, a$kind, shape),
+    zero_padding_2d = rg_add_zero_padding2d(model$ptr, layer$name, a$padding, shape),
+    reshape = rg_add_reshape(model$ptr, layer$name, a$target_shape, shape)
   )
   call_backend(result, call = call)
   invisible(model)

@@ -27,7 +27,13 @@ build_fixture_model <- function(case, input_shape) {
                               dilation_rate = l$dilation_rate, activation = l$activation, input_shape = shape),
       max_pooling_2d = layer_max_pooling_2d(model, l$pool_size, strides = l$strides, padding = l$padding,
                                             input_shape = shape),
-      flatten = layer_flatten(model, input_shape = shape)
+      flatten = layer_flatten(model, input_shape = shape),
+      average_pooling_2d = layer_average_pooling_2d(model, l$pool_size, strides = l$strides, padding = l$padding,
+                                                    input_shape = shape),
+      global_average_pooling_2d = layer_global_average_pooling_2d(model, input_shape = shape),
+      global_max_pooling_2d = layer_global_max_pooling_2d(model, input_shape = shape),
+      zero_padding_2d = layer_zero_padding_2d(model, list(l$padding[1, ], l$padding[2, ]), input_shape = shape),
+      reshape = layer_reshape(model, l$target_shape, input_shape = shape)
     )
   }
   model

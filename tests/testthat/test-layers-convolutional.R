@@ -84,3 +84,16 @@ test_that("a conv net trains identically through 2 replicas", {
   # rows, so sub-batches can round differently in the last bit (dense nets are bit-identical).
   expect_equal(predict(p, x), predict(a, x), tolerance = 1e-6)
 })
+
+test_that("pooling, padding and reshape layers check their arguments and shapes", {
+  m <- keras_model_sequential()
+  expect_error(layer_zero_padding_2d(m, -1), "`padding`", class = "rustgpu_value_error")
+  expect_error(layer_reshape(m, c(-1, -1)), "`target_shape`", class = "rustgpu_value_error")
+  expect_error(layer_reshape(keras_model_sequential(), c(4, 4), input_shape = 10), "cannot reshape", class = "rustgpu_value_error")
+  expect_error(layer_global_average_pooling_2d(m, keepdims = TRUE), "keepdims", class = "rustgpu_value_error")
+  expect_error(layer_global_max_pooling_2d(keras_model_sequential(), input_shape = 10), "height, width, channels",
+               class = "rustgpu_value_error")
+  model <- keras_model_sequential() %>% layer_global_average_pooling_2d(input_shape = c(2, 2, 3))
+  x <- array(1:12, c(1, 2, 2, 3))
+  expect_equal(as.numeric(predict(model, x)), apply(x[1, , , ], 3, mean))
+})

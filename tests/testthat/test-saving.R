@@ -165,3 +165,24 @@ test_that("a failed save leaves the previous file as it was and no partial file"
   expect_error(save_model_hdf5(second, path), class = "rustgpu_io_error")
   expect_identical(readBin(path, "raw", file.size(path)), before)
 })
+
+test_that("pooling, padding and reshape layers round-trip too", {
+  model <- keras_model_sequential() %>%
+    layer_zero_padding_2d(list(c(1, 0), c(2, 1)), input_shape = c(5, 5, 2)) %>%
+    layer_conv_2d(4, 3, activation = "relu") %>%
+    layer_average_pooling_2d(padding = "same") %>%
+    layer_reshape(c(-1, 4)) %>%
+    layer_reshape(c(2, 3, 4)) %>%
+    layer_global_max_pooling_2d() %>%
+    layer_dense(2)
+  x <- array(rnorm(3 * 50), c(3, 5, 5, 2))
+  path <- tempfile(fileext = ".h5")
+  save_model_hdf5(model, path)
+  restored <- load_model_hdf5(path)
+  expect_identical(predict(restored, x), predict(model, x))
+  expect_equal(format(restored), format(model))
+  gap <- keras_model_sequential() %>% layer_global_average_pooling_2d(input_shape = c(2, 2, 3))
+  save_model_hdf5(gap, path)
+  expect_identical(predict(load_model_hdf5(path), x[, 1:2, 1:2, 1:2, drop = FALSE][, , , c(1, 2, 1), drop = FALSE]),
+                   predict(gap, x[, 1:2, 1:2, 1:2, drop = FALSE][, , , c(1, 2, 1), drop = FALSE]))
+})

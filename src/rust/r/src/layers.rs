@@ -3,7 +3,7 @@ use crate::{guard, handle, seed_from};
 use extendr_api::prelude::*;
 use rustgpu_core::activation::Activation;
 use rustgpu_core::initializer::Initializer;
-use rustgpu_core::layers::{ActivationLayer, Conv2D, Dense, Dropout, Layer, LayerKind, MaxPooling2D};
+use rustgpu_core::layers::{ActivationLayer, AveragePooling2D, Conv2D, Dense, Dropout, Layer, LayerKind, MaxPooling2D, Reshape, ZeroPadding2D};
 use rustgpu_core::{Error, Result};
 
 fn shape_arg(input_shape: &Robj) -> Result<Option<Vec<usize>>> {
@@ -99,6 +99,47 @@ fn rg_add_max_pooling2d(ptr: Robj, name: &str, pool_size: &[f64], strides: &[f64
 
 /// @noRd
 #[extendr]
+fn rg_add_average_pooling2d(ptr: Robj, name: &str, pool_size: &[f64], strides: &[f64], padding: &str, input_shape: Robj) -> Robj {
+    guard(|| {
+        let window = MaxPooling2D { pool_size: pair(pool_size), strides: pair(strides), same: padding_same(padding)? };
+        add(&ptr, name, LayerKind::AveragePooling2D(AveragePooling2D { window }), &input_shape, &Robj::from(0.0))
+    })
+}
+
+/// @noRd
+#[extendr]
+fn rg_add_global_pooling2d(ptr: Robj, name: &str, kind: &str, input_shape: Robj) -> Robj {
+    guard(|| {
+        let kind = if kind == "max" { LayerKind::GlobalMaxPooling2D } else { LayerKind::GlobalAveragePooling2D };
+        add(&ptr, name, kind, &input_shape, &Robj::from(0.0))
+    })
+}
+
+/// `padding` is (top, bottom, left, right).
+/// @noRd
+#[extendr]
+fn rg_add_zero_padding2d(ptr: Robj, name: &str, padding: &[f64], input_shape: Robj) -> Robj {
+    guard(|| {
+        let p: Vec<usize> = padding.iter().map(|v| *v as usize).collect();
+        if p.len() != 4 {
+            return Err(Error::Value("`padding` must give top, bottom, left and right".into()));
+        }
+        add(&ptr, name, LayerKind::ZeroPadding2D(ZeroPadding2D { padding: ((p[0], p[1]), (p[2], p[3])) }), &input_shape, &Robj::from(0.0))
+    })
+}
+
+/// `target_shape` may hold one -1 (inferred).
+/// @noRd
+#[extendr]
+fn rg_add_reshape(ptr: Robj, name: &str, target_shape: &[f64], input_shape: Robj) -> Robj {
+    guard(|| {
+        let target = target_shape.iter().map(|v| (*v > 0.0).then_some(*v as usize)).collect();
+        add(&ptr, name, LayerKind::Reshape(Reshape { target }), &input_shape, &Robj::from(0.0))
+    })
+}
+
+/// @noRd
+#[extendr]
 fn rg_add_flatten(ptr: Robj, name: &str, input_shape: Robj) -> Robj {
     guard(|| add(&ptr, name, LayerKind::Flatten, &input_shape, &Robj::from(0.0)))
 }
@@ -120,5 +161,9 @@ extendr_module! {
     fn rg_add_conv2d;
     fn rg_add_max_pooling2d;
     fn rg_add_flatten;
+    fn rg_add_average_pooling2d;
+    fn rg_add_global_pooling2d;
+    fn rg_add_zero_padding2d;
+    fn rg_add_reshape;
     fn rg_pop_layer;
 }

@@ -3,7 +3,7 @@
 use crate::activation::Activation;
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
-use crate::layers::{ActivationLayer, Conv2D, Dense, Dropout, Layer, LayerKind, MaxPooling2D};
+use crate::layers::{ActivationLayer, AveragePooling2D, Conv2D, Dense, Dropout, Layer, LayerKind, MaxPooling2D, Reshape, ZeroPadding2D};
 use crate::loss::Loss;
 use crate::model::Model;
 use crate::optim::OptimizerConfig;
@@ -90,6 +90,20 @@ fn layer_json(layer: &Layer) -> Value {
             "strides": pair(p.strides), "data_format": "channels_last"
         })),
         LayerKind::Flatten => base(json!({ "data_format": "channels_last" })),
+        LayerKind::AveragePooling2D(a) => base(json!({
+            "pool_size": pair(a.window.pool_size), "padding": if a.window.same { "same" } else { "valid" },
+            "strides": pair(a.window.strides), "data_format": "channels_last"
+        })),
+        LayerKind::GlobalAveragePooling2D | LayerKind::GlobalMaxPooling2D => {
+            base(json!({ "data_format": "channels_last", "keepdims": false }))
+        }
+        LayerKind::ZeroPadding2D(z) => {
+            let ((t, b), (l, r)) = z.padding;
+            base(json!({ "padding": [[t, b], [l, r]], "data_format": "channels_last" }))
+        }
+        LayerKind::Reshape(r) => base(json!({
+            "target_shape": r.target.iter().map(|d| d.map_or(json!(-1), |v| json!(v))).collect::<Vec<_>>()
+        })),
         LayerKind::Dropout(d) => base(json!({ "rate": d.rate, "noise_shape": null, "seed": null })),
         LayerKind::Activation(a) => base(json!({ "activation": a.activation.name() })),
     }
@@ -203,6 +217,51 @@ pub fn model_from_config(config: &str) -> Result<Model> {
                 LayerKind::MaxPooling2D(MaxPooling2D { pool_size, strides: pair_from(c, "strides", pool_size)?, same: padding_same(c)? })
             }
             "Flatten" => LayerKind::Flatten,
+            "AveragePooling2D" => {
+                let pool_size = pair_from(c, "pool_size", (2, 2))?;
+                LayerKind::AveragePooling2D(AveragePooling2D {
+                    window: MaxPooling2D { pool_size, strides: pair_from(c, "strides", pool_size)?, same: padding_same(c)? },
+                })
+            }
+            "GlobalAveragePooling2D" | "GlobalMaxPooling2D" => {
+                if c.get("keepdims").and_then(Value::as_bool).unwrap_or(false) {
+                    return Err(Error::Value("global pooling with `keepdims = TRUE` is not supported yet".into()));
+                }
+                if class == "GlobalAveragePooling2D" { LayerKind::GlobalAveragePooling2D } else { LayerKind::GlobalMaxPooling2D }
+            }
+            "ZeroPadding2D" => {
+                let p = &c["padding"];
+                let pad = |v: &Value| -> Option<(usize, usize)> {
+                    match v {
+                        Value::Number(n) => n.as_u64().map(|x| (x as usize, x as usize)),
+                        Value::Array(a) if a.len() == 2 => Some((a[0].as_u64()? as usize, a[1].as_u64()? as usize)),
+                        _ => None,
+                    }
+                };
+                let padding = match p {
+                    Value::Number(_) => pad(p).map(|v| (v, v)),
+                    Value::Array(a) if a.len() == 2 => match (&a[0], &a[1]) {
+                        (Value::Number(x), Value::Number(y)) => {
+                            let (x, y) = (x.as_u64().unwrap_or(0) as usize, y.as_u64().unwrap_or(0) as usize);
+                            Some(((x, x), (y, y)))
+                        }
+                        (x, y) => pad(x).zip(pad(y)),
+                    },
+                    _ => None,
+                };
+                LayerKind::ZeroPadding2D(ZeroPadding2D {
+                    padding: padding.ok_or_else(|| Error::Value(format!("unsupported ZeroPadding2D padding {}", p)))?,
+                })
+            }
+            "Reshape" => {
+                let target = c["target_shape"]
+                    .as_array()
+                    .ok_or_else(|| Error::Value("Reshape needs `target_shape`".into()))?
+                    .iter()
+                    .map(|d| d.as_i64().and_then(|v| (v > 0).then_some(v as usize)))
+                    .collect();
+                LayerKind::Reshape(Reshape { target })
+            }
             "Dropout" => LayerKind::Dropout(Dropout::new(c.get("rate").and_then(Value::as_f64).unwrap_or(0.0))?),
             "Activation" => LayerKind::Activation(ActivationLayer { activation: activation_from(c)? }),
             other => {

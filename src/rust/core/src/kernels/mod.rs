@@ -5,7 +5,7 @@ mod conv;
 mod pool;
 
 pub use conv::{col2im, im2col, ConvGeometry};
-pub use pool::{max_pool_backward, max_pool_forward};
+pub use pool::{avg_pool_backward, avg_pool_forward, max_pool_backward, max_pool_forward};
 
 use crate::error::{Error, Result};
 use candle_core::{Storage, Tensor};

@@ -81,3 +81,65 @@ mod tests {
         assert_eq!(y, vec![6., 8., 16., 18.]);
     }
 }
+
+/// Average pooling over channels-last windows; padded positions are left out of each
+/// window's count (TensorFlow's "same" average pooling).
+pub fn avg_pool_forward(x: &[f32], batch: usize, g: &ConvGeometry) -> Vec<f32> {
+    let ilen = g.image_len();
+    let olen = g.out_h * g.out_w * g.c;
+    let mut out = vec![0f32; batch * olen];
+    out.par_chunks_mut(olen.max(1)).enumerate().for_each(|(b, o)| {
+        for_each_window(g, |cell, taps| {
+            let n = taps.len() as f32;
+            for &src in taps {
+                for ch in 0..g.c {
+                    o[cell + ch] += x[b * ilen + src + ch];
+                }
+            }
+            for ch in 0..g.c {
+                o[cell + ch] /= n;
+            }
+        });
+    });
+    out
+}
+
+/// The adjoint of `avg_pool_forward`: each output gradient spread evenly over its window.
+pub fn avg_pool_backward(dy: &[f32], batch: usize, g: &ConvGeometry) -> Vec<f32> {
+    let ilen = g.image_len();
+    let olen = g.out_h * g.out_w * g.c;
+    let mut dx = vec![0f32; batch * ilen];
+    dx.par_chunks_mut(ilen.max(1)).enumerate().for_each(|(b, d)| {
+        for_each_window(g, |cell, taps| {
+            let n = taps.len() as f32;
+            for &src in taps {
+                for ch in 0..g.c {
+                    d[src + ch] += dy[b * olen + cell + ch] / n;
+                }
+            }
+        });
+    });
+    dx
+}
+
+/// Calls `f(output cell offset, in-bounds input pixel offsets)` for every window.
+fn for_each_window(g: &ConvGeometry, mut f: impl FnMut(usize, &[usize])) {
+    let mut taps = Vec::with_capacity(g.kh * g.kw);
+    for oy in 0..g.out_h {
+        for ox in 0..g.out_w {
+            taps.clear();
+            for i in 0..g.kh {
+                for j in 0..g.kw {
+                    let y = (oy * g.stride_h + i).checked_sub(g.pad_top);
+                    let x = (ox * g.stride_w + j).checked_sub(g.pad_left);
+                    if let (Some(y), Some(x)) = (y, x) {
+                        if y < g.h && x < g.w {
+                            taps.push((y * g.w + x) * g.c);
+                        }
+                    }
+                }
+            }
+            f((oy * g.out_w + ox) * g.c, &taps);
+        }
+    }
+}

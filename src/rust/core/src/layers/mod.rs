@@ -7,11 +7,13 @@ mod conv;
 mod core;
 mod dense;
 mod pooling;
+mod spatial;
 
 pub use self::conv::Conv2D;
 pub use self::core::{ActivationLayer, Dropout};
 pub use self::dense::Dense;
 pub use self::pooling::{Flatten, MaxPooling2D};
+pub use self::spatial::{AveragePooling2D, Reshape, ZeroPadding2D};
 
 use crate::activation::Activation;
 use crate::error::Result;
@@ -86,6 +88,11 @@ pub enum LayerKind {
     Conv2D(Conv2D),
     MaxPooling2D(MaxPooling2D),
     Flatten,
+    AveragePooling2D(AveragePooling2D),
+    GlobalAveragePooling2D,
+    GlobalMaxPooling2D,
+    ZeroPadding2D(ZeroPadding2D),
+    Reshape(Reshape),
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +113,11 @@ impl Layer {
             LayerKind::Conv2D(_) => "Conv2D",
             LayerKind::MaxPooling2D(_) => "MaxPooling2D",
             LayerKind::Flatten => "Flatten",
+            LayerKind::AveragePooling2D(_) => "AveragePooling2D",
+            LayerKind::GlobalAveragePooling2D => "GlobalAveragePooling2D",
+            LayerKind::GlobalMaxPooling2D => "GlobalMaxPooling2D",
+            LayerKind::ZeroPadding2D(_) => "ZeroPadding2D",
+            LayerKind::Reshape(_) => "Reshape",
         }
     }
 
@@ -116,6 +128,11 @@ impl Layer {
             LayerKind::Conv2D(l) => l.output_shape(&self.name, input),
             LayerKind::MaxPooling2D(l) => l.output_shape(&self.name, input),
             LayerKind::Flatten => Ok(Flatten::output_shape(input)),
+            LayerKind::AveragePooling2D(l) => l.output_shape(&self.name, input),
+            LayerKind::GlobalAveragePooling2D => spatial::global_output_shape(&self.name, "GlobalAveragePooling2D", input),
+            LayerKind::GlobalMaxPooling2D => spatial::global_output_shape(&self.name, "GlobalMaxPooling2D", input),
+            LayerKind::ZeroPadding2D(l) => l.output_shape(&self.name, input),
+            LayerKind::Reshape(l) => l.output_shape(&self.name, input),
             LayerKind::Activation(_) | LayerKind::Dropout(_) => Ok(input.to_vec()),
         }
     }
@@ -124,7 +141,7 @@ impl Layer {
         match &self.kind {
             LayerKind::Dense(l) => l.weight_specs(input),
             LayerKind::Conv2D(l) => l.weight_specs(input),
-            LayerKind::Activation(_) | LayerKind::Dropout(_) | LayerKind::MaxPooling2D(_) | LayerKind::Flatten => Vec::new(),
+            _ => Vec::new(),
         }
     }
 
@@ -136,6 +153,16 @@ impl Layer {
             LayerKind::Conv2D(l) => l.forward(&self.name, weights, x),
             LayerKind::MaxPooling2D(l) => l.forward(&self.name, x),
             LayerKind::Flatten => Flatten::forward(x),
+            LayerKind::AveragePooling2D(l) => l.forward(&self.name, x),
+            LayerKind::GlobalAveragePooling2D => spatial::global_average_forward(x),
+            LayerKind::GlobalMaxPooling2D => {
+                let pool = spatial::global_max_window(&self.name, &x.dims()[1..])?;
+                let (out, cache) = pool.forward(&self.name, x)?;
+                let value = out.value.reshape((x.dim(0)?, x.dim(3)?))?;
+                Ok((LayerOutput::plain(value), cache))
+            }
+            LayerKind::ZeroPadding2D(l) => l.forward(x),
+            LayerKind::Reshape(l) => l.forward(&self.name, x),
         }
     }
 
@@ -148,7 +175,11 @@ impl Layer {
                 l.backward(&self.name, weights, cols, z, y, input_dims, grad, need_input_grad)
             }
             (LayerKind::MaxPooling2D(_), Cache::MaxPool { argmax, input_dims }) => MaxPooling2D::backward(argmax, input_dims, grad),
-            (LayerKind::Flatten, Cache::Reshape { input_dims }) => Flatten::backward(input_dims, grad),
+            (LayerKind::Flatten | LayerKind::Reshape(_), Cache::Reshape { input_dims }) => Flatten::backward(input_dims, grad),
+            (LayerKind::AveragePooling2D(l), Cache::Reshape { input_dims }) => l.backward(&self.name, input_dims, grad),
+            (LayerKind::GlobalAveragePooling2D, Cache::Reshape { input_dims }) => spatial::global_average_backward(input_dims, grad),
+            (LayerKind::GlobalMaxPooling2D, Cache::MaxPool { argmax, input_dims }) => MaxPooling2D::backward(argmax, input_dims, grad),
+            (LayerKind::ZeroPadding2D(l), Cache::Reshape { input_dims }) => l.backward(input_dims, grad),
             _ => Err(crate::error::Error::State(format!("layer \"{}\" got another layer's cache", self.name))),
         }
     }

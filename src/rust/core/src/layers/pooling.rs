@@ -88,7 +88,7 @@ impl Flatten {
     }
 }
 
-fn value_grad(grad: OutputGrad, class: &str) -> Result<Tensor> {
+pub(super) fn value_grad(grad: OutputGrad, class: &str) -> Result<Tensor> {
     match grad {
         OutputGrad::Value(dy) => Ok(dy),
         OutputGrad::Logits(_) => Err(Error::State(format!("{} cannot end a model whose loss uses logits", class))),
