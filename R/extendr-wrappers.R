@@ -73,6 +73,9 @@ rg_add_max_pooling2d <- function(ptr, name, pool_size, strides, padding, input_s
 rg_add_flatten <- function(ptr, name, input_shape) .Call(wrap__rg_add_flatten, ptr, name, input_shape)
 
 #' @noRd
+rg_add_batch_normalization <- function(ptr, name, momentum, epsilon, center, scale, input_shape) .Call(wrap__rg_add_batch_normalization, ptr, name, momentum, epsilon, center, scale, input_shape)
+
+#' @noRd
 rg_add_average_pooling2d <- function(ptr, name, pool_size, strides, padding, input_shape) .Call(wrap__rg_add_average_pooling2d, ptr, name, pool_size, strides, padding, input_shape)
 
 #' @noRd

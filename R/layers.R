@@ -34,7 +34,9 @@ add_layer <- function(model, layer, call = rlang::caller_env()) {
     average_pooling_2d = rg_add_average_pooling2d(model$ptr, layer$name, a$pool_size, a$strides, a$padding, shape),
     global_pooling_2d = rg_add_global_pooling2d(model$ptr, layer$name, a$kind, shape),
     zero_padding_2d = rg_add_zero_padding2d(model$ptr, layer$name, a$padding, shape),
-    reshape = rg_add_reshape(model$ptr, layer$name, a$target_shape, shape)
+    reshape = rg_add_reshape(model$ptr, layer$name, a$target_shape, shape),
+    batch_normalization = rg_add_batch_normalization(model$ptr, layer$name, a$momentum, a$epsilon, a$center,
+                                                     a$scale, shape)
   )
   call_backend(result, call = call)
   invisible(model)
@@ -135,6 +137,43 @@ layer_dropout <- function(object, rate, input_shape = NULL, name = NULL) {
   check_number(rate, "rate", min = 0, max = 1, max_inclusive = FALSE)
   layer <- new_layer("dropout", layer_name(name, "dropout"), list(
     rate = as.numeric(rate), input_shape = check_shape(input_shape, "input_shape")
+  ))
+  compose_layer(object, layer)
+}
+
+#' Batch normalization layer
+#'
+#' Normalizes each channel (the last axis) with the batch's mean and variance while
+#' training, and with moving averages of them at inference, then scales by `gamma` and
+#' shifts by `beta`, as Keras's BatchNormalization. The moving statistics are
+#' non-trainable weights; on a parallel model each replica uses its own rows' statistics
+#' (as in Keras) and the moving averages take their row-weighted mean.
+#'
+#' @inheritParams layer_dense
+#' @param axis Only -1 (the channels axis, Keras's default) is supported.
+#' @param momentum Momentum of the moving averages, in `[0, 1)`.
+#' @param epsilon Small number added to the variance, > 0.
+#' @param center,scale Whether to learn `beta` and `gamma`.
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_dense(8, input_shape = 4) %>%
+#'   layer_batch_normalization() %>%
+#'   layer_activation("relu") %>%
+#'   layer_dense(1)
+#' summary(model)
+#' @export
+layer_batch_normalization <- function(object, axis = -1L, momentum = 0.99, epsilon = 0.001, center = TRUE,
+                                      scale = TRUE, input_shape = NULL, name = NULL) {
+  force_model(object)
+  if (!identical(as.numeric(axis), -1)) value_error("Only `axis = -1` (the channels axis) is supported.")
+  check_number(momentum, "momentum", min = 0, max = 1, max_inclusive = FALSE)
+  check_number(epsilon, "epsilon", min = 0, min_inclusive = FALSE)
+  check_bool(center, "center")
+  check_bool(scale, "scale")
+  layer <- new_layer("batch_normalization", layer_name(name, "batch_normalization"), list(
+    momentum = momentum, epsilon = epsilon, center = center, scale = scale,
+    input_shape = check_shape(input_shape, "input_shape")
   ))
   compose_layer(object, layer)
 }

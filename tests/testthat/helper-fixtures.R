@@ -33,7 +33,9 @@ build_fixture_model <- function(case, input_shape) {
       global_average_pooling_2d = layer_global_average_pooling_2d(model, input_shape = shape),
       global_max_pooling_2d = layer_global_max_pooling_2d(model, input_shape = shape),
       zero_padding_2d = layer_zero_padding_2d(model, list(l$padding[1, ], l$padding[2, ]), input_shape = shape),
-      reshape = layer_reshape(model, l$target_shape, input_shape = shape)
+      reshape = layer_reshape(model, l$target_shape, input_shape = shape),
+      batch_normalization = layer_batch_normalization(model, input_shape = shape),
+      activation = layer_activation(model, l$activation, input_shape = shape)
     )
   }
   model

@@ -157,3 +157,26 @@ test_that("gpus and the flags are checked with Keras's messages", {
   })
   expect_error(multi_gpu_model(small_classifier()), "gpus=0", class = "rustgpu_value_error")
 })
+
+test_that("batch normalization trains through replicas, moving statistics from every replica", {
+  with_virtual_gpus(2, {
+    set.seed(12)
+    template <- keras_model_sequential() %>%
+      layer_dense(6, input_shape = 4) %>%
+      layer_batch_normalization(momentum = 0.5) %>%
+      layer_dense(1)
+    parallel <- multi_gpu_model(template, gpus = 2)
+    compile(parallel, optimizer = "sgd", loss = "mse")
+    x <- matrix(rnorm(40, mean = 3), 10, 4)
+    y <- rowSums(x)
+    w <- get_weights(template)
+    train_on_batch(parallel, x, y)
+    moved <- get_weights(template)
+    # The moving mean moves halfway (momentum 0.5) toward the row-weighted mean of the two
+    # replicas' batch means, i.e. the whole batch's mean of the dense layer's outputs.
+    h <- x %*% w[[1]] + matrix(w[[2]], 10, 6, byrow = TRUE)
+    expect_equal(as.numeric(moved[[5]]), 0.5 * as.numeric(w[[5]]) + 0.5 * colMeans(h), tolerance = 1e-5)
+    # Inference uses the moving statistics, identically through the replicas.
+    expect_identical(predict(parallel, x), predict(template, x))
+  })
+})

@@ -3,7 +3,9 @@
 
 every_layer_model <- function(dropout = 0.2) {
   keras_model_sequential() %>%
-    layer_conv_2d(3, 3, padding = "same", activation = "relu", input_shape = c(6, 6, 2)) %>%
+    layer_conv_2d(3, 3, padding = "same", input_shape = c(6, 6, 2)) %>%
+    layer_batch_normalization() %>%
+    layer_activation("relu") %>%
     layer_max_pooling_2d() %>%
     layer_conv_2d(2, 2, activation = "tanh") %>%
     layer_flatten() %>%

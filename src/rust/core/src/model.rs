@@ -56,6 +56,17 @@ impl Architecture {
         Ok((vec![last.unwrap_or_else(|| LayerOutput::plain(x))], caches))
     }
 
+    /// New values of non-trainable weights (global weight index, value) from a training
+    /// forward pass, e.g. batch normalization's moving statistics.
+    pub fn state_updates(&self, caches: &[Cache]) -> Vec<(usize, Tensor)> {
+        self.layers
+            .iter()
+            .zip(&self.weight_ranges)
+            .zip(caches)
+            .flat_map(|((layer, range), cache)| layer.state_updates(cache).into_iter().map(move |(i, t)| (range.start + i, t)))
+            .collect()
+    }
+
     /// Gradients of every weight (in `weights` order) from the gradient at the output.
     /// The network's input needs no gradient, so the first layer skips computing it.
     pub fn backward(&self, weights: &[Tensor], caches: &[Cache], output_grad: OutputGrad) -> Result<Vec<Tensor>> {

@@ -57,6 +57,9 @@ struct Part {
     grads: Vec<Tensor>,
     loss_sum: f64,
     metric_sums: Vec<f64>,
+    /// New values of non-trainable weights (batch normalization's moving statistics).
+    updates: Vec<(usize, Vec<f32>)>,
+    rows: usize,
 }
 
 impl StepInputs {
@@ -108,8 +111,14 @@ fn train_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], re
     let (loss_sum, metric_sums) = loss_and_metrics(s, &out, &y)?;
     let output_grad = s.loss.gradient(&out, &y, s.total_rows)?;
     let grads = s.arch.backward(&weights, &caches, output_grad)?;
+    let updates = s
+        .arch
+        .state_updates(&caches)
+        .into_iter()
+        .map(|(i, t)| Ok((i, t.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?)))
+        .collect::<Result<Vec<_>>>()?;
     let grads = if to_host { grads.iter().map(|g| g.to_device(&Device::Cpu)).collect::<candle_core::Result<_>>()? } else { grads };
-    Ok(Part { grads, loss_sum, metric_sums })
+    Ok(Part { grads, loss_sum, metric_sums, updates, rows: rows.len() })
 }
 
 fn eval_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], replica: usize) -> Result<Part> {
@@ -117,7 +126,7 @@ fn eval_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], rep
     let (_, out, _) = forward_part(s, device, &x, false, replica)?;
     let y = y.to_device(device)?;
     let (loss_sum, metric_sums) = loss_and_metrics(s, &out, &y)?;
-    Ok(Part { grads: Vec::new(), loss_sum, metric_sums })
+    Ok(Part { grads: Vec::new(), loss_sum, metric_sums, updates: Vec::new(), rows: rows.len() })
 }
 
 fn predict_part(s: &StepInputs, device: &Device, x: &dyn BatchSource, rows: &[usize]) -> Result<Tensor> {
@@ -170,6 +179,23 @@ fn host_slices<'a>(guards: &'a [Vec<(candle_core::StorageRef<'a>, &'a candle_cor
                 .collect()
         })
         .collect()
+}
+
+/// Each replica moved the moving statistics toward its own rows' batch statistics (as in
+/// Keras, where statistics are per replica); the master takes their row-weighted mean.
+fn average_updates(parts: &[Part]) -> Vec<(usize, Vec<f32>)> {
+    let total: usize = parts.iter().map(|p| p.rows).sum();
+    let mut out: Vec<(usize, Vec<f32>)> = Vec::new();
+    for part in parts {
+        let w = part.rows as f32 / total.max(1) as f32;
+        for (i, v) in &part.updates {
+            match out.iter_mut().find(|(j, _)| j == i) {
+                Some((_, acc)) => acc.iter_mut().zip(v).for_each(|(a, b)| *a += w * b),
+                None => out.push((*i, v.iter().map(|b| w * b).collect())),
+            }
+        }
+    }
+    out
 }
 
 fn check_rows(x: &dyn BatchSource, y: &dyn BatchSource, rows: &[usize]) -> Result<()> {
@@ -229,12 +255,12 @@ impl Executor {
         let s = StepInputs::new(model, Some(compiled), rows.len(), seed);
         // Gradients per replica (host tensors), in replica order; the optimizer sums them as
         // it updates, reading them in place.
-        let (grad_parts, stats): (Vec<Vec<Tensor>>, BatchStats) = match self {
+        let (grad_parts, stats, updates): (Vec<Vec<Tensor>>, BatchStats, Vec<(usize, Vec<f32>)>) = match self {
             Executor::Local(info) => {
                 let device = info.candle_device()?;
                 let part = train_part(&s, &device, &batch, rows, 0, true)?;
                 let stats = combine(std::slice::from_ref(&part), rows.len(), s.metrics.len());
-                (vec![part.grads], stats)
+                (vec![part.grads], stats, part.updates)
             }
             Executor::Replicated(set) => {
                 let parts_rows = split_rows(rows, set.len());
@@ -254,6 +280,7 @@ impl Executor {
                     }))
                 })?;
                 let stats = combine(&parts, rows.len(), s.metrics.len());
+                let updates = average_updates(&parts);
                 let grads: Vec<Vec<Tensor>> = parts.into_iter().map(|p| p.grads).collect();
                 let grad_parts = if on_cpu {
                     grads
@@ -264,7 +291,7 @@ impl Executor {
                     })?;
                     vec![out.remove(0)]
                 };
-                (grad_parts, stats)
+                (grad_parts, stats, updates)
             }
         };
         // Release this step's snapshot so the optimizer can write the weights in place.
@@ -292,6 +319,9 @@ impl Executor {
                 })?;
                 Ok(())
             })?,
+        }
+        for (i, value) in updates {
+            model.weights[i].value = Arc::new(value);
         }
         Ok(stats)
     }

@@ -3,7 +3,7 @@ use crate::{guard, handle, seed_from};
 use extendr_api::prelude::*;
 use rustgpu_core::activation::Activation;
 use rustgpu_core::initializer::Initializer;
-use rustgpu_core::layers::{ActivationLayer, AveragePooling2D, Conv2D, Dense, Dropout, Layer, LayerKind, MaxPooling2D, Reshape, ZeroPadding2D};
+use rustgpu_core::layers::{ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Layer, LayerKind, MaxPooling2D, Reshape, ZeroPadding2D};
 use rustgpu_core::{Error, Result};
 
 fn shape_arg(input_shape: &Robj) -> Result<Option<Vec<usize>>> {
@@ -140,6 +140,15 @@ fn rg_add_reshape(ptr: Robj, name: &str, target_shape: &[f64], input_shape: Robj
 
 /// @noRd
 #[extendr]
+fn rg_add_batch_normalization(ptr: Robj, name: &str, momentum: f64, epsilon: f64, center: bool, scale: bool, input_shape: Robj) -> Robj {
+    guard(|| {
+        let bn = BatchNormalization { momentum, epsilon, center, scale };
+        add(&ptr, name, LayerKind::BatchNormalization(bn), &input_shape, &Robj::from(0.0))
+    })
+}
+
+/// @noRd
+#[extendr]
 fn rg_add_flatten(ptr: Robj, name: &str, input_shape: Robj) -> Robj {
     guard(|| add(&ptr, name, LayerKind::Flatten, &input_shape, &Robj::from(0.0)))
 }
@@ -161,6 +170,7 @@ extendr_module! {
     fn rg_add_conv2d;
     fn rg_add_max_pooling2d;
     fn rg_add_flatten;
+    fn rg_add_batch_normalization;
     fn rg_add_average_pooling2d;
     fn rg_add_global_pooling2d;
     fn rg_add_zero_padding2d;

@@ -3,7 +3,7 @@
 use crate::activation::Activation;
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
-use crate::layers::{ActivationLayer, AveragePooling2D, Conv2D, Dense, Dropout, Layer, LayerKind, MaxPooling2D, Reshape, ZeroPadding2D};
+use crate::layers::{ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Layer, LayerKind, MaxPooling2D, Reshape, ZeroPadding2D};
 use crate::loss::Loss;
 use crate::model::Model;
 use crate::optim::OptimizerConfig;
@@ -101,6 +101,13 @@ fn layer_json(layer: &Layer) -> Value {
             let ((t, b), (l, r)) = z.padding;
             base(json!({ "padding": [[t, b], [l, r]], "data_format": "channels_last" }))
         }
+        LayerKind::BatchNormalization(b) => base(json!({
+            "axis": [-1], "momentum": b.momentum, "epsilon": b.epsilon, "center": b.center, "scale": b.scale,
+            "beta_initializer": initializer_json(&Initializer::Zeros), "gamma_initializer": initializer_json(&Initializer::Ones),
+            "moving_mean_initializer": initializer_json(&Initializer::Zeros),
+            "moving_variance_initializer": initializer_json(&Initializer::Ones),
+            "beta_regularizer": null, "gamma_regularizer": null, "beta_constraint": null, "gamma_constraint": null
+        })),
         LayerKind::Reshape(r) => base(json!({
             "target_shape": r.target.iter().map(|d| d.map_or(json!(-1), |v| json!(v))).collect::<Vec<_>>()
         })),
@@ -251,6 +258,23 @@ pub fn model_from_config(config: &str) -> Result<Model> {
                 };
                 LayerKind::ZeroPadding2D(ZeroPadding2D {
                     padding: padding.ok_or_else(|| Error::Value(format!("unsupported ZeroPadding2D padding {}", p)))?,
+                })
+            }
+            "BatchNormalization" => {
+                let axis_ok = match c.get("axis") {
+                    None => true,
+                    Some(Value::Number(n)) => n.as_i64() == Some(-1) || input_shape.as_ref().is_some_and(|s| n.as_i64() == Some(s.len() as i64)),
+                    Some(Value::Array(a)) => a.len() == 1 && (a[0].as_i64() == Some(-1) || input_shape.as_ref().is_some_and(|s| a[0].as_i64() == Some(s.len() as i64))),
+                    _ => false,
+                };
+                if !axis_ok {
+                    return Err(Error::Value("only batch normalization over the last axis is supported".into()));
+                }
+                LayerKind::BatchNormalization(BatchNormalization {
+                    momentum: c.get("momentum").and_then(Value::as_f64).unwrap_or(0.99),
+                    epsilon: c.get("epsilon").and_then(Value::as_f64).unwrap_or(1e-3),
+                    center: c.get("center").and_then(Value::as_bool).unwrap_or(true),
+                    scale: c.get("scale").and_then(Value::as_bool).unwrap_or(true),
                 })
             }
             "Reshape" => {

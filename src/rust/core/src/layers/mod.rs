@@ -6,12 +6,14 @@
 mod conv;
 mod core;
 mod dense;
+mod normalization;
 mod pooling;
 mod spatial;
 
 pub use self::conv::Conv2D;
 pub use self::core::{ActivationLayer, Dropout};
 pub use self::dense::Dense;
+pub use self::normalization::BatchNormalization;
 pub use self::pooling::{Flatten, MaxPooling2D};
 pub use self::spatial::{AveragePooling2D, Reshape, ZeroPadding2D};
 
@@ -64,6 +66,8 @@ pub enum Cache {
     /// Flat input index of each output's maximum.
     MaxPool { argmax: std::sync::Arc<Vec<u32>>, input_dims: Vec<usize> },
     Reshape { input_dims: Vec<usize> },
+    /// Normalized input, 1/std per channel, and the moving statistics this batch moves to.
+    BatchNorm { xhat: Tensor, inv_std: Tensor, input_dims: Vec<usize>, new_mean: Tensor, new_var: Tensor },
 }
 
 /// A gradient arriving at a layer's output: with respect to its output value, or
@@ -93,6 +97,7 @@ pub enum LayerKind {
     GlobalMaxPooling2D,
     ZeroPadding2D(ZeroPadding2D),
     Reshape(Reshape),
+    BatchNormalization(BatchNormalization),
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +123,7 @@ impl Layer {
             LayerKind::GlobalMaxPooling2D => "GlobalMaxPooling2D",
             LayerKind::ZeroPadding2D(_) => "ZeroPadding2D",
             LayerKind::Reshape(_) => "Reshape",
+            LayerKind::BatchNormalization(_) => "BatchNormalization",
         }
     }
 
@@ -133,6 +139,7 @@ impl Layer {
             LayerKind::GlobalMaxPooling2D => spatial::global_output_shape(&self.name, "GlobalMaxPooling2D", input),
             LayerKind::ZeroPadding2D(l) => l.output_shape(&self.name, input),
             LayerKind::Reshape(l) => l.output_shape(&self.name, input),
+            LayerKind::BatchNormalization(_) => Ok(input.to_vec()),
             LayerKind::Activation(_) | LayerKind::Dropout(_) => Ok(input.to_vec()),
         }
     }
@@ -141,6 +148,7 @@ impl Layer {
         match &self.kind {
             LayerKind::Dense(l) => l.weight_specs(input),
             LayerKind::Conv2D(l) => l.weight_specs(input),
+            LayerKind::BatchNormalization(l) => l.weight_specs(input),
             _ => Vec::new(),
         }
     }
@@ -163,6 +171,18 @@ impl Layer {
             }
             LayerKind::ZeroPadding2D(l) => l.forward(x),
             LayerKind::Reshape(l) => l.forward(&self.name, x),
+            LayerKind::BatchNormalization(l) => l.forward(&self.name, weights, x, ctx.training),
+        }
+    }
+
+    /// New values for this layer's non-trainable weights after a training forward pass
+    /// (index within the layer's weights, value).
+    pub fn state_updates(&self, cache: &Cache) -> Vec<(usize, Tensor)> {
+        match (&self.kind, cache) {
+            (LayerKind::BatchNormalization(l), Cache::BatchNorm { new_mean, new_var, .. }) => {
+                vec![(l.moving_offset(), new_mean.clone()), (l.moving_offset() + 1, new_var.clone())]
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -180,6 +200,9 @@ impl Layer {
             (LayerKind::GlobalAveragePooling2D, Cache::Reshape { input_dims }) => spatial::global_average_backward(input_dims, grad),
             (LayerKind::GlobalMaxPooling2D, Cache::MaxPool { argmax, input_dims }) => MaxPooling2D::backward(argmax, input_dims, grad),
             (LayerKind::ZeroPadding2D(l), Cache::Reshape { input_dims }) => l.backward(input_dims, grad),
+            (LayerKind::BatchNormalization(l), Cache::BatchNorm { xhat, inv_std, input_dims, .. }) => {
+                l.backward(weights, xhat, inv_std, input_dims, grad)
+            }
             _ => Err(crate::error::Error::State(format!("layer \"{}\" got another layer's cache", self.name))),
         }
     }
