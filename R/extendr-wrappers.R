@@ -75,6 +75,10 @@ rg_add_flatten <- function(ptr, name, input_shape) .Call(wrap__rg_add_flatten, p
 #' @noRd
 rg_add_batch_normalization <- function(ptr, name, momentum, epsilon, center, scale, input_shape) .Call(wrap__rg_add_batch_normalization, ptr, name, momentum, epsilon, center, scale, input_shape)
 
+#' Depthwise (filters = 0) or separable convolution.
+#' @noRd
+rg_add_depthwise_conv2d <- function(ptr, name, filters, kernel_size, strides, padding, dilation_rate, depth_multiplier, activation, use_bias, depthwise_initializer, pointwise_initializer, bias_initializer, input_shape, seed) .Call(wrap__rg_add_depthwise_conv2d, ptr, name, filters, kernel_size, strides, padding, dilation_rate, depth_multiplier, activation, use_bias, depthwise_initializer, pointwise_initializer, bias_initializer, input_shape, seed)
+
 #' @noRd
 rg_add_average_pooling2d <- function(ptr, name, pool_size, strides, padding, input_shape) .Call(wrap__rg_add_average_pooling2d, ptr, name, pool_size, strides, padding, input_shape)
 

@@ -224,3 +224,73 @@ layer_reshape <- function(object, target_shape, input_shape = NULL, name = NULL)
   ))
   compose_layer(object, layer)
 }
+
+depthwise_layer <- function(object, filters, kernel_size, strides, padding, data_format, depth_multiplier,
+                            dilation_rate, activation, use_bias, depthwise_initializer, pointwise_initializer,
+                            bias_initializer, input_shape, name, prefix, call = rlang::caller_env()) {
+  kernel_size <- as_pair(kernel_size, "kernel_size", call = call)
+  strides <- as_pair(strides, "strides", call = call)
+  dilation_rate <- as_pair(dilation_rate, "dilation_rate", call = call)
+  if (any(strides > 1) && any(dilation_rate > 1)) {
+    value_error("`strides` > 1 cannot be combined with `dilation_rate` > 1 (as in Keras).", call = call)
+  }
+  check_padding(padding, call = call)
+  check_channels_last(data_format, call = call)
+  check_count(depth_multiplier, "depth_multiplier", min = 1, call = call)
+  check_bool(use_bias, "use_bias", call = call)
+  for (arg in c("depthwise_initializer", "pointwise_initializer", "bias_initializer")) {
+    check_string(get(arg), arg, call = call)
+  }
+  layer <- new_layer("depthwise_conv_2d", layer_name(name, prefix, call = call), list(
+    filters = as.numeric(filters), kernel_size = kernel_size, strides = strides, padding = padding,
+    dilation_rate = dilation_rate, depth_multiplier = as.numeric(depth_multiplier),
+    activation = activation_name(activation, call = call), use_bias = use_bias,
+    depthwise_initializer = depthwise_initializer, pointwise_initializer = pointwise_initializer,
+    bias_initializer = bias_initializer, input_shape = check_shape(input_shape, "input_shape", call = call),
+    seed = new_seed()
+  ))
+  compose_layer(object, layer, call = call)
+}
+
+#' Depthwise separable 2D convolution
+#'
+#' `layer_separable_conv_2d()` convolves each input channel with its own
+#' `depth_multiplier` kernels (the depthwise step) and mixes the results with a 1x1
+#' convolution to `filters` channels (the pointwise step), as Keras's SeparableConv2D.
+#' `layer_depthwise_conv_2d()` is the depthwise step alone (Keras's DepthwiseConv2D).
+#' Kernels have Keras's layouts: depthwise `(kh, kw, channels, depth_multiplier)`,
+#' pointwise `(1, 1, channels * depth_multiplier, filters)`.
+#'
+#' @inheritParams layer_conv_2d
+#' @param depth_multiplier Depthwise kernels per input channel.
+#' @param depthwise_initializer,pointwise_initializer Initializer names for the kernels.
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_separable_conv_2d(8, 3, padding = "same", input_shape = c(10, 10, 3)) %>%
+#'   layer_depthwise_conv_2d(3, depth_multiplier = 2)
+#' summary(model)
+#' @export
+layer_separable_conv_2d <- function(object, filters, kernel_size, strides = c(1L, 1L), padding = "valid",
+                                    data_format = NULL, dilation_rate = c(1L, 1L), depth_multiplier = 1L,
+                                    activation = NULL, use_bias = TRUE, depthwise_initializer = "glorot_uniform",
+                                    pointwise_initializer = "glorot_uniform", bias_initializer = "zeros",
+                                    input_shape = NULL, name = NULL) {
+  force_model(object)
+  check_count(filters, "filters", min = 1)
+  depthwise_layer(object, filters, kernel_size, strides, padding, data_format, depth_multiplier, dilation_rate,
+                  activation, use_bias, depthwise_initializer, pointwise_initializer, bias_initializer, input_shape,
+                  name, "separable_conv2d")
+}
+
+#' @rdname layer_separable_conv_2d
+#' @export
+layer_depthwise_conv_2d <- function(object, kernel_size, strides = c(1L, 1L), padding = "valid",
+                                    depth_multiplier = 1L, data_format = NULL, dilation_rate = c(1L, 1L),
+                                    activation = NULL, use_bias = TRUE, depthwise_initializer = "glorot_uniform",
+                                    bias_initializer = "zeros", input_shape = NULL, name = NULL) {
+  force_model(object)
+  depthwise_layer(object, 0, kernel_size, strides, padding, data_format, depth_multiplier, dilation_rate,
+                  activation, use_bias, depthwise_initializer, "glorot_uniform", bias_initializer, input_shape,
+                  name, "depthwise_conv2d")
+}

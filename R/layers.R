@@ -35,6 +35,10 @@ add_layer <- function(model, layer, call = rlang::caller_env()) {
     global_pooling_2d = rg_add_global_pooling2d(model$ptr, layer$name, a$kind, shape),
     zero_padding_2d = rg_add_zero_padding2d(model$ptr, layer$name, a$padding, shape),
     reshape = rg_add_reshape(model$ptr, layer$name, a$target_shape, shape),
+    depthwise_conv_2d = rg_add_depthwise_conv2d(model$ptr, layer$name, a$filters, a$kernel_size, a$strides, a$padding,
+                                                a$dilation_rate, a$depth_multiplier, a$activation, a$use_bias,
+                                                a$depthwise_initializer, a$pointwise_initializer, a$bias_initializer,
+                                                shape, a$seed),
     batch_normalization = rg_add_batch_normalization(model$ptr, layer$name, a$momentum, a$epsilon, a$center,
                                                      a$scale, shape)
   )

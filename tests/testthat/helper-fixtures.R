@@ -35,6 +35,12 @@ build_fixture_model <- function(case, input_shape) {
       zero_padding_2d = layer_zero_padding_2d(model, list(l$padding[1, ], l$padding[2, ]), input_shape = shape),
       reshape = layer_reshape(model, l$target_shape, input_shape = shape),
       batch_normalization = layer_batch_normalization(model, input_shape = shape),
+      separable_conv_2d = layer_separable_conv_2d(model, l$filters, l$kernel_size, strides = l$strides, padding = l$padding,
+                                                  depth_multiplier = l$depth_multiplier, activation = l$activation,
+                                                  input_shape = shape),
+      depthwise_conv_2d = layer_depthwise_conv_2d(model, l$kernel_size, strides = l$strides, padding = l$padding,
+                                                  depth_multiplier = l$depth_multiplier, activation = l$activation,
+                                                  input_shape = shape),
       activation = layer_activation(model, l$activation, input_shape = shape)
     )
   }

@@ -168,9 +168,11 @@ test_that("a failed save leaves the previous file as it was and no partial file"
   expect_identical(readBin(path, "raw", file.size(path)), before)
 })
 
-test_that("pooling, padding and reshape layers round-trip too", {
+test_that("separable, depthwise, pooling, padding and reshape layers round-trip too", {
   model <- keras_model_sequential() %>%
     layer_zero_padding_2d(list(c(1, 0), c(2, 1)), input_shape = c(5, 5, 2)) %>%
+    layer_separable_conv_2d(4, 3, padding = "same", depth_multiplier = 2, activation = "relu") %>%
+    layer_depthwise_conv_2d(1) %>%
     layer_conv_2d(4, 3, activation = "relu") %>%
     layer_average_pooling_2d(padding = "same") %>%
     layer_reshape(c(-1, 4)) %>%

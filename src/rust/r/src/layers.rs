@@ -3,7 +3,7 @@ use crate::{guard, handle, seed_from};
 use extendr_api::prelude::*;
 use rustgpu_core::activation::Activation;
 use rustgpu_core::initializer::Initializer;
-use rustgpu_core::layers::{ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Layer, LayerKind, MaxPooling2D, Reshape, ZeroPadding2D};
+use rustgpu_core::layers::{ActivationLayer, AveragePooling2D, BatchNormalization, DepthwiseConv2D, SeparableConv2D, Conv2D, Dense, Dropout, Layer, LayerKind, MaxPooling2D, Reshape, ZeroPadding2D};
 use rustgpu_core::{Error, Result};
 
 fn shape_arg(input_shape: &Robj) -> Result<Option<Vec<usize>>> {
@@ -138,6 +138,32 @@ fn rg_add_reshape(ptr: Robj, name: &str, target_shape: &[f64], input_shape: Robj
     })
 }
 
+/// Depthwise (filters = 0) or separable convolution.
+/// @noRd
+#[extendr]
+#[allow(clippy::too_many_arguments)]
+fn rg_add_depthwise_conv2d(ptr: Robj, name: &str, filters: f64, kernel_size: &[f64], strides: &[f64], padding: &str, dilation_rate: &[f64], depth_multiplier: f64, activation: &str, use_bias: bool, depthwise_initializer: &str, pointwise_initializer: &str, bias_initializer: &str, input_shape: Robj, seed: Robj) -> Robj {
+    guard(|| {
+        let depthwise = DepthwiseConv2D {
+            kernel_size: pair(kernel_size),
+            strides: pair(strides),
+            same: padding_same(padding)?,
+            dilation: pair(dilation_rate),
+            depth_multiplier: depth_multiplier as usize,
+            activation: Activation::parse(activation)?,
+            use_bias,
+            depthwise_initializer: Initializer::parse(depthwise_initializer)?,
+            bias_initializer: Initializer::parse(bias_initializer)?,
+        };
+        let kind = if filters > 0.0 {
+            LayerKind::SeparableConv2D(SeparableConv2D { depthwise, filters: filters as usize, pointwise_initializer: Initializer::parse(pointwise_initializer)? })
+        } else {
+            LayerKind::DepthwiseConv2D(depthwise)
+        };
+        add(&ptr, name, kind, &input_shape, &seed)
+    })
+}
+
 /// @noRd
 #[extendr]
 fn rg_add_batch_normalization(ptr: Robj, name: &str, momentum: f64, epsilon: f64, center: bool, scale: bool, input_shape: Robj) -> Robj {
@@ -171,6 +197,7 @@ extendr_module! {
     fn rg_add_max_pooling2d;
     fn rg_add_flatten;
     fn rg_add_batch_normalization;
+    fn rg_add_depthwise_conv2d;
     fn rg_add_average_pooling2d;
     fn rg_add_global_pooling2d;
     fn rg_add_zero_padding2d;

@@ -3,7 +3,7 @@
 use crate::activation::Activation;
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
-use crate::layers::{ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Layer, LayerKind, MaxPooling2D, Reshape, ZeroPadding2D};
+use crate::layers::{ActivationLayer, AveragePooling2D, BatchNormalization, DepthwiseConv2D, SeparableConv2D, Conv2D, Dense, Dropout, Layer, LayerKind, MaxPooling2D, Reshape, ZeroPadding2D};
 use crate::loss::Loss;
 use crate::model::Model;
 use crate::optim::OptimizerConfig;
@@ -100,6 +100,28 @@ fn layer_json(layer: &Layer) -> Value {
         LayerKind::ZeroPadding2D(z) => {
             let ((t, b), (l, r)) = z.padding;
             base(json!({ "padding": [[t, b], [l, r]], "data_format": "channels_last" }))
+        }
+        LayerKind::DepthwiseConv2D(d) => base(json!({
+            "kernel_size": pair(d.kernel_size), "strides": pair(d.strides), "padding": if d.same { "same" } else { "valid" },
+            "data_format": "channels_last", "dilation_rate": pair(d.dilation), "groups": 1, "activation": d.activation.name(),
+            "use_bias": d.use_bias, "depth_multiplier": d.depth_multiplier,
+            "depthwise_initializer": initializer_json(&d.depthwise_initializer), "bias_initializer": initializer_json(&d.bias_initializer),
+            "depthwise_regularizer": null, "bias_regularizer": null, "activity_regularizer": null,
+            "depthwise_constraint": null, "bias_constraint": null
+        })),
+        LayerKind::SeparableConv2D(s) => {
+            let d = &s.depthwise;
+            base(json!({
+                "filters": s.filters, "kernel_size": pair(d.kernel_size), "strides": pair(d.strides),
+                "padding": if d.same { "same" } else { "valid" }, "data_format": "channels_last", "dilation_rate": pair(d.dilation),
+                "groups": 1, "activation": d.activation.name(), "use_bias": d.use_bias, "depth_multiplier": d.depth_multiplier,
+                "depthwise_initializer": initializer_json(&d.depthwise_initializer),
+                "pointwise_initializer": initializer_json(&s.pointwise_initializer),
+                "bias_initializer": initializer_json(&d.bias_initializer),
+                "kernel_regularizer": null, "bias_regularizer": null, "activity_regularizer": null, "depthwise_regularizer": null,
+                "pointwise_regularizer": null, "kernel_constraint": null, "bias_constraint": null, "depthwise_constraint": null,
+                "pointwise_constraint": null
+            }))
         }
         LayerKind::BatchNormalization(b) => base(json!({
             "axis": [-1], "momentum": b.momentum, "epsilon": b.epsilon, "center": b.center, "scale": b.scale,
@@ -259,6 +281,31 @@ pub fn model_from_config(config: &str) -> Result<Model> {
                 LayerKind::ZeroPadding2D(ZeroPadding2D {
                     padding: padding.ok_or_else(|| Error::Value(format!("unsupported ZeroPadding2D padding {}", p)))?,
                 })
+            }
+            "DepthwiseConv2D" | "SeparableConv2D" => {
+                if c.get("data_format").and_then(Value::as_str).is_some_and(|f| f != "channels_last") {
+                    return Err(Error::Value("only channels_last convolutions are supported".into()));
+                }
+                let depthwise = DepthwiseConv2D {
+                    kernel_size: pair_from(c, "kernel_size", (1, 1))?,
+                    strides: pair_from(c, "strides", (1, 1))?,
+                    same: padding_same(c)?,
+                    dilation: pair_from(c, "dilation_rate", (1, 1))?,
+                    depth_multiplier: c.get("depth_multiplier").and_then(Value::as_u64).unwrap_or(1) as usize,
+                    activation: activation_from(c)?,
+                    use_bias: c.get("use_bias").and_then(Value::as_bool).unwrap_or(true),
+                    depthwise_initializer: initializer_from(c.get("depthwise_initializer"))?,
+                    bias_initializer: initializer_from(c.get("bias_initializer")).unwrap_or(Initializer::Zeros),
+                };
+                if class == "DepthwiseConv2D" {
+                    LayerKind::DepthwiseConv2D(depthwise)
+                } else {
+                    LayerKind::SeparableConv2D(SeparableConv2D {
+                        depthwise,
+                        filters: c.get("filters").and_then(Value::as_u64).unwrap_or(0) as usize,
+                        pointwise_initializer: initializer_from(c.get("pointwise_initializer"))?,
+                    })
+                }
             }
             "BatchNormalization" => {
                 let axis_ok = match c.get("axis") {

@@ -6,6 +6,7 @@
 mod conv;
 mod core;
 mod dense;
+mod depthwise;
 mod normalization;
 mod pooling;
 mod spatial;
@@ -13,6 +14,7 @@ mod spatial;
 pub use self::conv::Conv2D;
 pub use self::core::{ActivationLayer, Dropout};
 pub use self::dense::Dense;
+pub use self::depthwise::{DepthwiseConv2D, SeparableConv2D};
 pub use self::normalization::BatchNormalization;
 pub use self::pooling::{Flatten, MaxPooling2D};
 pub use self::spatial::{AveragePooling2D, Reshape, ZeroPadding2D};
@@ -66,6 +68,8 @@ pub enum Cache {
     /// Flat input index of each output's maximum.
     MaxPool { argmax: std::sync::Arc<Vec<u32>>, input_dims: Vec<usize> },
     Reshape { input_dims: Vec<usize> },
+    /// Patches, the depthwise output, pre-activation and output (SeparableConv2D).
+    Separable { cols: Tensor, mid: Tensor, z: Tensor, y: Tensor, input_dims: Vec<usize> },
     /// Normalized input, 1/std per channel, and the moving statistics this batch moves to.
     BatchNorm { xhat: Tensor, inv_std: Tensor, input_dims: Vec<usize>, new_mean: Tensor, new_var: Tensor },
 }
@@ -98,6 +102,8 @@ pub enum LayerKind {
     ZeroPadding2D(ZeroPadding2D),
     Reshape(Reshape),
     BatchNormalization(BatchNormalization),
+    DepthwiseConv2D(DepthwiseConv2D),
+    SeparableConv2D(SeparableConv2D),
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +130,8 @@ impl Layer {
             LayerKind::ZeroPadding2D(_) => "ZeroPadding2D",
             LayerKind::Reshape(_) => "Reshape",
             LayerKind::BatchNormalization(_) => "BatchNormalization",
+            LayerKind::DepthwiseConv2D(_) => "DepthwiseConv2D",
+            LayerKind::SeparableConv2D(_) => "SeparableConv2D",
         }
     }
 
@@ -140,6 +148,8 @@ impl Layer {
             LayerKind::ZeroPadding2D(l) => l.output_shape(&self.name, input),
             LayerKind::Reshape(l) => l.output_shape(&self.name, input),
             LayerKind::BatchNormalization(_) => Ok(input.to_vec()),
+            LayerKind::DepthwiseConv2D(l) => l.output_shape(&self.name, input),
+            LayerKind::SeparableConv2D(l) => l.output_shape(&self.name, input),
             LayerKind::Activation(_) | LayerKind::Dropout(_) => Ok(input.to_vec()),
         }
     }
@@ -149,6 +159,8 @@ impl Layer {
             LayerKind::Dense(l) => l.weight_specs(input),
             LayerKind::Conv2D(l) => l.weight_specs(input),
             LayerKind::BatchNormalization(l) => l.weight_specs(input),
+            LayerKind::DepthwiseConv2D(l) => l.weight_specs(input),
+            LayerKind::SeparableConv2D(l) => l.weight_specs(input),
             _ => Vec::new(),
         }
     }
@@ -172,6 +184,8 @@ impl Layer {
             LayerKind::ZeroPadding2D(l) => l.forward(x),
             LayerKind::Reshape(l) => l.forward(&self.name, x),
             LayerKind::BatchNormalization(l) => l.forward(&self.name, weights, x, ctx.training),
+            LayerKind::DepthwiseConv2D(l) => l.forward(&self.name, weights, x),
+            LayerKind::SeparableConv2D(l) => l.forward(&self.name, weights, x),
         }
     }
 
@@ -200,6 +214,12 @@ impl Layer {
             (LayerKind::GlobalAveragePooling2D, Cache::Reshape { input_dims }) => spatial::global_average_backward(input_dims, grad),
             (LayerKind::GlobalMaxPooling2D, Cache::MaxPool { argmax, input_dims }) => MaxPooling2D::backward(argmax, input_dims, grad),
             (LayerKind::ZeroPadding2D(l), Cache::Reshape { input_dims }) => l.backward(input_dims, grad),
+            (LayerKind::DepthwiseConv2D(l), Cache::Conv { cols, z, y, input_dims }) => {
+                l.backward(&self.name, weights, cols, z, y, input_dims, grad, need_input_grad)
+            }
+            (LayerKind::SeparableConv2D(l), Cache::Separable { cols, mid, z, y, input_dims }) => {
+                l.backward(&self.name, weights, cols, mid, z, y, input_dims, grad, need_input_grad)
+            }
             (LayerKind::BatchNormalization(l), Cache::BatchNorm { xhat, inv_std, input_dims, .. }) => {
                 l.backward(weights, xhat, inv_std, input_dims, grad)
             }
