@@ -1,5 +1,5 @@
-//! The model: a stack of layers plus the master weights (the only copy that is trained;
-//! replicas get snapshots of it each step).
+//! The model: layers wired as a sequential stack or a functional graph, plus the master
+//! weights (the only copy that is trained; replicas get snapshots of it each step).
 use crate::error::{Error, Result};
 use crate::layers::{Cache, ForwardContext, Layer, LayerOutput, OutputGrad};
 use crate::tensor::HostTensor;
@@ -18,13 +18,38 @@ pub struct Weight {
     pub trainable: bool,
 }
 
+/// Where a node's input comes from: a model input or another node's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Input(usize),
+    Node(usize),
+}
+
+/// One application of a layer (a layer used twice is shared: two nodes, one set of weights).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub layer: usize,
+    pub inputs: Vec<Source>,
+}
+
+/// The wiring of a functional model; nodes are in topological order.
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    pub input_names: Vec<String>,
+    pub input_shapes: Vec<Vec<usize>>,
+    pub nodes: Vec<Node>,
+    pub outputs: Vec<Source>,
+}
+
 /// The layers a forward pass needs, shared read-only with replica workers.
 #[derive(Debug, Clone, Default)]
 pub struct Architecture {
     pub layers: Vec<Layer>,
-    /// Input shape without the batch axis (known once built).
+    /// The functional graph; `None` for a sequential stack (layer i feeds layer i + 1).
+    pub graph: Option<Graph>,
+    /// Shape of the (first) input without the batch axis (known once built).
     pub input_shape: Option<Vec<usize>>,
-    /// Output shape of each layer (without the batch axis).
+    /// Output shape of each layer's first application (without the batch axis).
     pub output_shapes: Vec<Vec<usize>>,
     /// Range of each layer's weights in the flat weight list.
     pub weight_ranges: Vec<std::ops::Range<usize>>,
@@ -38,48 +63,115 @@ impl Architecture {
         self.input_shape.is_some()
     }
 
-    /// Forward pass over the whole stack. `weights` follow `weight_ranges`. Also returns
-    /// each layer's cache for `backward`.
+    /// The nodes to run, in order (a sequential stack is a chain).
+    pub fn nodes(&self) -> std::borrow::Cow<'_, [Node]> {
+        match &self.graph {
+            Some(g) => std::borrow::Cow::Borrowed(&g.nodes),
+            None => std::borrow::Cow::Owned(
+                (0..self.layers.len())
+                    .map(|i| Node { layer: i, inputs: vec![if i == 0 { Source::Input(0) } else { Source::Node(i - 1) }] })
+                    .collect(),
+            ),
+        }
+    }
+
+    pub fn outputs(&self) -> Vec<Source> {
+        match &self.graph {
+            Some(g) => g.outputs.clone(),
+            None if self.layers.is_empty() => vec![Source::Input(0)],
+            None => vec![Source::Node(self.layers.len() - 1)],
+        }
+    }
+
+    pub fn input_count(&self) -> usize {
+        self.graph.as_ref().map_or(1, |g| g.input_names.len())
+    }
+
+    /// Input shapes (without the batch axis), once known.
+    pub fn input_shapes(&self) -> Option<Vec<Vec<usize>>> {
+        match &self.graph {
+            Some(g) => Some(g.input_shapes.clone()),
+            None => self.input_shape.clone().map(|s| vec![s]),
+        }
+    }
+
+    /// Forward pass over every node. `weights` follow `weight_ranges`. Also returns each
+    /// node's cache for `backward`.
     pub fn forward(&self, weights: &[Tensor], inputs: &[Tensor], ctx: &mut ForwardContext) -> Result<(Vec<ModelOutput>, Vec<Cache>)> {
-        let mut x = inputs
-            .first()
-            .ok_or_else(|| Error::Value("the model needs one input array".into()))?
-            .clone();
-        let mut last = None;
-        let mut caches = Vec::with_capacity(self.layers.len());
-        for (layer, range) in self.layers.iter().zip(&self.weight_ranges) {
-            let (out, cache) = layer.forward(&weights[range.clone()], &x, ctx)?;
-            x = out.value.clone();
-            last = Some(out);
+        if inputs.len() != self.input_count() {
+            return Err(Error::Value(format!("the model has {} inputs but {} arrays were given", self.input_count(), inputs.len())));
+        }
+        let nodes = self.nodes();
+        let mut values: Vec<LayerOutput> = Vec::with_capacity(nodes.len());
+        let mut caches = Vec::with_capacity(nodes.len());
+        for node in nodes.iter() {
+            let xs: Vec<Tensor> = node
+                .inputs
+                .iter()
+                .map(|s| match *s {
+                    Source::Input(k) => inputs[k].clone(),
+                    Source::Node(j) => values[j].value.clone(),
+                })
+                .collect();
+            let range = self.weight_ranges[node.layer].clone();
+            let (out, cache) = self.layers[node.layer].forward_node(&weights[range], &xs, ctx)?;
+            values.push(out);
             caches.push(cache);
         }
-        Ok((vec![last.unwrap_or_else(|| LayerOutput::plain(x))], caches))
+        let outputs = self
+            .outputs()
+            .iter()
+            .map(|s| match *s {
+                Source::Input(k) => LayerOutput::plain(inputs[k].clone()),
+                Source::Node(j) => values[j].clone(),
+            })
+            .collect();
+        Ok((outputs, caches))
     }
 
     /// New values of non-trainable weights (global weight index, value) from a training
     /// forward pass, e.g. batch normalization's moving statistics.
     pub fn state_updates(&self, caches: &[Cache]) -> Vec<(usize, Tensor)> {
-        self.layers
+        self.nodes()
             .iter()
-            .zip(&self.weight_ranges)
             .zip(caches)
-            .flat_map(|((layer, range), cache)| layer.state_updates(cache).into_iter().map(move |(i, t)| (range.start + i, t)))
+            .flat_map(|(node, cache)| {
+                let start = self.weight_ranges[node.layer].start;
+                self.layers[node.layer].state_updates(cache).into_iter().map(move |(i, t)| (start + i, t))
+            })
             .collect()
     }
 
-    /// Gradients of every weight (in `weights` order) from the gradient at the output.
-    /// The network's input needs no gradient, so the first layer skips computing it.
-    pub fn backward(&self, weights: &[Tensor], caches: &[Cache], output_grad: OutputGrad) -> Result<Vec<Tensor>> {
-        let mut grads: Vec<Option<Tensor>> = vec![None; weights.len()];
-        let mut grad = Some(output_grad);
-        for (i, layer) in self.layers.iter().enumerate().rev() {
-            let range = self.weight_ranges[i].clone();
-            let g = grad.take().ok_or_else(|| Error::State("a layer produced no input gradient".into()))?;
-            let out = layer.backward(&weights[range.clone()], &caches[i], g, i > 0)?;
-            for (slot, w) in grads[range].iter_mut().zip(out.weights) {
-                *slot = Some(w);
+    /// Gradients of every weight (in `weights` order) from the gradients at the outputs.
+    /// Gradients reaching a node from several consumers are summed, a shared layer's weight
+    /// gradients too; model inputs need none, so layers reading only them skip it.
+    pub fn backward(&self, weights: &[Tensor], caches: &[Cache], output_grads: Vec<OutputGrad>) -> Result<Vec<Tensor>> {
+        let nodes = self.nodes();
+        let mut node_grads: Vec<Option<OutputGrad>> = vec![None; nodes.len()];
+        for (source, g) in self.outputs().iter().zip(output_grads) {
+            if let Source::Node(j) = *source {
+                node_grads[j] = Some(accumulate(node_grads[j].take(), g)?);
             }
-            grad = out.input.map(OutputGrad::Value);
+        }
+        let mut grads: Vec<Option<Tensor>> = vec![None; weights.len()];
+        for j in (0..nodes.len()).rev() {
+            let Some(g) = node_grads[j].take() else { continue };
+            let node = &nodes[j];
+            let range = self.weight_ranges[node.layer].clone();
+            let need_input = node.inputs.iter().any(|s| matches!(s, Source::Node(_)));
+            let out = self.layers[node.layer].backward(&weights[range.clone()], &caches[j], g, need_input)?;
+            for (slot, w) in grads[range].iter_mut().zip(out.weights) {
+                *slot = Some(match slot.take() {
+                    Some(acc) => (acc + w)?,
+                    None => w,
+                });
+            }
+            let input_grads = std::iter::once(out.input).chain(out.more_inputs.into_iter().map(Some));
+            for (source, ig) in node.inputs.iter().zip(input_grads) {
+                if let (Source::Node(i), Some(ig)) = (*source, ig) {
+                    node_grads[i] = Some(accumulate(node_grads[i].take(), OutputGrad::Value(ig))?);
+                }
+            }
         }
         grads
             .into_iter()
@@ -96,7 +188,15 @@ impl Architecture {
     }
 }
 
-/// A sequential model: its architecture and its master weights.
+fn accumulate(existing: Option<OutputGrad>, new: OutputGrad) -> Result<OutputGrad> {
+    match (existing, new) {
+        (None, g) => Ok(g),
+        (Some(OutputGrad::Value(a)), OutputGrad::Value(b)) => Ok(OutputGrad::Value((a + b)?)),
+        _ => Err(Error::State("an output whose loss uses logits cannot also feed other layers".into())),
+    }
+}
+
+/// A model: its architecture and its master weights.
 #[derive(Debug, Clone)]
 pub struct Model {
     pub name: String,
@@ -112,6 +212,9 @@ impl Model {
     /// Appends a layer; `input_shape` (without the batch axis) is allowed on the first layer only.
     /// A built model builds the new layer at once, as Keras does.
     pub fn add(&mut self, layer: Layer, input_shape: Option<Vec<usize>>) -> Result<()> {
+        if self.arch.graph.is_some() {
+            return Err(Error::State("layers join a functional model by being applied to its tensors, not added".into()));
+        }
         if self.arch.layers.iter().any(|l| l.name == layer.name) {
             return Err(Error::Value(format!(
                 "all layers in a model must have unique names; \"{}\" is already used",
@@ -141,22 +244,38 @@ impl Model {
         Ok(())
     }
 
-    /// Builds the model for inputs of `input_shape` (without the batch axis) if not yet built;
-    /// checks the shape against the built one otherwise.
-    pub fn ensure_built(&mut self, input_shape: &[usize]) -> Result<()> {
-        if let Some(expected) = &self.arch.input_shape {
-            if expected.as_slice() != input_shape {
+    /// Builds a sequential model for inputs of these shapes (without the batch axis) if not
+    /// yet built; checks the shapes against the built ones otherwise.
+    pub fn ensure_built(&mut self, input_shapes: &[Vec<usize>]) -> Result<()> {
+        if let Some(expected) = self.arch.input_shapes() {
+            if expected.len() != input_shapes.len() {
                 return Err(Error::Value(format!(
-                    "`x` has shape (n, {}) but the model expects input shape (n, {})",
-                    join_dims(input_shape),
-                    join_dims(expected)
+                    "the model has {} input{} but {} input arrays were given: pass `x` as a list of {} arrays",
+                    expected.len(),
+                    if expected.len() == 1 { "" } else { "s" },
+                    input_shapes.len(),
+                    expected.len()
                 )));
+            }
+            for (k, (want, got)) in expected.iter().zip(input_shapes).enumerate() {
+                if want != got {
+                    let which = if expected.len() == 1 { "`x`".to_string() } else { format!("input {} of `x`", k + 1) };
+                    return Err(Error::Value(format!(
+                        "{} has shape (n, {}) but the model expects input shape (n, {})",
+                        which,
+                        join_dims(got),
+                        join_dims(want)
+                    )));
+                }
             }
             return Ok(());
         }
         if self.arch.layers.is_empty() {
             return Err(Error::State("the model has no layers yet: add layers before using it".into()));
         }
+        let [input_shape] = input_shapes else {
+            return Err(Error::Value(format!("a sequential model takes one input array, got {}", input_shapes.len())));
+        };
         check_shape(input_shape)?;
         let (arch, weights) = build((*self.arch).clone(), input_shape, &[])?;
         self.arch = Arc::new(arch);
@@ -164,8 +283,70 @@ impl Model {
         Ok(())
     }
 
+    /// A functional model from its layers and their wiring, built at once (as Keras does).
+    pub fn functional(name: String, layers: Vec<Layer>, graph: Graph) -> Result<Self> {
+        for (i, l) in layers.iter().enumerate() {
+            if layers[..i].iter().any(|o| o.name == l.name) {
+                return Err(Error::Value(format!("all layers in a model must have unique names; \"{}\" is used twice", l.name)));
+            }
+        }
+        for shape in &graph.input_shapes {
+            check_shape(shape)?;
+        }
+        let mut node_shapes: Vec<Vec<usize>> = Vec::with_capacity(graph.nodes.len());
+        let mut first_inputs: Vec<Option<Vec<Vec<usize>>>> = vec![None; layers.len()];
+        let mut output_shapes: Vec<Vec<usize>> = vec![Vec::new(); layers.len()];
+        for (j, node) in graph.nodes.iter().enumerate() {
+            let layer = layers.get(node.layer).ok_or_else(|| Error::Value(format!("node {} uses a layer that is not in the model", j)))?;
+            let shapes = node
+                .inputs
+                .iter()
+                .map(|s| match *s {
+                    Source::Input(k) => graph.input_shapes.get(k).cloned().ok_or_else(|| Error::Value(format!("node {} reads a missing input", j))),
+                    Source::Node(i) if i < j => Ok(node_shapes[i].clone()),
+                    Source::Node(_) => Err(Error::Value("the layers are not in an order that can be computed (a cycle?)".into())),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let out = layer.node_output_shape(&shapes)?;
+            match &first_inputs[node.layer] {
+                None => {
+                    first_inputs[node.layer] = Some(shapes);
+                    output_shapes[node.layer] = out.clone();
+                }
+                Some(first) if *first != shapes && !layer.weight_specs(&first[0]).is_empty() => {
+                    return Err(Error::Value(format!(
+                        "shared layer \"{}\" was first applied to inputs of shape ({}), now to ({}): a layer with weights needs the same input shape each time",
+                        layer.name,
+                        join_dims(&first[0]),
+                        join_dims(&shapes[0])
+                    )));
+                }
+                Some(_) => {}
+            }
+            node_shapes.push(out);
+        }
+        let mut weights = Vec::new();
+        let mut weight_ranges = Vec::with_capacity(layers.len());
+        for (layer, inputs) in layers.iter().zip(&first_inputs) {
+            let inputs = inputs.as_ref().ok_or_else(|| Error::Value(format!("layer \"{}\" is not connected to the outputs", layer.name)))?;
+            let start = weights.len();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(layer.seed);
+            for spec in layer.weight_specs(&inputs[0]) {
+                let value = Arc::new(spec.initializer.sample(&spec.shape, &mut rng));
+                weights.push(Weight { name: format!("{}/{}:0", layer.name, spec.name), shape: spec.shape, value, trainable: spec.trainable });
+            }
+            weight_ranges.push(start..weights.len());
+        }
+        let input_shape = graph.input_shapes.first().cloned();
+        let arch = Architecture { layers, graph: Some(graph), input_shape, output_shapes, weight_ranges };
+        Ok(Self { name, arch: Arc::new(arch), weights })
+    }
+
     /// Removes the last layer (Keras's `pop_layer`).
     pub fn pop(&mut self) -> Result<()> {
+        if self.arch.graph.is_some() {
+            return Err(Error::State("pop_layer() works on sequential models only".into()));
+        }
         if self.arch.layers.is_empty() {
             return Err(Error::State("there are no layers to remove".into()));
         }

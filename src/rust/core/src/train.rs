@@ -84,15 +84,15 @@ impl StepInputs {
 fn forward_part(
     s: &StepInputs,
     device: &Device,
-    x: &HostTensor,
+    xs: &[HostTensor],
     training: bool,
     replica: usize,
 ) -> Result<(Vec<Tensor>, crate::model::ModelOutput, Vec<crate::layers::Cache>)> {
     let weights = weights_to_device(&s.weights, &s.shapes, device)?;
-    let x = x.to_device(device)?;
+    let xs = xs.iter().map(|x| x.to_device(device)).collect::<Result<Vec<_>>>()?;
     let seed = s.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(replica as u64);
     let mut ctx = ForwardContext { training, rng: rand::rngs::StdRng::seed_from_u64(seed) };
-    let (mut outs, caches) = s.arch.forward(&weights, &[x], &mut ctx)?;
+    let (mut outs, caches) = s.arch.forward(&weights, &xs, &mut ctx)?;
     Ok((weights, outs.remove(0), caches))
 }
 
@@ -110,7 +110,7 @@ fn train_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], re
     let y = y.to_device(device)?;
     let (loss_sum, metric_sums) = loss_and_metrics(s, &out, &y)?;
     let output_grad = s.loss.gradient(&out, &y, s.total_rows)?;
-    let grads = s.arch.backward(&weights, &caches, output_grad)?;
+    let grads = s.arch.backward(&weights, &caches, vec![output_grad])?;
     let updates = s
         .arch
         .state_updates(&caches)
@@ -129,22 +129,23 @@ fn eval_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], rep
     Ok(Part { grads: Vec::new(), loss_sum, metric_sums, updates: Vec::new(), rows: rows.len() })
 }
 
-fn predict_part(s: &StepInputs, device: &Device, x: &dyn BatchSource, rows: &[usize]) -> Result<Tensor> {
-    let (_, out, _) = forward_part(s, device, &x.gather(rows), false, 0)?;
+fn predict_part(s: &StepInputs, device: &Device, xs: &[&dyn BatchSource], rows: &[usize]) -> Result<Tensor> {
+    let gathered: Vec<HostTensor> = xs.iter().map(|x| x.gather(rows)).collect();
+    let (_, out, _) = forward_part(s, device, &gathered, false, 0)?;
     Ok(out.value)
 }
 
 /// The inputs and targets a step draws its rows from.
 struct Batch<'a> {
-    x: &'a dyn BatchSource,
+    xs: &'a [&'a dyn BatchSource],
     y: &'a dyn BatchSource,
 }
 
 impl Batch<'_> {
     /// Converts `rows` of x and y; targets are checked and prepared for the loss.
-    fn gather(&self, s: &StepInputs, rows: &[usize]) -> Result<(HostTensor, HostTensor)> {
+    fn gather(&self, s: &StepInputs, rows: &[usize]) -> Result<(Vec<HostTensor>, HostTensor)> {
         let y = s.loss.prepare_targets(&self.y.gather(rows), &s.output_shape)?;
-        Ok((self.x.gather(rows), y))
+        Ok((self.xs.iter().map(|x| x.gather(rows)).collect(), y))
     }
 }
 
@@ -198,23 +199,33 @@ fn average_updates(parts: &[Part]) -> Vec<(usize, Vec<f32>)> {
     out
 }
 
-fn check_rows(x: &dyn BatchSource, y: &dyn BatchSource, rows: &[usize]) -> Result<()> {
-    if x.rows() != y.rows() {
+fn check_rows(xs: &[&dyn BatchSource], y: &dyn BatchSource, rows: &[usize]) -> Result<()> {
+    check_batch(xs, rows)?;
+    if xs[0].rows() != y.rows() {
         return Err(Error::Value(format!(
             "`x` and `y` must have the same number of samples (rows): `x` has {}, `y` has {}",
-            x.rows(),
+            xs[0].rows(),
             y.rows()
         )));
     }
-    check_batch(x, rows)
+    Ok(())
 }
 
-fn check_batch(x: &dyn BatchSource, rows: &[usize]) -> Result<()> {
+fn check_batch(xs: &[&dyn BatchSource], rows: &[usize]) -> Result<()> {
+    let first = xs.first().ok_or_else(|| Error::Value("no input arrays given".into()))?;
+    if let Some((i, x)) = xs.iter().enumerate().find(|(_, x)| x.rows() != first.rows()) {
+        return Err(Error::Value(format!(
+            "all inputs must have the same number of samples: input 1 has {}, input {} has {}",
+            first.rows(),
+            i + 1,
+            x.rows()
+        )));
+    }
     if rows.is_empty() {
         return Err(Error::Value("the batch is empty: no rows to process".into()));
     }
-    if let Some(r) = rows.iter().find(|r| **r >= x.rows()) {
-        return Err(Error::Value(format!("row {} is outside the {} rows of `x`", r + 1, x.rows())));
+    if let Some(r) = rows.iter().find(|r| **r >= first.rows()) {
+        return Err(Error::Value(format!("row {} is outside the {} rows of `x`", r + 1, first.rows())));
     }
     Ok(())
 }
@@ -245,13 +256,13 @@ impl Executor {
         &self,
         model: &mut Model,
         compiled: &mut Compiled,
-        x: &dyn BatchSource,
+        xs: &[&dyn BatchSource],
         y: &dyn BatchSource,
         rows: &[usize],
         seed: u64,
     ) -> Result<BatchStats> {
-        check_rows(x, y, rows)?;
-        let batch = Batch { x, y };
+        check_rows(xs, y, rows)?;
+        let batch = Batch { xs, y };
         let s = StepInputs::new(model, Some(compiled), rows.len(), seed);
         // Gradients per replica (host tensors), in replica order; the optimizer sums them as
         // it updates, reading them in place.
@@ -327,9 +338,9 @@ impl Executor {
     }
 
     /// Loss and metrics on `rows` of `x`, `y`, without updating anything.
-    pub fn test_on_batch(&self, model: &Model, compiled: &Compiled, x: &dyn BatchSource, y: &dyn BatchSource, rows: &[usize]) -> Result<BatchStats> {
-        check_rows(x, y, rows)?;
-        let batch = Batch { x, y };
+    pub fn test_on_batch(&self, model: &Model, compiled: &Compiled, xs: &[&dyn BatchSource], y: &dyn BatchSource, rows: &[usize]) -> Result<BatchStats> {
+        check_rows(xs, y, rows)?;
+        let batch = Batch { xs, y };
         let s = StepInputs::new(model, Some(compiled), rows.len(), 0);
         let parts = match self {
             Executor::Local(info) => vec![eval_part(&s, &info.candle_device()?, &batch, rows, 0)?],
@@ -347,17 +358,17 @@ impl Executor {
 
     /// The model's output for `rows` of `x`; replicas' outputs are concatenated in row order
     /// on the merge device.
-    pub fn predict_on_batch(&self, model: &Model, x: &dyn BatchSource, rows: &[usize]) -> Result<HostTensor> {
-        check_batch(x, rows)?;
+    pub fn predict_on_batch(&self, model: &Model, xs: &[&dyn BatchSource], rows: &[usize]) -> Result<HostTensor> {
+        check_batch(xs, rows)?;
         let s = StepInputs::new(model, None, rows.len(), 0);
         match self {
-            Executor::Local(info) => HostTensor::from_tensor(&predict_part(&s, &info.candle_device()?, x, rows)?),
+            Executor::Local(info) => HostTensor::from_tensor(&predict_part(&s, &info.candle_device()?, xs, rows)?),
             Executor::Replicated(set) => {
                 let parts_rows = split_rows(rows, set.len());
                 let s = &s;
                 let outs = set.run_all(|r| -> PartTask<'_, Tensor> {
                     let mine = parts_rows[r]?;
-                    Some(Box::new(move |ctx: &WorkerContext| predict_part(s, &ctx.device, x, mine)))
+                    Some(Box::new(move |ctx: &WorkerContext| predict_part(s, &ctx.device, xs, mine)))
                 })?;
                 match set.merge {
                     MergeDevice::Cpu => {

@@ -123,6 +123,8 @@ fn layer_json(layer: &Layer) -> Value {
                 "pointwise_constraint": null
             }))
         }
+        LayerKind::Merge(crate::layers::Merge::Concatenate) => base(json!({ "axis": -1 })),
+        LayerKind::Merge(_) => base(json!({})),
         LayerKind::BatchNormalization(b) => base(json!({
             "axis": [-1], "momentum": b.momentum, "epsilon": b.epsilon, "center": b.center, "scale": b.scale,
             "beta_initializer": initializer_json(&Initializer::Zeros), "gamma_initializer": initializer_json(&Initializer::Ones),
@@ -140,6 +142,11 @@ fn layer_json(layer: &Layer) -> Value {
 
 /// The model's Keras `model_config` (a Sequential with its InputLayer).
 pub fn model_config(model: &Model) -> Result<Value> {
+    if model.arch.graph.is_some() {
+        return Err(Error::Value(
+            "saving a functional model's architecture in Keras's format is not supported yet: save its weights with save_model_weights_hdf5()".into(),
+        ));
+    }
     let input = model.arch.input_shape.as_ref().ok_or_else(|| {
         Error::State("the model is not built yet: give the first layer an `input_shape`, or fit/predict once, before saving".into())
     })?;

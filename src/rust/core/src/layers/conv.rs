@@ -116,7 +116,7 @@ impl Conv2D {
         } else {
             None
         };
-        Ok(LayerGrads { input, weights: grads })
+        Ok(LayerGrads { input, weights: grads, more_inputs: Vec::new() })
     }
 }
 

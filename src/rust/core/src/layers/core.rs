@@ -23,7 +23,7 @@ impl ActivationLayer {
             OutputGrad::Logits(dz) => dz,
             OutputGrad::Value(dy) => self.activation.backward(x, y, &dy)?,
         };
-        Ok(LayerGrads { input: Some(input), weights: Vec::new() })
+        Ok(LayerGrads { input: Some(input), weights: Vec::new(), more_inputs: Vec::new() })
     }
 }
 
@@ -64,7 +64,7 @@ pub(crate) fn dropout_backward(mask: &Option<Tensor>, grad: OutputGrad) -> Resul
         Some(m) => dy.mul(m)?,
         None => dy,
     };
-    Ok(LayerGrads { input: Some(input), weights: Vec::new() })
+    Ok(LayerGrads { input: Some(input), weights: Vec::new(), more_inputs: Vec::new() })
 }
 
 #[cfg(test)]

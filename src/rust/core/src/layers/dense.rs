@@ -96,7 +96,7 @@ impl Dense {
             grads.push(dz.sum(0)?);
         }
         let input = if need_input_grad { Some(dz.matmul(&weights[0].t()?)?) } else { None };
-        Ok(LayerGrads { input, weights: grads })
+        Ok(LayerGrads { input, weights: grads, more_inputs: Vec::new() })
     }
 }
 

@@ -148,7 +148,7 @@ impl DepthwiseConv2D {
             grads.push(dz.sum(0)?);
         }
         let input = dcols.map(|d| Self::input_grad(&d, input_dims, &g)).transpose()?;
-        Ok(LayerGrads { input, weights: grads })
+        Ok(LayerGrads { input, weights: grads, more_inputs: Vec::new() })
     }
 }
 
@@ -217,7 +217,7 @@ impl SeparableConv2D {
             grads.push(dz.sum(0)?);
         }
         let input = dcols.map(|d| DepthwiseConv2D::input_grad(&d, input_dims, &g)).transpose()?;
-        Ok(LayerGrads { input, weights: grads })
+        Ok(LayerGrads { input, weights: grads, more_inputs: Vec::new() })
     }
 }
 

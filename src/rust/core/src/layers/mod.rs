@@ -7,6 +7,7 @@ mod conv;
 mod core;
 mod dense;
 mod depthwise;
+mod merge;
 mod normalization;
 mod pooling;
 mod spatial;
@@ -15,6 +16,7 @@ pub use self::conv::Conv2D;
 pub use self::core::{ActivationLayer, Dropout};
 pub use self::dense::Dense;
 pub use self::depthwise::{DepthwiseConv2D, SeparableConv2D};
+pub use self::merge::Merge;
 pub use self::normalization::BatchNormalization;
 pub use self::pooling::{Flatten, MaxPooling2D};
 pub use self::spatial::{AveragePooling2D, Reshape, ZeroPadding2D};
@@ -44,6 +46,7 @@ pub struct ForwardContext {
 
 /// A layer's output, plus the pre-activation values when the layer ended in softmax/sigmoid,
 /// so that losses can work from the logits as tf.keras does.
+#[derive(Debug, Clone)]
 pub struct LayerOutput {
     pub value: Tensor,
     pub logits: Option<(Tensor, Activation)>,
@@ -68,6 +71,8 @@ pub enum Cache {
     /// Flat input index of each output's maximum.
     MaxPool { argmax: std::sync::Arc<Vec<u32>>, input_dims: Vec<usize> },
     Reshape { input_dims: Vec<usize> },
+    /// A merge layer's inputs.
+    Merge { inputs: Vec<Tensor> },
     /// Patches, the depthwise output, pre-activation and output (SeparableConv2D).
     Separable { cols: Tensor, mid: Tensor, z: Tensor, y: Tensor, input_dims: Vec<usize> },
     /// Normalized input, 1/std per channel, and the moving statistics this batch moves to.
@@ -82,10 +87,13 @@ pub enum OutputGrad {
     Logits(Tensor),
 }
 
-/// A layer's backward result: the input gradient (when asked for) and one gradient per weight.
+/// A layer's backward result: the input gradient (when asked for), one gradient per
+/// weight, and for merge layers the gradients of their further inputs.
+#[derive(Default)]
 pub struct LayerGrads {
     pub input: Option<Tensor>,
     pub weights: Vec<Tensor>,
+    pub more_inputs: Vec<Tensor>,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +112,7 @@ pub enum LayerKind {
     BatchNormalization(BatchNormalization),
     DepthwiseConv2D(DepthwiseConv2D),
     SeparableConv2D(SeparableConv2D),
+    Merge(Merge),
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +141,7 @@ impl Layer {
             LayerKind::BatchNormalization(_) => "BatchNormalization",
             LayerKind::DepthwiseConv2D(_) => "DepthwiseConv2D",
             LayerKind::SeparableConv2D(_) => "SeparableConv2D",
+            LayerKind::Merge(m) => m.class_name(),
         }
     }
 
@@ -150,6 +160,7 @@ impl Layer {
             LayerKind::BatchNormalization(_) => Ok(input.to_vec()),
             LayerKind::DepthwiseConv2D(l) => l.output_shape(&self.name, input),
             LayerKind::SeparableConv2D(l) => l.output_shape(&self.name, input),
+            LayerKind::Merge(m) => m.output_shape(&self.name, &[input.to_vec()]),
             LayerKind::Activation(_) | LayerKind::Dropout(_) => Ok(input.to_vec()),
         }
     }
@@ -186,6 +197,31 @@ impl Layer {
             LayerKind::BatchNormalization(l) => l.forward(&self.name, weights, x, ctx.training),
             LayerKind::DepthwiseConv2D(l) => l.forward(&self.name, weights, x),
             LayerKind::SeparableConv2D(l) => l.forward(&self.name, weights, x),
+            LayerKind::Merge(m) => m.forward(std::slice::from_ref(x)),
+        }
+    }
+
+    /// Output shape for one application to inputs of these shapes (merge layers take several).
+    pub fn node_output_shape(&self, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
+        match &self.kind {
+            LayerKind::Merge(m) => m.output_shape(&self.name, inputs),
+            _ => match inputs {
+                [one] => self.output_shape(one),
+                _ => Err(crate::error::Error::Value(format!(
+                    "layer \"{}\" ({}) takes one input, got {}",
+                    self.name,
+                    self.class_name(),
+                    inputs.len()
+                ))),
+            },
+        }
+    }
+
+    /// Forward pass of one application (node) of the layer.
+    pub fn forward_node(&self, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        match &self.kind {
+            LayerKind::Merge(m) => m.forward(xs),
+            _ => self.forward(weights, &xs[0], ctx),
         }
     }
 
@@ -214,6 +250,7 @@ impl Layer {
             (LayerKind::GlobalAveragePooling2D, Cache::Reshape { input_dims }) => spatial::global_average_backward(input_dims, grad),
             (LayerKind::GlobalMaxPooling2D, Cache::MaxPool { argmax, input_dims }) => MaxPooling2D::backward(argmax, input_dims, grad),
             (LayerKind::ZeroPadding2D(l), Cache::Reshape { input_dims }) => l.backward(input_dims, grad),
+            (LayerKind::Merge(m), Cache::Merge { inputs }) => m.backward(inputs, grad),
             (LayerKind::DepthwiseConv2D(l), Cache::Conv { cols, z, y, input_dims }) => {
                 l.backward(&self.name, weights, cols, z, y, input_dims, grad, need_input_grad)
             }

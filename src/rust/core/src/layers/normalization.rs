@@ -111,7 +111,7 @@ impl BatchNormalization {
         let zeros = weights[self.moving_offset()].zeros_like()?;
         grads.push(zeros.clone());
         grads.push(zeros);
-        Ok(LayerGrads { input: Some(dx), weights: grads })
+        Ok(LayerGrads { input: Some(dx), weights: grads, more_inputs: Vec::new() })
     }
 }
 

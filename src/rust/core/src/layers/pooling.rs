@@ -63,7 +63,7 @@ impl MaxPooling2D {
         let dy = value_grad(grad, "MaxPooling2D")?;
         let n: usize = input_dims.iter().product();
         let dx = with_cpu_slice(&dy, |d| max_pool_backward(d, argmax, n))?;
-        Ok(LayerGrads { input: Some(Tensor::from_vec(dx, input_dims, dy.device())?), weights: Vec::new() })
+        Ok(LayerGrads { input: Some(Tensor::from_vec(dx, input_dims, dy.device())?), weights: Vec::new(), more_inputs: Vec::new() })
     }
 }
 
@@ -84,7 +84,7 @@ impl Flatten {
 
     pub fn backward(input_dims: &[usize], grad: OutputGrad) -> Result<LayerGrads> {
         let dy = value_grad(grad, "Flatten")?;
-        Ok(LayerGrads { input: Some(dy.reshape(input_dims)?), weights: Vec::new() })
+        Ok(LayerGrads { input: Some(dy.reshape(input_dims)?), weights: Vec::new(), more_inputs: Vec::new() })
     }
 }
 

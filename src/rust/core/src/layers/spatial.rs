@@ -30,7 +30,7 @@ impl AveragePooling2D {
         let dy = value_grad(grad, "AveragePooling2D")?;
         let g = self.window.geometry(name, &input_dims[1..])?;
         let dx = with_cpu_slice(&dy, |d| avg_pool_backward(d, input_dims[0], &g))?;
-        Ok(LayerGrads { input: Some(Tensor::from_vec(dx, input_dims, dy.device())?), weights: Vec::new() })
+        Ok(LayerGrads { input: Some(Tensor::from_vec(dx, input_dims, dy.device())?), weights: Vec::new(), more_inputs: Vec::new() })
     }
 }
 
@@ -58,7 +58,7 @@ pub fn global_average_backward(input_dims: &[usize], grad: OutputGrad) -> Result
     let dy = value_grad(grad, "GlobalAveragePooling2D")?;
     let (b, pixels, c) = (input_dims[0], input_dims[1] * input_dims[2], input_dims[3]);
     let dx = (dy.unsqueeze(1)?.broadcast_as((b, pixels, c))? / pixels as f64)?.reshape(input_dims)?;
-    Ok(LayerGrads { input: Some(dx), weights: Vec::new() })
+    Ok(LayerGrads { input: Some(dx), weights: Vec::new(), more_inputs: Vec::new() })
 }
 
 /// GlobalMaxPooling2D as a max pooling whose window is the whole image.
@@ -95,7 +95,7 @@ impl ZeroPadding2D {
         let dy = value_grad(grad, "ZeroPadding2D")?;
         let ((t, _), (l, _)) = self.padding;
         let dx = dy.narrow(1, t, input_dims[1])?.narrow(2, l, input_dims[2])?.contiguous()?;
-        Ok(LayerGrads { input: Some(dx), weights: Vec::new() })
+        Ok(LayerGrads { input: Some(dx), weights: Vec::new(), more_inputs: Vec::new() })
     }
 }
 

@@ -1,0 +1,116 @@
+//! A functional graph with two inputs, a shared layer and merges: its backward pass
+//! matches finite differences, and replicas compute what one device does.
+use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+use rustgpu_core::activation::Activation;
+use rustgpu_core::device::{DeviceInfo, DeviceKind};
+use rustgpu_core::layers::{Dense, ForwardContext, Layer, LayerKind, Merge, OutputGrad};
+use rustgpu_core::loss::Loss;
+use rustgpu_core::model::{Graph, Node, Source};
+use rustgpu_core::optim::{Optimizer, OptimizerConfig};
+use rustgpu_core::parallel::{MergeDevice, ReplicaSet};
+use rustgpu_core::{Compiled, Executor, HostTensor, Model};
+
+fn layer(name: &str, kind: LayerKind, seed: u64) -> Layer {
+    Layer { name: name.into(), kind, seed }
+}
+
+/// in0 -> shared -> a; in1 -> shared -> b; add(a, b) -> c; concat(c, a) -> out dense.
+fn model() -> Model {
+    let layers = vec![
+        layer("shared", LayerKind::Dense(Dense::new(4, Activation::Tanh, true).unwrap()), 1),
+        layer("add", LayerKind::Merge(Merge::Add), 0),
+        layer("concat", LayerKind::Merge(Merge::Concatenate), 0),
+        layer("out", LayerKind::Dense(Dense::new(2, Activation::Softmax, true).unwrap()), 2),
+    ];
+    let graph = Graph {
+        input_names: vec!["a".into(), "b".into()],
+        input_shapes: vec![vec![3], vec![3]],
+        nodes: vec![
+            Node { layer: 0, inputs: vec![Source::Input(0)] },
+            Node { layer: 0, inputs: vec![Source::Input(1)] },
+            Node { layer: 1, inputs: vec![Source::Node(0), Source::Node(1)] },
+            Node { layer: 2, inputs: vec![Source::Node(2), Source::Node(0)] },
+            Node { layer: 3, inputs: vec![Source::Node(3)] },
+        ],
+        outputs: vec![Source::Node(4)],
+    };
+    Model::functional("f".into(), layers, graph).unwrap()
+}
+
+fn data(rows: usize) -> (HostTensor, HostTensor, HostTensor) {
+    let v = |k: usize| (0..rows * 3).map(|i| ((i * 37 + k * 11) % 23) as f32 / 11.0 - 1.0).collect::<Vec<_>>();
+    let mut y = vec![0f32; rows * 2];
+    for r in 0..rows {
+        y[r * 2 + r % 2] = 1.0;
+    }
+    (
+        HostTensor::new(vec![rows, 3], v(0)).unwrap(),
+        HostTensor::new(vec![rows, 3], v(1)).unwrap(),
+        HostTensor::new(vec![rows, 2], y).unwrap(),
+    )
+}
+
+fn loss_of(m: &Model, weights: &[Tensor], xs: &[Tensor], y: &Tensor) -> f32 {
+    let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(0) };
+    let (outs, _) = m.arch.forward(weights, xs, &mut ctx).unwrap();
+    Loss::CategoricalCrossentropy.per_sample(&outs[0], y).unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap()
+}
+
+#[test]
+fn shared_layer_and_merge_gradients_match_finite_differences() {
+    let m = model();
+    let dev = Device::Cpu;
+    let (x0, x1, y) = data(5);
+    let xs = vec![x0.to_device(&dev).unwrap(), x1.to_device(&dev).unwrap()];
+    let y = y.to_device(&dev).unwrap();
+    let weights: Vec<Tensor> = m.get_weights().iter().map(|w| w.to_device(&dev).unwrap()).collect();
+    let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(0) };
+    let (outs, caches) = m.arch.forward(&weights, &xs, &mut ctx).unwrap();
+    let g = Loss::CategoricalCrossentropy.gradient(&outs[0], &y, 5).unwrap();
+    assert!(matches!(g, OutputGrad::Logits(_)));
+    let grads = m.arch.backward(&weights, &caches, vec![g]).unwrap();
+    for (wi, w) in weights.iter().enumerate() {
+        let base = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let analytic = grads[wi].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for i in 0..base.len() {
+            let h = 1e-2;
+            let shifted = |d: f32| {
+                let mut v = base.clone();
+                v[i] += d;
+                let mut ws = weights.clone();
+                ws[wi] = Tensor::from_vec(v, w.dims(), &dev).unwrap();
+                loss_of(&m, &ws, &xs, &y)
+            };
+            let numeric = (shifted(h) - shifted(-h)) / (2.0 * h);
+            assert!((numeric - analytic[i]).abs() < 2e-3, "weight {} element {}: {} vs {}", wi, i, analytic[i], numeric);
+        }
+    }
+}
+
+#[test]
+fn replicas_train_a_functional_model_like_one_device() {
+    let (mut a, mut b) = (model(), model());
+    let compiled = || Compiled {
+        loss: Loss::CategoricalCrossentropy,
+        metrics: vec![],
+        optimizer: Optimizer::new(OptimizerConfig::Sgd { learning_rate: 0.1, momentum: 0.9, nesterov: false }),
+    };
+    let (mut ca, mut cb) = (compiled(), compiled());
+    let local = Executor::Local(rustgpu_core::device::cpu_device());
+    let devices = (0..3).map(|id| DeviceInfo { id, kind: DeviceKind::Virtual, name: format!("f{}", id), memory: None, threads: 1 }).collect();
+    let par = Executor::Replicated(ReplicaSet::new(devices, MergeDevice::Cpu).unwrap());
+    let (x0, x1, y) = data(11);
+    let rows: Vec<usize> = (0..11).collect();
+    for step in 0..4 {
+        let sa = local.train_on_batch(&mut a, &mut ca, &[&x0, &x1], &y, &rows, step).unwrap();
+        let sb = par.train_on_batch(&mut b, &mut cb, &[&x0, &x1], &y, &rows, step).unwrap();
+        assert!((sa.loss - sb.loss).abs() < 1e-5);
+    }
+    for (wa, wb) in a.weights.iter().zip(&b.weights) {
+        for (u, v) in wa.value.iter().zip(wb.value.iter()) {
+            assert!((u - v).abs() < 1e-5, "{}: {} vs {}", wa.name, u, v);
+        }
+    }
+    assert_eq!(local.predict_on_batch(&a, &[&x0, &x1], &rows).unwrap(), par.predict_on_batch(&a, &[&x0, &x1], &rows).unwrap());
+}
