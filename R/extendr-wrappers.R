@@ -4,6 +4,11 @@
 #' @useDynLib rustgpu, .registration = TRUE
 NULL
 
+#' A functional model from the layers defined on `scratch` (a model used only to hold
+#' them) and the wiring R traced from the output tensors back to the inputs.
+#' @noRd
+rg_make_functional <- function(scratch, name, input_names, input_shapes, nodes, outputs) .Call(wrap__rg_make_functional, scratch, name, input_names, input_shapes, nodes, outputs)
+
 #' Test hook: makes `replica` of a parallel model fail ("error" or "panic") in the
 #' training step after `after_steps` more steps.
 #' @noRd
@@ -71,6 +76,9 @@ rg_add_max_pooling2d <- function(ptr, name, pool_size, strides, padding, input_s
 
 #' @noRd
 rg_add_flatten <- function(ptr, name, input_shape) .Call(wrap__rg_add_flatten, ptr, name, input_shape)
+
+#' @noRd
+rg_add_merge <- function(ptr, name, mode) .Call(wrap__rg_add_merge, ptr, name, mode)
 
 #' @noRd
 rg_add_batch_normalization <- function(ptr, name, momentum, epsilon, center, scale, input_shape) .Call(wrap__rg_add_batch_normalization, ptr, name, momentum, epsilon, center, scale, input_shape)

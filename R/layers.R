@@ -2,15 +2,30 @@
 # model given (in place, returning the model) or, with no model, returns the layer for
 # keras_model_sequential(layers = ).
 
+# A layer made without a model is a function: calling it on a tensor (from layer_input())
+# applies it, and calling the same layer twice shares its weights, as in Keras.
 new_layer <- function(kind, name, args) {
-  structure(list(kind = kind, name = name, args = args), class = "rustgpu_layer")
+  spec <- list(kind = kind, name = name, args = args)
+  apply_layer <- function(object) compose_layer(object, self)
+  self <- structure(apply_layer, class = "rustgpu_layer", spec = spec)
+  self
 }
+
+#' @export
+`$.rustgpu_layer` <- function(x, name) attr(x, "spec")[[name]]
 
 compose_layer <- function(object, layer, call = rlang::caller_env()) {
   if (missing(object) || is.null(object)) {
     return(layer)
   }
+  if (is_tensor(object) || (is.list(object) && length(object) > 0 && all(vapply(object, is_tensor, logical(1))))) {
+    return(apply_layer_to_tensors(layer, object))
+  }
   check_model(object, call = call)
+  if (isTRUE(model_info(object)$functional)) {
+    state_error("Layers join a functional model by being applied to tensors (see keras_model()), not added to it.",
+                call = call)
+  }
   if (is_parallel_model(object)) {
     state_error("Add layers to the template model, not to the parallel model made by multi_gpu_model().", call = call)
   }
@@ -39,6 +54,7 @@ add_layer <- function(model, layer, call = rlang::caller_env()) {
                                                 a$dilation_rate, a$depth_multiplier, a$activation, a$use_bias,
                                                 a$depthwise_initializer, a$pointwise_initializer, a$bias_initializer,
                                                 shape, a$seed),
+    merge = rg_add_merge(model$ptr, layer$name, a$mode),
     batch_normalization = rg_add_batch_normalization(model$ptr, layer$name, a$momentum, a$epsilon, a$center,
                                                      a$scale, shape)
   )

@@ -12,6 +12,7 @@ new_model <- function(ptr, name, kind = "sequential", template = NULL, gpus = NU
   model$gpus <- gpus
   cls <- c(
     if (kind == "sequential") "keras.engine.sequential.Sequential",
+    if (kind == "functional") "keras.engine.functional.Functional",
     if (!is.null(template)) "rustgpu_parallel_model",
     "keras.engine.training.Model", "rustgpu_model"
   )
@@ -71,6 +72,12 @@ format.keras.engine.training.Model <- function(x, ...) {
   info <- model_info(x)
   rule <- strrep("_", 70)
   header <- sprintf(" %-32s %-25s %-9s", "Layer (type)", "Output Shape", "Param #")
+  if (isTRUE(info$functional)) {
+    info$layer_names <- c(info$input_names, info$layer_names)
+    info$layer_classes <- c(rep("InputLayer", length(info$input_names)), info$layer_classes)
+    info$output_shapes <- c(info$input_shapes, info$output_shapes)
+    info$layer_params <- c(rep(0, length(info$input_names)), info$layer_params)
+  }
   rows <- if (length(info$layer_names)) {
     sprintf(" %-32s %-25s %-9s",
             sprintf("%s (%s)", info$layer_names, info$layer_classes),

@@ -44,7 +44,17 @@ compile.keras.engine.training.Model <- function(object, optimizer = "rmsprop", l
 # Checks x (and y) once per call, without copying: numeric, no NA/NaN/Inf, same rows.
 check_data <- function(x, y = NULL, call = rlang::caller_env()) {
   if (is.null(x)) value_error("`x` is required.", call = call)
-  n <- call_backend(rg_check_data(x, "x"), call = call)
+  if (is.list(x) && !is.data.frame(x)) {
+    # Several inputs: one array each, with the same number of samples.
+    if (length(x) == 0) value_error("`x` is an empty list: give one array per model input.", call = call)
+    rows <- vapply(seq_along(x), function(i) call_backend(rg_check_data(x[[i]], sprintf("x[[%d]]", i)), call = call), numeric(1))
+    if (any(rows != rows[1])) {
+      value_error(sprintf("All inputs in `x` must have the same number of samples, not %s.", paste(rows, collapse = ", ")), call = call)
+    }
+    n <- rows[1]
+  } else {
+    n <- call_backend(rg_check_data(x, "x"), call = call)
+  }
   if (n == 0) value_error("`x` has no rows (samples): nothing to do.", call = call)
   if (!is.null(y)) {
     ny <- call_backend(rg_check_data(y, "y"), call = call)

@@ -249,12 +249,14 @@ impl Model {
     pub fn ensure_built(&mut self, input_shapes: &[Vec<usize>]) -> Result<()> {
         if let Some(expected) = self.arch.input_shapes() {
             if expected.len() != input_shapes.len() {
+                let fix = if expected.len() == 1 { "pass `x` as one array".to_string() } else { format!("pass `x` as a list of {} arrays", expected.len()) };
                 return Err(Error::Value(format!(
-                    "the model has {} input{} but {} input arrays were given: pass `x` as a list of {} arrays",
+                    "the model has {} input{} but `x` holds {} array{}: {}",
                     expected.len(),
                     if expected.len() == 1 { "" } else { "s" },
                     input_shapes.len(),
-                    expected.len()
+                    if input_shapes.len() == 1 { "" } else { "s" },
+                    fix
                 )));
             }
             for (k, (want, got)) in expected.iter().zip(input_shapes).enumerate() {

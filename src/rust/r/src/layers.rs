@@ -3,7 +3,7 @@ use crate::{guard, handle, seed_from};
 use extendr_api::prelude::*;
 use rustgpu_core::activation::Activation;
 use rustgpu_core::initializer::Initializer;
-use rustgpu_core::layers::{ActivationLayer, AveragePooling2D, BatchNormalization, DepthwiseConv2D, SeparableConv2D, Conv2D, Dense, Dropout, Layer, LayerKind, MaxPooling2D, Reshape, ZeroPadding2D};
+use rustgpu_core::layers::{ActivationLayer, AveragePooling2D, BatchNormalization, DepthwiseConv2D, Merge, SeparableConv2D, Conv2D, Dense, Dropout, Layer, LayerKind, MaxPooling2D, Reshape, ZeroPadding2D};
 use rustgpu_core::{Error, Result};
 
 fn shape_arg(input_shape: &Robj) -> Result<Option<Vec<usize>>> {
@@ -175,6 +175,20 @@ fn rg_add_batch_normalization(ptr: Robj, name: &str, momentum: f64, epsilon: f64
 
 /// @noRd
 #[extendr]
+fn rg_add_merge(ptr: Robj, name: &str, mode: &str) -> Robj {
+    guard(|| {
+        let merge = match mode {
+            "add" => Merge::Add,
+            "multiply" => Merge::Multiply,
+            "concatenate" => Merge::Concatenate,
+            other => return Err(Error::Value(format!("unknown merge mode \"{}\"", other))),
+        };
+        add(&ptr, name, LayerKind::Merge(merge), &Robj::from(()), &Robj::from(0.0))
+    })
+}
+
+/// @noRd
+#[extendr]
 fn rg_add_flatten(ptr: Robj, name: &str, input_shape: Robj) -> Robj {
     guard(|| add(&ptr, name, LayerKind::Flatten, &input_shape, &Robj::from(0.0)))
 }
@@ -196,6 +210,7 @@ extendr_module! {
     fn rg_add_conv2d;
     fn rg_add_max_pooling2d;
     fn rg_add_flatten;
+    fn rg_add_merge;
     fn rg_add_batch_normalization;
     fn rg_add_depthwise_conv2d;
     fn rg_add_average_pooling2d;

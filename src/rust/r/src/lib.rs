@@ -170,6 +170,13 @@ fn rg_model_info(ptr: Robj) -> Robj {
             input_shape = input_shape,
             replicas = h.executor.replica_count() as i32,
             parallel = matches!(h.executor, Executor::Replicated(_)),
+            functional = arch.graph.is_some(),
+            input_names = arch.graph.as_ref().map(|g| g.input_names.clone()).unwrap_or_default(),
+            input_shapes = arch
+                .graph
+                .as_ref()
+                .map(|g| g.input_shapes.iter().map(|s| format!("(None, {})", rustgpu_core::model::join_dims(s))).collect::<Vec<_>>())
+                .unwrap_or_default(),
             devices = devices,
             merge = merge,
             cpu_relocation = h.cpu_relocation,
@@ -295,6 +302,55 @@ fn rg_replica_timeline(ptr: Robj) -> Robj {
     })
 }
 
+/// R's node references: -(k + 1) for model input k, j for node j.
+fn source(code: i32) -> rustgpu_core::model::Source {
+    if code < 0 {
+        rustgpu_core::model::Source::Input((-code - 1) as usize)
+    } else {
+        rustgpu_core::model::Source::Node(code as usize)
+    }
+}
+
+/// A functional model from the layers defined on `scratch` (a model used only to hold
+/// them) and the wiring R traced from the output tensors back to the inputs.
+/// @noRd
+#[extendr]
+fn rg_make_functional(scratch: Robj, name: &str, input_names: Vec<String>, input_shapes: List, nodes: List, outputs: Vec<i32>) -> Robj {
+    guard(|| {
+        let layers = handle(&scratch)?.model().arch.layers.clone();
+        let shapes = input_shapes
+            .values()
+            .map(|v| v.as_integer_vector().map(|s| s.into_iter().map(|d| d.max(0) as usize).collect::<Vec<_>>()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::Value("input shapes must be integer vectors".into()))?;
+        let nodes = nodes
+            .values()
+            .map(|n| {
+                let l: List = n.try_into().map_err(|_| Error::Value("malformed node".into()))?;
+                let get = |k: &str| l.iter().find(|(name, _)| *name == k).map(|(_, v)| v);
+                let layer = get("layer").and_then(|v| v.as_integer()).ok_or_else(|| Error::Value("node without a layer".into()))?;
+                let inputs = get("inputs").and_then(|v| v.as_integer_vector()).unwrap_or_default();
+                Ok(rustgpu_core::model::Node { layer: layer as usize, inputs: inputs.into_iter().map(source).collect() })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let graph = rustgpu_core::model::Graph {
+            input_names,
+            input_shapes: shapes,
+            nodes,
+            outputs: outputs.into_iter().map(source).collect(),
+        };
+        let model = Model::functional(name.to_string(), layers, graph)?;
+        let h = ModelHandle {
+            model: Arc::new(Mutex::new(model)),
+            compiled: None,
+            executor: Executor::Local(device::cpu_device()),
+            cpu_relocation: false,
+            steps: 0,
+        };
+        Ok(ExternalPtr::new(h).into())
+    })
+}
+
 /// Test hook: makes `replica` of a parallel model fail ("error" or "panic") in the
 /// training step after `after_steps` more steps.
 /// @noRd
@@ -317,6 +373,7 @@ fn rg_inject_fault(ptr: Robj, replica: i32, after_steps: i32, kind: &str) -> Rob
 
 extendr_module! {
     mod rustgpu;
+    fn rg_make_functional;
     fn rg_inject_fault;
     use layers;
     use saving;

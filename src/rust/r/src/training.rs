@@ -6,6 +6,7 @@ use extendr_api::prelude::*;
 use rustgpu_core::loss::Loss;
 use rustgpu_core::metrics::Metric;
 use rustgpu_core::optim::{Optimizer, OptimizerConfig};
+use rustgpu_core::tensor::BatchSource;
 use rustgpu_core::{BatchStats, Compiled, Error, HostTensor, Result};
 
 fn num(list: &List, key: &str, default: f64) -> f64 {
@@ -58,9 +59,35 @@ fn rg_compile(ptr: Robj, optimizer: List, loss: &str, metrics: Vec<String>) -> R
     })
 }
 
+/// `x` as its arrays: one, or the elements of a list for a model with several inputs.
+fn input_items(x: &Robj) -> Vec<Robj> {
+    if x.rtype() == Rtype::List && !x.inherits("data.frame") {
+        List::try_from(x.clone()).map(|l| l.values().collect()).unwrap_or_default()
+    } else {
+        vec![x.clone()]
+    }
+}
+
+fn input_arrays(items: &[Robj]) -> Result<Vec<RArray<'_>>> {
+    if items.is_empty() {
+        return Err(Error::Value("`x` is an empty list: give one array per model input".into()));
+    }
+    let many = items.len() > 1;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| RArray::new(v, &if many { format!("x[[{}]]", i + 1) } else { "x".to_string() }, true))
+        .collect()
+}
+
+fn sources<'a>(xs: &'a [RArray<'a>]) -> Vec<&'a dyn BatchSource> {
+    xs.iter().map(|x| x as &dyn BatchSource).collect()
+}
+
 /// Builds the model for `x` if needed and re-resolves metrics for the real output width.
-fn prepare(h: &mut ModelHandle, x: &RArray) -> Result<()> {
-    h.model.lock().unwrap_or_else(|e| e.into_inner()).ensure_built(&x.dims[1..])?;
+fn prepare(h: &mut ModelHandle, xs: &[RArray]) -> Result<()> {
+    let shapes: Vec<Vec<usize>> = xs.iter().map(|x| x.dims[1..].to_vec()).collect();
+    h.model.lock().unwrap_or_else(|e| e.into_inner()).ensure_built(&shapes)?;
     let units = output_units(h).unwrap_or(1);
     if let Some(c) = h.compiled.as_mut() {
         for m in c.metrics.iter_mut() {
@@ -99,15 +126,16 @@ fn rg_check_data(x: Robj, what: &str) -> Robj {
 fn rg_train_batch(ptr: Robj, x: Robj, y: Robj, rows: Robj, seed: Robj) -> Robj {
     guard(|| {
         let h = handle(&ptr)?;
-        let xa = RArray::new(&x, "x", true)?;
+        let items = input_items(&x);
+        let xs = input_arrays(&items)?;
         let ya = RArray::new(&y, "y", true)?;
-        prepare(h, &xa)?;
-        let rows = row_indices(&rows, xa.rows().min(ya.rows()))?;
+        prepare(h, &xs)?;
+        let rows = row_indices(&rows, xs[0].rows().min(ya.rows()))?;
         require_compiled(h, "fit")?;
         let step_seed = seed_from(&seed) ^ h.steps;
         let mut model = h.model.lock().unwrap_or_else(|e| e.into_inner());
         let compiled = h.compiled.as_mut().expect("checked above");
-        let stats = h.executor.train_on_batch(&mut model, compiled, &xa, &ya, &rows, step_seed)?;
+        let stats = h.executor.train_on_batch(&mut model, compiled, &sources(&xs), &ya, &rows, step_seed)?;
         h.steps += 1;
         Ok(stats_to_r(&stats))
     })
@@ -119,25 +147,26 @@ fn rg_train_batch(ptr: Robj, x: Robj, y: Robj, rows: Robj, seed: Robj) -> Robj {
 fn rg_evaluate(ptr: Robj, x: Robj, y: Robj, rows: Robj, batch_size: f64) -> Robj {
     guard(|| {
         let h = handle(&ptr)?;
-        let xa = RArray::new(&x, "x", true)?;
+        let items = input_items(&x);
+        let xs = input_arrays(&items)?;
         let ya = RArray::new(&y, "y", true)?;
-        if xa.rows() != ya.rows() {
+        if xs[0].rows() != ya.rows() {
             return Err(Error::Value(format!(
                 "`x` and `y` must have the same number of samples (rows): `x` has {}, `y` has {}",
-                xa.rows(),
+                xs[0].rows(),
                 ya.rows()
             )));
         }
-        prepare(h, &xa)?;
+        prepare(h, &xs)?;
         require_compiled(h, "evaluate")?;
         let model = h.model.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let compiled = h.compiled.as_ref().expect("checked above");
         let bs = (batch_size as usize).max(1);
         // `rows` (1-based) selects a subset, e.g. the validation split; NULL means all rows.
-        let rows: Vec<usize> = if rows.is_null() { (0..xa.rows()).collect() } else { row_indices(&rows, xa.rows())? };
+        let rows: Vec<usize> = if rows.is_null() { (0..xs[0].rows()).collect() } else { row_indices(&rows, xs[0].rows())? };
         let (mut loss, mut metrics, mut seen) = (0.0, vec![0.0; compiled.metrics.len()], 0usize);
         for chunk in rows.chunks(bs) {
-            let s = h.executor.test_on_batch(&model, compiled, &xa, &ya, chunk)?;
+            let s = h.executor.test_on_batch(&model, compiled, &sources(&xs), &ya, chunk)?;
             loss += s.loss * s.rows as f64;
             for (m, v) in metrics.iter_mut().zip(&s.metrics) {
                 *m += v * s.rows as f64;
@@ -159,15 +188,17 @@ fn rg_predict(ptr: Robj, x: Robj, batch_size: f64) -> Robj {
     guard(|| {
         let h = handle(&ptr)?;
         // R has checked the values once (rg_check_data); only the shape matters here.
-        let xa = RArray::new(&x, "x", true)?;
-        if xa.rows() == 0 {
+        let items = input_items(&x);
+        let xs = input_arrays(&items)?;
+        if xs[0].rows() == 0 {
             return Err(Error::Value("`x` has 0 rows: nothing to predict".into()));
         }
-        prepare(h, &xa)?;
+        prepare(h, &xs)?;
         let model = h.model.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let bs = (batch_size as usize).max(1);
-        let rows: Vec<usize> = (0..xa.rows()).collect();
-        let parts = rows.chunks(bs).map(|chunk| h.executor.predict_on_batch(&model, &xa, chunk)).collect::<Result<Vec<_>>>()?;
+        let rows: Vec<usize> = (0..xs[0].rows()).collect();
+        let inputs = sources(&xs);
+        let parts = rows.chunks(bs).map(|chunk| h.executor.predict_on_batch(&model, &inputs, chunk)).collect::<Result<Vec<_>>>()?;
         Ok(host_to_r(&HostTensor::concat_rows(&parts)?))
     })
 }

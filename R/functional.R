@@ -1,0 +1,152 @@
+# The functional API: layer_input() makes a symbolic tensor, layers applied to tensors make
+# new ones, and keras_model() traces the graph from the outputs back to the inputs.
+
+.tensors <- new.env(parent = emptyenv())
+.tensors$count <- 0L
+
+next_tensor_id <- function() {
+  .tensors$count <- .tensors$count + 1L
+  .tensors$count
+}
+
+is_tensor <- function(x) inherits(x, "rustgpu_tensor")
+
+#' Input layer of a functional model
+#'
+#' A symbolic tensor standing for one input of a model: apply layers to it, then build the
+#' model with [keras_model()].
+#'
+#' @param shape Shape of one sample (without the batch axis).
+#' @param name Name of the input.
+#' @return A tensor.
+#' @examples
+#' inputs <- layer_input(shape = 4)
+#' outputs <- inputs %>% layer_dense(8, activation = "relu") %>% layer_dense(1)
+#' model <- keras_model(inputs, outputs)
+#' summary(model)
+#' @export
+layer_input <- function(shape, name = NULL) {
+  shape <- check_shape(shape, "shape")
+  if (is.null(shape)) value_error("`shape` is required.")
+  check_string(name, "name", allow_null = TRUE)
+  if (is.null(name)) name <- rg_unique_name("input")
+  structure(list(id = next_tensor_id(), kind = "input", shape = shape, name = name), class = "rustgpu_tensor")
+}
+
+apply_layer_to_tensors <- function(layer, inputs) {
+  if (is_tensor(inputs)) inputs <- list(inputs)
+  structure(list(id = next_tensor_id(), kind = "node", layer = layer, inputs = unname(inputs)), class = "rustgpu_tensor")
+}
+
+#' @export
+print.rustgpu_tensor <- function(x, ...) {
+  what <- if (x$kind == "input") sprintf("input \"%s\" of shape (None, %s)", x$name, paste(x$shape, collapse = ", "))
+          else sprintf("output of layer \"%s\"", x$layer$name)
+  cat(sprintf("<tensor: %s>\n", what))
+  invisible(x)
+}
+
+#' Build a model from inputs and outputs (the functional API)
+#'
+#' Layers applied to tensors form a graph; `keras_model()` makes the model that computes
+#' `outputs` from `inputs`. Layers may be shared (the same layer applied twice uses one set
+#' of weights) and merged ([layer_add()], [layer_concatenate()], [layer_multiply()]); a model
+#' may have several inputs, given to `fit()`/`predict()` as a list of arrays.
+#'
+#' @param inputs An input tensor from [layer_input()], or a list of them.
+#' @param outputs The output tensor (models with several outputs are planned).
+#' @param name Name of the model.
+#' @return A model.
+#' @examples
+#' a <- layer_input(shape = 3)
+#' b <- layer_input(shape = 3)
+#' shared <- layer_dense(units = 4, activation = "tanh")
+#' merged <- layer_add(list(shared(a), shared(b)))
+#' outputs <- merged %>% layer_dense(2, activation = "softmax")
+#' model <- keras_model(list(a, b), outputs)
+#' predict(model, list(matrix(runif(6), 2), matrix(runif(6), 2)))
+#' @export
+keras_model <- function(inputs, outputs, name = NULL) {
+  check_string(name, "name", allow_null = TRUE)
+  if (is_tensor(inputs)) inputs <- list(inputs)
+  if (is_tensor(outputs)) outputs <- list(outputs)
+  if (!is.list(inputs) || length(inputs) == 0 || !all(vapply(inputs, function(t) is_tensor(t) && t$kind == "input", logical(1)))) {
+    value_error("`inputs` must be a tensor from layer_input(), or a list of them.")
+  }
+  if (!is.list(outputs) || length(outputs) == 0 || !all(vapply(outputs, is_tensor, logical(1)))) {
+    value_error("`outputs` must be a tensor made by applying layers to inputs, or a list of them.")
+  }
+  if (length(outputs) > 1) value_error("Models with several outputs are not supported yet: give one output tensor.")
+  if (is.null(name)) name <- rg_unique_name("model")
+  input_ids <- vapply(inputs, function(t) t$id, integer(1))
+
+  graph <- new.env(parent = emptyenv())
+  graph$layers <- list()      # layer objects, in first-use order
+  graph$nodes <- list()       # list(layer = 0-based index, inputs = codes)
+  graph$node_of <- integer()  # tensor id -> 0-based node index
+  # Codes: -(k + 1) for input k, j for node j (0-based).
+  visit <- function(t) {
+    if (t$kind == "input") {
+      k <- match(t$id, input_ids)
+      if (is.na(k)) value_error(sprintf("Input \"%s\" is used by the outputs but is not in `inputs`.", t$name), call = NULL)
+      return(-k)
+    }
+    key <- as.character(t$id)
+    if (!is.na(graph$node_of[key])) return(graph$node_of[[key]])
+    codes <- vapply(t$inputs, visit, numeric(1))
+    names <- vapply(graph$layers, function(l) l$name, character(1))
+    li <- match(t$layer$name, names)
+    if (is.na(li)) {
+      graph$layers[[length(graph$layers) + 1]] <- t$layer
+      li <- length(graph$layers)
+    }
+    graph$nodes[[length(graph$nodes) + 1]] <- list(layer = as.integer(li - 1), inputs = as.integer(codes))
+    graph$node_of[key] <- length(graph$nodes) - 1L
+    length(graph$nodes) - 1L
+  }
+  output_codes <- vapply(outputs, visit, numeric(1))
+
+  scratch <- new_model(call_backend(rg_model_new(paste0(name, "_layers"))), name)
+  for (layer in graph$layers) add_layer(scratch, layer)
+  ptr <- call_backend(rg_make_functional(
+    scratch$ptr, name, vapply(inputs, function(t) t$name, character(1)),
+    lapply(inputs, function(t) as.integer(t$shape)), graph$nodes, as.integer(output_codes)
+  ))
+  new_model(ptr, name, kind = "functional")
+}
+
+merge_layer <- function(inputs, mode, name, prefix, call = rlang::caller_env()) {
+  layer <- new_layer("merge", layer_name(name, prefix, call = call), list(mode = mode))
+  if (missing(inputs) || is.null(inputs)) return(layer)
+  if (!is.list(inputs) || length(inputs) < 2 || !all(vapply(inputs, is_tensor, logical(1)))) {
+    value_error("`inputs` must be a list of at least 2 tensors.", call = call)
+  }
+  compose_layer(inputs, layer, call = call)
+}
+
+#' Merge layers: add, multiply or concatenate tensors
+#'
+#' `layer_add()` and `layer_multiply()` combine tensors of one shape element-wise;
+#' `layer_concatenate()` joins them along the last axis.
+#'
+#' @param inputs A list of tensors; missing returns the layer.
+#' @param axis Only -1 (the last axis) is supported.
+#' @param name Name of the layer.
+#' @return A tensor (or the layer when `inputs` is missing).
+#' @examples
+#' x <- layer_input(shape = 3)
+#' y <- layer_concatenate(list(x %>% layer_dense(2), x %>% layer_dense(4)))
+#' keras_model(x, y)
+#' @export
+layer_add <- function(inputs, name = NULL) merge_layer(inputs, "add", name, "add")
+
+#' @rdname layer_add
+#' @export
+layer_multiply <- function(inputs, name = NULL) merge_layer(inputs, "multiply", name, "multiply")
+
+#' @rdname layer_add
+#' @export
+layer_concatenate <- function(inputs, axis = -1L, name = NULL) {
+  if (!identical(as.numeric(axis), -1)) value_error("Only `axis = -1` (the last axis) is supported.")
+  merge_layer(inputs, "concatenate", name, "concatenate")
+}
