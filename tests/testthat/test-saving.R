@@ -190,3 +190,23 @@ test_that("separable, depthwise, pooling, padding and reshape layers round-trip 
   expect_identical(predict(load_model_hdf5(path), x[, 1:2, 1:2, 1:2, drop = FALSE][, , , c(1, 2, 1), drop = FALSE]),
                    predict(gap, x[, 1:2, 1:2, 1:2, drop = FALSE][, , , c(1, 2, 1), drop = FALSE]))
 })
+
+test_that("functional models round-trip, and Keras's functional models load", {
+  a <- layer_input(shape = 3, name = "first")
+  b <- layer_input(shape = 3, name = "second")
+  shared <- layer_dense(units = 3, activation = "relu")
+  merged <- layer_add(list(shared(a), shared(b), a)) %>% layer_batch_normalization()
+  out <- layer_concatenate(list(merged, b)) %>% layer_dense(2, activation = "softmax")
+  model <- keras_model(list(a, b), out)
+  compile(model, optimizer = "adam", loss = "categorical_crossentropy")
+  x <- list(matrix(rnorm(30), 10), matrix(rnorm(30), 10))
+  fit(model, x, to_categorical(rep(0:1, 5)), epochs = 1, verbose = 0)
+  path <- tempfile(fileext = ".h5")
+  save_model_hdf5(model, path)
+  restored <- load_model_hdf5(path)
+  expect_identical(predict(restored, x), predict(model, x))
+  expect_equal(format(restored), format(model))
+  expected <- jsonlite::fromJSON(h5_fixture("expected.json"), simplifyDataFrame = FALSE)$functional
+  keras_made <- load_model_hdf5(h5_fixture("keras_functional_model.h5"))
+  expect_equal(predict(keras_made, list(expected$xa, expected$xb)), expected$predictions, tolerance = 1e-5)
+})

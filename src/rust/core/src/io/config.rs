@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::initializer::Initializer;
 use crate::layers::{ActivationLayer, AveragePooling2D, BatchNormalization, DepthwiseConv2D, SeparableConv2D, Conv2D, Dense, Dropout, Layer, LayerKind, MaxPooling2D, Reshape, ZeroPadding2D};
 use crate::loss::Loss;
-use crate::model::Model;
+use crate::model::{Graph, Model, Node, Source};
 use crate::optim::OptimizerConfig;
 use crate::train::Compiled;
 use serde_json::{json, Value};
@@ -142,10 +142,8 @@ fn layer_json(layer: &Layer) -> Value {
 
 /// The model's Keras `model_config` (a Sequential with its InputLayer).
 pub fn model_config(model: &Model) -> Result<Value> {
-    if model.arch.graph.is_some() {
-        return Err(Error::Value(
-            "saving a functional model's architecture in Keras's format is not supported yet: save its weights with save_model_weights_hdf5()".into(),
-        ));
+    if let Some(graph) = &model.arch.graph {
+        return Ok(functional_config(model, graph));
     }
     let input = model.arch.input_shape.as_ref().ok_or_else(|| {
         Error::State("the model is not built yet: give the first layer an `input_shape`, or fit/predict once, before saving".into())
@@ -202,15 +200,286 @@ fn shape_from(v: &Value) -> Option<Vec<usize>> {
     a.iter().skip(1).map(|d| d.as_u64().map(|x| x as usize)).collect()
 }
 
+fn input_layer_json(name: &str, shape: &[usize]) -> Value {
+    let mut batch_input_shape = vec![Value::Null];
+    batch_input_shape.extend(shape.iter().map(|d| json!(d)));
+    json!({
+        "class_name": "InputLayer",
+        "config": { "batch_input_shape": batch_input_shape, "dtype": "float32", "sparse": false, "ragged": false, "name": name },
+        "name": name,
+        "inbound_nodes": []
+    })
+}
+
+/// Keras's "Functional" config: every layer with its `inbound_nodes`, each inbound tensor
+/// as [layer name, node index (which application of that layer), tensor index, kwargs].
+fn functional_config(model: &Model, graph: &Graph) -> Value {
+    let arch = &model.arch;
+    // Which application of its layer each node is.
+    let mut uses = vec![0usize; arch.layers.len()];
+    let node_index: Vec<usize> = graph
+        .nodes
+        .iter()
+        .map(|n| {
+            uses[n.layer] += 1;
+            uses[n.layer] - 1
+        })
+        .collect();
+    let reference = |s: &Source| -> Value {
+        match *s {
+            Source::Input(k) => json!([graph.input_names[k], 0, 0, {}]),
+            Source::Node(j) => json!([arch.layers[graph.nodes[j].layer].name, node_index[j], 0, {}]),
+        }
+    };
+    let mut layers: Vec<Value> = graph.input_names.iter().zip(&graph.input_shapes).map(|(n, s)| input_layer_json(n, s)).collect();
+    for (li, layer) in arch.layers.iter().enumerate() {
+        let inbound: Vec<Value> =
+            graph.nodes.iter().filter(|n| n.layer == li).map(|n| Value::Array(n.inputs.iter().map(reference).collect())).collect();
+        let mut v = layer_json(layer);
+        v["name"] = json!(layer.name);
+        v["inbound_nodes"] = Value::Array(inbound);
+        layers.push(v);
+    }
+    let endpoint = |s: &Source| -> Value {
+        let r = reference(s);
+        json!([r[0], r[1], r[2]])
+    };
+    json!({
+        "class_name": "Functional",
+        "config": {
+            "name": model.name,
+            "trainable": true,
+            "layers": layers,
+            "input_layers": (0..graph.input_names.len()).map(|k| endpoint(&Source::Input(k))).collect::<Vec<_>>(),
+            "output_layers": graph.outputs.iter().map(endpoint).collect::<Vec<_>>()
+        },
+        "keras_version": KERAS_VERSION,
+        "backend": "tensorflow"
+    })
+}
+
+/// Rebuilds a functional model: layers from their configs, nodes from `inbound_nodes`,
+/// put in an order where every node comes after its inputs.
+fn functional_from_config(cfg: &Value) -> Result<Model> {
+    let name = cfg.get("name").and_then(Value::as_str).unwrap_or("model").to_string();
+    let entries = cfg.get("layers").and_then(Value::as_array).ok_or_else(|| Error::Io("the model config has no layers".into()))?;
+    let mut input_names = Vec::new();
+    let mut input_shapes = Vec::new();
+    let mut layers = Vec::new();
+    // (layer index, inbound references) for every application, in file order.
+    let mut pending: Vec<(usize, usize, Vec<(String, usize)>)> = Vec::new();
+    for e in entries {
+        let class = e.get("class_name").and_then(Value::as_str).unwrap_or("");
+        let c = &e["config"];
+        let lname = e.get("name").or_else(|| c.get("name")).and_then(Value::as_str).unwrap_or("").to_string();
+        if class == "InputLayer" {
+            let shape = c.get("batch_input_shape").or_else(|| c.get("batch_shape")).and_then(shape_from);
+            input_shapes.push(shape.ok_or_else(|| Error::Value(format!("input \"{}\" has no fixed shape", lname)))?);
+            input_names.push(lname);
+            continue;
+        }
+        let kind = layer_kind_from(class, c, &None)?;
+        let li = layers.len();
+        layers.push(Layer { name: lname, kind, seed: 0 });
+        for (app, node) in e.get("inbound_nodes").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            let refs = node
+                .as_array()
+                .ok_or_else(|| Error::Value("unsupported inbound node format (Keras 3 configs are not read yet)".into()))?
+                .iter()
+                .map(|r| {
+                    let a = r.as_array().filter(|a| a.len() >= 2).ok_or_else(|| Error::Value("malformed inbound node".into()))?;
+                    Ok((a[0].as_str().unwrap_or("").to_string(), a[1].as_u64().unwrap_or(0) as usize))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            pending.push((li, app, refs));
+        }
+    }
+    // Order the applications so that each follows its inputs.
+    let mut placed: Vec<(String, usize)> = Vec::new(); // (layer name, application) of each node
+    let mut nodes: Vec<Node> = Vec::new();
+    let resolve = |name: &str, app: usize, placed: &[(String, usize)]| -> Option<Source> {
+        if let Some(k) = input_names.iter().position(|n| n == name) {
+            return Some(Source::Input(k));
+        }
+        placed.iter().position(|(n, a)| n == name && *a == app).map(Source::Node)
+    };
+    while !pending.is_empty() {
+        let before = pending.len();
+        let mut i = 0;
+        while i < pending.len() {
+            let sources: Option<Vec<Source>> = pending[i].2.iter().map(|(n, a)| resolve(n, *a, &placed)).collect();
+            if let Some(inputs) = sources {
+                let (li, app, _) = pending.remove(i);
+                placed.push((layers[li].name.clone(), app));
+                nodes.push(Node { layer: li, inputs });
+            } else {
+                i += 1;
+            }
+        }
+        if pending.len() == before {
+            return Err(Error::Value("the model config's layers cannot be connected (a missing or cyclic input)".into()));
+        }
+    }
+    let outputs = cfg
+        .get("output_layers")
+        .and_then(Value::as_array)
+        .ok_or_else(|| Error::Io("the model config has no output_layers".into()))?
+        .iter()
+        .map(|o| {
+            let a = o.as_array().ok_or_else(|| Error::Value("malformed output_layers".into()))?;
+            let (n, app) = (a.first().and_then(Value::as_str).unwrap_or(""), a.get(1).and_then(Value::as_u64).unwrap_or(0) as usize);
+            resolve(n, app, &placed).ok_or_else(|| Error::Value(format!("output layer \"{}\" is not in the model", n)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Model::functional(name, layers, Graph { input_names, input_shapes, nodes, outputs })
+}
+
+/// The layer a Keras layer config describes (InputLayer excluded).
+fn layer_kind_from(class: &str, c: &Value, input_shape: &Option<Vec<usize>>) -> Result<LayerKind> {
+    Ok(match class {
+        "Dense" => {
+            let units = c.get("units").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let mut d = Dense::new(units, activation_from(c)?, c.get("use_bias").and_then(Value::as_bool).unwrap_or(true))?;
+            d.kernel_initializer = initializer_from(c.get("kernel_initializer"))?;
+            d.bias_initializer = initializer_from(c.get("bias_initializer")).unwrap_or(Initializer::Zeros);
+            LayerKind::Dense(d)
+        }
+        "Conv2D" => {
+            if c.get("data_format").and_then(Value::as_str).is_some_and(|f| f != "channels_last") {
+                return Err(Error::Value("only channels_last convolutions are supported".into()));
+            }
+            LayerKind::Conv2D(Conv2D {
+                filters: c.get("filters").and_then(Value::as_u64).unwrap_or(0) as usize,
+                kernel_size: pair_from(c, "kernel_size", (1, 1))?,
+                strides: pair_from(c, "strides", (1, 1))?,
+                same: padding_same(c)?,
+                dilation: pair_from(c, "dilation_rate", (1, 1))?,
+                activation: activation_from(c)?,
+                use_bias: c.get("use_bias").and_then(Value::as_bool).unwrap_or(true),
+                kernel_initializer: initializer_from(c.get("kernel_initializer"))?,
+                bias_initializer: initializer_from(c.get("bias_initializer")).unwrap_or(Initializer::Zeros),
+            })
+        }
+        "MaxPooling2D" => {
+            let pool_size = pair_from(c, "pool_size", (2, 2))?;
+            LayerKind::MaxPooling2D(MaxPooling2D { pool_size, strides: pair_from(c, "strides", pool_size)?, same: padding_same(c)? })
+        }
+        "Flatten" => LayerKind::Flatten,
+        "Add" => LayerKind::Merge(crate::layers::Merge::Add),
+        "Multiply" => LayerKind::Merge(crate::layers::Merge::Multiply),
+        "Concatenate" => {
+            if c.get("axis").and_then(Value::as_i64).is_some_and(|a| a != -1) {
+                return Err(Error::Value("only concatenation along the last axis is supported".into()));
+            }
+            LayerKind::Merge(crate::layers::Merge::Concatenate)
+        }
+        "AveragePooling2D" => {
+            let pool_size = pair_from(c, "pool_size", (2, 2))?;
+            LayerKind::AveragePooling2D(AveragePooling2D {
+                window: MaxPooling2D { pool_size, strides: pair_from(c, "strides", pool_size)?, same: padding_same(c)? },
+            })
+        }
+        "GlobalAveragePooling2D" | "GlobalMaxPooling2D" => {
+            if c.get("keepdims").and_then(Value::as_bool).unwrap_or(false) {
+                return Err(Error::Value("global pooling with `keepdims = TRUE` is not supported yet".into()));
+            }
+            if class == "GlobalAveragePooling2D" { LayerKind::GlobalAveragePooling2D } else { LayerKind::GlobalMaxPooling2D }
+        }
+        "ZeroPadding2D" => {
+            let p = &c["padding"];
+            let pad = |v: &Value| -> Option<(usize, usize)> {
+                match v {
+                    Value::Number(n) => n.as_u64().map(|x| (x as usize, x as usize)),
+                    Value::Array(a) if a.len() == 2 => Some((a[0].as_u64()? as usize, a[1].as_u64()? as usize)),
+                    _ => None,
+                }
+            };
+            let padding = match p {
+                Value::Number(_) => pad(p).map(|v| (v, v)),
+                Value::Array(a) if a.len() == 2 => match (&a[0], &a[1]) {
+                    (Value::Number(x), Value::Number(y)) => {
+                        let (x, y) = (x.as_u64().unwrap_or(0) as usize, y.as_u64().unwrap_or(0) as usize);
+                        Some(((x, x), (y, y)))
+                    }
+                    (x, y) => pad(x).zip(pad(y)),
+                },
+                _ => None,
+            };
+            LayerKind::ZeroPadding2D(ZeroPadding2D {
+                padding: padding.ok_or_else(|| Error::Value(format!("unsupported ZeroPadding2D padding {}", p)))?,
+            })
+        }
+        "DepthwiseConv2D" | "SeparableConv2D" => {
+            if c.get("data_format").and_then(Value::as_str).is_some_and(|f| f != "channels_last") {
+                return Err(Error::Value("only channels_last convolutions are supported".into()));
+            }
+            let depthwise = DepthwiseConv2D {
+                kernel_size: pair_from(c, "kernel_size", (1, 1))?,
+                strides: pair_from(c, "strides", (1, 1))?,
+                same: padding_same(c)?,
+                dilation: pair_from(c, "dilation_rate", (1, 1))?,
+                depth_multiplier: c.get("depth_multiplier").and_then(Value::as_u64).unwrap_or(1) as usize,
+                activation: activation_from(c)?,
+                use_bias: c.get("use_bias").and_then(Value::as_bool).unwrap_or(true),
+                depthwise_initializer: initializer_from(c.get("depthwise_initializer"))?,
+                bias_initializer: initializer_from(c.get("bias_initializer")).unwrap_or(Initializer::Zeros),
+            };
+            if class == "DepthwiseConv2D" {
+                LayerKind::DepthwiseConv2D(depthwise)
+            } else {
+                LayerKind::SeparableConv2D(SeparableConv2D {
+                    depthwise,
+                    filters: c.get("filters").and_then(Value::as_u64).unwrap_or(0) as usize,
+                    pointwise_initializer: initializer_from(c.get("pointwise_initializer"))?,
+                })
+            }
+        }
+        "BatchNormalization" => {
+            // Keras stores the axis as a positive index (e.g. [3] for NHWC images, [1] after a
+            // Dense layer). Without the input's rank at hand, an axis is taken to be the last
+            // one when it is -1 or the sample shape's length where that is known.
+            let last = |v: i64| v == -1 || input_shape.as_ref().map_or(v > 0, |s| v == s.len() as i64);
+            let axis_ok = match c.get("axis") {
+                None => true,
+                Some(Value::Number(n)) => n.as_i64().is_some_and(last),
+                Some(Value::Array(a)) => a.len() == 1 && a[0].as_i64().is_some_and(last),
+                _ => false,
+            };
+            if !axis_ok {
+                return Err(Error::Value("only batch normalization over the last axis is supported".into()));
+            }
+            LayerKind::BatchNormalization(BatchNormalization {
+                momentum: c.get("momentum").and_then(Value::as_f64).unwrap_or(0.99),
+                epsilon: c.get("epsilon").and_then(Value::as_f64).unwrap_or(1e-3),
+                center: c.get("center").and_then(Value::as_bool).unwrap_or(true),
+                scale: c.get("scale").and_then(Value::as_bool).unwrap_or(true),
+            })
+        }
+        "Reshape" => {
+            let target = c["target_shape"]
+                .as_array()
+                .ok_or_else(|| Error::Value("Reshape needs `target_shape`".into()))?
+                .iter()
+                .map(|d| d.as_i64().and_then(|v| (v > 0).then_some(v as usize)))
+                .collect();
+            LayerKind::Reshape(Reshape { target })
+        }
+        "Dropout" => LayerKind::Dropout(Dropout::new(c.get("rate").and_then(Value::as_f64).unwrap_or(0.0))?),
+        "Activation" => LayerKind::Activation(ActivationLayer { activation: activation_from(c)? }),
+        other => {
+            return Err(Error::Value(format!("layer class \"{}\" is not supported by rustgpu yet", other)));
+        }
+    })
+}
+
 /// Rebuilds a model from a Keras `model_config` (Sequential models of the layers rustgpu has).
 pub fn model_from_config(config: &str) -> Result<Model> {
     let v: Value = serde_json::from_str(config).map_err(|e| Error::Io(format!("the model config is not valid JSON: {}", e)))?;
     let class = v.get("class_name").and_then(Value::as_str).unwrap_or("");
-    if class != "Sequential" {
-        return Err(Error::Value(format!(
-            "cannot load a \"{}\" model: rustgpu reads Sequential models so far (the functional API is planned)",
-            class
-        )));
+    match class {
+        "Sequential" => {}
+        "Functional" | "Model" => return functional_from_config(&v["config"]),
+        other => return Err(Error::Value(format!("cannot load a \"{}\" model: rustgpu reads Sequential and Functional models", other))),
     }
     let cfg = &v["config"];
     let name = cfg.get("name").and_then(Value::as_str).unwrap_or("sequential").to_string();
@@ -223,129 +492,10 @@ pub fn model_from_config(config: &str) -> Result<Model> {
         if let Some(shape) = c.get("batch_input_shape").or_else(|| c.get("batch_shape")).and_then(shape_from) {
             input_shape.get_or_insert(shape);
         }
-        let kind = match class {
-            "InputLayer" => continue,
-            "Dense" => {
-                let units = c.get("units").and_then(Value::as_u64).unwrap_or(0) as usize;
-                let mut d = Dense::new(units, activation_from(c)?, c.get("use_bias").and_then(Value::as_bool).unwrap_or(true))?;
-                d.kernel_initializer = initializer_from(c.get("kernel_initializer"))?;
-                d.bias_initializer = initializer_from(c.get("bias_initializer")).unwrap_or(Initializer::Zeros);
-                LayerKind::Dense(d)
-            }
-            "Conv2D" => {
-                if c.get("data_format").and_then(Value::as_str).is_some_and(|f| f != "channels_last") {
-                    return Err(Error::Value("only channels_last convolutions are supported".into()));
-                }
-                LayerKind::Conv2D(Conv2D {
-                    filters: c.get("filters").and_then(Value::as_u64).unwrap_or(0) as usize,
-                    kernel_size: pair_from(c, "kernel_size", (1, 1))?,
-                    strides: pair_from(c, "strides", (1, 1))?,
-                    same: padding_same(c)?,
-                    dilation: pair_from(c, "dilation_rate", (1, 1))?,
-                    activation: activation_from(c)?,
-                    use_bias: c.get("use_bias").and_then(Value::as_bool).unwrap_or(true),
-                    kernel_initializer: initializer_from(c.get("kernel_initializer"))?,
-                    bias_initializer: initializer_from(c.get("bias_initializer")).unwrap_or(Initializer::Zeros),
-                })
-            }
-            "MaxPooling2D" => {
-                let pool_size = pair_from(c, "pool_size", (2, 2))?;
-                LayerKind::MaxPooling2D(MaxPooling2D { pool_size, strides: pair_from(c, "strides", pool_size)?, same: padding_same(c)? })
-            }
-            "Flatten" => LayerKind::Flatten,
-            "AveragePooling2D" => {
-                let pool_size = pair_from(c, "pool_size", (2, 2))?;
-                LayerKind::AveragePooling2D(AveragePooling2D {
-                    window: MaxPooling2D { pool_size, strides: pair_from(c, "strides", pool_size)?, same: padding_same(c)? },
-                })
-            }
-            "GlobalAveragePooling2D" | "GlobalMaxPooling2D" => {
-                if c.get("keepdims").and_then(Value::as_bool).unwrap_or(false) {
-                    return Err(Error::Value("global pooling with `keepdims = TRUE` is not supported yet".into()));
-                }
-                if class == "GlobalAveragePooling2D" { LayerKind::GlobalAveragePooling2D } else { LayerKind::GlobalMaxPooling2D }
-            }
-            "ZeroPadding2D" => {
-                let p = &c["padding"];
-                let pad = |v: &Value| -> Option<(usize, usize)> {
-                    match v {
-                        Value::Number(n) => n.as_u64().map(|x| (x as usize, x as usize)),
-                        Value::Array(a) if a.len() == 2 => Some((a[0].as_u64()? as usize, a[1].as_u64()? as usize)),
-                        _ => None,
-                    }
-                };
-                let padding = match p {
-                    Value::Number(_) => pad(p).map(|v| (v, v)),
-                    Value::Array(a) if a.len() == 2 => match (&a[0], &a[1]) {
-                        (Value::Number(x), Value::Number(y)) => {
-                            let (x, y) = (x.as_u64().unwrap_or(0) as usize, y.as_u64().unwrap_or(0) as usize);
-                            Some(((x, x), (y, y)))
-                        }
-                        (x, y) => pad(x).zip(pad(y)),
-                    },
-                    _ => None,
-                };
-                LayerKind::ZeroPadding2D(ZeroPadding2D {
-                    padding: padding.ok_or_else(|| Error::Value(format!("unsupported ZeroPadding2D padding {}", p)))?,
-                })
-            }
-            "DepthwiseConv2D" | "SeparableConv2D" => {
-                if c.get("data_format").and_then(Value::as_str).is_some_and(|f| f != "channels_last") {
-                    return Err(Error::Value("only channels_last convolutions are supported".into()));
-                }
-                let depthwise = DepthwiseConv2D {
-                    kernel_size: pair_from(c, "kernel_size", (1, 1))?,
-                    strides: pair_from(c, "strides", (1, 1))?,
-                    same: padding_same(c)?,
-                    dilation: pair_from(c, "dilation_rate", (1, 1))?,
-                    depth_multiplier: c.get("depth_multiplier").and_then(Value::as_u64).unwrap_or(1) as usize,
-                    activation: activation_from(c)?,
-                    use_bias: c.get("use_bias").and_then(Value::as_bool).unwrap_or(true),
-                    depthwise_initializer: initializer_from(c.get("depthwise_initializer"))?,
-                    bias_initializer: initializer_from(c.get("bias_initializer")).unwrap_or(Initializer::Zeros),
-                };
-                if class == "DepthwiseConv2D" {
-                    LayerKind::DepthwiseConv2D(depthwise)
-                } else {
-                    LayerKind::SeparableConv2D(SeparableConv2D {
-                        depthwise,
-                        filters: c.get("filters").and_then(Value::as_u64).unwrap_or(0) as usize,
-                        pointwise_initializer: initializer_from(c.get("pointwise_initializer"))?,
-                    })
-                }
-            }
-            "BatchNormalization" => {
-                let axis_ok = match c.get("axis") {
-                    None => true,
-                    Some(Value::Number(n)) => n.as_i64() == Some(-1) || input_shape.as_ref().is_some_and(|s| n.as_i64() == Some(s.len() as i64)),
-                    Some(Value::Array(a)) => a.len() == 1 && (a[0].as_i64() == Some(-1) || input_shape.as_ref().is_some_and(|s| a[0].as_i64() == Some(s.len() as i64))),
-                    _ => false,
-                };
-                if !axis_ok {
-                    return Err(Error::Value("only batch normalization over the last axis is supported".into()));
-                }
-                LayerKind::BatchNormalization(BatchNormalization {
-                    momentum: c.get("momentum").and_then(Value::as_f64).unwrap_or(0.99),
-                    epsilon: c.get("epsilon").and_then(Value::as_f64).unwrap_or(1e-3),
-                    center: c.get("center").and_then(Value::as_bool).unwrap_or(true),
-                    scale: c.get("scale").and_then(Value::as_bool).unwrap_or(true),
-                })
-            }
-            "Reshape" => {
-                let target = c["target_shape"]
-                    .as_array()
-                    .ok_or_else(|| Error::Value("Reshape needs `target_shape`".into()))?
-                    .iter()
-                    .map(|d| d.as_i64().and_then(|v| (v > 0).then_some(v as usize)))
-                    .collect();
-                LayerKind::Reshape(Reshape { target })
-            }
-            "Dropout" => LayerKind::Dropout(Dropout::new(c.get("rate").and_then(Value::as_f64).unwrap_or(0.0))?),
-            "Activation" => LayerKind::Activation(ActivationLayer { activation: activation_from(c)? }),
-            other => {
-                return Err(Error::Value(format!("layer class \"{}\" is not supported by rustgpu yet", other)));
-            }
-        };
+        if class == "InputLayer" {
+            continue;
+        }
+        let kind = layer_kind_from(class, c, &input_shape)?;
         let layer_name = c.get("name").and_then(Value::as_str).unwrap_or("layer").to_string();
         let first = model.arch.layers.is_empty();
         model.add(Layer { name: layer_name, kind, seed: 0 }, if first { input_shape.clone() } else { None })?;
