@@ -264,6 +264,7 @@ depthwise_layer <- function(object, filters, kernel_size, strides, padding, data
 #' @inheritParams layer_conv_2d
 #' @param depth_multiplier Depthwise kernels per input channel.
 #' @param depthwise_initializer,pointwise_initializer Initializer names for the kernels.
+#' @param bias_initializer Initializer name for the bias.
 #' @return The model, invisibly (or the layer when `object` is missing).
 #' @examples
 #' model <- keras_model_sequential() %>%
