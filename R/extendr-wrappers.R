@@ -126,7 +126,7 @@ rg_load_optimizer_state <- function(ptr, path) .Call(wrap__rg_load_optimizer_sta
 rg_inject_write_failure <- function() .Call(wrap__rg_inject_write_failure)
 
 #' @noRd
-rg_compile <- function(ptr, optimizer, loss, metrics) .Call(wrap__rg_compile, ptr, optimizer, loss, metrics)
+rg_compile <- function(ptr, optimizer, losses, loss_weights, metrics) .Call(wrap__rg_compile, ptr, optimizer, losses, loss_weights, metrics)
 
 #' Checks an array once before a fit: numeric type and no NA/NaN/Inf (no copy).
 #' @noRd

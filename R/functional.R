@@ -54,7 +54,9 @@ print.rustgpu_tensor <- function(x, ...) {
 #' may have several inputs, given to `fit()`/`predict()` as a list of arrays.
 #'
 #' @param inputs An input tensor from [layer_input()], or a list of them.
-#' @param outputs The output tensor (models with several outputs are planned).
+#' @param outputs The output tensor, or a list of them: `fit()` then takes `y` as a list
+#'   (one array per output), `compile()` a loss per output and optional `loss_weights`, and
+#'   `predict()` returns a list.
 #' @param name Name of the model.
 #' @return A model.
 #' @examples
@@ -76,7 +78,6 @@ keras_model <- function(inputs, outputs, name = NULL) {
   if (!is.list(outputs) || length(outputs) == 0 || !all(vapply(outputs, is_tensor, logical(1)))) {
     value_error("`outputs` must be a tensor made by applying layers to inputs, or a list of them.")
   }
-  if (length(outputs) > 1) value_error("Models with several outputs are not supported yet: give one output tensor.")
   if (is.null(name)) name <- rg_unique_name("model")
   input_ids <- vapply(inputs, function(t) t$id, integer(1))
 

@@ -62,7 +62,8 @@ load_model_hdf5 <- function(filepath, custom_objects = NULL, compile = TRUE) {
   training <- loaded$training
   if (compile && !is.null(training)) {
     optimizer <- do.call(new_optimizer, training$optimizer)
-    compile(model, optimizer = optimizer, loss = training$loss, metrics = as.character(training$metrics))
+    compile(model, optimizer = optimizer, loss = as.list(training$loss), metrics = as.character(training$metrics),
+            loss_weights = training$loss_weights)
     call_backend(rg_load_optimizer_state(model$ptr, filepath))
   }
   model

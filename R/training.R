@@ -13,32 +13,75 @@ generics::fit
 #' @param optimizer "sgd", "rmsprop", "adam" or an optimizer object ([optimizer_adam()] ...).
 #' @param loss Name of the loss: "categorical_crossentropy",
 #'   "sparse_categorical_crossentropy", "binary_crossentropy", "mean_squared_error"
-#'   ("mse"), "mean_absolute_error" ("mae").
+#'   ("mse"), "mean_absolute_error" ("mae"). For a model with several outputs, one name for
+#'   all, or one per output (a vector or list, in order or named by output layer).
 #' @param metrics Names of metrics to report: "accuracy", "mae", "mse" (and Keras's
 #'   long names).
+#' @param loss_weights For a model with several outputs, a weight per output (in order, or
+#'   named by output layer): the loss minimized is the weighted sum of the outputs' losses.
 #' @param ... Unused.
 #' @return The model, invisibly.
 #' @examples
 #' model <- keras_model_sequential() %>% layer_dense(3, activation = "softmax", input_shape = 4)
 #' compile(model, optimizer = "adam", loss = "categorical_crossentropy", metrics = "accuracy")
 #' @export
-compile.keras.engine.training.Model <- function(object, optimizer = "rmsprop", loss = NULL, metrics = NULL, ...) {
+compile.keras.engine.training.Model <- function(object, optimizer = "rmsprop", loss = NULL, metrics = NULL,
+                                                loss_weights = NULL, ...) {
   check_model(object)
   if (is.null(loss)) {
     value_error("`loss` is required: e.g. compile(model, optimizer = \"adam\", loss = \"mse\").")
   }
-  check_string(loss, "loss")
+  outputs <- model_info(object)$output_names
+  losses <- per_output(loss, outputs, "loss", function(l, arg) {
+    check_string(l, arg, call = rlang::caller_env(3))
+    l
+  })
+  weights <- if (is.null(loss_weights)) rep(1, length(outputs)) else {
+    per_output(loss_weights, outputs, "loss_weights", function(w, arg) {
+      check_number(w, arg, min = 0, call = rlang::caller_env(3))
+      w
+    })
+  }
   optimizer <- as_optimizer(optimizer)
   if (is.null(metrics)) metrics <- character()
   if (!is.character(metrics) || anyNA(metrics)) {
     value_error(sprintf("`metrics` must be a character vector of metric names, not %s.", describe(metrics)))
   }
-  call_backend(rg_compile(object$ptr, unclass(optimizer), loss, metrics))
+  call_backend(rg_compile(object$ptr, unclass(optimizer), as.character(unlist(losses)), as.numeric(unlist(weights)), metrics))
   object$metric_names <- metrics
+  object$output_names <- outputs
   object$compiled <- TRUE
   object$loss <- loss
   object$optimizer <- optimizer
   invisible(object)
+}
+
+# One value per model output: a single value is used for every output; a list or vector
+# gives one per output, in order or named by output layer.
+per_output <- function(value, outputs, arg, check, call = rlang::caller_env()) {
+  n <- length(outputs)
+  if (length(value) == 1 && !is.list(value)) return(rep(list(check(value, arg)), n))
+  value <- as.list(value)
+  if (!is.null(names(value)) && all(nzchar(names(value)))) {
+    missing <- setdiff(outputs, names(value))
+    if (length(missing)) {
+      value_error(sprintf("`%s` has no entry for output%s %s (outputs: %s).", arg, if (length(missing) > 1) "s" else "",
+                          paste0("\"", missing, "\"", collapse = ", "), paste(outputs, collapse = ", ")), call = call)
+    }
+    value <- value[outputs]
+  }
+  if (length(value) != n) {
+    value_error(sprintf("`%s` must have one entry per model output (%d), not %d.", arg, n, length(value)), call = call)
+  }
+  lapply(seq_len(n), function(i) check(value[[i]], sprintf("%s[[%d]]", arg, i)))
+}
+
+# Names of the figures a step reports, as Keras names them in logs and history.
+stat_names <- function(object) {
+  metrics <- object$metric_names
+  outputs <- object$output_names
+  if (length(outputs) <= 1) return(c("loss", metrics))
+  c("loss", paste0(outputs, "_loss"), if (length(metrics)) paste0(rep(outputs, each = length(metrics)), "_", metrics))
 }
 
 # Checks x (and y) once per call, without copying: numeric, no NA/NaN/Inf, same rows.
@@ -57,10 +100,14 @@ check_data <- function(x, y = NULL, call = rlang::caller_env()) {
   }
   if (n == 0) value_error("`x` has no rows (samples): nothing to do.", call = call)
   if (!is.null(y)) {
-    ny <- call_backend(rg_check_data(y, "y"), call = call)
-    if (ny != n) {
-      value_error(sprintf("`x` and `y` must have the same number of samples (rows): `x` has %d, `y` has %d.",
-                          as.integer(n), as.integer(ny)), call = call)
+    ys <- if (is.list(y) && !is.data.frame(y)) y else list(y)
+    for (i in seq_along(ys)) {
+      what <- if (length(ys) > 1) sprintf("y[[%d]]", i) else "y"
+      ny <- call_backend(rg_check_data(ys[[i]], what), call = call)
+      if (ny != n) {
+        value_error(sprintf("`x` and `%s` must have the same number of samples (rows): `x` has %d, `%s` has %d.",
+                            what, as.integer(n), what, as.integer(ny)), call = call)
+      }
     }
   }
   as.integer(n)
@@ -90,7 +137,7 @@ default_batch_size <- function(batch_size, call = rlang::caller_env()) {
 }
 
 named_stats <- function(values, object) {
-  stats::setNames(values, c("loss", object$metric_names))
+  stats::setNames(values, stat_names(object))
 }
 
 #' Train a model
@@ -164,7 +211,7 @@ fit.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_si
     val <- list(x = x, y = y, rows = seq.int(split_at + 1L, n))
   }
 
-  metric_names <- c("loss", object$metric_names)
+  metric_names <- stat_names(object)
   history_names <- c(metric_names, if (!is.null(val)) paste0("val_", metric_names))
   history <- stats::setNames(lapply(history_names, function(i) numeric()), history_names)
   steps <- ceiling(length(train_rows) / batch_size)
@@ -262,7 +309,8 @@ evaluate.keras.engine.training.Model <- function(object, x = NULL, y = NULL, bat
 #' @param batch_size Samples per batch (default 32).
 #' @param verbose Unused (kept for Keras compatibility).
 #' @param ... Unused.
-#' @return A numeric array of outputs, one row per sample.
+#' @return A numeric array of outputs, one row per sample (a list of arrays for a model with
+#'   several outputs).
 #' @examples
 #' model <- keras_model_sequential() %>% layer_dense(3, activation = "softmax", input_shape = 2)
 #' predict(model, matrix(runif(10), ncol = 2))

@@ -58,7 +58,6 @@ test_that("functional models give clear errors", {
   other <- layer_input(shape = 3)
   out <- layer_add(list(a %>% layer_dense(2), other %>% layer_dense(2)))
   expect_error(keras_model(a, out), "is not in `inputs`", class = "rustgpu_value_error")
-  expect_error(keras_model(a, list(out, out)), "several outputs", class = "rustgpu_value_error")
   expect_error(keras_model(matrix(1), out), "`inputs`", class = "rustgpu_value_error")
   expect_error(layer_add(list(a)), "at least 2", class = "rustgpu_value_error")
   expect_error(keras_model(list(a, other), layer_add(list(a %>% layer_dense(2), other %>% layer_dense(3)))),
@@ -74,4 +73,61 @@ test_that("functional models give clear errors", {
   save_model_weights_hdf5(model, path)
   load_model_weights_hdf5(model, path)
   expect_equal(dim(predict(model, list(matrix(0, 2, 3), matrix(0, 2, 3)))), c(2L, 2L))
+})
+
+two_output_model <- function() {
+  a <- layer_input(shape = 4, name = "left")
+  b <- layer_input(shape = 4, name = "right")
+  shared <- layer_dense(units = 6, activation = "relu")
+  h <- layer_concatenate(list(shared(a), shared(b)))
+  class_out <- h %>% layer_dense(3, activation = "softmax", name = "class_out")
+  reg_out <- h %>% layer_dense(1, name = "reg_out")
+  keras_model(list(a, b), list(class_out, reg_out))
+}
+
+test_that("a two-input two-output model trains with a loss per output and loss weights", {
+  set.seed(21)
+  x <- list(matrix(rnorm(120), 30, 4), matrix(rnorm(120), 30, 4))
+  y <- list(to_categorical(rep(0:2, 10), 3), rowSums(x[[1]]) - rowSums(x[[2]]))
+  model <- two_output_model()
+  compile(model, optimizer = optimizer_adam(0.01), loss = list(reg_out = "mse", class_out = "categorical_crossentropy"),
+          loss_weights = c(class_out = 1, reg_out = 0.5), metrics = "mae")
+  h <- fit(model, x, y, epochs = 8, batch_size = 10, verbose = 0, validation_split = 0.2)
+  expect_named(h$metrics, c("loss", "class_out_loss", "reg_out_loss", "class_out_mae", "reg_out_mae",
+                            "val_loss", "val_class_out_loss", "val_reg_out_loss", "val_class_out_mae", "val_reg_out_mae"))
+  # The loss is the weighted sum of the outputs' losses, and it goes down.
+  ev <- evaluate(model, x, y, verbose = 0)
+  expect_equal(ev[["loss"]], ev[["class_out_loss"]] + 0.5 * ev[["reg_out_loss"]], tolerance = 1e-6)
+  expect_lt(tail(h$metrics$loss, 1), h$metrics$loss[1])
+  p <- predict(model, x)
+  expect_length(p, 2)
+  expect_equal(dim(p[[1]]), c(30L, 3L))
+  expect_equal(dim(p[[2]]), c(30L, 1L))
+  expect_error(fit(model, x, y[[1]], verbose = 0), "2 outputs", class = "rustgpu_value_error")
+  expect_error(compile(model, optimizer = "sgd", loss = c("mse", "mse", "mse")), "one entry per model output",
+               class = "rustgpu_value_error")
+  expect_error(compile(model, optimizer = "sgd", loss = list(class_out = "mse")), "reg_out", class = "rustgpu_value_error")
+  # It round-trips with its training setup.
+  path <- tempfile(fileext = ".h5")
+  save_model_hdf5(model, path)
+  restored <- load_model_hdf5(path)
+  expect_identical(predict(restored, x), p)
+  expect_equal(evaluate(restored, x, y, verbose = 0), ev, tolerance = 1e-6)
+})
+
+test_that("a two-output model trains identically through replicas", {
+  use_virtual_gpus(2, threads_per_gpu = 1)
+  on.exit(use_virtual_gpus(0))
+  set.seed(22)
+  a <- two_output_model()
+  b <- two_output_model()
+  set_weights(b, get_weights(a))
+  p <- multi_gpu_model(b, gpus = 2)
+  x <- list(matrix(rnorm(44), 11, 4), matrix(rnorm(44), 11, 4))
+  y <- list(to_categorical(rep(0:2, length.out = 11), 3), rnorm(11))
+  for (m in list(a, p)) compile(m, optimizer = "sgd", loss = c("categorical_crossentropy", "mse"), loss_weights = c(1, 2))
+  ha <- fit(a, x, y, epochs = 2, batch_size = 4, shuffle = FALSE, verbose = 0)
+  hb <- fit(p, x, y, epochs = 2, batch_size = 4, shuffle = FALSE, verbose = 0)
+  expect_equal(hb$metrics, ha$metrics, tolerance = 1e-5)
+  for (i in seq_along(get_weights(a))) expect_equal(get_weights(b)[[i]], get_weights(a)[[i]], tolerance = 1e-5)
 })

@@ -25,7 +25,7 @@ fn main() {
     }
     let y = HostTensor::new(vec![rows, 10], y).unwrap();
     let rows_all: Vec<usize> = (0..rows).collect();
-    let compiled = || Compiled { loss: Loss::CategoricalCrossentropy, metrics: vec![], optimizer: Optimizer::new(OptimizerConfig::by_name("rmsprop").unwrap()) };
+    let compiled = || Compiled::single(Loss::CategoricalCrossentropy, vec![], Optimizer::new(OptimizerConfig::by_name("rmsprop").unwrap()));
     let execs: Vec<(&str, Executor)> = vec![
         ("local", Executor::Local(cpu_device())),
         ("1 replica", Executor::Replicated(ReplicaSet::new(vec![dev(0)], MergeDevice::Cpu).unwrap())),
@@ -34,12 +34,12 @@ fn main() {
     for (name, exec) in &execs {
         let mut c = compiled();
         for _ in 0..3 {
-            exec.train_on_batch(&mut m, &mut c, &[&x], &y, &rows_all, 0).unwrap();
+            exec.train_on_batch(&mut m, &mut c, &[&x], &[&y], &rows_all, 0).unwrap();
         }
         let n = 20;
         let t = Instant::now();
         for _ in 0..n {
-            exec.train_on_batch(&mut m, &mut c, &[&x], &y, &rows_all, 0).unwrap();
+            exec.train_on_batch(&mut m, &mut c, &[&x], &[&y], &rows_all, 0).unwrap();
         }
         println!("{:>10}: {:.2} ms/step", name, t.elapsed().as_secs_f64() * 1000.0 / n as f64);
         if let Executor::Replicated(set) = exec {

@@ -183,6 +183,44 @@ impl Architecture {
             .collect()
     }
 
+    /// Shape of each model output (without the batch axis).
+    pub fn output_shapes_of_outputs(&self) -> Vec<Vec<usize>> {
+        let inputs = self.input_shapes().unwrap_or_default();
+        let nodes = self.nodes();
+        // One pass in node order: every node's inputs are computed before it.
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(nodes.len());
+        for node in nodes.iter() {
+            let ins: Vec<Vec<usize>> = node
+                .inputs
+                .iter()
+                .map(|s| match *s {
+                    Source::Input(k) => inputs.get(k).cloned().unwrap_or_default(),
+                    Source::Node(i) => shapes[i].clone(),
+                })
+                .collect();
+            shapes.push(self.layers[node.layer].node_output_shape(&ins).unwrap_or_default());
+        }
+        self.outputs()
+            .iter()
+            .map(|s| match *s {
+                Source::Input(k) => inputs.get(k).cloned().unwrap_or_default(),
+                Source::Node(j) => shapes[j].clone(),
+            })
+            .collect()
+    }
+
+    /// Names of the layers that produce the outputs (Keras prefixes per-output metrics with them).
+    pub fn output_names(&self) -> Vec<String> {
+        let nodes = self.nodes();
+        self.outputs()
+            .iter()
+            .map(|s| match *s {
+                Source::Input(k) => self.graph.as_ref().map(|g| g.input_names[k].clone()).unwrap_or_default(),
+                Source::Node(j) => self.layers[nodes[j].layer].name.clone(),
+            })
+            .collect()
+    }
+
     pub fn output_shape(&self) -> Option<&Vec<usize>> {
         self.output_shapes.last().or(self.input_shape.as_ref())
     }

@@ -3,7 +3,7 @@
 //! a step equals the template's step on the whole batch.
 use crate::device::DeviceInfo;
 use crate::error::{Error, Result};
-use crate::layers::ForwardContext;
+use crate::layers::{ForwardContext, OutputGrad};
 use crate::loss::Loss;
 use crate::metrics::Metric;
 use crate::model::{weights_to_device, Architecture, Model};
@@ -14,19 +14,30 @@ use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use std::sync::Arc;
 
-/// What `compile()` sets up.
+/// What `compile()` sets up: a loss (and its weight) per model output, the metrics (applied
+/// to every output, as Keras does with a plain list), the optimizer.
 #[derive(Debug, Clone)]
 pub struct Compiled {
-    pub loss: Loss,
+    pub losses: Vec<Loss>,
+    pub loss_weights: Vec<f64>,
     pub metrics: Vec<Metric>,
     pub optimizer: Optimizer,
 }
 
-/// Mean loss and mean metrics over a batch.
+impl Compiled {
+    /// One output, one loss.
+    pub fn single(loss: Loss, metrics: Vec<Metric>, optimizer: Optimizer) -> Self {
+        Self { losses: vec![loss], loss_weights: vec![1.0], metrics, optimizer }
+    }
+}
+
+/// Mean loss and mean metrics over a batch. With several outputs, `loss` is the weighted
+/// total, `output_losses` each output's loss, and `metrics` are output by output.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchStats {
     pub rows: usize,
     pub loss: f64,
+    pub output_losses: Vec<f64>,
     pub metrics: Vec<f64>,
 }
 
@@ -42,11 +53,13 @@ struct StepInputs {
     arch: Arc<Architecture>,
     weights: Vec<Arc<Vec<f32>>>,
     shapes: Vec<Vec<usize>>,
-    loss: Loss,
-    metrics: Vec<Metric>,
+    losses: Vec<Loss>,
+    loss_weights: Vec<f64>,
+    /// Metrics resolved for each output (accuracy depends on the output's width and loss).
+    metrics: Vec<Vec<Metric>>,
     /// Rows in the whole batch: each part's loss is divided by it, so parts add up to the mean.
     total_rows: usize,
-    output_shape: Vec<usize>,
+    output_shapes: Vec<Vec<usize>>,
     seed: u64,
 }
 
@@ -56,6 +69,7 @@ struct StepInputs {
 struct Part {
     grads: Vec<Tensor>,
     loss_sum: f64,
+    output_losses: Vec<f64>,
     metric_sums: Vec<f64>,
     /// New values of non-trainable weights (batch normalization's moving statistics).
     updates: Vec<(usize, Vec<f32>)>,
@@ -63,21 +77,44 @@ struct Part {
 }
 
 impl StepInputs {
-    fn new(model: &Model, compiled: Option<&Compiled>, total_rows: usize, seed: u64) -> Self {
-        let (loss, metrics) = match compiled {
-            Some(c) => (c.loss, c.metrics.clone()),
-            None => (Loss::MeanSquaredError, Vec::new()),
+    fn new(model: &Model, compiled: Option<&Compiled>, total_rows: usize, seed: u64) -> Result<Self> {
+        let output_shapes = model.arch.output_shapes_of_outputs();
+        let n = output_shapes.len();
+        let (losses, loss_weights, metrics) = match compiled {
+            Some(c) => {
+                if c.losses.len() != n {
+                    return Err(Error::Value(format!(
+                        "the model has {} output{} but {} loss{} were given to compile()",
+                        n,
+                        if n == 1 { "" } else { "s" },
+                        c.losses.len(),
+                        if c.losses.len() == 1 { "" } else { "es" }
+                    )));
+                }
+                let metrics = output_shapes
+                    .iter()
+                    .zip(&c.losses)
+                    .map(|(shape, loss)| c.metrics.iter().map(|m| Metric::resolve(&m.name, *loss, shape.iter().product())).collect())
+                    .collect::<Result<Vec<Vec<Metric>>>>()?;
+                (c.losses.clone(), c.loss_weights.clone(), metrics)
+            }
+            None => (vec![Loss::MeanSquaredError; n], vec![1.0; n], vec![Vec::new(); n]),
         };
-        Self {
+        Ok(Self {
             arch: model.arch.clone(),
             weights: model.weights.iter().map(|w| w.value.clone()).collect(),
             shapes: model.weights.iter().map(|w| w.shape.clone()).collect(),
-            loss,
+            losses,
+            loss_weights,
             metrics,
             total_rows,
-            output_shape: model.arch.output_shape().cloned().unwrap_or_default(),
+            output_shapes,
             seed,
-        }
+        })
+    }
+
+    fn metric_count(&self) -> usize {
+        self.metrics.iter().map(|m| m.len()).sum()
     }
 }
 
@@ -87,30 +124,57 @@ fn forward_part(
     xs: &[HostTensor],
     training: bool,
     replica: usize,
-) -> Result<(Vec<Tensor>, crate::model::ModelOutput, Vec<crate::layers::Cache>)> {
+) -> Result<(Vec<Tensor>, Vec<crate::model::ModelOutput>, Vec<crate::layers::Cache>)> {
     let weights = weights_to_device(&s.weights, &s.shapes, device)?;
     let xs = xs.iter().map(|x| x.to_device(device)).collect::<Result<Vec<_>>>()?;
     let seed = s.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(replica as u64);
     let mut ctx = ForwardContext { training, rng: rand::rngs::StdRng::seed_from_u64(seed) };
-    let (mut outs, caches) = s.arch.forward(&weights, &xs, &mut ctx)?;
-    Ok((weights, outs.remove(0), caches))
+    let (outs, caches) = s.arch.forward(&weights, &xs, &mut ctx)?;
+    Ok((weights, outs, caches))
 }
 
-fn loss_and_metrics(s: &StepInputs, out: &crate::model::ModelOutput, y: &Tensor) -> Result<(f64, Vec<f64>)> {
-    let per_sample = s.loss.per_sample(out, y)?;
-    let loss_sum = (per_sample.sum_all()? / s.total_rows as f64)?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-    let metric_sums = s.metrics.iter().map(|m| m.batch_sum(&out.value, y)).collect::<Result<Vec<_>>>()?;
-    Ok((loss_sum, metric_sums))
+/// Per-output loss sums (each over the whole batch's size) and metric sums, output by output.
+fn losses_and_metrics(s: &StepInputs, outs: &[crate::model::ModelOutput], ys: &[Tensor]) -> Result<(Vec<f64>, Vec<f64>)> {
+    let mut losses = Vec::with_capacity(outs.len());
+    let mut metric_sums = Vec::new();
+    for (k, (out, y)) in outs.iter().zip(ys).enumerate() {
+        let per_sample = s.losses[k].per_sample(out, y)?;
+        losses.push((per_sample.sum_all()? / s.total_rows as f64)?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?);
+        for m in &s.metrics[k] {
+            metric_sums.push(m.batch_sum(&out.value, y)?);
+        }
+    }
+    Ok((losses, metric_sums))
+}
+
+fn weighted_total(s: &StepInputs, losses: &[f64]) -> f64 {
+    losses.iter().zip(&s.loss_weights).map(|(l, w)| l * w).sum()
 }
 
 /// A replica's rows: gathered (converted) by the replica itself, then its part of the step.
 fn train_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], replica: usize, to_host: bool) -> Result<Part> {
-    let (x, y) = batch.gather(s, rows)?;
-    let (weights, out, caches) = forward_part(s, device, &x, true, replica)?;
-    let y = y.to_device(device)?;
-    let (loss_sum, metric_sums) = loss_and_metrics(s, &out, &y)?;
-    let output_grad = s.loss.gradient(&out, &y, s.total_rows)?;
-    let grads = s.arch.backward(&weights, &caches, vec![output_grad])?;
+    let (x, ys) = batch.gather(s, rows)?;
+    let (weights, outs, caches) = forward_part(s, device, &x, true, replica)?;
+    let ys = ys.iter().map(|y| y.to_device(device)).collect::<Result<Vec<_>>>()?;
+    let (output_losses, metric_sums) = losses_and_metrics(s, &outs, &ys)?;
+    let output_grads = outs
+        .iter()
+        .zip(&ys)
+        .enumerate()
+        .map(|(k, (out, y))| {
+            let g = s.losses[k].gradient(out, y, s.total_rows)?;
+            let w = s.loss_weights[k];
+            Ok(if w == 1.0 {
+                g
+            } else {
+                match g {
+                    OutputGrad::Value(t) => OutputGrad::Value((t * w)?),
+                    OutputGrad::Logits(t) => OutputGrad::Logits((t * w)?),
+                }
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let grads = s.arch.backward(&weights, &caches, output_grads)?;
     let updates = s
         .arch
         .state_updates(&caches)
@@ -118,34 +182,39 @@ fn train_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], re
         .map(|(i, t)| Ok((i, t.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?)))
         .collect::<Result<Vec<_>>>()?;
     let grads = if to_host { grads.iter().map(|g| g.to_device(&Device::Cpu)).collect::<candle_core::Result<_>>()? } else { grads };
-    Ok(Part { grads, loss_sum, metric_sums, updates, rows: rows.len() })
+    Ok(Part { grads, loss_sum: weighted_total(s, &output_losses), output_losses, metric_sums, updates, rows: rows.len() })
 }
 
 fn eval_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], replica: usize) -> Result<Part> {
-    let (x, y) = batch.gather(s, rows)?;
-    let (_, out, _) = forward_part(s, device, &x, false, replica)?;
-    let y = y.to_device(device)?;
-    let (loss_sum, metric_sums) = loss_and_metrics(s, &out, &y)?;
-    Ok(Part { grads: Vec::new(), loss_sum, metric_sums, updates: Vec::new(), rows: rows.len() })
+    let (x, ys) = batch.gather(s, rows)?;
+    let (_, outs, _) = forward_part(s, device, &x, false, replica)?;
+    let ys = ys.iter().map(|y| y.to_device(device)).collect::<Result<Vec<_>>>()?;
+    let (output_losses, metric_sums) = losses_and_metrics(s, &outs, &ys)?;
+    Ok(Part { grads: Vec::new(), loss_sum: weighted_total(s, &output_losses), output_losses, metric_sums, updates: Vec::new(), rows: rows.len() })
 }
 
-fn predict_part(s: &StepInputs, device: &Device, xs: &[&dyn BatchSource], rows: &[usize]) -> Result<Tensor> {
+fn predict_part(s: &StepInputs, device: &Device, xs: &[&dyn BatchSource], rows: &[usize]) -> Result<Vec<Tensor>> {
     let gathered: Vec<HostTensor> = xs.iter().map(|x| x.gather(rows)).collect();
-    let (_, out, _) = forward_part(s, device, &gathered, false, 0)?;
-    Ok(out.value)
+    let (_, outs, _) = forward_part(s, device, &gathered, false, 0)?;
+    Ok(outs.into_iter().map(|o| o.value).collect())
 }
 
 /// The inputs and targets a step draws its rows from.
 struct Batch<'a> {
     xs: &'a [&'a dyn BatchSource],
-    y: &'a dyn BatchSource,
+    ys: &'a [&'a dyn BatchSource],
 }
 
 impl Batch<'_> {
     /// Converts `rows` of x and y; targets are checked and prepared for the loss.
-    fn gather(&self, s: &StepInputs, rows: &[usize]) -> Result<(Vec<HostTensor>, HostTensor)> {
-        let y = s.loss.prepare_targets(&self.y.gather(rows), &s.output_shape)?;
-        Ok((self.xs.iter().map(|x| x.gather(rows)).collect(), y))
+    fn gather(&self, s: &StepInputs, rows: &[usize]) -> Result<(Vec<HostTensor>, Vec<HostTensor>)> {
+        let ys = self
+            .ys
+            .iter()
+            .enumerate()
+            .map(|(k, y)| s.losses[k].prepare_targets(&y.gather(rows), &s.output_shapes[k]))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((self.xs.iter().map(|x| x.gather(rows)).collect(), ys))
     }
 }
 
@@ -199,14 +268,26 @@ fn average_updates(parts: &[Part]) -> Vec<(usize, Vec<f32>)> {
     out
 }
 
-fn check_rows(xs: &[&dyn BatchSource], y: &dyn BatchSource, rows: &[usize]) -> Result<()> {
+fn check_rows(xs: &[&dyn BatchSource], ys: &[&dyn BatchSource], outputs: usize, rows: &[usize]) -> Result<()> {
     check_batch(xs, rows)?;
-    if xs[0].rows() != y.rows() {
+    if ys.len() != outputs {
         return Err(Error::Value(format!(
-            "`x` and `y` must have the same number of samples (rows): `x` has {}, `y` has {}",
-            xs[0].rows(),
-            y.rows()
+            "the model has {} output{} but `y` holds {} array{}{}",
+            outputs,
+            if outputs == 1 { "" } else { "s" },
+            ys.len(),
+            if ys.len() == 1 { "" } else { "s" },
+            if outputs > 1 { format!(": pass `y` as a list of {} arrays", outputs) } else { ": pass `y` as one array".into() }
         )));
+    }
+    for y in ys {
+        if xs[0].rows() != y.rows() {
+            return Err(Error::Value(format!(
+                "`x` and `y` must have the same number of samples (rows): `x` has {}, `y` has {}",
+                xs[0].rows(),
+                y.rows()
+            )));
+        }
     }
     Ok(())
 }
@@ -232,13 +313,19 @@ fn check_batch(xs: &[&dyn BatchSource], rows: &[usize]) -> Result<()> {
 
 fn combine(parts: &[Part], rows: usize, n_metrics: usize) -> BatchStats {
     let loss = parts.iter().map(|p| p.loss_sum).sum();
+    let n_outputs = parts.first().map_or(0, |p| p.output_losses.len());
+    let mut output_losses = vec![0.0; n_outputs];
     let mut metrics = vec![0.0; n_metrics];
     for p in parts {
+        for (o, v) in output_losses.iter_mut().zip(&p.output_losses) {
+            *o += v;
+        }
         for (m, v) in metrics.iter_mut().zip(&p.metric_sums) {
             *m += v;
         }
     }
-    BatchStats { rows, loss, metrics: metrics.into_iter().map(|m| m / rows as f64).collect() }
+    let output_losses = if n_outputs > 1 { output_losses } else { Vec::new() };
+    BatchStats { rows, loss, output_losses, metrics: metrics.into_iter().map(|m| m / rows as f64).collect() }
 }
 
 type PartTask<'env, T> = Option<Box<dyn FnOnce(&WorkerContext) -> Result<T> + Send + 'env>>;
@@ -257,20 +344,20 @@ impl Executor {
         model: &mut Model,
         compiled: &mut Compiled,
         xs: &[&dyn BatchSource],
-        y: &dyn BatchSource,
+        ys: &[&dyn BatchSource],
         rows: &[usize],
         seed: u64,
     ) -> Result<BatchStats> {
-        check_rows(xs, y, rows)?;
-        let batch = Batch { xs, y };
-        let s = StepInputs::new(model, Some(compiled), rows.len(), seed);
+        check_rows(xs, ys, model.arch.outputs().len(), rows)?;
+        let batch = Batch { xs, ys };
+        let s = StepInputs::new(model, Some(compiled), rows.len(), seed)?;
         // Gradients per replica (host tensors), in replica order; the optimizer sums them as
         // it updates, reading them in place.
         let (grad_parts, stats, updates): (Vec<Vec<Tensor>>, BatchStats, Vec<(usize, Vec<f32>)>) = match self {
             Executor::Local(info) => {
                 let device = info.candle_device()?;
                 let part = train_part(&s, &device, &batch, rows, 0, true)?;
-                let stats = combine(std::slice::from_ref(&part), rows.len(), s.metrics.len());
+                let stats = combine(std::slice::from_ref(&part), rows.len(), s.metric_count());
                 (vec![part.grads], stats, part.updates)
             }
             Executor::Replicated(set) => {
@@ -290,7 +377,7 @@ impl Executor {
                         train_part(s, &ctx.device, batch, mine, r, on_cpu)
                     }))
                 })?;
-                let stats = combine(&parts, rows.len(), s.metrics.len());
+                let stats = combine(&parts, rows.len(), s.metric_count());
                 let updates = average_updates(&parts);
                 let grads: Vec<Vec<Tensor>> = parts.into_iter().map(|p| p.grads).collect();
                 let grad_parts = if on_cpu {
@@ -338,10 +425,10 @@ impl Executor {
     }
 
     /// Loss and metrics on `rows` of `x`, `y`, without updating anything.
-    pub fn test_on_batch(&self, model: &Model, compiled: &Compiled, xs: &[&dyn BatchSource], y: &dyn BatchSource, rows: &[usize]) -> Result<BatchStats> {
-        check_rows(xs, y, rows)?;
-        let batch = Batch { xs, y };
-        let s = StepInputs::new(model, Some(compiled), rows.len(), 0);
+    pub fn test_on_batch(&self, model: &Model, compiled: &Compiled, xs: &[&dyn BatchSource], ys: &[&dyn BatchSource], rows: &[usize]) -> Result<BatchStats> {
+        check_rows(xs, ys, model.arch.outputs().len(), rows)?;
+        let batch = Batch { xs, ys };
+        let s = StepInputs::new(model, Some(compiled), rows.len(), 0)?;
         let parts = match self {
             Executor::Local(info) => vec![eval_part(&s, &info.candle_device()?, &batch, rows, 0)?],
             Executor::Replicated(set) => {
@@ -353,41 +440,47 @@ impl Executor {
                 })?
             }
         };
-        Ok(combine(&parts, rows.len(), s.metrics.len()))
+        Ok(combine(&parts, rows.len(), s.metric_count()))
     }
 
-    /// The model's output for `rows` of `x`; replicas' outputs are concatenated in row order
+    /// The model's outputs for `rows` of `x`; replicas' outputs are concatenated in row order
     /// on the merge device.
-    pub fn predict_on_batch(&self, model: &Model, xs: &[&dyn BatchSource], rows: &[usize]) -> Result<HostTensor> {
+    pub fn predict_on_batch(&self, model: &Model, xs: &[&dyn BatchSource], rows: &[usize]) -> Result<Vec<HostTensor>> {
         check_batch(xs, rows)?;
-        let s = StepInputs::new(model, None, rows.len(), 0);
+        let s = StepInputs::new(model, None, rows.len(), 0)?;
         match self {
-            Executor::Local(info) => HostTensor::from_tensor(&predict_part(&s, &info.candle_device()?, xs, rows)?),
+            Executor::Local(info) => predict_part(&s, &info.candle_device()?, xs, rows)?.iter().map(HostTensor::from_tensor).collect(),
             Executor::Replicated(set) => {
                 let parts_rows = split_rows(rows, set.len());
                 let s = &s;
-                let outs = set.run_all(|r| -> PartTask<'_, Tensor> {
+                let outs = set.run_all(|r| -> PartTask<'_, Vec<Tensor>> {
                     let mine = parts_rows[r]?;
                     Some(Box::new(move |ctx: &WorkerContext| predict_part(s, &ctx.device, xs, mine)))
                 })?;
-                match set.merge {
-                    MergeDevice::Cpu => {
-                        let host = outs.iter().map(HostTensor::from_tensor).collect::<Result<Vec<_>>>()?;
-                        HostTensor::concat_rows(&host)
-                    }
-                    MergeDevice::FirstReplica => {
-                        let outs = &outs;
-                        let mut merged = set.run_all(|r| -> PartTask<'_, HostTensor> {
-                            (r == 0).then(|| {
-                                Box::new(move |ctx: &WorkerContext| {
-                                    let on_first = outs.iter().map(|t| t.to_device(&ctx.device)).collect::<candle_core::Result<Vec<_>>>()?;
-                                    HostTensor::from_tensor(&Tensor::cat(&on_first, 0)?)
-                                }) as Box<_>
-                            })
-                        })?;
-                        Ok(merged.remove(0))
-                    }
-                }
+                let n_outputs = outs.first().map_or(0, |o| o.len());
+                (0..n_outputs)
+                    .map(|k| {
+                        let per_replica: Vec<Tensor> = outs.iter().map(|o| o[k].clone()).collect();
+                        match set.merge {
+                            MergeDevice::Cpu => {
+                                let host = per_replica.iter().map(HostTensor::from_tensor).collect::<Result<Vec<_>>>()?;
+                                HostTensor::concat_rows(&host)
+                            }
+                            MergeDevice::FirstReplica => {
+                                let parts = &per_replica;
+                                let mut merged = set.run_all(|r| -> PartTask<'_, HostTensor> {
+                                    (r == 0).then(|| {
+                                        Box::new(move |ctx: &WorkerContext| {
+                                            let on_first = parts.iter().map(|t| t.to_device(&ctx.device)).collect::<candle_core::Result<Vec<_>>>()?;
+                                            HostTensor::from_tensor(&Tensor::cat(&on_first, 0)?)
+                                        }) as Box<_>
+                                    })
+                                })?;
+                                Ok(merged.remove(0))
+                            }
+                        }
+                    })
+                    .collect()
             }
         }
     }

@@ -42,11 +42,7 @@ fn replicas(n: usize, merge: MergeDevice) -> Executor {
 }
 
 fn compiled(opt: &str) -> Compiled {
-    Compiled {
-        loss: Loss::CategoricalCrossentropy,
-        metrics: vec![Metric::resolve("accuracy", Loss::CategoricalCrossentropy, 3).unwrap()],
-        optimizer: Optimizer::new(OptimizerConfig::by_name(opt).unwrap()),
-    }
+    Compiled::single(Loss::CategoricalCrossentropy, vec![Metric::resolve("accuracy", Loss::CategoricalCrossentropy, 3).unwrap()], Optimizer::new(OptimizerConfig::by_name(opt).unwrap()))
 }
 
 #[test]
@@ -57,8 +53,8 @@ fn predictions_equal_single_device_exactly() {
         let par = replicas(4, merge);
         for rows in [1, 3, 5, 64, 257] {
             let (x, _) = data(rows);
-            let a = local.predict_on_batch(&m, &[&x], &all(rows)).unwrap();
-            let b = par.predict_on_batch(&m, &[&x], &all(rows)).unwrap();
+            let a = local.predict_on_batch(&m, &[&x], &all(rows)).unwrap().remove(0);
+            let b = par.predict_on_batch(&m, &[&x], &all(rows)).unwrap().remove(0);
             assert_eq!(a, b, "rows {} merge {:?}", rows, merge);
         }
     }
@@ -74,8 +70,8 @@ fn training_through_replicas_matches_the_template() {
             let par = replicas(4, merge);
             for step in 0..6 {
                 let (x, y) = data(10 + step); // 10..15 rows: uneven splits
-                let sa = local.train_on_batch(&mut a, &mut ca, &[&x], &y, &all(10 + step), step as u64).unwrap();
-                let sb = par.train_on_batch(&mut b, &mut cb, &[&x], &y, &all(10 + step), step as u64).unwrap();
+                let sa = local.train_on_batch(&mut a, &mut ca, &[&x], &[&y], &all(10 + step), step as u64).unwrap();
+                let sb = par.train_on_batch(&mut b, &mut cb, &[&x], &[&y], &all(10 + step), step as u64).unwrap();
                 assert!((sa.loss - sb.loss).abs() <= 1e-5 * sa.loss.abs().max(1.0), "{} vs {}", sa.loss, sb.loss);
                 assert_eq!(sa.metrics, sb.metrics);
             }
@@ -94,7 +90,7 @@ fn a_batch_smaller_than_the_replica_count_trains() {
     let mut c = compiled("sgd");
     let before = m.get_weights();
     let (x, y) = data(2);
-    let stats = replicas(4, MergeDevice::Cpu).train_on_batch(&mut m, &mut c, &[&x], &y, &all(2), 0).unwrap();
+    let stats = replicas(4, MergeDevice::Cpu).train_on_batch(&mut m, &mut c, &[&x], &[&y], &all(2), 0).unwrap();
     assert_eq!(stats.rows, 2);
     assert_ne!(before, m.get_weights());
 }
@@ -111,8 +107,8 @@ fn replicas_gather_only_the_rows_asked_for() {
     let (mut a, mut b) = (model(), model());
     let (mut ca, mut cb) = (compiled("sgd"), compiled("sgd"));
     let par = replicas(3, MergeDevice::Cpu);
-    let sa = par.train_on_batch(&mut a, &mut ca, &[&x], &y, &rows, 1).unwrap();
-    let sb = par.train_on_batch(&mut b, &mut cb, &[&xs], &ys, &all(rows.len()), 1).unwrap();
+    let sa = par.train_on_batch(&mut a, &mut ca, &[&x], &[&y], &rows, 1).unwrap();
+    let sb = par.train_on_batch(&mut b, &mut cb, &[&xs], &[&ys], &all(rows.len()), 1).unwrap();
     assert_eq!(sa, sb);
     assert_eq!(a.get_weights(), b.get_weights());
 }

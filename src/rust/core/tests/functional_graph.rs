@@ -91,11 +91,7 @@ fn shared_layer_and_merge_gradients_match_finite_differences() {
 #[test]
 fn replicas_train_a_functional_model_like_one_device() {
     let (mut a, mut b) = (model(), model());
-    let compiled = || Compiled {
-        loss: Loss::CategoricalCrossentropy,
-        metrics: vec![],
-        optimizer: Optimizer::new(OptimizerConfig::Sgd { learning_rate: 0.1, momentum: 0.9, nesterov: false }),
-    };
+    let compiled = || Compiled::single(Loss::CategoricalCrossentropy, vec![], Optimizer::new(OptimizerConfig::Sgd { learning_rate: 0.1, momentum: 0.9, nesterov: false }));
     let (mut ca, mut cb) = (compiled(), compiled());
     let local = Executor::Local(rustgpu_core::device::cpu_device());
     let devices = (0..3).map(|id| DeviceInfo { id, kind: DeviceKind::Virtual, name: format!("f{}", id), memory: None, threads: 1 }).collect();
@@ -103,8 +99,8 @@ fn replicas_train_a_functional_model_like_one_device() {
     let (x0, x1, y) = data(11);
     let rows: Vec<usize> = (0..11).collect();
     for step in 0..4 {
-        let sa = local.train_on_batch(&mut a, &mut ca, &[&x0, &x1], &y, &rows, step).unwrap();
-        let sb = par.train_on_batch(&mut b, &mut cb, &[&x0, &x1], &y, &rows, step).unwrap();
+        let sa = local.train_on_batch(&mut a, &mut ca, &[&x0, &x1], &[&y], &rows, step).unwrap();
+        let sb = par.train_on_batch(&mut b, &mut cb, &[&x0, &x1], &[&y], &rows, step).unwrap();
         assert!((sa.loss - sb.loss).abs() < 1e-5);
     }
     for (wa, wb) in a.weights.iter().zip(&b.weights) {

@@ -171,6 +171,7 @@ fn rg_model_info(ptr: Robj) -> Robj {
             replicas = h.executor.replica_count() as i32,
             parallel = matches!(h.executor, Executor::Replicated(_)),
             functional = arch.graph.is_some(),
+            output_names = arch.output_names(),
             input_names = arch.graph.as_ref().map(|g| g.input_names.clone()).unwrap_or_default(),
             input_shapes = arch
                 .graph

@@ -34,8 +34,7 @@ fn rg_save_model(ptr: Robj, path: &str, overwrite: bool, include_optimizer: bool
     guard(|| {
         let h = handle(&ptr)?;
         let model = h.model.lock().unwrap_or_else(|e| e.into_inner());
-        let compiled = h.compiled.as_ref().map(|c| (c, c.loss.name()));
-        io::save_model(Path::new(path), &model, compiled, include_optimizer, overwrite)?;
+        io::save_model(Path::new(path), &model, h.compiled.as_ref(), include_optimizer, overwrite)?;
         Ok(().into())
     })
 }
@@ -74,7 +73,13 @@ fn rg_load_model(path: &str) -> Robj {
         let loaded = io::load_model(Path::new(path))?;
         let name = loaded.model.name.clone();
         let training: Robj = match &loaded.training {
-            Some(t) => list!(loss = t.loss.clone(), metrics = t.metrics.clone(), optimizer = optimizer_list(&t.optimizer)).into(),
+            Some(t) => list!(
+                loss = t.losses.clone(),
+                loss_weights = t.loss_weights.clone().map(Robj::from).unwrap_or_else(|| Robj::from(())),
+                metrics = t.metrics.clone(),
+                optimizer = optimizer_list(&t.optimizer)
+            )
+            .into(),
             None => ().into(),
         };
         let h = ModelHandle {

@@ -39,22 +39,19 @@ fn optimizer_config(opt: &List) -> Result<OptimizerConfig> {
     })
 }
 
-fn output_units(h: &ModelHandle) -> Option<usize> {
-    let m = h.model.lock().unwrap_or_else(|e| e.into_inner());
-    m.arch.output_shapes.last().map(|s| s.iter().product())
-}
-
 /// @noRd
 #[extendr]
-fn rg_compile(ptr: Robj, optimizer: List, loss: &str, metrics: Vec<String>) -> Robj {
+fn rg_compile(ptr: Robj, optimizer: List, losses: Vec<String>, loss_weights: Vec<f64>, metrics: Vec<String>) -> Robj {
     guard(|| {
         let h = handle(&ptr)?;
-        let loss = Loss::parse(loss)?;
+        let losses = losses.iter().map(|l| Loss::parse(l)).collect::<Result<Vec<_>>>()?;
+        if losses.is_empty() || loss_weights.len() != losses.len() {
+            return Err(Error::Value("give one loss (and one loss weight) per model output".into()));
+        }
         let config = optimizer_config(&optimizer)?;
-        // Metrics that depend on the output width are resolved again once the model is built.
-        let units = output_units(h).unwrap_or(2);
-        let metrics = metrics.iter().map(|m| Metric::resolve(m, loss, units)).collect::<Result<Vec<_>>>()?;
-        h.compiled = Some(Compiled { loss, metrics, optimizer: Optimizer::new(config) });
+        // Names are checked now; "accuracy" is resolved per output at each step.
+        let metrics = metrics.iter().map(|m| Metric::resolve(m, losses[0], 2)).collect::<Result<Vec<_>>>()?;
+        h.compiled = Some(Compiled { losses, loss_weights, metrics, optimizer: Optimizer::new(config) });
         Ok(().into())
     })
 }
@@ -88,12 +85,6 @@ fn sources<'a>(xs: &'a [RArray<'a>]) -> Vec<&'a dyn BatchSource> {
 fn prepare(h: &mut ModelHandle, xs: &[RArray]) -> Result<()> {
     let shapes: Vec<Vec<usize>> = xs.iter().map(|x| x.dims[1..].to_vec()).collect();
     h.model.lock().unwrap_or_else(|e| e.into_inner()).ensure_built(&shapes)?;
-    let units = output_units(h).unwrap_or(1);
-    if let Some(c) = h.compiled.as_mut() {
-        for m in c.metrics.iter_mut() {
-            *m = Metric::resolve(&m.name, c.loss, units)?;
-        }
-    }
     Ok(())
 }
 
@@ -103,10 +94,22 @@ fn require_compiled<'a>(h: &'a mut ModelHandle, what: &str) -> Result<&'a mut Co
         .ok_or_else(|| Error::State(format!("the model must be compiled before `{}()`: call compile(model, optimizer = , loss = ) first", what)))
 }
 
+/// c(loss, per-output losses (several outputs only), metrics output by output).
 fn stats_to_r(s: &BatchStats) -> Robj {
     let mut v = vec![s.loss];
+    v.extend_from_slice(&s.output_losses);
     v.extend_from_slice(&s.metrics);
     v.into()
+}
+
+/// Target arrays, one per output (`y` itself, or its list elements).
+fn target_arrays(items: &[Robj]) -> Result<Vec<RArray<'_>>> {
+    let many = items.len() > 1;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| RArray::new(v, &if many { format!("y[[{}]]", i + 1) } else { "y".to_string() }, true))
+        .collect()
 }
 
 /// Checks an array once before a fit: numeric type and no NA/NaN/Inf (no copy).
@@ -128,14 +131,15 @@ fn rg_train_batch(ptr: Robj, x: Robj, y: Robj, rows: Robj, seed: Robj) -> Robj {
         let h = handle(&ptr)?;
         let items = input_items(&x);
         let xs = input_arrays(&items)?;
-        let ya = RArray::new(&y, "y", true)?;
+        let y_items = input_items(&y);
+        let ys = target_arrays(&y_items)?;
         prepare(h, &xs)?;
-        let rows = row_indices(&rows, xs[0].rows().min(ya.rows()))?;
+        let rows = row_indices(&rows, xs[0].rows())?;
         require_compiled(h, "fit")?;
         let step_seed = seed_from(&seed) ^ h.steps;
         let mut model = h.model.lock().unwrap_or_else(|e| e.into_inner());
         let compiled = h.compiled.as_mut().expect("checked above");
-        let stats = h.executor.train_on_batch(&mut model, compiled, &sources(&xs), &ya, &rows, step_seed)?;
+        let stats = h.executor.train_on_batch(&mut model, compiled, &sources(&xs), &sources(&ys), &rows, step_seed)?;
         h.steps += 1;
         Ok(stats_to_r(&stats))
     })
@@ -149,14 +153,8 @@ fn rg_evaluate(ptr: Robj, x: Robj, y: Robj, rows: Robj, batch_size: f64) -> Robj
         let h = handle(&ptr)?;
         let items = input_items(&x);
         let xs = input_arrays(&items)?;
-        let ya = RArray::new(&y, "y", true)?;
-        if xs[0].rows() != ya.rows() {
-            return Err(Error::Value(format!(
-                "`x` and `y` must have the same number of samples (rows): `x` has {}, `y` has {}",
-                xs[0].rows(),
-                ya.rows()
-            )));
-        }
+        let y_items = input_items(&y);
+        let ys = target_arrays(&y_items)?;
         prepare(h, &xs)?;
         require_compiled(h, "evaluate")?;
         let model = h.model.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -164,19 +162,27 @@ fn rg_evaluate(ptr: Robj, x: Robj, y: Robj, rows: Robj, batch_size: f64) -> Robj
         let bs = (batch_size as usize).max(1);
         // `rows` (1-based) selects a subset, e.g. the validation split; NULL means all rows.
         let rows: Vec<usize> = if rows.is_null() { (0..xs[0].rows()).collect() } else { row_indices(&rows, xs[0].rows())? };
-        let (mut loss, mut metrics, mut seen) = (0.0, vec![0.0; compiled.metrics.len()], 0usize);
+        // Sample-weighted means over the batches, of every figure a batch reports.
+        let mut sums: Vec<f64> = Vec::new();
+        let mut seen = 0usize;
+        let mut shape = None;
         for chunk in rows.chunks(bs) {
-            let s = h.executor.test_on_batch(&model, compiled, &sources(&xs), &ya, chunk)?;
-            loss += s.loss * s.rows as f64;
-            for (m, v) in metrics.iter_mut().zip(&s.metrics) {
-                *m += v * s.rows as f64;
+            let s = h.executor.test_on_batch(&model, compiled, &sources(&xs), &sources(&ys), chunk)?;
+            let figures: Vec<f64> = std::iter::once(s.loss).chain(s.output_losses.iter().copied()).chain(s.metrics.iter().copied()).collect();
+            if sums.is_empty() {
+                sums = vec![0.0; figures.len()];
+                shape = Some((s.output_losses.len(), s.metrics.len()));
+            }
+            for (acc, v) in sums.iter_mut().zip(figures) {
+                *acc += v * s.rows as f64;
             }
             seen += s.rows;
         }
-        if seen == 0 {
+        let Some((n_outputs, _)) = shape else {
             return Err(Error::Value("`x` has 0 rows: nothing to evaluate".into()));
-        }
-        let total = BatchStats { rows: seen, loss: loss / seen as f64, metrics: metrics.into_iter().map(|m| m / seen as f64).collect() };
+        };
+        let means: Vec<f64> = sums.into_iter().map(|v| v / seen as f64).collect();
+        let total = BatchStats { rows: seen, loss: means[0], output_losses: means[1..1 + n_outputs].to_vec(), metrics: means[1 + n_outputs..].to_vec() };
         Ok(stats_to_r(&total))
     })
 }
@@ -199,7 +205,15 @@ fn rg_predict(ptr: Robj, x: Robj, batch_size: f64) -> Robj {
         let rows: Vec<usize> = (0..xs[0].rows()).collect();
         let inputs = sources(&xs);
         let parts = rows.chunks(bs).map(|chunk| h.executor.predict_on_batch(&model, &inputs, chunk)).collect::<Result<Vec<_>>>()?;
-        Ok(host_to_r(&HostTensor::concat_rows(&parts)?))
+        let n_outputs = parts.first().map_or(1, |p| p.len());
+        let merged = (0..n_outputs)
+            .map(|k| HostTensor::concat_rows(&parts.iter().map(|p| p[k].clone()).collect::<Vec<_>>()))
+            .collect::<Result<Vec<_>>>()?;
+        if n_outputs == 1 {
+            Ok(host_to_r(&merged[0]))
+        } else {
+            Ok(List::from_values(merged.iter().map(host_to_r)).into())
+        }
     })
 }
 

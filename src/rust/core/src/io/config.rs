@@ -531,12 +531,13 @@ fn optimizer_json(c: &OptimizerConfig) -> Value {
 }
 
 /// Keras's `training_config`.
-pub fn training_config(c: &Compiled, loss_name: &str) -> Value {
+pub fn training_config(c: &Compiled) -> Value {
+    let loss = if c.losses.len() == 1 { json!(c.losses[0].name()) } else { json!(c.losses.iter().map(|l| l.name()).collect::<Vec<_>>()) };
     json!({
-        "loss": loss_name,
+        "loss": loss,
         "metrics": c.metrics.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
         "weighted_metrics": null,
-        "loss_weights": null,
+        "loss_weights": if c.loss_weights.iter().all(|w| *w == 1.0) { Value::Null } else { json!(c.loss_weights) },
         "optimizer_config": optimizer_json(&c.optimizer.config)
     })
 }
@@ -544,7 +545,8 @@ pub fn training_config(c: &Compiled, loss_name: &str) -> Value {
 /// What `compile()` needs to restore a saved training setup.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainingConfig {
-    pub loss: String,
+    pub losses: Vec<String>,
+    pub loss_weights: Option<Vec<f64>>,
     pub metrics: Vec<String>,
     pub optimizer: OptimizerConfig,
 }
@@ -552,12 +554,21 @@ pub struct TrainingConfig {
 impl TrainingConfig {
     pub fn parse(text: &str) -> Result<Self> {
         let v: Value = serde_json::from_str(text).map_err(|e| Error::Io(format!("the training config is not valid JSON: {}", e)))?;
-        let loss = match &v["loss"] {
-            Value::String(s) => s.clone(),
-            Value::Object(o) => keras_name(o.get("class_name").and_then(Value::as_str).unwrap_or("")),
-            other => return Err(Error::Value(format!("unsupported loss config {}", other))),
+        let one = |l: &Value| -> Result<String> {
+            let name = match l {
+                Value::String(s) => s.clone(),
+                Value::Object(o) => keras_name(o.get("class_name").and_then(Value::as_str).unwrap_or("")),
+                other => return Err(Error::Value(format!("unsupported loss config {}", other))),
+            };
+            Loss::parse(&name)?;
+            Ok(name)
         };
-        Loss::parse(&loss)?;
+        let losses = match &v["loss"] {
+            Value::Array(a) => a.iter().map(one).collect::<Result<Vec<_>>>()?,
+            Value::Object(o) if !o.contains_key("class_name") => o.values().map(one).collect::<Result<Vec<_>>>()?,
+            l => vec![one(l)?],
+        };
+        let loss_weights = v["loss_weights"].as_array().map(|a| a.iter().map(|w| w.as_f64().unwrap_or(1.0)).collect());
         let mut metrics = Vec::new();
         collect_metric_names(&v["metrics"], &mut metrics);
         let opt = &v["optimizer_config"];
@@ -587,7 +598,7 @@ impl TrainingConfig {
                 *amsgrad = cfg.get("amsgrad").and_then(Value::as_bool).unwrap_or(*amsgrad);
             }
         }
-        Ok(Self { loss, metrics, optimizer })
+        Ok(Self { losses, loss_weights, metrics, optimizer })
     }
 }
 

@@ -281,7 +281,7 @@ pub fn load_weights(path: &Path, model: &mut Model, by_name: bool, skip_mismatch
 
 /// `save_model_hdf5()`: architecture, weights and (optionally) the training setup and
 /// optimizer state, in Keras 2's layout.
-pub fn save_model(path: &Path, model: &Model, compiled: Option<(&Compiled, &str)>, include_optimizer: bool, overwrite: bool) -> Result<()> {
+pub fn save_model(path: &Path, model: &Model, compiled: Option<&Compiled>, include_optimizer: bool, overwrite: bool) -> Result<()> {
     require_built(model)?;
     let config = model_config(model)?.to_string();
     let layers = layer_weights(model);
@@ -293,8 +293,8 @@ pub fn save_model(path: &Path, model: &Model, compiled: Option<(&Compiled, &str)
         write_str_attr(&file, "model_config", &config).map_err(io)?;
         let weights = file.create_group("model_weights").map_err(io)?;
         write_weights_group(&weights, &layers)?;
-        if let Some((c, loss_name)) = compiled {
-            write_str_attr(&file, "training_config", &training_config(c, loss_name).to_string()).map_err(io)?;
+        if let Some(c) = compiled {
+            write_str_attr(&file, "training_config", &training_config(c).to_string()).map_err(io)?;
             if include_optimizer {
                 write_optimizer(&file, model, &c.optimizer)?;
             }
