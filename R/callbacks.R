@@ -137,3 +137,166 @@ print.rustgpu_callback <- function(x, ...) {
   cat(sprintf("<callback %s>\n", sub("^rustgpu_callback_", "", class(x)[[1]])))
   invisible(x)
 }
+
+# Fills Keras-style placeholders in a path: "{epoch:02d}", "{val_loss:.2f}", "{loss}".
+format_checkpoint_path <- function(filepath, epoch, logs) {
+  values <- c(list(epoch = epoch + 1L), logs)
+  matches <- regmatches(filepath, gregexpr("\\{[A-Za-z_]+(:[^}]*)?\\}", filepath))[[1]]
+  for (m in matches) {
+    inner <- substr(m, 2, nchar(m) - 1)
+    parts <- strsplit(inner, ":", fixed = TRUE)[[1]]
+    value <- values[[parts[1]]]
+    if (is.null(value)) next
+    fmt <- if (length(parts) > 1) paste0("%", parts[2]) else if (is.integer(value)) "%d" else "%s"
+    filepath <- sub(m, sprintf(fmt, value), filepath, fixed = TRUE)
+  }
+  filepath
+}
+
+#' Save the model after every epoch
+#'
+#' As Keras's ModelCheckpoint. `filepath` may hold placeholders filled from the epoch
+#' (counted from 1) and its logs, e.g. "weights.{epoch:02d}-{val_loss:.2f}.h5". On a parallel
+#' model the template is saved (the model the reference says to save).
+#'
+#' @param filepath Where to save.
+#' @param monitor The quantity for `save_best_only`.
+#' @param verbose Whether to print a message when saving.
+#' @param save_best_only Save only when `monitor` improves.
+#' @param save_weights_only Save only the weights ([save_model_weights_hdf5()]) rather than the
+#'   whole model ([save_model_hdf5()]).
+#' @param mode "auto", "min" or "max" (for `save_best_only`).
+#' @return A callback for `fit(callbacks = )`.
+#' @examples
+#' x <- matrix(runif(20), ncol = 2)
+#' model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
+#' compile(model, optimizer = "sgd", loss = "mse")
+#' path <- file.path(tempdir(), "model.{epoch:02d}.h5")
+#' fit(model, x, rowSums(x), epochs = 2, verbose = 0, callbacks = list(callback_model_checkpoint(path)))
+#' file.exists(file.path(tempdir(), "model.02.h5"))
+#' @export
+callback_model_checkpoint <- function(filepath, monitor = "val_loss", verbose = 0, save_best_only = FALSE,
+                                      save_weights_only = FALSE, mode = c("auto", "min", "max")) {
+  check_string(filepath, "filepath")
+  check_string(monitor, "monitor")
+  check_bool(save_best_only, "save_best_only")
+  check_bool(save_weights_only, "save_weights_only")
+  mode <- match.arg(mode)
+  if (mode == "auto") mode <- if (grepl("acc|auc", monitor)) "max" else "min"
+  sign <- if (mode == "min") 1 else -1
+  state <- new.env(parent = emptyenv())
+  state$best <- Inf
+  new_callback(list(
+    set_model = function(model) state$model <- model,
+    on_epoch_end = function(epoch, logs) {
+      if (save_best_only) {
+        current <- logs[[monitor]]
+        if (is.null(current)) {
+          warning(sprintf("Can save best model only with `%s` available, skipping.", monitor), call. = FALSE)
+          return(invisible())
+        }
+        if (!(sign * current < state$best)) return(invisible())
+        state$best <- sign * current
+      }
+      path <- format_checkpoint_path(filepath, epoch, logs)
+      if (verbose > 0) message(sprintf("Epoch %d: saving model to %s", epoch + 1, path))
+      if (save_weights_only) save_model_weights_hdf5(state$model, path) else save_model_hdf5(state$model, path)
+    }
+  ), "rustgpu_callback_model_checkpoint")
+}
+
+#' Stream epoch results to a CSV file
+#'
+#' As Keras's CSVLogger: one row per epoch, with the epoch (from 0) and every log value.
+#'
+#' @param filename Path of the CSV file.
+#' @param separator Field separator.
+#' @param append Whether to append to an existing file.
+#' @return A callback for `fit(callbacks = )`.
+#' @examples
+#' x <- matrix(runif(20), ncol = 2)
+#' model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
+#' compile(model, optimizer = "sgd", loss = "mse")
+#' log <- tempfile(fileext = ".csv")
+#' fit(model, x, rowSums(x), epochs = 2, verbose = 0, callbacks = list(callback_csv_logger(log)))
+#' read.csv(log)
+#' @export
+callback_csv_logger <- function(filename, separator = ",", append = FALSE) {
+  check_string(filename, "filename")
+  check_string(separator, "separator")
+  check_bool(append, "append")
+  state <- new.env(parent = emptyenv())
+  new_callback(list(
+    on_train_begin = function(logs) state$header <- !(append && file.exists(filename)),
+    on_epoch_end = function(epoch, logs) {
+      row <- c(epoch = epoch, unlist(logs))
+      con <- file(filename, if (state$header && !append) "w" else "a")
+      on.exit(close(con))
+      if (state$header) writeLines(paste(names(row), collapse = separator), con)
+      writeLines(paste(format(row, digits = 15, trim = TRUE), collapse = separator), con)
+      state$header <- FALSE
+      append <<- TRUE
+    }
+  ), "rustgpu_callback_csv_logger")
+}
+
+#' Reduce the learning rate when a metric has stopped improving
+#'
+#' As Keras's ReduceLROnPlateau: after `patience` epochs without an improvement of at least
+#' `min_delta`, multiplies the learning rate by `factor` (not below `min_lr`), then waits
+#' `cooldown` epochs.
+#'
+#' @param monitor Quantity to monitor.
+#' @param factor Factor by which the learning rate is reduced, in (0, 1).
+#' @param patience Epochs without improvement before reducing.
+#' @param verbose Whether to print a message when reducing.
+#' @param mode "auto", "min" or "max".
+#' @param min_delta Minimum change that counts as an improvement.
+#' @param cooldown Epochs to wait after a reduction.
+#' @param min_lr Lower bound on the learning rate.
+#' @return A callback for `fit(callbacks = )`.
+#' @examples
+#' callback_reduce_lr_on_plateau(monitor = "loss", factor = 0.5, patience = 2)
+#' @export
+callback_reduce_lr_on_plateau <- function(monitor = "val_loss", factor = 0.1, patience = 10, verbose = 0,
+                                          mode = c("auto", "min", "max"), min_delta = 1e-4, cooldown = 0,
+                                          min_lr = 0) {
+  check_string(monitor, "monitor")
+  check_number(factor, "factor", min = 0, max = 1, min_inclusive = FALSE, max_inclusive = FALSE)
+  check_count(patience, "patience", min = 0)
+  check_count(cooldown, "cooldown", min = 0)
+  check_number(min_lr, "min_lr", min = 0)
+  mode <- match.arg(mode)
+  if (mode == "auto") mode <- if (grepl("acc|auc", monitor)) "max" else "min"
+  sign <- if (mode == "min") 1 else -1
+  state <- new.env(parent = emptyenv())
+  new_callback(list(
+    set_model = function(model) state$model <- model,
+    on_train_begin = function(logs) {
+      state$best <- Inf
+      state$wait <- 0
+      state$cooldown <- 0
+    },
+    on_epoch_end = function(epoch, logs) {
+      current <- logs[[monitor]]
+      if (is.null(current)) return(invisible())
+      if (state$cooldown > 0) state$cooldown <- state$cooldown - 1
+      if (sign * current < state$best - abs(min_delta)) {
+        state$best <- sign * current
+        state$wait <- 0
+      } else if (state$cooldown <= 0) {
+        state$wait <- state$wait + 1
+        if (state$wait >= patience) {
+          old <- call_backend(rg_learning_rate(state$model$ptr, NULL))
+          if (old > min_lr) {
+            new <- max(old * factor, min_lr)
+            call_backend(rg_learning_rate(state$model$ptr, new))
+            if (verbose > 0) message(sprintf("Epoch %d: ReduceLROnPlateau reducing learning rate to %g.", epoch + 1, new))
+            state$cooldown <- cooldown
+            state$wait <- 0
+          }
+        }
+      }
+    }
+  ), "rustgpu_callback_reduce_lr_on_plateau")
+}

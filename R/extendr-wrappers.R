@@ -125,6 +125,15 @@ rg_load_optimizer_state <- function(ptr, path) .Call(wrap__rg_load_optimizer_sta
 #' @noRd
 rg_inject_write_failure <- function() .Call(wrap__rg_inject_write_failure)
 
+#' The optimizer's learning rate (NA before compile), or sets it when `value` is a number.
+#' @noRd
+rg_learning_rate <- function(ptr, value) .Call(wrap__rg_learning_rate, ptr, value)
+
+#' Marks the weights of the named layers trainable or not (batch normalization's moving
+#' statistics are never trainable).
+#' @noRd
+rg_set_trainable <- function(ptr, layers, trainable) .Call(wrap__rg_set_trainable, ptr, layers, trainable)
+
 #' @noRd
 rg_compile <- function(ptr, optimizer, losses, loss_weights, metrics) .Call(wrap__rg_compile, ptr, optimizer, losses, loss_weights, metrics)
 

@@ -274,3 +274,50 @@ pop_layer <- function(object) {
   call_backend(rg_pop_layer(object$ptr))
   invisible(object)
 }
+
+#' Freeze and unfreeze weights
+#'
+#' Frozen layers keep their weights during training (the optimizer skips them); `summary()`
+#' counts their parameters as non-trainable. Unlike Keras, no recompile is needed: the change
+#' applies from the next step.
+#'
+#' @param object A model.
+#' @param from,to The first and last layer to (un)freeze, by name or position (from 1);
+#'   `NULL` means the first / last layer.
+#' @return `object`, invisibly.
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_dense(4, input_shape = 2, name = "base") %>%
+#'   layer_dense(1, name = "head")
+#' freeze_weights(model, to = "base")
+#' summary(model)
+#' unfreeze_weights(model)
+#' @export
+freeze_weights <- function(object, from = NULL, to = NULL) {
+  set_trainable(object, from, to, FALSE)
+}
+
+#' @rdname freeze_weights
+#' @export
+unfreeze_weights <- function(object, from = NULL, to = NULL) {
+  set_trainable(object, from, to, TRUE)
+}
+
+set_trainable <- function(object, from, to, trainable, call = rlang::caller_env()) {
+  check_model(object, call = call)
+  names <- model_info(object)$layer_names
+  position <- function(v, default, arg) {
+    if (is.null(v)) return(default)
+    i <- if (is.character(v)) match(v, names) else v
+    if (length(i) != 1 || is.na(i) || !is.numeric(i) || i < 1 || i > length(names) || i != round(i)) {
+      value_error(sprintf("`%s` must be a layer name or a position from 1 to %d, not %s.", arg, length(names), describe(v)),
+                  call = call)
+    }
+    i
+  }
+  first <- position(from, 1, "from")
+  last <- position(to, length(names), "to")
+  if (first > last) value_error("`from` comes after `to`.", call = call)
+  call_backend(rg_set_trainable(object$ptr, names[first:last], trainable))
+  invisible(object)
+}

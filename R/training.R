@@ -211,53 +211,57 @@ fit.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_si
     val <- list(x = x, y = y, rows = seq.int(split_at + 1L, n))
   }
 
-  metric_names <- stat_names(object)
-  history_names <- c(metric_names, if (!is.null(val)) paste0("val_", metric_names))
-  history <- stats::setNames(lapply(history_names, function(i) numeric()), history_names)
   steps <- ceiling(length(train_rows) / batch_size)
-  epochs_run <- seq_len(epochs)[seq_len(epochs) > initial_epoch]
+  train_loop(
+    object, epochs, initial_epoch, steps, callbacks, verbose,
+    epoch_batches = function(epoch) {
+      rows <- if (shuffle) train_rows[sample.int(length(train_rows))] else train_rows
+      split(rows, ceiling(seq_along(rows) / batch_size))
+    },
+    train_batch = function(idx, seed) list(stats = call_backend(rg_train_batch(object$ptr, x, y, idx, seed)), n = length(idx)),
+    validate = if (!is.null(val)) function() call_backend(rg_evaluate(object$ptr, val$x, val$y, val$rows, batch_size)),
+    params = list(verbose = verbose, epochs = epochs, steps = steps, samples = length(train_rows), batch_size = batch_size)
+  )
+}
 
-  # Callbacks run here, on the main thread, between batches; they may set
-  # `object$stop_training`, which ends training after the current batch (as in Keras).
+# The epoch/batch loop shared by fit() and fit_generator(). Callbacks run here, on the main
+# thread, between batches; they may set `object$stop_training`, which ends training after the
+# current batch (as in Keras). Each epoch's figures are Keras's: sample-weighted means over
+# its batches, each computed before that batch's update.
+train_loop <- function(object, epochs, initial_epoch, steps, callbacks, verbose, epoch_batches, train_batch,
+                       validate, params) {
+  metric_names <- stat_names(object)
+  history_names <- c(metric_names, if (!is.null(validate)) paste0("val_", metric_names))
+  history <- stats::setNames(lapply(history_names, function(i) numeric()), history_names)
+  epochs_run <- seq_len(epochs)[seq_len(epochs) > initial_epoch]
   object$stop_training <- FALSE
   run_callbacks(callbacks, "set_model", object)
   run_callbacks(callbacks, "on_train_begin", list())
   for (epoch in epochs_run) {
-    rows <- if (shuffle) train_rows[sample.int(length(train_rows))] else train_rows
-    batches <- split(rows, ceiling(seq_along(rows) / batch_size))
+    batches <- epoch_batches(epoch)
     seed <- new_seed()
     totals <- numeric(length(metric_names))
     seen <- 0
     run_callbacks(callbacks, "on_epoch_begin", epoch - 1L, list())
     progress <- progress_start(epoch, epochs, steps, verbose)
     for (b in seq_along(batches)) {
-      idx <- batches[[b]]
-      run_callbacks(callbacks, "on_batch_begin", b - 1L, list(batch = b - 1L, size = length(idx)))
-      stats <- call_backend(rg_train_batch(object$ptr, x, y, idx, seed))
-      totals <- totals + stats * length(idx)
-      seen <- seen + length(idx)
+      run_callbacks(callbacks, "on_batch_begin", b - 1L, list(batch = b - 1L))
+      step <- train_batch(batches[[b]], seed)
+      totals <- totals + step$stats * step$n
+      seen <- seen + step$n
       progress_update(progress, b, totals / seen, metric_names)
       run_callbacks(callbacks, "on_batch_end", b - 1L, as.list(stats::setNames(totals / seen, metric_names)))
       if (isTRUE(object$stop_training)) break
     }
     epoch_logs <- stats::setNames(totals / seen, metric_names)
-    if (!is.null(val)) {
-      v <- call_backend(rg_evaluate(object$ptr, val$x, val$y, val$rows, batch_size))
-      epoch_logs <- c(epoch_logs, stats::setNames(v, paste0("val_", metric_names)))
-    }
+    if (!is.null(validate)) epoch_logs <- c(epoch_logs, stats::setNames(validate(), paste0("val_", metric_names)))
     for (nm in names(epoch_logs)) history[[nm]] <- c(history[[nm]], epoch_logs[[nm]])
     progress_end(progress, epoch_logs)
     run_callbacks(callbacks, "on_epoch_end", epoch - 1L, as.list(epoch_logs))
     if (isTRUE(object$stop_training)) break
   }
   run_callbacks(callbacks, "on_train_end", list())
-
-  result <- structure(list(
-    params = list(verbose = verbose, epochs = epochs, steps = steps, samples = length(train_rows),
-                  batch_size = batch_size),
-    metrics = history
-  ), class = "keras_training_history")
-  invisible(result)
+  invisible(structure(list(params = params, metrics = history), class = "keras_training_history"))
 }
 
 check_verbose <- function(verbose, call = rlang::caller_env()) {

@@ -47,6 +47,14 @@ impl OptimizerConfig {
         }
     }
 
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        match self {
+            OptimizerConfig::Sgd { learning_rate, .. }
+            | OptimizerConfig::RmsProp { learning_rate, .. }
+            | OptimizerConfig::Adam { learning_rate, .. } => *learning_rate = lr,
+        }
+    }
+
     pub fn learning_rate(&self) -> f64 {
         match self {
             OptimizerConfig::Sgd { learning_rate, .. }

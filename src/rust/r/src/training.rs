@@ -217,8 +217,43 @@ fn rg_predict(ptr: Robj, x: Robj, batch_size: f64) -> Robj {
     })
 }
 
+/// The optimizer's learning rate (NA before compile), or sets it when `value` is a number.
+/// @noRd
+#[extendr]
+fn rg_learning_rate(ptr: Robj, value: Robj) -> Robj {
+    guard(|| {
+        let h = handle(&ptr)?;
+        let c = require_compiled(h, "set the learning rate")?;
+        if let Some(v) = value.as_real() {
+            c.optimizer.config.set_learning_rate(v);
+        }
+        Ok(c.optimizer.config.learning_rate().into())
+    })
+}
+
+/// Marks the weights of the named layers trainable or not (batch normalization's moving
+/// statistics are never trainable).
+/// @noRd
+#[extendr]
+fn rg_set_trainable(ptr: Robj, layers: Vec<String>, trainable: bool) -> Robj {
+    guard(|| {
+        let h = handle(&ptr)?;
+        let mut model = h.model.lock().unwrap_or_else(|e| e.into_inner());
+        for w in model.weights.iter_mut() {
+            let layer = w.name.rsplit_once('/').map_or("", |(l, _)| l);
+            let statistic = w.name.ends_with("/moving_mean:0") || w.name.ends_with("/moving_variance:0");
+            if layers.iter().any(|l| l == layer) && !statistic {
+                w.trainable = trainable;
+            }
+        }
+        Ok(().into())
+    })
+}
+
 extendr_module! {
     mod training;
+    fn rg_learning_rate;
+    fn rg_set_trainable;
     fn rg_compile;
     fn rg_check_data;
     fn rg_train_batch;
