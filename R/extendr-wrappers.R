@@ -125,6 +125,14 @@ rg_load_optimizer_state <- function(ptr, path) .Call(wrap__rg_load_optimizer_sta
 #' @noRd
 rg_inject_write_failure <- function() .Call(wrap__rg_inject_write_failure)
 
+#' The model's Keras config as an R list.
+#' @noRd
+rg_get_config <- function(ptr) .Call(wrap__rg_get_config, ptr)
+
+#' A new model from a Keras config (an R list as get_config() returns).
+#' @noRd
+rg_from_config <- function(config) .Call(wrap__rg_from_config, config)
+
 #' The optimizer's learning rate (NA before compile), or sets it when `value` is a number.
 #' @noRd
 rg_learning_rate <- function(ptr, value) .Call(wrap__rg_learning_rate, ptr, value)

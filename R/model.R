@@ -321,3 +321,34 @@ set_trainable <- function(object, from, to, trainable, call = rlang::caller_env(
   call_backend(rg_set_trainable(object$ptr, names[first:last], trainable))
   invisible(object)
 }
+
+#' A model's configuration
+#'
+#' `get_config()` returns the architecture as Keras describes it (its `model_config`: class
+#' name, layers with their settings and, for a functional model, their connections) as an R
+#' list; `from_config()` builds a new model, with fresh weights, from such a list.
+#'
+#' @param object A model.
+#' @param config A list from `get_config()` (or the parsed `model_config` of a Keras model).
+#' @param custom_objects Not supported; must be `NULL`.
+#' @return `get_config()`: a list. `from_config()`: a model.
+#' @examples
+#' model <- keras_model_sequential() %>% layer_dense(3, activation = "relu", input_shape = 2)
+#' config <- get_config(model)
+#' config$config$layers[[2]]$config$units
+#' twin <- from_config(config)
+#' summary(twin)
+#' @export
+get_config <- function(object) {
+  check_model(object)
+  call_backend(rg_get_config(object$ptr))
+}
+
+#' @rdname get_config
+#' @export
+from_config <- function(config, custom_objects = NULL) {
+  if (!is.list(config)) value_error(sprintf("`config` must be a list from get_config(), not %s.", describe(config)))
+  if (!is.null(custom_objects)) value_error("`custom_objects` is not supported yet: leave it NULL.")
+  made <- call_backend(rg_from_config(config))
+  new_model(made$ptr, made$name, kind = if (identical(config$class_name, "Sequential")) "sequential" else "functional")
+}

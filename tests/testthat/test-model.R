@@ -96,3 +96,29 @@ test_that("get_layer finds layers by name or index and reads and writes their we
   expect_error(get_layer(model), "exactly one", class = "rustgpu_value_error")
   expect_error(set_weights(hidden, w[1]), "list of 2 arrays", class = "rustgpu_value_error")
 })
+
+test_that("get_config describes the model as Keras does and from_config rebuilds it", {
+  model <- keras_model_sequential(name = "cfg") %>%
+    layer_conv_2d(4, c(3, 3), padding = "same", activation = "relu", input_shape = c(6, 6, 1)) %>%
+    layer_flatten() %>%
+    layer_dense(2, activation = "softmax")
+  config <- get_config(model)
+  expect_equal(config$class_name, "Sequential")
+  expect_equal(config$config$name, "cfg")
+  layers <- config$config$layers
+  expect_equal(vapply(layers, `[[`, "", "class_name"), c("InputLayer", "Conv2D", "Flatten", "Dense"))
+  expect_equal(layers[[2]]$config$padding, "same")
+  expect_equal(unlist(layers[[2]]$config$kernel_size), c(3, 3))
+  twin <- from_config(config)
+  expect_equal(format(twin), format(model))
+  # Edited configs work too, with vectors where Keras has lists.
+  config$config$layers[[4]]$config$units <- 5
+  config$config$layers[[2]]$config$kernel_size <- c(2, 2)
+  wider <- from_config(config)
+  expect_equal(dim(predict(wider, array(0, c(1, 6, 6, 1)))), c(1L, 5L))
+  a <- layer_input(shape = 2)
+  functional <- keras_model(a, layer_add(list(a %>% layer_dense(2), a)))
+  expect_equal(get_config(functional)$class_name, "Functional")
+  expect_equal(format(from_config(get_config(functional))), format(functional))
+  expect_error(from_config("nope"), "`config`", class = "rustgpu_value_error")
+})
