@@ -81,6 +81,15 @@ rg_add_flatten <- function(ptr, name, input_shape) .Call(wrap__rg_add_flatten, p
 rg_add_merge <- function(ptr, name, mode) .Call(wrap__rg_add_merge, ptr, name, mode)
 
 #' @noRd
+rg_add_conv1d <- function(ptr, name, filters, kernel_size, strides, padding, dilation_rate, activation, use_bias, kernel_initializer, bias_initializer, input_shape, seed) .Call(wrap__rg_add_conv1d, ptr, name, filters, kernel_size, strides, padding, dilation_rate, activation, use_bias, kernel_initializer, bias_initializer, input_shape, seed)
+
+#' @noRd
+rg_add_max_pooling1d <- function(ptr, name, pool_size, strides, padding, input_shape) .Call(wrap__rg_add_max_pooling1d, ptr, name, pool_size, strides, padding, input_shape)
+
+#' @noRd
+rg_add_embedding <- function(ptr, name, input_dim, output_dim, initializer, input_shape, seed) .Call(wrap__rg_add_embedding, ptr, name, input_dim, output_dim, initializer, input_shape, seed)
+
+#' @noRd
 rg_add_batch_normalization <- function(ptr, name, momentum, epsilon, center, scale, input_shape) .Call(wrap__rg_add_batch_normalization, ptr, name, momentum, epsilon, center, scale, input_shape)
 
 #' Depthwise (filters = 0) or separable convolution.

@@ -107,7 +107,9 @@ progress_bar <- function(done, steps) {
 
 progress_update <- function(state, done, logs, names) {
   if (!state$live) return(invisible())
-  cat(sprintf("\r%s - %s", progress_bar(done, state$steps), format_logs(stats::setNames(logs, names))))
+  elapsed <- as.numeric(difftime(Sys.time(), state$start, units = "secs"))
+  eta <- if (done < state$steps) sprintf(" - ETA: %.0fs", elapsed / done * (state$steps - done)) else ""
+  cat(sprintf("\r%s%s - %s", progress_bar(done, state$steps), eta, format_logs(stats::setNames(logs, names))))
   utils::flush.console()
 }
 

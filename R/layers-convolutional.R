@@ -295,3 +295,61 @@ layer_depthwise_conv_2d <- function(object, kernel_size, strides = c(1L, 1L), pa
                   activation, use_bias, depthwise_initializer, "glorot_uniform", bias_initializer, input_shape,
                   name, "depthwise_conv2d")
 }
+
+#' 1D convolution and max pooling
+#'
+#' Over `(steps, channels)` inputs, as Keras's Conv1D and MaxPooling1D (channels last; the
+#' kernel has Keras's layout `(kernel_size, input_channels, filters)`).
+#'
+#' @inheritParams layer_conv_2d
+#' @param kernel_size Length of the window.
+#' @param strides Step between windows.
+#' @param padding "valid" or "same".
+#' @param dilation_rate Spacing between kernel taps.
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_conv_1d(4, 3, activation = "relu", input_shape = c(10, 2)) %>%
+#'   layer_max_pooling_1d(2)
+#' dim(predict(model, array(runif(20), c(1, 10, 2))))
+#' @export
+layer_conv_1d <- function(object, filters, kernel_size, strides = 1L, padding = "valid", data_format = NULL,
+                          dilation_rate = 1L, activation = NULL, use_bias = TRUE,
+                          kernel_initializer = "glorot_uniform", bias_initializer = "zeros", input_shape = NULL,
+                          name = NULL) {
+  force_model(object)
+  check_count(filters, "filters", min = 1)
+  for (arg in c("kernel_size", "strides", "dilation_rate")) check_count(get(arg), arg, min = 1)
+  if (strides > 1 && dilation_rate > 1) value_error("`strides` > 1 cannot be combined with `dilation_rate` > 1 (as in Keras).")
+  if (identical(padding, "causal")) value_error("`padding = \"causal\"` is not supported yet: use \"valid\" or \"same\".")
+  check_padding(padding)
+  check_channels_last(data_format)
+  check_bool(use_bias, "use_bias")
+  check_string(kernel_initializer, "kernel_initializer")
+  check_string(bias_initializer, "bias_initializer")
+  layer <- new_layer("conv_1d", layer_name(name, "conv1d"), list(
+    filters = as.numeric(filters), kernel_size = as.numeric(kernel_size), strides = as.numeric(strides),
+    padding = padding, dilation_rate = as.numeric(dilation_rate), activation = activation_name(activation),
+    use_bias = use_bias, kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
+    input_shape = check_shape(input_shape, "input_shape"), seed = new_seed()
+  ))
+  compose_layer(object, layer)
+}
+
+#' @rdname layer_conv_1d
+#' @param pool_size Length of the pooling window.
+#' @export
+layer_max_pooling_1d <- function(object, pool_size = 2L, strides = NULL, padding = "valid", data_format = NULL,
+                                 input_shape = NULL, name = NULL) {
+  force_model(object)
+  check_count(pool_size, "pool_size", min = 1)
+  if (is.null(strides)) strides <- pool_size
+  check_count(strides, "strides", min = 1)
+  check_padding(padding)
+  check_channels_last(data_format)
+  layer <- new_layer("max_pooling_1d", layer_name(name, "max_pooling1d"), list(
+    pool_size = as.numeric(pool_size), strides = as.numeric(strides), padding = padding,
+    input_shape = check_shape(input_shape, "input_shape")
+  ))
+  compose_layer(object, layer)
+}

@@ -55,6 +55,10 @@ add_layer <- function(model, layer, call = rlang::caller_env()) {
                                                 a$depthwise_initializer, a$pointwise_initializer, a$bias_initializer,
                                                 shape, a$seed),
     merge = rg_add_merge(model$ptr, layer$name, a$mode),
+    conv_1d = rg_add_conv1d(model$ptr, layer$name, a$filters, a$kernel_size, a$strides, a$padding, a$dilation_rate,
+                            a$activation, a$use_bias, a$kernel_initializer, a$bias_initializer, shape, a$seed),
+    max_pooling_1d = rg_add_max_pooling1d(model$ptr, layer$name, a$pool_size, a$strides, a$padding, shape),
+    embedding = rg_add_embedding(model$ptr, layer$name, a$input_dim, a$output_dim, a$embeddings_initializer, shape, a$seed),
     batch_normalization = rg_add_batch_normalization(model$ptr, layer$name, a$momentum, a$epsilon, a$center,
                                                      a$scale, shape)
   )
@@ -202,4 +206,41 @@ layer_batch_normalization <- function(object, axis = -1L, momentum = 0.99, epsil
 print.rustgpu_layer <- function(x, ...) {
   cat(sprintf("<%s layer \"%s\">\n", x$kind, x$name))
   invisible(x)
+}
+
+#' Turn integer indices into dense vectors
+#'
+#' As Keras's Embedding: each index in `0..(input_dim - 1)` selects a row of the
+#' `(input_dim, output_dim)` embedding matrix. Input `(batch, length)` of whole numbers;
+#' output `(batch, length, output_dim)`.
+#'
+#' @inheritParams layer_dense
+#' @param input_dim Size of the vocabulary (largest index + 1).
+#' @param output_dim Size of each vector.
+#' @param embeddings_initializer Initializer name (Keras's default "uniform" draws from
+#'   (-0.05, 0.05)).
+#' @param input_length Length of the input sequences (sets `input_shape`).
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_embedding(input_dim = 10, output_dim = 3, input_length = 4) %>%
+#'   layer_flatten() %>%
+#'   layer_dense(1)
+#' dim(predict(model, matrix(c(0, 1, 2, 9), 1)))
+#' @export
+layer_embedding <- function(object, input_dim, output_dim, embeddings_initializer = "uniform",
+                            input_length = NULL, input_shape = NULL, name = NULL) {
+  force_model(object)
+  check_count(input_dim, "input_dim", min = 1)
+  check_count(output_dim, "output_dim", min = 1)
+  check_string(embeddings_initializer, "embeddings_initializer")
+  if (embeddings_initializer == "uniform") embeddings_initializer <- "random_uniform"
+  check_count(input_length, "input_length", min = 1, allow_null = TRUE)
+  if (is.null(input_shape) && !is.null(input_length)) input_shape <- input_length
+  layer <- new_layer("embedding", layer_name(name, "embedding"), list(
+    input_dim = as.numeric(input_dim), output_dim = as.numeric(output_dim),
+    embeddings_initializer = embeddings_initializer, input_shape = check_shape(input_shape, "input_shape"),
+    seed = new_seed()
+  ))
+  compose_layer(object, layer)
 }

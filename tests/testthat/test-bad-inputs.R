@@ -121,6 +121,10 @@ bad_inputs <- list(
     compile(s, optimizer = "sgd", loss = "sparse_categorical_crossentropy")
     fit(s, x_ok, rep(5, 10), verbose = 0)
   }), "value", "class index 5"),
+  list("embedding index out of range", quote(predict(keras_model_sequential() %>% layer_embedding(5, 2, input_length = 2),
+                                                   matrix(c(1, 7), 1))), "value", "index 7"),
+  list("conv_1d on 2-d input", quote(layer_conv_1d(keras_model_sequential(), 2, 3, input_shape = c(4, 4, 1))), "value",
+       "\\(steps, channels\\)"),
   list("to_categorical with ids beyond num_classes", quote(to_categorical(c(0, 5), num_classes = 3)), "value", "class id 5"),
   list("use_virtual_gpus negative", quote(use_virtual_gpus(-1)), "value", "`n`"),
   list("use_virtual_gpus too many", quote(use_virtual_gpus(1000)), "value", "between 0 and 64")

@@ -218,3 +218,18 @@ test_that("functional models round-trip, and Keras's functional models load", {
   keras_made <- load_model_hdf5(h5_fixture("keras_functional_model.h5"))
   expect_equal(predict(keras_made, list(expected$xa, expected$xb)), expected$predictions, tolerance = 1e-5)
 })
+
+test_that("sequence layers round-trip too", {
+  model <- keras_model_sequential() %>%
+    layer_embedding(input_dim = 12, output_dim = 3, input_length = 8) %>%
+    layer_conv_1d(4, 3, padding = "same", activation = "relu") %>%
+    layer_max_pooling_1d(2) %>%
+    layer_flatten() %>%
+    layer_dense(2)
+  x <- matrix(sample(0:11, 24, replace = TRUE), 3, 8)
+  path <- tempfile(fileext = ".h5")
+  save_model_hdf5(model, path)
+  restored <- load_model_hdf5(path)
+  expect_identical(predict(restored, x), predict(model, x))
+  expect_equal(format(restored), format(model))
+})

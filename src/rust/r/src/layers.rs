@@ -3,7 +3,7 @@ use crate::{guard, handle, seed_from};
 use extendr_api::prelude::*;
 use rustgpu_core::activation::Activation;
 use rustgpu_core::initializer::Initializer;
-use rustgpu_core::layers::{ActivationLayer, AveragePooling2D, BatchNormalization, DepthwiseConv2D, Merge, SeparableConv2D, Conv2D, Dense, Dropout, Layer, LayerKind, MaxPooling2D, Reshape, ZeroPadding2D};
+use rustgpu_core::layers::{ActivationLayer, AveragePooling2D, BatchNormalization, DepthwiseConv2D, Embedding, Merge, SeparableConv2D, Conv2D, Dense, Dropout, Layer, LayerKind, MaxPooling2D, Reshape, ZeroPadding2D};
 use rustgpu_core::{Error, Result};
 
 fn shape_arg(input_shape: &Robj) -> Result<Option<Vec<usize>>> {
@@ -175,6 +175,44 @@ fn rg_add_batch_normalization(ptr: Robj, name: &str, momentum: f64, epsilon: f64
 
 /// @noRd
 #[extendr]
+#[allow(clippy::too_many_arguments)]
+fn rg_add_conv1d(ptr: Robj, name: &str, filters: f64, kernel_size: f64, strides: f64, padding: &str, dilation_rate: f64, activation: &str, use_bias: bool, kernel_initializer: &str, bias_initializer: &str, input_shape: Robj, seed: Robj) -> Robj {
+    guard(|| {
+        let conv = Conv2D {
+            filters: filters as usize,
+            kernel_size: (1, kernel_size as usize),
+            strides: (1, strides as usize),
+            same: padding_same(padding)?,
+            dilation: (1, dilation_rate as usize),
+            activation: Activation::parse(activation)?,
+            use_bias,
+            kernel_initializer: Initializer::parse(kernel_initializer)?,
+            bias_initializer: Initializer::parse(bias_initializer)?,
+        };
+        add(&ptr, name, LayerKind::Conv1D(conv), &input_shape, &seed)
+    })
+}
+
+/// @noRd
+#[extendr]
+fn rg_add_max_pooling1d(ptr: Robj, name: &str, pool_size: f64, strides: f64, padding: &str, input_shape: Robj) -> Robj {
+    guard(|| {
+        let pool = MaxPooling2D { pool_size: (1, pool_size as usize), strides: (1, strides as usize), same: padding_same(padding)? };
+        add(&ptr, name, LayerKind::MaxPooling1D(pool), &input_shape, &Robj::from(0.0))
+    })
+}
+
+/// @noRd
+#[extendr]
+fn rg_add_embedding(ptr: Robj, name: &str, input_dim: f64, output_dim: f64, initializer: &str, input_shape: Robj, seed: Robj) -> Robj {
+    guard(|| {
+        let e = Embedding { input_dim: input_dim as usize, output_dim: output_dim as usize, initializer: Initializer::parse(initializer)? };
+        add(&ptr, name, LayerKind::Embedding(e), &input_shape, &seed)
+    })
+}
+
+/// @noRd
+#[extendr]
 fn rg_add_merge(ptr: Robj, name: &str, mode: &str) -> Robj {
     guard(|| {
         let merge = match mode {
@@ -211,6 +249,9 @@ extendr_module! {
     fn rg_add_max_pooling2d;
     fn rg_add_flatten;
     fn rg_add_merge;
+    fn rg_add_conv1d;
+    fn rg_add_max_pooling1d;
+    fn rg_add_embedding;
     fn rg_add_batch_normalization;
     fn rg_add_depthwise_conv2d;
     fn rg_add_average_pooling2d;

@@ -123,6 +123,25 @@ fn layer_json(layer: &Layer) -> Value {
                 "pointwise_constraint": null
             }))
         }
+        LayerKind::Conv1D(c) => base(json!({
+            "filters": c.filters, "kernel_size": [c.kernel_size.1], "strides": [c.strides.1],
+            "padding": if c.same { "same" } else { "valid" }, "data_format": "channels_last",
+            "dilation_rate": [c.dilation.1], "groups": 1, "activation": c.activation.name(), "use_bias": c.use_bias,
+            "kernel_initializer": initializer_json(&c.kernel_initializer),
+            "bias_initializer": initializer_json(&c.bias_initializer),
+            "kernel_regularizer": null, "bias_regularizer": null, "activity_regularizer": null,
+            "kernel_constraint": null, "bias_constraint": null
+        })),
+        LayerKind::MaxPooling1D(p) => base(json!({
+            "pool_size": [p.pool_size.1], "padding": if p.same { "same" } else { "valid" },
+            "strides": [p.strides.1], "data_format": "channels_last"
+        })),
+        LayerKind::Embedding(e) => base(json!({
+            "input_dim": e.input_dim, "output_dim": e.output_dim,
+            "embeddings_initializer": initializer_json(&e.initializer),
+            "embeddings_regularizer": null, "activity_regularizer": null, "embeddings_constraint": null,
+            "mask_zero": false, "input_length": null
+        })),
         LayerKind::Merge(crate::layers::Merge::Concatenate) => base(json!({ "axis": -1 })),
         LayerKind::Merge(_) => base(json!({})),
         LayerKind::BatchNormalization(b) => base(json!({
@@ -169,6 +188,10 @@ fn pair_from(cfg: &Value, key: &str, default: (usize, usize)) -> Result<(usize, 
         None | Some(Value::Null) => Ok(default),
         Some(Value::Number(n)) => {
             let v = n.as_u64().unwrap_or(0) as usize;
+            Ok((v, v))
+        }
+        Some(Value::Array(a)) if a.len() == 1 => {
+            let v = a[0].as_u64().unwrap_or(0) as usize;
             Ok((v, v))
         }
         Some(Value::Array(a)) if a.len() == 2 => {
@@ -365,6 +388,38 @@ fn layer_kind_from(class: &str, c: &Value, input_shape: &Option<Vec<usize>>) -> 
             LayerKind::MaxPooling2D(MaxPooling2D { pool_size, strides: pair_from(c, "strides", pool_size)?, same: padding_same(c)? })
         }
         "Flatten" => LayerKind::Flatten,
+        "Conv1D" => {
+            if c.get("padding").and_then(Value::as_str) == Some("causal") {
+                return Err(Error::Value("Conv1D with causal padding is not supported yet".into()));
+            }
+            let one = |k: &str, d: usize| -> Result<usize> { Ok(pair_from(c, k, (d, d))?.0) };
+            LayerKind::Conv1D(Conv2D {
+                filters: c.get("filters").and_then(Value::as_u64).unwrap_or(0) as usize,
+                kernel_size: (1, one("kernel_size", 1)?),
+                strides: (1, one("strides", 1)?),
+                same: padding_same(c)?,
+                dilation: (1, one("dilation_rate", 1)?),
+                activation: activation_from(c)?,
+                use_bias: c.get("use_bias").and_then(Value::as_bool).unwrap_or(true),
+                kernel_initializer: initializer_from(c.get("kernel_initializer"))?,
+                bias_initializer: initializer_from(c.get("bias_initializer")).unwrap_or(Initializer::Zeros),
+            })
+        }
+        "MaxPooling1D" => {
+            let pool = pair_from(c, "pool_size", (2, 2))?.0;
+            let strides = pair_from(c, "strides", (pool, pool))?.0;
+            LayerKind::MaxPooling1D(MaxPooling2D { pool_size: (1, pool), strides: (1, strides), same: padding_same(c)? })
+        }
+        "Embedding" => {
+            if c.get("mask_zero").and_then(Value::as_bool).unwrap_or(false) {
+                return Err(Error::Value("Embedding with mask_zero is not supported yet".into()));
+            }
+            LayerKind::Embedding(crate::layers::Embedding {
+                input_dim: c.get("input_dim").and_then(Value::as_u64).unwrap_or(0) as usize,
+                output_dim: c.get("output_dim").and_then(Value::as_u64).unwrap_or(0) as usize,
+                initializer: initializer_from(c.get("embeddings_initializer")).unwrap_or(Initializer::RandomUniform { min: -0.05, max: 0.05 }),
+            })
+        }
         "Add" => LayerKind::Merge(crate::layers::Merge::Add),
         "Multiply" => LayerKind::Merge(crate::layers::Merge::Multiply),
         "Concatenate" => {

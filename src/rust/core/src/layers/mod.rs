@@ -10,6 +10,7 @@ mod depthwise;
 mod merge;
 mod normalization;
 mod pooling;
+mod sequence;
 mod spatial;
 
 pub use self::conv::Conv2D;
@@ -19,6 +20,7 @@ pub use self::depthwise::{DepthwiseConv2D, SeparableConv2D};
 pub use self::merge::Merge;
 pub use self::normalization::BatchNormalization;
 pub use self::pooling::{Flatten, MaxPooling2D};
+pub use self::sequence::Embedding;
 pub use self::spatial::{AveragePooling2D, Reshape, ZeroPadding2D};
 
 use crate::activation::Activation;
@@ -73,6 +75,10 @@ pub enum Cache {
     Reshape { input_dims: Vec<usize> },
     /// A merge layer's inputs.
     Merge { inputs: Vec<Tensor> },
+    /// A 2-d layer's cache when it ran on a reshaped (1-d) input.
+    Reshaped { inner: Box<Cache>, input_dims: Vec<usize> },
+    /// Embedding row indices.
+    Embedding { ids: Tensor },
     /// Patches, the depthwise output, pre-activation and output (SeparableConv2D).
     Separable { cols: Tensor, mid: Tensor, z: Tensor, y: Tensor, input_dims: Vec<usize> },
     /// Normalized input, 1/std per channel, and the moving statistics this batch moves to.
@@ -113,6 +119,9 @@ pub enum LayerKind {
     DepthwiseConv2D(DepthwiseConv2D),
     SeparableConv2D(SeparableConv2D),
     Merge(Merge),
+    Conv1D(Conv2D),
+    MaxPooling1D(MaxPooling2D),
+    Embedding(Embedding),
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +151,9 @@ impl Layer {
             LayerKind::DepthwiseConv2D(_) => "DepthwiseConv2D",
             LayerKind::SeparableConv2D(_) => "SeparableConv2D",
             LayerKind::Merge(m) => m.class_name(),
+            LayerKind::Conv1D(_) => "Conv1D",
+            LayerKind::MaxPooling1D(_) => "MaxPooling1D",
+            LayerKind::Embedding(_) => "Embedding",
         }
     }
 
@@ -161,6 +173,9 @@ impl Layer {
             LayerKind::DepthwiseConv2D(l) => l.output_shape(&self.name, input),
             LayerKind::SeparableConv2D(l) => l.output_shape(&self.name, input),
             LayerKind::Merge(m) => m.output_shape(&self.name, &[input.to_vec()]),
+            LayerKind::Conv1D(c) => sequence::conv1d_output_shape(c, &self.name, input),
+            LayerKind::MaxPooling1D(p) => sequence::pool1d_output_shape(p, &self.name, input),
+            LayerKind::Embedding(e) => Ok(e.output_shape(input)),
             LayerKind::Activation(_) | LayerKind::Dropout(_) => Ok(input.to_vec()),
         }
     }
@@ -172,6 +187,8 @@ impl Layer {
             LayerKind::BatchNormalization(l) => l.weight_specs(input),
             LayerKind::DepthwiseConv2D(l) => l.weight_specs(input),
             LayerKind::SeparableConv2D(l) => l.weight_specs(input),
+            LayerKind::Conv1D(c) => sequence::conv1d_weight_specs(c, input),
+            LayerKind::Embedding(e) => e.weight_specs(),
             _ => Vec::new(),
         }
     }
@@ -198,6 +215,9 @@ impl Layer {
             LayerKind::DepthwiseConv2D(l) => l.forward(&self.name, weights, x),
             LayerKind::SeparableConv2D(l) => l.forward(&self.name, weights, x),
             LayerKind::Merge(m) => m.forward(std::slice::from_ref(x)),
+            LayerKind::Conv1D(c) => sequence::conv1d_forward(c, &self.name, weights, x),
+            LayerKind::MaxPooling1D(p) => sequence::pool1d_forward(p, &self.name, x),
+            LayerKind::Embedding(e) => e.forward(&self.name, weights, x),
         }
     }
 
@@ -251,6 +271,11 @@ impl Layer {
             (LayerKind::GlobalMaxPooling2D, Cache::MaxPool { argmax, input_dims }) => MaxPooling2D::backward(argmax, input_dims, grad),
             (LayerKind::ZeroPadding2D(l), Cache::Reshape { input_dims }) => l.backward(input_dims, grad),
             (LayerKind::Merge(m), Cache::Merge { inputs }) => m.backward(inputs, grad),
+            (LayerKind::Conv1D(c), Cache::Reshaped { inner, input_dims }) => {
+                sequence::conv1d_backward(c, &self.name, weights, inner, input_dims, grad, need_input_grad)
+            }
+            (LayerKind::MaxPooling1D(_), Cache::Reshaped { inner, input_dims }) => sequence::pool1d_backward(inner, input_dims, grad),
+            (LayerKind::Embedding(e), Cache::Embedding { ids }) => e.backward(weights, ids, grad),
             (LayerKind::DepthwiseConv2D(l), Cache::Conv { cols, z, y, input_dims }) => {
                 l.backward(&self.name, weights, cols, z, y, input_dims, grad, need_input_grad)
             }
