@@ -22,7 +22,7 @@
 #' model <- application_xception(weights = NULL, input_shape = c(71, 71, 3), classes = 5)
 #' format(model)
 #' @export
-application_xception <- function(include_top = TRUE, weights = "imagenet", input_tensor = NULL, input_shape = NULL,
+application_xception <- function(include_top = TRUE, weights = NULL, input_tensor = NULL, input_shape = NULL,
                                  pooling = NULL, classes = 1000, classifier_activation = "softmax") {
   check_bool(include_top, "include_top")
   if (!is.null(weights)) {

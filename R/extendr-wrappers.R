@@ -160,11 +160,11 @@ rg_check_data <- function(x, what) .Call(wrap__rg_check_data, x, what)
 
 #' One optimizer step on rows `rows` (1-based) of `x`, `y`; returns c(loss, metrics...).
 #' @noRd
-rg_train_batch <- function(ptr, x, y, rows, seed) .Call(wrap__rg_train_batch, ptr, x, y, rows, seed)
+rg_train_batch <- function(ptr, x, y, sample_weight, rows, seed) .Call(wrap__rg_train_batch, ptr, x, y, sample_weight, rows, seed)
 
 #' Loss and metrics over rows of `x`, `y`, batch by batch; returns c(loss, metrics...).
 #' @noRd
-rg_evaluate <- function(ptr, x, y, rows, batch_size) .Call(wrap__rg_evaluate, ptr, x, y, rows, batch_size)
+rg_evaluate <- function(ptr, x, y, sample_weight, rows, batch_size) .Call(wrap__rg_evaluate, ptr, x, y, sample_weight, rows, batch_size)
 
 #' Model outputs for all rows of `x`, computed batch by batch.
 #' @noRd

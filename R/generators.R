@@ -74,14 +74,14 @@ fit_generator <- function(object, generator, steps_per_epoch, epochs = 1,
       value_error("`validation_data` must be a generator or list(x_val, y_val).")
     }
     check_data(validation_data[[1]], validation_data[[2]])
-    validate <- function() call_backend(rg_evaluate(object$ptr, validation_data[[1]], validation_data[[2]], NULL, 32))
+    validate <- function() call_backend(rg_evaluate(object$ptr, validation_data[[1]], validation_data[[2]], NULL, NULL, 32))
   }
   train_loop(
     object, epochs, initial_epoch, steps_per_epoch, callbacks, verbose,
     epoch_batches = function(epoch) seq_len(steps_per_epoch),
     train_batch = function(step, seed) {
       b <- next_batch(generator, call = NULL)
-      list(stats = call_backend(rg_train_batch(object$ptr, b$x, b$y, seq_len(b$n), seed)), n = b$n)
+      list(stats = call_backend(rg_train_batch(object$ptr, b$x, b$y, NULL, seq_len(b$n), seed)), n = b$n)
     },
     validate = validate,
     params = list(verbose = verbose, epochs = epochs, steps = steps_per_epoch, samples = NA_integer_, batch_size = NA_integer_)
@@ -99,7 +99,7 @@ evaluate_generator <- function(object, generator, steps, ...) {
   seen <- 0
   for (i in seq_len(steps)) {
     b <- next_batch(generator)
-    totals <- totals + call_backend(rg_evaluate(object$ptr, b$x, b$y, NULL, b$n)) * b$n
+    totals <- totals + call_backend(rg_evaluate(object$ptr, b$x, b$y, NULL, NULL, b$n)) * b$n
     seen <- seen + b$n
   }
   named_stats(totals / seen, object)

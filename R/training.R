@@ -113,6 +113,36 @@ check_data <- function(x, y = NULL, call = rlang::caller_env()) {
   as.integer(n)
 }
 
+# One weight per sample from `sample_weight` and/or `class_weight` (NULL when neither).
+sample_weights <- function(sample_weight, class_weight, y, n, object, call = rlang::caller_env()) {
+  w <- NULL
+  if (!is.null(sample_weight)) {
+    if (!is.numeric(sample_weight) || length(sample_weight) != n || anyNA(sample_weight) ||
+        any(!is.finite(sample_weight)) || any(sample_weight < 0)) {
+      value_error(sprintf("`sample_weight` must be %d non-negative numbers (one per sample), not %s.", n,
+                          describe(sample_weight)), call = call)
+    }
+    w <- as.numeric(sample_weight)
+  }
+  if (!is.null(class_weight)) {
+    if (is.list(y) && !is.data.frame(y)) value_error("`class_weight` works with one output only.", call = call)
+    classes <- if (!is.null(dim(y)) && ncol(y) > 1) max.col(y, ties.method = "first") - 1L else as.integer(round(y))
+    cw <- unlist(class_weight)
+    if (!is.numeric(cw) || anyNA(cw) || any(cw < 0)) {
+      value_error("`class_weight` must hold non-negative numbers, one per class.", call = call)
+    }
+    ids <- if (is.null(names(cw))) seq_along(cw) - 1L else suppressWarnings(as.integer(names(cw)))
+    if (anyNA(ids)) value_error("`class_weight` must be named by class ids (\"0\", \"1\", ...).", call = call)
+    missing <- setdiff(unique(classes), ids)
+    if (length(missing)) {
+      value_error(sprintf("`class_weight` has no weight for class %s.", paste(sort(missing), collapse = ", ")), call = call)
+    }
+    by_class <- cw[match(classes, ids)]
+    w <- if (is.null(w)) as.numeric(by_class) else w * by_class
+  }
+  w
+}
+
 check_compiled <- function(object, what, call = rlang::caller_env()) {
   if (!isTRUE(object$compiled)) {
     state_error(sprintf(
@@ -157,7 +187,11 @@ named_stats <- function(values, object) {
 #'   (one line per epoch).
 #' @param callbacks A list of callbacks ([callback_lambda()], [callback_early_stopping()],
 #'   [callback_terminate_on_naan()]), run on the main thread between batches.
-#' @param class_weight,sample_weight Not supported yet; must be `NULL`.
+#' @param class_weight A weight per class, to weigh the loss of each sample by its class:
+#'   a list or vector named by class id (from 0, e.g. `list("0" = 1, "1" = 5)`), or unnamed
+#'   in class order. For one output; not applied to validation data (as in Keras).
+#' @param sample_weight A weight per sample (a vector with one element per row of `x`),
+#'   multiplying that sample's loss.
 #' @param validation_split Fraction in `[0, 1)` of the data, taken from the end before
 #'   shuffling, to evaluate on after each epoch.
 #' @param validation_data `list(x_val, y_val)` to evaluate on after each epoch (overrides
@@ -180,7 +214,6 @@ fit.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_si
                                             shuffle = TRUE, class_weight = NULL, sample_weight = NULL,
                                             initial_epoch = 0, ...) {
   check_model(object)
-  check_unsupported(class_weight = class_weight, sample_weight = sample_weight)
   callbacks <- as_callback_list(callbacks)
   check_compiled(object, "fit")
   if (is.null(y)) value_error("`y` is required.")
@@ -191,6 +224,7 @@ fit.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_si
   check_number(validation_split, "validation_split", min = 0, max = 1, max_inclusive = FALSE)
   check_bool(shuffle, "shuffle")
   n <- check_data(x, y)
+  weights <- sample_weights(sample_weight, class_weight, y, n, object)
 
   train_rows <- seq_len(n)
   val <- NULL
@@ -218,8 +252,10 @@ fit.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_si
       rows <- if (shuffle) train_rows[sample.int(length(train_rows))] else train_rows
       split(rows, ceiling(seq_along(rows) / batch_size))
     },
-    train_batch = function(idx, seed) list(stats = call_backend(rg_train_batch(object$ptr, x, y, idx, seed)), n = length(idx)),
-    validate = if (!is.null(val)) function() call_backend(rg_evaluate(object$ptr, val$x, val$y, val$rows, batch_size)),
+    train_batch = function(idx, seed) {
+      list(stats = call_backend(rg_train_batch(object$ptr, x, y, weights, idx, seed)), n = length(idx))
+    },
+    validate = if (!is.null(val)) function() call_backend(rg_evaluate(object$ptr, val$x, val$y, NULL, val$rows, batch_size)),
     params = list(verbose = verbose, epochs = epochs, steps = steps, samples = length(train_rows), batch_size = batch_size)
   )
 }
@@ -277,6 +313,7 @@ check_verbose <- function(verbose, call = rlang::caller_env()) {
 #' @param x,y Inputs and targets, as for [fit()].
 #' @param batch_size Samples per batch (default 32).
 #' @param verbose Whether to print the result line.
+#' @param sample_weight A weight per sample for the loss, as in [fit()].
 #' @param ... Unused.
 #' @return A named numeric vector: the loss and each metric, averaged over all samples.
 #' @examples
@@ -295,13 +332,15 @@ evaluate.default <- function(object, ...) {
 
 #' @rdname evaluate
 #' @export
-evaluate.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_size = NULL, verbose = 1, ...) {
+evaluate.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_size = NULL, verbose = 1,
+                                                 sample_weight = NULL, ...) {
   check_model(object)
   check_compiled(object, "evaluate")
   batch_size <- default_batch_size(batch_size)
   check_verbose(verbose)
-  check_data(x, y)
-  result <- named_stats(call_backend(rg_evaluate(object$ptr, x, y, NULL, batch_size)), object)
+  n <- check_data(x, y)
+  weights <- sample_weights(sample_weight, NULL, y, n, object)
+  result <- named_stats(call_backend(rg_evaluate(object$ptr, x, y, weights, NULL, batch_size)), object)
   if (verbose > 0) cat(format_logs(result), "\n", sep = "")
   result
 }
@@ -334,6 +373,7 @@ predict.keras.engine.training.Model <- function(object, x, batch_size = NULL, ve
 #'
 #' @param object A model (compiled, for training and testing).
 #' @param x,y Inputs and targets for one batch.
+#' @param class_weight,sample_weight Weights of the samples' losses, as in [fit()].
 #' @return `train_on_batch()`, `test_on_batch()`: named numeric vector of the loss and
 #'   metrics (computed before the update). `predict_on_batch()`: the outputs.
 #' @examples
@@ -344,20 +384,22 @@ predict.keras.engine.training.Model <- function(object, x, batch_size = NULL, ve
 #' test_on_batch(model, x, rowSums(x))
 #' predict_on_batch(model, x)
 #' @export
-train_on_batch <- function(object, x, y) {
+train_on_batch <- function(object, x, y, class_weight = NULL, sample_weight = NULL) {
   check_model(object)
   check_compiled(object, "train_on_batch")
   n <- check_data(x, y)
-  named_stats(call_backend(rg_train_batch(object$ptr, x, y, seq_len(n), new_seed())), object)
+  weights <- sample_weights(sample_weight, class_weight, y, n, object)
+  named_stats(call_backend(rg_train_batch(object$ptr, x, y, weights, seq_len(n), new_seed())), object)
 }
 
 #' @rdname train_on_batch
 #' @export
-test_on_batch <- function(object, x, y) {
+test_on_batch <- function(object, x, y, sample_weight = NULL) {
   check_model(object)
   check_compiled(object, "test_on_batch")
   n <- check_data(x, y)
-  named_stats(call_backend(rg_evaluate(object$ptr, x, y, NULL, n)), object)
+  weights <- sample_weights(sample_weight, NULL, y, n, object)
+  named_stats(call_backend(rg_evaluate(object$ptr, x, y, weights, NULL, n)), object)
 }
 
 #' @rdname train_on_batch

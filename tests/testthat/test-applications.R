@@ -8,7 +8,7 @@ test_that("application_xception has Keras's architecture and parameter count", {
   expect_match(text, "predictions (Dense)", fixed = TRUE)
   no_top <- application_xception(weights = NULL, include_top = FALSE, pooling = "avg", input_shape = c(71, 71, 3))
   expect_match(format(no_top), "Total params: 20,861,480", fixed = TRUE)
-  expect_error(application_xception(input_shape = c(71, 71, 3)), "not bundled", class = "rustgpu_value_error")
+  expect_error(application_xception(weights = "imagenet", input_shape = c(71, 71, 3)), "not bundled", class = "rustgpu_value_error")
   expect_error(application_xception(weights = NULL, input_shape = c(32, 32, 3)), "at least 71", class = "rustgpu_value_error")
   expect_error(application_xception(weights = NULL, input_shape = c(71, 71, 3), pooling = "mean"), "`pooling`",
                class = "rustgpu_value_error")

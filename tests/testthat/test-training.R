@@ -80,3 +80,28 @@ test_that("verbose output prints Keras-style epoch lines", {
   expect_output(fit(model, d$x, d$y, epochs = 2, verbose = 2), "Epoch 2/2\n1/1 - .*loss: [0-9.]+ - accuracy: [0-9.]+")
   expect_output(fit(model, d$x, d$y, epochs = 1, verbose = 1), "1/1 \\[=+\\]")
 })
+
+test_that("sample_weight and class_weight weigh each sample's loss as Keras does", {
+  set.seed(30)
+  x <- matrix(rnorm(60), 20, 3)
+  y <- to_categorical(rep(0:1, 10), 2)
+  model <- keras_model_sequential() %>% layer_dense(2, activation = "softmax", input_shape = 3)
+  compile(model, optimizer = optimizer_sgd(0.1), loss = "categorical_crossentropy")
+  w <- rep(c(1, 3), 10)
+  # Keras: the weighted per-sample losses, summed, over the number of samples.
+  per_sample <- -rowSums(y * log(predict(model, x)))
+  expect_equal(test_on_batch(model, x, y, sample_weight = w)[["loss"]], sum(w * per_sample) / 20, tolerance = 1e-6)
+  expect_equal(evaluate(model, x, y, sample_weight = w, verbose = 0)[["loss"]], sum(w * per_sample) / 20, tolerance = 1e-6)
+  # class_weight = the same weights by class (class 1 has weight 3).
+  a <- keras_model_sequential() %>% layer_dense(2, activation = "softmax", input_shape = 3)
+  b <- keras_model_sequential() %>% layer_dense(2, activation = "softmax", input_shape = 3)
+  set_weights(b, get_weights(a))
+  compile(a, optimizer = optimizer_sgd(0.1), loss = "categorical_crossentropy")
+  compile(b, optimizer = optimizer_sgd(0.1), loss = "categorical_crossentropy")
+  ha <- fit(a, x, y, epochs = 2, batch_size = 5, shuffle = FALSE, verbose = 0, sample_weight = w)
+  hb <- fit(b, x, y, epochs = 2, batch_size = 5, shuffle = FALSE, verbose = 0, class_weight = list("0" = 1, "1" = 3))
+  expect_equal(get_weights(a), get_weights(b))
+  expect_equal(ha$metrics$loss, hb$metrics$loss)
+  expect_error(fit(a, x, y, sample_weight = 1:3, verbose = 0), "one per sample", class = "rustgpu_value_error")
+  expect_error(fit(a, x, y, class_weight = list("0" = 1), verbose = 0), "no weight for class 1", class = "rustgpu_value_error")
+})

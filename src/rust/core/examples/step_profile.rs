@@ -34,12 +34,12 @@ fn main() {
     for (name, exec) in &execs {
         let mut c = compiled();
         for _ in 0..3 {
-            exec.train_on_batch(&mut m, &mut c, &[&x], &[&y], &rows_all, 0).unwrap();
+            exec.train_on_batch(&mut m, &mut c, &[&x], &[&y], None, &rows_all, 0).unwrap();
         }
         let n = 20;
         let t = Instant::now();
         for _ in 0..n {
-            exec.train_on_batch(&mut m, &mut c, &[&x], &[&y], &rows_all, 0).unwrap();
+            exec.train_on_batch(&mut m, &mut c, &[&x], &[&y], None, &rows_all, 0).unwrap();
         }
         println!("{:>10}: {:.2} ms/step", name, t.elapsed().as_secs_f64() * 1000.0 / n as f64);
         if let Executor::Replicated(set) = exec {

@@ -134,11 +134,35 @@ fn forward_part(
 }
 
 /// Per-output loss sums (each over the whole batch's size) and metric sums, output by output.
-fn losses_and_metrics(s: &StepInputs, outs: &[crate::model::ModelOutput], ys: &[Tensor]) -> Result<(Vec<f64>, Vec<f64>)> {
+/// Loss of each sample, weighted when sample weights are given (Keras divides the weighted
+/// sum by the number of samples, not by the sum of the weights).
+fn weighted_per_sample(s: &StepInputs, k: usize, out: &crate::model::ModelOutput, y: &Tensor, w: Option<&Tensor>) -> Result<Tensor> {
+    let per_sample = s.losses[k].per_sample(out, y)?;
+    Ok(match w {
+        Some(w) => per_sample.mul(w)?,
+        None => per_sample,
+    })
+}
+
+/// Scales each sample's gradient by its weight.
+fn weight_rows(g: OutputGrad, w: Option<&Tensor>) -> Result<OutputGrad> {
+    let Some(w) = w else { return Ok(g) };
+    let scale = |t: Tensor| -> Result<Tensor> {
+        let mut shape = vec![t.dim(0)?];
+        shape.resize(t.rank(), 1);
+        Ok(t.broadcast_mul(&w.reshape(shape)?)?)
+    };
+    Ok(match g {
+        OutputGrad::Value(t) => OutputGrad::Value(scale(t)?),
+        OutputGrad::Logits(t) => OutputGrad::Logits(scale(t)?),
+    })
+}
+
+fn losses_and_metrics(s: &StepInputs, outs: &[crate::model::ModelOutput], ys: &[Tensor], w: Option<&Tensor>) -> Result<(Vec<f64>, Vec<f64>)> {
     let mut losses = Vec::with_capacity(outs.len());
     let mut metric_sums = Vec::new();
     for (k, (out, y)) in outs.iter().zip(ys).enumerate() {
-        let per_sample = s.losses[k].per_sample(out, y)?;
+        let per_sample = weighted_per_sample(s, k, out, y, w)?;
         losses.push((per_sample.sum_all()? / s.total_rows as f64)?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?);
         for m in &s.metrics[k] {
             metric_sums.push(m.batch_sum(&out.value, y)?);
@@ -153,16 +177,17 @@ fn weighted_total(s: &StepInputs, losses: &[f64]) -> f64 {
 
 /// A replica's rows: gathered (converted) by the replica itself, then its part of the step.
 fn train_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], replica: usize, to_host: bool) -> Result<Part> {
-    let (x, ys) = batch.gather(s, rows)?;
+    let (x, ys, sample_weights) = batch.gather(s, rows)?;
     let (weights, outs, caches) = forward_part(s, device, &x, true, replica)?;
     let ys = ys.iter().map(|y| y.to_device(device)).collect::<Result<Vec<_>>>()?;
-    let (output_losses, metric_sums) = losses_and_metrics(s, &outs, &ys)?;
+    let sw = sample_weights.map(|w| w.to_device(device)).transpose()?;
+    let (output_losses, metric_sums) = losses_and_metrics(s, &outs, &ys, sw.as_ref())?;
     let output_grads = outs
         .iter()
         .zip(&ys)
         .enumerate()
         .map(|(k, (out, y))| {
-            let g = s.losses[k].gradient(out, y, s.total_rows)?;
+            let g = weight_rows(s.losses[k].gradient(out, y, s.total_rows)?, sw.as_ref())?;
             let w = s.loss_weights[k];
             Ok(if w == 1.0 {
                 g
@@ -186,10 +211,11 @@ fn train_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], re
 }
 
 fn eval_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], replica: usize) -> Result<Part> {
-    let (x, ys) = batch.gather(s, rows)?;
+    let (x, ys, sample_weights) = batch.gather(s, rows)?;
     let (_, outs, _) = forward_part(s, device, &x, false, replica)?;
     let ys = ys.iter().map(|y| y.to_device(device)).collect::<Result<Vec<_>>>()?;
-    let (output_losses, metric_sums) = losses_and_metrics(s, &outs, &ys)?;
+    let sw = sample_weights.map(|w| w.to_device(device)).transpose()?;
+    let (output_losses, metric_sums) = losses_and_metrics(s, &outs, &ys, sw.as_ref())?;
     Ok(Part { grads: Vec::new(), loss_sum: weighted_total(s, &output_losses), output_losses, metric_sums, updates: Vec::new(), rows: rows.len() })
 }
 
@@ -203,18 +229,25 @@ fn predict_part(s: &StepInputs, device: &Device, xs: &[&dyn BatchSource], rows: 
 struct Batch<'a> {
     xs: &'a [&'a dyn BatchSource],
     ys: &'a [&'a dyn BatchSource],
+    /// One weight per sample, applied to the loss (Keras's `sample_weight`).
+    sample_weights: Option<&'a dyn BatchSource>,
 }
 
 impl Batch<'_> {
     /// Converts `rows` of x and y; targets are checked and prepared for the loss.
-    fn gather(&self, s: &StepInputs, rows: &[usize]) -> Result<(Vec<HostTensor>, Vec<HostTensor>)> {
+    fn gather(&self, s: &StepInputs, rows: &[usize]) -> Result<(Vec<HostTensor>, Vec<HostTensor>, Option<HostTensor>)> {
         let ys = self
             .ys
             .iter()
             .enumerate()
             .map(|(k, y)| s.losses[k].prepare_targets(&y.gather(rows), &s.output_shapes[k]))
             .collect::<Result<Vec<_>>>()?;
-        Ok((self.xs.iter().map(|x| x.gather(rows)).collect(), ys))
+        let weights = self.sample_weights.map(|w| {
+            let mut t = w.gather(rows);
+            t.shape = vec![rows.len()];
+            t
+        });
+        Ok((self.xs.iter().map(|x| x.gather(rows)).collect(), ys, weights))
     }
 }
 
@@ -292,6 +325,18 @@ fn check_rows(xs: &[&dyn BatchSource], ys: &[&dyn BatchSource], outputs: usize, 
     Ok(())
 }
 
+fn check_weights(w: Option<&dyn BatchSource>, rows: usize) -> Result<()> {
+    match w {
+        Some(w) if w.rows() != rows || w.sample_shape().iter().product::<usize>() != 1 => Err(Error::Value(format!(
+            "`sample_weight` must hold one weight per sample ({}), got {} rows of {} values",
+            rows,
+            w.rows(),
+            w.sample_shape().iter().product::<usize>()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn check_batch(xs: &[&dyn BatchSource], rows: &[usize]) -> Result<()> {
     let first = xs.first().ok_or_else(|| Error::Value("no input arrays given".into()))?;
     if let Some((i, x)) = xs.iter().enumerate().find(|(_, x)| x.rows() != first.rows()) {
@@ -345,11 +390,13 @@ impl Executor {
         compiled: &mut Compiled,
         xs: &[&dyn BatchSource],
         ys: &[&dyn BatchSource],
+        sample_weights: Option<&dyn BatchSource>,
         rows: &[usize],
         seed: u64,
     ) -> Result<BatchStats> {
         check_rows(xs, ys, model.arch.outputs().len(), rows)?;
-        let batch = Batch { xs, ys };
+        check_weights(sample_weights, xs[0].rows())?;
+        let batch = Batch { xs, ys, sample_weights };
         let s = StepInputs::new(model, Some(compiled), rows.len(), seed)?;
         // Gradients per replica (host tensors), in replica order; the optimizer sums them as
         // it updates, reading them in place.
@@ -425,9 +472,18 @@ impl Executor {
     }
 
     /// Loss and metrics on `rows` of `x`, `y`, without updating anything.
-    pub fn test_on_batch(&self, model: &Model, compiled: &Compiled, xs: &[&dyn BatchSource], ys: &[&dyn BatchSource], rows: &[usize]) -> Result<BatchStats> {
+    pub fn test_on_batch(
+        &self,
+        model: &Model,
+        compiled: &Compiled,
+        xs: &[&dyn BatchSource],
+        ys: &[&dyn BatchSource],
+        sample_weights: Option<&dyn BatchSource>,
+        rows: &[usize],
+    ) -> Result<BatchStats> {
         check_rows(xs, ys, model.arch.outputs().len(), rows)?;
-        let batch = Batch { xs, ys };
+        check_weights(sample_weights, xs[0].rows())?;
+        let batch = Batch { xs, ys, sample_weights };
         let s = StepInputs::new(model, Some(compiled), rows.len(), 0)?;
         let parts = match self {
             Executor::Local(info) => vec![eval_part(&s, &info.candle_device()?, &batch, rows, 0)?],

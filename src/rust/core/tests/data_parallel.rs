@@ -70,8 +70,8 @@ fn training_through_replicas_matches_the_template() {
             let par = replicas(4, merge);
             for step in 0..6 {
                 let (x, y) = data(10 + step); // 10..15 rows: uneven splits
-                let sa = local.train_on_batch(&mut a, &mut ca, &[&x], &[&y], &all(10 + step), step as u64).unwrap();
-                let sb = par.train_on_batch(&mut b, &mut cb, &[&x], &[&y], &all(10 + step), step as u64).unwrap();
+                let sa = local.train_on_batch(&mut a, &mut ca, &[&x], &[&y], None, &all(10 + step), step as u64).unwrap();
+                let sb = par.train_on_batch(&mut b, &mut cb, &[&x], &[&y], None, &all(10 + step), step as u64).unwrap();
                 assert!((sa.loss - sb.loss).abs() <= 1e-5 * sa.loss.abs().max(1.0), "{} vs {}", sa.loss, sb.loss);
                 assert_eq!(sa.metrics, sb.metrics);
             }
@@ -90,7 +90,7 @@ fn a_batch_smaller_than_the_replica_count_trains() {
     let mut c = compiled("sgd");
     let before = m.get_weights();
     let (x, y) = data(2);
-    let stats = replicas(4, MergeDevice::Cpu).train_on_batch(&mut m, &mut c, &[&x], &[&y], &all(2), 0).unwrap();
+    let stats = replicas(4, MergeDevice::Cpu).train_on_batch(&mut m, &mut c, &[&x], &[&y], None, &all(2), 0).unwrap();
     assert_eq!(stats.rows, 2);
     assert_ne!(before, m.get_weights());
 }
@@ -107,8 +107,8 @@ fn replicas_gather_only_the_rows_asked_for() {
     let (mut a, mut b) = (model(), model());
     let (mut ca, mut cb) = (compiled("sgd"), compiled("sgd"));
     let par = replicas(3, MergeDevice::Cpu);
-    let sa = par.train_on_batch(&mut a, &mut ca, &[&x], &[&y], &rows, 1).unwrap();
-    let sb = par.train_on_batch(&mut b, &mut cb, &[&xs], &[&ys], &all(rows.len()), 1).unwrap();
+    let sa = par.train_on_batch(&mut a, &mut ca, &[&x], &[&y], None, &rows, 1).unwrap();
+    let sb = par.train_on_batch(&mut b, &mut cb, &[&xs], &[&ys], None, &all(rows.len()), 1).unwrap();
     assert_eq!(sa, sb);
     assert_eq!(a.get_weights(), b.get_weights());
 }

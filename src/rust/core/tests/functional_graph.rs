@@ -99,8 +99,8 @@ fn replicas_train_a_functional_model_like_one_device() {
     let (x0, x1, y) = data(11);
     let rows: Vec<usize> = (0..11).collect();
     for step in 0..4 {
-        let sa = local.train_on_batch(&mut a, &mut ca, &[&x0, &x1], &[&y], &rows, step).unwrap();
-        let sb = par.train_on_batch(&mut b, &mut cb, &[&x0, &x1], &[&y], &rows, step).unwrap();
+        let sa = local.train_on_batch(&mut a, &mut ca, &[&x0, &x1], &[&y], None, &rows, step).unwrap();
+        let sb = par.train_on_batch(&mut b, &mut cb, &[&x0, &x1], &[&y], None, &rows, step).unwrap();
         assert!((sa.loss - sb.loss).abs() < 1e-5);
     }
     for (wa, wb) in a.weights.iter().zip(&b.weights) {

@@ -102,6 +102,14 @@ fn stats_to_r(s: &BatchStats) -> Robj {
     v.into()
 }
 
+fn optional_array(w: &Robj) -> Result<Option<RArray<'_>>> {
+    if w.is_null() {
+        Ok(None)
+    } else {
+        Ok(Some(RArray::new(w, "sample_weight", true)?))
+    }
+}
+
 /// Target arrays, one per output (`y` itself, or its list elements).
 fn target_arrays(items: &[Robj]) -> Result<Vec<RArray<'_>>> {
     let many = items.len() > 1;
@@ -126,7 +134,7 @@ fn rg_check_data(x: Robj, what: &str) -> Robj {
 /// One optimizer step on rows `rows` (1-based) of `x`, `y`; returns c(loss, metrics...).
 /// @noRd
 #[extendr]
-fn rg_train_batch(ptr: Robj, x: Robj, y: Robj, rows: Robj, seed: Robj) -> Robj {
+fn rg_train_batch(ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Robj, seed: Robj) -> Robj {
     guard(|| {
         let h = handle(&ptr)?;
         let items = input_items(&x);
@@ -139,7 +147,8 @@ fn rg_train_batch(ptr: Robj, x: Robj, y: Robj, rows: Robj, seed: Robj) -> Robj {
         let step_seed = seed_from(&seed) ^ h.steps;
         let mut model = h.model.lock().unwrap_or_else(|e| e.into_inner());
         let compiled = h.compiled.as_mut().expect("checked above");
-        let stats = h.executor.train_on_batch(&mut model, compiled, &sources(&xs), &sources(&ys), &rows, step_seed)?;
+        let weights = optional_array(&sample_weight)?;
+        let stats = h.executor.train_on_batch(&mut model, compiled, &sources(&xs), &sources(&ys), weights.as_ref().map(|w| w as &dyn BatchSource), &rows, step_seed)?;
         h.steps += 1;
         Ok(stats_to_r(&stats))
     })
@@ -148,7 +157,7 @@ fn rg_train_batch(ptr: Robj, x: Robj, y: Robj, rows: Robj, seed: Robj) -> Robj {
 /// Loss and metrics over rows of `x`, `y`, batch by batch; returns c(loss, metrics...).
 /// @noRd
 #[extendr]
-fn rg_evaluate(ptr: Robj, x: Robj, y: Robj, rows: Robj, batch_size: f64) -> Robj {
+fn rg_evaluate(ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Robj, batch_size: f64) -> Robj {
     guard(|| {
         let h = handle(&ptr)?;
         let items = input_items(&x);
@@ -162,12 +171,13 @@ fn rg_evaluate(ptr: Robj, x: Robj, y: Robj, rows: Robj, batch_size: f64) -> Robj
         let bs = (batch_size as usize).max(1);
         // `rows` (1-based) selects a subset, e.g. the validation split; NULL means all rows.
         let rows: Vec<usize> = if rows.is_null() { (0..xs[0].rows()).collect() } else { row_indices(&rows, xs[0].rows())? };
+        let weights = optional_array(&sample_weight)?;
         // Sample-weighted means over the batches, of every figure a batch reports.
         let mut sums: Vec<f64> = Vec::new();
         let mut seen = 0usize;
         let mut shape = None;
         for chunk in rows.chunks(bs) {
-            let s = h.executor.test_on_batch(&model, compiled, &sources(&xs), &sources(&ys), chunk)?;
+            let s = h.executor.test_on_batch(&model, compiled, &sources(&xs), &sources(&ys), weights.as_ref().map(|w| w as &dyn BatchSource), chunk)?;
             let figures: Vec<f64> = std::iter::once(s.loss).chain(s.output_losses.iter().copied()).chain(s.metrics.iter().copied()).collect();
             if sums.is_empty() {
                 sums = vec![0.0; figures.len()];
