@@ -131,3 +131,22 @@ test_that("a two-output model trains identically through replicas", {
   expect_equal(hb$metrics, ha$metrics, tolerance = 1e-5)
   for (i in seq_along(get_weights(a))) expect_equal(get_weights(b)[[i]], get_weights(a)[[i]], tolerance = 1e-5)
 })
+
+test_that("a multiply merge with a shared layer applied in the other order matches Keras", {
+  fx <- keras_fixtures()
+  f <- fx$functional2
+  a <- layer_input(shape = 5, name = "a")
+  b <- layer_input(shape = 5, name = "b")
+  shared <- layer_dense(units = 3, activation = "sigmoid")
+  product <- layer_multiply(list(shared(b), shared(a)))
+  model <- keras_model(list(a, b), layer_concatenate(list(product, b)) %>% layer_dense(2, activation = "softmax"))
+  set_weights(model, as_weight_list(f$initial_weights))
+  x <- list(fx$x, fx$functional$x_b)
+  expect_equal(unname(predict(model, x)), unname(f$initial_predictions), tolerance = 1e-5)
+  compile(model, optimizer = optimizer_adam(0.01), loss = "categorical_crossentropy")
+  y <- to_categorical(as.integer(fx$y_sparse) %% 2, 2)
+  h <- fit(model, x, y, epochs = 2, batch_size = 8, shuffle = FALSE, verbose = 0)
+  expect_equal(h$metrics$loss, f$history$loss, tolerance = 1e-4)
+  final <- as_weight_list(f$final_weights)
+  for (i in seq_along(final)) expect_equal(as.numeric(get_weights(model)[[i]]), as.numeric(final[[i]]), tolerance = 1e-4)
+})
