@@ -89,15 +89,21 @@ layer_conv_2d <- function(object, filters, kernel_size, strides = c(1L, 1L), pad
 layer_max_pooling_2d <- function(object, pool_size = c(2L, 2L), strides = NULL, padding = "valid",
                                  data_format = NULL, input_shape = NULL, name = NULL) {
   force_model(object)
-  pool_size <- as_pair(pool_size, "pool_size")
-  strides <- if (is.null(strides)) pool_size else as_pair(strides, "strides")
-  check_padding(padding)
-  check_channels_last(data_format)
-  layer <- new_layer("max_pooling_2d", layer_name(name, "max_pooling2d"), list(
+  pooling_2d(object, "max_pooling_2d", "max_pooling2d", pool_size, strides, padding, data_format, input_shape, name)
+}
+
+# Max and average pooling take the same window arguments.
+pooling_2d <- function(object, kind, prefix, pool_size, strides, padding, data_format, input_shape, name,
+                       call = rlang::caller_env()) {
+  pool_size <- as_pair(pool_size, "pool_size", call = call)
+  strides <- if (is.null(strides)) pool_size else as_pair(strides, "strides", call = call)
+  check_padding(padding, call = call)
+  check_channels_last(data_format, call = call)
+  layer <- new_layer(kind, layer_name(name, prefix, call = call), list(
     pool_size = pool_size, strides = strides, padding = padding,
-    input_shape = check_shape(input_shape, "input_shape")
+    input_shape = check_shape(input_shape, "input_shape", call = call)
   ))
-  compose_layer(object, layer)
+  compose_layer(object, layer, call = call)
 }
 
 #' Flatten each sample to a vector
@@ -131,14 +137,7 @@ layer_flatten <- function(object, data_format = NULL, input_shape = NULL, name =
 layer_average_pooling_2d <- function(object, pool_size = c(2L, 2L), strides = NULL, padding = "valid",
                                      data_format = NULL, input_shape = NULL, name = NULL) {
   force_model(object)
-  pool_size <- as_pair(pool_size, "pool_size")
-  strides <- if (is.null(strides)) pool_size else as_pair(strides, "strides")
-  check_padding(padding)
-  check_channels_last(data_format)
-  layer <- new_layer("average_pooling_2d", layer_name(name, "average_pooling2d"), list(
-    pool_size = pool_size, strides = strides, padding = padding, input_shape = check_shape(input_shape, "input_shape")
-  ))
-  compose_layer(object, layer)
+  pooling_2d(object, "average_pooling_2d", "average_pooling2d", pool_size, strides, padding, data_format, input_shape, name)
 }
 
 global_pooling <- function(object, kind, data_format, keepdims, input_shape, name, call = rlang::caller_env()) {

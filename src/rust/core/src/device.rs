@@ -51,9 +51,18 @@ impl DeviceInfo {
     }
 }
 
+/// Opening a CUDA device creates a context, a stream, cuBLAS handles and loads kernels
+/// (tens of milliseconds): open each GPU once and share it.
 #[cfg(feature = "cuda")]
 fn cuda_device(id: usize) -> Result<candle_core::Device> {
-    candle_core::Device::new_cuda(id).map_err(|e| Error::Device(format!("cannot open CUDA device {}: {}", id, e)))
+    static OPENED: std::sync::Mutex<Vec<(usize, candle_core::Device)>> = std::sync::Mutex::new(Vec::new());
+    let mut opened = OPENED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, d)) = opened.iter().find(|(i, _)| *i == id) {
+        return Ok(d.clone());
+    }
+    let device = candle_core::Device::new_cuda(id).map_err(|e| Error::Device(format!("cannot open CUDA device {}: {}", id, e)))?;
+    opened.push((id, device.clone()));
+    Ok(device)
 }
 
 #[cfg(not(feature = "cuda"))]
