@@ -38,6 +38,18 @@ impl ModelHandle {
     fn model(&self) -> MutexGuard<'_, Model> {
         self.model.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// A new model of its own, run on the CPU, as an R external pointer.
+    pub(crate) fn new_pointer(model: Model) -> Robj {
+        let h = ModelHandle {
+            model: Arc::new(Mutex::new(model)),
+            compiled: None,
+            executor: Executor::Local(device::cpu_device()),
+            cpu_relocation: false,
+            steps: 0,
+        };
+        ExternalPtr::new(h).into()
+    }
 }
 
 /// Runs `f`, turning an error or a panic into the failure object R expects.
@@ -97,16 +109,7 @@ fn rg_init() -> Robj {
 /// @noRd
 #[extendr]
 fn rg_model_new(name: &str) -> Robj {
-    guard(|| {
-        let h = ModelHandle {
-            model: Arc::new(Mutex::new(Model::new(name.to_string()))),
-            compiled: None,
-            executor: Executor::Local(device::cpu_device()),
-            cpu_relocation: false,
-            steps: 0,
-        };
-        Ok(ExternalPtr::new(h).into())
-    })
+    guard(|| Ok(ModelHandle::new_pointer(Model::new(name.to_string()))))
 }
 
 /// TRUE when `ptr` still points at a live model.
@@ -340,15 +343,7 @@ fn rg_make_functional(scratch: Robj, name: &str, input_names: Vec<String>, input
             nodes,
             outputs: outputs.into_iter().map(source).collect(),
         };
-        let model = Model::functional(name.to_string(), layers, graph)?;
-        let h = ModelHandle {
-            model: Arc::new(Mutex::new(model)),
-            compiled: None,
-            executor: Executor::Local(device::cpu_device()),
-            cpu_relocation: false,
-            steps: 0,
-        };
-        Ok(ExternalPtr::new(h).into())
+        Ok(ModelHandle::new_pointer(Model::functional(name.to_string(), layers, graph)?))
     })
 }
 

@@ -1,12 +1,10 @@
 //! Saving and loading in Keras's HDF5 formats.
 use crate::{guard, handle, ModelHandle};
 use extendr_api::prelude::*;
-use rustgpu_core::device;
 use rustgpu_core::io;
 use rustgpu_core::optim::OptimizerConfig;
-use rustgpu_core::{Error, Executor};
+use rustgpu_core::Error;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 /// @noRd
 #[extendr]
@@ -82,14 +80,7 @@ fn rg_load_model(path: &str) -> Robj {
             .into(),
             None => ().into(),
         };
-        let h = ModelHandle {
-            model: Arc::new(Mutex::new(loaded.model)),
-            compiled: None,
-            executor: Executor::Local(device::cpu_device()),
-            cpu_relocation: false,
-            steps: 0,
-        };
-        Ok(list!(ptr = ExternalPtr::new(h), name = name, training = training).into())
+        Ok(list!(ptr = ModelHandle::new_pointer(loaded.model), name = name, training = training).into())
     })
 }
 
@@ -175,14 +166,7 @@ fn rg_from_config(config: Robj) -> Robj {
         let json = r_to_json(&config)?;
         let model = io::model_from_config(&json.to_string())?;
         let name = model.name.clone();
-        let h = ModelHandle {
-            model: Arc::new(Mutex::new(model)),
-            compiled: None,
-            executor: Executor::Local(device::cpu_device()),
-            cpu_relocation: false,
-            steps: 0,
-        };
-        Ok(list!(ptr = ExternalPtr::new(h), name = name).into())
+        Ok(list!(ptr = ModelHandle::new_pointer(model), name = name).into())
     })
 }
 

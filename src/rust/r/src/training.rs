@@ -65,16 +65,21 @@ fn input_items(x: &Robj) -> Vec<Robj> {
     }
 }
 
-fn input_arrays(items: &[Robj]) -> Result<Vec<RArray<'_>>> {
+/// Arrays named after their argument (`x`, or `x[[2]]` in a list of several).
+fn arrays<'a>(items: &'a [Robj], arg: &str) -> Result<Vec<RArray<'a>>> {
     if items.is_empty() {
-        return Err(Error::Value("`x` is an empty list: give one array per model input".into()));
+        return Err(Error::Value(format!("`{}` is an empty list: give one array per model {}", arg, if arg == "x" { "input" } else { "output" })));
     }
     let many = items.len() > 1;
     items
         .iter()
         .enumerate()
-        .map(|(i, v)| RArray::new(v, &if many { format!("x[[{}]]", i + 1) } else { "x".to_string() }, true))
+        .map(|(i, v)| RArray::new(v, &if many { format!("{}[[{}]]", arg, i + 1) } else { arg.to_string() }, true))
         .collect()
+}
+
+fn input_arrays(items: &[Robj]) -> Result<Vec<RArray<'_>>> {
+    arrays(items, "x")
 }
 
 fn sources<'a>(xs: &'a [RArray<'a>]) -> Vec<&'a dyn BatchSource> {
@@ -112,12 +117,7 @@ fn optional_array(w: &Robj) -> Result<Option<RArray<'_>>> {
 
 /// Target arrays, one per output (`y` itself, or its list elements).
 fn target_arrays(items: &[Robj]) -> Result<Vec<RArray<'_>>> {
-    let many = items.len() > 1;
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, v)| RArray::new(v, &if many { format!("y[[{}]]", i + 1) } else { "y".to_string() }, true))
-        .collect()
+    arrays(items, "y")
 }
 
 /// Checks an array once before a fit: numeric type and no NA/NaN/Inf (no copy).

@@ -37,3 +37,49 @@ pub fn output_extent(input: usize, kernel: usize, stride: usize, dilation: usize
         (0, 0)
     }
 }
+
+/// The geometry of a window sliding over a `(h, w, c)` input (a convolution's or a
+/// pooling's), with a clear error when the input has another rank or is smaller than the window.
+#[allow(clippy::too_many_arguments)]
+pub fn window_geometry(
+    name: &str,
+    class: &str,
+    input: &[usize],
+    kernel: (usize, usize),
+    strides: (usize, usize),
+    dilation: (usize, usize),
+    same: bool,
+) -> Result<ConvGeometry> {
+    let &[h, w, c] = input else {
+        return Err(Error::Value(format!(
+            "layer \"{}\" ({}) needs inputs of shape (height, width, channels), got ({})",
+            name,
+            class,
+            crate::model::join_dims(input)
+        )));
+    };
+    let (out_h, pad_top) = output_extent(h, kernel.0, strides.0, dilation.0, same);
+    let (out_w, pad_left) = output_extent(w, kernel.1, strides.1, dilation.1, same);
+    if out_h == 0 || out_w == 0 {
+        let what = if dilation == (1, 1) { String::new() } else { format!(" with dilation ({}, {})", dilation.0, dilation.1) };
+        return Err(Error::Value(format!(
+            "layer \"{}\" ({}): window ({}, {}){} is larger than its ({}, {}) input; use a smaller window or padding = \"same\"",
+            name, class, kernel.0, kernel.1, what, h, w
+        )));
+    }
+    Ok(ConvGeometry {
+        h,
+        w,
+        c,
+        kh: kernel.0,
+        kw: kernel.1,
+        stride_h: strides.0,
+        stride_w: strides.1,
+        dilation_h: dilation.0,
+        dilation_w: dilation.1,
+        pad_top,
+        pad_left,
+        out_h,
+        out_w,
+    })
+}

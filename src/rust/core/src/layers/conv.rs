@@ -6,9 +6,9 @@
 //! output `(batch, out_h, out_w, filters)` with Keras's "valid"/"same" output sizes.
 use super::{Cache, LayerGrads, LayerOutput, OutputGrad, WeightSpec};
 use crate::activation::Activation;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::initializer::Initializer;
-use crate::kernels::{col2im, im2col, output_extent, with_cpu_slice, ConvGeometry};
+use crate::kernels::{col2im, im2col, window_geometry, with_cpu_slice, ConvGeometry};
 use candle_core::Tensor;
 
 #[derive(Debug, Clone)]
@@ -27,37 +27,7 @@ pub struct Conv2D {
 
 impl Conv2D {
     pub fn geometry(&self, name: &str, input: &[usize]) -> Result<ConvGeometry> {
-        let &[h, w, c] = input else {
-            return Err(Error::Value(format!(
-                "layer \"{}\" (Conv2D) needs inputs of shape (height, width, channels), got ({})",
-                name,
-                crate::model::join_dims(input)
-            )));
-        };
-        let (kh, kw) = self.kernel_size;
-        let (out_h, pad_top) = output_extent(h, kh, self.strides.0, self.dilation.0, self.same);
-        let (out_w, pad_left) = output_extent(w, kw, self.strides.1, self.dilation.1, self.same);
-        if out_h == 0 || out_w == 0 {
-            return Err(Error::Value(format!(
-                "layer \"{}\" (Conv2D): kernel ({}, {}) with dilation ({}, {}) is larger than its ({}, {}) input; use a smaller kernel or padding = \"same\"",
-                name, kh, kw, self.dilation.0, self.dilation.1, h, w
-            )));
-        }
-        Ok(ConvGeometry {
-            h,
-            w,
-            c,
-            kh,
-            kw,
-            stride_h: self.strides.0,
-            stride_w: self.strides.1,
-            dilation_h: self.dilation.0,
-            dilation_w: self.dilation.1,
-            pad_top,
-            pad_left,
-            out_h,
-            out_w,
-        })
+        window_geometry(name, "Conv2D", input, self.kernel_size, self.strides, self.dilation, self.same)
     }
 
     pub fn output_shape(&self, name: &str, input: &[usize]) -> Result<Vec<usize>> {

@@ -8,9 +8,9 @@
 //! `(batch, out_h, out_w, c * depth_multiplier)` or `(..., filters)`.
 use super::{Cache, LayerGrads, LayerOutput, OutputGrad, WeightSpec};
 use crate::activation::Activation;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::initializer::Initializer;
-use crate::kernels::{col2im, im2col, output_extent, with_cpu_slice, ConvGeometry};
+use crate::kernels::{col2im, im2col, window_geometry, with_cpu_slice, ConvGeometry};
 use candle_core::Tensor;
 
 /// Window settings shared by the depthwise and separable layers.
@@ -29,38 +29,7 @@ pub struct DepthwiseConv2D {
 
 impl DepthwiseConv2D {
     pub fn geometry(&self, name: &str, class: &str, input: &[usize]) -> Result<ConvGeometry> {
-        let &[h, w, c] = input else {
-            return Err(Error::Value(format!(
-                "layer \"{}\" ({}) needs inputs of shape (height, width, channels), got ({})",
-                name,
-                class,
-                crate::model::join_dims(input)
-            )));
-        };
-        let (kh, kw) = self.kernel_size;
-        let (out_h, pad_top) = output_extent(h, kh, self.strides.0, self.dilation.0, self.same);
-        let (out_w, pad_left) = output_extent(w, kw, self.strides.1, self.dilation.1, self.same);
-        if out_h == 0 || out_w == 0 {
-            return Err(Error::Value(format!(
-                "layer \"{}\" ({}): kernel ({}, {}) is larger than its ({}, {}) input; use a smaller kernel or padding = \"same\"",
-                name, class, kh, kw, h, w
-            )));
-        }
-        Ok(ConvGeometry {
-            h,
-            w,
-            c,
-            kh,
-            kw,
-            stride_h: self.strides.0,
-            stride_w: self.strides.1,
-            dilation_h: self.dilation.0,
-            dilation_w: self.dilation.1,
-            pad_top,
-            pad_left,
-            out_h,
-            out_w,
-        })
+        window_geometry(name, class, input, self.kernel_size, self.strides, self.dilation, self.same)
     }
 
     pub fn output_shape(&self, name: &str, input: &[usize]) -> Result<Vec<usize>> {

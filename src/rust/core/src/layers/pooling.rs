@@ -1,7 +1,7 @@
 //! 2-d max pooling (channels last) with our own kernels, and Flatten.
 use super::{Cache, LayerGrads, LayerOutput, OutputGrad};
 use crate::error::{Error, Result};
-use crate::kernels::{max_pool_backward, max_pool_forward, output_extent, with_cpu_slice, ConvGeometry};
+use crate::kernels::{max_pool_backward, max_pool_forward, window_geometry, with_cpu_slice, ConvGeometry};
 use candle_core::Tensor;
 use std::sync::Arc;
 
@@ -14,36 +14,7 @@ pub struct MaxPooling2D {
 
 impl MaxPooling2D {
     pub fn geometry(&self, name: &str, input: &[usize]) -> Result<ConvGeometry> {
-        let &[h, w, c] = input else {
-            return Err(Error::Value(format!(
-                "layer \"{}\" (MaxPooling2D) needs inputs of shape (height, width, channels), got ({})",
-                name,
-                crate::model::join_dims(input)
-            )));
-        };
-        let (out_h, pad_top) = output_extent(h, self.pool_size.0, self.strides.0, 1, self.same);
-        let (out_w, pad_left) = output_extent(w, self.pool_size.1, self.strides.1, 1, self.same);
-        if out_h == 0 || out_w == 0 {
-            return Err(Error::Value(format!(
-                "layer \"{}\" (MaxPooling2D): pool size ({}, {}) is larger than its ({}, {}) input",
-                name, self.pool_size.0, self.pool_size.1, h, w
-            )));
-        }
-        Ok(ConvGeometry {
-            h,
-            w,
-            c,
-            kh: self.pool_size.0,
-            kw: self.pool_size.1,
-            stride_h: self.strides.0,
-            stride_w: self.strides.1,
-            dilation_h: 1,
-            dilation_w: 1,
-            pad_top,
-            pad_left,
-            out_h,
-            out_w,
-        })
+        window_geometry(name, "MaxPooling2D", input, self.pool_size, self.strides, (1, 1), self.same)
     }
 
     pub fn output_shape(&self, name: &str, input: &[usize]) -> Result<Vec<usize>> {
