@@ -52,25 +52,41 @@ as.data.frame.keras_training_history <- function(x, ...) {
 
 #' Plot training history
 #'
-#' One panel per metric, training and validation values by epoch (base graphics).
+#' Loss and metrics per epoch, training and validation, one panel per metric: with ggplot2
+#' when it is installed (a ggplot object, drawn when printed), otherwise with base graphics.
 #'
 #' @param x A `keras_training_history` from [fit()].
 #' @param y Unused.
-#' @param ... Passed to [graphics::plot()].
-#' @return `x`, invisibly.
+#' @param metrics Names of the metrics to plot (default: all).
+#' @param method "auto" (ggplot2 when installed), "ggplot2" or "base".
+#' @param ... Passed to [graphics::plot()] (base method).
+#' @return A ggplot object, or `x` invisibly (base method).
 #' @examples
 #' x <- matrix(runif(40), ncol = 2)
 #' model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
 #' compile(model, optimizer = "sgd", loss = "mse")
 #' h <- fit(model, x, rowSums(x), epochs = 3, verbose = 0, validation_split = 0.25)
-#' plot(h)
+#' plot(h, method = "base")
 #' @export
-plot.keras_training_history <- function(x, y, ...) {
+plot.keras_training_history <- function(x, y, metrics = NULL, method = c("auto", "ggplot2", "base"), ...) {
+  method <- match.arg(method)
   df <- as.data.frame(x)
-  metrics <- levels(df$metric)
-  old <- graphics::par(mfrow = c(length(metrics), 1), mar = c(4, 4, 1, 1))
+  if (!is.null(metrics)) df <- df[df$metric %in% metrics, , drop = FALSE]
+  df$metric <- droplevels(df$metric)
+  has_ggplot <- requireNamespace("ggplot2", quietly = TRUE)
+  if (method == "ggplot2" && !has_ggplot) value_error("`method = \"ggplot2\"` needs the ggplot2 package.")
+  if (method != "base" && has_ggplot) {
+    p <- ggplot2::ggplot(df, ggplot2::aes(x = .data$epoch, y = .data$value, colour = .data$data)) +
+      ggplot2::geom_point() +
+      ggplot2::geom_line() +
+      ggplot2::facet_grid(metric ~ ., switch = "y", scales = "free_y") +
+      ggplot2::labs(x = "epoch", y = NULL, colour = NULL)
+    return(p)
+  }
+  metric_levels <- levels(df$metric)
+  old <- graphics::par(mfrow = c(length(metric_levels), 1), mar = c(4, 4, 1, 1))
   on.exit(graphics::par(old))
-  for (m in metrics) {
+  for (m in metric_levels) {
     d <- df[df$metric == m, ]
     graphics::plot(d$epoch, d$value, type = "n", xlab = "epoch", ylab = m, ...)
     for (set in c("training", "validation")) {

@@ -5,6 +5,7 @@
 #' [multi_gpu_model()]. Without a GPU, [use_virtual_gpus()] makes CPU-backed
 #' stand-ins that run the same data-parallel path.
 #' @keywords internal
+#' @importFrom rlang .data
 "_PACKAGE"
 
 .onLoad <- function(libname, pkgname) {
