@@ -13,6 +13,12 @@ as_callback_list <- function(callbacks, call = rlang::caller_env()) {
   callbacks
 }
 
+# +1 when the monitored quantity should go down, -1 when up ("auto": accuracy-like names go up).
+monitor_sign <- function(mode, monitor) {
+  if (mode == "auto") mode <- if (grepl("acc|auc", monitor)) "max" else "min"
+  if (mode == "min") 1 else -1
+}
+
 run_callbacks <- function(callbacks, hook, ...) {
   for (cb in callbacks) {
     f <- cb[[hook]]
@@ -97,8 +103,7 @@ callback_early_stopping <- function(monitor = "val_loss", min_delta = 0, patienc
   check_count(patience, "patience", min = 0)
   mode <- match.arg(mode)
   check_bool(restore_best_weights, "restore_best_weights")
-  if (mode == "auto") mode <- if (grepl("acc|auc", monitor)) "max" else "min"
-  sign <- if (mode == "min") 1 else -1
+  sign <- monitor_sign(mode, monitor)
   state <- new.env(parent = emptyenv())
   new_callback(list(
     set_model = function(model) state$model <- model,
@@ -182,8 +187,7 @@ callback_model_checkpoint <- function(filepath, monitor = "val_loss", verbose = 
   check_bool(save_best_only, "save_best_only")
   check_bool(save_weights_only, "save_weights_only")
   mode <- match.arg(mode)
-  if (mode == "auto") mode <- if (grepl("acc|auc", monitor)) "max" else "min"
-  sign <- if (mode == "min") 1 else -1
+  sign <- monitor_sign(mode, monitor)
   state <- new.env(parent = emptyenv())
   state$best <- Inf
   new_callback(list(
@@ -267,8 +271,7 @@ callback_reduce_lr_on_plateau <- function(monitor = "val_loss", factor = 0.1, pa
   check_count(cooldown, "cooldown", min = 0)
   check_number(min_lr, "min_lr", min = 0)
   mode <- match.arg(mode)
-  if (mode == "auto") mode <- if (grepl("acc|auc", monitor)) "max" else "min"
-  sign <- if (mode == "min") 1 else -1
+  sign <- monitor_sign(mode, monitor)
   state <- new.env(parent = emptyenv())
   new_callback(list(
     set_model = function(model) state$model <- model,

@@ -13,6 +13,10 @@ fn num(list: &List, key: &str, default: f64) -> f64 {
     list.iter().find(|(k, _)| *k == key).and_then(|(_, v)| v.as_real()).unwrap_or(default)
 }
 
+fn flag(list: &List, key: &str, default: bool) -> bool {
+    list.iter().find(|(k, _)| *k == key).and_then(|(_, v)| v.as_bool()).unwrap_or(default)
+}
+
 fn optimizer_config(opt: &List) -> Result<OptimizerConfig> {
     let name = opt.iter().find(|(k, _)| *k == "name").and_then(|(_, v)| v.as_str().map(|s| s.to_string())).unwrap_or_default();
     let defaults = OptimizerConfig::by_name(&name)?;
@@ -20,21 +24,21 @@ fn optimizer_config(opt: &List) -> Result<OptimizerConfig> {
         OptimizerConfig::Sgd { learning_rate, momentum, nesterov } => OptimizerConfig::Sgd {
             learning_rate: num(opt, "learning_rate", learning_rate),
             momentum: num(opt, "momentum", momentum),
-            nesterov: opt.iter().find(|(k, _)| *k == "nesterov").and_then(|(_, v)| v.as_bool()).unwrap_or(nesterov),
+            nesterov: flag(opt, "nesterov", nesterov),
         },
         OptimizerConfig::RmsProp { learning_rate, rho, momentum, epsilon, centered } => OptimizerConfig::RmsProp {
             learning_rate: num(opt, "learning_rate", learning_rate),
             rho: num(opt, "rho", rho),
             momentum: num(opt, "momentum", momentum),
             epsilon: num(opt, "epsilon", epsilon),
-            centered: opt.iter().find(|(k, _)| *k == "centered").and_then(|(_, v)| v.as_bool()).unwrap_or(centered),
+            centered: flag(opt, "centered", centered),
         },
         OptimizerConfig::Adam { learning_rate, beta_1, beta_2, epsilon, amsgrad } => OptimizerConfig::Adam {
             learning_rate: num(opt, "learning_rate", learning_rate),
             beta_1: num(opt, "beta_1", beta_1),
             beta_2: num(opt, "beta_2", beta_2),
             epsilon: num(opt, "epsilon", epsilon),
-            amsgrad: opt.iter().find(|(k, _)| *k == "amsgrad").and_then(|(_, v)| v.as_bool()).unwrap_or(amsgrad),
+            amsgrad: flag(opt, "amsgrad", amsgrad),
         },
     })
 }
