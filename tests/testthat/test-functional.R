@@ -150,3 +150,22 @@ test_that("a multiply merge with a shared layer applied in the other order match
   final <- as_weight_list(f$final_weights)
   for (i in seq_along(final)) expect_equal(as.numeric(get_weights(model)[[i]]), as.numeric(final[[i]]), tolerance = 1e-4)
 })
+
+test_that("a three-way multiply matches Keras", {
+  fx <- keras_fixtures()
+  f <- fx$functional3
+  a <- layer_input(shape = 5, name = "a")
+  b <- layer_input(shape = 5, name = "b")
+  h1 <- a %>% layer_dense(4, activation = "tanh")
+  h2 <- b %>% layer_dense(4, activation = "tanh")
+  h3 <- a %>% layer_dense(4, activation = "sigmoid")
+  model <- keras_model(list(a, b), layer_multiply(list(h1, h2, h3)) %>% layer_dense(2, activation = "softmax"))
+  set_weights(model, as_weight_list(f$initial_weights))
+  x <- list(fx$x, fx$functional$x_b)
+  expect_equal(unname(predict(model, x)), unname(f$initial_predictions), tolerance = 1e-5)
+  compile(model, optimizer = optimizer_sgd(0.1), loss = "categorical_crossentropy")
+  h <- fit(model, x, to_categorical(as.integer(fx$y_sparse) %% 2, 2), epochs = 2, batch_size = 8, shuffle = FALSE, verbose = 0)
+  expect_equal(h$metrics$loss, f$history$loss, tolerance = 1e-4)
+  final <- as_weight_list(f$final_weights)
+  for (i in seq_along(final)) expect_equal(as.numeric(get_weights(model)[[i]]), as.numeric(final[[i]]), tolerance = 1e-4)
+})
