@@ -1,0 +1,95 @@
+# rustgpu vs tf-keras, side by side in one run (see bench/run.sh, which sets everything up).
+#
+#   PYTHON=bench/.venv/bin/python THREADS=2 REPEATS=5 Rscript bench/suite.R
+#
+# Fit and predict throughput (samples/s) of the same models, batch sizes, float32 random data
+# and RMSprop on both sides, the same number of threads, the warm-up epoch excluded; each
+# figure the median of REPEATS with min and max. rustgpu runs through the R package (what
+# users run). Writes bench/results/<date>-<host>.csv and prints the ratios (rustgpu/tf-keras:
+# above 1 means rustgpu is faster).
+suppressMessages(library(rustgpu))
+python <- Sys.getenv("PYTHON", "bench/.venv/bin/python")
+threads <- as.integer(Sys.getenv("THREADS", "2"))
+repeats <- as.integer(Sys.getenv("REPEATS", "5"))
+samples <- c(mlp = as.integer(Sys.getenv("MLP_SAMPLES", "60000")), cnn = as.integer(Sys.getenv("CNN_SAMPLES", "10000")),
+             blocks = as.integer(Sys.getenv("BLOCKS_SAMPLES", "512")))
+
+build <- function(workload) {
+  switch(workload,
+    mlp = list(model = keras_model_sequential() %>%
+                 layer_dense(512, activation = "relu", input_shape = 784) %>%
+                 layer_dense(512, activation = "relu") %>%
+                 layer_dense(10, activation = "softmax"), shape = 784, batch = 256),
+    cnn = list(model = keras_model_sequential() %>%
+                 layer_conv_2d(32, 3, activation = "relu", input_shape = c(28, 28, 1)) %>%
+                 layer_max_pooling_2d() %>%
+                 layer_conv_2d(64, 3, activation = "relu") %>%
+                 layer_max_pooling_2d() %>%
+                 layer_flatten() %>%
+                 layer_dense(128, activation = "relu") %>%
+                 layer_dense(10, activation = "softmax"), shape = c(28, 28, 1), batch = 128),
+    blocks = {
+      inputs <- layer_input(c(71, 71, 3))
+      x <- inputs %>% layer_conv_2d(32, 3, strides = 2, use_bias = FALSE) %>% layer_batch_normalization() %>%
+        layer_activation("relu")
+      for (filters in c(64, 128)) {
+        residual <- x %>% layer_conv_2d(filters, 1, strides = 2, padding = "same", use_bias = FALSE) %>%
+          layer_batch_normalization()
+        x <- x %>% layer_activation("relu") %>%
+          layer_separable_conv_2d(filters, 3, padding = "same", use_bias = FALSE) %>% layer_batch_normalization() %>%
+          layer_activation("relu") %>%
+          layer_separable_conv_2d(filters, 3, padding = "same", use_bias = FALSE) %>% layer_batch_normalization() %>%
+          layer_max_pooling_2d(3, strides = 2, padding = "same")
+        x <- layer_add(list(x, residual))
+      }
+      outputs <- x %>% layer_global_average_pooling_2d() %>% layer_dense(10, activation = "softmax")
+      list(model = keras_model(inputs, outputs), shape = c(71, 71, 3), batch = 32)
+    }
+  )
+}
+
+rustgpu_side <- function(workload, n) {
+  set.seed(1)
+  b <- build(workload)
+  x <- array(runif(n * prod(b$shape)), c(n, b$shape))
+  y <- to_categorical(sample(0:9, n, replace = TRUE), 10)
+  compile(b$model, optimizer = "rmsprop", loss = "categorical_crossentropy")
+  fit(b$model, x, y, batch_size = b$batch, epochs = 1, verbose = 0)
+  predict(b$model, x, batch_size = b$batch)
+  t(vapply(seq_len(repeats), function(i) c(
+    fit = n / system.time(fit(b$model, x, y, batch_size = b$batch, epochs = 1, verbose = 0))[["elapsed"]],
+    predict = n / system.time(predict(b$model, x, batch_size = b$batch))[["elapsed"]]
+  ), numeric(2)))
+}
+
+keras_side <- function(workload, n) {
+  out <- system2(python, c("bench/keras_peer.py", "--workload", workload, "--repeats", repeats, "--threads", threads,
+                           "--samples", n), stdout = TRUE, stderr = FALSE)
+  j <- jsonlite::fromJSON(tail(out, 1))
+  cbind(fit = j$fit, predict = j$predict)
+}
+
+rows <- list()
+for (w in names(samples)) {
+  r <- rustgpu_side(w, samples[[w]])
+  k <- keras_side(w, samples[[w]])
+  for (what in c("fit", "predict")) {
+    for (side in c("rustgpu", "tf-keras")) {
+      v <- if (side == "rustgpu") r[, what] else k[, what]
+      rows[[length(rows) + 1]] <- data.frame(workload = w, measure = what, side = side, samples = samples[[w]],
+                                             median = stats::median(v), min = min(v), max = max(v))
+    }
+  }
+}
+res <- do.call(rbind, rows)
+cat(sprintf("rustgpu vs tf-keras, %d threads each, %d repeats, %s (%d cores), %s\n", threads, repeats,
+            Sys.info()[["nodename"]], parallel::detectCores(), Sys.Date()))
+print(format(res, digits = 4), row.names = FALSE)
+cat("\nratio rustgpu / tf-keras (samples/s; > 1: rustgpu faster)\n")
+for (w in names(samples)) for (what in c("fit", "predict")) {
+  a <- res[res$workload == w & res$measure == what, ]
+  cat(sprintf("  %-7s %-8s %.2fx\n", w, what, a$median[a$side == "rustgpu"] / a$median[a$side == "tf-keras"]))
+}
+dir.create("bench/results", showWarnings = FALSE)
+utils::write.csv(res, file.path("bench", "results", sprintf("%s-%s.csv", Sys.Date(), Sys.info()[["nodename"]])),
+                 row.names = FALSE)
