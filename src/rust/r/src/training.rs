@@ -124,6 +124,17 @@ fn target_arrays(items: &[Robj]) -> Result<Vec<RArray<'_>>> {
     arrays(items, "y")
 }
 
+/// Reads `x` and `y` (an array, or a list of one per input/output), builds the model for `x`
+/// if needed, and hands the arrays (borrowed from R's memory) to `f`.
+fn with_xy<T>(h: &mut ModelHandle, x: &Robj, y: &Robj, f: impl FnOnce(&mut ModelHandle, &[RArray], &[RArray]) -> Result<T>) -> Result<T> {
+    let x_items = input_items(x);
+    let xs = input_arrays(&x_items)?;
+    let y_items = input_items(y);
+    let ys = target_arrays(&y_items)?;
+    prepare(h, &xs)?;
+    f(h, &xs, &ys)
+}
+
 /// Checks an array once before a fit: numeric type and no NA/NaN/Inf (no copy).
 /// @noRd
 #[extendr]
@@ -140,21 +151,17 @@ fn rg_check_data(x: Robj, what: &str) -> Robj {
 #[extendr]
 fn rg_train_batch(ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Robj, seed: Robj) -> Robj {
     guard(|| {
-        let h = handle(&ptr)?;
-        let items = input_items(&x);
-        let xs = input_arrays(&items)?;
-        let y_items = input_items(&y);
-        let ys = target_arrays(&y_items)?;
-        prepare(h, &xs)?;
-        let rows = row_indices(&rows, xs[0].rows())?;
-        require_compiled(h, "fit")?;
-        let step_seed = seed_from(&seed) ^ h.steps;
-        let mut model = h.model.lock().unwrap_or_else(|e| e.into_inner());
-        let compiled = h.compiled.as_mut().expect("checked above");
-        let weights = optional_array(&sample_weight)?;
-        let stats = h.executor.train_on_batch(&mut model, compiled, &sources(&xs), &sources(&ys), weights.as_ref().map(|w| w as &dyn BatchSource), &rows, step_seed)?;
-        h.steps += 1;
-        Ok(stats_to_r(&stats))
+        with_xy(handle(&ptr)?, &x, &y, |h, xs, ys| {
+            let rows = row_indices(&rows, xs[0].rows())?;
+            require_compiled(h, "fit")?;
+            let step_seed = seed_from(&seed) ^ h.steps;
+            let mut model = h.model.lock().unwrap_or_else(|e| e.into_inner());
+            let compiled = h.compiled.as_mut().expect("checked above");
+            let weights = optional_array(&sample_weight)?;
+            let stats = h.executor.train_on_batch(&mut model, compiled, &sources(xs), &sources(ys), weights.as_ref().map(|w| w as &dyn BatchSource), &rows, step_seed)?;
+            h.steps += 1;
+            Ok(stats_to_r(&stats))
+        })
     })
 }
 
@@ -163,41 +170,37 @@ fn rg_train_batch(ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Robj, 
 #[extendr]
 fn rg_evaluate(ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Robj, batch_size: f64) -> Robj {
     guard(|| {
-        let h = handle(&ptr)?;
-        let items = input_items(&x);
-        let xs = input_arrays(&items)?;
-        let y_items = input_items(&y);
-        let ys = target_arrays(&y_items)?;
-        prepare(h, &xs)?;
-        require_compiled(h, "evaluate")?;
-        let model = h.model.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let compiled = h.compiled.as_ref().expect("checked above");
-        let bs = (batch_size as usize).max(1);
-        // `rows` (1-based) selects a subset, e.g. the validation split; NULL means all rows.
-        let rows: Vec<usize> = if rows.is_null() { (0..xs[0].rows()).collect() } else { row_indices(&rows, xs[0].rows())? };
-        let weights = optional_array(&sample_weight)?;
-        // Sample-weighted means over the batches, of every figure a batch reports.
-        let mut sums: Vec<f64> = Vec::new();
-        let mut seen = 0usize;
-        let mut shape = None;
-        for chunk in rows.chunks(bs) {
-            let s = h.executor.test_on_batch(&model, compiled, &sources(&xs), &sources(&ys), weights.as_ref().map(|w| w as &dyn BatchSource), chunk)?;
-            let figures: Vec<f64> = std::iter::once(s.loss).chain(s.output_losses.iter().copied()).chain(s.metrics.iter().copied()).collect();
-            if sums.is_empty() {
-                sums = vec![0.0; figures.len()];
-                shape = Some((s.output_losses.len(), s.metrics.len()));
+        with_xy(handle(&ptr)?, &x, &y, |h, xs, ys| {
+            require_compiled(h, "evaluate")?;
+            let model = h.model.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let compiled = h.compiled.as_ref().expect("checked above");
+            let bs = (batch_size as usize).max(1);
+            // `rows` (1-based) selects a subset, e.g. the validation split; NULL means all rows.
+            let rows: Vec<usize> = if rows.is_null() { (0..xs[0].rows()).collect() } else { row_indices(&rows, xs[0].rows())? };
+            let weights = optional_array(&sample_weight)?;
+            // Sample-weighted means over the batches, of every figure a batch reports.
+            let mut sums: Vec<f64> = Vec::new();
+            let mut seen = 0usize;
+            let mut shape = None;
+            for chunk in rows.chunks(bs) {
+                let s = h.executor.test_on_batch(&model, compiled, &sources(xs), &sources(ys), weights.as_ref().map(|w| w as &dyn BatchSource), chunk)?;
+                let figures: Vec<f64> = std::iter::once(s.loss).chain(s.output_losses.iter().copied()).chain(s.metrics.iter().copied()).collect();
+                if sums.is_empty() {
+                    sums = vec![0.0; figures.len()];
+                    shape = Some((s.output_losses.len(), s.metrics.len()));
+                }
+                for (acc, v) in sums.iter_mut().zip(figures) {
+                    *acc += v * s.rows as f64;
+                }
+                seen += s.rows;
             }
-            for (acc, v) in sums.iter_mut().zip(figures) {
-                *acc += v * s.rows as f64;
-            }
-            seen += s.rows;
-        }
-        let Some((n_outputs, _)) = shape else {
-            return Err(Error::Value("`x` has 0 rows: nothing to evaluate".into()));
-        };
-        let means: Vec<f64> = sums.into_iter().map(|v| v / seen as f64).collect();
-        let total = BatchStats { rows: seen, loss: means[0], output_losses: means[1..1 + n_outputs].to_vec(), metrics: means[1 + n_outputs..].to_vec() };
-        Ok(stats_to_r(&total))
+            let Some((n_outputs, _)) = shape else {
+                return Err(Error::Value("`x` has 0 rows: nothing to evaluate".into()));
+            };
+            let means: Vec<f64> = sums.into_iter().map(|v| v / seen as f64).collect();
+            let total = BatchStats { rows: seen, loss: means[0], output_losses: means[1..1 + n_outputs].to_vec(), metrics: means[1 + n_outputs..].to_vec() };
+            Ok(stats_to_r(&total))
+        })
     })
 }
 
