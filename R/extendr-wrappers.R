@@ -158,6 +158,11 @@ rg_compile <- function(ptr, optimizer, losses, loss_weights, metrics) .Call(wrap
 #' @noRd
 rg_check_data <- function(x, what) .Call(wrap__rg_check_data, x, what)
 
+#' A row-major f32 copy of `x` (an array, or a list of arrays) for fit(): batches of shuffled
+#' rows are then whole-row copies. Returns an external pointer per array (a list for a list).
+#' @noRd
+rg_stage <- function(x, what) .Call(wrap__rg_stage, x, what)
+
 #' One optimizer step on rows `rows` (1-based) of `x`, `y`; returns c(loss, metrics...).
 #' @noRd
 rg_train_batch <- function(ptr, x, y, sample_weight, rows, seed) .Call(wrap__rg_train_batch, ptr, x, y, sample_weight, rows, seed)

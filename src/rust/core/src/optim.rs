@@ -181,10 +181,22 @@ impl Optimizer {
             .into_iter()
             .map(|chunks| {
                 Box::new(move || {
+                    let mut sum = Vec::with_capacity(CHUNK);
                     for mut c in chunks {
-                        let grads: Vec<&[f32]> = parts.iter().map(|p| &p[c.weight][c.start..c.start + c.var.len()]).collect();
-                        let g = sum_parts(&grads);
-                        update(config, step, c.var, &g, &mut c.slots);
+                        let range = c.start..c.start + c.var.len();
+                        // One part (one device) is read in place; several are summed into a
+                        // buffer reused across this shard's chunks.
+                        let g: &[f32] = if parts.len() == 1 {
+                            &parts[0][c.weight][range]
+                        } else {
+                            sum.clear();
+                            sum.extend_from_slice(&parts[0][c.weight][range.clone()]);
+                            for p in &parts[1..] {
+                                sum.iter_mut().zip(&p[c.weight][range.clone()]).for_each(|(a, b)| *a += *b);
+                            }
+                            &sum
+                        };
+                        update(config, step, c.var, g, &mut c.slots);
                     }
                 }) as UpdateShard<'a>
             })
@@ -208,16 +220,6 @@ struct Chunk<'a> {
 
 /// Elements per unit of parallel optimizer work.
 const CHUNK: usize = 1 << 14;
-
-fn sum_parts(parts: &[&[f32]]) -> Vec<f32> {
-    let mut g = parts[0].to_vec();
-    for p in &parts[1..] {
-        for (a, b) in g.iter_mut().zip(p.iter()) {
-            *a += *b;
-        }
-    }
-    g
-}
 
 // The common cases are zipped loops without branches so that they vectorize; the
 // variants (centered RMSprop, RMSprop momentum, AMSGrad) take the general loops.

@@ -254,10 +254,13 @@ fn spawn_worker(info: DeviceInfo) -> Result<Worker> {
         .name(name)
         .spawn(move || {
             let ctx = WorkerContext { info, device };
-            while let Ok(task) = rx.recv() {
-                // The device's kernels split their work over its own pool only.
-                pool.install(|| task(&ctx));
-            }
+            // The task loop runs on one of the device's pool threads (its kernels split their
+            // work over that pool only), so a task starts with one hand-off, not two.
+            pool.install(move || {
+                while let Ok(task) = rx.recv() {
+                    task(&ctx);
+                }
+            });
         })
         .map_err(|e| Error::Device(format!("cannot start the worker of {}: {}", label, e)))?;
     Ok(Worker { sender: Mutex::new(Some(tx)), handle: Mutex::new(Some(handle)) })

@@ -50,6 +50,31 @@ impl HostTensor {
         Ok(Self { shape, data })
     }
 
+    /// A row-major copy of a column-major array (R's layout) of shape `dims`, samples first.
+    /// Blocks of rows are converted in parallel; within a block, each column is read once
+    /// while the block's rows stay in cache.
+    pub fn from_column_major<T: Copy + Into<f64> + Sync>(values: &[T], dims: &[usize]) -> HostTensor {
+        use rayon::prelude::*;
+        const BLOCK: usize = 64;
+        let n = dims.first().copied().unwrap_or(0);
+        let offsets = column_to_row_major(dims.get(1..).unwrap_or(&[]));
+        let width = offsets.len();
+        let mut data = vec![0f32; n * width];
+        if width > 0 {
+            data.par_chunks_mut(BLOCK * width).enumerate().for_each(|(b, out)| {
+                let first = b * BLOCK;
+                let count = out.len() / width;
+                for (k, &dst) in offsets.iter().enumerate() {
+                    let column = &values[k * n + first..k * n + first + count];
+                    for (r, v) in column.iter().enumerate() {
+                        out[r * width + dst] = (*v).into() as f32;
+                    }
+                }
+            });
+        }
+        HostTensor { shape: dims.to_vec(), data }
+    }
+
     /// Concatenate along the batch axis, in the given order.
     pub fn concat_rows(parts: &[HostTensor]) -> Result<HostTensor> {
         let first = parts.first().ok_or_else(|| Error::Value("nothing to concatenate".into()))?;
@@ -61,6 +86,27 @@ impl HostTensor {
         }
         HostTensor::new(shape, data)
     }
+}
+
+/// For sample dims `d`, maps each column-major position to its row-major position.
+pub fn column_to_row_major(d: &[usize]) -> Vec<usize> {
+    let total: usize = d.iter().product();
+    let mut out = Vec::with_capacity(total);
+    for mut k in 0..total {
+        let mut rm = 0;
+        let mut stride = 1;
+        let mut idx = Vec::with_capacity(d.len());
+        for size in d {
+            idx.push(k % size);
+            k /= size;
+        }
+        for (axis, size) in d.iter().enumerate().rev() {
+            rm += idx[axis] * stride;
+            stride *= size;
+        }
+        out.push(rm);
+    }
+    out
 }
 
 /// Where a step's rows come from. The binding implements it over R's memory, so each replica
@@ -92,5 +138,38 @@ impl BatchSource for HostTensor {
         let mut shape = self.shape.clone();
         shape[0] = rows.len();
         HostTensor { shape, data }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permutation_maps_column_major_to_row_major() {
+        // dims (2, 3): column-major k = i + 2j -> row-major 3i + j
+        assert_eq!(column_to_row_major(&[2, 3]), vec![0, 3, 1, 4, 2, 5]);
+        assert_eq!(column_to_row_major(&[4]), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn column_major_arrays_become_row_major_rows() {
+        // 130 samples (more than one block) of shape (2, 3), value = 1000 r + 10 i + j.
+        let (n, d) = (130usize, [2usize, 3]);
+        let mut col = vec![0f64; n * 6];
+        for r in 0..n {
+            for i in 0..2 {
+                for j in 0..3 {
+                    col[r + n * (i + 2 * j)] = (1000 * r + 10 * i + j) as f64;
+                }
+            }
+        }
+        let t = HostTensor::from_column_major(&col, &[n, d[0], d[1]]);
+        assert_eq!(t.shape, vec![130, 2, 3]);
+        for r in [0, 63, 64, 129] {
+            let expect: Vec<f32> = (0..2).flat_map(|i| (0..3).map(move |j| (1000 * r + 10 * i + j) as f32)).collect();
+            assert_eq!(&t.data[r * 6..r * 6 + 6], expect.as_slice());
+        }
+        assert_eq!(t.gather(&[129, 0]).data[0], 129000.0);
     }
 }

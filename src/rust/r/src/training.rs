@@ -146,6 +146,25 @@ fn rg_check_data(x: Robj, what: &str) -> Robj {
     })
 }
 
+/// A row-major f32 copy of `x` (an array, or a list of arrays) for fit(): batches of shuffled
+/// rows are then whole-row copies. Returns an external pointer per array (a list for a list).
+/// @noRd
+#[extendr]
+fn rg_stage(x: Robj, what: &str) -> Robj {
+    guard(|| {
+        let items = input_items(&x);
+        let staged = arrays(&items, what)?
+            .iter()
+            .map(|a| {
+                let mut ptr: Robj = ExternalPtr::new(crate::convert::stage(a)).into();
+                ptr.set_class(&[crate::convert::STAGED_CLASS]).map_err(|e| Error::State(e.to_string()))?;
+                Ok(ptr)
+            })
+            .collect::<Result<Vec<Robj>>>()?;
+        Ok(if x.rtype() == Rtype::List && !x.inherits("data.frame") { List::from_values(staged).into() } else { staged.into_iter().next().unwrap_or_default() })
+    })
+}
+
 /// One optimizer step on rows `rows` (1-based) of `x`, `y`; returns c(loss, metrics...).
 /// @noRd
 #[extendr]
@@ -273,6 +292,7 @@ extendr_module! {
     fn rg_set_trainable;
     fn rg_compile;
     fn rg_check_data;
+    fn rg_stage;
     fn rg_train_batch;
     fn rg_evaluate;
     fn rg_predict;
