@@ -55,10 +55,15 @@ cuda_device_count <- function() rg_cuda_device_count()
 
 #' What this build of rustgpu contains
 #'
-#' @return A list: `features` compiled in ("cpu", "cuda") and the number of CUDA devices.
+#' A CUDA build links the CUDA libraries dynamically: it needs the NVIDIA driver at load time.
+#'
+#' @return A list: `features` compiled in ("cpu", "cuda"), the number of CUDA devices, and the
+#'   versions of the CUDA driver and of cuBLAS found at run time (`NA` in a CPU build).
 #' @examples
 #' rustgpu_build_info()
 #' @export
 rustgpu_build_info <- function() {
-  list(features = rg_build_features(), cuda_devices = cuda_device_count())
+  versions <- rg_cuda_versions()
+  list(features = rg_build_features(), cuda_devices = cuda_device_count(),
+       cuda_driver = versions$driver, cublas = versions$cublas)
 }

@@ -55,6 +55,10 @@ rg_cuda_device_count <- function() .Call(wrap__rg_cuda_device_count)
 #' @noRd
 rg_build_features <- function() .Call(wrap__rg_build_features)
 
+#' CUDA driver and cuBLAS versions found at run time (NA in a CPU build).
+#' @noRd
+rg_cuda_versions <- function() .Call(wrap__rg_cuda_versions)
+
 #' Start/end times (seconds, relative to the earliest) of the replicas' recent tasks.
 #' @noRd
 rg_replica_timeline <- function(ptr) .Call(wrap__rg_replica_timeline, ptr)
@@ -162,6 +166,11 @@ rg_check_data <- function(x, what) .Call(wrap__rg_check_data, x, what)
 #' rows are then whole-row copies. Returns an external pointer per array (a list for a list).
 #' @noRd
 rg_stage <- function(x, what) .Call(wrap__rg_stage, x, what)
+
+#' Seconds to convert rows `rows` (1-based) of `x` (an R array or a staged copy) into one
+#' batch, averaged over `repeats` conversions: the R data path the benchmarks measure.
+#' @noRd
+rg_gather_seconds <- function(x, rows, repeats) .Call(wrap__rg_gather_seconds, x, rows, repeats)
 
 #' One optimizer step on rows `rows` (1-based) of `x`, `y`; returns c(loss, metrics...).
 #' @noRd

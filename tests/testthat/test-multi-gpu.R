@@ -10,6 +10,10 @@ test_that("devices are listed like mlverse/torch's, and a CPU build reports no C
   expect_false(cuda_is_available())
   expect_identical(cuda_device_count(), 0L)
   expect_equal(nrow(gpu_devices()), 0)
+  info <- rustgpu_build_info()
+  expect_identical(info$features, "cpu")
+  expect_identical(info$cuda_devices, 0L)
+  expect_true(is.na(info$cuda_driver) && is.na(info$cublas))
   with_virtual_gpus(3, {
     d <- gpu_devices()
     expect_equal(d$id, 0:2)

@@ -1,7 +1,8 @@
 //! GPU check, run on a machine with a CUDA GPU (build with `--features cuda`; see
-//! tools/gpu_check.sh): layers' forward/backward on CUDA against the CPU, data-parallel
-//! predict and training with 2 replicas on one GPU against one device, and the training
-//! step time of the MLP 784-512-512-10 at batch 256.
+//! tools/gpu_check.sh): every layer's forward/backward on CUDA against the CPU, data-parallel
+//! predict and training with 2 replicas on one GPU against one device, out-of-memory handling,
+//! and the training step times of the MLP 784-512-512-10 and the benchmarks' small CNN at
+//! batch 256.
 use rustgpu_core::activation::Activation;
 use rustgpu_core::device::{cpu_device, cuda_device_count, DeviceInfo, DeviceKind};
 use rustgpu_core::layers::{BatchNormalization, Dense, Layer, LayerKind};
@@ -11,8 +12,15 @@ use rustgpu_core::parallel::{MergeDevice, ReplicaSet};
 use rustgpu_core::{Compiled, Executor, HostTensor, Model};
 use std::time::Instant;
 
+/// RUSTGPU_CHECK_ON_CPU=1 runs the whole check with CPU-backed stand-ins (to test the check
+/// itself on a machine without a GPU; the out-of-memory part is skipped there).
+fn dry_run() -> bool {
+    std::env::var_os("RUSTGPU_CHECK_ON_CPU").is_some()
+}
+
 fn cuda(id: usize, name: &str) -> DeviceInfo {
-    DeviceInfo { id, kind: DeviceKind::Cuda, name: name.into(), memory: None, threads: 1 }
+    let kind = if dry_run() { DeviceKind::Virtual } else { DeviceKind::Cuda };
+    DeviceInfo { id, kind, name: name.into(), memory: None, threads: 1 }
 }
 
 fn mlp(widths: &[usize], input: usize, bn: bool) -> Model {
@@ -31,12 +39,91 @@ fn mlp(widths: &[usize], input: usize, bn: bool) -> Model {
 }
 
 fn data(rows: usize, input: usize, classes: usize) -> (HostTensor, HostTensor) {
+    shaped_data(rows, &[input], classes)
+}
+
+fn shaped_data(rows: usize, sample: &[usize], classes: usize) -> (HostTensor, HostTensor) {
+    let input: usize = sample.iter().product();
     let x: Vec<f32> = (0..rows * input).map(|i| ((i * 7919 % 997) as f32 / 498.0) - 1.0).collect();
     let mut y = vec![0f32; rows * classes];
     for r in 0..rows {
         y[r * classes + r % classes] = 1.0;
     }
-    (HostTensor::new(vec![rows, input], x).unwrap(), HostTensor::new(vec![rows, classes], y).unwrap())
+    let mut shape = vec![rows];
+    shape.extend_from_slice(sample);
+    (HostTensor::new(shape, x).unwrap(), HostTensor::new(vec![rows, classes], y).unwrap())
+}
+
+/// A Sequential model from Keras layer configs (the same reader as load_model_hdf5()).
+fn keras_sequential(input: &[usize], layers: &[&str]) -> Model {
+    let dims: Vec<String> = input.iter().map(|d| d.to_string()).collect();
+    let json = format!(
+        r#"{{"class_name":"Sequential","config":{{"name":"m","layers":[{{"class_name":"InputLayer","config":{{"batch_input_shape":[null,{}]}}}},{}]}}}}"#,
+        dims.join(","),
+        layers.join(",")
+    );
+    let mut m = rustgpu_core::io::model_from_config(&json).unwrap();
+    m.ensure_built(&[input.to_vec()]).unwrap();
+    m
+}
+
+fn layer(class: &str, config: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let sep = if config.is_empty() { "" } else { "," };
+    format!(r#"{{"class_name":"{}","config":{{"name":"l{}"{}{}}}}}"#, class, id, sep, config)
+}
+
+/// Models that together hold every layer kind with a window (conv, depthwise, separable,
+/// pooling, 1-d variants) and batch normalization, in several paddings and strides.
+fn window_models() -> Vec<(&'static str, Vec<usize>, Model)> {
+    let dense = layer("Dense", r#""units":5,"activation":"softmax""#);
+    let mut out = Vec::new();
+    let conv = [
+        layer("Conv2D", r#""filters":8,"kernel_size":[3,3],"padding":"same","activation":"relu""#),
+        layer("MaxPooling2D", r#""pool_size":[2,2]"#),
+        layer("Conv2D", r#""filters":6,"kernel_size":[3,3],"strides":[2,2],"activation":"tanh""#),
+        layer("MaxPooling2D", r#""pool_size":[2,2],"strides":[1,1],"padding":"same""#),
+        layer("Flatten", ""),
+        dense.clone(),
+    ];
+    out.push(("conv2d (same, strided) + max pooling + flatten", vec![12, 12, 3]));
+    let separable = [
+        layer("SeparableConv2D", r#""filters":8,"kernel_size":[3,3],"padding":"same","depth_multiplier":2,"activation":"relu""#),
+        layer("AveragePooling2D", r#""pool_size":[3,3],"strides":[2,2],"padding":"same""#),
+        layer("DepthwiseConv2D", r#""kernel_size":[3,3],"dilation_rate":[2,2],"activation":"tanh""#),
+        layer("GlobalAveragePooling2D", ""),
+        dense.clone(),
+    ];
+    out.push(("separable + average pooling + depthwise (dilated) + global avg", vec![12, 12, 3]));
+    let norm = [
+        layer("Conv2D", r#""filters":4,"kernel_size":[1,1]"#),
+        layer("BatchNormalization", r#""axis":-1,"momentum":0.99,"epsilon":0.001"#),
+        layer("ZeroPadding2D", r#""padding":[[1,1],[1,1]]"#),
+        layer("AveragePooling2D", r#""pool_size":[2,2]"#),
+        layer("GlobalMaxPooling2D", ""),
+        dense.clone(),
+    ];
+    out.push(("conv 1x1 + batch norm + zero padding + global max", vec![9, 9, 3]));
+    let seq1d = [
+        layer("Conv1D", r#""filters":8,"kernel_size":3,"padding":"same","activation":"relu""#),
+        layer("MaxPooling1D", r#""pool_size":2"#),
+        layer("Flatten", ""),
+        dense,
+    ];
+    out.push(("conv1d + max pooling 1d", vec![16, 4]));
+    let configs: Vec<Vec<String>> = vec![conv.to_vec(), separable.to_vec(), norm.to_vec(), seq1d.to_vec()];
+    out.into_iter()
+        .zip(configs)
+        .map(|((label, shape), layers)| {
+            let refs: Vec<&str> = layers.iter().map(|s| s.as_str()).collect();
+            (label, shape.clone(), keras_sequential(&shape, &refs))
+        })
+        .collect()
+}
+
+fn all_weights(m: &Model) -> Vec<f32> {
+    m.weights.iter().flat_map(|w| w.value.iter().copied()).collect()
 }
 
 fn rel(a: &[f32], b: &[f32]) -> f64 {
@@ -51,8 +138,13 @@ fn compiled(opt: &str) -> Compiled {
 
 fn main() {
     rustgpu_core::device::configure_threads();
-    let n = cuda_device_count();
+    let n = if dry_run() { 1 } else { cuda_device_count() };
     println!("cuda_device_count: {}", n);
+    for d in rustgpu_core::device::gpu_devices() {
+        println!("device {}: {} ({} bytes)", d.label(), d.name, d.memory.unwrap_or(0));
+    }
+    let (driver, cublas) = rustgpu_core::device::cuda_versions();
+    println!("CUDA driver {:?}, cuBLAS {:?}", driver, cublas);
     if n == 0 {
         println!("FAIL no CUDA device");
         std::process::exit(1);
@@ -79,6 +171,29 @@ fn main() {
         let (wa, wb): (Vec<f32>, Vec<f32>) = (a.weights.iter().flat_map(|w| w.value.iter().copied()).collect(), b.weights.iter().flat_map(|w| w.value.iter().copied()).collect());
         check(&format!("one SGD step (backward) {} CUDA vs CPU", label), rel(&wb, &wa), 1e-4);
     }
+    // Window layers: forward, and one Adam step (so every weight's gradient counts), CUDA vs CPU.
+    for (label, shape, m) in window_models() {
+        let (x, y) = shaped_data(32, &shape, 5);
+        let rows: Vec<usize> = (0..32).collect();
+        let p_cpu = cpu.predict_on_batch(&m, &[&x], &rows).unwrap().remove(0);
+        match gpu.predict_on_batch(&m, &[&x], &rows) {
+            Ok(mut p) => check(&format!("forward {} CUDA vs CPU", label), rel(&p.remove(0).data, &p_cpu.data), 1e-4),
+            Err(e) => check(&format!("forward {} CUDA: {}", label, e), f64::INFINITY, 1e-4),
+        }
+        let (mut a, mut b) = (m.clone(), m.clone());
+        let (mut ca, mut cb) = (compiled("sgd"), compiled("sgd"));
+        cpu.train_on_batch(&mut a, &mut ca, &[&x], &[&y], None, &rows, 0).unwrap();
+        match gpu.train_on_batch(&mut b, &mut cb, &[&x], &[&y], None, &rows, 0) {
+            Ok(_) => {
+                // Compare the weight changes (the gradients times the learning rate).
+                let w0 = all_weights(&m);
+                let da: Vec<f32> = all_weights(&a).iter().zip(&w0).map(|(p, q)| p - q).collect();
+                let db: Vec<f32> = all_weights(&b).iter().zip(&w0).map(|(p, q)| p - q).collect();
+                check(&format!("backward {} CUDA vs CPU (SGD step)", label), rel(&db, &da), 1e-4);
+            }
+            Err(e) => check(&format!("backward {} CUDA: {}", label, e), f64::INFINITY, 1e-4),
+        }
+    }
     // Two replicas on one GPU (two workers) against one device.
     for merge in [MergeDevice::Cpu, MergeDevice::FirstReplica] {
         let set = ReplicaSet::new(vec![cuda(0, "cuda0 replica a"), cuda(0, "cuda0 replica b")], merge).unwrap();
@@ -100,26 +215,79 @@ fn main() {
         let (wa, wb): (Vec<f32>, Vec<f32>) = (a.weights.iter().flat_map(|w| w.value.iter().copied()).collect(), b.weights.iter().flat_map(|w| w.value.iter().copied()).collect());
         check(&format!("2 epochs, 2 replicas vs 1 device (merge {:?})", merge), rel(&wb, &wa), 1e-5);
     }
-    // Step time of the MLP 784-512-512-10, batch 256, RMSprop.
+    // A CNN through 2 replicas on one GPU against one device.
+    {
+        let set = ReplicaSet::new(vec![cuda(0, "cuda0 replica a"), cuda(0, "cuda0 replica b")], MergeDevice::Cpu).unwrap();
+        let par = Executor::Replicated(set);
+        let (label, shape, m) = window_models().remove(0);
+        let (x, y) = shaped_data(90, &shape, 5);
+        let rows: Vec<usize> = (0..90).collect();
+        let p1 = gpu.predict_on_batch(&m, &[&x], &rows).unwrap().remove(0);
+        let p2 = par.predict_on_batch(&m, &[&x], &rows).unwrap().remove(0);
+        check(&format!("predict 2 replicas vs 1 device ({})", label), rel(&p2.data, &p1.data), 1e-5);
+        let (mut a, mut b) = (m.clone(), m.clone());
+        let (mut ca, mut cb) = (compiled("adam"), compiled("adam"));
+        for epoch in 0..2 {
+            for chunk in rows.chunks(30) {
+                gpu.train_on_batch(&mut a, &mut ca, &[&x], &[&y], None, chunk, epoch).unwrap();
+                par.train_on_batch(&mut b, &mut cb, &[&x], &[&y], None, chunk, epoch).unwrap();
+            }
+        }
+        check(&format!("2 epochs Adam, 2 replicas vs 1 device ({})", label), rel(&all_weights(&b), &all_weights(&a)), 1e-4);
+    }
+    // Out of memory: a clear error naming the device and the fix; the model stays usable.
+    if !dry_run() {
+        let wide = keras_sequential(&[8], &[&layer("Dense", r#""units":131072"#)]);
+        let (x, _) = data(1 << 18, 8, 2);
+        let all: Vec<usize> = (0..1 << 18).collect();
+        let before = all_weights(&wide);
+        match gpu.predict_on_batch(&wide, &[&x], &all) {
+            Ok(_) => check("out of memory: 128 GiB output did not fail", f64::INFINITY, 0.0),
+            Err(e) => {
+                let msg = e.to_string();
+                println!("out-of-memory error: {}", msg);
+                let clear = msg.contains("out of memory") && msg.contains("batch_size") && msg.contains("/gpu:0");
+                check("out of memory: error names the device and batch_size", if clear { 0.0 } else { 1.0 }, 0.0);
+            }
+        }
+        let small: Vec<usize> = (0..256).collect();
+        let usable = gpu.predict_on_batch(&wide, &[&x], &small).is_ok() && all_weights(&wide) == before;
+        check("out of memory: model usable afterwards, weights unchanged", if usable { 0.0 } else { 1.0 }, 0.0);
+    }
+    // Step times, batch 256, RMSprop: the MLP 784-512-512-10 and the benchmarks' small CNN.
+    let cnn = keras_sequential(
+        &[28, 28, 1],
+        &[
+            &layer("Conv2D", r#""filters":32,"kernel_size":[3,3],"activation":"relu""#),
+            &layer("MaxPooling2D", r#""pool_size":[2,2]"#),
+            &layer("Conv2D", r#""filters":64,"kernel_size":[3,3],"activation":"relu""#),
+            &layer("MaxPooling2D", r#""pool_size":[2,2]"#),
+            &layer("Flatten", ""),
+            &layer("Dense", r#""units":128,"activation":"relu""#),
+            &layer("Dense", r#""units":10,"activation":"softmax""#),
+        ],
+    );
+    let (cx, cy) = shaped_data(256, &[28, 28, 1], 10);
     let (x, y) = data(256, 784, 10);
     let rows: Vec<usize> = (0..256).collect();
-    for (label, exec) in [("CUDA, 1 device", &gpu)] {
-        let mut m = mlp(&[512, 512, 10], 784, false);
+    for (label, start, xs, ys) in [("mlp", mlp(&[512, 512, 10], 784, false), &x, &y), ("cnn", cnn, &cx, &cy)] {
+        let exec = &gpu;
+        let mut m = start;
         let mut c = compiled("rmsprop");
         for _ in 0..10 {
-            exec.train_on_batch(&mut m, &mut c, &[&x], &[&y], None, &rows, 0).unwrap();
+            exec.train_on_batch(&mut m, &mut c, &[xs], &[ys], None, &rows, 0).unwrap();
         }
+        // Each step ends with the weights back on the host, so the device is synchronized.
         let mut times: Vec<f64> = (0..60)
             .map(|_| {
                 let t = Instant::now();
-                exec.train_on_batch(&mut m, &mut c, &[&x], &[&y], None, &rows, 0).unwrap();
+                exec.train_on_batch(&mut m, &mut c, &[xs], &[ys], None, &rows, 0).unwrap();
                 t.elapsed().as_secs_f64() * 1e3
             })
             .collect();
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        println!("step_ms {} mlp {:.3}", label, times[30]);
+        println!("step_ms rustgpu {} {:.3}", label, times[30]);
     }
-    // Conv layers use CPU kernels (im2col, pooling) so far: report what happens on CUDA.
     println!("failures: {}", failures);
     std::process::exit(if failures == 0 { 0 } else { 1 });
 }

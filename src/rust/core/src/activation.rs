@@ -88,7 +88,7 @@ impl Activation {
         Ok(match self {
             Activation::Linear => dy.clone(),
             // TensorFlow's ReluGrad passes the gradient where the input is > 0.
-            Activation::Relu => dy.mul(&mask(z.gt(0f32)?)?)?,
+            Activation::Relu => crate::kernels::relu_backward(z, dy)?,
             Activation::Sigmoid => dy.mul(&y.mul(&y.affine(-1.0, 1.0)?)?)?,
             Activation::Tanh => dy.mul(&y.sqr()?.affine(-1.0, 1.0)?)?,
             Activation::Softmax => {

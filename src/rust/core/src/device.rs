@@ -124,8 +124,49 @@ pub fn gpu_devices() -> Vec<DeviceInfo> {
             .collect();
     }
     (0..cuda_device_count())
-        .map(|id| DeviceInfo { id, kind: DeviceKind::Cuda, name: format!("CUDA GPU {}", id), memory: None, threads: 1 })
+        .map(|id| {
+            let (name, memory) = cuda_name_and_memory(id).unwrap_or_else(|| (format!("CUDA GPU {}", id), None));
+            DeviceInfo { id, kind: DeviceKind::Cuda, name, memory, threads: 1 }
+        })
         .collect()
+}
+
+/// The driver's name for CUDA device `id` and its total memory in bytes.
+#[cfg(feature = "cuda")]
+fn cuda_name_and_memory(id: usize) -> Option<(String, Option<u64>)> {
+    let ctx = candle_core::cuda_backend::cudarc::driver::CudaContext::new(id).ok()?;
+    let name = ctx.name().ok()?;
+    Some((name, ctx.total_mem().ok().map(|m| m as u64)))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_name_and_memory(_id: usize) -> Option<(String, Option<u64>)> {
+    None
+}
+
+/// Versions found at run time: the CUDA driver's (e.g. "13.0") and cuBLAS's ("13.1.0");
+/// None in a CPU build or where the libraries do not answer.
+pub fn cuda_versions() -> (Option<String>, Option<String>) {
+    #[cfg(feature = "cuda")]
+    {
+        use candle_core::cuda_backend::cudarc::{cublas::sys as cublas, driver::sys as driver};
+        let mut v: std::ffi::c_int = 0;
+        // SAFETY: plain queries that write one integer.
+        let drv = (unsafe { driver::cuDriverGetVersion(&mut v) } == driver::CUresult::CUDA_SUCCESS).then(|| format!("{}.{}", v / 1000, (v % 1000) / 10));
+        let part = |t| {
+            let mut x: std::ffi::c_int = 0;
+            (unsafe { cublas::cublasGetProperty(t, &mut x) } == cublas::cublasStatus_t::CUBLAS_STATUS_SUCCESS).then_some(x)
+        };
+        let blas = match (part(cublas::libraryPropertyType::MAJOR_VERSION), part(cublas::libraryPropertyType::MINOR_VERSION), part(cublas::libraryPropertyType::PATCH_LEVEL)) {
+            (Some(a), Some(b), Some(c)) => Some(format!("{}.{}.{}", a, b, c)),
+            _ => None,
+        };
+        (drv, blas)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        (None, None)
+    }
 }
 
 pub fn cpu_device() -> DeviceInfo {

@@ -17,7 +17,19 @@ pub enum Error {
     State(String),
     /// A tensor kernel failed.
     #[error("tensor backend error: {0}")]
-    Backend(#[from] candle_core::Error),
+    Backend(candle_core::Error),
+}
+
+impl From<candle_core::Error> for Error {
+    /// Keeps candle's message and drops the backtrace it attaches when RUST_BACKTRACE is set
+    /// (a stack dump is no help in an R error message).
+    fn from(e: candle_core::Error) -> Self {
+        let mut e = e;
+        while let candle_core::Error::WithBacktrace { inner, .. } = e {
+            e = *inner;
+        }
+        Error::Backend(e)
+    }
 }
 
 impl Error {
@@ -30,6 +42,27 @@ impl Error {
             Error::State(_) => "rustgpu_state_error",
             Error::Backend(_) => "rustgpu_runtime_error",
         }
+    }
+}
+
+impl Error {
+    /// Whether a device ran out of memory (CUDA's allocation error, as candle reports it).
+    pub fn is_out_of_memory(&self) -> bool {
+        let text = self.to_string();
+        text.contains("OUT_OF_MEMORY") || text.contains("out of memory")
+    }
+}
+
+/// Rewrites a device's out-of-memory error into one that names the device and says what to
+/// do; other errors pass through.
+pub fn explain_out_of_memory(e: Error, device: &str) -> Error {
+    if e.is_out_of_memory() && !matches!(e, Error::Device(ref m) if m.contains("batch_size")) {
+        Error::Device(format!(
+            "{} ran out of memory during this step ({}): use a smaller batch_size (or fewer, smaller layers); the model's weights are unchanged",
+            device, e
+        ))
+    } else {
+        e
     }
 }
 

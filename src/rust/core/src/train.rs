@@ -2,7 +2,7 @@
 //! Every replica runs the same `*_part` function on its rows; parts are combined so that
 //! a step equals the template's step on the whole batch.
 use crate::device::DeviceInfo;
-use crate::error::{Error, Result};
+use crate::error::{explain_out_of_memory, Error, Result};
 use crate::layers::{ForwardContext, OutputGrad};
 use crate::loss::Loss;
 use crate::metrics::Metric;
@@ -403,7 +403,7 @@ impl Executor {
         let (grad_parts, stats, updates): (Vec<Vec<Tensor>>, BatchStats, Vec<(usize, Vec<f32>)>) = match self {
             Executor::Local(info) => {
                 let device = info.candle_device()?;
-                let part = train_part(&s, &device, &batch, rows, 0, true)?;
+                let part = train_part(&s, &device, &batch, rows, 0, true).map_err(|e| explain_out_of_memory(e, &info.label()))?;
                 let stats = combine(std::slice::from_ref(&part), rows.len(), s.metric_count());
                 (vec![part.grads], stats, part.updates)
             }
@@ -486,7 +486,7 @@ impl Executor {
         let batch = Batch { xs, ys, sample_weights };
         let s = StepInputs::new(model, Some(compiled), rows.len(), 0)?;
         let parts = match self {
-            Executor::Local(info) => vec![eval_part(&s, &info.candle_device()?, &batch, rows, 0)?],
+            Executor::Local(info) => vec![eval_part(&s, &info.candle_device()?, &batch, rows, 0).map_err(|e| explain_out_of_memory(e, &info.label()))?],
             Executor::Replicated(set) => {
                 let parts_rows = split_rows(rows, set.len());
                 let (s, batch) = (&s, &batch);
@@ -505,7 +505,9 @@ impl Executor {
         check_batch(xs, rows)?;
         let s = StepInputs::new(model, None, rows.len(), 0)?;
         match self {
-            Executor::Local(info) => predict_part(&s, &info.candle_device()?, xs, rows)?.iter().map(HostTensor::from_tensor).collect(),
+            Executor::Local(info) => predict_part(&s, &info.candle_device()?, xs, rows)
+                .and_then(|outs| outs.iter().map(HostTensor::from_tensor).collect())
+                .map_err(|e| explain_out_of_memory(e, &info.label())),
             Executor::Replicated(set) => {
                 let parts_rows = split_rows(rows, set.len());
                 let s = &s;

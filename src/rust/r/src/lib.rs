@@ -285,6 +285,15 @@ fn rg_build_features() -> Vec<String> {
     f
 }
 
+/// CUDA driver and cuBLAS versions found at run time (NA in a CPU build).
+/// @noRd
+#[extendr]
+fn rg_cuda_versions() -> Robj {
+    let (driver, cublas) = rustgpu_core::device::cuda_versions();
+    let na = || Robj::from(Rstr::na());
+    list!(driver = driver.map(Robj::from).unwrap_or_else(na), cublas = cublas.map(Robj::from).unwrap_or_else(na)).into()
+}
+
 /// Start/end times (seconds, relative to the earliest) of the replicas' recent tasks.
 /// @noRd
 #[extendr]
@@ -386,5 +395,6 @@ extendr_module! {
     fn rg_gpu_devices;
     fn rg_cuda_device_count;
     fn rg_build_features;
+    fn rg_cuda_versions;
     fn rg_replica_timeline;
 }

@@ -165,6 +165,23 @@ fn rg_stage(x: Robj, what: &str) -> Robj {
     })
 }
 
+/// Seconds to convert rows `rows` (1-based) of `x` (an R array or a staged copy) into one
+/// batch, averaged over `repeats` conversions: the R data path the benchmarks measure.
+/// @noRd
+#[extendr]
+fn rg_gather_seconds(x: Robj, rows: Robj, repeats: f64) -> Robj {
+    guard(|| {
+        let arr = RArray::new(&x, "x", true)?;
+        let rows = row_indices(&rows, arr.rows())?;
+        let n = (repeats as usize).max(1);
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(arr.gather(&rows));
+        }
+        Ok((start.elapsed().as_secs_f64() / n as f64).into())
+    })
+}
+
 /// One optimizer step on rows `rows` (1-based) of `x`, `y`; returns c(loss, metrics...).
 /// @noRd
 #[extendr]
@@ -293,6 +310,7 @@ extendr_module! {
     fn rg_compile;
     fn rg_check_data;
     fn rg_stage;
+    fn rg_gather_seconds;
     fn rg_train_batch;
     fn rg_evaluate;
     fn rg_predict;

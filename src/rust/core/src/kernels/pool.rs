@@ -16,6 +16,7 @@ pub fn max_pool_forward(x: &[f32], batch: usize, g: &ConvGeometry) -> (Vec<f32>,
         for oy in 0..g.out_h {
             for ox in 0..g.out_w {
                 let cell = (oy * g.out_w + ox) * g.c;
+                let (o, a) = (&mut o[cell..cell + g.c], &mut a[cell..cell + g.c]);
                 for i in 0..g.kh {
                     for j in 0..g.kw {
                         let y = (oy * g.stride_h + i).checked_sub(g.pad_top);
@@ -25,12 +26,12 @@ pub fn max_pool_forward(x: &[f32], batch: usize, g: &ConvGeometry) -> (Vec<f32>,
                             continue;
                         }
                         let src = base + (y * g.w + xx) * g.c;
-                        for ch in 0..g.c {
-                            let v = x[src + ch];
-                            if v > o[cell + ch] {
-                                o[cell + ch] = v;
-                                a[cell + ch] = (src + ch) as u32;
-                            }
+                        // Branch-free over the channels (so it vectorizes); a later tap wins
+                        // only when strictly greater, which keeps the first maximum.
+                        for (k, ((o, a), v)) in o.iter_mut().zip(a.iter_mut()).zip(&x[src..src + g.c]).enumerate() {
+                            let better = *v > *o;
+                            *o = if better { *v } else { *o };
+                            *a = if better { (src + k) as u32 } else { *a };
                         }
                     }
                 }

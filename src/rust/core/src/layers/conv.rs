@@ -8,7 +8,7 @@ use super::{Cache, LayerGrads, LayerOutput, OutputGrad, WeightSpec};
 use crate::activation::Activation;
 use crate::error::Result;
 use crate::initializer::Initializer;
-use crate::kernels::{col2im, im2col, window_geometry, with_cpu_slice, ConvGeometry};
+use crate::kernels::{col2im_on_device, im2col_on_device, window_geometry, ConvGeometry};
 use candle_core::Tensor;
 
 #[derive(Debug, Clone)]
@@ -53,8 +53,7 @@ impl Conv2D {
         let dims = x.dims().to_vec();
         let batch = dims[0];
         let g = self.geometry(name, &dims[1..])?;
-        let cols = with_cpu_slice(x, |xs| im2col(xs, batch, &g))?;
-        let cols = Tensor::from_vec(cols, (batch * g.out_h * g.out_w, g.patch_len()), x.device())?;
+        let cols = im2col_on_device(x, &g)?;
         let kernel = weights[0].reshape((g.patch_len(), self.filters))?;
         let mut z = cols.matmul(&kernel)?;
         if self.use_bias {
@@ -75,14 +74,13 @@ impl Conv2D {
         let kernel_shape = weights[0].dims().to_vec();
         let mut grads = vec![cols.t()?.matmul(&dz)?.reshape(kernel_shape)?];
         if self.use_bias {
-            grads.push(dz.sum(0)?);
+            grads.push(crate::kernels::sum_rows(&dz)?);
         }
         let input = if need_input_grad {
             let g = self.geometry(name, &input_dims[1..])?;
             let kernel = weights[0].reshape((g.patch_len(), self.filters))?;
             let dcols = dz.matmul(&kernel.t()?)?;
-            let dx = with_cpu_slice(&dcols, |d| col2im(d, input_dims[0], &g))?;
-            Some(Tensor::from_vec(dx, input_dims, dz.device())?)
+            Some(col2im_on_device(&dcols, input_dims[0], &g)?)
         } else {
             None
         };

@@ -93,7 +93,7 @@ impl Dense {
         };
         let mut grads = vec![x.t()?.matmul(&dz)?];
         if self.use_bias {
-            grads.push(dz.sum(0)?);
+            grads.push(crate::kernels::sum_rows(&dz)?);
         }
         let input = if need_input_grad { Some(dz.matmul(&weights[0].t()?)?) } else { None };
         Ok(LayerGrads { input, weights: grads, more_inputs: Vec::new() })

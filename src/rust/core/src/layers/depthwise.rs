@@ -10,7 +10,7 @@ use super::{Cache, LayerGrads, LayerOutput, OutputGrad, WeightSpec};
 use crate::activation::Activation;
 use crate::error::Result;
 use crate::initializer::Initializer;
-use crate::kernels::{col2im, im2col, window_geometry, with_cpu_slice, ConvGeometry};
+use crate::kernels::{col2im_on_device, im2col_on_device, window_geometry, ConvGeometry};
 use candle_core::Tensor;
 
 /// Window settings shared by the depthwise and separable layers.
@@ -83,13 +83,11 @@ impl DepthwiseConv2D {
     fn patches(&self, name: &str, class: &str, x: &Tensor) -> Result<(Tensor, ConvGeometry)> {
         let dims = x.dims();
         let g = self.geometry(name, class, &dims[1..])?;
-        let cols = with_cpu_slice(x, |xs| im2col(xs, dims[0], &g))?;
-        Ok((Tensor::from_vec(cols, (dims[0] * g.out_h * g.out_w, g.patch_len()), x.device())?, g))
+        Ok((im2col_on_device(x, &g)?, g))
     }
 
     fn input_grad(dcols: &Tensor, input_dims: &[usize], g: &ConvGeometry) -> Result<Tensor> {
-        let dx = with_cpu_slice(dcols, |d| col2im(d, input_dims[0], g))?;
-        Ok(Tensor::from_vec(dx, input_dims, dcols.device())?)
+        col2im_on_device(dcols, input_dims[0], g)
     }
 
     pub fn forward(&self, name: &str, weights: &[Tensor], x: &Tensor) -> Result<(LayerOutput, Cache)> {
@@ -114,7 +112,7 @@ impl DepthwiseConv2D {
         let (dk, dcols) = self.depthwise_backward(cols, &weights[0], &dz, &g, need_input_grad)?;
         let mut grads = vec![dk];
         if self.use_bias {
-            grads.push(dz.sum(0)?);
+            grads.push(crate::kernels::sum_rows(&dz)?);
         }
         let input = dcols.map(|d| Self::input_grad(&d, input_dims, &g)).transpose()?;
         Ok(LayerGrads { input, weights: grads, more_inputs: Vec::new() })
@@ -183,7 +181,7 @@ impl SeparableConv2D {
         let (dk, dcols) = self.depthwise.depthwise_backward(cols, &weights[0], &d_mid, &g, need_input_grad)?;
         let mut grads = vec![dk, d_pointwise];
         if self.depthwise.use_bias {
-            grads.push(dz.sum(0)?);
+            grads.push(crate::kernels::sum_rows(&dz)?);
         }
         let input = dcols.map(|d| DepthwiseConv2D::input_grad(&d, input_dims, &g)).transpose()?;
         Ok(LayerGrads { input, weights: grads, more_inputs: Vec::new() })

@@ -71,7 +71,7 @@ pub enum Cache {
     /// Patch rows (im2col), pre-activation and output as 2-d (rows, filters) tensors.
     Conv { cols: Tensor, z: Tensor, y: Tensor, input_dims: Vec<usize> },
     /// Flat input index of each output's maximum.
-    MaxPool { argmax: std::sync::Arc<Vec<u32>>, input_dims: Vec<usize> },
+    MaxPool { routing: crate::kernels::MaxPoolRouting, input_dims: Vec<usize> },
     Reshape { input_dims: Vec<usize> },
     /// A merge layer's inputs.
     Merge { inputs: Vec<Tensor> },
@@ -264,11 +264,11 @@ impl Layer {
             (LayerKind::Conv2D(l), Cache::Conv { cols, z, y, input_dims }) => {
                 l.backward(&self.name, weights, cols, z, y, input_dims, grad, need_input_grad)
             }
-            (LayerKind::MaxPooling2D(_), Cache::MaxPool { argmax, input_dims }) => MaxPooling2D::backward(argmax, input_dims, grad),
+            (LayerKind::MaxPooling2D(_), Cache::MaxPool { routing, input_dims }) => MaxPooling2D::backward(routing, input_dims, grad),
             (LayerKind::Flatten | LayerKind::Reshape(_), Cache::Reshape { input_dims }) => Flatten::backward(input_dims, grad),
             (LayerKind::AveragePooling2D(l), Cache::Reshape { input_dims }) => l.backward(&self.name, input_dims, grad),
             (LayerKind::GlobalAveragePooling2D, Cache::Reshape { input_dims }) => spatial::global_average_backward(input_dims, grad),
-            (LayerKind::GlobalMaxPooling2D, Cache::MaxPool { argmax, input_dims }) => MaxPooling2D::backward(argmax, input_dims, grad),
+            (LayerKind::GlobalMaxPooling2D, Cache::MaxPool { routing, input_dims }) => MaxPooling2D::backward(routing, input_dims, grad),
             (LayerKind::ZeroPadding2D(l), Cache::Reshape { input_dims }) => l.backward(input_dims, grad),
             (LayerKind::Merge(m), Cache::Merge { inputs }) => m.backward(inputs, grad),
             (LayerKind::Conv1D(c), Cache::Reshaped { inner, input_dims }) => {

@@ -68,9 +68,10 @@ impl BatchNormalization {
             let xhat = x2.broadcast_sub(moving_mean)?.broadcast_mul(&inv_std)?;
             return Ok((LayerOutput::plain(finish(&xhat)?), Cache::Reshape { input_dims: dims }));
         }
-        let mean = x2.mean(0)?;
+        let count = x2.dim(0)? as f64;
+        let mean = (crate::kernels::sum_rows(&x2)? / count)?;
         let centered = x2.broadcast_sub(&mean)?;
-        let var = centered.sqr()?.mean(0)?;
+        let var = (crate::kernels::sum_rows(&centered.sqr()?)? / count)?;
         let inv_std = (&var + self.epsilon)?.sqrt()?.recip()?;
         let xhat = centered.broadcast_mul(&inv_std)?;
         // TensorFlow's fused kernel (4-d inputs) moves the variance toward the unbiased
@@ -91,8 +92,8 @@ impl BatchNormalization {
         let (rows, c) = xhat.dims2()?;
         let dy2 = dy.reshape((rows, c))?;
         let (gamma, _) = self.affine(weights);
-        let dbeta = dy2.sum(0)?;
-        let dgamma = dy2.mul(xhat)?.sum(0)?;
+        let dbeta = crate::kernels::sum_rows(&dy2)?;
+        let dgamma = crate::kernels::sum_rows(&dy2.mul(xhat)?)?;
         // dx = gamma * inv_std / n * (n * dy - sum(dy) - xhat * sum(dy * xhat))
         let n = rows as f64;
         let inner = ((dy2 * n)?.broadcast_sub(&dbeta)? - xhat.broadcast_mul(&dgamma)?)?;

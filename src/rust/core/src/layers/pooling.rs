@@ -1,9 +1,8 @@
 //! 2-d max pooling (channels last) with our own kernels, and Flatten.
 use super::{Cache, LayerGrads, LayerOutput, OutputGrad};
 use crate::error::{Error, Result};
-use crate::kernels::{max_pool_backward, max_pool_forward, window_geometry, with_cpu_slice, ConvGeometry};
+use crate::kernels::{max_pool_backward_on_device, max_pool_on_device, window_geometry, ConvGeometry, MaxPoolRouting};
 use candle_core::Tensor;
-use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct MaxPooling2D {
@@ -25,16 +24,14 @@ impl MaxPooling2D {
     pub fn forward(&self, name: &str, x: &Tensor) -> Result<(LayerOutput, Cache)> {
         let dims = x.dims().to_vec();
         let g = self.geometry(name, &dims[1..])?;
-        let (y, arg) = with_cpu_slice(x, |xs| max_pool_forward(xs, dims[0], &g))?;
-        let value = Tensor::from_vec(y, (dims[0], g.out_h, g.out_w, g.c), x.device())?;
-        Ok((LayerOutput::plain(value), Cache::MaxPool { argmax: Arc::new(arg), input_dims: dims }))
+        let (value, routing) = max_pool_on_device(x, &g)?;
+        Ok((LayerOutput::plain(value), Cache::MaxPool { routing, input_dims: dims }))
     }
 
-    pub fn backward(argmax: &[u32], input_dims: &[usize], grad: OutputGrad) -> Result<LayerGrads> {
+    pub fn backward(routing: &MaxPoolRouting, input_dims: &[usize], grad: OutputGrad) -> Result<LayerGrads> {
         let dy = value_grad(grad, "MaxPooling2D")?;
-        let n: usize = input_dims.iter().product();
-        let dx = with_cpu_slice(&dy, |d| max_pool_backward(d, argmax, n))?;
-        Ok(LayerGrads { input: Some(Tensor::from_vec(dx, input_dims, dy.device())?), weights: Vec::new(), more_inputs: Vec::new() })
+        let dx = max_pool_backward_on_device(&dy, routing, input_dims)?;
+        Ok(LayerGrads { input: Some(dx), weights: Vec::new(), more_inputs: Vec::new() })
     }
 }
 
@@ -87,8 +84,8 @@ mod tests {
                 |x| Ok(pool.forward("p", &(x + &offsets)?)?.0.value),
                 |x, dy| {
                     let (_, cache) = pool.forward("p", &(x + &offsets)?)?;
-                    let Cache::MaxPool { argmax, input_dims } = cache else { panic!() };
-                    Ok(MaxPooling2D::backward(&argmax, &input_dims, OutputGrad::Value(dy.clone()))?.input.unwrap())
+                    let Cache::MaxPool { routing, input_dims } = cache else { panic!() };
+                    Ok(MaxPooling2D::backward(&routing, &input_dims, OutputGrad::Value(dy.clone()))?.input.unwrap())
                 },
                 1e-2,
             );

@@ -74,14 +74,14 @@ pub fn pool1d_forward(pool: &MaxPooling2D, name: &str, x: &Tensor) -> Result<(La
 }
 
 pub fn pool1d_backward(inner: &Cache, input_dims: &[usize], grad: OutputGrad) -> Result<LayerGrads> {
-    let Cache::MaxPool { argmax, input_dims: image_dims } = inner else {
+    let Cache::MaxPool { routing, input_dims: image_dims } = inner else {
         return Err(Error::State("MaxPooling1D got another layer's cache".into()));
     };
     let grad = match grad {
         OutputGrad::Value(dy) => OutputGrad::Value(to_image(&dy)?),
         other => other,
     };
-    let mut g = MaxPooling2D::backward(argmax, image_dims, grad)?;
+    let mut g = MaxPooling2D::backward(routing, image_dims, grad)?;
     g.input = g.input.map(|t| t.reshape(input_dims)).transpose()?;
     Ok(g)
 }

@@ -3,7 +3,7 @@
 use super::pooling::{value_grad, MaxPooling2D};
 use super::{Cache, LayerGrads, LayerOutput, OutputGrad};
 use crate::error::{Error, Result};
-use crate::kernels::{avg_pool_backward, avg_pool_forward, with_cpu_slice};
+use crate::kernels::{avg_pool_backward_on_device, avg_pool_on_device};
 use crate::model::join_dims;
 use candle_core::Tensor;
 
@@ -21,16 +21,15 @@ impl AveragePooling2D {
     pub fn forward(&self, name: &str, x: &Tensor) -> Result<(LayerOutput, Cache)> {
         let dims = x.dims().to_vec();
         let g = self.window.geometry(name, &dims[1..])?;
-        let y = with_cpu_slice(x, |xs| avg_pool_forward(xs, dims[0], &g))?;
-        let value = Tensor::from_vec(y, (dims[0], g.out_h, g.out_w, g.c), x.device())?;
+        let value = avg_pool_on_device(x, &g)?;
         Ok((LayerOutput::plain(value), Cache::Reshape { input_dims: dims }))
     }
 
     pub fn backward(&self, name: &str, input_dims: &[usize], grad: OutputGrad) -> Result<LayerGrads> {
         let dy = value_grad(grad, "AveragePooling2D")?;
         let g = self.window.geometry(name, &input_dims[1..])?;
-        let dx = with_cpu_slice(&dy, |d| avg_pool_backward(d, input_dims[0], &g))?;
-        Ok(LayerGrads { input: Some(Tensor::from_vec(dx, input_dims, dy.device())?), weights: Vec::new(), more_inputs: Vec::new() })
+        let dx = avg_pool_backward_on_device(&dy, input_dims[0], &g)?;
+        Ok(LayerGrads { input: Some(dx), weights: Vec::new(), more_inputs: Vec::new() })
     }
 }
 

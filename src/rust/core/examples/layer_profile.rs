@@ -1,0 +1,134 @@
+//! Times each layer's forward and backward pass of the benchmarks' small CNN (batch 128) on
+//! the CPU, to find where a training step goes:
+//! `cargo run --release -p rustgpu-core --example layer_profile` (RAYON_NUM_THREADS sets threads).
+use rustgpu_core::layers::{ForwardContext, OutputGrad};
+use rustgpu_core::model::weights_to_device;
+use rand::SeedableRng;
+use std::time::Instant;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    if std::env::var_os("OPS").is_some() {
+        ops();
+        return;
+    }
+    rustgpu_core::device::configure_threads();
+    let json = r#"{"class_name":"Sequential","config":{"name":"cnn","layers":[
+        {"class_name":"InputLayer","config":{"batch_input_shape":[null,28,28,1]}},
+        {"class_name":"Conv2D","config":{"name":"conv1","filters":32,"kernel_size":[3,3],"activation":"relu"}},
+        {"class_name":"MaxPooling2D","config":{"name":"pool1","pool_size":[2,2]}},
+        {"class_name":"Conv2D","config":{"name":"conv2","filters":64,"kernel_size":[3,3],"activation":"relu"}},
+        {"class_name":"MaxPooling2D","config":{"name":"pool2","pool_size":[2,2]}},
+        {"class_name":"Flatten","config":{"name":"flatten"}},
+        {"class_name":"Dense","config":{"name":"dense1","units":128,"activation":"relu"}},
+        {"class_name":"Dense","config":{"name":"dense2","units":10,"activation":"softmax"}}]}}"#;
+    let mut model = rustgpu_core::io::model_from_config(json).unwrap();
+    model.ensure_built(&[vec![28, 28, 1]]).unwrap();
+    let dev = candle_core::Device::Cpu;
+    let values: Vec<_> = model.weights.iter().map(|w| w.value.clone()).collect();
+    let shapes: Vec<_> = model.weights.iter().map(|w| w.shape.clone()).collect();
+    let weights = weights_to_device(&values, &shapes, &dev).unwrap();
+    let batch = 128;
+    let x = candle_core::Tensor::rand(0f32, 1.0, (batch, 28, 28, 1), &dev).unwrap();
+    let arch = &model.arch;
+    let reps = 30;
+    println!("{:<10} {:>12} {:>12}  (ms, median of {}, batch {}, {} threads)", "layer", "forward", "backward", reps, batch, rayon::current_num_threads());
+    {
+        // The whole training step, as fit() runs it (RMSprop, categorical crossentropy).
+        use rustgpu_core::{Compiled, Executor, HostTensor};
+        let exec = Executor::Local(rustgpu_core::device::cpu_device());
+        let mut m = model.clone();
+        let mut c = Compiled::single(
+            rustgpu_core::loss::Loss::CategoricalCrossentropy,
+            vec![],
+            rustgpu_core::optim::Optimizer::new(rustgpu_core::optim::OptimizerConfig::by_name("rmsprop").unwrap()),
+        );
+        let xs = HostTensor::from_tensor(&x).unwrap();
+        let mut y = vec![0f32; batch * 10];
+        for r in 0..batch {
+            y[r * 10 + r % 10] = 1.0;
+        }
+        let ys = HostTensor::new(vec![batch, 10], y).unwrap();
+        let rows: Vec<usize> = (0..batch).collect();
+        let mut t: Vec<f64> = (0..reps)
+            .map(|_| {
+                let s = Instant::now();
+                exec.train_on_batch(&mut m, &mut c, &[&xs], &[&ys], None, &rows, 0).unwrap();
+                s.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!("{:<10} {:>12.3}  (whole training step)", "step", t[reps / 2]);
+    }
+    let mut input = x;
+    for (i, layer) in arch.layers.iter().enumerate() {
+        let w = &weights[arch.weight_ranges[i].clone()];
+        let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(0) };
+        let median = |mut t: Vec<f64>| {
+            t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            t[t.len() / 2]
+        };
+        let fwd: Vec<f64> = (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                let _ = layer.forward(w, &input, &mut ctx).unwrap();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        let (out, cache) = layer.forward(w, &input, &mut ctx).unwrap();
+        let dy = out.value.ones_like().unwrap();
+        let bwd: Vec<f64> = (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                let _ = layer.backward(w, &cache, OutputGrad::Value(dy.clone()), i > 0).unwrap();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        println!("{:<10} {:>12.3} {:>12.3}", layer.name, median(fwd), median(bwd));
+        input = out.value;
+    }
+}
+
+#[allow(dead_code)]
+fn ops() {
+    let dev = candle_core::Device::Cpu;
+    let time = |label: &str, f: &dyn Fn()| {
+        let mut t: Vec<f64> = (0..20).map(|_| { let s = Instant::now(); f(); s.elapsed().as_secs_f64() * 1e3 }).collect();
+        t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!("{:<40} {:>8.3} ms", label, t[10]);
+    };
+    let cols = candle_core::Tensor::rand(0f32, 1.0, (86528, 9), &dev).unwrap();
+    let k = candle_core::Tensor::rand(0f32, 1.0, (9, 32), &dev).unwrap();
+    let b = candle_core::Tensor::rand(0f32, 1.0, 32, &dev).unwrap();
+    let z = cols.matmul(&k).unwrap();
+    time("matmul (86528x9)(9x32)", &|| { let _ = cols.matmul(&k).unwrap(); });
+    time("broadcast_add bias", &|| { let _ = z.broadcast_add(&b).unwrap(); });
+    time("relu", &|| { let _ = z.relu().unwrap(); });
+    let x = candle_core::Tensor::rand(0f32, 1.0, (128, 28, 28, 1), &dev).unwrap();
+    let g = rustgpu_core::kernels::window_geometry("c", "Conv2D", &[28, 28, 1], (3, 3), (1, 1), (1, 1), false).unwrap();
+    time("im2col 28x28x1 3x3", &|| { let _ = rustgpu_core::kernels::im2col_on_device(&x, &g).unwrap(); });
+    let y = z.reshape((128, 26, 26, 32)).unwrap();
+    let pg = rustgpu_core::kernels::window_geometry("p", "MaxPooling2D", &[26, 26, 32], (2, 2), (2, 2), (1, 1), false).unwrap();
+    let kk = candle_core::Tensor::rand(0f32, 1.0, (3, 3, 1, 32), &dev).unwrap();
+    time("chain im2col+matmul+bias+relu", &|| {
+        let c = rustgpu_core::kernels::im2col_on_device(&x, &g).unwrap();
+        let z = c.matmul(&kk.reshape((9, 32)).unwrap()).unwrap().broadcast_add(&b).unwrap();
+        let _ = z.relu().unwrap();
+    });
+    time("matmul with reshaped kernel", &|| { let _ = cols.matmul(&kk.reshape((9, 32)).unwrap()).unwrap(); });
+    let cols2 = candle_core::Tensor::rand(0f32, 1.0, (15488, 288), &dev).unwrap();
+    let dz2 = candle_core::Tensor::rand(0f32, 1.0, (15488, 64), &dev).unwrap();
+    let k2 = candle_core::Tensor::rand(0f32, 1.0, (288, 64), &dev).unwrap();
+    time("conv2 dW = cols^T dz", &|| { let _ = cols2.t().unwrap().matmul(&dz2).unwrap(); });
+    time("conv2 dcols = dz K^T", &|| { let _ = dz2.matmul(&k2.t().unwrap()).unwrap(); });
+    time("conv2 forward matmul", &|| { let _ = cols2.matmul(&k2).unwrap(); });
+    let g2 = rustgpu_core::kernels::window_geometry("c", "Conv2D", &[13, 13, 32], (3, 3), (1, 1), (1, 1), false).unwrap();
+    time("conv2 col2im", &|| { let _ = rustgpu_core::kernels::col2im_on_device(&cols2, 128, &g2).unwrap(); });
+    let x2 = candle_core::Tensor::rand(0f32, 1.0, (128, 13, 13, 32), &dev).unwrap();
+    time("conv2 im2col", &|| { let _ = rustgpu_core::kernels::im2col_on_device(&x2, &g2).unwrap(); });
+    time("conv2 relu backward", &|| { let _ = rustgpu_core::kernels::relu_backward(&dz2, &dz2).unwrap(); });
+    time("conv2 bias grad", &|| { let _ = rustgpu_core::kernels::sum_rows(&dz2).unwrap(); });
+    time("max pool 26x26x32", &|| { let _ = rustgpu_core::kernels::max_pool_on_device(&y, &pg).unwrap(); });
+}
