@@ -130,5 +130,30 @@ fn ops() {
     time("conv2 im2col", &|| { let _ = rustgpu_core::kernels::im2col_on_device(&x2, &g2).unwrap(); });
     time("conv2 relu backward", &|| { let _ = rustgpu_core::kernels::relu_backward(&dz2, &dz2).unwrap(); });
     time("conv2 bias grad", &|| { let _ = rustgpu_core::kernels::sum_rows(&dz2).unwrap(); });
+    {
+        let yv = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        time("pure max 2x2 (no argmax), serial", &|| {
+            let (h, w, c, oh, ow) = (26usize, 26usize, 32usize, 13usize, 13usize);
+            let mut out = vec![f32::NEG_INFINITY; 128 * oh * ow * c];
+            for b in 0..128 {
+                let img = &yv[b * h * w * c..][..h * w * c];
+                let o = &mut out[b * oh * ow * c..][..oh * ow * c];
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let cell = &mut o[(oy * ow + ox) * c..][..c];
+                        for i in 0..2 {
+                            for j in 0..2 {
+                                let src = &img[((oy * 2 + i) * w + ox * 2 + j) * c..][..c];
+                                for (a, v) in cell.iter_mut().zip(src) {
+                                    *a = if *v > *a { *v } else { *a };
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            std::hint::black_box(out);
+        });
+    }
     time("max pool 26x26x32", &|| { let _ = rustgpu_core::kernels::max_pool_on_device(&y, &pg).unwrap(); });
 }

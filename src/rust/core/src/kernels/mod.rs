@@ -2,15 +2,17 @@
 //! gradient is wrong): im2col/col2im for channels-last convolutions and max pooling with
 //! argmax routing. They work on contiguous f32 host slices.
 mod conv;
+pub mod depthwise;
 pub mod patches;
 mod pool;
 
 pub use conv::{col2im, im2col, ConvGeometry};
-pub use pool::{avg_pool_backward, avg_pool_forward, max_pool_backward, max_pool_forward};
+pub use pool::{avg_pool_backward, avg_pool_forward, max_pool_backward_from, max_pool_values};
+#[cfg(test)]
+pub use pool::{max_pool_backward, max_pool_forward};
 
 use crate::error::{Error, Result};
 use candle_core::{Storage, Tensor};
-use std::sync::Arc;
 
 /// Runs `f` on a contiguous f32 view of a CPU tensor (no copy when already contiguous).
 pub fn with_cpu_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
@@ -24,6 +26,16 @@ pub fn with_cpu_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
         }
         _ => Err(Error::Device("this layer's kernels run on the CPU only in this build".into())),
     }
+}
+
+/// A vector of `n` values that `fill` writes in full, without zeroing it first (a memset of
+/// each large buffer was 9% of a CNN's predict). `fill` must write every element.
+pub fn uninit_filled(n: usize, fill: impl FnOnce(&mut [std::mem::MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    fill(&mut v.spare_capacity_mut()[..n]);
+    // SAFETY: `fill` initialized all n elements (its contract); f32 has no invalid values.
+    unsafe { v.set_len(n) };
+    v
 }
 
 /// im2col for a tensor on any device: the host kernel on the CPU, tensor ops elsewhere.
@@ -45,11 +57,12 @@ pub fn col2im_on_device(cols: &Tensor, batch: usize, g: &ConvGeometry) -> Result
     patches::col2im(cols, batch, g)
 }
 
-/// What a max pooling's backward pass needs to route gradients: the argmax indices (host
-/// kernel) or the mask of winning taps (tensor ops, other devices).
+/// What a max pooling's backward pass needs to route gradients: on the CPU its input and
+/// output (the first maximum of each window is found again), elsewhere the mask of the
+/// winning taps (tensor ops).
 #[derive(Debug, Clone)]
 pub enum MaxPoolRouting {
-    Argmax(Arc<Vec<u32>>),
+    Recompute { input: Tensor, output: Tensor, geometry: ConvGeometry },
     Winners { mask: Tensor, geometry: ConvGeometry },
 }
 
@@ -57,8 +70,10 @@ pub enum MaxPoolRouting {
 pub fn max_pool_on_device(x: &Tensor, g: &ConvGeometry) -> Result<(Tensor, MaxPoolRouting)> {
     let batch = x.dim(0)?;
     if x.device().is_cpu() {
-        let (y, arg) = with_cpu_slice(x, |xs| max_pool_forward(xs, batch, g))?;
-        return Ok((Tensor::from_vec(y, (batch, g.out_h, g.out_w, g.c), x.device())?, MaxPoolRouting::Argmax(Arc::new(arg))));
+        let x = if x.is_contiguous() { x.clone() } else { x.contiguous()? };
+        let y = with_cpu_slice(&x, |xs| max_pool_values(xs, batch, g))?;
+        let y = Tensor::from_vec(y, (batch, g.out_h, g.out_w, g.c), x.device())?;
+        return Ok((y.clone(), MaxPoolRouting::Recompute { input: x, output: y, geometry: *g }));
     }
     let (y, mask) = patches::max_pool(x, g)?;
     Ok((y, MaxPoolRouting::Winners { mask, geometry: *g }))
@@ -67,9 +82,10 @@ pub fn max_pool_on_device(x: &Tensor, g: &ConvGeometry) -> Result<(Tensor, MaxPo
 /// The input gradient of a max pooling, `input_dims` (batch, h, w, c).
 pub fn max_pool_backward_on_device(dy: &Tensor, routing: &MaxPoolRouting, input_dims: &[usize]) -> Result<Tensor> {
     match routing {
-        MaxPoolRouting::Argmax(arg) => {
-            let n: usize = input_dims.iter().product();
-            let dx = with_cpu_slice(dy, |d| max_pool_backward(d, arg, n))?;
+        MaxPoolRouting::Recompute { input, output, geometry: g } => {
+            let dx = with_cpu_slice(input, |xs| {
+                with_cpu_slice(output, |ys| with_cpu_slice(dy, |ds| max_pool_backward_from(xs, ys, ds, input_dims[0], g)))
+            })???;
             Ok(Tensor::from_vec(dx, input_dims, dy.device())?)
         }
         MaxPoolRouting::Winners { mask, geometry: g } => {
@@ -129,6 +145,44 @@ pub fn sum_rows(t: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(sums, f, t.device())?)
 }
 
+/// `activation(z + bias)` for a matmul's output `z` (rows, f): the pre-activation and the
+/// output. With ReLU on the CPU both come from one pass, and the pre-activation returned is
+/// the output itself (ReLU's gradient only asks whether it is > 0, the same for both).
+pub fn bias_activation(z: Tensor, bias: Option<&Tensor>, activation: crate::activation::Activation) -> Result<(Tensor, Tensor)> {
+    use crate::activation::Activation;
+    if activation == Activation::Relu && z.device().is_cpu() && z.dtype() == candle_core::DType::F32 {
+        let (_, f) = z.dims2()?;
+        let b: Vec<f32> = match bias {
+            Some(b) => b.flatten_all()?.to_vec1::<f32>()?,
+            None => vec![0f32; f],
+        };
+        let y = with_cpu_slice(&z, |zs| {
+            use rayon::prelude::*;
+            let rows_per_chunk = (1 << 15) / f.max(1) + 1;
+            uninit_filled(zs.len(), |out| {
+                out.par_chunks_mut(rows_per_chunk * f).zip(zs.par_chunks(rows_per_chunk * f)).for_each(|(o, z)| {
+                    for (o, z) in o.chunks_exact_mut(f).zip(z.chunks_exact(f)) {
+                        for ((o, z), b) in o.iter_mut().zip(z).zip(&b) {
+                            // NaN passes through (as tf.nn.relu lets it), so a diverging
+                            // model still shows a NaN loss.
+                            let v = *z + *b;
+                            o.write(if v < 0.0 { 0.0 } else { v });
+                        }
+                    }
+                })
+            })
+        })?;
+        let y = Tensor::from_vec(y, z.dims(), z.device())?;
+        return Ok((y.clone(), y));
+    }
+    let z = match bias {
+        Some(b) => z.broadcast_add(b)?,
+        None => z,
+    };
+    let y = activation.apply(&z)?;
+    Ok((z, y))
+}
+
 /// `dy` where `z > 0`, else 0 (TensorFlow's ReluGrad), in one pass on the CPU; candle's
 /// comparison against a broadcast zero then a multiply took three strided passes.
 pub fn relu_backward(z: &Tensor, dy: &Tensor) -> Result<Tensor> {
@@ -139,13 +193,13 @@ pub fn relu_backward(z: &Tensor, dy: &Tensor) -> Result<Tensor> {
     let out = with_cpu_slice(z, |zs| {
         with_cpu_slice(&dy, |ds| {
             use rayon::prelude::*;
-            let mut out = vec![0f32; zs.len()];
-            out.par_chunks_mut(1 << 15).zip(zs.par_chunks(1 << 15)).zip(ds.par_chunks(1 << 15)).for_each(|((o, z), d)| {
-                for ((o, z), d) in o.iter_mut().zip(z).zip(d) {
-                    *o = if *z > 0.0 { *d } else { 0.0 };
-                }
-            });
-            out
+            uninit_filled(zs.len(), |out| {
+                out.par_chunks_mut(1 << 15).zip(zs.par_chunks(1 << 15)).zip(ds.par_chunks(1 << 15)).for_each(|((o, z), d)| {
+                    for ((o, z), d) in o.iter_mut().zip(z).zip(d) {
+                        o.write(if *z > 0.0 { *d } else { 0.0 });
+                    }
+                })
+            })
         })
     })??;
     Ok(Tensor::from_vec(out, z.dims(), z.device())?)
@@ -232,6 +286,22 @@ mod tests {
     }
 
     #[test]
+    fn bias_relu_in_one_pass_matches_candle_and_keeps_nan() {
+        let dev = Device::Cpu;
+        let z = Tensor::new(&[[-1f32, 0.5, f32::NAN], [2.0, -3.0, 0.25]], &dev).unwrap();
+        let b = Tensor::new(&[0.5f32, -1.0, 1.0], &dev).unwrap();
+        let (pre, y) = bias_activation(z.clone(), Some(&b), crate::activation::Activation::Relu).unwrap();
+        let y = y.to_vec2::<f32>().unwrap();
+        assert_eq!(y[1], vec![2.5, 0.0, 1.25]);
+        assert_eq!(&y[0][..2], &[0.0, 0.0]);
+        assert!(y[0][2].is_nan());
+        // The returned pre-activation gives ReLU's gradient the same mask as z + b would.
+        let dy = Tensor::ones((2, 3), candle_core::DType::F32, &dev).unwrap();
+        let from_candle = relu_backward(&z.broadcast_add(&b).unwrap(), &dy).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(relu_backward(&pre, &dy).unwrap().to_vec2::<f32>().unwrap(), from_candle);
+    }
+
+    #[test]
     fn tensor_routing_takes_global_pooling_gradients_of_shape_batch_by_channels() {
         // GlobalMaxPooling2D is a max pooling over the whole (3, 4) image; its gradient
         // arrives as (batch, c). The tensor-op routing must match the host argmax routing.
@@ -240,6 +310,7 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (2, 3, 4, 2), &dev).unwrap();
         let dy = Tensor::randn(0f32, 1.0, (2, 2), &dev).unwrap();
         let (_, host) = max_pool_on_device(&x, &g).unwrap();
+        assert!(matches!(host, MaxPoolRouting::Recompute { .. }));
         let (_, mask) = patches::max_pool(&x, &g).unwrap();
         let tensor = MaxPoolRouting::Winners { mask, geometry: g };
         let a = max_pool_backward_on_device(&dy, &host, x.dims()).unwrap();

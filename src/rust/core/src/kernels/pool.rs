@@ -5,7 +5,8 @@ use super::conv::ConvGeometry;
 use rayon::prelude::*;
 
 /// (batch, h, w, c) -> pooled (batch, out_h, out_w, c) and the argmax index into `x`.
-/// Padded positions never win (as TensorFlow pads max pooling with -inf).
+/// Padded positions never win. The reference the index-free kernels are tested against.
+#[cfg(test)]
 pub fn max_pool_forward(x: &[f32], batch: usize, g: &ConvGeometry) -> (Vec<f32>, Vec<u32>) {
     let ilen = g.image_len();
     let olen = g.out_h * g.out_w * g.c;
@@ -42,6 +43,7 @@ pub fn max_pool_forward(x: &[f32], batch: usize, g: &ConvGeometry) -> (Vec<f32>,
 }
 
 /// Routes each output gradient to its argmax: (batch * h * w * c) input gradient.
+#[cfg(test)]
 pub fn max_pool_backward(dy: &[f32], arg: &[u32], input_len: usize) -> Vec<f32> {
     let mut dx = vec![0f32; input_len];
     for (g, &i) in dy.iter().zip(arg) {
@@ -73,6 +75,22 @@ mod tests {
     }
 
     #[test]
+    fn index_free_kernels_match_the_argmax_reference_ties_included() {
+        for (h, w, c, k, st, same) in [(6usize, 7usize, 3usize, 2usize, 2usize, false), (5, 5, 2, 3, 2, true), (4, 6, 1, 3, 1, true)] {
+            let (out_h, pad_top) = output_extent(h, k, st, 1, same);
+            let (out_w, pad_left) = output_extent(w, k, st, 1, same);
+            let g = ConvGeometry { h, w, c, kh: k, kw: k, stride_h: st, stride_w: st, dilation_h: 1, dilation_w: 1, pad_top, pad_left, out_h, out_w };
+            // Few distinct values, so that windows hold equal maxima.
+            let x: Vec<f32> = (0..2 * h * w * c).map(|i| ((i * 7 % 5) as f32) - 2.0).collect();
+            let (y_ref, arg) = max_pool_forward(&x, 2, &g);
+            let y = max_pool_values(&x, 2, &g);
+            assert_eq!(y, y_ref);
+            let dy: Vec<f32> = (0..y.len()).map(|i| 0.5 + i as f32).collect();
+            assert_eq!(max_pool_backward_from(&x, &y, &dy, 2, &g), max_pool_backward(&dy, &arg, x.len()));
+        }
+    }
+
+    #[test]
     fn odd_sizes_keep_every_window() {
         // 5 -> 2 with valid padding: the last row/column is dropped, not misaligned.
         let x: Vec<f32> = (0..25).map(|v| v as f32).collect();
@@ -81,6 +99,59 @@ mod tests {
         let (y, _) = max_pool_forward(&x, 1, &g);
         assert_eq!(y, vec![6., 8., 16., 18.]);
     }
+}
+
+/// Max pooling without an index array: (batch, h, w, c) -> (batch, out_h, out_w, c). The
+/// backward pass finds each window's first maximum again ([`max_pool_backward_from`]);
+/// keeping an argmax per output made this pass five times slower (a select per value).
+/// Padded positions never win (as TensorFlow pads max pooling with -inf).
+pub fn max_pool_values(x: &[f32], batch: usize, g: &ConvGeometry) -> Vec<f32> {
+    let ilen = g.image_len();
+    let olen = g.out_h * g.out_w * g.c;
+    let mut out = vec![f32::NEG_INFINITY; batch * olen];
+    out.par_chunks_mut(olen.max(1)).enumerate().for_each(|(b, o)| {
+        let img = &x[b * ilen..(b + 1) * ilen];
+        for_each_window(g, |cell, taps| {
+            let cell = &mut o[cell..cell + g.c];
+            for &src in taps {
+                for (m, v) in cell.iter_mut().zip(&img[src..src + g.c]) {
+                    *m = if *v > *m { *v } else { *m };
+                }
+            }
+        });
+    });
+    out
+}
+
+/// Routes each output gradient to the first input of its window (in window order) equal to
+/// the window's maximum `y`: the same input the forward pass's strict comparison kept.
+pub fn max_pool_backward_from(x: &[f32], y: &[f32], dy: &[f32], batch: usize, g: &ConvGeometry) -> Vec<f32> {
+    let ilen = g.image_len();
+    let olen = g.out_h * g.out_w * g.c;
+    let mut dx = vec![0f32; batch * ilen];
+    dx.par_chunks_mut(ilen.max(1)).enumerate().for_each(|(b, d)| {
+        let img = &x[b * ilen..(b + 1) * ilen];
+        let (ys, dys) = (&y[b * olen..(b + 1) * olen], &dy[b * olen..(b + 1) * olen]);
+        // Per window, the gradient not yet routed: the first tap equal to the maximum takes
+        // it and leaves zero for the rest (branch-free selects, so it vectorizes).
+        let mut left = vec![0f32; g.c];
+        for_each_window(g, |cell, taps| {
+            let ymax = &ys[cell..cell + g.c];
+            left.copy_from_slice(&dys[cell..cell + g.c]);
+            for &src in taps {
+                let (xs, ds) = (&img[src..src + g.c], &mut d[src..src + g.c]);
+                let n = g.c;
+                let (ds, xs, ymax, left) = (&mut ds[..n], &xs[..n], &ymax[..n], &mut left[..n]);
+                for ch in 0..n {
+                    let hit = f32::from(u8::from(xs[ch] == ymax[ch]));
+                    let take = hit * left[ch];
+                    ds[ch] += take;
+                    left[ch] -= take;
+                }
+            }
+        });
+    });
+    dx
 }
 
 /// Average pooling over channels-last windows; padded positions are left out of each

@@ -55,11 +55,8 @@ impl Conv2D {
         let g = self.geometry(name, &dims[1..])?;
         let cols = im2col_on_device(x, &g)?;
         let kernel = weights[0].reshape((g.patch_len(), self.filters))?;
-        let mut z = cols.matmul(&kernel)?;
-        if self.use_bias {
-            z = z.broadcast_add(&weights[1])?;
-        }
-        let y = self.activation.apply(&z)?;
+        let bias = if self.use_bias { Some(&weights[1]) } else { None };
+        let (z, y) = crate::kernels::bias_activation(cols.matmul(&kernel)?, bias, self.activation)?;
         let shape = (batch, g.out_h, g.out_w, self.filters);
         let logits = if self.activation.has_logits() { Some((z.reshape(shape)?, self.activation)) } else { None };
         let value = y.reshape(shape)?;

@@ -66,11 +66,8 @@ impl Dense {
         let in_features = *dims.last().unwrap();
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = if dims.len() == 2 { x.clone() } else { x.reshape((rows, in_features))? };
-        let mut z = x2.matmul(kernel)?;
-        if self.use_bias {
-            z = z.broadcast_add(&weights[1])?;
-        }
-        let y = self.activation.apply(&z)?;
+        let bias = if self.use_bias { Some(&weights[1]) } else { None };
+        let (z, y) = crate::kernels::bias_activation(x2.matmul(kernel)?, bias, self.activation)?;
         let cache = Cache::Dense { x: x2, z: z.clone(), y: y.clone() };
         let shaped = |t: Tensor| -> Result<Tensor> {
             if dims.len() == 2 {

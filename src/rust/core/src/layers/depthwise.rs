@@ -10,7 +10,7 @@ use super::{Cache, LayerGrads, LayerOutput, OutputGrad, WeightSpec};
 use crate::activation::Activation;
 use crate::error::Result;
 use crate::initializer::Initializer;
-use crate::kernels::{col2im_on_device, im2col_on_device, window_geometry, ConvGeometry};
+use crate::kernels::{col2im_on_device, im2col_on_device, window_geometry, with_cpu_slice, ConvGeometry};
 use candle_core::Tensor;
 
 /// Window settings shared by the depthwise and separable layers.
@@ -55,39 +55,62 @@ impl DepthwiseConv2D {
         specs
     }
 
-    /// Patch rows (n, taps * c) times per-channel kernels -> (n, c * depth_multiplier).
+    /// The depthwise step -> (n, c * depth_multiplier), n = batch * out_h * out_w. `cols` is
+    /// what [`Self::patches`] returned: on the CPU the input image itself (our direct kernel
+    /// reads windows from it), elsewhere its im2col patch rows (n, taps * c), multiplied by
+    /// the per-channel kernels as batched matmuls.
     fn depthwise(&self, cols: &Tensor, kernel: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
-        let (n, taps, c, m) = (cols.dim(0)?, g.kh * g.kw, g.c, self.depth_multiplier);
+        let (taps, c, m) = (g.kh * g.kw, g.c, self.depth_multiplier);
+        if cols.device().is_cpu() {
+            let batch = cols.dim(0)?;
+            let k = kernel.flatten_all()?.to_vec1::<f32>()?;
+            let out = with_cpu_slice(cols, |x| crate::kernels::depthwise::forward(x, &k, batch, g, m))?;
+            return Ok(Tensor::from_vec(out, (batch * g.out_h * g.out_w, c * m), cols.device())?);
+        }
+        let n = cols.dim(0)?;
         let per_channel = cols.reshape((n, taps, c))?.permute((2, 0, 1))?.contiguous()?; // (c, n, taps)
         let k = kernel.reshape((taps, c, m))?.permute((1, 0, 2))?.contiguous()?; // (c, taps, m)
         Ok(per_channel.matmul(&k)?.permute((1, 0, 2))?.contiguous()?.reshape((n, c * m))?)
     }
 
-    /// Gradients of `depthwise` for the kernel (Keras layout) and, if asked, the patches.
-    fn depthwise_backward(&self, cols: &Tensor, kernel: &Tensor, dz: &Tensor, g: &ConvGeometry, need_cols: bool) -> Result<(Tensor, Option<Tensor>)> {
-        let (n, taps, c, m) = (cols.dim(0)?, g.kh * g.kw, g.c, self.depth_multiplier);
+    /// Gradients of `depthwise` for the kernel (Keras layout) and, if asked, the input
+    /// image (batch, h, w, c).
+    fn depthwise_backward(&self, cols: &Tensor, kernel: &Tensor, dz: &Tensor, g: &ConvGeometry, input_dims: &[usize], need_input: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let (taps, c, m) = (g.kh * g.kw, g.c, self.depth_multiplier);
+        if cols.device().is_cpu() {
+            let batch = input_dims[0];
+            let k = kernel.flatten_all()?.to_vec1::<f32>()?;
+            let (dk, dx) = with_cpu_slice(cols, |x| {
+                with_cpu_slice(dz, |d| crate::kernels::depthwise::backward(x, &k, d, batch, g, m, need_input))
+            })??;
+            let dk = Tensor::from_vec(dk, (g.kh, g.kw, c, m), dz.device())?;
+            let dx = dx.map(|dx| Tensor::from_vec(dx, input_dims, dz.device())).transpose()?;
+            return Ok((dk, dx));
+        }
+        let n = cols.dim(0)?;
         let per_channel = cols.reshape((n, taps, c))?.permute((2, 0, 1))?.contiguous()?; // (c, n, taps)
         let dz_c = dz.reshape((n, c, m))?.permute((1, 0, 2))?.contiguous()?; // (c, n, m)
         let dk = per_channel.transpose(1, 2)?.contiguous()?.matmul(&dz_c)?; // (c, taps, m)
         let dk = dk.permute((1, 0, 2))?.contiguous()?.reshape((g.kh, g.kw, c, m))?;
-        let dcols = if need_cols {
+        let dx = if need_input {
             let k = kernel.reshape((taps, c, m))?.permute((1, 0, 2))?.contiguous()?; // (c, taps, m)
             let d = dz_c.matmul(&k.transpose(1, 2)?.contiguous()?)?; // (c, n, taps)
-            Some(d.permute((1, 2, 0))?.contiguous()?.reshape((n, taps * c))?)
+            let dcols = d.permute((1, 2, 0))?.contiguous()?.reshape((n, taps * c))?;
+            Some(col2im_on_device(&dcols, input_dims[0], g)?)
         } else {
             None
         };
-        Ok((dk, dcols))
+        Ok((dk, dx))
     }
 
+    /// What the depthwise step reads: the input itself on the CPU, im2col patches elsewhere.
     fn patches(&self, name: &str, class: &str, x: &Tensor) -> Result<(Tensor, ConvGeometry)> {
         let dims = x.dims();
         let g = self.geometry(name, class, &dims[1..])?;
+        if x.device().is_cpu() {
+            return Ok((if x.is_contiguous() { x.clone() } else { x.contiguous()? }, g));
+        }
         Ok((im2col_on_device(x, &g)?, g))
-    }
-
-    fn input_grad(dcols: &Tensor, input_dims: &[usize], g: &ConvGeometry) -> Result<Tensor> {
-        col2im_on_device(dcols, input_dims[0], g)
     }
 
     pub fn forward(&self, name: &str, weights: &[Tensor], x: &Tensor) -> Result<(LayerOutput, Cache)> {
@@ -109,12 +132,11 @@ impl DepthwiseConv2D {
             OutputGrad::Logits(dz) => dz.reshape(z.dims())?,
             OutputGrad::Value(dy) => self.activation.backward(z, y, &dy.reshape(y.dims())?)?,
         };
-        let (dk, dcols) = self.depthwise_backward(cols, &weights[0], &dz, &g, need_input_grad)?;
+        let (dk, input) = self.depthwise_backward(cols, &weights[0], &dz, &g, input_dims, need_input_grad)?;
         let mut grads = vec![dk];
         if self.use_bias {
             grads.push(crate::kernels::sum_rows(&dz)?);
         }
-        let input = dcols.map(|d| Self::input_grad(&d, input_dims, &g)).transpose()?;
         Ok(LayerGrads { input, weights: grads, more_inputs: Vec::new() })
     }
 }
@@ -178,12 +200,11 @@ impl SeparableConv2D {
         let pointwise = weights[1].reshape((mid_channels, self.filters))?;
         let d_pointwise = mid.t()?.matmul(&dz)?.reshape((1, 1, mid_channels, self.filters))?;
         let d_mid = dz.matmul(&pointwise.t()?)?;
-        let (dk, dcols) = self.depthwise.depthwise_backward(cols, &weights[0], &d_mid, &g, need_input_grad)?;
+        let (dk, input) = self.depthwise.depthwise_backward(cols, &weights[0], &d_mid, &g, input_dims, need_input_grad)?;
         let mut grads = vec![dk, d_pointwise];
         if self.depthwise.use_bias {
             grads.push(crate::kernels::sum_rows(&dz)?);
         }
-        let input = dcols.map(|d| DepthwiseConv2D::input_grad(&d, input_dims, &g)).transpose()?;
         Ok(LayerGrads { input, weights: grads, more_inputs: Vec::new() })
     }
 }
@@ -239,6 +260,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn one_multiplier_gradients_match_finite_differences() {
+        // depth_multiplier 1 takes the kernels' vectorized per-channel path.
+        let dev = Device::Cpu;
+        let mut d = depthwise(true, (1, 1));
+        d.depth_multiplier = 1;
+        d.dilation = (1, 2);
+        let k = Tensor::randn(0f32, 0.4, (2, 3, 3, 1), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.2, 3, &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 4, 6, 3), &dev).unwrap();
+        let grads = |kk: &Tensor, xx: &Tensor, dy: &Tensor| {
+            let w = [kk.clone(), b.clone()];
+            let (_, cache) = d.forward("d", &w, xx).unwrap();
+            let Cache::Conv { cols, z, y, input_dims } = cache else { panic!() };
+            d.backward("d", &w, &cols, &z, &y, &input_dims, OutputGrad::Value(dy.clone()), true).unwrap()
+        };
+        check_backward(&[2, 4, 6, 3], |xx| Ok(d.forward("d", &[k.clone(), b.clone()], xx)?.0.value), |xx, dy| Ok(grads(&k, xx, dy).input.unwrap()), 2e-2);
+        check_backward(&[2, 3, 3, 1], |kk| Ok(d.forward("d", &[kk.clone(), b.clone()], &x)?.0.value), |kk, dy| Ok(grads(kk, &x, dy).weights[0].clone()), 2e-2);
     }
 
     #[test]
