@@ -163,9 +163,10 @@ rg_compile <- function(ptr, optimizer, losses, loss_weights, metrics) .Call(wrap
 rg_check_data <- function(x, what) .Call(wrap__rg_check_data, x, what)
 
 #' A row-major f32 copy of `x` (an array, or a list of arrays) for fit(): batches of shuffled
-#' rows are then whole-row copies. Returns an external pointer per array (a list for a list).
+#' rows are then whole-row copies. Converted on the replicas' workers for a parallel model
+#' `ptr` (NULL: on the CPU pool). Returns an external pointer per array (a list for a list).
 #' @noRd
-rg_stage <- function(x, what) .Call(wrap__rg_stage, x, what)
+rg_stage <- function(x, what, ptr) .Call(wrap__rg_stage, x, what, ptr)
 
 #' Seconds to convert rows `rows` (1-based) of `x` (an R array or a staged copy) into one
 #' batch, averaged over `repeats` conversions: the R data path the benchmarks measure.

@@ -227,8 +227,8 @@ fit.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_si
   weights <- sample_weights(sample_weight, class_weight, y, n, object)
   # One row-major float copy per fit (half the size of R's doubles): shuffled batches are
   # then whole-row copies instead of a strided read per value.
-  x <- call_backend(rg_stage(x, "x"))
-  y <- call_backend(rg_stage(y, "y"))
+  x <- call_backend(rg_stage(x, "x", object$ptr))
+  y <- call_backend(rg_stage(y, "y", object$ptr))
 
   train_rows <- seq_len(n)
   val <- NULL

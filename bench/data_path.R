@@ -33,8 +33,8 @@ for (name in names(workloads)) {
   steps <- ceiling(w$n / w$batch)
   step_s <- stats::median(replicate(repeats, system.time(
     fit(model, x, y, batch_size = w$batch, epochs = 1, verbose = 0))[["elapsed"]])) / steps
-  stage_s <- stats::median(replicate(repeats, system.time(rustgpu:::rg_stage(x, "x"))[["elapsed"]]))
-  staged <- rustgpu:::rg_stage(x, "x")
+  stage_s <- stats::median(replicate(repeats, system.time(rustgpu:::rg_stage(x, "x", NULL))[["elapsed"]]))
+  staged <- rustgpu:::rg_stage(x, "x", NULL)
   batch_rows <- sample.int(w$n, w$batch)  # a shuffled batch, as fit() draws them
   from_staged <- rustgpu:::rg_gather_seconds(staged, batch_rows, 200)
   from_r <- rustgpu:::rg_gather_seconds(x, batch_rows, 200)

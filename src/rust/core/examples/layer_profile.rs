@@ -99,6 +99,21 @@ fn ops() {
         t.sort_by(|a, b| a.partial_cmp(b).unwrap());
         println!("{:<40} {:>8.3} ms", label, t[10]);
     };
+    if std::env::var_os("MLP").is_some() {
+        let w = candle_core::Tensor::rand(0f32, 1.0, (784, 512), &dev).unwrap();
+        for rows in [128usize, 256] {
+            let x = candle_core::Tensor::rand(0f32, 1.0, (rows, 784), &dev).unwrap();
+            let dz = candle_core::Tensor::rand(0f32, 1.0, (rows, 512), &dev).unwrap();
+            time(&format!("x({}x784) w(784x512)", rows), &|| { let _ = x.matmul(&w).unwrap(); });
+            time(&format!("dz({}x512) w^T", rows), &|| { let _ = dz.matmul(&w.t().unwrap()).unwrap(); });
+            time(&format!("x^T dz ({} rows)", rows), &|| { let _ = x.t().unwrap().matmul(&dz).unwrap(); });
+            let wt = w.t().unwrap().contiguous().unwrap();
+            time(&format!("(w dz^T)^T contiguous ({} rows)", rows), &|| { let _ = w.matmul(&dz.t().unwrap()).unwrap().t().unwrap().contiguous().unwrap(); });
+            time(&format!("w^T copied, then dz w^T ({} rows)", rows), &|| { let wt = w.t().unwrap().contiguous().unwrap(); let _ = dz.matmul(&wt).unwrap(); });
+            time(&format!("(w^T x^T)^T ({} rows)", rows), &|| { let _ = wt.matmul(&x.t().unwrap()).unwrap(); });
+        }
+        return;
+    }
     let cols = candle_core::Tensor::rand(0f32, 1.0, (86528, 9), &dev).unwrap();
     let k = candle_core::Tensor::rand(0f32, 1.0, (9, 32), &dev).unwrap();
     let b = candle_core::Tensor::rand(0f32, 1.0, 32, &dev).unwrap();

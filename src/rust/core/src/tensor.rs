@@ -50,27 +50,18 @@ impl HostTensor {
         Ok(Self { shape, data })
     }
 
-    /// A row-major copy of a column-major array (R's layout) of shape `dims`, samples first.
-    /// Blocks of rows are converted in parallel; within a block, each column is read once
-    /// while the block's rows stay in cache.
+    /// A row-major copy of a column-major array (R's layout) of shape `dims`, samples first,
+    /// converted in blocks of rows in parallel on the current thread pool.
     pub fn from_column_major<T: Copy + Into<f64> + Sync>(values: &[T], dims: &[usize]) -> HostTensor {
         use rayon::prelude::*;
-        const BLOCK: usize = 64;
         let n = dims.first().copied().unwrap_or(0);
+        let width: usize = dims.get(1..).unwrap_or(&[]).iter().product();
         let offsets = column_to_row_major(dims.get(1..).unwrap_or(&[]));
-        let width = offsets.len();
         let mut data = vec![0f32; n * width];
         if width > 0 {
-            data.par_chunks_mut(BLOCK * width).enumerate().for_each(|(b, out)| {
-                let first = b * BLOCK;
-                let count = out.len() / width;
-                for (k, &dst) in offsets.iter().enumerate() {
-                    let column = &values[k * n + first..k * n + first + count];
-                    for (r, v) in column.iter().enumerate() {
-                        out[r * width + dst] = (*v).into() as f32;
-                    }
-                }
-            });
+            data.par_chunks_mut(ROW_BLOCK * width)
+                .enumerate()
+                .for_each(|(b, out)| column_major_rows_into(values, n, &offsets, b * ROW_BLOCK, out));
         }
         HostTensor { shape: dims.to_vec(), data }
     }
@@ -85,6 +76,29 @@ impl HostTensor {
             data.extend_from_slice(&p.data);
         }
         HostTensor::new(shape, data)
+    }
+}
+
+/// Rows converted together: a block's rows stay in cache while each column is read.
+pub const ROW_BLOCK: usize = 64;
+
+/// Converts rows `first..first + out.len() / width` of a column-major array with `n` rows
+/// into `out` (row-major), where `offsets` = [`column_to_row_major`] of the sample dims.
+pub fn column_major_rows_into<T: Copy + Into<f64>>(values: &[T], n: usize, offsets: &[usize], first: usize, out: &mut [f32]) {
+    let width = offsets.len();
+    if width == 0 {
+        return;
+    }
+    let count = out.len() / width;
+    for start in (0..count).step_by(ROW_BLOCK) {
+        let rows = ROW_BLOCK.min(count - start);
+        let block = &mut out[start * width..(start + rows) * width];
+        for (k, &dst) in offsets.iter().enumerate() {
+            let column = &values[k * n + first + start..k * n + first + start + rows];
+            for (r, v) in column.iter().enumerate() {
+                block[r * width + dst] = (*v).into() as f32;
+            }
+        }
     }
 }
 

@@ -543,6 +543,39 @@ impl Executor {
         }
     }
 
+    /// A row-major copy of a column-major array (see [`HostTensor::from_column_major`]),
+    /// converted where the steps run: on the replicas' workers, each its share of the rows,
+    /// for a replicated model (so that it uses their threads), else on the current pool.
+    pub fn stage_column_major<T: Copy + Into<f64> + Sync>(&self, values: &[T], dims: &[usize]) -> Result<HostTensor> {
+        let Executor::Replicated(set) = self else { return Ok(HostTensor::from_column_major(values, dims)) };
+        let n = dims.first().copied().unwrap_or(0);
+        let offsets = crate::tensor::column_to_row_major(dims.get(1..).unwrap_or(&[]));
+        let width = offsets.len();
+        let mut data = vec![0f32; n * width];
+        let ranges = split_batch(n, set.len());
+        {
+            // Each replica takes the disjoint slice of the output that holds its rows.
+            let mut rest: &mut [f32] = &mut data;
+            let mut slices = Vec::with_capacity(ranges.len());
+            for r in &ranges {
+                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * width);
+                slices.push(std::sync::Mutex::new(Some((r.start, mine))));
+                rest = tail;
+            }
+            let (slices, offsets) = (&slices, &offsets);
+            set.run_all(|r| -> PartTask<'_, ()> {
+                let (first, out) = slices[r].lock().ok()?.take()?;
+                (!out.is_empty()).then(|| {
+                    Box::new(move |_: &WorkerContext| {
+                        crate::tensor::column_major_rows_into(values, n, offsets, first, out);
+                        Ok(())
+                    }) as Box<_>
+                })
+            })?;
+        }
+        HostTensor::new(dims.to_vec(), data)
+    }
+
     pub fn replica_count(&self) -> usize {
         match self {
             Executor::Local(_) => 1,

@@ -112,3 +112,17 @@ fn replicas_gather_only_the_rows_asked_for() {
     assert_eq!(sa, sb);
     assert_eq!(a.get_weights(), b.get_weights());
 }
+
+#[test]
+fn replicas_stage_column_major_data_like_one_device() {
+    // 131 rows of (3, 2) samples, column-major; 3 replicas each convert a share of the rows.
+    let dims = [131usize, 3, 2];
+    let values: Vec<f64> = (0..131 * 6).map(|i| i as f64 * 0.5).collect();
+    let local = HostTensor::from_column_major(&values, &dims);
+    for n in [1, 3] {
+        let staged = replicas(n, MergeDevice::Cpu).stage_column_major(&values, &dims).unwrap();
+        assert_eq!(staged, local);
+    }
+    // Row 7, element (i = 2, j = 1) sits at 7 + 131 * (2 + 3 * 1) in R's layout.
+    assert_eq!(local.data[7 * 6 + 2 * 2 + 1], values[7 + 131 * (2 + 3)] as f32);
+}

@@ -143,11 +143,14 @@ fn staged_array(robj: &Robj) -> Option<&HostTensor> {
 /// The whole of `x` as one row-major f32 copy, made once per fit: shuffled batches then
 /// gather whole rows (a copy each), where gathering them from R's column-major memory reads
 /// one cache line per value. Costs half of R's own copy in memory (f32 against f64).
-pub fn stage(x: &RArray) -> HostTensor {
+/// The conversion runs where the model's steps run (see `Executor::stage_column_major`).
+pub fn stage(x: &RArray, executor: Option<&rustgpu_core::Executor>) -> Result<HostTensor> {
+    let local = rustgpu_core::Executor::Local(rustgpu_core::device::cpu_device());
+    let executor = executor.unwrap_or(&local);
     match &x.values {
-        RNumbers::Real(v) => HostTensor::from_column_major(v, &x.dims),
-        RNumbers::Int(v) => HostTensor::from_column_major(v, &x.dims),
-        RNumbers::Staged(t) => (*t).clone(),
+        RNumbers::Real(v) => executor.stage_column_major(v, &x.dims),
+        RNumbers::Int(v) => executor.stage_column_major(v, &x.dims),
+        RNumbers::Staged(t) => Ok((*t).clone()),
     }
 }
 

@@ -147,16 +147,18 @@ fn rg_check_data(x: Robj, what: &str) -> Robj {
 }
 
 /// A row-major f32 copy of `x` (an array, or a list of arrays) for fit(): batches of shuffled
-/// rows are then whole-row copies. Returns an external pointer per array (a list for a list).
+/// rows are then whole-row copies. Converted on the replicas' workers for a parallel model
+/// `ptr` (NULL: on the CPU pool). Returns an external pointer per array (a list for a list).
 /// @noRd
 #[extendr]
-fn rg_stage(x: Robj, what: &str) -> Robj {
+fn rg_stage(x: Robj, what: &str, ptr: Robj) -> Robj {
     guard(|| {
         let items = input_items(&x);
+        let executor = if ptr.is_null() { None } else { Some(&handle(&ptr)?.executor) };
         let staged = arrays(&items, what)?
             .iter()
             .map(|a| {
-                let mut ptr: Robj = ExternalPtr::new(crate::convert::stage(a)).into();
+                let mut ptr: Robj = ExternalPtr::new(crate::convert::stage(a, executor)?).into();
                 ptr.set_class(&[crate::convert::STAGED_CLASS]).map_err(|e| Error::State(e.to_string()))?;
                 Ok(ptr)
             })

@@ -92,7 +92,7 @@ impl Dense {
         if self.use_bias {
             grads.push(crate::kernels::sum_rows(&dz)?);
         }
-        let input = if need_input_grad { Some(dz.matmul(&weights[0].t()?)?) } else { None };
+        let input = if need_input_grad { Some(crate::kernels::matmul_by_transpose(&dz, &weights[0])?) } else { None };
         Ok(LayerGrads { input, weights: grads, more_inputs: Vec::new() })
     }
 }
