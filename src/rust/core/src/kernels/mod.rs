@@ -3,10 +3,12 @@
 //! argmax routing. They work on contiguous f32 host slices.
 mod conv;
 pub mod depthwise;
+mod matmul;
 pub mod patches;
 mod pool;
 
 pub use conv::{col2im, im2col, ConvGeometry};
+pub use matmul::{linear, matmul, matmul_by_transpose};
 pub use pool::{avg_pool_backward, avg_pool_forward, max_pool_backward_from, max_pool_values};
 #[cfg(test)]
 pub use pool::{max_pool_backward, max_pool_forward};
@@ -145,55 +147,6 @@ pub fn sum_rows(t: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(sums, f, t.device())?)
 }
 
-/// `activation(z + bias)` for a matmul's output `z` (rows, f): the pre-activation and the
-/// output. With ReLU on the CPU both come from one pass, and the pre-activation returned is
-/// the output itself (ReLU's gradient only asks whether it is > 0, the same for both).
-pub fn bias_activation(z: Tensor, bias: Option<&Tensor>, activation: crate::activation::Activation) -> Result<(Tensor, Tensor)> {
-    use crate::activation::Activation;
-    if activation == Activation::Relu && z.device().is_cpu() && z.dtype() == candle_core::DType::F32 {
-        let (_, f) = z.dims2()?;
-        let b: Vec<f32> = match bias {
-            Some(b) => b.flatten_all()?.to_vec1::<f32>()?,
-            None => vec![0f32; f],
-        };
-        let y = with_cpu_slice(&z, |zs| {
-            use rayon::prelude::*;
-            let rows_per_chunk = (1 << 15) / f.max(1) + 1;
-            uninit_filled(zs.len(), |out| {
-                out.par_chunks_mut(rows_per_chunk * f).zip(zs.par_chunks(rows_per_chunk * f)).for_each(|(o, z)| {
-                    for (o, z) in o.chunks_exact_mut(f).zip(z.chunks_exact(f)) {
-                        for ((o, z), b) in o.iter_mut().zip(z).zip(&b) {
-                            // NaN passes through (as tf.nn.relu lets it), so a diverging
-                            // model still shows a NaN loss.
-                            let v = *z + *b;
-                            o.write(if v < 0.0 { 0.0 } else { v });
-                        }
-                    }
-                })
-            })
-        })?;
-        let y = Tensor::from_vec(y, z.dims(), z.device())?;
-        return Ok((y.clone(), y));
-    }
-    let z = match bias {
-        Some(b) => z.broadcast_add(b)?,
-        None => z,
-    };
-    let y = activation.apply(&z)?;
-    Ok((z, y))
-}
-
-/// `a · bᵀ` for a row-major `b` (a dense layer's input gradient, dz · kernelᵀ). On the CPU
-/// as `(b · aᵀ)ᵀ`: gemm packs a transposed right-hand side slowly, and packing the whole
-/// kernel that way took about 0.7 ms per call for a 784x512 kernel whatever the batch size,
-/// a fixed cost each data-parallel replica paid again.
-pub fn matmul_by_transpose(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if a.device().is_cpu() {
-        return Ok(b.matmul(&a.t()?)?.t()?.contiguous()?);
-    }
-    Ok(a.matmul(&b.t()?)?)
-}
-
 /// `dy` where `z > 0`, else 0 (TensorFlow's ReluGrad), in one pass on the CPU; candle's
 /// comparison against a broadcast zero then a multiply took three strided passes.
 pub fn relu_backward(z: &Tensor, dy: &Tensor) -> Result<Tensor> {
@@ -294,22 +247,6 @@ mod tests {
         let z = Tensor::new(&[[-1f32, 0.0, 2.0], [3.0, -0.5, 0.25]], &dev).unwrap();
         let dy = Tensor::new(&[[1f32, 2.0, 3.0], [4.0, 5.0, 6.0]], &dev).unwrap();
         assert_eq!(relu_backward(&z, &dy).unwrap().to_vec2::<f32>().unwrap(), vec![vec![0.0, 0.0, 3.0], vec![4.0, 0.0, 6.0]]);
-    }
-
-    #[test]
-    fn bias_relu_in_one_pass_matches_candle_and_keeps_nan() {
-        let dev = Device::Cpu;
-        let z = Tensor::new(&[[-1f32, 0.5, f32::NAN], [2.0, -3.0, 0.25]], &dev).unwrap();
-        let b = Tensor::new(&[0.5f32, -1.0, 1.0], &dev).unwrap();
-        let (pre, y) = bias_activation(z.clone(), Some(&b), crate::activation::Activation::Relu).unwrap();
-        let y = y.to_vec2::<f32>().unwrap();
-        assert_eq!(y[1], vec![2.5, 0.0, 1.25]);
-        assert_eq!(&y[0][..2], &[0.0, 0.0]);
-        assert!(y[0][2].is_nan());
-        // The returned pre-activation gives ReLU's gradient the same mask as z + b would.
-        let dy = Tensor::ones((2, 3), candle_core::DType::F32, &dev).unwrap();
-        let from_candle = relu_backward(&z.broadcast_add(&b).unwrap(), &dy).unwrap().to_vec2::<f32>().unwrap();
-        assert_eq!(relu_backward(&pre, &dy).unwrap().to_vec2::<f32>().unwrap(), from_candle);
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl Conv2D {
         let cols = im2col_on_device(x, &g)?;
         let kernel = weights[0].reshape((g.patch_len(), self.filters))?;
         let bias = if self.use_bias { Some(&weights[1]) } else { None };
-        let (z, y) = crate::kernels::bias_activation(cols.matmul(&kernel)?, bias, self.activation)?;
+        let (z, y) = crate::kernels::linear(&cols, &kernel, bias, self.activation)?;
         let shape = (batch, g.out_h, g.out_w, self.filters);
         let logits = if self.activation.has_logits() { Some((z.reshape(shape)?, self.activation)) } else { None };
         let value = y.reshape(shape)?;
@@ -69,14 +69,14 @@ impl Conv2D {
             OutputGrad::Value(dy) => self.activation.backward(z, y, &dy.reshape(y.dims())?)?,
         };
         let kernel_shape = weights[0].dims().to_vec();
-        let mut grads = vec![cols.t()?.matmul(&dz)?.reshape(kernel_shape)?];
+        let mut grads = vec![crate::kernels::matmul(&cols.t()?, &dz)?.reshape(kernel_shape)?];
         if self.use_bias {
             grads.push(crate::kernels::sum_rows(&dz)?);
         }
         let input = if need_input_grad {
             let g = self.geometry(name, &input_dims[1..])?;
             let kernel = weights[0].reshape((g.patch_len(), self.filters))?;
-            let dcols = dz.matmul(&kernel.t()?)?;
+            let dcols = crate::kernels::matmul_by_transpose(&dz, &kernel)?;
             Some(col2im_on_device(&dcols, input_dims[0], &g)?)
         } else {
             None

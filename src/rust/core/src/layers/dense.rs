@@ -67,7 +67,7 @@ impl Dense {
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = if dims.len() == 2 { x.clone() } else { x.reshape((rows, in_features))? };
         let bias = if self.use_bias { Some(&weights[1]) } else { None };
-        let (z, y) = crate::kernels::bias_activation(x2.matmul(kernel)?, bias, self.activation)?;
+        let (z, y) = crate::kernels::linear(&x2, kernel, bias, self.activation)?;
         let cache = Cache::Dense { x: x2, z: z.clone(), y: y.clone() };
         let shaped = |t: Tensor| -> Result<Tensor> {
             if dims.len() == 2 {
@@ -88,7 +88,7 @@ impl Dense {
             OutputGrad::Logits(dz) => dz.reshape(z.dims())?,
             OutputGrad::Value(dy) => self.activation.backward(z, y, &dy.reshape(y.dims())?)?,
         };
-        let mut grads = vec![x.t()?.matmul(&dz)?];
+        let mut grads = vec![crate::kernels::matmul(&x.t()?, &dz)?];
         if self.use_bias {
             grads.push(crate::kernels::sum_rows(&dz)?);
         }

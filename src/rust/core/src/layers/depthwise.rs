@@ -176,12 +176,9 @@ impl SeparableConv2D {
         let (cols, g) = self.depthwise.patches(name, "SeparableConv2D", x)?;
         let mid = self.depthwise.depthwise(&cols, &weights[0], &g)?;
         let pointwise = weights[1].reshape((g.c * self.depthwise.depth_multiplier, self.filters))?;
-        let mut z = mid.matmul(&pointwise)?;
-        if self.depthwise.use_bias {
-            z = z.broadcast_add(&weights[2])?;
-        }
         let act = self.depthwise.activation;
-        let y = act.apply(&z)?;
+        let bias = if self.depthwise.use_bias { Some(&weights[2]) } else { None };
+        let (z, y) = crate::kernels::linear(&mid, &pointwise, bias, act)?;
         let shape = (x.dim(0)?, g.out_h, g.out_w, self.filters);
         let logits = if act.has_logits() { Some((z.reshape(shape)?, act)) } else { None };
         let value = y.reshape(shape)?;
@@ -198,8 +195,8 @@ impl SeparableConv2D {
         };
         let mid_channels = g.c * self.depthwise.depth_multiplier;
         let pointwise = weights[1].reshape((mid_channels, self.filters))?;
-        let d_pointwise = mid.t()?.matmul(&dz)?.reshape((1, 1, mid_channels, self.filters))?;
-        let d_mid = dz.matmul(&pointwise.t()?)?;
+        let d_pointwise = crate::kernels::matmul(&mid.t()?, &dz)?.reshape((1, 1, mid_channels, self.filters))?;
+        let d_mid = crate::kernels::matmul_by_transpose(&dz, &pointwise)?;
         let (dk, input) = self.depthwise.depthwise_backward(cols, &weights[0], &d_mid, &g, input_dims, need_input_grad)?;
         let mut grads = vec![dk, d_pointwise];
         if self.depthwise.use_bias {
