@@ -122,6 +122,47 @@ fn window_models() -> Vec<(&'static str, Vec<usize>, Model)> {
         .collect()
 }
 
+/// A functional model with the merge layers (add, multiply, concatenate) on two branches.
+fn merge_model() -> Model {
+    let node = |class: &str, name: &str, config: &str, inputs: &[&str]| {
+        let refs: Vec<String> = inputs.iter().map(|i| format!(r#"["{}",0,0,{{}}]"#, i)).collect();
+        let sep = if config.is_empty() { "" } else { "," };
+        format!(r#"{{"class_name":"{}","name":"{}","config":{{"name":"{}"{}{}}},"inbound_nodes":[[{}]]}}"#, class, name, name, sep, config, refs.join(","))
+    };
+    let layers = [
+        r#"{"class_name":"InputLayer","name":"in","config":{"name":"in","batch_input_shape":[null,8]},"inbound_nodes":[]}"#.to_string(),
+        node("Dense", "a", r#""units":6,"activation":"tanh""#, &["in"]),
+        node("Dense", "b", r#""units":6,"activation":"sigmoid""#, &["in"]),
+        node("Add", "add", "", &["a", "b"]),
+        node("Multiply", "mul", "", &["a", "b"]),
+        node("Concatenate", "cat", r#""axis":-1"#, &["add", "mul"]),
+        node("Dense", "out", r#""units":5,"activation":"softmax""#, &["cat"]),
+    ];
+    let json = format!(
+        r#"{{"class_name":"Functional","config":{{"name":"f","layers":[{}],"input_layers":[["in",0,0]],"output_layers":[["out",0,0]]}}}}"#,
+        layers.join(",")
+    );
+    let mut m = rustgpu_core::io::model_from_config(&json).unwrap();
+    m.ensure_built(&[vec![8]]).unwrap();
+    m
+}
+
+/// Embedding (integer ids as floats), activation, reshape and dropout (identity at
+/// inference; in training its mask is drawn per device, so only the forward is compared).
+fn sequence_model() -> Model {
+    keras_sequential(
+        &[6],
+        &[
+            &layer("Embedding", r#""input_dim":20,"output_dim":4"#),
+            &layer("Activation", r#""activation":"tanh""#),
+            &layer("Reshape", r#""target_shape":[3,8]"#),
+            &layer("Conv1D", r#""filters":5,"kernel_size":2,"activation":"relu""#),
+            &layer("Flatten", ""),
+            &layer("Dense", r#""units":5,"activation":"softmax""#),
+        ],
+    )
+}
+
 fn all_weights(m: &Model) -> Vec<f32> {
     m.weights.iter().flat_map(|w| w.value.iter().copied()).collect()
 }
@@ -193,6 +234,40 @@ fn main() {
             }
             Err(e) => check(&format!("backward {} CUDA: {}", label, e), f64::INFINITY, 1e-4),
         }
+    }
+    // Merges (functional) and embedding/activation/reshape: forward and one SGD step.
+    let ids = |rows: usize| {
+        let x: Vec<f32> = (0..rows * 6).map(|i| ((i * 7) % 20) as f32).collect();
+        HostTensor::new(vec![rows, 6], x).unwrap()
+    };
+    for (label, m, x) in [("add/multiply/concatenate (functional)", merge_model(), data(32, 8, 5).0), ("embedding + activation + reshape + conv1d", sequence_model(), ids(32))] {
+        let (_, y) = data(32, 8, 5);
+        let rows: Vec<usize> = (0..32).collect();
+        let p_cpu = cpu.predict_on_batch(&m, &[&x], &rows).unwrap().remove(0);
+        match gpu.predict_on_batch(&m, &[&x], &rows) {
+            Ok(mut p) => check(&format!("forward {} CUDA vs CPU", label), rel(&p.remove(0).data, &p_cpu.data), 1e-4),
+            Err(e) => check(&format!("forward {} CUDA: {}", label, e), f64::INFINITY, 1e-4),
+        }
+        let (mut a, mut b) = (m.clone(), m.clone());
+        let (mut ca, mut cb) = (compiled("sgd"), compiled("sgd"));
+        cpu.train_on_batch(&mut a, &mut ca, &[&x], &[&y], None, &rows, 0).unwrap();
+        match gpu.train_on_batch(&mut b, &mut cb, &[&x], &[&y], None, &rows, 0) {
+            Ok(_) => {
+                let w0 = all_weights(&m);
+                let da: Vec<f32> = all_weights(&a).iter().zip(&w0).map(|(p, q)| p - q).collect();
+                let db: Vec<f32> = all_weights(&b).iter().zip(&w0).map(|(p, q)| p - q).collect();
+                check(&format!("backward {} CUDA vs CPU (SGD step)", label), rel(&db, &da), 1e-4);
+            }
+            Err(e) => check(&format!("backward {} CUDA: {}", label, e), f64::INFINITY, 1e-4),
+        }
+    }
+    {
+        let m = keras_sequential(&[8], &[&layer("Dense", r#""units":6"#), &layer("Dropout", r#""rate":0.5"#), &layer("Dense", r#""units":5,"activation":"softmax""#)]);
+        let (x, _) = data(32, 8, 5);
+        let rows: Vec<usize> = (0..32).collect();
+        let p_cpu = cpu.predict_on_batch(&m, &[&x], &rows).unwrap().remove(0);
+        let p_gpu = gpu.predict_on_batch(&m, &[&x], &rows).unwrap().remove(0);
+        check("forward dropout (inference) CUDA vs CPU", rel(&p_gpu.data, &p_cpu.data), 1e-4);
     }
     // Two replicas on one GPU (two workers) against one device.
     for merge in [MergeDevice::Cpu, MergeDevice::FirstReplica] {

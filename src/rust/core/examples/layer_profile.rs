@@ -115,6 +115,12 @@ fn ops() {
         return;
     }
     let cols = candle_core::Tensor::rand(0f32, 1.0, (86528, 9), &dev).unwrap();
+    {
+        let dz1 = candle_core::Tensor::rand(0f32, 1.0, (86528, 32), &dev).unwrap();
+        time("conv1 dW = cols^T dz (ours)", &|| { let _ = rustgpu_core::kernels::matmul(&cols.t().unwrap(), &dz1).unwrap(); });
+        time("conv1 relu backward", &|| { let _ = rustgpu_core::kernels::relu_backward(&dz1, &dz1).unwrap(); });
+        time("conv1 bias grad", &|| { let _ = rustgpu_core::kernels::sum_rows(&dz1).unwrap(); });
+    }
     let k = candle_core::Tensor::rand(0f32, 1.0, (9, 32), &dev).unwrap();
     let b = candle_core::Tensor::rand(0f32, 1.0, 32, &dev).unwrap();
     let z = cols.matmul(&k).unwrap();
