@@ -163,6 +163,24 @@ fn sequence_model() -> Model {
     )
 }
 
+/// Relative errors of `gpu` against `cpu`: the predictions, and the weight change of one
+/// SGD step; a device error as its message.
+fn compare_on_devices(cpu: &Executor, gpu: &Executor, m: &Model, x: &HostTensor, y: &HostTensor) -> (Result<f64, String>, Result<f64, String>) {
+    let rows: Vec<usize> = (0..x.rows()).collect();
+    let p_cpu = cpu.predict_on_batch(m, &[x], &rows).unwrap().remove(0);
+    let forward = gpu.predict_on_batch(m, &[x], &rows).map(|mut p| rel(&p.remove(0).data, &p_cpu.data)).map_err(|e| e.to_string());
+    let (mut a, mut b) = (m.clone(), m.clone());
+    let (mut ca, mut cb) = (compiled("sgd"), compiled("sgd"));
+    cpu.train_on_batch(&mut a, &mut ca, &[x], &[y], None, &rows, 0).unwrap();
+    let backward = gpu.train_on_batch(&mut b, &mut cb, &[x], &[y], None, &rows, 0).map_err(|e| e.to_string()).map(|_| {
+        let w0 = all_weights(m);
+        let da: Vec<f32> = all_weights(&a).iter().zip(&w0).map(|(p, q)| p - q).collect();
+        let db: Vec<f32> = all_weights(&b).iter().zip(&w0).map(|(p, q)| p - q).collect();
+        rel(&db, &da)
+    });
+    (forward, backward)
+}
+
 fn all_weights(m: &Model) -> Vec<f32> {
     m.weights.iter().flat_map(|w| w.value.iter().copied()).collect()
 }
@@ -212,52 +230,29 @@ fn main() {
         let (wa, wb): (Vec<f32>, Vec<f32>) = (a.weights.iter().flat_map(|w| w.value.iter().copied()).collect(), b.weights.iter().flat_map(|w| w.value.iter().copied()).collect());
         check(&format!("one SGD step (backward) {} CUDA vs CPU", label), rel(&wb, &wa), 1e-4);
     }
-    // Window layers: forward, and one Adam step (so every weight's gradient counts), CUDA vs CPU.
-    for (label, shape, m) in window_models() {
-        let (x, y) = shaped_data(32, &shape, 5);
-        let rows: Vec<usize> = (0..32).collect();
-        let p_cpu = cpu.predict_on_batch(&m, &[&x], &rows).unwrap().remove(0);
-        match gpu.predict_on_batch(&m, &[&x], &rows) {
-            Ok(mut p) => check(&format!("forward {} CUDA vs CPU", label), rel(&p.remove(0).data, &p_cpu.data), 1e-4),
-            Err(e) => check(&format!("forward {} CUDA: {}", label, e), f64::INFINITY, 1e-4),
-        }
-        let (mut a, mut b) = (m.clone(), m.clone());
-        let (mut ca, mut cb) = (compiled("sgd"), compiled("sgd"));
-        cpu.train_on_batch(&mut a, &mut ca, &[&x], &[&y], None, &rows, 0).unwrap();
-        match gpu.train_on_batch(&mut b, &mut cb, &[&x], &[&y], None, &rows, 0) {
-            Ok(_) => {
-                // Compare the weight changes (the gradients times the learning rate).
-                let w0 = all_weights(&m);
-                let da: Vec<f32> = all_weights(&a).iter().zip(&w0).map(|(p, q)| p - q).collect();
-                let db: Vec<f32> = all_weights(&b).iter().zip(&w0).map(|(p, q)| p - q).collect();
-                check(&format!("backward {} CUDA vs CPU (SGD step)", label), rel(&db, &da), 1e-4);
-            }
-            Err(e) => check(&format!("backward {} CUDA: {}", label, e), f64::INFINITY, 1e-4),
-        }
-    }
-    // Merges (functional) and embedding/activation/reshape: forward and one SGD step.
+    // Window layers, merges (functional), embedding/activation/reshape: the forward pass and
+    // the weight change of one SGD step (the gradients times the learning rate).
     let ids = |rows: usize| {
         let x: Vec<f32> = (0..rows * 6).map(|i| ((i * 7) % 20) as f32).collect();
         HostTensor::new(vec![rows, 6], x).unwrap()
     };
-    for (label, m, x) in [("add/multiply/concatenate (functional)", merge_model(), data(32, 8, 5).0), ("embedding + activation + reshape + conv1d", sequence_model(), ids(32))] {
-        let (_, y) = data(32, 8, 5);
-        let rows: Vec<usize> = (0..32).collect();
-        let p_cpu = cpu.predict_on_batch(&m, &[&x], &rows).unwrap().remove(0);
-        match gpu.predict_on_batch(&m, &[&x], &rows) {
-            Ok(mut p) => check(&format!("forward {} CUDA vs CPU", label), rel(&p.remove(0).data, &p_cpu.data), 1e-4),
+    let mut cases: Vec<(&str, Model, HostTensor, HostTensor)> = window_models()
+        .into_iter()
+        .map(|(label, shape, m)| {
+            let (x, y) = shaped_data(32, &shape, 5);
+            (label, m, x, y)
+        })
+        .collect();
+    cases.push(("add/multiply/concatenate (functional)", merge_model(), data(32, 8, 5).0, data(32, 8, 5).1));
+    cases.push(("embedding + activation + reshape + conv1d", sequence_model(), ids(32), data(32, 8, 5).1));
+    for (label, m, x, y) in cases {
+        let (forward, backward) = compare_on_devices(&cpu, &gpu, &m, &x, &y);
+        match forward {
+            Ok(err) => check(&format!("forward {} CUDA vs CPU", label), err, 1e-4),
             Err(e) => check(&format!("forward {} CUDA: {}", label, e), f64::INFINITY, 1e-4),
         }
-        let (mut a, mut b) = (m.clone(), m.clone());
-        let (mut ca, mut cb) = (compiled("sgd"), compiled("sgd"));
-        cpu.train_on_batch(&mut a, &mut ca, &[&x], &[&y], None, &rows, 0).unwrap();
-        match gpu.train_on_batch(&mut b, &mut cb, &[&x], &[&y], None, &rows, 0) {
-            Ok(_) => {
-                let w0 = all_weights(&m);
-                let da: Vec<f32> = all_weights(&a).iter().zip(&w0).map(|(p, q)| p - q).collect();
-                let db: Vec<f32> = all_weights(&b).iter().zip(&w0).map(|(p, q)| p - q).collect();
-                check(&format!("backward {} CUDA vs CPU (SGD step)", label), rel(&db, &da), 1e-4);
-            }
+        match backward {
+            Ok(err) => check(&format!("backward {} CUDA vs CPU (SGD step)", label), err, 1e-4),
             Err(e) => check(&format!("backward {} CUDA: {}", label, e), f64::INFINITY, 1e-4),
         }
     }
