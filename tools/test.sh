@@ -10,6 +10,7 @@ export RUSTGPU_TARGET_DIR="${RUSTGPU_TARGET_DIR:-$PWD/target}"
 export CARGO_TARGET_DIR="$RUSTGPU_TARGET_DIR"
 
 echo "== cargo test (rustgpu-core, rustgpu bindings)"
+cargo fetch --locked
 ./tools/sync-lock.sh --check
 cargo test --release -j 2 --locked -p rustgpu-core -p rustgpu --lib --tests
 

@@ -1,15 +1,32 @@
 //! Times each layer's forward and backward pass of the benchmarks' small CNN (batch 128) on
 //! the CPU, to find where a training step goes:
-//! `cargo run --release -p rustgpu-core --example layer_profile` (RAYON_NUM_THREADS sets threads).
+//! `cargo run --release -p rustgpu-core --example layer_profile`
+//! (RAYON_NUM_THREADS sets threads; OPS=1 times single ops instead).
 use rustgpu_core::layers::{ForwardContext, OutputGrad};
 use rustgpu_core::model::weights_to_device;
 use rand::SeedableRng;
 use std::time::Instant;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+extern "C" {
+    fn mallopt(param: std::os::raw::c_int, value: std::os::raw::c_int) -> std::os::raw::c_int;
+}
+
+/// The R package allocates with mimalloc, which keeps freed memory for reuse; glibc's default
+/// maps and unmaps every large buffer (page faults on each use), which made this profile's
+/// figures several times the package's. Keep large blocks in the heap instead. (mimalloc
+/// itself stays out of the core crate: the package's standalone lock file could not list it.)
+fn allocate_like_the_package() {
+    const M_TRIM_THRESHOLD: std::os::raw::c_int = -1;
+    const M_MMAP_THRESHOLD: std::os::raw::c_int = -3;
+    // SAFETY: glibc's mallopt, called before any thread of ours exists.
+    unsafe {
+        mallopt(M_MMAP_THRESHOLD, 1 << 30);
+        mallopt(M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
 
 fn main() {
+    allocate_like_the_package();
     if std::env::var_os("OPS").is_some() {
         ops();
         return;
