@@ -104,23 +104,22 @@ pub fn column_major_rows_into<T: Copy + Into<f64>>(values: &[T], n: usize, offse
 
 /// For sample dims `d`, maps each column-major position to its row-major position.
 pub fn column_to_row_major(d: &[usize]) -> Vec<usize> {
-    let total: usize = d.iter().product();
-    let mut out = Vec::with_capacity(total);
-    for mut k in 0..total {
-        let mut rm = 0;
-        let mut stride = 1;
-        let mut idx = Vec::with_capacity(d.len());
-        for size in d {
-            idx.push(k % size);
-            k /= size;
-        }
-        for (axis, size) in d.iter().enumerate().rev() {
-            rm += idx[axis] * stride;
-            stride *= size;
-        }
-        out.push(rm);
+    // Row-major stride of each axis (the last axis moves fastest).
+    let mut strides = vec![1usize; d.len()];
+    for axis in (0..d.len().saturating_sub(1)).rev() {
+        strides[axis] = strides[axis + 1] * d[axis + 1];
     }
-    out
+    let total: usize = d.iter().product();
+    (0..total)
+        .map(|mut k| {
+            // Column-major: the first axis moves fastest.
+            d.iter().zip(&strides).map(|(size, stride)| {
+                let i = k % size;
+                k /= size;
+                i * stride
+            }).sum()
+        })
+        .collect()
 }
 
 /// Where a step's rows come from. The binding implements it over R's memory, so each replica

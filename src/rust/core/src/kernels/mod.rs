@@ -1,6 +1,7 @@
-//! CPU kernels we own instead of candle's (whose conv backward is slow and whose max-pool
-//! gradient is wrong): im2col/col2im for channels-last convolutions and max pooling with
-//! argmax routing. They work on contiguous f32 host slices.
+//! Kernels we own instead of candle's (whose conv backward is slow and whose max-pool
+//! gradient is wrong): on contiguous f32 host slices for the CPU (im2col/col2im, pooling,
+//! depthwise convolution, matmuls through gemm, row sums, ReLU gradients), and as tensor ops
+//! for other devices (`patches`). The `*_on_device` functions pick one by the tensor's device.
 mod conv;
 pub mod depthwise;
 mod matmul;
