@@ -118,16 +118,32 @@ fn ops() {
     };
     if std::env::var_os("MLP").is_some() {
         let w = candle_core::Tensor::rand(0f32, 1.0, (784, 512), &dev).unwrap();
+        use rustgpu_core::kernels::{matmul, matmul_by_transpose};
+        let w2 = candle_core::Tensor::rand(0f32, 1.0, (512, 512), &dev).unwrap();
         for rows in [128usize, 256] {
             let x = candle_core::Tensor::rand(0f32, 1.0, (rows, 784), &dev).unwrap();
+            let h = candle_core::Tensor::rand(0f32, 1.0, (rows, 512), &dev).unwrap();
             let dz = candle_core::Tensor::rand(0f32, 1.0, (rows, 512), &dev).unwrap();
-            time(&format!("x({}x784) w(784x512)", rows), &|| { let _ = x.matmul(&w).unwrap(); });
-            time(&format!("dz({}x512) w^T", rows), &|| { let _ = dz.matmul(&w.t().unwrap()).unwrap(); });
-            time(&format!("x^T dz ({} rows)", rows), &|| { let _ = x.t().unwrap().matmul(&dz).unwrap(); });
-            let wt = w.t().unwrap().contiguous().unwrap();
-            time(&format!("(w dz^T)^T contiguous ({} rows)", rows), &|| { let _ = w.matmul(&dz.t().unwrap()).unwrap().t().unwrap().contiguous().unwrap(); });
-            time(&format!("w^T copied, then dz w^T ({} rows)", rows), &|| { let wt = w.t().unwrap().contiguous().unwrap(); let _ = dz.matmul(&wt).unwrap(); });
-            time(&format!("(w^T x^T)^T ({} rows)", rows), &|| { let _ = wt.matmul(&x.t().unwrap()).unwrap(); });
+            time(&format!("x({}x784) w(784x512)", rows), &|| { let _ = matmul(&x, &w).unwrap(); });
+            time(&format!("  as (w^T x^T)^T"), &|| { let _ = matmul_by_transpose(&x, &w.t().unwrap()).unwrap(); });
+            time(&format!("h({}x512) w2(512x512)", rows), &|| { let _ = matmul(&h, &w2).unwrap(); });
+            time(&format!("  as (w2^T h^T)^T"), &|| { let _ = matmul_by_transpose(&h, &w2.t().unwrap()).unwrap(); });
+            time(&format!("dz({}x512) w2^T as (w2 dz^T)^T", rows), &|| { let _ = matmul_by_transpose(&dz, &w2).unwrap(); });
+            time(&format!("  as dz w2^T"), &|| { let _ = matmul(&dz, &w2.t().unwrap()).unwrap(); });
+            time(&format!("x^T dz ({} rows)", rows), &|| { let _ = matmul(&x.t().unwrap(), &dz).unwrap(); });
+            time(&format!("  as (dz^T x)^T"), &|| { let _ = matmul_by_transpose(&x.t().unwrap(), &dz.t().unwrap()).unwrap(); });
+            time(&format!("h^T dz ({} rows)", rows), &|| { let _ = matmul(&h.t().unwrap(), &dz).unwrap(); });
+            // A kernel stored transposed (column-major), seen as an (in, out) view: its
+            // rows are adjacent, so gemm need not gather it when it is the left operand.
+            let w2v = w2.t().unwrap().contiguous().unwrap().t().unwrap();
+            let best = |label: &str, f: &dyn Fn()| {
+                let t = (0..200).map(|_| { let s = Instant::now(); f(); s.elapsed().as_secs_f64() * 1e3 }).fold(f64::INFINITY, f64::min);
+                println!("{:<40} {:>8.3} ms (best of 200)", label, t);
+            };
+            best(&format!("h w2 row-major ({} rows)", rows), &|| { let _ = matmul(&h, &w2).unwrap(); });
+            best(&format!("h w2 col-major ({} rows)", rows), &|| { let _ = matmul(&h, &w2v).unwrap(); });
+            best(&format!("dz w2^T row-major ({} rows)", rows), &|| { let _ = matmul_by_transpose(&dz, &w2).unwrap(); });
+            best(&format!("dz w2^T col-major ({} rows)", rows), &|| { let _ = matmul_by_transpose(&dz, &w2v).unwrap(); });
         }
         return;
     }

@@ -146,6 +146,33 @@ impl Architecture {
     /// Gradients reaching a node from several consumers are summed, a shared layer's weight
     /// gradients too; model inputs need none, so layers reading only them skip it.
     pub fn backward(&self, weights: &[Tensor], caches: &[Cache], output_grads: Vec<OutputGrad>) -> Result<Vec<Tensor>> {
+        self.backward_with_transposes(weights, &[], caches, output_grads)
+    }
+
+    /// Which weights are dense kernels whose transpose the backward pass multiplies by (the
+    /// layer's input gradient, needed when its input comes from another layer).
+    pub fn transposed_kernels(&self) -> Vec<bool> {
+        let n = self.weight_ranges.last().map_or(0, |r| r.end);
+        let mut wanted = vec![false; n];
+        for node in self.nodes().iter() {
+            let dense = matches!(self.layers[node.layer].kind, crate::layers::LayerKind::Dense(_));
+            if dense && node.inputs.iter().any(|s| matches!(s, Source::Node(_))) {
+                wanted[self.weight_ranges[node.layer].start] = true;
+            }
+        }
+        wanted
+    }
+
+    /// The backward pass, given (where `transposed[i]` is Some) weight i's transpose as a
+    /// row-major tensor: a dense layer then multiplies by it as it is, where it would pack
+    /// the kernel again for each call (see `kernels::matmul_by_transpose`).
+    pub fn backward_with_transposes(
+        &self,
+        weights: &[Tensor],
+        transposed: &[Option<Tensor>],
+        caches: &[Cache],
+        output_grads: Vec<OutputGrad>,
+    ) -> Result<Vec<Tensor>> {
         let nodes = self.nodes();
         let mut node_grads: Vec<Option<OutputGrad>> = vec![None; nodes.len()];
         for (source, g) in self.outputs().iter().zip(output_grads) {
@@ -159,7 +186,8 @@ impl Architecture {
             let node = &nodes[j];
             let range = self.weight_ranges[node.layer].clone();
             let need_input = node.inputs.iter().any(|s| matches!(s, Source::Node(_)));
-            let out = self.layers[node.layer].backward(&weights[range.clone()], &caches[j], g, need_input)?;
+            let transposes = transposed.get(range.clone()).unwrap_or(&[]);
+            let out = self.layers[node.layer].backward_with(&weights[range.clone()], transposes, &caches[j], g, need_input)?;
             for (slot, w) in grads[range].iter_mut().zip(out.weights) {
                 *slot = Some(match slot.take() {
                     Some(acc) => (acc + w)?,
@@ -501,4 +529,62 @@ pub fn weights_to_device(weights: &[Arc<Vec<f32>>], shapes: &[Vec<usize>], devic
         .zip(shapes)
         .map(|(w, s)| Ok(Tensor::from_slice(w.as_slice(), s.as_slice(), device)?))
         .collect()
+}
+
+/// Weight tensors in host memory kept from one step to the next for CPU-backed devices,
+/// which all read the same ones (virtual GPUs share the host's memory: copying the weights
+/// for each replica was a fixed cost per replica and step), with the transposes the backward
+/// pass wants (`Architecture::transposed_kernels`). An entry is used only while the model's
+/// weight is still the very value it was made from: the entry holds that value's `Arc`, so
+/// any other change to the weights (set_weights, loading, moving statistics, the template's
+/// own training) gives the model a new `Arc` and the entry is remade.
+#[derive(Default)]
+pub struct HostWeights {
+    entries: Vec<Option<HostEntry>>,
+}
+
+/// One weight's tensors: its value (shaped) and, where wanted, its transpose.
+pub struct HostWeight {
+    pub value: Tensor,
+    pub transposed: Option<Tensor>,
+}
+
+type HostEntry = (Arc<Vec<f32>>, HostWeight);
+
+impl HostWeights {
+    /// The weights as CPU tensors (and the wanted transposes), reusing every entry that is
+    /// still current. The entries' hold on the values is released, so that the optimizer
+    /// can then update them in place.
+    pub fn take(&mut self, weights: &[Weight], want_transposed: &[bool]) -> Result<Vec<HostWeight>> {
+        self.entries.resize_with(weights.len(), || None);
+        weights
+            .iter()
+            .zip(self.entries.iter_mut())
+            .enumerate()
+            .map(|(i, (w, entry))| {
+                let wanted = want_transposed.get(i).copied().unwrap_or(false);
+                match entry.take() {
+                    Some((source, hw))
+                        if Arc::ptr_eq(&source, &w.value) && hw.value.dims() == w.shape.as_slice() && hw.transposed.is_some() == wanted =>
+                    {
+                        Ok(hw)
+                    }
+                    _ => {
+                        let value = Tensor::from_slice(w.value.as_slice(), w.shape.as_slice(), &candle_core::Device::Cpu)?;
+                        let transposed = if wanted && value.rank() == 2 { Some(value.t()?.contiguous()?) } else { None };
+                        Ok(HostWeight { value, transposed })
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Keeps each weight's current tensors (None where there are none) for the next step.
+    pub fn keep(&mut self, weights: &[Weight], tensors: Vec<Option<HostWeight>>) {
+        self.entries = weights.iter().zip(tensors).map(|(w, t)| t.map(|t| (w.value.clone(), t))).collect();
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
 }

@@ -135,69 +135,85 @@ impl Optimizer {
     /// One update of every trainable weight, on the calling thread. `parts[r][w]` is
     /// replica `r`'s gradient of weight `w`.
     pub fn apply(&mut self, weights: &mut [Weight], parts: &[Vec<&[f32]>]) -> Result<()> {
-        self.apply_sharded(weights, parts, 1, |shards| {
-            shards.into_iter().for_each(|shard| shard());
-            Ok(())
-        })
+        self.apply_sharded(weights, None, 1, |shards| shards.into_iter().try_for_each(|shard| shard(parts)))
     }
 
     /// One update of every trainable weight, split into `shards` closures of about equal
-    /// work that `run` executes (e.g. one per replica worker, concurrently). The parts are
-    /// summed in replica order inside the update loop, in one pass over memory.
+    /// work that `run` executes (e.g. one per replica worker, concurrently), each given every
+    /// replica's gradients when it runs (`parts[r][w]`: replica `r`'s gradient of weight `w`;
+    /// the parts are summed in replica order inside the update loop, in one pass over memory).
+    ///
+    /// With `mirrors` (one per weight), the new values of each trainable weight are also
+    /// written, while they are in cache, into its mirror's spare capacity (and transposed
+    /// into `transposed`'s, where asked): the next step's weight tensors, with no copy of
+    /// their own. When this returns Ok every trainable weight's mirror holds all its values
+    /// (the caller may `set_len` to the weight's length), as long as `run` ran every shard
+    /// (`run` must return an error otherwise).
     pub fn apply_sharded<'a>(
         &'a mut self,
         weights: &'a mut [Weight],
-        parts: &'a [Vec<&'a [f32]>],
+        mirrors: Option<&'a mut [Mirror]>,
         shards: usize,
         run: impl FnOnce(Vec<UpdateShard<'a>>) -> Result<()>,
     ) -> Result<()> {
-        if parts.is_empty() || parts.iter().any(|p| p.len() != weights.len()) {
-            return Err(Error::State(format!("gradients do not match the {} weights", weights.len())));
-        }
         if self.slots.len() != weights.len() || self.slots.iter().zip(weights.iter()).any(|(s, w)| s[0].len() != w.value.len()) {
             let k = self.config.slots_per_weight();
             self.slots = weights.iter().map(|w| vec![vec![0f32; w.value.len()]; k]).collect();
         }
         let step = (self.iterations + 1) as f32;
         let config = &self.config;
+        let weight_lens: Vec<usize> = weights.iter().map(|w| w.value.len()).collect();
+        let mut mirrors: Vec<Option<&'a mut Mirror>> = match mirrors {
+            Some(m) if m.len() == weights.len() => m.iter_mut().map(Some).collect(),
+            Some(_) => return Err(Error::State("one mirror per weight expected".into())),
+            None => weights.iter().map(|_| None).collect(),
+        };
         // Chunks of every trainable weight, dealt out to the shards in turn.
         let n_shards = shards.max(1);
         let mut assigned: Vec<Vec<Chunk<'a>>> = (0..n_shards).map(|_| Vec::new()).collect();
         let mut next = 0;
-        for (wi, (w, slots)) in weights.iter_mut().zip(self.slots.iter_mut()).enumerate() {
+        for (wi, ((w, slots), mirror)) in weights.iter_mut().zip(self.slots.iter_mut()).zip(mirrors.iter_mut()).enumerate() {
             if !w.trainable {
                 continue;
             }
             // No copy when no replica still holds this step's snapshot.
             let var = Arc::make_mut(&mut w.value);
+            let n = var.len();
             let mut slot_chunks: Vec<std::slice::ChunksMut<'_, f32>> = slots.iter_mut().map(|s| s.chunks_mut(CHUNK)).collect();
+            let mut transposed_into = None;
+            let mut mirror_chunks = mirror.take().map(|m| {
+                m.values.clear();
+                m.values.reserve(n);
+                if let Some((rows, cols)) = m.transpose.filter(|(r, c)| r * c == n) {
+                    m.transposed.clear();
+                    m.transposed.reserve(n);
+                    transposed_into = Some(TransposeTarget { dst: m.transposed.spare_capacity_mut().as_mut_ptr() as *mut f32, rows, cols });
+                }
+                m.values.spare_capacity_mut()[..n].chunks_mut(CHUNK)
+            });
             for (ci, var_chunk) in var.chunks_mut(CHUNK).enumerate() {
                 let slots = slot_chunks.iter_mut().map(|c| c.next().unwrap()).collect();
-                assigned[next % n_shards].push(Chunk { weight: wi, start: ci * CHUNK, var: var_chunk, slots });
+                let mirror = mirror_chunks.as_mut().and_then(|m| m.next());
+                let transposed = transposed_into;
+                assigned[next % n_shards].push(Chunk { weight: wi, start: ci * CHUNK, var: var_chunk, slots, mirror, transposed });
                 next += 1;
             }
         }
         let shards: Vec<UpdateShard<'a>> = assigned
             .into_iter()
             .map(|chunks| {
-                Box::new(move || {
+                let weight_lens = weight_lens.clone();
+                Box::new(move |parts: &[Vec<&[f32]>]| {
+                    // Every shard checks the same thing before writing anything, so either all
+                    // of them update or none does.
+                    if parts.is_empty() || parts.iter().any(|p| p.len() != weight_lens.len() || p.iter().zip(&weight_lens).any(|(g, n)| g.len() != *n)) {
+                        return Err(Error::State(format!("gradients do not match the {} weights", weight_lens.len())));
+                    }
                     let mut sum = Vec::with_capacity(CHUNK);
                     for mut c in chunks {
-                        let range = c.start..c.start + c.var.len();
-                        // One part (one device) is read in place; several are summed into a
-                        // buffer reused across this shard's chunks.
-                        let g: &[f32] = if parts.len() == 1 {
-                            &parts[0][c.weight][range]
-                        } else {
-                            sum.clear();
-                            sum.extend_from_slice(&parts[0][c.weight][range.clone()]);
-                            for p in &parts[1..] {
-                                sum.iter_mut().zip(&p[c.weight][range.clone()]).for_each(|(a, b)| *a += *b);
-                            }
-                            &sum
-                        };
-                        update(config, step, c.var, g, &mut c.slots);
+                        update_chunk(config, step, &mut c, parts, &mut sum);
                     }
+                    Ok(())
                 }) as UpdateShard<'a>
             })
             .collect();
@@ -207,23 +223,140 @@ impl Optimizer {
     }
 }
 
-/// A share of one optimizer step, runnable on any thread.
-pub type UpdateShard<'a> = Box<dyn FnOnce() + Send + 'a>;
+/// A share of one optimizer step, runnable on any thread, given every replica's gradients.
+pub type UpdateShard<'a> = Box<dyn FnOnce(&[Vec<&[f32]>]) -> Result<()> + Send + 'a>;
 
-/// A slice of one weight and its optimizer slots.
+/// Where an update also writes a weight's new values (see [`Optimizer::apply_sharded`]).
+#[derive(Debug, Default)]
+pub struct Mirror {
+    pub values: Vec<f32>,
+    /// `Some((rows, cols))`: the weight, a row-major (rows, cols) matrix, is also wanted
+    /// transposed, as a row-major (cols, rows) matrix in `transposed`.
+    pub transpose: Option<(usize, usize)>,
+    pub transposed: Vec<f32>,
+}
+
+/// A slice of one weight, its optimizer slots, and where its new values are mirrored.
 struct Chunk<'a> {
     weight: usize,
     start: usize,
     var: &'a mut [f32],
     slots: Vec<&'a mut [f32]>,
+    mirror: Option<&'a mut [std::mem::MaybeUninit<f32>]>,
+    transposed: Option<TransposeTarget>,
+}
+
+/// The (cols, rows) buffer a (rows, cols) weight's chunks write their transposes into.
+#[derive(Clone, Copy)]
+struct TransposeTarget {
+    dst: *mut f32,
+    rows: usize,
+    cols: usize,
+}
+
+// SAFETY: the chunks that share a target write disjoint elements of it (see apply_sharded).
+unsafe impl Send for TransposeTarget {}
+
+/// Writes elements `start..start + var.len()` of a row-major (rows, cols) matrix to their
+/// places in its transpose: whole rows in 16x16 tiles (reads and writes each within 16 cache
+/// lines), the partial rows at either end one by one.
+///
+/// # Safety
+/// `t.dst` must have room for `rows * cols` values, and `start + var.len() <= rows * cols`.
+#[inline(always)]
+unsafe fn write_transposed(var: &[f32], start: usize, t: &TransposeTarget) {
+    let (rows, cols) = (t.rows, t.cols);
+    let end = start + var.len();
+    let put = |e: usize| t.dst.add((e % cols) * rows + e / cols).write(var[e - start]);
+    let first_full = start.div_ceil(cols);
+    let last_full = end / cols;
+    if first_full >= last_full {
+        (start..end).for_each(put);
+        return;
+    }
+    (start..first_full * cols).for_each(put);
+    (last_full * cols..end).for_each(put);
+    const TILE: usize = 16;
+    for r0 in (first_full..last_full).step_by(TILE) {
+        let r1 = (r0 + TILE).min(last_full);
+        for c0 in (0..cols).step_by(TILE) {
+            for c in c0..(c0 + TILE).min(cols) {
+                for r in r0..r1 {
+                    t.dst.add(c * rows + r).write(var[r * cols + c - start]);
+                }
+            }
+        }
+    }
 }
 
 /// Elements per unit of parallel optimizer work.
 const CHUNK: usize = 1 << 14;
 
+/// One chunk's update (its gradient parts summed, the update, the mirrors written), with
+/// the widest vector instructions the CPU has: the crate is built for baseline x86-64
+/// (SSE2), where RMSprop's and Adam's square roots and divisions took most of an MLP step's
+/// optimizer time. The same operations in the same order (no fused multiply-adds: Rust does
+/// not contract), so every build gives the same bits.
+fn update_chunk(config: &OptimizerConfig, step: f32, c: &mut Chunk<'_>, parts: &[Vec<&[f32]>], sum: &mut Vec<f32>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { update_chunk_avx512(config, step, c, parts, sum) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { update_chunk_avx2(config, step, c, parts, sum) };
+        }
+    }
+    update_chunk_portable(config, step, c, parts, sum)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn update_chunk_avx512(config: &OptimizerConfig, step: f32, c: &mut Chunk<'_>, parts: &[Vec<&[f32]>], sum: &mut Vec<f32>) {
+    update_chunk_portable(config, step, c, parts, sum)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn update_chunk_avx2(config: &OptimizerConfig, step: f32, c: &mut Chunk<'_>, parts: &[Vec<&[f32]>], sum: &mut Vec<f32>) {
+    update_chunk_portable(config, step, c, parts, sum)
+}
+
+#[inline(always)]
+fn update_chunk_portable(config: &OptimizerConfig, step: f32, c: &mut Chunk<'_>, parts: &[Vec<&[f32]>], sum: &mut Vec<f32>) {
+    let range = c.start..c.start + c.var.len();
+    // One part (one device) is read in place; several are summed, in replica order, into a
+    // buffer reused across the shard's chunks.
+    let g: &[f32] = if parts.len() == 1 {
+        &parts[0][c.weight][range]
+    } else {
+        sum.clear();
+        sum.extend_from_slice(&parts[0][c.weight][range.clone()]);
+        for p in &parts[1..] {
+            sum.iter_mut().zip(&p[c.weight][range.clone()]).for_each(|(a, b)| *a += *b);
+        }
+        sum
+    };
+    update_portable(config, step, c.var, g, &mut c.slots);
+    if let Some(m) = c.mirror.as_mut() {
+        for (dst, v) in m.iter_mut().zip(c.var.iter()) {
+            dst.write(*v);
+        }
+    }
+    if let Some(t) = c.transposed {
+        // SAFETY: `dst` has room for rows * cols values (reserved in apply_sharded) and
+        // outlives the shards; each chunk writes only the transposed positions of its own
+        // elements, so no two chunks write one place.
+        unsafe { write_transposed(c.var, c.start, &t) };
+    }
+}
+
 // The common cases are zipped loops without branches so that they vectorize; the
 // variants (centered RMSprop, RMSprop momentum, AMSGrad) take the general loops.
-fn update(config: &OptimizerConfig, step: f32, var: &mut [f32], g: &[f32], slots: &mut [&mut [f32]]) {
+#[inline(always)]
+fn update_portable(config: &OptimizerConfig, step: f32, var: &mut [f32], g: &[f32], slots: &mut [&mut [f32]]) {
     match *config {
         OptimizerConfig::Sgd { learning_rate, momentum, nesterov } => {
             let (lr, mom) = (learning_rate as f32, momentum as f32);
@@ -359,5 +492,38 @@ mod sum_tests {
             o2.apply(&mut whole, &[vec![&total[..]]]).unwrap();
         }
         assert_eq!(split[0].value, whole[0].value);
+    }
+}
+
+#[cfg(test)]
+mod mirror_tests {
+    use super::*;
+
+    #[test]
+    fn mirrors_hold_the_new_values_and_their_transpose() {
+        // A (rows, cols) weight whose chunks end mid-row, updated by three shards.
+        let (rows, cols) = (37, 1000);
+        let n = rows * cols;
+        assert!(n % CHUNK != 0 && CHUNK % cols != 0);
+        let w = |v: Vec<f32>, shape: Vec<usize>| Weight { name: "w".into(), shape, value: Arc::new(v), trainable: true };
+        let mut weights = vec![w((0..n).map(|i| i as f32 * 1e-3).collect(), vec![rows, cols]), w(vec![0.5; 7], vec![7])];
+        let g0: Vec<f32> = (0..n).map(|i| (i % 11) as f32 * 0.1).collect();
+        let g1 = vec![0.3f32; 7];
+        let mut opt = Optimizer::new(OptimizerConfig::by_name("rmsprop").unwrap());
+        let mut mirrors = vec![Mirror { transpose: Some((rows, cols)), ..Default::default() }, Mirror::default()];
+        let parts = vec![vec![&g0[..], &g1[..]]];
+        opt.apply_sharded(&mut weights, Some(&mut mirrors), 3, |shards| shards.into_iter().try_for_each(|s| s(&parts))).unwrap();
+        for (m, w) in mirrors.iter_mut().zip(&weights) {
+            // SAFETY: the update returned Ok (apply_sharded's contract).
+            unsafe { m.values.set_len(w.value.len()) };
+            assert_eq!(&m.values, &*w.value);
+        }
+        unsafe { mirrors[0].transposed.set_len(n) };
+        for r in 0..rows {
+            for c in 0..cols {
+                assert_eq!(mirrors[0].transposed[c * rows + r], weights[0].value[r * cols + c], "({}, {})", r, c);
+            }
+        }
+        assert!(mirrors[1].transposed.is_empty());
     }
 }

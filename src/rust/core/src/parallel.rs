@@ -107,6 +107,8 @@ pub struct ReplicaSet {
     workers: Vec<Arc<Worker>>,
     timeline: Arc<Mutex<VecDeque<Interval>>>,
     fault: Mutex<Option<Fault>>,
+    /// The weights as host tensors, shared by CPU-backed replicas across steps.
+    pub(crate) host_weights: Mutex<crate::model::HostWeights>,
 }
 
 const TIMELINE_LEN: usize = 256;
@@ -115,11 +117,16 @@ impl ReplicaSet {
     pub fn new(devices: Vec<DeviceInfo>, merge: MergeDevice) -> Result<Self> {
         let timeline = Arc::new(Mutex::new(VecDeque::with_capacity(TIMELINE_LEN)));
         let workers = devices.iter().map(device_worker).collect::<Result<Vec<_>>>()?;
-        Ok(Self { devices, merge, workers, timeline, fault: Mutex::new(None) })
+        Ok(Self { devices, merge, workers, timeline, fault: Mutex::new(None), host_weights: Mutex::new(Default::default()) })
     }
 
     pub fn len(&self) -> usize {
         self.workers.len()
+    }
+
+    /// Whether every replica computes in host memory (virtual GPUs).
+    pub fn is_host_backed(&self) -> bool {
+        self.devices.iter().all(|d| d.kind == DeviceKind::Virtual)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -238,6 +245,90 @@ impl ReplicaSet {
     }
 }
 
+/// Where the replicas of one step wait for each other (all gradients computed, before the
+/// optimizer update). A replica that fails, or whose task never runs, abandons it, and the
+/// others then go on without updating: no replica waits for one that will not come.
+pub(crate) struct StepBarrier {
+    parties: usize,
+    arrived: std::sync::atomic::AtomicUsize,
+    abandoned: std::sync::atomic::AtomicBool,
+    lock: Mutex<()>,
+    wake: std::sync::Condvar,
+}
+
+impl StepBarrier {
+    pub(crate) fn new(parties: usize) -> Self {
+        Self {
+            parties,
+            arrived: Default::default(),
+            abandoned: Default::default(),
+            lock: Mutex::new(()),
+            wake: std::sync::Condvar::new(),
+        }
+    }
+
+    fn all_here(&self) -> bool {
+        self.arrived.load(std::sync::atomic::Ordering::Acquire) >= self.parties
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.abandoned.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Waits until every party has arrived (true) or one abandoned the step (false).
+    pub(crate) fn arrive(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 >= self.parties {
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.wake.notify_all();
+            return !self.is_abandoned();
+        }
+        // Replicas finish their backward passes at about the same time: a short spin saves
+        // the sleep and wake-up (~0.1 ms on a VM) before blocking.
+        let spin_until = Instant::now() + std::time::Duration::from_micros(200);
+        while !self.all_here() && !self.is_abandoned() && Instant::now() < spin_until {
+            std::hint::spin_loop();
+        }
+        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        while !self.all_here() && !self.is_abandoned() {
+            guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+        }
+        !self.is_abandoned()
+    }
+
+    pub(crate) fn abandon(&self) {
+        self.abandoned.store(true, std::sync::atomic::Ordering::Release);
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.wake.notify_all();
+    }
+}
+
+/// Abandons the barrier when dropped before its party arrived: a task that fails, panics, or
+/// is dropped unrun (its worker gone) releases the others.
+pub(crate) struct Arrival<'b> {
+    barrier: &'b StepBarrier,
+    arrived: bool,
+}
+
+impl<'b> Arrival<'b> {
+    pub(crate) fn new(barrier: &'b StepBarrier) -> Self {
+        Self { barrier, arrived: false }
+    }
+
+    pub(crate) fn arrive(mut self) -> bool {
+        self.arrived = true;
+        self.barrier.arrive()
+    }
+}
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        if !self.arrived {
+            self.barrier.abandon();
+        }
+    }
+}
+
 fn spawn_worker(info: DeviceInfo) -> Result<Worker> {
     let (tx, rx) = mpsc::channel::<Task>();
     let label = info.label();
@@ -335,6 +426,26 @@ mod tests {
                 assert!(lens.iter().max().unwrap() - lens.iter().min().unwrap() <= 1);
             }
         }
+    }
+
+    #[test]
+    fn step_barrier_releases_everyone_or_is_abandoned() {
+        let barrier = StepBarrier::new(3);
+        let passed = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..3).map(|_| s.spawn(|| Arrival::new(&barrier).arrive())).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+        });
+        assert_eq!(passed, vec![true; 3]);
+        // One party never arrives (its arrival is dropped, as when its task fails): the
+        // others are released, told that the step was abandoned.
+        let barrier = StepBarrier::new(3);
+        let passed = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..2).map(|_| s.spawn(|| Arrival::new(&barrier).arrive())).collect();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            drop(Arrival::new(&barrier));
+            hs.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+        });
+        assert_eq!(passed, vec![false; 2]);
     }
 
     fn virtual_devices(n: usize) -> Vec<DeviceInfo> {

@@ -52,6 +52,13 @@ pub enum Executor {
 struct StepInputs {
     arch: Arc<Architecture>,
     weights: Vec<Arc<Vec<f32>>>,
+    /// The same weights as host tensors, when every replica reads host memory: then
+    /// `weights` is empty (the step holds no reference to the master values, which the
+    /// optimizer updates in place while replicas still hold this).
+    host_tensors: Option<Vec<Tensor>>,
+    /// With `host_tensors`: the transposes the backward pass can use (see
+    /// `Architecture::backward_with_transposes`).
+    host_transposed: Vec<Option<Tensor>>,
     shapes: Vec<Vec<usize>>,
     losses: Vec<Loss>,
     loss_weights: Vec<f64>,
@@ -103,6 +110,8 @@ impl StepInputs {
         Ok(Self {
             arch: model.arch.clone(),
             weights: model.weights.iter().map(|w| w.value.clone()).collect(),
+            host_tensors: None,
+            host_transposed: Vec::new(),
             shapes: model.weights.iter().map(|w| w.shape.clone()).collect(),
             losses,
             loss_weights,
@@ -125,7 +134,10 @@ fn forward_part(
     training: bool,
     replica: usize,
 ) -> Result<(Vec<Tensor>, Vec<crate::model::ModelOutput>, Vec<crate::layers::Cache>)> {
-    let weights = weights_to_device(&s.weights, &s.shapes, device)?;
+    let weights = match &s.host_tensors {
+        Some(tensors) if device.is_cpu() => tensors.clone(),
+        _ => weights_to_device(&s.weights, &s.shapes, device)?,
+    };
     let xs = xs.iter().map(|x| x.to_device(device)).collect::<Result<Vec<_>>>()?;
     let seed = s.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(replica as u64);
     let mut ctx = ForwardContext { training, rng: rand::rngs::StdRng::seed_from_u64(seed) };
@@ -199,7 +211,8 @@ fn train_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], re
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let grads = s.arch.backward(&weights, &caches, output_grads)?;
+    let transposed: &[Option<Tensor>] = if device.is_cpu() { &s.host_transposed } else { &[] };
+    let grads = s.arch.backward_with_transposes(&weights, transposed, &caches, output_grads)?;
     let updates = s
         .arch
         .state_updates(&caches)
@@ -249,6 +262,129 @@ impl Batch<'_> {
         });
         Ok((self.xs.iter().map(|x| x.gather(rows)).collect(), ys, weights))
     }
+}
+
+/// A training step on replicas that all compute in host memory (virtual GPUs), merged on the
+/// CPU, in one task per replica: its forward and backward pass, then, once every replica's
+/// gradients are there, its share of the optimizer update, reading the others' gradients in
+/// place. The replicas read one set of weight tensors, which the update itself writes for the
+/// next step. Against a step in two rounds (gradients, then update shards) this saves a
+/// round trip to the workers per step and each replica's copy of the weights, fixed costs
+/// that did not shrink with the replica's share of the batch.
+fn train_host_replicas(set: &ReplicaSet, model: &mut Model, compiled: &mut Compiled, batch: &Batch, rows: &[usize], seed: u64) -> Result<BatchStats> {
+    use crate::parallel::{Arrival, StepBarrier};
+    use std::sync::Mutex;
+    let mut cache = set.host_weights.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = StepInputs::new(model, Some(compiled), rows.len(), seed)?;
+    s.weights = Vec::new();
+    let want_transposed = model.arch.transposed_kernels();
+    let host = cache.take(&model.weights, &want_transposed)?;
+    s.host_transposed = host.iter().map(|h| h.transposed.clone()).collect();
+    s.host_tensors = Some(host.into_iter().map(|h| h.value).collect());
+    let parts_rows = split_rows(rows, set.len());
+    // Replicas with rows take part; each gets one shard of the update.
+    let active: Vec<usize> = (0..set.len()).filter(|r| parts_rows[*r].is_some()).collect();
+    let fault = set.fault_for_this_step();
+    let barrier = StepBarrier::new(active.len());
+    let updated = StepBarrier::new(active.len());
+    let deposited: Vec<Mutex<Option<Vec<Tensor>>>> = (0..set.len()).map(|_| Mutex::new(None)).collect();
+    let mut next: Vec<crate::optim::Mirror> = model
+        .weights
+        .iter()
+        .zip(&want_transposed)
+        .map(|(w, wanted)| crate::optim::Mirror {
+            transpose: (*wanted && w.shape.len() == 2).then(|| (w.shape[0], w.shape[1])),
+            ..Default::default()
+        })
+        .collect();
+    let mut outcome: Option<Vec<(Part, bool)>> = None;
+    let (s_ref, parts_rows, active_ref, barrier, updated, deposited) = (&s, &parts_rows, &active, &barrier, &updated, &deposited);
+    let applied = compiled.optimizer.apply_sharded(&mut model.weights, Some(&mut next), active.len(), |shards| {
+        let shards: Vec<Mutex<Option<crate::optim::UpdateShard<'_>>>> = shards.into_iter().map(|s| Mutex::new(Some(s))).collect();
+        let shards = &shards;
+        let results = set.run_all(|r| -> PartTask<'_, (Part, bool)> {
+            let mine = parts_rows[r]?;
+            // Made first: should this replica get no task, dropping it releases the others.
+            let arrival = Arrival::new(barrier);
+            let done = Arrival::new(updated);
+            let k = active_ref.iter().position(|a| *a == r)?;
+            let shard = shards[k].lock().ok()?.take()?;
+            let injected = fault.filter(|(replica, _)| *replica == r).map(|(_, kind)| kind);
+            Some(Box::new(move |ctx: &WorkerContext| {
+                match injected {
+                    Some(FaultKind::Panic) => panic!("injected failure (test hook)"),
+                    Some(FaultKind::Error) => return Err(Error::Device("injected failure (test hook)".into())),
+                    None => {}
+                }
+                let mut part = train_part(s_ref, &ctx.device, batch, mine, r, true)?;
+                *deposited[r].lock().unwrap_or_else(|e| e.into_inner()) = Some(std::mem::take(&mut part.grads));
+                if !arrival.arrive() {
+                    // Another replica failed: its error is the step's; nothing is updated.
+                    return Ok((part, false));
+                }
+                {
+                    let grads: Vec<Vec<Tensor>> = active_ref
+                        .iter()
+                        .map(|a| deposited[*a].lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default())
+                        .collect();
+                    let guards: Vec<Vec<_>> = grads.iter().map(|ts| ts.iter().map(|t| t.storage_and_layout()).collect()).collect();
+                    shard(&host_slices(&guards)?)?;
+                }
+                // Once every share is done, each replica frees its own gradients, on the
+                // thread that allocated them: freed from another thread, mimalloc gave the
+                // next step's gradients fresh pages, which the kernel zeroed (2 MB huge
+                // pages, ~0.3 ms per replica and step).
+                let all_done = done.arrive();
+                deposited[r].lock().unwrap_or_else(|e| e.into_inner()).take();
+                Ok((part, all_done))
+            }))
+        })?;
+        if results.iter().any(|(_, updated)| !updated) {
+            return Err(Error::State("a replica skipped its share of the update".into()));
+        }
+        outcome = Some(results);
+        Ok(())
+    });
+    if let Err(e) = applied {
+        // Nothing was updated (unless a shard itself failed midway): the tensors are remade
+        // from the master weights next step, to be sure.
+        cache.clear();
+        return Err(e);
+    }
+    let parts: Vec<Part> = outcome.unwrap_or_default().into_iter().map(|(p, _)| p).collect();
+    let stats = combine(&parts, rows.len(), s.metric_count());
+    let updates = average_updates(&parts);
+    let old_values = s.host_tensors.take().unwrap_or_default();
+    let old_transposed = std::mem::take(&mut s.host_transposed);
+    drop(s);
+    let mut tensors = Vec::with_capacity(old_values.len());
+    for (((w, mut mirror), value), transposed) in model.weights.iter().zip(next).zip(old_values).zip(old_transposed) {
+        tensors.push(Some(if w.trainable {
+            let n = w.value.len();
+            // SAFETY: the update succeeded, so every trainable weight's mirror holds all of
+            // its values, and its transpose where one was asked for (apply_sharded's
+            // contract; every shard ran, checked above).
+            unsafe { mirror.values.set_len(n) };
+            let value = Tensor::from_vec(mirror.values, w.shape.as_slice(), &Device::Cpu)?;
+            let transposed = match mirror.transpose {
+                Some((rows, cols)) => {
+                    unsafe { mirror.transposed.set_len(n) };
+                    Some(Tensor::from_vec(mirror.transposed, (cols, rows), &Device::Cpu)?)
+                }
+                None => None,
+            };
+            crate::model::HostWeight { value, transposed }
+        } else {
+            crate::model::HostWeight { value, transposed }
+        }));
+    }
+    for (i, value) in updates {
+        model.weights[i].value = Arc::new(value);
+        // Moving statistics just replaced: their tensors are remade next step.
+        tensors[i] = None;
+    }
+    cache.keep(&model.weights, tensors);
+    Ok(stats)
 }
 
 /// Sums gradients on `device` (the first replica's), in replica order, then brings the
@@ -397,6 +533,11 @@ impl Executor {
         check_rows(xs, ys, model.arch.outputs().len(), rows)?;
         check_weights(sample_weights, xs[0].rows())?;
         let batch = Batch { xs, ys, sample_weights };
+        if let Executor::Replicated(set) = self {
+            if set.merge == MergeDevice::Cpu && set.is_host_backed() {
+                return train_host_replicas(set, model, compiled, &batch, rows, seed);
+            }
+        }
         let s = StepInputs::new(model, Some(compiled), rows.len(), seed)?;
         // Gradients per replica (host tensors), in replica order; the optimizer sums them as
         // it updates, reading them in place.
@@ -445,22 +586,19 @@ impl Executor {
         let grad_parts = host_slices(&guards)?;
         // Keras keeps training on a NaN loss (a callback may stop it), so no check here.
         match self {
-            Executor::Local(_) => compiled.optimizer.apply_sharded(&mut model.weights, &grad_parts, rayon::current_num_threads(), |shards| {
+            Executor::Local(_) => compiled.optimizer.apply_sharded(&mut model.weights, None, rayon::current_num_threads(), |shards| {
                 use rayon::prelude::*;
-                shards.into_par_iter().for_each(|shard| shard());
-                Ok(())
+                shards.into_par_iter().try_for_each(|shard| shard(&grad_parts))
             })?,
             // The update is shared out to the replica workers: the threads (and, for virtual
             // GPUs, the cores) the step already runs on.
-            Executor::Replicated(set) => compiled.optimizer.apply_sharded(&mut model.weights, &grad_parts, set.len(), |shards| {
+            Executor::Replicated(set) => compiled.optimizer.apply_sharded(&mut model.weights, None, set.len(), |shards| {
                 let shards: Vec<std::sync::Mutex<Option<crate::optim::UpdateShard<'_>>>> =
                     shards.into_iter().map(|s| std::sync::Mutex::new(Some(s))).collect();
+                let grad_parts = &grad_parts;
                 set.run_all(|r| -> PartTask<'_, ()> {
                     let shard = shards[r].lock().ok()?.take()?;
-                    Some(Box::new(move |_: &WorkerContext| {
-                        shard();
-                        Ok(())
-                    }))
+                    Some(Box::new(move |_: &WorkerContext| shard(grad_parts)))
                 })?;
                 Ok(())
             })?,

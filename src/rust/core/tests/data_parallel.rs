@@ -126,3 +126,65 @@ fn replicas_stage_column_major_data_like_one_device() {
     // Row 7, element (i = 2, j = 1) sits at 7 + 131 * (2 + 3 * 1) in R's layout.
     assert_eq!(local.data[7 * 6 + 2 * 2 + 1], values[7 + 131 * (2 + 3)] as f32);
 }
+
+#[test]
+fn replicas_see_weights_changed_between_steps() {
+    // The replicas keep the weights as tensors from one step to the next; weights set from
+    // outside, or trained by the template in between, must reach them all the same.
+    let (x, y) = data(12);
+    let (mut a, mut b) = (model(), model());
+    let (mut ca, mut cb) = (compiled("adam"), compiled("adam"));
+    let local = Executor::Local(rustgpu_core::device::cpu_device());
+    let par = replicas(2, MergeDevice::Cpu);
+    for step in 0..6u64 {
+        let sa = local.train_on_batch(&mut a, &mut ca, &[&x], &[&y], None, &all(12), step).unwrap();
+        let sb = match step {
+            // Both trained by the template (one device) for this step.
+            2 => local.train_on_batch(&mut b, &mut cb, &[&x], &[&y], None, &all(12), step).unwrap(),
+            _ => par.train_on_batch(&mut b, &mut cb, &[&x], &[&y], None, &all(12), step).unwrap(),
+        };
+        assert!((sa.loss - sb.loss).abs() <= 1e-5 * sa.loss.abs().max(1.0), "step {}: {} vs {}", step, sa.loss, sb.loss);
+        if step == 3 {
+            // set_weights() on both between steps.
+            let w: Vec<HostTensor> = a
+                .get_weights()
+                .into_iter()
+                .map(|w| HostTensor::new(w.shape.clone(), w.data.iter().map(|v| v * 0.5).collect()).unwrap())
+                .collect();
+            a.set_weights(w.clone()).unwrap();
+            b.set_weights(w).unwrap();
+        }
+    }
+    for (wa, wb) in a.weights.iter().zip(&b.weights) {
+        for (u, v) in wa.value.iter().zip(wb.value.iter()) {
+            assert!((u - v).abs() <= 1e-5 * u.abs().max(1.0), "{}: {} vs {}", wa.name, u, v);
+        }
+    }
+}
+
+#[test]
+fn a_failing_replica_neither_hangs_the_others_nor_changes_the_weights() {
+    use rustgpu_core::parallel::FaultKind;
+    let (x, y) = data(12);
+    let mut m = model();
+    let mut c = compiled("sgd");
+    let set = ReplicaSet::new(
+        (0..3).map(|id| DeviceInfo { id, kind: DeviceKind::Virtual, name: format!("v{}", id), memory: None, threads: 1 }).collect(),
+        MergeDevice::Cpu,
+    )
+    .unwrap();
+    set.inject_fault(1, 1, FaultKind::Panic).unwrap();
+    let par = Executor::Replicated(set);
+    par.train_on_batch(&mut m, &mut c, &[&x], &[&y], None, &all(12), 0).unwrap();
+    let before = m.get_weights();
+    let err = par.train_on_batch(&mut m, &mut c, &[&x], &[&y], None, &all(12), 1).unwrap_err();
+    assert!(err.to_string().contains("replica 1"), "{}", err);
+    assert_eq!(before, m.get_weights());
+    assert_eq!(c.optimizer.iterations, 1);
+    // The next step runs, and from the same state as a fresh copy would.
+    let mut twin = m.clone();
+    let mut twin_c = c.clone();
+    let a = par.train_on_batch(&mut m, &mut c, &[&x], &[&y], None, &all(12), 2).unwrap();
+    let b = Executor::Local(rustgpu_core::device::cpu_device()).train_on_batch(&mut twin, &mut twin_c, &[&x], &[&y], None, &all(12), 2).unwrap();
+    assert!((a.loss - b.loss).abs() <= 1e-6 * b.loss.abs().max(1.0));
+}

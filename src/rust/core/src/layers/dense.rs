@@ -82,8 +82,19 @@ impl Dense {
     }
 
     /// dz from the incoming gradient, then kernel = x^T dz, bias = column sums of dz,
-    /// input = dz kernel^T (only when asked for).
-    pub fn backward(&self, weights: &[Tensor], x: &Tensor, z: &Tensor, y: &Tensor, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
+    /// input = dz kernel^T (only when asked for; `kernel_t`, the kernel's transpose as a
+    /// row-major (units, in) tensor, spares the product packing the kernel again).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        weights: &[Tensor],
+        kernel_t: Option<&Tensor>,
+        x: &Tensor,
+        z: &Tensor,
+        y: &Tensor,
+        grad: OutputGrad,
+        need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         let dz = match grad {
             OutputGrad::Logits(dz) => dz.reshape(z.dims())?,
             OutputGrad::Value(dy) => self.activation.backward(z, y, &dy.reshape(y.dims())?)?,
@@ -92,7 +103,12 @@ impl Dense {
         if self.use_bias {
             grads.push(crate::kernels::sum_rows(&dz)?);
         }
-        let input = if need_input_grad { Some(crate::kernels::matmul_by_transpose(&dz, &weights[0])?) } else { None };
+        let input = match (need_input_grad, kernel_t) {
+            (false, _) => None,
+            // The kernel seen through its transpose: an (in, units) view whose rows are adjacent.
+            (true, Some(kt)) => Some(crate::kernels::matmul_by_transpose(&dz, &kt.t()?)?),
+            (true, None) => Some(crate::kernels::matmul_by_transpose(&dz, &weights[0])?),
+        };
         Ok(LayerGrads { input, weights: grads, more_inputs: Vec::new() })
     }
 }
@@ -124,12 +140,32 @@ mod tests {
         let back = |kk: &Tensor, bb: &Tensor, xx: &Tensor, dy: &Tensor| {
             let (_, cache) = dense.forward(&[kk.clone(), bb.clone()], xx).unwrap();
             let Cache::Dense { x, z, y } = cache else { panic!() };
-            dense.backward(&[kk.clone(), bb.clone()], &x, &z, &y, OutputGrad::Value(dy.clone()), true).unwrap()
+            dense.backward(&[kk.clone(), bb.clone()], None, &x, &z, &y, OutputGrad::Value(dy.clone()), true).unwrap()
         };
         let fwd = |kk: &Tensor, bb: &Tensor, xx: &Tensor| Ok(dense.forward(&[kk.clone(), bb.clone()], xx)?.0.value);
         check_backward(&[2, 4], |xx| fwd(&k, &b, xx), |xx, dy| Ok(back(&k, &b, xx, dy).input.unwrap()), 1e-2);
         check_backward(&[4, 3], |kk| fwd(kk, &b, &x), |kk, dy| Ok(back(kk, &b, &x, dy).weights[0].clone()), 1e-2);
         check_backward(&[3], |bb| fwd(&k, bb, &x), |bb, dy| Ok(back(&k, bb, &x, dy).weights[1].clone()), 1e-2);
+    }
+
+    #[test]
+    fn the_kernels_transpose_gives_the_same_input_gradient() {
+        let dev = Device::Cpu;
+        let dense = Dense::new(5, Activation::Relu, true).unwrap();
+        let k = Tensor::randn(0f32, 0.5, (7, 5), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.5, 5, &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (4, 7), &dev).unwrap();
+        let (out, cache) = dense.forward(&[k.clone(), b.clone()], &x).unwrap();
+        let Cache::Dense { x, z, y } = cache else { panic!() };
+        let dy = OutputGrad::Value(out.value.ones_like().unwrap());
+        let kt = k.t().unwrap().contiguous().unwrap();
+        let plain = dense.backward(&[k.clone(), b.clone()], None, &x, &z, &y, dy.clone(), true).unwrap();
+        let with_t = dense.backward(&[k, b], Some(&kt), &x, &z, &y, dy, true).unwrap();
+        // Equal up to float rounding (gemm may order a sum differently for each layout).
+        let (a, b) = (plain.input.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), with_t.input.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        for (u, v) in a.iter().zip(&b) {
+            assert!((u - v).abs() <= 1e-6 * u.abs().max(1.0), "{} vs {}", u, v);
+        }
     }
 
     #[test]
@@ -140,7 +176,7 @@ mod tests {
         let x = Tensor::ones((4, 3), candle_core::DType::F32, &dev).unwrap();
         let (out, cache) = dense.forward(&[k.clone()], &x).unwrap();
         let Cache::Dense { x, z, y } = cache else { panic!() };
-        let g = dense.backward(&[k], &x, &z, &y, OutputGrad::Value(out.value.ones_like().unwrap()), false).unwrap();
+        let g = dense.backward(&[k], None, &x, &z, &y, OutputGrad::Value(out.value.ones_like().unwrap()), false).unwrap();
         assert!(g.input.is_none());
         assert_eq!(g.weights.len(), 1);
         assert_eq!(g.weights[0].to_vec2::<f32>().unwrap(), vec![vec![4.0, 4.0]; 3]);

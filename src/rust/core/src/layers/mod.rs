@@ -257,8 +257,17 @@ impl Layer {
     }
 
     pub fn backward(&self, weights: &[Tensor], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
+        self.backward_with(weights, &[], cache, grad, need_input_grad)
+    }
+
+    /// The backward pass, given transposes of some of the weights where the caller has them
+    /// (`transposed[i]` for `weights[i]`; see `Architecture::backward_with_transposes`).
+    pub fn backward_with(&self, weights: &[Tensor], transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
         match (&self.kind, cache) {
-            (LayerKind::Dense(l), Cache::Dense { x, z, y }) => l.backward(weights, x, z, y, grad, need_input_grad),
+            (LayerKind::Dense(l), Cache::Dense { x, z, y }) => {
+                let kernel_t = transposed.first().and_then(|t| t.as_ref());
+                l.backward(weights, kernel_t, x, z, y, grad, need_input_grad)
+            }
             (LayerKind::Activation(l), Cache::Activation { x, y }) => l.backward(x, y, grad),
             (LayerKind::Dropout(_), Cache::Dropout { mask }) => self::core::dropout_backward(mask, grad),
             (LayerKind::Conv2D(l), Cache::Conv { cols, z, y, input_dims }) => {
