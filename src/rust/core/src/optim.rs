@@ -327,6 +327,14 @@ unsafe fn update_chunk_avx2(config: &OptimizerConfig, step: f32, c: &mut Chunk<'
 #[inline(always)]
 fn update_chunk_portable(config: &OptimizerConfig, step: f32, c: &mut Chunk<'_>, parts: &[Vec<&[f32]>], sum: &mut Vec<f32>) {
     let range = c.start..c.start + c.var.len();
+    // Two replicas' parts (two virtual GPUs) are added as the update reads them.
+    let two = (parts.len() == 2).then(|| (&parts[0][c.weight][range.clone()], &parts[1][c.weight][range.clone()]));
+    if let Some((a, b)) = two {
+        if update_common(config, step, c.var, a.iter().zip(b).map(|(x, y)| x + y), &mut c.slots) {
+            write_mirrors(c);
+            return;
+        }
+    }
     // One part (one device) is read in place; several are summed, in replica order, into a
     // buffer reused across the shard's chunks.
     let g: &[f32] = if parts.len() == 1 {
@@ -340,6 +348,11 @@ fn update_chunk_portable(config: &OptimizerConfig, step: f32, c: &mut Chunk<'_>,
         sum
     };
     update_portable(config, step, c.var, g, &mut c.slots);
+    write_mirrors(c);
+}
+
+#[inline(always)]
+fn write_mirrors(c: &mut Chunk<'_>) {
     if let Some(m) = c.mirror.as_mut() {
         for (dst, v) in m.iter_mut().zip(c.var.iter()) {
             dst.write(*v);
@@ -353,29 +366,61 @@ fn update_chunk_portable(config: &OptimizerConfig, step: f32, c: &mut Chunk<'_>,
     }
 }
 
-// The common cases are zipped loops without branches so that they vectorize; the
-// variants (centered RMSprop, RMSprop momentum, AMSGrad) take the general loops.
+/// The common cases (SGD, RMSprop without momentum or centering, Adam without AMSGrad) as
+/// zipped loops without branches, so that they vectorize, over any source of gradient values
+/// (a slice, or two replicas' parts added as they are read); false for the other variants.
 #[inline(always)]
-fn update_portable(config: &OptimizerConfig, step: f32, var: &mut [f32], g: &[f32], slots: &mut [&mut [f32]]) {
+fn update_common(config: &OptimizerConfig, step: f32, var: &mut [f32], g: impl Iterator<Item = f32>, slots: &mut [&mut [f32]]) -> bool {
     match *config {
         OptimizerConfig::Sgd { learning_rate, momentum, nesterov } => {
             let (lr, mom) = (learning_rate as f32, momentum as f32);
             let m = &mut *slots[0];
-            for ((w, &g), m) in var.iter_mut().zip(g).zip(m.iter_mut()) {
+            for ((w, g), m) in var.iter_mut().zip(g).zip(m.iter_mut()) {
                 *m = -g * lr + *m * mom;
                 *w += if nesterov { -g * lr + *m * mom } else { *m };
             }
+            true
         }
+        OptimizerConfig::RmsProp { learning_rate, rho, momentum, epsilon, centered } if !centered && momentum == 0.0 => {
+            let (lr, r, one_minus_r, eps) = (learning_rate as f32, rho as f32, (1.0 - rho) as f32, epsilon as f32);
+            for ((w, g), v) in var.iter_mut().zip(g).zip(slots[0].iter_mut()) {
+                *v = r * *v + one_minus_r * (g * g);
+                *w -= lr * g * (1.0 / (*v + eps).sqrt());
+            }
+            true
+        }
+        OptimizerConfig::Adam { learning_rate, beta_1, beta_2, epsilon, amsgrad } if !amsgrad => {
+            let (one_minus_b1, one_minus_b2, eps) = ((1.0 - beta_1) as f32, (1.0 - beta_2) as f32, epsilon as f32);
+            let alpha = adam_alpha(learning_rate, beta_1, beta_2, step);
+            let (m, rest) = slots.split_first_mut().unwrap();
+            let v = &mut *rest[0];
+            for (((w, g), m), v) in var.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                *m += (g - *m) * one_minus_b1;
+                *v += (g * g - *v) * one_minus_b2;
+                *w -= (*m * alpha) / (v.sqrt() + eps);
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Adam's step size with Keras's bias corrections (float32 powers of the step).
+fn adam_alpha(learning_rate: f64, beta_1: f64, beta_2: f64, step: f32) -> f32 {
+    let (b1, b2) = (beta_1 as f32, beta_2 as f32);
+    learning_rate as f32 * (1.0 - b2.powf(step)).sqrt() / (1.0 - b1.powf(step))
+}
+
+/// Any configuration; the variants outside [`update_common`] take general indexed loops.
+#[inline(always)]
+fn update_portable(config: &OptimizerConfig, step: f32, var: &mut [f32], g: &[f32], slots: &mut [&mut [f32]]) {
+    if update_common(config, step, var, g.iter().copied(), slots) {
+        return;
+    }
+    match *config {
         OptimizerConfig::RmsProp { learning_rate, rho, momentum, epsilon, centered } => {
             let (lr, r, one_minus_r, eps, mom) =
                 (learning_rate as f32, rho as f32, (1.0 - rho) as f32, epsilon as f32, momentum as f32);
-            if !centered && momentum == 0.0 {
-                for ((w, &g), v) in var.iter_mut().zip(g).zip(slots[0].iter_mut()) {
-                    *v = r * *v + one_minus_r * (g * g);
-                    *w -= lr * g * (1.0 / (*v + eps).sqrt());
-                }
-                return;
-            }
             let (velocity, rest) = slots.split_first_mut().unwrap();
             let (average, rest) = rest.split_first_mut().unwrap();
             let momentum_slot = &mut rest[0];
@@ -396,24 +441,11 @@ fn update_portable(config: &OptimizerConfig, step: f32, var: &mut [f32], g: &[f3
                 }
             }
         }
-        OptimizerConfig::Adam { learning_rate, beta_1, beta_2, epsilon, amsgrad } => {
-            let lr = learning_rate as f32;
-            let (b1, b2) = (beta_1 as f32, beta_2 as f32);
-            // Keras computes the bias corrections in float32 powers of the step.
-            let b1_power = b1.powf(step);
-            let b2_power = b2.powf(step);
-            let alpha = lr * (1.0 - b2_power).sqrt() / (1.0 - b1_power);
+        OptimizerConfig::Adam { learning_rate, beta_1, beta_2, epsilon, .. } => {
+            let alpha = adam_alpha(learning_rate, beta_1, beta_2, step);
             let (one_minus_b1, one_minus_b2, eps) = ((1.0 - beta_1) as f32, (1.0 - beta_2) as f32, epsilon as f32);
             let (m, rest) = slots.split_first_mut().unwrap();
             let (v, rest) = rest.split_first_mut().unwrap();
-            if !amsgrad {
-                for (((w, &g), m), v) in var.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                    *m += (g - *m) * one_minus_b1;
-                    *v += (g * g - *v) * one_minus_b2;
-                    *w -= (*m * alpha) / (v.sqrt() + eps);
-                }
-                return;
-            }
             let v_hat = &mut rest[0];
             for i in 0..var.len() {
                 m[i] += (g[i] - m[i]) * one_minus_b1;
@@ -422,6 +454,7 @@ fn update_portable(config: &OptimizerConfig, step: f32, var: &mut [f32], g: &[f3
                 var[i] -= (m[i] * alpha) / (v_hat[i].sqrt() + eps);
             }
         }
+        OptimizerConfig::Sgd { .. } => unreachable!("SGD is a common case"),
     }
 }
 

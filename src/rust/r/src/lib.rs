@@ -103,7 +103,8 @@ extern "C" {
 /// clear (5-9% of a CNN fit). One second keeps them across steps and still gives memory back
 /// soon after training stops. MIMALLOC_PURGE_DELAY, when set, wins.
 fn keep_freed_memory_between_steps() {
-    // mi_option_purge_delay in mimalloc v2's option enum (libmimalloc-sys builds v2).
+    // mi_option_purge_delay: 15 in the option enums of both mimalloc v2 and v3 (libmimalloc-sys
+    // builds v3 unless its v2 feature is on).
     const MI_OPTION_PURGE_DELAY: std::os::raw::c_int = 15;
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets one integer option; mimalloc reads options atomically.
