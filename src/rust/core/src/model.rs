@@ -268,11 +268,43 @@ pub struct Model {
     pub name: String,
     pub arch: Arc<Architecture>,
     pub weights: Vec<Weight>,
+    /// The weights as host tensors, kept between training steps on the CPU and virtual GPUs.
+    pub host: HostWeightCache,
+}
+
+/// A model's [`HostWeights`]; a copy of the model starts with none.
+#[derive(Default)]
+pub struct HostWeightCache(pub HostWeightsHandle);
+
+/// Shared so that a step can hold the lock while it updates the model's weights.
+#[derive(Default, Clone)]
+pub struct HostWeightsHandle(Arc<std::sync::Mutex<HostWeights>>);
+
+impl HostWeightsHandle {
+    pub fn clone_handle(&self) -> Self {
+        self.clone()
+    }
+
+    pub fn lock(&self) -> std::sync::LockResult<std::sync::MutexGuard<'_, HostWeights>> {
+        self.0.lock()
+    }
+}
+
+impl Clone for HostWeightCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl std::fmt::Debug for HostWeightCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HostWeightCache")
+    }
 }
 
 impl Model {
     pub fn new(name: String) -> Self {
-        Self { name, arch: Arc::new(Architecture::default()), weights: Vec::new() }
+        Self { name, arch: Arc::new(Architecture::default()), weights: Vec::new(), host: HostWeightCache::default() }
     }
 
     /// Appends a layer; `input_shape` (without the batch axis) is allowed on the first layer only.
@@ -407,7 +439,7 @@ impl Model {
         }
         let input_shape = graph.input_shapes.first().cloned();
         let arch = Architecture { layers, graph: Some(graph), input_shape, output_shapes, weight_ranges };
-        Ok(Self { name, arch: Arc::new(arch), weights })
+        Ok(Self { name, arch: Arc::new(arch), weights, host: HostWeightCache::default() })
     }
 
     /// Removes the last layer (Keras's `pop_layer`).

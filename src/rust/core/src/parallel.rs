@@ -107,8 +107,6 @@ pub struct ReplicaSet {
     workers: Vec<Arc<Worker>>,
     timeline: Arc<Mutex<VecDeque<Interval>>>,
     fault: Mutex<Option<Fault>>,
-    /// The weights as host tensors, shared by CPU-backed replicas across steps.
-    pub(crate) host_weights: Mutex<crate::model::HostWeights>,
 }
 
 const TIMELINE_LEN: usize = 256;
@@ -117,7 +115,7 @@ impl ReplicaSet {
     pub fn new(devices: Vec<DeviceInfo>, merge: MergeDevice) -> Result<Self> {
         let timeline = Arc::new(Mutex::new(VecDeque::with_capacity(TIMELINE_LEN)));
         let workers = devices.iter().map(device_worker).collect::<Result<Vec<_>>>()?;
-        Ok(Self { devices, merge, workers, timeline, fault: Mutex::new(None), host_weights: Mutex::new(Default::default()) })
+        Ok(Self { devices, merge, workers, timeline, fault: Mutex::new(None) })
     }
 
     pub fn len(&self) -> usize {

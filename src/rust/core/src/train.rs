@@ -264,6 +264,71 @@ impl Batch<'_> {
     }
 }
 
+/// A training step's inputs when it computes in host memory (the CPU, virtual GPUs): the
+/// weights as the model's kept host tensors (made from the master values where these
+/// changed), and empty mirrors for the update to write the next step's tensors into.
+fn host_step(model: &Model, cache: &mut crate::model::HostWeights, compiled: &Compiled, rows: usize, seed: u64) -> Result<(StepInputs, Vec<crate::optim::Mirror>)> {
+    let mut s = StepInputs::new(model, Some(compiled), rows, seed)?;
+    // The step holds no reference to the master values: the update writes them in place.
+    s.weights = Vec::new();
+    let want_transposed = model.arch.transposed_kernels();
+    let host = cache.take(&model.weights, &want_transposed)?;
+    s.host_transposed = host.iter().map(|h| h.transposed.clone()).collect();
+    s.host_tensors = Some(host.into_iter().map(|h| h.value).collect());
+    let mirrors = model
+        .weights
+        .iter()
+        .zip(&want_transposed)
+        .map(|(w, wanted)| crate::optim::Mirror {
+            transpose: (*wanted && w.shape.len() == 2).then(|| (w.shape[0], w.shape[1])),
+            ..Default::default()
+        })
+        .collect();
+    Ok((s, mirrors))
+}
+
+/// After a successful update: the mirrors become the next step's tensors, the moving
+/// statistics the replicas computed are stored, and the cache keeps it all.
+fn keep_host_weights(
+    model: &mut Model,
+    cache: &mut crate::model::HostWeights,
+    mut s: StepInputs,
+    mirrors: Vec<crate::optim::Mirror>,
+    updates: Vec<(usize, Vec<f32>)>,
+) -> Result<()> {
+    let old_values = s.host_tensors.take().unwrap_or_default();
+    let old_transposed = std::mem::take(&mut s.host_transposed);
+    drop(s);
+    let mut tensors = Vec::with_capacity(old_values.len());
+    for (((w, mut mirror), value), transposed) in model.weights.iter().zip(mirrors).zip(old_values).zip(old_transposed) {
+        tensors.push(Some(if w.trainable {
+            let n = w.value.len();
+            // SAFETY: the update succeeded, so every trainable weight's mirror holds all of
+            // its values, and its transpose where one was asked for (apply_sharded's
+            // contract; the callers check that every shard ran).
+            unsafe { mirror.values.set_len(n) };
+            let value = Tensor::from_vec(mirror.values, w.shape.as_slice(), &Device::Cpu)?;
+            let transposed = match mirror.transpose {
+                Some((rows, cols)) => {
+                    unsafe { mirror.transposed.set_len(n) };
+                    Some(Tensor::from_vec(mirror.transposed, (cols, rows), &Device::Cpu)?)
+                }
+                None => None,
+            };
+            crate::model::HostWeight { value, transposed }
+        } else {
+            crate::model::HostWeight { value, transposed }
+        }));
+    }
+    for (i, value) in updates {
+        model.weights[i].value = Arc::new(value);
+        // Moving statistics just replaced: their tensors are remade next step.
+        tensors[i] = None;
+    }
+    cache.keep(&model.weights, tensors);
+    Ok(())
+}
+
 /// A training step on replicas that all compute in host memory (virtual GPUs), merged on the
 /// CPU, in one task per replica: its forward and backward pass, then, once every replica's
 /// gradients are there, its share of the optimizer update, reading the others' gradients in
@@ -274,13 +339,9 @@ impl Batch<'_> {
 fn train_host_replicas(set: &ReplicaSet, model: &mut Model, compiled: &mut Compiled, batch: &Batch, rows: &[usize], seed: u64) -> Result<BatchStats> {
     use crate::parallel::{Arrival, StepBarrier};
     use std::sync::Mutex;
-    let mut cache = set.host_weights.lock().unwrap_or_else(|e| e.into_inner());
-    let mut s = StepInputs::new(model, Some(compiled), rows.len(), seed)?;
-    s.weights = Vec::new();
-    let want_transposed = model.arch.transposed_kernels();
-    let host = cache.take(&model.weights, &want_transposed)?;
-    s.host_transposed = host.iter().map(|h| h.transposed.clone()).collect();
-    s.host_tensors = Some(host.into_iter().map(|h| h.value).collect());
+    let cache_lock = model.host.0.clone_handle();
+    let mut cache = cache_lock.lock().unwrap_or_else(|e| e.into_inner());
+    let (s, mut next) = host_step(model, &mut cache, compiled, rows.len(), seed)?;
     let parts_rows = split_rows(rows, set.len());
     // Replicas with rows take part; each gets one shard of the update.
     let active: Vec<usize> = (0..set.len()).filter(|r| parts_rows[*r].is_some()).collect();
@@ -288,15 +349,6 @@ fn train_host_replicas(set: &ReplicaSet, model: &mut Model, compiled: &mut Compi
     let barrier = StepBarrier::new(active.len());
     let updated = StepBarrier::new(active.len());
     let deposited: Vec<Mutex<Option<Vec<Tensor>>>> = (0..set.len()).map(|_| Mutex::new(None)).collect();
-    let mut next: Vec<crate::optim::Mirror> = model
-        .weights
-        .iter()
-        .zip(&want_transposed)
-        .map(|(w, wanted)| crate::optim::Mirror {
-            transpose: (*wanted && w.shape.len() == 2).then(|| (w.shape[0], w.shape[1])),
-            ..Default::default()
-        })
-        .collect();
     let mut outcome: Option<Vec<(Part, bool)>> = None;
     let (s_ref, parts_rows, active_ref, barrier, updated, deposited) = (&s, &parts_rows, &active, &barrier, &updated, &deposited);
     let applied = compiled.optimizer.apply_sharded(&mut model.weights, Some(&mut next), active.len(), |shards| {
@@ -354,36 +406,7 @@ fn train_host_replicas(set: &ReplicaSet, model: &mut Model, compiled: &mut Compi
     let parts: Vec<Part> = outcome.unwrap_or_default().into_iter().map(|(p, _)| p).collect();
     let stats = combine(&parts, rows.len(), s.metric_count());
     let updates = average_updates(&parts);
-    let old_values = s.host_tensors.take().unwrap_or_default();
-    let old_transposed = std::mem::take(&mut s.host_transposed);
-    drop(s);
-    let mut tensors = Vec::with_capacity(old_values.len());
-    for (((w, mut mirror), value), transposed) in model.weights.iter().zip(next).zip(old_values).zip(old_transposed) {
-        tensors.push(Some(if w.trainable {
-            let n = w.value.len();
-            // SAFETY: the update succeeded, so every trainable weight's mirror holds all of
-            // its values, and its transpose where one was asked for (apply_sharded's
-            // contract; every shard ran, checked above).
-            unsafe { mirror.values.set_len(n) };
-            let value = Tensor::from_vec(mirror.values, w.shape.as_slice(), &Device::Cpu)?;
-            let transposed = match mirror.transpose {
-                Some((rows, cols)) => {
-                    unsafe { mirror.transposed.set_len(n) };
-                    Some(Tensor::from_vec(mirror.transposed, (cols, rows), &Device::Cpu)?)
-                }
-                None => None,
-            };
-            crate::model::HostWeight { value, transposed }
-        } else {
-            crate::model::HostWeight { value, transposed }
-        }));
-    }
-    for (i, value) in updates {
-        model.weights[i].value = Arc::new(value);
-        // Moving statistics just replaced: their tensors are remade next step.
-        tensors[i] = None;
-    }
-    cache.keep(&model.weights, tensors);
+    keep_host_weights(model, &mut cache, s, next, updates)?;
     Ok(stats)
 }
 
@@ -533,6 +556,9 @@ impl Executor {
         check_rows(xs, ys, model.arch.outputs().len(), rows)?;
         check_weights(sample_weights, xs[0].rows())?;
         let batch = Batch { xs, ys, sample_weights };
+        // On one device the weights are copied into the step's tensors as before: the kept
+        // tensors and their transposes, written by the update, measured no faster there
+        // (the update's extra writes cost what the copy and the kernel packing had).
         if let Executor::Replicated(set) = self {
             if set.merge == MergeDevice::Cpu && set.is_host_backed() {
                 return train_host_replicas(set, model, compiled, &batch, rows, seed);
