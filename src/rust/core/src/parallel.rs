@@ -359,13 +359,33 @@ fn spawn_worker(info: DeviceInfo) -> Result<Worker> {
             // The task loop runs on one of the device's pool threads (its kernels split their
             // work over that pool only), so a task starts with one hand-off, not two.
             pool.install(move || {
-                while let Ok(task) = rx.recv() {
+                while let Some(task) = next_task(&rx, pin.is_some()) {
                     task(&ctx);
                 }
             });
         })
         .map_err(|e| Error::Device(format!("cannot start the worker of {}: {}", label, e)))?;
     Ok(Worker { sender: Mutex::new(Some(tx)), handle: Mutex::new(Some(handle)) })
+}
+
+/// The worker's next task, or None once the channel is closed. A worker pinned to a core of
+/// its own first watches the channel for a moment: in a training loop the next step's task
+/// comes a fraction of a millisecond after the last one ends, and catching it awake saves
+/// the sleep and wake-up (~0.05 ms on a VM, per step). Unpinned workers may share cores with
+/// others, so they block at once.
+fn next_task(rx: &mpsc::Receiver<Task>, spin: bool) -> Option<Task> {
+    if spin {
+        let until = Instant::now() + std::time::Duration::from_micros(300);
+        loop {
+            match rx.try_recv() {
+                Ok(task) => return Some(task),
+                Err(mpsc::TryRecvError::Disconnected) => return None,
+                Err(mpsc::TryRecvError::Empty) if Instant::now() < until => std::hint::spin_loop(),
+                Err(mpsc::TryRecvError::Empty) => break,
+            }
+        }
+    }
+    rx.recv().ok()
 }
 
 /// Pins the calling thread to one core (Linux; elsewhere a no-op).
