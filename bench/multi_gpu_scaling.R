@@ -13,7 +13,7 @@ suppressMessages(library(rustgpu))
 if (Sys.getenv("RAYON_NUM_THREADS") != "1") {
   stop("run with RAYON_NUM_THREADS=1 so that one device means one thread")
 }
-repeats <- as.integer(Sys.getenv("REPEATS", "5"))
+repeats <- as.integer(Sys.getenv("REPEATS", "9"))
 epochs <- as.integer(Sys.getenv("EPOCHS", "2"))  # per timed fit()
 set.seed(1)
 

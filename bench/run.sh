@@ -15,5 +15,5 @@ mkdir -p "$LIB"
 export RUSTGPU_TARGET_DIR="${RUSTGPU_TARGET_DIR:-$PWD/target}"
 R CMD INSTALL --no-test-load -l "$LIB" . >/tmp/rustgpu-install.log 2>&1 || { tail -n 40 /tmp/rustgpu-install.log; exit 1; }
 R_LIBS="$LIB" PYTHON=bench/.venv/bin/python Rscript bench/suite.R
-R_LIBS="$LIB" RAYON_NUM_THREADS=1 REPEATS="${REPEATS:-5}" Rscript bench/multi_gpu_scaling.R
+R_LIBS="$LIB" RAYON_NUM_THREADS=1 REPEATS="${REPEATS:-9}" Rscript bench/multi_gpu_scaling.R
 R_LIBS="$LIB" Rscript bench/data_path.R

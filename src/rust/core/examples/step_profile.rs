@@ -1,5 +1,10 @@
 //! Times the pieces of a data-parallel training step (MLP 784-512-512-10, batch 256):
 //! `RAYON_NUM_THREADS=1 cargo run --release -p rustgpu-core --example step_profile`
+//! prints the step on one device, on one replica and on two virtual GPUs, a half-batch step
+//! on one device, and the optimizer update alone. Options: `ONLY="2 replicas"` (one of the
+//! three), `STEPS=n`; `HALF_STEPS=n` (and `HALF_ROWS=r`) times only the half-batch step, for
+//! `perf record`; `CEILING=1` runs two independent half-batch steps on two pinned threads at
+//! once, against the full step alone: what the machine allows without any synchronisation.
 use rustgpu_core::activation::Activation;
 use rustgpu_core::device::{cpu_device, DeviceInfo, DeviceKind};
 use rustgpu_core::layers::{Dense, Layer, LayerKind};
