@@ -184,10 +184,14 @@ impl Optimizer {
             let mut mirror_chunks = mirror.take().map(|m| {
                 m.values.clear();
                 m.values.reserve(n);
-                if let Some((rows, cols)) = m.transpose.filter(|(r, c)| r * c == n) {
-                    m.transposed.clear();
-                    m.transposed.reserve(n);
-                    transposed_into = Some(TransposeTarget { dst: m.transposed.spare_capacity_mut().as_mut_ptr() as *mut f32, rows, cols });
+                match m.transpose {
+                    Some((rows, cols)) if rows * cols == n => {
+                        m.transposed.clear();
+                        m.transposed.reserve(n);
+                        transposed_into = Some(TransposeTarget { dst: m.transposed.spare_capacity_mut().as_mut_ptr() as *mut f32, rows, cols });
+                    }
+                    // Not this weight's shape: no transpose (the caller sees `transpose` None).
+                    _ => m.transpose = None,
                 }
                 m.values.spare_capacity_mut()[..n].chunks_mut(CHUNK)
             });
@@ -231,7 +235,8 @@ pub type UpdateShard<'a> = Box<dyn FnOnce(&[Vec<&[f32]>]) -> Result<()> + Send +
 pub struct Mirror {
     pub values: Vec<f32>,
     /// `Some((rows, cols))`: the weight, a row-major (rows, cols) matrix, is also wanted
-    /// transposed, as a row-major (cols, rows) matrix in `transposed`.
+    /// transposed, as a row-major (cols, rows) matrix in `transposed` (reset to None when
+    /// rows * cols is not the weight's length).
     pub transpose: Option<(usize, usize)>,
     pub transposed: Vec<f32>,
 }
