@@ -264,6 +264,15 @@ impl Batch<'_> {
     }
 }
 
+/// The test hook's failure for this replica, if one was injected for this step.
+fn fail_if_injected(injected: Option<FaultKind>) -> Result<()> {
+    match injected {
+        Some(FaultKind::Panic) => panic!("injected failure (test hook)"),
+        Some(FaultKind::Error) => Err(Error::Device("injected failure (test hook)".into())),
+        None => Ok(()),
+    }
+}
+
 /// A training step's inputs when it computes in host memory (the CPU, virtual GPUs): the
 /// weights as the model's kept host tensors (made from the master values where these
 /// changed), and empty mirrors for the update to write the next step's tensors into.
@@ -363,11 +372,7 @@ fn train_host_replicas(set: &ReplicaSet, model: &mut Model, compiled: &mut Compi
             let shard = shards[k].lock().ok()?.take()?;
             let injected = fault.filter(|(replica, _)| *replica == r).map(|(_, kind)| kind);
             Some(Box::new(move |ctx: &WorkerContext| {
-                match injected {
-                    Some(FaultKind::Panic) => panic!("injected failure (test hook)"),
-                    Some(FaultKind::Error) => return Err(Error::Device("injected failure (test hook)".into())),
-                    None => {}
-                }
+                fail_if_injected(injected)?;
                 let mut part = train_part(s_ref, &ctx.device, batch, mine, r, true)?;
                 *deposited[r].lock().unwrap_or_else(|e| e.into_inner()) = Some(std::mem::take(&mut part.grads));
                 if !arrival.arrive() {
@@ -583,11 +588,7 @@ impl Executor {
                     let mine = parts_rows[r]?;
                     let injected = fault.filter(|(replica, _)| *replica == r).map(|(_, kind)| kind);
                     Some(Box::new(move |ctx: &WorkerContext| {
-                        match injected {
-                            Some(FaultKind::Panic) => panic!("injected failure (test hook)"),
-                            Some(FaultKind::Error) => return Err(Error::Device("injected failure (test hook)".into())),
-                            None => {}
-                        }
+                        fail_if_injected(injected)?;
                         train_part(s, &ctx.device, batch, mine, r, on_cpu)
                     }))
                 })?;
