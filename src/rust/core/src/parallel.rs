@@ -127,6 +127,13 @@ impl ReplicaSet {
         self.devices.iter().all(|d| d.kind == DeviceKind::Virtual)
     }
 
+    /// Whether every replica's threads have cores of their own (then waiting replicas may
+    /// spin briefly; on shared cores spinning would take time from the replicas waited for).
+    pub fn has_own_cores(&self) -> bool {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        self.devices.iter().map(|d| d.threads.max(1)).sum::<usize>() <= cores
+    }
+
     pub fn is_empty(&self) -> bool {
         self.workers.is_empty()
     }
@@ -248,6 +255,8 @@ impl ReplicaSet {
 /// others then go on without updating: no replica waits for one that will not come.
 pub(crate) struct StepBarrier {
     parties: usize,
+    /// Whether a waiting party may spin first (only when every party has a core of its own).
+    spin: bool,
     arrived: std::sync::atomic::AtomicUsize,
     abandoned: std::sync::atomic::AtomicBool,
     lock: Mutex<()>,
@@ -255,9 +264,10 @@ pub(crate) struct StepBarrier {
 }
 
 impl StepBarrier {
-    pub(crate) fn new(parties: usize) -> Self {
+    pub(crate) fn new(parties: usize, spin: bool) -> Self {
         Self {
             parties,
+            spin,
             arrived: Default::default(),
             abandoned: Default::default(),
             lock: Mutex::new(()),
@@ -283,9 +293,11 @@ impl StepBarrier {
         }
         // Replicas finish their backward passes at about the same time: a short spin saves
         // the sleep and wake-up (~0.1 ms on a VM) before blocking.
-        let spin_until = Instant::now() + std::time::Duration::from_micros(200);
-        while !self.all_here() && !self.is_abandoned() && Instant::now() < spin_until {
-            std::hint::spin_loop();
+        if self.spin {
+            let spin_until = Instant::now() + std::time::Duration::from_micros(200);
+            while !self.all_here() && !self.is_abandoned() && Instant::now() < spin_until {
+                std::hint::spin_loop();
+            }
         }
         let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         while !self.all_here() && !self.is_abandoned() {
@@ -448,7 +460,7 @@ mod tests {
 
     #[test]
     fn step_barrier_releases_everyone_or_is_abandoned() {
-        let barrier = StepBarrier::new(3);
+        let barrier = StepBarrier::new(3, true);
         let passed = std::thread::scope(|s| {
             let hs: Vec<_> = (0..3).map(|_| s.spawn(|| Arrival::new(&barrier).arrive())).collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
@@ -456,7 +468,7 @@ mod tests {
         assert_eq!(passed, vec![true; 3]);
         // One party never arrives (its arrival is dropped, as when its task fails): the
         // others are released, told that the step was abandoned.
-        let barrier = StepBarrier::new(3);
+        let barrier = StepBarrier::new(3, false);
         let passed = std::thread::scope(|s| {
             let hs: Vec<_> = (0..2).map(|_| s.spawn(|| Arrival::new(&barrier).arrive())).collect();
             std::thread::sleep(std::time::Duration::from_millis(5));

@@ -355,8 +355,9 @@ fn train_host_replicas(set: &ReplicaSet, model: &mut Model, compiled: &mut Compi
     // Replicas with rows take part; each gets one shard of the update.
     let active: Vec<usize> = (0..set.len()).filter(|r| parts_rows[*r].is_some()).collect();
     let fault = set.fault_for_this_step();
-    let barrier = StepBarrier::new(active.len());
-    let updated = StepBarrier::new(active.len());
+    let spin = set.has_own_cores();
+    let barrier = StepBarrier::new(active.len(), spin);
+    let updated = StepBarrier::new(active.len(), spin);
     let deposited: Vec<Mutex<Option<Vec<Tensor>>>> = (0..set.len()).map(|_| Mutex::new(None)).collect();
     let mut outcome: Option<Vec<(Part, bool)>> = None;
     let (s_ref, parts_rows, active_ref, barrier, updated, deposited) = (&s, &parts_rows, &active, &barrier, &updated, &deposited);
