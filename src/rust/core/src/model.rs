@@ -268,25 +268,18 @@ pub struct Model {
     pub name: String,
     pub arch: Arc<Architecture>,
     pub weights: Vec<Weight>,
-    /// The weights as host tensors, kept between training steps on the CPU and virtual GPUs.
+    /// The weights as host tensors, kept between training steps on virtual GPUs.
     pub host: HostWeightCache,
 }
 
 /// A model's [`HostWeights`]; a copy of the model starts with none.
 #[derive(Default)]
-pub struct HostWeightCache(pub HostWeightsHandle);
+pub struct HostWeightCache(Arc<std::sync::Mutex<HostWeights>>);
 
-/// Shared so that a step can hold the lock while it updates the model's weights.
-#[derive(Default, Clone)]
-pub struct HostWeightsHandle(Arc<std::sync::Mutex<HostWeights>>);
-
-impl HostWeightsHandle {
-    pub fn clone_handle(&self) -> Self {
-        self.clone()
-    }
-
-    pub fn lock(&self) -> std::sync::LockResult<std::sync::MutexGuard<'_, HostWeights>> {
-        self.0.lock()
+impl HostWeightCache {
+    /// The cache itself, to hold locked while a step updates the model's weights.
+    pub fn shared(&self) -> Arc<std::sync::Mutex<HostWeights>> {
+        self.0.clone()
     }
 }
 

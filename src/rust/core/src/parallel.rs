@@ -53,6 +53,8 @@ pub struct Interval {
 }
 
 struct Worker {
+    /// Pinned to cores of its own (see `spawn_worker`).
+    pinned: bool,
     sender: Mutex<Option<mpsc::Sender<Task>>>,
     handle: Mutex<Option<JoinHandle<()>>>,
 }
@@ -127,11 +129,10 @@ impl ReplicaSet {
         self.devices.iter().all(|d| d.kind == DeviceKind::Virtual)
     }
 
-    /// Whether every replica's threads have cores of their own (then waiting replicas may
+    /// Whether every replica's worker is pinned to cores of its own (then waiting replicas may
     /// spin briefly; on shared cores spinning would take time from the replicas waited for).
     pub fn has_own_cores(&self) -> bool {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        self.devices.iter().map(|d| d.threads.max(1)).sum::<usize>() <= cores
+        self.workers.iter().all(|w| w.pinned)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -377,7 +378,7 @@ fn spawn_worker(info: DeviceInfo) -> Result<Worker> {
             });
         })
         .map_err(|e| Error::Device(format!("cannot start the worker of {}: {}", label, e)))?;
-    Ok(Worker { sender: Mutex::new(Some(tx)), handle: Mutex::new(Some(handle)) })
+    Ok(Worker { pinned: pin.is_some(), sender: Mutex::new(Some(tx)), handle: Mutex::new(Some(handle)) })
 }
 
 /// The worker's next task, or None once the channel is closed. A worker pinned to a core of

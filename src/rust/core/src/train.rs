@@ -273,7 +273,7 @@ fn fail_if_injected(injected: Option<FaultKind>) -> Result<()> {
     }
 }
 
-/// A training step's inputs when it computes in host memory (the CPU, virtual GPUs): the
+/// A training step's inputs when its replicas compute in host memory (virtual GPUs): the
 /// weights as the model's kept host tensors (made from the master values where these
 /// changed), and empty mirrors for the update to write the next step's tensors into.
 fn host_step(model: &Model, cache: &mut crate::model::HostWeights, compiled: &Compiled, rows: usize, seed: u64) -> Result<(StepInputs, Vec<crate::optim::Mirror>)> {
@@ -314,7 +314,7 @@ fn keep_host_weights(
             let n = w.value.len();
             // SAFETY: the update succeeded, so every trainable weight's mirror holds all of
             // its values, and its transpose where one was asked for (apply_sharded's
-            // contract; the callers check that every shard ran).
+            // contract; train_host_replicas checks that every shard ran).
             unsafe { mirror.values.set_len(n) };
             let value = Tensor::from_vec(mirror.values, w.shape.as_slice(), &Device::Cpu)?;
             let transposed = match mirror.transpose {
@@ -348,7 +348,7 @@ fn keep_host_weights(
 fn train_host_replicas(set: &ReplicaSet, model: &mut Model, compiled: &mut Compiled, batch: &Batch, rows: &[usize], seed: u64) -> Result<BatchStats> {
     use crate::parallel::{Arrival, StepBarrier};
     use std::sync::Mutex;
-    let cache_lock = model.host.0.clone_handle();
+    let cache_lock = model.host.shared();
     let mut cache = cache_lock.lock().unwrap_or_else(|e| e.into_inner());
     let (s, mut next) = host_step(model, &mut cache, compiled, rows.len(), seed)?;
     let parts_rows = split_rows(rows, set.len());
@@ -389,9 +389,9 @@ fn train_host_replicas(set: &ReplicaSet, model: &mut Model, compiled: &mut Compi
                     shard(&host_slices(&guards)?)?;
                 }
                 // Once every share is done, each replica frees its own gradients, on the
-                // thread that allocated them: freed from another thread, mimalloc gave the
-                // next step's gradients fresh pages, which the kernel zeroed (2 MB huge
-                // pages, ~0.3 ms per replica and step).
+                // thread that allocated them, where mimalloc reuses the memory (freed from
+                // another thread, it handed the next step's gradients fresh pages; the time
+                // that cost could not be told from this VM's noise, see bench/NOTES.md).
                 let all_done = done.arrive();
                 deposited[r].lock().unwrap_or_else(|e| e.into_inner()).take();
                 Ok((part, all_done))
