@@ -10,36 +10,27 @@
 suppressMessages(library(rustgpu))
 repeats <- as.integer(Sys.getenv("REPEATS", "5"))
 set.seed(1)
-workloads <- list(
-  MLP = list(n = 60000, shape = 784, batch = 256, build = function() {
-    keras_model_sequential() %>% layer_dense(512, activation = "relu", input_shape = 784) %>%
-      layer_dense(512, activation = "relu") %>% layer_dense(10, activation = "softmax")
-  }),
-  CNN = list(n = 10000, shape = c(28, 28, 1), batch = 128, build = function() {
-    keras_model_sequential() %>%
-      layer_conv_2d(32, 3, activation = "relu", input_shape = c(28, 28, 1)) %>% layer_max_pooling_2d() %>%
-      layer_conv_2d(64, 3, activation = "relu") %>% layer_max_pooling_2d() %>% layer_flatten() %>%
-      layer_dense(128, activation = "relu") %>% layer_dense(10, activation = "softmax")
-  })
-)
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "models.R"))
+workloads <- list(MLP = list(model = "mlp", n = 60000), CNN = list(model = "cnn", n = 10000))
 rows <- list()
 for (name in names(workloads)) {
   w <- workloads[[name]]
-  x <- array(runif(w$n * prod(w$shape)), c(w$n, w$shape))
+  b <- bench_model(w$model)
+  x <- array(runif(w$n * prod(b$shape)), c(w$n, b$shape))
   y <- to_categorical(sample(0:9, w$n, replace = TRUE), 10)
-  model <- w$build()
+  model <- b$model
   compile(model, optimizer = "rmsprop", loss = "categorical_crossentropy")
-  fit(model, x, y, batch_size = w$batch, epochs = 1, verbose = 0)
-  steps <- ceiling(w$n / w$batch)
+  fit(model, x, y, batch_size = b$batch, epochs = 1, verbose = 0)
+  steps <- ceiling(w$n / b$batch)
   step_s <- stats::median(replicate(repeats, system.time(
-    fit(model, x, y, batch_size = w$batch, epochs = 1, verbose = 0))[["elapsed"]])) / steps
+    fit(model, x, y, batch_size = b$batch, epochs = 1, verbose = 0))[["elapsed"]])) / steps
   stage_s <- stats::median(replicate(repeats, system.time(rustgpu:::rg_stage(x, "x", NULL))[["elapsed"]]))
   staged <- rustgpu:::rg_stage(x, "x", NULL)
-  batch_rows <- sample.int(w$n, w$batch)  # a shuffled batch, as fit() draws them
+  batch_rows <- sample.int(w$n, b$batch)  # a shuffled batch, as fit() draws them
   from_staged <- rustgpu:::rg_gather_seconds(staged, batch_rows, 200)
   from_r <- rustgpu:::rg_gather_seconds(x, batch_rows, 200)
   rows[[name]] <- data.frame(
-    workload = name, batch_size = w$batch, step_ms = 1e3 * step_s,
+    workload = name, batch_size = b$batch, step_ms = 1e3 * step_s,
     batch_from_staged_ms = 1e3 * from_staged, staged_share_of_step = from_staged / step_s,
     batch_from_r_ms = 1e3 * from_r, r_share_of_step = from_r / step_s,
     staging_per_fit_s = stage_s, staging_share_of_epoch = stage_s / (step_s * steps)

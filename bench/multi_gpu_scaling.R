@@ -17,38 +17,20 @@ repeats <- as.integer(Sys.getenv("REPEATS", "9"))
 epochs <- as.integer(Sys.getenv("EPOCHS", "2"))  # per timed fit()
 set.seed(1)
 
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "models.R"))
 workloads <- list(
-  MLP = list(
-    samples = as.integer(Sys.getenv("MLP_SAMPLES", "16384")), batch_size = 256, input = 784,
-    build = function() {
-      keras_model_sequential() %>%
-        layer_dense(512, activation = "relu", input_shape = 784) %>%
-        layer_dense(512, activation = "relu") %>%
-        layer_dense(10, activation = "softmax")
-    }
-  ),
-  CNN = list(
-    samples = as.integer(Sys.getenv("CNN_SAMPLES", "2048")), batch_size = 128, input = c(28, 28, 1),
-    build = function() {
-      keras_model_sequential() %>%
-        layer_conv_2d(32, c(3, 3), activation = "relu", input_shape = c(28, 28, 1)) %>%
-        layer_max_pooling_2d(c(2, 2)) %>%
-        layer_conv_2d(64, c(3, 3), activation = "relu") %>%
-        layer_max_pooling_2d(c(2, 2)) %>%
-        layer_flatten() %>%
-        layer_dense(128, activation = "relu") %>%
-        layer_dense(10, activation = "softmax")
-    }
-  )
+  MLP = list(model = "mlp", samples = as.integer(Sys.getenv("MLP_SAMPLES", "16384"))),
+  CNN = list(model = "cnn", samples = as.integer(Sys.getenv("CNN_SAMPLES", "2048")))
 )
 
 use_virtual_gpus(2, threads_per_gpu = 1)
 rows <- list()
 for (wl_name in names(workloads)) {
   wl <- workloads[[wl_name]]
-  x <- array(runif(wl$samples * prod(wl$input)), c(wl$samples, wl$input))
+  b <- bench_model(wl$model)
+  x <- array(runif(wl$samples * prod(b$shape)), c(wl$samples, b$shape))
   y <- to_categorical(sample(0:9, wl$samples, replace = TRUE), 10)
-  template <- wl$build()
+  template <- b$model
   one_replica <- rustgpu:::new_model(
     rustgpu:::call_backend(rustgpu:::rg_multi_gpu(template$ptr, 0, TRUE, FALSE)),
     "one_replica", template = template, gpus = 0L
@@ -60,16 +42,16 @@ for (wl_name in names(workloads)) {
   )
   for (m in models) {
     compile(m, optimizer = "rmsprop", loss = "categorical_crossentropy", metrics = "accuracy")
-    fit(m, x, y, epochs = 1, batch_size = wl$batch_size, verbose = 0)  # warm-up
+    fit(m, x, y, epochs = 1, batch_size = b$batch, verbose = 0)  # warm-up
   }
   epoch_throughput <- function(m) {
-    epochs * wl$samples / system.time(fit(m, x, y, epochs = epochs, batch_size = wl$batch_size, verbose = 0))[["elapsed"]]
+    epochs * wl$samples / system.time(fit(m, x, y, epochs = epochs, batch_size = b$batch, verbose = 0))[["elapsed"]]
   }
   # Interleave the configurations in every repeat so that machine noise hits them alike.
   times <- replicate(repeats, vapply(models, epoch_throughput, numeric(1)))
   for (i in seq_along(models)) {
     rows[[length(rows) + 1]] <- data.frame(
-      workload = wl_name, config = names(models)[i], batch_size = wl$batch_size,
+      workload = wl_name, config = names(models)[i], batch_size = b$batch,
       median = stats::median(times[i, ]), min = min(times[i, ]), max = max(times[i, ])
     )
   }

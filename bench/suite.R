@@ -14,43 +14,11 @@ repeats <- as.integer(Sys.getenv("REPEATS", "5"))
 samples <- c(mlp = as.integer(Sys.getenv("MLP_SAMPLES", "60000")), cnn = as.integer(Sys.getenv("CNN_SAMPLES", "10000")),
              blocks = as.integer(Sys.getenv("BLOCKS_SAMPLES", "512")))
 
-build <- function(workload) {
-  switch(workload,
-    mlp = list(model = keras_model_sequential() %>%
-                 layer_dense(512, activation = "relu", input_shape = 784) %>%
-                 layer_dense(512, activation = "relu") %>%
-                 layer_dense(10, activation = "softmax"), shape = 784, batch = 256),
-    cnn = list(model = keras_model_sequential() %>%
-                 layer_conv_2d(32, 3, activation = "relu", input_shape = c(28, 28, 1)) %>%
-                 layer_max_pooling_2d() %>%
-                 layer_conv_2d(64, 3, activation = "relu") %>%
-                 layer_max_pooling_2d() %>%
-                 layer_flatten() %>%
-                 layer_dense(128, activation = "relu") %>%
-                 layer_dense(10, activation = "softmax"), shape = c(28, 28, 1), batch = 128),
-    blocks = {
-      inputs <- layer_input(c(71, 71, 3))
-      x <- inputs %>% layer_conv_2d(32, 3, strides = 2, use_bias = FALSE) %>% layer_batch_normalization() %>%
-        layer_activation("relu")
-      for (filters in c(64, 128)) {
-        residual <- x %>% layer_conv_2d(filters, 1, strides = 2, padding = "same", use_bias = FALSE) %>%
-          layer_batch_normalization()
-        x <- x %>% layer_activation("relu") %>%
-          layer_separable_conv_2d(filters, 3, padding = "same", use_bias = FALSE) %>% layer_batch_normalization() %>%
-          layer_activation("relu") %>%
-          layer_separable_conv_2d(filters, 3, padding = "same", use_bias = FALSE) %>% layer_batch_normalization() %>%
-          layer_max_pooling_2d(3, strides = 2, padding = "same")
-        x <- layer_add(list(x, residual))
-      }
-      outputs <- x %>% layer_global_average_pooling_2d() %>% layer_dense(10, activation = "softmax")
-      list(model = keras_model(inputs, outputs), shape = c(71, 71, 3), batch = 32)
-    }
-  )
-}
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "models.R"))
 
 rustgpu_side <- function(workload, n) {
   set.seed(1)
-  b <- build(workload)
+  b <- bench_model(workload)
   x <- array(runif(n * prod(b$shape)), c(n, b$shape))
   y <- to_categorical(sample(0:9, n, replace = TRUE), 10)
   compile(b$model, optimizer = "rmsprop", loss = "categorical_crossentropy")

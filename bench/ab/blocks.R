@@ -5,21 +5,8 @@
 suppressMessages(library(rustgpu))
 set.seed(1)
 n <- 128
-inputs <- layer_input(c(71, 71, 3))
-x <- inputs %>% layer_conv_2d(32, 3, strides = 2, use_bias = FALSE) %>% layer_batch_normalization() %>%
-  layer_activation("relu")
-for (filters in c(64, 128)) {
-  residual <- x %>% layer_conv_2d(filters, 1, strides = 2, padding = "same", use_bias = FALSE) %>%
-    layer_batch_normalization()
-  x <- x %>% layer_activation("relu") %>%
-    layer_separable_conv_2d(filters, 3, padding = "same", use_bias = FALSE) %>% layer_batch_normalization() %>%
-    layer_activation("relu") %>%
-    layer_separable_conv_2d(filters, 3, padding = "same", use_bias = FALSE) %>% layer_batch_normalization() %>%
-    layer_max_pooling_2d(3, strides = 2, padding = "same")
-  x <- layer_add(list(x, residual))
-}
-outputs <- x %>% layer_global_average_pooling_2d() %>% layer_dense(10, activation = "softmax")
-m <- keras_model(inputs, outputs)
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "..", "models.R"))
+m <- bench_model("blocks")$model
 xx <- array(runif(n * 71 * 71 * 3), c(n, 71, 71, 3))
 y <- to_categorical(sample(0:9, n, TRUE), 10)
 compile(m, optimizer = "rmsprop", loss = "categorical_crossentropy")

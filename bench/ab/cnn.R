@@ -7,10 +7,8 @@ set.seed(1)
 n <- 4096
 x <- array(runif(n * 784), c(n, 28, 28, 1))
 y <- to_categorical(sample(0:9, n, TRUE), 10)
-m <- keras_model_sequential() %>%
-  layer_conv_2d(32, 3, activation = "relu", input_shape = c(28, 28, 1)) %>% layer_max_pooling_2d() %>%
-  layer_conv_2d(64, 3, activation = "relu") %>% layer_max_pooling_2d() %>% layer_flatten() %>%
-  layer_dense(128, activation = "relu") %>% layer_dense(10, activation = "softmax")
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "..", "models.R"))
+m <- bench_model("cnn")$model
 compile(m, optimizer = "rmsprop", loss = "categorical_crossentropy")
 fit(m, x, y, batch_size = 128, epochs = 1, verbose = 0)
 invisible(predict(m, x, batch_size = 128))

@@ -11,10 +11,8 @@ n <- 8192
 x <- matrix(runif(n * 784), n)
 y <- to_categorical(sample(0:9, n, TRUE), 10)
 use_virtual_gpus(2, threads_per_gpu = 1)
-template <- keras_model_sequential() %>%
-  layer_dense(512, activation = "relu", input_shape = 784) %>%
-  layer_dense(512, activation = "relu") %>%
-  layer_dense(10, activation = "softmax")
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "..", "models.R"))
+template <- bench_model("mlp")$model
 model <- if (Sys.getenv("MODE") == "p") multi_gpu_model(template, gpus = 2) else template
 compile(model, optimizer = "rmsprop", loss = "categorical_crossentropy")
 fit(model, x, y, epochs = 1, batch_size = 256, verbose = 0)
