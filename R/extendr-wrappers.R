@@ -63,56 +63,14 @@ rg_cuda_versions <- function() .Call(wrap__rg_cuda_versions)
 #' @noRd
 rg_replica_timeline <- function(ptr) .Call(wrap__rg_replica_timeline, ptr)
 
+#' Adds a layer of Keras class `class_name` made from `config` (a named list of Keras's
+#' config fields, `name` included) to the model; `input_shape` only for the first layer.
 #' @noRd
-rg_add_dense <- function(ptr, name, units, activation, use_bias, kernel_initializer, bias_initializer, input_shape, seed) .Call(wrap__rg_add_dense, ptr, name, units, activation, use_bias, kernel_initializer, bias_initializer, input_shape, seed)
+rg_add_layer <- function(ptr, class_name, config, input_shape, seed) .Call(wrap__rg_add_layer, ptr, class_name, config, input_shape, seed)
 
+#' The layer types the registry has, with the prefixes of their default names.
 #' @noRd
-rg_add_activation <- function(ptr, name, activation, input_shape) .Call(wrap__rg_add_activation, ptr, name, activation, input_shape)
-
-#' @noRd
-rg_add_dropout <- function(ptr, name, rate, input_shape) .Call(wrap__rg_add_dropout, ptr, name, rate, input_shape)
-
-#' @noRd
-rg_add_conv2d <- function(ptr, name, filters, kernel_size, strides, padding, dilation_rate, activation, use_bias, kernel_initializer, bias_initializer, input_shape, seed) .Call(wrap__rg_add_conv2d, ptr, name, filters, kernel_size, strides, padding, dilation_rate, activation, use_bias, kernel_initializer, bias_initializer, input_shape, seed)
-
-#' @noRd
-rg_add_max_pooling2d <- function(ptr, name, pool_size, strides, padding, input_shape) .Call(wrap__rg_add_max_pooling2d, ptr, name, pool_size, strides, padding, input_shape)
-
-#' @noRd
-rg_add_flatten <- function(ptr, name, input_shape) .Call(wrap__rg_add_flatten, ptr, name, input_shape)
-
-#' @noRd
-rg_add_merge <- function(ptr, name, mode) .Call(wrap__rg_add_merge, ptr, name, mode)
-
-#' @noRd
-rg_add_conv1d <- function(ptr, name, filters, kernel_size, strides, padding, dilation_rate, activation, use_bias, kernel_initializer, bias_initializer, input_shape, seed) .Call(wrap__rg_add_conv1d, ptr, name, filters, kernel_size, strides, padding, dilation_rate, activation, use_bias, kernel_initializer, bias_initializer, input_shape, seed)
-
-#' @noRd
-rg_add_max_pooling1d <- function(ptr, name, pool_size, strides, padding, input_shape) .Call(wrap__rg_add_max_pooling1d, ptr, name, pool_size, strides, padding, input_shape)
-
-#' @noRd
-rg_add_embedding <- function(ptr, name, input_dim, output_dim, initializer, input_shape, seed) .Call(wrap__rg_add_embedding, ptr, name, input_dim, output_dim, initializer, input_shape, seed)
-
-#' @noRd
-rg_add_batch_normalization <- function(ptr, name, momentum, epsilon, center, scale, input_shape) .Call(wrap__rg_add_batch_normalization, ptr, name, momentum, epsilon, center, scale, input_shape)
-
-#' Depthwise (filters = 0) or separable convolution.
-#' @noRd
-rg_add_depthwise_conv2d <- function(ptr, name, filters, kernel_size, strides, padding, dilation_rate, depth_multiplier, activation, use_bias, depthwise_initializer, pointwise_initializer, bias_initializer, input_shape, seed) .Call(wrap__rg_add_depthwise_conv2d, ptr, name, filters, kernel_size, strides, padding, dilation_rate, depth_multiplier, activation, use_bias, depthwise_initializer, pointwise_initializer, bias_initializer, input_shape, seed)
-
-#' @noRd
-rg_add_average_pooling2d <- function(ptr, name, pool_size, strides, padding, input_shape) .Call(wrap__rg_add_average_pooling2d, ptr, name, pool_size, strides, padding, input_shape)
-
-#' @noRd
-rg_add_global_pooling2d <- function(ptr, name, kind, input_shape) .Call(wrap__rg_add_global_pooling2d, ptr, name, kind, input_shape)
-
-#' `padding` is (top, bottom, left, right).
-#' @noRd
-rg_add_zero_padding2d <- function(ptr, name, padding, input_shape) .Call(wrap__rg_add_zero_padding2d, ptr, name, padding, input_shape)
-
-#' `target_shape` may hold one -1 (inferred).
-#' @noRd
-rg_add_reshape <- function(ptr, name, target_shape, input_shape) .Call(wrap__rg_add_reshape, ptr, name, target_shape, input_shape)
+rg_layer_types <- function() .Call(wrap__rg_layer_types)
 
 #' @noRd
 rg_pop_layer <- function(ptr) .Call(wrap__rg_pop_layer, ptr)
@@ -150,8 +108,8 @@ rg_from_config <- function(config) .Call(wrap__rg_from_config, config)
 #' @noRd
 rg_learning_rate <- function(ptr, value) .Call(wrap__rg_learning_rate, ptr, value)
 
-#' Marks the weights of the named layers trainable or not (batch normalization's moving
-#' statistics are never trainable).
+#' Marks the weights of the named layers trainable or not (a layer's own state, such as
+#' batch normalization's moving statistics, is never trainable).
 #' @noRd
 rg_set_trainable <- function(ptr, layers, trainable) .Call(wrap__rg_set_trainable, ptr, layers, trainable)
 

@@ -116,8 +116,8 @@ keras_model <- function(inputs, outputs, name = NULL) {
   new_model(ptr, name, kind = "functional")
 }
 
-merge_layer <- function(inputs, mode, name, prefix, call = rlang::caller_env()) {
-  layer <- new_layer("merge", layer_name(name, prefix, call = call), list(mode = mode))
+merge_layer <- function(inputs, class_name, config, name, call = rlang::caller_env()) {
+  layer <- new_layer(class_name, layer_name(name, class_name, call = call), config)
   if (missing(inputs) || is.null(inputs)) return(layer)
   if (!is.list(inputs) || length(inputs) < 2 || !all(vapply(inputs, is_tensor, logical(1)))) {
     value_error("`inputs` must be a list of at least 2 tensors.", call = call)
@@ -139,15 +139,15 @@ merge_layer <- function(inputs, mode, name, prefix, call = rlang::caller_env()) 
 #' y <- layer_concatenate(list(x %>% layer_dense(2), x %>% layer_dense(4)))
 #' keras_model(x, y)
 #' @export
-layer_add <- function(inputs, name = NULL) merge_layer(inputs, "add", name, "add")
+layer_add <- function(inputs, name = NULL) merge_layer(inputs, "Add", list(), name)
 
 #' @rdname layer_add
 #' @export
-layer_multiply <- function(inputs, name = NULL) merge_layer(inputs, "multiply", name, "multiply")
+layer_multiply <- function(inputs, name = NULL) merge_layer(inputs, "Multiply", list(), name)
 
 #' @rdname layer_add
 #' @export
 layer_concatenate <- function(inputs, axis = -1L, name = NULL) {
   if (!identical(as.numeric(axis), -1)) value_error("Only `axis = -1` (the last axis) is supported.")
-  merge_layer(inputs, "concatenate", name, "concatenate")
+  merge_layer(inputs, "Concatenate", list(axis = -1L), name)
 }

@@ -63,13 +63,11 @@ layer_conv_2d <- function(object, filters, kernel_size, strides = c(1L, 1L), pad
   check_bool(use_bias, "use_bias")
   check_string(kernel_initializer, "kernel_initializer")
   check_string(bias_initializer, "bias_initializer")
-  layer <- new_layer("conv_2d", layer_name(name, "conv2d"), list(
-    filters = as.numeric(filters), kernel_size = kernel_size, strides = strides, padding = padding,
+  create_layer("Conv2D", object, list(
+    filters = filters, kernel_size = kernel_size, strides = strides, padding = padding,
     dilation_rate = dilation_rate, activation = activation_name(activation), use_bias = use_bias,
-    kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
-    input_shape = check_shape(input_shape, "input_shape"), seed = new_seed()
-  ))
-  compose_layer(object, layer)
+    kernel_initializer = kernel_initializer, bias_initializer = bias_initializer
+  ), input_shape, name)
 }
 
 #' Max pooling for 2D inputs
@@ -89,21 +87,18 @@ layer_conv_2d <- function(object, filters, kernel_size, strides = c(1L, 1L), pad
 layer_max_pooling_2d <- function(object, pool_size = c(2L, 2L), strides = NULL, padding = "valid",
                                  data_format = NULL, input_shape = NULL, name = NULL) {
   force_model(object)
-  pooling_2d(object, "max_pooling_2d", "max_pooling2d", pool_size, strides, padding, data_format, input_shape, name)
+  pooling_2d(object, "MaxPooling2D", pool_size, strides, padding, data_format, input_shape, name)
 }
 
 # Max and average pooling take the same window arguments.
-pooling_2d <- function(object, kind, prefix, pool_size, strides, padding, data_format, input_shape, name,
+pooling_2d <- function(object, class_name, pool_size, strides, padding, data_format, input_shape, name,
                        call = rlang::caller_env()) {
   pool_size <- as_pair(pool_size, "pool_size", call = call)
   strides <- if (is.null(strides)) pool_size else as_pair(strides, "strides", call = call)
   check_padding(padding, call = call)
   check_channels_last(data_format, call = call)
-  layer <- new_layer(kind, layer_name(name, prefix, call = call), list(
-    pool_size = pool_size, strides = strides, padding = padding,
-    input_shape = check_shape(input_shape, "input_shape", call = call)
-  ))
-  compose_layer(object, layer, call = call)
+  create_layer(class_name, object, list(pool_size = pool_size, strides = strides, padding = padding),
+               input_shape, name, call = call)
 }
 
 #' Flatten each sample to a vector
@@ -119,8 +114,7 @@ pooling_2d <- function(object, kind, prefix, pool_size, strides, padding, data_f
 layer_flatten <- function(object, data_format = NULL, input_shape = NULL, name = NULL) {
   force_model(object)
   check_channels_last(data_format)
-  layer <- new_layer("flatten", layer_name(name, "flatten"), list(input_shape = check_shape(input_shape, "input_shape")))
-  compose_layer(object, layer)
+  create_layer("Flatten", object, list(), input_shape, name)
 }
 
 #' Average pooling for 2D inputs
@@ -137,17 +131,13 @@ layer_flatten <- function(object, data_format = NULL, input_shape = NULL, name =
 layer_average_pooling_2d <- function(object, pool_size = c(2L, 2L), strides = NULL, padding = "valid",
                                      data_format = NULL, input_shape = NULL, name = NULL) {
   force_model(object)
-  pooling_2d(object, "average_pooling_2d", "average_pooling2d", pool_size, strides, padding, data_format, input_shape, name)
+  pooling_2d(object, "AveragePooling2D", pool_size, strides, padding, data_format, input_shape, name)
 }
 
-global_pooling <- function(object, kind, data_format, keepdims, input_shape, name, call = rlang::caller_env()) {
+global_pooling <- function(object, class_name, data_format, keepdims, input_shape, name, call = rlang::caller_env()) {
   check_channels_last(data_format, call = call)
   if (!identical(keepdims, FALSE)) value_error("Only `keepdims = FALSE` is supported yet.", call = call)
-  prefix <- if (kind == "max") "global_max_pooling2d" else "global_average_pooling2d"
-  layer <- new_layer("global_pooling_2d", layer_name(name, prefix, call = call), list(
-    kind = kind, input_shape = check_shape(input_shape, "input_shape", call = call)
-  ))
-  compose_layer(object, layer, call = call)
+  create_layer(class_name, object, list(keepdims = FALSE), input_shape, name, call = call)
 }
 
 #' Global pooling for 2D inputs
@@ -164,14 +154,14 @@ global_pooling <- function(object, kind, data_format, keepdims, input_shape, nam
 #' @export
 layer_global_average_pooling_2d <- function(object, data_format = NULL, keepdims = FALSE, input_shape = NULL, name = NULL) {
   force_model(object)
-  global_pooling(object, "average", data_format, keepdims, input_shape, name)
+  global_pooling(object, "GlobalAveragePooling2D", data_format, keepdims, input_shape, name)
 }
 
 #' @rdname layer_global_average_pooling_2d
 #' @export
 layer_global_max_pooling_2d <- function(object, data_format = NULL, keepdims = FALSE, input_shape = NULL, name = NULL) {
   force_model(object)
-  global_pooling(object, "max", data_format, keepdims, input_shape, name)
+  global_pooling(object, "GlobalMaxPooling2D", data_format, keepdims, input_shape, name)
 }
 
 #' Zero-padding for 2D inputs
@@ -195,10 +185,7 @@ layer_zero_padding_2d <- function(object, padding = c(1L, 1L), data_format = NUL
     p <- as_pair(padding, "padding", min = 0)
     c(p[1], p[1], p[2], p[2])
   }
-  layer <- new_layer("zero_padding_2d", layer_name(name, "zero_padding2d"), list(
-    padding = pads, input_shape = check_shape(input_shape, "input_shape")
-  ))
-  compose_layer(object, layer)
+  create_layer("ZeroPadding2D", object, list(padding = list(pads[1:2], pads[3:4])), input_shape, name)
 }
 
 #' Reshape each sample
@@ -218,15 +205,12 @@ layer_reshape <- function(object, target_shape, input_shape = NULL, name = NULL)
       sum(target_shape == -1) > 1) {
     value_error(sprintf("`target_shape` must be positive whole numbers with at most one -1, not %s.", describe(target_shape)))
   }
-  layer <- new_layer("reshape", layer_name(name, "reshape"), list(
-    target_shape = as.numeric(target_shape), input_shape = check_shape(input_shape, "input_shape")
-  ))
-  compose_layer(object, layer)
+  create_layer("Reshape", object, list(target_shape = I(as.numeric(target_shape))), input_shape, name)
 }
 
 depthwise_layer <- function(object, filters, kernel_size, strides, padding, data_format, depth_multiplier,
                             dilation_rate, activation, use_bias, depthwise_initializer, pointwise_initializer,
-                            bias_initializer, input_shape, name, prefix, call = rlang::caller_env()) {
+                            bias_initializer, input_shape, name, call = rlang::caller_env()) {
   kernel_size <- as_pair(kernel_size, "kernel_size", call = call)
   strides <- as_pair(strides, "strides", call = call)
   dilation_rate <- as_pair(dilation_rate, "dilation_rate", call = call)
@@ -240,15 +224,16 @@ depthwise_layer <- function(object, filters, kernel_size, strides, padding, data
   for (arg in c("depthwise_initializer", "pointwise_initializer", "bias_initializer")) {
     check_string(get(arg), arg, call = call)
   }
-  layer <- new_layer("depthwise_conv_2d", layer_name(name, prefix, call = call), list(
-    filters = as.numeric(filters), kernel_size = kernel_size, strides = strides, padding = padding,
-    dilation_rate = dilation_rate, depth_multiplier = as.numeric(depth_multiplier),
-    activation = activation_name(activation, call = call), use_bias = use_bias,
-    depthwise_initializer = depthwise_initializer, pointwise_initializer = pointwise_initializer,
-    bias_initializer = bias_initializer, input_shape = check_shape(input_shape, "input_shape", call = call),
-    seed = new_seed()
-  ))
-  compose_layer(object, layer, call = call)
+  config <- list(
+    kernel_size = kernel_size, strides = strides, padding = padding, dilation_rate = dilation_rate,
+    depth_multiplier = depth_multiplier, activation = activation_name(activation, call = call),
+    use_bias = use_bias, depthwise_initializer = depthwise_initializer, bias_initializer = bias_initializer
+  )
+  if (is.null(filters)) {
+    return(create_layer("DepthwiseConv2D", object, config, input_shape, name, call = call))
+  }
+  config <- c(list(filters = filters, pointwise_initializer = pointwise_initializer), config)
+  create_layer("SeparableConv2D", object, config, input_shape, name, call = call)
 }
 
 #' Depthwise separable 2D convolution
@@ -280,7 +265,7 @@ layer_separable_conv_2d <- function(object, filters, kernel_size, strides = c(1L
   check_count(filters, "filters", min = 1)
   depthwise_layer(object, filters, kernel_size, strides, padding, data_format, depth_multiplier, dilation_rate,
                   activation, use_bias, depthwise_initializer, pointwise_initializer, bias_initializer, input_shape,
-                  name, "separable_conv2d")
+                  name)
 }
 
 #' @rdname layer_separable_conv_2d
@@ -290,9 +275,9 @@ layer_depthwise_conv_2d <- function(object, kernel_size, strides = c(1L, 1L), pa
                                     activation = NULL, use_bias = TRUE, depthwise_initializer = "glorot_uniform",
                                     bias_initializer = "zeros", input_shape = NULL, name = NULL) {
   force_model(object)
-  depthwise_layer(object, 0, kernel_size, strides, padding, data_format, depth_multiplier, dilation_rate,
+  depthwise_layer(object, NULL, kernel_size, strides, padding, data_format, depth_multiplier, dilation_rate,
                   activation, use_bias, depthwise_initializer, "glorot_uniform", bias_initializer, input_shape,
-                  name, "depthwise_conv2d")
+                  name)
 }
 
 #' 1D convolution and max pooling
@@ -326,13 +311,11 @@ layer_conv_1d <- function(object, filters, kernel_size, strides = 1L, padding = 
   check_bool(use_bias, "use_bias")
   check_string(kernel_initializer, "kernel_initializer")
   check_string(bias_initializer, "bias_initializer")
-  layer <- new_layer("conv_1d", layer_name(name, "conv1d"), list(
-    filters = as.numeric(filters), kernel_size = as.numeric(kernel_size), strides = as.numeric(strides),
-    padding = padding, dilation_rate = as.numeric(dilation_rate), activation = activation_name(activation),
-    use_bias = use_bias, kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
-    input_shape = check_shape(input_shape, "input_shape"), seed = new_seed()
-  ))
-  compose_layer(object, layer)
+  create_layer("Conv1D", object, list(
+    filters = filters, kernel_size = kernel_size, strides = strides, padding = padding,
+    dilation_rate = dilation_rate, activation = activation_name(activation), use_bias = use_bias,
+    kernel_initializer = kernel_initializer, bias_initializer = bias_initializer
+  ), input_shape, name)
 }
 
 #' @rdname layer_conv_1d
@@ -346,9 +329,6 @@ layer_max_pooling_1d <- function(object, pool_size = 2L, strides = NULL, padding
   check_count(strides, "strides", min = 1)
   check_padding(padding)
   check_channels_last(data_format)
-  layer <- new_layer("max_pooling_1d", layer_name(name, "max_pooling1d"), list(
-    pool_size = as.numeric(pool_size), strides = as.numeric(strides), padding = padding,
-    input_shape = check_shape(input_shape, "input_shape")
-  ))
-  compose_layer(object, layer)
+  create_layer("MaxPooling1D", object, list(pool_size = pool_size, strides = strides, padding = padding),
+               input_shape, name)
 }

@@ -1,11 +1,15 @@
-# Layers: each layer_*() validates its arguments in R, then either adds the layer to the
-# model given (in place, returning the model) or, with no model, returns the layer for
-# keras_model_sequential(layers = ).
+# Layers: each layer_*() checks its arguments, builds Keras's config for its layer (the
+# fields of Keras's get_config(), with Keras's names) and calls create_layer(). The core reads
+# that config with the same parser as a saved model's, so adding a layer type to R is one
+# function here.
 
 # A layer made without a model is a function: calling it on a tensor (from layer_input())
 # applies it, and calling the same layer twice shares its weights, as in Keras.
-new_layer <- function(kind, name, args) {
-  spec <- list(kind = kind, name = name, args = args)
+new_layer <- function(class_name, name, config, input_shape = NULL) {
+  # Each layer's initial weights come from its own seed, drawn from R's RNG, so set.seed()
+  # makes model initialisation reproducible.
+  spec <- list(class_name = class_name, name = name, config = config, input_shape = input_shape,
+               seed = new_seed())
   apply_layer <- function(object) compose_layer(object, self)
   self <- structure(apply_layer, class = "rustgpu_layer", spec = spec)
   self
@@ -13,6 +17,14 @@ new_layer <- function(kind, name, args) {
 
 #' @export
 `$.rustgpu_layer` <- function(x, name) attr(x, "spec")[[name]]
+
+# The one way a layer_*() function makes its layer: `config` holds the layer type's Keras
+# config fields (`name` is added here), `object` is the model, tensor(s) or nothing.
+create_layer <- function(class_name, object, config, input_shape = NULL, name = NULL, call = rlang::caller_env()) {
+  layer <- new_layer(class_name, layer_name(name, class_name, call = call), config,
+                     check_shape(input_shape, "input_shape", call = call))
+  compose_layer(object, layer, call = call)
+}
 
 compose_layer <- function(object, layer, call = rlang::caller_env()) {
   if (missing(object) || is.null(object)) {
@@ -34,35 +46,8 @@ compose_layer <- function(object, layer, call = rlang::caller_env()) {
 }
 
 add_layer <- function(model, layer, call = rlang::caller_env()) {
-  a <- layer$args
-  shape <- a$input_shape
-  result <- switch(layer$kind,
-    dense = rg_add_dense(model$ptr, layer$name, a$units, a$activation, a$use_bias,
-                         a$kernel_initializer, a$bias_initializer, shape, a$seed),
-    activation = rg_add_activation(model$ptr, layer$name, a$activation, shape),
-    dropout = rg_add_dropout(model$ptr, layer$name, a$rate, shape),
-    conv_2d = rg_add_conv2d(model$ptr, layer$name, a$filters, a$kernel_size, a$strides, a$padding,
-                            a$dilation_rate, a$activation, a$use_bias, a$kernel_initializer,
-                            a$bias_initializer, shape, a$seed),
-    max_pooling_2d = rg_add_max_pooling2d(model$ptr, layer$name, a$pool_size, a$strides, a$padding, shape),
-    flatten = rg_add_flatten(model$ptr, layer$name, shape),
-    average_pooling_2d = rg_add_average_pooling2d(model$ptr, layer$name, a$pool_size, a$strides, a$padding, shape),
-    global_pooling_2d = rg_add_global_pooling2d(model$ptr, layer$name, a$kind, shape),
-    zero_padding_2d = rg_add_zero_padding2d(model$ptr, layer$name, a$padding, shape),
-    reshape = rg_add_reshape(model$ptr, layer$name, a$target_shape, shape),
-    depthwise_conv_2d = rg_add_depthwise_conv2d(model$ptr, layer$name, a$filters, a$kernel_size, a$strides, a$padding,
-                                                a$dilation_rate, a$depth_multiplier, a$activation, a$use_bias,
-                                                a$depthwise_initializer, a$pointwise_initializer, a$bias_initializer,
-                                                shape, a$seed),
-    merge = rg_add_merge(model$ptr, layer$name, a$mode),
-    conv_1d = rg_add_conv1d(model$ptr, layer$name, a$filters, a$kernel_size, a$strides, a$padding, a$dilation_rate,
-                            a$activation, a$use_bias, a$kernel_initializer, a$bias_initializer, shape, a$seed),
-    max_pooling_1d = rg_add_max_pooling1d(model$ptr, layer$name, a$pool_size, a$strides, a$padding, shape),
-    embedding = rg_add_embedding(model$ptr, layer$name, a$input_dim, a$output_dim, a$embeddings_initializer, shape, a$seed),
-    batch_normalization = rg_add_batch_normalization(model$ptr, layer$name, a$momentum, a$epsilon, a$center,
-                                                     a$scale, shape)
-  )
-  call_backend(result, call = call)
+  config <- c(list(name = layer$name), layer$config)
+  call_backend(rg_add_layer(model$ptr, layer$class_name, config, layer$input_shape, layer$seed), call = call)
   invisible(model)
 }
 
@@ -78,13 +63,25 @@ activation_name <- function(activation, call = rlang::caller_env()) {
   activation
 }
 
-layer_name <- function(name, prefix, call = rlang::caller_env()) {
+# Keras's default layer names: "dense", "dense_1", ... (the prefix comes from the core's
+# registry of layer types).
+layer_name <- function(name, class_name, call = rlang::caller_env()) {
   check_string(name, "name", allow_null = TRUE, call = call)
-  if (is.null(name)) rg_unique_name(prefix) else name
+  if (!is.null(name)) return(name)
+  types <- layer_types()
+  prefix <- types$name_prefix[match(class_name, types$class_name)]
+  if (is.na(prefix)) state_error(sprintf("Layer type \"%s\" is not in this build's registry.", class_name), call = call)
+  rg_unique_name(prefix)
 }
 
-# Each layer's initial weights come from its own seed, drawn from R's RNG, so set.seed()
-# makes model initialisation reproducible.
+layer_types <- local({
+  types <- NULL
+  function() {
+    if (is.null(types)) types <<- rg_layer_types()
+    types
+  }
+})
+
 new_seed <- function() sample.int(.Machine$integer.max, 1)
 
 #' Add a densely-connected layer
@@ -116,12 +113,10 @@ layer_dense <- function(object, units, activation = NULL, use_bias = TRUE,
   check_bool(use_bias, "use_bias")
   check_string(kernel_initializer, "kernel_initializer")
   check_string(bias_initializer, "bias_initializer")
-  layer <- new_layer("dense", layer_name(name, "dense"), list(
-    units = as.numeric(units), activation = activation_name(activation), use_bias = use_bias,
-    kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
-    input_shape = check_shape(input_shape, "input_shape"), seed = new_seed()
-  ))
-  compose_layer(object, layer)
+  create_layer("Dense", object, list(
+    units = units, activation = activation_name(activation), use_bias = use_bias,
+    kernel_initializer = kernel_initializer, bias_initializer = bias_initializer
+  ), input_shape, name)
 }
 
 #' Apply an activation function to an output
@@ -136,10 +131,7 @@ layer_dense <- function(object, units, activation = NULL, use_bias = TRUE,
 #' @export
 layer_activation <- function(object, activation, input_shape = NULL, name = NULL) {
   force_model(object)
-  layer <- new_layer("activation", layer_name(name, "activation"), list(
-    activation = activation_name(activation), input_shape = check_shape(input_shape, "input_shape")
-  ))
-  compose_layer(object, layer)
+  create_layer("Activation", object, list(activation = activation_name(activation)), input_shape, name)
 }
 
 #' Apply dropout to the input
@@ -159,10 +151,7 @@ layer_activation <- function(object, activation, input_shape = NULL, name = NULL
 layer_dropout <- function(object, rate, input_shape = NULL, name = NULL) {
   force_model(object)
   check_number(rate, "rate", min = 0, max = 1, max_inclusive = FALSE)
-  layer <- new_layer("dropout", layer_name(name, "dropout"), list(
-    rate = as.numeric(rate), input_shape = check_shape(input_shape, "input_shape")
-  ))
-  compose_layer(object, layer)
+  create_layer("Dropout", object, list(rate = rate), input_shape, name)
 }
 
 #' Batch normalization layer
@@ -195,16 +184,14 @@ layer_batch_normalization <- function(object, axis = -1L, momentum = 0.99, epsil
   check_number(epsilon, "epsilon", min = 0, min_inclusive = FALSE)
   check_bool(center, "center")
   check_bool(scale, "scale")
-  layer <- new_layer("batch_normalization", layer_name(name, "batch_normalization"), list(
-    momentum = momentum, epsilon = epsilon, center = center, scale = scale,
-    input_shape = check_shape(input_shape, "input_shape")
-  ))
-  compose_layer(object, layer)
+  create_layer("BatchNormalization", object, list(
+    axis = -1L, momentum = momentum, epsilon = epsilon, center = center, scale = scale
+  ), input_shape, name)
 }
 
 #' @export
 print.rustgpu_layer <- function(x, ...) {
-  cat(sprintf("<%s layer \"%s\">\n", x$kind, x$name))
+  cat(sprintf("<%s layer \"%s\">\n", x$class_name, x$name))
   invisible(x)
 }
 
@@ -237,10 +224,8 @@ layer_embedding <- function(object, input_dim, output_dim, embeddings_initialize
   if (embeddings_initializer == "uniform") embeddings_initializer <- "random_uniform"
   check_count(input_length, "input_length", min = 1, allow_null = TRUE)
   if (is.null(input_shape) && !is.null(input_length)) input_shape <- input_length
-  layer <- new_layer("embedding", layer_name(name, "embedding"), list(
-    input_dim = as.numeric(input_dim), output_dim = as.numeric(output_dim),
-    embeddings_initializer = embeddings_initializer, input_shape = check_shape(input_shape, "input_shape"),
-    seed = new_seed()
-  ))
-  compose_layer(object, layer)
+  create_layer("Embedding", object, list(
+    input_dim = input_dim, output_dim = output_dim, embeddings_initializer = embeddings_initializer,
+    input_length = input_length
+  ), input_shape, name)
 }

@@ -5,7 +5,7 @@
 //! batch 256.
 use rustgpu_core::activation::Activation;
 use rustgpu_core::device::{cpu_device, cuda_device_count, DeviceInfo, DeviceKind};
-use rustgpu_core::layers::{BatchNormalization, Dense, Layer, LayerKind};
+use rustgpu_core::layers::{BatchNormalization, Dense, Layer};
 use rustgpu_core::loss::Loss;
 use rustgpu_core::optim::{Optimizer, OptimizerConfig};
 use rustgpu_core::parallel::{MergeDevice, ReplicaSet};
@@ -28,11 +28,10 @@ fn mlp(widths: &[usize], input: usize, bn: bool) -> Model {
     for (i, w) in widths.iter().enumerate() {
         let last = i + 1 == widths.len();
         let act = if last { Activation::Softmax } else { Activation::Relu };
-        let dense = Layer { name: format!("d{}", i), kind: LayerKind::Dense(Dense::new(*w, act, true).unwrap()), seed: i as u64 + 1 };
+        let dense = Layer::new(format!("d{}", i), Dense::new(*w, act, true).unwrap(), i as u64 + 1);
         m.add(dense, if i == 0 { Some(vec![input]) } else { None }).unwrap();
         if bn && !last {
-            let norm = BatchNormalization { momentum: 0.99, epsilon: 1e-3, center: true, scale: true };
-            m.add(Layer { name: format!("bn{}", i), kind: LayerKind::BatchNormalization(norm), seed: 0 }, None).unwrap();
+            m.add(Layer::new(format!("bn{}", i), BatchNormalization::default(), 0), None).unwrap();
         }
     }
     m

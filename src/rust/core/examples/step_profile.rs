@@ -7,7 +7,7 @@
 //! once, against the full step alone: what the machine allows without any synchronisation.
 use rustgpu_core::activation::Activation;
 use rustgpu_core::device::{cpu_device, DeviceInfo, DeviceKind};
-use rustgpu_core::layers::{Dense, Layer, LayerKind};
+use rustgpu_core::layers::{Dense, Layer};
 use rustgpu_core::loss::Loss;
 use rustgpu_core::optim::{Optimizer, OptimizerConfig};
 use rustgpu_core::parallel::{MergeDevice, ReplicaSet};
@@ -34,7 +34,7 @@ fn main() {
     rustgpu_core::device::configure_threads();
     let mut m = Model::new("mlp".into());
     for (i, (units, act)) in [(512, Activation::Relu), (512, Activation::Relu), (10, Activation::Softmax)].into_iter().enumerate() {
-        let layer = Layer { name: format!("d{}", i), kind: LayerKind::Dense(Dense::new(units, act, true).unwrap()), seed: i as u64 };
+        let layer = Layer::new(format!("d{}", i), Dense::new(units, act, true).unwrap(), i as u64);
         m.add(layer, if i == 0 { Some(vec![784]) } else { None }).unwrap();
     }
     let rows = 256;

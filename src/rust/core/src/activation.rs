@@ -3,8 +3,9 @@
 use crate::error::{Error, Result};
 use candle_core::{Tensor, D};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Activation {
+    #[default]
     Linear,
     Relu,
     Sigmoid,
@@ -115,6 +116,33 @@ impl Activation {
                 dy.mul(&(cdf + z.mul(&pdf)?)?)?
             }
         })
+    }
+}
+
+/// A layer's `activation(x · w + bias)`: the pre-activation and the output. ReLU is applied
+/// in the product's buffer; the pre-activation returned is then the output itself (ReLU's
+/// gradient only asks whether it is > 0, the same for both).
+pub fn linear_then(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, activation: Activation) -> Result<(Tensor, Tensor)> {
+    if activation == Activation::Relu {
+        let y = crate::kernels::linear(x, w, bias, true)?;
+        return Ok((y.clone(), y));
+    }
+    let z = crate::kernels::linear(x, w, bias, false)?;
+    let y = activation.apply(&z)?;
+    Ok((z, y))
+}
+
+/// Keras writes an activation as its name; `null` reads as linear.
+impl serde::Serialize for Activation {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Activation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name: Option<String> = serde::Deserialize::deserialize(d)?;
+        Activation::parse(name.as_deref().unwrap_or("linear")).map_err(serde::de::Error::custom)
     }
 }
 

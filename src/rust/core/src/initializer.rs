@@ -118,6 +118,57 @@ pub fn compute_fans(shape: &[usize]) -> (f64, f64) {
     }
 }
 
+/// Keras's serialized form: `{"module", "class_name", "config", "registered_name"}` (tf-keras
+/// 2.x); read from that, from Keras 2's `{"class_name", "config"}`, or from a name.
+impl serde::Serialize for Initializer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde_json::json;
+        let (class, config) = match self {
+            Initializer::Zeros => ("Zeros", json!({})),
+            Initializer::Ones => ("Ones", json!({})),
+            Initializer::Constant(v) => ("Constant", json!({ "value": v })),
+            Initializer::GlorotUniform => ("GlorotUniform", json!({ "seed": null })),
+            Initializer::GlorotNormal => ("GlorotNormal", json!({ "seed": null })),
+            Initializer::HeUniform => ("HeUniform", json!({ "seed": null })),
+            Initializer::HeNormal => ("HeNormal", json!({ "seed": null })),
+            Initializer::LecunUniform => ("LecunUniform", json!({ "seed": null })),
+            Initializer::LecunNormal => ("LecunNormal", json!({ "seed": null })),
+            Initializer::RandomUniform { min, max } => ("RandomUniform", json!({ "minval": min, "maxval": max, "seed": null })),
+            Initializer::RandomNormal { mean, stddev } => ("RandomNormal", json!({ "mean": mean, "stddev": stddev, "seed": null })),
+        };
+        json!({ "module": "keras.initializers", "class_name": class, "config": config, "registered_name": null }).serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Initializer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        use serde_json::Value;
+        let v = Value::deserialize(d)?;
+        if let Some(name) = v.as_str() {
+            return Initializer::parse(name).map_err(D::Error::custom);
+        }
+        let class = v.get("class_name").and_then(Value::as_str).ok_or_else(|| D::Error::custom(format!("not an initializer: {}", v)))?;
+        let num = |k: &str, default: f64| v.get("config").and_then(|c| c.get(k)).and_then(Value::as_f64).unwrap_or(default);
+        Ok(match class {
+            "Zeros" => Initializer::Zeros,
+            "Ones" => Initializer::Ones,
+            "Constant" => Initializer::Constant(num("value", 0.0)),
+            "GlorotUniform" => Initializer::GlorotUniform,
+            "GlorotNormal" => Initializer::GlorotNormal,
+            "HeUniform" => Initializer::HeUniform,
+            "HeNormal" => Initializer::HeNormal,
+            "LecunUniform" => Initializer::LecunUniform,
+            "LecunNormal" => Initializer::LecunNormal,
+            "RandomUniform" => Initializer::RandomUniform { min: num("minval", -0.05), max: num("maxval", 0.05) },
+            "RandomNormal" => Initializer::RandomNormal { mean: num("mean", 0.0), stddev: num("stddev", 0.05) },
+            // A loaded model's weights come from its file: an initializer we do not have only
+            // matters if the layer is rebuilt, so it reads as Keras's default.
+            _ => Initializer::GlorotUniform,
+        })
+    }
+}
+
 /// A standard normal draw (Box-Muller); avoids pulling in rand_distr for one function.
 mod rand_distr_lite {
     use rand::Rng;

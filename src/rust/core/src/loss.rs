@@ -93,7 +93,7 @@ impl Loss {
                         "`y` has {} values per sample but the model outputs {} (shape ({}))",
                         y.row_len(),
                         units,
-                        crate::model::join_dims(output_shape)
+                        crate::shape::join_dims(output_shape)
                     )));
                 }
                 let mut shape = vec![y.rows()];

@@ -1,6 +1,7 @@
 //! The model: layers wired as a sequential stack or a functional graph, plus the master
 //! weights (the only copy that is trained; replicas get snapshots of it each step).
 use crate::error::{Error, Result};
+use crate::shape::{check_input_shape, join_dims};
 use crate::layers::{Cache, ForwardContext, Layer, LayerOutput, OutputGrad};
 use crate::tensor::HostTensor;
 use candle_core::Tensor;
@@ -16,6 +17,9 @@ pub struct Weight {
     pub shape: Vec<usize>,
     pub value: Arc<Vec<f32>>,
     pub trainable: bool,
+    /// State the layer itself updates (batch normalization's moving statistics): never
+    /// trained, whatever `freeze_weights()` says.
+    pub layer_state: bool,
 }
 
 /// Where a node's input comes from: a model input or another node's output.
@@ -149,15 +153,19 @@ impl Architecture {
         self.backward_with_transposes(weights, &[], caches, output_grads)
     }
 
-    /// Which weights are dense kernels whose transpose the backward pass multiplies by (the
+    /// Which weights' transposes the backward pass multiplies by (a dense kernel, for the
     /// layer's input gradient, needed when its input comes from another layer).
     pub fn transposed_kernels(&self) -> Vec<bool> {
         let n = self.weight_ranges.last().map_or(0, |r| r.end);
         let mut wanted = vec![false; n];
         for node in self.nodes().iter() {
-            let dense = matches!(self.layers[node.layer].kind, crate::layers::LayerKind::Dense(_));
-            if dense && node.inputs.iter().any(|s| matches!(s, Source::Node(_))) {
-                wanted[self.weight_ranges[node.layer].start] = true;
+            if node.inputs.iter().any(|s| matches!(s, Source::Node(_))) {
+                let range = &self.weight_ranges[node.layer];
+                for i in self.layers[node.layer].kind.transposed_weights() {
+                    if let Some(slot) = wanted.get_mut(range.start + i).filter(|_| range.start + i < range.end) {
+                        *slot = true;
+                    }
+                }
             }
         }
         wanted
@@ -318,7 +326,7 @@ impl Model {
                     "`input_shape` can only be given to the first layer of a sequential model".into(),
                 ));
             }
-            check_shape(shape)?;
+            check_input_shape(shape)?;
         }
         // Check the layer fits before touching the model, so a bad layer leaves it unchanged.
         let mut arch = (*self.arch).clone();
@@ -369,7 +377,7 @@ impl Model {
         let [input_shape] = input_shapes else {
             return Err(Error::Value(format!("a sequential model takes one input array, got {}", input_shapes.len())));
         };
-        check_shape(input_shape)?;
+        check_input_shape(input_shape)?;
         let (arch, weights) = build((*self.arch).clone(), input_shape, &[])?;
         self.arch = Arc::new(arch);
         self.weights = weights;
@@ -384,7 +392,7 @@ impl Model {
             }
         }
         for shape in &graph.input_shapes {
-            check_shape(shape)?;
+            check_input_shape(shape)?;
         }
         let mut node_shapes: Vec<Vec<usize>> = Vec::with_capacity(graph.nodes.len());
         let mut first_inputs: Vec<Option<Vec<Vec<usize>>>> = vec![None; layers.len()];
@@ -426,7 +434,7 @@ impl Model {
             let mut rng = rand::rngs::StdRng::seed_from_u64(layer.seed);
             for spec in layer.weight_specs(&inputs[0]) {
                 let value = Arc::new(spec.initializer.sample(&spec.shape, &mut rng));
-                weights.push(Weight { name: format!("{}/{}:0", layer.name, spec.name), shape: spec.shape, value, trainable: spec.trainable });
+                weights.push(Weight { name: format!("{}/{}:0", layer.name, spec.name), shape: spec.shape, value, trainable: spec.trainable, layer_state: !spec.trainable });
             }
             weight_ranges.push(start..weights.len());
         }
@@ -465,6 +473,19 @@ impl Model {
             }
         }
         (trainable, frozen)
+    }
+
+    /// Marks the weights of the named layers trainable or not (`freeze_weights()`); state a
+    /// layer updates itself stays untrained.
+    pub fn set_trainable(&mut self, layers: &[String], trainable: bool) {
+        let arch = self.arch.clone();
+        for (layer, range) in arch.layers.iter().zip(&arch.weight_ranges) {
+            if layers.contains(&layer.name) {
+                for w in &mut self.weights[range.clone()] {
+                    w.trainable = trainable && !w.layer_state;
+                }
+            }
+        }
     }
 
     pub fn get_weights(&self) -> Vec<HostTensor> {
@@ -520,6 +541,7 @@ fn build(mut arch: Architecture, input_shape: &[usize], existing: &[Weight]) -> 
                 shape: spec.shape,
                 value,
                 trainable: spec.trainable,
+                layer_state: !spec.trainable,
             });
         }
         arch.weight_ranges.push(start..weights.len());
@@ -528,23 +550,6 @@ fn build(mut arch: Architecture, input_shape: &[usize], existing: &[Weight]) -> 
     }
     arch.input_shape = Some(input_shape.to_vec());
     Ok((arch, weights))
-}
-
-fn check_shape(shape: &[usize]) -> Result<()> {
-    if shape.is_empty() || shape.iter().any(|d| *d == 0) {
-        return Err(Error::Value(format!(
-            "an input shape needs positive dimensions, got ({})",
-            join_dims(shape)
-        )));
-    }
-    if shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d)).map_or(true, |n| n > i32::MAX as usize) {
-        return Err(Error::Value(format!("input shape ({}) is too large", join_dims(shape))));
-    }
-    Ok(())
-}
-
-pub fn join_dims(shape: &[usize]) -> String {
-    shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// Makes the weights of a step as tensors on `device` (the per-step "weights out" transfer).

@@ -468,7 +468,7 @@ mod tests {
     use super::*;
 
     fn weight(v: Vec<f32>) -> Weight {
-        Weight { name: "w".into(), shape: vec![v.len()], value: Arc::new(v), trainable: true }
+        Weight { name: "w".into(), shape: vec![v.len()], value: Arc::new(v), trainable: true, layer_state: false }
     }
 
     #[test]
@@ -516,7 +516,7 @@ mod sum_tests {
 
     #[test]
     fn replica_parts_are_summed_before_the_update() {
-        let w = |v: Vec<f32>| Weight { name: "w".into(), shape: vec![v.len()], value: Arc::new(v), trainable: true };
+        let w = |v: Vec<f32>| Weight { name: "w".into(), shape: vec![v.len()], value: Arc::new(v), trainable: true, layer_state: false };
         let n = 3 * CHUNK + 5; // several chunks, one partial
         let g1: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.01).collect();
         let g2: Vec<f32> = (0..n).map(|i| (i % 5) as f32 * -0.02).collect();
@@ -543,7 +543,7 @@ mod mirror_tests {
         let (rows, cols) = (37, 1000);
         let n = rows * cols;
         assert!(n % CHUNK != 0 && CHUNK % cols != 0);
-        let w = |v: Vec<f32>, shape: Vec<usize>| Weight { name: "w".into(), shape, value: Arc::new(v), trainable: true };
+        let w = |v: Vec<f32>, shape: Vec<usize>| Weight { name: "w".into(), shape, value: Arc::new(v), trainable: true, layer_state: false };
         let mut weights = vec![w((0..n).map(|i| i as f32 * 1e-3).collect(), vec![rows, cols]), w(vec![0.5; 7], vec![7])];
         let g0: Vec<f32> = (0..n).map(|i| (i % 11) as f32 * 0.1).collect();
         let g1 = vec![0.3f32; 7];

@@ -2,7 +2,7 @@
 //! up to float rounding, for every merge device and for batches smaller than the replica count.
 use rustgpu_core::activation::Activation;
 use rustgpu_core::device::{DeviceInfo, DeviceKind};
-use rustgpu_core::layers::{Dense, Layer, LayerKind};
+use rustgpu_core::layers::{Dense, Layer};
 use rustgpu_core::loss::Loss;
 use rustgpu_core::metrics::Metric;
 use rustgpu_core::optim::{Optimizer, OptimizerConfig};
@@ -11,11 +11,7 @@ use rustgpu_core::{Compiled, Executor, HostTensor, Model};
 
 fn model() -> Model {
     let mut m = Model::new("m".into());
-    let dense = |name: &str, units, act, seed| Layer {
-        name: name.into(),
-        kind: LayerKind::Dense(Dense::new(units, act, true).unwrap()),
-        seed,
-    };
+    let dense = |name: &str, units, act, seed| Layer::new(name, Dense::new(units, act, true).unwrap(), seed);
     m.add(dense("d1", 16, Activation::Relu, 1), Some(vec![6])).unwrap();
     m.add(dense("d2", 3, Activation::Softmax, 2), None).unwrap();
     m

@@ -4,24 +4,20 @@ use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rustgpu_core::activation::Activation;
 use rustgpu_core::device::{DeviceInfo, DeviceKind};
-use rustgpu_core::layers::{Dense, ForwardContext, Layer, LayerKind, Merge, OutputGrad};
+use rustgpu_core::layers::{Add, Concatenate, Dense, ForwardContext, Layer, OutputGrad};
 use rustgpu_core::loss::Loss;
 use rustgpu_core::model::{Graph, Node, Source};
 use rustgpu_core::optim::{Optimizer, OptimizerConfig};
 use rustgpu_core::parallel::{MergeDevice, ReplicaSet};
 use rustgpu_core::{Compiled, Executor, HostTensor, Model};
 
-fn layer(name: &str, kind: LayerKind, seed: u64) -> Layer {
-    Layer { name: name.into(), kind, seed }
-}
-
 /// in0 -> shared -> a; in1 -> shared -> b; add(a, b) -> c; concat(c, a) -> out dense.
 fn model() -> Model {
     let layers = vec![
-        layer("shared", LayerKind::Dense(Dense::new(4, Activation::Tanh, true).unwrap()), 1),
-        layer("add", LayerKind::Merge(Merge::Add), 0),
-        layer("concat", LayerKind::Merge(Merge::Concatenate), 0),
-        layer("out", LayerKind::Dense(Dense::new(2, Activation::Softmax, true).unwrap()), 2),
+        Layer::new("shared", Dense::new(4, Activation::Tanh, true).unwrap(), 1),
+        Layer::new("add", Add {}, 0),
+        Layer::new("concat", Concatenate::default(), 0),
+        Layer::new("out", Dense::new(2, Activation::Softmax, true).unwrap(), 2),
     ];
     let graph = Graph {
         input_names: vec!["a".into(), "b".into()],

@@ -194,3 +194,81 @@ pub fn row_indices(rows: &Robj, n: usize) -> Result<Vec<usize>> {
         })
         .collect()
 }
+
+/// JSON -> R: objects become named lists, arrays lists (R keras's shape for a config).
+pub fn json_to_r(v: &serde_json::Value) -> Robj {
+    use serde_json::Value;
+    match v {
+        Value::Null => ().into(),
+        Value::Bool(b) => (*b).into(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) if i.abs() < i32::MAX as i64 => (i as i32).into(),
+            _ => n.as_f64().unwrap_or(f64::NAN).into(),
+        },
+        Value::String(s) => s.as_str().into(),
+        Value::Array(a) => List::from_values(a.iter().map(json_to_r)).into(),
+        Value::Object(o) => List::from_names_and_values(o.keys(), o.values().map(json_to_r)).map(Robj::from).unwrap_or_else(|_| ().into()),
+    }
+}
+
+/// How deeply an R config may nest: Keras's own configs nest a few levels; a list nested
+/// thousands deep would overflow the stack.
+const MAX_CONFIG_DEPTH: usize = 64;
+
+/// R -> JSON, the inverse of [`json_to_r`]: named lists become objects, other lists arrays,
+/// length-1 vectors scalars (unless marked with `I()`, which keeps them arrays), longer
+/// vectors arrays; NA is `null`; whole doubles are integers.
+pub fn r_to_json(r: &Robj) -> Result<serde_json::Value> {
+    r_to_json_at(r, 0)
+}
+
+fn r_to_json_at(r: &Robj, depth: usize) -> Result<serde_json::Value> {
+    use serde_json::{json, Value};
+    if depth > MAX_CONFIG_DEPTH {
+        return Err(Error::Value(format!("the config is nested more than {} levels deep", MAX_CONFIG_DEPTH)));
+    }
+    let atomic = matches!(r.rtype(), Rtype::Logicals | Rtype::Integers | Rtype::Doubles | Rtype::Strings);
+    let as_is = r.inherits("AsIs");
+    if atomic && (r.len() != 1 || as_is) {
+        let items: Vec<Value> = match r.rtype() {
+            Rtype::Doubles => r.as_real_slice().unwrap_or(&[]).iter().map(|v| real_to_json(*v)).collect::<Result<_>>()?,
+            Rtype::Integers => r.as_integer_slice().unwrap_or(&[]).iter().map(|v| if *v == i32::MIN { Value::Null } else { json!(v) }).collect(),
+            Rtype::Logicals => r.as_logical_slice().unwrap_or(&[]).iter().map(|v| if v.is_na() { Value::Null } else { json!(v.is_true()) }).collect(),
+            _ => r.as_str_iter().map(|it| it.map(|s| if s.is_na() { Value::Null } else { json!(s) }).collect()).unwrap_or_default(),
+        };
+        return Ok(Value::Array(items));
+    }
+    Ok(match r.rtype() {
+        Rtype::Null => Value::Null,
+        Rtype::List => {
+            let list: List = r.clone().try_into().map_err(|_| Error::Value("malformed config list".into()))?;
+            let named = list.names().map(|n| n.into_iter().all(|s| !s.is_empty())).unwrap_or(false) && list.len() > 0;
+            if named {
+                let mut map = serde_json::Map::new();
+                for (k, v) in list.iter() {
+                    map.insert(k.to_string(), r_to_json_at(&v, depth + 1)?);
+                }
+                Value::Object(map)
+            } else {
+                Value::Array(list.values().map(|v| r_to_json_at(&v, depth + 1)).collect::<Result<_>>()?)
+            }
+        }
+        Rtype::Logicals => r.as_bool().map_or(Value::Null, Value::Bool),
+        Rtype::Integers => r.as_integer().map_or(Value::Null, |v| json!(v)),
+        Rtype::Doubles => r.as_real().map_or(Ok(Value::Null), real_to_json)?,
+        Rtype::Strings => r.as_str().map_or(Value::Null, |s| json!(s)),
+        other => return Err(Error::Value(format!("unsupported value of R type {:?} in a config", other))),
+    })
+}
+
+/// A double as JSON: NA/NaN as `null`, whole numbers as integers (what Keras writes for
+/// sizes; serde reads integers as floats where a field wants one).
+fn real_to_json(v: f64) -> Result<serde_json::Value> {
+    if v.is_nan() {
+        return Ok(serde_json::Value::Null);
+    }
+    if v.is_infinite() {
+        return Err(Error::Value("a config value is infinite".into()));
+    }
+    Ok(if v.fract() == 0.0 && v.abs() < 9.0e15 { serde_json::json!(v as i64) } else { serde_json::json!(v) })
+}

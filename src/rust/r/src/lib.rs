@@ -156,7 +156,7 @@ fn rg_model_info(ptr: Robj) -> Robj {
         let classes: Vec<String> = arch.layers.iter().map(|l| l.class_name().to_string()).collect();
         let shapes: Vec<String> = (0..arch.layers.len())
             .map(|i| match arch.output_shapes.get(i) {
-                Some(s) => format!("(None, {})", rustgpu_core::model::join_dims(s)),
+                Some(s) => format!("(None, {})", rustgpu_core::shape::join_dims(s)),
                 None => "(unbuilt)".to_string(),
             })
             .collect();
@@ -198,7 +198,7 @@ fn rg_model_info(ptr: Robj) -> Robj {
             input_shapes = arch
                 .graph
                 .as_ref()
-                .map(|g| g.input_shapes.iter().map(|s| format!("(None, {})", rustgpu_core::model::join_dims(s))).collect::<Vec<_>>())
+                .map(|g| g.input_shapes.iter().map(|s| format!("(None, {})", rustgpu_core::shape::join_dims(s))).collect::<Vec<_>>())
                 .unwrap_or_default(),
             devices = devices,
             merge = merge,

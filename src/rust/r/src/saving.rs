@@ -1,4 +1,5 @@
 //! Saving and loading in Keras's HDF5 formats.
+use crate::convert::{json_to_r, r_to_json};
 use crate::{guard, handle, ModelHandle};
 use extendr_api::prelude::*;
 use rustgpu_core::io;
@@ -93,57 +94,6 @@ fn rg_load_optimizer_state(ptr: Robj, path: &str) -> Robj {
         let model = h.model.lock().unwrap_or_else(|e| e.into_inner());
         let compiled = h.compiled.as_mut().ok_or_else(|| Error::State("compile the model before restoring its optimizer".into()))?;
         Ok(io::load_optimizer_state(Path::new(path), &model, &mut compiled.optimizer)?.into())
-    })
-}
-
-/// JSON -> R: objects become named lists, arrays lists (R keras's shape for a config).
-fn json_to_r(v: &serde_json::Value) -> Robj {
-    use serde_json::Value;
-    match v {
-        Value::Null => ().into(),
-        Value::Bool(b) => (*b).into(),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) if i.abs() < i32::MAX as i64 => (i as i32).into(),
-            _ => n.as_f64().unwrap_or(f64::NAN).into(),
-        },
-        Value::String(s) => s.as_str().into(),
-        Value::Array(a) => List::from_values(a.iter().map(json_to_r)).into(),
-        Value::Object(o) => List::from_names_and_values(o.keys(), o.values().map(json_to_r)).map(Robj::from).unwrap_or_else(|_| ().into()),
-    }
-}
-
-/// R -> JSON, the inverse of `json_to_r` (length-1 vectors become scalars).
-fn r_to_json(r: &Robj) -> rustgpu_core::Result<serde_json::Value> {
-    use serde_json::{json, Value};
-    let atomic = matches!(r.rtype(), Rtype::Logicals | Rtype::Integers | Rtype::Doubles | Rtype::Strings);
-    if atomic && r.len() != 1 {
-        // A vector (e.g. c(3, 3) typed in by hand) is a JSON array.
-        let items: Vec<Robj> = (0..r.len()).map(|i| r.slice(i..i + 1).unwrap_or_else(|_| ().into())).collect();
-        return Ok(Value::Array(items.iter().map(r_to_json).collect::<rustgpu_core::Result<_>>()?));
-    }
-    Ok(match r.rtype() {
-        Rtype::Null => Value::Null,
-        Rtype::List => {
-            let list: List = r.clone().try_into().map_err(|_| Error::Value("malformed config list".into()))?;
-            let named = list.names().map(|n| n.into_iter().all(|s| !s.is_empty())).unwrap_or(false) && list.len() > 0;
-            if named {
-                let mut map = serde_json::Map::new();
-                for (k, v) in list.iter() {
-                    map.insert(k.to_string(), r_to_json(&v)?);
-                }
-                Value::Object(map)
-            } else {
-                Value::Array(list.values().map(|v| r_to_json(&v)).collect::<rustgpu_core::Result<_>>()?)
-            }
-        }
-        Rtype::Logicals => json!(r.as_bool().unwrap_or(false)),
-        Rtype::Integers => json!(r.as_integer().unwrap_or(0)),
-        Rtype::Doubles => {
-            let v = r.as_real().unwrap_or(f64::NAN);
-            if v.fract() == 0.0 && v.abs() < 1e15 { json!(v as i64) } else { json!(v) }
-        }
-        Rtype::Strings => json!(r.as_str().unwrap_or("")),
-        other => return Err(Error::Value(format!("unsupported value of R type {:?} in a config", other))),
     })
 }
 

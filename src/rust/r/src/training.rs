@@ -286,21 +286,13 @@ fn rg_learning_rate(ptr: Robj, value: Robj) -> Robj {
     })
 }
 
-/// Marks the weights of the named layers trainable or not (batch normalization's moving
-/// statistics are never trainable).
+/// Marks the weights of the named layers trainable or not (a layer's own state, such as
+/// batch normalization's moving statistics, is never trainable).
 /// @noRd
 #[extendr]
 fn rg_set_trainable(ptr: Robj, layers: Vec<String>, trainable: bool) -> Robj {
     guard(|| {
-        let h = handle(&ptr)?;
-        let mut model = h.model.lock().unwrap_or_else(|e| e.into_inner());
-        for w in model.weights.iter_mut() {
-            let layer = w.name.rsplit_once('/').map_or("", |(l, _)| l);
-            let statistic = w.name.ends_with("/moving_mean:0") || w.name.ends_with("/moving_variance:0");
-            if layers.iter().any(|l| l == layer) && !statistic {
-                w.trainable = trainable;
-            }
-        }
+        handle(&ptr)?.model.lock().unwrap_or_else(|e| e.into_inner()).set_trainable(&layers, trainable);
         Ok(().into())
     })
 }

@@ -2,7 +2,8 @@
 use super::config::{model_config, model_from_config, training_config, TrainingConfig, KERAS_VERSION};
 use super::{injected_write_failure, write_atomically};
 use crate::error::{Error, Result};
-use crate::model::{join_dims, Model};
+use crate::model::Model;
+use crate::shape::join_dims;
 use crate::optim::Optimizer;
 use crate::tensor::HostTensor;
 use crate::train::Compiled;

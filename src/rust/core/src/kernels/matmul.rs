@@ -2,7 +2,6 @@
 //! first (candle zero-fills every product's output), with any operand strides (transposed
 //! views without copies), and with the bias and ReLU of a layer applied in place.
 use super::uninit_filled;
-use crate::activation::Activation;
 use crate::error::Result;
 use candle_core::{DType, Storage, Tensor};
 
@@ -97,25 +96,21 @@ pub fn matmul_by_transpose(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(product(b, &a.t()?, true)?, (m, n), a.device())?)
 }
 
-/// A layer's `activation(x · w + bias)`: the pre-activation and the output. On the CPU the
-/// bias (and ReLU) are applied in place on the product's buffer; with ReLU the
-/// pre-activation returned is the output itself (ReLU's gradient only asks whether it is
-/// > 0, the same for both). NaN passes ReLU, as tf.nn.relu lets it, so a diverging model
-/// still shows a NaN loss.
-pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, activation: Activation) -> Result<(Tensor, Tensor)> {
+/// `x · w + bias`, with ReLU applied too when `relu`: on the CPU the bias and ReLU are
+/// applied in place on the product's buffer. NaN passes ReLU, as tf.nn.relu lets it, so a
+/// diverging model still shows a NaN loss.
+pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, relu: bool) -> Result<Tensor> {
     if !on_cpu_f32(&[x, w]) {
         let z = x.matmul(w)?;
         let z = match bias {
             Some(b) => z.broadcast_add(b)?,
             None => z,
         };
-        let y = activation.apply(&z)?;
-        return Ok((z, y));
+        return Ok(if relu { z.relu()? } else { z });
     }
     let (m, n) = (x.dim(0)?, w.dim(1)?);
     let mut z = product(x, w, false)?;
     let b: Option<Vec<f32>> = bias.map(|b| b.flatten_all().and_then(|b| b.to_vec1::<f32>())).transpose()?;
-    let relu = activation == Activation::Relu;
     if b.is_some() || relu {
         use rayon::prelude::*;
         let rows_per_chunk = (1 << 15) / n.max(1) + 1;
@@ -130,12 +125,7 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, activation: Activat
             }
         });
     }
-    let z = Tensor::from_vec(z, (m, n), x.device())?;
-    if relu {
-        return Ok((z.clone(), z));
-    }
-    let y = activation.apply(&z)?;
-    Ok((z, y))
+    Ok(Tensor::from_vec(z, (m, n), x.device())?)
 }
 
 #[cfg(test)]
@@ -169,21 +159,16 @@ mod tests {
     }
 
     #[test]
-    fn linear_applies_bias_and_activation_like_candle() {
+    fn linear_adds_the_bias_and_applies_relu_like_candle() {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1.0, (9, 5), &dev).unwrap();
         let w = Tensor::randn(0f32, 1.0, (5, 4), &dev).unwrap();
         let b = Tensor::randn(0f32, 1.0, 4, &dev).unwrap();
-        for act in [Activation::Relu, Activation::Tanh, Activation::Linear] {
-            let (z, y) = linear(&x, &w, Some(&b), act).unwrap();
-            let z_ref = x.matmul(&w).unwrap().broadcast_add(&b).unwrap();
-            close(&y, &act.apply(&z_ref).unwrap());
-            if act != Activation::Relu {
-                close(&z, &z_ref);
-            }
-        }
+        let z_ref = x.matmul(&w).unwrap().broadcast_add(&b).unwrap();
+        close(&linear(&x, &w, Some(&b), false).unwrap(), &z_ref);
+        close(&linear(&x, &w, Some(&b), true).unwrap(), &z_ref.relu().unwrap());
         let nan = Tensor::new(&[[f32::NAN, 1.0]], &dev).unwrap();
-        let (_, y) = linear(&nan, &Tensor::new(&[[1f32], [1.0]], &dev).unwrap(), None, Activation::Relu).unwrap();
+        let y = linear(&nan, &Tensor::new(&[[1f32], [1.0]], &dev).unwrap(), None, true).unwrap();
         assert!(y.to_vec2::<f32>().unwrap()[0][0].is_nan());
     }
 }

@@ -201,7 +201,7 @@ pub fn window_geometry(
             "layer \"{}\" ({}) needs inputs of shape (height, width, channels), got ({})",
             name,
             class,
-            crate::model::join_dims(input)
+            crate::shape::join_dims(input)
         )));
     };
     let (out_h, pad_top) = output_extent(h, kernel.0, strides.0, dilation.0, same);

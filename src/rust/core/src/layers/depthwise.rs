@@ -6,53 +6,29 @@
 //! depthwise kernel `(kh, kw, c, depth_multiplier)`, pointwise kernel
 //! `(1, 1, c * depth_multiplier, filters)` (Keras's layouts); output
 //! `(batch, out_h, out_w, c * depth_multiplier)` or `(..., filters)`.
-use super::{Cache, LayerGrads, LayerOutput, OutputGrad, WeightSpec};
-use crate::activation::Activation;
-use crate::error::Result;
+use super::conv2d::check_window;
+use super::params::check_positive;
+use super::{Cache, DataFormat, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, NotSupported, OutputGrad, Padding, Tuple2, WeightSpec};
+use crate::activation::{linear_then, Activation};
+use crate::error::{Error, Result};
 use crate::initializer::Initializer;
 use crate::kernels::{col2im_on_device, im2col_on_device, window_geometry, with_cpu_slice, ConvGeometry};
 use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
 
-/// Window settings shared by the depthwise and separable layers.
-#[derive(Debug, Clone)]
-pub struct DepthwiseConv2D {
-    pub kernel_size: (usize, usize),
-    pub strides: (usize, usize),
-    pub same: bool,
-    pub dilation: (usize, usize),
-    pub depth_multiplier: usize,
-    pub activation: Activation,
-    pub use_bias: bool,
-    pub depthwise_initializer: Initializer,
-    pub bias_initializer: Initializer,
+/// The window and multiplier of a depthwise step, shared by both layers.
+#[derive(Debug, Clone, Copy)]
+struct DepthwiseWindow {
+    kernel_size: (usize, usize),
+    strides: (usize, usize),
+    same: bool,
+    dilation: (usize, usize),
+    depth_multiplier: usize,
 }
 
-impl DepthwiseConv2D {
-    pub fn geometry(&self, name: &str, class: &str, input: &[usize]) -> Result<ConvGeometry> {
+impl DepthwiseWindow {
+    fn geometry(&self, name: &str, class: &str, input: &[usize]) -> Result<ConvGeometry> {
         window_geometry(name, class, input, self.kernel_size, self.strides, self.dilation, self.same)
-    }
-
-    pub fn output_shape(&self, name: &str, input: &[usize]) -> Result<Vec<usize>> {
-        let g = self.geometry(name, "DepthwiseConv2D", input)?;
-        Ok(vec![g.out_h, g.out_w, g.c * self.depth_multiplier])
-    }
-
-    pub fn depthwise_spec(&self, c: usize) -> WeightSpec {
-        WeightSpec {
-            name: "depthwise_kernel",
-            shape: vec![self.kernel_size.0, self.kernel_size.1, c, self.depth_multiplier],
-            initializer: self.depthwise_initializer.clone(),
-            trainable: true,
-        }
-    }
-
-    pub fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {
-        let c = input.last().copied().unwrap_or(1);
-        let mut specs = vec![self.depthwise_spec(c)];
-        if self.use_bias {
-            specs.push(WeightSpec { name: "bias", shape: vec![c * self.depth_multiplier], initializer: self.bias_initializer.clone(), trainable: true });
-        }
-        specs
     }
 
     /// The depthwise step -> (n, c * depth_multiplier), n = batch * out_h * out_w. `cols` is
@@ -112,97 +88,291 @@ impl DepthwiseConv2D {
         }
         Ok((im2col_on_device(x, &g)?, g))
     }
+}
 
-    pub fn forward(&self, name: &str, weights: &[Tensor], x: &Tensor) -> Result<(LayerOutput, Cache)> {
-        let (cols, g) = self.patches(name, "DepthwiseConv2D", x)?;
-        let mut z = self.depthwise(&cols, &weights[0], &g)?;
+/// Patches (or the input itself on the CPU), the depthwise output (SeparableConv2D only),
+/// pre-activation and output, and the input's dims.
+struct DepthwiseCache {
+    cols: Tensor,
+    mid: Option<Tensor>,
+    z: Tensor,
+    y: Tensor,
+    input_dims: Vec<usize>,
+}
+
+fn check_depthwise(kernel_size: Tuple2, strides: Tuple2, dilation_rate: Tuple2, data_format: DataFormat, padding: Padding, depth_multiplier: usize, class: &str) -> Result<()> {
+    check_window(kernel_size, strides, dilation_rate, data_format)?;
+    padding.check_not_causal(class)?;
+    check_positive("depth_multiplier", &[depth_multiplier])
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DepthwiseConv2D {
+    pub kernel_size: Tuple2,
+    pub strides: Tuple2,
+    pub padding: Padding,
+    pub data_format: DataFormat,
+    pub dilation_rate: Tuple2,
+    pub groups: usize,
+    pub activation: Activation,
+    pub use_bias: bool,
+    pub depth_multiplier: usize,
+    pub depthwise_initializer: Initializer,
+    pub bias_initializer: Initializer,
+    pub depthwise_regularizer: NotSupported,
+    pub bias_regularizer: NotSupported,
+    pub activity_regularizer: NotSupported,
+    pub depthwise_constraint: NotSupported,
+    pub bias_constraint: NotSupported,
+}
+
+impl Default for DepthwiseConv2D {
+    fn default() -> Self {
+        Self {
+            kernel_size: Tuple2(0, 0),
+            strides: Tuple2(1, 1),
+            padding: Padding::Valid,
+            data_format: DataFormat::ChannelsLast,
+            dilation_rate: Tuple2(1, 1),
+            groups: 1,
+            activation: Activation::Linear,
+            use_bias: true,
+            depth_multiplier: 1,
+            depthwise_initializer: Initializer::GlorotUniform,
+            bias_initializer: Initializer::Zeros,
+            depthwise_regularizer: NotSupported,
+            bias_regularizer: NotSupported,
+            activity_regularizer: NotSupported,
+            depthwise_constraint: NotSupported,
+            bias_constraint: NotSupported,
+        }
+    }
+}
+
+impl DepthwiseConv2D {
+    fn window(&self) -> DepthwiseWindow {
+        DepthwiseWindow {
+            kernel_size: self.kernel_size.pair(),
+            strides: self.strides.pair(),
+            same: self.padding.is_same(),
+            dilation: self.dilation_rate.pair(),
+            depth_multiplier: self.depth_multiplier,
+        }
+    }
+}
+
+impl LayerType for DepthwiseConv2D {
+    const CLASS_NAME: &'static str = "DepthwiseConv2D";
+    const NAME_PREFIX: &'static str = "depthwise_conv2d";
+
+    fn normalize(&mut self) -> Result<()> {
+        check_depthwise(self.kernel_size, self.strides, self.dilation_rate, self.data_format, self.padding, self.depth_multiplier, Self::CLASS_NAME)
+    }
+
+    fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
+        let g = self.window().geometry(name, Self::CLASS_NAME, &inputs[0])?;
+        Ok(vec![g.out_h, g.out_w, g.c * self.depth_multiplier])
+    }
+
+    fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {
+        let c = input.last().copied().unwrap_or(1);
+        let mut specs = vec![WeightSpec {
+            name: "depthwise_kernel",
+            shape: vec![self.kernel_size.0, self.kernel_size.1, c, self.depth_multiplier],
+            initializer: self.depthwise_initializer.clone(),
+            trainable: true,
+        }];
+        if self.use_bias {
+            specs.push(WeightSpec { name: "bias", shape: vec![c * self.depth_multiplier], initializer: self.bias_initializer.clone(), trainable: true });
+        }
+        specs
+    }
+
+    fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        let x = &xs[0];
+        let window = self.window();
+        let (cols, g) = window.patches(name, Self::CLASS_NAME, x)?;
+        let mut z = window.depthwise(&cols, &weights[0], &g)?;
         if self.use_bias {
             z = z.broadcast_add(&weights[1])?;
         }
         let y = self.activation.apply(&z)?;
         let shape = (x.dim(0)?, g.out_h, g.out_w, g.c * self.depth_multiplier);
         let logits = if self.activation.has_logits() { Some((z.reshape(shape)?, self.activation)) } else { None };
-        Ok((LayerOutput { value: y.reshape(shape)?, logits }, Cache::Conv { cols, z, y, input_dims: x.dims().to_vec() }))
+        let value = y.reshape(shape)?;
+        Ok((LayerOutput { value, logits }, Cache::new(DepthwiseCache { cols, mid: None, z, y, input_dims: x.dims().to_vec() })))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn backward(&self, name: &str, weights: &[Tensor], cols: &Tensor, z: &Tensor, y: &Tensor, input_dims: &[usize], grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
-        let g = self.geometry(name, "DepthwiseConv2D", &input_dims[1..])?;
-        let dz = match grad {
-            OutputGrad::Logits(dz) => dz.reshape(z.dims())?,
-            OutputGrad::Value(dy) => self.activation.backward(z, y, &dy.reshape(y.dims())?)?,
-        };
-        let (dk, input) = self.depthwise_backward(cols, &weights[0], &dz, &g, input_dims, need_input_grad)?;
+    fn backward(&self, name: &str, weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
+        let DepthwiseCache { cols, z, y, input_dims, .. } = cache.get::<DepthwiseCache>()?;
+        let window = self.window();
+        let g = window.geometry(name, Self::CLASS_NAME, &input_dims[1..])?;
+        let dz = grad.through(self.activation, z, y)?;
+        let (dk, input) = window.depthwise_backward(cols, &weights[0], &dz, &g, input_dims, need_input_grad)?;
         let mut grads = vec![dk];
         if self.use_bias {
             grads.push(crate::kernels::sum_rows(&dz)?);
         }
         Ok(LayerGrads { input, weights: grads, more_inputs: Vec::new() })
     }
+
+    fn example() -> Example {
+        Example {
+            config: serde_json::json!({ "kernel_size": [2, 3], "strides": 2, "padding": "same", "depth_multiplier": 2, "activation": "tanh" }),
+            inputs: vec![vec![4, 5, 2]],
+            index_bound: None,
+        }
+    }
 }
 
 /// SeparableConv2D: a depthwise convolution (no bias) then a 1x1 convolution to `filters`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SeparableConv2D {
-    pub depthwise: DepthwiseConv2D,
     pub filters: usize,
+    pub kernel_size: Tuple2,
+    pub strides: Tuple2,
+    pub padding: Padding,
+    pub data_format: DataFormat,
+    pub dilation_rate: Tuple2,
+    pub groups: usize,
+    pub activation: Activation,
+    pub use_bias: bool,
+    pub depth_multiplier: usize,
+    pub depthwise_initializer: Initializer,
     pub pointwise_initializer: Initializer,
+    pub bias_initializer: Initializer,
+    pub kernel_regularizer: NotSupported,
+    pub bias_regularizer: NotSupported,
+    pub activity_regularizer: NotSupported,
+    pub depthwise_regularizer: NotSupported,
+    pub pointwise_regularizer: NotSupported,
+    pub kernel_constraint: NotSupported,
+    pub bias_constraint: NotSupported,
+    pub depthwise_constraint: NotSupported,
+    pub pointwise_constraint: NotSupported,
+}
+
+impl Default for SeparableConv2D {
+    fn default() -> Self {
+        Self {
+            filters: 0,
+            kernel_size: Tuple2(0, 0),
+            strides: Tuple2(1, 1),
+            padding: Padding::Valid,
+            data_format: DataFormat::ChannelsLast,
+            dilation_rate: Tuple2(1, 1),
+            groups: 1,
+            activation: Activation::Linear,
+            use_bias: true,
+            depth_multiplier: 1,
+            depthwise_initializer: Initializer::GlorotUniform,
+            pointwise_initializer: Initializer::GlorotUniform,
+            bias_initializer: Initializer::Zeros,
+            kernel_regularizer: NotSupported,
+            bias_regularizer: NotSupported,
+            activity_regularizer: NotSupported,
+            depthwise_regularizer: NotSupported,
+            pointwise_regularizer: NotSupported,
+            kernel_constraint: NotSupported,
+            bias_constraint: NotSupported,
+            depthwise_constraint: NotSupported,
+            pointwise_constraint: NotSupported,
+        }
+    }
 }
 
 impl SeparableConv2D {
-    pub fn output_shape(&self, name: &str, input: &[usize]) -> Result<Vec<usize>> {
-        let g = self.depthwise.geometry(name, "SeparableConv2D", input)?;
+    fn window(&self) -> DepthwiseWindow {
+        DepthwiseWindow {
+            kernel_size: self.kernel_size.pair(),
+            strides: self.strides.pair(),
+            same: self.padding.is_same(),
+            dilation: self.dilation_rate.pair(),
+            depth_multiplier: self.depth_multiplier,
+        }
+    }
+}
+
+impl LayerType for SeparableConv2D {
+    const CLASS_NAME: &'static str = "SeparableConv2D";
+    const NAME_PREFIX: &'static str = "separable_conv2d";
+
+    fn normalize(&mut self) -> Result<()> {
+        check_positive("filters", &[self.filters])?;
+        check_depthwise(self.kernel_size, self.strides, self.dilation_rate, self.data_format, self.padding, self.depth_multiplier, Self::CLASS_NAME)?;
+        if self.groups != 1 {
+            return Err(Error::Value(format!("`groups` other than 1 is not supported yet, got {}", self.groups)));
+        }
+        Ok(())
+    }
+
+    fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
+        let g = self.window().geometry(name, Self::CLASS_NAME, &inputs[0])?;
         Ok(vec![g.out_h, g.out_w, self.filters])
     }
 
-    pub fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {
+    fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {
         let c = input.last().copied().unwrap_or(1);
         let mut specs = vec![
-            self.depthwise.depthwise_spec(c),
+            WeightSpec {
+                name: "depthwise_kernel",
+                shape: vec![self.kernel_size.0, self.kernel_size.1, c, self.depth_multiplier],
+                initializer: self.depthwise_initializer.clone(),
+                trainable: true,
+            },
             WeightSpec {
                 name: "pointwise_kernel",
-                shape: vec![1, 1, c * self.depthwise.depth_multiplier, self.filters],
+                shape: vec![1, 1, c * self.depth_multiplier, self.filters],
                 initializer: self.pointwise_initializer.clone(),
                 trainable: true,
             },
         ];
-        if self.depthwise.use_bias {
-            specs.push(WeightSpec { name: "bias", shape: vec![self.filters], initializer: self.depthwise.bias_initializer.clone(), trainable: true });
+        if self.use_bias {
+            specs.push(WeightSpec { name: "bias", shape: vec![self.filters], initializer: self.bias_initializer.clone(), trainable: true });
         }
         specs
     }
 
-    pub fn forward(&self, name: &str, weights: &[Tensor], x: &Tensor) -> Result<(LayerOutput, Cache)> {
-        let (cols, g) = self.depthwise.patches(name, "SeparableConv2D", x)?;
-        let mid = self.depthwise.depthwise(&cols, &weights[0], &g)?;
-        let pointwise = weights[1].reshape((g.c * self.depthwise.depth_multiplier, self.filters))?;
-        let act = self.depthwise.activation;
-        let bias = if self.depthwise.use_bias { Some(&weights[2]) } else { None };
-        let (z, y) = crate::kernels::linear(&mid, &pointwise, bias, act)?;
+    fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        let x = &xs[0];
+        let window = self.window();
+        let (cols, g) = window.patches(name, Self::CLASS_NAME, x)?;
+        let mid = window.depthwise(&cols, &weights[0], &g)?;
+        let pointwise = weights[1].reshape((g.c * self.depth_multiplier, self.filters))?;
+        let bias = if self.use_bias { Some(&weights[2]) } else { None };
+        let (z, y) = linear_then(&mid, &pointwise, bias, self.activation)?;
         let shape = (x.dim(0)?, g.out_h, g.out_w, self.filters);
-        let logits = if act.has_logits() { Some((z.reshape(shape)?, act)) } else { None };
+        let logits = if self.activation.has_logits() { Some((z.reshape(shape)?, self.activation)) } else { None };
         let value = y.reshape(shape)?;
-        let cache = Cache::Separable { cols, mid, z, y, input_dims: x.dims().to_vec() };
-        Ok((LayerOutput { value, logits }, cache))
+        Ok((LayerOutput { value, logits }, Cache::new(DepthwiseCache { cols, mid: Some(mid), z, y, input_dims: x.dims().to_vec() })))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn backward(&self, name: &str, weights: &[Tensor], cols: &Tensor, mid: &Tensor, z: &Tensor, y: &Tensor, input_dims: &[usize], grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
-        let g = self.depthwise.geometry(name, "SeparableConv2D", &input_dims[1..])?;
-        let dz = match grad {
-            OutputGrad::Logits(dz) => dz.reshape(z.dims())?,
-            OutputGrad::Value(dy) => self.depthwise.activation.backward(z, y, &dy.reshape(y.dims())?)?,
-        };
-        let mid_channels = g.c * self.depthwise.depth_multiplier;
+    fn backward(&self, name: &str, weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
+        let DepthwiseCache { cols, mid, z, y, input_dims } = cache.get::<DepthwiseCache>()?;
+        let mid = mid.as_ref().ok_or_else(|| Error::State("SeparableConv2D got a DepthwiseConv2D cache".into()))?;
+        let window = self.window();
+        let g = window.geometry(name, Self::CLASS_NAME, &input_dims[1..])?;
+        let dz = grad.through(self.activation, z, y)?;
+        let mid_channels = g.c * self.depth_multiplier;
         let pointwise = weights[1].reshape((mid_channels, self.filters))?;
         let d_pointwise = crate::kernels::matmul(&mid.t()?, &dz)?.reshape((1, 1, mid_channels, self.filters))?;
         let d_mid = crate::kernels::matmul_by_transpose(&dz, &pointwise)?;
-        let (dk, input) = self.depthwise.depthwise_backward(cols, &weights[0], &d_mid, &g, input_dims, need_input_grad)?;
+        let (dk, input) = window.depthwise_backward(cols, &weights[0], &d_mid, &g, input_dims, need_input_grad)?;
         let mut grads = vec![dk, d_pointwise];
-        if self.depthwise.use_bias {
+        if self.use_bias {
             grads.push(crate::kernels::sum_rows(&dz)?);
         }
         Ok(LayerGrads { input, weights: grads, more_inputs: Vec::new() })
+    }
+
+    fn example() -> Example {
+        Example {
+            config: serde_json::json!({ "filters": 3, "kernel_size": 2, "padding": "same", "depth_multiplier": 2, "activation": "tanh" }),
+            inputs: vec![vec![4, 5, 2]],
+            index_bound: None,
+        }
     }
 }
 
@@ -211,30 +381,33 @@ mod tests {
     use super::*;
     use crate::testutil::check_backward;
     use candle_core::Device;
+    use rand::SeedableRng;
 
-    fn depthwise(same: bool, strides: (usize, usize)) -> DepthwiseConv2D {
+    fn ctx() -> ForwardContext {
+        ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(0) }
+    }
+
+    fn depthwise(same: bool, strides: usize, depth_multiplier: usize, dilation: (usize, usize)) -> DepthwiseConv2D {
         DepthwiseConv2D {
-            kernel_size: (2, 3),
-            strides,
-            same,
-            dilation: (1, 1),
-            depth_multiplier: 2,
+            kernel_size: Tuple2(2, 3),
+            strides: Tuple2(strides, strides),
+            padding: if same { Padding::Same } else { Padding::Valid },
+            dilation_rate: Tuple2(dilation.0, dilation.1),
+            depth_multiplier,
             activation: Activation::Tanh,
-            use_bias: true,
-            depthwise_initializer: Initializer::GlorotUniform,
-            bias_initializer: Initializer::Zeros,
+            ..DepthwiseConv2D::default()
         }
     }
 
     #[test]
     fn depthwise_matches_a_direct_convolution() {
         let dev = Device::Cpu;
-        let mut layer = depthwise(false, (1, 1));
+        let mut layer = depthwise(false, 1, 2, (1, 1));
         layer.activation = Activation::Linear;
         layer.use_bias = false;
         let x = Tensor::arange(0f32, 60.0, &dev).unwrap().affine(0.05, -1.0).unwrap().reshape((1, 3, 5, 4)).unwrap();
         let k = Tensor::arange(0f32, 48.0, &dev).unwrap().affine(0.02, -0.4).unwrap().reshape((2, 3, 4, 2)).unwrap();
-        let y = layer.forward("d", &[k.clone()], &x).unwrap().0.value;
+        let y = layer.forward("d", &[k.clone()], &[x.clone()], &mut ctx()).unwrap().0.value;
         assert_eq!(y.dims(), &[1, 2, 3, 8]);
         let (xv, kv, yv) = (
             x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
@@ -260,55 +433,20 @@ mod tests {
     }
 
     #[test]
-    fn one_multiplier_gradients_match_finite_differences() {
+    fn one_multiplier_and_dilated_gradients_match_finite_differences() {
         // depth_multiplier 1 takes the kernels' vectorized per-channel path.
         let dev = Device::Cpu;
-        let mut d = depthwise(true, (1, 1));
-        d.depth_multiplier = 1;
-        d.dilation = (1, 2);
+        let d = depthwise(true, 1, 1, (1, 2));
         let k = Tensor::randn(0f32, 0.4, (2, 3, 3, 1), &dev).unwrap();
         let b = Tensor::randn(0f32, 0.2, 3, &dev).unwrap();
         let x = Tensor::randn(0f32, 1.0, (2, 4, 6, 3), &dev).unwrap();
         let grads = |kk: &Tensor, xx: &Tensor, dy: &Tensor| {
             let w = [kk.clone(), b.clone()];
-            let (_, cache) = d.forward("d", &w, xx).unwrap();
-            let Cache::Conv { cols, z, y, input_dims } = cache else { panic!() };
-            d.backward("d", &w, &cols, &z, &y, &input_dims, OutputGrad::Value(dy.clone()), true).unwrap()
+            let (_, cache) = d.forward("d", &w, &[xx.clone()], &mut ctx()).unwrap();
+            d.backward("d", &w, &[], &cache, OutputGrad::Value(dy.clone()), true).unwrap()
         };
-        check_backward(&[2, 4, 6, 3], |xx| Ok(d.forward("d", &[k.clone(), b.clone()], xx)?.0.value), |xx, dy| Ok(grads(&k, xx, dy).input.unwrap()), 2e-2);
-        check_backward(&[2, 3, 3, 1], |kk| Ok(d.forward("d", &[kk.clone(), b.clone()], &x)?.0.value), |kk, dy| Ok(grads(kk, &x, dy).weights[0].clone()), 2e-2);
-    }
-
-    #[test]
-    fn gradients_match_finite_differences() {
-        let dev = Device::Cpu;
-        for (same, strides) in [(false, (1, 1)), (true, (2, 2))] {
-            let d = depthwise(same, strides);
-            let k = Tensor::randn(0f32, 0.4, (2, 3, 2, 2), &dev).unwrap();
-            let b = Tensor::randn(0f32, 0.2, 4, &dev).unwrap();
-            let x = Tensor::randn(0f32, 1.0, (2, 4, 5, 2), &dev).unwrap();
-            let grads = |kk: &Tensor, xx: &Tensor, dy: &Tensor| {
-                let w = [kk.clone(), b.clone()];
-                let (_, cache) = d.forward("d", &w, xx).unwrap();
-                let Cache::Conv { cols, z, y, input_dims } = cache else { panic!() };
-                d.backward("d", &w, &cols, &z, &y, &input_dims, OutputGrad::Value(dy.clone()), true).unwrap()
-            };
-            check_backward(&[2, 4, 5, 2], |xx| Ok(d.forward("d", &[k.clone(), b.clone()], xx)?.0.value), |xx, dy| Ok(grads(&k, xx, dy).input.unwrap()), 2e-2);
-            check_backward(&[2, 3, 2, 2], |kk| Ok(d.forward("d", &[kk.clone(), b.clone()], &x)?.0.value), |kk, dy| Ok(grads(kk, &x, dy).weights[0].clone()), 2e-2);
-
-            let s = SeparableConv2D { depthwise: depthwise(same, strides), filters: 3, pointwise_initializer: Initializer::GlorotUniform };
-            let pw = Tensor::randn(0f32, 0.4, (1, 1, 4, 3), &dev).unwrap();
-            let sb = Tensor::randn(0f32, 0.2, 3, &dev).unwrap();
-            let sgrads = |kk: &Tensor, pp: &Tensor, xx: &Tensor, dy: &Tensor| {
-                let w = [kk.clone(), pp.clone(), sb.clone()];
-                let (_, cache) = s.forward("s", &w, xx).unwrap();
-                let Cache::Separable { cols, mid, z, y, input_dims } = cache else { panic!() };
-                s.backward("s", &w, &cols, &mid, &z, &y, &input_dims, OutputGrad::Value(dy.clone()), true).unwrap()
-            };
-            let sf = |kk: &Tensor, pp: &Tensor, xx: &Tensor| Ok(s.forward("s", &[kk.clone(), pp.clone(), sb.clone()], xx)?.0.value);
-            check_backward(&[2, 4, 5, 2], |xx| sf(&k, &pw, xx), |xx, dy| Ok(sgrads(&k, &pw, xx, dy).input.unwrap()), 2e-2);
-            check_backward(&[2, 3, 2, 2], |kk| sf(kk, &pw, &x), |kk, dy| Ok(sgrads(kk, &pw, &x, dy).weights[0].clone()), 2e-2);
-            check_backward(&[1, 1, 4, 3], |pp| sf(&k, pp, &x), |pp, dy| Ok(sgrads(&k, pp, &x, dy).weights[1].clone()), 2e-2);
-        }
+        let fwd = |kk: &Tensor, xx: &Tensor| Ok(d.forward("d", &[kk.clone(), b.clone()], &[xx.clone()], &mut ctx())?.0.value);
+        check_backward(&[2, 4, 6, 3], |xx| fwd(&k, xx), |xx, dy| Ok(grads(&k, xx, dy).input.unwrap()), 2e-2);
+        check_backward(&[2, 3, 3, 1], |kk| fwd(kk, &x), |kk, dy| Ok(grads(kk, &x, dy).weights[0].clone()), 2e-2);
     }
 }

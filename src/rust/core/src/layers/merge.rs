@@ -1,118 +1,164 @@
-//! Merge layers of the functional API: Add, Multiply, Concatenate (last axis).
-use super::{Cache, LayerGrads, LayerOutput, OutputGrad};
+//! Merge layers of the functional API: Add, Multiply (inputs of one shape) and Concatenate
+//! (along the last axis).
+use super::{Cache, Example, ForwardContext, Inputs, LayerGrads, LayerOutput, LayerType, OutputGrad};
 use crate::error::{Error, Result};
-use crate::model::join_dims;
+use crate::shape::join_dims;
 use candle_core::{Tensor, D};
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Merge {
-    Add,
-    Multiply,
-    Concatenate,
+/// The inputs, which the gradients of Multiply need and Concatenate's widths come from.
+struct MergeCache {
+    inputs: Vec<Tensor>,
 }
 
-impl Merge {
-    pub fn class_name(&self) -> &'static str {
-        match self {
-            Merge::Add => "Add",
-            Merge::Multiply => "Multiply",
-            Merge::Concatenate => "Concatenate",
-        }
+fn shown(inputs: &[Vec<usize>]) -> String {
+    inputs.iter().map(|s| format!("({})", join_dims(s))).collect::<Vec<_>>().join(", ")
+}
+
+fn same_shapes(name: &str, class: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
+    if inputs.iter().any(|s| *s != inputs[0]) {
+        return Err(Error::Value(format!("layer \"{}\" ({}) needs inputs of one shape, got {}", name, class, shown(inputs))));
+    }
+    Ok(inputs[0].clone())
+}
+
+fn split_grads(grads: Vec<Tensor>) -> LayerGrads {
+    let mut grads = grads.into_iter();
+    LayerGrads { input: grads.next(), weights: Vec::new(), more_inputs: grads.collect() }
+}
+
+fn two_inputs_example() -> Example {
+    Example { config: serde_json::json!({}), inputs: vec![vec![2, 3], vec![2, 3]], index_bound: None }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Add {}
+
+impl LayerType for Add {
+    const CLASS_NAME: &'static str = "Add";
+    const NAME_PREFIX: &'static str = "add";
+    const INPUTS: Inputs = Inputs::Several;
+
+    fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
+        same_shapes(name, Self::CLASS_NAME, inputs)
     }
 
-    pub fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
-        if inputs.len() < 2 {
-            return Err(Error::Value(format!("layer \"{}\" ({}) needs at least 2 inputs, got {}", name, self.class_name(), inputs.len())));
-        }
+    fn forward(&self, _name: &str, _weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        let value = xs[1..].iter().try_fold(xs[0].clone(), |acc, x| acc + x)?;
+        Ok((LayerOutput::plain(value), Cache::new(MergeCache { inputs: xs.to_vec() })))
+    }
+
+    fn backward(&self, _name: &str, _weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need_input_grad: bool) -> Result<LayerGrads> {
+        let dy = grad.value(Self::CLASS_NAME)?;
+        Ok(split_grads(cache.get::<MergeCache>()?.inputs.iter().map(|_| dy.clone()).collect()))
+    }
+
+    fn example() -> Example {
+        two_inputs_example()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Multiply {}
+
+impl LayerType for Multiply {
+    const CLASS_NAME: &'static str = "Multiply";
+    const NAME_PREFIX: &'static str = "multiply";
+    const INPUTS: Inputs = Inputs::Several;
+
+    fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
+        same_shapes(name, Self::CLASS_NAME, inputs)
+    }
+
+    fn forward(&self, _name: &str, _weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        let value = xs[1..].iter().try_fold(xs[0].clone(), |acc, x| acc * x)?;
+        Ok((LayerOutput::plain(value), Cache::new(MergeCache { inputs: xs.to_vec() })))
+    }
+
+    /// Each input's gradient: the output gradient times every other input.
+    fn backward(&self, _name: &str, _weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need_input_grad: bool) -> Result<LayerGrads> {
+        let dy = grad.value(Self::CLASS_NAME)?;
+        let inputs = &cache.get::<MergeCache>()?.inputs;
+        let grads = (0..inputs.len())
+            .map(|i| inputs.iter().enumerate().filter(|(j, _)| *j != i).try_fold(dy.clone(), |acc, (_, x)| acc.mul(x)))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(split_grads(grads))
+    }
+
+    fn example() -> Example {
+        two_inputs_example()
+    }
+}
+
+/// Concatenate along `axis`: -1 (Keras's default) or the last axis counted with the batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Concatenate {
+    pub axis: i64,
+}
+
+impl Default for Concatenate {
+    fn default() -> Self {
+        Self { axis: -1 }
+    }
+}
+
+impl LayerType for Concatenate {
+    const CLASS_NAME: &'static str = "Concatenate";
+    const NAME_PREFIX: &'static str = "concatenate";
+    const INPUTS: Inputs = Inputs::Several;
+
+    fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
         let first = &inputs[0];
-        let shown = || inputs.iter().map(|s| format!("({})", join_dims(s))).collect::<Vec<_>>().join(", ");
-        match self {
-            Merge::Add | Merge::Multiply => {
-                if inputs.iter().any(|s| s != first) {
-                    return Err(Error::Value(format!("layer \"{}\" ({}) needs inputs of one shape, got {}", name, self.class_name(), shown())));
-                }
-                Ok(first.clone())
-            }
-            Merge::Concatenate => {
-                let rank = first.len();
-                if rank == 0 || inputs.iter().any(|s| s.len() != rank || s[..rank - 1] != first[..rank - 1]) {
-                    return Err(Error::Value(format!(
-                        "layer \"{}\" (Concatenate) needs inputs that differ only in the last axis, got {}",
-                        name,
-                        shown()
-                    )));
-                }
-                let mut out = first.clone();
-                out[rank - 1] = inputs.iter().map(|s| s[rank - 1]).sum();
-                Ok(out)
-            }
+        let rank = first.len();
+        if self.axis != -1 && self.axis != rank as i64 {
+            return Err(Error::Value(format!("layer \"{}\" (Concatenate): only the last axis (-1) is supported, got axis {}", name, self.axis)));
         }
+        if rank == 0 || inputs.iter().any(|s| s.len() != rank || s[..rank - 1] != first[..rank - 1]) {
+            return Err(Error::Value(format!("layer \"{}\" (Concatenate) needs inputs that differ only in the last axis, got {}", name, shown(inputs))));
+        }
+        let mut out = first.clone();
+        out[rank - 1] = inputs.iter().map(|s| s[rank - 1]).sum();
+        Ok(out)
     }
 
-    pub fn forward(&self, xs: &[Tensor]) -> Result<(LayerOutput, Cache)> {
-        let value = match self {
-            Merge::Add => xs[1..].iter().try_fold(xs[0].clone(), |acc, x| acc + x)?,
-            Merge::Multiply => xs[1..].iter().try_fold(xs[0].clone(), |acc, x| acc * x)?,
-            Merge::Concatenate => Tensor::cat(xs, xs[0].rank() - 1)?,
-        };
-        Ok((LayerOutput::plain(value), Cache::Merge { inputs: xs.to_vec() }))
+    fn forward(&self, _name: &str, _weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        let value = Tensor::cat(xs, xs[0].rank() - 1)?;
+        Ok((LayerOutput::plain(value), Cache::new(MergeCache { inputs: xs.to_vec() })))
     }
 
-    pub fn backward(&self, inputs: &[Tensor], grad: OutputGrad) -> Result<LayerGrads> {
-        let dy = match grad {
-            OutputGrad::Value(dy) => dy,
-            OutputGrad::Logits(_) => return Err(Error::State(format!("{} cannot end a model whose loss uses logits", self.class_name()))),
-        };
-        let grads: Vec<Tensor> = match self {
-            Merge::Add => inputs.iter().map(|_| dy.clone()).collect(),
-            Merge::Multiply => (0..inputs.len())
-                .map(|i| {
-                    inputs.iter().enumerate().filter(|(j, _)| *j != i).try_fold(dy.clone(), |acc, (_, x)| acc.mul(x))
-                })
-                .collect::<candle_core::Result<_>>()?,
-            Merge::Concatenate => {
-                let mut start = 0;
-                inputs
-                    .iter()
-                    .map(|x| {
-                        let width = x.dim(D::Minus1)?;
-                        let g = dy.narrow(x.rank() - 1, start, width)?.contiguous()?;
-                        start += width;
-                        Ok(g)
-                    })
-                    .collect::<candle_core::Result<_>>()?
-            }
-        };
-        let mut grads = grads.into_iter();
-        Ok(LayerGrads { input: grads.next(), weights: Vec::new(), more_inputs: grads.collect() })
+    /// Each input's gradient: its slice of the output gradient.
+    fn backward(&self, _name: &str, _weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need_input_grad: bool) -> Result<LayerGrads> {
+        let dy = grad.value(Self::CLASS_NAME)?;
+        let mut start = 0;
+        let grads = cache
+            .get::<MergeCache>()?
+            .inputs
+            .iter()
+            .map(|x| {
+                let width = x.dim(D::Minus1)?;
+                let g = dy.narrow(x.rank() - 1, start, width)?.contiguous()?;
+                start += width;
+                Ok(g)
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(split_grads(grads))
+    }
+
+    fn example() -> Example {
+        Example { config: serde_json::json!({ "axis": -1 }), inputs: vec![vec![2, 3], vec![2, 1], vec![2, 2]], index_bound: None }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::check_backward;
-    use candle_core::Device;
 
     #[test]
-    fn gradients_match_finite_differences() {
-        let other = Tensor::randn(0f32, 1.0, (2, 3), &Device::Cpu).unwrap();
-        for merge in [Merge::Add, Merge::Multiply, Merge::Concatenate] {
-            // Gradient for the first input and for the second.
-            check_backward(
-                &[2, 3],
-                |x| Ok(merge.forward(&[x.clone(), other.clone()])?.0.value),
-                |x, dy| Ok(merge.backward(&[x.clone(), other.clone()], OutputGrad::Value(dy.clone()))?.input.unwrap()),
-                1e-2,
-            );
-            check_backward(
-                &[2, 3],
-                |x| Ok(merge.forward(&[other.clone(), x.clone()])?.0.value),
-                |x, dy| Ok(merge.backward(&[other.clone(), x.clone()], OutputGrad::Value(dy.clone()))?.more_inputs[0].clone()),
-                1e-2,
-            );
-        }
-        assert_eq!(Merge::Concatenate.output_shape("c", &[vec![4, 2], vec![4, 3]]).unwrap(), vec![4, 5]);
-        assert!(Merge::Add.output_shape("a", &[vec![4, 2], vec![4, 3]]).is_err());
+    fn shapes_are_checked() {
+        assert_eq!(Concatenate::default().output_shape("c", &[vec![4, 2], vec![4, 3]]).unwrap(), vec![4, 5]);
+        assert_eq!(Concatenate { axis: 2 }.output_shape("c", &[vec![4, 2], vec![4, 3]]).unwrap(), vec![4, 5]);
+        assert!(Concatenate { axis: 1 }.output_shape("c", &[vec![4, 2], vec![4, 3]]).is_err());
+        assert!(Add {}.output_shape("a", &[vec![4, 2], vec![4, 3]]).is_err());
     }
 }

@@ -1,37 +1,53 @@
-//! Layers: configuration, weight specs, output shapes, forward and backward passes.
-//! One file per layer family; `Layer` is an enum so replicas can be sent to worker threads.
-//! Backward passes are our own (not candle's autograd, which always computes every input's
-//! gradient and allocates a zero tensor per gradient): each layer keeps what its backward
-//! needs in a `Cache` and skips the input gradient where nothing needs it.
-mod conv;
-mod core;
+//! Layers: the contract every layer type implements ([`LayerType`], in the layer's own file),
+//! the registry that finds a type by its Keras class name ([`registry`]), and [`Layer`], a
+//! named instance of a type in a model.
+//!
+//! A layer type is its Keras config: a struct that serde reads and writes exactly as Keras's
+//! `get_config()` does (so saving, loading and R's `layer_*()` functions need no per-layer
+//! code), plus its shapes, weights, forward pass and our own backward pass (not candle's
+//! autograd, which computes every input's gradient and allocates a zero tensor for each).
+//! Adding a layer: one file implementing [`LayerType`], one line in [`registry::LAYER_TYPES`].
+mod activation;
+mod conv1d;
+mod conv2d;
 mod dense;
 mod depthwise;
+mod dropout;
+mod embedding;
 mod merge;
 mod normalization;
+mod params;
 mod pooling;
-mod sequence;
+pub mod registry;
 mod spatial;
 
-pub use self::conv::Conv2D;
-pub use self::core::{ActivationLayer, Dropout};
+pub use self::activation::ActivationLayer;
+pub use self::conv1d::Conv1D;
+pub use self::conv2d::Conv2D;
 pub use self::dense::Dense;
 pub use self::depthwise::{DepthwiseConv2D, SeparableConv2D};
-pub use self::merge::Merge;
+pub use self::dropout::Dropout;
+pub use self::embedding::Embedding;
+pub use self::merge::{Add, Concatenate, Multiply};
 pub use self::normalization::BatchNormalization;
-pub use self::pooling::{Flatten, MaxPooling2D};
-pub use self::sequence::Embedding;
-pub use self::spatial::{AveragePooling2D, Reshape, ZeroPadding2D};
+pub use self::params::{Axes, DataFormat, NotSupported, Padding, Tuple1, Tuple2};
+pub use self::pooling::{AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D};
+pub use self::spatial::{Flatten, Reshape, ZeroPadding2D};
 
 use crate::activation::Activation;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::initializer::Initializer;
 use candle_core::Tensor;
 use rand::rngs::StdRng;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use std::any::Any;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-/// One weight a layer owns, before it exists.
+/// One weight a layer owns, before it exists. `trainable: false` marks state the layer
+/// updates itself (batch normalization's moving statistics), never the optimizer.
 #[derive(Debug, Clone)]
 pub struct WeightSpec {
     pub name: &'static str,
@@ -60,30 +76,29 @@ impl LayerOutput {
     }
 }
 
-/// What a layer's backward pass needs from its forward pass.
-#[derive(Debug, Clone)]
-pub enum Cache {
-    /// Input, pre-activation and output (2-d views for Dense).
-    Dense { x: Tensor, z: Tensor, y: Tensor },
-    Activation { x: Tensor, y: Tensor },
-    /// The scaled keep-mask, when dropout was active.
-    Dropout { mask: Option<Tensor> },
-    /// Patch rows (im2col), pre-activation and output as 2-d (rows, filters) tensors.
-    Conv { cols: Tensor, z: Tensor, y: Tensor, input_dims: Vec<usize> },
-    /// Flat input index of each output's maximum.
-    MaxPool { routing: crate::kernels::MaxPoolRouting, input_dims: Vec<usize> },
-    Reshape { input_dims: Vec<usize> },
-    /// A merge layer's inputs.
-    Merge { inputs: Vec<Tensor> },
-    /// A 2-d layer's cache when it ran on a reshaped (1-d) input.
-    Reshaped { inner: Box<Cache>, input_dims: Vec<usize> },
-    /// Embedding row indices.
-    Embedding { ids: Tensor },
-    /// Patches, the depthwise output, pre-activation and output (SeparableConv2D).
-    Separable { cols: Tensor, mid: Tensor, z: Tensor, y: Tensor, input_dims: Vec<usize> },
-    /// Normalized input, 1/std per channel, and the moving statistics this batch moves to.
-    BatchNorm { xhat: Tensor, inv_std: Tensor, input_dims: Vec<usize>, new_mean: Tensor, new_var: Tensor },
+/// What a layer's backward pass needs from its forward pass: a value of the layer type's own
+/// choosing, read back with [`Cache::get`].
+pub struct Cache(Box<dyn Any + Send + Sync>);
+
+impl Cache {
+    pub fn new<T: Any + Send + Sync>(value: T) -> Self {
+        Self(Box::new(value))
+    }
+
+    /// The value the layer's forward pass stored; an error if another layer's is given.
+    pub fn get<T: Any>(&self) -> Result<&T> {
+        self.0.downcast_ref::<T>().ok_or_else(|| Error::State("a layer's backward pass got another layer's cache".into()))
+    }
 }
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cache")
+    }
+}
+
+/// The dims of a layer's input: all the backward pass of a reshaping or pooling layer needs.
+pub(crate) struct InputDims(pub Vec<usize>);
 
 /// A gradient arriving at a layer's output: with respect to its output value, or
 /// (from a loss fused with the final softmax/sigmoid) with respect to its logits.
@@ -91,6 +106,24 @@ pub enum Cache {
 pub enum OutputGrad {
     Value(Tensor),
     Logits(Tensor),
+}
+
+impl OutputGrad {
+    /// The gradient with respect to the output value, for layers that cannot end in logits.
+    pub fn value(self, class: &str) -> Result<Tensor> {
+        match self {
+            OutputGrad::Value(dy) => Ok(dy),
+            OutputGrad::Logits(_) => Err(Error::State(format!("{} cannot end a model whose loss uses logits", class))),
+        }
+    }
+
+    /// The gradient with respect to a layer's pre-activation `z` (output `y`), shaped as `z`.
+    pub fn through(self, activation: Activation, z: &Tensor, y: &Tensor) -> Result<Tensor> {
+        match self {
+            OutputGrad::Logits(dz) => Ok(dz.reshape(z.dims())?),
+            OutputGrad::Value(dy) => activation.backward(z, y, &dy.reshape(y.dims())?),
+        }
+    }
 }
 
 /// A layer's backward result: the input gradient (when asked for), one gradient per
@@ -102,158 +135,219 @@ pub struct LayerGrads {
     pub more_inputs: Vec<Tensor>,
 }
 
-#[derive(Debug, Clone)]
-pub enum LayerKind {
-    Dense(Dense),
-    Activation(ActivationLayer),
-    Dropout(Dropout),
-    Conv2D(Conv2D),
-    MaxPooling2D(MaxPooling2D),
-    Flatten,
-    AveragePooling2D(AveragePooling2D),
-    GlobalAveragePooling2D,
-    GlobalMaxPooling2D,
-    ZeroPadding2D(ZeroPadding2D),
-    Reshape(Reshape),
-    BatchNormalization(BatchNormalization),
-    DepthwiseConv2D(DepthwiseConv2D),
-    SeparableConv2D(SeparableConv2D),
-    Merge(Merge),
-    Conv1D(Conv2D),
-    MaxPooling1D(MaxPooling2D),
-    Embedding(Embedding),
+impl LayerGrads {
+    /// The gradient of a weightless layer with one input.
+    pub fn input_only(input: Tensor) -> Self {
+        Self { input: Some(input), ..Self::default() }
+    }
 }
 
+/// How many inputs one application of a layer takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inputs {
+    One,
+    /// Merge layers: two or more.
+    Several,
+}
+
+/// A layer type whose weights, if any, a finite-difference check can probe, with inputs of
+/// these shapes; each layer type gives one for the generic test over the registry.
+pub struct Example {
+    /// The Keras config (the layer type's own fields) to build it from.
+    pub config: Value,
+    /// Input shapes without the batch axis.
+    pub inputs: Vec<Vec<usize>>,
+    /// Inputs are indices below this bound (an embedding's), not real values.
+    pub index_bound: Option<usize>,
+}
+
+/// The contract of a layer type. The struct itself is the layer's Keras config: serde reads
+/// and writes it with Keras's field names, `#[serde(default)]` gives Keras's defaults.
+/// Every method taking `inputs`/`xs` gets exactly one entry unless [`Self::INPUTS`] is
+/// `Several` (the [`Layer`] wrapper checks it).
+pub trait LayerType: std::fmt::Debug + Send + Sync + Serialize + DeserializeOwned + 'static {
+    /// Keras's class name ("Dense"), as in saved configs and `summary()`.
+    const CLASS_NAME: &'static str;
+    /// The name prefix of layers made without a name ("dense", "conv2d").
+    const NAME_PREFIX: &'static str;
+    const INPUTS: Inputs = Inputs::One;
+
+    /// Checks the values read from a config (an error names the field) and resolves defaults
+    /// that depend on other fields, as Keras's constructor does.
+    fn normalize(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The output shape for inputs of these shapes (all without the batch axis).
+    fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>>;
+
+    /// The weights the layer creates for a first input of this shape, in Keras's order.
+    fn weight_specs(&self, _input: &[usize]) -> Vec<WeightSpec> {
+        Vec::new()
+    }
+
+    fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)>;
+
+    /// Gradients from the output gradient; the input gradient only when `need_input_grad`.
+    /// `transposed[i]`, where present, is `weights[i]`'s transpose as a row-major tensor (see
+    /// [`Self::TRANSPOSED_WEIGHTS`]).
+    fn backward(&self, name: &str, weights: &[Tensor], transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads>;
+
+    /// New values for non-trainable weights after a training forward pass (index within the
+    /// layer's weights, value), e.g. batch normalization's moving statistics.
+    fn state_updates(&self, _cache: &Cache) -> Vec<(usize, Tensor)> {
+        Vec::new()
+    }
+
+    /// Weights whose transpose the backward pass multiplies by (a dense kernel, for the input
+    /// gradient): callers that keep weights between steps keep these transposes too.
+    const TRANSPOSED_WEIGHTS: &'static [usize] = &[];
+
+    /// A small instance for the generic test over the registry.
+    fn example() -> Example;
+}
+
+/// The object-safe face of every [`LayerType`] (layers of all types live in one model).
+pub trait AnyLayer: std::fmt::Debug + Send + Sync {
+    fn class_name(&self) -> &'static str;
+    /// The layer type's own fields of Keras's config.
+    fn config(&self) -> Value;
+    fn inputs(&self) -> Inputs;
+    fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>>;
+    fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec>;
+    fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)>;
+    fn backward(&self, name: &str, weights: &[Tensor], transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads>;
+    fn state_updates(&self, cache: &Cache) -> Vec<(usize, Tensor)>;
+    fn transposed_weights(&self) -> &'static [usize];
+}
+
+impl<T: LayerType> AnyLayer for T {
+    fn class_name(&self) -> &'static str {
+        T::CLASS_NAME
+    }
+    fn config(&self) -> Value {
+        // A config struct of plain fields always serializes.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+    fn inputs(&self) -> Inputs {
+        T::INPUTS
+    }
+    fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
+        LayerType::output_shape(self, name, inputs)
+    }
+    fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {
+        LayerType::weight_specs(self, input)
+    }
+    fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        LayerType::forward(self, name, weights, xs, ctx)
+    }
+    fn backward(&self, name: &str, weights: &[Tensor], transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
+        LayerType::backward(self, name, weights, transposed, cache, grad, need_input_grad)
+    }
+    fn state_updates(&self, cache: &Cache) -> Vec<(usize, Tensor)> {
+        LayerType::state_updates(self, cache)
+    }
+    fn transposed_weights(&self) -> &'static [usize] {
+        T::TRANSPOSED_WEIGHTS
+    }
+}
+
+/// Reads a layer type from its Keras config; an error names the class and the field.
+pub fn parse_config<T: LayerType>(config: &Value) -> Result<T> {
+    let mut layer: T = serde_path_to_error::deserialize(config).map_err(|e| {
+        let field = e.path().to_string();
+        let at = if field == "." { String::new() } else { format!(" `{}`", field) };
+        Error::Value(format!("{} config{}: {}", T::CLASS_NAME, at, e.into_inner()))
+    })?;
+    layer.normalize().map_err(|e| match e {
+        Error::Value(m) => Error::Value(format!("{}: {}", T::CLASS_NAME, m)),
+        other => other,
+    })?;
+    Ok(layer)
+}
+
+/// A layer in a model: a layer type with its name and the seed of its initial weights.
 #[derive(Debug, Clone)]
 pub struct Layer {
     pub name: String,
-    pub kind: LayerKind,
+    pub kind: Arc<dyn AnyLayer>,
     /// Seed for this layer's initial weights (drawn from R's RNG by the binding).
     pub seed: u64,
 }
 
 impl Layer {
-    /// Keras's class name, as shown by `summary()`.
-    pub fn class_name(&self) -> &'static str {
-        match &self.kind {
-            LayerKind::Dense(_) => "Dense",
-            LayerKind::Activation(_) => "Activation",
-            LayerKind::Dropout(_) => "Dropout",
-            LayerKind::Conv2D(_) => "Conv2D",
-            LayerKind::MaxPooling2D(_) => "MaxPooling2D",
-            LayerKind::Flatten => "Flatten",
-            LayerKind::AveragePooling2D(_) => "AveragePooling2D",
-            LayerKind::GlobalAveragePooling2D => "GlobalAveragePooling2D",
-            LayerKind::GlobalMaxPooling2D => "GlobalMaxPooling2D",
-            LayerKind::ZeroPadding2D(_) => "ZeroPadding2D",
-            LayerKind::Reshape(_) => "Reshape",
-            LayerKind::BatchNormalization(_) => "BatchNormalization",
-            LayerKind::DepthwiseConv2D(_) => "DepthwiseConv2D",
-            LayerKind::SeparableConv2D(_) => "SeparableConv2D",
-            LayerKind::Merge(m) => m.class_name(),
-            LayerKind::Conv1D(_) => "Conv1D",
-            LayerKind::MaxPooling1D(_) => "MaxPooling1D",
-            LayerKind::Embedding(_) => "Embedding",
-        }
+    pub fn new<T: LayerType>(name: impl Into<String>, kind: T, seed: u64) -> Self {
+        Self { name: name.into(), kind: Arc::new(kind), seed }
     }
 
-    /// Output shape (without the batch axis) for an input shape (without the batch axis).
-    pub fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-        match &self.kind {
-            LayerKind::Dense(l) => l.output_shape(&self.name, input),
-            LayerKind::Conv2D(l) => l.output_shape(&self.name, input),
-            LayerKind::MaxPooling2D(l) => l.output_shape(&self.name, input),
-            LayerKind::Flatten => Ok(Flatten::output_shape(input)),
-            LayerKind::AveragePooling2D(l) => l.output_shape(&self.name, input),
-            LayerKind::GlobalAveragePooling2D => spatial::global_output_shape(&self.name, "GlobalAveragePooling2D", input),
-            LayerKind::GlobalMaxPooling2D => spatial::global_output_shape(&self.name, "GlobalMaxPooling2D", input),
-            LayerKind::ZeroPadding2D(l) => l.output_shape(&self.name, input),
-            LayerKind::Reshape(l) => l.output_shape(&self.name, input),
-            LayerKind::BatchNormalization(_) => Ok(input.to_vec()),
-            LayerKind::DepthwiseConv2D(l) => l.output_shape(&self.name, input),
-            LayerKind::SeparableConv2D(l) => l.output_shape(&self.name, input),
-            LayerKind::Merge(m) => m.output_shape(&self.name, &[input.to_vec()]),
-            LayerKind::Conv1D(c) => sequence::conv1d_output_shape(c, &self.name, input),
-            LayerKind::MaxPooling1D(p) => sequence::pool1d_output_shape(p, &self.name, input),
-            LayerKind::Embedding(e) => Ok(e.output_shape(input)),
-            LayerKind::Activation(_) | LayerKind::Dropout(_) => Ok(input.to_vec()),
+    /// The layer a Keras layer config describes (`{"name": ..., <the type's fields>}`).
+    pub fn from_config(class_name: &str, config: &Value, seed: u64) -> Result<Self> {
+        let name = match config.get("name") {
+            Some(Value::String(s)) => s.clone(),
+            None | Some(Value::Null) => unique_name(registry::find(class_name)?.name_prefix),
+            Some(other) => return Err(Error::Value(format!("{} config `name` must be a string, got {}", class_name, other))),
+        };
+        check_layer_name(&name)?;
+        Ok(Self { name, kind: registry::from_config(class_name, config)?, seed })
+    }
+
+    /// Keras's class name, as shown by `summary()`.
+    pub fn class_name(&self) -> &'static str {
+        self.kind.class_name()
+    }
+
+    /// Keras's `{"class_name", "config"}` of this layer.
+    pub fn keras_config(&self) -> Value {
+        let mut config = self.kind.config();
+        if let Value::Object(fields) = &mut config {
+            fields.insert("name".into(), Value::String(self.name.clone()));
+            fields.insert("trainable".into(), Value::Bool(true));
+            fields.insert("dtype".into(), Value::String("float32".into()));
         }
+        serde_json::json!({ "class_name": self.class_name(), "config": config })
+    }
+
+    /// Output shape (without the batch axis) for one input (without the batch axis).
+    pub fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        self.node_output_shape(&[input.to_vec()])
     }
 
     pub fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {
-        match &self.kind {
-            LayerKind::Dense(l) => l.weight_specs(input),
-            LayerKind::Conv2D(l) => l.weight_specs(input),
-            LayerKind::BatchNormalization(l) => l.weight_specs(input),
-            LayerKind::DepthwiseConv2D(l) => l.weight_specs(input),
-            LayerKind::SeparableConv2D(l) => l.weight_specs(input),
-            LayerKind::Conv1D(c) => sequence::conv1d_weight_specs(c, input),
-            LayerKind::Embedding(e) => e.weight_specs(),
-            _ => Vec::new(),
-        }
+        self.kind.weight_specs(input)
     }
 
-    pub fn forward(&self, weights: &[Tensor], x: &Tensor, ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
-        match &self.kind {
-            LayerKind::Dense(l) => l.forward(weights, x),
-            LayerKind::Activation(l) => l.forward(x),
-            LayerKind::Dropout(l) => l.forward(x, ctx),
-            LayerKind::Conv2D(l) => l.forward(&self.name, weights, x),
-            LayerKind::MaxPooling2D(l) => l.forward(&self.name, x),
-            LayerKind::Flatten => Flatten::forward(x),
-            LayerKind::AveragePooling2D(l) => l.forward(&self.name, x),
-            LayerKind::GlobalAveragePooling2D => spatial::global_average_forward(x),
-            LayerKind::GlobalMaxPooling2D => {
-                let pool = spatial::global_max_window(&self.name, &x.dims()[1..])?;
-                let (out, cache) = pool.forward(&self.name, x)?;
-                let value = out.value.reshape((x.dim(0)?, x.dim(3)?))?;
-                Ok((LayerOutput::plain(value), cache))
-            }
-            LayerKind::ZeroPadding2D(l) => l.forward(x),
-            LayerKind::Reshape(l) => l.forward(&self.name, x),
-            LayerKind::BatchNormalization(l) => l.forward(&self.name, weights, x, ctx.training),
-            LayerKind::DepthwiseConv2D(l) => l.forward(&self.name, weights, x),
-            LayerKind::SeparableConv2D(l) => l.forward(&self.name, weights, x),
-            LayerKind::Merge(m) => m.forward(std::slice::from_ref(x)),
-            LayerKind::Conv1D(c) => sequence::conv1d_forward(c, &self.name, weights, x),
-            LayerKind::MaxPooling1D(p) => sequence::pool1d_forward(p, &self.name, x),
-            LayerKind::Embedding(e) => e.forward(&self.name, weights, x),
+    fn check_input_count(&self, n: usize) -> Result<()> {
+        let ok = match self.kind.inputs() {
+            Inputs::One => n == 1,
+            Inputs::Several => n >= 2,
+        };
+        if ok {
+            return Ok(());
         }
+        let wanted = if self.kind.inputs() == Inputs::One { "one input" } else { "at least 2 inputs" };
+        Err(Error::Value(format!("layer \"{}\" ({}) takes {}, got {}", self.name, self.class_name(), wanted, n)))
     }
 
     /// Output shape for one application to inputs of these shapes (merge layers take several).
     pub fn node_output_shape(&self, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
-        match &self.kind {
-            LayerKind::Merge(m) => m.output_shape(&self.name, inputs),
-            _ => match inputs {
-                [one] => self.output_shape(one),
-                _ => Err(crate::error::Error::Value(format!(
-                    "layer \"{}\" ({}) takes one input, got {}",
-                    self.name,
-                    self.class_name(),
-                    inputs.len()
-                ))),
-            },
-        }
+        self.check_input_count(inputs.len())?;
+        self.kind.output_shape(&self.name, inputs)
     }
 
     /// Forward pass of one application (node) of the layer.
     pub fn forward_node(&self, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
-        match &self.kind {
-            LayerKind::Merge(m) => m.forward(xs),
-            _ => self.forward(weights, &xs[0], ctx),
-        }
+        self.check_input_count(xs.len())?;
+        self.kind.forward(&self.name, weights, xs, ctx)
+    }
+
+    pub fn forward(&self, weights: &[Tensor], x: &Tensor, ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        self.forward_node(weights, std::slice::from_ref(x), ctx)
     }
 
     /// New values for this layer's non-trainable weights after a training forward pass
     /// (index within the layer's weights, value).
     pub fn state_updates(&self, cache: &Cache) -> Vec<(usize, Tensor)> {
-        match (&self.kind, cache) {
-            (LayerKind::BatchNormalization(l), Cache::BatchNorm { new_mean, new_var, .. }) => {
-                vec![(l.moving_offset(), new_mean.clone()), (l.moving_offset() + 1, new_var.clone())]
-            }
-            _ => Vec::new(),
-        }
+        self.kind.state_updates(cache)
     }
 
     pub fn backward(&self, weights: &[Tensor], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
@@ -263,40 +357,20 @@ impl Layer {
     /// The backward pass, given transposes of some of the weights where the caller has them
     /// (`transposed[i]` for `weights[i]`; see `Architecture::backward_with_transposes`).
     pub fn backward_with(&self, weights: &[Tensor], transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
-        match (&self.kind, cache) {
-            (LayerKind::Dense(l), Cache::Dense { x, z, y }) => {
-                let kernel_t = transposed.first().and_then(|t| t.as_ref());
-                l.backward(weights, kernel_t, x, z, y, grad, need_input_grad)
-            }
-            (LayerKind::Activation(l), Cache::Activation { x, y }) => l.backward(x, y, grad),
-            (LayerKind::Dropout(_), Cache::Dropout { mask }) => self::core::dropout_backward(mask, grad),
-            (LayerKind::Conv2D(l), Cache::Conv { cols, z, y, input_dims }) => {
-                l.backward(&self.name, weights, cols, z, y, input_dims, grad, need_input_grad)
-            }
-            (LayerKind::MaxPooling2D(_), Cache::MaxPool { routing, input_dims }) => MaxPooling2D::backward(routing, input_dims, grad),
-            (LayerKind::Flatten | LayerKind::Reshape(_), Cache::Reshape { input_dims }) => Flatten::backward(input_dims, grad),
-            (LayerKind::AveragePooling2D(l), Cache::Reshape { input_dims }) => l.backward(&self.name, input_dims, grad),
-            (LayerKind::GlobalAveragePooling2D, Cache::Reshape { input_dims }) => spatial::global_average_backward(input_dims, grad),
-            (LayerKind::GlobalMaxPooling2D, Cache::MaxPool { routing, input_dims }) => MaxPooling2D::backward(routing, input_dims, grad),
-            (LayerKind::ZeroPadding2D(l), Cache::Reshape { input_dims }) => l.backward(input_dims, grad),
-            (LayerKind::Merge(m), Cache::Merge { inputs }) => m.backward(inputs, grad),
-            (LayerKind::Conv1D(c), Cache::Reshaped { inner, input_dims }) => {
-                sequence::conv1d_backward(c, &self.name, weights, inner, input_dims, grad, need_input_grad)
-            }
-            (LayerKind::MaxPooling1D(_), Cache::Reshaped { inner, input_dims }) => sequence::pool1d_backward(inner, input_dims, grad),
-            (LayerKind::Embedding(e), Cache::Embedding { ids }) => e.backward(weights, ids, grad),
-            (LayerKind::DepthwiseConv2D(l), Cache::Conv { cols, z, y, input_dims }) => {
-                l.backward(&self.name, weights, cols, z, y, input_dims, grad, need_input_grad)
-            }
-            (LayerKind::SeparableConv2D(l), Cache::Separable { cols, mid, z, y, input_dims }) => {
-                l.backward(&self.name, weights, cols, mid, z, y, input_dims, grad, need_input_grad)
-            }
-            (LayerKind::BatchNormalization(l), Cache::BatchNorm { xhat, inv_std, input_dims, .. }) => {
-                l.backward(weights, xhat, inv_std, input_dims, grad)
-            }
-            _ => Err(crate::error::Error::State(format!("layer \"{}\" got another layer's cache", self.name))),
-        }
+        self.kind.backward(&self.name, weights, transposed, cache, grad, need_input_grad)
     }
+}
+
+/// Layer names become HDF5 group names and weight names ("dense/kernel:0"): Keras's own
+/// names are letters, digits, "_", "-" and "."; "/" would nest groups.
+pub fn check_layer_name(name: &str) -> Result<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.chars().any(char::is_control) || name.len() > 200 {
+        return Err(Error::Value(format!(
+            "layer name \"{}\" cannot be used: names need 1 to 200 characters and no \"/\" or control characters",
+            name.escape_default()
+        )));
+    }
+    Ok(())
 }
 
 /// Keras-style unique layer names: "dense", "dense_1", "dense_2", ... per session.

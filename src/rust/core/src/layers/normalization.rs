@@ -6,35 +6,60 @@
 //!
 //! # Shapes
 //! input `(batch, ..., channels)`; gamma, beta, moving_mean, moving_variance `(channels)`.
-use super::{Cache, LayerGrads, LayerOutput, OutputGrad, WeightSpec};
+use super::{Axes, Cache, Example, ForwardContext, InputDims, LayerGrads, LayerOutput, LayerType, NotSupported, OutputGrad, WeightSpec};
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
 use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct BatchNormalization {
+    pub axis: Axes,
     pub momentum: f64,
     pub epsilon: f64,
     pub center: bool,
     pub scale: bool,
+    pub beta_initializer: Initializer,
+    pub gamma_initializer: Initializer,
+    pub moving_mean_initializer: Initializer,
+    pub moving_variance_initializer: Initializer,
+    pub beta_regularizer: NotSupported,
+    pub gamma_regularizer: NotSupported,
+    pub beta_constraint: NotSupported,
+    pub gamma_constraint: NotSupported,
+}
+
+impl Default for BatchNormalization {
+    fn default() -> Self {
+        Self {
+            axis: Axes(vec![-1]),
+            momentum: 0.99,
+            epsilon: 1e-3,
+            center: true,
+            scale: true,
+            beta_initializer: Initializer::Zeros,
+            gamma_initializer: Initializer::Ones,
+            moving_mean_initializer: Initializer::Zeros,
+            moving_variance_initializer: Initializer::Ones,
+            beta_regularizer: NotSupported,
+            gamma_regularizer: NotSupported,
+            beta_constraint: NotSupported,
+            gamma_constraint: NotSupported,
+        }
+    }
+}
+
+/// Normalized input, 1/std per channel, and the moving statistics this batch moves to.
+struct BatchNormCache {
+    xhat: Tensor,
+    inv_std: Tensor,
+    input_dims: Vec<usize>,
+    new_mean: Tensor,
+    new_var: Tensor,
 }
 
 impl BatchNormalization {
-    pub fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {
-        let c = input.last().copied().unwrap_or(1);
-        let spec = |name, init, trainable| WeightSpec { name, shape: vec![c], initializer: init, trainable };
-        let mut specs = Vec::new();
-        if self.scale {
-            specs.push(spec("gamma", Initializer::Ones, true));
-        }
-        if self.center {
-            specs.push(spec("beta", Initializer::Zeros, true));
-        }
-        specs.push(spec("moving_mean", Initializer::Zeros, false));
-        specs.push(spec("moving_variance", Initializer::Ones, false));
-        specs
-    }
-
     /// Index (within the layer's weights) of the moving mean; the variance follows it.
     pub fn moving_offset(&self) -> usize {
         usize::from(self.scale) + usize::from(self.center)
@@ -46,7 +71,7 @@ impl BatchNormalization {
         (gamma, beta)
     }
 
-    pub fn forward(&self, name: &str, weights: &[Tensor], x: &Tensor, training: bool) -> Result<(LayerOutput, Cache)> {
+    fn normalized(&self, name: &str, weights: &[Tensor], x: &Tensor, training: bool) -> Result<(LayerOutput, Cache)> {
         let dims = x.dims().to_vec();
         let c = *dims.last().ok_or_else(|| Error::Value(format!("layer \"{}\" needs an input with a channels axis", name)))?;
         let rows = x.elem_count() / c;
@@ -66,7 +91,7 @@ impl BatchNormalization {
         if !training {
             let inv_std = (moving_var + self.epsilon)?.sqrt()?.recip()?;
             let xhat = x2.broadcast_sub(moving_mean)?.broadcast_mul(&inv_std)?;
-            return Ok((LayerOutput::plain(finish(&xhat)?), Cache::Reshape { input_dims: dims }));
+            return Ok((LayerOutput::plain(finish(&xhat)?), Cache::new(InputDims(dims))));
         }
         let count = x2.dim(0)? as f64;
         let mean = (crate::kernels::sum_rows(&x2)? / count)?;
@@ -81,14 +106,72 @@ impl BatchNormalization {
         let new_mean = (moving_mean - ((moving_mean - &mean)? * keep)?)?;
         let new_var = (moving_var - ((moving_var - &var_for_moving)? * keep)?)?;
         let value = finish(&xhat)?;
-        Ok((LayerOutput::plain(value), Cache::BatchNorm { xhat, inv_std, input_dims: dims, new_mean, new_var }))
+        Ok((LayerOutput::plain(value), Cache::new(BatchNormCache { xhat, inv_std, input_dims: dims, new_mean, new_var })))
     }
 
-    pub fn backward(&self, weights: &[Tensor], xhat: &Tensor, inv_std: &Tensor, input_dims: &[usize], grad: OutputGrad) -> Result<LayerGrads> {
-        let dy = match grad {
-            OutputGrad::Value(dy) => dy,
-            OutputGrad::Logits(_) => return Err(Error::State("batch normalization cannot end a model whose loss uses logits".into())),
-        };
+}
+
+impl LayerType for BatchNormalization {
+    const CLASS_NAME: &'static str = "BatchNormalization";
+    const NAME_PREFIX: &'static str = "batch_normalization";
+
+    fn normalize(&mut self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.momentum) {
+            return Err(Error::Value(format!("`momentum` must be in [0, 1], got {}", self.momentum)));
+        }
+        if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
+            return Err(Error::Value(format!("`epsilon` must be a number >= 0, got {}", self.epsilon)));
+        }
+        if self.axis.0.len() != 1 || self.axis.0[0] == 0 || self.axis.0[0] < -1 {
+            return Err(Error::Value(format!("only batch normalization over the last axis (-1) is supported, got axis {:?}", self.axis.0)));
+        }
+        Ok(())
+    }
+
+    /// Keras stores the axis as a positive index once built (e.g. [3] for NHWC images, [1]
+    /// after a Dense layer): checked here, where the input's rank is known.
+    fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
+        if !self.axis.is_last(inputs[0].len()) {
+            return Err(Error::Value(format!(
+                "layer \"{}\" (BatchNormalization): only normalization over the last axis is supported, got axis {:?} for inputs with {} axes",
+                name,
+                self.axis.0,
+                inputs[0].len() + 1
+            )));
+        }
+        Ok(inputs[0].clone())
+    }
+
+    fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {
+        let c = input.last().copied().unwrap_or(1);
+        let spec = |name, init: &Initializer, trainable| WeightSpec { name, shape: vec![c], initializer: init.clone(), trainable };
+        let mut specs = Vec::new();
+        if self.scale {
+            specs.push(spec("gamma", &self.gamma_initializer, true));
+        }
+        if self.center {
+            specs.push(spec("beta", &self.beta_initializer, true));
+        }
+        specs.push(spec("moving_mean", &self.moving_mean_initializer, false));
+        specs.push(spec("moving_variance", &self.moving_variance_initializer, false));
+        specs
+    }
+
+    fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        self.normalized(name, weights, &xs[0], ctx.training)
+    }
+
+    fn state_updates(&self, cache: &Cache) -> Vec<(usize, Tensor)> {
+        match cache.get::<BatchNormCache>() {
+            Ok(c) => vec![(self.moving_offset(), c.new_mean.clone()), (self.moving_offset() + 1, c.new_var.clone())],
+            // An inference pass moves nothing.
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn backward(&self, _name: &str, weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need_input_grad: bool) -> Result<LayerGrads> {
+        let BatchNormCache { xhat, inv_std, input_dims, .. } = cache.get::<BatchNormCache>()?;
+        let dy = grad.value(Self::CLASS_NAME)?;
         let (rows, c) = xhat.dims2()?;
         let dy2 = dy.reshape((rows, c))?;
         let (gamma, _) = self.affine(weights);
@@ -101,7 +184,7 @@ impl BatchNormalization {
         if let Some(g) = &gamma {
             coef = coef.mul(g)?;
         }
-        let dx = inner.broadcast_mul(&coef)?.reshape(input_dims)?;
+        let dx = inner.broadcast_mul(&coef)?.reshape(input_dims.as_slice())?;
         let mut grads = Vec::new();
         if self.scale {
             grads.push(dgamma);
@@ -114,63 +197,39 @@ impl BatchNormalization {
         grads.push(zeros);
         Ok(LayerGrads { input: Some(dx), weights: grads, more_inputs: Vec::new() })
     }
+
+    fn example() -> Example {
+        Example { config: serde_json::json!({ "momentum": 0.9 }), inputs: vec![vec![4, 3]], index_bound: None }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::check_backward;
     use candle_core::Device;
-
-    fn layer() -> BatchNormalization {
-        BatchNormalization { momentum: 0.99, epsilon: 1e-3, center: true, scale: true }
-    }
-
-    fn weights(c: usize) -> Vec<Tensor> {
-        let dev = Device::Cpu;
-        let gamma = Tensor::arange(0f32, c as f32, &dev).unwrap().affine(0.3, 0.8).unwrap();
-        let beta = Tensor::arange(0f32, c as f32, &dev).unwrap().affine(-0.2, 0.1).unwrap();
-        vec![gamma, beta, Tensor::zeros(c, candle_core::DType::F32, &dev).unwrap(), Tensor::ones(c, candle_core::DType::F32, &dev).unwrap()]
-    }
+    use rand::SeedableRng;
 
     #[test]
     fn training_output_is_normalized_per_channel() {
-        let bn = BatchNormalization { momentum: 0.99, epsilon: 0.0, center: false, scale: false };
+        let bn = BatchNormalization { epsilon: 0.0, center: false, scale: false, ..BatchNormalization::default() };
         let x = Tensor::randn(2f32, 3.0, (50, 3), &Device::Cpu).unwrap();
         let w = vec![Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap(), Tensor::ones(3, candle_core::DType::F32, &Device::Cpu).unwrap()];
-        let (out, _) = bn.forward("bn", &w, &x, true).unwrap();
+        let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(0) };
+        let (out, cache) = bn.forward("bn", &w, &[x], &mut ctx).unwrap();
         let mean = out.value.mean(0).unwrap().to_vec1::<f32>().unwrap();
         let var = out.value.sqr().unwrap().mean(0).unwrap().to_vec1::<f32>().unwrap();
         assert!(mean.iter().all(|m| m.abs() < 1e-5));
         assert!(var.iter().all(|v| (v - 1.0).abs() < 1e-4));
+        assert_eq!(bn.state_updates(&cache).len(), 2);
     }
 
     #[test]
-    fn gradients_match_finite_differences() {
-        let bn = layer();
-        let w = weights(3);
-        let back = |x: &Tensor, dy: &Tensor| -> Result<LayerGrads> {
-            let (_, cache) = bn.forward("bn", &w, x, true)?;
-            let Cache::BatchNorm { xhat, inv_std, input_dims, .. } = cache else { panic!() };
-            bn.backward(&w, &xhat, &inv_std, &input_dims, OutputGrad::Value(dy.clone()))
-        };
-        check_backward(&[4, 2, 3], |x| Ok(bn.forward("bn", &w, x, true)?.0.value), |x, dy| Ok(back(x, dy)?.input.unwrap()), 2e-2);
-        let x = Tensor::randn(0f32, 1.0, (5, 3), &Device::Cpu).unwrap();
-        let with_gamma = |g: &Tensor| {
-            let mut ww = w.clone();
-            ww[0] = g.clone();
-            ww
-        };
-        check_backward(
-            &[3],
-            |g| Ok(bn.forward("bn", &with_gamma(g), &x, true)?.0.value),
-            |g, dy| {
-                let ww = with_gamma(g);
-                let (_, cache) = bn.forward("bn", &ww, &x, true)?;
-                let Cache::BatchNorm { xhat, inv_std, input_dims, .. } = cache else { panic!() };
-                Ok(bn.backward(&ww, &xhat, &inv_std, &input_dims, OutputGrad::Value(dy.clone()))?.weights[0].clone())
-            },
-            2e-2,
-        );
+    fn refuses_meaningless_settings() {
+        let parse = |v| crate::layers::parse_config::<BatchNormalization>(&v).map(|_| ()).unwrap_err().to_string();
+        assert!(parse(serde_json::json!({ "momentum": 1.5 })).contains("`momentum`"));
+        assert!(parse(serde_json::json!({ "epsilon": -1 })).contains("`epsilon`"));
+        let bn: BatchNormalization = crate::layers::parse_config(&serde_json::json!({ "axis": [3] })).unwrap();
+        assert!(bn.output_shape("bn", &[vec![4, 4, 2]]).is_ok());
+        assert!(bn.output_shape("bn", &[vec![4, 2]]).is_err());
     }
 }

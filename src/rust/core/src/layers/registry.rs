@@ -1,0 +1,201 @@
+//! The registry: every layer type rustgpu has, found by its Keras class name. Saved configs,
+//! `from_config()` and R's `layer_*()` functions all build layers through it.
+use super::*;
+
+/// A layer type's entry: its Keras class name and how to build it from its config.
+pub struct Registration {
+    pub class_name: &'static str,
+    pub name_prefix: &'static str,
+    build: fn(&Value) -> Result<Arc<dyn AnyLayer>>,
+    /// The type's [`LayerType::example`], for the generic test.
+    pub example: fn() -> Example,
+}
+
+impl Registration {
+    pub const fn of<T: LayerType>() -> Self {
+        Self { class_name: T::CLASS_NAME, name_prefix: T::NAME_PREFIX, build: build::<T>, example: T::example }
+    }
+}
+
+fn build<T: LayerType>(config: &Value) -> Result<Arc<dyn AnyLayer>> {
+    Ok(Arc::new(parse_config::<T>(config)?))
+}
+
+/// One line per layer type.
+pub static LAYER_TYPES: &[Registration] = &[
+    Registration::of::<Dense>(),
+    Registration::of::<ActivationLayer>(),
+    Registration::of::<Dropout>(),
+    Registration::of::<Conv1D>(),
+    Registration::of::<Conv2D>(),
+    Registration::of::<DepthwiseConv2D>(),
+    Registration::of::<SeparableConv2D>(),
+    Registration::of::<MaxPooling1D>(),
+    Registration::of::<MaxPooling2D>(),
+    Registration::of::<AveragePooling2D>(),
+    Registration::of::<GlobalAveragePooling2D>(),
+    Registration::of::<GlobalMaxPooling2D>(),
+    Registration::of::<ZeroPadding2D>(),
+    Registration::of::<Flatten>(),
+    Registration::of::<Reshape>(),
+    Registration::of::<BatchNormalization>(),
+    Registration::of::<Embedding>(),
+    Registration::of::<Add>(),
+    Registration::of::<Multiply>(),
+    Registration::of::<Concatenate>(),
+];
+
+/// The registration of a Keras class name.
+pub fn find(class_name: &str) -> Result<&'static Registration> {
+    LAYER_TYPES.iter().find(|r| r.class_name == class_name).ok_or_else(|| {
+        Error::Value(format!("layer class \"{}\" is not supported by rustgpu yet", class_name.escape_default()))
+    })
+}
+
+/// A layer type from its Keras config (the type's fields; `name` and the like are ignored).
+pub fn from_config(class_name: &str, config: &Value) -> Result<Arc<dyn AnyLayer>> {
+    if !config.is_object() {
+        return Err(Error::Value(format!("the config of a {} layer must be a named list (a JSON object)", class_name.escape_default())));
+    }
+    (find(class_name)?.build)(config)
+}
+
+#[cfg(test)]
+mod tests {
+    //! What every registered layer type gets without a test of its own: its config read
+    //! back as written, output shapes as predicted, weight names, and backward passes that
+    //! match finite differences for the inputs and every trainable weight.
+    use super::*;
+    use crate::testutil::check_backward;
+    use candle_core::Device;
+    use rand::SeedableRng;
+
+    struct Instance {
+        layer: Layer,
+        inputs: Vec<Tensor>,
+        weights: Vec<Tensor>,
+        specs: Vec<WeightSpec>,
+    }
+
+    fn instance(r: &Registration) -> (Instance, Example) {
+        let ex = (r.example)();
+        let mut config = ex.config.clone();
+        config["name"] = serde_json::json!(format!("test_{}", r.name_prefix));
+        let layer = Layer::from_config(r.class_name, &config, 7).unwrap_or_else(|e| panic!("{}: {}", r.class_name, e));
+        let specs = layer.weight_specs(&ex.inputs[0]);
+        let mut rng = StdRng::seed_from_u64(3);
+        let weights = specs
+            .iter()
+            .map(|s| {
+                // Trainable weights drawn around 0; statistics as initialized.
+                let values = if s.trainable { Initializer::RandomNormal { mean: 0.1, stddev: 0.5 } } else { s.initializer.clone() }.sample(&s.shape, &mut rng);
+                Tensor::from_vec(values, s.shape.as_slice(), &Device::Cpu).unwrap()
+            })
+            .collect();
+        let inputs = ex
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(k, shape)| {
+                let mut full = vec![3usize];
+                full.extend(shape);
+                let n: usize = full.iter().product();
+                let values: Vec<f32> = match ex.index_bound {
+                    Some(bound) => (0..n).map(|i| ((i * 7 + k) % bound) as f32).collect(),
+                    None => (0..n).map(|i| (1.1 * (0.7 * i as f32 + k as f32)).sin()).collect(),
+                };
+                Tensor::from_vec(values, full.as_slice(), &Device::Cpu).unwrap()
+            })
+            .collect();
+        (Instance { layer, inputs, weights, specs }, ex)
+    }
+
+    fn ctx() -> ForwardContext {
+        // The same seed for every call: dropout draws the same mask for each probe.
+        ForwardContext { training: true, rng: StdRng::seed_from_u64(11) }
+    }
+
+    #[test]
+    fn the_registry_has_one_entry_per_class_and_prefix() {
+        for (i, r) in LAYER_TYPES.iter().enumerate() {
+            assert!(LAYER_TYPES[..i].iter().all(|o| o.class_name != r.class_name && o.name_prefix != r.name_prefix), "{} twice", r.class_name);
+        }
+        assert!(find("NoSuchLayer").err().unwrap().to_string().contains("not supported"));
+    }
+
+    #[test]
+    fn configs_read_back_as_written() {
+        for r in LAYER_TYPES {
+            let (inst, _) = instance(r);
+            let written = inst.layer.keras_config();
+            assert_eq!(written["class_name"], r.class_name);
+            assert_eq!(written["config"]["name"], format!("test_{}", r.name_prefix));
+            let again = Layer::from_config(r.class_name, &written["config"], 0).unwrap();
+            assert_eq!(again.keras_config(), written, "{} config round trip", r.class_name);
+            assert_eq!(again.class_name(), r.class_name);
+        }
+    }
+
+    #[test]
+    fn output_shapes_and_weight_names_are_what_forward_makes() {
+        for r in LAYER_TYPES {
+            let (inst, ex) = instance(r);
+            let predicted = inst.layer.node_output_shape(&ex.inputs).unwrap();
+            let (out, _) = inst.layer.forward_node(&inst.weights, &inst.inputs, &mut ctx()).unwrap();
+            assert_eq!(&out.value.dims()[1..], predicted.as_slice(), "{} output shape", r.class_name);
+            for (i, s) in inst.specs.iter().enumerate() {
+                assert!(!s.name.is_empty() && !s.name.contains('/') && !s.name.contains(':'), "{} weight name {}", r.class_name, s.name);
+                assert!(inst.specs[..i].iter().all(|o| o.name != s.name), "{} weight {} twice", r.class_name, s.name);
+            }
+        }
+    }
+
+    #[test]
+    fn backward_passes_match_finite_differences() {
+        for r in LAYER_TYPES {
+            eprintln!("checking {}", r.class_name);
+            let (inst, ex) = instance(r);
+            let backward = |weights: &[Tensor], inputs: &[Tensor], dy: &Tensor| -> LayerGrads {
+                let (_, cache) = inst.layer.forward_node(weights, inputs, &mut ctx()).unwrap();
+                inst.layer.backward(weights, &cache, OutputGrad::Value(dy.clone()), true).unwrap()
+            };
+            let forward = |weights: &[Tensor], inputs: &[Tensor]| Ok(inst.layer.forward_node(weights, inputs, &mut ctx())?.0.value);
+            let grads = backward(&inst.weights, &inst.inputs, &inst.layer.forward_node(&inst.weights, &inst.inputs, &mut ctx()).unwrap().0.value);
+            assert_eq!(grads.weights.len(), inst.weights.len(), "{}: one gradient per weight", r.class_name);
+            for (g, w) in grads.weights.iter().zip(&inst.weights) {
+                assert_eq!(g.dims(), w.dims(), "{}: weight gradient shapes", r.class_name);
+            }
+            if ex.index_bound.is_none() {
+                for k in 0..inst.inputs.len() {
+                    let with = |x: &Tensor| {
+                        let mut xs = inst.inputs.clone();
+                        xs[k] = x.clone();
+                        xs
+                    };
+                    check_backward(
+                        inst.inputs[k].dims(),
+                        |x| forward(&inst.weights, &with(x)),
+                        |x, dy| {
+                            let g = backward(&inst.weights, &with(x), dy);
+                            Ok(if k == 0 { g.input.unwrap() } else { g.more_inputs[k - 1].clone() })
+                        },
+                        3e-2,
+                    );
+                }
+            }
+            for (i, spec) in inst.specs.iter().enumerate().filter(|(_, s)| s.trainable) {
+                let with = |w: &Tensor| {
+                    let mut ws = inst.weights.clone();
+                    ws[i] = w.clone();
+                    ws
+                };
+                check_backward(
+                    &spec.shape,
+                    |w| forward(&with(w), &inst.inputs),
+                    |w, dy| Ok(backward(&with(w), &inst.inputs, dy).weights[i].clone()),
+                    3e-2,
+                );
+            }
+        }
+    }
+}
