@@ -15,38 +15,17 @@ fixture_target <- function(fx, case) {
   if (is.matrix(y)) y else as.numeric(y)
 }
 
-# The fixture's layers, as rustgpu layers, on inputs shaped like the fixture's data.
+# The fixture's layers, as rustgpu layers, on inputs shaped like the fixture's data. A spec
+# names its R function ("conv_2d" is layer_conv_2d()) and holds its arguments (Keras's names,
+# as make_keras_fixtures.py passes them to Keras); nested lists that JSON turned into a
+# matrix are given back as a list of rows.
 build_fixture_model <- function(case, input_shape) {
   model <- keras_model_sequential()
   for (i in seq_along(case$layers)) {
-    l <- case$layers[[i]]
-    shape <- if (i == 1) input_shape else NULL
-    switch(l$type,
-      dense = layer_dense(model, units = l$units, activation = l$activation, input_shape = shape),
-      conv_2d = layer_conv_2d(model, l$filters, l$kernel_size, strides = l$strides, padding = l$padding,
-                              dilation_rate = l$dilation_rate, activation = l$activation, input_shape = shape),
-      max_pooling_2d = layer_max_pooling_2d(model, l$pool_size, strides = l$strides, padding = l$padding,
-                                            input_shape = shape),
-      flatten = layer_flatten(model, input_shape = shape),
-      average_pooling_2d = layer_average_pooling_2d(model, l$pool_size, strides = l$strides, padding = l$padding,
-                                                    input_shape = shape),
-      global_average_pooling_2d = layer_global_average_pooling_2d(model, input_shape = shape),
-      global_max_pooling_2d = layer_global_max_pooling_2d(model, input_shape = shape),
-      zero_padding_2d = layer_zero_padding_2d(model, list(l$padding[1, ], l$padding[2, ]), input_shape = shape),
-      reshape = layer_reshape(model, l$target_shape, input_shape = shape),
-      batch_normalization = layer_batch_normalization(model, input_shape = shape),
-      conv_1d = layer_conv_1d(model, l$filters, l$kernel_size, strides = l$strides, padding = l$padding,
-                              dilation_rate = l$dilation_rate, activation = l$activation, input_shape = shape),
-      max_pooling_1d = layer_max_pooling_1d(model, l$pool_size, strides = l$strides, padding = l$padding, input_shape = shape),
-      embedding = layer_embedding(model, l$input_dim, l$output_dim, input_shape = shape),
-      separable_conv_2d = layer_separable_conv_2d(model, l$filters, l$kernel_size, strides = l$strides, padding = l$padding,
-                                                  depth_multiplier = l$depth_multiplier, activation = l$activation,
-                                                  input_shape = shape),
-      depthwise_conv_2d = layer_depthwise_conv_2d(model, l$kernel_size, strides = l$strides, padding = l$padding,
-                                                  depth_multiplier = l$depth_multiplier, activation = l$activation,
-                                                  input_shape = shape),
-      activation = layer_activation(model, l$activation, input_shape = shape)
-    )
+    spec <- case$layers[[i]]
+    args <- lapply(spec[names(spec) != "type"], function(a) if (is.matrix(a)) lapply(seq_len(nrow(a)), function(r) a[r, ]) else a)
+    if (i == 1) args$input_shape <- input_shape
+    do.call(get(paste0("layer_", spec$type), envir = asNamespace("rustgpu")), c(list(model), args))
   }
   model
 }
