@@ -1,6 +1,6 @@
 //! Adding layers to a model: every `layer_*()` function builds Keras's config list for its
 //! layer and calls `rg_add_layer()`, which reads it with the same parser as a saved file.
-use crate::convert::r_to_json;
+use crate::convert::{json_to_r, r_to_json};
 use crate::{guard, handle, seed_from};
 use extendr_api::prelude::*;
 use rustgpu_core::layers::Layer;
@@ -34,14 +34,19 @@ fn rg_add_layer(ptr: Robj, class_name: &str, config: Robj, input_shape: Robj, se
     })
 }
 
-/// The layer types the registry has, with the prefixes of their default names.
+/// The layer types the registry has: Keras class names, default-name prefixes, and each
+/// type's example (a config and input shapes), which the generic R test builds.
 /// @noRd
 #[extendr]
 fn rg_layer_types() -> Robj {
     let types = rustgpu_core::layers::registry::LAYER_TYPES;
+    let examples: Vec<_> = types.iter().map(|r| (r.example)()).collect();
     list!(
         class_name = types.iter().map(|r| r.class_name).collect::<Vec<_>>(),
-        name_prefix = types.iter().map(|r| r.name_prefix).collect::<Vec<_>>()
+        name_prefix = types.iter().map(|r| r.name_prefix).collect::<Vec<_>>(),
+        example_config = List::from_values(examples.iter().map(|e| json_to_r(&e.config))),
+        example_inputs = List::from_values(examples.iter().map(|e| List::from_values(e.inputs.iter().map(|s| s.iter().map(|d| *d as i32).collect::<Vec<_>>())))),
+        example_index_bound = examples.iter().map(|e| e.index_bound.map_or(0, |b| b as i32)).collect::<Vec<_>>()
     )
     .into()
 }
