@@ -68,7 +68,8 @@ rg_replica_timeline <- function(ptr) .Call(wrap__rg_replica_timeline, ptr)
 #' @noRd
 rg_add_layer <- function(ptr, class_name, config, input_shape, seed) .Call(wrap__rg_add_layer, ptr, class_name, config, input_shape, seed)
 
-#' The layer types the registry has, with the prefixes of their default names.
+#' The layer types the registry has: Keras class names, default-name prefixes, and each
+#' type's example (a config and input shapes), which the generic R test builds.
 #' @noRd
 rg_layer_types <- function() .Call(wrap__rg_layer_types)
 

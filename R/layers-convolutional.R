@@ -164,6 +164,23 @@ layer_global_max_pooling_2d <- function(object, data_format = NULL, keepdims = F
   global_pooling(object, "GlobalMaxPooling2D", data_format, keepdims, input_shape, name)
 }
 
+#' Global average pooling for 1D inputs
+#'
+#' `(batch, steps, channels)` to `(batch, channels)`: the mean of each channel over the
+#' steps, as Keras's GlobalAveragePooling1D.
+#'
+#' @inheritParams layer_conv_2d
+#' @param keepdims Only `FALSE` (Keras's default) is supported.
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>% layer_global_average_pooling_1d(input_shape = c(3, 2))
+#' predict(model, array(1:6, c(1, 3, 2)))
+#' @export
+layer_global_average_pooling_1d <- function(object, data_format = NULL, keepdims = FALSE, input_shape = NULL, name = NULL) {
+  force_model(object)
+  global_pooling(object, "GlobalAveragePooling1D", data_format, keepdims, input_shape, name)
+}
+
 #' Zero-padding for 2D inputs
 #'
 #' Adds rows and columns of zeros around each image.

@@ -35,6 +35,7 @@ pub static LAYER_TYPES: &[Registration] = &[
     Registration::of::<AveragePooling2D>(),
     Registration::of::<GlobalAveragePooling2D>(),
     Registration::of::<GlobalMaxPooling2D>(),
+    Registration::of::<GlobalAveragePooling1D>(),
     Registration::of::<ZeroPadding2D>(),
     Registration::of::<Flatten>(),
     Registration::of::<Reshape>(),
