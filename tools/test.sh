@@ -1,5 +1,5 @@
 #!/bin/sh
-# README command 2: set up, then the whole test suite: cargo test for the core crate,
+# README command 2: set up, then the whole test suite: rustfmt and clippy gates, cargo test,
 # R CMD build, and R CMD check --no-manual on the tarball (fails on any ERROR or WARNING).
 set -e
 cd "$(dirname "$0")/.."
@@ -9,9 +9,13 @@ PATH="$PATH:$HOME/.cargo/bin"; export PATH
 export RUSTGPU_TARGET_DIR="${RUSTGPU_TARGET_DIR:-$PWD/target}"
 export CARGO_TARGET_DIR="$RUSTGPU_TARGET_DIR"
 
-echo "== cargo test (rustgpu-core, rustgpu bindings)"
+echo "== cargo fmt --check, cargo clippy -D warnings (rustgpu-core, rustgpu bindings)"
 cargo fetch --locked
 ./tools/sync-lock.sh --check
+cargo fmt --all --check
+cargo clippy --release -j 2 --locked --all-targets -p rustgpu-core -p rustgpu -- -D warnings
+
+echo "== cargo test (rustgpu-core, rustgpu bindings)"
 cargo test --release -j 2 --locked -p rustgpu-core -p rustgpu --lib --tests
 
 echo "== R CMD build"

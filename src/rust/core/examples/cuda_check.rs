@@ -226,7 +226,8 @@ fn main() {
         let (mut ca, mut cb) = (compiled("sgd"), compiled("sgd"));
         cpu.train_on_batch(&mut a, &mut ca, &[&x], &[&y], None, &rows, 0).unwrap();
         gpu.train_on_batch(&mut b, &mut cb, &[&x], &[&y], None, &rows, 0).unwrap();
-        let (wa, wb): (Vec<f32>, Vec<f32>) = (a.weights.iter().flat_map(|w| w.value.iter().copied()).collect(), b.weights.iter().flat_map(|w| w.value.iter().copied()).collect());
+        let (wa, wb): (Vec<f32>, Vec<f32>) =
+            (a.weights.iter().flat_map(|w| w.value.iter().copied()).collect(), b.weights.iter().flat_map(|w| w.value.iter().copied()).collect());
         check(&format!("one SGD step (backward) {} CUDA vs CPU", label), rel(&wb, &wa), 1e-4);
     }
     // Window layers, merges (functional), embedding/activation/reshape: the forward pass and
@@ -256,7 +257,10 @@ fn main() {
         }
     }
     {
-        let m = keras_sequential(&[8], &[&layer("Dense", r#""units":6"#), &layer("Dropout", r#""rate":0.5"#), &layer("Dense", r#""units":5,"activation":"softmax""#)]);
+        let m = keras_sequential(
+            &[8],
+            &[&layer("Dense", r#""units":6"#), &layer("Dropout", r#""rate":0.5"#), &layer("Dense", r#""units":5,"activation":"softmax""#)],
+        );
         let (x, _) = data(32, 8, 5);
         let rows: Vec<usize> = (0..32).collect();
         let p_cpu = cpu.predict_on_batch(&m, &[&x], &rows).unwrap().remove(0);
@@ -281,7 +285,8 @@ fn main() {
                 par.train_on_batch(&mut b, &mut cb, &[&x], &[&y], None, chunk, epoch).unwrap();
             }
         }
-        let (wa, wb): (Vec<f32>, Vec<f32>) = (a.weights.iter().flat_map(|w| w.value.iter().copied()).collect(), b.weights.iter().flat_map(|w| w.value.iter().copied()).collect());
+        let (wa, wb): (Vec<f32>, Vec<f32>) =
+            (a.weights.iter().flat_map(|w| w.value.iter().copied()).collect(), b.weights.iter().flat_map(|w| w.value.iter().copied()).collect());
         check(&format!("2 epochs, 2 replicas vs 1 device (merge {:?})", merge), rel(&wb, &wa), 1e-5);
     }
     // A CNN through 2 replicas on one GPU against one device.

@@ -2,9 +2,9 @@
 //! the CPU, to find where a training step goes:
 //! `cargo run --release -p rustgpu-core --example layer_profile`
 //! (RAYON_NUM_THREADS sets threads; OPS=1 times single ops instead).
+use rand::SeedableRng;
 use rustgpu_core::layers::{ForwardContext, OutputGrad};
 use rustgpu_core::model::weights_to_device;
-use rand::SeedableRng;
 use std::time::Instant;
 
 extern "C" {
@@ -112,7 +112,13 @@ fn main() {
 fn ops() {
     let dev = candle_core::Device::Cpu;
     let time = |label: &str, f: &dyn Fn()| {
-        let mut t: Vec<f64> = (0..20).map(|_| { let s = Instant::now(); f(); s.elapsed().as_secs_f64() * 1e3 }).collect();
+        let mut t: Vec<f64> = (0..20)
+            .map(|_| {
+                let s = Instant::now();
+                f();
+                s.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
         t.sort_by(|a, b| a.partial_cmp(b).unwrap());
         println!("{:<40} {:>8.3} ms", label, t[10]);
     };
@@ -124,45 +130,91 @@ fn ops() {
             let x = candle_core::Tensor::rand(0f32, 1.0, (rows, 784), &dev).unwrap();
             let h = candle_core::Tensor::rand(0f32, 1.0, (rows, 512), &dev).unwrap();
             let dz = candle_core::Tensor::rand(0f32, 1.0, (rows, 512), &dev).unwrap();
-            time(&format!("x({}x784) w(784x512)", rows), &|| { let _ = matmul(&x, &w).unwrap(); });
-            time(&format!("  as (w^T x^T)^T"), &|| { let _ = matmul_by_transpose(&x, &w.t().unwrap()).unwrap(); });
-            time(&format!("h({}x512) w2(512x512)", rows), &|| { let _ = matmul(&h, &w2).unwrap(); });
-            time(&format!("  as (w2^T h^T)^T"), &|| { let _ = matmul_by_transpose(&h, &w2.t().unwrap()).unwrap(); });
-            time(&format!("dz({}x512) w2^T as (w2 dz^T)^T", rows), &|| { let _ = matmul_by_transpose(&dz, &w2).unwrap(); });
-            time(&format!("  as dz w2^T"), &|| { let _ = matmul(&dz, &w2.t().unwrap()).unwrap(); });
-            time(&format!("x^T dz ({} rows)", rows), &|| { let _ = matmul(&x.t().unwrap(), &dz).unwrap(); });
-            time(&format!("  as (dz^T x)^T"), &|| { let _ = matmul_by_transpose(&x.t().unwrap(), &dz.t().unwrap()).unwrap(); });
-            time(&format!("h^T dz ({} rows)", rows), &|| { let _ = matmul(&h.t().unwrap(), &dz).unwrap(); });
+            time(&format!("x({}x784) w(784x512)", rows), &|| {
+                let _ = matmul(&x, &w).unwrap();
+            });
+            time("  as (w^T x^T)^T", &|| {
+                let _ = matmul_by_transpose(&x, &w.t().unwrap()).unwrap();
+            });
+            time(&format!("h({}x512) w2(512x512)", rows), &|| {
+                let _ = matmul(&h, &w2).unwrap();
+            });
+            time("  as (w2^T h^T)^T", &|| {
+                let _ = matmul_by_transpose(&h, &w2.t().unwrap()).unwrap();
+            });
+            time(&format!("dz({}x512) w2^T as (w2 dz^T)^T", rows), &|| {
+                let _ = matmul_by_transpose(&dz, &w2).unwrap();
+            });
+            time("  as dz w2^T", &|| {
+                let _ = matmul(&dz, &w2.t().unwrap()).unwrap();
+            });
+            time(&format!("x^T dz ({} rows)", rows), &|| {
+                let _ = matmul(&x.t().unwrap(), &dz).unwrap();
+            });
+            time("  as (dz^T x)^T", &|| {
+                let _ = matmul_by_transpose(&x.t().unwrap(), &dz.t().unwrap()).unwrap();
+            });
+            time(&format!("h^T dz ({} rows)", rows), &|| {
+                let _ = matmul(&h.t().unwrap(), &dz).unwrap();
+            });
             // A kernel stored transposed (column-major), seen as an (in, out) view: its
             // rows are adjacent, so gemm need not gather it when it is the left operand.
             let w2v = w2.t().unwrap().contiguous().unwrap().t().unwrap();
             let best = |label: &str, f: &dyn Fn()| {
-                let t = (0..200).map(|_| { let s = Instant::now(); f(); s.elapsed().as_secs_f64() * 1e3 }).fold(f64::INFINITY, f64::min);
+                let t = (0..200)
+                    .map(|_| {
+                        let s = Instant::now();
+                        f();
+                        s.elapsed().as_secs_f64() * 1e3
+                    })
+                    .fold(f64::INFINITY, f64::min);
                 println!("{:<40} {:>8.3} ms (best of 200)", label, t);
             };
-            best(&format!("h w2 row-major ({} rows)", rows), &|| { let _ = matmul(&h, &w2).unwrap(); });
-            best(&format!("h w2 col-major ({} rows)", rows), &|| { let _ = matmul(&h, &w2v).unwrap(); });
-            best(&format!("dz w2^T row-major ({} rows)", rows), &|| { let _ = matmul_by_transpose(&dz, &w2).unwrap(); });
-            best(&format!("dz w2^T col-major ({} rows)", rows), &|| { let _ = matmul_by_transpose(&dz, &w2v).unwrap(); });
+            best(&format!("h w2 row-major ({} rows)", rows), &|| {
+                let _ = matmul(&h, &w2).unwrap();
+            });
+            best(&format!("h w2 col-major ({} rows)", rows), &|| {
+                let _ = matmul(&h, &w2v).unwrap();
+            });
+            best(&format!("dz w2^T row-major ({} rows)", rows), &|| {
+                let _ = matmul_by_transpose(&dz, &w2).unwrap();
+            });
+            best(&format!("dz w2^T col-major ({} rows)", rows), &|| {
+                let _ = matmul_by_transpose(&dz, &w2v).unwrap();
+            });
         }
         return;
     }
     let cols = candle_core::Tensor::rand(0f32, 1.0, (86528, 9), &dev).unwrap();
     {
         let dz1 = candle_core::Tensor::rand(0f32, 1.0, (86528, 32), &dev).unwrap();
-        time("conv1 dW = cols^T dz (ours)", &|| { let _ = rustgpu_core::kernels::matmul(&cols.t().unwrap(), &dz1).unwrap(); });
-        time("conv1 relu backward", &|| { let _ = rustgpu_core::kernels::relu_backward(&dz1, &dz1).unwrap(); });
-        time("conv1 bias grad", &|| { let _ = rustgpu_core::kernels::sum_rows(&dz1).unwrap(); });
+        time("conv1 dW = cols^T dz (ours)", &|| {
+            let _ = rustgpu_core::kernels::matmul(&cols.t().unwrap(), &dz1).unwrap();
+        });
+        time("conv1 relu backward", &|| {
+            let _ = rustgpu_core::kernels::relu_backward(&dz1, &dz1).unwrap();
+        });
+        time("conv1 bias grad", &|| {
+            let _ = rustgpu_core::kernels::sum_rows(&dz1).unwrap();
+        });
     }
     let k = candle_core::Tensor::rand(0f32, 1.0, (9, 32), &dev).unwrap();
     let b = candle_core::Tensor::rand(0f32, 1.0, 32, &dev).unwrap();
     let z = cols.matmul(&k).unwrap();
-    time("matmul (86528x9)(9x32)", &|| { let _ = cols.matmul(&k).unwrap(); });
-    time("broadcast_add bias", &|| { let _ = z.broadcast_add(&b).unwrap(); });
-    time("relu", &|| { let _ = z.relu().unwrap(); });
+    time("matmul (86528x9)(9x32)", &|| {
+        let _ = cols.matmul(&k).unwrap();
+    });
+    time("broadcast_add bias", &|| {
+        let _ = z.broadcast_add(&b).unwrap();
+    });
+    time("relu", &|| {
+        let _ = z.relu().unwrap();
+    });
     let x = candle_core::Tensor::rand(0f32, 1.0, (128, 28, 28, 1), &dev).unwrap();
     let g = rustgpu_core::kernels::window_geometry("c", "Conv2D", &[28, 28, 1], (3, 3), (1, 1), (1, 1), false).unwrap();
-    time("im2col 28x28x1 3x3", &|| { let _ = rustgpu_core::kernels::im2col_on_device(&x, &g).unwrap(); });
+    time("im2col 28x28x1 3x3", &|| {
+        let _ = rustgpu_core::kernels::im2col_on_device(&x, &g).unwrap();
+    });
     let y = z.reshape((128, 26, 26, 32)).unwrap();
     let pg = rustgpu_core::kernels::window_geometry("p", "MaxPooling2D", &[26, 26, 32], (2, 2), (2, 2), (1, 1), false).unwrap();
     let kk = candle_core::Tensor::rand(0f32, 1.0, (3, 3, 1, 32), &dev).unwrap();
@@ -171,19 +223,35 @@ fn ops() {
         let z = c.matmul(&kk.reshape((9, 32)).unwrap()).unwrap().broadcast_add(&b).unwrap();
         let _ = z.relu().unwrap();
     });
-    time("matmul with reshaped kernel", &|| { let _ = cols.matmul(&kk.reshape((9, 32)).unwrap()).unwrap(); });
+    time("matmul with reshaped kernel", &|| {
+        let _ = cols.matmul(&kk.reshape((9, 32)).unwrap()).unwrap();
+    });
     let cols2 = candle_core::Tensor::rand(0f32, 1.0, (15488, 288), &dev).unwrap();
     let dz2 = candle_core::Tensor::rand(0f32, 1.0, (15488, 64), &dev).unwrap();
     let k2 = candle_core::Tensor::rand(0f32, 1.0, (288, 64), &dev).unwrap();
-    time("conv2 dW = cols^T dz", &|| { let _ = cols2.t().unwrap().matmul(&dz2).unwrap(); });
-    time("conv2 dcols = dz K^T", &|| { let _ = dz2.matmul(&k2.t().unwrap()).unwrap(); });
-    time("conv2 forward matmul", &|| { let _ = cols2.matmul(&k2).unwrap(); });
+    time("conv2 dW = cols^T dz", &|| {
+        let _ = cols2.t().unwrap().matmul(&dz2).unwrap();
+    });
+    time("conv2 dcols = dz K^T", &|| {
+        let _ = dz2.matmul(&k2.t().unwrap()).unwrap();
+    });
+    time("conv2 forward matmul", &|| {
+        let _ = cols2.matmul(&k2).unwrap();
+    });
     let g2 = rustgpu_core::kernels::window_geometry("c", "Conv2D", &[13, 13, 32], (3, 3), (1, 1), (1, 1), false).unwrap();
-    time("conv2 col2im", &|| { let _ = rustgpu_core::kernels::col2im_on_device(&cols2, 128, &g2).unwrap(); });
+    time("conv2 col2im", &|| {
+        let _ = rustgpu_core::kernels::col2im_on_device(&cols2, 128, &g2).unwrap();
+    });
     let x2 = candle_core::Tensor::rand(0f32, 1.0, (128, 13, 13, 32), &dev).unwrap();
-    time("conv2 im2col", &|| { let _ = rustgpu_core::kernels::im2col_on_device(&x2, &g2).unwrap(); });
-    time("conv2 relu backward", &|| { let _ = rustgpu_core::kernels::relu_backward(&dz2, &dz2).unwrap(); });
-    time("conv2 bias grad", &|| { let _ = rustgpu_core::kernels::sum_rows(&dz2).unwrap(); });
+    time("conv2 im2col", &|| {
+        let _ = rustgpu_core::kernels::im2col_on_device(&x2, &g2).unwrap();
+    });
+    time("conv2 relu backward", &|| {
+        let _ = rustgpu_core::kernels::relu_backward(&dz2, &dz2).unwrap();
+    });
+    time("conv2 bias grad", &|| {
+        let _ = rustgpu_core::kernels::sum_rows(&dz2).unwrap();
+    });
     {
         let yv = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         time("pure max 2x2 (no argmax), serial", &|| {
@@ -209,5 +277,7 @@ fn ops() {
             std::hint::black_box(out);
         });
     }
-    time("max pool 26x26x32", &|| { let _ = rustgpu_core::kernels::max_pool_on_device(&y, &pg).unwrap(); });
+    time("max pool 26x26x32", &|| {
+        let _ = rustgpu_core::kernels::max_pool_on_device(&y, &pg).unwrap();
+    });
 }

@@ -14,7 +14,6 @@ use rustgpu_core::parallel::{MergeDevice, ReplicaSet};
 use rustgpu_core::{Compiled, Executor, HostTensor, Model};
 use std::time::Instant;
 
-
 extern "C" {
     fn mallopt(param: std::os::raw::c_int, value: std::os::raw::c_int) -> std::os::raw::c_int;
 }
@@ -47,11 +46,15 @@ fn main() {
     let rows_all: Vec<usize> = (0..rows).collect();
     let compiled = || Compiled::single(Loss::CategoricalCrossentropy, vec![], Optimizer::new(OptimizerConfig::by_name("rmsprop").unwrap()));
     let only_half = std::env::var("HALF_STEPS").is_ok();
-    let execs: Vec<(&str, Executor)> = if only_half { vec![] } else { vec![
-        ("local", Executor::Local(cpu_device())),
-        ("1 replica", Executor::Replicated(ReplicaSet::new(vec![dev(0)], MergeDevice::Cpu).unwrap())),
-        ("2 replicas", Executor::Replicated(ReplicaSet::new(vec![dev(0), dev(1)], MergeDevice::Cpu).unwrap())),
-    ] };
+    let execs: Vec<(&str, Executor)> = if only_half {
+        vec![]
+    } else {
+        vec![
+            ("local", Executor::Local(cpu_device())),
+            ("1 replica", Executor::Replicated(ReplicaSet::new(vec![dev(0)], MergeDevice::Cpu).unwrap())),
+            ("2 replicas", Executor::Replicated(ReplicaSet::new(vec![dev(0), dev(1)], MergeDevice::Cpu).unwrap())),
+        ]
+    };
     let only: Option<String> = std::env::var("ONLY").ok();
     for (name, exec) in &execs {
         if only.as_deref().is_some_and(|o| o != *name) {
@@ -73,7 +76,8 @@ fn main() {
             let tl = set.timeline();
             let k = set.len();
             let steps: Vec<&[rustgpu_core::parallel::Interval]> = tl.chunks(k).filter(|c| c.len() == k).collect();
-            let slowest = steps.iter().map(|c| c.iter().map(|i| (i.end - i.start).as_secs_f64()).fold(0.0, f64::max)).sum::<f64>() * 1000.0 / steps.len() as f64;
+            let slowest =
+                steps.iter().map(|c| c.iter().map(|i| (i.end - i.start).as_secs_f64()).fold(0.0, f64::max)).sum::<f64>() * 1000.0 / steps.len() as f64;
             println!("            slowest replica's task {:.2} ms", slowest);
         }
     }
@@ -132,7 +136,10 @@ fn main() {
     let grads: Vec<Vec<f32>> = m.weights.iter().map(|w| vec![0.001; w.value.len()]).collect();
     let t = Instant::now();
     for _ in 0..20 {
-        { let views: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect(); c.optimizer.apply(&mut m.weights, &[views]).unwrap(); }
+        {
+            let views: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
+            c.optimizer.apply(&mut m.weights, &[views]).unwrap();
+        }
     }
     println!("optimizer step: {:.2} ms", t.elapsed().as_secs_f64() * 1000.0 / 20.0);
 }

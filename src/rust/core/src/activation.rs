@@ -17,8 +17,7 @@ pub enum Activation {
     Gelu,
 }
 
-pub const ACTIVATION_NAMES: &[&str] =
-    &["linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "softplus", "gelu"];
+pub const ACTIVATION_NAMES: &[&str] = &["linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "softplus", "gelu"];
 
 // Keras's SELU constants (tf.keras.activations.selu).
 const SELU_ALPHA: f64 = 1.673_263_242_354_377_3;
@@ -36,13 +35,7 @@ impl Activation {
             "selu" => Activation::Selu,
             "softplus" => Activation::Softplus,
             "gelu" => Activation::Gelu,
-            other => {
-                return Err(Error::Value(format!(
-                    "unknown activation \"{}\": expected one of {}",
-                    other,
-                    ACTIVATION_NAMES.join(", ")
-                )))
-            }
+            other => return Err(Error::Value(format!("unknown activation \"{}\": expected one of {}", other, ACTIVATION_NAMES.join(", ")))),
         })
     }
 
@@ -156,15 +149,13 @@ mod tests {
         let dev = candle_core::Device::Cpu;
         let x = Tensor::new(&[-2.0f32, -0.5, 0.0, 0.7, 3.0], &dev).unwrap();
         let xs: Vec<f64> = vec![-2.0, -0.5, 0.0, 0.7, 3.0];
-        let cases: Vec<(Activation, Box<dyn Fn(f64) -> f64>)> = vec![
+        type ClosedForm = Box<dyn Fn(f64) -> f64>;
+        let cases: Vec<(Activation, ClosedForm)> = vec![
             (Activation::Relu, Box::new(|v: f64| v.max(0.0))),
             (Activation::Sigmoid, Box::new(|v: f64| 1.0 / (1.0 + (-v).exp()))),
             (Activation::Tanh, Box::new(|v: f64| v.tanh())),
             (Activation::Elu, Box::new(|v: f64| if v > 0.0 { v } else { v.exp() - 1.0 })),
-            (
-                Activation::Selu,
-                Box::new(|v: f64| SELU_SCALE * if v > 0.0 { v } else { SELU_ALPHA * (v.exp() - 1.0) }),
-            ),
+            (Activation::Selu, Box::new(|v: f64| SELU_SCALE * if v > 0.0 { v } else { SELU_ALPHA * (v.exp() - 1.0) })),
             (Activation::Softplus, Box::new(|v: f64| (1.0 + v.exp()).ln())),
             (Activation::Gelu, Box::new(|v: f64| 0.5 * v * (1.0 + erf(v / 2f64.sqrt())))),
         ];

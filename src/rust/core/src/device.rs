@@ -113,15 +113,7 @@ pub fn gpu_devices() -> Vec<DeviceInfo> {
     let n_virtual = virtual_gpu_count();
     if n_virtual > 0 {
         let threads = VIRTUAL_THREADS.load(Ordering::SeqCst);
-        return (0..n_virtual)
-            .map(|id| DeviceInfo {
-                id,
-                kind: DeviceKind::Virtual,
-                name: format!("virtual GPU {}", id),
-                memory: None,
-                threads,
-            })
-            .collect();
+        return (0..n_virtual).map(|id| DeviceInfo { id, kind: DeviceKind::Virtual, name: format!("virtual GPU {}", id), memory: None, threads }).collect();
     }
     (0..cuda_device_count())
         .map(|id| {
@@ -157,7 +149,11 @@ pub fn cuda_versions() -> (Option<String>, Option<String>) {
             let mut x: std::ffi::c_int = 0;
             (unsafe { cublas::cublasGetProperty(t, &mut x) } == cublas::cublasStatus_t::CUBLAS_STATUS_SUCCESS).then_some(x)
         };
-        let blas = match (part(cublas::libraryPropertyType::MAJOR_VERSION), part(cublas::libraryPropertyType::MINOR_VERSION), part(cublas::libraryPropertyType::PATCH_LEVEL)) {
+        let blas = match (
+            part(cublas::libraryPropertyType::MAJOR_VERSION),
+            part(cublas::libraryPropertyType::MINOR_VERSION),
+            part(cublas::libraryPropertyType::PATCH_LEVEL),
+        ) {
             (Some(a), Some(b), Some(c)) => Some(format!("{}.{}.{}", a, b, c)),
             _ => None,
         };

@@ -20,10 +20,8 @@ pub enum Initializer {
     RandomNormal { mean: f64, stddev: f64 },
 }
 
-pub const INITIALIZER_NAMES: &[&str] = &[
-    "zeros", "ones", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",
-    "lecun_normal", "random_uniform", "random_normal",
-];
+pub const INITIALIZER_NAMES: &[&str] =
+    &["zeros", "ones", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal", "random_uniform", "random_normal"];
 
 impl Initializer {
     pub fn parse(name: &str) -> Result<Self> {
@@ -39,13 +37,7 @@ impl Initializer {
             // Keras defaults: RandomUniform(-0.05, 0.05), RandomNormal(0, 0.05).
             "random_uniform" => Initializer::RandomUniform { min: -0.05, max: 0.05 },
             "random_normal" => Initializer::RandomNormal { mean: 0.0, stddev: 0.05 },
-            other => {
-                return Err(Error::Value(format!(
-                    "unknown initializer \"{}\": expected one of {}",
-                    other,
-                    INITIALIZER_NAMES.join(", ")
-                )))
-            }
+            other => return Err(Error::Value(format!("unknown initializer \"{}\": expected one of {}", other, INITIALIZER_NAMES.join(", ")))),
         })
     }
 
@@ -69,9 +61,7 @@ impl Initializer {
     pub fn sample(&self, shape: &[usize], rng: &mut StdRng) -> Vec<f32> {
         let n: usize = shape.iter().product();
         let (fan_in, fan_out) = compute_fans(shape);
-        let uniform = |rng: &mut StdRng, limit: f64| -> Vec<f32> {
-            (0..n).map(|_| rng.gen_range(-limit..limit) as f32).collect()
-        };
+        let uniform = |rng: &mut StdRng, limit: f64| -> Vec<f32> { (0..n).map(|_| rng.gen_range(-limit..limit) as f32).collect() };
         // Keras's *_normal variance-scaling initializers draw from a normal truncated at
         // two standard deviations, with the stddev corrected by 0.879... for the truncation.
         let truncated = |rng: &mut StdRng, scale: f64| -> Vec<f32> {
@@ -95,12 +85,8 @@ impl Initializer {
             Initializer::HeNormal => truncated(rng, 2.0 / fan_in),
             Initializer::LecunUniform => uniform(rng, (3.0 / fan_in).sqrt()),
             Initializer::LecunNormal => truncated(rng, 1.0 / fan_in),
-            Initializer::RandomUniform { min, max } => {
-                (0..n).map(|_| rng.gen_range(*min..*max) as f32).collect()
-            }
-            Initializer::RandomNormal { mean, stddev } => {
-                (0..n).map(|_| (mean + stddev * standard_normal(rng)) as f32).collect()
-            }
+            Initializer::RandomUniform { min, max } => (0..n).map(|_| rng.gen_range(*min..*max) as f32).collect(),
+            Initializer::RandomNormal { mean, stddev } => (0..n).map(|_| (mean + stddev * standard_normal(rng)) as f32).collect(),
         }
     }
 }

@@ -20,15 +20,8 @@ pub enum Loss {
     MeanAbsoluteError,
 }
 
-pub const LOSS_NAMES: &[&str] = &[
-    "categorical_crossentropy",
-    "sparse_categorical_crossentropy",
-    "binary_crossentropy",
-    "mean_squared_error",
-    "mse",
-    "mean_absolute_error",
-    "mae",
-];
+pub const LOSS_NAMES: &[&str] =
+    &["categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy", "mean_squared_error", "mse", "mean_absolute_error", "mae"];
 
 impl Loss {
     pub fn parse(name: &str) -> Result<Self> {
@@ -38,13 +31,7 @@ impl Loss {
             "binary_crossentropy" => Loss::BinaryCrossentropy,
             "mean_squared_error" | "mse" => Loss::MeanSquaredError,
             "mean_absolute_error" | "mae" => Loss::MeanAbsoluteError,
-            other => {
-                return Err(Error::Value(format!(
-                    "unknown loss \"{}\": expected one of {}",
-                    other,
-                    LOSS_NAMES.join(", ")
-                )))
-            }
+            other => return Err(Error::Value(format!("unknown loss \"{}\": expected one of {}", other, LOSS_NAMES.join(", ")))),
         })
     }
 
@@ -121,9 +108,7 @@ impl Loss {
             Loss::BinaryCrossentropy => {
                 let l = match &out.logits {
                     // sigmoid_cross_entropy_with_logits: max(z, 0) - z*y + log(1 + exp(-|z|))
-                    Some((z, Activation::Sigmoid)) => {
-                        ((z.relu()? - z.mul(y)?)? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?
-                    }
+                    Some((z, Activation::Sigmoid)) => ((z.relu()? - z.mul(y)?)? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?,
                     _ => {
                         let p = out.value.clamp(EPSILON as f32, 1.0 - EPSILON as f32)?;
                         let pos = y.mul(&(p.clone() + EPSILON)?.log()?)?;
@@ -254,7 +239,9 @@ mod tests {
         let p0 = probs(&Tensor::new(&[[0.3f32, -1.0, 0.8], [1.2, 0.1, -0.4]], &dev).unwrap()).value;
         for loss in [Loss::CategoricalCrossentropy, Loss::BinaryCrossentropy] {
             let target = if loss == Loss::BinaryCrossentropy { &yb } else { &y };
-            let f = |p: &Tensor| -> f32 { (loss.per_sample(&ModelOutput::plain(p.clone()), target).unwrap().sum_all().unwrap() / 2.0).unwrap().to_scalar::<f32>().unwrap() };
+            let f = |p: &Tensor| -> f32 {
+                (loss.per_sample(&ModelOutput::plain(p.clone()), target).unwrap().sum_all().unwrap() / 2.0).unwrap().to_scalar::<f32>().unwrap()
+            };
             let OutputGrad::Value(g) = loss.gradient(&ModelOutput::plain(p0.clone()), target, 2).unwrap() else { panic!() };
             let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let base = p0.flatten_all().unwrap().to_vec1::<f32>().unwrap();

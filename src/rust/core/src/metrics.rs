@@ -20,10 +20,8 @@ pub struct Metric {
     pub kind: MetricKind,
 }
 
-pub const METRIC_NAMES: &[&str] = &[
-    "accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy", "binary_accuracy",
-    "mae", "mean_absolute_error", "mse", "mean_squared_error",
-];
+pub const METRIC_NAMES: &[&str] =
+    &["accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy", "binary_accuracy", "mae", "mean_absolute_error", "mse", "mean_squared_error"];
 
 impl Metric {
     /// Resolves a metric name as tf.keras's `compile` does: "accuracy" picks binary,
@@ -44,13 +42,7 @@ impl Metric {
             "binary_accuracy" => MetricKind::BinaryAccuracy,
             "mae" | "mean_absolute_error" => MetricKind::MeanAbsoluteError,
             "mse" | "mean_squared_error" => MetricKind::MeanSquaredError,
-            other => {
-                return Err(Error::Value(format!(
-                    "unknown metric \"{}\": expected one of {}",
-                    other,
-                    METRIC_NAMES.join(", ")
-                )))
-            }
+            other => return Err(Error::Value(format!("unknown metric \"{}\": expected one of {}", other, METRIC_NAMES.join(", ")))),
         };
         Ok(Self { name: name.to_string(), kind })
     }

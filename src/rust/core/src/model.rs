@@ -1,8 +1,8 @@
 //! The model: layers wired as a sequential stack or a functional graph, plus the master
 //! weights (the only copy that is trained; replicas get snapshots of it each step).
 use crate::error::{Error, Result};
-use crate::shape::{check_input_shape, join_dims};
 use crate::layers::{Cache, ForwardContext, Layer, LayerOutput, OutputGrad};
+use crate::shape::{check_input_shape, join_dims};
 use crate::tensor::HostTensor;
 use candle_core::Tensor;
 use rand::SeedableRng;
@@ -72,9 +72,7 @@ impl Architecture {
         match &self.graph {
             Some(g) => std::borrow::Cow::Borrowed(&g.nodes),
             None => std::borrow::Cow::Owned(
-                (0..self.layers.len())
-                    .map(|i| Node { layer: i, inputs: vec![if i == 0 { Source::Input(0) } else { Source::Node(i - 1) }] })
-                    .collect(),
+                (0..self.layers.len()).map(|i| Node { layer: i, inputs: vec![if i == 0 { Source::Input(0) } else { Source::Node(i - 1) }] }).collect(),
             ),
         }
     }
@@ -315,16 +313,11 @@ impl Model {
             return Err(Error::State("layers join a functional model by being applied to its tensors, not added".into()));
         }
         if self.arch.layers.iter().any(|l| l.name == layer.name) {
-            return Err(Error::Value(format!(
-                "all layers in a model must have unique names; \"{}\" is already used",
-                layer.name
-            )));
+            return Err(Error::Value(format!("all layers in a model must have unique names; \"{}\" is already used", layer.name)));
         }
         if let Some(shape) = &input_shape {
             if !self.arch.layers.is_empty() {
-                return Err(Error::Value(
-                    "`input_shape` can only be given to the first layer of a sequential model".into(),
-                ));
+                return Err(Error::Value("`input_shape` can only be given to the first layer of a sequential model".into()));
             }
             check_input_shape(shape)?;
         }
@@ -434,7 +427,13 @@ impl Model {
             let mut rng = rand::rngs::StdRng::seed_from_u64(layer.seed);
             for spec in layer.weight_specs(&inputs[0]) {
                 let value = Arc::new(spec.initializer.sample(&spec.shape, &mut rng));
-                weights.push(Weight { name: format!("{}/{}:0", layer.name, spec.name), shape: spec.shape, value, trainable: spec.trainable, layer_state: !spec.trainable });
+                weights.push(Weight {
+                    name: format!("{}/{}:0", layer.name, spec.name),
+                    shape: spec.shape,
+                    value,
+                    trainable: spec.trainable,
+                    layer_state: !spec.trainable,
+                });
             }
             weight_ranges.push(start..weights.len());
         }
@@ -498,11 +497,7 @@ impl Model {
             return Err(Error::State("the model is not built yet: give the first layer an `input_shape`, or fit/predict once, before setting weights".into()));
         }
         if values.len() != self.weights.len() {
-            return Err(Error::Value(format!(
-                "`weights` must be a list of {} arrays (one per model weight), got {}",
-                self.weights.len(),
-                values.len()
-            )));
+            return Err(Error::Value(format!("`weights` must be a list of {} arrays (one per model weight), got {}", self.weights.len(), values.len())));
         }
         for (w, v) in self.weights.iter().zip(&values) {
             if w.shape != v.shape {
@@ -554,11 +549,7 @@ fn build(mut arch: Architecture, input_shape: &[usize], existing: &[Weight]) -> 
 
 /// Makes the weights of a step as tensors on `device` (the per-step "weights out" transfer).
 pub fn weights_to_device(weights: &[Arc<Vec<f32>>], shapes: &[Vec<usize>], device: &candle_core::Device) -> Result<Vec<Tensor>> {
-    weights
-        .iter()
-        .zip(shapes)
-        .map(|(w, s)| Ok(Tensor::from_slice(w.as_slice(), s.as_slice(), device)?))
-        .collect()
+    weights.iter().zip(shapes).map(|(w, s)| Ok(Tensor::from_slice(w.as_slice(), s.as_slice(), device)?)).collect()
 }
 
 /// Weight tensors in host memory kept from one step to the next for CPU-backed devices,
@@ -594,9 +585,7 @@ impl HostWeights {
             .map(|(i, (w, entry))| {
                 let wanted = want_transposed.get(i).copied().unwrap_or(false);
                 match entry.take() {
-                    Some((source, hw))
-                        if Arc::ptr_eq(&source, &w.value) && hw.value.dims() == w.shape.as_slice() && hw.transposed.is_some() == wanted =>
-                    {
+                    Some((source, hw)) if Arc::ptr_eq(&source, &w.value) && hw.value.dims() == w.shape.as_slice() && hw.transposed.is_some() == wanted => {
                         Ok(hw)
                     }
                     _ => {

@@ -16,20 +16,8 @@ impl OptimizerConfig {
     pub fn by_name(name: &str) -> Result<Self> {
         Ok(match name {
             "sgd" => OptimizerConfig::Sgd { learning_rate: 0.01, momentum: 0.0, nesterov: false },
-            "rmsprop" => OptimizerConfig::RmsProp {
-                learning_rate: 0.001,
-                rho: 0.9,
-                momentum: 0.0,
-                epsilon: 1e-7,
-                centered: false,
-            },
-            "adam" => OptimizerConfig::Adam {
-                learning_rate: 0.001,
-                beta_1: 0.9,
-                beta_2: 0.999,
-                epsilon: 1e-7,
-                amsgrad: false,
-            },
+            "rmsprop" => OptimizerConfig::RmsProp { learning_rate: 0.001, rho: 0.9, momentum: 0.0, epsilon: 1e-7, centered: false },
+            "adam" => OptimizerConfig::Adam { learning_rate: 0.001, beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7, amsgrad: false },
             other => {
                 return Err(Error::Value(format!(
                     "unknown optimizer \"{}\": expected \"sgd\", \"rmsprop\" or \"adam\", or an optimizer object such as optimizer_adam()",
@@ -49,17 +37,17 @@ impl OptimizerConfig {
 
     pub fn set_learning_rate(&mut self, lr: f64) {
         match self {
-            OptimizerConfig::Sgd { learning_rate, .. }
-            | OptimizerConfig::RmsProp { learning_rate, .. }
-            | OptimizerConfig::Adam { learning_rate, .. } => *learning_rate = lr,
+            OptimizerConfig::Sgd { learning_rate, .. } | OptimizerConfig::RmsProp { learning_rate, .. } | OptimizerConfig::Adam { learning_rate, .. } => {
+                *learning_rate = lr
+            }
         }
     }
 
     pub fn learning_rate(&self) -> f64 {
         match self {
-            OptimizerConfig::Sgd { learning_rate, .. }
-            | OptimizerConfig::RmsProp { learning_rate, .. }
-            | OptimizerConfig::Adam { learning_rate, .. } => *learning_rate,
+            OptimizerConfig::Sgd { learning_rate, .. } | OptimizerConfig::RmsProp { learning_rate, .. } | OptimizerConfig::Adam { learning_rate, .. } => {
+                *learning_rate
+            }
         }
     }
 
@@ -89,7 +77,13 @@ impl Optimizer {
     /// weight (e.g. Adam: "m", "v"), with each one's index in our slot list.
     pub fn slot_names(&self) -> Vec<(&'static str, usize)> {
         match self.config {
-            OptimizerConfig::Sgd { momentum, .. } => if momentum != 0.0 { vec![("m", 0)] } else { vec![] },
+            OptimizerConfig::Sgd { momentum, .. } => {
+                if momentum != 0.0 {
+                    vec![("m", 0)]
+                } else {
+                    vec![]
+                }
+            }
             OptimizerConfig::RmsProp { momentum, centered, .. } => {
                 let mut v = vec![("velocity", 0)];
                 if momentum > 0.0 {
@@ -424,8 +418,7 @@ fn update_portable(config: &OptimizerConfig, step: f32, var: &mut [f32], g: &[f3
     }
     match *config {
         OptimizerConfig::RmsProp { learning_rate, rho, momentum, epsilon, centered } => {
-            let (lr, r, one_minus_r, eps, mom) =
-                (learning_rate as f32, rho as f32, (1.0 - rho) as f32, epsilon as f32, momentum as f32);
+            let (lr, r, one_minus_r, eps, mom) = (learning_rate as f32, rho as f32, (1.0 - rho) as f32, epsilon as f32, momentum as f32);
             let (velocity, rest) = slots.split_first_mut().unwrap();
             let (average, rest) = rest.split_first_mut().unwrap();
             let momentum_slot = &mut rest[0];
@@ -542,11 +535,11 @@ mod mirror_tests {
         // A (rows, cols) weight whose chunks end mid-row, updated by three shards.
         let (rows, cols) = (37, 1000);
         let n = rows * cols;
-        assert!(n % CHUNK != 0 && CHUNK % cols != 0);
+        assert!(n % CHUNK != 0 && !CHUNK.is_multiple_of(cols));
         let w = |v: Vec<f32>, shape: Vec<usize>| Weight { name: "w".into(), shape, value: Arc::new(v), trainable: true, layer_state: false };
         let mut weights = vec![w((0..n).map(|i| i as f32 * 1e-3).collect(), vec![rows, cols]), w(vec![0.5; 7], vec![7])];
         let g0: Vec<f32> = (0..n).map(|i| (i % 11) as f32 * 0.1).collect();
-        let g1 = vec![0.3f32; 7];
+        let g1 = [0.3f32; 7];
         let mut opt = Optimizer::new(OptimizerConfig::by_name("rmsprop").unwrap());
         let mut mirrors = vec![Mirror { transpose: Some((rows, cols)), ..Default::default() }, Mirror::default()];
         let parts = vec![vec![&g0[..], &g1[..]]];

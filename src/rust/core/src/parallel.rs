@@ -103,6 +103,9 @@ struct Fault {
 }
 
 /// A set of persistent workers, one per device, created once per parallel model.
+/// A task that a worker thread owns until it has run it.
+type WorkerTask<T> = Box<dyn FnOnce(&WorkerContext) -> Result<T> + Send + 'static>;
+
 pub struct ReplicaSet {
     pub devices: Vec<DeviceInfo>,
     pub merge: MergeDevice,
@@ -150,14 +153,8 @@ impl ReplicaSet {
         let timeline = self.timeline.clone();
         let task: Task = Box::new(move |ctx: &WorkerContext| {
             let start = Instant::now();
-            let result = catch_unwind(AssertUnwindSafe(|| f(ctx))).unwrap_or_else(|panic| {
-                Err(Error::Device(format!(
-                    "replica {} on {} failed: {}",
-                    replica,
-                    label,
-                    panic_message(&panic)
-                )))
-            });
+            let result = catch_unwind(AssertUnwindSafe(|| f(ctx)))
+                .unwrap_or_else(|panic| Err(Error::Device(format!("replica {} on {} failed: {}", replica, label, panic_message(&panic)))));
             if let Ok(mut t) = timeline.lock() {
                 if t.len() == TIMELINE_LEN {
                     t.pop_front();
@@ -192,7 +189,7 @@ impl ReplicaSet {
             // SAFETY: every submitted task is waited for below before this function returns:
             // a task either runs to completion (and sends its result) or is dropped, closing
             // its channel; either way it no longer uses borrows of 'env once `recv` returns.
-            let task: Box<dyn FnOnce(&WorkerContext) -> Result<T> + Send + 'static> = unsafe { std::mem::transmute(task) };
+            let task: WorkerTask<T> = unsafe { std::mem::transmute(task) };
             match self.submit(replica, task) {
                 Ok(rx) => pending.push(Some(rx)),
                 Err(e) => {
@@ -205,9 +202,8 @@ impl ReplicaSet {
         let mut first_error = submit_error;
         for (replica, rx) in pending.into_iter().enumerate() {
             let Some(rx) = rx else { continue };
-            let outcome = rx.recv().unwrap_or_else(|_| {
-                Err(Error::Device(format!("replica {} on {} stopped mid-step", replica, self.devices[replica].label())))
-            });
+            let outcome =
+                rx.recv().unwrap_or_else(|_| Err(Error::Device(format!("replica {} on {} stopped mid-step", replica, self.devices[replica].label()))));
             match outcome {
                 Ok(v) => results.push(v),
                 Err(e) => {
@@ -266,14 +262,7 @@ pub(crate) struct StepBarrier {
 
 impl StepBarrier {
     pub(crate) fn new(parties: usize, spin: bool) -> Self {
-        Self {
-            parties,
-            spin,
-            arrived: Default::default(),
-            abandoned: Default::default(),
-            lock: Mutex::new(()),
-            wake: std::sync::Condvar::new(),
-        }
+        Self { parties, spin, arrived: Default::default(), abandoned: Default::default(), lock: Mutex::new(()), wake: std::sync::Condvar::new() }
     }
 
     fn all_here(&self) -> bool {
@@ -480,9 +469,7 @@ mod tests {
     }
 
     fn virtual_devices(n: usize) -> Vec<DeviceInfo> {
-        (0..n)
-            .map(|id| DeviceInfo { id, kind: DeviceKind::Virtual, name: format!("v{}", id), memory: None, threads: 1 })
-            .collect()
+        (0..n).map(|id| DeviceInfo { id, kind: DeviceKind::Virtual, name: format!("v{}", id), memory: None, threads: 1 }).collect()
     }
 
     #[test]

@@ -13,12 +13,7 @@ impl HostTensor {
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
         let n: usize = shape.iter().product();
         if n != data.len() {
-            return Err(Error::Value(format!(
-                "array of shape {:?} needs {} values, got {}",
-                shape,
-                n,
-                data.len()
-            )));
+            return Err(Error::Value(format!("array of shape {:?} needs {} values, got {}", shape, n, data.len())));
         }
         Ok(Self { shape, data })
     }
@@ -59,9 +54,7 @@ impl HostTensor {
         let offsets = column_to_row_major(dims.get(1..).unwrap_or(&[]));
         let mut data = vec![0f32; n * width];
         if width > 0 {
-            data.par_chunks_mut(ROW_BLOCK * width)
-                .enumerate()
-                .for_each(|(b, out)| column_major_rows_into(values, n, &offsets, b * ROW_BLOCK, out));
+            data.par_chunks_mut(ROW_BLOCK * width).enumerate().for_each(|(b, out)| column_major_rows_into(values, n, &offsets, b * ROW_BLOCK, out));
         }
         HostTensor { shape: dims.to_vec(), data }
     }
@@ -113,11 +106,14 @@ pub fn column_to_row_major(d: &[usize]) -> Vec<usize> {
     (0..total)
         .map(|mut k| {
             // Column-major: the first axis moves fastest.
-            d.iter().zip(&strides).map(|(size, stride)| {
-                let i = k % size;
-                k /= size;
-                i * stride
-            }).sum()
+            d.iter()
+                .zip(&strides)
+                .map(|(size, stride)| {
+                    let i = k % size;
+                    k /= size;
+                    i * stride
+                })
+                .sum()
         })
         .collect()
 }

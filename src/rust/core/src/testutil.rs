@@ -15,7 +15,11 @@ where
     let xs: Vec<f32> = (0..n)
         .map(|i| {
             let v = 1.3 * (1.7 * i as f32 + 0.3).sin();
-            if v.abs() < 0.1 { v + 0.2 } else { v }
+            if v.abs() < 0.1 {
+                v + 0.2
+            } else {
+                v
+            }
         })
         .collect();
     let x0 = Tensor::from_vec(xs.clone(), shape, &dev).unwrap();

@@ -249,12 +249,7 @@ struct Batch<'a> {
 impl Batch<'_> {
     /// Converts `rows` of x and y; targets are checked and prepared for the loss.
     fn gather(&self, s: &StepInputs, rows: &[usize]) -> Result<(Vec<HostTensor>, Vec<HostTensor>, Option<HostTensor>)> {
-        let ys = self
-            .ys
-            .iter()
-            .enumerate()
-            .map(|(k, y)| s.losses[k].prepare_targets(&y.gather(rows), &s.output_shapes[k]))
-            .collect::<Result<Vec<_>>>()?;
+        let ys = self.ys.iter().enumerate().map(|(k, y)| s.losses[k].prepare_targets(&y.gather(rows), &s.output_shapes[k])).collect::<Result<Vec<_>>>()?;
         let weights = self.sample_weights.map(|w| {
             let mut t = w.gather(rows);
             t.shape = vec![rows.len()];
@@ -276,7 +271,13 @@ fn fail_if_injected(injected: Option<FaultKind>) -> Result<()> {
 /// A training step's inputs when its replicas compute in host memory (virtual GPUs): the
 /// weights as the model's kept host tensors (made from the master values where these
 /// changed), and empty mirrors for the update to write the next step's tensors into.
-fn host_step(model: &Model, cache: &mut crate::model::HostWeights, compiled: &Compiled, rows: usize, seed: u64) -> Result<(StepInputs, Vec<crate::optim::Mirror>)> {
+fn host_step(
+    model: &Model,
+    cache: &mut crate::model::HostWeights,
+    compiled: &Compiled,
+    rows: usize,
+    seed: u64,
+) -> Result<(StepInputs, Vec<crate::optim::Mirror>)> {
     let mut s = StepInputs::new(model, Some(compiled), rows, seed)?;
     // The step holds no reference to the master values: the update writes them in place.
     s.weights = Vec::new();
@@ -288,10 +289,7 @@ fn host_step(model: &Model, cache: &mut crate::model::HostWeights, compiled: &Co
         .weights
         .iter()
         .zip(&want_transposed)
-        .map(|(w, wanted)| crate::optim::Mirror {
-            transpose: (*wanted && w.shape.len() == 2).then(|| (w.shape[0], w.shape[1])),
-            ..Default::default()
-        })
+        .map(|(w, wanted)| crate::optim::Mirror { transpose: (*wanted && w.shape.len() == 2).then(|| (w.shape[0], w.shape[1])), ..Default::default() })
         .collect();
     Ok((s, mirrors))
 }
@@ -381,10 +379,8 @@ fn train_host_replicas(set: &ReplicaSet, model: &mut Model, compiled: &mut Compi
                     return Ok((part, false));
                 }
                 {
-                    let grads: Vec<Vec<Tensor>> = active_ref
-                        .iter()
-                        .map(|a| deposited[*a].lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default())
-                        .collect();
+                    let grads: Vec<Vec<Tensor>> =
+                        active_ref.iter().map(|a| deposited[*a].lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default()).collect();
                     let guards: Vec<Vec<_>> = grads.iter().map(|ts| ts.iter().map(|t| t.storage_and_layout()).collect()).collect();
                     shard(&host_slices(&guards)?)?;
                 }
@@ -449,6 +445,9 @@ fn host_slices<'a>(guards: &'a [Vec<(candle_core::StorageRef<'a>, &'a candle_cor
         .collect()
 }
 
+/// New values of non-trainable weights: (weight index, values).
+type StateUpdates = Vec<(usize, Vec<f32>)>;
+
 /// Each replica moved the moving statistics toward its own rows' batch statistics (as in
 /// Keras, where statistics are per replica); the master takes their row-weighted mean.
 fn average_updates(parts: &[Part]) -> Vec<(usize, Vec<f32>)> {
@@ -480,11 +479,7 @@ fn check_rows(xs: &[&dyn BatchSource], ys: &[&dyn BatchSource], outputs: usize, 
     }
     for y in ys {
         if xs[0].rows() != y.rows() {
-            return Err(Error::Value(format!(
-                "`x` and `y` must have the same number of samples (rows): `x` has {}, `y` has {}",
-                xs[0].rows(),
-                y.rows()
-            )));
+            return Err(Error::Value(format!("`x` and `y` must have the same number of samples (rows): `x` has {}, `y` has {}", xs[0].rows(), y.rows())));
         }
     }
     Ok(())
@@ -505,12 +500,7 @@ fn check_weights(w: Option<&dyn BatchSource>, rows: usize) -> Result<()> {
 fn check_batch(xs: &[&dyn BatchSource], rows: &[usize]) -> Result<()> {
     let first = xs.first().ok_or_else(|| Error::Value("no input arrays given".into()))?;
     if let Some((i, x)) = xs.iter().enumerate().find(|(_, x)| x.rows() != first.rows()) {
-        return Err(Error::Value(format!(
-            "all inputs must have the same number of samples: input 1 has {}, input {} has {}",
-            first.rows(),
-            i + 1,
-            x.rows()
-        )));
+        return Err(Error::Value(format!("all inputs must have the same number of samples: input 1 has {}, input {} has {}", first.rows(), i + 1, x.rows())));
     }
     if rows.is_empty() {
         return Err(Error::Value("the batch is empty: no rows to process".into()));
@@ -549,6 +539,8 @@ impl Executor {
     /// One optimizer step on `rows` (0-based) of `x`, `y` (targets as given; the loss
     /// prepares them). Each replica converts its own rows. On any error the master
     /// weights are untouched.
+    // The step's inputs are the model, its compile state, and the batch as the caller holds it.
+    #[allow(clippy::too_many_arguments)]
     pub fn train_on_batch(
         &self,
         model: &mut Model,
@@ -573,7 +565,7 @@ impl Executor {
         let s = StepInputs::new(model, Some(compiled), rows.len(), seed)?;
         // Gradients per replica (host tensors), in replica order; the optimizer sums them as
         // it updates, reading them in place.
-        let (grad_parts, stats, updates): (Vec<Vec<Tensor>>, BatchStats, Vec<(usize, Vec<f32>)>) = match self {
+        let (grad_parts, stats, updates): (Vec<Vec<Tensor>>, BatchStats, StateUpdates) = match self {
             Executor::Local(info) => {
                 let device = info.candle_device()?;
                 let part = train_part(&s, &device, &batch, rows, 0, true).map_err(|e| explain_out_of_memory(e, &info.label()))?;
@@ -621,8 +613,7 @@ impl Executor {
             // The update is shared out to the replica workers: the threads (and, for virtual
             // GPUs, the cores) the step already runs on.
             Executor::Replicated(set) => compiled.optimizer.apply_sharded(&mut model.weights, None, set.len(), |shards| {
-                let shards: Vec<std::sync::Mutex<Option<crate::optim::UpdateShard<'_>>>> =
-                    shards.into_iter().map(|s| std::sync::Mutex::new(Some(s))).collect();
+                let shards: Vec<std::sync::Mutex<Option<crate::optim::UpdateShard<'_>>>> = shards.into_iter().map(|s| std::sync::Mutex::new(Some(s))).collect();
                 let grad_parts = &grad_parts;
                 set.run_all(|r| -> PartTask<'_, ()> {
                     let shard = shards[r].lock().ok()?.take()?;

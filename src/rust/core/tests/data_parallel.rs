@@ -31,14 +31,16 @@ fn all(rows: usize) -> Vec<usize> {
 }
 
 fn replicas(n: usize, merge: MergeDevice) -> Executor {
-    let devices = (0..n)
-        .map(|id| DeviceInfo { id, kind: DeviceKind::Virtual, name: format!("v{}", id), memory: None, threads: 1 })
-        .collect();
+    let devices = (0..n).map(|id| DeviceInfo { id, kind: DeviceKind::Virtual, name: format!("v{}", id), memory: None, threads: 1 }).collect();
     Executor::Replicated(ReplicaSet::new(devices, merge).unwrap())
 }
 
 fn compiled(opt: &str) -> Compiled {
-    Compiled::single(Loss::CategoricalCrossentropy, vec![Metric::resolve("accuracy", Loss::CategoricalCrossentropy, 3).unwrap()], Optimizer::new(OptimizerConfig::by_name(opt).unwrap()))
+    Compiled::single(
+        Loss::CategoricalCrossentropy,
+        vec![Metric::resolve("accuracy", Loss::CategoricalCrossentropy, 3).unwrap()],
+        Optimizer::new(OptimizerConfig::by_name(opt).unwrap()),
+    )
 }
 
 #[test]
@@ -96,10 +98,7 @@ fn replicas_gather_only_the_rows_asked_for() {
     // A shuffled subset of a larger array: the result equals training on those rows copied out.
     let (x, y) = data(40);
     let rows = vec![37, 2, 19, 5, 23, 11, 30];
-    let (xs, ys) = (
-        rustgpu_core::tensor::BatchSource::gather(&x, &rows),
-        rustgpu_core::tensor::BatchSource::gather(&y, &rows),
-    );
+    let (xs, ys) = (rustgpu_core::tensor::BatchSource::gather(&x, &rows), rustgpu_core::tensor::BatchSource::gather(&y, &rows));
     let (mut a, mut b) = (model(), model());
     let (mut ca, mut cb) = (compiled("sgd"), compiled("sgd"));
     let par = replicas(3, MergeDevice::Cpu);
@@ -142,11 +141,8 @@ fn replicas_see_weights_changed_between_steps() {
         assert!((sa.loss - sb.loss).abs() <= 1e-5 * sa.loss.abs().max(1.0), "step {}: {} vs {}", step, sa.loss, sb.loss);
         if step == 3 {
             // set_weights() on both between steps.
-            let w: Vec<HostTensor> = a
-                .get_weights()
-                .into_iter()
-                .map(|w| HostTensor::new(w.shape.clone(), w.data.iter().map(|v| v * 0.5).collect()).unwrap())
-                .collect();
+            let w: Vec<HostTensor> =
+                a.get_weights().into_iter().map(|w| HostTensor::new(w.shape.clone(), w.data.iter().map(|v| v * 0.5).collect()).unwrap()).collect();
             a.set_weights(w.clone()).unwrap();
             b.set_weights(w).unwrap();
         }

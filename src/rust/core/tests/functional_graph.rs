@@ -40,11 +40,7 @@ fn data(rows: usize) -> (HostTensor, HostTensor, HostTensor) {
     for r in 0..rows {
         y[r * 2 + r % 2] = 1.0;
     }
-    (
-        HostTensor::new(vec![rows, 3], v(0)).unwrap(),
-        HostTensor::new(vec![rows, 3], v(1)).unwrap(),
-        HostTensor::new(vec![rows, 2], y).unwrap(),
-    )
+    (HostTensor::new(vec![rows, 3], v(0)).unwrap(), HostTensor::new(vec![rows, 3], v(1)).unwrap(), HostTensor::new(vec![rows, 2], y).unwrap())
 }
 
 fn loss_of(m: &Model, weights: &[Tensor], xs: &[Tensor], y: &Tensor) -> f32 {
@@ -87,7 +83,8 @@ fn shared_layer_and_merge_gradients_match_finite_differences() {
 #[test]
 fn replicas_train_a_functional_model_like_one_device() {
     let (mut a, mut b) = (model(), model());
-    let compiled = || Compiled::single(Loss::CategoricalCrossentropy, vec![], Optimizer::new(OptimizerConfig::Sgd { learning_rate: 0.1, momentum: 0.9, nesterov: false }));
+    let compiled =
+        || Compiled::single(Loss::CategoricalCrossentropy, vec![], Optimizer::new(OptimizerConfig::Sgd { learning_rate: 0.1, momentum: 0.9, nesterov: false }));
     let (mut ca, mut cb) = (compiled(), compiled());
     let local = Executor::Local(rustgpu_core::device::cpu_device());
     let devices = (0..3).map(|id| DeviceInfo { id, kind: DeviceKind::Virtual, name: format!("f{}", id), memory: None, threads: 1 }).collect();

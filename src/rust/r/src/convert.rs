@@ -34,12 +34,8 @@ impl<'a> RArray<'a> {
         let values = match robj.rtype() {
             Rtype::Doubles => RNumbers::Real(robj.as_real_slice().unwrap_or(&[])),
             Rtype::Integers => RNumbers::Int(robj.as_integer_slice().unwrap_or(&[])),
-            Rtype::Logicals => {
-                return Err(Error::Value(format!("`{}` is logical: convert it to numbers first (e.g. as.numeric())", what)))
-            }
-            Rtype::Strings => {
-                return Err(Error::Value(format!("`{}` must be a numeric array, not character data", what)))
-            }
+            Rtype::Logicals => return Err(Error::Value(format!("`{}` is logical: convert it to numbers first (e.g. as.numeric())", what))),
+            Rtype::Strings => return Err(Error::Value(format!("`{}` must be a numeric array, not character data", what))),
             Rtype::List => {
                 let hint = if robj.inherits("data.frame") { " (convert a data frame with as.matrix())" } else { "" };
                 return Err(Error::Value(format!("`{}` must be a numeric array, not a list{}", what, hint)));
@@ -185,13 +181,7 @@ pub fn row_indices(rows: &Robj, n: usize) -> Result<Vec<usize>> {
         _ => return Err(Error::Value("row indices must be numeric".into())),
     };
     v.into_iter()
-        .map(|r| {
-            if r >= 1 && (r as usize) <= n {
-                Ok(r as usize - 1)
-            } else {
-                Err(Error::Value(format!("row index {} is outside 1..{}", r, n)))
-            }
-        })
+        .map(|r| if r >= 1 && (r as usize) <= n { Ok(r as usize - 1) } else { Err(Error::Value(format!("row index {} is outside 1..{}", r, n))) })
         .collect()
 }
 
@@ -242,7 +232,7 @@ fn r_to_json_at(r: &Robj, depth: usize) -> Result<serde_json::Value> {
         Rtype::Null => Value::Null,
         Rtype::List => {
             let list: List = r.clone().try_into().map_err(|_| Error::Value("malformed config list".into()))?;
-            let named = list.names().map(|n| n.into_iter().all(|s| !s.is_empty())).unwrap_or(false) && list.len() > 0;
+            let named = list.names().map(|n| n.into_iter().all(|s| !s.is_empty())).unwrap_or(false) && !list.is_empty();
             if named {
                 let mut map = serde_json::Map::new();
                 for (k, v) in list.iter() {

@@ -15,7 +15,10 @@ fn shape_arg(input_shape: &Robj) -> Result<Option<Vec<usize>>> {
         None => return Err(Error::Value("`input_shape` must be a vector of positive integers".into())),
     };
     if v.is_empty() || v.iter().any(|d| !d.is_finite() || *d < 1.0 || d.fract() != 0.0 || *d > i32::MAX as f64) {
-        return Err(Error::Value(format!("`input_shape` must be positive integers, got c({})", v.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))));
+        return Err(Error::Value(format!(
+            "`input_shape` must be positive integers, got c({})",
+            v.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+        )));
     }
     Ok(Some(v.into_iter().map(|d| d as usize).collect()))
 }
@@ -24,9 +27,9 @@ fn shape_arg(input_shape: &Robj) -> Result<Option<Vec<usize>>> {
 /// config fields, `name` included) to the model; `input_shape` only for the first layer.
 /// @noRd
 #[extendr]
-fn rg_add_layer(ptr: Robj, class_name: &str, config: Robj, input_shape: Robj, seed: Robj) -> Robj {
+fn rg_add_layer(mut ptr: Robj, class_name: &str, config: Robj, input_shape: Robj, seed: Robj) -> Robj {
     guard(|| {
-        let h = handle(&ptr)?;
+        let h = handle(&mut ptr)?;
         let shape = shape_arg(&input_shape)?;
         let layer = Layer::from_config(class_name, &r_to_json(&config)?, seed_from(&seed))?;
         h.model.lock().unwrap_or_else(|e| e.into_inner()).add(layer, shape)?;
@@ -45,7 +48,8 @@ fn rg_layer_types() -> Robj {
         class_name = types.iter().map(|r| r.class_name).collect::<Vec<_>>(),
         name_prefix = types.iter().map(|r| r.name_prefix).collect::<Vec<_>>(),
         example_config = List::from_values(examples.iter().map(|e| json_to_r(&e.config))),
-        example_inputs = List::from_values(examples.iter().map(|e| List::from_values(e.inputs.iter().map(|s| s.iter().map(|d| *d as i32).collect::<Vec<_>>())))),
+        example_inputs =
+            List::from_values(examples.iter().map(|e| List::from_values(e.inputs.iter().map(|s| s.iter().map(|d| *d as i32).collect::<Vec<_>>())))),
         example_index_bound = examples.iter().map(|e| e.index_bound.map_or(0, |b| b as i32)).collect::<Vec<_>>()
     )
     .into()
@@ -53,9 +57,9 @@ fn rg_layer_types() -> Robj {
 
 /// @noRd
 #[extendr]
-fn rg_pop_layer(ptr: Robj) -> Robj {
+fn rg_pop_layer(mut ptr: Robj) -> Robj {
     guard(|| {
-        handle(&ptr)?.model.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+        handle(&mut ptr)?.model.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
         Ok(().into())
     })
 }

@@ -58,36 +58,27 @@ pub(crate) fn guard<F: FnOnce() -> Result<Robj>>(f: F) -> Robj {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => failure(e.class(), &e.to_string()),
         Err(p) => {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+            let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into());
             failure("rustgpu_runtime_error", &format!("internal error in rustgpu: {}", msg))
         }
     }
 }
 
 fn failure(class: &str, message: &str) -> Robj {
-    let mut obj: Robj = List::from_names_and_values(["class", "message"], [class, message])
-        .map(|l| l.into())
-        .unwrap_or_else(|_| Robj::from(message));
+    let mut obj: Robj = List::from_names_and_values(["class", "message"], [class, message]).map(|l| l.into()).unwrap_or_else(|_| Robj::from(message));
     let _ = obj.set_attrib("class", "rustgpu_backend_failure");
     obj
 }
 
 /// The handle behind an R model object; a clear error when the pointer is gone
 /// (e.g. after saveRDS()/readRDS()) or is not a rustgpu model.
-pub(crate) fn handle(ptr: &Robj) -> Result<&mut ModelHandle> {
-    let mut ptr = ptr.clone();
-    let ext: &mut ExternalPtr<ModelHandle> = (&mut ptr).try_into().map_err(|_| {
-        Error::State(
-            "this model's compiled data is gone (models do not survive saveRDS()/readRDS() or a new R session): rebuild the model".into(),
-        )
+/// Borrowed mutably from the caller's own `Robj` for the length of one call: R runs one call
+/// at a time on the main thread, so nothing else holds the handle meanwhile.
+pub(crate) fn handle(ptr: &mut Robj) -> Result<&mut ModelHandle> {
+    let ext: &mut ExternalPtr<ModelHandle> = ptr.try_into().map_err(|_| {
+        Error::State("this model's compiled data is gone (models do not survive saveRDS()/readRDS() or a new R session): rebuild the model".into())
     })?;
-    let h: *mut ModelHandle = ext.try_addr_mut().map_err(|_| Error::State("this model's compiled data is gone".into()))?;
-    // SAFETY: R owns the handle for as long as `ptr` is reachable from the caller's frame.
-    Ok(unsafe { &mut *h })
+    ext.try_addr_mut().map_err(|_| Error::State("this model's compiled data is gone".into()))
 }
 
 pub(crate) fn seed_from(r: &Robj) -> u64 {
@@ -134,8 +125,8 @@ fn rg_model_new(name: &str) -> Robj {
 /// TRUE when `ptr` still points at a live model.
 /// @noRd
 #[extendr]
-fn rg_is_live(ptr: Robj) -> bool {
-    handle(&ptr).is_ok()
+fn rg_is_live(mut ptr: Robj) -> bool {
+    handle(&mut ptr).is_ok()
 }
 
 /// @noRd
@@ -147,9 +138,9 @@ fn rg_unique_name(prefix: &str) -> String {
 /// Structure for print/summary: layers, shapes, parameter counts, devices.
 /// @noRd
 #[extendr]
-fn rg_model_info(ptr: Robj) -> Robj {
+fn rg_model_info(mut ptr: Robj) -> Robj {
     guard(|| {
-        let h = handle(&ptr)?;
+        let h = handle(&mut ptr)?;
         let m = h.model();
         let arch = &m.arch;
         let names: Vec<String> = arch.layers.iter().map(|l| l.name.clone()).collect();
@@ -169,7 +160,9 @@ fn rg_model_info(ptr: Robj) -> Robj {
         let (trainable, frozen) = m.count_params();
         let devices: Vec<String> = match &h.executor {
             Executor::Local(d) => vec![d.name.clone()],
-            Executor::Replicated(set) => set.devices.iter().map(|d| format!("{} ({}, {} thread{})", d.label(), d.name, d.threads, if d.threads == 1 { "" } else { "s" })).collect(),
+            Executor::Replicated(set) => {
+                set.devices.iter().map(|d| format!("{} ({}, {} thread{})", d.label(), d.name, d.threads, if d.threads == 1 { "" } else { "s" })).collect()
+            }
         };
         let merge = match &h.executor {
             Executor::Replicated(set) if set.merge == MergeDevice::FirstReplica => "first GPU",
@@ -212,9 +205,9 @@ fn rg_model_info(ptr: Robj) -> Robj {
 
 /// @noRd
 #[extendr]
-fn rg_get_weights(ptr: Robj) -> Robj {
+fn rg_get_weights(mut ptr: Robj) -> Robj {
     guard(|| {
-        let h = handle(&ptr)?;
+        let h = handle(&mut ptr)?;
         let ws = h.model().get_weights();
         Ok(List::from_values(ws.iter().map(host_to_r)).into())
     })
@@ -222,9 +215,9 @@ fn rg_get_weights(ptr: Robj) -> Robj {
 
 /// @noRd
 #[extendr]
-fn rg_set_weights(ptr: Robj, weights: Robj) -> Robj {
+fn rg_set_weights(mut ptr: Robj, weights: Robj) -> Robj {
     guard(|| {
-        let h = handle(&ptr)?;
+        let h = handle(&mut ptr)?;
         let list: List = weights.try_into().map_err(|_| Error::Value("`weights` must be a list of arrays".into()))?;
         let mut values = Vec::with_capacity(list.len());
         for (i, (_, w)) in list.iter().enumerate() {
@@ -241,9 +234,9 @@ fn rg_set_weights(ptr: Robj, weights: Robj) -> Robj {
 /// Wraps the template in a parallel model that shares its weights.
 /// @noRd
 #[extendr]
-fn rg_multi_gpu(template: Robj, gpus: Robj, cpu_merge: bool, cpu_relocation: bool) -> Robj {
+fn rg_multi_gpu(mut template: Robj, gpus: Robj, cpu_merge: bool, cpu_relocation: bool) -> Robj {
     guard(|| {
-        let t = handle(&template)?;
+        let t = handle(&mut template)?;
         let ids: Vec<usize> = match gpus.as_real_vector() {
             Some(v) => v.iter().map(|x| *x as usize).collect(),
             None => gpus.as_integer_vector().unwrap_or_default().iter().map(|x| *x as usize).collect(),
@@ -251,13 +244,7 @@ fn rg_multi_gpu(template: Robj, gpus: Robj, cpu_merge: bool, cpu_relocation: boo
         let devices = device::resolve_gpus(&ids)?;
         let merge = if cpu_merge { MergeDevice::Cpu } else { MergeDevice::FirstReplica };
         let set = ReplicaSet::new(devices, merge)?;
-        let h = ModelHandle {
-            model: t.model.clone(),
-            compiled: None,
-            executor: Executor::Replicated(set),
-            cpu_relocation,
-            steps: 0,
-        };
+        let h = ModelHandle { model: t.model.clone(), compiled: None, executor: Executor::Replicated(set), cpu_relocation, steps: 0 };
         Ok(ExternalPtr::new(h).into())
     })
 }
@@ -316,9 +303,9 @@ fn rg_cuda_versions() -> Robj {
 /// Start/end times (seconds, relative to the earliest) of the replicas' recent tasks.
 /// @noRd
 #[extendr]
-fn rg_replica_timeline(ptr: Robj) -> Robj {
+fn rg_replica_timeline(mut ptr: Robj) -> Robj {
     guard(|| {
-        let h = handle(&ptr)?;
+        let h = handle(&mut ptr)?;
         let tl = match &h.executor {
             Executor::Replicated(set) => set.timeline(),
             Executor::Local(_) => Vec::new(),
@@ -347,9 +334,9 @@ fn source(code: i32) -> rustgpu_core::model::Source {
 /// them) and the wiring R traced from the output tensors back to the inputs.
 /// @noRd
 #[extendr]
-fn rg_make_functional(scratch: Robj, name: &str, input_names: Vec<String>, input_shapes: List, nodes: List, outputs: Vec<i32>) -> Robj {
+fn rg_make_functional(mut scratch: Robj, name: &str, input_names: Vec<String>, input_shapes: List, nodes: List, outputs: Vec<i32>) -> Robj {
     guard(|| {
-        let layers = handle(&scratch)?.model().arch.layers.clone();
+        let layers = handle(&mut scratch)?.model().arch.layers.clone();
         let shapes = input_shapes
             .values()
             .map(|v| v.as_integer_vector().map(|s| s.into_iter().map(|d| d.max(0) as usize).collect::<Vec<_>>()))
@@ -365,12 +352,7 @@ fn rg_make_functional(scratch: Robj, name: &str, input_names: Vec<String>, input
                 Ok(rustgpu_core::model::Node { layer: layer as usize, inputs: inputs.into_iter().map(source).collect() })
             })
             .collect::<Result<Vec<_>>>()?;
-        let graph = rustgpu_core::model::Graph {
-            input_names,
-            input_shapes: shapes,
-            nodes,
-            outputs: outputs.into_iter().map(source).collect(),
-        };
+        let graph = rustgpu_core::model::Graph { input_names, input_shapes: shapes, nodes, outputs: outputs.into_iter().map(source).collect() };
         Ok(ModelHandle::new_pointer(Model::functional(name.to_string(), layers, graph)?))
     })
 }
@@ -379,9 +361,9 @@ fn rg_make_functional(scratch: Robj, name: &str, input_names: Vec<String>, input
 /// training step after `after_steps` more steps.
 /// @noRd
 #[extendr]
-fn rg_inject_fault(ptr: Robj, replica: i32, after_steps: i32, kind: &str) -> Robj {
+fn rg_inject_fault(mut ptr: Robj, replica: i32, after_steps: i32, kind: &str) -> Robj {
     guard(|| {
-        let h = handle(&ptr)?;
+        let h = handle(&mut ptr)?;
         let kind = match kind {
             "panic" => rustgpu_core::parallel::FaultKind::Panic,
             "error" => rustgpu_core::parallel::FaultKind::Error,

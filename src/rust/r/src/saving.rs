@@ -9,9 +9,9 @@ use std::path::Path;
 
 /// @noRd
 #[extendr]
-fn rg_save_weights(ptr: Robj, path: &str, overwrite: bool) -> Robj {
+fn rg_save_weights(mut ptr: Robj, path: &str, overwrite: bool) -> Robj {
     guard(|| {
-        let h = handle(&ptr)?;
+        let h = handle(&mut ptr)?;
         io::save_weights(Path::new(path), &h.model.lock().unwrap_or_else(|e| e.into_inner()), overwrite)?;
         Ok(().into())
     })
@@ -19,9 +19,9 @@ fn rg_save_weights(ptr: Robj, path: &str, overwrite: bool) -> Robj {
 
 /// @noRd
 #[extendr]
-fn rg_load_weights(ptr: Robj, path: &str, by_name: bool, skip_mismatch: bool) -> Robj {
+fn rg_load_weights(mut ptr: Robj, path: &str, by_name: bool, skip_mismatch: bool) -> Robj {
     guard(|| {
-        let h = handle(&ptr)?;
+        let h = handle(&mut ptr)?;
         let skipped = io::load_weights(Path::new(path), &mut h.model.lock().unwrap_or_else(|e| e.into_inner()), by_name, skip_mismatch)?;
         Ok(skipped.into())
     })
@@ -29,9 +29,9 @@ fn rg_load_weights(ptr: Robj, path: &str, by_name: bool, skip_mismatch: bool) ->
 
 /// @noRd
 #[extendr]
-fn rg_save_model(ptr: Robj, path: &str, overwrite: bool, include_optimizer: bool) -> Robj {
+fn rg_save_model(mut ptr: Robj, path: &str, overwrite: bool, include_optimizer: bool) -> Robj {
     guard(|| {
-        let h = handle(&ptr)?;
+        let h = handle(&mut ptr)?;
         let model = h.model.lock().unwrap_or_else(|e| e.into_inner());
         io::save_model(Path::new(path), &model, h.compiled.as_ref(), include_optimizer, overwrite)?;
         Ok(().into())
@@ -43,24 +43,12 @@ fn optimizer_list(c: &OptimizerConfig) -> Robj {
         OptimizerConfig::Sgd { learning_rate, momentum, nesterov } => {
             list!(name = "sgd", learning_rate = learning_rate, momentum = momentum, nesterov = nesterov).into()
         }
-        OptimizerConfig::RmsProp { learning_rate, rho, momentum, epsilon, centered } => list!(
-            name = "rmsprop",
-            learning_rate = learning_rate,
-            rho = rho,
-            momentum = momentum,
-            epsilon = epsilon,
-            centered = centered
-        )
-        .into(),
-        OptimizerConfig::Adam { learning_rate, beta_1, beta_2, epsilon, amsgrad } => list!(
-            name = "adam",
-            learning_rate = learning_rate,
-            beta_1 = beta_1,
-            beta_2 = beta_2,
-            epsilon = epsilon,
-            amsgrad = amsgrad
-        )
-        .into(),
+        OptimizerConfig::RmsProp { learning_rate, rho, momentum, epsilon, centered } => {
+            list!(name = "rmsprop", learning_rate = learning_rate, rho = rho, momentum = momentum, epsilon = epsilon, centered = centered).into()
+        }
+        OptimizerConfig::Adam { learning_rate, beta_1, beta_2, epsilon, amsgrad } => {
+            list!(name = "adam", learning_rate = learning_rate, beta_1 = beta_1, beta_2 = beta_2, epsilon = epsilon, amsgrad = amsgrad).into()
+        }
     }
 }
 
@@ -88,9 +76,9 @@ fn rg_load_model(path: &str) -> Robj {
 /// Restores a compiled model's optimizer state from a saved model file.
 /// @noRd
 #[extendr]
-fn rg_load_optimizer_state(ptr: Robj, path: &str) -> Robj {
+fn rg_load_optimizer_state(mut ptr: Robj, path: &str) -> Robj {
     guard(|| {
-        let h = handle(&ptr)?;
+        let h = handle(&mut ptr)?;
         let model = h.model.lock().unwrap_or_else(|e| e.into_inner());
         let compiled = h.compiled.as_mut().ok_or_else(|| Error::State("compile the model before restoring its optimizer".into()))?;
         Ok(io::load_optimizer_state(Path::new(path), &model, &mut compiled.optimizer)?.into())
@@ -100,9 +88,9 @@ fn rg_load_optimizer_state(ptr: Robj, path: &str) -> Robj {
 /// The model's Keras config as an R list.
 /// @noRd
 #[extendr]
-fn rg_get_config(ptr: Robj) -> Robj {
+fn rg_get_config(mut ptr: Robj) -> Robj {
     guard(|| {
-        let h = handle(&ptr)?;
+        let h = handle(&mut ptr)?;
         let config = io::model_config(&h.model.lock().unwrap_or_else(|e| e.into_inner()))?;
         Ok(json_to_r(&config))
     })

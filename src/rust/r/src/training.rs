@@ -45,9 +45,9 @@ fn optimizer_config(opt: &List) -> Result<OptimizerConfig> {
 
 /// @noRd
 #[extendr]
-fn rg_compile(ptr: Robj, optimizer: List, losses: Vec<String>, loss_weights: Vec<f64>, metrics: Vec<String>) -> Robj {
+fn rg_compile(mut ptr: Robj, optimizer: List, losses: Vec<String>, loss_weights: Vec<f64>, metrics: Vec<String>) -> Robj {
     guard(|| {
-        let h = handle(&ptr)?;
+        let h = handle(&mut ptr)?;
         let losses = losses.iter().map(|l| Loss::parse(l)).collect::<Result<Vec<_>>>()?;
         if losses.is_empty() || loss_weights.len() != losses.len() {
             return Err(Error::Value("give one loss (and one loss weight) per model output".into()));
@@ -75,11 +75,7 @@ fn arrays<'a>(items: &'a [Robj], arg: &str) -> Result<Vec<RArray<'a>>> {
         return Err(Error::Value(format!("`{}` is an empty list: give one array per model {}", arg, if arg == "x" { "input" } else { "output" })));
     }
     let many = items.len() > 1;
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, v)| RArray::new(v, &if many { format!("{}[[{}]]", arg, i + 1) } else { arg.to_string() }, true))
-        .collect()
+    items.iter().enumerate().map(|(i, v)| RArray::new(v, &if many { format!("{}[[{}]]", arg, i + 1) } else { arg.to_string() }, true)).collect()
 }
 
 fn input_arrays(items: &[Robj]) -> Result<Vec<RArray<'_>>> {
@@ -98,9 +94,7 @@ fn prepare(h: &mut ModelHandle, xs: &[RArray]) -> Result<()> {
 }
 
 fn require_compiled<'a>(h: &'a mut ModelHandle, what: &str) -> Result<&'a mut Compiled> {
-    h.compiled
-        .as_mut()
-        .ok_or_else(|| Error::State(format!("the model must be compiled before `{}()`: call compile(model, optimizer = , loss = ) first", what)))
+    h.compiled.as_mut().ok_or_else(|| Error::State(format!("the model must be compiled before `{}()`: call compile(model, optimizer = , loss = ) first", what)))
 }
 
 /// c(loss, per-output losses (several outputs only), metrics output by output).
@@ -151,10 +145,10 @@ fn rg_check_data(x: Robj, what: &str) -> Robj {
 /// `ptr` (NULL: on the CPU pool). Returns an external pointer per array (a list for a list).
 /// @noRd
 #[extendr]
-fn rg_stage(x: Robj, what: &str, ptr: Robj) -> Robj {
+fn rg_stage(x: Robj, what: &str, mut ptr: Robj) -> Robj {
     guard(|| {
         let items = input_items(&x);
-        let executor = if ptr.is_null() { None } else { Some(&handle(&ptr)?.executor) };
+        let executor = if ptr.is_null() { None } else { Some(&handle(&mut ptr)?.executor) };
         let staged = arrays(&items, what)?
             .iter()
             .map(|a| {
@@ -187,16 +181,24 @@ fn rg_gather_seconds(x: Robj, rows: Robj, repeats: f64) -> Robj {
 /// One optimizer step on rows `rows` (1-based) of `x`, `y`; returns c(loss, metrics...).
 /// @noRd
 #[extendr]
-fn rg_train_batch(ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Robj, seed: Robj) -> Robj {
+fn rg_train_batch(mut ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Robj, seed: Robj) -> Robj {
     guard(|| {
-        with_xy(handle(&ptr)?, &x, &y, |h, xs, ys| {
+        with_xy(handle(&mut ptr)?, &x, &y, |h, xs, ys| {
             let rows = row_indices(&rows, xs[0].rows())?;
             require_compiled(h, "fit")?;
             let step_seed = seed_from(&seed) ^ h.steps;
             let mut model = h.model.lock().unwrap_or_else(|e| e.into_inner());
             let compiled = h.compiled.as_mut().expect("checked above");
             let weights = optional_array(&sample_weight)?;
-            let stats = h.executor.train_on_batch(&mut model, compiled, &sources(xs), &sources(ys), weights.as_ref().map(|w| w as &dyn BatchSource), &rows, step_seed)?;
+            let stats = h.executor.train_on_batch(
+                &mut model,
+                compiled,
+                &sources(xs),
+                &sources(ys),
+                weights.as_ref().map(|w| w as &dyn BatchSource),
+                &rows,
+                step_seed,
+            )?;
             h.steps += 1;
             Ok(stats_to_r(&stats))
         })
@@ -206,9 +208,9 @@ fn rg_train_batch(ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Robj, 
 /// Loss and metrics over rows of `x`, `y`, batch by batch; returns c(loss, metrics...).
 /// @noRd
 #[extendr]
-fn rg_evaluate(ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Robj, batch_size: f64) -> Robj {
+fn rg_evaluate(mut ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Robj, batch_size: f64) -> Robj {
     guard(|| {
-        with_xy(handle(&ptr)?, &x, &y, |h, xs, ys| {
+        with_xy(handle(&mut ptr)?, &x, &y, |h, xs, ys| {
             require_compiled(h, "evaluate")?;
             let model = h.model.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let compiled = h.compiled.as_ref().expect("checked above");
@@ -245,9 +247,9 @@ fn rg_evaluate(ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Robj, bat
 /// Model outputs for all rows of `x`, computed batch by batch.
 /// @noRd
 #[extendr]
-fn rg_predict(ptr: Robj, x: Robj, batch_size: f64) -> Robj {
+fn rg_predict(mut ptr: Robj, x: Robj, batch_size: f64) -> Robj {
     guard(|| {
-        let h = handle(&ptr)?;
+        let h = handle(&mut ptr)?;
         // R has checked the values once (rg_check_data); only the shape matters here.
         let items = input_items(&x);
         let xs = input_arrays(&items)?;
@@ -261,9 +263,7 @@ fn rg_predict(ptr: Robj, x: Robj, batch_size: f64) -> Robj {
         let inputs = sources(&xs);
         let parts = rows.chunks(bs).map(|chunk| h.executor.predict_on_batch(&model, &inputs, chunk)).collect::<Result<Vec<_>>>()?;
         let n_outputs = parts.first().map_or(1, |p| p.len());
-        let merged = (0..n_outputs)
-            .map(|k| HostTensor::concat_rows(&parts.iter().map(|p| p[k].clone()).collect::<Vec<_>>()))
-            .collect::<Result<Vec<_>>>()?;
+        let merged = (0..n_outputs).map(|k| HostTensor::concat_rows(&parts.iter().map(|p| p[k].clone()).collect::<Vec<_>>())).collect::<Result<Vec<_>>>()?;
         if n_outputs == 1 {
             Ok(host_to_r(&merged[0]))
         } else {
@@ -275,9 +275,9 @@ fn rg_predict(ptr: Robj, x: Robj, batch_size: f64) -> Robj {
 /// The optimizer's learning rate (NA before compile), or sets it when `value` is a number.
 /// @noRd
 #[extendr]
-fn rg_learning_rate(ptr: Robj, value: Robj) -> Robj {
+fn rg_learning_rate(mut ptr: Robj, value: Robj) -> Robj {
     guard(|| {
-        let h = handle(&ptr)?;
+        let h = handle(&mut ptr)?;
         let c = require_compiled(h, "set the learning rate")?;
         if let Some(v) = value.as_real() {
             c.optimizer.config.set_learning_rate(v);
@@ -290,9 +290,9 @@ fn rg_learning_rate(ptr: Robj, value: Robj) -> Robj {
 /// batch normalization's moving statistics, is never trainable).
 /// @noRd
 #[extendr]
-fn rg_set_trainable(ptr: Robj, layers: Vec<String>, trainable: bool) -> Robj {
+fn rg_set_trainable(mut ptr: Robj, layers: Vec<String>, trainable: bool) -> Robj {
     guard(|| {
-        handle(&ptr)?.model.lock().unwrap_or_else(|e| e.into_inner()).set_trainable(&layers, trainable);
+        handle(&mut ptr)?.model.lock().unwrap_or_else(|e| e.into_inner()).set_trainable(&layers, trainable);
         Ok(().into())
     })
 }

@@ -17,9 +17,11 @@ pub fn model_config(model: &Model) -> Result<Value> {
     if let Some(graph) = &model.arch.graph {
         return Ok(functional_config(model, graph));
     }
-    let input = model.arch.input_shape.as_ref().ok_or_else(|| {
-        Error::State("the model is not built yet: give the first layer an `input_shape`, or fit/predict once, before saving".into())
-    })?;
+    let input = model
+        .arch
+        .input_shape
+        .as_ref()
+        .ok_or_else(|| Error::State("the model is not built yet: give the first layer an `input_shape`, or fit/predict once, before saving".into()))?;
     let mut batch_input_shape = vec![Value::Null];
     batch_input_shape.extend(input.iter().map(|d| json!(d)));
     let mut layers = vec![json!({
@@ -74,8 +76,7 @@ fn functional_config(model: &Model, graph: &Graph) -> Value {
     };
     let mut layers: Vec<Value> = graph.input_names.iter().zip(&graph.input_shapes).map(|(n, s)| input_layer_json(n, s)).collect();
     for (li, layer) in arch.layers.iter().enumerate() {
-        let inbound: Vec<Value> =
-            graph.nodes.iter().filter(|n| n.layer == li).map(|n| Value::Array(n.inputs.iter().map(reference).collect())).collect();
+        let inbound: Vec<Value> = graph.nodes.iter().filter(|n| n.layer == li).map(|n| Value::Array(n.inputs.iter().map(reference).collect())).collect();
         let mut v = layer.keras_config();
         v["name"] = json!(layer.name);
         v["inbound_nodes"] = Value::Array(inbound);
@@ -99,6 +100,10 @@ fn functional_config(model: &Model, graph: &Graph) -> Value {
     })
 }
 
+/// A layer application read from `inbound_nodes`: its layer's index, which application of
+/// that layer it is, and the (layer name, application) of each input.
+type PendingNode = (usize, usize, Vec<(String, usize)>);
+
 /// Rebuilds a functional model: layers from their configs, nodes from `inbound_nodes`,
 /// put in an order where every node comes after its inputs.
 fn functional_from_config(cfg: &Value) -> Result<Model> {
@@ -107,8 +112,8 @@ fn functional_from_config(cfg: &Value) -> Result<Model> {
     let mut input_names = Vec::new();
     let mut input_shapes = Vec::new();
     let mut layers = Vec::new();
-    // (layer index, inbound references) for every application, in file order.
-    let mut pending: Vec<(usize, usize, Vec<(String, usize)>)> = Vec::new();
+    // (layer index, application, inbound references) for every application, in file order.
+    let mut pending: Vec<PendingNode> = Vec::new();
     for e in entries {
         let class = e.get("class_name").and_then(Value::as_str).unwrap_or("");
         let c = &e["config"];
@@ -219,14 +224,12 @@ fn optimizer_json(c: &OptimizerConfig) -> Value {
         OptimizerConfig::Sgd { learning_rate, momentum, nesterov } => {
             common("SGD", json!({ "learning_rate": learning_rate, "momentum": momentum, "nesterov": nesterov }))
         }
-        OptimizerConfig::RmsProp { learning_rate, rho, momentum, epsilon, centered } => common(
-            "RMSprop",
-            json!({ "learning_rate": learning_rate, "rho": rho, "momentum": momentum, "epsilon": epsilon, "centered": centered }),
-        ),
-        OptimizerConfig::Adam { learning_rate, beta_1, beta_2, epsilon, amsgrad } => common(
-            "Adam",
-            json!({ "learning_rate": learning_rate, "beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon, "amsgrad": amsgrad }),
-        ),
+        OptimizerConfig::RmsProp { learning_rate, rho, momentum, epsilon, centered } => {
+            common("RMSprop", json!({ "learning_rate": learning_rate, "rho": rho, "momentum": momentum, "epsilon": epsilon, "centered": centered }))
+        }
+        OptimizerConfig::Adam { learning_rate, beta_1, beta_2, epsilon, amsgrad } => {
+            common("Adam", json!({ "learning_rate": learning_rate, "beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon, "amsgrad": amsgrad }))
+        }
     }
 }
 

@@ -3,8 +3,8 @@ use super::config::{model_config, model_from_config, training_config, TrainingCo
 use super::{injected_write_failure, write_atomically};
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::shape::join_dims;
 use crate::optim::Optimizer;
+use crate::shape::join_dims;
 use crate::tensor::HostTensor;
 use crate::train::Compiled;
 use hdf5::types::{TypeDescriptor, VarLenUnicode};
@@ -32,11 +32,7 @@ fn write_str_list_attr(loc: &Location, name: &str, values: &[String]) -> Result<
         return Ok(());
     }
     let v = values.iter().map(|s| vlen(s)).collect::<Result<Vec<_>>>()?;
-    loc.new_attr::<VarLenUnicode>()
-        .shape(v.len())
-        .create(name)
-        .and_then(|a| a.write_raw(&v))
-        .map_err(|e| Error::Io(e.to_string()))
+    loc.new_attr::<VarLenUnicode>().shape(v.len()).create(name).and_then(|a| a.write_raw(&v)).map_err(|e| Error::Io(e.to_string()))
 }
 
 fn read_str_list_attr(loc: &Location, name: &str, what: &str) -> Result<Vec<String>> {
@@ -46,12 +42,9 @@ fn read_str_list_attr(loc: &Location, name: &str, what: &str) -> Result<Vec<Stri
         TypeDescriptor::VarLenUnicode => {
             Ok(attr.read_raw::<VarLenUnicode>().map_err(|e| Error::Io(e.to_string()))?.iter().map(|s| s.as_str().to_string()).collect())
         }
-        TypeDescriptor::VarLenAscii => Ok(attr
-            .read_raw::<hdf5::types::VarLenAscii>()
-            .map_err(|e| Error::Io(e.to_string()))?
-            .iter()
-            .map(|s| s.as_str().to_string())
-            .collect()),
+        TypeDescriptor::VarLenAscii => {
+            Ok(attr.read_raw::<hdf5::types::VarLenAscii>().map_err(|e| Error::Io(e.to_string()))?.iter().map(|s| s.as_str().to_string()).collect())
+        }
         // An empty list (h5py writes float64 for it).
         TypeDescriptor::Float(_) if attr.size() == 0 => Ok(Vec::new()),
         other => Err(Error::Io(format!("{}'s `{}` attribute has an unsupported string type ({:?})", what, name, other))),
@@ -63,9 +56,7 @@ fn read_str_attr(loc: &Location, name: &str) -> Result<Option<String>> {
     let descriptor = attr.dtype().and_then(|t| t.to_descriptor()).map_err(|e| Error::Io(e.to_string()))?;
     Ok(Some(match descriptor {
         TypeDescriptor::VarLenUnicode => attr.read_scalar::<VarLenUnicode>().map_err(|e| Error::Io(e.to_string()))?.as_str().to_string(),
-        TypeDescriptor::VarLenAscii => {
-            attr.read_scalar::<hdf5::types::VarLenAscii>().map_err(|e| Error::Io(e.to_string()))?.as_str().to_string()
-        }
+        TypeDescriptor::VarLenAscii => attr.read_scalar::<hdf5::types::VarLenAscii>().map_err(|e| Error::Io(e.to_string()))?.as_str().to_string(),
         other => return Err(Error::Io(format!("attribute `{}` has an unsupported type ({:?})", name, other))),
     }))
 }
@@ -206,20 +197,17 @@ fn read_keras3_layers(file: &File) -> Result<LayerWeights> {
 }
 
 /// Assigns saved layers to the model's layers with weights, in order or by name (Keras's
+/// A layer's weights as a file holds them: the layer name and (weight name, value) pairs.
+type SavedLayer = (String, Vec<(String, HostTensor)>);
+
 /// rules), checking counts and shapes first: on any mismatch nothing is changed.
 fn assign(model: &mut Model, saved: LayerWeights, by_name: bool, skip_mismatch: bool) -> Result<Vec<String>> {
     let mut values = model.get_weights();
-    let targets: Vec<(String, std::ops::Range<usize>)> = model
-        .arch
-        .layers
-        .iter()
-        .zip(&model.arch.weight_ranges)
-        .filter(|(_, r)| !r.is_empty())
-        .map(|(l, r)| (l.name.clone(), r.clone()))
-        .collect();
+    let targets: Vec<(String, std::ops::Range<usize>)> =
+        model.arch.layers.iter().zip(&model.arch.weight_ranges).filter(|(_, r)| !r.is_empty()).map(|(l, r)| (l.name.clone(), r.clone())).collect();
     let saved: Vec<_> = saved.into_iter().filter(|(_, w)| !w.is_empty()).collect();
     let mut skipped = Vec::new();
-    let pairs: Vec<(usize, &(String, Vec<(String, HostTensor)>))> = if by_name {
+    let pairs: Vec<(usize, &SavedLayer)> = if by_name {
         saved.iter().filter_map(|s| targets.iter().position(|(n, _)| *n == s.0).map(|t| (t, s))).collect()
     } else {
         if saved.len() != targets.len() {
@@ -234,13 +222,7 @@ fn assign(model: &mut Model, saved: LayerWeights, by_name: bool, skip_mismatch: 
     for (t, (saved_name, weights)) in pairs {
         let (layer, range) = &targets[t];
         let mismatch = if weights.len() != range.len() {
-            Some(format!(
-                "layer \"{}\" expects {} weights, but the saved layer \"{}\" has {}",
-                layer,
-                range.len(),
-                saved_name,
-                weights.len()
-            ))
+            Some(format!("layer \"{}\" expects {} weights, but the saved layer \"{}\" has {}", layer, range.len(), saved_name, weights.len()))
         } else {
             range.clone().zip(weights).find(|(i, (_, v))| values[*i].shape != v.shape).map(|(i, (wname, v))| {
                 format!(
@@ -358,10 +340,7 @@ pub struct LoadedModel {
 pub fn load_model(path: &Path) -> Result<LoadedModel> {
     let file = open(path)?;
     let config = read_str_attr(&file, "model_config")?.ok_or_else(|| {
-        Error::Io(format!(
-            "\"{}\" has no model config: it holds weights only; build the model and use load_model_weights_hdf5()",
-            path.display()
-        ))
+        Error::Io(format!("\"{}\" has no model config: it holds weights only; build the model and use load_model_weights_hdf5()", path.display()))
     })?;
     let mut model = model_from_config(&config)?;
     let group = file.group("model_weights").map_err(|_| Error::Io(format!("\"{}\" has no `model_weights` group", path.display())))?;
@@ -386,9 +365,8 @@ pub fn load_optimizer_state(path: &Path, model: &Model, opt: &mut Optimizer) -> 
     let lens: Vec<usize> = model.weights.iter().map(|w| w.value.len()).collect();
     let mut values: Vec<Vec<(usize, Vec<f32>)>> = vec![Vec::new(); model.weights.len()];
     for name in names.iter().filter(|n| n.as_str() != "iteration:0") {
-        let found = model.weights.iter().enumerate().find_map(|(i, w)| {
-            slots.iter().find(|s| *name == format!("{}/{}/{}", prefix, s.0, w.name)).map(|s| (i, s.1))
-        });
+        let found =
+            model.weights.iter().enumerate().find_map(|(i, w)| slots.iter().find(|s| *name == format!("{}/{}/{}", prefix, s.0, w.name)).map(|s| (i, s.1)));
         let Some((i, slot)) = found else {
             return Err(Error::Value(format!("optimizer weight \"{}\" does not match this model and optimizer", name)));
         };

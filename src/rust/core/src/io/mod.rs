@@ -29,10 +29,7 @@ fn injected_write_failure() -> Result<()> {
 /// is untouched and the temporary file removed.
 pub(crate) fn write_atomically(path: &Path, overwrite: bool, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     if path.exists() && !overwrite {
-        return Err(Error::Io(format!(
-            "\"{}\" already exists and `overwrite = FALSE`: choose another path or set `overwrite = TRUE`",
-            path.display()
-        )));
+        return Err(Error::Io(format!("\"{}\" already exists and `overwrite = FALSE`: choose another path or set `overwrite = TRUE`", path.display())));
     }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -43,9 +40,7 @@ pub(crate) fn write_atomically(path: &Path, overwrite: bool, write: impl FnOnce(
     }
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
     let tmp = dir.join(format!(".{}.{}.{}.tmp", name, std::process::id(), rand::random::<u32>()));
-    let result = write(&tmp).and_then(|_| {
-        std::fs::rename(&tmp, path).map_err(|e| Error::Io(format!("cannot write \"{}\": {}", path.display(), e)))
-    });
+    let result = write(&tmp).and_then(|_| std::fs::rename(&tmp, path).map_err(|e| Error::Io(format!("cannot write \"{}\": {}", path.display(), e))));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

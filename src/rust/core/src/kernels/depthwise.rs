@@ -66,42 +66,42 @@ pub fn backward(x: &[f32], kernel: &[f32], dz: &[f32], batch: usize, g: &ConvGeo
     let mut dx = if need_input { vec![0f32; batch * ilen] } else { Vec::new() };
     // One kernel gradient per image, added in image order afterwards (deterministic).
     let body = |b: usize, mut dimg: Option<&mut [f32]>| -> Vec<f32> {
-            let img = &x[b * ilen..(b + 1) * ilen];
-            let dzi = &dz[b * olen..(b + 1) * olen];
-            let mut dk = vec![0f32; klen];
-            let mut window = Vec::with_capacity(g.kh * g.kw);
-            for oy in 0..g.out_h {
-                for ox in 0..g.out_w {
-                    taps(g, oy, ox, &mut window);
-                    let d = &dzi[(oy * g.out_w + ox) * c * m..][..c * m];
-                    for &(t, src) in &window {
-                        let xs = &img[src..src + c];
-                        let dks = &mut dk[t * c * m..(t + 1) * c * m];
-                        let ks = &kernel[t * c * m..(t + 1) * c * m];
-                        if m == 1 {
-                            for ((dk, x), d) in dks.iter_mut().zip(xs).zip(d) {
-                                *dk += x * d;
+        let img = &x[b * ilen..(b + 1) * ilen];
+        let dzi = &dz[b * olen..(b + 1) * olen];
+        let mut dk = vec![0f32; klen];
+        let mut window = Vec::with_capacity(g.kh * g.kw);
+        for oy in 0..g.out_h {
+            for ox in 0..g.out_w {
+                taps(g, oy, ox, &mut window);
+                let d = &dzi[(oy * g.out_w + ox) * c * m..][..c * m];
+                for &(t, src) in &window {
+                    let xs = &img[src..src + c];
+                    let dks = &mut dk[t * c * m..(t + 1) * c * m];
+                    let ks = &kernel[t * c * m..(t + 1) * c * m];
+                    if m == 1 {
+                        for ((dk, x), d) in dks.iter_mut().zip(xs).zip(d) {
+                            *dk += x * d;
+                        }
+                        if let Some(dimg) = dimg.as_deref_mut() {
+                            for ((dx, k), d) in dimg[src..src + c].iter_mut().zip(ks).zip(d) {
+                                *dx += k * d;
+                            }
+                        }
+                    } else {
+                        for ch in 0..c {
+                            let (dch, kch) = (&d[ch * m..(ch + 1) * m], &ks[ch * m..(ch + 1) * m]);
+                            for (dk, dv) in dks[ch * m..(ch + 1) * m].iter_mut().zip(dch) {
+                                *dk += xs[ch] * dv;
                             }
                             if let Some(dimg) = dimg.as_deref_mut() {
-                                for ((dx, k), d) in dimg[src..src + c].iter_mut().zip(ks).zip(d) {
-                                    *dx += k * d;
-                                }
-                            }
-                        } else {
-                            for ch in 0..c {
-                                let (dch, kch) = (&d[ch * m..(ch + 1) * m], &ks[ch * m..(ch + 1) * m]);
-                                for (dk, dv) in dks[ch * m..(ch + 1) * m].iter_mut().zip(dch) {
-                                    *dk += xs[ch] * dv;
-                                }
-                                if let Some(dimg) = dimg.as_deref_mut() {
-                                    dimg[src + ch] += kch.iter().zip(dch).map(|(k, dv)| k * dv).sum::<f32>();
-                                }
+                                dimg[src + ch] += kch.iter().zip(dch).map(|(k, dv)| k * dv).sum::<f32>();
                             }
                         }
                     }
                 }
             }
-            dk
+        }
+        dk
     };
     let per_image: Vec<Vec<f32>> = if need_input {
         dx.par_chunks_mut(ilen.max(1)).enumerate().map(|(b, d)| body(b, Some(d))).collect()

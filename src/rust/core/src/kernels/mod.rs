@@ -86,9 +86,7 @@ pub fn max_pool_on_device(x: &Tensor, g: &ConvGeometry) -> Result<(Tensor, MaxPo
 pub fn max_pool_backward_on_device(dy: &Tensor, routing: &MaxPoolRouting, input_dims: &[usize]) -> Result<Tensor> {
     match routing {
         MaxPoolRouting::Recompute { input, output, geometry: g } => {
-            let dx = with_cpu_slice(input, |xs| {
-                with_cpu_slice(output, |ys| with_cpu_slice(dy, |ds| max_pool_backward_from(xs, ys, ds, input_dims[0], g)))
-            })???;
+            let dx = with_cpu_slice(input, |xs| with_cpu_slice(output, |ys| with_cpu_slice(dy, |ds| max_pool_backward_from(xs, ys, ds, input_dims[0], g))))???;
             Ok(Tensor::from_vec(dx, input_dims, dy.device())?)
         }
         MaxPoolRouting::Winners { mask, geometry: g } => {

@@ -16,10 +16,7 @@ fn padded(size: usize, pad_before: usize, taps: usize, dilation: usize, out: usi
 }
 
 fn padded_hw(g: &ConvGeometry) -> ((usize, usize), (usize, usize)) {
-    (
-        padded(g.h, g.pad_top, g.kh, g.dilation_h, g.out_h, g.stride_h),
-        padded(g.w, g.pad_left, g.kw, g.dilation_w, g.out_w, g.stride_w),
-    )
+    (padded(g.h, g.pad_top, g.kh, g.dilation_h, g.out_h, g.stride_h), padded(g.w, g.pad_left, g.kw, g.dilation_w, g.out_w, g.stride_w))
 }
 
 /// Every window of `x` (batch, h, w, c): (batch, out_h, out_w, kh * kw, c); padding reads as zeros.
@@ -56,16 +53,15 @@ pub fn fold(p: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
         for j in 0..g.kw {
             let mut t = p.narrow(3, i * g.kw + j, 1)?.squeeze(3)?; // (b, out_h, out_w, c)
             if g.stride_h > 1 || g.stride_w > 1 {
-                t = t
-                    .reshape((b, g.out_h, 1, g.out_w, 1, g.c))?
-                    .pad_with_zeros(2, 0, g.stride_h - 1)?
-                    .pad_with_zeros(4, 0, g.stride_w - 1)?
-                    .reshape((b, g.out_h * g.stride_h, g.out_w * g.stride_w, g.c))?;
+                t = t.reshape((b, g.out_h, 1, g.out_w, 1, g.c))?.pad_with_zeros(2, 0, g.stride_h - 1)?.pad_with_zeros(4, 0, g.stride_w - 1)?.reshape((
+                    b,
+                    g.out_h * g.stride_h,
+                    g.out_w * g.stride_w,
+                    g.c,
+                ))?;
             }
             let (top, left) = (i * g.dilation_h, j * g.dilation_w);
-            let t = t
-                .pad_with_zeros(1, top, full_h - top - g.out_h * g.stride_h)?
-                .pad_with_zeros(2, left, full_w - left - g.out_w * g.stride_w)?;
+            let t = t.pad_with_zeros(1, top, full_h - top - g.out_h * g.stride_h)?.pad_with_zeros(2, left, full_w - left - g.out_w * g.stride_w)?;
             acc = Some(match acc {
                 Some(a) => (a + t)?,
                 None => t,

@@ -52,55 +52,6 @@ pub fn max_pool_backward(dy: &[f32], arg: &[u32], input_len: usize) -> Vec<f32> 
     dx
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::kernels::output_extent;
-
-    #[test]
-    fn pools_and_routes_gradients_to_the_maximum() {
-        // One 4x4 single-channel image, 2x2 windows, stride 2.
-        let x: Vec<f32> = vec![1., 5., 2., 0., 3., 4., 8., 1., 0., 0., 1., 1., 9., 0., 1., 2.];
-        let (oh, _) = output_extent(4, 2, 2, 1, false);
-        let g = ConvGeometry { h: 4, w: 4, c: 1, kh: 2, kw: 2, stride_h: 2, stride_w: 2, dilation_h: 1, dilation_w: 1, pad_top: 0, pad_left: 0, out_h: oh, out_w: oh };
-        let (y, arg) = max_pool_forward(&x, 1, &g);
-        assert_eq!(y, vec![5., 8., 9., 2.]);
-        let dx = max_pool_backward(&[1., 2., 3., 4.], &arg, 16);
-        let mut expected = vec![0f32; 16];
-        expected[1] = 1.;
-        expected[6] = 2.;
-        expected[12] = 3.;
-        expected[15] = 4.;
-        assert_eq!(dx, expected);
-    }
-
-    #[test]
-    fn index_free_kernels_match_the_argmax_reference_ties_included() {
-        for (h, w, c, k, st, same) in [(6usize, 7usize, 3usize, 2usize, 2usize, false), (5, 5, 2, 3, 2, true), (4, 6, 1, 3, 1, true)] {
-            let (out_h, pad_top) = output_extent(h, k, st, 1, same);
-            let (out_w, pad_left) = output_extent(w, k, st, 1, same);
-            let g = ConvGeometry { h, w, c, kh: k, kw: k, stride_h: st, stride_w: st, dilation_h: 1, dilation_w: 1, pad_top, pad_left, out_h, out_w };
-            // Few distinct values, so that windows hold equal maxima.
-            let x: Vec<f32> = (0..2 * h * w * c).map(|i| ((i * 7 % 5) as f32) - 2.0).collect();
-            let (y_ref, arg) = max_pool_forward(&x, 2, &g);
-            let y = max_pool_values(&x, 2, &g);
-            assert_eq!(y, y_ref);
-            let dy: Vec<f32> = (0..y.len()).map(|i| 0.5 + i as f32).collect();
-            assert_eq!(max_pool_backward_from(&x, &y, &dy, 2, &g), max_pool_backward(&dy, &arg, x.len()));
-        }
-    }
-
-    #[test]
-    fn odd_sizes_keep_every_window() {
-        // 5 -> 2 with valid padding: the last row/column is dropped, not misaligned.
-        let x: Vec<f32> = (0..25).map(|v| v as f32).collect();
-        let (oh, _) = output_extent(5, 2, 2, 1, false);
-        let g = ConvGeometry { h: 5, w: 5, c: 1, kh: 2, kw: 2, stride_h: 2, stride_w: 2, dilation_h: 1, dilation_w: 1, pad_top: 0, pad_left: 0, out_h: oh, out_w: oh };
-        let (y, _) = max_pool_forward(&x, 1, &g);
-        assert_eq!(y, vec![6., 8., 16., 18.]);
-    }
-}
-
 /// Max pooling without an index array: (batch, h, w, c) -> (batch, out_h, out_w, c). The
 /// backward pass finds each window's first maximum again ([`max_pool_backward_from`]);
 /// keeping an argmax per output made this pass five times slower (a select per value).
@@ -213,5 +164,82 @@ fn for_each_window(g: &ConvGeometry, mut f: impl FnMut(usize, &[usize])) {
             }
             f((oy * g.out_w + ox) * g.c, &taps);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::output_extent;
+
+    #[test]
+    fn pools_and_routes_gradients_to_the_maximum() {
+        // One 4x4 single-channel image, 2x2 windows, stride 2.
+        let x: Vec<f32> = vec![1., 5., 2., 0., 3., 4., 8., 1., 0., 0., 1., 1., 9., 0., 1., 2.];
+        let (oh, _) = output_extent(4, 2, 2, 1, false);
+        let g = ConvGeometry {
+            h: 4,
+            w: 4,
+            c: 1,
+            kh: 2,
+            kw: 2,
+            stride_h: 2,
+            stride_w: 2,
+            dilation_h: 1,
+            dilation_w: 1,
+            pad_top: 0,
+            pad_left: 0,
+            out_h: oh,
+            out_w: oh,
+        };
+        let (y, arg) = max_pool_forward(&x, 1, &g);
+        assert_eq!(y, vec![5., 8., 9., 2.]);
+        let dx = max_pool_backward(&[1., 2., 3., 4.], &arg, 16);
+        let mut expected = vec![0f32; 16];
+        expected[1] = 1.;
+        expected[6] = 2.;
+        expected[12] = 3.;
+        expected[15] = 4.;
+        assert_eq!(dx, expected);
+    }
+
+    #[test]
+    fn index_free_kernels_match_the_argmax_reference_ties_included() {
+        for (h, w, c, k, st, same) in [(6usize, 7usize, 3usize, 2usize, 2usize, false), (5, 5, 2, 3, 2, true), (4, 6, 1, 3, 1, true)] {
+            let (out_h, pad_top) = output_extent(h, k, st, 1, same);
+            let (out_w, pad_left) = output_extent(w, k, st, 1, same);
+            let g = ConvGeometry { h, w, c, kh: k, kw: k, stride_h: st, stride_w: st, dilation_h: 1, dilation_w: 1, pad_top, pad_left, out_h, out_w };
+            // Few distinct values, so that windows hold equal maxima.
+            let x: Vec<f32> = (0..2 * h * w * c).map(|i| ((i * 7 % 5) as f32) - 2.0).collect();
+            let (y_ref, arg) = max_pool_forward(&x, 2, &g);
+            let y = max_pool_values(&x, 2, &g);
+            assert_eq!(y, y_ref);
+            let dy: Vec<f32> = (0..y.len()).map(|i| 0.5 + i as f32).collect();
+            assert_eq!(max_pool_backward_from(&x, &y, &dy, 2, &g), max_pool_backward(&dy, &arg, x.len()));
+        }
+    }
+
+    #[test]
+    fn odd_sizes_keep_every_window() {
+        // 5 -> 2 with valid padding: the last row/column is dropped, not misaligned.
+        let x: Vec<f32> = (0..25).map(|v| v as f32).collect();
+        let (oh, _) = output_extent(5, 2, 2, 1, false);
+        let g = ConvGeometry {
+            h: 5,
+            w: 5,
+            c: 1,
+            kh: 2,
+            kw: 2,
+            stride_h: 2,
+            stride_w: 2,
+            dilation_h: 1,
+            dilation_w: 1,
+            pad_top: 0,
+            pad_left: 0,
+            out_h: oh,
+            out_w: oh,
+        };
+        let (y, _) = max_pool_forward(&x, 1, &g);
+        assert_eq!(y, vec![6., 8., 16., 18.]);
     }
 }

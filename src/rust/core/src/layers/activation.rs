@@ -33,7 +33,15 @@ impl LayerType for ActivationLayer {
         Ok((LayerOutput { value, logits }, cache))
     }
 
-    fn backward(&self, _name: &str, _weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        _name: &str,
+        _weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         let ActivationCache { x, y } = cache.get::<ActivationCache>()?;
         Ok(LayerGrads::input_only(grad.through(self.activation, x, y)?))
     }

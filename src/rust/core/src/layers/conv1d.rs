@@ -6,7 +6,9 @@
 //! `(batch, out_steps, filters)`.
 use super::conv2d::{check_window, ConvCache};
 use super::params::check_positive;
-use super::{Cache, Conv2D, DataFormat, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, NotSupported, OutputGrad, Padding, Tuple1, Tuple2, WeightSpec};
+use super::{
+    Cache, Conv2D, DataFormat, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, NotSupported, OutputGrad, Padding, Tuple1, Tuple2, WeightSpec,
+};
 use crate::activation::Activation;
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
@@ -138,7 +140,15 @@ impl LayerType for Conv1D {
         Ok((LayerOutput { value, logits }, Cache::new(cache)))
     }
 
-    fn backward(&self, name: &str, weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        name: &str,
+        weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         let cache = cache.get::<ConvCache>()?;
         let image_dims = &cache.input_dims;
         let mut g = self.on_image().run_backward(name, &weights[0].unsqueeze(0)?, cache, grad, need_input_grad)?;

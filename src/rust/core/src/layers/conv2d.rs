@@ -154,7 +154,15 @@ impl LayerType for Conv2D {
         Ok((out, Cache::new(cache)))
     }
 
-    fn backward(&self, name: &str, weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        name: &str,
+        weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         self.run_backward(name, &weights[0], cache.get::<ConvCache>()?, grad, need_input_grad)
     }
 

@@ -114,7 +114,15 @@ impl LayerType for Dense {
     /// dz from the incoming gradient, then kernel = x^T dz, bias = column sums of dz,
     /// input = dz kernel^T (only when asked for; the kernel's transpose, a row-major
     /// (units, in) tensor, spares the product packing the kernel again).
-    fn backward(&self, _name: &str, weights: &[Tensor], transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        _name: &str,
+        weights: &[Tensor],
+        transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         let DenseCache { input_dims, x, z, y } = cache.get::<DenseCache>()?;
         let dz = grad.through(self.activation, z, y)?;
         let mut grads = vec![crate::kernels::matmul(&x.t()?, &dz)?];
@@ -171,7 +179,8 @@ mod tests {
         let plain = dense.backward("d", &[k.clone(), b.clone()], &[], &cache, dy.clone(), true).unwrap();
         let with_t = dense.backward("d", &[k, b], &[Some(kt)], &cache, dy, true).unwrap();
         // Equal up to float rounding (gemm may order a sum differently for each layout).
-        let (a, b) = (plain.input.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), with_t.input.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        let (a, b) =
+            (plain.input.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), with_t.input.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
         for (u, v) in a.iter().zip(&b) {
             assert!((u - v).abs() <= 1e-6 * u.abs().max(1.0), "{} vs {}", u, v);
         }
@@ -183,7 +192,7 @@ mod tests {
         let dense = Dense::new(2, Activation::Relu, false).unwrap();
         let k = Tensor::ones((3, 2), candle_core::DType::F32, &dev).unwrap();
         let x = Tensor::ones((4, 3), candle_core::DType::F32, &dev).unwrap();
-        let (out, cache) = dense.forward("d", &[k.clone()], &[x], &mut ctx()).unwrap();
+        let (out, cache) = dense.forward("d", std::slice::from_ref(&k), &[x], &mut ctx()).unwrap();
         let g = dense.backward("d", &[k], &[], &cache, OutputGrad::Value(out.value.ones_like().unwrap()), false).unwrap();
         assert!(g.input.is_none());
         assert_eq!(g.weights.len(), 1);

@@ -51,14 +51,20 @@ impl DepthwiseWindow {
 
     /// Gradients of `depthwise` for the kernel (Keras layout) and, if asked, the input
     /// image (batch, h, w, c).
-    fn depthwise_backward(&self, cols: &Tensor, kernel: &Tensor, dz: &Tensor, g: &ConvGeometry, input_dims: &[usize], need_input: bool) -> Result<(Tensor, Option<Tensor>)> {
+    fn depthwise_backward(
+        &self,
+        cols: &Tensor,
+        kernel: &Tensor,
+        dz: &Tensor,
+        g: &ConvGeometry,
+        input_dims: &[usize],
+        need_input: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let (taps, c, m) = (g.kh * g.kw, g.c, self.depth_multiplier);
         if cols.device().is_cpu() {
             let batch = input_dims[0];
             let k = kernel.flatten_all()?.to_vec1::<f32>()?;
-            let (dk, dx) = with_cpu_slice(cols, |x| {
-                with_cpu_slice(dz, |d| crate::kernels::depthwise::backward(x, &k, d, batch, g, m, need_input))
-            })??;
+            let (dk, dx) = with_cpu_slice(cols, |x| with_cpu_slice(dz, |d| crate::kernels::depthwise::backward(x, &k, d, batch, g, m, need_input)))??;
             let dk = Tensor::from_vec(dk, (g.kh, g.kw, c, m), dz.device())?;
             let dx = dx.map(|dx| Tensor::from_vec(dx, input_dims, dz.device())).transpose()?;
             return Ok((dk, dx));
@@ -100,7 +106,15 @@ struct DepthwiseCache {
     input_dims: Vec<usize>,
 }
 
-fn check_depthwise(kernel_size: Tuple2, strides: Tuple2, dilation_rate: Tuple2, data_format: DataFormat, padding: Padding, depth_multiplier: usize, class: &str) -> Result<()> {
+fn check_depthwise(
+    kernel_size: Tuple2,
+    strides: Tuple2,
+    dilation_rate: Tuple2,
+    data_format: DataFormat,
+    padding: Padding,
+    depth_multiplier: usize,
+    class: &str,
+) -> Result<()> {
     check_window(kernel_size, strides, dilation_rate, data_format)?;
     padding.check_not_causal(class)?;
     check_positive("depth_multiplier", &[depth_multiplier])
@@ -204,7 +218,15 @@ impl LayerType for DepthwiseConv2D {
         Ok((LayerOutput { value, logits }, Cache::new(DepthwiseCache { cols, mid: None, z, y, input_dims: x.dims().to_vec() })))
     }
 
-    fn backward(&self, name: &str, weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        name: &str,
+        weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         let DepthwiseCache { cols, z, y, input_dims, .. } = cache.get::<DepthwiseCache>()?;
         let window = self.window();
         let g = window.geometry(name, Self::CLASS_NAME, &input_dims[1..])?;
@@ -349,7 +371,15 @@ impl LayerType for SeparableConv2D {
         Ok((LayerOutput { value, logits }, Cache::new(DepthwiseCache { cols, mid: Some(mid), z, y, input_dims: x.dims().to_vec() })))
     }
 
-    fn backward(&self, name: &str, weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        name: &str,
+        weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         let DepthwiseCache { cols, mid, z, y, input_dims } = cache.get::<DepthwiseCache>()?;
         let mid = mid.as_ref().ok_or_else(|| Error::State("SeparableConv2D got a DepthwiseConv2D cache".into()))?;
         let window = self.window();
@@ -407,7 +437,7 @@ mod tests {
         layer.use_bias = false;
         let x = Tensor::arange(0f32, 60.0, &dev).unwrap().affine(0.05, -1.0).unwrap().reshape((1, 3, 5, 4)).unwrap();
         let k = Tensor::arange(0f32, 48.0, &dev).unwrap().affine(0.02, -0.4).unwrap().reshape((2, 3, 4, 2)).unwrap();
-        let y = layer.forward("d", &[k.clone()], &[x.clone()], &mut ctx()).unwrap().0.value;
+        let y = layer.forward("d", std::slice::from_ref(&k), std::slice::from_ref(&x), &mut ctx()).unwrap().0.value;
         assert_eq!(y.dims(), &[1, 2, 3, 8]);
         let (xv, kv, yv) = (
             x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
@@ -442,10 +472,10 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (2, 4, 6, 3), &dev).unwrap();
         let grads = |kk: &Tensor, xx: &Tensor, dy: &Tensor| {
             let w = [kk.clone(), b.clone()];
-            let (_, cache) = d.forward("d", &w, &[xx.clone()], &mut ctx()).unwrap();
+            let (_, cache) = d.forward("d", &w, std::slice::from_ref(xx), &mut ctx()).unwrap();
             d.backward("d", &w, &[], &cache, OutputGrad::Value(dy.clone()), true).unwrap()
         };
-        let fwd = |kk: &Tensor, xx: &Tensor| Ok(d.forward("d", &[kk.clone(), b.clone()], &[xx.clone()], &mut ctx())?.0.value);
+        let fwd = |kk: &Tensor, xx: &Tensor| Ok(d.forward("d", &[kk.clone(), b.clone()], std::slice::from_ref(xx), &mut ctx())?.0.value);
         check_backward(&[2, 4, 6, 3], |xx| fwd(&k, xx), |xx, dy| Ok(grads(&k, xx, dy).input.unwrap()), 2e-2);
         check_backward(&[2, 3, 3, 1], |kk| fwd(kk, &x), |kk, dy| Ok(grads(kk, &x, dy).weights[0].clone()), 2e-2);
     }

@@ -55,7 +55,15 @@ impl LayerType for Dropout {
         Ok((LayerOutput::plain(x.mul(&mask)?), Cache::new(DropoutCache { mask: Some(mask) })))
     }
 
-    fn backward(&self, _name: &str, _weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        _name: &str,
+        _weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         let dy = grad.value(Self::CLASS_NAME)?;
         let input = match &cache.get::<DropoutCache>()?.mask {
             Some(m) => dy.mul(m)?,
@@ -79,7 +87,7 @@ mod tests {
         let x = Tensor::ones((100, 100), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
         let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(3) };
         let layer = Dropout::new(0.3).unwrap();
-        let y = layer.forward("d", &[], &[x.clone()], &mut ctx).unwrap().0.value;
+        let y = layer.forward("d", &[], std::slice::from_ref(&x), &mut ctx).unwrap().0.value;
         let v = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let zeros = v.iter().filter(|a| **a == 0.0).count() as f64 / v.len() as f64;
         assert!((zeros - 0.3).abs() < 0.03);

@@ -88,7 +88,15 @@ impl LayerType for Embedding {
 
     /// Each output row's gradient is added to the row of the embedding it came from; the
     /// indices have no gradient.
-    fn backward(&self, _name: &str, weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        _name: &str,
+        weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         let ids = &cache.get::<EmbeddingCache>()?.ids;
         let dy = grad.value(Self::CLASS_NAME)?.reshape((ids.dim(0)?, self.output_dim))?;
         let dw = weights[0].zeros_like()?.index_add(ids, &dy, 0)?;
@@ -112,9 +120,9 @@ mod tests {
         let mut ctx = ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(0) };
         let w = Tensor::new(&[[0f32, 1.], [2., 3.], [4., 5.], [6., 7.]], &Device::Cpu).unwrap();
         let x = Tensor::new(&[[3f32, 1.], [1., 1.]], &Device::Cpu).unwrap();
-        let (out, cache) = e.forward("e", &[w.clone()], &[x], &mut ctx).unwrap();
+        let (out, cache) = e.forward("e", std::slice::from_ref(&w), &[x], &mut ctx).unwrap();
         assert_eq!(out.value.to_vec3::<f32>().unwrap(), vec![vec![vec![6., 7.], vec![2., 3.]], vec![vec![2., 3.], vec![2., 3.]]]);
-        let g = e.backward("e", &[w.clone()], &[], &cache, OutputGrad::Value(out.value.ones_like().unwrap()), true).unwrap();
+        let g = e.backward("e", std::slice::from_ref(&w), &[], &cache, OutputGrad::Value(out.value.ones_like().unwrap()), true).unwrap();
         assert_eq!(g.weights[0].to_vec2::<f32>().unwrap(), vec![vec![0., 0.], vec![3., 3.], vec![0., 0.], vec![1., 1.]]);
         let bad = Tensor::new(&[[4f32]], &Device::Cpu).unwrap();
         assert!(e.forward("e", &[w], &[bad], &mut ctx).is_err());

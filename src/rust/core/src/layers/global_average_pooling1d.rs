@@ -42,7 +42,15 @@ impl LayerType for GlobalAveragePooling1D {
     }
 
     /// Each step gets the channel's gradient divided by the number of steps.
-    fn backward(&self, _name: &str, _weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        _name: &str,
+        _weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         let InputDims(dims) = cache.get::<InputDims>()?;
         let dy = grad.value(Self::CLASS_NAME)?;
         let dx = (dy.unsqueeze(1)?.broadcast_as(dims.as_slice())? / dims[1] as f64)?.contiguous()?;

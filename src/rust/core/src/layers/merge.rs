@@ -48,7 +48,15 @@ impl LayerType for Add {
         Ok((LayerOutput::plain(value), Cache::new(MergeCache { inputs: xs.to_vec() })))
     }
 
-    fn backward(&self, _name: &str, _weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        _name: &str,
+        _weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         let dy = grad.value(Self::CLASS_NAME)?;
         Ok(split_grads(cache.get::<MergeCache>()?.inputs.iter().map(|_| dy.clone()).collect()))
     }
@@ -76,7 +84,15 @@ impl LayerType for Multiply {
     }
 
     /// Each input's gradient: the output gradient times every other input.
-    fn backward(&self, _name: &str, _weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        _name: &str,
+        _weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         let dy = grad.value(Self::CLASS_NAME)?;
         let inputs = &cache.get::<MergeCache>()?.inputs;
         let grads = (0..inputs.len())
@@ -128,7 +144,15 @@ impl LayerType for Concatenate {
     }
 
     /// Each input's gradient: its slice of the output gradient.
-    fn backward(&self, _name: &str, _weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        _name: &str,
+        _weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         let dy = grad.value(Self::CLASS_NAME)?;
         let mut start = 0;
         let grads = cache

@@ -193,7 +193,15 @@ pub trait LayerType: std::fmt::Debug + Send + Sync + Serialize + DeserializeOwne
     /// Gradients from the output gradient; the input gradient only when `need_input_grad`.
     /// `transposed[i]`, where present, is `weights[i]`'s transpose as a row-major tensor (see
     /// [`Self::TRANSPOSED_WEIGHTS`]).
-    fn backward(&self, name: &str, weights: &[Tensor], transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads>;
+    fn backward(
+        &self,
+        name: &str,
+        weights: &[Tensor],
+        transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        need_input_grad: bool,
+    ) -> Result<LayerGrads>;
 
     /// New values for non-trainable weights after a training forward pass (index within the
     /// layer's weights, value), e.g. batch normalization's moving statistics.
@@ -218,7 +226,15 @@ pub trait AnyLayer: std::fmt::Debug + Send + Sync {
     fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>>;
     fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec>;
     fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)>;
-    fn backward(&self, name: &str, weights: &[Tensor], transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads>;
+    fn backward(
+        &self,
+        name: &str,
+        weights: &[Tensor],
+        transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        need_input_grad: bool,
+    ) -> Result<LayerGrads>;
     fn state_updates(&self, cache: &Cache) -> Vec<(usize, Tensor)>;
     fn transposed_weights(&self) -> &'static [usize];
 }
@@ -243,7 +259,15 @@ impl<T: LayerType> AnyLayer for T {
     fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
         LayerType::forward(self, name, weights, xs, ctx)
     }
-    fn backward(&self, name: &str, weights: &[Tensor], transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        name: &str,
+        weights: &[Tensor],
+        transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         LayerType::backward(self, name, weights, transposed, cache, grad, need_input_grad)
     }
     fn state_updates(&self, cache: &Cache) -> Vec<(usize, Tensor)> {
@@ -358,7 +382,14 @@ impl Layer {
 
     /// The backward pass, given transposes of some of the weights where the caller has them
     /// (`transposed[i]` for `weights[i]`; see `Architecture::backward_with_transposes`).
-    pub fn backward_with(&self, weights: &[Tensor], transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
+    pub fn backward_with(
+        &self,
+        weights: &[Tensor],
+        transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         self.kind.backward(&self.name, weights, transposed, cache, grad, need_input_grad)
     }
 }

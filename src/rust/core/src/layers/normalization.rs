@@ -108,7 +108,6 @@ impl BatchNormalization {
         let value = finish(&xhat)?;
         Ok((LayerOutput::plain(value), Cache::new(BatchNormCache { xhat, inv_std, input_dims: dims, new_mean, new_var })))
     }
-
 }
 
 impl LayerType for BatchNormalization {
@@ -169,7 +168,15 @@ impl LayerType for BatchNormalization {
         }
     }
 
-    fn backward(&self, _name: &str, weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        _name: &str,
+        weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         let BatchNormCache { xhat, inv_std, input_dims, .. } = cache.get::<BatchNormCache>()?;
         let dy = grad.value(Self::CLASS_NAME)?;
         let (rows, c) = xhat.dims2()?;

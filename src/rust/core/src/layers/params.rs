@@ -97,9 +97,7 @@ pub enum DataFormat {
 impl DataFormat {
     pub fn check(self) -> crate::Result<()> {
         if self == DataFormat::ChannelsFirst {
-            return Err(crate::Error::Value(
-                "`data_format = \"channels_first\"` is not supported: rustgpu runs channels last (Keras's default)".into(),
-            ));
+            return Err(crate::Error::Value("`data_format = \"channels_first\"` is not supported: rustgpu runs channels last (Keras's default)".into()));
         }
         Ok(())
     }

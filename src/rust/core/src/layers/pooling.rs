@@ -4,7 +4,9 @@ use super::conv1d::{as_image_shape, from_image, to_image};
 use super::params::check_positive;
 use super::{Cache, DataFormat, Example, ForwardContext, InputDims, LayerGrads, LayerOutput, LayerType, OutputGrad, Padding, Tuple1, Tuple2};
 use crate::error::{Error, Result};
-use crate::kernels::{avg_pool_backward_on_device, avg_pool_on_device, max_pool_backward_on_device, max_pool_on_device, window_geometry, ConvGeometry, MaxPoolRouting};
+use crate::kernels::{
+    avg_pool_backward_on_device, avg_pool_on_device, max_pool_backward_on_device, max_pool_on_device, window_geometry, ConvGeometry, MaxPoolRouting,
+};
 use crate::shape::join_dims;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -96,7 +98,15 @@ impl LayerType for MaxPooling2D {
         Ok((LayerOutput::plain(value), Cache::new(MaxPoolCache { routing, input_dims: xs[0].dims().to_vec() })))
     }
 
-    fn backward(&self, _name: &str, _weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        _name: &str,
+        _weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         max_pool_backward(cache, grad, Self::CLASS_NAME)
     }
 
@@ -145,7 +155,15 @@ impl LayerType for AveragePooling2D {
         Ok((LayerOutput::plain(avg_pool_on_device(x, &g)?), Cache::new(InputDims(x.dims().to_vec()))))
     }
 
-    fn backward(&self, name: &str, _weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        name: &str,
+        _weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         let InputDims(input_dims) = cache.get::<InputDims>()?;
         let dy = grad.value(Self::CLASS_NAME)?;
         let g = self.window().geometry(name, Self::CLASS_NAME, &input_dims[1..])?;
@@ -204,7 +222,15 @@ impl LayerType for MaxPooling1D {
         Ok((LayerOutput::plain(from_image(value)?), Cache::new(MaxPoolCache { routing, input_dims: image.dims().to_vec() })))
     }
 
-    fn backward(&self, _name: &str, _weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        _name: &str,
+        _weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         let grad = match grad {
             OutputGrad::Value(dy) => OutputGrad::Value(to_image(&dy)?),
             other => other,
@@ -262,7 +288,15 @@ impl LayerType for GlobalAveragePooling2D {
         Ok((LayerOutput::plain(value), Cache::new(InputDims(x.dims().to_vec()))))
     }
 
-    fn backward(&self, _name: &str, _weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        _name: &str,
+        _weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         let InputDims(input_dims) = cache.get::<InputDims>()?;
         let dy = grad.value(Self::CLASS_NAME)?;
         let (b, pixels, c) = (input_dims[0], input_dims[1] * input_dims[2], input_dims[3]);
@@ -305,7 +339,15 @@ impl LayerType for GlobalMaxPooling2D {
         Ok((LayerOutput::plain(value), Cache::new(MaxPoolCache { routing, input_dims: x.dims().to_vec() })))
     }
 
-    fn backward(&self, _name: &str, _weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        _name: &str,
+        _weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         let grad = match grad {
             OutputGrad::Value(dy) => OutputGrad::Value(dy.reshape((dy.dim(0)?, 1, 1, dy.dim(1)?))?),
             other => other,
@@ -338,7 +380,9 @@ mod tests {
         let offsets: Vec<f32> = (0..n).map(|i| ((i * 7919) % n) as f32 * 3.0).collect();
         let offsets = Tensor::from_vec(offsets, &shape[..], &Device::Cpu).unwrap();
         for (same, strides) in [(false, 2), (true, 2), (false, 1)] {
-            let pool: MaxPooling2D = crate::layers::parse_config(&serde_json::json!({ "pool_size": 2, "strides": strides, "padding": if same { "same" } else { "valid" } })).unwrap();
+            let pool: MaxPooling2D =
+                crate::layers::parse_config(&serde_json::json!({ "pool_size": 2, "strides": strides, "padding": if same { "same" } else { "valid" } }))
+                    .unwrap();
             check_backward(
                 &shape,
                 |x| Ok(pool.forward("p", &[], &[(x + &offsets)?], &mut ctx())?.0.value),

@@ -48,9 +48,10 @@ pub static LAYER_TYPES: &[Registration] = &[
 
 /// The registration of a Keras class name.
 pub fn find(class_name: &str) -> Result<&'static Registration> {
-    LAYER_TYPES.iter().find(|r| r.class_name == class_name).ok_or_else(|| {
-        Error::Value(format!("layer class \"{}\" is not supported by rustgpu yet", class_name.escape_default()))
-    })
+    LAYER_TYPES
+        .iter()
+        .find(|r| r.class_name == class_name)
+        .ok_or_else(|| Error::Value(format!("layer class \"{}\" is not supported by rustgpu yet", class_name.escape_default())))
 }
 
 /// A layer type from its Keras config (the type's fields; `name` and the like are ignored).
@@ -190,12 +191,7 @@ mod tests {
                     ws[i] = w.clone();
                     ws
                 };
-                check_backward(
-                    &spec.shape,
-                    |w| forward(&with(w), &inst.inputs),
-                    |w, dy| Ok(backward(&with(w), &inst.inputs, dy).weights[i].clone()),
-                    3e-2,
-                );
+                check_backward(&spec.shape, |w| forward(&with(w), &inst.inputs), |w, dy| Ok(backward(&with(w), &inst.inputs, dy).weights[i].clone()), 3e-2);
             }
         }
     }

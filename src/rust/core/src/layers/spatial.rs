@@ -36,7 +36,15 @@ impl LayerType for Flatten {
         Ok((LayerOutput::plain(value), Cache::new(InputDims(dims))))
     }
 
-    fn backward(&self, _name: &str, _weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        _name: &str,
+        _weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         reshape_backward(cache, grad, Self::CLASS_NAME)
     }
 
@@ -73,7 +81,7 @@ impl LayerType for Reshape {
         let known = self.target_shape.iter().filter(|d| **d > 0).try_fold(1usize, |acc, d| acc.checked_mul(*d as usize));
         let fits = match (known, self.target_shape.contains(&-1)) {
             (Some(k), false) => k == total,
-            (Some(k), true) => k > 0 && total % k == 0,
+            (Some(k), true) => k > 0 && total.is_multiple_of(k),
             (None, _) => false,
         };
         if !fits {
@@ -97,7 +105,15 @@ impl LayerType for Reshape {
         Ok((LayerOutput::plain(xs[0].reshape(shape)?), Cache::new(InputDims(dims))))
     }
 
-    fn backward(&self, _name: &str, _weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        _name: &str,
+        _weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         reshape_backward(cache, grad, Self::CLASS_NAME)
     }
 
@@ -181,7 +197,15 @@ impl LayerType for ZeroPadding2D {
         Ok((LayerOutput::plain(value), Cache::new(InputDims(xs[0].dims().to_vec()))))
     }
 
-    fn backward(&self, _name: &str, _weights: &[Tensor], _transposed: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(
+        &self,
+        _name: &str,
+        _weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         let InputDims(input_dims) = cache.get::<InputDims>()?;
         let dy = grad.value(Self::CLASS_NAME)?;
         let Padding2D((t, _), (l, _)) = self.padding;
