@@ -1,4 +1,4 @@
-#' Inject a failure into one replica of a parallel model (for testing)
+#' Inject a failure into one replica of a parallel model (internal: a test hook)
 #'
 #' Makes `replica` fail in the training step after `after_steps` more steps, by returning
 #' an error or by panicking, so that tests and users can see what a failing device does:
@@ -16,11 +16,10 @@
 #' model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
 #' parallel <- multi_gpu_model(model, gpus = 2)
 #' compile(parallel, optimizer = "sgd", loss = "mse")
-#' inject_replica_failure(parallel, replica = 1, kind = "panic")
+#' rustgpu:::inject_replica_failure(parallel, replica = 1, kind = "panic")
 #' x <- matrix(runif(20), ncol = 2)
 #' try(fit(parallel, x, rowSums(x), epochs = 1, verbose = 0))
 #' use_virtual_gpus(0)
-#' @export
 inject_replica_failure <- function(model, replica = 0, after_steps = 0, kind = c("error", "panic")) {
   check_model(model, "model")
   kind <- match.arg(kind)

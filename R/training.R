@@ -151,15 +151,6 @@ check_compiled <- function(object, what, call = rlang::caller_env()) {
   }
 }
 
-check_unsupported <- function(..., call = rlang::caller_env()) {
-  args <- list(...)
-  for (nm in names(args)) {
-    if (!is.null(args[[nm]])) {
-      value_error(sprintf("`%s` is not supported yet by rustgpu: leave it NULL.", nm), call = call)
-    }
-  }
-}
-
 default_batch_size <- function(batch_size, call = rlang::caller_env()) {
   if (is.null(batch_size)) return(32L)
   check_count(batch_size, "batch_size", min = 1, call = call)

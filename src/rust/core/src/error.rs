@@ -67,9 +67,3 @@ pub fn explain_out_of_memory(e: Error, device: &str) -> Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// `value_err!("units must be positive, got {}", n)` builds an `Error::Value`.
-#[macro_export]
-macro_rules! value_err {
-    ($($arg:tt)*) => { $crate::error::Error::Value(format!($($arg)*)) };
-}

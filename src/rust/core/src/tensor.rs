@@ -27,14 +27,6 @@ impl HostTensor {
         self.shape.iter().skip(1).product()
     }
 
-    /// Rows `start..end` as a new host tensor (contiguous, order kept).
-    pub fn slice_rows(&self, start: usize, end: usize) -> HostTensor {
-        let w = self.row_len();
-        let mut shape = self.shape.clone();
-        shape[0] = end - start;
-        HostTensor { shape, data: self.data[start * w..end * w].to_vec() }
-    }
-
     pub fn to_device(&self, device: &Device) -> Result<Tensor> {
         Ok(Tensor::from_slice(&self.data, self.shape.as_slice(), device)?)
     }
