@@ -12,7 +12,6 @@ state_error <- function(message, call = rlang::caller_env()) {
   rustgpu_abort(message, "rustgpu_state_error", call = call)
 }
 
-
 # The Rust side returns a `rustgpu_backend_failure` object instead of raising, so no
 # R error ever unwinds through Rust frames; turn it into the condition here.
 call_backend <- function(result, call = rlang::caller_env()) {

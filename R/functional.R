@@ -117,12 +117,11 @@ keras_model <- function(inputs, outputs, name = NULL) {
 }
 
 merge_layer <- function(inputs, class_name, config, name, call = rlang::caller_env()) {
-  layer <- new_layer(class_name, layer_name(name, class_name, call = call), config)
-  if (missing(inputs) || is.null(inputs)) return(layer)
-  if (!is.list(inputs) || length(inputs) < 2 || !all(vapply(inputs, is_tensor, logical(1)))) {
+  if (missing(inputs)) inputs <- NULL
+  if (!is.null(inputs) && (!is.list(inputs) || length(inputs) < 2 || !all(vapply(inputs, is_tensor, logical(1))))) {
     value_error("`inputs` must be a list of at least 2 tensors.", call = call)
   }
-  compose_layer(inputs, layer, call = call)
+  create_layer(class_name, inputs, config, name = name, call = call)
 }
 
 #' Merge layers: add, multiply or concatenate tensors

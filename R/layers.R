@@ -95,7 +95,7 @@ new_seed <- function() sample.int(.Machine$integer.max, 1)
 #' @param use_bias Whether the layer uses a bias vector.
 #' @param kernel_initializer,bias_initializer Initializer names: "glorot_uniform",
 #'   "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal",
-#'   "random_uniform", "random_normal", "zeros", "ones".
+#'   "random_uniform" (Keras 2 also calls it "uniform"), "random_normal" ("normal"), "zeros", "ones".
 #' @param input_shape Shape of one sample (without the batch axis); only for the first layer.
 #' @param name Name of the layer (default: a unique "dense", "dense_1", ...).
 #' @return The model, invisibly (or the layer when `object` is missing).
@@ -221,7 +221,6 @@ layer_embedding <- function(object, input_dim, output_dim, embeddings_initialize
   check_count(input_dim, "input_dim", min = 1)
   check_count(output_dim, "output_dim", min = 1)
   check_string(embeddings_initializer, "embeddings_initializer")
-  if (embeddings_initializer == "uniform") embeddings_initializer <- "random_uniform"
   check_count(input_length, "input_length", min = 1, allow_null = TRUE)
   if (is.null(input_shape) && !is.null(input_length)) input_shape <- input_length
   create_layer("Embedding", object, list(

@@ -35,8 +35,9 @@ impl Initializer {
             "lecun_uniform" => Initializer::LecunUniform,
             "lecun_normal" => Initializer::LecunNormal,
             // Keras defaults: RandomUniform(-0.05, 0.05), RandomNormal(0, 0.05).
-            "random_uniform" => Initializer::RandomUniform { min: -0.05, max: 0.05 },
-            "random_normal" => Initializer::RandomNormal { mean: 0.0, stddev: 0.05 },
+            // ("uniform" and "normal" are Keras 2's names for them, e.g. Embedding's default.)
+            "random_uniform" | "uniform" => Initializer::RandomUniform { min: -0.05, max: 0.05 },
+            "random_normal" | "normal" => Initializer::RandomNormal { mean: 0.0, stddev: 0.05 },
             other => return Err(Error::Value(format!("unknown initializer \"{}\": expected one of {}", other, INITIALIZER_NAMES.join(", ")))),
         })
     }

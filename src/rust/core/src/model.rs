@@ -160,7 +160,7 @@ impl Architecture {
             if node.inputs.iter().any(|s| matches!(s, Source::Node(_))) {
                 let range = &self.weight_ranges[node.layer];
                 for i in self.layers[node.layer].kind.transposed_weights() {
-                    if let Some(slot) = wanted.get_mut(range.start + i).filter(|_| range.start + i < range.end) {
+                    if let Some(slot) = wanted[range.clone()].get_mut(*i) {
                         *slot = true;
                     }
                 }

@@ -16,3 +16,21 @@ pub fn check_input_shape(shape: &[usize]) -> Result<()> {
     }
     Ok(())
 }
+
+/// `(height, width, channels)` of an image layer's input (without the batch axis), or an
+/// error naming the layer when the input has another rank.
+pub fn image_dims(name: &str, class: &str, input: &[usize]) -> Result<(usize, usize, usize)> {
+    match *input {
+        [h, w, c] => Ok((h, w, c)),
+        _ => Err(Error::Value(format!("layer \"{}\" ({}) needs inputs of shape (height, width, channels), got ({})", name, class, join_dims(input)))),
+    }
+}
+
+/// `(steps, channels)` of a sequence layer's input (without the batch axis), or an error
+/// naming the layer when the input has another rank.
+pub fn sequence_dims(name: &str, class: &str, input: &[usize]) -> Result<(usize, usize)> {
+    match *input {
+        [steps, c] => Ok((steps, c)),
+        _ => Err(Error::Value(format!("layer \"{}\" ({}) needs inputs of shape (steps, channels), got ({})", name, class, join_dims(input)))),
+    }
+}

@@ -194,14 +194,7 @@ pub fn window_geometry(
     dilation: (usize, usize),
     same: bool,
 ) -> Result<ConvGeometry> {
-    let &[h, w, c] = input else {
-        return Err(Error::Value(format!(
-            "layer \"{}\" ({}) needs inputs of shape (height, width, channels), got ({})",
-            name,
-            class,
-            crate::shape::join_dims(input)
-        )));
-    };
+    let (h, w, c) = crate::shape::image_dims(name, class, input)?;
     let (out_h, pad_top) = output_extent(h, kernel.0, strides.0, dilation.0, same);
     let (out_w, pad_left) = output_extent(w, kernel.1, strides.1, dilation.1, same);
     if out_h == 0 || out_w == 0 {

@@ -12,7 +12,7 @@ use super::{
 use crate::activation::Activation;
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
-use crate::shape::join_dims;
+use crate::shape::sequence_dims;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -62,10 +62,8 @@ impl Default for Conv1D {
 
 /// (steps, channels) as a (1, steps, channels) image, or a clear error for another rank.
 pub(super) fn as_image_shape(name: &str, class: &str, input: &[usize]) -> Result<Vec<usize>> {
-    match *input {
-        [steps, c] => Ok(vec![1, steps, c]),
-        _ => Err(Error::Value(format!("layer \"{}\" ({}) needs inputs of shape (steps, channels), got ({})", name, class, join_dims(input)))),
-    }
+    let (steps, c) = sequence_dims(name, class, input)?;
+    Ok(vec![1, steps, c])
 }
 
 pub(super) fn to_image(x: &Tensor) -> Result<Tensor> {

@@ -2,7 +2,7 @@
 //! each channel over the steps (Keras's layer, channels last).
 use super::{Cache, DataFormat, Example, ForwardContext, InputDims, LayerGrads, LayerOutput, LayerType, OutputGrad};
 use crate::error::{Error, Result};
-use crate::shape::join_dims;
+use crate::shape::sequence_dims;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -25,14 +25,8 @@ impl LayerType for GlobalAveragePooling1D {
     }
 
     fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
-        match *inputs[0] {
-            [_, c] => Ok(vec![c]),
-            _ => Err(Error::Value(format!(
-                "layer \"{}\" (GlobalAveragePooling1D) needs inputs of shape (steps, channels), got ({})",
-                name,
-                join_dims(&inputs[0])
-            ))),
-        }
+        let (_, c) = sequence_dims(name, Self::CLASS_NAME, &inputs[0])?;
+        Ok(vec![c])
     }
 
     fn forward(&self, name: &str, _weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {

@@ -308,13 +308,15 @@ impl Layer {
 
     /// The layer a Keras layer config describes (`{"name": ..., <the type's fields>}`).
     pub fn from_config(class_name: &str, config: &Value, seed: u64) -> Result<Self> {
+        let registration = registry::find(class_name)?;
+        let kind = registration.build(config)?;
         let name = match config.get("name") {
             Some(Value::String(s)) => s.clone(),
-            None | Some(Value::Null) => unique_name(registry::find(class_name)?.name_prefix),
+            None | Some(Value::Null) => unique_name(registration.name_prefix),
             Some(other) => return Err(Error::Value(format!("{} config `name` must be a string, got {}", class_name, other))),
         };
         check_layer_name(&name)?;
-        Ok(Self { name, kind: registry::from_config(class_name, config)?, seed })
+        Ok(Self { name, kind, seed })
     }
 
     /// Keras's class name, as shown by `summary()`.

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::kernels::{
     avg_pool_backward_on_device, avg_pool_on_device, max_pool_backward_on_device, max_pool_on_device, window_geometry, ConvGeometry, MaxPoolRouting,
 };
-use crate::shape::join_dims;
+use crate::shape::image_dims;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -242,14 +242,6 @@ impl LayerType for MaxPooling1D {
 
     fn example() -> Example {
         Example { config: serde_json::json!({ "pool_size": 3, "strides": 2 }), inputs: vec![vec![7, 2]], index_bound: None }
-    }
-}
-
-/// `(h, w, c)` of an image input, or a clear error for another rank.
-fn image_dims(name: &str, class: &str, input: &[usize]) -> Result<(usize, usize, usize)> {
-    match *input {
-        [h, w, c] => Ok((h, w, c)),
-        _ => Err(Error::Value(format!("layer \"{}\" ({}) needs inputs of shape (height, width, channels), got ({})", name, class, join_dims(input)))),
     }
 }
 

@@ -6,18 +6,27 @@ use super::*;
 pub struct Registration {
     pub class_name: &'static str,
     pub name_prefix: &'static str,
-    build: fn(&Value) -> Result<Arc<dyn AnyLayer>>,
+    parse: fn(&Value) -> Result<Arc<dyn AnyLayer>>,
     /// The type's [`LayerType::example`], for the generic test.
     pub example: fn() -> Example,
 }
 
 impl Registration {
     pub const fn of<T: LayerType>() -> Self {
-        Self { class_name: T::CLASS_NAME, name_prefix: T::NAME_PREFIX, build: build::<T>, example: T::example }
+        Self { class_name: T::CLASS_NAME, name_prefix: T::NAME_PREFIX, parse: parse::<T>, example: T::example }
+    }
+
+    /// A layer of this type from its Keras config (the type's fields; `name` and the like
+    /// are ignored).
+    pub fn build(&self, config: &Value) -> Result<Arc<dyn AnyLayer>> {
+        if !config.is_object() {
+            return Err(Error::Value(format!("the config of a {} layer must be a named list (a JSON object)", self.class_name)));
+        }
+        (self.parse)(config)
     }
 }
 
-fn build<T: LayerType>(config: &Value) -> Result<Arc<dyn AnyLayer>> {
+fn parse<T: LayerType>(config: &Value) -> Result<Arc<dyn AnyLayer>> {
     Ok(Arc::new(parse_config::<T>(config)?))
 }
 
@@ -52,14 +61,6 @@ pub fn find(class_name: &str) -> Result<&'static Registration> {
         .iter()
         .find(|r| r.class_name == class_name)
         .ok_or_else(|| Error::Value(format!("layer class \"{}\" is not supported by rustgpu yet", class_name.escape_default())))
-}
-
-/// A layer type from its Keras config (the type's fields; `name` and the like are ignored).
-pub fn from_config(class_name: &str, config: &Value) -> Result<Arc<dyn AnyLayer>> {
-    if !config.is_object() {
-        return Err(Error::Value(format!("the config of a {} layer must be a named list (a JSON object)", class_name.escape_default())));
-    }
-    (find(class_name)?.build)(config)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Layers that move values without weights: Flatten, Reshape and ZeroPadding2D.
 use super::{Cache, DataFormat, Example, ForwardContext, InputDims, LayerGrads, LayerOutput, LayerType, OutputGrad};
 use crate::error::{Error, Result};
-use crate::shape::join_dims;
+use crate::shape::{image_dims, join_dims};
 use candle_core::Tensor;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
@@ -166,13 +166,6 @@ pub struct ZeroPadding2D {
     pub data_format: DataFormat,
 }
 
-fn image_dims(name: &str, input: &[usize]) -> Result<(usize, usize, usize)> {
-    match *input {
-        [h, w, c] => Ok((h, w, c)),
-        _ => Err(Error::Value(format!("layer \"{}\" (ZeroPadding2D) needs inputs of shape (height, width, channels), got ({})", name, join_dims(input)))),
-    }
-}
-
 impl LayerType for ZeroPadding2D {
     const CLASS_NAME: &'static str = "ZeroPadding2D";
     const NAME_PREFIX: &'static str = "zero_padding2d";
@@ -182,7 +175,7 @@ impl LayerType for ZeroPadding2D {
     }
 
     fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
-        let (h, w, c) = image_dims(name, &inputs[0])?;
+        let (h, w, c) = image_dims(name, Self::CLASS_NAME, &inputs[0])?;
         let Padding2D((t, b), (l, r)) = self.padding;
         let grow = |n: usize, a: usize, b: usize| n.checked_add(a).and_then(|v| v.checked_add(b));
         match (grow(h, t, b), grow(w, l, r)) {
