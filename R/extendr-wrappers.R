@@ -4,43 +4,9 @@
 #' @useDynLib rustgpu, .registration = TRUE
 NULL
 
-#' A functional model from the layers defined on `scratch` (a model used only to hold
-#' them) and the wiring R traced from the output tensors back to the inputs.
-#' @noRd
-rg_make_functional <- function(scratch, name, input_names, input_shapes, nodes, outputs) .Call(wrap__rg_make_functional, scratch, name, input_names, input_shapes, nodes, outputs)
-
-#' Test hook: makes `replica` of a parallel model fail ("error" or "panic") in the
-#' training step after `after_steps` more steps.
-#' @noRd
-rg_inject_fault <- function(ptr, replica, after_steps, kind) .Call(wrap__rg_inject_fault, ptr, replica, after_steps, kind)
-
 #' Sets process-wide thread settings before any tensor work; called from .onLoad.
 #' @noRd
 rg_init <- function() .Call(wrap__rg_init)
-
-#' @noRd
-rg_model_new <- function(name) .Call(wrap__rg_model_new, name)
-
-#' TRUE when `ptr` still points at a live model.
-#' @noRd
-rg_is_live <- function(ptr) .Call(wrap__rg_is_live, ptr)
-
-#' @noRd
-rg_unique_name <- function(prefix) .Call(wrap__rg_unique_name, prefix)
-
-#' Structure for print/summary: layers, shapes, parameter counts, devices.
-#' @noRd
-rg_model_info <- function(ptr) .Call(wrap__rg_model_info, ptr)
-
-#' @noRd
-rg_get_weights <- function(ptr) .Call(wrap__rg_get_weights, ptr)
-
-#' @noRd
-rg_set_weights <- function(ptr, weights) .Call(wrap__rg_set_weights, ptr, weights)
-
-#' Wraps the template in a parallel model that shares its weights.
-#' @noRd
-rg_multi_gpu <- function(template, gpus, cpu_merge, cpu_relocation) .Call(wrap__rg_multi_gpu, template, gpus, cpu_merge, cpu_relocation)
 
 #' @noRd
 rg_use_virtual_gpus <- function(n, threads) .Call(wrap__rg_use_virtual_gpus, n, threads)
@@ -59,9 +25,13 @@ rg_build_features <- function() .Call(wrap__rg_build_features)
 #' @noRd
 rg_cuda_versions <- function() .Call(wrap__rg_cuda_versions)
 
-#' Start/end times (seconds, relative to the earliest) of the replicas' recent tasks.
+#' A functional model from the layers defined on `scratch` (a model used only to hold
+#' them) and the wiring R traced from the output tensors back to the inputs.
 #' @noRd
-rg_replica_timeline <- function(ptr) .Call(wrap__rg_replica_timeline, ptr)
+rg_make_functional <- function(scratch, name, input_names, input_shapes, nodes, outputs) .Call(wrap__rg_make_functional, scratch, name, input_names, input_shapes, nodes, outputs)
+
+#' @noRd
+rg_unique_name <- function(prefix) .Call(wrap__rg_unique_name, prefix)
 
 #' Adds a layer of Keras class `class_name` made from `config` (a named list of Keras's
 #' config fields, `name` included) to the model; `input_shape` only for the first layer.
@@ -75,6 +45,31 @@ rg_layer_types <- function() .Call(wrap__rg_layer_types)
 
 #' @noRd
 rg_pop_layer <- function(ptr) .Call(wrap__rg_pop_layer, ptr)
+
+#' @noRd
+rg_model_new <- function(name) .Call(wrap__rg_model_new, name)
+
+#' TRUE when `ptr` still points at a live model.
+#' @noRd
+rg_is_live <- function(ptr) .Call(wrap__rg_is_live, ptr)
+
+#' Structure for print/summary: layers, shapes, parameter counts, devices.
+#' @noRd
+rg_model_info <- function(ptr) .Call(wrap__rg_model_info, ptr)
+
+#' @noRd
+rg_get_weights <- function(ptr) .Call(wrap__rg_get_weights, ptr)
+
+#' @noRd
+rg_set_weights <- function(ptr, weights) .Call(wrap__rg_set_weights, ptr, weights)
+
+#' Wraps the template in a parallel model that shares its weights.
+#' @noRd
+rg_multi_gpu <- function(template, gpus, cpu_merge, cpu_relocation) .Call(wrap__rg_multi_gpu, template, gpus, cpu_merge, cpu_relocation)
+
+#' Start/end times (seconds, relative to the earliest) of the replicas' recent tasks.
+#' @noRd
+rg_replica_timeline <- function(ptr) .Call(wrap__rg_replica_timeline, ptr)
 
 #' @noRd
 rg_save_weights <- function(ptr, path, overwrite) .Call(wrap__rg_save_weights, ptr, path, overwrite)
@@ -104,6 +99,11 @@ rg_get_config <- function(ptr) .Call(wrap__rg_get_config, ptr)
 #' A new model from a Keras config (an R list as get_config() returns).
 #' @noRd
 rg_from_config <- function(config) .Call(wrap__rg_from_config, config)
+
+#' Test hook: makes `replica` of a parallel model fail ("error" or "panic") in the
+#' training step after `after_steps` more steps.
+#' @noRd
+rg_inject_fault <- function(ptr, replica, after_steps, kind) .Call(wrap__rg_inject_fault, ptr, replica, after_steps, kind)
 
 #' The optimizer's learning rate (NA before compile), or sets it when `value` is a number.
 #' @noRd

@@ -270,7 +270,7 @@ fn main() {
     // Two replicas on one GPU (two workers) against one device.
     for merge in [MergeDevice::Cpu, MergeDevice::FirstReplica] {
         let set = ReplicaSet::new(vec![cuda(0, "cuda0 replica a"), cuda(0, "cuda0 replica b")], merge).unwrap();
-        let par = Executor::Replicated(set);
+        let par = Executor::replicated(set);
         let (x, y) = data(100, 32, 5);
         let rows: Vec<usize> = (0..100).collect();
         let m = mlp(&[48, 24, 5], 32, false);
@@ -292,7 +292,7 @@ fn main() {
     // A CNN through 2 replicas on one GPU against one device.
     {
         let set = ReplicaSet::new(vec![cuda(0, "cuda0 replica a"), cuda(0, "cuda0 replica b")], MergeDevice::Cpu).unwrap();
-        let par = Executor::Replicated(set);
+        let par = Executor::replicated(set);
         let (label, shape, m) = window_models().remove(0);
         let (x, y) = shaped_data(90, &shape, 5);
         let rows: Vec<usize> = (0..90).collect();

@@ -51,8 +51,8 @@ fn main() {
     } else {
         vec![
             ("local", Executor::Local(cpu_device())),
-            ("1 replica", Executor::Replicated(ReplicaSet::new(vec![dev(0)], MergeDevice::Cpu).unwrap())),
-            ("2 replicas", Executor::Replicated(ReplicaSet::new(vec![dev(0), dev(1)], MergeDevice::Cpu).unwrap())),
+            ("1 replica", Executor::replicated(ReplicaSet::new(vec![dev(0)], MergeDevice::Cpu).unwrap())),
+            ("2 replicas", Executor::replicated(ReplicaSet::new(vec![dev(0), dev(1)], MergeDevice::Cpu).unwrap())),
         ]
     };
     let only: Option<String> = std::env::var("ONLY").ok();
@@ -70,7 +70,7 @@ fn main() {
             exec.train_on_batch(&mut m, &mut c, &[&x], &[&y], None, &rows_all, 0).unwrap();
         }
         println!("{:>10}: {:.2} ms/step", name, t.elapsed().as_secs_f64() * 1000.0 / n as f64);
-        if let Executor::Replicated(set) = exec {
+        if let Some(set) = exec.replica_set() {
             // Virtual GPUs run a step as one task per replica (forward, backward, their share
             // of the update): the rest of the step is handing work out and collecting it.
             let tl = set.timeline();

@@ -274,36 +274,11 @@ pub struct Model {
     pub name: String,
     pub arch: Arc<Architecture>,
     pub weights: Vec<Weight>,
-    /// The weights as host tensors, kept between training steps on virtual GPUs.
-    pub host: HostWeightCache,
-}
-
-/// A model's [`HostWeights`]; a copy of the model starts with none.
-#[derive(Default)]
-pub struct HostWeightCache(Arc<std::sync::Mutex<HostWeights>>);
-
-impl HostWeightCache {
-    /// The cache itself, to hold locked while a step updates the model's weights.
-    pub fn shared(&self) -> Arc<std::sync::Mutex<HostWeights>> {
-        self.0.clone()
-    }
-}
-
-impl Clone for HostWeightCache {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
-impl std::fmt::Debug for HostWeightCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HostWeightCache")
-    }
 }
 
 impl Model {
     pub fn new(name: String) -> Self {
-        Self { name, arch: Arc::new(Architecture::default()), weights: Vec::new(), host: HostWeightCache::default() }
+        Self { name, arch: Arc::new(Architecture::default()), weights: Vec::new() }
     }
 
     /// Appends a layer; `input_shape` (without the batch axis) is allowed on the first layer only.
@@ -439,7 +414,7 @@ impl Model {
         }
         let input_shape = graph.input_shapes.first().cloned();
         let arch = Architecture { layers, graph: Some(graph), input_shape, output_shapes, weight_ranges };
-        Ok(Self { name, arch: Arc::new(arch), weights, host: HostWeightCache::default() })
+        Ok(Self { name, arch: Arc::new(arch), weights })
     }
 
     /// Removes the last layer (Keras's `pop_layer`).
@@ -550,60 +525,4 @@ fn build(mut arch: Architecture, input_shape: &[usize], existing: &[Weight]) -> 
 /// Makes the weights of a step as tensors on `device` (the per-step "weights out" transfer).
 pub fn weights_to_device(weights: &[Arc<Vec<f32>>], shapes: &[Vec<usize>], device: &candle_core::Device) -> Result<Vec<Tensor>> {
     weights.iter().zip(shapes).map(|(w, s)| Ok(Tensor::from_slice(w.as_slice(), s.as_slice(), device)?)).collect()
-}
-
-/// Weight tensors in host memory kept from one step to the next for CPU-backed devices,
-/// which all read the same ones (virtual GPUs share the host's memory: copying the weights
-/// for each replica was a fixed cost per replica and step), with the transposes the backward
-/// pass wants (`Architecture::transposed_kernels`). An entry is used only while the model's
-/// weight is still the very value it was made from: the entry holds that value's `Arc`, so
-/// any other change to the weights (set_weights, loading, moving statistics, the template's
-/// own training) gives the model a new `Arc` and the entry is remade.
-#[derive(Default)]
-pub struct HostWeights {
-    entries: Vec<Option<HostEntry>>,
-}
-
-/// One weight's tensors: its value (shaped) and, where wanted, its transpose.
-pub struct HostWeight {
-    pub value: Tensor,
-    pub transposed: Option<Tensor>,
-}
-
-type HostEntry = (Arc<Vec<f32>>, HostWeight);
-
-impl HostWeights {
-    /// The weights as CPU tensors (and the wanted transposes), reusing every entry that is
-    /// still current. The entries' hold on the values is released, so that the optimizer
-    /// can then update them in place.
-    pub fn take(&mut self, weights: &[Weight], want_transposed: &[bool]) -> Result<Vec<HostWeight>> {
-        self.entries.resize_with(weights.len(), || None);
-        weights
-            .iter()
-            .zip(self.entries.iter_mut())
-            .enumerate()
-            .map(|(i, (w, entry))| {
-                let wanted = want_transposed.get(i).copied().unwrap_or(false);
-                match entry.take() {
-                    Some((source, hw)) if Arc::ptr_eq(&source, &w.value) && hw.value.dims() == w.shape.as_slice() && hw.transposed.is_some() == wanted => {
-                        Ok(hw)
-                    }
-                    _ => {
-                        let value = Tensor::from_slice(w.value.as_slice(), w.shape.as_slice(), &candle_core::Device::Cpu)?;
-                        let transposed = if wanted && value.rank() == 2 { Some(value.t()?.contiguous()?) } else { None };
-                        Ok(HostWeight { value, transposed })
-                    }
-                }
-            })
-            .collect()
-    }
-
-    /// Keeps each weight's current tensors (None where there are none) for the next step.
-    pub fn keep(&mut self, weights: &[Weight], tensors: Vec<Option<HostWeight>>) {
-        self.entries = weights.iter().zip(tensors).map(|(w, t)| t.map(|t| (w.value.clone(), t))).collect();
-    }
-
-    pub fn clear(&mut self) {
-        self.entries.clear();
-    }
 }

@@ -32,7 +32,7 @@ fn all(rows: usize) -> Vec<usize> {
 
 fn replicas(n: usize, merge: MergeDevice) -> Executor {
     let devices = (0..n).map(|id| DeviceInfo { id, kind: DeviceKind::Virtual, name: format!("v{}", id), memory: None, threads: 1 }).collect();
-    Executor::Replicated(ReplicaSet::new(devices, merge).unwrap())
+    Executor::replicated(ReplicaSet::new(devices, merge).unwrap())
 }
 
 fn compiled(opt: &str) -> Compiled {
@@ -166,7 +166,7 @@ fn a_failing_replica_neither_hangs_the_others_nor_changes_the_weights() {
     )
     .unwrap();
     set.inject_fault(1, 1, FaultKind::Panic).unwrap();
-    let par = Executor::Replicated(set);
+    let par = Executor::replicated(set);
     par.train_on_batch(&mut m, &mut c, &[&x], &[&y], None, &all(12), 0).unwrap();
     let before = m.get_weights();
     let err = par.train_on_batch(&mut m, &mut c, &[&x], &[&y], None, &all(12), 1).unwrap_err();

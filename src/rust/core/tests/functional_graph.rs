@@ -88,7 +88,7 @@ fn replicas_train_a_functional_model_like_one_device() {
     let (mut ca, mut cb) = (compiled(), compiled());
     let local = Executor::Local(rustgpu_core::device::cpu_device());
     let devices = (0..3).map(|id| DeviceInfo { id, kind: DeviceKind::Virtual, name: format!("f{}", id), memory: None, threads: 1 }).collect();
-    let par = Executor::Replicated(ReplicaSet::new(devices, MergeDevice::Cpu).unwrap());
+    let par = Executor::replicated(ReplicaSet::new(devices, MergeDevice::Cpu).unwrap());
     let (x0, x1, y) = data(11);
     let rows: Vec<usize> = (0..11).collect();
     for step in 0..4 {

@@ -64,8 +64,15 @@ fn rg_pop_layer(mut ptr: Robj) -> Robj {
     })
 }
 
+/// @noRd
+#[extendr]
+fn rg_unique_name(prefix: &str) -> String {
+    rustgpu_core::layers::unique_name(prefix)
+}
+
 extendr_module! {
     mod layers;
+    fn rg_unique_name;
     fn rg_add_layer;
     fn rg_layer_types;
     fn rg_pop_layer;

@@ -3,8 +3,7 @@
 //! `rustgpu_backend_failure` object that R turns into a classed condition (no longjmp
 //! crosses Rust frames, and nothing here takes the R session down).
 use extendr_api::prelude::*;
-use rustgpu_core::device::{self, DeviceInfo};
-use rustgpu_core::parallel::{MergeDevice, ReplicaSet};
+use rustgpu_core::device;
 use rustgpu_core::{Compiled, Error, Executor, Model, Result};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,11 +15,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod convert;
+mod devices;
+mod functional;
 mod layers;
+mod model;
+mod multi_gpu;
 mod saving;
+mod testing;
 mod training;
-
-use convert::host_to_r;
 
 /// A model as R holds it: the (possibly shared) model, its compile state and where it runs.
 /// A parallel model shares `model` with its template.
@@ -116,286 +118,15 @@ fn rg_init() -> Robj {
     ().into()
 }
 
-/// @noRd
-#[extendr]
-fn rg_model_new(name: &str) -> Robj {
-    guard(|| Ok(ModelHandle::new_pointer(Model::new(name.to_string()))))
-}
-
-/// TRUE when `ptr` still points at a live model.
-/// @noRd
-#[extendr]
-fn rg_is_live(mut ptr: Robj) -> bool {
-    handle(&mut ptr).is_ok()
-}
-
-/// @noRd
-#[extendr]
-fn rg_unique_name(prefix: &str) -> String {
-    rustgpu_core::layers::unique_name(prefix)
-}
-
-/// Structure for print/summary: layers, shapes, parameter counts, devices.
-/// @noRd
-#[extendr]
-fn rg_model_info(mut ptr: Robj) -> Robj {
-    guard(|| {
-        let h = handle(&mut ptr)?;
-        let m = h.model();
-        let arch = &m.arch;
-        let names: Vec<String> = arch.layers.iter().map(|l| l.name.clone()).collect();
-        let classes: Vec<String> = arch.layers.iter().map(|l| l.class_name().to_string()).collect();
-        let shapes: Vec<String> = (0..arch.layers.len())
-            .map(|i| match arch.output_shapes.get(i) {
-                Some(s) => format!("(None, {})", rustgpu_core::shape::join_dims(s)),
-                None => "(unbuilt)".to_string(),
-            })
-            .collect();
-        let params: Vec<f64> = (0..arch.layers.len())
-            .map(|i| match arch.weight_ranges.get(i) {
-                Some(r) => m.weights[r.clone()].iter().map(|w| w.value.len() as f64).sum(),
-                None => f64::NAN,
-            })
-            .collect();
-        let (trainable, frozen) = m.count_params();
-        let devices: Vec<String> = match &h.executor {
-            Executor::Local(d) => vec![d.name.clone()],
-            Executor::Replicated(set) => {
-                set.devices.iter().map(|d| format!("{} ({}, {} thread{})", d.label(), d.name, d.threads, if d.threads == 1 { "" } else { "s" })).collect()
-            }
-        };
-        let merge = match &h.executor {
-            Executor::Replicated(set) if set.merge == MergeDevice::FirstReplica => "first GPU",
-            _ => "CPU",
-        };
-        let input_shape: Robj = match &arch.input_shape {
-            Some(s) => s.iter().map(|v| *v as i32).collect::<Vec<_>>().into(),
-            None => ().into(),
-        };
-        let weight_names: Vec<String> = m.weights.iter().map(|w| w.name.clone()).collect();
-        Ok(list!(
-            name = m.name.clone(),
-            layer_names = names,
-            layer_classes = classes,
-            output_shapes = shapes,
-            layer_params = params,
-            trainable_params = trainable as f64,
-            non_trainable_params = frozen as f64,
-            built = arch.is_built(),
-            input_shape = input_shape,
-            replicas = h.executor.replica_count() as i32,
-            parallel = matches!(h.executor, Executor::Replicated(_)),
-            functional = arch.graph.is_some(),
-            output_names = arch.output_names(),
-            input_names = arch.graph.as_ref().map(|g| g.input_names.clone()).unwrap_or_default(),
-            input_shapes = arch
-                .graph
-                .as_ref()
-                .map(|g| g.input_shapes.iter().map(|s| format!("(None, {})", rustgpu_core::shape::join_dims(s))).collect::<Vec<_>>())
-                .unwrap_or_default(),
-            devices = devices,
-            merge = merge,
-            cpu_relocation = h.cpu_relocation,
-            compiled = h.compiled.is_some(),
-            weight_names = weight_names
-        )
-        .into())
-    })
-}
-
-/// @noRd
-#[extendr]
-fn rg_get_weights(mut ptr: Robj) -> Robj {
-    guard(|| {
-        let h = handle(&mut ptr)?;
-        let ws = h.model().get_weights();
-        Ok(List::from_values(ws.iter().map(host_to_r)).into())
-    })
-}
-
-/// @noRd
-#[extendr]
-fn rg_set_weights(mut ptr: Robj, weights: Robj) -> Robj {
-    guard(|| {
-        let h = handle(&mut ptr)?;
-        let list: List = weights.try_into().map_err(|_| Error::Value("`weights` must be a list of arrays".into()))?;
-        let mut values = Vec::with_capacity(list.len());
-        for (i, (_, w)) in list.iter().enumerate() {
-            let what = format!("weights[[{}]]", i + 1);
-            let arr = convert::RArray::new(&w, &what, false)?;
-            arr.check_finite(&what)?;
-            values.push(arr.all());
-        }
-        h.model().set_weights(values)?;
-        Ok(().into())
-    })
-}
-
-/// Wraps the template in a parallel model that shares its weights.
-/// @noRd
-#[extendr]
-fn rg_multi_gpu(mut template: Robj, gpus: Robj, cpu_merge: bool, cpu_relocation: bool) -> Robj {
-    guard(|| {
-        let t = handle(&mut template)?;
-        let ids: Vec<usize> = match gpus.as_real_vector() {
-            Some(v) => v.iter().map(|x| *x as usize).collect(),
-            None => gpus.as_integer_vector().unwrap_or_default().iter().map(|x| *x as usize).collect(),
-        };
-        let devices = device::resolve_gpus(&ids)?;
-        let merge = if cpu_merge { MergeDevice::Cpu } else { MergeDevice::FirstReplica };
-        let set = ReplicaSet::new(devices, merge)?;
-        let h = ModelHandle { model: t.model.clone(), compiled: None, executor: Executor::Replicated(set), cpu_relocation, steps: 0 };
-        Ok(ExternalPtr::new(h).into())
-    })
-}
-
-/// @noRd
-#[extendr]
-fn rg_use_virtual_gpus(n: i32, threads: i32) -> Robj {
-    guard(|| {
-        device::set_virtual_gpus(n.max(0) as usize, threads.max(0) as usize)?;
-        Ok(().into())
-    })
-}
-
-/// @noRd
-#[extendr]
-fn rg_gpu_devices() -> Robj {
-    guard(|| {
-        let d: Vec<DeviceInfo> = device::gpu_devices();
-        Ok(list!(
-            id = d.iter().map(|x| x.id as i32).collect::<Vec<_>>(),
-            name = d.iter().map(|x| x.name.clone()).collect::<Vec<_>>(),
-            kind = d.iter().map(|x| x.kind.as_str().to_string()).collect::<Vec<_>>(),
-            memory = d.iter().map(|x| x.memory.map(|m| m as f64).unwrap_or(f64::NAN)).collect::<Vec<_>>(),
-            threads = d.iter().map(|x| x.threads as i32).collect::<Vec<_>>()
-        )
-        .into())
-    })
-}
-
-/// @noRd
-#[extendr]
-fn rg_cuda_device_count() -> i32 {
-    device::cuda_device_count() as i32
-}
-
-/// Features compiled into this build.
-/// @noRd
-#[extendr]
-fn rg_build_features() -> Vec<String> {
-    let mut f = vec!["cpu".to_string()];
-    if cfg!(feature = "cuda") {
-        f.push("cuda".into());
-    }
-    f
-}
-
-/// CUDA driver and cuBLAS versions found at run time (NA in a CPU build).
-/// @noRd
-#[extendr]
-fn rg_cuda_versions() -> Robj {
-    let (driver, cublas) = rustgpu_core::device::cuda_versions();
-    let na = || Robj::from(Rstr::na());
-    list!(driver = driver.map(Robj::from).unwrap_or_else(na), cublas = cublas.map(Robj::from).unwrap_or_else(na)).into()
-}
-
-/// Start/end times (seconds, relative to the earliest) of the replicas' recent tasks.
-/// @noRd
-#[extendr]
-fn rg_replica_timeline(mut ptr: Robj) -> Robj {
-    guard(|| {
-        let h = handle(&mut ptr)?;
-        let tl = match &h.executor {
-            Executor::Replicated(set) => set.timeline(),
-            Executor::Local(_) => Vec::new(),
-        };
-        let t0 = tl.iter().map(|i| i.start).min();
-        let secs = |t: std::time::Instant| t0.map(|z| t.duration_since(z).as_secs_f64()).unwrap_or(0.0);
-        Ok(list!(
-            replica = tl.iter().map(|i| i.replica as i32).collect::<Vec<_>>(),
-            start = tl.iter().map(|i| secs(i.start)).collect::<Vec<_>>(),
-            end = tl.iter().map(|i| secs(i.end)).collect::<Vec<_>>()
-        )
-        .into())
-    })
-}
-
-/// R's node references: -(k + 1) for model input k, j for node j.
-fn source(code: i32) -> rustgpu_core::model::Source {
-    if code < 0 {
-        rustgpu_core::model::Source::Input((-code - 1) as usize)
-    } else {
-        rustgpu_core::model::Source::Node(code as usize)
-    }
-}
-
-/// A functional model from the layers defined on `scratch` (a model used only to hold
-/// them) and the wiring R traced from the output tensors back to the inputs.
-/// @noRd
-#[extendr]
-fn rg_make_functional(mut scratch: Robj, name: &str, input_names: Vec<String>, input_shapes: List, nodes: List, outputs: Vec<i32>) -> Robj {
-    guard(|| {
-        let layers = handle(&mut scratch)?.model().arch.layers.clone();
-        let shapes = input_shapes
-            .values()
-            .map(|v| v.as_integer_vector().map(|s| s.into_iter().map(|d| d.max(0) as usize).collect::<Vec<_>>()))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| Error::Value("input shapes must be integer vectors".into()))?;
-        let nodes = nodes
-            .values()
-            .map(|n| {
-                let l: List = n.try_into().map_err(|_| Error::Value("malformed node".into()))?;
-                let get = |k: &str| l.iter().find(|(name, _)| *name == k).map(|(_, v)| v);
-                let layer = get("layer").and_then(|v| v.as_integer()).ok_or_else(|| Error::Value("node without a layer".into()))?;
-                let inputs = get("inputs").and_then(|v| v.as_integer_vector()).unwrap_or_default();
-                Ok(rustgpu_core::model::Node { layer: layer as usize, inputs: inputs.into_iter().map(source).collect() })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let graph = rustgpu_core::model::Graph { input_names, input_shapes: shapes, nodes, outputs: outputs.into_iter().map(source).collect() };
-        Ok(ModelHandle::new_pointer(Model::functional(name.to_string(), layers, graph)?))
-    })
-}
-
-/// Test hook: makes `replica` of a parallel model fail ("error" or "panic") in the
-/// training step after `after_steps` more steps.
-/// @noRd
-#[extendr]
-fn rg_inject_fault(mut ptr: Robj, replica: i32, after_steps: i32, kind: &str) -> Robj {
-    guard(|| {
-        let h = handle(&mut ptr)?;
-        let kind = match kind {
-            "panic" => rustgpu_core::parallel::FaultKind::Panic,
-            "error" => rustgpu_core::parallel::FaultKind::Error,
-            other => return Err(Error::Value(format!("`kind` must be \"error\" or \"panic\", got \"{}\"", other))),
-        };
-        match &h.executor {
-            Executor::Replicated(set) => set.inject_fault(replica.max(0) as usize, after_steps.max(0) as u64, kind)?,
-            Executor::Local(_) => return Err(Error::Value("faults can only be injected into a parallel model".into())),
-        }
-        Ok(().into())
-    })
-}
-
 extendr_module! {
     mod rustgpu;
-    fn rg_make_functional;
-    fn rg_inject_fault;
-    use layers;
-    use saving;
-    use training;
     fn rg_init;
-    fn rg_model_new;
-    fn rg_is_live;
-    fn rg_unique_name;
-    fn rg_model_info;
-    fn rg_get_weights;
-    fn rg_set_weights;
-    fn rg_multi_gpu;
-    fn rg_use_virtual_gpus;
-    fn rg_gpu_devices;
-    fn rg_cuda_device_count;
-    fn rg_build_features;
-    fn rg_cuda_versions;
-    fn rg_replica_timeline;
+    use devices;
+    use functional;
+    use layers;
+    use model;
+    use multi_gpu;
+    use saving;
+    use testing;
+    use training;
 }

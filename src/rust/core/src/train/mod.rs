@@ -1,0 +1,197 @@
+//! Training, evaluation and prediction steps: one file per execution strategy, the pieces
+//! they share in `step`.
+//! - `one_device`: a model that is not replicated, on the calling thread.
+//! - `host_replicas`: replicas that all compute in host memory (virtual GPUs) merged on the
+//!   CPU, in one fused round per step, with weight tensors kept between steps.
+//! - `replicas`: replicas on any devices, in rounds, merged in host memory or on the first
+//!   replica's device (`multi_gpu_model(cpu_merge = )`).
+//!
+//! Whatever the strategy, a step equals the template's step on the whole batch.
+mod host_replicas;
+mod one_device;
+mod replicas;
+mod step;
+
+use crate::device::DeviceInfo;
+use crate::error::{Error, Result};
+use crate::loss::Loss;
+use crate::metrics::Metric;
+use crate::model::Model;
+use crate::optim::Optimizer;
+use crate::parallel::{MergeDevice, ReplicaSet};
+use crate::tensor::{BatchSource, HostTensor};
+use host_replicas::HostWeights;
+use std::sync::Mutex;
+use step::Batch;
+
+/// What `compile()` sets up: a loss (and its weight) per model output, the metrics (applied
+/// to every output, as Keras does with a plain list), the optimizer.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub losses: Vec<Loss>,
+    pub loss_weights: Vec<f64>,
+    pub metrics: Vec<Metric>,
+    pub optimizer: Optimizer,
+}
+
+impl Compiled {
+    /// One output, one loss.
+    pub fn single(loss: Loss, metrics: Vec<Metric>, optimizer: Optimizer) -> Self {
+        Self { losses: vec![loss], loss_weights: vec![1.0], metrics, optimizer }
+    }
+}
+
+/// Mean loss and mean metrics over a batch. With several outputs, `loss` is the weighted
+/// total, `output_losses` each output's loss, and `metrics` are output by output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchStats {
+    pub rows: usize,
+    pub loss: f64,
+    pub output_losses: Vec<f64>,
+    pub metrics: Vec<f64>,
+}
+
+/// Where a model's steps run: on one device, on the calling thread, or on replicas.
+pub enum Executor {
+    Local(DeviceInfo),
+    Replicated(Replicas),
+}
+
+/// A model's replicas, and what their steps keep from one step to the next.
+pub struct Replicas {
+    pub set: ReplicaSet,
+    /// The weight tensors replicas in host memory read (see `host_replicas`).
+    host_weights: Mutex<HostWeights>,
+}
+
+impl Executor {
+    pub fn replicated(set: ReplicaSet) -> Self {
+        Executor::Replicated(Replicas { set, host_weights: Mutex::default() })
+    }
+
+    /// The replicas, for a replicated model.
+    pub fn replica_set(&self) -> Option<&ReplicaSet> {
+        match self {
+            Executor::Local(_) => None,
+            Executor::Replicated(r) => Some(&r.set),
+        }
+    }
+
+    /// One optimizer step on `rows` (0-based) of `x`, `y` (targets as given; the loss
+    /// prepares them). Each replica converts its own rows. On any error the master
+    /// weights are untouched.
+    // The step's inputs are the model, its compile state, and the batch as the caller holds it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_on_batch(
+        &self,
+        model: &mut Model,
+        compiled: &mut Compiled,
+        xs: &[&dyn BatchSource],
+        ys: &[&dyn BatchSource],
+        sample_weights: Option<&dyn BatchSource>,
+        rows: &[usize],
+        seed: u64,
+    ) -> Result<BatchStats> {
+        check_rows(xs, ys, model.arch.outputs().len(), rows)?;
+        check_weights(sample_weights, xs[0].rows())?;
+        let batch = Batch { xs, ys, sample_weights };
+        match self {
+            Executor::Local(info) => one_device::train(info, model, compiled, &batch, rows, seed),
+            Executor::Replicated(r) if r.set.merge == MergeDevice::Cpu && r.set.is_host_backed() => {
+                host_replicas::train(r, model, compiled, &batch, rows, seed)
+            }
+            Executor::Replicated(r) => replicas::train(&r.set, model, compiled, &batch, rows, seed),
+        }
+    }
+
+    /// Loss and metrics on `rows` of `x`, `y`, without updating anything.
+    pub fn test_on_batch(
+        &self,
+        model: &Model,
+        compiled: &Compiled,
+        xs: &[&dyn BatchSource],
+        ys: &[&dyn BatchSource],
+        sample_weights: Option<&dyn BatchSource>,
+        rows: &[usize],
+    ) -> Result<BatchStats> {
+        check_rows(xs, ys, model.arch.outputs().len(), rows)?;
+        check_weights(sample_weights, xs[0].rows())?;
+        let batch = Batch { xs, ys, sample_weights };
+        match self {
+            Executor::Local(info) => one_device::evaluate(info, model, compiled, &batch, rows),
+            Executor::Replicated(r) => replicas::evaluate(&r.set, model, compiled, &batch, rows),
+        }
+    }
+
+    /// The model's outputs for `rows` of `x`, in row order.
+    pub fn predict_on_batch(&self, model: &Model, xs: &[&dyn BatchSource], rows: &[usize]) -> Result<Vec<HostTensor>> {
+        check_batch(xs, rows)?;
+        match self {
+            Executor::Local(info) => one_device::predict(info, model, xs, rows),
+            Executor::Replicated(r) => replicas::predict(&r.set, model, xs, rows),
+        }
+    }
+
+    /// A row-major copy of a column-major array (see [`HostTensor::from_column_major`]),
+    /// converted where the steps run: for a replicated model, on the replicas' workers
+    /// (so that it uses their threads), else on the current pool.
+    pub fn stage_column_major<T: Copy + Into<f64> + Sync>(&self, values: &[T], dims: &[usize]) -> Result<HostTensor> {
+        match self {
+            Executor::Local(_) => Ok(HostTensor::from_column_major(values, dims)),
+            Executor::Replicated(r) => replicas::stage_column_major(&r.set, values, dims),
+        }
+    }
+
+    pub fn replica_count(&self) -> usize {
+        match self {
+            Executor::Local(_) => 1,
+            Executor::Replicated(r) => r.set.len(),
+        }
+    }
+}
+
+fn check_rows(xs: &[&dyn BatchSource], ys: &[&dyn BatchSource], outputs: usize, rows: &[usize]) -> Result<()> {
+    check_batch(xs, rows)?;
+    if ys.len() != outputs {
+        return Err(Error::Value(format!(
+            "the model has {} output{} but `y` holds {} array{}{}",
+            outputs,
+            if outputs == 1 { "" } else { "s" },
+            ys.len(),
+            if ys.len() == 1 { "" } else { "s" },
+            if outputs > 1 { format!(": pass `y` as a list of {} arrays", outputs) } else { ": pass `y` as one array".into() }
+        )));
+    }
+    for y in ys {
+        if xs[0].rows() != y.rows() {
+            return Err(Error::Value(format!("`x` and `y` must have the same number of samples (rows): `x` has {}, `y` has {}", xs[0].rows(), y.rows())));
+        }
+    }
+    Ok(())
+}
+
+fn check_weights(w: Option<&dyn BatchSource>, rows: usize) -> Result<()> {
+    match w {
+        Some(w) if w.rows() != rows || w.sample_shape().iter().product::<usize>() != 1 => Err(Error::Value(format!(
+            "`sample_weight` must hold one weight per sample ({}), got {} rows of {} values",
+            rows,
+            w.rows(),
+            w.sample_shape().iter().product::<usize>()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn check_batch(xs: &[&dyn BatchSource], rows: &[usize]) -> Result<()> {
+    let first = xs.first().ok_or_else(|| Error::Value("no input arrays given".into()))?;
+    if let Some((i, x)) = xs.iter().enumerate().find(|(_, x)| x.rows() != first.rows()) {
+        return Err(Error::Value(format!("all inputs must have the same number of samples: input 1 has {}, input {} has {}", first.rows(), i + 1, x.rows())));
+    }
+    if rows.is_empty() {
+        return Err(Error::Value("the batch is empty: no rows to process".into()));
+    }
+    if let Some(r) = rows.iter().find(|r| **r >= first.rows()) {
+        return Err(Error::Value(format!("row {} is outside the {} rows of `x`", r + 1, first.rows())));
+    }
+    Ok(())
+}

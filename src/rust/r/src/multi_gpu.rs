@@ -1,0 +1,48 @@
+//! `multi_gpu_model()` (R/multi_gpu.R): a parallel model sharing its template's weights.
+use crate::{guard, handle, ModelHandle};
+use extendr_api::prelude::*;
+use rustgpu_core::device;
+use rustgpu_core::parallel::{MergeDevice, ReplicaSet};
+use rustgpu_core::Executor;
+
+/// Wraps the template in a parallel model that shares its weights.
+/// @noRd
+#[extendr]
+fn rg_multi_gpu(mut template: Robj, gpus: Robj, cpu_merge: bool, cpu_relocation: bool) -> Robj {
+    guard(|| {
+        let t = handle(&mut template)?;
+        let ids: Vec<usize> = match gpus.as_real_vector() {
+            Some(v) => v.iter().map(|x| *x as usize).collect(),
+            None => gpus.as_integer_vector().unwrap_or_default().iter().map(|x| *x as usize).collect(),
+        };
+        let devices = device::resolve_gpus(&ids)?;
+        let merge = if cpu_merge { MergeDevice::Cpu } else { MergeDevice::FirstReplica };
+        let set = ReplicaSet::new(devices, merge)?;
+        let h = ModelHandle { model: t.model.clone(), compiled: None, executor: Executor::replicated(set), cpu_relocation, steps: 0 };
+        Ok(ExternalPtr::new(h).into())
+    })
+}
+
+/// Start/end times (seconds, relative to the earliest) of the replicas' recent tasks.
+/// @noRd
+#[extendr]
+fn rg_replica_timeline(mut ptr: Robj) -> Robj {
+    guard(|| {
+        let h = handle(&mut ptr)?;
+        let tl = h.executor.replica_set().map(|set| set.timeline()).unwrap_or_default();
+        let t0 = tl.iter().map(|i| i.start).min();
+        let secs = |t: std::time::Instant| t0.map(|z| t.duration_since(z).as_secs_f64()).unwrap_or(0.0);
+        Ok(list!(
+            replica = tl.iter().map(|i| i.replica as i32).collect::<Vec<_>>(),
+            start = tl.iter().map(|i| secs(i.start)).collect::<Vec<_>>(),
+            end = tl.iter().map(|i| secs(i.end)).collect::<Vec<_>>()
+        )
+        .into())
+    })
+}
+
+extendr_module! {
+    mod multi_gpu;
+    fn rg_multi_gpu;
+    fn rg_replica_timeline;
+}
