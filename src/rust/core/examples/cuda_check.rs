@@ -191,7 +191,7 @@ fn rel(a: &[f32], b: &[f32]) -> f64 {
 }
 
 fn compiled(opt: &str) -> Compiled {
-    Compiled::single(Loss::CategoricalCrossentropy, vec![], Optimizer::new(OptimizerConfig::by_name(opt).unwrap()))
+    Compiled::single(Loss::parse("categorical_crossentropy").unwrap(), vec![], Optimizer::new(OptimizerConfig::by_name(opt).unwrap()))
 }
 
 fn main() {

@@ -58,7 +58,7 @@ fn main() {
         let exec = Executor::Local(rustgpu_core::device::cpu_device());
         let mut m = model.clone();
         let mut c = Compiled::single(
-            rustgpu_core::loss::Loss::CategoricalCrossentropy,
+            rustgpu_core::loss::Loss::parse("categorical_crossentropy").unwrap(),
             vec![],
             rustgpu_core::optim::Optimizer::new(rustgpu_core::optim::OptimizerConfig::by_name("rmsprop").unwrap()),
         );

@@ -44,7 +44,7 @@ fn main() {
     }
     let y = HostTensor::new(vec![rows, 10], y).unwrap();
     let rows_all: Vec<usize> = (0..rows).collect();
-    let compiled = || Compiled::single(Loss::CategoricalCrossentropy, vec![], Optimizer::new(OptimizerConfig::by_name("rmsprop").unwrap()));
+    let compiled = || Compiled::single(Loss::parse("categorical_crossentropy").unwrap(), vec![], Optimizer::new(OptimizerConfig::by_name("rmsprop").unwrap()));
     let only_half = std::env::var("HALF_STEPS").is_ok();
     let execs: Vec<(&str, Executor)> = if only_half {
         vec![]

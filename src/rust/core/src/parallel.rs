@@ -73,6 +73,9 @@ impl Drop for Worker {
 /// (e.g. after `use_virtual_gpus()` changed) and that no model uses is stopped.
 static WORKERS: Mutex<Vec<(DeviceInfo, Arc<Worker>)>> = Mutex::new(Vec::new());
 
+/// Held while one `run_all` call submits its tasks (see there).
+static SUBMITTING: Mutex<()> = Mutex::new(());
+
 fn device_worker(info: &DeviceInfo) -> Result<Arc<Worker>> {
     let current = crate::device::gpu_devices();
     let mut registry = WORKERS.lock().unwrap_or_else(|e| e.into_inner());
@@ -181,6 +184,12 @@ impl ReplicaSet {
     {
         let mut pending = Vec::with_capacity(self.len());
         let mut submit_error = None;
+        // Workers are shared by every replica set on their device, and a fused training step's
+        // tasks wait for each other (`StepBarrier`). Submitting one call's tasks as a whole
+        // queues every worker's tasks in the same order across calls, so no worker can sit at
+        // one step's barrier while a task it waits for is queued behind another step's task
+        // on another worker (two models training at once on shared virtual GPUs deadlocked so).
+        let in_order = SUBMITTING.lock().unwrap_or_else(|e| e.into_inner());
         for replica in 0..self.len() {
             let Some(task) = make_task(replica) else {
                 pending.push(None);
@@ -198,6 +207,7 @@ impl ReplicaSet {
                 }
             }
         }
+        drop(in_order);
         let mut results = Vec::with_capacity(self.len());
         let mut first_error = submit_error;
         for (replica, rx) in pending.into_iter().enumerate() {

@@ -37,8 +37,8 @@ fn replicas(n: usize, merge: MergeDevice) -> Executor {
 
 fn compiled(opt: &str) -> Compiled {
     Compiled::single(
-        Loss::CategoricalCrossentropy,
-        vec![Metric::resolve("accuracy", Loss::CategoricalCrossentropy, 3).unwrap()],
+        Loss::parse("categorical_crossentropy").unwrap(),
+        vec![Metric::resolve("accuracy", Loss::parse("categorical_crossentropy").unwrap(), 3).unwrap()],
         Optimizer::new(OptimizerConfig::by_name(opt).unwrap()),
     )
 }

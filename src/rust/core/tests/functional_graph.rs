@@ -46,7 +46,7 @@ fn data(rows: usize) -> (HostTensor, HostTensor, HostTensor) {
 fn loss_of(m: &Model, weights: &[Tensor], xs: &[Tensor], y: &Tensor) -> f32 {
     let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(0) };
     let (outs, _) = m.arch.forward(weights, xs, &mut ctx).unwrap();
-    Loss::CategoricalCrossentropy.per_sample(&outs[0], y).unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap()
+    Loss::parse("categorical_crossentropy").unwrap().per_sample(&outs[0], y).unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap()
 }
 
 #[test]
@@ -59,7 +59,7 @@ fn shared_layer_and_merge_gradients_match_finite_differences() {
     let weights: Vec<Tensor> = m.get_weights().iter().map(|w| w.to_device(&dev).unwrap()).collect();
     let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(0) };
     let (outs, caches) = m.arch.forward(&weights, &xs, &mut ctx).unwrap();
-    let g = Loss::CategoricalCrossentropy.gradient(&outs[0], &y, 5).unwrap();
+    let g = Loss::parse("categorical_crossentropy").unwrap().gradient(&outs[0], &y, 5).unwrap();
     assert!(matches!(g, OutputGrad::Logits(_)));
     let grads = m.arch.backward(&weights, &caches, vec![g]).unwrap();
     for (wi, w) in weights.iter().enumerate() {
@@ -83,8 +83,13 @@ fn shared_layer_and_merge_gradients_match_finite_differences() {
 #[test]
 fn replicas_train_a_functional_model_like_one_device() {
     let (mut a, mut b) = (model(), model());
-    let compiled =
-        || Compiled::single(Loss::CategoricalCrossentropy, vec![], Optimizer::new(OptimizerConfig::Sgd { learning_rate: 0.1, momentum: 0.9, nesterov: false }));
+    let compiled = || {
+        Compiled::single(
+            Loss::parse("categorical_crossentropy").unwrap(),
+            vec![],
+            Optimizer::new(OptimizerConfig::Sgd { learning_rate: 0.1, momentum: 0.9, nesterov: false }),
+        )
+    };
     let (mut ca, mut cb) = (compiled(), compiled());
     let local = Executor::Local(rustgpu_core::device::cpu_device());
     let devices = (0..3).map(|id| DeviceInfo { id, kind: DeviceKind::Virtual, name: format!("f{}", id), memory: None, threads: 1 }).collect();

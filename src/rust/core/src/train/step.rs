@@ -72,7 +72,7 @@ impl StepInputs {
                     .collect::<Result<Vec<Vec<Metric>>>>()?;
                 (c.losses.clone(), c.loss_weights.clone(), metrics)
             }
-            None => (vec![Loss::MeanSquaredError; n], vec![1.0; n], vec![Vec::new(); n]),
+            None => (vec![Loss::parse("mean_squared_error")?; n], vec![1.0; n], vec![Vec::new(); n]),
         };
         Ok(Self {
             arch: model.arch.clone(),

@@ -1,0 +1,24 @@
+//! `mean_squared_error` ("mse").
+use super::{per_element_mean, values_per_row, LossFunction};
+use crate::error::Result;
+use crate::layers::OutputGrad;
+use crate::model::ModelOutput;
+use candle_core::Tensor;
+
+pub struct MeanSquaredError;
+
+impl LossFunction for MeanSquaredError {
+    fn name(&self) -> &'static str {
+        "mean_squared_error"
+    }
+
+    fn per_sample(&self, out: &ModelOutput, y: &Tensor) -> Result<Tensor> {
+        per_element_mean(&out.value.sub(y)?.sqr()?)
+    }
+
+    fn gradient(&self, out: &ModelOutput, y: &Tensor, total_rows: usize) -> Result<OutputGrad> {
+        let p = &out.value;
+        let n = total_rows as f64 * values_per_row(p)?;
+        Ok(OutputGrad::Value(((p - y)? * (2.0 / n))?))
+    }
+}

@@ -1,0 +1,156 @@
+//! Keras losses, per sample, with tf.keras's numerics. Each loss is one file implementing
+//! [`LossFunction`] plus one line in [`LOSSES`]; compile(), saved files and metrics (every
+//! loss is also a metric, as in Keras) find it there by name.
+//!
+//! Shared numerics: when the model ends in softmax (sigmoid), crossentropy is computed from
+//! the logits; otherwise probabilities are clipped to [1e-7, 1 - 1e-7] as `keras.backend` does.
+mod binary_crossentropy;
+mod categorical_crossentropy;
+mod mean_absolute_error;
+mod mean_squared_error;
+
+use crate::error::{Error, Result};
+use crate::layers::OutputGrad;
+use crate::model::ModelOutput;
+use crate::tensor::HostTensor;
+use candle_core::{Tensor, D};
+
+/// Keras's `backend.epsilon()`.
+pub const EPSILON: f64 = 1e-7;
+
+/// What a loss computes. Losses are stateless; their arguments (if any) live in the value.
+pub trait LossFunction: Send + Sync + 'static {
+    /// Keras's name, as `compile()` takes it and saved files write it.
+    fn name(&self) -> &'static str;
+
+    /// Checks targets against the model's output shape and converts them to what
+    /// `per_sample` expects. Runs on the host, once per batch. By default the targets must
+    /// have as many values per sample as the output.
+    fn prepare_targets(&self, y: &HostTensor, output_shape: &[usize]) -> Result<HostTensor> {
+        same_shape_targets(y, output_shape)
+    }
+
+    /// Loss of each sample, shape (batch,).
+    fn per_sample(&self, out: &ModelOutput, y: &Tensor) -> Result<Tensor>;
+
+    /// Gradient of `sum(per_sample) / total_rows` (the batch mean, when this is one
+    /// replica's part of a batch of `total_rows`) with respect to the output, or to the
+    /// logits where the loss is fused with the output's activation (as tf.keras
+    /// differentiates it).
+    fn gradient(&self, out: &ModelOutput, y: &Tensor, total_rows: usize) -> Result<OutputGrad>;
+}
+
+/// A loss, as compile() holds it: one of the registered [`LossFunction`]s.
+#[derive(Clone, Copy)]
+pub struct Loss(&'static dyn LossFunction);
+
+/// A loss's entry: the loss and the other names Keras knows it by.
+pub struct Registration {
+    pub loss: Loss,
+    pub aliases: &'static [&'static str],
+}
+
+impl Registration {
+    const fn of(loss: &'static dyn LossFunction, aliases: &'static [&'static str]) -> Self {
+        Self { loss: Loss(loss), aliases }
+    }
+}
+
+/// One line per loss.
+pub static LOSSES: &[Registration] = &[
+    Registration::of(&categorical_crossentropy::CategoricalCrossentropy, &[]),
+    Registration::of(&categorical_crossentropy::SparseCategoricalCrossentropy, &[]),
+    Registration::of(&binary_crossentropy::BinaryCrossentropy, &[]),
+    Registration::of(&mean_squared_error::MeanSquaredError, &["mse"]),
+    Registration::of(&mean_absolute_error::MeanAbsoluteError, &["mae"]),
+];
+
+impl Loss {
+    /// The loss Keras calls `name` (or one of its aliases, such as "mse").
+    pub fn parse(name: &str) -> Result<Self> {
+        Self::find(name).ok_or_else(|| Error::Value(format!("unknown loss \"{}\": expected one of {}", name, Self::names().join(", "))))
+    }
+
+    pub fn find(name: &str) -> Option<Self> {
+        LOSSES.iter().find(|r| r.loss.name() == name || r.aliases.contains(&name)).map(|r| r.loss)
+    }
+
+    /// Every name a loss can be given by, Keras's names first.
+    pub fn names() -> Vec<&'static str> {
+        LOSSES.iter().map(|r| r.loss.name()).chain(LOSSES.iter().flat_map(|r| r.aliases.iter().copied())).collect()
+    }
+
+    /// Keras's name for the loss.
+    pub fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    pub fn prepare_targets(&self, y: &HostTensor, output_shape: &[usize]) -> Result<HostTensor> {
+        self.0.prepare_targets(y, output_shape)
+    }
+
+    pub fn per_sample(&self, out: &ModelOutput, y: &Tensor) -> Result<Tensor> {
+        self.0.per_sample(out, y)
+    }
+
+    pub fn gradient(&self, out: &ModelOutput, y: &Tensor, total_rows: usize) -> Result<OutputGrad> {
+        self.0.gradient(out, y, total_rows)
+    }
+}
+
+impl PartialEq for Loss {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl std::fmt::Debug for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Loss({})", self.name())
+    }
+}
+
+/// Targets with as many values per sample as the output, shaped like it.
+pub fn same_shape_targets(y: &HostTensor, output_shape: &[usize]) -> Result<HostTensor> {
+    let units: usize = output_shape.iter().product();
+    if y.row_len() != units {
+        return Err(Error::Value(format!(
+            "`y` has {} values per sample but the model outputs {} (shape ({}))",
+            y.row_len(),
+            units,
+            crate::shape::join_dims(output_shape)
+        )));
+    }
+    let mut shape = vec![y.rows()];
+    shape.extend_from_slice(output_shape);
+    HostTensor::new(shape, y.data.clone())
+}
+
+/// (batch, ...) -> (batch, rest) so that means run over every non-batch element.
+pub fn flatten_rows(t: &Tensor) -> Result<Tensor> {
+    let b = t.dim(0)?;
+    Ok(t.reshape((b, t.elem_count() / b.max(1)))?)
+}
+
+/// The mean over every non-batch element of each sample: Keras's reduction of elementwise
+/// losses (over the last axis, then the sample weighting's mean over the rest).
+pub fn per_element_mean(t: &Tensor) -> Result<Tensor> {
+    Ok(flatten_rows(t)?.mean(D::Minus1)?)
+}
+
+/// Values per sample of an output (the divisor of `per_element_mean`).
+pub fn values_per_row(t: &Tensor) -> Result<f64> {
+    let b = t.dim(0)?;
+    Ok((t.elem_count() / b.max(1)) as f64)
+}
+
+/// 1 where `t` lies inside Keras's clip range [eps, 1 - eps] (the clip passes the gradient
+/// there), 0 outside.
+pub fn in_clip_range(t: &Tensor) -> Result<Tensor> {
+    let lo = t.ge(EPSILON as f32)?.to_dtype(t.dtype())?;
+    let hi = t.le((1.0 - EPSILON) as f32)?.to_dtype(t.dtype())?;
+    Ok(lo.mul(&hi)?)
+}
+
+#[cfg(test)]
+mod tests;
