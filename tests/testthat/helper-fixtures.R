@@ -34,12 +34,9 @@ fixture_input <- function(fx, case) fx[[case$input]]
 
 sample_shape <- function(x) if (is.null(dim(x))) 1L else dim(x)[-1]
 
+# The fixture's optimizer spec (see make_keras_fixtures.py): optimizer_<name>(<arguments>).
 fixture_optimizer <- function(spec) {
-  switch(spec$name,
-    sgd = optimizer_sgd(learning_rate = spec$learning_rate, momentum = spec$momentum, nesterov = spec$nesterov),
-    rmsprop = optimizer_rmsprop(learning_rate = spec$learning_rate),
-    adam = optimizer_adam(learning_rate = spec$learning_rate)
-  )
+  do.call(paste0("optimizer_", spec$name), spec[names(spec) != "name"])
 }
 
 small_classifier <- function(inputs = 6, hidden = 16, classes = 3) {

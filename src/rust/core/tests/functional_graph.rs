@@ -87,7 +87,7 @@ fn replicas_train_a_functional_model_like_one_device() {
         Compiled::single(
             Loss::parse("categorical_crossentropy").unwrap(),
             vec![],
-            Optimizer::new(OptimizerConfig::Sgd { learning_rate: 0.1, momentum: 0.9, nesterov: false }),
+            Optimizer::new(OptimizerConfig::from_config("sgd", &serde_json::json!({"learning_rate": 0.1, "momentum": 0.9})).unwrap()),
         )
     };
     let (mut ca, mut cb) = (compiled(), compiled());

@@ -38,18 +38,13 @@ fn rg_save_model(mut ptr: Robj, path: &str, overwrite: bool, include_optimizer: 
     })
 }
 
+/// An optimizer configuration as R's optimizer object: its name (lowercase) and fields.
 fn optimizer_list(c: &OptimizerConfig) -> Robj {
-    match *c {
-        OptimizerConfig::Sgd { learning_rate, momentum, nesterov } => {
-            list!(name = "sgd", learning_rate = learning_rate, momentum = momentum, nesterov = nesterov).into()
-        }
-        OptimizerConfig::RmsProp { learning_rate, rho, momentum, epsilon, centered } => {
-            list!(name = "rmsprop", learning_rate = learning_rate, rho = rho, momentum = momentum, epsilon = epsilon, centered = centered).into()
-        }
-        OptimizerConfig::Adam { learning_rate, beta_1, beta_2, epsilon, amsgrad } => {
-            list!(name = "adam", learning_rate = learning_rate, beta_1 = beta_1, beta_2 = beta_2, epsilon = epsilon, amsgrad = amsgrad).into()
-        }
+    let mut fields = c.fields();
+    if let Some(o) = fields.as_object_mut() {
+        o.insert("name".into(), serde_json::json!(c.name().to_ascii_lowercase()));
     }
+    json_to_r(&fields)
 }
 
 /// A model from a file: list(ptr, name, training = list(loss, metrics, optimizer) or NULL).

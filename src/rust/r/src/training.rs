@@ -1,6 +1,6 @@
 //! compile / train / evaluate / predict: batches are gathered from R's memory here,
 //! only the rows each batch needs.
-use crate::convert::{host_to_r, row_indices, RArray};
+use crate::convert::{host_to_r, r_to_json, row_indices, RArray};
 use crate::{guard, handle, seed_from, ModelHandle};
 use extendr_api::prelude::*;
 use rustgpu_core::loss::Loss;
@@ -9,38 +9,15 @@ use rustgpu_core::optim::{Optimizer, OptimizerConfig};
 use rustgpu_core::tensor::BatchSource;
 use rustgpu_core::{BatchStats, Compiled, Error, HostTensor, Result};
 
-fn num(list: &List, key: &str, default: f64) -> f64 {
-    list.iter().find(|(k, _)| *k == key).and_then(|(_, v)| v.as_real()).unwrap_or(default)
-}
-
-fn flag(list: &List, key: &str, default: bool) -> bool {
-    list.iter().find(|(k, _)| *k == key).and_then(|(_, v)| v.as_bool()).unwrap_or(default)
-}
-
+/// An R optimizer object (`list(name = "adam", learning_rate = ..., ...)`, Keras's field
+/// names) as the core's configuration, through the same parser as a saved file's.
 fn optimizer_config(opt: &List) -> Result<OptimizerConfig> {
     let name = opt.iter().find(|(k, _)| *k == "name").and_then(|(_, v)| v.as_str().map(|s| s.to_string())).unwrap_or_default();
-    let defaults = OptimizerConfig::by_name(&name)?;
-    Ok(match defaults {
-        OptimizerConfig::Sgd { learning_rate, momentum, nesterov } => OptimizerConfig::Sgd {
-            learning_rate: num(opt, "learning_rate", learning_rate),
-            momentum: num(opt, "momentum", momentum),
-            nesterov: flag(opt, "nesterov", nesterov),
-        },
-        OptimizerConfig::RmsProp { learning_rate, rho, momentum, epsilon, centered } => OptimizerConfig::RmsProp {
-            learning_rate: num(opt, "learning_rate", learning_rate),
-            rho: num(opt, "rho", rho),
-            momentum: num(opt, "momentum", momentum),
-            epsilon: num(opt, "epsilon", epsilon),
-            centered: flag(opt, "centered", centered),
-        },
-        OptimizerConfig::Adam { learning_rate, beta_1, beta_2, epsilon, amsgrad } => OptimizerConfig::Adam {
-            learning_rate: num(opt, "learning_rate", learning_rate),
-            beta_1: num(opt, "beta_1", beta_1),
-            beta_2: num(opt, "beta_2", beta_2),
-            epsilon: num(opt, "epsilon", epsilon),
-            amsgrad: flag(opt, "amsgrad", amsgrad),
-        },
-    })
+    let mut fields = r_to_json(&Robj::from(opt.clone()))?;
+    if let Some(o) = fields.as_object_mut() {
+        o.remove("name");
+    }
+    OptimizerConfig::from_config(&name, &fields)
 }
 
 /// @noRd

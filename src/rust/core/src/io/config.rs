@@ -208,31 +208,6 @@ pub fn model_from_config(config: &str) -> Result<Model> {
     Ok(model)
 }
 
-fn optimizer_json(c: &OptimizerConfig) -> Value {
-    let common = |name: &str, extra: Value| {
-        let mut cfg = json!({ "name": name, "weight_decay": null, "clipnorm": null, "global_clipnorm": null, "clipvalue": null,
-                              "use_ema": false, "ema_momentum": 0.99, "ema_overwrite_frequency": null, "jit_compile": false,
-                              "is_legacy_optimizer": false });
-        if let (Some(o), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
-            for (k, v) in e {
-                o.insert(k.clone(), v.clone());
-            }
-        }
-        json!({ "class_name": name, "config": cfg })
-    };
-    match *c {
-        OptimizerConfig::Sgd { learning_rate, momentum, nesterov } => {
-            common("SGD", json!({ "learning_rate": learning_rate, "momentum": momentum, "nesterov": nesterov }))
-        }
-        OptimizerConfig::RmsProp { learning_rate, rho, momentum, epsilon, centered } => {
-            common("RMSprop", json!({ "learning_rate": learning_rate, "rho": rho, "momentum": momentum, "epsilon": epsilon, "centered": centered }))
-        }
-        OptimizerConfig::Adam { learning_rate, beta_1, beta_2, epsilon, amsgrad } => {
-            common("Adam", json!({ "learning_rate": learning_rate, "beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon, "amsgrad": amsgrad }))
-        }
-    }
-}
-
 /// Keras's `training_config`.
 pub fn training_config(c: &Compiled) -> Value {
     let loss = if c.losses.len() == 1 { json!(c.losses[0].name()) } else { json!(c.losses.iter().map(|l| l.name()).collect::<Vec<_>>()) };
@@ -241,7 +216,7 @@ pub fn training_config(c: &Compiled) -> Value {
         "metrics": c.metrics.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
         "weighted_metrics": null,
         "loss_weights": if c.loss_weights.iter().all(|w| *w == 1.0) { Value::Null } else { json!(c.loss_weights) },
-        "optimizer_config": optimizer_json(&c.optimizer.config)
+        "optimizer_config": c.optimizer.config.keras_config()
     })
 }
 
@@ -276,31 +251,7 @@ impl TrainingConfig {
         collect_metric_names(&v["metrics"], &mut metrics);
         let opt = &v["optimizer_config"];
         let class = opt.get("class_name").and_then(Value::as_str).unwrap_or("");
-        let class = class.trim_start_matches("Custom>").to_ascii_lowercase();
-        let cfg = &opt["config"];
-        let num = |k: &str| cfg.get(k).and_then(Value::as_f64);
-        let mut optimizer = OptimizerConfig::by_name(&class)?;
-        match &mut optimizer {
-            OptimizerConfig::Sgd { learning_rate, momentum, nesterov } => {
-                *learning_rate = num("learning_rate").unwrap_or(*learning_rate);
-                *momentum = num("momentum").unwrap_or(*momentum);
-                *nesterov = cfg.get("nesterov").and_then(Value::as_bool).unwrap_or(*nesterov);
-            }
-            OptimizerConfig::RmsProp { learning_rate, rho, momentum, epsilon, centered } => {
-                *learning_rate = num("learning_rate").unwrap_or(*learning_rate);
-                *rho = num("rho").unwrap_or(*rho);
-                *momentum = num("momentum").unwrap_or(*momentum);
-                *epsilon = num("epsilon").unwrap_or(*epsilon);
-                *centered = cfg.get("centered").and_then(Value::as_bool).unwrap_or(*centered);
-            }
-            OptimizerConfig::Adam { learning_rate, beta_1, beta_2, epsilon, amsgrad } => {
-                *learning_rate = num("learning_rate").unwrap_or(*learning_rate);
-                *beta_1 = num("beta_1").unwrap_or(*beta_1);
-                *beta_2 = num("beta_2").unwrap_or(*beta_2);
-                *epsilon = num("epsilon").unwrap_or(*epsilon);
-                *amsgrad = cfg.get("amsgrad").and_then(Value::as_bool).unwrap_or(*amsgrad);
-            }
-        }
+        let optimizer = OptimizerConfig::from_config(class, opt.get("config").unwrap_or(&Value::Null))?;
         Ok(Self { losses, loss_weights, metrics, optimizer })
     }
 }

@@ -297,7 +297,7 @@ fn write_optimizer(file: &File, model: &Model, opt: &Optimizer) -> Result<()> {
     let mut names = vec!["iteration:0".to_string()];
     let mut entries: Vec<(String, HostTensor)> = Vec::new();
     // Adam creates m and v together per variable; RMSprop and SGD one slot kind at a time.
-    let interleaved = matches!(opt.config, crate::optim::OptimizerConfig::Adam { .. });
+    let interleaved = opt.slots_by_weight();
     let mut push = |slot: &(&str, usize), i: usize| {
         let w = &model.weights[i];
         let name = format!("{}/{}/{}", prefix, slot.0, w.name);
