@@ -68,7 +68,7 @@ fit_generator <- function(object, generator, steps_per_epoch, epochs = 1,
   validate <- NULL
   if (is.function(validation_data)) {
     check_count(validation_steps, "validation_steps", min = 1)
-    validate <- function() evaluate_generator(object, validation_data, steps = validation_steps)
+    validate <- function() unlist(evaluate_generator(object, validation_data, steps = validation_steps))
   } else if (!is.null(validation_data)) {
     if (!is.list(validation_data) || length(validation_data) < 2) {
       value_error("`validation_data` must be a generator or list(x_val, y_val).")
@@ -102,7 +102,7 @@ evaluate_generator <- function(object, generator, steps, ...) {
     totals <- totals + call_backend(rg_evaluate(object$ptr, b$x, b$y, NULL, NULL, b$n)) * b$n
     seen <- seen + b$n
   }
-  named_stats(totals / seen, object)
+  keras_scores(named_stats(totals / seen, object))
 }
 
 #' @rdname fit_generator

@@ -161,6 +161,12 @@ named_stats <- function(values, object) {
   stats::setNames(values, stat_names(object))
 }
 
+# What R keras 2.x's evaluate() returns: the loss alone as a named number; with metrics, a
+# named list (`score$loss`, `score$acc`).
+keras_scores <- function(stats) {
+  if (length(stats) == 1) stats else as.list(stats)
+}
+
 #' Train a model
 #'
 #' Runs `epochs` passes over `x`, `y` in batches of `batch_size`, one optimizer step per
@@ -312,7 +318,8 @@ check_verbose <- function(verbose, call = rlang::caller_env()) {
 #' @param verbose Whether to print the result line.
 #' @param sample_weight A weight per sample for the loss, as in [fit()].
 #' @param ... Unused.
-#' @return A named numeric vector: the loss and each metric, averaged over all samples.
+#' @return The loss and each metric, averaged over all samples, as R keras 2.x returns them: a
+#'   named number when there is only the loss, else a named list (`score$loss`, `score$acc`).
 #' @examples
 #' x <- matrix(runif(20), ncol = 2)
 #' model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
@@ -339,7 +346,7 @@ evaluate.keras.engine.training.Model <- function(object, x = NULL, y = NULL, bat
   weights <- sample_weights(sample_weight, NULL, y, n, object)
   result <- named_stats(call_backend(rg_evaluate(object$ptr, x, y, weights, NULL, batch_size)), object)
   if (verbose > 0) cat(format_logs(result), "\n", sep = "")
-  result
+  keras_scores(result)
 }
 
 #' Generate predictions
