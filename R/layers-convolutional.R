@@ -61,8 +61,8 @@ layer_conv_2d <- function(object, filters, kernel_size, strides = c(1L, 1L), pad
   check_padding(padding)
   check_channels_last(data_format)
   check_bool(use_bias, "use_bias")
-  check_string(kernel_initializer, "kernel_initializer")
-  check_string(bias_initializer, "bias_initializer")
+  kernel_initializer <- initializer_config(kernel_initializer, "kernel_initializer")
+  bias_initializer <- initializer_config(bias_initializer, "bias_initializer")
   create_layer("Conv2D", object, list(
     filters = filters, kernel_size = kernel_size, strides = strides, padding = padding,
     dilation_rate = dilation_rate, activation = activation_name(activation), use_bias = use_bias,
@@ -238,9 +238,9 @@ depthwise_layer <- function(object, filters, kernel_size, strides, padding, data
   check_channels_last(data_format, call = call)
   check_count(depth_multiplier, "depth_multiplier", min = 1, call = call)
   check_bool(use_bias, "use_bias", call = call)
-  for (arg in c("depthwise_initializer", "pointwise_initializer", "bias_initializer")) {
-    check_string(get(arg), arg, call = call)
-  }
+  depthwise_initializer <- initializer_config(depthwise_initializer, "depthwise_initializer", call = call)
+  pointwise_initializer <- initializer_config(pointwise_initializer, "pointwise_initializer", call = call)
+  bias_initializer <- initializer_config(bias_initializer, "bias_initializer", call = call)
   config <- list(
     kernel_size = kernel_size, strides = strides, padding = padding, dilation_rate = dilation_rate,
     depth_multiplier = depth_multiplier, activation = activation_name(activation, call = call),
@@ -264,8 +264,8 @@ depthwise_layer <- function(object, filters, kernel_size, strides, padding, data
 #'
 #' @inheritParams layer_conv_2d
 #' @param depth_multiplier Depthwise kernels per input channel.
-#' @param depthwise_initializer,pointwise_initializer Initializer names for the kernels.
-#' @param bias_initializer Initializer name for the bias.
+#' @param depthwise_initializer,pointwise_initializer Initializers (or their names, see [initializers]) for the kernels.
+#' @param bias_initializer Initializer (or its name) for the bias.
 #' @return The model, invisibly (or the layer when `object` is missing).
 #' @examples
 #' model <- keras_model_sequential() %>%
@@ -326,8 +326,8 @@ layer_conv_1d <- function(object, filters, kernel_size, strides = 1L, padding = 
   check_padding(padding)
   check_channels_last(data_format)
   check_bool(use_bias, "use_bias")
-  check_string(kernel_initializer, "kernel_initializer")
-  check_string(bias_initializer, "bias_initializer")
+  kernel_initializer <- initializer_config(kernel_initializer, "kernel_initializer")
+  bias_initializer <- initializer_config(bias_initializer, "bias_initializer")
   create_layer("Conv1D", object, list(
     filters = filters, kernel_size = kernel_size, strides = strides, padding = padding,
     dilation_rate = dilation_rate, activation = activation_name(activation), use_bias = use_bias,

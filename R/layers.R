@@ -93,9 +93,10 @@ new_seed <- function() sample.int(.Machine$integer.max, 1)
 #' @param activation Name of the activation: one of "linear" (also `NULL`), "relu",
 #'   "sigmoid", "tanh", "softmax", "elu", "selu", "softplus", "gelu".
 #' @param use_bias Whether the layer uses a bias vector.
-#' @param kernel_initializer,bias_initializer Initializer names: "glorot_uniform",
-#'   "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal",
-#'   "random_uniform" (Keras 2 also calls it "uniform"), "random_normal" ("normal"), "zeros", "ones".
+#' @param kernel_initializer,bias_initializer Initializers ([initializers]) or their names:
+#'   "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",
+#'   "lecun_normal", "random_uniform" (Keras 2 also calls it "uniform"), "random_normal"
+#'   ("normal"), "truncated_normal", "variance_scaling", "orthogonal", "identity", "zeros", "ones".
 #' @param input_shape Shape of one sample (without the batch axis); only for the first layer.
 #' @param name Name of the layer (default: a unique "dense", "dense_1", ...).
 #' @return The model, invisibly (or the layer when `object` is missing).
@@ -111,8 +112,8 @@ layer_dense <- function(object, units, activation = NULL, use_bias = TRUE,
   force_model(object)
   check_count(units, "units", min = 1)
   check_bool(use_bias, "use_bias")
-  check_string(kernel_initializer, "kernel_initializer")
-  check_string(bias_initializer, "bias_initializer")
+  kernel_initializer <- initializer_config(kernel_initializer, "kernel_initializer")
+  bias_initializer <- initializer_config(bias_initializer, "bias_initializer")
   create_layer("Dense", object, list(
     units = units, activation = activation_name(activation), use_bias = use_bias,
     kernel_initializer = kernel_initializer, bias_initializer = bias_initializer
@@ -204,7 +205,7 @@ print.rustgpu_layer <- function(x, ...) {
 #' @inheritParams layer_dense
 #' @param input_dim Size of the vocabulary (largest index + 1).
 #' @param output_dim Size of each vector.
-#' @param embeddings_initializer Initializer name (Keras's default "uniform" draws from
+#' @param embeddings_initializer Initializer or its name ([initializers]; Keras's default "uniform" draws from
 #'   (-0.05, 0.05)).
 #' @param input_length Length of the input sequences (sets `input_shape`).
 #' @return The model, invisibly (or the layer when `object` is missing).
@@ -220,7 +221,7 @@ layer_embedding <- function(object, input_dim, output_dim, embeddings_initialize
   force_model(object)
   check_count(input_dim, "input_dim", min = 1)
   check_count(output_dim, "output_dim", min = 1)
-  check_string(embeddings_initializer, "embeddings_initializer")
+  embeddings_initializer <- initializer_config(embeddings_initializer, "embeddings_initializer")
   check_count(input_length, "input_length", min = 1, allow_null = TRUE)
   if (is.null(input_shape) && !is.null(input_length)) input_shape <- input_length
   create_layer("Embedding", object, list(

@@ -14,7 +14,8 @@ test_that("fit learns a linearly separable problem and returns a Keras-like hist
   expect_output(print(h), "val_accuracy")
   # Validation figures equal evaluate() on the last 25% (Keras takes them from the end).
   ev <- evaluate(model, d$x[73:96, ], d$y[73:96, ], verbose = 0)
-  expect_equal(unname(ev["loss"]), tail(h$metrics$val_loss, 1), tolerance = 1e-6)
+  expect_equal(ev$loss, tail(h$metrics$val_loss, 1), tolerance = 1e-6)
+  expect_equal(names(ev), c("loss", "accuracy"))
 })
 
 test_that("training reduces the loss with each optimizer and loss", {

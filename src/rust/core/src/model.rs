@@ -401,7 +401,7 @@ impl Model {
             let start = weights.len();
             let mut rng = rand::rngs::StdRng::seed_from_u64(layer.seed);
             for spec in layer.weight_specs(&inputs[0]) {
-                let value = Arc::new(spec.initializer.sample(&spec.shape, &mut rng));
+                let value = Arc::new(spec.initializer.sample(&spec.shape, &mut rng).map_err(|e| in_layer(e, &layer.name))?);
                 weights.push(Weight {
                     name: format!("{}/{}:0", layer.name, spec.name),
                     shape: spec.shape,
@@ -492,6 +492,14 @@ impl Model {
 }
 
 /// Computes shapes for every layer and creates missing weights (keeping those in `existing`).
+/// An initializer's error, naming the layer whose weight it was making.
+fn in_layer(e: Error, layer: &str) -> Error {
+    match e {
+        Error::Value(m) => Error::Value(format!("layer \"{}\": {}", layer, m)),
+        other => other,
+    }
+}
+
 fn build(mut arch: Architecture, input_shape: &[usize], existing: &[Weight]) -> Result<(Architecture, Vec<Weight>)> {
     let mut shape = input_shape.to_vec();
     let mut weights = Vec::new();
@@ -504,7 +512,7 @@ fn build(mut arch: Architecture, input_shape: &[usize], existing: &[Weight]) -> 
             let idx = weights.len();
             let value = match existing.get(idx) {
                 Some(w) if w.shape == spec.shape => w.value.clone(),
-                _ => Arc::new(spec.initializer.sample(&spec.shape, &mut rng)),
+                _ => Arc::new(spec.initializer.sample(&spec.shape, &mut rng).map_err(|e| in_layer(e, &layer.name))?),
             };
             weights.push(Weight {
                 name: format!("{}/{}:0", layer.name, spec.name),

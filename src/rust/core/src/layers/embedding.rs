@@ -30,7 +30,7 @@ impl Default for Embedding {
             input_dim: 0,
             output_dim: 0,
             // Keras's "uniform": RandomUniform(-0.05, 0.05).
-            embeddings_initializer: Initializer::RandomUniform { min: -0.05, max: 0.05 },
+            embeddings_initializer: Initializer::random_uniform(-0.05, 0.05),
             embeddings_regularizer: NotSupported,
             activity_regularizer: NotSupported,
             embeddings_constraint: NotSupported,

@@ -91,7 +91,7 @@ mod tests {
             .iter()
             .map(|s| {
                 // Trainable weights drawn around 0; statistics as initialized.
-                let values = if s.trainable { Initializer::RandomNormal { mean: 0.1, stddev: 0.5 } } else { s.initializer.clone() }.sample(&s.shape, &mut rng);
+                let values = if s.trainable { Initializer::random_normal(0.1, 0.5) } else { s.initializer.clone() }.sample(&s.shape, &mut rng).unwrap();
                 Tensor::from_vec(values, s.shape.as_slice(), &Device::Cpu).unwrap()
             })
             .collect();
