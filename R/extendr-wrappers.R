@@ -46,6 +46,18 @@ rg_layer_types <- function() .Call(wrap__rg_layer_types)
 #' @noRd
 rg_pop_layer <- function(ptr) .Call(wrap__rg_pop_layer, ptr)
 
+#' Each sample's loss.
+#' @noRd
+rg_loss_values <- function(name, y_true, y_pred) .Call(wrap__rg_loss_values, name, y_true, y_pred)
+
+#' Each sample's metric.
+#' @noRd
+rg_metric_values <- function(name, y_true, y_pred) .Call(wrap__rg_metric_values, name, y_true, y_pred)
+
+#' Every loss and metric name the core knows.
+#' @noRd
+rg_loss_names <- function() .Call(wrap__rg_loss_names)
+
 #' @noRd
 rg_model_new <- function(name) .Call(wrap__rg_model_new, name)
 

@@ -10,13 +10,16 @@ generics::fit
 #' Configure a model for training
 #'
 #' @param object A model (a template or a parallel model; each is compiled on its own).
-#' @param optimizer "sgd", "rmsprop", "adam" or an optimizer object ([optimizer_adam()] ...).
-#' @param loss Name of the loss: "categorical_crossentropy",
-#'   "sparse_categorical_crossentropy", "binary_crossentropy", "mean_squared_error"
-#'   ("mse"), "mean_absolute_error" ("mae"). For a model with several outputs, one name for
-#'   all, or one per output (a vector or list, in order or named by output layer).
-#' @param metrics Names of metrics to report: "accuracy", "mae", "mse" (and Keras's
-#'   long names).
+#' @param optimizer An optimizer name ("sgd", "rmsprop", "adam", "adagrad", "adadelta",
+#'   "adamax", "nadam") or object ([optimizers]).
+#' @param loss The loss: a name ("categorical_crossentropy", "sparse_categorical_crossentropy",
+#'   "binary_crossentropy", "mean_squared_error" or "mse", "mean_absolute_error" or "mae", and
+#'   the others of [losses]) or a loss function such as [loss_binary_crossentropy]. For a
+#'   model with several outputs, one for all, or one per output (a list, in order or named by
+#'   output layer).
+#' @param metrics Metrics to report: names ("accuracy" or "acc", "mae", any loss name, ...)
+#'   or metric functions ([metrics]), in a vector or list; entries of a named list are
+#'   reported under their names.
 #' @param loss_weights For a model with several outputs, a weight per output (in order, or
 #'   named by output layer): the loss minimized is the weighted sum of the outputs' losses.
 #' @param ... Unused.
@@ -32,10 +35,8 @@ compile.keras.engine.training.Model <- function(object, optimizer = "rmsprop", l
     value_error("`loss` is required: e.g. compile(model, optimizer = \"adam\", loss = \"mse\").")
   }
   outputs <- model_info(object)$output_names
-  losses <- per_output(loss, outputs, "loss", function(l, arg) {
-    check_string(l, arg, call = rlang::caller_env(3))
-    l
-  })
+  if (is.function(loss)) loss <- list(loss)
+  losses <- per_output(loss, outputs, "loss", function(l, arg) loss_name(l, arg, call = rlang::caller_env(3)))
   weights <- if (is.null(loss_weights)) rep(1, length(outputs)) else {
     per_output(loss_weights, outputs, "loss_weights", function(w, arg) {
       check_number(w, arg, min = 0, call = rlang::caller_env(3))
@@ -43,12 +44,9 @@ compile.keras.engine.training.Model <- function(object, optimizer = "rmsprop", l
     })
   }
   optimizer <- as_optimizer(optimizer)
-  if (is.null(metrics)) metrics <- character()
-  if (!is.character(metrics) || anyNA(metrics)) {
-    value_error(sprintf("`metrics` must be a character vector of metric names, not %s.", describe(metrics)))
-  }
-  call_backend(rg_compile(object$ptr, unclass(optimizer), as.character(unlist(losses)), as.numeric(unlist(weights)), metrics))
-  object$metric_names <- metrics
+  metrics <- metric_names(metrics)
+  call_backend(rg_compile(object$ptr, unclass(optimizer), as.character(unlist(losses)), as.numeric(unlist(weights)), metrics$keras))
+  object$metric_names <- metrics$shown
   object$output_names <- outputs
   object$compiled <- TRUE
   object$loss <- loss

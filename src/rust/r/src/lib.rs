@@ -18,6 +18,7 @@ mod convert;
 mod devices;
 mod functional;
 mod layers;
+mod losses;
 mod model;
 mod multi_gpu;
 mod saving;
@@ -124,6 +125,7 @@ extendr_module! {
     use devices;
     use functional;
     use layers;
+    use losses;
     use model;
     use multi_gpu;
     use saving;

@@ -6,8 +6,10 @@
 //! the logits; otherwise probabilities are clipped to [1e-7, 1 - 1e-7] as `keras.backend` does.
 mod binary_crossentropy;
 mod categorical_crossentropy;
+mod classification;
 mod mean_absolute_error;
 mod mean_squared_error;
+mod regression;
 
 use crate::error::{Error, Result};
 use crate::layers::OutputGrad;
@@ -63,6 +65,16 @@ pub static LOSSES: &[Registration] = &[
     Registration::of(&binary_crossentropy::BinaryCrossentropy, &[]),
     Registration::of(&mean_squared_error::MeanSquaredError, &["mse"]),
     Registration::of(&mean_absolute_error::MeanAbsoluteError, &["mae"]),
+    Registration::of(&regression::MeanSquaredLogarithmicError, &["msle"]),
+    Registration::of(&regression::MeanAbsolutePercentageError, &["mape"]),
+    Registration::of(&regression::Huber, &["huber"]),
+    Registration::of(&regression::LogCosh, &["log_cosh"]),
+    Registration::of(&regression::Poisson, &[]),
+    Registration::of(&classification::Hinge, &[]),
+    Registration::of(&classification::SquaredHinge, &[]),
+    Registration::of(&classification::CategoricalHinge, &[]),
+    Registration::of(&classification::KullbackLeiblerDivergence, &["kld", "kl_divergence"]),
+    Registration::of(&classification::CosineSimilarity, &["cosine_proximity", "cosine"]),
 ];
 
 impl Loss {
@@ -154,3 +166,26 @@ pub fn in_clip_range(t: &Tensor) -> Result<Tensor> {
 
 #[cfg(test)]
 mod tests;
+
+impl Loss {
+    /// Each sample's loss for targets `y_true` (as the user gives them: class ids for the
+    /// sparse loss) and predictions `y_pred`, both samples first: the loss functions R calls
+    /// directly.
+    pub fn values(&self, y_true: &HostTensor, y_pred: &HostTensor) -> Result<HostTensor> {
+        let (y, p) = operands(*self, y_true, y_pred)?;
+        HostTensor::from_tensor(&self.per_sample(&ModelOutput::plain(p), &y)?)
+    }
+}
+
+/// Targets prepared for `loss` and predictions, as CPU tensors.
+pub fn operands(loss: Loss, y_true: &HostTensor, y_pred: &HostTensor) -> Result<(Tensor, Tensor)> {
+    if y_true.rows() != y_pred.rows() {
+        return Err(Error::Value(format!("`y_true` and `y_pred` must have the same number of samples: {} and {}", y_true.rows(), y_pred.rows())));
+    }
+    if y_pred.rows() == 0 {
+        return Err(Error::Value("`y_pred` has no samples".into()));
+    }
+    let y = loss.prepare_targets(y_true, &y_pred.shape[1..])?;
+    let device = candle_core::Device::Cpu;
+    Ok((y.to_device(&device)?, y_pred.to_device(&device)?))
+}

@@ -43,3 +43,37 @@ impl MetricFunction for BinaryAccuracy {
         Ok(hit.to_dtype(DType::F32)?.mean(D::Minus1)?)
     }
 }
+
+/// Whether the target class is among the `k` highest predictions (ties at the boundary
+/// count as in, as TensorFlow's `in_top_k`): Keras's default k is 5.
+fn in_top_k(pred: &Tensor, y: &Tensor, k: usize) -> Result<Tensor> {
+    let (p, t) = (flatten_rows(pred)?, flatten_rows(y)?);
+    let target = t.argmax_keepdim(D::Minus1)?;
+    let at_target = p.gather(&target, D::Minus1)?;
+    let above = p.broadcast_gt(&at_target)?.to_dtype(DType::F32)?.sum(D::Minus1)?;
+    Ok(above.lt(k as f32)?.to_dtype(DType::F32)?)
+}
+
+pub struct TopKCategoricalAccuracy;
+
+impl MetricFunction for TopKCategoricalAccuracy {
+    fn name(&self) -> &'static str {
+        "top_k_categorical_accuracy"
+    }
+
+    fn per_sample(&self, pred: &Tensor, y: &Tensor) -> Result<Tensor> {
+        in_top_k(pred, y, 5)
+    }
+}
+
+pub struct SparseTopKCategoricalAccuracy;
+
+impl MetricFunction for SparseTopKCategoricalAccuracy {
+    fn name(&self) -> &'static str {
+        "sparse_top_k_categorical_accuracy"
+    }
+
+    fn per_sample(&self, pred: &Tensor, y: &Tensor) -> Result<Tensor> {
+        in_top_k(pred, y, 5)
+    }
+}

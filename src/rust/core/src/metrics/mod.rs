@@ -7,6 +7,7 @@ mod accuracy;
 use crate::error::{Error, Result};
 use crate::loss::Loss;
 use crate::model::ModelOutput;
+use crate::tensor::HostTensor;
 use candle_core::Tensor;
 
 /// What a metric computes for each sample. `y` is as the loss prepared it (sparse
@@ -36,6 +37,8 @@ pub static METRICS: &[Registration] = &[
     Registration::of(&accuracy::CategoricalAccuracy, &[]),
     Registration::of(&accuracy::SparseCategoricalAccuracy, &[]),
     Registration::of(&accuracy::BinaryAccuracy, &[]),
+    Registration::of(&accuracy::TopKCategoricalAccuracy, &["top_k_accuracy"]),
+    Registration::of(&accuracy::SparseTopKCategoricalAccuracy, &[]),
 ];
 
 #[derive(Clone, Copy)]
@@ -97,14 +100,30 @@ impl Metric {
         }
     }
 
+    /// The metric of each sample, shape (batch,).
+    pub fn per_sample(&self, pred: &Tensor, y: &Tensor) -> Result<Tensor> {
+        let pred = pred.detach();
+        match self.computes {
+            Computes::Function(f) => f.per_sample(&pred, y),
+            Computes::Loss(l) => l.per_sample(&ModelOutput::plain(pred), y),
+        }
+    }
+
     /// Sum over the batch of the per-sample metric.
     pub fn batch_sum(&self, pred: &Tensor, y: &Tensor) -> Result<f64> {
-        let pred = pred.detach();
-        let per_sample = match self.computes {
-            Computes::Function(f) => f.per_sample(&pred, y)?,
-            Computes::Loss(l) => l.per_sample(&ModelOutput::plain(pred), y)?,
-        };
-        Ok(per_sample.to_dtype(candle_core::DType::F64)?.sum_all()?.to_scalar::<f64>()?)
+        Ok(self.per_sample(pred, y)?.to_dtype(candle_core::DType::F64)?.sum_all()?.to_scalar::<f64>()?)
+    }
+}
+
+impl Metric {
+    /// Each sample's metric `name` for targets `y_true` (class ids for the sparse metrics)
+    /// and predictions `y_pred`: the metric functions R calls directly.
+    pub fn values(name: &str, y_true: &HostTensor, y_pred: &HostTensor) -> Result<HostTensor> {
+        // Sparse metrics read class ids, which the sparse loss makes one-hot.
+        let loss = Loss::parse(if name.starts_with("sparse_") { "sparse_categorical_crossentropy" } else { "mean_squared_error" })?;
+        let (y, p) = crate::loss::operands(loss, y_true, y_pred)?;
+        let metric = Metric::resolve(name, loss, y_pred.row_len())?;
+        HostTensor::from_tensor(&metric.per_sample(&p, &y)?)
     }
 }
 

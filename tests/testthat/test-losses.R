@@ -1,0 +1,40 @@
+# Losses and metrics as functions and objects (R/losses.R); their training numerics are
+# matched against tf-keras in test-keras-numerics.R.
+
+test_that("loss and metric functions give each sample's value", {
+  y <- rbind(c(0, 1, 0), c(1, 0, 0))
+  p <- rbind(c(0.2, 0.7, 0.1), c(0.5, 0.25, 0.25))
+  expect_equal(as.vector(loss_mean_squared_error(y, p)), rowMeans((y - p)^2), tolerance = 1e-6)
+  expect_equal(as.vector(loss_categorical_crossentropy(y, p)), -log(c(0.7, 0.5)), tolerance = 1e-6)
+  expect_equal(as.vector(loss_sparse_categorical_crossentropy(c(1, 0), p)), -log(c(0.7, 0.5)), tolerance = 1e-6)
+  expect_equal(as.vector(loss_kullback_leibler_divergence(y, p)), -log(c(0.7, 0.5)), tolerance = 1e-5)
+  expect_equal(as.vector(loss_hinge(c(1, 0), c(0.5, 0.5))), c(0.5, 1.5), tolerance = 1e-6)
+  expect_equal(as.vector(loss_huber(c(0, 0), c(0.5, 3))), c(0.125, 2.5), tolerance = 1e-6)
+  expect_equal(as.vector(loss_cosine_proximity(rbind(c(1, 0)), rbind(c(1, 1)))), -1 / sqrt(2), tolerance = 1e-6)
+  expect_equal(as.vector(metric_binary_accuracy(c(1, 0, 1), c(0.9, 0.2, 0.3))), c(1, 1, 0))
+  expect_equal(as.vector(metric_categorical_accuracy(y, p)), c(1, 1))
+  expect_equal(as.vector(metric_sparse_categorical_accuracy(c(2, 0), p)), c(0, 1))
+  expect_output(print(loss_binary_crossentropy), "<loss binary_crossentropy>")
+  expect_error(loss_mean_squared_error(y, p[1, , drop = FALSE]), "same number of samples", class = "rustgpu_value_error")
+})
+
+test_that("compile() takes loss and metric functions and reports metrics by their names", {
+  set.seed(2)
+  x <- matrix(rnorm(60), 20, 3)
+  y <- as.numeric(x[, 1] > 0)
+  fit_with <- function(loss, metrics) {
+    set.seed(5)
+    model <- keras_model_sequential() %>% layer_dense(1, activation = "sigmoid", input_shape = 3)
+    compile(model, optimizer = optimizer_sgd(0.1), loss = loss, metrics = metrics)
+    fit(model, x, y, epochs = 2, batch_size = 5, shuffle = FALSE, verbose = 0)
+  }
+  a <- fit_with(loss_binary_crossentropy, metric_binary_accuracy)
+  b <- fit_with("binary_crossentropy", "binary_accuracy")
+  expect_equal(a$metrics, b$metrics)
+  expect_named(a$metrics, c("loss", "binary_accuracy"))
+  h <- fit_with("binary_crossentropy", list("acc", metric_mean_squared_error, hits = metric_binary_accuracy, "mape"))
+  expect_named(h$metrics, c("loss", "acc", "mean_squared_error", "hits", "mape"))
+  expect_equal(h$metrics$hits, h$metrics$acc)
+  expect_error(fit_with(function(y_true, y_pred) y_pred, NULL), "R function", class = "rustgpu_value_error")
+  expect_error(fit_with("mse", list(function(y_true, y_pred) y_pred)), "R function", class = "rustgpu_value_error")
+})
