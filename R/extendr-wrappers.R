@@ -8,6 +8,27 @@ NULL
 #' @noRd
 rg_init <- function() .Call(wrap__rg_init)
 
+#' Keras's shuffles: for each size in turn, `RandomState(seed).shuffle(arange(size))` (one
+#' generator for all), as 1-based R indices.
+#' @noRd
+rg_numpy_shuffles <- function(seed, sizes) .Call(wrap__rg_numpy_shuffles, seed, sizes)
+
+#' A JSON file as R (objects as named lists), e.g. a data set's word index.
+#' @noRd
+rg_read_json <- function(path) .Call(wrap__rg_read_json, path)
+
+#' The array in a `.npy` file.
+#' @noRd
+rg_read_npy <- function(path) .Call(wrap__rg_read_npy, path)
+
+#' The value in a Python pickle file.
+#' @noRd
+rg_read_pickle <- function(path) .Call(wrap__rg_read_pickle, path)
+
+#' A file's SHA-256, in hex.
+#' @noRd
+rg_sha256 <- function(path) .Call(wrap__rg_sha256, path)
+
 #' @noRd
 rg_use_virtual_gpus <- function(n, threads) .Call(wrap__rg_use_virtual_gpus, n, threads)
 

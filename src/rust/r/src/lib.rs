@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod convert;
+mod datasets;
 mod devices;
 mod functional;
 mod layers;
@@ -122,6 +123,7 @@ fn rg_init() -> Robj {
 extendr_module! {
     mod rustgpu;
     fn rg_init;
+    use datasets;
     use devices;
     use functional;
     use layers;

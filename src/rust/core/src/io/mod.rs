@@ -1,8 +1,12 @@
 //! Keras's HDF5 formats: the legacy (Keras 2) layout for weights and whole models, read and
 //! written, plus reading tf-keras/Keras 3 `.weights.h5` files. Writes are atomic: a
-//! temporary file in the same folder, renamed over the target only when complete.
+//! temporary file in the same folder, renamed over the target only when complete. Also the
+//! formats Keras's data sets ship in: numpy's `.npy` and Python pickles.
 mod config;
 mod h5;
+pub mod npy;
+pub mod numpy_random;
+pub mod pickle;
 
 pub use config::{model_config, model_from_config, training_config, TrainingConfig};
 pub use h5::{load_model, load_optimizer_state, load_weights, save_model, save_weights, LoadedModel};
@@ -10,6 +14,23 @@ pub use h5::{load_model, load_optimizer_state, load_weights, save_model, save_we
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The SHA-256 of a file, in hex (Keras's `file_hash` for its data sets).
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::Io(format!("cannot read \"{}\": {}", path.display(), e)))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::Io(format!("cannot read \"{}\": {}", path.display(), e)))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{:02x}", b)).collect())
+}
 
 static FAIL_NEXT_WRITE: AtomicBool = AtomicBool::new(false);
 
