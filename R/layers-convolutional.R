@@ -164,10 +164,10 @@ layer_global_max_pooling_2d <- function(object, data_format = NULL, keepdims = F
   global_pooling(object, "GlobalMaxPooling2D", data_format, keepdims, input_shape, name)
 }
 
-#' Global average pooling for 1D inputs
+#' Global average and max pooling for 1D inputs
 #'
-#' `(batch, steps, channels)` to `(batch, channels)`: the mean of each channel over the
-#' steps, as Keras's GlobalAveragePooling1D.
+#' `(batch, steps, channels)` to `(batch, channels)`: the mean (or the maximum) of each
+#' channel over the steps, as Keras's GlobalAveragePooling1D (GlobalMaxPooling1D).
 #'
 #' @inheritParams layer_conv_2d
 #' @param keepdims Only `FALSE` (Keras's default) is supported.
@@ -179,6 +179,13 @@ layer_global_max_pooling_2d <- function(object, data_format = NULL, keepdims = F
 layer_global_average_pooling_1d <- function(object, data_format = NULL, keepdims = FALSE, input_shape = NULL, name = NULL) {
   force_model(object)
   global_pooling(object, "GlobalAveragePooling1D", data_format, keepdims, input_shape, name)
+}
+
+#' @rdname layer_global_average_pooling_1d
+#' @export
+layer_global_max_pooling_1d <- function(object, data_format = NULL, keepdims = FALSE, input_shape = NULL, name = NULL) {
+  force_model(object)
+  global_pooling(object, "GlobalMaxPooling1D", data_format, keepdims, input_shape, name)
 }
 
 #' Zero-padding for 2D inputs
@@ -347,5 +354,19 @@ layer_max_pooling_1d <- function(object, pool_size = 2L, strides = NULL, padding
   check_padding(padding)
   check_channels_last(data_format)
   create_layer("MaxPooling1D", object, list(pool_size = pool_size, strides = strides, padding = padding),
+               input_shape, name)
+}
+
+#' @rdname layer_conv_1d
+#' @export
+layer_average_pooling_1d <- function(object, pool_size = 2L, strides = NULL, padding = "valid", data_format = NULL,
+                                     input_shape = NULL, name = NULL) {
+  force_model(object)
+  check_count(pool_size, "pool_size", min = 1)
+  if (is.null(strides)) strides <- pool_size
+  check_count(strides, "strides", min = 1)
+  check_padding(padding)
+  check_channels_last(data_format)
+  create_layer("AveragePooling1D", object, list(pool_size = pool_size, strides = strides, padding = padding),
                input_shape, name)
 }

@@ -19,6 +19,7 @@ mod merge;
 mod normalization;
 mod params;
 mod pooling;
+mod pooling1d;
 pub mod registry;
 mod spatial;
 
@@ -34,6 +35,7 @@ pub use self::merge::{Add, Concatenate, Multiply};
 pub use self::normalization::BatchNormalization;
 pub use self::params::{Axes, DataFormat, NotSupported, Padding, Tuple1, Tuple2};
 pub use self::pooling::{AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D};
+pub use self::pooling1d::{AveragePooling1D, GlobalMaxPooling1D};
 pub use self::spatial::{Flatten, Reshape, ZeroPadding2D};
 
 use crate::activation::Activation;

@@ -45,6 +45,8 @@ pub static LAYER_TYPES: &[Registration] = &[
     Registration::of::<GlobalAveragePooling2D>(),
     Registration::of::<GlobalMaxPooling2D>(),
     Registration::of::<GlobalAveragePooling1D>(),
+    Registration::of::<GlobalMaxPooling1D>(),
+    Registration::of::<AveragePooling1D>(),
     Registration::of::<ZeroPadding2D>(),
     Registration::of::<Flatten>(),
     Registration::of::<Reshape>(),

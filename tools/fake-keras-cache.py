@@ -1,0 +1,62 @@
+"""Fills a Keras cache folder with stand-ins for Keras's data-set files: the real formats and
+sample shapes, random values, fewer samples. For running published R keras scripts offline
+(tools/rkeras-examples.sh); never used by the tests.
+
+    .venv-keras/bin/python tools/fake-keras-cache.py DIR     # writes DIR/datasets/...
+"""
+import gzip
+import json
+import os
+import pickle
+import struct
+import sys
+import tarfile
+import tempfile
+
+import numpy as np
+
+root = os.path.join(sys.argv[1], "datasets")
+os.makedirs(root, exist_ok=True)
+rng = np.random.default_rng(0)
+
+
+def images(n, shape):
+    return rng.integers(0, 256, (n,) + shape, dtype=np.uint8)
+
+
+np.savez(os.path.join(root, "mnist.npz"), x_train=images(2000, (28, 28)), y_train=rng.integers(0, 10, 2000, dtype=np.uint8),
+         x_test=images(500, (28, 28)), y_test=rng.integers(0, 10, 500, dtype=np.uint8))
+fashion = os.path.join(root, "fashion-mnist")
+os.makedirs(fashion, exist_ok=True)
+for prefix, n in [("train", 2000), ("t10k", 500)]:
+    with gzip.open(os.path.join(fashion, f"{prefix}-labels-idx1-ubyte.gz"), "wb") as f:
+        f.write(struct.pack(">II", 2049, n) + rng.integers(0, 10, n, dtype=np.uint8).tobytes())
+    with gzip.open(os.path.join(fashion, f"{prefix}-images-idx3-ubyte.gz"), "wb") as f:
+        f.write(struct.pack(">IIII", 2051, n, 28, 28) + images(n, (28, 28)).tobytes())
+tmp = tempfile.mkdtemp()
+for folder, files, key in [("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], None),
+                           ("cifar-100-python", ["train", "test"], "fine")]:
+    os.makedirs(os.path.join(tmp, folder))
+    for name in files:
+        n = 400
+        d = {b"data": images(n, (3072,)), b"labels": list(map(int, rng.integers(0, 10, n))),
+             b"fine_labels": list(map(int, rng.integers(0, 100, n))), b"coarse_labels": list(map(int, rng.integers(0, 20, n)))}
+        with open(os.path.join(tmp, folder, name), "wb") as f:
+            pickle.dump(d, f, protocol=2)
+    with tarfile.open(os.path.join(root, folder + ".tar.gz"), "w:gz") as t:
+        t.add(os.path.join(tmp, folder), arcname=folder)
+
+
+def reviews(n, vocab):
+    lengths = rng.integers(20, 400, n)
+    return np.array([list(map(int, np.minimum(rng.zipf(1.3, k), vocab))) for k in lengths], dtype=object)
+
+
+np.savez(os.path.join(root, "imdb.npz"), x_train=reviews(1000, 88000), y_train=rng.integers(0, 2, 1000),
+         x_test=reviews(500, 88000), y_test=rng.integers(0, 2, 500))
+with open(os.path.join(root, "imdb_word_index.json"), "w") as f:
+    json.dump({f"word{i}": i for i in range(1, 88585)}, f)
+np.savez(os.path.join(root, "reuters.npz"), x=reviews(1000, 30000), y=rng.integers(0, 46, 1000))
+with open(os.path.join(root, "reuters_word_index.json"), "w") as f:
+    json.dump({f"word{i}": i for i in range(1, 30980)}, f)
+np.savez(os.path.join(root, "boston_housing.npz"), x=rng.normal(size=(506, 13)) * 10 + 20, y=rng.normal(size=506) * 9 + 22)
