@@ -133,6 +133,14 @@ rg_get_config <- function(ptr) .Call(wrap__rg_get_config, ptr)
 #' @noRd
 rg_from_config <- function(config) .Call(wrap__rg_from_config, config)
 
+#' The model's Keras config as JSON text (`model_to_json()`), as Keras writes it.
+#' @noRd
+rg_model_to_json <- function(ptr) .Call(wrap__rg_model_to_json, ptr)
+
+#' A new model from JSON text (`model_from_json()`).
+#' @noRd
+rg_model_from_json <- function(text) .Call(wrap__rg_model_from_json, text)
+
 #' Test hook: makes `replica` of a parallel model fail ("error" or "panic") in the
 #' training step after `after_steps` more steps.
 #' @noRd

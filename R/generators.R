@@ -125,15 +125,35 @@ predict_generator <- function(object, generator, steps, verbose = 0, ...) {
   else bind_rows(parts)
 }
 
-#' Generate class probabilities (deprecated)
+#' Generate class predictions and probabilities (Keras 2.2)
 #'
-#' Deprecated in Keras: use [predict()], which this calls (with a warning, once per session).
+#' `predict_classes()`: the class of each sample, from 0: the largest output's index, or, for
+#' a model with one output unit, 1 where the output exceeds 0.5. `predict_proba()`: the
+#' outputs, as [predict()] (deprecated in Keras, with a warning once per session).
 #'
 #' @inheritParams predict.keras.engine.training.Model
-#' @return The model's outputs, as [predict()].
+#' @param steps Unused (Keras 2.2's argument for data tensors).
+#' @return `predict_classes()`: an integer vector. `predict_proba()`: as [predict()].
 #' @examples
 #' model <- keras_model_sequential() %>% layer_dense(2, activation = "softmax", input_shape = 2)
+#' predict_classes(model, matrix(runif(4), 2))
 #' suppressWarnings(predict_proba(model, matrix(runif(4), 2)))
+#' @export
+predict_classes <- function(object, x, batch_size = NULL, verbose = 0, steps = NULL) {
+  p <- predict(object, x, batch_size = batch_size, verbose = verbose)
+  if (is.list(p)) value_error("`predict_classes()` works with models of one output.")
+  # Keras 2's rule: the arg-max over the last axis for several outputs, else p > 0.5.
+  if (!is.null(dim(p)) && utils::tail(dim(p), 1) > 1) {
+    m <- matrix(p, ncol = utils::tail(dim(p), 1))
+    classes <- max.col(m, ties.method = "first") - 1L
+    lead <- dim(p)[-length(dim(p))]
+    if (length(lead) > 1) array(classes, lead) else classes
+  } else {
+    as.integer(as.vector(p) > 0.5)
+  }
+}
+
+#' @rdname predict_classes
 #' @export
 predict_proba <- function(object, x, batch_size = NULL, verbose = 0) {
   if (!isTRUE(.tensors$warned_predict_proba)) {

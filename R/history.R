@@ -3,12 +3,16 @@
 #' @export
 print.keras_training_history <- function(x, ...) {
   p <- x$params
-  cat(sprintf("\nFinal epoch (plot to see history):\n"))
+  # As R keras prints it: what it trained on, then each metric's last value.
+  epochs <- min(c(p$epochs, max(c(0, lengths(x$metrics)))))
+  count <- function(v) if (is.null(v) || is.na(v)) "NA" else prettyNum(v, big.mark = ",")
+  validated <- if (is.null(p$validation_samples)) "" else sprintf(", validated on %s samples", count(p$validation_samples))
+  cat(sprintf("Trained on %s samples%s (batch_size=%s, epochs=%s)\n", count(p$samples), validated, count(p$batch_size), epochs))
+  cat("Final epoch (plot to see history):\n")
   last <- vapply(x$metrics, function(v) if (length(v)) v[[length(v)]] else NA_real_, numeric(1))
   width <- max(nchar(names(last)))
-  for (nm in names(last)) cat(sprintf("%*s: %.4f\n", width, nm, last[[nm]]))
-  cat(sprintf("Trained on %d samples (batch_size = %d, epochs = %d)\n", as.integer(p$samples),
-              as.integer(p$batch_size), as.integer(p$epochs)))
+  values <- prettyNum(last, big.mark = ",", digits = 4, scientific = FALSE)
+  cat(paste0(sprintf(paste0("%", width, "s"), names(last)), ": ", values, collapse = "\n"), "\n")
   invisible(x)
 }
 

@@ -352,3 +352,34 @@ from_config <- function(config, custom_objects = NULL) {
   made <- call_backend(rg_from_config(config))
   new_model(made$ptr, made$name, kind = if (identical(config$class_name, "Sequential")) "sequential" else "functional")
 }
+
+#' A model's configuration as JSON
+#'
+#' `model_to_json()` gives the architecture as Keras's JSON (the `model_config` Keras writes in
+#' saved models and `model.to_json()` returns); `model_from_json()` builds a new model, with
+#' fresh weights, from such JSON (also from JSON written by Python Keras).
+#'
+#' @param object A model.
+#' @param json JSON text from `model_to_json()`.
+#' @param custom_objects Not supported; must be `NULL`.
+#' @return `model_to_json()`: a string. `model_from_json()`: a model.
+#' @examples
+#' model <- keras_model_sequential() %>% layer_dense(3, activation = "relu", input_shape = 2)
+#' json <- model_to_json(model)
+#' twin <- model_from_json(json)
+#' @export
+model_to_json <- function(object) {
+  check_model(object)
+  call_backend(rg_model_to_json(object$ptr))
+}
+
+#' @rdname model_to_json
+#' @export
+model_from_json <- function(json, custom_objects = NULL) {
+  if (!is.character(json) || length(json) != 1 || is.na(json)) {
+    value_error(sprintf("`json` must be one string of JSON from model_to_json(), not %s.", describe(json)))
+  }
+  if (!is.null(custom_objects)) value_error("`custom_objects` is not supported yet: leave it NULL.")
+  made <- call_backend(rg_model_from_json(json))
+  new_model(made$ptr, made$name, kind = if (isTRUE(made$functional)) "functional" else "sequential")
+}

@@ -257,8 +257,14 @@ fit.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_si
       list(stats = call_backend(rg_train_batch(object$ptr, x, y, weights, idx, seed)), n = length(idx))
     },
     validate = if (!is.null(val)) function() call_backend(rg_evaluate(object$ptr, val$x, val$y, NULL, val$rows, batch_size)),
-    params = list(verbose = verbose, epochs = epochs, steps = steps, samples = length(train_rows), batch_size = batch_size)
+    params = list(verbose = verbose, epochs = epochs, steps = steps, samples = length(train_rows), batch_size = batch_size,
+                  validation_samples = if (is.null(val)) NULL else if (is.null(val$rows)) sample_count(val$x) else length(val$rows))
   )
+}
+
+sample_count <- function(x) {
+  if (is.list(x) && !is.data.frame(x)) x <- x[[1]]
+  if (is.null(dim(x))) length(x) else dim(x)[1]
 }
 
 # The epoch/batch loop shared by fit() and fit_generator(). Callbacks run here, on the main

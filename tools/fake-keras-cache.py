@@ -24,11 +24,12 @@ def images(n, shape):
     return rng.integers(0, 256, (n,) + shape, dtype=np.uint8)
 
 
-np.savez(os.path.join(root, "mnist.npz"), x_train=images(2000, (28, 28)), y_train=rng.integers(0, 10, 2000, dtype=np.uint8),
-         x_test=images(500, (28, 28)), y_test=rng.integers(0, 10, 500, dtype=np.uint8))
+# MNIST and Fashion-MNIST at their real sizes: scripts index them by count (x_train[1:60000, , ]).
+np.savez(os.path.join(root, "mnist.npz"), x_train=images(60000, (28, 28)), y_train=rng.integers(0, 10, 60000, dtype=np.uint8),
+         x_test=images(10000, (28, 28)), y_test=rng.integers(0, 10, 10000, dtype=np.uint8))
 fashion = os.path.join(root, "fashion-mnist")
 os.makedirs(fashion, exist_ok=True)
-for prefix, n in [("train", 2000), ("t10k", 500)]:
+for prefix, n in [("train", 60000), ("t10k", 10000)]:
     with gzip.open(os.path.join(fashion, f"{prefix}-labels-idx1-ubyte.gz"), "wb") as f:
         f.write(struct.pack(">II", 2049, n) + rng.integers(0, 10, n, dtype=np.uint8).tobytes())
     with gzip.open(os.path.join(fashion, f"{prefix}-images-idx3-ubyte.gz"), "wb") as f:

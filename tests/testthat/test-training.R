@@ -11,7 +11,8 @@ test_that("fit learns a linearly separable problem and returns a Keras-like hist
   df <- as.data.frame(h)
   expect_equal(nrow(df), 12)
   expect_setequal(levels(df$data), c("training", "validation"))
-  expect_output(print(h), "val_accuracy")
+  expect_output(print(h), "Trained on 72 samples, validated on 24 samples \\(batch_size=16, epochs=3\\)\nFinal epoch \\(plot to see history\\):\n        loss: [0-9.]+\n    accuracy: ")
+  expect_output(print(h), "val_accuracy: ")
   # Validation figures equal evaluate() on the last 25% (Keras takes them from the end).
   ev <- evaluate(model, d$x[73:96, ], d$y[73:96, ], verbose = 0)
   expect_equal(ev$loss, tail(h$metrics$val_loss, 1), tolerance = 1e-6)

@@ -103,6 +103,29 @@ fn rg_from_config(config: Robj) -> Robj {
     })
 }
 
+/// The model's Keras config as JSON text (`model_to_json()`), as Keras writes it.
+/// @noRd
+#[extendr]
+fn rg_model_to_json(mut ptr: Robj) -> Robj {
+    guard(|| {
+        let h = handle(&mut ptr)?;
+        let config = io::model_config(&h.model.lock().unwrap_or_else(|e| e.into_inner()))?;
+        Ok(config.to_string().into())
+    })
+}
+
+/// A new model from JSON text (`model_from_json()`).
+/// @noRd
+#[extendr]
+fn rg_model_from_json(text: &str) -> Robj {
+    guard(|| {
+        let model = io::model_from_config(text)?;
+        let name = model.name.clone();
+        let functional = model.arch.graph.is_some();
+        Ok(list!(ptr = ModelHandle::new_pointer(model), name = name, functional = functional).into())
+    })
+}
+
 /// Test hook: the next save fails midway.
 /// @noRd
 #[extendr]
@@ -121,4 +144,6 @@ extendr_module! {
     fn rg_inject_write_failure;
     fn rg_get_config;
     fn rg_from_config;
+    fn rg_model_to_json;
+    fn rg_model_from_json;
 }
