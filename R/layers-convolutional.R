@@ -48,7 +48,8 @@ check_channels_last <- function(data_format, call = rlang::caller_env()) {
 #' @export
 layer_conv_2d <- function(object, filters, kernel_size, strides = c(1L, 1L), padding = "valid",
                           data_format = NULL, dilation_rate = c(1L, 1L), activation = NULL, use_bias = TRUE,
-                          kernel_initializer = "glorot_uniform", bias_initializer = "zeros",
+                          kernel_initializer = "glorot_uniform", bias_initializer = "zeros", kernel_regularizer = NULL,
+                          bias_regularizer = NULL, activity_regularizer = NULL,
                           input_shape = NULL, name = NULL) {
   force_model(object)
   check_count(filters, "filters", min = 1)
@@ -63,10 +64,13 @@ layer_conv_2d <- function(object, filters, kernel_size, strides = c(1L, 1L), pad
   check_bool(use_bias, "use_bias")
   kernel_initializer <- initializer_config(kernel_initializer, "kernel_initializer")
   bias_initializer <- initializer_config(bias_initializer, "bias_initializer")
+  check_no_activity_regularizer(activity_regularizer)
   create_layer("Conv2D", object, list(
     filters = filters, kernel_size = kernel_size, strides = strides, padding = padding,
     dilation_rate = dilation_rate, activation = activation_name(activation), use_bias = use_bias,
-    kernel_initializer = kernel_initializer, bias_initializer = bias_initializer
+    kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
+    kernel_regularizer = regularizer_config(kernel_regularizer, "kernel_regularizer"),
+    bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer")
   ), input_shape, name)
 }
 
@@ -323,7 +327,8 @@ layer_depthwise_conv_2d <- function(object, kernel_size, strides = c(1L, 1L), pa
 #' @export
 layer_conv_1d <- function(object, filters, kernel_size, strides = 1L, padding = "valid", data_format = NULL,
                           dilation_rate = 1L, activation = NULL, use_bias = TRUE,
-                          kernel_initializer = "glorot_uniform", bias_initializer = "zeros", input_shape = NULL,
+                          kernel_initializer = "glorot_uniform", bias_initializer = "zeros", kernel_regularizer = NULL,
+                          bias_regularizer = NULL, activity_regularizer = NULL, input_shape = NULL,
                           name = NULL) {
   force_model(object)
   check_count(filters, "filters", min = 1)
@@ -335,10 +340,13 @@ layer_conv_1d <- function(object, filters, kernel_size, strides = 1L, padding = 
   check_bool(use_bias, "use_bias")
   kernel_initializer <- initializer_config(kernel_initializer, "kernel_initializer")
   bias_initializer <- initializer_config(bias_initializer, "bias_initializer")
+  check_no_activity_regularizer(activity_regularizer)
   create_layer("Conv1D", object, list(
     filters = filters, kernel_size = kernel_size, strides = strides, padding = padding,
     dilation_rate = dilation_rate, activation = activation_name(activation), use_bias = use_bias,
-    kernel_initializer = kernel_initializer, bias_initializer = bias_initializer
+    kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
+    kernel_regularizer = regularizer_config(kernel_regularizer, "kernel_regularizer"),
+    bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer")
   ), input_shape, name)
 }
 

@@ -97,6 +97,8 @@ new_seed <- function() sample.int(.Machine$integer.max, 1)
 #'   "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",
 #'   "lecun_normal", "random_uniform" (Keras 2 also calls it "uniform"), "random_normal"
 #'   ("normal"), "truncated_normal", "variance_scaling", "orthogonal", "identity", "zeros", "ones".
+#' @param kernel_regularizer,bias_regularizer Penalties on the weights ([regularizers]), or `NULL`.
+#' @param activity_regularizer Only `NULL` (activity regularizers are not supported yet).
 #' @param input_shape Shape of one sample (without the batch axis); only for the first layer.
 #' @param name Name of the layer (default: a unique "dense", "dense_1", ...).
 #' @return The model, invisibly (or the layer when `object` is missing).
@@ -108,15 +110,19 @@ new_seed <- function() sample.int(.Machine$integer.max, 1)
 #' @export
 layer_dense <- function(object, units, activation = NULL, use_bias = TRUE,
                         kernel_initializer = "glorot_uniform", bias_initializer = "zeros",
+                        kernel_regularizer = NULL, bias_regularizer = NULL, activity_regularizer = NULL,
                         input_shape = NULL, name = NULL) {
   force_model(object)
   check_count(units, "units", min = 1)
   check_bool(use_bias, "use_bias")
   kernel_initializer <- initializer_config(kernel_initializer, "kernel_initializer")
   bias_initializer <- initializer_config(bias_initializer, "bias_initializer")
+  check_no_activity_regularizer(activity_regularizer)
   create_layer("Dense", object, list(
     units = units, activation = activation_name(activation), use_bias = use_bias,
-    kernel_initializer = kernel_initializer, bias_initializer = bias_initializer
+    kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
+    kernel_regularizer = regularizer_config(kernel_regularizer, "kernel_regularizer"),
+    bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer")
   ), input_shape, name)
 }
 
@@ -204,6 +210,7 @@ print.rustgpu_layer <- function(x, ...) {
 #'
 #' @inheritParams layer_dense
 #' @param input_dim Size of the vocabulary (largest index + 1).
+#' @param embeddings_regularizer A penalty on the embeddings ([regularizers]), or `NULL`.
 #' @param output_dim Size of each vector.
 #' @param embeddings_initializer Initializer or its name ([initializers]; Keras's default "uniform" draws from
 #'   (-0.05, 0.05)).
@@ -217,6 +224,7 @@ print.rustgpu_layer <- function(x, ...) {
 #' dim(predict(model, matrix(c(0, 1, 2, 9), 1)))
 #' @export
 layer_embedding <- function(object, input_dim, output_dim, embeddings_initializer = "uniform",
+                            embeddings_regularizer = NULL, activity_regularizer = NULL,
                             input_length = NULL, input_shape = NULL, name = NULL) {
   force_model(object)
   check_count(input_dim, "input_dim", min = 1)
@@ -224,8 +232,10 @@ layer_embedding <- function(object, input_dim, output_dim, embeddings_initialize
   embeddings_initializer <- initializer_config(embeddings_initializer, "embeddings_initializer")
   check_count(input_length, "input_length", min = 1, allow_null = TRUE)
   if (is.null(input_shape) && !is.null(input_length)) input_shape <- input_length
+  check_no_activity_regularizer(activity_regularizer)
   create_layer("Embedding", object, list(
     input_dim = input_dim, output_dim = output_dim, embeddings_initializer = embeddings_initializer,
+    embeddings_regularizer = regularizer_config(embeddings_regularizer, "embeddings_regularizer"),
     input_length = input_length
   ), input_shape, name)
 }

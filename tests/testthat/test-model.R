@@ -138,3 +138,25 @@ test_that("model_to_json() and model_from_json() round-trip the architecture; pr
   expect_identical(predict_classes(binary, x), as.integer(predict(binary, x) > 0.5))
   expect_error(model_from_json("{"), class = "rustgpu_error")
 })
+
+test_that("regularizers add their penalty to the reported loss and travel in configs", {
+  set.seed(4)
+  x <- matrix(rnorm(30), 10, 3)
+  y <- rowSums(x)
+  model <- keras_model_sequential() %>%
+    layer_dense(4, kernel_regularizer = regularizer_l2(0.1), bias_regularizer = regularizer_l1(0.05),
+                bias_initializer = initializer_constant(0.5), input_shape = 3) %>%
+    layer_dense(1)
+  compile(model, optimizer = "sgd", loss = "mse")
+  w <- get_weights(model)
+  penalty <- 0.1 * sum(w[[1]]^2) + 0.05 * sum(abs(w[[2]]))
+  plain <- mean((predict(model, x) - y)^2)
+  expect_equal(evaluate(model, x, y, verbose = 0)[["loss"]], plain + penalty, tolerance = 1e-5)
+  restored <- from_config(get_config(model))
+  compile(restored, optimizer = "sgd", loss = "mse")
+  set_weights(restored, w)
+  expect_equal(evaluate(restored, x, y, verbose = 0), evaluate(model, x, y, verbose = 0))
+  expect_output(print(regularizer_l1_l2()), "l1 = 0.01, l2 = 0.01")
+  expect_error(layer_dense(keras_model_sequential(), 2, kernel_regularizer = "l2"), "`kernel_regularizer`", class = "rustgpu_value_error")
+  expect_error(layer_dense(keras_model_sequential(), 2, activity_regularizer = regularizer_l1()), "not supported yet", class = "rustgpu_value_error")
+})

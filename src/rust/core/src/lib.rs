@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod parallel;
+pub mod regularizer;
 pub mod shape;
 pub mod tensor;
 pub mod train;

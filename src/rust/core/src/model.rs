@@ -153,6 +153,20 @@ impl Architecture {
 
     /// Which weights' transposes the backward pass multiplies by (a dense kernel, for the
     /// layer's input gradient, needed when its input comes from another layer).
+    /// Each weight's regularizer (None for most), aligned with the model's weights.
+    pub fn weight_regularizers(&self) -> Vec<Option<crate::regularizer::Regularizer>> {
+        let n = self.weight_ranges.last().map_or(0, |r| r.end);
+        let mut out = vec![None; n];
+        for (layer, range) in self.layers.iter().zip(&self.weight_ranges) {
+            for (i, r) in layer.kind.weight_regularizers().into_iter().enumerate() {
+                if let Some(slot) = out[range.clone()].get_mut(i) {
+                    *slot = r;
+                }
+            }
+        }
+        out
+    }
+
     pub fn transposed_kernels(&self) -> Vec<bool> {
         let n = self.weight_ranges.last().map_or(0, |r| r.end);
         let mut wanted = vec![false; n];
@@ -277,6 +291,11 @@ pub struct Model {
 }
 
 impl Model {
+    /// The weights' regularization penalty, which Keras adds to the loss.
+    pub fn regularization_penalty(&self) -> f64 {
+        self.arch.weight_regularizers().iter().zip(&self.weights).filter_map(|(r, w)| r.map(|r| r.penalty(&w.value))).sum()
+    }
+
     pub fn new(name: String) -> Self {
         Self { name, arch: Arc::new(Architecture::default()), weights: Vec::new() }
     }

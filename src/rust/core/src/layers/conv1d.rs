@@ -12,6 +12,7 @@ use super::{
 use crate::activation::Activation;
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
+use crate::regularizer::Regularizer;
 use crate::shape::sequence_dims;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -30,8 +31,8 @@ pub struct Conv1D {
     pub use_bias: bool,
     pub kernel_initializer: Initializer,
     pub bias_initializer: Initializer,
-    pub kernel_regularizer: NotSupported,
-    pub bias_regularizer: NotSupported,
+    pub kernel_regularizer: Option<Regularizer>,
+    pub bias_regularizer: Option<Regularizer>,
     pub activity_regularizer: NotSupported,
     pub kernel_constraint: NotSupported,
     pub bias_constraint: NotSupported,
@@ -51,8 +52,8 @@ impl Default for Conv1D {
             use_bias: true,
             kernel_initializer: Initializer::glorot_uniform(),
             bias_initializer: Initializer::zeros(),
-            kernel_regularizer: NotSupported,
-            bias_regularizer: NotSupported,
+            kernel_regularizer: None,
+            bias_regularizer: None,
             activity_regularizer: NotSupported,
             kernel_constraint: NotSupported,
             bias_constraint: NotSupported,
@@ -111,6 +112,10 @@ impl LayerType for Conv1D {
     fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
         let g = self.on_image().geometry(name, &as_image_shape(name, Self::CLASS_NAME, &inputs[0])?)?;
         Ok(vec![g.out_w, self.filters])
+    }
+
+    fn weight_regularizers(&self) -> Vec<Option<Regularizer>> {
+        vec![self.kernel_regularizer, self.bias_regularizer]
     }
 
     fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {

@@ -10,6 +10,7 @@ use crate::activation::{linear_then, Activation};
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
 use crate::kernels::{col2im_on_device, im2col_on_device, window_geometry, ConvGeometry};
+use crate::regularizer::Regularizer;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -27,8 +28,8 @@ pub struct Conv2D {
     pub use_bias: bool,
     pub kernel_initializer: Initializer,
     pub bias_initializer: Initializer,
-    pub kernel_regularizer: NotSupported,
-    pub bias_regularizer: NotSupported,
+    pub kernel_regularizer: Option<Regularizer>,
+    pub bias_regularizer: Option<Regularizer>,
     pub activity_regularizer: NotSupported,
     pub kernel_constraint: NotSupported,
     pub bias_constraint: NotSupported,
@@ -48,8 +49,8 @@ impl Default for Conv2D {
             use_bias: true,
             kernel_initializer: Initializer::glorot_uniform(),
             bias_initializer: Initializer::zeros(),
-            kernel_regularizer: NotSupported,
-            bias_regularizer: NotSupported,
+            kernel_regularizer: None,
+            bias_regularizer: None,
             activity_regularizer: NotSupported,
             kernel_constraint: NotSupported,
             bias_constraint: NotSupported,
@@ -133,6 +134,10 @@ impl LayerType for Conv2D {
     fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
         let g = self.geometry(name, &inputs[0])?;
         Ok(vec![g.out_h, g.out_w, self.filters])
+    }
+
+    fn weight_regularizers(&self) -> Vec<Option<Regularizer>> {
+        vec![self.kernel_regularizer, self.bias_regularizer]
     }
 
     fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {

@@ -7,6 +7,7 @@ use super::{Cache, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, 
 use crate::activation::{linear_then, Activation};
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
+use crate::regularizer::Regularizer;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -18,8 +19,8 @@ pub struct Dense {
     pub use_bias: bool,
     pub kernel_initializer: Initializer,
     pub bias_initializer: Initializer,
-    pub kernel_regularizer: NotSupported,
-    pub bias_regularizer: NotSupported,
+    pub kernel_regularizer: Option<Regularizer>,
+    pub bias_regularizer: Option<Regularizer>,
     pub activity_regularizer: NotSupported,
     pub kernel_constraint: NotSupported,
     pub bias_constraint: NotSupported,
@@ -33,8 +34,8 @@ impl Default for Dense {
             use_bias: true,
             kernel_initializer: Initializer::glorot_uniform(),
             bias_initializer: Initializer::zeros(),
-            kernel_regularizer: NotSupported,
-            bias_regularizer: NotSupported,
+            kernel_regularizer: None,
+            bias_regularizer: None,
             activity_regularizer: NotSupported,
             kernel_constraint: NotSupported,
             bias_constraint: NotSupported,
@@ -79,6 +80,10 @@ impl LayerType for Dense {
         let mut out = input.clone();
         *out.last_mut().unwrap() = self.units;
         Ok(out)
+    }
+
+    fn weight_regularizers(&self) -> Vec<Option<Regularizer>> {
+        vec![self.kernel_regularizer, self.bias_regularizer]
     }
 
     fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {

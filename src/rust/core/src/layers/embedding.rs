@@ -7,6 +7,7 @@ use super::params::check_positive;
 use super::{Cache, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, NotSupported, OutputGrad, WeightSpec};
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
+use crate::regularizer::Regularizer;
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +17,7 @@ pub struct Embedding {
     pub input_dim: usize,
     pub output_dim: usize,
     pub embeddings_initializer: Initializer,
-    pub embeddings_regularizer: NotSupported,
+    pub embeddings_regularizer: Option<Regularizer>,
     pub activity_regularizer: NotSupported,
     pub embeddings_constraint: NotSupported,
     pub mask_zero: bool,
@@ -31,7 +32,7 @@ impl Default for Embedding {
             output_dim: 0,
             // Keras's "uniform": RandomUniform(-0.05, 0.05).
             embeddings_initializer: Initializer::random_uniform(-0.05, 0.05),
-            embeddings_regularizer: NotSupported,
+            embeddings_regularizer: None,
             activity_regularizer: NotSupported,
             embeddings_constraint: NotSupported,
             mask_zero: false,
@@ -62,6 +63,10 @@ impl LayerType for Embedding {
         let mut out = inputs[0].clone();
         out.push(self.output_dim);
         Ok(out)
+    }
+
+    fn weight_regularizers(&self) -> Vec<Option<Regularizer>> {
+        vec![self.embeddings_regularizer]
     }
 
     fn weight_specs(&self, _input: &[usize]) -> Vec<WeightSpec> {

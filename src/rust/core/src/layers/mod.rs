@@ -215,6 +215,11 @@ pub trait LayerType: std::fmt::Debug + Send + Sync + Serialize + DeserializeOwne
     /// gradient): callers that keep weights between steps keep these transposes too.
     const TRANSPOSED_WEIGHTS: &'static [usize] = &[];
 
+    /// Each weight's regularizer (in [`Self::weight_specs`]'s order; missing: none).
+    fn weight_regularizers(&self) -> Vec<Option<crate::regularizer::Regularizer>> {
+        Vec::new()
+    }
+
     /// A small instance for the generic test over the registry.
     fn example() -> Example;
 }
@@ -239,6 +244,7 @@ pub trait AnyLayer: std::fmt::Debug + Send + Sync {
     ) -> Result<LayerGrads>;
     fn state_updates(&self, cache: &Cache) -> Vec<(usize, Tensor)>;
     fn transposed_weights(&self) -> &'static [usize];
+    fn weight_regularizers(&self) -> Vec<Option<crate::regularizer::Regularizer>>;
 }
 
 impl<T: LayerType> AnyLayer for T {
@@ -277,6 +283,9 @@ impl<T: LayerType> AnyLayer for T {
     }
     fn transposed_weights(&self) -> &'static [usize] {
         T::TRANSPOSED_WEIGHTS
+    }
+    fn weight_regularizers(&self) -> Vec<Option<crate::regularizer::Regularizer>> {
+        LayerType::weight_regularizers(self)
     }
 }
 

@@ -310,11 +310,14 @@ pub struct Optimizer {
     pub iterations: u64,
     slots: Vec<Vec<Vec<f32>>>,
     state: Vec<f64>,
+    /// Each weight's regularizer (the model's; set by the training step), whose gradient
+    /// the update adds to the loss's.
+    pub regularizers: Vec<Option<crate::regularizer::Regularizer>>,
 }
 
 impl Optimizer {
     pub fn new(config: OptimizerConfig) -> Self {
-        Self { config, iterations: 0, slots: Vec::new(), state: Vec::new() }
+        Self { config, iterations: 0, slots: Vec::new(), state: Vec::new(), regularizers: Vec::new() }
     }
 
     /// Keras's names for the slots this configuration keeps per weight, in Keras's order,

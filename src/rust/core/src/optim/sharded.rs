@@ -5,6 +5,7 @@
 use super::{Common, Grad, Optimizer, OptimizerConfig, OptimizerType, PreparedUpdate};
 use crate::error::{Error, Result};
 use crate::model::Weight;
+use crate::regularizer::Regularizer;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -32,10 +33,17 @@ impl Optimizer {
         if self.slots.len() != weights.len() || self.slots.iter().zip(&weight_lens).any(|(s, n)| s.len() != k || s.iter().any(|v| v.len() != *n)) {
             self.slots = self.fresh_slots(&weight_lens);
         }
-        let Optimizer { config, iterations, slots: all_slots, state } = self;
+        let Optimizer { config, iterations, slots: all_slots, state, regularizers } = self;
         let config: &'a OptimizerConfig = config;
         let prepared: Arc<dyn PreparedUpdate + 'a> = Arc::from(config.rule.prepare(*iterations + 1, config.common.learning_rate_at(*iterations), state));
         let clip = Clip::of(&config.common);
+        let regularizers: &[Option<Regularizer>] = regularizers;
+        // clipnorm takes the norm of each regularized weight's whole gradient, which includes
+        // the penalty's (computed from the values before the update): shards read a copy.
+        let before_update: Arc<Vec<Option<Vec<f32>>>> = Arc::new(match clip {
+            Clip::Norm(_) => weights.iter().enumerate().map(|(i, w)| regularizers.get(i).copied().flatten().map(|_| w.value.to_vec())).collect(),
+            _ => Vec::new(),
+        });
         let mut mirrors: Vec<Option<&'a mut Mirror>> = match mirrors {
             Some(m) if m.len() == weights.len() => m.iter_mut().map(Some).collect(),
             Some(_) => return Err(Error::State("one mirror per weight expected".into())),
@@ -68,11 +76,12 @@ impl Optimizer {
                 }
                 m.values.spare_capacity_mut()[..n].chunks_mut(CHUNK)
             });
+            let regularizer = regularizers.get(wi).copied().flatten();
             for (ci, var_chunk) in var.chunks_mut(CHUNK).enumerate() {
                 let slots = slot_chunks.iter_mut().map(|c| c.next().unwrap()).collect();
                 let mirror = mirror_chunks.as_mut().and_then(|m| m.next());
                 let transposed = transposed_into;
-                assigned[next % n_shards].push(Chunk { weight: wi, start: ci * CHUNK, var: var_chunk, slots, mirror, transposed });
+                assigned[next % n_shards].push(Chunk { weight: wi, regularizer, start: ci * CHUNK, var: var_chunk, slots, mirror, transposed });
                 next += 1;
             }
         }
@@ -81,6 +90,7 @@ impl Optimizer {
             .map(|chunks| {
                 let weight_lens = weight_lens.clone();
                 let prepared = prepared.clone();
+                let before_update = before_update.clone();
                 Box::new(move |parts: &[Vec<&[f32]>]| {
                     // Every shard checks the same thing before writing anything, so either all
                     // of them update or none does.
@@ -88,7 +98,7 @@ impl Optimizer {
                         return Err(Error::State(format!("gradients do not match the {} weights", weight_lens.len())));
                     }
                     let mut sum = Vec::with_capacity(CHUNK);
-                    let norms = clip.norms(&chunks, parts);
+                    let norms = clip.norms(&chunks, parts, &before_update);
                     for mut c in chunks {
                         update_chunk(&*prepared, clip, norms.get(&c.weight).copied(), &mut c, parts, &mut sum);
                     }
@@ -119,6 +129,8 @@ pub struct Mirror {
 /// A slice of one weight, its optimizer slots, and where its new values are mirrored.
 struct Chunk<'a> {
     weight: usize,
+    /// The weight's regularizer, whose gradient joins the loss's.
+    regularizer: Option<Regularizer>,
     start: usize,
     var: &'a mut [f32],
     slots: Vec<&'a mut [f32]>,
@@ -193,14 +205,17 @@ impl Clip {
     /// With `clipnorm`, the norm of the (summed) gradient of each weight `chunks` touch:
     /// every shard works it out for its own weights (clipping is rare; the update itself
     /// stays one pass).
-    fn norms(&self, chunks: &[Chunk<'_>], parts: &[Vec<&[f32]>]) -> HashMap<usize, f32> {
+    fn norms(&self, chunks: &[Chunk<'_>], parts: &[Vec<&[f32]>], before_update: &[Option<Vec<f32>>]) -> HashMap<usize, f32> {
         let mut norms = HashMap::new();
         if let Clip::Norm(_) = self {
             for c in chunks {
                 norms.entry(c.weight).or_insert_with(|| {
                     let n = parts[0][c.weight].len();
-                    let squares: f64 = (0..n).map(|i| parts.iter().map(|p| p[c.weight][i]).sum::<f32>() as f64).map(|g| g * g).sum();
-                    squares.sqrt() as f32
+                    let mut g: Vec<f32> = (0..n).map(|i| parts.iter().map(|p| p[c.weight][i]).sum::<f32>()).collect();
+                    if let (Some(r), Some(Some(w))) = (c.regularizer, before_update.get(c.weight)) {
+                        r.add_gradient(w, &mut g);
+                    }
+                    g.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt() as f32
                 });
             }
         }
@@ -213,30 +228,37 @@ impl Clip {
 fn update_chunk(prepared: &dyn PreparedUpdate, clip: Clip, norm: Option<f32>, c: &mut Chunk<'_>, parts: &[Vec<&[f32]>], sum: &mut Vec<f32>) {
     let range = c.start..c.start + c.var.len();
     let grad = match (clip, parts.len()) {
+        _ if c.regularizer.is_some() => sum_and_clip(clip, norm, c, parts, sum),
         (Clip::None, 1) => Grad::One(&parts[0][c.weight][range]),
         // Two replicas' parts (two virtual GPUs) are added as the update reads them.
         (Clip::None, 2) => Grad::Two(&parts[0][c.weight][range.clone()], &parts[1][c.weight][range]),
-        _ => {
-            // Several parts are summed, in replica order, into a buffer reused across the
-            // shard's chunks, and clipped there.
-            sum.clear();
-            sum.extend_from_slice(&parts[0][c.weight][range.clone()]);
-            for p in &parts[1..] {
-                sum.iter_mut().zip(&p[c.weight][range.clone()]).for_each(|(a, b)| *a += *b);
-            }
-            match clip {
-                Clip::Norm(limit) => {
-                    let denominator = norm.unwrap_or(0.0).max(limit);
-                    sum.iter_mut().for_each(|g| *g = *g * limit / denominator);
-                }
-                Clip::Value(limit) => sum.iter_mut().for_each(|g| *g = g.clamp(-limit, limit)),
-                Clip::None => {}
-            }
-            Grad::One(sum)
-        }
+        _ => sum_and_clip(clip, norm, c, parts, sum),
     };
     prepared.update(c.var, grad, &mut c.slots);
     write_mirrors(c);
+}
+
+/// The chunk's gradient summed over the parts (in replica order) into `sum`, plus its
+/// regularizer's gradient (at the values before this update), clipped where asked.
+fn sum_and_clip<'s>(clip: Clip, norm: Option<f32>, c: &Chunk<'_>, parts: &[Vec<&[f32]>], sum: &'s mut Vec<f32>) -> Grad<'s> {
+    let range = c.start..c.start + c.var.len();
+    sum.clear();
+    sum.extend_from_slice(&parts[0][c.weight][range.clone()]);
+    for p in &parts[1..] {
+        sum.iter_mut().zip(&p[c.weight][range.clone()]).for_each(|(a, b)| *a += *b);
+    }
+    if let Some(r) = c.regularizer {
+        r.add_gradient(c.var, sum);
+    }
+    match clip {
+        Clip::Norm(limit) => {
+            let denominator = norm.unwrap_or(0.0).max(limit);
+            sum.iter_mut().for_each(|g| *g = *g * limit / denominator);
+        }
+        Clip::Value(limit) => sum.iter_mut().for_each(|g| *g = g.clamp(-limit, limit)),
+        Clip::None => {}
+    }
+    Grad::One(sum)
 }
 
 #[inline(always)]

@@ -95,13 +95,19 @@ impl Executor {
         check_rows(xs, ys, model.arch.outputs().len(), rows)?;
         check_weights(sample_weights, xs[0].rows())?;
         let batch = Batch { xs, ys, sample_weights };
-        match self {
+        // Regularization: its penalty (at the weights the step starts from) joins the loss,
+        // its gradient the update's.
+        let penalty = model.regularization_penalty();
+        compiled.optimizer.regularizers = model.arch.weight_regularizers();
+        let mut stats = match self {
             Executor::Local(info) => one_device::train(info, model, compiled, &batch, rows, seed),
             Executor::Replicated(r) if r.set.merge == MergeDevice::Cpu && r.set.is_host_backed() => {
                 host_replicas::train(r, model, compiled, &batch, rows, seed)
             }
             Executor::Replicated(r) => replicas::train(&r.set, model, compiled, &batch, rows, seed),
-        }
+        }?;
+        stats.loss += penalty;
+        Ok(stats)
     }
 
     /// Loss and metrics on `rows` of `x`, `y`, without updating anything.
@@ -117,10 +123,12 @@ impl Executor {
         check_rows(xs, ys, model.arch.outputs().len(), rows)?;
         check_weights(sample_weights, xs[0].rows())?;
         let batch = Batch { xs, ys, sample_weights };
-        match self {
+        let mut stats = match self {
             Executor::Local(info) => one_device::evaluate(info, model, compiled, &batch, rows),
             Executor::Replicated(r) => replicas::evaluate(&r.set, model, compiled, &batch, rows),
-        }
+        }?;
+        stats.loss += model.regularization_penalty();
+        Ok(stats)
     }
 
     /// The model's outputs for `rows` of `x`, in row order.
