@@ -212,9 +212,11 @@ mod tests {
         assert!(e.contains("`units`"), "{}", e);
         let e = super::super::parse_config::<Dense>(&serde_json::json!({ "units": "a" })).unwrap_err().to_string();
         assert!(e.contains("Dense config `units`"), "{}", e);
-        let d: Dense = super::super::parse_config(&serde_json::json!({ "units": 2, "kernel_regularizer": { "class_name": "L2", "config": { "l2": 0.1 } } })).unwrap();
+        let d: Dense =
+            super::super::parse_config(&serde_json::json!({ "units": 2, "kernel_regularizer": { "class_name": "L2", "config": { "l2": 0.1 } } })).unwrap();
         assert_eq!(d.kernel_regularizer, Some(crate::regularizer::Regularizer { l1: 0.0, l2: 0.1 }));
-        let e = super::super::parse_config::<Dense>(&serde_json::json!({ "units": 2, "activity_regularizer": { "class_name": "L2" } })).unwrap_err().to_string();
+        let e =
+            super::super::parse_config::<Dense>(&serde_json::json!({ "units": 2, "activity_regularizer": { "class_name": "L2" } })).unwrap_err().to_string();
         assert!(e.contains("activity_regularizer") && e.contains("not supported"), "{}", e);
     }
 }
