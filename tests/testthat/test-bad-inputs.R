@@ -15,7 +15,10 @@ fresh_models <- function() {
   restored <- readRDS(path)
   unlink(path)
   collected <- rustgpu:::new_model(methods::new("externalptr"), "collected")
-  list(m = compiled, u = uncompiled, restored = restored, collected = collected)
+  # A million outputs per sample: 20000 rows of activations are 80 GB.
+  wide <- keras_model_sequential() %>% layer_dense(1e6, input_shape = 1)
+  compile(wide, optimizer = "sgd", loss = "mse")
+  list(m = compiled, u = uncompiled, restored = restored, collected = collected, wide = wide)
 }
 
 with_na <- function(a, value) {
@@ -134,7 +137,17 @@ bad_inputs <- list(
        "\\(steps, channels\\)"),
   list("to_categorical with ids beyond num_classes", quote(to_categorical(c(0, 5), num_classes = 3)), "value", "class id 5"),
   list("use_virtual_gpus negative", quote(use_virtual_gpus(-1)), "value", "`n`"),
-  list("use_virtual_gpus too many", quote(use_virtual_gpus(1000)), "value", "between 0 and 64")
+  list("use_virtual_gpus too many", quote(use_virtual_gpus(1000)), "value", "between 0 and 64"),
+  # Sizes beyond memory are refused before anything is allocated (Rust would abort R).
+  list("a billion units", quote(layer_dense(keras_model_sequential(), units = 1e9, input_shape = 10)), "resource", "kernel of shape \\(10, 1000000000\\) needs 37.3 GB"),
+  list("a 1e5 x 1e5 kernel", quote(layer_dense(keras_model_sequential(), 1e5, input_shape = 1e5)), "resource", "use fewer units"),
+  list("an embedding of a billion words", quote(layer_embedding(keras_model_sequential(), input_dim = 1e9, output_dim = 64, input_length = 3)), "resource", "embeddings"),
+  list("huge conv filters", quote(layer_conv_2d(keras_model_sequential(), 1e6, 300, input_shape = c(300, 300, 3))), "resource", "kernel"),
+  list("huge units from a config", quote(from_config(list(class_name = "Sequential", config = list(name = "s", layers = list(
+    list(class_name = "InputLayer", config = list(batch_input_shape = list(NULL, 4L), name = "in")),
+    list(class_name = "Dense", config = list(units = 4e9, name = "d"))))))), "resource", "needs"),
+  list("a batch whose activations do not fit", quote(predict(wide, matrix(0, 20000, 1), batch_size = 20000)), "resource", "smaller batch_size"),
+  list("a training batch whose activations do not fit", quote(fit(wide, matrix(0, 20000, 1), matrix(0, 20000, 1), batch_size = 20000, verbose = 0)), "resource", "smaller batch_size")
 )
 
 test_that("every bad input gives a classed, explanatory error and leaves the models working", {

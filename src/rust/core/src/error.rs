@@ -15,6 +15,9 @@ pub enum Error {
     /// The model is not in a state that allows the call (e.g. fit before compile).
     #[error("{0}")]
     State(String),
+    /// More memory asked for than this process can get (checked before allocating).
+    #[error("{0}")]
+    Resource(String),
     /// A tensor kernel failed.
     #[error("tensor backend error: {0}")]
     Backend(candle_core::Error),
@@ -40,6 +43,7 @@ impl Error {
             Error::Device(_) => "rustgpu_device_error",
             Error::Io(_) => "rustgpu_io_error",
             Error::State(_) => "rustgpu_state_error",
+            Error::Resource(_) => "rustgpu_resource_error",
             Error::Backend(_) => "rustgpu_runtime_error",
         }
     }

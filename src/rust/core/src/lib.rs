@@ -8,6 +8,7 @@ pub mod io;
 pub mod kernels;
 pub mod layers;
 pub mod loss;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod optim;

@@ -1,7 +1,7 @@
 //! The model: layers wired as a sequential stack or a functional graph, plus the master
 //! weights (the only copy that is trained; replicas get snapshots of it each step).
 use crate::error::{Error, Result};
-use crate::layers::{Cache, ForwardContext, Layer, LayerOutput, OutputGrad};
+use crate::layers::{Cache, ForwardContext, Layer, LayerOutput, OutputGrad, WeightSpec};
 use crate::shape::{check_input_shape, join_dims};
 use crate::tensor::HostTensor;
 use candle_core::Tensor;
@@ -153,6 +153,29 @@ impl Architecture {
 
     /// Which weights' transposes the backward pass multiplies by (a dense kernel, for the
     /// layer's input gradient, needed when its input comes from another layer).
+    /// Values every row of a batch produces across the model (each node's output, and the
+    /// inputs), None when that overflows.
+    pub fn activation_elements_per_row(&self) -> Option<u64> {
+        let inputs = self.input_shapes().unwrap_or_default();
+        let nodes = self.nodes();
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(nodes.len());
+        let mut total = inputs.iter().try_fold(0u64, |a, s| a.checked_add(crate::memory::elements(s)?))?;
+        for node in nodes.iter() {
+            let ins: Vec<Vec<usize>> = node
+                .inputs
+                .iter()
+                .map(|s| match *s {
+                    Source::Input(k) => inputs.get(k).cloned().unwrap_or_default(),
+                    Source::Node(i) => shapes[i].clone(),
+                })
+                .collect();
+            let out = self.layers[node.layer].node_output_shape(&ins).unwrap_or_default();
+            total = total.checked_add(crate::memory::elements(&out)?)?;
+            shapes.push(out);
+        }
+        Some(total)
+    }
+
     /// Each weight's regularizer (None for most), aligned with the model's weights.
     pub fn weight_regularizers(&self) -> Vec<Option<crate::regularizer::Regularizer>> {
         let n = self.weight_ranges.last().map_or(0, |r| r.end);
@@ -420,6 +443,7 @@ impl Model {
             let start = weights.len();
             let mut rng = rand::rngs::StdRng::seed_from_u64(layer.seed);
             for spec in layer.weight_specs(&inputs[0]) {
+                check_weight_memory(&layer.name, &spec)?;
                 let value = Arc::new(spec.initializer.sample(&spec.shape, &mut rng).map_err(|e| in_layer(e, &layer.name))?);
                 weights.push(Weight {
                     name: format!("{}/{}:0", layer.name, spec.name),
@@ -511,6 +535,16 @@ impl Model {
 }
 
 /// Computes shapes for every layer and creates missing weights (keeping those in `existing`).
+/// Refuses a weight that would not fit in memory (its size comes from the layer's config).
+fn check_weight_memory(layer: &str, spec: &WeightSpec) -> Result<()> {
+    let bytes = crate::memory::elements(&spec.shape).and_then(|n| crate::memory::bytes(n, 4));
+    crate::memory::check(
+        &format!("layer \"{}\"'s {} of shape ({})", layer, spec.name, crate::shape::join_dims(&spec.shape)),
+        bytes,
+        "use fewer units or filters, smaller kernels, or a smaller input",
+    )
+}
+
 /// An initializer's error, naming the layer whose weight it was making.
 fn in_layer(e: Error, layer: &str) -> Error {
     match e {
@@ -531,7 +565,10 @@ fn build(mut arch: Architecture, input_shape: &[usize], existing: &[Weight]) -> 
             let idx = weights.len();
             let value = match existing.get(idx) {
                 Some(w) if w.shape == spec.shape => w.value.clone(),
-                _ => Arc::new(spec.initializer.sample(&spec.shape, &mut rng).map_err(|e| in_layer(e, &layer.name))?),
+                _ => {
+                    check_weight_memory(&layer.name, &spec)?;
+                    Arc::new(spec.initializer.sample(&spec.shape, &mut rng).map_err(|e| in_layer(e, &layer.name))?)
+                }
             };
             weights.push(Weight {
                 name: format!("{}/{}:0", layer.name, spec.name),

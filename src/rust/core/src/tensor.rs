@@ -40,6 +40,7 @@ impl HostTensor {
     /// A row-major copy of a column-major array (R's layout) of shape `dims`, samples first,
     /// converted in blocks of rows in parallel on the current thread pool.
     pub fn from_column_major<T: Copy + Into<f64> + Sync>(values: &[T], dims: &[usize]) -> HostTensor {
+        // (The caller has checked the memory: see `Executor::stage_column_major`.)
         use rayon::prelude::*;
         let n = dims.first().copied().unwrap_or(0);
         let width: usize = dims.get(1..).unwrap_or(&[]).iter().product();

@@ -142,6 +142,12 @@ fn open(path: &Path) -> Result<File> {
 
 fn read_dataset(group: &Group, path: &str) -> Result<HostTensor> {
     let ds = group.dataset(path).map_err(|_| Error::Io(format!("weight \"{}\" is missing from the file", path)))?;
+    // The shape comes from the file: checked before reading.
+    crate::memory::check(
+        &format!("weight \"{}\" of shape ({})", path, crate::shape::join_dims(&ds.shape())),
+        crate::memory::elements(&ds.shape()).and_then(|n| crate::memory::bytes(n, 4)),
+        "the file declares a weight larger than this machine's memory (is it corrupt?)",
+    )?;
     let data = ds.read_raw::<f32>().map_err(|e| Error::Io(format!("cannot read weight \"{}\": {}", path, e)))?;
     HostTensor::new(ds.shape(), data)
 }

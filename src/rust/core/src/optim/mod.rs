@@ -336,14 +336,20 @@ impl Optimizer {
         self.slots.get(weight).and_then(|s| s.get(slot)).cloned().unwrap_or_else(|| vec![self.config.rule.slot_initial_value(); len])
     }
 
-    fn fresh_slots(&self, weight_lens: &[usize]) -> Vec<Vec<Vec<f32>>> {
+    fn fresh_slots(&self, weight_lens: &[usize]) -> Result<Vec<Vec<Vec<f32>>>> {
         let (k, init) = (self.config.rule.slot_names().len(), self.config.rule.slot_initial_value());
-        weight_lens.iter().map(|n| vec![vec![init; *n]; k]).collect()
+        let values = weight_lens.iter().try_fold(0u64, |a, n| a.checked_add(*n as u64)).and_then(|n| n.checked_mul(k as u64));
+        crate::memory::check(
+            &format!("{}'s state ({} value{} per weight value)", self.config.name(), k, if k == 1 { "" } else { "s" }),
+            values.and_then(|n| crate::memory::bytes(n, 4)),
+            "use a smaller model or an optimizer with less state (SGD without momentum keeps none)",
+        )?;
+        Ok(weight_lens.iter().map(|n| vec![vec![init; *n]; k]).collect())
     }
 
     /// Restores state saved from `slot`: `values[w]` holds (slot index, values) pairs.
     pub fn restore(&mut self, iterations: u64, weight_lens: &[usize], values: Vec<Vec<(usize, Vec<f32>)>>) -> Result<()> {
-        let mut slots = self.fresh_slots(weight_lens);
+        let mut slots = self.fresh_slots(weight_lens)?;
         for (w, per_weight) in values.into_iter().enumerate() {
             for (slot, v) in per_weight {
                 if w >= slots.len() || slot >= slots[w].len() || v.len() != weight_lens[w] {

@@ -31,7 +31,7 @@ impl Optimizer {
         let weight_lens: Vec<usize> = weights.iter().map(|w| w.value.len()).collect();
         let k = self.config.rule.slot_names().len();
         if self.slots.len() != weights.len() || self.slots.iter().zip(&weight_lens).any(|(s, n)| s.len() != k || s.iter().any(|v| v.len() != *n)) {
-            self.slots = self.fresh_slots(&weight_lens);
+            self.slots = self.fresh_slots(&weight_lens)?;
         }
         let Optimizer { config, iterations, slots: all_slots, state, regularizers } = self;
         let config: &'a OptimizerConfig = config;

@@ -94,6 +94,7 @@ impl Executor {
     ) -> Result<BatchStats> {
         check_rows(xs, ys, model.arch.outputs().len(), rows)?;
         check_weights(sample_weights, xs[0].rows())?;
+        check_step_memory(model, rows.len(), true)?;
         let batch = Batch { xs, ys, sample_weights };
         // Regularization: its penalty (at the weights the step starts from) joins the loss,
         // its gradient the update's.
@@ -122,6 +123,7 @@ impl Executor {
     ) -> Result<BatchStats> {
         check_rows(xs, ys, model.arch.outputs().len(), rows)?;
         check_weights(sample_weights, xs[0].rows())?;
+        check_step_memory(model, rows.len(), false)?;
         let batch = Batch { xs, ys, sample_weights };
         let mut stats = match self {
             Executor::Local(info) => one_device::evaluate(info, model, compiled, &batch, rows),
@@ -134,6 +136,7 @@ impl Executor {
     /// The model's outputs for `rows` of `x`, in row order.
     pub fn predict_on_batch(&self, model: &Model, xs: &[&dyn BatchSource], rows: &[usize]) -> Result<Vec<HostTensor>> {
         check_batch(xs, rows)?;
+        check_step_memory(model, rows.len(), false)?;
         match self {
             Executor::Local(info) => one_device::predict(info, model, xs, rows),
             Executor::Replicated(r) => replicas::predict(&r.set, model, xs, rows),
@@ -144,6 +147,11 @@ impl Executor {
     /// converted where the steps run: for a replicated model, on the replicas' workers
     /// (so that it uses their threads), else on the current pool.
     pub fn stage_column_major<T: Copy + Into<f64> + Sync>(&self, values: &[T], dims: &[usize]) -> Result<HostTensor> {
+        crate::memory::check(
+            &format!("a float copy of the data ({})", crate::shape::join_dims(dims)),
+            crate::memory::elements(dims).and_then(|n| crate::memory::bytes(n, 4)),
+            "pass the data in smaller pieces (fit_generator(), or fewer samples per call)",
+        )?;
         match self {
             Executor::Local(_) => Ok(HostTensor::from_column_major(values, dims)),
             Executor::Replicated(r) => replicas::stage_column_major(&r.set, values, dims),
@@ -202,4 +210,14 @@ fn check_batch(xs: &[&dyn BatchSource], rows: &[usize]) -> Result<()> {
         return Err(Error::Value(format!("row {} is outside the {} rows of `x`", r + 1, first.rows())));
     }
     Ok(())
+}
+
+/// Refuses a step whose activations would not fit in memory: every layer's output for each
+/// row, kept for the backward pass and about matched by the gradients flowing back when
+/// training (an estimate: convolutions' patch buffers come on top, inference frees as it goes).
+fn check_step_memory(model: &Model, rows: usize, training: bool) -> Result<()> {
+    let per_row = model.arch.activation_elements_per_row();
+    let copies = if training { 2 } else { 1 };
+    let bytes = per_row.and_then(|n| n.checked_mul(rows as u64)).and_then(|n| crate::memory::bytes(n, 4 * copies));
+    crate::memory::check(&format!("a step on {} rows", rows), bytes, "use a smaller batch_size")
 }

@@ -1,0 +1,97 @@
+//! How much memory this process can still get, and the check made before any allocation
+//! whose size comes from a user or a file: Rust aborts the process (and R with it) when an
+//! allocation fails, so a size that cannot be met must be refused before it is attempted,
+//! as an error naming what asked for it.
+use crate::error::{Error, Result};
+
+/// Bytes this process can still allocate: the least of the system's available memory, the
+/// room left under this process's address-space limit, and the room left in its cgroup.
+/// None when none of them can be read (not Linux).
+pub fn available_bytes() -> Option<u64> {
+    [mem_available(), address_space_room(), cgroup_room()].into_iter().flatten().min()
+}
+
+fn read(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+/// `MemAvailable` from /proc/meminfo.
+fn mem_available() -> Option<u64> {
+    let text = read("/proc/meminfo")?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+/// RLIMIT_AS (`ulimit -v`) minus the address space already mapped.
+fn address_space_room() -> Option<u64> {
+    let limits = read("/proc/self/limits")?;
+    let line = limits.lines().find(|l| l.starts_with("Max address space"))?;
+    let soft = line.split_whitespace().nth(3)?;
+    let limit: u64 = soft.parse().ok()?; // "unlimited" does not parse: no limit
+    let statm = read("/proc/self/statm")?;
+    let pages: u64 = statm.split_whitespace().next()?.parse().ok()?;
+    Some(limit.saturating_sub(pages * 4096))
+}
+
+/// The cgroup's memory limit minus its usage (cgroup v2, else v1).
+fn cgroup_room() -> Option<u64> {
+    let pair = |max: &str, current: &str| -> Option<u64> {
+        let limit: u64 = read(max)?.trim().parse().ok()?; // "max" does not parse: no limit
+        let used: u64 = read(current)?.trim().parse().ok()?;
+        Some(limit.saturating_sub(used))
+    };
+    pair("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current")
+        .or_else(|| pair("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+}
+
+/// Bytes of `count` values of `size` bytes, None when that overflows.
+pub fn bytes(count: u64, size: u64) -> Option<u64> {
+    count.checked_mul(size)
+}
+
+/// Values in a tensor of `shape`, None when the product overflows.
+pub fn elements(shape: &[usize]) -> Option<u64> {
+    shape.iter().try_fold(1u64, |a, d| a.checked_mul(*d as u64))
+}
+
+fn human(b: u64) -> String {
+    let gb = b as f64 / (1u64 << 30) as f64;
+    if gb >= 1.0 {
+        format!("{:.1} GB", gb)
+    } else {
+        format!("{:.0} MB", b as f64 / (1u64 << 20) as f64)
+    }
+}
+
+/// Refuses to go on when `needed` bytes (None: beyond any machine's) exceed what this process
+/// can get: a resource error naming `what`, the size, the memory available and `advice`.
+pub fn check(what: &str, needed: Option<u64>, advice: &str) -> Result<()> {
+    let available = available_bytes();
+    let fits = match (needed, available) {
+        (None, _) => false,
+        (Some(n), Some(a)) => n <= a,
+        // Unknown availability: refuse only what no machine could hold (over 1 TB).
+        (Some(n), None) => n <= 1 << 40,
+    };
+    if fits {
+        return Ok(());
+    }
+    let asked = needed.map(human).unwrap_or_else(|| "more than 2^64 bytes".into());
+    let have = available.map(|a| format!("{} are available", human(a))).unwrap_or_else(|| "that is more than this machine has".into());
+    Err(Error::Resource(format!("{} needs {} of memory but {}: {}", what, asked, have, advice)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_sizes_beyond_memory_and_overflowing_products() {
+        assert!(check("a small buffer", Some(1024), "").is_ok());
+        let e = check("layer \"dense\"'s kernel", bytes(elements(&[1 << 40, 1 << 20]).unwrap(), 4), "use fewer units").unwrap_err();
+        assert_eq!(e.class(), "rustgpu_resource_error");
+        assert!(e.to_string().contains("layer \"dense\"'s kernel needs") && e.to_string().contains("use fewer units"), "{}", e);
+        assert_eq!(elements(&[usize::MAX, 3]), None);
+        assert!(check("x", None, "").is_err());
+    }
+}
