@@ -124,10 +124,11 @@ merge_layer <- function(inputs, class_name, config, name, call = rlang::caller_e
   create_layer(class_name, inputs, config, name = name, call = call)
 }
 
-#' Merge layers: add, multiply or concatenate tensors
+#' Merge layers: add, multiply, subtract, average, maximum, minimum or concatenate tensors
 #'
-#' `layer_add()` and `layer_multiply()` combine tensors of one shape element-wise;
-#' `layer_concatenate()` joins them along the last axis.
+#' `layer_add()`, `layer_multiply()`, `layer_average()`, `layer_maximum()` and
+#' `layer_minimum()` combine tensors of one shape element-wise; `layer_subtract()` takes the
+#' first of two tensors minus the second; `layer_concatenate()` joins them along the last axis.
 #'
 #' @param inputs A list of tensors; missing returns the layer.
 #' @param axis Only -1 (the last axis) is supported.
@@ -150,3 +151,19 @@ layer_concatenate <- function(inputs, axis = -1L, name = NULL) {
   if (!identical(as.numeric(axis), -1)) value_error("Only `axis = -1` (the last axis) is supported.")
   merge_layer(inputs, "Concatenate", list(axis = -1L), name)
 }
+
+#' @rdname layer_add
+#' @export
+layer_subtract <- function(inputs, name = NULL) merge_layer(inputs, "Subtract", list(), name)
+
+#' @rdname layer_add
+#' @export
+layer_average <- function(inputs, name = NULL) merge_layer(inputs, "Average", list(), name)
+
+#' @rdname layer_add
+#' @export
+layer_maximum <- function(inputs, name = NULL) merge_layer(inputs, "Maximum", list(), name)
+
+#' @rdname layer_add
+#' @export
+layer_minimum <- function(inputs, name = NULL) merge_layer(inputs, "Minimum", list(), name)

@@ -7,8 +7,12 @@
 types <- rustgpu:::rg_layer_types()
 
 # Keras class -> R function: "Conv2D" -> layer_conv_2d, "GlobalAveragePooling1D" ->
-# layer_global_average_pooling_1d (R keras's names).
+# layer_global_average_pooling_1d (R keras's names; the few it names otherwise listed).
+r_keras_names <- c(LeakyReLU = "layer_activation_leaky_relu", ELU = "layer_activation_elu",
+                   ThresholdedReLU = "layer_activation_thresholded_relu", Softmax = "layer_activation_softmax",
+                   UpSampling1D = "layer_upsampling_1d", UpSampling2D = "layer_upsampling_2d")
 r_function_name <- function(class_name) {
+  if (class_name %in% names(r_keras_names)) return(r_keras_names[[class_name]])
   snake <- gsub("([a-z])([A-Z0-9])", "\\1_\\2", class_name)
   snake <- gsub("([0-9])D$", "\\1d", snake)
   paste0("layer_", tolower(snake))

@@ -174,6 +174,165 @@ impl LayerType for Concatenate {
     }
 }
 
+/// Subtract: the first input minus the second (exactly two inputs).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Subtract {}
+
+impl LayerType for Subtract {
+    const CLASS_NAME: &'static str = "Subtract";
+    const NAME_PREFIX: &'static str = "subtract";
+    const INPUTS: Inputs = Inputs::Several;
+
+    fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
+        if inputs.len() != 2 {
+            return Err(Error::Value(format!("layer \"{}\" (Subtract) needs exactly 2 inputs, got {}", name, inputs.len())));
+        }
+        same_shapes(name, Self::CLASS_NAME, inputs)
+    }
+
+    fn forward(&self, name: &str, _weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        self.output_shape(name, &xs.iter().map(|x| x.dims()[1..].to_vec()).collect::<Vec<_>>())?;
+        Ok((LayerOutput::plain((&xs[0] - &xs[1])?), Cache::new(())))
+    }
+
+    fn backward(
+        &self,
+        _name: &str,
+        _weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        _cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
+        let dy = grad.value(Self::CLASS_NAME)?;
+        Ok(split_grads(vec![dy.clone(), dy.neg()?]))
+    }
+
+    fn example() -> Example {
+        two_inputs_example()
+    }
+}
+
+/// Average: the elementwise mean of the inputs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Average {}
+
+impl LayerType for Average {
+    const CLASS_NAME: &'static str = "Average";
+    const NAME_PREFIX: &'static str = "average";
+    const INPUTS: Inputs = Inputs::Several;
+
+    fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
+        same_shapes(name, Self::CLASS_NAME, inputs)
+    }
+
+    fn forward(&self, _name: &str, _weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        let sum = xs[1..].iter().try_fold(xs[0].clone(), |acc, x| acc + x)?;
+        Ok((LayerOutput::plain((sum / xs.len() as f64)?), Cache::new(MergeCache { inputs: xs.to_vec() })))
+    }
+
+    fn backward(
+        &self,
+        _name: &str,
+        _weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
+        let n = cache.get::<MergeCache>()?.inputs.len();
+        let dy = (grad.value(Self::CLASS_NAME)? / n as f64)?;
+        Ok(split_grads((0..n).map(|_| dy.clone()).collect()))
+    }
+
+    fn example() -> Example {
+        two_inputs_example()
+    }
+}
+
+/// The elementwise maximum (or minimum) of the inputs; the gradient goes to the input that
+/// won (the first, on a tie).
+fn extremum_grads(inputs: &[Tensor], dy: &Tensor, max: bool) -> Result<LayerGrads> {
+    let best = inputs[1..].iter().try_fold(inputs[0].clone(), |acc, x| if max { acc.maximum(x) } else { acc.minimum(x) })?;
+    let mut taken = best.zeros_like()?;
+    let mut grads = Vec::with_capacity(inputs.len());
+    for x in inputs {
+        // Where this input is the extremum and no earlier input already was.
+        let wins = x.eq(&best)?.to_dtype(x.dtype())?.mul(&taken.affine(-1.0, 1.0)?)?;
+        taken = (taken + &wins)?;
+        grads.push(dy.mul(&wins)?);
+    }
+    Ok(split_grads(grads))
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Maximum {}
+
+impl LayerType for Maximum {
+    const CLASS_NAME: &'static str = "Maximum";
+    const NAME_PREFIX: &'static str = "maximum";
+    const INPUTS: Inputs = Inputs::Several;
+
+    fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
+        same_shapes(name, Self::CLASS_NAME, inputs)
+    }
+
+    fn forward(&self, _name: &str, _weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        let value = xs[1..].iter().try_fold(xs[0].clone(), |acc, x| acc.maximum(x))?;
+        Ok((LayerOutput::plain(value), Cache::new(MergeCache { inputs: xs.to_vec() })))
+    }
+
+    fn backward(
+        &self,
+        _name: &str,
+        _weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
+        extremum_grads(&cache.get::<MergeCache>()?.inputs, &grad.value(Self::CLASS_NAME)?, true)
+    }
+
+    fn example() -> Example {
+        two_inputs_example()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Minimum {}
+
+impl LayerType for Minimum {
+    const CLASS_NAME: &'static str = "Minimum";
+    const NAME_PREFIX: &'static str = "minimum";
+    const INPUTS: Inputs = Inputs::Several;
+
+    fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
+        same_shapes(name, Self::CLASS_NAME, inputs)
+    }
+
+    fn forward(&self, _name: &str, _weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        let value = xs[1..].iter().try_fold(xs[0].clone(), |acc, x| acc.minimum(x))?;
+        Ok((LayerOutput::plain(value), Cache::new(MergeCache { inputs: xs.to_vec() })))
+    }
+
+    fn backward(
+        &self,
+        _name: &str,
+        _weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
+        extremum_grads(&cache.get::<MergeCache>()?.inputs, &grad.value(Self::CLASS_NAME)?, false)
+    }
+
+    fn example() -> Example {
+        two_inputs_example()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 //! autograd, which computes every input's gradient and allocates a zero tensor for each).
 //! Adding a layer: one file implementing [`LayerType`], one line in [`registry::LAYER_TYPES`].
 mod activation;
+mod advanced_activations;
 mod conv1d;
 mod conv2d;
 mod dense;
@@ -18,12 +19,15 @@ mod global_average_pooling1d;
 mod merge;
 mod normalization;
 mod params;
+mod permute;
 mod pooling;
 mod pooling1d;
 pub mod registry;
+mod resize;
 mod spatial;
 
 pub use self::activation::ActivationLayer;
+pub use self::advanced_activations::{LeakyReLU, Softmax, ThresholdedReLU, ELU};
 pub use self::conv1d::Conv1D;
 pub use self::conv2d::Conv2D;
 pub use self::dense::Dense;
@@ -31,11 +35,13 @@ pub use self::depthwise::{DepthwiseConv2D, SeparableConv2D};
 pub use self::dropout::Dropout;
 pub use self::embedding::Embedding;
 pub use self::global_average_pooling1d::GlobalAveragePooling1D;
-pub use self::merge::{Add, Concatenate, Multiply};
+pub use self::merge::{Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract};
 pub use self::normalization::BatchNormalization;
 pub use self::params::{Axes, DataFormat, NotSupported, Padding, Tuple1, Tuple2};
+pub use self::permute::Permute;
 pub use self::pooling::{AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D};
 pub use self::pooling1d::{AveragePooling1D, GlobalMaxPooling1D};
+pub use self::resize::{Cropping1D, Cropping2D, UpSampling1D, UpSampling2D};
 pub use self::spatial::{Flatten, Reshape, ZeroPadding2D};
 
 use crate::activation::Activation;

@@ -55,6 +55,19 @@ pub static LAYER_TYPES: &[Registration] = &[
     Registration::of::<Add>(),
     Registration::of::<Multiply>(),
     Registration::of::<Concatenate>(),
+    Registration::of::<Subtract>(),
+    Registration::of::<Average>(),
+    Registration::of::<Maximum>(),
+    Registration::of::<Minimum>(),
+    Registration::of::<LeakyReLU>(),
+    Registration::of::<ELU>(),
+    Registration::of::<ThresholdedReLU>(),
+    Registration::of::<Softmax>(),
+    Registration::of::<UpSampling1D>(),
+    Registration::of::<UpSampling2D>(),
+    Registration::of::<Cropping1D>(),
+    Registration::of::<Cropping2D>(),
+    Registration::of::<Permute>(),
 ];
 
 /// The registration of a Keras class name.

@@ -1,0 +1,132 @@
+# Layers that reshape, resize or re-activate their input: advanced activations, up-sampling,
+# cropping, permute.
+
+#' Activation layers with a parameter
+#'
+#' `layer_activation_leaky_relu()`: `x` where positive, `alpha * x` elsewhere.
+#' `layer_activation_elu()`: `x` where positive, `alpha * (exp(x) - 1)` elsewhere.
+#' `layer_activation_thresholded_relu()`: `x` where `x > theta`, 0 elsewhere.
+#' `layer_activation_softmax()`: softmax over the last axis.
+#'
+#' @inheritParams layer_dense
+#' @param alpha,theta The parameter.
+#' @param axis Only -1 (the last axis).
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_dense(4, input_shape = 3) %>%
+#'   layer_activation_leaky_relu(alpha = 0.1)
+#' @name layer_activation_leaky_relu
+NULL
+
+#' @rdname layer_activation_leaky_relu
+#' @export
+layer_activation_leaky_relu <- function(object, alpha = 0.3, input_shape = NULL, name = NULL) {
+  force_model(object)
+  check_number(alpha, "alpha")
+  create_layer("LeakyReLU", object, list(alpha = alpha), input_shape, name)
+}
+
+#' @rdname layer_activation_leaky_relu
+#' @export
+layer_activation_elu <- function(object, alpha = 1, input_shape = NULL, name = NULL) {
+  force_model(object)
+  check_number(alpha, "alpha")
+  create_layer("ELU", object, list(alpha = alpha), input_shape, name)
+}
+
+#' @rdname layer_activation_leaky_relu
+#' @export
+layer_activation_thresholded_relu <- function(object, theta = 1, input_shape = NULL, name = NULL) {
+  force_model(object)
+  check_number(theta, "theta", min = 0)
+  create_layer("ThresholdedReLU", object, list(theta = theta), input_shape, name)
+}
+
+#' @rdname layer_activation_leaky_relu
+#' @export
+layer_activation_softmax <- function(object, axis = -1L, input_shape = NULL, name = NULL) {
+  force_model(object)
+  if (!identical(as.numeric(axis), -1)) value_error("Only `axis = -1` (the last axis) is supported.")
+  create_layer("Softmax", object, list(axis = -1L), input_shape, name)
+}
+
+#' Up-sampling and cropping
+#'
+#' `layer_upsampling_1d()` repeats each step `size` times; `layer_upsampling_2d()` each pixel
+#' `size[1]` times down and `size[2]` times across (nearest neighbour). `layer_cropping_1d()`
+#' cuts `cropping = c(start, end)` steps off a sequence; `layer_cropping_2d()` cuts
+#' `list(c(top, bottom), c(left, right))` (or one number for all sides, or two for rows and
+#' columns) off each image.
+#'
+#' @inheritParams layer_conv_2d
+#' @param size Repetitions: one number (1D), or one or two (2D).
+#' @param interpolation Only `"nearest"`.
+#' @param cropping What to cut off, as described above.
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_upsampling_2d(size = c(2, 2), input_shape = c(3, 3, 1)) %>%
+#'   layer_cropping_2d(cropping = 1)
+#' dim(predict(model, array(1, c(1, 3, 3, 1))))
+#' @name layer_upsampling_1d
+NULL
+
+#' @rdname layer_upsampling_1d
+#' @export
+layer_upsampling_1d <- function(object, size = 2L, input_shape = NULL, name = NULL) {
+  force_model(object)
+  check_count(size, "size", min = 1)
+  create_layer("UpSampling1D", object, list(size = size), input_shape, name)
+}
+
+#' @rdname layer_upsampling_1d
+#' @export
+layer_upsampling_2d <- function(object, size = c(2L, 2L), data_format = NULL, interpolation = "nearest",
+                                input_shape = NULL, name = NULL) {
+  force_model(object)
+  check_channels_last(data_format)
+  if (!identical(interpolation, "nearest")) value_error("Only `interpolation = \"nearest\"` is supported yet.")
+  create_layer("UpSampling2D", object, list(size = as_pair(size, "size", min = 1), interpolation = interpolation),
+               input_shape, name)
+}
+
+#' @rdname layer_upsampling_1d
+#' @export
+layer_cropping_1d <- function(object, cropping = c(1L, 1L), input_shape = NULL, name = NULL) {
+  force_model(object)
+  create_layer("Cropping1D", object, list(cropping = as_pair(cropping, "cropping", min = 0)), input_shape, name)
+}
+
+#' @rdname layer_upsampling_1d
+#' @export
+layer_cropping_2d <- function(object, cropping = list(c(0L, 0L), c(0L, 0L)), data_format = NULL,
+                              input_shape = NULL, name = NULL) {
+  force_model(object)
+  check_channels_last(data_format)
+  crops <- if (is.list(cropping) && length(cropping) == 2) {
+    list(as_pair(cropping[[1]], "cropping[[1]]", min = 0), as_pair(cropping[[2]], "cropping[[2]]", min = 0))
+  } else {
+    p <- as_pair(cropping, "cropping", min = 0)
+    list(c(p[1], p[1]), c(p[2], p[2]))
+  }
+  create_layer("Cropping2D", object, list(cropping = crops), input_shape, name)
+}
+
+#' Permute the axes of each sample
+#'
+#' @inheritParams layer_dense
+#' @param dims The new order of the sample axes, numbered from 1 (the batch axis excluded):
+#'   `c(2, 1)` swaps a matrix sample's rows and columns.
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>% layer_permute(c(2, 1), input_shape = c(2, 3))
+#' dim(predict(model, array(1:6, c(1, 2, 3))))
+#' @export
+layer_permute <- function(object, dims, input_shape = NULL, name = NULL) {
+  force_model(object)
+  if (!is.numeric(dims) || anyNA(dims) || !setequal(dims, seq_along(dims)) || anyDuplicated(dims)) {
+    value_error("`dims` must be a permutation of 1, 2, ..., one entry per sample axis.")
+  }
+  create_layer("Permute", object, list(dims = I(as.integer(dims))), input_shape, name)
+}
