@@ -356,13 +356,7 @@ layer_conv_1d <- function(object, filters, kernel_size, strides = 1L, padding = 
 layer_max_pooling_1d <- function(object, pool_size = 2L, strides = NULL, padding = "valid", data_format = NULL,
                                  input_shape = NULL, name = NULL) {
   force_model(object)
-  check_count(pool_size, "pool_size", min = 1)
-  if (is.null(strides)) strides <- pool_size
-  check_count(strides, "strides", min = 1)
-  check_padding(padding)
-  check_channels_last(data_format)
-  create_layer("MaxPooling1D", object, list(pool_size = pool_size, strides = strides, padding = padding),
-               input_shape, name)
+  pooling_1d(object, "MaxPooling1D", pool_size, strides, padding, data_format, input_shape, name)
 }
 
 #' @rdname layer_conv_1d
@@ -370,11 +364,16 @@ layer_max_pooling_1d <- function(object, pool_size = 2L, strides = NULL, padding
 layer_average_pooling_1d <- function(object, pool_size = 2L, strides = NULL, padding = "valid", data_format = NULL,
                                      input_shape = NULL, name = NULL) {
   force_model(object)
-  check_count(pool_size, "pool_size", min = 1)
+  pooling_1d(object, "AveragePooling1D", pool_size, strides, padding, data_format, input_shape, name)
+}
+
+pooling_1d <- function(object, class_name, pool_size, strides, padding, data_format, input_shape, name,
+                       call = rlang::caller_env()) {
+  check_count(pool_size, "pool_size", min = 1, call = call)
   if (is.null(strides)) strides <- pool_size
-  check_count(strides, "strides", min = 1)
-  check_padding(padding)
-  check_channels_last(data_format)
-  create_layer("AveragePooling1D", object, list(pool_size = pool_size, strides = strides, padding = padding),
-               input_shape, name)
+  check_count(strides, "strides", min = 1, call = call)
+  check_padding(padding, call = call)
+  check_channels_last(data_format, call = call)
+  create_layer(class_name, object, list(pool_size = pool_size, strides = strides, padding = padding),
+               input_shape, name, call = call)
 }

@@ -265,73 +265,47 @@ fn extremum_grads(inputs: &[Tensor], dy: &Tensor, max: bool) -> Result<LayerGrad
     Ok(split_grads(grads))
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Maximum {}
+/// Maximum and Minimum: one layer each, Keras's class names, the same code.
+macro_rules! extremum_layer {
+    ($name:ident, $class:literal, $prefix:literal, $op:ident, $max:literal) => {
+        #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+        pub struct $name {}
 
-impl LayerType for Maximum {
-    const CLASS_NAME: &'static str = "Maximum";
-    const NAME_PREFIX: &'static str = "maximum";
-    const INPUTS: Inputs = Inputs::Several;
+        impl LayerType for $name {
+            const CLASS_NAME: &'static str = $class;
+            const NAME_PREFIX: &'static str = $prefix;
+            const INPUTS: Inputs = Inputs::Several;
 
-    fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
-        same_shapes(name, Self::CLASS_NAME, inputs)
-    }
+            fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
+                same_shapes(name, Self::CLASS_NAME, inputs)
+            }
 
-    fn forward(&self, _name: &str, _weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
-        let value = xs[1..].iter().try_fold(xs[0].clone(), |acc, x| acc.maximum(x))?;
-        Ok((LayerOutput::plain(value), Cache::new(MergeCache { inputs: xs.to_vec() })))
-    }
+            fn forward(&self, _name: &str, _weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+                let value = xs[1..].iter().try_fold(xs[0].clone(), |acc, x| acc.$op(x))?;
+                Ok((LayerOutput::plain(value), Cache::new(MergeCache { inputs: xs.to_vec() })))
+            }
 
-    fn backward(
-        &self,
-        _name: &str,
-        _weights: &[Tensor],
-        _transposed: &[Option<Tensor>],
-        cache: &Cache,
-        grad: OutputGrad,
-        _need_input_grad: bool,
-    ) -> Result<LayerGrads> {
-        extremum_grads(&cache.get::<MergeCache>()?.inputs, &grad.value(Self::CLASS_NAME)?, true)
-    }
+            fn backward(
+                &self,
+                _name: &str,
+                _weights: &[Tensor],
+                _transposed: &[Option<Tensor>],
+                cache: &Cache,
+                grad: OutputGrad,
+                _need_input_grad: bool,
+            ) -> Result<LayerGrads> {
+                extremum_grads(&cache.get::<MergeCache>()?.inputs, &grad.value(Self::CLASS_NAME)?, $max)
+            }
 
-    fn example() -> Example {
-        two_inputs_example()
-    }
+            fn example() -> Example {
+                two_inputs_example()
+            }
+        }
+    };
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Minimum {}
-
-impl LayerType for Minimum {
-    const CLASS_NAME: &'static str = "Minimum";
-    const NAME_PREFIX: &'static str = "minimum";
-    const INPUTS: Inputs = Inputs::Several;
-
-    fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
-        same_shapes(name, Self::CLASS_NAME, inputs)
-    }
-
-    fn forward(&self, _name: &str, _weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
-        let value = xs[1..].iter().try_fold(xs[0].clone(), |acc, x| acc.minimum(x))?;
-        Ok((LayerOutput::plain(value), Cache::new(MergeCache { inputs: xs.to_vec() })))
-    }
-
-    fn backward(
-        &self,
-        _name: &str,
-        _weights: &[Tensor],
-        _transposed: &[Option<Tensor>],
-        cache: &Cache,
-        grad: OutputGrad,
-        _need_input_grad: bool,
-    ) -> Result<LayerGrads> {
-        extremum_grads(&cache.get::<MergeCache>()?.inputs, &grad.value(Self::CLASS_NAME)?, false)
-    }
-
-    fn example() -> Example {
-        two_inputs_example()
-    }
-}
+extremum_layer!(Maximum, "Maximum", "maximum", maximum, true);
+extremum_layer!(Minimum, "Minimum", "minimum", minimum, false);
 
 #[cfg(test)]
 mod tests {
