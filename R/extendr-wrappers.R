@@ -104,6 +104,11 @@ rg_multi_gpu <- function(template, gpus, cpu_merge, cpu_relocation) .Call(wrap__
 #' @noRd
 rg_replica_timeline <- function(ptr) .Call(wrap__rg_replica_timeline, ptr)
 
+#' `x`: images `(n, h, w, c)`; `params`: an `n` x 8 matrix (theta, tx, ty, shear, zx, zy,
+#' flip_horizontal, flip_vertical), Keras's `apply_transform` parameters.
+#' @noRd
+rg_apply_transforms <- function(x, params, fill_mode, cval) .Call(wrap__rg_apply_transforms, x, params, fill_mode, cval)
+
 #' @noRd
 rg_save_weights <- function(ptr, path, overwrite) .Call(wrap__rg_save_weights, ptr, path, overwrite)
 

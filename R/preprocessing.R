@@ -300,3 +300,203 @@ sequences_to_matrix <- function(tokenizer, sequences, mode = c("binary", "count"
   }
   out
 }
+
+#' Image data generator: augmentation and standardization
+#'
+#' Keras's `ImageDataGenerator`: random rotations (`rotation_range` degrees), shifts
+#' (`width_shift_range`, `height_shift_range`: fractions of the width and height below 1,
+#' pixels from 1), shear (degrees), zoom (`zoom_range`: `c(lower, upper)`, or `z` for
+#' `c(1 - z, 1 + z)`) and flips, drawn per image from R's random numbers and applied as
+#' Keras applies them (one affine map about the centre, linear interpolation, the edge's value
+#' outside with `fill_mode = "nearest"`); then standardization: `rescale`, per-sample
+#' centring and scaling, and per-channel centring and scaling with the statistics of
+#' [fit_image_data_generator()]. Use it with [flow_images_from_data()] and [fit_generator()].
+#'
+#' @param featurewise_center,featurewise_std_normalization Subtract each channel's mean (divide
+#'   by its standard deviation) over the data given to [fit_image_data_generator()].
+#' @param samplewise_center,samplewise_std_normalization The same per image.
+#' @param zca_whitening,zca_epsilon,brightness_range,channel_shift_range,preprocessing_function,validation_split
+#'   Not supported yet: leave them at their defaults.
+#' @param rotation_range Degrees.
+#' @param width_shift_range,height_shift_range Fractions (below 1) or pixels.
+#' @param shear_range Degrees.
+#' @param zoom_range A number `z` (zoom in `[1 - z, 1 + z]`) or `c(lower, upper)`.
+#' @param fill_mode `"nearest"` or `"constant"` (with `cval`).
+#' @param cval The value outside the image with `fill_mode = "constant"`.
+#' @param horizontal_flip,vertical_flip Flip half the images.
+#' @param rescale A factor every value is multiplied by (after the transform), or `NULL`.
+#' @param data_format Only `"channels_last"`.
+#' @return A generator configuration, updated in place by [fit_image_data_generator()].
+#' @examples
+#' gen <- image_data_generator(rotation_range = 20, horizontal_flip = TRUE, rescale = 1 / 255)
+#' x <- array(runif(2 * 8 * 8 * 3, 0, 255), c(2, 8, 8, 3))
+#' batches <- flow_images_from_data(x, c(0, 1), gen, batch_size = 2)
+#' dim(batches()[[1]])
+#' @export
+image_data_generator <- function(featurewise_center = FALSE, samplewise_center = FALSE,
+                                 featurewise_std_normalization = FALSE, samplewise_std_normalization = FALSE,
+                                 zca_whitening = FALSE, zca_epsilon = 1e-6, rotation_range = 0,
+                                 width_shift_range = 0, height_shift_range = 0, brightness_range = NULL,
+                                 shear_range = 0, zoom_range = 0, channel_shift_range = 0, fill_mode = "nearest",
+                                 cval = 0, horizontal_flip = FALSE, vertical_flip = FALSE, rescale = NULL,
+                                 preprocessing_function = NULL, data_format = NULL, validation_split = 0) {
+  for (arg in c("featurewise_center", "samplewise_center", "featurewise_std_normalization",
+                "samplewise_std_normalization", "horizontal_flip", "vertical_flip")) check_bool(get(arg), arg)
+  if (!isFALSE(zca_whitening) || !is.null(brightness_range) || channel_shift_range != 0 ||
+      !is.null(preprocessing_function) || validation_split != 0) {
+    value_error("`zca_whitening`, `brightness_range`, `channel_shift_range`, `preprocessing_function` and `validation_split` are not supported yet: leave them at their defaults.")
+  }
+  check_number(rotation_range, "rotation_range", min = 0)
+  check_number(width_shift_range, "width_shift_range", min = 0)
+  check_number(height_shift_range, "height_shift_range", min = 0)
+  check_number(shear_range, "shear_range", min = 0)
+  if (!is.numeric(zoom_range) || !length(zoom_range) %in% 1:2 || anyNA(zoom_range) || any(zoom_range < 0)) {
+    value_error("`zoom_range` must be a number >= 0 or c(lower, upper).")
+  }
+  zoom <- if (length(zoom_range) == 1) c(1 - zoom_range, 1 + zoom_range) else zoom_range
+  if (!fill_mode %in% c("nearest", "constant")) value_error("`fill_mode` must be \"nearest\" or \"constant\" (others are not supported yet).")
+  check_number(cval, "cval")
+  if (!is.null(rescale)) check_number(rescale, "rescale")
+  check_channels_last(data_format)
+  gen <- new.env(parent = emptyenv())
+  for (arg in c("featurewise_center", "samplewise_center", "featurewise_std_normalization", "samplewise_std_normalization",
+                "rotation_range", "width_shift_range", "height_shift_range", "shear_range", "fill_mode", "cval",
+                "horizontal_flip", "vertical_flip", "rescale")) {
+    assign(arg, get(arg), envir = gen)
+  }
+  gen$zoom_range <- zoom
+  gen$mean <- NULL
+  gen$std <- NULL
+  class(gen) <- c("keras_preprocessing.image.ImageDataGenerator", "rustgpu_image_data_generator")
+  gen
+}
+
+#' @export
+print.rustgpu_image_data_generator <- function(x, ...) {
+  cat(sprintf("<image data generator: rotation %s, shifts %s/%s, shear %s, zoom %s-%s%s%s%s>\n",
+              x$rotation_range, x$width_shift_range, x$height_shift_range, x$shear_range, x$zoom_range[1], x$zoom_range[2],
+              if (x$horizontal_flip) ", horizontal flips" else "", if (x$vertical_flip) ", vertical flips" else "",
+              if (is.null(x$rescale)) "" else sprintf(", rescale %s", format(x$rescale))))
+  invisible(x)
+}
+
+check_images <- function(x, arg = "x", call = rlang::caller_env()) {
+  if (!is.numeric(x) || length(dim(x)) != 4) {
+    value_error(sprintf("`%s` must be a 4-d array of images (samples, height, width, channels), not %s.", arg, describe(x)), call = call)
+  }
+}
+
+#' Fit an image data generator's per-channel statistics
+#'
+#' Computes each channel's mean and standard deviation over the images (after `rescale`), as
+#' Keras's `ImageDataGenerator.fit()`: used by `featurewise_center` and
+#' `featurewise_std_normalization`.
+#'
+#' @param object An [image_data_generator()].
+#' @param x Images, `(samples, height, width, channels)`.
+#' @param augment,rounds Not supported yet (Keras's defaults: no augmentation, 1 round).
+#' @param seed Unused without `augment`.
+#' @return The generator, invisibly (updated in place).
+#' @examples
+#' gen <- image_data_generator(featurewise_center = TRUE)
+#' fit_image_data_generator(gen, array(runif(2 * 4 * 4 * 3), c(2, 4, 4, 3)))
+#' @export
+fit_image_data_generator <- function(object, x, augment = FALSE, rounds = 1, seed = NULL) {
+  if (!inherits(object, "rustgpu_image_data_generator")) {
+    value_error(sprintf("`object` must be made by image_data_generator(), not %s.", describe(object)))
+  }
+  check_images(x)
+  if (!isFALSE(augment) || rounds != 1) value_error("`augment` and `rounds` are not supported yet.")
+  if (!is.null(object$rescale)) x <- x * object$rescale
+  channels <- dim(x)[4]
+  by_channel <- matrix(x, ncol = channels)
+  object$mean <- colMeans(by_channel)
+  # numpy's std: the population standard deviation.
+  object$std <- sqrt(colMeans(sweep(by_channel, 2, object$mean)^2))
+  invisible(object)
+}
+
+# One random transform per image, Keras's get_random_transform rules: an n x 8 matrix.
+random_transforms <- function(gen, n, h, w) {
+  u <- function(range) if (range) stats::runif(n, -range, range) else rep(0, n)
+  shift <- function(range, extent) if (range) u(range) * (if (range < 1) extent else 1) else rep(0, n)
+  zoom <- if (all(gen$zoom_range == 1)) matrix(1, n, 2) else matrix(stats::runif(2 * n, gen$zoom_range[1], gen$zoom_range[2]), n, 2, byrow = TRUE)
+  flip <- function(on) if (on) as.numeric(stats::runif(n) < 0.5) else rep(0, n)
+  cbind(u(gen$rotation_range), shift(gen$height_shift_range, h), shift(gen$width_shift_range, w), u(gen$shear_range),
+        zoom[, 1], zoom[, 2], flip(gen$horizontal_flip), flip(gen$vertical_flip))
+}
+
+# Keras's standardize(): rescale, per-sample, then per-channel centring and scaling.
+standardize_images <- function(gen, x) {
+  if (!is.null(gen$rescale)) x <- x * gen$rescale
+  # Per image (numpy's std: the population standard deviation); samples are the first axis.
+  if (gen$samplewise_center) x <- x - apply(x, 1, mean)
+  if (gen$samplewise_std_normalization) x <- x / (apply(x, 1, function(v) sqrt(mean((v - mean(v))^2))) + 1e-6)
+  channel <- rep(seq_len(dim(x)[4]), each = prod(dim(x)[1:3]))
+  if (gen$featurewise_center) {
+    if (is.null(gen$mean)) state_error("`featurewise_center` needs the data's statistics: call fit_image_data_generator() first.")
+    x <- x - gen$mean[channel]
+  }
+  if (gen$featurewise_std_normalization) {
+    if (is.null(gen$std)) state_error("`featurewise_std_normalization` needs the data's statistics: call fit_image_data_generator() first.")
+    x <- x / (gen$std[channel] + 1e-6)
+  }
+  x
+}
+
+#' Batches of augmented images
+#'
+#' Keras's `flow()`: a generator (an R function, for [fit_generator()] and friends) that
+#' returns the next batch on each call, `list(x, y)` (or `x` without `y`), each image
+#' transformed and standardized by `generator`. Each pass over the data is in a new random
+#' order with `shuffle = TRUE`; the last batch of a pass may be smaller.
+#'
+#' @param x Images, `(samples, height, width, channels)`.
+#' @param y Targets (one per sample: a vector or rows of a matrix), or `NULL`.
+#' @param generator An [image_data_generator()].
+#' @param batch_size Images per batch.
+#' @param shuffle Whether each pass takes the images in a random order.
+#' @param sample_weight,save_to_dir,save_prefix,save_format,subset Not supported yet.
+#' @param seed Seed of the shuffling and the transforms (`NULL`: R's current random state).
+#' @return A generator function.
+#' @examples
+#' gen <- image_data_generator(horizontal_flip = TRUE)
+#' batches <- flow_images_from_data(array(runif(4 * 6 * 6), c(4, 6, 6, 1)), 1:4, gen, batch_size = 3)
+#' str(batches())
+#' @export
+flow_images_from_data <- function(x, y = NULL, generator = image_data_generator(), batch_size = 32, shuffle = TRUE,
+                                  sample_weight = NULL, seed = NULL, save_to_dir = NULL, save_prefix = "",
+                                  save_format = "png", subset = NULL) {
+  check_images(x)
+  if (!inherits(generator, "rustgpu_image_data_generator")) {
+    value_error(sprintf("`generator` must be made by image_data_generator(), not %s.", describe(generator)))
+  }
+  check_count(batch_size, "batch_size", min = 1)
+  check_bool(shuffle, "shuffle")
+  if (!is.null(sample_weight) || !is.null(save_to_dir) || !is.null(subset)) {
+    value_error("`sample_weight`, `save_to_dir` and `subset` are not supported yet.")
+  }
+  n <- dim(x)[1]
+  if (!is.null(y) && (if (is.null(dim(y))) length(y) else nrow(y)) != n) {
+    value_error(sprintf("`x` has %d images but `y` has %d targets.", n, if (is.null(dim(y))) length(y) else nrow(y)))
+  }
+  if (!is.null(seed)) {
+    check_count(seed, "seed", min = 0)
+    set.seed(seed)
+  }
+  state <- new.env(parent = emptyenv())
+  state$order <- integer()
+  batch <- function() {
+    if (length(state$order) == 0) state$order <- if (shuffle) sample.int(n) else seq_len(n)
+    take <- state$order[seq_len(min(batch_size, length(state$order)))]
+    state$order <- state$order[-seq_along(take)]
+    images <- x[take, , , , drop = FALSE]
+    d <- dim(images)
+    params <- random_transforms(generator, length(take), d[2], d[3])
+    images <- call_backend(rg_apply_transforms(images, params, generator$fill_mode, as.numeric(generator$cval)))
+    images <- standardize_images(generator, images)
+    if (is.null(y)) return(images)
+    list(images, if (is.null(dim(y))) y[take] else y[take, , drop = FALSE])
+  }
+  structure(batch, class = c("rustgpu_image_iterator", "function"))
+}

@@ -51,3 +51,43 @@ test_that("pad_sequences and text_to_word_sequence give Keras's results", {
   expect_error(pad_sequences(list("a")), "`sequences`", class = "rustgpu_value_error")
   expect_error(pad_sequences(list(1:3), padding = "middle"), "`padding`", class = "rustgpu_value_error")
 })
+
+test_that("image transforms are Keras's apply_transform", {
+  fx <- jsonlite::fromJSON(test_path("..", "fixtures", "keras_preprocessing.json"), simplifyVector = TRUE)$image_transforms
+  img <- fx$image # (6, 5, 2)
+  x <- array(img, c(1, dim(img)))
+  for (i in seq_len(nrow(fx$cases))) {
+    p <- fx$cases$params[i, ]
+    get <- function(k, default) if (!is.null(p[[k]]) && !is.na(p[[k]])) as.numeric(p[[k]]) else default
+    params <- matrix(c(get("theta", 0), get("tx", 0), get("ty", 0), get("shear", 0), get("zx", 1), get("zy", 1),
+                       get("flip_horizontal", 0), get("flip_vertical", 0)), 1)
+    got <- rustgpu:::call_backend(rustgpu:::rg_apply_transforms(x, params, fx$cases$fill_mode[i], fx$cases$cval[i]))
+    expect_equal(got[1, , , ], fx$cases$result[[i]], tolerance = 1e-5, label = paste(names(p)[!is.na(p)], collapse = ","))
+  }
+})
+
+test_that("flow_images_from_data() gives every image once a pass, standardized, and trains a model", {
+  set.seed(1)
+  x <- array(runif(10 * 6 * 6 * 3, 0, 255), c(10, 6, 6, 3))
+  gen <- image_data_generator(featurewise_center = TRUE, featurewise_std_normalization = TRUE, rescale = 1 / 255)
+  fit_image_data_generator(gen, x)
+  expect_equal(gen$mean, as.vector(apply(x / 255, 4, mean)))
+  batches <- flow_images_from_data(x, seq_len(10), gen, batch_size = 4, shuffle = TRUE)
+  seen <- unlist(lapply(1:3, function(i) batches()[[2]]))
+  expect_setequal(seen, 1:10)
+  b <- batches()
+  expect_equal(dim(b[[1]]), c(4L, 6L, 6L, 3L))
+  # No augmentation: the images come back standardized, in the order asked.
+  plain <- flow_images_from_data(x, NULL, gen, batch_size = 10, shuffle = FALSE)()
+  channel <- rep(1:3, each = 10 * 36)
+  expect_equal(plain, (x / 255 - gen$mean[channel]) / (gen$std[channel] + 1e-6), tolerance = 1e-6)
+  aug <- image_data_generator(rotation_range = 30, width_shift_range = 0.2, height_shift_range = 0.2, zoom_range = 0.1,
+                              horizontal_flip = TRUE)
+  model <- keras_model_sequential() %>% layer_flatten(input_shape = c(6, 6, 3)) %>% layer_dense(2, activation = "softmax")
+  compile(model, optimizer = "adam", loss = "categorical_crossentropy")
+  h <- fit_generator(model, flow_images_from_data(x / 255, to_categorical(rep(0:1, 5), 2), aug, batch_size = 5),
+                     steps_per_epoch = 2, epochs = 2, verbose = 0)
+  expect_length(h$metrics$loss, 2)
+  expect_error(image_data_generator(zca_whitening = TRUE), "not supported yet", class = "rustgpu_value_error")
+  expect_error(flow_images_from_data(matrix(1, 2, 2)), "4-d array", class = "rustgpu_value_error")
+})

@@ -3,6 +3,7 @@
 pub mod activation;
 pub mod device;
 pub mod error;
+pub mod image;
 pub mod initializer;
 pub mod io;
 pub mod kernels;

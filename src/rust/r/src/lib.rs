@@ -22,6 +22,7 @@ mod layers;
 mod losses;
 mod model;
 mod multi_gpu;
+mod preprocessing;
 mod saving;
 mod testing;
 mod training;
@@ -130,6 +131,7 @@ extendr_module! {
     use losses;
     use model;
     use multi_gpu;
+    use preprocessing;
     use saving;
     use testing;
     use training;
