@@ -303,3 +303,38 @@ callback_reduce_lr_on_plateau <- function(monitor = "val_loss", factor = 0.1, pa
     }
   ), "rustgpu_callback_reduce_lr_on_plateau")
 }
+
+#' Learning-rate scheduler
+#'
+#' As Keras's LearningRateScheduler: at the start of each epoch, `schedule(epoch, lr)` (the
+#' epoch numbered from 0, and the current learning rate) gives the learning rate for that
+#' epoch. R keras 2.x's one-argument schedules, `schedule(epoch)`, work too.
+#'
+#' @param schedule A function of the epoch (and the current learning rate) returning a
+#'   positive number.
+#' @param verbose 1 to print each change.
+#' @return A callback for `fit(callbacks = )`.
+#' @examples
+#' x <- matrix(runif(20), ncol = 2)
+#' model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
+#' compile(model, optimizer = optimizer_sgd(0.1), loss = "mse")
+#' halve <- callback_learning_rate_scheduler(function(epoch, lr) if (epoch > 0) lr / 2 else lr)
+#' fit(model, x, rowSums(x), epochs = 3, verbose = 0, callbacks = list(halve))
+#' @export
+callback_learning_rate_scheduler <- function(schedule, verbose = 0) {
+  if (!is.function(schedule)) value_error(sprintf("`schedule` must be a function, not %s.", describe(schedule)))
+  takes_lr <- length(formals(schedule)) >= 2 || "..." %in% names(formals(schedule))
+  state <- new.env(parent = emptyenv())
+  new_callback(list(
+    set_model = function(model) state$model <- model,
+    on_epoch_begin = function(epoch, logs) {
+      old <- call_backend(rg_learning_rate(state$model$ptr, NULL))
+      new <- if (takes_lr) schedule(epoch, old) else schedule(epoch)
+      if (!is.numeric(new) || length(new) != 1 || !is.finite(new) || new <= 0) {
+        value_error(sprintf("The learning-rate schedule returned %s for epoch %d: it must return one positive number.", describe(new), epoch))
+      }
+      call_backend(rg_learning_rate(state$model$ptr, as.numeric(new)))
+      if (verbose > 0) message(sprintf("Epoch %d: LearningRateScheduler setting learning rate to %g.", epoch + 1, new))
+    }
+  ), "rustgpu_callback_learning_rate_scheduler")
+}

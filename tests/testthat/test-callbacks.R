@@ -68,3 +68,22 @@ test_that("callback_reduce_lr_on_plateau lowers the learning rate when the loss 
   fit(model, x, rowSums(x), epochs = 3, verbose = 0, callbacks = list(cb))
   expect_equal(rustgpu:::rg_learning_rate(model$ptr, NULL), 1e-9 * 0.5^3, tolerance = 1e-6)
 })
+
+test_that("callback_learning_rate_scheduler() sets each epoch's learning rate", {
+  x <- matrix(runif(40), ncol = 2)
+  model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
+  compile(model, optimizer = optimizer_sgd(0.1), loss = "mse")
+  seen <- c()
+  schedule <- function(epoch, lr) {
+    seen <<- c(seen, lr)
+    0.1 / (epoch + 1)
+  }
+  fit(model, x, rowSums(x), epochs = 3, verbose = 0, callbacks = list(callback_learning_rate_scheduler(schedule)))
+  expect_equal(seen, c(0.1, 0.1, 0.05))
+  expect_equal(rustgpu:::rg_learning_rate(model$ptr, NULL), 0.1 / 3)
+  # One-argument schedules (R keras 2.x examples) work too; a bad value stops with an error.
+  fit(model, x, rowSums(x), epochs = 1, verbose = 0, callbacks = list(callback_learning_rate_scheduler(function(epoch) 0.02)))
+  expect_equal(rustgpu:::rg_learning_rate(model$ptr, NULL), 0.02)
+  expect_error(fit(model, x, rowSums(x), epochs = 1, verbose = 0,
+                   callbacks = list(callback_learning_rate_scheduler(function(epoch, lr) -1))), "positive", class = "rustgpu_value_error")
+})
