@@ -130,3 +130,57 @@ layer_permute <- function(object, dims, input_shape = NULL, name = NULL) {
   }
   create_layer("Permute", object, list(dims = I(as.integer(dims))), input_shape, name)
 }
+
+#' Noise and spatial dropout layers
+#'
+#' Active in training only (identity in prediction and evaluation), as Keras's:
+#' `layer_gaussian_noise()` adds normal noise of standard deviation `stddev`;
+#' `layer_gaussian_dropout()` multiplies by normal noise of mean 1 and variance
+#' `rate / (1 - rate)`; `layer_spatial_dropout_1d()` and `_2d()` drop whole channels with
+#' probability `rate` (scaling the others by `1 / (1 - rate)`).
+#'
+#' @inheritParams layer_dense
+#' @param stddev Standard deviation of the noise.
+#' @param rate Fraction to drop, in `[0, 1)`.
+#' @param data_format Only `"channels_last"`.
+#' @param seed Unused (the noise comes from each step's seed, from R's random numbers).
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_dense(4, input_shape = 3) %>%
+#'   layer_gaussian_noise(0.1)
+#' @name layer_gaussian_noise
+NULL
+
+#' @rdname layer_gaussian_noise
+#' @export
+layer_gaussian_noise <- function(object, stddev, input_shape = NULL, name = NULL, seed = NULL) {
+  force_model(object)
+  check_number(stddev, "stddev", min = 0)
+  create_layer("GaussianNoise", object, list(stddev = stddev), input_shape, name)
+}
+
+#' @rdname layer_gaussian_noise
+#' @export
+layer_gaussian_dropout <- function(object, rate, input_shape = NULL, name = NULL, seed = NULL) {
+  force_model(object)
+  check_number(rate, "rate", min = 0, max = 1, max_inclusive = FALSE)
+  create_layer("GaussianDropout", object, list(rate = rate), input_shape, name)
+}
+
+#' @rdname layer_gaussian_noise
+#' @export
+layer_spatial_dropout_1d <- function(object, rate, input_shape = NULL, name = NULL, seed = NULL) {
+  force_model(object)
+  check_number(rate, "rate", min = 0, max = 1, max_inclusive = FALSE)
+  create_layer("SpatialDropout1D", object, list(rate = rate), input_shape, name)
+}
+
+#' @rdname layer_gaussian_noise
+#' @export
+layer_spatial_dropout_2d <- function(object, rate, data_format = NULL, input_shape = NULL, name = NULL, seed = NULL) {
+  force_model(object)
+  check_number(rate, "rate", min = 0, max = 1, max_inclusive = FALSE)
+  check_channels_last(data_format)
+  create_layer("SpatialDropout2D", object, list(rate = rate), input_shape, name)
+}

@@ -68,6 +68,10 @@ pub static LAYER_TYPES: &[Registration] = &[
     Registration::of::<Cropping1D>(),
     Registration::of::<Cropping2D>(),
     Registration::of::<Permute>(),
+    Registration::of::<GaussianNoise>(),
+    Registration::of::<GaussianDropout>(),
+    Registration::of::<SpatialDropout1D>(),
+    Registration::of::<SpatialDropout2D>(),
 ];
 
 /// The registration of a Keras class name.
