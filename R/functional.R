@@ -128,10 +128,11 @@ merge_layer <- function(inputs, class_name, config, name, call = rlang::caller_e
 #'
 #' `layer_add()`, `layer_multiply()`, `layer_average()`, `layer_maximum()` and
 #' `layer_minimum()` combine tensors of one shape element-wise; `layer_subtract()` takes the
-#' first of two tensors minus the second; `layer_concatenate()` joins them along the last axis.
+#' first of two tensors minus the second; `layer_concatenate()` joins them along `axis`
+#' (Keras's numbering: the batch axis is 0, -1 the last axis).
 #'
 #' @param inputs A list of tensors; missing returns the layer.
-#' @param axis Only -1 (the last axis) is supported.
+#' @param axis The axis to join along (Keras's numbering: batch axis 0, -1 the last).
 #' @param name Name of the layer.
 #' @return A tensor (or the layer when `inputs` is missing).
 #' @examples
@@ -148,8 +149,9 @@ layer_multiply <- function(inputs, name = NULL) merge_layer(inputs, "Multiply", 
 #' @rdname layer_add
 #' @export
 layer_concatenate <- function(inputs, axis = -1L, name = NULL) {
-  if (!identical(as.numeric(axis), -1)) value_error("Only `axis = -1` (the last axis) is supported.")
-  merge_layer(inputs, "Concatenate", list(axis = -1L), name)
+  check_number(axis, "axis")
+  if (axis != round(axis) || axis == 0) value_error("`axis` must be a whole number other than 0 (the batch axis): -1 is the last axis.")
+  merge_layer(inputs, "Concatenate", list(axis = as.integer(axis)), name)
 }
 
 #' @rdname layer_add

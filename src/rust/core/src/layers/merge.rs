@@ -1,9 +1,9 @@
-//! Merge layers of the functional API: Add, Multiply (inputs of one shape) and Concatenate
-//! (along the last axis).
+//! Merge layers of the functional API: Add, Multiply, Subtract, Average, Maximum, Minimum
+//! (inputs of one shape) and Concatenate (along any sample axis).
 use super::{Cache, Example, ForwardContext, Inputs, LayerGrads, LayerOutput, LayerType, OutputGrad};
 use crate::error::{Error, Result};
 use crate::shape::join_dims;
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// The inputs, which the gradients of Multiply need and Concatenate's widths come from.
@@ -106,7 +106,7 @@ impl LayerType for Multiply {
     }
 }
 
-/// Concatenate along `axis`: -1 (Keras's default) or the last axis counted with the batch.
+/// Concatenate along `axis` (Keras's: counted with the batch axis as 0, -1 the last).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Concatenate {
@@ -119,6 +119,22 @@ impl Default for Concatenate {
     }
 }
 
+impl Concatenate {
+    /// Keras's `axis` (counted with the batch axis as 0; negative from the end) as an index
+    /// into a sample's `rank` axes. The batch axis itself cannot be joined.
+    fn sample_axis(&self, name: &str, rank: usize) -> Result<usize> {
+        let full = rank as i64 + 1;
+        let a = if self.axis < 0 { self.axis + full } else { self.axis };
+        if a < 1 || a >= full {
+            return Err(Error::Value(format!(
+                "layer \"{}\" (Concatenate): `axis` {} is not a sample axis of inputs with {} axes per sample",
+                name, self.axis, rank
+            )));
+        }
+        Ok((a - 1) as usize)
+    }
+}
+
 impl LayerType for Concatenate {
     const CLASS_NAME: &'static str = "Concatenate";
     const NAME_PREFIX: &'static str = "concatenate";
@@ -127,26 +143,26 @@ impl LayerType for Concatenate {
     fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
         let first = &inputs[0];
         let rank = first.len();
-        if self.axis != -1 && self.axis != rank as i64 {
-            return Err(Error::Value(format!("layer \"{}\" (Concatenate): only the last axis (-1) is supported, got axis {}", name, self.axis)));
-        }
-        if rank == 0 || inputs.iter().any(|s| s.len() != rank || s[..rank - 1] != first[..rank - 1]) {
-            return Err(Error::Value(format!("layer \"{}\" (Concatenate) needs inputs that differ only in the last axis, got {}", name, shown(inputs))));
+        let axis = self.sample_axis(name, rank)?;
+        let others_match = |s: &Vec<usize>| s.len() == rank && (0..rank).all(|k| k == axis || s[k] == first[k]);
+        if !inputs.iter().all(others_match) {
+            return Err(Error::Value(format!("layer \"{}\" (Concatenate) needs inputs that differ only in axis {}, got {}", name, self.axis, shown(inputs))));
         }
         let mut out = first.clone();
-        out[rank - 1] = inputs.iter().map(|s| s[rank - 1]).sum();
+        out[axis] = inputs.iter().map(|s| s[axis]).sum();
         Ok(out)
     }
 
-    fn forward(&self, _name: &str, _weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
-        let value = Tensor::cat(xs, xs[0].rank() - 1)?;
+    fn forward(&self, name: &str, _weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        let axis = self.sample_axis(name, xs[0].rank() - 1)? + 1;
+        let value = Tensor::cat(xs, axis)?;
         Ok((LayerOutput::plain(value), Cache::new(MergeCache { inputs: xs.to_vec() })))
     }
 
     /// Each input's gradient: its slice of the output gradient.
     fn backward(
         &self,
-        _name: &str,
+        name: &str,
         _weights: &[Tensor],
         _transposed: &[Option<Tensor>],
         cache: &Cache,
@@ -154,14 +170,15 @@ impl LayerType for Concatenate {
         _need_input_grad: bool,
     ) -> Result<LayerGrads> {
         let dy = grad.value(Self::CLASS_NAME)?;
+        let axis = self.sample_axis(name, dy.rank() - 1)? + 1;
         let mut start = 0;
         let grads = cache
             .get::<MergeCache>()?
             .inputs
             .iter()
             .map(|x| {
-                let width = x.dim(D::Minus1)?;
-                let g = dy.narrow(x.rank() - 1, start, width)?.contiguous()?;
+                let width = x.dim(axis)?;
+                let g = dy.narrow(axis, start, width)?.contiguous()?;
                 start += width;
                 Ok(g)
             })
@@ -170,7 +187,7 @@ impl LayerType for Concatenate {
     }
 
     fn example() -> Example {
-        Example { config: serde_json::json!({ "axis": -1 }), inputs: vec![vec![2, 3], vec![2, 1], vec![2, 2]], index_bound: None }
+        Example { config: serde_json::json!({ "axis": 1 }), inputs: vec![vec![2, 3], vec![1, 3], vec![3, 3]], index_bound: None }
     }
 }
 
