@@ -184,3 +184,38 @@ layer_spatial_dropout_2d <- function(object, rate, data_format = NULL, input_sha
   check_channels_last(data_format)
   create_layer("SpatialDropout2D", object, list(rate = rate), input_shape, name)
 }
+
+#' Layer normalization
+#'
+#' Keras's LayerNormalization over the last axis: each sample's features normalized to mean 0
+#' and variance 1 (`(x - mean) / sqrt(var + epsilon)`), then scaled by `gamma` and shifted by
+#' `beta`.
+#'
+#' @inheritParams layer_dense
+#' @param axis Only -1 (the last axis).
+#' @param epsilon Added to the variance (> 0).
+#' @param center,scale Whether to learn `beta` and `gamma`.
+#' @param beta_initializer,gamma_initializer Initializers (or their names).
+#' @param beta_regularizer,gamma_regularizer Penalties ([regularizers]), or `NULL`.
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_dense(4, input_shape = 3) %>%
+#'   layer_layer_normalization()
+#' @export
+layer_layer_normalization <- function(object, axis = -1L, epsilon = 0.001, center = TRUE, scale = TRUE,
+                                      beta_initializer = "zeros", gamma_initializer = "ones",
+                                      beta_regularizer = NULL, gamma_regularizer = NULL, input_shape = NULL, name = NULL) {
+  force_model(object)
+  if (!identical(as.numeric(axis), -1)) value_error("Only `axis = -1` (the last axis) is supported.")
+  check_number(epsilon, "epsilon", min = 0, min_inclusive = FALSE)
+  check_bool(center, "center")
+  check_bool(scale, "scale")
+  create_layer("LayerNormalization", object, list(
+    axis = I(-1L), epsilon = epsilon, center = center, scale = scale,
+    beta_initializer = initializer_config(beta_initializer, "beta_initializer"),
+    gamma_initializer = initializer_config(gamma_initializer, "gamma_initializer"),
+    beta_regularizer = regularizer_config(beta_regularizer, "beta_regularizer"),
+    gamma_regularizer = regularizer_config(gamma_regularizer, "gamma_regularizer")
+  ), input_shape, name)
+}

@@ -72,6 +72,7 @@ pub static LAYER_TYPES: &[Registration] = &[
     Registration::of::<GaussianDropout>(),
     Registration::of::<SpatialDropout1D>(),
     Registration::of::<SpatialDropout2D>(),
+    Registration::of::<LayerNormalization>(),
 ];
 
 /// The registration of a Keras class name.
