@@ -113,7 +113,11 @@ keras_model <- function(inputs, outputs, name = NULL) {
     scratch$ptr, name, vapply(inputs, function(t) t$name, character(1)),
     lapply(inputs, function(t) as.integer(t$shape)), graph$nodes, as.integer(output_codes)
   ))
-  new_model(ptr, name, kind = "functional")
+  model <- new_model(ptr, name, kind = "functional")
+  # Keras's model$inputs / $outputs (and $input / $output: one tensor, or the list).
+  model$inputs <- inputs
+  model$outputs <- outputs
+  model
 }
 
 merge_layer <- function(inputs, class_name, config, name, call = rlang::caller_env()) {

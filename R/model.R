@@ -383,3 +383,41 @@ model_from_json <- function(json, custom_objects = NULL) {
   made <- call_backend(rg_model_from_json(json))
   new_model(made$ptr, made$name, kind = if (isTRUE(made$functional)) "functional" else "sequential")
 }
+
+# Keras's model attributes that are computed: R keras users read `model$layers`,
+# `model$input_shape`, `model$output_shape`, `model$input` and `model$output`.
+#' @export
+`$.rustgpu_model` <- function(x, name) {
+  if (exists(name, envir = x, inherits = FALSE)) return(get(name, envir = x, inherits = FALSE))
+  switch(name,
+    layers = {
+      n <- length(model_info(x)$layer_names)
+      lapply(seq_len(n), function(i) get_layer(x, index = i))
+    },
+    input_shape = {
+      shapes <- model_info(x)$input_shape
+      if (is.null(shapes)) NULL else c(list(NULL), as.list(as.integer(shapes)))
+    },
+    output_shape = {
+      outputs <- get0("outputs", envir = x, inherits = FALSE)
+      dims <- if (length(outputs) == 1) outputs[[1]]$shape else {
+        # Sequential: the last layer's, as summary() shows it ("(None, 4, 2)").
+        shown <- utils::tail(model_info(x)$output_shapes, 1)
+        if (!length(shown) || !grepl("^\\(None", shown)) return(NULL)
+        as.integer(strsplit(gsub("^\\(None, |\\)$", "", shown), ", ")[[1]])
+      }
+      c(list(NULL), as.list(as.integer(dims)))
+    },
+    input = ,
+    output = {
+      tensors <- x[[paste0(name, "s")]]
+      if (is.null(tensors)) {
+        state_error(sprintf("`model$%s` is available for functional models (keras_model()) only, not yet for sequential ones.", name))
+      }
+      if (length(tensors) == 1) tensors[[1]] else tensors
+    },
+    inputs = ,
+    outputs = state_error(sprintf("`model$%s` is available for functional models (keras_model()) only, not yet for sequential ones.", name)),
+    NULL
+  )
+}

@@ -160,3 +160,18 @@ test_that("regularizers add their penalty to the reported loss and travel in con
   expect_error(layer_dense(keras_model_sequential(), 2, kernel_regularizer = "l2"), "`kernel_regularizer`", class = "rustgpu_value_error")
   expect_error(layer_dense(keras_model_sequential(), 2, activity_regularizer = regularizer_l1()), "not supported yet", class = "rustgpu_value_error")
 })
+
+test_that("model$layers, $input_shape, $output_shape, $input and $output as in R keras", {
+  model <- keras_model_sequential() %>% layer_dense(4, input_shape = 3, name = "a") %>% layer_dense(2, name = "b")
+  expect_equal(vapply(model$layers, function(l) l$name, ""), c("a", "b"))
+  expect_equal(model$input_shape, list(NULL, 3L))
+  expect_equal(model$output_shape, list(NULL, 2L))
+  expect_error(model$input, "functional models", class = "rustgpu_state_error")
+  x <- layer_input(shape = 3)
+  y <- x %>% layer_dense(2)
+  f <- keras_model(x, y)
+  expect_identical(f$input, x)
+  expect_identical(f$output, y)
+  expect_identical(f$inputs, list(x))
+  expect_null(model$no_such_attribute)
+})
