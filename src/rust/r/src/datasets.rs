@@ -3,11 +3,14 @@
 use crate::guard;
 use extendr_api::prelude::*;
 use rustgpu_core::io::{npy, numpy_random, pickle, sha256_file};
+use rustgpu_core::memory;
 use rustgpu_core::tensor::column_to_row_major;
 use rustgpu_core::{Error, Result};
 use std::path::Path;
 
 fn read_file(path: &str) -> Result<Vec<u8>> {
+    let size = std::fs::metadata(path).map_err(|e| Error::Io(format!("cannot read \"{}\": {}", path, e)))?.len();
+    memory::check(&format!("reading \"{}\"", path), Some(size), "free memory, or use a smaller file")?;
     std::fs::read(path).map_err(|e| Error::Io(format!("cannot read \"{}\": {}", path, e)))
 }
 
@@ -91,6 +94,8 @@ fn to_r(v: &pickle::Value) -> Result<Robj> {
                 ArrayData::Raw(raw) => {
                     let kind = dtype.trim_start_matches(['<', '>', '|', '=']);
                     let size = npy::item_size(dtype)?;
+                    // As R numbers (and their f64 copy on the way): 16 bytes a value.
+                    memory::check("the array's values", memory::bytes((raw.len() / size) as u64, 16), "free memory, or use a smaller file")?;
                     let numbers = npy::numbers(dtype, raw)?;
                     if (kind.starts_with('u') && size <= 2) || (kind.starts_with('i') && size <= 4) || kind.starts_with('b') {
                         to_column_major(numbers.into_iter().map(|x| x as i32).collect(), c_shape).into()

@@ -56,6 +56,27 @@ struct Machine<'a> {
     pos: usize,
     stack: Vec<Item>,
     memo: Vec<Option<Item>>,
+    /// Values copied out of (and into) the memo so far: a small file that fetches one big
+    /// value from its memo again and again would otherwise grow without bound.
+    copied: usize,
+}
+
+/// Values in an item, counting nested ones (what copying it costs).
+fn values_in(item: &Item) -> usize {
+    fn count(v: &Value) -> usize {
+        1 + match v {
+            Value::List(items) | Value::Tuple(items) => items.iter().map(count).sum(),
+            Value::Dict(entries) => entries.iter().map(|(k, v)| count(k) + count(v)).sum(),
+            Value::Array { data: ArrayData::Objects(o), .. } => o.iter().map(count).sum(),
+            Value::Bytes(b) | Value::Array { data: ArrayData::Raw(b), .. } => b.len() / 16,
+            Value::Str(s) => s.len() / 16,
+            _ => 0,
+        }
+    }
+    match item {
+        Item::Value(v) => count(v),
+        _ => 1,
+    }
 }
 
 impl<'a> Machine<'a> {
@@ -123,8 +144,19 @@ impl<'a> Machine<'a> {
         self.stack.push(Item::Value(v));
     }
 
+    /// Counts a copy against the file's budget: as many values as the file has bytes (each
+    /// value the file itself writes takes at least one byte), plus a million.
+    fn charge(&mut self, item: &Item) -> Result<()> {
+        self.copied = self.copied.saturating_add(values_in(item));
+        if self.copied > self.data.len() + 1_000_000 {
+            return Err(err("the file copies values from its memo far beyond its own size (a corrupt or malicious pickle)"));
+        }
+        Ok(())
+    }
+
     fn memo_put(&mut self, index: usize) -> Result<()> {
         let top = self.stack.last().cloned().ok_or_else(|| err("memoize on an empty stack"))?;
+        self.charge(&top)?;
         if index > self.data.len() {
             return Err(err(format!("memo index {} beyond the file", index)));
         }
@@ -137,6 +169,7 @@ impl<'a> Machine<'a> {
 
     fn memo_get(&mut self, index: usize) -> Result<()> {
         let item = self.memo.get(index).cloned().flatten().ok_or_else(|| err(format!("memo {} is empty", index)))?;
+        self.charge(&item)?;
         self.stack.push(item);
         Ok(())
     }
@@ -427,7 +460,7 @@ impl<'a> Machine<'a> {
 
 /// The value a pickle holds.
 pub fn read(data: &[u8]) -> Result<Value> {
-    Machine { data, pos: 0, stack: Vec::new(), memo: Vec::new() }.run()
+    Machine { data, pos: 0, stack: Vec::new(), memo: Vec::new(), copied: 0 }.run()
 }
 
 #[cfg(test)]
@@ -451,6 +484,13 @@ mod tests {
         assert_eq!(d[2].1, Value::Bytes(b"xy".to_vec()));
         assert_eq!(d[3].1, Value::Str("é".into()));
         assert!(read(b"\x80\x02K").is_err());
+        // A bomb: a list memoized, then fetched and appended to itself, doubling each round.
+        let mut bomb = b"\x80\x02]q\x00(K\x01K\x02K\x03e".to_vec();
+        for _ in 0..40 {
+            bomb.extend_from_slice(b"h\x00h\x00\x86q\x00");
+        }
+        bomb.push(b'.');
+        assert!(read(&bomb).unwrap_err().to_string().contains("beyond its own size"));
         assert!(read(b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00lsq\x01\x85q\x02Rq\x03.").unwrap_err().to_string().contains("unsupported object os.system"));
     }
 }
