@@ -23,6 +23,7 @@ learning_rate_arg <- function(learning_rate, dots, lr_given_too, call = rlang::c
     if (lr_given_too) value_error("Give `learning_rate` or its old name `lr`, not both.", call = call)
     learning_rate <- dots$lr
   }
+  if (inherits(learning_rate, "rustgpu_learning_rate_schedule")) return(unclass(learning_rate))
   check_number(learning_rate, "learning_rate", min = 0, min_inclusive = FALSE, call = call)
   learning_rate
 }
@@ -51,7 +52,8 @@ check_epsilon <- function(epsilon, call = rlang::caller_env()) {
 #' `optimizer_adadelta()`: Adadelta. `optimizer_adamax()`: Adam with the infinity norm.
 #' `optimizer_nadam()`: Adam with Nesterov momentum (tf.keras 2.x's momentum schedule).
 #'
-#' @param learning_rate Learning rate (> 0). R keras 2.x's name for it, `lr`, is accepted too.
+#' @param learning_rate Learning rate (> 0), or a schedule ([learning_rate_schedules]). R keras
+#'   2.x's name for it, `lr`, is accepted too.
 #' @param momentum Momentum (>= 0).
 #' @param nesterov Whether to use Nesterov momentum.
 #' @param rho Discounting factor for the squared-gradient average, in `[0, 1)`.
@@ -176,6 +178,7 @@ optimizer_nadam <- function(learning_rate = 0.002, beta_1 = 0.9, beta_2 = 0.999,
 #' @export
 print.rustgpu_optimizer <- function(x, ...) {
   args <- unclass(x)[names(x) != "name"]
+  args <- lapply(args, function(a) if (is.list(a)) sprintf("<%s>", a$class_name) else a)
   cat(sprintf("<optimizer %s: %s>\n", x$name,
               paste(sprintf("%s = %s", names(args), vapply(args, format, "")), collapse = ", ")))
   invisible(x)
@@ -191,3 +194,90 @@ as_optimizer <- function(optimizer, call = rlang::caller_env()) {
     "`optimizer` must be an optimizer name such as \"adam\" or an optimizer such as optimizer_adam(), not %s.",
     describe(optimizer)), call = call)
 }
+
+new_schedule <- function(class_name, ...) {
+  structure(list(class_name = class_name, config = list(...)), class = "rustgpu_learning_rate_schedule")
+}
+
+#' @export
+print.rustgpu_learning_rate_schedule <- function(x, ...) {
+  cfg <- x$config
+  cat(sprintf("<learning-rate schedule %s: %s>\n", x$class_name,
+              paste(sprintf("%s = %s", names(cfg), vapply(cfg, function(v) paste(format(v), collapse = ", "), "")), collapse = ", ")))
+  invisible(x)
+}
+
+#' Learning-rate schedules
+#'
+#' tf.keras's schedules, for an optimizer's `learning_rate`: the rate of each optimizer step
+#' `step` (from 0). `exponential_decay`: `initial_learning_rate * decay_rate^(step /
+#' decay_steps)` (the exponent floored with `staircase`); `inverse_time_decay`:
+#' `initial_learning_rate / (1 + decay_rate * step / decay_steps)`; `piecewise_constant_decay`:
+#' `values[i]` while `step <= boundaries[i]`; `polynomial_decay`: from
+#' `initial_learning_rate` to `end_learning_rate` over `decay_steps` steps; `cosine_decay`:
+#' a half cosine from `initial_learning_rate` to `alpha` times it.
+#'
+#' @param initial_learning_rate The rate at step 0.
+#' @param decay_steps,decay_rate,staircase,boundaries,values,end_learning_rate,power,cycle,alpha As above.
+#' @param name Unused.
+#' @return A schedule for `optimizer_*(learning_rate = )`.
+#' @examples
+#' schedule <- learning_rate_schedule_exponential_decay(0.1, decay_steps = 100, decay_rate = 0.9)
+#' opt <- optimizer_sgd(learning_rate = schedule)
+#' @name learning_rate_schedules
+NULL
+
+#' @rdname learning_rate_schedules
+#' @export
+learning_rate_schedule_exponential_decay <- function(initial_learning_rate, decay_steps, decay_rate, staircase = FALSE, name = NULL) {
+  check_number(initial_learning_rate, "initial_learning_rate", min = 0, min_inclusive = FALSE)
+  check_number(decay_steps, "decay_steps", min = 0, min_inclusive = FALSE)
+  check_number(decay_rate, "decay_rate", min = 0, min_inclusive = FALSE)
+  check_bool(staircase, "staircase")
+  new_schedule("ExponentialDecay", initial_learning_rate = initial_learning_rate, decay_steps = decay_steps,
+               decay_rate = decay_rate, staircase = staircase)
+}
+
+#' @rdname learning_rate_schedules
+#' @export
+learning_rate_schedule_inverse_time_decay <- function(initial_learning_rate, decay_steps, decay_rate, staircase = FALSE, name = NULL) {
+  check_number(initial_learning_rate, "initial_learning_rate", min = 0, min_inclusive = FALSE)
+  check_number(decay_steps, "decay_steps", min = 0, min_inclusive = FALSE)
+  check_number(decay_rate, "decay_rate", min = 0, min_inclusive = FALSE)
+  check_bool(staircase, "staircase")
+  new_schedule("InverseTimeDecay", initial_learning_rate = initial_learning_rate, decay_steps = decay_steps,
+               decay_rate = decay_rate, staircase = staircase)
+}
+
+#' @rdname learning_rate_schedules
+#' @export
+learning_rate_schedule_piecewise_constant_decay <- function(boundaries, values, name = NULL) {
+  if (!is.numeric(boundaries) || !is.numeric(values) || length(values) != length(boundaries) + 1 ||
+      anyNA(c(boundaries, values)) || is.unsorted(boundaries) || any(values <= 0)) {
+    value_error("`values` (positive) must have one entry more than `boundaries` (increasing).")
+  }
+  new_schedule("PiecewiseConstantDecay", boundaries = I(as.numeric(boundaries)), values = I(as.numeric(values)))
+}
+
+#' @rdname learning_rate_schedules
+#' @export
+learning_rate_schedule_polynomial_decay <- function(initial_learning_rate, decay_steps, end_learning_rate = 1e-4,
+                                                    power = 1, cycle = FALSE, name = NULL) {
+  check_number(initial_learning_rate, "initial_learning_rate", min = 0, min_inclusive = FALSE)
+  check_number(decay_steps, "decay_steps", min = 0, min_inclusive = FALSE)
+  check_number(end_learning_rate, "end_learning_rate", min = 0)
+  check_number(power, "power")
+  check_bool(cycle, "cycle")
+  new_schedule("PolynomialDecay", initial_learning_rate = initial_learning_rate, decay_steps = decay_steps,
+               end_learning_rate = end_learning_rate, power = power, cycle = cycle)
+}
+
+#' @rdname learning_rate_schedules
+#' @export
+learning_rate_schedule_cosine_decay <- function(initial_learning_rate, decay_steps, alpha = 0, name = NULL) {
+  check_number(initial_learning_rate, "initial_learning_rate", min = 0, min_inclusive = FALSE)
+  check_number(decay_steps, "decay_steps", min = 0, min_inclusive = FALSE)
+  check_number(alpha, "alpha", min = 0)
+  new_schedule("CosineDecay", initial_learning_rate = initial_learning_rate, decay_steps = decay_steps, alpha = alpha)
+}
+

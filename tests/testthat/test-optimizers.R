@@ -73,3 +73,28 @@ test_that("optimizers print their arguments and survive a save with their state"
     expect_identical(get_weights(restored), get_weights(model), label = opt$name)
   }
 })
+
+test_that("learning-rate schedules set each step's rate, as tf.keras's formulas, and survive a save", {
+  d <- regression_data()
+  schedule <- learning_rate_schedule_exponential_decay(0.1, decay_steps = 2, decay_rate = 0.5)
+  model <- keras_model_sequential() %>% layer_dense(1, input_shape = 4)
+  compile(model, optimizer = optimizer_sgd(learning_rate = schedule), loss = "mse")
+  expect_equal(rustgpu:::rg_learning_rate(model$ptr, NULL), 0.1)
+  for (i in 1:4) train_on_batch(model, d$x, d$y)
+  expect_equal(rustgpu:::rg_learning_rate(model$ptr, NULL), 0.1 * 0.5^2, tolerance = 1e-6)
+  # Plain SGD's step with a scheduled rate equals a step with that rate.
+  a <- keras_model_sequential() %>% layer_dense(1, input_shape = 4)
+  b <- keras_model_sequential() %>% layer_dense(1, input_shape = 4)
+  set_weights(b, get_weights(a))
+  compile(a, optimizer = optimizer_sgd(learning_rate = learning_rate_schedule_piecewise_constant_decay(0, c(0.1, 0.01))), loss = "mse")
+  compile(b, optimizer = optimizer_sgd(0.1), loss = "mse")
+  train_on_batch(a, d$x, d$y)
+  train_on_batch(b, d$x, d$y)
+  expect_equal(get_weights(a), get_weights(b), tolerance = 1e-6)
+  path <- tempfile(fileext = ".h5")
+  save_model_hdf5(model, path)
+  restored <- load_model_hdf5(path)
+  expect_equal(rustgpu:::rg_learning_rate(restored$ptr, NULL), 0.1 * 0.5^2, tolerance = 1e-6)
+  expect_output(print(optimizer_adam(learning_rate = schedule)), "learning_rate = <ExponentialDecay>")
+  expect_error(learning_rate_schedule_piecewise_constant_decay(c(2, 1), c(1, 1, 1)), "increasing", class = "rustgpu_value_error")
+})

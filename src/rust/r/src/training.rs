@@ -259,7 +259,7 @@ fn rg_learning_rate(mut ptr: Robj, value: Robj) -> Robj {
         if let Some(v) = value.as_real() {
             c.optimizer.config.set_learning_rate(v);
         }
-        Ok(c.optimizer.config.learning_rate().into())
+        Ok(c.optimizer.config.learning_rate_at(c.optimizer.iterations).into())
     })
 }
 

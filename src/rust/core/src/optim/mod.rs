@@ -13,9 +13,11 @@ mod adam;
 mod adamax;
 mod nadam;
 mod rmsprop;
+mod schedule;
 mod sgd;
 mod sharded;
 
+pub use schedule::{LearningRate, Schedule};
 pub use sharded::{Mirror, UpdateShard};
 
 use crate::error::{Error, Result};
@@ -68,7 +70,7 @@ pub trait OptimizerType: Serialize + DeserializeOwned + Default + Clone + std::f
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Common {
     #[serde(alias = "lr")]
-    pub learning_rate: f64,
+    pub learning_rate: LearningRate,
     /// Keras 2's time-based learning-rate decay (0: none).
     #[serde(default)]
     pub decay: f64,
@@ -83,7 +85,9 @@ pub struct Common {
 impl Common {
     fn check(&self) -> Result<()> {
         let positive = check_positive;
-        positive(self.learning_rate, "learning_rate")?;
+        if let LearningRate::Constant(lr) = self.learning_rate {
+            positive(lr, "learning_rate")?;
+        }
         if !(self.decay.is_finite() && self.decay >= 0.0) {
             return Err(Error::Value(format!("`decay` must be a number >= 0, got {}", self.decay)));
         }
@@ -93,7 +97,7 @@ impl Common {
 
     /// This step's learning rate (f32 arithmetic, as TensorFlow's `_decayed_lr`).
     fn learning_rate_at(&self, iterations: u64) -> f32 {
-        let lr = self.learning_rate as f32;
+        let lr = self.learning_rate.at(iterations);
         if self.decay > 0.0 {
             lr / (1.0 + self.decay as f32 * iterations as f32)
         } else {
@@ -239,9 +243,6 @@ impl OptimizerConfig {
             if !o.contains_key("learning_rate") && !o.contains_key("lr") {
                 o.insert("learning_rate".into(), json!(reg.default_learning_rate));
             }
-            if o.get("learning_rate").is_some_and(Value::is_object) {
-                return Err(Error::Value(format!("{}: learning-rate schedules are not supported in optimizer configs; give a number", reg.class_name)));
-            }
         }
         let common: Common = serde_json::from_value(fields.clone()).map_err(|e| Error::Value(format!("{} config: {}", reg.class_name, e)))?;
         common.check().map_err(|e| match e {
@@ -287,12 +288,25 @@ impl OptimizerConfig {
         json!({ "class_name": self.name(), "config": cfg })
     }
 
+    /// Sets a constant learning rate (replacing a schedule).
     pub fn set_learning_rate(&mut self, lr: f64) {
-        self.common.learning_rate = lr;
+        self.common.learning_rate = LearningRate::Constant(lr);
     }
 
+    /// The learning rate at `step` (a schedule's value there).
+    pub fn learning_rate_at(&self, step: u64) -> f64 {
+        match &self.common.learning_rate {
+            LearningRate::Constant(v) => *v,
+            LearningRate::Schedule(s) => s.at(step) as f64,
+        }
+    }
+
+    /// The constant learning rate, or a schedule's first.
     pub fn learning_rate(&self) -> f64 {
-        self.common.learning_rate
+        match &self.common.learning_rate {
+            LearningRate::Constant(v) => *v,
+            LearningRate::Schedule(s) => s.initial(),
+        }
     }
 }
 
