@@ -338,3 +338,54 @@ callback_learning_rate_scheduler <- function(schedule, verbose = 0) {
     }
   ), "rustgpu_callback_learning_rate_scheduler")
 }
+
+#' TensorBoard logs
+#'
+#' As Keras's TensorBoard callback (tf.keras 2.x's layout): event files TensorBoard reads, in
+#' `log_dir/train` and `log_dir/validation`, with each epoch's loss and metrics as scalars
+#' named `epoch_loss`, `epoch_accuracy`, ... (step = the epoch, from 0). View them with
+#' `tensorboard --logdir <log_dir>`.
+#'
+#' @param log_dir Where to write (default `"logs"`).
+#' @param histogram_freq,write_grads,write_images,embeddings_freq,embeddings_layer_names,embeddings_metadata,embeddings_data,profile_batch
+#'   Not supported yet: leave them at their defaults.
+#' @param batch_size,write_graph Unused.
+#' @param update_freq Only `"epoch"`.
+#' @return A callback for `fit(callbacks = )`.
+#' @examples
+#' x <- matrix(runif(20), ncol = 2)
+#' model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
+#' compile(model, optimizer = "sgd", loss = "mse")
+#' fit(model, x, rowSums(x), epochs = 2, verbose = 0, callbacks = callback_tensorboard(tempfile()))
+#' @export
+callback_tensorboard <- function(log_dir = NULL, histogram_freq = 0, batch_size = 32, write_graph = TRUE,
+                                 write_grads = FALSE, write_images = FALSE, embeddings_freq = 0,
+                                 embeddings_layer_names = NULL, embeddings_metadata = NULL, embeddings_data = NULL,
+                                 update_freq = "epoch", profile_batch = 0) {
+  if (is.null(log_dir)) log_dir <- "logs"
+  check_string(log_dir, "log_dir")
+  if (histogram_freq != 0 || !isFALSE(write_grads) || !isFALSE(write_images) || embeddings_freq != 0 ||
+      !is.null(embeddings_layer_names) || !is.null(embeddings_metadata) || !is.null(embeddings_data) || profile_batch != 0) {
+    value_error("Histograms, gradients, images, embeddings and profiling are not supported yet: leave those arguments at their defaults.")
+  }
+  if (!identical(update_freq, "epoch")) value_error("Only `update_freq = \"epoch\"` is supported yet.")
+  state <- new.env(parent = emptyenv())
+  new_callback(list(
+    on_train_begin = function(logs) {
+      state$train <- NULL
+      state$validation <- NULL
+    },
+    on_epoch_end = function(epoch, logs) {
+      values <- unlist(logs)
+      if (!length(values)) return(invisible())
+      val <- grepl("^val_", names(values))
+      write <- function(which, v) {
+        if (!length(v)) return()
+        if (is.null(state[[which]])) state[[which]] <- call_backend(rg_tensorboard_create(file.path(log_dir, which)))
+        call_backend(rg_tensorboard_scalars(state[[which]], as.numeric(epoch), paste0("epoch_", names(v)), as.numeric(v)))
+      }
+      write("train", values[!val])
+      write("validation", stats::setNames(values[val], sub("^val_", "", names(values)[val])))
+    }
+  ), "rustgpu_callback_tensorboard")
+}

@@ -8,6 +8,14 @@ NULL
 #' @noRd
 rg_init <- function() .Call(wrap__rg_init)
 
+#' A new TensorBoard event file in `dir`; its path.
+#' @noRd
+rg_tensorboard_create <- function(dir) .Call(wrap__rg_tensorboard_create, dir)
+
+#' Scalars appended to an event file at `step`.
+#' @noRd
+rg_tensorboard_scalars <- function(path, step, tags, values) .Call(wrap__rg_tensorboard_scalars, path, step, tags, values)
+
 #' Keras's shuffles: for each size in turn, `RandomState(seed).shuffle(arange(size))` (one
 #' generator for all), as 1-based R indices.
 #' @noRd

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod callbacks;
 mod convert;
 mod datasets;
 mod devices;
@@ -124,6 +125,7 @@ fn rg_init() -> Robj {
 extendr_module! {
     mod rustgpu;
     fn rg_init;
+    use callbacks;
     use datasets;
     use devices;
     use functional;

@@ -7,6 +7,7 @@ mod h5;
 pub mod npy;
 pub mod numpy_random;
 pub mod pickle;
+pub mod tfevents;
 
 pub use config::{model_config, model_from_config, training_config, TrainingConfig};
 pub use h5::{load_model, load_optimizer_state, load_weights, save_model, save_weights, LoadedModel};

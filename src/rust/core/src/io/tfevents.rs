@@ -1,0 +1,132 @@
+//! TensorBoard event files (`events.out.tfevents.*`): TFRecord framing (length, masked
+//! CRC-32C of the length, the record, its masked CRC-32C) around `Event` protocol buffers:
+//! the file-version event first, then one scalar summary per value. What Keras's TensorBoard
+//! callback writes for epoch metrics, encoded here by hand (a handful of protobuf fields).
+use crate::error::{Error, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// CRC-32C (Castagnoli), as TFRecord uses it.
+pub fn crc32c(data: &[u8]) -> u32 {
+    const POLY: u32 = 0x82F6_3B78;
+    let mut crc = !0u32;
+    for byte in data {
+        crc ^= *byte as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ POLY } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// TFRecord's masking of a CRC.
+fn masked(crc: u32) -> u32 {
+    (crc.rotate_right(15)).wrapping_add(0xa282_ead8)
+}
+
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A length-delimited protobuf field.
+fn bytes_field(field: u64, bytes: &[u8], out: &mut Vec<u8>) {
+    varint(field << 3 | 2, out);
+    varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}
+
+/// `Event { wall_time = 1 (double), step = 2 (int64), file_version = 3 | summary = 5 }`.
+fn event(wall_time: f64, step: i64, body: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut e = Vec::new();
+    varint(1 << 3 | 1, &mut e);
+    e.extend_from_slice(&wall_time.to_le_bytes());
+    varint(2 << 3, &mut e);
+    varint(step as u64, &mut e);
+    body(&mut e);
+    e
+}
+
+/// One TFRecord.
+pub fn record(data: &[u8]) -> Vec<u8> {
+    let len = (data.len() as u64).to_le_bytes();
+    let mut r = Vec::with_capacity(data.len() + 16);
+    r.extend_from_slice(&len);
+    r.extend_from_slice(&masked(crc32c(&len)).to_le_bytes());
+    r.extend_from_slice(data);
+    r.extend_from_slice(&masked(crc32c(data)).to_le_bytes());
+    r
+}
+
+/// An event file in `dir` (created if needed), named as TensorFlow names them.
+pub struct EventWriter {
+    path: PathBuf,
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> Error {
+    Error::Io(format!("cannot write \"{}\": {}", path.display(), e))
+}
+
+impl EventWriter {
+    /// A new file, starting with the `brain.Event:2` version event.
+    pub fn create(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+        let t = now();
+        let path = dir.join(format!("events.out.tfevents.{}.{}.{}.v2", t as u64, host, std::process::id()));
+        let first = event(t, 0, |e| bytes_field(3, b"brain.Event:2", e));
+        std::fs::write(&path, record(&first)).map_err(|e| io_err(&path, e))?;
+        Ok(Self { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// An existing event file, to append to.
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::Io(format!("no event file \"{}\"", path.display())));
+        }
+        Ok(Self { path: path.to_path_buf() })
+    }
+
+    /// Appends scalar summaries (`Summary { value = 1: Value { tag = 1, simple_value = 2 } }`)
+    /// for `step`.
+    pub fn scalars(&self, step: i64, values: &[(String, f32)]) -> Result<()> {
+        let mut out = Vec::new();
+        for (tag, v) in values {
+            let mut value = Vec::new();
+            bytes_field(1, tag.as_bytes(), &mut value);
+            varint(2 << 3 | 5, &mut value);
+            value.extend_from_slice(&v.to_le_bytes());
+            let mut summary = Vec::new();
+            bytes_field(1, &value, &mut summary);
+            out.extend(record(&event(now(), step, |e| bytes_field(5, &summary, e))));
+        }
+        let mut f = std::fs::OpenOptions::new().append(true).open(&self.path).map_err(|e| io_err(&self.path, e))?;
+        f.write_all(&out).map_err(|e| io_err(&self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32c_and_record_framing() {
+        // The standard check value of CRC-32C.
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        let r = record(b"abc");
+        assert_eq!(&r[..8], &3u64.to_le_bytes());
+        assert_eq!(&r[12..15], b"abc");
+        assert_eq!(u32::from_le_bytes(r[15..19].try_into().unwrap()), masked(crc32c(b"abc")));
+    }
+}
