@@ -498,5 +498,165 @@ flow_images_from_data <- function(x, y = NULL, generator = image_data_generator(
     if (is.null(y)) return(images)
     list(images, if (is.null(dim(y))) y[take] else y[take, , drop = FALSE])
   }
-  structure(batch, class = c("rustgpu_image_iterator", "function"))
+  structure(batch, class = c("rustgpu_image_iterator", "function"), fields = list(n = n, batch_size = batch_size))
 }
+
+# --- image files -------------------------------------------------------------
+
+read_image_file <- function(path, call = rlang::caller_env()) {
+  if (!file.exists(path)) rustgpu_abort(sprintf("Image file \"%s\" does not exist.", path), "rustgpu_io_error", call = call)
+  ext <- tolower(tools::file_ext(path))
+  reader <- switch(ext, png = "png", jpg = , jpeg = "jpeg",
+                   value_error(sprintf("\"%s\": only PNG and JPEG images can be read.", path), call = call))
+  if (!requireNamespace(reader, quietly = TRUE)) {
+    state_error(sprintf("Reading %s images needs the R package %s (Debian: r-cran-%s).", toupper(reader), reader, reader), call = call)
+  }
+  img <- tryCatch(if (reader == "png") png::readPNG(path) else jpeg::readJPEG(path),
+                  error = function(e) rustgpu_abort(sprintf("Cannot read image \"%s\": %s", path, conditionMessage(e)), "rustgpu_io_error", call = call))
+  if (length(dim(img)) == 2) dim(img) <- c(dim(img), 1)
+  img * 255
+}
+
+# Nearest-neighbour resize as PIL's: output pixel i reads input floor((i + 0.5) * in / out).
+resize_nearest <- function(img, height, width) {
+  rows <- pmin(floor((seq_len(height) - 0.5) * dim(img)[1] / height) + 1, dim(img)[1])
+  cols <- pmin(floor((seq_len(width) - 0.5) * dim(img)[2] / width) + 1, dim(img)[2])
+  img[rows, cols, , drop = FALSE]
+}
+
+#' Load images
+#'
+#' `image_load()` reads a PNG or JPEG file (with R's png and jpeg packages) as an image:
+#' values 0-255, `(height, width, channels)`; `grayscale` averages the colour channels
+#' (ITU-R 601 luma, as PIL's "L" mode), `target_size` resizes (nearest neighbour, as Keras's
+#' default). `image_to_array()` gives the array; `image_array_resize()` resizes arrays.
+#'
+#' @param path A `.png`, `.jpg` or `.jpeg` file.
+#' @param grayscale Whether to make one channel.
+#' @param target_size `c(height, width)`, or `NULL` for the file's size.
+#' @param interpolation Only `"nearest"`.
+#' @param img An image from `image_load()` (or an array).
+#' @param data_format Only `"channels_last"`.
+#' @param height,width The new size.
+#' @return `image_load()`: an image; `image_to_array()` and `image_array_resize()`: an array.
+#' @examples
+#' f <- tempfile(fileext = ".png")
+#' png::writePNG(array(runif(4 * 6 * 3), c(4, 6, 3)), f)
+#' dim(image_to_array(image_load(f, target_size = c(2, 3))))
+#' @export
+image_load <- function(path, grayscale = FALSE, target_size = NULL, interpolation = "nearest") {
+  check_string(path, "path")
+  check_bool(grayscale, "grayscale")
+  if (!identical(interpolation, "nearest")) value_error("Only `interpolation = \"nearest\"` is supported yet.")
+  img <- read_image_file(path)
+  channels <- dim(img)[3]
+  if (channels %in% c(2, 4)) img <- img[, , seq_len(channels - 1), drop = FALSE] # drop alpha
+  if (grayscale && dim(img)[3] == 3) {
+    img <- array(0.299 * img[, , 1] + 0.587 * img[, , 2] + 0.114 * img[, , 3], c(dim(img)[1:2], 1))
+  } else if (!grayscale && dim(img)[3] == 1) {
+    img <- img[, , c(1, 1, 1), drop = FALSE]
+  }
+  if (!is.null(target_size)) {
+    size <- as_pair(target_size, "target_size", min = 1)
+    img <- resize_nearest(img, size[1], size[2])
+  }
+  structure(list(array = img), class = "rustgpu_image")
+}
+
+#' @rdname image_load
+#' @export
+image_to_array <- function(img, data_format = NULL) {
+  check_channels_last(data_format)
+  if (inherits(img, "rustgpu_image")) return(img$array)
+  if (is.array(img) && length(dim(img)) == 3) return(img)
+  value_error(sprintf("`img` must be an image from image_load(), not %s.", describe(img)))
+}
+
+#' @rdname image_load
+#' @export
+image_array_resize <- function(img, height, width, data_format = NULL) {
+  check_channels_last(data_format)
+  img <- image_to_array(img)
+  check_count(height, "height", min = 1)
+  check_count(width, "width", min = 1)
+  resize_nearest(img, height, width)
+}
+
+#' Batches of images from a folder of class folders
+#'
+#' Keras's `flow_from_directory()`: every sub-folder of `directory` is a class (in
+#' alphabetical order, or `classes`), every PNG or JPEG in it a sample; a generator (an R
+#' function, for [fit_generator()]) returns the next batch on each call: the images (loaded,
+#' resized to `target_size`, transformed and standardized by `generator`) and their labels
+#' (`class_mode`: "categorical" one-hot, "sparse" ids, "binary" 0/1, or `NULL` for images
+#' only). The generator has Keras's fields: `$n`, `$classes`, `$class_indices`, `$filenames`.
+#'
+#' @param directory A folder with one sub-folder per class.
+#' @inheritParams flow_images_from_data
+#' @param target_size `c(height, width)`.
+#' @param color_mode `"rgb"` or `"grayscale"`.
+#' @param classes Class (sub-folder) names, or `NULL` for all.
+#' @param class_mode `"categorical"`, `"binary"`, `"sparse"` or `NULL`.
+#' @param follow_links,interpolation Unused / only `"nearest"`.
+#' @return A generator function.
+#' @examples
+#' dir <- tempfile()
+#' for (cls in c("cats", "dogs")) {
+#'   dir.create(file.path(dir, cls), recursive = TRUE)
+#'   png::writePNG(array(runif(8 * 8 * 3), c(8, 8, 3)), file.path(dir, cls, "a.png"))
+#' }
+#' batches <- flow_images_from_directory(dir, target_size = c(4, 4), batch_size = 2)
+#' batches$class_indices
+#' dim(batches()[[1]])
+#' @export
+flow_images_from_directory <- function(directory, generator = image_data_generator(), target_size = c(256, 256),
+                                       color_mode = "rgb", classes = NULL, class_mode = "categorical",
+                                       batch_size = 32, shuffle = TRUE, seed = NULL, save_to_dir = NULL,
+                                       save_prefix = "", save_format = "png", follow_links = FALSE, subset = NULL,
+                                       interpolation = "nearest") {
+  check_string(directory, "directory")
+  if (!dir.exists(directory)) rustgpu_abort(sprintf("Folder \"%s\" does not exist.", directory), "rustgpu_io_error")
+  if (!color_mode %in% c("rgb", "grayscale")) value_error("`color_mode` must be \"rgb\" or \"grayscale\".")
+  if (!is.null(class_mode) && !class_mode %in% c("categorical", "binary", "sparse")) {
+    value_error("`class_mode` must be \"categorical\", \"binary\", \"sparse\" or NULL.")
+  }
+  if (!is.null(save_to_dir) || !is.null(subset)) value_error("`save_to_dir` and `subset` are not supported yet.")
+  size <- as_pair(target_size, "target_size", min = 1)
+  if (is.null(classes)) classes <- sort(basename(list.dirs(directory, recursive = FALSE)))
+  files <- lapply(classes, function(cls) {
+    f <- sort(list.files(file.path(directory, cls), pattern = "\\.(png|jpe?g)$", ignore.case = TRUE))
+    file.path(cls, f)
+  })
+  labels <- rep(seq_along(classes) - 1L, lengths(files))
+  files <- unlist(files)
+  n <- length(files)
+  message(sprintf("Found %d images belonging to %d classes.", n, length(classes)))
+  if (!is.null(class_mode) && class_mode == "binary" && length(classes) != 2) {
+    value_error(sprintf("`class_mode = \"binary\"` needs 2 classes, found %d.", length(classes)))
+  }
+  if (!is.null(seed)) {
+    check_count(seed, "seed", min = 0)
+    set.seed(seed)
+  }
+  state <- new.env(parent = emptyenv())
+  state$order <- integer()
+  batch <- function() {
+    if (n == 0) value_error(sprintf("No images in \"%s\".", directory))
+    if (length(state$order) == 0) state$order <- if (shuffle) sample.int(n) else seq_len(n)
+    take <- state$order[seq_len(min(batch_size, length(state$order)))]
+    state$order <- state$order[-seq_along(take)]
+    images <- lapply(take, function(i) image_to_array(image_load(file.path(directory, files[i]), color_mode == "grayscale", size)))
+    x <- aperm(array(unlist(images), c(dim(images[[1]]), length(take))), c(4, 1, 2, 3))
+    params <- random_transforms(generator, length(take), size[1], size[2])
+    x <- standardize_images(generator, call_backend(rg_apply_transforms(x, params, generator$fill_mode, as.numeric(generator$cval))))
+    if (is.null(class_mode)) return(x)
+    y <- labels[take]
+    list(x, switch(class_mode, categorical = to_categorical(y, length(classes)), sparse = y, binary = as.numeric(y)))
+  }
+  structure(batch, class = c("rustgpu_image_iterator", "function"),
+            fields = list(n = n, classes = labels, class_indices = stats::setNames(as.list(seq_along(classes) - 1L), classes),
+                          filenames = files, batch_size = batch_size))
+}
+
+#' @export
+`$.rustgpu_image_iterator` <- function(x, name) attr(x, "fields")[[name]]

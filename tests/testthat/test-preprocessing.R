@@ -91,3 +91,44 @@ test_that("flow_images_from_data() gives every image once a pass, standardized, 
   expect_error(image_data_generator(zca_whitening = TRUE), "not supported yet", class = "rustgpu_value_error")
   expect_error(flow_images_from_data(matrix(1, 2, 2)), "4-d array", class = "rustgpu_value_error")
 })
+
+test_that("image files load as Keras loads them, and a folder of classes flows in batches", {
+  set.seed(3)
+  dir <- tempfile("images")
+  pixels <- list()
+  for (cls in c("cat", "dog")) {
+    dir.create(file.path(dir, cls), recursive = TRUE)
+    for (k in 1:3) {
+      img <- array(round(runif(6 * 4 * 3) * 255) / 255, c(6, 4, 3))
+      png::writePNG(img, file.path(dir, cls, sprintf("%d.png", k)))
+      pixels[[paste(cls, k)]] <- img * 255
+    }
+  }
+  loaded <- image_to_array(image_load(file.path(dir, "cat", "1.png")))
+  expect_equal(loaded, pixels[["cat 1"]], tolerance = 1e-6)
+  grey <- image_to_array(image_load(file.path(dir, "cat", "1.png"), grayscale = TRUE))
+  expect_equal(dim(grey), c(6L, 4L, 1L))
+  expect_equal(grey[2, 3, 1], sum(c(0.299, 0.587, 0.114) * pixels[["cat 1"]][2, 3, ]), tolerance = 1e-6)
+  # Nearest neighbour as PIL (checked against PIL.Image.resize): 6 x 4 to 3 x 2 takes rows
+  # 2, 4, 6 and columns 2, 4 (each output pixel reads the input at its centre).
+  small <- image_to_array(image_load(file.path(dir, "cat", "1.png"), target_size = c(3, 2)))
+  expect_equal(small, pixels[["cat 1"]][c(2, 4, 6), c(2, 4), , drop = FALSE], tolerance = 1e-6)
+  expect_equal(image_array_resize(loaded, 3, 2), small)
+  jpg <- tempfile(fileext = ".jpg")
+  jpeg::writeJPEG(array(0.5, c(5, 5, 3)), jpg, quality = 1)
+  expect_equal(dim(image_to_array(image_load(jpg))), c(5L, 5L, 3L))
+  expect_error(image_load(file.path(dir, "nope.png")), "does not exist", class = "rustgpu_io_error")
+
+  batches <- suppressMessages(flow_images_from_directory(dir, image_data_generator(rescale = 1 / 255), target_size = c(6, 4),
+                                                         batch_size = 4, shuffle = FALSE))
+  expect_equal(batches$n, 6L)
+  expect_equal(batches$class_indices, list(cat = 0L, dog = 1L))
+  b <- batches()
+  expect_equal(dim(b[[1]]), c(4L, 6L, 4L, 3L))
+  expect_equal(b[[2]], to_categorical(c(0, 0, 0, 1), 2))
+  expect_equal(b[[1]][1, , , ], pixels[["cat 1"]] / 255, tolerance = 1e-6)
+  model <- keras_model_sequential() %>% layer_flatten(input_shape = c(6, 4, 3)) %>% layer_dense(2, activation = "softmax")
+  compile(model, optimizer = "sgd", loss = "categorical_crossentropy")
+  h <- fit_generator(model, batches, steps_per_epoch = 2, epochs = 1, verbose = 0)
+  expect_length(h$metrics$loss, 1)
+})
