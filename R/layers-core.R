@@ -4,6 +4,7 @@
 #' Activation layers with a parameter
 #'
 #' `layer_activation_leaky_relu()`: `x` where positive, `alpha * x` elsewhere.
+#' `layer_activation_parametric_relu()`: the same with `alpha` learned (PReLU).
 #' `layer_activation_elu()`: `x` where positive, `alpha * (exp(x) - 1)` elsewhere.
 #' `layer_activation_thresholded_relu()`: `x` where `x > theta`, 0 elsewhere.
 #' `layer_activation_softmax()`: softmax over the last axis.
@@ -25,6 +26,25 @@ layer_activation_leaky_relu <- function(object, alpha = 0.3, input_shape = NULL,
   force_model(object)
   check_number(alpha, "alpha")
   create_layer("LeakyReLU", object, list(alpha = alpha), input_shape, name)
+}
+
+#' @rdname layer_activation_leaky_relu
+#' @param alpha_initializer,alpha_regularizer PReLU's `alpha`: its initializer and penalty.
+#' @param alpha_constraint Only `NULL`.
+#' @param shared_axes Sample axes (from 1) along which PReLU shares one `alpha`, or `NULL`.
+#' @export
+layer_activation_parametric_relu <- function(object, alpha_initializer = "zeros", alpha_regularizer = NULL,
+                                             alpha_constraint = NULL, shared_axes = NULL, input_shape = NULL, name = NULL) {
+  force_model(object)
+  if (!is.null(alpha_constraint)) value_error("`alpha_constraint` is not supported yet: leave it NULL.")
+  if (!is.null(shared_axes) && (!is.numeric(shared_axes) || anyNA(shared_axes) || any(shared_axes < 1))) {
+    value_error("`shared_axes` must be sample axes numbered from 1, or NULL.")
+  }
+  create_layer("PReLU", object, list(
+    alpha_initializer = initializer_config(alpha_initializer, "alpha_initializer"),
+    alpha_regularizer = regularizer_config(alpha_regularizer, "alpha_regularizer"),
+    shared_axes = if (is.null(shared_axes)) NULL else I(as.integer(shared_axes))
+  ), input_shape, name)
 }
 
 #' @rdname layer_activation_leaky_relu

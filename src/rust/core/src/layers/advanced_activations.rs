@@ -240,3 +240,83 @@ impl LayerType for Softmax {
         example()
     }
 }
+
+/// PReLU: `x` where positive, `alpha * x` elsewhere, with `alpha` learned per value (shared
+/// along `shared_axes`, numbered from 1 as Keras numbers a sample's axes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PReLU {
+    pub alpha_initializer: crate::initializer::Initializer,
+    pub alpha_regularizer: Option<crate::regularizer::Regularizer>,
+    pub alpha_constraint: super::NotSupported,
+    pub shared_axes: Option<Vec<usize>>,
+}
+
+impl Default for PReLU {
+    fn default() -> Self {
+        Self { alpha_initializer: crate::initializer::Initializer::zeros(), alpha_regularizer: None, alpha_constraint: super::NotSupported, shared_axes: None }
+    }
+}
+
+impl PReLU {
+    fn alpha_shape(&self, input: &[usize]) -> Vec<usize> {
+        let shared = self.shared_axes.clone().unwrap_or_default();
+        input.iter().enumerate().map(|(i, d)| if shared.contains(&(i + 1)) { 1 } else { *d }).collect()
+    }
+}
+
+impl LayerType for PReLU {
+    const CLASS_NAME: &'static str = "PReLU";
+    const NAME_PREFIX: &'static str = "p_re_lu";
+
+    fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
+        if let Some(axes) = &self.shared_axes {
+            if axes.iter().any(|a| *a == 0 || *a > inputs[0].len()) {
+                return Err(Error::Value(format!("layer \"{}\" (PReLU): `shared_axes` {:?} are not axes 1..{} of its input", name, axes, inputs[0].len())));
+            }
+        }
+        Ok(inputs[0].clone())
+    }
+
+    fn weight_specs(&self, input: &[usize]) -> Vec<super::WeightSpec> {
+        vec![super::WeightSpec { name: "alpha", shape: self.alpha_shape(input), initializer: self.alpha_initializer.clone(), trainable: true }]
+    }
+
+    fn weight_regularizers(&self) -> Vec<Option<crate::regularizer::Regularizer>> {
+        vec![self.alpha_regularizer]
+    }
+
+    fn forward(&self, _name: &str, weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        let x = &xs[0];
+        let y = (x.relu()? + x.minimum(0f32)?.broadcast_mul(&weights[0])?)?;
+        Ok((LayerOutput::plain(y), Cache::new(InputCache(x.clone()))))
+    }
+
+    fn backward(
+        &self,
+        _name: &str,
+        weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
+        let InputCache(x) = cache.get::<InputCache>()?;
+        let dy = grad.value(Self::CLASS_NAME)?;
+        let pos = above(x, 0.0)?;
+        let slope = (&pos + weights[0].broadcast_mul(&pos.affine(-1.0, 1.0)?)?)?;
+        let dx = dy.mul(&slope)?;
+        // dalpha: dy * min(x, 0), summed over the batch and the shared axes.
+        let mut da = dy.mul(&x.minimum(0f32)?)?.sum(0)?;
+        for (axis, d) in weights[0].dims().iter().enumerate() {
+            if *d == 1 && da.dim(axis)? != 1 {
+                da = da.sum_keepdim(axis)?;
+            }
+        }
+        Ok(LayerGrads { input: Some(dx), weights: vec![da], more_inputs: Vec::new() })
+    }
+
+    fn example() -> Example {
+        Example { config: serde_json::json!({ "shared_axes": [1] }), inputs: vec![vec![3, 4]], index_bound: None }
+    }
+}

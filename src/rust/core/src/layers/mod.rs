@@ -29,7 +29,7 @@ mod resize;
 mod spatial;
 
 pub use self::activation::ActivationLayer;
-pub use self::advanced_activations::{LeakyReLU, Softmax, ThresholdedReLU, ELU};
+pub use self::advanced_activations::{LeakyReLU, PReLU, Softmax, ThresholdedReLU, ELU};
 pub use self::conv1d::Conv1D;
 pub use self::conv2d::Conv2D;
 pub use self::dense::Dense;

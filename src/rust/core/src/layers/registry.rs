@@ -73,6 +73,7 @@ pub static LAYER_TYPES: &[Registration] = &[
     Registration::of::<SpatialDropout1D>(),
     Registration::of::<SpatialDropout2D>(),
     Registration::of::<LayerNormalization>(),
+    Registration::of::<PReLU>(),
 ];
 
 /// The registration of a Keras class name.
