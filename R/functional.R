@@ -173,3 +173,31 @@ layer_maximum <- function(inputs, name = NULL) merge_layer(inputs, "Maximum", li
 #' @rdname layer_add
 #' @export
 layer_minimum <- function(inputs, name = NULL) merge_layer(inputs, "Minimum", list(), name)
+
+#' Dot products of two tensors
+#'
+#' Keras's Dot: for two `(batch, n)` tensors, each sample's dot product (`(batch, 1)`); for
+#' `(batch, a, n)` and `(batch, b, n)` with `axes = 2`, the `(batch, a, b)` matrix products
+#' (`axes = 1` contracts the first sample axis instead). With `normalize = TRUE` each input is
+#' first scaled to unit length along that axis: the products are cosine similarities.
+#'
+#' @param inputs A list of two tensors; missing returns the layer.
+#' @param axes The axis to contract, Keras's numbering (batch axis 0; -1 the last): one
+#'   number, or the same number twice.
+#' @param normalize Whether to L2-normalize the inputs first.
+#' @param name Name of the layer.
+#' @return A tensor (or the layer).
+#' @examples
+#' a <- layer_input(shape = 3)
+#' b <- layer_input(shape = 3)
+#' model <- keras_model(list(a, b), layer_dot(list(a, b), axes = 1, normalize = TRUE))
+#' predict(model, list(matrix(c(1, 0, 0), 1), matrix(c(1, 1, 0), 1)))
+#' @export
+layer_dot <- function(inputs, axes, normalize = FALSE, name = NULL) {
+  if (!is.numeric(axes) || !length(axes) %in% 1:2 || anyNA(axes) || any(axes != round(axes))) {
+    value_error("`axes` must be one whole number, or two.")
+  }
+  check_bool(normalize, "normalize")
+  axes <- if (length(axes) == 1) as.integer(axes) else I(as.integer(axes))
+  merge_layer(inputs, "Dot", list(axes = axes, normalize = normalize), name)
+}

@@ -324,6 +324,138 @@ macro_rules! extremum_layer {
 extremum_layer!(Maximum, "Maximum", "maximum", maximum, true);
 extremum_layer!(Minimum, "Minimum", "minimum", minimum, false);
 
+/// Keras's Dot's `axes`: one axis for both inputs, or one each (counted with the batch axis).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DotAxes {
+    One(i64),
+    Two([i64; 2]),
+}
+
+/// Dot: the dot products of two tensors along `axes` (2-D inputs: one value per sample; 3-D:
+/// a batch of matrix products), each input first L2-normalized along its axis with
+/// `normalize` (giving cosine similarities).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Dot {
+    pub axes: DotAxes,
+    pub normalize: bool,
+}
+
+impl Default for Dot {
+    fn default() -> Self {
+        Self { axes: DotAxes::One(-1), normalize: false }
+    }
+}
+
+/// The inputs (normalized where asked) and their norms, for the gradients.
+struct DotCache {
+    used: Vec<Tensor>,
+    norms: Vec<Option<Tensor>>,
+}
+
+impl Dot {
+    /// The dot axis of each input as an index into the full tensor (batch axis 0).
+    fn axis_pair(&self, name: &str, rank: usize) -> Result<(usize, usize)> {
+        let (a, b) = match self.axes {
+            DotAxes::One(a) => (a, a),
+            DotAxes::Two([a, b]) => (a, b),
+        };
+        let full = rank as i64 + 1;
+        let fix = |a: i64| if a < 0 { a + full } else { a };
+        let (a, b) = (fix(a), fix(b));
+        if a != b || a < 1 || a >= full {
+            return Err(Error::Value(format!("layer \"{}\" (Dot): `axes` must name the same sample axis of both inputs, got {:?}", name, self.axes)));
+        }
+        Ok((a as usize, b as usize))
+    }
+
+    fn product(&self, a: &Tensor, b: &Tensor, axis: usize) -> Result<Tensor> {
+        Ok(match (a.rank(), axis) {
+            (2, _) => a.mul(b)?.sum_keepdim(1)?,
+            (3, 2) => a.matmul(&b.transpose(1, 2)?.contiguous()?)?,
+            (3, _) => a.transpose(1, 2)?.contiguous()?.matmul(b)?,
+            _ => unreachable!("checked in output_shape"),
+        })
+    }
+}
+
+impl LayerType for Dot {
+    const CLASS_NAME: &'static str = "Dot";
+    const NAME_PREFIX: &'static str = "dot";
+    const INPUTS: Inputs = Inputs::Several;
+
+    fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
+        let [a, b] = inputs else {
+            return Err(Error::Value(format!("layer \"{}\" (Dot) needs exactly 2 inputs, got {}", name, inputs.len())));
+        };
+        if a.len() != b.len() || !(1..=2).contains(&a.len()) {
+            return Err(Error::Value(format!("layer \"{}\" (Dot) needs two inputs of 1 or 2 axes per sample, got {}", name, shown(inputs))));
+        }
+        let (axis, _) = self.axis_pair(name, a.len())?;
+        if a[axis - 1] != b[axis - 1] {
+            return Err(Error::Value(format!("layer \"{}\" (Dot): the inputs' axis {} differ, got {}", name, axis, shown(inputs))));
+        }
+        Ok(match (a.len(), axis) {
+            (1, _) => vec![1],
+            (2, 2) => vec![a[0], b[0]],
+            _ => vec![a[1], b[1]],
+        })
+    }
+
+    fn forward(&self, name: &str, _weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        self.output_shape(name, &xs.iter().map(|x| x.dims()[1..].to_vec()).collect::<Vec<_>>())?;
+        let (axis, _) = self.axis_pair(name, xs[0].rank() - 1)?;
+        let mut used = Vec::new();
+        let mut norms = Vec::new();
+        for x in xs {
+            if self.normalize {
+                let norm = x.sqr()?.sum_keepdim(axis)?.maximum(1e-12f32)?.sqrt()?;
+                used.push(x.broadcast_div(&norm)?);
+                norms.push(Some(norm));
+            } else {
+                used.push(x.clone());
+                norms.push(None);
+            }
+        }
+        let value = self.product(&used[0], &used[1], axis)?;
+        Ok((LayerOutput::plain(value), Cache::new(DotCache { used, norms })))
+    }
+
+    fn backward(
+        &self,
+        name: &str,
+        _weights: &[Tensor],
+        _transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: OutputGrad,
+        _need_input_grad: bool,
+    ) -> Result<LayerGrads> {
+        let DotCache { used, norms } = cache.get::<DotCache>()?;
+        let dy = grad.value(Self::CLASS_NAME)?;
+        let (a, b) = (&used[0], &used[1]);
+        let axis = self.axis_pair(name, a.rank() - 1)?.0;
+        // Gradients with respect to the (normalized) inputs.
+        let (ga, gb) = match (a.rank(), axis) {
+            (2, _) => (b.broadcast_mul(&dy)?, a.broadcast_mul(&dy)?),
+            (3, 2) => (dy.matmul(b)?, dy.transpose(1, 2)?.contiguous()?.matmul(a)?),
+            _ => (b.matmul(&dy.transpose(1, 2)?.contiguous()?)?, a.matmul(&dy)?),
+        };
+        // Through x / |x|: (g - u (u . g)) / |x|.
+        let through = |g: Tensor, u: &Tensor, norm: &Option<Tensor>| -> Result<Tensor> {
+            Ok(match norm {
+                Some(n) => g.sub(&u.broadcast_mul(&u.mul(&g)?.sum_keepdim(axis)?)?)?.broadcast_div(n)?,
+                None => g,
+            })
+        };
+        Ok(split_grads(vec![through(ga, a, &norms[0])?, through(gb, b, &norms[1])?]))
+    }
+
+    fn example() -> Example {
+        Example { config: serde_json::json!({ "axes": 2, "normalize": true }), inputs: vec![vec![3, 4], vec![2, 4]], index_bound: None }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,7 +38,7 @@ pub use self::dropout::Dropout;
 pub use self::embedding::Embedding;
 pub use self::global_average_pooling1d::GlobalAveragePooling1D;
 pub use self::layer_normalization::LayerNormalization;
-pub use self::merge::{Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract};
+pub use self::merge::{Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract};
 pub use self::noise::{GaussianDropout, GaussianNoise, SpatialDropout1D, SpatialDropout2D};
 pub use self::normalization::BatchNormalization;
 pub use self::params::{Axes, DataFormat, NotSupported, Padding, Tuple1, Tuple2};

@@ -74,6 +74,7 @@ pub static LAYER_TYPES: &[Registration] = &[
     Registration::of::<SpatialDropout2D>(),
     Registration::of::<LayerNormalization>(),
     Registration::of::<PReLU>(),
+    Registration::of::<Dot>(),
 ];
 
 /// The registration of a Keras class name.
