@@ -377,3 +377,42 @@ pooling_1d <- function(object, class_name, pool_size, strides, padding, data_for
   create_layer(class_name, object, list(pool_size = pool_size, strides = strides, padding = padding),
                input_shape, name, call = call)
 }
+
+#' Transposed 2D convolution
+#'
+#' Keras's Conv2DTranspose ("deconvolution"): the input-gradient of a convolution, run
+#' forward, which up-samples: each input pixel spreads `kernel %*% its channels` over a
+#' `kernel_size` patch of the output, patches `strides` apart, overlaps summed. The output is
+#' `h * strides + max(kernel_size - strides, 0)` high with `padding = "valid"`, `h * strides`
+#' with `"same"` (and the same across).
+#'
+#' @inheritParams layer_conv_2d
+#' @param output_padding Only `NULL`.
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_conv_2d_transpose(2, c(3, 3), strides = c(2, 2), padding = "same", input_shape = c(4, 4, 1))
+#' dim(predict(model, array(runif(16), c(1, 4, 4, 1))))
+#' @export
+layer_conv_2d_transpose <- function(object, filters, kernel_size, strides = c(1L, 1L), padding = "valid",
+                                    output_padding = NULL, data_format = NULL, dilation_rate = c(1L, 1L),
+                                    activation = NULL, use_bias = TRUE, kernel_initializer = "glorot_uniform",
+                                    bias_initializer = "zeros", kernel_regularizer = NULL, bias_regularizer = NULL,
+                                    activity_regularizer = NULL, input_shape = NULL, name = NULL) {
+  force_model(object)
+  check_count(filters, "filters", min = 1)
+  if (!is.null(output_padding)) value_error("`output_padding` is not supported yet: leave it NULL.")
+  check_padding(padding)
+  check_channels_last(data_format)
+  if (any(as_pair(dilation_rate, "dilation_rate") != 1)) value_error("`dilation_rate` other than 1 is not supported yet.")
+  check_bool(use_bias, "use_bias")
+  check_no_activity_regularizer(activity_regularizer)
+  create_layer("Conv2DTranspose", object, list(
+    filters = filters, kernel_size = as_pair(kernel_size, "kernel_size"), strides = as_pair(strides, "strides"),
+    padding = padding, activation = activation_name(activation), use_bias = use_bias,
+    kernel_initializer = initializer_config(kernel_initializer, "kernel_initializer"),
+    bias_initializer = initializer_config(bias_initializer, "bias_initializer"),
+    kernel_regularizer = regularizer_config(kernel_regularizer, "kernel_regularizer"),
+    bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer")
+  ), input_shape, name)
+}

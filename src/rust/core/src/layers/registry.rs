@@ -75,6 +75,7 @@ pub static LAYER_TYPES: &[Registration] = &[
     Registration::of::<LayerNormalization>(),
     Registration::of::<PReLU>(),
     Registration::of::<Dot>(),
+    Registration::of::<Conv2DTranspose>(),
 ];
 
 /// The registration of a Keras class name.
