@@ -230,22 +230,22 @@ NULL
 #' @rdname learning_rate_schedules
 #' @export
 learning_rate_schedule_exponential_decay <- function(initial_learning_rate, decay_steps, decay_rate, staircase = FALSE, name = NULL) {
-  check_number(initial_learning_rate, "initial_learning_rate", min = 0, min_inclusive = FALSE)
-  check_number(decay_steps, "decay_steps", min = 0, min_inclusive = FALSE)
-  check_number(decay_rate, "decay_rate", min = 0, min_inclusive = FALSE)
-  check_bool(staircase, "staircase")
-  new_schedule("ExponentialDecay", initial_learning_rate = initial_learning_rate, decay_steps = decay_steps,
-               decay_rate = decay_rate, staircase = staircase)
+  decay_schedule("ExponentialDecay", initial_learning_rate, decay_steps, decay_rate, staircase)
 }
 
 #' @rdname learning_rate_schedules
 #' @export
 learning_rate_schedule_inverse_time_decay <- function(initial_learning_rate, decay_steps, decay_rate, staircase = FALSE, name = NULL) {
-  check_number(initial_learning_rate, "initial_learning_rate", min = 0, min_inclusive = FALSE)
-  check_number(decay_steps, "decay_steps", min = 0, min_inclusive = FALSE)
-  check_number(decay_rate, "decay_rate", min = 0, min_inclusive = FALSE)
-  check_bool(staircase, "staircase")
-  new_schedule("InverseTimeDecay", initial_learning_rate = initial_learning_rate, decay_steps = decay_steps,
+  decay_schedule("InverseTimeDecay", initial_learning_rate, decay_steps, decay_rate, staircase)
+}
+
+# The schedules that decay by `decay_rate` every `decay_steps` steps.
+decay_schedule <- function(class_name, initial_learning_rate, decay_steps, decay_rate, staircase, call = rlang::caller_env()) {
+  check_number(initial_learning_rate, "initial_learning_rate", min = 0, min_inclusive = FALSE, call = call)
+  check_number(decay_steps, "decay_steps", min = 0, min_inclusive = FALSE, call = call)
+  check_number(decay_rate, "decay_rate", min = 0, min_inclusive = FALSE, call = call)
+  check_bool(staircase, "staircase", call = call)
+  new_schedule(class_name, initial_learning_rate = initial_learning_rate, decay_steps = decay_steps,
                decay_rate = decay_rate, staircase = staircase)
 }
 

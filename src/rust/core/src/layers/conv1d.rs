@@ -120,16 +120,7 @@ impl LayerType for Conv1D {
 
     fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {
         let c = input.last().copied().unwrap_or(1);
-        let mut specs = vec![WeightSpec {
-            name: "kernel",
-            shape: vec![self.kernel_size.0, c, self.filters],
-            initializer: self.kernel_initializer.clone(),
-            trainable: true,
-        }];
-        if self.use_bias {
-            specs.push(WeightSpec { name: "bias", shape: vec![self.filters], initializer: self.bias_initializer.clone(), trainable: true });
-        }
-        specs
+        WeightSpec::kernel_and_bias(vec![self.kernel_size.0, c, self.filters], self.filters, &self.kernel_initializer, &self.bias_initializer, self.use_bias)
     }
 
     fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {

@@ -117,16 +117,8 @@ impl LayerType for Conv2DTranspose {
     /// Keras's kernel layout: (kh, kw, filters, input channels).
     fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {
         let c = input.last().copied().unwrap_or(1);
-        let mut specs = vec![WeightSpec {
-            name: "kernel",
-            shape: vec![self.kernel_size.0, self.kernel_size.1, self.filters, c],
-            initializer: self.kernel_initializer.clone(),
-            trainable: true,
-        }];
-        if self.use_bias {
-            specs.push(WeightSpec { name: "bias", shape: vec![self.filters], initializer: self.bias_initializer.clone(), trainable: true });
-        }
-        specs
+        let kernel = vec![self.kernel_size.0, self.kernel_size.1, self.filters, c];
+        WeightSpec::kernel_and_bias(kernel, self.filters, &self.kernel_initializer, &self.bias_initializer, self.use_bias)
     }
 
     fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {

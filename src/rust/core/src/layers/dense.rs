@@ -88,11 +88,7 @@ impl LayerType for Dense {
 
     fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {
         let fan_in = *input.last().unwrap_or(&1);
-        let mut specs = vec![WeightSpec { name: "kernel", shape: vec![fan_in, self.units], initializer: self.kernel_initializer.clone(), trainable: true }];
-        if self.use_bias {
-            specs.push(WeightSpec { name: "bias", shape: vec![self.units], initializer: self.bias_initializer.clone(), trainable: true });
-        }
-        specs
+        WeightSpec::kernel_and_bias(vec![fan_in, self.units], self.units, &self.kernel_initializer, &self.bias_initializer, self.use_bias)
     }
 
     fn forward(&self, _name: &str, weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {

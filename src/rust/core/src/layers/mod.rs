@@ -72,6 +72,18 @@ pub struct WeightSpec {
     pub trainable: bool,
 }
 
+impl WeightSpec {
+    /// A kernel of `shape` and, with `use_bias`, a bias of `units` values: the weights of
+    /// Dense and of the convolutions, in Keras's order.
+    pub fn kernel_and_bias(shape: Vec<usize>, units: usize, kernel_initializer: &Initializer, bias_initializer: &Initializer, use_bias: bool) -> Vec<Self> {
+        let mut specs = vec![WeightSpec { name: "kernel", shape, initializer: kernel_initializer.clone(), trainable: true }];
+        if use_bias {
+            specs.push(WeightSpec { name: "bias", shape: vec![units], initializer: bias_initializer.clone(), trainable: true });
+        }
+        specs
+    }
+}
+
 /// Per-call state of a forward pass.
 pub struct ForwardContext {
     pub training: bool,
