@@ -598,6 +598,7 @@ image_array_resize <- function(img, height, width, data_format = NULL) {
 #' @param classes Class (sub-folder) names, or `NULL` for all.
 #' @param class_mode `"categorical"`, `"binary"`, `"sparse"` or `NULL`.
 #' @param follow_links,interpolation Unused / only `"nearest"`.
+#' @param save_to_dir,save_prefix,save_format,subset Not supported yet.
 #' @return A generator function.
 #' @examples
 #' dir <- tempfile()
