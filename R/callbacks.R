@@ -282,7 +282,12 @@ callback_reduce_lr_on_plateau <- function(monitor = "val_loss", factor = 0.1, pa
     },
     on_epoch_end = function(epoch, logs) {
       current <- logs[[monitor]]
-      if (is.null(current)) return(invisible())
+      if (is.null(current)) {
+        # As Keras: a warning each epoch, nothing changed.
+        warning(sprintf("Learning rate reduction is conditioned on metric `%s` which is not available. Available metrics are: %s",
+                        monitor, paste(names(logs), collapse = ",")), call. = FALSE)
+        return(invisible())
+      }
       if (state$cooldown > 0) state$cooldown <- state$cooldown - 1
       if (sign * current < state$best - abs(min_delta)) {
         state$best <- sign * current

@@ -115,3 +115,13 @@ test_that("callback_tensorboard() writes event files: TFRecord framing with vali
   expect_equal(value, h$metrics$mae[3], tolerance = 1e-6)
   expect_error(callback_tensorboard(histogram_freq = 1), "not supported yet", class = "rustgpu_value_error")
 })
+
+test_that("callbacks monitoring a metric that is not in the logs warn, as Keras does", {
+  x <- matrix(runif(40), ncol = 2)
+  model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
+  compile(model, optimizer = "sgd", loss = "mse")
+  expect_warning(fit(model, x, rowSums(x), epochs = 1, verbose = 0, callbacks = list(callback_reduce_lr_on_plateau())),
+                 "conditioned on metric `val_loss` which is not available. Available metrics are: loss")
+  expect_warning(fit(model, x, rowSums(x), epochs = 1, verbose = 0, callbacks = list(callback_early_stopping())),
+                 "`val_loss`, which is not available")
+})
