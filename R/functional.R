@@ -35,7 +35,59 @@ layer_input <- function(shape, name = NULL) {
 
 apply_layer_to_tensors <- function(layer, inputs) {
   if (is_tensor(inputs)) inputs <- list(inputs)
-  structure(list(id = next_tensor_id(), kind = "node", layer = layer, inputs = unname(inputs)), class = "rustgpu_tensor")
+  out <- structure(list(id = next_tensor_id(), kind = "node", layer = layer, inputs = unname(inputs)), class = "rustgpu_tensor")
+  # Each application is a node of the layer, as Keras's inbound nodes: layer$output reads it.
+  .tensors$nodes[[layer$name]] <- c(.tensors$nodes[[layer$name]], list(list(input = unname(inputs), output = out)))
+  out
+}
+
+layer_nodes <- function(layer) .tensors$nodes[[attr(layer, "spec")$name]]
+
+layer_node <- function(layer, node_index, what, call = rlang::caller_env()) {
+  name <- attr(layer, "spec")$name
+  nodes <- layer_nodes(layer)
+  if (is.null(node_index)) {
+    if (length(nodes) == 0) state_error(sprintf("Layer \"%s\" has not been applied to a tensor yet: it has no %s.", name, what), call = call)
+    if (length(nodes) > 1) {
+      state_error(sprintf("Layer \"%s\" has multiple inbound nodes, hence the notion of \"layer %s\" is ill-defined: use get_%s_at(layer, node_index).",
+                          name, what, what), call = call)
+    }
+    node_index <- 1
+  }
+  check_count(node_index, "node_index", min = 1, call = call)
+  if (node_index > length(nodes)) {
+    value_error(sprintf("Layer \"%s\" has %d inbound node%s; `node_index` %d is beyond them.", name, length(nodes),
+                        if (length(nodes) == 1) "" else "s", as.integer(node_index)), call = call)
+  }
+  value <- nodes[[node_index]][[what]]
+  if (is.list(value) && !is_tensor(value) && length(value) == 1) value[[1]] else value
+}
+
+#' A layer's input or output tensor
+#'
+#' Keras's `get_input_at()` and `get_output_at()`: the tensors of the layer's `node_index`-th
+#' application (from 1) in the functional API; `layer$input` and `layer$output` are those of
+#' a layer applied once.
+#'
+#' @param object A layer applied to tensors.
+#' @param node_index Which application, from 1.
+#' @return A tensor (or a list of them, for a merge layer's inputs).
+#' @examples
+#' x <- layer_input(shape = 3)
+#' hidden <- layer_dense(units = 4)
+#' y <- hidden(x)
+#' identical(get_output_at(hidden, 1), hidden$output)
+#' @export
+get_output_at <- function(object, node_index) {
+  if (!inherits(object, "rustgpu_layer")) value_error(sprintf("`object` must be a layer, not %s.", describe(object)))
+  layer_node(object, node_index, "output")
+}
+
+#' @rdname get_output_at
+#' @export
+get_input_at <- function(object, node_index) {
+  if (!inherits(object, "rustgpu_layer")) value_error(sprintf("`object` must be a layer, not %s.", describe(object)))
+  layer_node(object, node_index, "input")
 }
 
 #' @export

@@ -16,7 +16,10 @@ new_layer <- function(class_name, name, config, input_shape = NULL) {
 }
 
 #' @export
-`$.rustgpu_layer` <- function(x, name) attr(x, "spec")[[name]]
+`$.rustgpu_layer` <- function(x, name) {
+  if (name %in% c("input", "output")) return(layer_node(x, NULL, name))
+  attr(x, "spec")[[name]]
+}
 
 # The one way a layer_*() function makes its layer: `config` holds the layer type's Keras
 # config fields (`name` is added here), `object` is the model, tensor(s) or nothing.

@@ -169,3 +169,23 @@ test_that("a three-way multiply matches Keras", {
   final <- as_weight_list(f$final_weights)
   for (i in seq_along(final)) expect_equal(as.numeric(get_weights(model)[[i]]), as.numeric(final[[i]]), tolerance = 1e-4)
 })
+
+test_that("layer$input, layer$output and get_output_at() are Keras's", {
+  x <- layer_input(shape = 3)
+  hidden <- layer_dense(units = 4, name = "hidden_io")
+  y <- hidden(x)
+  expect_identical(hidden$output, y)
+  expect_identical(hidden$input, x)
+  # A model from a layer's output, as R keras code builds feature extractors.
+  out <- y %>% layer_dense(2)
+  full <- keras_model(x, out)
+  features <- keras_model(x, hidden$output)
+  expect_equal(dim(predict(features, matrix(runif(6), 2))), c(2L, 4L))
+  z <- layer_input(shape = 3)
+  y2 <- hidden(z)
+  expect_error(hidden$output, "multiple inbound nodes", class = "rustgpu_state_error")
+  expect_identical(get_output_at(hidden, 2), y2)
+  expect_identical(get_input_at(hidden, 1), x)
+  expect_error(get_output_at(hidden, 3), "beyond", class = "rustgpu_value_error")
+  expect_error(layer_dense(units = 2)$output, "not been applied", class = "rustgpu_state_error")
+})
