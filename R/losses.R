@@ -54,8 +54,10 @@ metric_names <- function(metrics, call = rlang::caller_env()) {
   for (i in seq_along(metrics)) {
     m <- metrics[[i]]
     if (is.function(m)) {
-      keras[i] <- attr(m, "keras_name") %||% value_error(sprintf(
-        "`metrics[[%d]]` is an R function: metrics written in R are not supported yet; use a metric name or a metric_*() function.", i), call = call)
+      if (is.null(attr(m, "keras_name"))) {
+        value_error(sprintf("`metrics[[%d]]` is an R function: metrics written in R are not supported yet; use a metric name or a metric_*() function.", i), call = call)
+      }
+      keras[i] <- attr(m, "keras_name")
       shown[i] <- keras[i]
     } else if (is.character(m) && length(m) == 1 && !is.na(m)) {
       keras[i] <- m
@@ -67,8 +69,6 @@ metric_names <- function(metrics, call = rlang::caller_env()) {
   }
   list(keras = keras, shown = shown)
 }
-
-`%||%` <- function(a, b) if (is.null(a)) b else a
 
 #' Losses
 #'

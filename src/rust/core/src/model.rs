@@ -315,8 +315,9 @@ pub struct Model {
 
 impl Model {
     /// The weights' regularization penalty, which Keras adds to the loss.
-    pub fn regularization_penalty(&self) -> f64 {
-        self.arch.weight_regularizers().iter().zip(&self.weights).filter_map(|(r, w)| r.map(|r| r.penalty(&w.value))).sum()
+    /// `regularizers` as `Architecture::weight_regularizers` gives them.
+    pub fn regularization_penalty(&self, regularizers: &[Option<crate::regularizer::Regularizer>]) -> f64 {
+        regularizers.iter().zip(&self.weights).filter_map(|(r, w)| r.map(|r| r.penalty(&w.value))).sum()
     }
 
     pub fn new(name: String) -> Self {

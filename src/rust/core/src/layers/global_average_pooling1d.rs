@@ -1,7 +1,7 @@
 //! GlobalAveragePooling1D: `(batch, steps, channels)` to `(batch, channels)`, the mean of
 //! each channel over the steps (Keras's layer, channels last).
 use super::{Cache, DataFormat, Example, ForwardContext, InputDims, LayerGrads, LayerOutput, LayerType, OutputGrad};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::shape::sequence_dims;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -18,10 +18,7 @@ impl LayerType for GlobalAveragePooling1D {
     const NAME_PREFIX: &'static str = "global_average_pooling1d";
 
     fn normalize(&mut self) -> Result<()> {
-        if self.keepdims {
-            return Err(Error::Value("`keepdims = TRUE` is not supported yet".into()));
-        }
-        self.data_format.check()
+        super::pooling::check_global(self.data_format, self.keepdims)
     }
 
     fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {

@@ -245,7 +245,7 @@ impl LayerType for MaxPooling1D {
     }
 }
 
-fn check_global(data_format: DataFormat, keepdims: bool) -> Result<()> {
+pub(super) fn check_global(data_format: DataFormat, keepdims: bool) -> Result<()> {
     if keepdims {
         return Err(Error::Value("`keepdims = TRUE` is not supported yet".into()));
     }

@@ -3,7 +3,7 @@
 use super::conv1d::{as_image_shape, from_image, to_image};
 use super::params::check_positive;
 use super::{Cache, DataFormat, Example, ForwardContext, InputDims, LayerGrads, LayerOutput, LayerType, OutputGrad, Padding, Tuple1};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kernels::{avg_pool_backward_on_device, avg_pool_on_device, max_pool_backward_on_device, max_pool_on_device, window_geometry, MaxPoolRouting};
 use crate::shape::sequence_dims;
 use candle_core::Tensor;
@@ -96,10 +96,7 @@ impl LayerType for GlobalMaxPooling1D {
     const NAME_PREFIX: &'static str = "global_max_pooling1d";
 
     fn normalize(&mut self) -> Result<()> {
-        if self.keepdims {
-            return Err(Error::Value("`keepdims = TRUE` is not supported yet".into()));
-        }
-        self.data_format.check()
+        super::pooling::check_global(self.data_format, self.keepdims)
     }
 
     fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {

@@ -1,8 +1,9 @@
 //! Accuracies: categorical (the arg-max agrees), sparse categorical (the same on the
 //! one-hot targets the loss prepared), binary (prediction > 0.5 agrees, averaged over a
 //! sample's values).
-use super::{flatten_rows, MetricFunction};
+use super::MetricFunction;
 use crate::error::Result;
+use crate::loss::flatten_rows;
 use candle_core::{DType, Tensor, D};
 
 pub struct CategoricalAccuracy;

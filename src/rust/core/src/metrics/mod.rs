@@ -139,11 +139,5 @@ impl std::fmt::Debug for Metric {
     }
 }
 
-/// (batch, ...) -> (batch, rest).
-pub fn flatten_rows(t: &Tensor) -> Result<Tensor> {
-    let b = t.dim(0)?;
-    Ok(t.reshape((b, t.elem_count() / b.max(1)))?)
-}
-
 #[cfg(test)]
 mod tests;

@@ -98,8 +98,8 @@ impl Executor {
         let batch = Batch { xs, ys, sample_weights };
         // Regularization: its penalty (at the weights the step starts from) joins the loss,
         // its gradient the update's.
-        let penalty = model.regularization_penalty();
         compiled.optimizer.regularizers = model.arch.weight_regularizers();
+        let penalty = model.regularization_penalty(&compiled.optimizer.regularizers);
         let mut stats = match self {
             Executor::Local(info) => one_device::train(info, model, compiled, &batch, rows, seed),
             Executor::Replicated(r) if r.set.merge == MergeDevice::Cpu && r.set.is_host_backed() => {
@@ -129,7 +129,7 @@ impl Executor {
             Executor::Local(info) => one_device::evaluate(info, model, compiled, &batch, rows),
             Executor::Replicated(r) => replicas::evaluate(&r.set, model, compiled, &batch, rows),
         }?;
-        stats.loss += model.regularization_penalty();
+        stats.loss += model.regularization_penalty(&model.arch.weight_regularizers());
         Ok(stats)
     }
 
