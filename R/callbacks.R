@@ -13,6 +13,13 @@ as_callback_list <- function(callbacks, call = rlang::caller_env()) {
   callbacks
 }
 
+# Whether `current` (already multiplied by the monitor's sign) beats `best` by more than
+# `delta`. NaN never does (Keras's np.less(nan, best) is False): a NaN epoch counts as no
+# improvement, and callback_terminate_on_naan() is the way to stop on it.
+is_improvement <- function(current, best, delta = 0) {
+  isTRUE(current < best - delta)
+}
+
 # +1 when the monitored quantity should go down, -1 when up ("auto": accuracy-like names go up).
 monitor_sign <- function(mode, monitor) {
   if (mode == "auto") mode <- if (grepl("acc|auc", monitor)) "max" else "min"
@@ -120,13 +127,14 @@ callback_early_stopping <- function(monitor = "val_loss", min_delta = 0, patienc
                         monitor, paste(names(logs), collapse = ", ")), call. = FALSE)
         return(invisible())
       }
-      if (sign * current < state$best - abs(min_delta)) {
+      if (is_improvement(sign * current, state$best, abs(min_delta))) {
         state$best <- sign * current
         state$wait <- 0
         if (restore_best_weights) state$best_weights <- get_weights(state$model)
       } else {
         state$wait <- state$wait + 1
-        if (state$wait > patience) {
+        # As Keras: stop after `patience` epochs without improvement (never after the first).
+        if (state$wait >= patience && epoch > 0) {
           state$stopped_epoch <- epoch
           state$model$stop_training <- TRUE
           if (restore_best_weights && !is.null(state$best_weights)) set_weights(state$model, state$best_weights)
@@ -199,7 +207,7 @@ callback_model_checkpoint <- function(filepath, monitor = "val_loss", verbose = 
           warning(sprintf("Can save best model only with `%s` available, skipping.", monitor), call. = FALSE)
           return(invisible())
         }
-        if (!(sign * current < state$best)) return(invisible())
+        if (!is_improvement(sign * current, state$best)) return(invisible())
         state$best <- sign * current
       }
       path <- format_checkpoint_path(filepath, epoch, logs)
@@ -289,7 +297,7 @@ callback_reduce_lr_on_plateau <- function(monitor = "val_loss", factor = 0.1, pa
         return(invisible())
       }
       if (state$cooldown > 0) state$cooldown <- state$cooldown - 1
-      if (sign * current < state$best - abs(min_delta)) {
+      if (is_improvement(sign * current, state$best, abs(min_delta))) {
         state$best <- sign * current
         state$wait <- 0
       } else if (state$cooldown <= 0) {

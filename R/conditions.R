@@ -17,12 +17,24 @@ state_error <- function(message, call = rlang::caller_env()) {
 call_backend <- function(result, call = rlang::caller_env()) {
   if (inherits(result, "rustgpu_backend_failure")) {
     cls <- unclass(result)
+    if (identical(cls$class, "rustgpu_interrupt")) {
+      # Ctrl-C stopped the call between batches or layers (nothing was changed): R's own
+      # interrupt condition, as if R had been running all along.
+      rlang::interrupt()
+    }
     rustgpu_abort(cls$message, cls$class, call = call)
   }
   result
 }
 
 # --- argument checks ---------------------------------------------------------
+
+# Before R allocates `values` numbers whose count comes from the user: a classed
+# `rustgpu_resource_error` (what, how much, what to do) instead of R's "cannot allocate vector".
+check_allocation <- function(values, what, advice, call = rlang::caller_env()) {
+  call_backend(rg_check_memory(what, as.numeric(values), advice), call = call)
+  invisible()
+}
 
 check_count <- function(x, arg, min = 1, allow_null = FALSE, call = rlang::caller_env()) {
   if (is.null(x) && allow_null) {

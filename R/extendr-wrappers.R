@@ -46,6 +46,11 @@ rg_gpu_devices <- function() .Call(wrap__rg_gpu_devices)
 #' @noRd
 rg_cuda_device_count <- function() .Call(wrap__rg_cuda_device_count)
 
+#' Whether `values` R doubles (or other 8-byte values) fit in this process's memory: a
+#' `rustgpu_resource_error` naming `what` when they do not, before R tries to allocate them.
+#' @noRd
+rg_check_memory <- function(what, values, advice) .Call(wrap__rg_check_memory, what, values, advice)
+
 #' Features compiled into this build.
 #' @noRd
 rg_build_features <- function() .Call(wrap__rg_build_features)

@@ -33,6 +33,8 @@ pad_sequences <- function(sequences, maxlen = NULL, dtype = "int32", padding = "
   lengths <- vapply(sequences, length, integer(1))
   if (is.null(maxlen)) maxlen <- if (length(lengths)) max(lengths) else 0L
   integer_type <- grepl("int", dtype)
+  check_allocation(as.numeric(length(sequences)) * maxlen, sprintf("a %d x %.0f padded matrix", length(sequences), maxlen),
+                   "use a smaller `maxlen`")
   out <- matrix(if (integer_type) as.integer(value) else as.numeric(value), length(sequences), maxlen)
   for (i in seq_along(sequences)) {
     s <- sequences[[i]]
@@ -278,6 +280,8 @@ sequences_to_matrix <- function(tokenizer, sequences, mode = c("binary", "count"
     state_error("Fit the tokenizer on some data before using tfidf mode.")
   }
   if (is.numeric(sequences)) sequences <- list(sequences)
+  check_allocation(as.numeric(length(sequences)) * width, sprintf("a %d x %.0f matrix", length(sequences), width),
+                   "give the tokenizer a smaller `num_words`, or use texts_to_sequences() with an embedding layer")
   out <- matrix(0, length(sequences), width)
   for (i in seq_along(sequences)) {
     s <- sequences[[i]]

@@ -147,6 +147,11 @@ bad_inputs <- list(
     list(class_name = "InputLayer", config = list(batch_input_shape = list(NULL, 4L), name = "in")),
     list(class_name = "Dense", config = list(units = 4e9, name = "d"))))))), "resource", "needs"),
   list("a batch whose activations do not fit", quote(predict(wide, matrix(0, 20000, 1), batch_size = 20000)), "resource", "smaller batch_size"),
+  list("to_categorical of a huge class id", quote(to_categorical(1e10)), "resource", "one-hot matrix needs"),
+  list("to_categorical with huge num_classes", quote(to_categorical(0:9, num_classes = 2e9)), "resource", "num_classes"),
+  list("pad_sequences to a huge maxlen", quote(pad_sequences(as.list(1:10), maxlen = 2e9)), "resource", "smaller `maxlen`"),
+  list("sequences_to_matrix with a huge vocabulary", quote(sequences_to_matrix(text_tokenizer(num_words = 2e9), as.list(1:10))),
+       "resource", "smaller `num_words`"),
   list("a training batch whose activations do not fit", quote(fit(wide, matrix(0, 20000, 1), matrix(0, 20000, 1), batch_size = 20000, verbose = 0)), "resource", "smaller batch_size")
 )
 

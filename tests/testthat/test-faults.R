@@ -83,6 +83,54 @@ test_that("Ctrl-C during fit on 2 virtual GPUs stops cleanly and keeps the last 
   expect_equal(out[5], "TRUE")           # no worker thread left behind or added
 })
 
+test_that("Ctrl-C stops predict(), evaluate() and fit()'s validation within 0.5 s, the model unchanged", {
+  skip_on_os(c("windows", "solaris"))  # needs SIGINT
+  dir <- tempfile("sigint")
+  dir.create(dir)
+  on.exit(unlink(dir, recursive = TRUE), add = TRUE)
+  script <- file.path(dir, "child.R")
+  writeLines(c(
+    sprintf("library(rustgpu, lib.loc = '%s')", dirname(find.package("rustgpu"))),
+    sprintf("dir <- '%s'", dir),
+    "set.seed(1)",
+    "# Each call takes several seconds on 2 cores: 20000 rows through 6M multiply-adds each.",
+    "x <- matrix(runif(20000 * 1024), 20000, 1024); y <- to_categorical(sample(0:9, 20000, TRUE), 10)",
+    "m <- keras_model_sequential() %>% layer_dense(2048, activation = 'relu', input_shape = 1024) %>%",
+    "  layer_dense(2048, activation = 'relu') %>% layer_dense(10, activation = 'softmax')",
+    "compile(m, optimizer = 'sgd', loss = 'categorical_crossentropy')",
+    "w0 <- get_weights(m)",
+    "run <- function(phase, expr) {",
+    "  writeLines(as.character(Sys.getpid()), file.path(dir, paste0(phase, '.ready')))",
+    "  status <- tryCatch({ force(expr); 'finished' }, interrupt = function(e) 'interrupted')",
+    "  writeLines(c(status, format(as.numeric(Sys.time()), digits = 15)), file.path(dir, paste0(phase, '.out')))",
+    "}",
+    "run('predict', predict(m, x, batch_size = 256))",
+    "run('evaluate', evaluate(m, x, y, batch_size = 256, verbose = 0))",
+    "unchanged <- identical(get_weights(m), w0)",
+    "run('validation', fit(m, x[1:32, ], y[1:32, ], epochs = 1, batch_size = 32, validation_data = list(x, y), verbose = 0))",
+    "works <- identical(dim(predict(m, x[1:5, ])), c(5L, 10L))",
+    "writeLines(as.character(c(unchanged, works)), file.path(dir, 'final'))"
+  ), script)
+  rscript <- file.path(R.home("bin"), "Rscript")
+  system2(rscript, script, wait = FALSE, stdout = file.path(dir, "log"), stderr = file.path(dir, "log"))
+  wait_for <- function(path, seconds) {
+    for (i in seq_len(seconds * 20)) if (file.exists(path) && length(readLines(path)) > 0) return(TRUE) else Sys.sleep(0.05)
+    FALSE
+  }
+  for (phase in c("predict", "evaluate", "validation")) {
+    expect_true(wait_for(file.path(dir, paste0(phase, ".ready")), 120), label = paste(phase, "started"))
+    Sys.sleep(1.5)  # well into the call
+    sent <- as.numeric(Sys.time())
+    tools::pskill(as.integer(readLines(file.path(dir, paste0(phase, ".ready")))), tools::SIGINT)
+    expect_true(wait_for(file.path(dir, paste0(phase, ".out")), 60), label = paste(phase, "returned"))
+    out <- readLines(file.path(dir, paste0(phase, ".out")))
+    expect_equal(out[1], "interrupted", label = phase)
+    expect_lt(as.numeric(out[2]) - sent, 0.5, label = paste(phase, "seconds from SIGINT to R's interrupt"))
+  }
+  expect_true(wait_for(file.path(dir, "final"), 60))
+  expect_equal(readLines(file.path(dir, "final")), c("TRUE", "TRUE"))
+})
+
 test_that("a NaN loss goes on like Keras, or stops with callback_terminate_on_naan()", {
   x <- matrix(rnorm(200), 100, 2)
   y <- x %*% c(1e3, -1e3)

@@ -233,3 +233,49 @@ test_that("sequence layers round-trip too", {
   expect_identical(predict(restored, x), predict(model, x))
   expect_equal(format(restored), format(model))
 })
+
+test_that("corrupt files that crashed R or stalled the loader are prompt io errors", {
+  # Single bytes changed in a Keras file, found by src/rust/core/examples/h5_fuzz.rs.
+  corrupt <- function(at, value) {
+    bytes <- readBin(h5_fixture("keras_dense_model.h5"), "raw", file.size(h5_fixture("keras_dense_model.h5")))
+    bytes[at] <- as.raw(value)
+    path <- tempfile(fileext = ".h5")
+    writeBin(bytes, path)
+    path
+  }
+  # A byte of the model config that is not UTF-8: taken unchecked, it crashed R when formatted.
+  expect_error(load_model_hdf5(corrupt(3612, 0xff)), "`model_config` is not valid UTF-8 text: the file is corrupt",
+               class = "rustgpu_io_error")
+  # A weight whose type declares 12.8 GB: libhdf5 zeroed all of it before failing (a minute of
+  # 100% CPU). Now checked against what the file stores, before reading.
+  elapsed <- system.time(
+    expect_error(load_model_hdf5(corrupt(17856, 0xff)), "\"dense_2/bias:0\" declares 3 values .* but stores 12 bytes: the file is corrupt",
+                 class = "rustgpu_io_error")
+  )[["elapsed"]]
+  expect_lt(elapsed, 5)
+  model <- keras_model_sequential() %>% layer_dense(8, input_shape = 4) %>% layer_dense(3)
+  before <- get_weights(model)
+  expect_error(load_model_weights_hdf5(model, corrupt(17856, 0xff)), "the file is corrupt", class = "rustgpu_io_error")
+  expect_identical(get_weights(model), before)
+})
+
+test_that("a save never replaces a file another process has locked, as libhdf5 locks files open for writing", {
+  skip_if(!nzchar(Sys.which("flock")), "needs util-linux's flock(1) to hold a lock from another process")
+  model <- keras_model_sequential() %>% layer_dense(2, input_shape = 3)
+  path <- tempfile(fileext = ".h5")
+  save_model_hdf5(model, path)
+  before <- readBin(path, "raw", file.size(path))
+  done <- tempfile()
+  # Another process holds the lock (as h5py does with a file open for writing) for 5 s.
+  system2("flock", c(path, "sh", "-c", shQuote(sprintf("touch %s; sleep 5", done))), wait = FALSE)
+  for (i in 1:100) if (file.exists(done)) break else Sys.sleep(0.05)
+  expect_true(file.exists(done))
+  other <- keras_model_sequential() %>% layer_dense(2, input_shape = 3)
+  expect_error(save_model_hdf5(other, path), "is open in another program that has locked it", class = "rustgpu_io_error")
+  expect_error(save_model_weights_hdf5(other, path), "locked", class = "rustgpu_io_error")
+  expect_identical(readBin(path, "raw", file.size(path)), before)
+  # Once it lets go, saving works.
+  for (i in 1:150) if (system2("flock", c("-n", path, "true")) == 0) break else Sys.sleep(0.05)
+  save_model_hdf5(other, path)
+  expect_equal(get_weights(load_model_hdf5(path)), get_weights(other))
+})

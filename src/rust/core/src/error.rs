@@ -18,6 +18,9 @@ pub enum Error {
     /// More memory asked for than this process can get (checked before allocating).
     #[error("{0}")]
     Resource(String),
+    /// The user asked to stop (Ctrl-C; see `cancel`); nothing was changed.
+    #[error("interrupted by the user")]
+    Interrupted,
     /// A tensor kernel failed.
     #[error("tensor backend error: {0}")]
     Backend(candle_core::Error),
@@ -45,6 +48,7 @@ impl Error {
             Error::State(_) => "rustgpu_state_error",
             Error::Resource(_) => "rustgpu_resource_error",
             Error::Backend(_) => "rustgpu_runtime_error",
+            Error::Interrupted => "rustgpu_interrupt",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! rustgpu-core: Keras-style models on candle with single-machine data parallelism.
 //! Pure Rust; the R package's binding crate converts R values and forwards here.
 pub mod activation;
+pub mod cancel;
 pub mod device;
 pub mod error;
 pub mod image;

@@ -107,6 +107,7 @@ impl Architecture {
         let mut values: Vec<LayerOutput> = Vec::with_capacity(nodes.len());
         let mut caches = Vec::with_capacity(nodes.len());
         for node in nodes.iter() {
+            crate::cancel::check()?;
             let xs: Vec<Tensor> = node
                 .inputs
                 .iter()
@@ -151,8 +152,6 @@ impl Architecture {
         self.backward_with_transposes(weights, &[], caches, output_grads)
     }
 
-    /// Which weights' transposes the backward pass multiplies by (a dense kernel, for the
-    /// layer's input gradient, needed when its input comes from another layer).
     /// Values every row of a batch produces across the model (each node's output, and the
     /// inputs), None when that overflows.
     pub fn activation_elements_per_row(&self) -> Option<u64> {
@@ -190,6 +189,8 @@ impl Architecture {
         out
     }
 
+    /// Which weights' transposes the backward pass multiplies by (a dense kernel, for the
+    /// layer's input gradient, needed when its input comes from another layer).
     pub fn transposed_kernels(&self) -> Vec<bool> {
         let n = self.weight_ranges.last().map_or(0, |r| r.end);
         let mut wanted = vec![false; n];

@@ -423,6 +423,7 @@ fn annotate(e: Error, replica: usize, info: &DeviceInfo) -> Error {
     match e {
         Error::Device(m) if m.starts_with(&prefix) => Error::Device(m),
         Error::Value(m) => Error::Value(m),
+        Error::Interrupted => Error::Interrupted,
         other if other.is_out_of_memory() => crate::error::explain_out_of_memory(other, &format!("{} ({})", prefix, info.name)),
         other => Error::Device(format!("{} ({}) failed: {}", prefix, info.name, other)),
     }

@@ -28,6 +28,19 @@ fn rg_gpu_devices() -> Robj {
     })
 }
 
+/// Whether `values` R doubles (or other 8-byte values) fit in this process's memory: a
+/// `rustgpu_resource_error` naming `what` when they do not, before R tries to allocate them.
+/// @noRd
+#[extendr]
+fn rg_check_memory(what: &str, values: f64, advice: &str) -> Robj {
+    guard(|| {
+        // Beyond 2^63 the f64 cannot be a count; treat it as "more than can be counted".
+        let needed = if (0.0..9.2e18).contains(&values) { rustgpu_core::memory::bytes(values as u64, 8) } else { None };
+        rustgpu_core::memory::check(what, needed, advice)?;
+        Ok(().into())
+    })
+}
+
 /// @noRd
 #[extendr]
 fn rg_cuda_device_count() -> i32 {
@@ -59,6 +72,7 @@ extendr_module! {
     fn rg_use_virtual_gpus;
     fn rg_gpu_devices;
     fn rg_cuda_device_count;
+    fn rg_check_memory;
     fn rg_build_features;
     fn rg_cuda_versions;
 }

@@ -58,8 +58,26 @@ impl ModelHandle {
     }
 }
 
+extern "C" {
+    // libR's flags behind R_CheckUserInterrupt(): R's SIGINT handler sets the first.
+    static R_interrupts_pending: std::os::raw::c_int;
+    static R_interrupts_suspended: std::os::raw::c_int;
+}
+
+/// Whether the user pressed Ctrl-C (and R is not holding interrupts back): the core's
+/// cancellation hook. Only reads two ints, so it is safe from worker threads too; R itself
+/// raises the interrupt once the call returns (`call_backend()`).
+fn r_interrupt_pending() -> bool {
+    // SAFETY: two aligned ints exported by libR; volatile reads so each poll sees the signal
+    // handler's write. Nothing is written.
+    unsafe {
+        std::ptr::read_volatile(std::ptr::addr_of!(R_interrupts_pending)) != 0 && std::ptr::read_volatile(std::ptr::addr_of!(R_interrupts_suspended)) == 0
+    }
+}
+
 /// Runs `f`, turning an error or a panic into the failure object R expects.
 pub(crate) fn guard<F: FnOnce() -> Result<Robj>>(f: F) -> Robj {
+    rustgpu_core::cancel::install(r_interrupt_pending);
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => failure(e.class(), &e.to_string()),

@@ -2,9 +2,9 @@
 use crate::convert::{json_to_r, r_to_json};
 use crate::{guard, handle, ModelHandle};
 use extendr_api::prelude::*;
-use rustgpu_core::io;
 use rustgpu_core::optim::OptimizerConfig;
 use rustgpu_core::Error;
+use rustgpu_core::{cancel, io};
 use std::path::Path;
 
 /// @noRd
@@ -22,7 +22,15 @@ fn rg_save_weights(mut ptr: Robj, path: &str, overwrite: bool) -> Robj {
 fn rg_load_weights(mut ptr: Robj, path: &str, by_name: bool, skip_mismatch: bool) -> Robj {
     guard(|| {
         let h = handle(&mut ptr)?;
-        let skipped = io::load_weights(Path::new(path), &mut h.model.lock().unwrap_or_else(|e| e.into_inner()), by_name, skip_mismatch)?;
+        let mut model = h.model.lock().unwrap_or_else(|e| e.into_inner());
+        // Read into a copy, off this thread: Ctrl-C stops the wait, and the model is only
+        // replaced by a complete load.
+        let (mut copy, path) = (model.clone(), path.to_string());
+        let (loaded, skipped) = cancel::run_interruptibly("loading weights", move || {
+            let skipped = io::load_weights(Path::new(&path), &mut copy, by_name, skip_mismatch)?;
+            Ok((copy, skipped))
+        })?;
+        *model = loaded;
         Ok(skipped.into())
     })
 }
@@ -52,7 +60,8 @@ fn optimizer_list(c: &OptimizerConfig) -> Robj {
 #[extendr]
 fn rg_load_model(path: &str) -> Robj {
     guard(|| {
-        let loaded = io::load_model(Path::new(path))?;
+        let path = path.to_string();
+        let loaded = cancel::run_interruptibly("loading a model", move || io::load_model(Path::new(&path)))?;
         let name = loaded.model.name.clone();
         let training: Robj = match &loaded.training {
             Some(t) => list!(
@@ -74,9 +83,15 @@ fn rg_load_model(path: &str) -> Robj {
 fn rg_load_optimizer_state(mut ptr: Robj, path: &str) -> Robj {
     guard(|| {
         let h = handle(&mut ptr)?;
-        let model = h.model.lock().unwrap_or_else(|e| e.into_inner());
+        let model = h.model.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let compiled = h.compiled.as_mut().ok_or_else(|| Error::State("compile the model before restoring its optimizer".into()))?;
-        Ok(io::load_optimizer_state(Path::new(path), &model, &mut compiled.optimizer)?.into())
+        let (mut optimizer, path) = (compiled.optimizer.clone(), path.to_string());
+        let (optimizer, found) = cancel::run_interruptibly("loading optimizer state", move || {
+            let found = io::load_optimizer_state(Path::new(&path), &model, &mut optimizer)?;
+            Ok((optimizer, found))
+        })?;
+        compiled.optimizer = optimizer;
+        Ok(found.into())
     })
 }
 

@@ -200,6 +200,7 @@ fn rg_evaluate(mut ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Robj,
             let mut seen = 0usize;
             let mut shape = None;
             for chunk in rows.chunks(bs) {
+                rustgpu_core::cancel::check()?;
                 let s = h.executor.test_on_batch(&model, compiled, &sources(xs), &sources(ys), weights.as_ref().map(|w| w as &dyn BatchSource), chunk)?;
                 let figures: Vec<f64> = std::iter::once(s.loss).chain(s.output_losses.iter().copied()).chain(s.metrics.iter().copied()).collect();
                 if sums.is_empty() {
@@ -238,7 +239,13 @@ fn rg_predict(mut ptr: Robj, x: Robj, batch_size: f64) -> Robj {
         let bs = (batch_size as usize).max(1);
         let rows: Vec<usize> = (0..xs[0].rows()).collect();
         let inputs = sources(&xs);
-        let parts = rows.chunks(bs).map(|chunk| h.executor.predict_on_batch(&model, &inputs, chunk)).collect::<Result<Vec<_>>>()?;
+        let parts = rows
+            .chunks(bs)
+            .map(|chunk| {
+                rustgpu_core::cancel::check()?;
+                h.executor.predict_on_batch(&model, &inputs, chunk)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let n_outputs = parts.first().map_or(1, |p| p.len());
         let merged = (0..n_outputs).map(|k| HostTensor::concat_rows(&parts.iter().map(|p| p[k].clone()).collect::<Vec<_>>())).collect::<Result<Vec<_>>>()?;
         if n_outputs == 1 {

@@ -35,29 +35,68 @@ fn write_str_list_attr(loc: &Location, name: &str, values: &[String]) -> Result<
     loc.new_attr::<VarLenUnicode>().shape(v.len()).create(name).and_then(|a| a.write_raw(&v)).map_err(|e| Error::Io(e.to_string()))
 }
 
+/// Text from a string a file holds. HDF5 hands back bytes; the hdf5 crate's `as_str()` takes
+/// them as UTF-8 unchecked, and a corrupted file's bytes then crashed R when formatted (found
+/// by `examples/h5_fuzz.rs`): checked here.
+fn text(bytes: &[u8], what: &str) -> Result<String> {
+    std::str::from_utf8(bytes).map(str::to_string).map_err(|_| Error::Io(format!("{} is not valid UTF-8 text: the file is corrupt", what)))
+}
+
+/// The length of the file behind `loc`, the bound for any size the file declares.
+fn file_len(loc: &Location) -> u64 {
+    std::fs::metadata(loc.filename()).map(|m| m.len()).unwrap_or(u64::MAX)
+}
+
+/// Checks the size an attribute or a dataset declares before anything is read: values stored
+/// in a file cannot take more bytes than the file has, and an uncompressed dataset stores
+/// exactly its declared bytes. A corrupted count otherwise had libhdf5 allocate and zero
+/// gigabytes (minutes of 100% CPU that Ctrl-C could not stop; examples/h5_fuzz.rs).
+fn check_declared_size(c: &hdf5::Container, what: &str, file_len: u64, is_dataset: bool) -> Result<()> {
+    let corrupt = |detail: String| Error::Io(format!("{} {}: the file is corrupt", what, detail));
+    let space = c.space().map_err(|e| Error::Io(format!("{}: cannot read its shape ({})", what, e)))?;
+    let count = crate::memory::elements(&space.shape()).ok_or_else(|| corrupt("declares more values than can be counted".into()))?;
+    let item = c.dtype().map(|t| t.size()).map_err(|e| Error::Io(format!("{}: cannot read its type ({})", what, e)))?;
+    let declared = count.checked_mul(item as u64).ok_or_else(|| corrupt("declares more bytes than can be counted".into()))?;
+    let stored = if is_dataset { c.storage_size() } else { declared };
+    if stored > file_len {
+        return Err(corrupt(format!("declares {} bytes of data in a file of {} bytes", stored, file_len)));
+    }
+    if is_dataset {
+        let ds = c.as_dataset().map_err(|e| Error::Io(e.to_string()))?;
+        if ds.filters().is_empty() && stored != declared {
+            return Err(corrupt(format!("declares {} values ({} bytes) but stores {} bytes", count, declared, stored)));
+        }
+    }
+    Ok(())
+}
+
 fn read_str_list_attr(loc: &Location, name: &str, what: &str) -> Result<Vec<String>> {
     let attr = loc.attr(name).map_err(|_| Error::Io(format!("{} has no `{}` attribute: not a Keras HDF5 file?", what, name)))?;
+    let label = format!("{}'s `{}` attribute", what, name);
+    check_declared_size(&attr, &label, file_len(loc), false)?;
     let descriptor = attr.dtype().and_then(|t| t.to_descriptor()).map_err(|e| Error::Io(e.to_string()))?;
     match descriptor {
         TypeDescriptor::VarLenUnicode => {
-            Ok(attr.read_raw::<VarLenUnicode>().map_err(|e| Error::Io(e.to_string()))?.iter().map(|s| s.as_str().to_string()).collect())
+            attr.read_raw::<VarLenUnicode>().map_err(|e| Error::Io(e.to_string()))?.iter().map(|s| text(s.as_bytes(), &label)).collect()
         }
         TypeDescriptor::VarLenAscii => {
-            Ok(attr.read_raw::<hdf5::types::VarLenAscii>().map_err(|e| Error::Io(e.to_string()))?.iter().map(|s| s.as_str().to_string()).collect())
+            attr.read_raw::<hdf5::types::VarLenAscii>().map_err(|e| Error::Io(e.to_string()))?.iter().map(|s| text(s.as_bytes(), &label)).collect()
         }
         // An empty list (h5py writes float64 for it).
         TypeDescriptor::Float(_) if attr.size() == 0 => Ok(Vec::new()),
-        other => Err(Error::Io(format!("{}'s `{}` attribute has an unsupported string type ({:?})", what, name, other))),
+        other => Err(Error::Io(format!("{} has an unsupported string type ({:?})", label, other))),
     }
 }
 
 fn read_str_attr(loc: &Location, name: &str) -> Result<Option<String>> {
     let Ok(attr) = loc.attr(name) else { return Ok(None) };
+    let label = format!("attribute `{}`", name);
+    check_declared_size(&attr, &label, file_len(loc), false)?;
     let descriptor = attr.dtype().and_then(|t| t.to_descriptor()).map_err(|e| Error::Io(e.to_string()))?;
     Ok(Some(match descriptor {
-        TypeDescriptor::VarLenUnicode => attr.read_scalar::<VarLenUnicode>().map_err(|e| Error::Io(e.to_string()))?.as_str().to_string(),
-        TypeDescriptor::VarLenAscii => attr.read_scalar::<hdf5::types::VarLenAscii>().map_err(|e| Error::Io(e.to_string()))?.as_str().to_string(),
-        other => return Err(Error::Io(format!("attribute `{}` has an unsupported type ({:?})", name, other))),
+        TypeDescriptor::VarLenUnicode => text(attr.read_scalar::<VarLenUnicode>().map_err(|e| Error::Io(e.to_string()))?.as_bytes(), &label)?,
+        TypeDescriptor::VarLenAscii => text(attr.read_scalar::<hdf5::types::VarLenAscii>().map_err(|e| Error::Io(e.to_string()))?.as_bytes(), &label)?,
+        other => return Err(Error::Io(format!("{} has an unsupported type ({:?})", label, other))),
     }))
 }
 
@@ -142,6 +181,8 @@ fn open(path: &Path) -> Result<File> {
 
 fn read_dataset(group: &Group, path: &str) -> Result<HostTensor> {
     let ds = group.dataset(path).map_err(|_| Error::Io(format!("weight \"{}\" is missing from the file", path)))?;
+    crate::cancel::check()?;
+    check_declared_size(&ds, &format!("weight \"{}\"", path), file_len(group), true)?;
     // The shape comes from the file: checked before reading.
     crate::memory::check(
         &format!("weight \"{}\" of shape ({})", path, crate::shape::join_dims(&ds.shape())),

@@ -60,6 +60,7 @@ pub(crate) fn write_atomically(path: &Path, overwrite: bool, write: impl FnOnce(
     if !dir.is_dir() {
         return Err(Error::Io(format!("cannot write \"{}\": folder \"{}\" does not exist", path.display(), dir.display())));
     }
+    let _held_until_replaced = lock_existing(path)?;
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
     let tmp = dir.join(format!(".{}.{}.{}.tmp", name, std::process::id(), rand::random::<u32>()));
     let result = write(&tmp).and_then(|_| std::fs::rename(&tmp, path).map_err(|e| Error::Io(format!("cannot write \"{}\": {}", path.display(), e))));
@@ -67,4 +68,22 @@ pub(crate) fn write_atomically(path: &Path, overwrite: bool, write: impl FnOnce(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Locks the file a save will replace, as libhdf5 (and so h5py and Keras) locks a file it has
+/// open for writing: with flock(2). A file another process holds that way is not replaced
+/// (that process's later writes would go to the unlinked old file and be lost): an error
+/// naming it. The lock is held until the returned file is dropped, after the rename.
+fn lock_existing(path: &Path) -> Result<Option<std::fs::File>> {
+    // A target we cannot open for reading cannot be locked by this check: the rename decides.
+    let Ok(file) = std::fs::File::open(path) else { return Ok(None) };
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Io(format!(
+            "\"{}\" is open in another program that has locked it (HDF5 file locking): close it there, or save to another path",
+            path.display()
+        ))),
+        // Locks unsupported here (some network file systems): as libhdf5, go on without.
+        Err(std::fs::TryLockError::Error(_)) => Ok(None),
+    }
 }
