@@ -49,8 +49,8 @@ check_channels_last <- function(data_format, call = rlang::caller_env()) {
 layer_conv_2d <- function(object, filters, kernel_size, strides = c(1L, 1L), padding = "valid",
                           data_format = NULL, dilation_rate = c(1L, 1L), activation = NULL, use_bias = TRUE,
                           kernel_initializer = "glorot_uniform", bias_initializer = "zeros", kernel_regularizer = NULL,
-                          bias_regularizer = NULL, activity_regularizer = NULL,
-                          input_shape = NULL, name = NULL) {
+                          bias_regularizer = NULL, activity_regularizer = NULL, kernel_constraint = NULL,
+                          bias_constraint = NULL, input_shape = NULL, name = NULL) {
   force_model(object)
   check_count(filters, "filters", min = 1)
   kernel_size <- as_pair(kernel_size, "kernel_size")
@@ -70,7 +70,9 @@ layer_conv_2d <- function(object, filters, kernel_size, strides = c(1L, 1L), pad
     dilation_rate = dilation_rate, activation = activation_name(activation), use_bias = use_bias,
     kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
     kernel_regularizer = regularizer_config(kernel_regularizer, "kernel_regularizer"),
-    bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer")
+    bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer"),
+    kernel_constraint = constraint_config(kernel_constraint, "kernel_constraint"),
+    bias_constraint = constraint_config(bias_constraint, "bias_constraint")
   ), input_shape, name)
 }
 
@@ -328,8 +330,8 @@ layer_depthwise_conv_2d <- function(object, kernel_size, strides = c(1L, 1L), pa
 layer_conv_1d <- function(object, filters, kernel_size, strides = 1L, padding = "valid", data_format = NULL,
                           dilation_rate = 1L, activation = NULL, use_bias = TRUE,
                           kernel_initializer = "glorot_uniform", bias_initializer = "zeros", kernel_regularizer = NULL,
-                          bias_regularizer = NULL, activity_regularizer = NULL, input_shape = NULL,
-                          name = NULL) {
+                          bias_regularizer = NULL, activity_regularizer = NULL, kernel_constraint = NULL,
+                          bias_constraint = NULL, input_shape = NULL, name = NULL) {
   force_model(object)
   check_count(filters, "filters", min = 1)
   for (arg in c("kernel_size", "strides", "dilation_rate")) check_count(get(arg), arg, min = 1)
@@ -346,7 +348,9 @@ layer_conv_1d <- function(object, filters, kernel_size, strides = 1L, padding = 
     dilation_rate = dilation_rate, activation = activation_name(activation), use_bias = use_bias,
     kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
     kernel_regularizer = regularizer_config(kernel_regularizer, "kernel_regularizer"),
-    bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer")
+    bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer"),
+    kernel_constraint = constraint_config(kernel_constraint, "kernel_constraint"),
+    bias_constraint = constraint_config(bias_constraint, "bias_constraint")
   ), input_shape, name)
 }
 
@@ -398,7 +402,8 @@ layer_conv_2d_transpose <- function(object, filters, kernel_size, strides = c(1L
                                     output_padding = NULL, data_format = NULL, dilation_rate = c(1L, 1L),
                                     activation = NULL, use_bias = TRUE, kernel_initializer = "glorot_uniform",
                                     bias_initializer = "zeros", kernel_regularizer = NULL, bias_regularizer = NULL,
-                                    activity_regularizer = NULL, input_shape = NULL, name = NULL) {
+                                    activity_regularizer = NULL, kernel_constraint = NULL, bias_constraint = NULL,
+                                    input_shape = NULL, name = NULL) {
   force_model(object)
   check_count(filters, "filters", min = 1)
   if (!is.null(output_padding)) value_error("`output_padding` is not supported yet: leave it NULL.")
@@ -413,6 +418,8 @@ layer_conv_2d_transpose <- function(object, filters, kernel_size, strides = c(1L
     kernel_initializer = initializer_config(kernel_initializer, "kernel_initializer"),
     bias_initializer = initializer_config(bias_initializer, "bias_initializer"),
     kernel_regularizer = regularizer_config(kernel_regularizer, "kernel_regularizer"),
-    bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer")
+    bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer"),
+    kernel_constraint = constraint_config(kernel_constraint, "kernel_constraint"),
+    bias_constraint = constraint_config(bias_constraint, "bias_constraint")
   ), input_shape, name)
 }

@@ -102,6 +102,8 @@ new_seed <- function() sample.int(.Machine$integer.max, 1)
 #'   ("normal"), "truncated_normal", "variance_scaling", "orthogonal", "identity", "zeros", "ones".
 #' @param kernel_regularizer,bias_regularizer Penalties on the weights ([regularizers]), or `NULL`.
 #' @param activity_regularizer Only `NULL` (activity regularizers are not supported yet).
+#' @param kernel_constraint,bias_constraint Projections applied after each update
+#'   ([constraints]), or `NULL`.
 #' @param input_shape Shape of one sample (without the batch axis); only for the first layer.
 #' @param name Name of the layer (default: a unique "dense", "dense_1", ...).
 #' @return The model, invisibly (or the layer when `object` is missing).
@@ -114,7 +116,7 @@ new_seed <- function() sample.int(.Machine$integer.max, 1)
 layer_dense <- function(object, units, activation = NULL, use_bias = TRUE,
                         kernel_initializer = "glorot_uniform", bias_initializer = "zeros",
                         kernel_regularizer = NULL, bias_regularizer = NULL, activity_regularizer = NULL,
-                        input_shape = NULL, name = NULL) {
+                        kernel_constraint = NULL, bias_constraint = NULL, input_shape = NULL, name = NULL) {
   force_model(object)
   check_count(units, "units", min = 1)
   check_bool(use_bias, "use_bias")
@@ -125,7 +127,9 @@ layer_dense <- function(object, units, activation = NULL, use_bias = TRUE,
     units = units, activation = activation_name(activation), use_bias = use_bias,
     kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
     kernel_regularizer = regularizer_config(kernel_regularizer, "kernel_regularizer"),
-    bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer")
+    bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer"),
+    kernel_constraint = constraint_config(kernel_constraint, "kernel_constraint"),
+    bias_constraint = constraint_config(bias_constraint, "bias_constraint")
   ), input_shape, name)
 }
 
@@ -214,6 +218,8 @@ print.rustgpu_layer <- function(x, ...) {
 #' @inheritParams layer_dense
 #' @param input_dim Size of the vocabulary (largest index + 1).
 #' @param embeddings_regularizer A penalty on the embeddings ([regularizers]), or `NULL`.
+#' @param embeddings_constraint A projection applied to the embeddings after each update
+#'   ([constraints]), or `NULL`.
 #' @param output_dim Size of each vector.
 #' @param embeddings_initializer Initializer or its name ([initializers]; Keras's default "uniform" draws from
 #'   (-0.05, 0.05)).
@@ -228,7 +234,7 @@ print.rustgpu_layer <- function(x, ...) {
 #' @export
 layer_embedding <- function(object, input_dim, output_dim, embeddings_initializer = "uniform",
                             embeddings_regularizer = NULL, activity_regularizer = NULL,
-                            input_length = NULL, input_shape = NULL, name = NULL) {
+                            embeddings_constraint = NULL, input_length = NULL, input_shape = NULL, name = NULL) {
   force_model(object)
   check_count(input_dim, "input_dim", min = 1)
   check_count(output_dim, "output_dim", min = 1)
@@ -239,6 +245,7 @@ layer_embedding <- function(object, input_dim, output_dim, embeddings_initialize
   create_layer("Embedding", object, list(
     input_dim = input_dim, output_dim = output_dim, embeddings_initializer = embeddings_initializer,
     embeddings_regularizer = regularizer_config(embeddings_regularizer, "embeddings_regularizer"),
+    embeddings_constraint = constraint_config(embeddings_constraint, "embeddings_constraint"),
     input_length = input_length
   ), input_shape, name)
 }

@@ -161,6 +161,54 @@ test_that("regularizers add their penalty to the reported loss and travel in con
   expect_error(layer_dense(keras_model_sequential(), 2, activity_regularizer = regularizer_l1()), "not supported yet", class = "rustgpu_value_error")
 })
 
+test_that("constraints project the weights after every update, on one device and on replicas, and travel in files", {
+  set.seed(6)
+  x <- matrix(rnorm(120), 40, 3)
+  y <- to_categorical(rep(0:2, length.out = 40), 3)
+  net <- function() {
+    keras_model_sequential() %>%
+      layer_dense(6, activation = "relu", input_shape = 3, kernel_constraint = constraint_maxnorm(0.3),
+                  bias_constraint = constraint_nonneg(), bias_initializer = initializer_constant(-0.1)) %>%
+      layer_dense(3, activation = "softmax", kernel_constraint = constraint_unitnorm(axis = 1))
+  }
+  one <- net()
+  compile(one, optimizer = optimizer_sgd(0.5), loss = "categorical_crossentropy")
+  fit(one, x, y, epochs = 2, batch_size = 8, verbose = 0, shuffle = FALSE)
+  w <- get_weights(one)
+  expect_true(all(sqrt(colSums(w[[1]]^2)) <= 0.3 + 1e-6))
+  expect_true(all(w[[2]] >= 0))
+  expect_equal(sqrt(rowSums(w[[3]]^2)), rep(1, nrow(w[[3]])), tolerance = 1e-5)
+  # Replicas: the same updates and projections as the template alone.
+  use_virtual_gpus(2, threads_per_gpu = 1)
+  on.exit(use_virtual_gpus(0))
+  set.seed(6)
+  a <- net(); b <- net()
+  set_weights(b, get_weights(a))
+  compile(a, optimizer = optimizer_sgd(0.5), loss = "categorical_crossentropy")
+  fit(a, x, y, epochs = 2, batch_size = 8, verbose = 0, shuffle = FALSE)
+  parallel <- multi_gpu_model(b, gpus = 2)
+  compile(parallel, optimizer = optimizer_sgd(0.5), loss = "categorical_crossentropy")
+  fit(parallel, x, y, epochs = 2, batch_size = 8, verbose = 0, shuffle = FALSE)
+  expect_equal(get_weights(b), get_weights(a), tolerance = 1e-5)
+  # Configs and files keep them.
+  path <- tempfile(fileext = ".h5")
+  save_model_hdf5(one, path)
+  config <- get_config(load_model_hdf5(path))$config$layers  # [[1]] is the InputLayer
+  expect_equal(config[[2]]$config$kernel_constraint$class_name, "MaxNorm")
+  expect_equal(config[[2]]$config$kernel_constraint$config$max_value, 0.3)
+  expect_equal(config[[2]]$config$bias_constraint$class_name, "NonNeg")
+  expect_equal(config[[3]]$config$kernel_constraint$config$axis, 1)
+  embedding <- keras_model_sequential() %>% layer_embedding(5, 2, input_length = 3, embeddings_constraint = constraint_nonneg())
+  expect_equal(get_config(from_config(get_config(embedding)))$config$layers[[2]]$config$embeddings_constraint$class_name, "NonNeg")
+  expect_output(print(constraint_minmaxnorm(0.5, 1, rate = 0.5, axis = c(0, 1))), "MinMaxNorm\\(min_value = 0.5; max_value = 1; rate = 0.5; axis = 0, 1\\)")
+  expect_error(layer_dense(keras_model_sequential(), 2, kernel_constraint = "maxnorm"), "`kernel_constraint`", class = "rustgpu_value_error")
+  expect_error(constraint_maxnorm(-1), "`max_value`", class = "rustgpu_value_error")
+  expect_error(constraint_minmaxnorm(2, 1), "`max_value`", class = "rustgpu_value_error")
+  expect_error(constraint_unitnorm(axis = 0.5), "`axis`", class = "rustgpu_value_error")
+  expect_error(keras_model_sequential() %>% layer_dense(2, input_shape = 3, kernel_constraint = constraint_unitnorm(axis = 3)),
+               "out of range", class = "rustgpu_value_error")
+})
+
 test_that("model$layers, $input_shape, $output_shape, $input and $output as in R keras", {
   model <- keras_model_sequential() %>% layer_dense(4, input_shape = 3, name = "a") %>% layer_dense(2, name = "b")
   expect_equal(vapply(model$layers, function(l) l$name, ""), c("a", "b"))

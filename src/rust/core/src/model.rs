@@ -191,6 +191,20 @@ impl Architecture {
 
     /// Which weights' transposes the backward pass multiplies by (a dense kernel, for the
     /// layer's input gradient, needed when its input comes from another layer).
+    /// Each weight's constraint (None for most), aligned with the model's weights.
+    pub fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>> {
+        let n = self.weight_ranges.last().map_or(0, |r| r.end);
+        let mut out = vec![None; n];
+        for (layer, range) in self.layers.iter().zip(&self.weight_ranges) {
+            for (i, c) in layer.kind.weight_constraints().into_iter().enumerate() {
+                if let Some(slot) = out[range.clone()].get_mut(i) {
+                    *slot = c;
+                }
+            }
+        }
+        out
+    }
+
     pub fn transposed_kernels(&self) -> Vec<bool> {
         let n = self.weight_ranges.last().map_or(0, |r| r.end);
         let mut wanted = vec![false; n];
@@ -317,6 +331,20 @@ pub struct Model {
 impl Model {
     /// The weights' regularization penalty, which Keras adds to the loss.
     /// `regularizers` as `Architecture::weight_regularizers` gives them.
+    /// Projects every trainable weight that has a constraint, as Keras does after each
+    /// update. Constrained weights get new storage (never changed in place), so caches that
+    /// key on a weight's storage (a parallel model's host weights, a device's copy) see them
+    /// as new.
+    pub fn apply_constraints(&mut self) -> Result<()> {
+        let constraints = self.arch.weight_constraints();
+        for (w, c) in self.weights.iter_mut().zip(constraints) {
+            if let (Some(c), true) = (c, w.trainable) {
+                w.value = Arc::new(c.apply(&w.shape, &w.value)?);
+            }
+        }
+        Ok(())
+    }
+
     pub fn regularization_penalty(&self, regularizers: &[Option<crate::regularizer::Regularizer>]) -> f64 {
         regularizers.iter().zip(&self.weights).filter_map(|(r, w)| r.map(|r| r.penalty(&w.value))).sum()
     }
@@ -444,6 +472,7 @@ impl Model {
             let inputs = inputs.as_ref().ok_or_else(|| Error::Value(format!("layer \"{}\" is not connected to the outputs", layer.name)))?;
             let start = weights.len();
             let mut rng = rand::rngs::StdRng::seed_from_u64(layer.seed);
+            check_constraints(layer, &layer.weight_specs(&inputs[0]))?;
             for spec in layer.weight_specs(&inputs[0]) {
                 check_weight_memory(&layer.name, &spec)?;
                 let value = Arc::new(spec.initializer.sample(&spec.shape, &mut rng).map_err(|e| in_layer(e, &layer.name))?);
@@ -555,6 +584,17 @@ fn in_layer(e: Error, layer: &str) -> Error {
     }
 }
 
+/// A layer's weight constraints fit its weights (their axes exist), checked when the weights
+/// are made: a constraint runs after an update, too late to refuse it.
+fn check_constraints(layer: &Layer, specs: &[WeightSpec]) -> Result<()> {
+    for (spec, c) in specs.iter().zip(layer.kind.weight_constraints()) {
+        if let Some(c) = c {
+            c.check_rank(spec.shape.len()).map_err(|e| in_layer(e, &layer.name))?;
+        }
+    }
+    Ok(())
+}
+
 fn build(mut arch: Architecture, input_shape: &[usize], existing: &[Weight]) -> Result<(Architecture, Vec<Weight>)> {
     let mut shape = input_shape.to_vec();
     let mut weights = Vec::new();
@@ -563,6 +603,7 @@ fn build(mut arch: Architecture, input_shape: &[usize], existing: &[Weight]) -> 
     for layer in &arch.layers {
         let start = weights.len();
         let mut rng = rand::rngs::StdRng::seed_from_u64(layer.seed);
+        check_constraints(layer, &layer.weight_specs(&shape))?;
         for spec in layer.weight_specs(&shape) {
             let idx = weights.len();
             let value = match existing.get(idx) {

@@ -34,8 +34,8 @@ pub struct Conv1D {
     pub kernel_regularizer: Option<Regularizer>,
     pub bias_regularizer: Option<Regularizer>,
     pub activity_regularizer: NotSupported,
-    pub kernel_constraint: NotSupported,
-    pub bias_constraint: NotSupported,
+    pub kernel_constraint: Option<crate::constraint::Constraint>,
+    pub bias_constraint: Option<crate::constraint::Constraint>,
 }
 
 impl Default for Conv1D {
@@ -55,8 +55,8 @@ impl Default for Conv1D {
             kernel_regularizer: None,
             bias_regularizer: None,
             activity_regularizer: NotSupported,
-            kernel_constraint: NotSupported,
-            bias_constraint: NotSupported,
+            kernel_constraint: None,
+            bias_constraint: None,
         }
     }
 }
@@ -116,6 +116,10 @@ impl LayerType for Conv1D {
 
     fn weight_regularizers(&self) -> Vec<Option<Regularizer>> {
         vec![self.kernel_regularizer, self.bias_regularizer]
+    }
+
+    fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>> {
+        vec![self.kernel_constraint.clone(), self.bias_constraint.clone()]
     }
 
     fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {

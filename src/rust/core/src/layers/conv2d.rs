@@ -31,8 +31,8 @@ pub struct Conv2D {
     pub kernel_regularizer: Option<Regularizer>,
     pub bias_regularizer: Option<Regularizer>,
     pub activity_regularizer: NotSupported,
-    pub kernel_constraint: NotSupported,
-    pub bias_constraint: NotSupported,
+    pub kernel_constraint: Option<crate::constraint::Constraint>,
+    pub bias_constraint: Option<crate::constraint::Constraint>,
 }
 
 impl Default for Conv2D {
@@ -52,8 +52,8 @@ impl Default for Conv2D {
             kernel_regularizer: None,
             bias_regularizer: None,
             activity_regularizer: NotSupported,
-            kernel_constraint: NotSupported,
-            bias_constraint: NotSupported,
+            kernel_constraint: None,
+            bias_constraint: None,
         }
     }
 }
@@ -138,6 +138,10 @@ impl LayerType for Conv2D {
 
     fn weight_regularizers(&self) -> Vec<Option<Regularizer>> {
         vec![self.kernel_regularizer, self.bias_regularizer]
+    }
+
+    fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>> {
+        vec![self.kernel_constraint.clone(), self.bias_constraint.clone()]
     }
 
     fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {

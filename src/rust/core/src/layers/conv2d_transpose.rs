@@ -31,8 +31,8 @@ pub struct Conv2DTranspose {
     pub kernel_regularizer: Option<Regularizer>,
     pub bias_regularizer: Option<Regularizer>,
     pub activity_regularizer: super::NotSupported,
-    pub kernel_constraint: super::NotSupported,
-    pub bias_constraint: super::NotSupported,
+    pub kernel_constraint: Option<crate::constraint::Constraint>,
+    pub bias_constraint: Option<crate::constraint::Constraint>,
 }
 
 impl Default for Conv2DTranspose {
@@ -52,8 +52,8 @@ impl Default for Conv2DTranspose {
             kernel_regularizer: None,
             bias_regularizer: None,
             activity_regularizer: super::NotSupported,
-            kernel_constraint: super::NotSupported,
-            bias_constraint: super::NotSupported,
+            kernel_constraint: None,
+            bias_constraint: None,
         }
     }
 }
@@ -112,6 +112,10 @@ impl LayerType for Conv2DTranspose {
 
     fn weight_regularizers(&self) -> Vec<Option<Regularizer>> {
         vec![self.kernel_regularizer, self.bias_regularizer]
+    }
+
+    fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>> {
+        vec![self.kernel_constraint.clone(), self.bias_constraint.clone()]
     }
 
     /// Keras's kernel layout: (kh, kw, filters, input channels).

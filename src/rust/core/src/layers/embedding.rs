@@ -19,7 +19,7 @@ pub struct Embedding {
     pub embeddings_initializer: Initializer,
     pub embeddings_regularizer: Option<Regularizer>,
     pub activity_regularizer: NotSupported,
-    pub embeddings_constraint: NotSupported,
+    pub embeddings_constraint: Option<crate::constraint::Constraint>,
     pub mask_zero: bool,
     /// Keras 2's informational sequence length (the input shape sets it here).
     pub input_length: Option<usize>,
@@ -34,7 +34,7 @@ impl Default for Embedding {
             embeddings_initializer: Initializer::random_uniform(-0.05, 0.05),
             embeddings_regularizer: None,
             activity_regularizer: NotSupported,
-            embeddings_constraint: NotSupported,
+            embeddings_constraint: None,
             mask_zero: false,
             input_length: None,
         }
@@ -67,6 +67,10 @@ impl LayerType for Embedding {
 
     fn weight_regularizers(&self) -> Vec<Option<Regularizer>> {
         vec![self.embeddings_regularizer]
+    }
+
+    fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>> {
+        vec![self.embeddings_constraint.clone()]
     }
 
     fn weight_specs(&self, _input: &[usize]) -> Vec<WeightSpec> {

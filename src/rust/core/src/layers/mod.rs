@@ -244,6 +244,11 @@ pub trait LayerType: std::fmt::Debug + Send + Sync + Serialize + DeserializeOwne
         Vec::new()
     }
 
+    /// Each weight's constraint, applied after every update (same order; missing: none).
+    fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>> {
+        Vec::new()
+    }
+
     /// A small instance for the generic test over the registry.
     fn example() -> Example;
 }
@@ -269,6 +274,7 @@ pub trait AnyLayer: std::fmt::Debug + Send + Sync {
     fn state_updates(&self, cache: &Cache) -> Vec<(usize, Tensor)>;
     fn transposed_weights(&self) -> &'static [usize];
     fn weight_regularizers(&self) -> Vec<Option<crate::regularizer::Regularizer>>;
+    fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>>;
 }
 
 impl<T: LayerType> AnyLayer for T {
@@ -310,6 +316,9 @@ impl<T: LayerType> AnyLayer for T {
     }
     fn weight_regularizers(&self) -> Vec<Option<crate::regularizer::Regularizer>> {
         LayerType::weight_regularizers(self)
+    }
+    fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>> {
+        LayerType::weight_constraints(self)
     }
 }
 

@@ -107,6 +107,7 @@ impl Executor {
             }
             Executor::Replicated(r) => replicas::train(&r.set, model, compiled, &batch, rows, seed),
         }?;
+        model.apply_constraints()?;
         stats.loss += penalty;
         Ok(stats)
     }
