@@ -92,6 +92,11 @@ rg_metric_values <- function(name, y_true, y_pred) .Call(wrap__rg_metric_values,
 #' @noRd
 rg_loss_names <- function() .Call(wrap__rg_loss_names)
 
+#' Copies the newest values of layers shared between models: `from` names layers of the
+#' model `src`, `to` the same layers in the model `dst`.
+#' @noRd
+rg_take_layer_weights <- function(dst, src, from, to) .Call(wrap__rg_take_layer_weights, dst, src, from, to)
+
 #' @noRd
 rg_model_new <- function(name) .Call(wrap__rg_model_new, name)
 

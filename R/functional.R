@@ -160,7 +160,7 @@ keras_model <- function(inputs, outputs, name = NULL) {
   output_codes <- vapply(outputs, visit, numeric(1))
 
   scratch <- new_model(call_backend(rg_model_new(paste0(name, "_layers"))), name)
-  for (layer in graph$layers) add_layer(scratch, layer)
+  for (layer in graph$layers) add_layer(scratch, layer, input_shape = NULL, register = FALSE)
   ptr <- call_backend(rg_make_functional(
     scratch$ptr, name, vapply(inputs, function(t) t$name, character(1)),
     lapply(inputs, function(t) as.integer(t$shape)), graph$nodes, as.integer(output_codes)
@@ -169,7 +169,111 @@ keras_model <- function(inputs, outputs, name = NULL) {
   # Keras's model$inputs / $outputs (and $input / $output: one tensor, or the list).
   model$inputs <- inputs
   model$outputs <- outputs
+  model$layer_specs <- graph$layers
+  for (layer in graph$layers) register_layer(model, layer)
   model
+}
+
+# model(tensors): the model's layers applied to new tensors, node for node, so that the new
+# graph shares the layers (and their weights) with the model.
+apply_model_to_tensors <- function(model, inputs, call = rlang::caller_env()) {
+  check_model(model, "model", call = call)
+  if (is_parallel_model(model)) state_error("Call the template model on tensors, not the parallel model.", call = call)
+  if (is_tensor(inputs)) inputs <- list(inputs)
+  model_inputs <- model_field(model, "inputs")
+  if (is.null(model_inputs)) {
+    # A sequential model: its layers in order, on one tensor.
+    if (length(inputs) != 1) value_error(sprintf("A sequential model takes one tensor, not %d.", length(inputs)), call = call)
+    x <- inputs[[1]]
+    for (layer in model_layer_specs(model, call = call)) x <- apply_layer_to_tensors(layer, x)
+    return(x)
+  }
+  if (length(inputs) != length(model_inputs)) {
+    value_error(sprintf("Model \"%s\" has %d input%s but was called on %d tensor%s.", model$name, length(model_inputs),
+                        if (length(model_inputs) == 1) "" else "s", length(inputs), if (length(inputs) == 1) "" else "s"), call = call)
+  }
+  made <- new.env(parent = emptyenv())
+  for (k in seq_along(inputs)) made[[as.character(model_inputs[[k]]$id)]] <- inputs[[k]]
+  retrace <- function(t) {
+    key <- as.character(t$id)
+    if (!is.null(made[[key]])) return(made[[key]])
+    ins <- lapply(t$inputs, retrace)
+    out <- apply_layer_to_tensors(t$layer, if (length(ins) == 1) ins[[1]] else ins)
+    made[[key]] <- out
+    out
+  }
+  outs <- lapply(model$outputs, retrace)
+  if (length(outs) == 1) outs[[1]] else outs
+}
+
+# sequential_model %>% model: the model's layers added to the sequential model (a functional
+# model qualifies when its layers form one chain).
+add_model_layers <- function(outer, model, call = rlang::caller_env()) {
+  check_model(outer, call = call)
+  check_model(model, "model", call = call)
+  if (isTRUE(model_info(outer)$functional)) {
+    state_error("A model joins a functional model by being called on its tensors: model(tensor).", call = call)
+  }
+  if (is_parallel_model(outer) || is_parallel_model(model)) {
+    state_error("Compose template models, not the parallel models made by multi_gpu_model().", call = call)
+  }
+  layers <- model_layer_specs(model, chain = TRUE, call = call)
+  # The first layer needs the inner model's input shape when the outer model has none yet.
+  first_shape <- if (length(model_info(outer)$layer_names) == 0) model_input_shape(model) else NULL
+  for (i in seq_along(layers)) {
+    add_layer(outer, layers[[i]], input_shape = if (i == 1 && !is.null(first_shape)) first_shape else layers[[i]]$input_shape,
+              call = call)
+  }
+  invisible(outer)
+}
+
+model_input_shape <- function(model) {
+  inputs <- model_field(model, "inputs")
+  if (!is.null(inputs)) return(as.integer(inputs[[1]]$shape))
+  shape <- model_info(model)$input_shape
+  if (is.null(shape)) NULL else as.integer(shape)
+}
+
+# The model's layers as R layer objects, in order: those it was built from, or (for a model
+# read from a file or a config) layers made from its config, with the model's layer ids.
+# `chain = TRUE` asks for layers that form one chain from input to output.
+model_layer_specs <- function(model, chain = FALSE, call = rlang::caller_env()) {
+  specs <- model_field(model, "layer_specs")
+  if (!is.null(model_field(model, "inputs")) && chain) {
+    # Walk back from the output: each node must have one input, down to the model's input.
+    t <- model$outputs
+    if (length(t) != 1 || length(model$inputs) != 1) {
+      state_error(sprintf("Model \"%s\" has several inputs or outputs: call it on tensors in a functional model instead.", model$name), call = call)
+    }
+    t <- t[[1]]
+    chain_layers <- list()
+    while (t$kind != "input") {
+      if (length(t$inputs) != 1) {
+        state_error(sprintf("Model \"%s\" is not a chain of layers (layer \"%s\" merges several tensors): call it on tensors in a functional model instead.",
+                            model$name, t$layer$name), call = call)
+      }
+      chain_layers <- c(list(t$layer), chain_layers)
+      t <- t$inputs[[1]]
+    }
+    if (anyDuplicated(vapply(chain_layers, function(l) l$name, character(1)))) {
+      state_error(sprintf("Model \"%s\" uses a layer twice: call it on tensors in a functional model instead.", model$name), call = call)
+    }
+    return(chain_layers)
+  }
+  if (!is.null(specs)) return(specs)
+  if (isTRUE(model_info(model)$functional)) {
+    state_error(sprintf("Model \"%s\" was read from a file or a config: calling it like a layer needs the model built in this session (keras_model()).",
+                        model$name), call = call)
+  }
+  ids <- layer_ids(model)
+  layers <- get_config(model)$config$layers
+  layers <- Filter(function(l) !identical(l$class_name, "InputLayer"), layers)
+  specs <- lapply(layers, function(l) {
+    config <- l$config[setdiff(names(l$config), c("name", "batch_input_shape", "trainable", "dtype"))]
+    new_layer(l$class_name, l$config$name, config, id = ids[[l$config$name]])
+  })
+  model$layer_specs <- specs
+  specs
 }
 
 merge_layer <- function(inputs, class_name, config, name, call = rlang::caller_env()) {

@@ -59,6 +59,7 @@ fit_generator <- function(object, generator, steps_per_epoch, epochs = 1,
                           validation_data = NULL, validation_steps = NULL, initial_epoch = 0, ...) {
   check_model(object)
   check_compiled(object, "fit_generator")
+  warn_if_trainable_changed(object)
   check_generator(generator)
   check_count(steps_per_epoch, "steps_per_epoch", min = 1)
   check_count(epochs, "epochs", min = 0)
@@ -81,7 +82,9 @@ fit_generator <- function(object, generator, steps_per_epoch, epochs = 1,
     epoch_batches = function(epoch) seq_len(steps_per_epoch),
     train_batch = function(step, seed) {
       b <- next_batch(generator, call = NULL)
-      list(stats = call_backend(rg_train_batch(object$ptr, b$x, b$y, NULL, seq_len(b$n), seed)), n = b$n)
+      stats <- call_backend(rg_train_batch(object$ptr, b$x, b$y, NULL, seq_len(b$n), seed))
+      mark_weights_changed(object)
+      list(stats = stats, n = b$n)
     },
     validate = validate,
     params = list(verbose = verbose, epochs = epochs, steps = steps_per_epoch, samples = NA_integer_, batch_size = NA_integer_)

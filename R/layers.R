@@ -5,11 +5,12 @@
 
 # A layer made without a model is a function: calling it on a tensor (from layer_input())
 # applies it, and calling the same layer twice shares its weights, as in Keras.
-new_layer <- function(class_name, name, config, input_shape = NULL) {
+new_layer <- function(class_name, name, config, input_shape = NULL, id = next_layer_id()) {
   # Each layer's initial weights come from its own seed, drawn from R's RNG, so set.seed()
-  # makes model initialisation reproducible.
+  # makes model initialisation reproducible. `id` names the layer across the models that
+  # use it (shared-layers.R).
   spec <- list(class_name = class_name, name = name, config = config, input_shape = input_shape,
-               seed = new_seed())
+               seed = new_seed(), id = id)
   apply_layer <- function(object) compose_layer(object, self)
   self <- structure(apply_layer, class = "rustgpu_layer", spec = spec)
   self
@@ -48,9 +49,14 @@ compose_layer <- function(object, layer, call = rlang::caller_env()) {
   invisible(object)
 }
 
-add_layer <- function(model, layer, call = rlang::caller_env()) {
+# `register = FALSE` for the scratch model keras_model() builds its layers in.
+add_layer <- function(model, layer, input_shape = layer$input_shape, register = TRUE, call = rlang::caller_env()) {
   config <- c(list(name = layer$name), layer$config)
-  call_backend(rg_add_layer(model$ptr, layer$class_name, config, layer$input_shape, layer$seed), call = call)
+  call_backend(rg_add_layer(model$ptr, layer$class_name, config, input_shape, layer$seed), call = call)
+  if (register) {
+    model$layer_specs <- c(model$layer_specs, list(layer))
+    register_layer(model, layer)
+  }
   invisible(model)
 }
 

@@ -3,13 +3,19 @@
 # (compile.keras.engine.training.Model, fit.keras.engine.training.Model, ...).
 
 new_model <- function(ptr, name, kind = "sequential", template = NULL, gpus = NULL) {
-  model <- new.env(parent = emptyenv())
-  model$ptr <- ptr
-  model$name <- name
-  model$metric_names <- character()
-  model$compiled <- FALSE
-  model$template <- template
-  model$gpus <- gpus
+  # A model is a function, as R keras's are (reticulate makes callable Python objects R
+  # functions): model(x) applies it to tensors (the functional API), to a sequential model
+  # (adding its layers) or to an array (predict()). Its fields live in the function's
+  # environment, which `$` and `$<-` read and write.
+  fields <- new.env(parent = asNamespace("rustgpu"))
+  fields$ptr <- ptr
+  fields$name <- name
+  fields$metric_names <- character()
+  fields$compiled <- FALSE
+  fields$template <- template
+  fields$gpus <- gpus
+  model <- function(object, ...) call_model(sys.function(), object, ...)
+  environment(model) <- fields
   cls <- c(
     if (kind == "sequential") "keras.engine.sequential.Sequential",
     if (kind == "functional") "keras.engine.functional.Functional",
@@ -19,6 +25,9 @@ new_model <- function(ptr, name, kind = "sequential", template = NULL, gpus = NU
   class(model) <- cls
   model
 }
+
+# A field of the model object itself (NULL when absent), without `$`'s computed attributes.
+model_field <- function(model, name) get0(name, envir = environment(model), inherits = FALSE)
 
 is_parallel_model <- function(model) inherits(model, "rustgpu_parallel_model")
 
@@ -34,7 +43,22 @@ check_model <- function(object, arg = "object", call = rlang::caller_env()) {
       "serialize_model()/unserialize_model()."
     ), call = call)
   }
+  sync_shared_weights(object)
   invisible(object)
+}
+
+# model(x): on tensors, the model's layers applied to them (the functional API; the layers,
+# and so their weights, are shared); on a sequential model, its layers added to it; on an
+# array, predict().
+call_model <- function(model, object, ...) {
+  if (missing(object)) {
+    value_error("Call a model on tensors (the functional API), on a sequential model (to add its layers) or on an array (to predict).")
+  }
+  if (is_tensor(object) || (is.list(object) && length(object) > 0 && all(vapply(object, is_tensor, logical(1))))) {
+    return(apply_model_to_tensors(model, object))
+  }
+  if (inherits(object, "rustgpu_model")) return(add_model_layers(object, model))
+  predict(model, object, ...)
 }
 
 model_info <- function(object) call_backend(rg_model_info(object$ptr))
@@ -179,6 +203,7 @@ set_weights.keras.engine.training.Model <- function(object, weights) {
     value_error(sprintf("`weights` must be a list of arrays (as get_weights() returns), not %s.", describe(weights)))
   }
   call_backend(rg_set_weights(object$ptr, weights))
+  mark_weights_changed(object)
   invisible(object)
 }
 
@@ -272,14 +297,18 @@ pop_layer <- function(object) {
     state_error("Remove layers from the template model, not from the parallel model made by multi_gpu_model().")
   }
   call_backend(rg_pop_layer(object$ptr))
+  if (length(object$layer_specs)) object$layer_specs <- object$layer_specs[-length(object$layer_specs)]
   invisible(object)
 }
 
 #' Freeze and unfreeze weights
 #'
 #' Frozen layers keep their weights during training (the optimizer skips them); `summary()`
-#' counts their parameters as non-trainable. Unlike Keras, no recompile is needed: the change
-#' applies from the next step.
+#' counts their parameters as non-trainable. As in Keras, a model takes its layers' state
+#' when it is compiled: freeze (or unfreeze) before `compile()`, or compile again; a model
+#' compiled before keeps training what it trained (a GAN's discriminator, frozen inside the
+#' combined model, still trains on its own). Models made later with these layers (e.g. by
+#' calling this model on tensors) take them frozen.
 #'
 #' @param object A model.
 #' @param from,to The first and last layer to (un)freeze, by name or position (from 1);
@@ -318,7 +347,14 @@ set_trainable <- function(object, from, to, trainable, call = rlang::caller_env(
   first <- position(from, 1, "from")
   last <- position(to, length(names), "to")
   if (first > last) value_error("`from` comes after `to`.", call = call)
-  call_backend(rg_set_trainable(object$ptr, names[first:last], trainable))
+  record_frozen(object, names[first:last], !trainable)
+  if (isTRUE(object$compiled)) {
+    # As Keras: a compiled model trains what was trainable when it was compiled (a GAN's
+    # discriminator, frozen for the combined model, still trains on its own).
+    object$trainable_changed <- TRUE
+  } else {
+    call_backend(rg_set_trainable(object$ptr, names[first:last], trainable))
+  }
   invisible(object)
 }
 
@@ -388,7 +424,8 @@ model_from_json <- function(json, custom_objects = NULL) {
 # `model$input_shape`, `model$output_shape`, `model$input` and `model$output`.
 #' @export
 `$.rustgpu_model` <- function(x, name) {
-  if (exists(name, envir = x, inherits = FALSE)) return(get(name, envir = x, inherits = FALSE))
+  fields <- environment(x)
+  if (exists(name, envir = fields, inherits = FALSE)) return(get(name, envir = fields, inherits = FALSE))
   switch(name,
     layers = {
       n <- length(model_info(x)$layer_names)
@@ -399,7 +436,7 @@ model_from_json <- function(json, custom_objects = NULL) {
       if (is.null(shapes)) NULL else c(list(NULL), as.list(as.integer(shapes)))
     },
     output_shape = {
-      outputs <- get0("outputs", envir = x, inherits = FALSE)
+      outputs <- get0("outputs", envir = fields, inherits = FALSE)
       dims <- if (length(outputs) == 1) outputs[[1]]$shape else {
         # Sequential: the last layer's, as summary() shows it ("(None, 4, 2)").
         shown <- utils::tail(model_info(x)$output_shapes, 1)
@@ -410,7 +447,7 @@ model_from_json <- function(json, custom_objects = NULL) {
     },
     input = ,
     output = {
-      tensors <- x[[paste0(name, "s")]]
+      tensors <- get0(paste0(name, "s"), envir = fields, inherits = FALSE)
       if (is.null(tensors)) {
         state_error(sprintf("`model$%s` is available for functional models (keras_model()) only, not yet for sequential ones.", name))
       }
@@ -421,3 +458,15 @@ model_from_json <- function(json, custom_objects = NULL) {
     NULL
   )
 }
+
+#' @export
+`$<-.rustgpu_model` <- function(x, name, value) {
+  assign(name, value, envir = environment(x))
+  x
+}
+
+#' @export
+`[[.rustgpu_model` <- function(x, i) `$.rustgpu_model`(x, i)
+
+#' @export
+`[[<-.rustgpu_model` <- function(x, i, value) `$<-.rustgpu_model`(x, i, value)

@@ -107,6 +107,7 @@ load_model_weights_hdf5 <- function(object, filepath, by_name = FALSE, skip_mism
   check_bool(skip_mismatch, "skip_mismatch")
   if (skip_mismatch && !by_name) value_error("`skip_mismatch = TRUE` needs `by_name = TRUE` (as in Keras).")
   skipped <- call_backend(rg_load_weights(model$ptr, filepath, by_name, skip_mismatch))
+  mark_weights_changed(model)
   for (msg in skipped) warning(paste("Skipped loading weights:", msg), call. = FALSE)
   invisible(object)
 }

@@ -49,6 +49,8 @@ compile.keras.engine.training.Model <- function(object, optimizer = "rmsprop", l
   object$metric_names <- metrics$shown
   object$output_names <- outputs
   object$compiled <- TRUE
+  apply_layer_trainable(object)
+  object$trainable_changed <- FALSE
   object$loss <- loss
   object$optimizer <- optimizer
   invisible(object)
@@ -211,6 +213,7 @@ fit.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_si
   check_model(object)
   callbacks <- as_callback_list(callbacks)
   check_compiled(object, "fit")
+  warn_if_trainable_changed(object)
   if (is.null(y)) value_error("`y` is required.")
   batch_size <- default_batch_size(batch_size)
   check_count(epochs, "epochs", min = 0)
@@ -254,7 +257,9 @@ fit.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_si
       lapply(starts, function(i) rows[i:min(i + batch_size - 1L, length(rows))])
     },
     train_batch = function(idx, seed) {
-      list(stats = call_backend(rg_train_batch(object$ptr, x, y, weights, idx, seed)), n = length(idx))
+      stats <- call_backend(rg_train_batch(object$ptr, x, y, weights, idx, seed))
+      mark_weights_changed(object)
+      list(stats = stats, n = length(idx))
     },
     validate = if (!is.null(val)) function() call_backend(rg_evaluate(object$ptr, val$x, val$y, NULL, val$rows, batch_size)),
     params = list(verbose = verbose, epochs = epochs, steps = steps, samples = length(train_rows), batch_size = batch_size,
@@ -395,9 +400,12 @@ predict.keras.engine.training.Model <- function(object, x, batch_size = NULL, ve
 train_on_batch <- function(object, x, y, class_weight = NULL, sample_weight = NULL) {
   check_model(object)
   check_compiled(object, "train_on_batch")
+  warn_if_trainable_changed(object)
   n <- check_data(x, y)
   weights <- sample_weights(sample_weight, class_weight, y, n, object)
-  named_stats(call_backend(rg_train_batch(object$ptr, x, y, weights, seq_len(n), new_seed())), object)
+  stats <- call_backend(rg_train_batch(object$ptr, x, y, weights, seq_len(n), new_seed()))
+  mark_weights_changed(object)
+  named_stats(stats, object)
 }
 
 #' @rdname train_on_batch

@@ -39,8 +39,8 @@ test_that("frozen layers keep their weights and count as non-trainable", {
   model <- keras_model_sequential() %>%
     layer_dense(4, input_shape = 2, name = "base") %>%
     layer_dense(1, name = "head")
-  compile(model, optimizer = optimizer_sgd(0.1), loss = "mse")
   freeze_weights(model, to = "base")
+  compile(model, optimizer = optimizer_sgd(0.1), loss = "mse")
   expect_match(format(model), "Non-trainable params: 12", fixed = TRUE)
   before <- get_weights(model)
   x <- matrix(runif(20), 10)
@@ -48,7 +48,11 @@ test_that("frozen layers keep their weights and count as non-trainable", {
   after <- get_weights(model)
   expect_identical(after[1:2], before[1:2])
   expect_false(identical(after[3:4], before[3:4]))
+  # As Keras: after compile(), a change applies at the next compile() (with Keras's warning).
   unfreeze_weights(model)
+  expect_warning(fit(model, x, rowSums(x), epochs = 1, verbose = 0), "Discrepancy between trainable weights")
+  expect_identical(get_weights(model)[1:2], before[1:2])
+  compile(model, optimizer = optimizer_sgd(0.1), loss = "mse")
   expect_match(format(model), "Non-trainable params: 0", fixed = TRUE)
   fit(model, x, rowSums(x), epochs = 1, verbose = 0)
   expect_false(identical(get_weights(model)[1:2], before[1:2]))

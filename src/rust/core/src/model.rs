@@ -345,6 +345,38 @@ impl Model {
         Ok(())
     }
 
+    /// Takes the current values of layers of `source` as those of this model's layers, pairs
+    /// of (source layer, this model's layer) by name: how a layer used by several models keeps
+    /// one set of weights (Keras's layers own their weights; here each model holds values,
+    /// and the R side copies the newest into a model before it is used). The values are
+    /// shared storage, not copied: an update replaces them. Checked first: on a mismatch
+    /// nothing changes.
+    pub fn take_layer_weights(&mut self, source: &Model, pairs: &[(String, String)]) -> Result<()> {
+        let range_of = |m: &Model, name: &str| -> Result<std::ops::Range<usize>> {
+            m.arch
+                .layers
+                .iter()
+                .position(|l| l.name == name)
+                .and_then(|i| m.arch.weight_ranges.get(i).cloned())
+                .ok_or_else(|| Error::State(format!("model \"{}\" has no built layer \"{}\"", m.name, name)))
+        };
+        let mut assignments = Vec::new();
+        for (from, to) in pairs {
+            let (src, dst) = (range_of(source, from)?, range_of(self, to)?);
+            if src.len() != dst.len() || src.clone().zip(dst.clone()).any(|(i, j)| source.weights[i].shape != self.weights[j].shape) {
+                return Err(Error::Value(format!(
+                    "layer \"{}\" is shared by models \"{}\" and \"{}\" with different weight shapes: a layer used in several models must see inputs of one shape",
+                    to, source.name, self.name
+                )));
+            }
+            assignments.extend(src.zip(dst));
+        }
+        for (i, j) in assignments {
+            self.weights[j].value = source.weights[i].value.clone();
+        }
+        Ok(())
+    }
+
     pub fn regularization_penalty(&self, regularizers: &[Option<crate::regularizer::Regularizer>]) -> f64 {
         regularizers.iter().zip(&self.weights).filter_map(|(r, w)| r.map(|r| r.penalty(&w.value))).sum()
     }
@@ -606,20 +638,16 @@ fn build(mut arch: Architecture, input_shape: &[usize], existing: &[Weight]) -> 
         check_constraints(layer, &layer.weight_specs(&shape))?;
         for spec in layer.weight_specs(&shape) {
             let idx = weights.len();
-            let value = match existing.get(idx) {
-                Some(w) if w.shape == spec.shape => w.value.clone(),
+            // A weight the model had keeps its values and its frozen state (adding a layer
+            // after freeze_weights() leaves the frozen layers frozen, as in Keras).
+            let (value, trainable) = match existing.get(idx) {
+                Some(w) if w.shape == spec.shape => (w.value.clone(), w.trainable),
                 _ => {
                     check_weight_memory(&layer.name, &spec)?;
-                    Arc::new(spec.initializer.sample(&spec.shape, &mut rng).map_err(|e| in_layer(e, &layer.name))?)
+                    (Arc::new(spec.initializer.sample(&spec.shape, &mut rng).map_err(|e| in_layer(e, &layer.name))?), spec.trainable)
                 }
             };
-            weights.push(Weight {
-                name: format!("{}/{}:0", layer.name, spec.name),
-                shape: spec.shape,
-                value,
-                trainable: spec.trainable,
-                layer_state: !spec.trainable,
-            });
+            weights.push(Weight { name: format!("{}/{}:0", layer.name, spec.name), shape: spec.shape, value, trainable, layer_state: !spec.trainable });
         }
         arch.weight_ranges.push(start..weights.len());
         shape = layer.output_shape(&shape)?;

@@ -115,8 +115,24 @@ fn rg_set_weights(mut ptr: Robj, weights: Robj) -> Robj {
     })
 }
 
+/// Copies the newest values of layers shared between models: `from` names layers of the
+/// model `src`, `to` the same layers in the model `dst`.
+/// @noRd
+#[extendr]
+fn rg_take_layer_weights(mut dst: Robj, mut src: Robj, from: Vec<String>, to: Vec<String>) -> Robj {
+    guard(|| {
+        // A snapshot of the source first: the two may share one model (a parallel model and
+        // its template), whose lock must not be taken twice.
+        let source = handle(&mut src)?.model().clone();
+        let pairs: Vec<(String, String)> = from.into_iter().zip(to).collect();
+        handle(&mut dst)?.model().take_layer_weights(&source, &pairs)?;
+        Ok(().into())
+    })
+}
+
 extendr_module! {
     mod model;
+    fn rg_take_layer_weights;
     fn rg_model_new;
     fn rg_is_live;
     fn rg_model_info;
