@@ -179,6 +179,7 @@ format_checkpoint_path <- function(filepath, epoch, logs) {
 #' @param save_weights_only Save only the weights ([save_model_weights_hdf5()]) rather than the
 #'   whole model ([save_model_hdf5()]).
 #' @param mode "auto", "min" or "max" (for `save_best_only`).
+#' @param period Epochs between checkpoints (Keras 2's `period`: every `period`-th epoch).
 #' @return A callback for `fit(callbacks = )`.
 #' @examples
 #' x <- matrix(runif(20), ncol = 2)
@@ -189,8 +190,9 @@ format_checkpoint_path <- function(filepath, epoch, logs) {
 #' file.exists(file.path(tempdir(), "model.02.h5"))
 #' @export
 callback_model_checkpoint <- function(filepath, monitor = "val_loss", verbose = 0, save_best_only = FALSE,
-                                      save_weights_only = FALSE, mode = c("auto", "min", "max")) {
+                                      save_weights_only = FALSE, mode = c("auto", "min", "max"), period = 1) {
   check_string(filepath, "filepath")
+  check_count(period, "period", min = 1)
   check_string(monitor, "monitor")
   check_bool(save_best_only, "save_best_only")
   check_bool(save_weights_only, "save_weights_only")
@@ -198,9 +200,14 @@ callback_model_checkpoint <- function(filepath, monitor = "val_loss", verbose = 
   sign <- monitor_sign(mode, monitor)
   state <- new.env(parent = emptyenv())
   state$best <- Inf
+  state$since_last <- 0
   new_callback(list(
     set_model = function(model) state$model <- model,
     on_epoch_end = function(epoch, logs) {
+      # As Keras 2: count epochs since the last save; only every `period`-th is considered.
+      state$since_last <- state$since_last + 1
+      if (state$since_last < period) return(invisible())
+      state$since_last <- 0
       if (save_best_only) {
         current <- logs[[monitor]]
         if (is.null(current)) {

@@ -18,20 +18,37 @@ is_tensor <- function(x) inherits(x, "rustgpu_tensor")
 #'
 #' @param shape Shape of one sample (without the batch axis).
 #' @param name Name of the input.
-#' @return A tensor.
+#' @param dtype The type of the values fed to it: "float32" (default), or an integer type such
+#'   as "int32" for word indices. Arrays given to `fit()`/`predict()` are numbers either way
+#'   (indices are checked by the layer that reads them).
+#' @param batch_shape The shape with its batch axis first, as Keras's `batch_shape`: the batch
+#'   size (`NA` or `NULL` for any) is not fixed here; give `shape` or this.
+#' @return A tensor. Several tensors combine with `c()` into a list, as in R keras.
 #' @examples
 #' inputs <- layer_input(shape = 4)
 #' outputs <- inputs %>% layer_dense(8, activation = "relu") %>% layer_dense(1)
 #' model <- keras_model(inputs, outputs)
 #' summary(model)
 #' @export
-layer_input <- function(shape, name = NULL) {
+layer_input <- function(shape = NULL, batch_shape = NULL, name = NULL, dtype = "float32") {
+  if (is.null(shape) && !is.null(batch_shape)) {
+    batch_shape <- as.list(batch_shape)
+    if (length(batch_shape) < 2) value_error("`batch_shape` must hold the batch axis and at least one more.")
+    shape <- unlist(batch_shape[-1])
+  }
   shape <- check_shape(shape, "shape")
   if (is.null(shape)) value_error("`shape` is required.")
   check_string(name, "name", allow_null = TRUE)
+  check_string(dtype, "dtype")
+  if (!grepl("^(float(16|32|64)|u?int(8|16|32|64)|bool)$", dtype)) {
+    value_error(sprintf("`dtype` must be a Keras type such as \"float32\" or \"int32\", not \"%s\".", dtype))
+  }
   if (is.null(name)) name <- rg_unique_name("input")
-  structure(list(id = next_tensor_id(), kind = "input", shape = shape, name = name), class = "rustgpu_tensor")
+  structure(list(id = next_tensor_id(), kind = "input", shape = shape, name = name, dtype = dtype), class = "rustgpu_tensor")
 }
+
+#' @export
+c.rustgpu_tensor <- function(...) list(...)
 
 apply_layer_to_tensors <- function(layer, inputs) {
   if (is_tensor(inputs)) inputs <- list(inputs)
@@ -261,6 +278,7 @@ model_layer_specs <- function(model, chain = FALSE, call = rlang::caller_env()) 
     return(chain_layers)
   }
   if (!is.null(specs)) return(specs)
+  if (length(model_info(model)$layer_names) == 0) return(list())
   if (isTRUE(model_info(model)$functional)) {
     state_error(sprintf("Model \"%s\" was read from a file or a config: calling it like a layer needs the model built in this session (keras_model()).",
                         model$name), call = call)
@@ -356,4 +374,48 @@ layer_dot <- function(inputs, axes, normalize = FALSE, name = NULL) {
   check_bool(normalize, "normalize")
   axes <- if (length(axes) == 1) as.integer(axes) else I(as.integer(axes))
   merge_layer(inputs, "Dot", list(axes = axes, normalize = normalize), name)
+}
+
+# The tensors of a model's graph: a functional model's own; for a sequential model, its
+# layers applied to an input of its input shape (made once per set of layers), so that
+# `model$input`, `model$output` and `get_layer(model, name)$output` exist as in Keras.
+model_tensors <- function(model, call = rlang::caller_env()) {
+  inputs <- model_field(model, "inputs")
+  if (!is.null(inputs)) return(list(inputs = inputs, outputs = model_field(model, "outputs")))
+  shape <- model_input_shape(model)
+  if (is.null(shape)) {
+    state_error("This sequential model has no input shape yet: give its first layer an `input_shape`.", call = call)
+  }
+  layers <- model_layer_specs(model, call = call)
+  made <- model_field(model, "sequential_tensors")
+  if (is.null(made) || made$count != length(layers)) {
+    x <- input <- layer_input(shape = shape)
+    for (layer in layers) x <- apply_layer_to_tensors(layer, x)
+    made <- list(count = length(layers), inputs = list(input), outputs = list(x))
+    model$sequential_tensors <- made
+  }
+  made
+}
+
+# get_layer(model, name)$input / $output: the tensors of the layer's node in the model's graph.
+layer_ref_tensor <- function(ref, what, call = rlang::caller_env()) {
+  model <- .subset2(ref, "model")
+  name <- .subset2(ref, "name")
+  seen <- new.env(parent = emptyenv())
+  hits <- list()
+  visit <- function(t) {
+    key <- as.character(t$id)
+    if (!is.null(seen[[key]]) || t$kind == "input") return(invisible())
+    seen[[key]] <- TRUE
+    if (identical(t$layer$name, name)) hits[[length(hits) + 1]] <<- t
+    for (u in t$inputs) visit(u)
+  }
+  for (t in model_tensors(model, call = call)$outputs) visit(t)
+  if (length(hits) == 0) state_error(sprintf("Layer \"%s\" is not on the path to the model's outputs.", name), call = call)
+  if (length(hits) > 1) {
+    state_error(sprintf("Layer \"%s\" has multiple inbound nodes in this model, hence the notion of \"layer %s\" is ill-defined.",
+                        name, what), call = call)
+  }
+  t <- hits[[1]]
+  if (what == "output") t else if (length(t$inputs) == 1) t$inputs[[1]] else t$inputs
 }

@@ -274,6 +274,12 @@ set_weights.rustgpu_layer_ref <- function(object, weights) {
 }
 
 #' @export
+`$.rustgpu_layer_ref` <- function(x, name) {
+  if (name %in% c("input", "output")) return(layer_ref_tensor(x, name))
+  .subset2(x, name)
+}
+
+#' @export
 print.rustgpu_layer_ref <- function(x, ...) {
   cat(sprintf("<%s layer \"%s\">: output %s, %s params\n", x$class_name, x$name, x$output_shape,
               format_count(x$count_params)))
@@ -447,14 +453,11 @@ model_from_json <- function(json, custom_objects = NULL) {
     },
     input = ,
     output = {
-      tensors <- get0(paste0(name, "s"), envir = fields, inherits = FALSE)
-      if (is.null(tensors)) {
-        state_error(sprintf("`model$%s` is available for functional models (keras_model()) only, not yet for sequential ones.", name))
-      }
+      tensors <- model_tensors(x)[[paste0(name, "s")]]
       if (length(tensors) == 1) tensors[[1]] else tensors
     },
     inputs = ,
-    outputs = state_error(sprintf("`model$%s` is available for functional models (keras_model()) only, not yet for sequential ones.", name)),
+    outputs = model_tensors(x)[[name]],
     NULL
   )
 }

@@ -46,6 +46,11 @@ test_that("callback_model_checkpoint saves the (template) model each epoch or wh
                                     save_weights_only = TRUE)
   fit(parallel, x, rowSums(x), epochs = 2, verbose = 0, callbacks = list(best))
   expect_true(file.exists(file.path(dir, "best.h5")))
+  # Keras 2's `period`: every third epoch.
+  every3 <- callback_model_checkpoint(file.path(dir, "p.{epoch:02d}.h5"), period = 3)
+  fit(parallel, x, rowSums(x), epochs = 7, verbose = 0, callbacks = list(every3))
+  expect_equal(sort(list.files(dir, "^p\\.")), c("p.03.h5", "p.06.h5"))
+  expect_error(callback_model_checkpoint("m.h5", period = 0), "`period`", class = "rustgpu_value_error")
 })
 
 test_that("callback_csv_logger writes a row per epoch", {
