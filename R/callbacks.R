@@ -4,13 +4,64 @@ new_callback <- function(hooks, class = NULL) {
   structure(hooks, class = c(class, "rustgpu_callback"))
 }
 
+is_callback <- function(x) inherits(x, "rustgpu_callback") || inherits(x, "KerasCallback")
+
 as_callback_list <- function(callbacks, call = rlang::caller_env()) {
   if (is.null(callbacks)) return(list())
-  if (inherits(callbacks, "rustgpu_callback")) return(list(callbacks))
-  if (!is.list(callbacks) || !all(vapply(callbacks, inherits, logical(1), "rustgpu_callback"))) {
-    value_error("`callbacks` must be a list of callbacks such as callback_early_stopping().", call = call)
+  if (is_callback(callbacks)) return(list(callbacks))
+  if (!is.list(callbacks) || !all(vapply(callbacks, is_callback, logical(1)))) {
+    value_error("`callbacks` must be a list of callbacks such as callback_early_stopping(), or objects of R6 classes inheriting KerasCallback.",
+                call = call)
   }
   callbacks
+}
+
+#' Base class of custom callbacks (R6)
+#'
+#' As R keras: a custom callback is an [R6][R6::R6Class] class that inherits `KerasCallback`
+#' and overrides any of `on_train_begin(logs)`, `on_train_end(logs)`,
+#' `on_epoch_begin(epoch, logs)`, `on_epoch_end(epoch, logs)`, `on_batch_begin(batch, logs)`
+#' and `on_batch_end(batch, logs)` (epochs and batches from 0). Before training, `fit()` sets
+#' `self$model` (the model being trained) and `self$params` (`epochs`, `steps`, `samples`,
+#' `verbose`, `do_validation`, `metrics`). The methods run on the main R thread.
+#'
+#' @format An R6 class generator.
+#' @examples
+#' LossHistory <- R6::R6Class("LossHistory", inherit = KerasCallback, public = list(
+#'   losses = NULL,
+#'   on_batch_end = function(batch, logs = list()) self$losses <- c(self$losses, logs[["loss"]])
+#' ))
+#' history <- LossHistory$new()
+#' x <- matrix(runif(20), ncol = 2)
+#' model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
+#' compile(model, optimizer = "sgd", loss = "mse")
+#' fit(model, x, rowSums(x), epochs = 2, batch_size = 5, verbose = 0, callbacks = list(history))
+#' history$losses
+#' @export
+KerasCallback <- R6::R6Class("KerasCallback",
+  public = list(
+    params = NULL,
+    model = NULL,
+    set_context = function(params = NULL, model = NULL) {
+      self$params <- params
+      self$model <- model
+      invisible(self)
+    },
+    on_train_begin = function(logs = NULL) invisible(),
+    on_train_end = function(logs = NULL) invisible(),
+    on_epoch_begin = function(epoch, logs = NULL) invisible(),
+    on_epoch_end = function(epoch, logs = NULL) invisible(),
+    on_batch_begin = function(batch, logs = NULL) invisible(),
+    on_batch_end = function(batch, logs = NULL) invisible()
+  )
+)
+
+# Before training: each callback gets the model (and an R6 callback the run's parameters).
+set_callback_context <- function(callbacks, model, params) {
+  for (cb in callbacks) {
+    if (inherits(cb, "KerasCallback")) cb$set_context(params = params, model = model)
+    else if (is.function(cb[["set_model"]])) cb[["set_model"]](model)
+  }
 }
 
 # Whether `current` (already multiplied by the monitor's sign) beats `best` by more than

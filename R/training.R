@@ -283,7 +283,10 @@ train_loop <- function(object, epochs, initial_epoch, steps, callbacks, verbose,
   history <- stats::setNames(lapply(history_names, function(i) numeric()), history_names)
   epochs_run <- seq_len(epochs)[seq_len(epochs) > initial_epoch]
   object$stop_training <- FALSE
-  run_callbacks(callbacks, "set_model", object)
+  set_callback_context(callbacks, object, list(
+    epochs = epochs, steps = steps, samples = params$samples, verbose = verbose,
+    do_validation = !is.null(validate), metrics = history_names
+  ))
   run_callbacks(callbacks, "on_train_begin", list())
   for (epoch in epochs_run) {
     batches <- epoch_batches(epoch)

@@ -53,8 +53,9 @@ def reviews(n, vocab):
     return np.array([list(map(int, np.minimum(rng.zipf(1.3, k), vocab))) for k in lengths], dtype=object)
 
 
-np.savez(os.path.join(root, "imdb.npz"), x_train=reviews(1000, 88000), y_train=rng.integers(0, 2, 1000),
-         x_test=reviews(500, 88000), y_test=rng.integers(0, 2, 500))
+# IMDB's real counts (25,000 reviews each): tutorials index into them (train_data[1:10000, ]).
+np.savez(os.path.join(root, "imdb.npz"), x_train=reviews(25000, 88000), y_train=rng.integers(0, 2, 25000),
+         x_test=reviews(25000, 88000), y_test=rng.integers(0, 2, 25000))
 with open(os.path.join(root, "imdb_word_index.json"), "w") as f:
     json.dump({f"word{i}": i for i in range(1, 88585)}, f)
 np.savez(os.path.join(root, "reuters.npz"), x=reviews(1000, 30000), y=rng.integers(0, 46, 1000))

@@ -159,3 +159,27 @@ test_that("a NaN loss counts as no improvement, as in Keras: monitoring callback
            callbacks = list(blow_up, callback_early_stopping(monitor = "loss", patience = 2)))
   expect_length(h$metrics$loss, 3)
 })
+
+test_that("custom callbacks as R6 classes inheriting KerasCallback, as in R keras", {
+  LossHistory <- R6::R6Class("LossHistory", inherit = KerasCallback, public = list(
+    losses = NULL,
+    epochs_seen = NULL,
+    on_batch_end = function(batch, logs = list()) self$losses <- c(self$losses, logs[["loss"]]),
+    on_epoch_end = function(epoch, logs = list()) self$epochs_seen <- c(self$epochs_seen, epoch)
+  ))
+  x <- matrix(runif(40), 20, 2)
+  model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
+  compile(model, optimizer = "sgd", loss = "mse")
+  history <- LossHistory$new()
+  h <- fit(model, x, rowSums(x), epochs = 2, batch_size = 5, verbose = 0, validation_split = 0.2, callbacks = list(history))
+  expect_length(history$losses, 2 * 4)  # 16 training rows in batches of 5: 4 per epoch
+  expect_equal(history$epochs_seen, 0:1)
+  expect_identical(history$model, model)
+  expect_equal(history$params$epochs, 2)
+  expect_true(history$params$do_validation)
+  expect_equal(history$params$metrics, c("loss", "val_loss"))
+  # The running mean at the last batch is the epoch's loss.
+  expect_equal(history$losses[8], h$metrics$loss[2], tolerance = 1e-6)
+  expect_error(fit(model, x, rowSums(x), callbacks = list(list(on_epoch_end = function(epoch, logs) NULL))),
+               "KerasCallback", class = "rustgpu_value_error")
+})
