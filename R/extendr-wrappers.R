@@ -197,8 +197,10 @@ rg_stage <- function(x, what, ptr) .Call(wrap__rg_stage, x, what, ptr)
 rg_gather_seconds <- function(x, rows, repeats) .Call(wrap__rg_gather_seconds, x, rows, repeats)
 
 #' One optimizer step on rows `rows` (1-based) of `x`, `y`; returns c(loss, metrics...).
+#' `first`: the first batch of an epoch (or a train_on_batch() call), where stateful metrics
+#' start again.
 #' @noRd
-rg_train_batch <- function(ptr, x, y, sample_weight, rows, seed) .Call(wrap__rg_train_batch, ptr, x, y, sample_weight, rows, seed)
+rg_train_batch <- function(ptr, x, y, sample_weight, rows, seed, first) .Call(wrap__rg_train_batch, ptr, x, y, sample_weight, rows, seed, first)
 
 #' Loss and metrics over rows of `x`, `y`, batch by batch; returns c(loss, metrics...).
 #' @noRd

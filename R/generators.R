@@ -80,9 +80,9 @@ fit_generator <- function(object, generator, steps_per_epoch, epochs = 1,
   train_loop(
     object, epochs, initial_epoch, steps_per_epoch, callbacks, verbose,
     epoch_batches = function(epoch) seq_len(steps_per_epoch),
-    train_batch = function(step, seed) {
+    train_batch = function(step, seed, first) {
       b <- next_batch(generator, call = NULL)
-      stats <- call_backend(rg_train_batch(object$ptr, b$x, b$y, NULL, seq_len(b$n), seed))
+      stats <- call_backend(rg_train_batch(object$ptr, b$x, b$y, NULL, seq_len(b$n), seed, first))
       mark_weights_changed(object)
       list(stats = stats, n = b$n)
     },

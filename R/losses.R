@@ -61,7 +61,8 @@ metric_names <- function(metrics, call = rlang::caller_env()) {
       shown[i] <- keras[i]
     } else if (is.character(m) && length(m) == 1 && !is.na(m)) {
       keras[i] <- m
-      shown[i] <- m
+      # tf.keras names the history entries of "AUC", "Precision", "Recall" in lower case.
+      shown[i] <- if (m %in% c("AUC", "Precision", "Recall")) tolower(m) else m
     } else {
       value_error(sprintf("`metrics[[%d]]` must be a metric name or function, not %s.", i, describe(m)), call = call)
     }
@@ -161,6 +162,12 @@ loss_cosine_similarity <- keras_loss("cosine_similarity")
 #' sample's value. Every loss is a metric too. `metric_top_k_categorical_accuracy()`: whether
 #' the target is among the 5 highest predictions.
 #'
+#' `metric_auc()` (area under the ROC curve, from 200 thresholds), `metric_precision()` and
+#' `metric_recall()` (threshold 0.5) are tf.keras's stateful metrics: during `fit()` they are
+#' computed over the epoch so far, in `evaluate()` over all the samples (every value of the
+#' output counts; a target is positive when it is not 0). Called directly, they give one
+#' value for all the samples given. Also by name: "auc"/"AUC", "precision", "recall".
+#'
 #' @inheritParams losses
 #' @return Each sample's metric (a numeric vector).
 #' @examples
@@ -168,6 +175,18 @@ loss_cosine_similarity <- keras_loss("cosine_similarity")
 #' @name metrics
 NULL
 
+#' @rdname metrics
+#' @usage metric_auc(y_true, y_pred)
+#' @export
+metric_auc <- keras_metric("auc")
+#' @rdname metrics
+#' @usage metric_precision(y_true, y_pred)
+#' @export
+metric_precision <- keras_metric("precision")
+#' @rdname metrics
+#' @usage metric_recall(y_true, y_pred)
+#' @export
+metric_recall <- keras_metric("recall")
 #' @rdname metrics
 #' @usage metric_binary_accuracy(y_true, y_pred)
 #' @export

@@ -45,7 +45,8 @@ compile.keras.engine.training.Model <- function(object, optimizer = "rmsprop", l
   }
   optimizer <- as_optimizer(optimizer)
   metrics <- metric_names(metrics)
-  call_backend(rg_compile(object$ptr, unclass(optimizer), as.character(unlist(losses)), as.numeric(unlist(weights)), metrics$keras))
+  object$stateful_metrics <- call_backend(rg_compile(object$ptr, unclass(optimizer), as.character(unlist(losses)),
+                                                     as.numeric(unlist(weights)), metrics$keras))
   object$metric_names <- metrics$shown
   object$output_names <- outputs
   object$compiled <- TRUE
@@ -157,6 +158,15 @@ default_batch_size <- function(batch_size, call = rlang::caller_env()) {
   as.integer(batch_size)
 }
 
+# Which of those figures are stateful metrics (a value over the epoch, not a batch mean).
+stat_stateful <- function(object) {
+  flags <- object$stateful_metrics
+  if (length(flags) != length(object$metric_names)) flags <- logical(length(object$metric_names))
+  outputs <- object$output_names
+  if (length(outputs) <= 1) return(c(FALSE, flags))
+  c(FALSE, rep(FALSE, length(outputs)), rep(flags, times = length(outputs)))
+}
+
 named_stats <- function(values, object) {
   stats::setNames(values, stat_names(object))
 }
@@ -256,8 +266,8 @@ fit.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_si
       starts <- seq.int(1L, length(rows), by = batch_size)
       lapply(starts, function(i) rows[i:min(i + batch_size - 1L, length(rows))])
     },
-    train_batch = function(idx, seed) {
-      stats <- call_backend(rg_train_batch(object$ptr, x, y, weights, idx, seed))
+    train_batch = function(idx, seed, first) {
+      stats <- call_backend(rg_train_batch(object$ptr, x, y, weights, idx, seed, first))
       mark_weights_changed(object)
       list(stats = stats, n = length(idx))
     },
@@ -279,6 +289,7 @@ sample_count <- function(x) {
 train_loop <- function(object, epochs, initial_epoch, steps, callbacks, verbose, epoch_batches, train_batch,
                        validate, params) {
   metric_names <- stat_names(object)
+  stateful <- stat_stateful(object)
   history_names <- c(metric_names, if (!is.null(validate)) paste0("val_", metric_names))
   history <- stats::setNames(lapply(history_names, function(i) numeric()), history_names)
   epochs_run <- seq_len(epochs)[seq_len(epochs) > initial_epoch]
@@ -297,14 +308,17 @@ train_loop <- function(object, epochs, initial_epoch, steps, callbacks, verbose,
     progress <- progress_start(epoch, epochs, steps, verbose)
     for (b in seq_along(batches)) {
       run_callbacks(callbacks, "on_batch_begin", b - 1L, list(batch = b - 1L))
-      step <- train_batch(batches[[b]], seed)
+      step <- train_batch(batches[[b]], seed, b == 1)
       totals <- totals + step$stats * step$n
       seen <- seen + step$n
-      progress_update(progress, b, totals / seen, metric_names)
-      run_callbacks(callbacks, "on_batch_end", b - 1L, as.list(stats::setNames(totals / seen, metric_names)))
+      # Means over the epoch so far; stateful metrics (AUC, ...) come as their epoch value.
+      running <- totals / seen
+      running[stateful] <- step$stats[stateful]
+      progress_update(progress, b, running, metric_names)
+      run_callbacks(callbacks, "on_batch_end", b - 1L, as.list(stats::setNames(running, metric_names)))
       if (isTRUE(object$stop_training)) break
     }
-    epoch_logs <- stats::setNames(totals / seen, metric_names)
+    epoch_logs <- stats::setNames(running, metric_names)
     if (!is.null(validate)) epoch_logs <- c(epoch_logs, stats::setNames(validate(), paste0("val_", metric_names)))
     for (nm in names(epoch_logs)) history[[nm]] <- c(history[[nm]], epoch_logs[[nm]])
     progress_end(progress, epoch_logs)
@@ -406,7 +420,7 @@ train_on_batch <- function(object, x, y, class_weight = NULL, sample_weight = NU
   warn_if_trainable_changed(object)
   n <- check_data(x, y)
   weights <- sample_weights(sample_weight, class_weight, y, n, object)
-  stats <- call_backend(rg_train_batch(object$ptr, x, y, weights, seq_len(n), new_seed()))
+  stats <- call_backend(rg_train_batch(object$ptr, x, y, weights, seq_len(n), new_seed(), TRUE))
   mark_weights_changed(object)
   named_stats(stats, object)
 }

@@ -38,3 +38,41 @@ test_that("compile() takes loss and metric functions and reports metrics by thei
   expect_error(fit_with(function(y_true, y_pred) y_pred, NULL), "R function", class = "rustgpu_value_error")
   expect_error(fit_with("mse", list(function(y_true, y_pred) y_pred)), "R function", class = "rustgpu_value_error")
 })
+
+test_that("AUC, precision and recall are computed over all the samples: in evaluate(), fit() and on replicas", {
+  set.seed(21)
+  x <- matrix(rnorm(300), 100, 3)
+  y <- as.numeric(x[, 1] + rnorm(100) > 0)
+  model <- keras_model_sequential() %>% layer_dense(1, activation = "sigmoid", input_shape = 3)
+  # A learning rate this small leaves the weights as they are: fit()'s epoch figures are
+  # then those of the whole data set too.
+  compile(model, optimizer = optimizer_sgd(1e-12), loss = "binary_crossentropy",
+          metrics = list(metric_auc, "Precision", metric_recall))
+  p <- as.numeric(predict(model, x))
+  tp <- sum(p > 0.5 & y == 1)
+  fp <- sum(p > 0.5 & y == 0)
+  fn <- sum(p <= 0.5 & y == 1)
+  s <- evaluate(model, x, y, batch_size = 7, verbose = 0)
+  expect_named(s, c("loss", "auc", "precision", "recall"))
+  expect_equal(s$precision, tp / (tp + fp), tolerance = 1e-6)
+  expect_equal(s$recall, tp / (tp + fn), tolerance = 1e-6)
+  # The area from 200 thresholds is within a bin of the exact (rank) area.
+  n1 <- sum(y == 1)
+  n0 <- sum(y == 0)
+  exact <- (sum(rank(p)[y == 1]) - n1 * (n1 + 1) / 2) / (n1 * n0)
+  expect_equal(s$auc, exact, tolerance = 0.01)
+  # Not a mean of batch values: any batch size gives the same figure; so does a direct call.
+  expect_equal(evaluate(model, x, y, batch_size = 100, verbose = 0), s, tolerance = 1e-6)
+  expect_equal(as.numeric(metric_auc(y, p)), s$auc, tolerance = 1e-6)
+  h <- fit(model, x, y, epochs = 1, batch_size = 9, verbose = 0)
+  expect_equal(h$metrics$auc, s$auc, tolerance = 1e-6)
+  expect_equal(h$metrics$precision, s$precision, tolerance = 1e-6)
+  # Replicas add their counts: the same figures.
+  use_virtual_gpus(2, threads_per_gpu = 1)
+  on.exit(use_virtual_gpus(0))
+  parallel <- multi_gpu_model(model, gpus = 2)
+  compile(parallel, optimizer = optimizer_sgd(1e-12), loss = "binary_crossentropy", metrics = c("auc", "precision", "recall"))
+  expect_equal(evaluate(parallel, x, y, batch_size = 7, verbose = 0), s, tolerance = 1e-6)
+  hp <- fit(parallel, x, y, epochs = 1, batch_size = 9, verbose = 0)
+  expect_equal(hp$metrics$recall, s$recall, tolerance = 1e-6)
+})

@@ -38,6 +38,10 @@ pub struct ModelHandle {
     cpu_relocation: bool,
     /// Steps run so far, used to derive per-step dropout seeds.
     steps: u64,
+    /// The metric sums of the epoch so far and its rows: stateful metrics (precision, AUC)
+    /// report their value over the epoch, as Keras's do.
+    epoch_metric_sums: Vec<f64>,
+    epoch_rows: usize,
 }
 
 impl ModelHandle {
@@ -53,6 +57,8 @@ impl ModelHandle {
             executor: Executor::Local(device::cpu_device()),
             cpu_relocation: false,
             steps: 0,
+            epoch_metric_sums: Vec::new(),
+            epoch_rows: 0,
         };
         ExternalPtr::new(h).into()
     }

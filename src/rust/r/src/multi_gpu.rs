@@ -18,7 +18,15 @@ fn rg_multi_gpu(mut template: Robj, gpus: Robj, cpu_merge: bool, cpu_relocation:
         let devices = device::resolve_gpus(&ids)?;
         let merge = if cpu_merge { MergeDevice::Cpu } else { MergeDevice::FirstReplica };
         let set = ReplicaSet::new(devices, merge)?;
-        let h = ModelHandle { model: t.model.clone(), compiled: None, executor: Executor::replicated(set), cpu_relocation, steps: 0 };
+        let h = ModelHandle {
+            model: t.model.clone(),
+            compiled: None,
+            executor: Executor::replicated(set),
+            cpu_relocation,
+            steps: 0,
+            epoch_metric_sums: Vec::new(),
+            epoch_rows: 0,
+        };
         Ok(ExternalPtr::new(h).into())
     })
 }

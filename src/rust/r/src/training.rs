@@ -32,8 +32,10 @@ fn rg_compile(mut ptr: Robj, optimizer: List, losses: Vec<String>, loss_weights:
         let config = optimizer_config(&optimizer)?;
         // Names are checked now; "accuracy" is resolved per output at each step.
         let metrics = metrics.iter().map(|m| Metric::resolve(m, losses[0], 2)).collect::<Result<Vec<_>>>()?;
+        let stateful: Vec<bool> = metrics.iter().map(|m| m.is_stateful()).collect();
         h.compiled = Some(Compiled { losses, loss_weights, metrics, optimizer: Optimizer::new(config) });
-        Ok(().into())
+        // Which metrics report a value over the epoch (R does not average those over batches).
+        Ok(stateful.into())
     })
 }
 
@@ -155,10 +157,28 @@ fn rg_gather_seconds(x: Robj, rows: Robj, repeats: f64) -> Robj {
     })
 }
 
+/// Replaces the stateful metrics' values by their value over `sums` (summed over `rows`).
+fn stateful_results(model: &rustgpu_core::Model, compiled: &Compiled, stats: &mut BatchStats, sums: &[f64], rows: usize) -> Result<()> {
+    let metrics = rustgpu_core::train::resolved_metrics(model, compiled)?;
+    if !metrics.iter().any(|m| m.is_stateful()) {
+        return Ok(());
+    }
+    let refs: Vec<&Metric> = metrics.iter().collect();
+    let results = rustgpu_core::metrics::results(&refs, sums, rows);
+    for ((value, m), r) in stats.metrics.iter_mut().zip(&metrics).zip(results) {
+        if m.is_stateful() {
+            *value = r;
+        }
+    }
+    Ok(())
+}
+
 /// One optimizer step on rows `rows` (1-based) of `x`, `y`; returns c(loss, metrics...).
+/// `first`: the first batch of an epoch (or a train_on_batch() call), where stateful metrics
+/// start again.
 /// @noRd
 #[extendr]
-fn rg_train_batch(mut ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Robj, seed: Robj) -> Robj {
+fn rg_train_batch(mut ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Robj, seed: Robj, first: bool) -> Robj {
     guard(|| {
         with_xy(handle(&mut ptr)?, &x, &y, |h, xs, ys| {
             let rows = row_indices(&rows, xs[0].rows())?;
@@ -167,7 +187,7 @@ fn rg_train_batch(mut ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Ro
             let mut model = h.model.lock().unwrap_or_else(|e| e.into_inner());
             let compiled = h.compiled.as_mut().expect("checked above");
             let weights = optional_array(&sample_weight)?;
-            let stats = h.executor.train_on_batch(
+            let mut stats = h.executor.train_on_batch(
                 &mut model,
                 compiled,
                 &sources(xs),
@@ -177,6 +197,13 @@ fn rg_train_batch(mut ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Ro
                 step_seed,
             )?;
             h.steps += 1;
+            if first || h.epoch_metric_sums.len() != stats.metric_sums.len() {
+                h.epoch_metric_sums = vec![0.0; stats.metric_sums.len()];
+                h.epoch_rows = 0;
+            }
+            h.epoch_metric_sums.iter_mut().zip(&stats.metric_sums).for_each(|(a, b)| *a += b);
+            h.epoch_rows += stats.rows;
+            stateful_results(&model, compiled, &mut stats, &h.epoch_metric_sums, h.epoch_rows)?;
             Ok(stats_to_r(&stats))
         })
     })
@@ -197,11 +224,14 @@ fn rg_evaluate(mut ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Robj,
             let weights = optional_array(&sample_weight)?;
             // Sample-weighted means over the batches, of every figure a batch reports.
             let mut sums: Vec<f64> = Vec::new();
+            let mut metric_sums: Vec<f64> = Vec::new();
             let mut seen = 0usize;
             let mut shape = None;
             for chunk in rows.chunks(bs) {
                 rustgpu_core::cancel::check()?;
                 let s = h.executor.test_on_batch(&model, compiled, &sources(xs), &sources(ys), weights.as_ref().map(|w| w as &dyn BatchSource), chunk)?;
+                metric_sums.resize(s.metric_sums.len(), 0.0);
+                metric_sums.iter_mut().zip(&s.metric_sums).for_each(|(a, b)| *a += b);
                 let figures: Vec<f64> = std::iter::once(s.loss).chain(s.output_losses.iter().copied()).chain(s.metrics.iter().copied()).collect();
                 if sums.is_empty() {
                     sums = vec![0.0; figures.len()];
@@ -216,7 +246,14 @@ fn rg_evaluate(mut ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Robj,
                 return Err(Error::Value("`x` has 0 rows: nothing to evaluate".into()));
             };
             let means: Vec<f64> = sums.into_iter().map(|v| v / seen as f64).collect();
-            let total = BatchStats { rows: seen, loss: means[0], output_losses: means[1..1 + n_outputs].to_vec(), metrics: means[1 + n_outputs..].to_vec() };
+            let mut total = BatchStats {
+                rows: seen,
+                loss: means[0],
+                output_losses: means[1..1 + n_outputs].to_vec(),
+                metrics: means[1 + n_outputs..].to_vec(),
+                metric_sums: Vec::new(),
+            };
+            stateful_results(&model, compiled, &mut total, &metric_sums, seen)?;
             Ok(stats_to_r(&total))
         })
     })

@@ -1,8 +1,12 @@
 //! Keras metrics, as per-batch sums so that replicas' parts add up and epochs average them
 //! weighted by sample count (Keras's `Mean` metric semantics). Each metric is one file
 //! implementing [`MetricFunction`] plus one line in [`METRICS`]; every loss is a metric
-//! too (`metrics = "mse"`), computed from the output's values as Keras does.
+//! too (`metrics = "mse"`), computed from the output's values as Keras does. Metrics that
+//! are not means of per-sample values (precision, recall, AUC) implement
+//! [`StatefulMetricFunction`]: each batch contributes sums (confusion counts), and the metric
+//! is computed from the sums of an epoch or an evaluation.
 mod accuracy;
+mod confusion;
 
 use crate::error::{Error, Result};
 use crate::loss::Loss;
@@ -20,15 +24,46 @@ pub trait MetricFunction: Send + Sync + 'static {
     fn per_sample(&self, pred: &Tensor, y: &Tensor) -> Result<Tensor>;
 }
 
+/// A metric computed from sums over all the batches of an epoch or an evaluation.
+pub trait StatefulMetricFunction: Send + Sync + 'static {
+    /// Keras's name.
+    fn name(&self) -> &'static str;
+    /// How many sums a batch contributes.
+    fn accumulators(&self) -> usize;
+    /// A batch's sums (they add up over batches and replicas).
+    fn accumulate(&self, pred: &Tensor, y: &Tensor) -> Result<Vec<f64>>;
+    /// The metric from the summed sums.
+    fn result(&self, sums: &[f64]) -> f64;
+}
+
+/// What a registered metric is.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    Mean(&'static dyn MetricFunction),
+    Stateful(&'static dyn StatefulMetricFunction),
+}
+
+impl Kind {
+    fn name(&self) -> &'static str {
+        match self {
+            Kind::Mean(f) => f.name(),
+            Kind::Stateful(f) => f.name(),
+        }
+    }
+}
+
 /// A metric's entry: the metric and the other names Keras knows it by.
 pub struct Registration {
-    pub metric: &'static dyn MetricFunction,
+    pub metric: Kind,
     pub aliases: &'static [&'static str],
 }
 
 impl Registration {
     const fn of(metric: &'static dyn MetricFunction, aliases: &'static [&'static str]) -> Self {
-        Self { metric, aliases }
+        Self { metric: Kind::Mean(metric), aliases }
+    }
+    const fn stateful(metric: &'static dyn StatefulMetricFunction, aliases: &'static [&'static str]) -> Self {
+        Self { metric: Kind::Stateful(metric), aliases }
     }
 }
 
@@ -39,11 +74,15 @@ pub static METRICS: &[Registration] = &[
     Registration::of(&accuracy::BinaryAccuracy, &[]),
     Registration::of(&accuracy::TopKCategoricalAccuracy, &["top_k_accuracy"]),
     Registration::of(&accuracy::SparseTopKCategoricalAccuracy, &[]),
+    Registration::stateful(&confusion::Precision, &["Precision"]),
+    Registration::stateful(&confusion::Recall, &["Recall"]),
+    Registration::stateful(&confusion::Auc, &["AUC"]),
 ];
 
 #[derive(Clone, Copy)]
 enum Computes {
     Function(&'static dyn MetricFunction),
+    Stateful(&'static dyn StatefulMetricFunction),
     Loss(Loss),
 }
 
@@ -55,8 +94,11 @@ pub struct Metric {
     computes: Computes,
 }
 
-fn find_function(name: &str) -> Option<&'static dyn MetricFunction> {
-    METRICS.iter().find(|r| r.metric.name() == name || r.aliases.contains(&name)).map(|r| r.metric)
+fn find_function(name: &str) -> Option<Computes> {
+    METRICS.iter().find(|r| r.metric.name() == name || r.aliases.contains(&name)).map(|r| match r.metric {
+        Kind::Mean(f) => Computes::Function(f),
+        Kind::Stateful(f) => Computes::Stateful(f),
+    })
 }
 
 impl Metric {
@@ -65,18 +107,16 @@ impl Metric {
     /// name gives that loss as a metric.
     pub fn resolve(name: &str, loss: Loss, output_units: usize) -> Result<Self> {
         let computes = match name {
-            "accuracy" | "acc" => Computes::Function(
-                find_function(if output_units == 1 || loss.name() == "binary_crossentropy" {
-                    "binary_accuracy"
-                } else if loss.name() == "sparse_categorical_crossentropy" {
-                    "sparse_categorical_accuracy"
-                } else {
-                    "categorical_accuracy"
-                })
-                .ok_or_else(|| Error::State("accuracy metrics are not registered".into()))?,
-            ),
+            "accuracy" | "acc" => find_function(if output_units == 1 || loss.name() == "binary_crossentropy" {
+                "binary_accuracy"
+            } else if loss.name() == "sparse_categorical_crossentropy" {
+                "sparse_categorical_accuracy"
+            } else {
+                "categorical_accuracy"
+            })
+            .ok_or_else(|| Error::State("accuracy metrics are not registered".into()))?,
             other => match (find_function(other), Loss::find(other)) {
-                (Some(f), _) => Computes::Function(f),
+                (Some(f), _) => f,
                 (None, Some(l)) => Computes::Loss(l),
                 (None, None) => return Err(Error::Value(format!("unknown metric \"{}\": expected one of {}", other, Self::names().join(", ")))),
             },
@@ -96,23 +136,64 @@ impl Metric {
     pub fn keras_name(&self) -> &'static str {
         match self.computes {
             Computes::Function(f) => f.name(),
+            Computes::Stateful(f) => f.name(),
             Computes::Loss(l) => l.name(),
         }
     }
 
-    /// The metric of each sample, shape (batch,).
+    /// Whether the metric comes from sums over a whole epoch rather than a mean of samples.
+    pub fn is_stateful(&self) -> bool {
+        matches!(self.computes, Computes::Stateful(_))
+    }
+
+    /// How many sums a batch contributes ([`Self::batch_sums`]).
+    pub fn accumulators(&self) -> usize {
+        match self.computes {
+            Computes::Stateful(f) => f.accumulators(),
+            _ => 1,
+        }
+    }
+
+    /// The metric of each sample, shape (batch,); not defined for stateful metrics.
     pub fn per_sample(&self, pred: &Tensor, y: &Tensor) -> Result<Tensor> {
         let pred = pred.detach();
         match self.computes {
             Computes::Function(f) => f.per_sample(&pred, y),
             Computes::Loss(l) => l.per_sample(&ModelOutput::plain(pred), y),
+            Computes::Stateful(f) => Err(Error::Value(format!("\"{}\" is computed over all samples together, not per sample", f.name()))),
         }
     }
 
-    /// Sum over the batch of the per-sample metric.
-    pub fn batch_sum(&self, pred: &Tensor, y: &Tensor) -> Result<f64> {
-        Ok(self.per_sample(pred, y)?.to_dtype(candle_core::DType::F64)?.sum_all()?.to_scalar::<f64>()?)
+    /// A batch's sums: the sum of the per-sample metric, or a stateful metric's counts.
+    pub fn batch_sums(&self, pred: &Tensor, y: &Tensor) -> Result<Vec<f64>> {
+        match self.computes {
+            Computes::Stateful(f) => f.accumulate(&pred.detach(), y),
+            _ => Ok(vec![self.per_sample(pred, y)?.to_dtype(candle_core::DType::F64)?.sum_all()?.to_scalar::<f64>()?]),
+        }
     }
+
+    /// The metric from sums over `rows` samples: their mean, or the stateful metric's result.
+    pub fn result(&self, sums: &[f64], rows: usize) -> f64 {
+        match self.computes {
+            Computes::Stateful(f) => f.result(sums),
+            _ => sums[0] / rows.max(1) as f64,
+        }
+    }
+}
+
+/// Per-metric values from the sums of `metrics` (laid out metric after metric, each with its
+/// [`Metric::accumulators`] sums) over `rows` samples.
+pub fn results(metrics: &[&Metric], sums: &[f64], rows: usize) -> Vec<f64> {
+    let mut at = 0;
+    metrics
+        .iter()
+        .map(|m| {
+            let n = m.accumulators();
+            let v = m.result(&sums[at..at + n], rows);
+            at += n;
+            v
+        })
+        .collect()
 }
 
 impl Metric {
@@ -123,6 +204,11 @@ impl Metric {
         let loss = Loss::parse(if name.starts_with("sparse_") { "sparse_categorical_crossentropy" } else { "mean_squared_error" })?;
         let (y, p) = crate::loss::operands(loss, y_true, y_pred)?;
         let metric = Metric::resolve(name, loss, y_pred.row_len())?;
+        if metric.is_stateful() {
+            // One value over all the samples given (Keras's metric objects, called once).
+            let rows = y_pred.shape.first().copied().unwrap_or(0);
+            return HostTensor::new(vec![1], vec![metric.result(&metric.batch_sums(&p, &y)?, rows) as f32]);
+        }
         HostTensor::from_tensor(&metric.per_sample(&p, &y)?)
     }
 }

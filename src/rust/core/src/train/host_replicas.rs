@@ -135,7 +135,7 @@ pub(super) fn train(replicas: &Replicas, model: &mut Model, compiled: &mut Compi
         return Err(e);
     }
     let parts: Vec<Part> = outcome.unwrap_or_default().into_iter().map(|(p, _)| p).collect();
-    let stats = combine(&parts, rows.len(), s.metric_count());
+    let stats = combine(&parts, rows.len(), &s);
     let updates = average_updates(&parts);
     keep_host_weights(model, &mut cache, s, next, updates)?;
     Ok(stats)

@@ -22,7 +22,7 @@ use crate::parallel::{MergeDevice, ReplicaSet};
 use crate::tensor::{BatchSource, HostTensor};
 use host_replicas::HostWeights;
 use std::sync::Mutex;
-use step::Batch;
+use step::{Batch, StepInputs};
 
 /// What `compile()` sets up: a loss (and its weight) per model output, the metrics (applied
 /// to every output, as Keras does with a plain list), the optimizer.
@@ -48,7 +48,17 @@ pub struct BatchStats {
     pub rows: usize,
     pub loss: f64,
     pub output_losses: Vec<f64>,
+    /// Each metric's value on this batch.
     pub metrics: Vec<f64>,
+    /// The sums the metrics come from (see `metrics::results`), which add up over batches:
+    /// an epoch's or an evaluation's stateful metrics (precision, AUC) come from their totals.
+    pub metric_sums: Vec<f64>,
+}
+
+/// The compiled metrics of every output, in the order steps report them (each resolved for
+/// its output, as "accuracy" depends on the output's width and loss).
+pub fn resolved_metrics(model: &Model, compiled: &Compiled) -> Result<Vec<Metric>> {
+    Ok(StepInputs::new(model, Some(compiled), 1, 0)?.all_metrics().into_iter().cloned().collect())
 }
 
 /// Where a model's steps run: on one device, on the calling thread, or on replicas.

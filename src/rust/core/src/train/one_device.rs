@@ -15,7 +15,7 @@ pub(super) fn train(info: &DeviceInfo, model: &mut Model, compiled: &mut Compile
     let s = StepInputs::new(model, Some(compiled), rows.len(), seed)?;
     let device = info.candle_device()?;
     let part = train_part(&s, &device, batch, rows, 0, true).map_err(|e| explain_out_of_memory(e, &info.label()))?;
-    let stats = combine(std::slice::from_ref(&part), rows.len(), s.metric_count());
+    let stats = combine(std::slice::from_ref(&part), rows.len(), &s);
     // Release this step's snapshot so the optimizer can write the weights in place.
     drop(s);
     let grad_parts = [part.grads];
@@ -35,7 +35,7 @@ pub(super) fn train(info: &DeviceInfo, model: &mut Model, compiled: &mut Compile
 pub(super) fn evaluate(info: &DeviceInfo, model: &Model, compiled: &Compiled, batch: &Batch, rows: &[usize]) -> Result<BatchStats> {
     let s = StepInputs::new(model, Some(compiled), rows.len(), 0)?;
     let part = eval_part(&s, &info.candle_device()?, batch, rows, 0).map_err(|e| explain_out_of_memory(e, &info.label()))?;
-    Ok(combine(std::slice::from_ref(&part), rows.len(), s.metric_count()))
+    Ok(combine(std::slice::from_ref(&part), rows.len(), &s))
 }
 
 pub(super) fn predict(info: &DeviceInfo, model: &Model, xs: &[&dyn BatchSource], rows: &[usize]) -> Result<Vec<HostTensor>> {

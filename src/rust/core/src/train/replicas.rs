@@ -32,7 +32,7 @@ pub(super) fn train(set: &ReplicaSet, model: &mut Model, compiled: &mut Compiled
             }))
         })?
     };
-    let stats = combine(&parts, rows.len(), s.metric_count());
+    let stats = combine(&parts, rows.len(), &s);
     let updates = average_updates(&parts);
     let grads: Vec<Vec<Tensor>> = parts.into_iter().map(|p| p.grads).collect();
     // Gradients per replica (host tensors), in replica order, which the optimizer sums as it
@@ -93,7 +93,7 @@ pub(super) fn evaluate(set: &ReplicaSet, model: &Model, compiled: &Compiled, bat
             Some(Box::new(move |ctx: &WorkerContext| eval_part(s, &ctx.device, batch, mine, r)))
         })?
     };
-    Ok(combine(&parts, rows.len(), s.metric_count()))
+    Ok(combine(&parts, rows.len(), &s))
 }
 
 /// The replicas' outputs, concatenated in row order on the merge device.

@@ -89,8 +89,13 @@ impl StepInputs {
         })
     }
 
+    /// The sums the metrics of all outputs contribute per batch.
     pub(super) fn metric_count(&self) -> usize {
-        self.metrics.iter().map(|m| m.len()).sum()
+        self.metrics.iter().flatten().map(|m| m.accumulators()).sum()
+    }
+
+    pub(super) fn all_metrics(&self) -> Vec<&Metric> {
+        self.metrics.iter().flatten().collect()
     }
 }
 
@@ -144,7 +149,7 @@ fn losses_and_metrics(s: &StepInputs, outs: &[crate::model::ModelOutput], ys: &[
         let per_sample = weighted_per_sample(s, k, out, y, w)?;
         losses.push((per_sample.sum_all()? / s.total_rows as f64)?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?);
         for m in &s.metrics[k] {
-            metric_sums.push(m.batch_sum(&out.value, y)?);
+            metric_sums.extend(m.batch_sums(&out.value, y)?);
         }
     }
     Ok((losses, metric_sums))
@@ -270,7 +275,8 @@ pub(super) fn average_updates(parts: &[Part]) -> Vec<(usize, Vec<f32>)> {
     out
 }
 
-pub(super) fn combine(parts: &[Part], rows: usize, n_metrics: usize) -> BatchStats {
+pub(super) fn combine(parts: &[Part], rows: usize, s: &StepInputs) -> BatchStats {
+    let n_metrics = s.metric_count();
     let loss = parts.iter().map(|p| p.loss_sum).sum();
     let n_outputs = parts.first().map_or(0, |p| p.output_losses.len());
     let mut output_losses = vec![0.0; n_outputs];
@@ -284,7 +290,7 @@ pub(super) fn combine(parts: &[Part], rows: usize, n_metrics: usize) -> BatchSta
         }
     }
     let output_losses = if n_outputs > 1 { output_losses } else { Vec::new() };
-    BatchStats { rows, loss, output_losses, metrics: metrics.into_iter().map(|m| m / rows as f64).collect() }
+    BatchStats { rows, loss, output_losses, metrics: crate::metrics::results(&s.all_metrics(), &metrics, rows), metric_sums: metrics }
 }
 
 pub(super) type PartTask<'env, T> = Option<Box<dyn FnOnce(&WorkerContext) -> Result<T> + Send + 'env>>;
