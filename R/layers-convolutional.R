@@ -64,12 +64,12 @@ layer_conv_2d <- function(object, filters, kernel_size, strides = c(1L, 1L), pad
   check_bool(use_bias, "use_bias")
   kernel_initializer <- initializer_config(kernel_initializer, "kernel_initializer")
   bias_initializer <- initializer_config(bias_initializer, "bias_initializer")
-  check_no_activity_regularizer(activity_regularizer)
   create_layer("Conv2D", object, list(
     filters = filters, kernel_size = kernel_size, strides = strides, padding = padding,
     dilation_rate = dilation_rate, activation = activation_name(activation), use_bias = use_bias,
     kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
     kernel_regularizer = regularizer_config(kernel_regularizer, "kernel_regularizer"),
+    activity_regularizer = regularizer_config(activity_regularizer, "activity_regularizer"),
     bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer"),
     kernel_constraint = constraint_config(kernel_constraint, "kernel_constraint"),
     bias_constraint = constraint_config(bias_constraint, "bias_constraint")
@@ -342,12 +342,12 @@ layer_conv_1d <- function(object, filters, kernel_size, strides = 1L, padding = 
   check_bool(use_bias, "use_bias")
   kernel_initializer <- initializer_config(kernel_initializer, "kernel_initializer")
   bias_initializer <- initializer_config(bias_initializer, "bias_initializer")
-  check_no_activity_regularizer(activity_regularizer)
   create_layer("Conv1D", object, list(
     filters = filters, kernel_size = kernel_size, strides = strides, padding = padding,
     dilation_rate = dilation_rate, activation = activation_name(activation), use_bias = use_bias,
     kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
     kernel_regularizer = regularizer_config(kernel_regularizer, "kernel_regularizer"),
+    activity_regularizer = regularizer_config(activity_regularizer, "activity_regularizer"),
     bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer"),
     kernel_constraint = constraint_config(kernel_constraint, "kernel_constraint"),
     bias_constraint = constraint_config(bias_constraint, "bias_constraint")
@@ -411,13 +411,13 @@ layer_conv_2d_transpose <- function(object, filters, kernel_size, strides = c(1L
   check_channels_last(data_format)
   if (any(as_pair(dilation_rate, "dilation_rate") != 1)) value_error("`dilation_rate` other than 1 is not supported yet.")
   check_bool(use_bias, "use_bias")
-  check_no_activity_regularizer(activity_regularizer)
   create_layer("Conv2DTranspose", object, list(
     filters = filters, kernel_size = as_pair(kernel_size, "kernel_size"), strides = as_pair(strides, "strides"),
     padding = padding, activation = activation_name(activation), use_bias = use_bias,
     kernel_initializer = initializer_config(kernel_initializer, "kernel_initializer"),
     bias_initializer = initializer_config(bias_initializer, "bias_initializer"),
     kernel_regularizer = regularizer_config(kernel_regularizer, "kernel_regularizer"),
+    activity_regularizer = regularizer_config(activity_regularizer, "activity_regularizer"),
     bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer"),
     kernel_constraint = constraint_config(kernel_constraint, "kernel_constraint"),
     bias_constraint = constraint_config(bias_constraint, "bias_constraint")

@@ -107,7 +107,8 @@ new_seed <- function() sample.int(.Machine$integer.max, 1)
 #'   "lecun_normal", "random_uniform" (Keras 2 also calls it "uniform"), "random_normal"
 #'   ("normal"), "truncated_normal", "variance_scaling", "orthogonal", "identity", "zeros", "ones".
 #' @param kernel_regularizer,bias_regularizer Penalties on the weights ([regularizers]), or `NULL`.
-#' @param activity_regularizer Only `NULL` (activity regularizers are not supported yet).
+#' @param activity_regularizer A penalty on the layer's output ([regularizers]), added to the
+#'   loss divided by the batch's rows (as Keras), or `NULL`.
 #' @param kernel_constraint,bias_constraint Projections applied after each update
 #'   ([constraints]), or `NULL`.
 #' @param input_shape Shape of one sample (without the batch axis); only for the first layer.
@@ -128,11 +129,11 @@ layer_dense <- function(object, units, activation = NULL, use_bias = TRUE,
   check_bool(use_bias, "use_bias")
   kernel_initializer <- initializer_config(kernel_initializer, "kernel_initializer")
   bias_initializer <- initializer_config(bias_initializer, "bias_initializer")
-  check_no_activity_regularizer(activity_regularizer)
   create_layer("Dense", object, list(
     units = units, activation = activation_name(activation), use_bias = use_bias,
     kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
     kernel_regularizer = regularizer_config(kernel_regularizer, "kernel_regularizer"),
+    activity_regularizer = regularizer_config(activity_regularizer, "activity_regularizer"),
     bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer"),
     kernel_constraint = constraint_config(kernel_constraint, "kernel_constraint"),
     bias_constraint = constraint_config(bias_constraint, "bias_constraint")
@@ -247,10 +248,10 @@ layer_embedding <- function(object, input_dim, output_dim, embeddings_initialize
   embeddings_initializer <- initializer_config(embeddings_initializer, "embeddings_initializer")
   check_count(input_length, "input_length", min = 1, allow_null = TRUE)
   if (is.null(input_shape) && !is.null(input_length)) input_shape <- input_length
-  check_no_activity_regularizer(activity_regularizer)
   create_layer("Embedding", object, list(
     input_dim = input_dim, output_dim = output_dim, embeddings_initializer = embeddings_initializer,
     embeddings_regularizer = regularizer_config(embeddings_regularizer, "embeddings_regularizer"),
+    activity_regularizer = regularizer_config(activity_regularizer, "activity_regularizer"),
     embeddings_constraint = constraint_config(embeddings_constraint, "embeddings_constraint"),
     input_length = input_length
   ), input_shape, name)

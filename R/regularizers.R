@@ -54,9 +54,24 @@ regularizer_config <- function(x, arg, call = rlang::caller_env()) {
   value_error(sprintf("`%s` must be a regularizer such as regularizer_l2(0.01), or NULL, not %s.", arg, describe(x)), call = call)
 }
 
-# Activity regularizers (penalties on a layer's output) are not implemented yet.
-check_no_activity_regularizer <- function(x, call = rlang::caller_env()) {
-  if (!is.null(x)) {
-    value_error("`activity_regularizer` is not supported yet: leave it NULL (weight regularizers are: kernel_regularizer, bias_regularizer).", call = call)
-  }
+#' Penalize a layer's output (activity regularization)
+#'
+#' As Keras's ActivityRegularization layer: passes its input through and adds
+#' `l1 * sum(abs(x)) + l2 * sum(x^2)` of it, divided by the batch's rows, to the loss (the
+#' reported loss includes it). The `activity_regularizer` argument of dense, convolution and
+#' embedding layers does the same on their output.
+#'
+#' @inheritParams layer_dense
+#' @param l1,l2 The penalty's factors.
+#' @return The model, invisibly (or the layer when `object` is missing, or a tensor).
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_dense(4, input_shape = 3, activation = "relu") %>%
+#'   layer_activity_regularization(l1 = 0.01)
+#' @export
+layer_activity_regularization <- function(object, l1 = 0, l2 = 0, input_shape = NULL, name = NULL) {
+  force_model(object)
+  check_number(l1, "l1", min = 0)
+  check_number(l2, "l2", min = 0)
+  create_layer("ActivityRegularization", object, list(l1 = l1, l2 = l2), input_shape, name)
 }

@@ -158,7 +158,21 @@ test_that("regularizers add their penalty to the reported loss and travel in con
   expect_equal(evaluate(restored, x, y, verbose = 0), evaluate(model, x, y, verbose = 0))
   expect_output(print(regularizer_l1_l2()), "l1 = 0.01, l2 = 0.01")
   expect_error(layer_dense(keras_model_sequential(), 2, kernel_regularizer = "l2"), "`kernel_regularizer`", class = "rustgpu_value_error")
-  expect_error(layer_dense(keras_model_sequential(), 2, activity_regularizer = regularizer_l1()), "not supported yet", class = "rustgpu_value_error")
+  # An activity penalty: on the layer's output, divided by the rows, in the reported loss.
+  active <- keras_model_sequential() %>% layer_dense(2, input_shape = 3, activity_regularizer = regularizer_l2(0.1)) %>%
+    layer_activity_regularization(l1 = 0.05) %>% layer_dense(1)
+  compile(active, optimizer = "sgd", loss = "mse")
+  wa <- get_weights(active)
+  hidden <- sweep(x %*% wa[[1]], 2, wa[[2]], "+")
+  plain <- mean((predict(active, x) - y)^2)
+  expect_equal(evaluate(active, x, y, verbose = 0)[["loss"]], plain + (0.1 * sum(hidden^2) + 0.05 * sum(abs(hidden))) / nrow(x),
+               tolerance = 1e-5)
+  use_virtual_gpus(2, threads_per_gpu = 1)
+  on.exit(use_virtual_gpus(0))
+  parallel <- multi_gpu_model(active, gpus = 2)
+  compile(parallel, optimizer = "sgd", loss = "mse")
+  expect_equal(evaluate(parallel, x, y, verbose = 0), evaluate(active, x, y, verbose = 0), tolerance = 1e-6)
+  expect_error(layer_activity_regularization(l1 = -1), "`l1`", class = "rustgpu_value_error")
 })
 
 test_that("constraints project the weights after every update, on one device and on replicas, and travel in files", {

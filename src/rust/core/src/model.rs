@@ -22,6 +22,10 @@ pub struct Weight {
     pub layer_state: bool,
 }
 
+/// A forward pass's outputs, each node's cache, and the recorded outputs of nodes with an
+/// activity regularizer (node index, value).
+pub type RecordedForward = (Vec<ModelOutput>, Vec<Cache>, Vec<(usize, Tensor)>);
+
 /// Where a node's input comes from: a model input or another node's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -100,13 +104,21 @@ impl Architecture {
     /// Forward pass over every node. `weights` follow `weight_ranges`. Also returns each
     /// node's cache for `backward`.
     pub fn forward(&self, weights: &[Tensor], inputs: &[Tensor], ctx: &mut ForwardContext) -> Result<(Vec<ModelOutput>, Vec<Cache>)> {
+        let (outputs, caches, _) = self.forward_recording(weights, inputs, ctx)?;
+        Ok((outputs, caches))
+    }
+
+    /// [`Self::forward`], also returning the outputs of the nodes whose layer has an activity
+    /// regularizer (node index, output value), for [`Self::activity_penalty`].
+    pub fn forward_recording(&self, weights: &[Tensor], inputs: &[Tensor], ctx: &mut ForwardContext) -> Result<RecordedForward> {
         if inputs.len() != self.input_count() {
             return Err(Error::Value(format!("the model has {} inputs but {} arrays were given", self.input_count(), inputs.len())));
         }
         let nodes = self.nodes();
         let mut values: Vec<LayerOutput> = Vec::with_capacity(nodes.len());
         let mut caches = Vec::with_capacity(nodes.len());
-        for node in nodes.iter() {
+        let mut recorded = Vec::new();
+        for (j, node) in nodes.iter().enumerate() {
             crate::cancel::check()?;
             let xs: Vec<Tensor> = node
                 .inputs
@@ -118,6 +130,9 @@ impl Architecture {
                 .collect();
             let range = self.weight_ranges[node.layer].clone();
             let (out, cache) = self.layers[node.layer].forward_node(&weights[range], &xs, ctx)?;
+            if self.layers[node.layer].kind.activity_regularizer().is_some() {
+                recorded.push((j, out.value.clone()));
+            }
             values.push(out);
             caches.push(cache);
         }
@@ -129,7 +144,23 @@ impl Architecture {
                 Source::Node(j) => values[j].clone(),
             })
             .collect();
-        Ok((outputs, caches))
+        Ok((outputs, caches, recorded))
+    }
+
+    /// Keras's activity regularization of the recorded node outputs: each layer's penalty on
+    /// its output divided by the batch's rows (`total_rows`: replicas' parts add up), and the
+    /// penalty's gradient with respect to each output, for [`Self::backward_with_extra`].
+    pub fn activity_penalty(&self, recorded: &[(usize, Tensor)], total_rows: usize) -> Result<(f64, Vec<(usize, Tensor)>)> {
+        let nodes = self.nodes();
+        let mut penalty = 0.0;
+        let mut grads = Vec::with_capacity(recorded.len());
+        for (j, out) in recorded {
+            let Some(r) = self.layers[nodes[*j].layer].kind.activity_regularizer() else { continue };
+            let (p, g) = r.on_tensor(out, total_rows as f64)?;
+            penalty += p;
+            grads.push((*j, g));
+        }
+        Ok((penalty, grads))
     }
 
     /// New values of non-trainable weights (global weight index, value) from a training
@@ -231,12 +262,28 @@ impl Architecture {
         caches: &[Cache],
         output_grads: Vec<OutputGrad>,
     ) -> Result<Vec<Tensor>> {
+        self.backward_with_extra(weights, transposed, caches, output_grads, Vec::new())
+    }
+
+    /// [`Self::backward_with_transposes`] with extra gradients at node outputs (node index,
+    /// gradient), such as activity regularizers'.
+    pub fn backward_with_extra(
+        &self,
+        weights: &[Tensor],
+        transposed: &[Option<Tensor>],
+        caches: &[Cache],
+        output_grads: Vec<OutputGrad>,
+        extra: Vec<(usize, Tensor)>,
+    ) -> Result<Vec<Tensor>> {
         let nodes = self.nodes();
         let mut node_grads: Vec<Option<OutputGrad>> = vec![None; nodes.len()];
         for (source, g) in self.outputs().iter().zip(output_grads) {
             if let Source::Node(j) = *source {
                 node_grads[j] = Some(accumulate(node_grads[j].take(), g)?);
             }
+        }
+        for (j, g) in extra {
+            node_grads[j] = Some(accumulate(node_grads[j].take(), OutputGrad::Value(g))?);
         }
         let mut grads: Vec<Option<Tensor>> = vec![None; weights.len()];
         for j in (0..nodes.len()).rev() {

@@ -48,6 +48,19 @@ impl Regularizer {
     }
 }
 
+impl Regularizer {
+    /// As an activity regularizer on a layer's output `x`: the penalty divided by `rows` (Keras
+    /// divides by the batch size) and its gradient with respect to `x`.
+    pub fn on_tensor(&self, x: &candle_core::Tensor, rows: f64) -> Result<(f64, candle_core::Tensor)> {
+        let x64 = x.to_dtype(candle_core::DType::F64)?;
+        let penalty = (self.l1 * x64.abs()?.sum_all()?.to_scalar::<f64>()? + self.l2 * x64.sqr()?.sum_all()?.to_scalar::<f64>()?) / rows;
+        // d/dx: l1 * sign(x) + 2 * l2 * x (sign(0) = 0, as tf.sign).
+        let sign = (x.gt(0f32)?.to_dtype(x.dtype())? - x.lt(0f32)?.to_dtype(x.dtype())?)?;
+        let grad = ((sign * (self.l1 / rows))? + (x * (2.0 * self.l2 / rows))?)?;
+        Ok((penalty, grad))
+    }
+}
+
 /// Keras's serialized forms: `{"class_name": "L1L2" | "L1" | "L2", "config": {...}}` (also
 /// Keras 2's lower-case names).
 impl<'de> Deserialize<'de> for Regularizer {

@@ -6,9 +6,7 @@
 //! `(batch, out_steps, filters)`.
 use super::conv2d::{check_window, ConvCache};
 use super::params::check_positive;
-use super::{
-    Cache, Conv2D, DataFormat, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, NotSupported, OutputGrad, Padding, Tuple1, Tuple2, WeightSpec,
-};
+use super::{Cache, Conv2D, DataFormat, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, OutputGrad, Padding, Tuple1, Tuple2, WeightSpec};
 use crate::activation::Activation;
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
@@ -33,7 +31,7 @@ pub struct Conv1D {
     pub bias_initializer: Initializer,
     pub kernel_regularizer: Option<Regularizer>,
     pub bias_regularizer: Option<Regularizer>,
-    pub activity_regularizer: NotSupported,
+    pub activity_regularizer: Option<Regularizer>,
     pub kernel_constraint: Option<crate::constraint::Constraint>,
     pub bias_constraint: Option<crate::constraint::Constraint>,
 }
@@ -54,7 +52,7 @@ impl Default for Conv1D {
             bias_initializer: Initializer::zeros(),
             kernel_regularizer: None,
             bias_regularizer: None,
-            activity_regularizer: NotSupported,
+            activity_regularizer: None,
             kernel_constraint: None,
             bias_constraint: None,
         }
@@ -120,6 +118,10 @@ impl LayerType for Conv1D {
 
     fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>> {
         vec![self.kernel_constraint.clone(), self.bias_constraint.clone()]
+    }
+
+    fn activity_regularizer(&self) -> Option<Regularizer> {
+        self.activity_regularizer
     }
 
     fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {

@@ -5,7 +5,7 @@
 //! input `(batch, h, w, c)`, kernel `(kh, kw, c, filters)` (Keras's layout), bias `(filters)`,
 //! output `(batch, out_h, out_w, filters)` with Keras's "valid"/"same" output sizes.
 use super::params::check_positive;
-use super::{Cache, DataFormat, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, NotSupported, OutputGrad, Padding, Tuple2, WeightSpec};
+use super::{Cache, DataFormat, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, OutputGrad, Padding, Tuple2, WeightSpec};
 use crate::activation::{linear_then, Activation};
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
@@ -30,7 +30,7 @@ pub struct Conv2D {
     pub bias_initializer: Initializer,
     pub kernel_regularizer: Option<Regularizer>,
     pub bias_regularizer: Option<Regularizer>,
-    pub activity_regularizer: NotSupported,
+    pub activity_regularizer: Option<Regularizer>,
     pub kernel_constraint: Option<crate::constraint::Constraint>,
     pub bias_constraint: Option<crate::constraint::Constraint>,
 }
@@ -51,7 +51,7 @@ impl Default for Conv2D {
             bias_initializer: Initializer::zeros(),
             kernel_regularizer: None,
             bias_regularizer: None,
-            activity_regularizer: NotSupported,
+            activity_regularizer: None,
             kernel_constraint: None,
             bias_constraint: None,
         }
@@ -142,6 +142,10 @@ impl LayerType for Conv2D {
 
     fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>> {
         vec![self.kernel_constraint.clone(), self.bias_constraint.clone()]
+    }
+
+    fn activity_regularizer(&self) -> Option<Regularizer> {
+        self.activity_regularizer
     }
 
     fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {

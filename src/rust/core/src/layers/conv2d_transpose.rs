@@ -30,7 +30,7 @@ pub struct Conv2DTranspose {
     pub bias_initializer: Initializer,
     pub kernel_regularizer: Option<Regularizer>,
     pub bias_regularizer: Option<Regularizer>,
-    pub activity_regularizer: super::NotSupported,
+    pub activity_regularizer: Option<Regularizer>,
     pub kernel_constraint: Option<crate::constraint::Constraint>,
     pub bias_constraint: Option<crate::constraint::Constraint>,
 }
@@ -51,7 +51,7 @@ impl Default for Conv2DTranspose {
             bias_initializer: Initializer::zeros(),
             kernel_regularizer: None,
             bias_regularizer: None,
-            activity_regularizer: super::NotSupported,
+            activity_regularizer: None,
             kernel_constraint: None,
             bias_constraint: None,
         }
@@ -116,6 +116,10 @@ impl LayerType for Conv2DTranspose {
 
     fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>> {
         vec![self.kernel_constraint.clone(), self.bias_constraint.clone()]
+    }
+
+    fn activity_regularizer(&self) -> Option<Regularizer> {
+        self.activity_regularizer
     }
 
     /// Keras's kernel layout: (kh, kw, filters, input channels).

@@ -3,7 +3,7 @@
 //! # Shapes
 //! input `(batch, ..., in)`, kernel `(in, units)` (Keras's layout), bias `(units)`,
 //! output `(batch, ..., units)`.
-use super::{Cache, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, NotSupported, OutputGrad, WeightSpec};
+use super::{Cache, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, OutputGrad, WeightSpec};
 use crate::activation::{linear_then, Activation};
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
@@ -21,7 +21,7 @@ pub struct Dense {
     pub bias_initializer: Initializer,
     pub kernel_regularizer: Option<Regularizer>,
     pub bias_regularizer: Option<Regularizer>,
-    pub activity_regularizer: NotSupported,
+    pub activity_regularizer: Option<Regularizer>,
     pub kernel_constraint: Option<crate::constraint::Constraint>,
     pub bias_constraint: Option<crate::constraint::Constraint>,
 }
@@ -36,7 +36,7 @@ impl Default for Dense {
             bias_initializer: Initializer::zeros(),
             kernel_regularizer: None,
             bias_regularizer: None,
-            activity_regularizer: NotSupported,
+            activity_regularizer: None,
             kernel_constraint: None,
             bias_constraint: None,
         }
@@ -88,6 +88,10 @@ impl LayerType for Dense {
 
     fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>> {
         vec![self.kernel_constraint.clone(), self.bias_constraint.clone()]
+    }
+
+    fn activity_regularizer(&self) -> Option<Regularizer> {
+        self.activity_regularizer
     }
 
     fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {
@@ -215,8 +219,10 @@ mod tests {
         let d: Dense =
             super::super::parse_config(&serde_json::json!({ "units": 2, "kernel_regularizer": { "class_name": "L2", "config": { "l2": 0.1 } } })).unwrap();
         assert_eq!(d.kernel_regularizer, Some(crate::regularizer::Regularizer { l1: 0.0, l2: 0.1 }));
+        let d: Dense = super::super::parse_config(&serde_json::json!({ "units": 2, "activity_regularizer": { "class_name": "L2" } })).unwrap();
+        assert_eq!(d.activity_regularizer, Some(crate::regularizer::Regularizer { l1: 0.0, l2: 0.01 }));
         let e =
-            super::super::parse_config::<Dense>(&serde_json::json!({ "units": 2, "activity_regularizer": { "class_name": "L2" } })).unwrap_err().to_string();
-        assert!(e.contains("activity_regularizer") && e.contains("not supported"), "{}", e);
+            super::super::parse_config::<Dense>(&serde_json::json!({ "units": 2, "kernel_constraint": { "class_name": "Ortho" } })).unwrap_err().to_string();
+        assert!(e.contains("kernel_constraint") && e.contains("unsupported constraint"), "{}", e);
     }
 }

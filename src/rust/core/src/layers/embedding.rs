@@ -4,7 +4,7 @@
 //! weight `(input_dim, output_dim)`, input `(batch, length)` of indices, output
 //! `(batch, length, output_dim)`.
 use super::params::check_positive;
-use super::{Cache, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, NotSupported, OutputGrad, WeightSpec};
+use super::{Cache, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, OutputGrad, WeightSpec};
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
 use crate::regularizer::Regularizer;
@@ -18,7 +18,7 @@ pub struct Embedding {
     pub output_dim: usize,
     pub embeddings_initializer: Initializer,
     pub embeddings_regularizer: Option<Regularizer>,
-    pub activity_regularizer: NotSupported,
+    pub activity_regularizer: Option<Regularizer>,
     pub embeddings_constraint: Option<crate::constraint::Constraint>,
     pub mask_zero: bool,
     /// Keras 2's informational sequence length (the input shape sets it here).
@@ -33,7 +33,7 @@ impl Default for Embedding {
             // Keras's "uniform": RandomUniform(-0.05, 0.05).
             embeddings_initializer: Initializer::random_uniform(-0.05, 0.05),
             embeddings_regularizer: None,
-            activity_regularizer: NotSupported,
+            activity_regularizer: None,
             embeddings_constraint: None,
             mask_zero: false,
             input_length: None,
@@ -71,6 +71,10 @@ impl LayerType for Embedding {
 
     fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>> {
         vec![self.embeddings_constraint.clone()]
+    }
+
+    fn activity_regularizer(&self) -> Option<Regularizer> {
+        self.activity_regularizer
     }
 
     fn weight_specs(&self, _input: &[usize]) -> Vec<WeightSpec> {

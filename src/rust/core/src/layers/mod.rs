@@ -8,6 +8,7 @@
 //! autograd, which computes every input's gradient and allocates a zero tensor for each).
 //! Adding a layer: one file implementing [`LayerType`], one line in [`registry::LAYER_TYPES`].
 mod activation;
+mod activity_regularization;
 mod advanced_activations;
 mod conv1d;
 mod conv2d;
@@ -30,6 +31,7 @@ mod resize;
 mod spatial;
 
 pub use self::activation::ActivationLayer;
+pub use self::activity_regularization::ActivityRegularization;
 pub use self::advanced_activations::{LeakyReLU, PReLU, Softmax, ThresholdedReLU, ELU};
 pub use self::conv1d::Conv1D;
 pub use self::conv2d::Conv2D;
@@ -249,6 +251,11 @@ pub trait LayerType: std::fmt::Debug + Send + Sync + Serialize + DeserializeOwne
         Vec::new()
     }
 
+    /// A penalty on the layer's output, added to the loss (Keras's `activity_regularizer`).
+    fn activity_regularizer(&self) -> Option<crate::regularizer::Regularizer> {
+        None
+    }
+
     /// A small instance for the generic test over the registry.
     fn example() -> Example;
 }
@@ -275,6 +282,7 @@ pub trait AnyLayer: std::fmt::Debug + Send + Sync {
     fn transposed_weights(&self) -> &'static [usize];
     fn weight_regularizers(&self) -> Vec<Option<crate::regularizer::Regularizer>>;
     fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>>;
+    fn activity_regularizer(&self) -> Option<crate::regularizer::Regularizer>;
 }
 
 impl<T: LayerType> AnyLayer for T {
@@ -319,6 +327,9 @@ impl<T: LayerType> AnyLayer for T {
     }
     fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>> {
         LayerType::weight_constraints(self)
+    }
+    fn activity_regularizer(&self) -> Option<crate::regularizer::Regularizer> {
+        LayerType::activity_regularizer(self)
     }
 }
 

@@ -76,6 +76,7 @@ pub static LAYER_TYPES: &[Registration] = &[
     Registration::of::<PReLU>(),
     Registration::of::<Dot>(),
     Registration::of::<Conv2DTranspose>(),
+    Registration::of::<ActivityRegularization>(),
 ];
 
 /// The registration of a Keras class name.

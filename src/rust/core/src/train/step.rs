@@ -105,7 +105,7 @@ pub(super) fn forward_part(
     xs: &[HostTensor],
     training: bool,
     replica: usize,
-) -> Result<(Vec<Tensor>, Vec<crate::model::ModelOutput>, Vec<crate::layers::Cache>)> {
+) -> Result<(Vec<Tensor>, crate::model::RecordedForward)> {
     let weights = match &s.host_tensors {
         Some(tensors) if device.is_cpu() => tensors.clone(),
         _ => weights_to_device(&s.weights, &s.shapes, device)?,
@@ -113,8 +113,8 @@ pub(super) fn forward_part(
     let xs = xs.iter().map(|x| x.to_device(device)).collect::<Result<Vec<_>>>()?;
     let seed = s.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(replica as u64);
     let mut ctx = ForwardContext { training, rng: rand::rngs::StdRng::seed_from_u64(seed) };
-    let (outs, caches) = s.arch.forward(&weights, &xs, &mut ctx)?;
-    Ok((weights, outs, caches))
+    let recorded = s.arch.forward_recording(&weights, &xs, &mut ctx)?;
+    Ok((weights, recorded))
 }
 
 /// Per-output loss sums (each over the whole batch's size) and metric sums, output by output.
@@ -162,7 +162,8 @@ fn weighted_total(s: &StepInputs, losses: &[f64]) -> f64 {
 /// A replica's rows: gathered (converted) by the replica itself, then its part of the step.
 pub(super) fn train_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], replica: usize, to_host: bool) -> Result<Part> {
     let (x, ys, sample_weights) = batch.gather(s, rows)?;
-    let (weights, outs, caches) = forward_part(s, device, &x, true, replica)?;
+    let (weights, (outs, caches, recorded)) = forward_part(s, device, &x, true, replica)?;
+    let (activity_penalty, activity_grads) = s.arch.activity_penalty(&recorded, s.total_rows)?;
     let ys = ys.iter().map(|y| y.to_device(device)).collect::<Result<Vec<_>>>()?;
     let sw = sample_weights.map(|w| w.to_device(device)).transpose()?;
     let (output_losses, metric_sums) = losses_and_metrics(s, &outs, &ys, sw.as_ref())?;
@@ -184,7 +185,7 @@ pub(super) fn train_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &
         })
         .collect::<Result<Vec<_>>>()?;
     let transposed: &[Option<Tensor>] = if device.is_cpu() { &s.host_transposed } else { &[] };
-    let grads = s.arch.backward_with_transposes(&weights, transposed, &caches, output_grads)?;
+    let grads = s.arch.backward_with_extra(&weights, transposed, &caches, output_grads, activity_grads)?;
     let updates = s
         .arch
         .state_updates(&caches)
@@ -192,21 +193,30 @@ pub(super) fn train_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &
         .map(|(i, t)| Ok((i, t.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?)))
         .collect::<Result<Vec<_>>>()?;
     let grads = if to_host { grads.iter().map(|g| g.to_device(&Device::Cpu)).collect::<candle_core::Result<_>>()? } else { grads };
-    Ok(Part { grads, loss_sum: weighted_total(s, &output_losses), output_losses, metric_sums, updates, rows: rows.len() })
+    // Keras reports the total loss with the activity penalties, each output's loss without.
+    Ok(Part { grads, loss_sum: weighted_total(s, &output_losses) + activity_penalty, output_losses, metric_sums, updates, rows: rows.len() })
 }
 
 pub(super) fn eval_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], replica: usize) -> Result<Part> {
     let (x, ys, sample_weights) = batch.gather(s, rows)?;
-    let (_, outs, _) = forward_part(s, device, &x, false, replica)?;
+    let (_, (outs, _, recorded)) = forward_part(s, device, &x, false, replica)?;
+    let (activity_penalty, _) = s.arch.activity_penalty(&recorded, s.total_rows)?;
     let ys = ys.iter().map(|y| y.to_device(device)).collect::<Result<Vec<_>>>()?;
     let sw = sample_weights.map(|w| w.to_device(device)).transpose()?;
     let (output_losses, metric_sums) = losses_and_metrics(s, &outs, &ys, sw.as_ref())?;
-    Ok(Part { grads: Vec::new(), loss_sum: weighted_total(s, &output_losses), output_losses, metric_sums, updates: Vec::new(), rows: rows.len() })
+    Ok(Part {
+        grads: Vec::new(),
+        loss_sum: weighted_total(s, &output_losses) + activity_penalty,
+        output_losses,
+        metric_sums,
+        updates: Vec::new(),
+        rows: rows.len(),
+    })
 }
 
 pub(super) fn predict_part(s: &StepInputs, device: &Device, xs: &[&dyn BatchSource], rows: &[usize]) -> Result<Vec<Tensor>> {
     let gathered: Vec<HostTensor> = xs.iter().map(|x| x.gather(rows)).collect();
-    let (_, outs, _) = forward_part(s, device, &gathered, false, 0)?;
+    let (_, (outs, _, _)) = forward_part(s, device, &gathered, false, 0)?;
     Ok(outs.into_iter().map(|o| o.value).collect())
 }
 
