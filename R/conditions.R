@@ -79,6 +79,13 @@ check_shape <- function(x, arg, call = rlang::caller_env()) {
   if (is.null(x)) {
     return(NULL)
   }
+  if (is.list(x)) {
+    # Keras's list form, e.g. shape = list(100).
+    if (any(vapply(x, is.null, logical(1)))) {
+      value_error(sprintf("`%s` has a NULL (variable-size) dimension: not supported yet; give every dimension's size.", arg), call = call)
+    }
+    if (all(vapply(x, function(v) is.numeric(v) && length(v) == 1, logical(1)))) x <- unlist(x)
+  }
   if (!is.numeric(x) || length(x) == 0 || anyNA(x) || any(!is.finite(x)) || any(x != round(x)) ||
       any(x < 1) || any(x > .Machine$integer.max)) {
     value_error(sprintf("`%s` must be a vector of positive whole numbers, not %s.", arg, describe(x)), call = call)

@@ -5,12 +5,14 @@
 
 # A layer made without a model is a function: calling it on a tensor (from layer_input())
 # applies it, and calling the same layer twice shares its weights, as in Keras.
-new_layer <- function(class_name, name, config, input_shape = NULL, id = next_layer_id()) {
+new_layer <- function(class_name, name, config, input_shape = NULL, id = next_layer_id(), weights = NULL, trainable = NULL) {
   # Each layer's initial weights come from its own seed, drawn from R's RNG, so set.seed()
   # makes model initialisation reproducible. `id` names the layer across the models that
   # use it (shared-layers.R).
   spec <- list(class_name = class_name, name = name, config = config, input_shape = input_shape,
-               seed = new_seed(), id = id)
+               seed = new_seed(), id = id, weights = weights)
+  # Keras's `trainable = FALSE` on a layer: frozen in every model made with it.
+  if (!is.null(trainable)) .shared$frozen[id] <- !trainable
   apply_layer <- function(object) compose_layer(object, self)
   self <- structure(apply_layer, class = "rustgpu_layer", spec = spec)
   self
@@ -24,9 +26,14 @@ new_layer <- function(class_name, name, config, input_shape = NULL, id = next_la
 
 # The one way a layer_*() function makes its layer: `config` holds the layer type's Keras
 # config fields (`name` is added here), `object` is the model, tensor(s) or nothing.
-create_layer <- function(class_name, object, config, input_shape = NULL, name = NULL, call = rlang::caller_env()) {
+create_layer <- function(class_name, object, config, input_shape = NULL, name = NULL, weights = NULL, trainable = NULL,
+                         call = rlang::caller_env()) {
+  if (!is.null(trainable)) check_bool(trainable, "trainable", call = call)
+  if (!is.null(weights) && (!is.list(weights) || !all(vapply(weights, is.numeric, logical(1))))) {
+    value_error(sprintf("`weights` must be a list of arrays (the layer's initial weights), not %s.", describe(weights)), call = call)
+  }
   layer <- new_layer(class_name, layer_name(name, class_name, call = call), config,
-                     check_shape(input_shape, "input_shape", call = call))
+                     check_shape(input_shape, "input_shape", call = call), weights = weights, trainable = trainable)
   compose_layer(object, layer, call = call)
 }
 
@@ -111,6 +118,10 @@ new_seed <- function() sample.int(.Machine$integer.max, 1)
 #'   loss divided by the batch's rows (as Keras), or `NULL`.
 #' @param kernel_constraint,bias_constraint Projections applied after each update
 #'   ([constraints]), or `NULL`.
+#' @param trainable `FALSE` freezes the layer in every model made with it (as Keras's layer
+#'   attribute; see [freeze_weights()]).
+#' @param weights The layer's initial weights, a list of arrays in Keras's layouts (e.g. a
+#'   pretrained embedding matrix), set when the layer joins a built model.
 #' @param input_shape Shape of one sample (without the batch axis); only for the first layer.
 #' @param name Name of the layer (default: a unique "dense", "dense_1", ...).
 #' @return The model, invisibly (or the layer when `object` is missing).
@@ -123,7 +134,8 @@ new_seed <- function() sample.int(.Machine$integer.max, 1)
 layer_dense <- function(object, units, activation = NULL, use_bias = TRUE,
                         kernel_initializer = "glorot_uniform", bias_initializer = "zeros",
                         kernel_regularizer = NULL, bias_regularizer = NULL, activity_regularizer = NULL,
-                        kernel_constraint = NULL, bias_constraint = NULL, input_shape = NULL, name = NULL) {
+                        kernel_constraint = NULL, bias_constraint = NULL, input_shape = NULL, name = NULL,
+                        trainable = NULL, weights = NULL) {
   force_model(object)
   check_count(units, "units", min = 1)
   check_bool(use_bias, "use_bias")
@@ -137,7 +149,7 @@ layer_dense <- function(object, units, activation = NULL, use_bias = TRUE,
     bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer"),
     kernel_constraint = constraint_config(kernel_constraint, "kernel_constraint"),
     bias_constraint = constraint_config(bias_constraint, "bias_constraint")
-  ), input_shape, name)
+  ), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Apply an activation function to an output
@@ -241,7 +253,8 @@ print.rustgpu_layer <- function(x, ...) {
 #' @export
 layer_embedding <- function(object, input_dim, output_dim, embeddings_initializer = "uniform",
                             embeddings_regularizer = NULL, activity_regularizer = NULL,
-                            embeddings_constraint = NULL, input_length = NULL, input_shape = NULL, name = NULL) {
+                            embeddings_constraint = NULL, input_length = NULL, input_shape = NULL, name = NULL,
+                            trainable = NULL, weights = NULL) {
   force_model(object)
   check_count(input_dim, "input_dim", min = 1)
   check_count(output_dim, "output_dim", min = 1)
@@ -254,5 +267,5 @@ layer_embedding <- function(object, input_dim, output_dim, embeddings_initialize
     activity_regularizer = regularizer_config(activity_regularizer, "activity_regularizer"),
     embeddings_constraint = constraint_config(embeddings_constraint, "embeddings_constraint"),
     input_length = input_length
-  ), input_shape, name)
+  ), input_shape, name, weights = weights, trainable = trainable)
 }

@@ -147,6 +147,41 @@ print.rustgpu_tokenizer <- function(x, ...) {
   invisible(x)
 }
 
+#' Save a text tokenizer to a file, and load it again
+#'
+#' As R keras's: the fitted vocabulary and settings, for use in another session
+#' (`saveRDS()` format; R keras writes a Python pickle, which this package does not read).
+#'
+#' @param object A tokenizer from [text_tokenizer()].
+#' @param filename The file.
+#' @return `save_text_tokenizer()`: `object`, invisibly; `load_text_tokenizer()`: the tokenizer.
+#' @examples
+#' tokenizer <- fit_text_tokenizer(text_tokenizer(), c("a b", "b c"))
+#' path <- tempfile()
+#' save_text_tokenizer(tokenizer, path)
+#' load_text_tokenizer(path)$word_index
+#' @export
+save_text_tokenizer <- function(object, filename) {
+  check_tokenizer(object)
+  check_string(filename, "filename")
+  saveRDS(list(format = "rustgpu_tokenizer", version = 1L, fields = as.list.environment(object, all.names = TRUE)), filename)
+  invisible(object)
+}
+
+#' @rdname save_text_tokenizer
+#' @export
+load_text_tokenizer <- function(filename) {
+  check_string(filename, "filename")
+  if (!file.exists(filename)) rustgpu_abort(sprintf("File \"%s\" does not exist.", filename), "rustgpu_io_error")
+  saved <- tryCatch(readRDS(filename), error = function(e) NULL)
+  if (!is.list(saved) || !identical(saved$format, "rustgpu_tokenizer") || !is.list(saved$fields)) {
+    rustgpu_abort(sprintf("\"%s\" is not a tokenizer saved by save_text_tokenizer().", filename), "rustgpu_io_error")
+  }
+  tk <- list2env(saved$fields, envir = new.env(parent = emptyenv()))
+  class(tk) <- c("keras_preprocessing.text.Tokenizer", "rustgpu_tokenizer")
+  tk
+}
+
 check_tokenizer <- function(object, call = rlang::caller_env()) {
   if (!inherits(object, "rustgpu_tokenizer")) {
     value_error(sprintf("`object` must be a tokenizer made by text_tokenizer(), not %s.", describe(object)), call = call)

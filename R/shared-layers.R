@@ -14,6 +14,7 @@
 .shared$any <- FALSE                               # whether any layer has several users
 .shared$owners <- new.env(parent = emptyenv())     # layer id -> list(ref = weak ref, version)
 .shared$frozen <- logical()                        # layer id -> frozen by freeze_weights()
+.shared$weights_set <- logical()                   # layer id -> its `weights =` were set
 
 next_layer_id <- function() {
   .shared$next_id <- .shared$next_id + 1L
@@ -61,8 +62,19 @@ register_layer <- function(model, layer) {
     home$versions[id] <- v
   }
   if (isTRUE(.shared$frozen[id])) call_backend(rg_set_trainable(home$ptr, layer$name, FALSE))
+  # Initial weights given to the layer (`weights =`): set once, where the layer is first built.
+  initial <- attr(layer, "spec")$weights
+  if (!is.null(initial) && is.null(live_owner_with_weights_set(id))) {
+    if (!isTRUE(model_info(model)$built)) {
+      state_error(sprintf("Layer \"%s\" has initial `weights` but the model is not built: give the first layer an `input_shape`.", layer$name))
+    }
+    set_weights(get_layer(model, name = layer$name), initial)
+    .shared$weights_set[id] <- TRUE
+  }
   invisible()
 }
+
+live_owner_with_weights_set <- function(id) if (isTRUE(.shared$weights_set[id])) TRUE else NULL
 
 # The version of layer `id`'s weights that the model behind `home` holds (0: its own first).
 version_held <- function(home, id) {

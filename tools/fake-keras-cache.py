@@ -62,3 +62,19 @@ np.savez(os.path.join(root, "reuters.npz"), x=reviews(1000, 30000), y=rng.intege
 with open(os.path.join(root, "reuters_word_index.json"), "w") as f:
     json.dump({f"word{i}": i for i in range(1, 30980)}, f)
 np.savez(os.path.join(root, "boston_housing.npz"), x=rng.normal(size=(506, 13)) * 10 + 20, y=rng.normal(size=506) * 9 + 22)
+
+# Files scripts download themselves, in the folder they run in (`work/`, copied there by
+# tools/rkeras-examples.sh): GloVe vectors and 20 Newsgroups texts, in their real formats.
+work = os.path.join(os.path.dirname(root), "work")
+os.makedirs(os.path.join(work, "glove.6B"), exist_ok=True)
+words = [f"w{i}" for i in range(3000)]
+with open(os.path.join(work, "glove.6B", "glove.6B.100d.txt"), "w") as f:
+    for w in words[:2500]:
+        f.write(w + " " + " ".join(f"{v:.5f}" for v in rng.normal(size=100)) + "\n")
+for g in range(20):
+    folder = os.path.join(work, "20_newsgroup", f"group.{g}")
+    os.makedirs(folder, exist_ok=True)
+    for d in range(25):
+        body = " ".join(rng.choice(words, size=int(rng.integers(200, 1200))))
+        with open(os.path.join(folder, str(50000 + d)), "w") as f:
+            f.write(f"From: someone\nSubject: {g}\n\n{body}\n")

@@ -132,3 +132,26 @@ test_that("image files load as Keras loads them, and a folder of classes flows i
   h <- fit_generator(model, batches, steps_per_epoch = 2, epochs = 1, verbose = 0)
   expect_length(h$metrics$loss, 1)
 })
+
+test_that("tokenizers save and load; layers take initial weights and trainable = FALSE (pretrained embeddings)", {
+  tokenizer <- fit_text_tokenizer(text_tokenizer(num_words = 10), c("the cat sat", "the dog sat down"))
+  path <- tempfile()
+  save_text_tokenizer(tokenizer, path)
+  again <- load_text_tokenizer(path)
+  expect_identical(texts_to_sequences(again, "the dog sat"), texts_to_sequences(tokenizer, "the dog sat"))
+  writeLines("x", path)
+  expect_error(load_text_tokenizer(path), "not a tokenizer", class = "rustgpu_io_error")
+  # A pretrained embedding matrix, frozen, in a functional model (as R keras's GloVe example).
+  pretrained <- matrix(seq_len(12) / 10, 6, 2)
+  embedding <- layer_embedding(input_dim = 6, output_dim = 2, input_length = 3, weights = list(pretrained), trainable = FALSE)
+  ids <- layer_input(shape = list(3), dtype = "int32")
+  model <- keras_model(ids, ids %>% embedding %>% layer_flatten() %>% layer_dense(1))
+  expect_equal(get_weights(model)[[1]], pretrained, tolerance = 1e-6)
+  expect_match(format(model), "Non-trainable params: 12", fixed = TRUE)
+  compile(model, optimizer = optimizer_sgd(0.1), loss = "mse")
+  fit(model, matrix(c(1, 2, 3, 4, 5, 0), 2, 3, byrow = TRUE), c(1, 2), epochs = 2, verbose = 0)
+  expect_equal(get_weights(model)[[1]], pretrained, tolerance = 1e-6)
+  expect_error(layer_dense(keras_model_sequential(), 2, input_shape = 3, weights = list(matrix(0, 2, 2), 0)),
+               "shape", class = "rustgpu_value_error")
+  expect_error(layer_input(shape = list(NULL, 3)), "NULL", class = "rustgpu_value_error")
+})
