@@ -2,6 +2,19 @@
 
 thread_count <- function() length(list.files("/proc/self/task"))
 
+# Starts `lines` in a child R process (rustgpu loaded, `dir` set to a fresh folder that is
+# removed when the calling test ends); returns the folder, where the child writes its files.
+start_child_r <- function(lines, env = parent.frame()) {
+  dir <- tempfile("child")
+  dir.create(dir)
+  withr::defer(unlink(dir, recursive = TRUE), envir = env)
+  script <- file.path(dir, "child.R")
+  writeLines(c(sprintf("library(rustgpu, lib.loc = '%s')", dirname(find.package("rustgpu"))), sprintf("dir <- '%s'", dir), lines), script)
+  rscript <- file.path(R.home("bin"), "Rscript")
+  system2(rscript, script, wait = FALSE, stdout = file.path(dir, "log"), stderr = file.path(dir, "log"))
+  dir
+}
+
 test_that("a replica failing mid-step stops fit with its name, leaves the weights, and the next fit works", {
   skip_on_os(c("windows", "mac", "solaris"))  # thread counts are read from Linux's /proc
   use_virtual_gpus(2, threads_per_gpu = 1)
@@ -39,12 +52,7 @@ test_that("a replica failing mid-step stops fit with its name, leaves the weight
 
 test_that("Ctrl-C during fit on 2 virtual GPUs stops cleanly and keeps the last completed step", {
   skip_on_os(c("windows", "solaris"))  # needs SIGINT
-  dir <- tempfile("sigint")
-  dir.create(dir)
-  on.exit(unlink(dir, recursive = TRUE), add = TRUE)
-  script <- file.path(dir, "child.R")
-  writeLines(c(
-    sprintf("library(rustgpu, lib.loc = '%s')", dirname(find.package("rustgpu"))),
+  dir <- start_child_r(c(
     "use_virtual_gpus(2, threads_per_gpu = 1)",
     "set.seed(1)",
     "x <- matrix(rnorm(512 * 64), 512, 64); y <- to_categorical(rep(0:3, 128), 4)",
@@ -53,7 +61,7 @@ test_that("Ctrl-C during fit on 2 virtual GPUs stops cleanly and keeps the last 
     "parallel <- multi_gpu_model(template, gpus = 2)",
     "compile(parallel, optimizer = optimizer_sgd(0.01), loss = 'categorical_crossentropy')",
     "threads <- length(list.files('/proc/self/task'))",
-    sprintf("writeLines(as.character(Sys.getpid()), '%s')", file.path(dir, "pid")),
+    "writeLines(as.character(Sys.getpid()), file.path(dir, 'pid'))",
     "status <- tryCatch({ fit(parallel, x, y, batch_size = 64, epochs = 100000, shuffle = FALSE, verbose = 0); 'finished' },",
     "                   interrupt = function(e) 'interrupted')",
     "after <- get_weights(template)",
@@ -64,10 +72,8 @@ test_that("Ctrl-C during fit on 2 virtual GPUs stops cleanly and keeps the last 
     "while (!matched && steps < 100000) { b <- batches[[steps %% 8 + 1]]; train_on_batch(rp, x[b, ], y[b, ]); steps <- steps + 1; matched <- identical(get_weights(replay), after) }",
     "again <- tryCatch({ fit(parallel, x, y, batch_size = 64, epochs = 1, verbose = 0); 'ok' }, error = function(e) conditionMessage(e))",
     "same_threads <- length(list.files('/proc/self/task')) == threads",
-    sprintf("writeLines(c(status, matched, steps, again, same_threads), '%s')", file.path(dir, "out"))
-  ), script)
-  rscript <- file.path(R.home("bin"), "Rscript")
-  system2(rscript, script, wait = FALSE, stdout = file.path(dir, "log"), stderr = file.path(dir, "log"))
+    "writeLines(c(status, matched, steps, again, same_threads), file.path(dir, 'out'))"
+  ))
   pid_file <- file.path(dir, "pid")
   for (i in 1:300) if (file.exists(pid_file) && length(readLines(pid_file)) == 1) break else Sys.sleep(0.1)
   expect_true(file.exists(pid_file))
@@ -85,13 +91,7 @@ test_that("Ctrl-C during fit on 2 virtual GPUs stops cleanly and keeps the last 
 
 test_that("Ctrl-C stops predict(), evaluate() and fit()'s validation within 0.5 s, the model unchanged", {
   skip_on_os(c("windows", "solaris"))  # needs SIGINT
-  dir <- tempfile("sigint")
-  dir.create(dir)
-  on.exit(unlink(dir, recursive = TRUE), add = TRUE)
-  script <- file.path(dir, "child.R")
-  writeLines(c(
-    sprintf("library(rustgpu, lib.loc = '%s')", dirname(find.package("rustgpu"))),
-    sprintf("dir <- '%s'", dir),
+  dir <- start_child_r(c(
     "set.seed(1)",
     "# Each call takes several seconds on 2 cores: 20000 rows through 6M multiply-adds each.",
     "x <- matrix(runif(20000 * 1024), 20000, 1024); y <- to_categorical(sample(0:9, 20000, TRUE), 10)",
@@ -110,9 +110,7 @@ test_that("Ctrl-C stops predict(), evaluate() and fit()'s validation within 0.5 
     "run('validation', fit(m, x[1:32, ], y[1:32, ], epochs = 1, batch_size = 32, validation_data = list(x, y), verbose = 0))",
     "works <- identical(dim(predict(m, x[1:5, ])), c(5L, 10L))",
     "writeLines(as.character(c(unchanged, works)), file.path(dir, 'final'))"
-  ), script)
-  rscript <- file.path(R.home("bin"), "Rscript")
-  system2(rscript, script, wait = FALSE, stdout = file.path(dir, "log"), stderr = file.path(dir, "log"))
+  ))
   wait_for <- function(path, seconds) {
     for (i in seq_len(seconds * 20)) if (file.exists(path) && length(readLines(path)) > 0) return(TRUE) else Sys.sleep(0.05)
     FALSE

@@ -206,36 +206,31 @@ impl Architecture {
         Some(total)
     }
 
-    /// Each weight's regularizer (None for most), aligned with the model's weights.
-    pub fn weight_regularizers(&self) -> Vec<Option<crate::regularizer::Regularizer>> {
+    /// A per-weight setting of the layers (`of_layer` lists a layer's, in its weights' order;
+    /// missing entries are None), aligned with the model's weights.
+    fn per_weight<T: Clone>(&self, of_layer: impl Fn(&Layer) -> Vec<Option<T>>) -> Vec<Option<T>> {
         let n = self.weight_ranges.last().map_or(0, |r| r.end);
         let mut out = vec![None; n];
         for (layer, range) in self.layers.iter().zip(&self.weight_ranges) {
-            for (i, r) in layer.kind.weight_regularizers().into_iter().enumerate() {
-                if let Some(slot) = out[range.clone()].get_mut(i) {
-                    *slot = r;
-                }
+            for (slot, setting) in out[range.clone()].iter_mut().zip(of_layer(layer)) {
+                *slot = setting;
             }
         }
         out
+    }
+
+    /// Each weight's regularizer (None for most), aligned with the model's weights.
+    pub fn weight_regularizers(&self) -> Vec<Option<crate::regularizer::Regularizer>> {
+        self.per_weight(|l| l.kind.weight_regularizers())
+    }
+
+    /// Each weight's constraint (None for most), aligned with the model's weights.
+    pub fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>> {
+        self.per_weight(|l| l.kind.weight_constraints())
     }
 
     /// Which weights' transposes the backward pass multiplies by (a dense kernel, for the
     /// layer's input gradient, needed when its input comes from another layer).
-    /// Each weight's constraint (None for most), aligned with the model's weights.
-    pub fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>> {
-        let n = self.weight_ranges.last().map_or(0, |r| r.end);
-        let mut out = vec![None; n];
-        for (layer, range) in self.layers.iter().zip(&self.weight_ranges) {
-            for (i, c) in layer.kind.weight_constraints().into_iter().enumerate() {
-                if let Some(slot) = out[range.clone()].get_mut(i) {
-                    *slot = c;
-                }
-            }
-        }
-        out
-    }
-
     pub fn transposed_kernels(&self) -> Vec<bool> {
         let n = self.weight_ranges.last().map_or(0, |r| r.end);
         let mut wanted = vec![false; n];
