@@ -279,3 +279,33 @@ test_that("a save never replaces a file another process has locked, as libhdf5 l
   save_model_hdf5(other, path)
   expect_equal(get_weights(load_model_hdf5(path)), get_weights(other))
 })
+
+test_that("saves follow symlinks, keep the file's mode, refuse FIFOs and folders; loads refuse FIFOs", {
+  skip_on_os("windows")  # symlinks, modes and FIFOs as on Unix
+  model <- keras_model_sequential() %>% layer_dense(2, input_shape = 3)
+  other <- keras_model_sequential() %>% layer_dense(2, input_shape = 3)
+  dir <- tempfile("saves")
+  dir.create(file.path(dir, "runs"), recursive = TRUE)
+  real <- file.path(dir, "runs", "run42.h5")
+  link <- file.path(dir, "current.h5")
+  save_model_hdf5(model, real)
+  file.symlink(file.path("runs", "run42.h5"), link)
+  Sys.chmod(real, "600")
+  save_model_hdf5(other, link)
+  # The link is still a link, to the file that now holds the new model, with its mode.
+  expect_equal(Sys.readlink(link), file.path("runs", "run42.h5"))
+  expect_equal(get_weights(load_model_hdf5(real)), get_weights(other))
+  expect_equal(format(file.mode(real)), "600")
+  expect_equal(list.files(dir, recursive = TRUE, all.files = TRUE), c("current.h5", "runs/run42.h5"))
+  # Not a regular file: refused, left as it is; a load never blocks on a FIFO.
+  expect_error(save_model_hdf5(model, file.path(dir, "runs")), "not a regular file", class = "rustgpu_io_error")
+  if (nzchar(Sys.which("mkfifo"))) {
+    fifo <- file.path(dir, "pipe.h5")
+    system2("mkfifo", fifo)
+    expect_error(save_model_hdf5(model, fifo), "not a regular file", class = "rustgpu_io_error")
+    expect_error(load_model_hdf5(fifo), "not a regular file", class = "rustgpu_io_error")
+    expect_error(load_model_weights_hdf5(model, fifo), "not a regular file", class = "rustgpu_io_error")
+    expect_equal(system2("test", c("-p", fifo)), 0L)  # still the FIFO
+  }
+  expect_error(save_model_hdf5(model, real, overwrite = FALSE), "already exists", class = "rustgpu_io_error")
+})

@@ -9,6 +9,7 @@ use rustgpu_core::{Error, Result};
 use std::path::Path;
 
 fn read_file(path: &str) -> Result<Vec<u8>> {
+    rustgpu_core::io::check_readable_file(Path::new(path))?;
     let size = std::fs::metadata(path).map_err(|e| Error::Io(format!("cannot read \"{}\": {}", path, e)))?.len();
     memory::check(&format!("reading \"{}\"", path), Some(size), "free memory, or use a smaller file")?;
     std::fs::read(path).map_err(|e| Error::Io(format!("cannot read \"{}\": {}", path, e)))

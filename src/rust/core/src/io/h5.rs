@@ -173,9 +173,7 @@ fn require_built(model: &Model) -> Result<()> {
 }
 
 fn open(path: &Path) -> Result<File> {
-    if !path.exists() {
-        return Err(Error::Io(format!("file \"{}\" does not exist", path.display())));
-    }
+    super::check_readable_file(path)?;
     File::open(path).map_err(|e| Error::Io(format!("\"{}\" is not a readable HDF5 file ({})", path.display(), e)))
 }
 
