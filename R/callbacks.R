@@ -37,8 +37,9 @@ as_callback_list <- function(callbacks, call = rlang::caller_env()) {
 #' compile(model, optimizer = "sgd", loss = "mse")
 #' fit(model, x, rowSums(x), epochs = 2, batch_size = 5, verbose = 0, callbacks = list(history))
 #' history$losses
+#' @importFrom R6 R6Class
 #' @export
-KerasCallback <- R6::R6Class("KerasCallback",
+KerasCallback <- R6Class("KerasCallback",
   public = list(
     params = NULL,
     model = NULL,
@@ -296,11 +297,22 @@ callback_csv_logger <- function(filename, separator = ",", append = FALSE) {
   check_string(separator, "separator")
   check_bool(append, "append")
   state <- new.env(parent = emptyenv())
+  open_csv <- function(mode) {
+    tryCatch(suppressWarnings(file(filename, mode)), error = function(e) {
+      rustgpu_abort(sprintf("callback_csv_logger() cannot write \"%s\" (%s): check that its folder exists and is writable.",
+                            filename, conditionMessage(e)), "rustgpu_io_error", call = NULL)
+    })
+  }
   new_callback(list(
-    on_train_begin = function(logs) state$header <- !(append && file.exists(filename)),
+    on_train_begin = function(logs) {
+      state$header <- !(append && file.exists(filename))
+      # As Keras: the file is opened when training begins, so a bad path stops fit() at once.
+      close(open_csv(if (state$header && !append) "w" else "a"))
+      append <<- TRUE
+    },
     on_epoch_end = function(epoch, logs) {
       row <- c(epoch = epoch, unlist(logs))
-      con <- file(filename, if (state$header && !append) "w" else "a")
+      con <- open_csv("a")
       on.exit(close(con))
       if (state$header) writeLines(paste(names(row), collapse = separator), con)
       writeLines(paste(format(row, digits = 15, trim = TRUE), collapse = separator), con)

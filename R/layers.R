@@ -83,7 +83,13 @@ activation_name <- function(activation, call = rlang::caller_env()) {
 # registry of layer types).
 layer_name <- function(name, class_name, call = rlang::caller_env()) {
   check_string(name, "name", allow_null = TRUE, call = call)
-  if (!is.null(name)) return(name)
+  if (!is.null(name)) {
+    # Names are HDF5 group names in saved files, where "/" separates groups.
+    if (grepl("/", name, fixed = TRUE) || name %in% c(".", "..")) {
+      value_error(sprintf("`name` \"%s\" cannot be a layer name: it must not contain \"/\" or be \".\" or \"..\".", name), call = call)
+    }
+    return(name)
+  }
   types <- layer_types()
   prefix <- types$name_prefix[match(class_name, types$class_name)]
   if (is.na(prefix)) state_error(sprintf("Layer type \"%s\" is not in this build's registry.", class_name), call = call)

@@ -85,6 +85,9 @@ test_that("models and weights written by Keras load here with Keras's prediction
   dense <- load_model_hdf5(h5_fixture("keras_dense_model.h5"))
   expect_equal(predict(dense, expected$dense$x), expected$dense$predictions, tolerance = 1e-5)
   expect_true(dense$compiled)
+  # Keras's chunked attributes (`layer_names0`, `layer_names1`: long lists).
+  chunked <- load_model_hdf5(h5_fixture("keras_dense_model_chunked.h5"))
+  expect_equal(predict(chunked, expected$dense$x), expected$dense$predictions, tolerance = 1e-5)
   cnn <- load_model_hdf5(h5_fixture("keras_cnn_model.h5"))
   expect_equal(predict(cnn, expected$cnn$x), expected$cnn$predictions, tolerance = 1e-5)
   # Weights-only files: Keras 2's legacy layout and tf-keras's newer .weights.h5 layout.
@@ -308,4 +311,12 @@ test_that("saves follow symlinks, keep the file's mode, refuse FIFOs and folders
     expect_equal(system2("test", c("-p", fifo)), 0L)  # still the FIFO
   }
   expect_error(save_model_hdf5(model, real, overwrite = FALSE), "already exists", class = "rustgpu_io_error")
+})
+
+test_that("a legal 250-byte file name saves and loads", {
+  model <- keras_model_sequential() %>% layer_dense(2, input_shape = 3)
+  path <- file.path(tempdir(), paste0(strrep("m", 247), ".h5"))
+  on.exit(unlink(path))
+  save_model_hdf5(model, path)
+  expect_equal(get_weights(load_model_hdf5(path)), get_weights(model))
 })

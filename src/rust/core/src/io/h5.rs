@@ -32,8 +32,20 @@ fn write_str_list_attr(loc: &Location, name: &str, values: &[String]) -> Result<
         return Ok(());
     }
     let v = values.iter().map(|s| vlen(s)).collect::<Result<Vec<_>>>()?;
-    loc.new_attr::<VarLenUnicode>().shape(v.len()).create(name).and_then(|a| a.write_raw(&v)).map_err(|e| Error::Io(e.to_string()))
+    let write = |attr_name: &str, part: &[VarLenUnicode]| {
+        loc.new_attr::<VarLenUnicode>().shape(part.len()).create(attr_name).and_then(|a| a.write_raw(part)).map_err(|e| Error::Io(e.to_string()))
+    };
+    if v.len() <= ATTRIBUTE_CHUNK {
+        return write(name, &v);
+    }
+    // As Keras: a list too long for one object header goes in chunks `name0`, `name1`, ...
+    v.chunks(ATTRIBUTE_CHUNK).enumerate().try_for_each(|(i, part)| write(&format!("{}{}", name, i), part))
 }
+
+/// Names per attribute: an HDF5 object header holds at most 64 KiB (Keras's
+/// HDF5_OBJECT_HEADER_LIMIT of 64512 bytes), and each variable-length string takes 16 bytes
+/// of it; longer lists are written in chunks, as Keras does.
+const ATTRIBUTE_CHUNK: usize = 4000;
 
 /// Text from a string a file holds. HDF5 hands back bytes; the hdf5 crate's `as_str()` takes
 /// them as UTF-8 unchecked, and a corrupted file's bytes then crashed R when formatted (found
@@ -71,6 +83,20 @@ fn check_declared_size(c: &hdf5::Container, what: &str, file_len: u64, is_datase
 }
 
 fn read_str_list_attr(loc: &Location, name: &str, what: &str) -> Result<Vec<String>> {
+    if loc.attr(name).is_err() && loc.attr(&format!("{}0", name)).is_ok() {
+        // Keras's chunked form (`name0`, `name1`, ...) of a long list; bounded by the
+        // attributes the object has.
+        let count = loc.attr_names().map(|n| n.len()).unwrap_or(0);
+        let mut all = Vec::new();
+        for i in 0..count {
+            let part = format!("{}{}", name, i);
+            if loc.attr(&part).is_err() {
+                break;
+            }
+            all.extend(read_str_list_attr(loc, &part, what)?);
+        }
+        return Ok(all);
+    }
     let attr = loc.attr(name).map_err(|_| Error::Io(format!("{} has no `{}` attribute: not a Keras HDF5 file?", what, name)))?;
     let label = format!("{}'s `{}` attribute", what, name);
     check_declared_size(&attr, &label, file_len(loc), false)?;
@@ -423,4 +449,28 @@ pub fn load_optimizer_state(path: &Path, model: &Model, opt: &mut Optimizer) -> 
     }
     opt.restore(iterations, &lens, values)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_name_lists_go_in_keras_chunks_and_read_back() {
+        let path = std::env::temp_dir().join(format!("rustgpu-chunks-{}.h5", std::process::id()));
+        let names: Vec<String> = (0..9001).map(|i| format!("dense_{}", i)).collect();
+        {
+            let file = File::create(&path).unwrap();
+            write_str_list_attr(&file, "layer_names", &names).unwrap();
+            write_str_list_attr(&file, "short", &names[..3]).unwrap();
+        }
+        let file = File::open(&path).unwrap();
+        // As Keras: `layer_names0`, `layer_names1`, `layer_names2`, no `layer_names`.
+        assert!(file.attr("layer_names").is_err());
+        assert!(file.attr("layer_names2").is_ok() && file.attr("layer_names3").is_err());
+        assert_eq!(read_str_list_attr(&file, "layer_names", "test").unwrap(), names);
+        assert_eq!(read_str_list_attr(&file, "short", "test").unwrap(), names[..3].to_vec());
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+    }
 }

@@ -72,8 +72,11 @@ pub(crate) fn write_atomically(path: &Path, overwrite: bool, write: impl FnOnce(
         return Err(Error::Io(format!("cannot write \"{}\": folder \"{}\" does not exist", path.display(), dir.display())));
     }
     let _held_until_replaced = lock_existing(&target)?;
+    // The temporary name must stay within the file system's 255 bytes when the target's own
+    // name is long (a legal 250-byte name was refused): at most 200 bytes of it are kept.
     let name = target.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
-    let tmp = dir.join(format!(".{}.{}.{}.tmp", name, std::process::id(), rand::random::<u32>()));
+    let short: String = name.char_indices().take_while(|(i, c)| i + c.len_utf8() <= 200).map(|(_, c)| c).collect();
+    let tmp = dir.join(format!(".{}.{}.{}.tmp", short, std::process::id(), rand::random::<u32>()));
     let cannot = |e: std::io::Error| Error::Io(format!("cannot write \"{}\": {}", path.display(), e));
     let result = write(&tmp).and_then(|_| {
         if let Some(meta) = &existing {
