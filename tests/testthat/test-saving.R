@@ -320,3 +320,18 @@ test_that("a legal 250-byte file name saves and loads", {
   save_model_hdf5(model, path)
   expect_equal(get_weights(load_model_hdf5(path)), get_weights(model))
 })
+
+test_that("every optimizer-state layout tf-keras writes loads, and training resumes exactly", {
+  expected <- jsonlite::fromJSON(h5_fixture("expected.json"), simplifyVector = FALSE)$optimizer_layouts
+  rows <- function(m) do.call(rbind, lapply(m, unlist))
+  x <- rows(expected$x)
+  y <- rows(expected$y)
+  for (layout in c("sgd", "sgd_momentum", "rmsprop", "rmsprop_centered_momentum", "adam_amsgrad")) {
+    model <- load_model_hdf5(h5_fixture(paste0("keras_opt_", layout, ".h5")))
+    train_on_batch(model, x, y)
+    want <- expected[[layout]]
+    got <- get_weights(model)
+    expect_equal(got[[1]], rows(want[[1]]), tolerance = 1e-5, label = paste(layout, "kernel"))
+    expect_equal(as.numeric(got[[2]]), unlist(want[[2]]), tolerance = 1e-5, label = paste(layout, "bias"))
+  }
+})

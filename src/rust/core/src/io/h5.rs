@@ -439,6 +439,13 @@ pub fn load_optimizer_state(path: &Path, model: &Model, opt: &mut Optimizer) -> 
         let found =
             model.weights.iter().enumerate().find_map(|(i, w)| slots.iter().find(|s| *name == format!("{}/{}/{}", prefix, s.0, w.name)).map(|s| (i, s.1)));
         let Some((i, slot)) = found else {
+            // tf-keras creates some slots whatever the settings (SGD's `m` with momentum 0):
+            // one of this optimizer's, for one of the model's weights, unused here, is skipped.
+            let unused_slot =
+                name.strip_prefix(&format!("{}/", prefix)).is_some_and(|rest| model.weights.iter().any(|w| rest.ends_with(&format!("/{}", w.name))));
+            if unused_slot {
+                continue;
+            }
             return Err(Error::Value(format!("optimizer weight \"{}\" does not match this model and optimizer", name)));
         };
         let t = read_dataset(&g, name)?;
