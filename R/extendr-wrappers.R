@@ -138,7 +138,7 @@ rg_save_model <- function(ptr, path, overwrite, include_optimizer) .Call(wrap__r
 
 #' A model from a file: list(ptr, name, training = list(loss, metrics, optimizer) or NULL).
 #' @noRd
-rg_load_model <- function(path) .Call(wrap__rg_load_model, path)
+rg_load_model <- function(path, keep_optimizer_state) .Call(wrap__rg_load_model, path, keep_optimizer_state)
 
 #' Restores a compiled model's optimizer state from a saved model file.
 #' @noRd

@@ -57,7 +57,7 @@ load_model_hdf5 <- function(filepath, custom_objects = NULL, compile = TRUE) {
   filepath <- check_path(filepath)
   if (!is.null(custom_objects)) value_error("`custom_objects` is not supported yet: leave it NULL.")
   check_bool(compile, "compile")
-  loaded <- call_backend(rg_load_model(filepath))
+  loaded <- call_backend(rg_load_model(filepath, compile))
   model <- new_model(loaded$ptr, loaded$name)
   training <- loaded$training
   if (compile && !is.null(training)) {

@@ -42,6 +42,9 @@ pub struct ModelHandle {
     /// report their value over the epoch, as Keras's do.
     epoch_metric_sums: Vec<f64>,
     epoch_rows: usize,
+    /// The optimizer state read with the model by `load_model_hdf5()`, restored after its
+    /// compile() (from the same read of the file).
+    saved_optimizer_state: Option<rustgpu_core::io::SavedOptimizerState>,
 }
 
 impl ModelHandle {
@@ -51,6 +54,11 @@ impl ModelHandle {
 
     /// A new model of its own, run on the CPU, as an R external pointer.
     pub(crate) fn new_pointer(model: Model) -> Robj {
+        Self::new_pointer_with_state(model, None)
+    }
+
+    /// [`Self::new_pointer`], keeping a loaded optimizer state for after compile().
+    pub(crate) fn new_pointer_with_state(model: Model, saved_optimizer_state: Option<rustgpu_core::io::SavedOptimizerState>) -> Robj {
         let h = ModelHandle {
             model: Arc::new(Mutex::new(model)),
             compiled: None,
@@ -59,6 +67,7 @@ impl ModelHandle {
             steps: 0,
             epoch_metric_sums: Vec::new(),
             epoch_rows: 0,
+            saved_optimizer_state,
         };
         ExternalPtr::new(h).into()
     }

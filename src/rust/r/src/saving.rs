@@ -58,7 +58,7 @@ fn optimizer_list(c: &OptimizerConfig) -> Robj {
 /// A model from a file: list(ptr, name, training = list(loss, metrics, optimizer) or NULL).
 /// @noRd
 #[extendr]
-fn rg_load_model(path: &str) -> Robj {
+fn rg_load_model(path: &str, keep_optimizer_state: bool) -> Robj {
     guard(|| {
         let path = path.to_string();
         let loaded = cancel::run_interruptibly("loading a model", move || io::load_model(Path::new(&path)))?;
@@ -73,7 +73,9 @@ fn rg_load_model(path: &str) -> Robj {
             .into(),
             None => ().into(),
         };
-        Ok(list!(ptr = ModelHandle::new_pointer(loaded.model), name = name, training = training).into())
+        // Kept for the compile() that follows (load_model_hdf5(compile = TRUE)) only.
+        let state = if keep_optimizer_state { loaded.optimizer_state } else { None };
+        Ok(list!(ptr = ModelHandle::new_pointer_with_state(loaded.model, state), name = name, training = training).into())
     })
 }
 
@@ -84,7 +86,13 @@ fn rg_load_optimizer_state(mut ptr: Robj, path: &str) -> Robj {
     guard(|| {
         let h = handle(&mut ptr)?;
         let model = h.model.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let saved = h.saved_optimizer_state.take();
         let compiled = h.compiled.as_mut().ok_or_else(|| Error::State("compile the model before restoring its optimizer".into()))?;
+        // The state read with the model (load_model_hdf5()): the same version of the file.
+        if let Some(state) = saved {
+            io::restore_optimizer_state(&state, &model, &mut compiled.optimizer)?;
+            return Ok(true.into());
+        }
         let (mut optimizer, path) = (compiled.optimizer.clone(), path.to_string());
         let (optimizer, found) = cancel::run_interruptibly("loading optimizer state", move || {
             let found = io::load_optimizer_state(Path::new(&path), &model, &mut optimizer)?;

@@ -401,10 +401,13 @@ fn write_optimizer(file: &File, model: &Model, opt: &Optimizer) -> Result<()> {
     Ok(())
 }
 
-/// A model read from a file, with its training setup when the file has one.
+/// A model read from a file, with its training setup and optimizer state when the file has
+/// them: all read through one open of the file, so that a save racing with the load cannot
+/// pair one checkpoint's weights with another's optimizer state.
 pub struct LoadedModel {
     pub model: Model,
     pub training: Option<TrainingConfig>,
+    pub optimizer_state: Option<SavedOptimizerState>,
 }
 
 /// `load_model_hdf5()`.
@@ -418,24 +421,35 @@ pub fn load_model(path: &Path) -> Result<LoadedModel> {
     let saved = read_saved_layers(&file, &group, &format!("\"{}\"", path.display()))?;
     assign(&mut model, saved, false, false)?;
     let training = read_str_attr(&file, "training_config")?.map(|t| TrainingConfig::parse(&t)).transpose()?;
-    Ok(LoadedModel { model, training })
+    let optimizer_state = if training.is_some() { read_optimizer_state(&file, path)? } else { None };
+    Ok(LoadedModel { model, training, optimizer_state })
 }
 
-/// Restores `optimizer_weights/` into a compiled model's optimizer (after `compile()`).
-/// Returns false when the file has no optimizer state.
-pub fn load_optimizer_state(path: &Path, model: &Model, opt: &mut Optimizer) -> Result<bool> {
-    let file = open(path)?;
+/// A file's optimizer state as read: the step count and each saved slot by name.
+#[derive(Debug, Clone)]
+pub struct SavedOptimizerState {
+    pub iterations: u64,
+    pub slots: Vec<(String, HostTensor)>,
+}
+
+fn read_optimizer_state(file: &File, path: &Path) -> Result<Option<SavedOptimizerState>> {
     if !file.link_exists("optimizer_weights") {
-        return Ok(false);
+        return Ok(None);
     }
     let g = file.group("optimizer_weights").map_err(h5err(path))?;
     let names = read_str_list_attr(&g, "weight_names", "optimizer_weights")?;
     let iterations = g.dataset("iteration:0").and_then(|d| d.read_scalar::<i64>()).unwrap_or(0).max(0) as u64;
+    let slots = names.into_iter().filter(|n| n != "iteration:0").map(|n| Ok((n.clone(), read_dataset(&g, &n)?))).collect::<Result<Vec<_>>>()?;
+    Ok(Some(SavedOptimizerState { iterations, slots }))
+}
+
+/// Restores a saved optimizer state into a compiled model's optimizer (after `compile()`).
+pub fn restore_optimizer_state(state: &SavedOptimizerState, model: &Model, opt: &mut Optimizer) -> Result<()> {
     let prefix = opt.config.name();
     let slots = opt.slot_names();
     let lens: Vec<usize> = model.weights.iter().map(|w| w.value.len()).collect();
     let mut values: Vec<Vec<(usize, Vec<f32>)>> = vec![Vec::new(); model.weights.len()];
-    for name in names.iter().filter(|n| n.as_str() != "iteration:0") {
+    for (name, t) in &state.slots {
         let found =
             model.weights.iter().enumerate().find_map(|(i, w)| slots.iter().find(|s| *name == format!("{}/{}/{}", prefix, s.0, w.name)).map(|s| (i, s.1)));
         let Some((i, slot)) = found else {
@@ -448,14 +462,22 @@ pub fn load_optimizer_state(path: &Path, model: &Model, opt: &mut Optimizer) -> 
             }
             return Err(Error::Value(format!("optimizer weight \"{}\" does not match this model and optimizer", name)));
         };
-        let t = read_dataset(&g, name)?;
         if t.data.len() != lens[i] {
             return Err(Error::Value(format!("optimizer weight \"{}\" has {} values, the model's weight has {}", name, t.data.len(), lens[i])));
         }
-        values[i].push((slot, t.data));
+        values[i].push((slot, t.data.clone()));
     }
-    opt.restore(iterations, &lens, values)?;
-    Ok(true)
+    opt.restore(state.iterations, &lens, values)
+}
+
+/// Restores `optimizer_weights/` of the file at `path` into a compiled model's optimizer.
+/// Returns false when the file has no optimizer state.
+pub fn load_optimizer_state(path: &Path, model: &Model, opt: &mut Optimizer) -> Result<bool> {
+    let file = open(path)?;
+    match read_optimizer_state(&file, path)? {
+        Some(state) => restore_optimizer_state(&state, model, opt).map(|_| true),
+        None => Ok(false),
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ pub mod pickle;
 pub mod tfevents;
 
 pub use config::{model_config, model_from_config, training_config, TrainingConfig};
-pub use h5::{load_model, load_optimizer_state, load_weights, save_model, save_weights, LoadedModel};
+pub use h5::{load_model, load_optimizer_state, load_weights, restore_optimizer_state, save_model, save_weights, LoadedModel, SavedOptimizerState};
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
