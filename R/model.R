@@ -304,6 +304,7 @@ pop_layer <- function(object) {
   }
   call_backend(rg_pop_layer(object$ptr))
   if (length(object$layer_specs)) object$layer_specs <- object$layer_specs[-length(object$layer_specs)]
+  object$layer_ids_complete <- FALSE
   invisible(object)
 }
 

@@ -37,7 +37,12 @@ model_home <- function(model) {
 layer_ids <- function(model) {
   home <- model_home(model)
   ids <- home$layer_ids
+  # Layers added in R register their ids as they come; the model is asked for its layer names
+  # only when ids may be missing (a model read from a file or a config) or stale (pop_layer()),
+  # not on every training step.
+  if (isTRUE(home$layer_ids_complete)) return(ids)
   names_now <- model_info(model)$layer_names
+  home$layer_ids_complete <- TRUE
   if (!identical(names(ids), names_now)) {
     fresh <- setdiff(names_now, names(ids))
     new_ids <- stats::setNames(vapply(fresh, function(n) next_layer_id(), character(1)), fresh)

@@ -186,10 +186,17 @@ impl Architecture {
     /// Values every row of a batch produces across the model (each node's output, and the
     /// inputs), None when that overflows.
     pub fn activation_elements_per_row(&self) -> Option<u64> {
+        let (inputs, shapes) = self.node_shapes();
+        let total = inputs.iter().try_fold(0u64, |a, s| a.checked_add(crate::memory::elements(s)?))?;
+        shapes.iter().try_fold(total, |a, s| a.checked_add(crate::memory::elements(s)?))
+    }
+
+    /// The input shapes and each node's output shape (empty where unknown), in one pass in
+    /// node order: every node's inputs are computed before it.
+    fn node_shapes(&self) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
         let inputs = self.input_shapes().unwrap_or_default();
         let nodes = self.nodes();
         let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(nodes.len());
-        let mut total = inputs.iter().try_fold(0u64, |a, s| a.checked_add(crate::memory::elements(s)?))?;
         for node in nodes.iter() {
             let ins: Vec<Vec<usize>> = node
                 .inputs
@@ -199,11 +206,9 @@ impl Architecture {
                     Source::Node(i) => shapes[i].clone(),
                 })
                 .collect();
-            let out = self.layers[node.layer].node_output_shape(&ins).unwrap_or_default();
-            total = total.checked_add(crate::memory::elements(&out)?)?;
-            shapes.push(out);
+            shapes.push(self.layers[node.layer].node_output_shape(&ins).unwrap_or_default());
         }
-        Some(total)
+        (inputs, shapes)
     }
 
     /// A per-weight setting of the layers (`of_layer` lists a layer's, in its weights' order;
@@ -313,21 +318,7 @@ impl Architecture {
 
     /// Shape of each model output (without the batch axis).
     pub fn output_shapes_of_outputs(&self) -> Vec<Vec<usize>> {
-        let inputs = self.input_shapes().unwrap_or_default();
-        let nodes = self.nodes();
-        // One pass in node order: every node's inputs are computed before it.
-        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(nodes.len());
-        for node in nodes.iter() {
-            let ins: Vec<Vec<usize>> = node
-                .inputs
-                .iter()
-                .map(|s| match *s {
-                    Source::Input(k) => inputs.get(k).cloned().unwrap_or_default(),
-                    Source::Node(i) => shapes[i].clone(),
-                })
-                .collect();
-            shapes.push(self.layers[node.layer].node_output_shape(&ins).unwrap_or_default());
-        }
+        let (inputs, shapes) = self.node_shapes();
         self.outputs()
             .iter()
             .map(|s| match *s {

@@ -159,10 +159,11 @@ fn rg_gather_seconds(x: Robj, rows: Robj, repeats: f64) -> Robj {
 
 /// Replaces the stateful metrics' values by their value over `sums` (summed over `rows`).
 fn stateful_results(model: &rustgpu_core::Model, compiled: &Compiled, stats: &mut BatchStats, sums: &[f64], rows: usize) -> Result<()> {
-    let metrics = rustgpu_core::train::resolved_metrics(model, compiled)?;
-    if !metrics.iter().any(|m| m.is_stateful()) {
+    // Every batch passes here: nothing to resolve without a stateful metric.
+    if !compiled.metrics.iter().any(|m| m.is_stateful()) {
         return Ok(());
     }
+    let metrics = rustgpu_core::train::resolved_metrics(model, compiled)?;
     let refs: Vec<&Metric> = metrics.iter().collect();
     let results = rustgpu_core::metrics::results(&refs, sums, rows);
     for ((value, m), r) in stats.metrics.iter_mut().zip(&metrics).zip(results) {
