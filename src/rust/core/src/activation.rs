@@ -15,9 +15,12 @@ pub enum Activation {
     Selu,
     Softplus,
     Gelu,
+    /// Keras 2's piecewise-linear sigmoid, `clip(0.2 x + 0.5, 0, 1)` (R keras 2.2's
+    /// recurrent default).
+    HardSigmoid,
 }
 
-pub const ACTIVATION_NAMES: &[&str] = &["linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "softplus", "gelu"];
+pub const ACTIVATION_NAMES: &[&str] = &["linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "softplus", "gelu", "hard_sigmoid"];
 
 // Keras's SELU constants (tf.keras.activations.selu).
 const SELU_ALPHA: f64 = 1.673_263_242_354_377_3;
@@ -35,6 +38,7 @@ impl Activation {
             "selu" => Activation::Selu,
             "softplus" => Activation::Softplus,
             "gelu" => Activation::Gelu,
+            "hard_sigmoid" => Activation::HardSigmoid,
             other => return Err(Error::Value(format!("unknown activation \"{}\": expected one of {}", other, ACTIVATION_NAMES.join(", ")))),
         })
     }
@@ -50,6 +54,7 @@ impl Activation {
             Activation::Selu => "selu",
             Activation::Softplus => "softplus",
             Activation::Gelu => "gelu",
+            Activation::HardSigmoid => "hard_sigmoid",
         }
     }
 
@@ -72,6 +77,7 @@ impl Activation {
             Activation::Softplus => (x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?,
             // Keras's default gelu is the exact (erf) form.
             Activation::Gelu => x.gelu_erf()?,
+            Activation::HardSigmoid => x.affine(0.2, 0.5)?.clamp(0f32, 1f32)?,
         })
     }
 
@@ -102,6 +108,11 @@ impl Activation {
                 dy.mul(&((positive * SELU_SCALE)? + negative_slope)?)?
             }
             Activation::Softplus => dy.mul(&candle_nn::ops::sigmoid(z)?)?,
+            // 0.2 on the linear piece (-2.5, 2.5), 0 where clipped.
+            Activation::HardSigmoid => {
+                let inside = mask(z.gt(-2.5f32)?)?.mul(&mask(z.lt(2.5f32)?)?)?;
+                dy.mul(&(inside * 0.2)?)?
+            }
             // d/dz [z * Phi(z)] = Phi(z) + z * phi(z).
             Activation::Gelu => {
                 let cdf = ((z / std::f64::consts::SQRT_2)?.erf()? + 1.0)?.affine(0.5, 0.0)?;
@@ -153,6 +164,7 @@ mod tests {
         let cases: Vec<(Activation, ClosedForm)> = vec![
             (Activation::Relu, Box::new(|v: f64| v.max(0.0))),
             (Activation::Sigmoid, Box::new(|v: f64| 1.0 / (1.0 + (-v).exp()))),
+            (Activation::HardSigmoid, Box::new(|v: f64| (0.2 * v + 0.5).clamp(0.0, 1.0))),
             (Activation::Tanh, Box::new(|v: f64| v.tanh())),
             (Activation::Elu, Box::new(|v: f64| if v > 0.0 { v } else { v.exp() - 1.0 })),
             (Activation::Selu, Box::new(|v: f64| SELU_SCALE * if v > 0.0 { v } else { SELU_ALPHA * (v.exp() - 1.0) })),

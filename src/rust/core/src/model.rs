@@ -116,6 +116,9 @@ impl Architecture {
         }
         let nodes = self.nodes();
         let mut values: Vec<LayerOutput> = Vec::with_capacity(nodes.len());
+        // Each node's output mask (Keras's `_keras_mask`): made by Embedding(mask_zero) and
+        // Masking, passed on by layers that keep the time axis, consumed by recurrent layers.
+        let mut masks: Vec<Option<Tensor>> = Vec::with_capacity(nodes.len());
         let mut caches = Vec::with_capacity(nodes.len());
         let mut recorded = Vec::new();
         for (j, node) in nodes.iter().enumerate() {
@@ -129,8 +132,15 @@ impl Architecture {
                 })
                 .collect();
             let range = self.weight_ranges[node.layer].clone();
-            let (out, cache) = self.layers[node.layer].forward_node(&weights[range], &xs, ctx)?;
-            if self.layers[node.layer].kind.activity_regularizer().is_some() {
+            ctx.mask = match node.inputs.first() {
+                Some(Source::Node(i)) => masks[*i].clone(),
+                _ => None,
+            };
+            let layer = &self.layers[node.layer];
+            let (out, cache) = layer.forward_node(&weights[range], &xs, ctx)?;
+            masks.push(layer.kind.compute_mask(&xs, ctx.mask.as_ref())?);
+            ctx.mask = None;
+            if layer.kind.activity_regularizer().is_some() {
                 recorded.push((j, out.value.clone()));
             }
             values.push(out);
@@ -338,6 +348,11 @@ impl Architecture {
                 Source::Node(j) => self.layers[nodes[j].layer].name.clone(),
             })
             .collect()
+    }
+
+    /// Layers that keep state between batches (stateful recurrent layers), by name.
+    pub fn stateful_layers(&self) -> Vec<String> {
+        self.layers.iter().filter(|l| l.kind.is_stateful()).map(|l| l.name.clone()).collect()
     }
 
     pub fn output_shape(&self) -> Option<&Vec<usize>> {
@@ -572,6 +587,13 @@ impl Model {
         }
         self.arch = Arc::new(arch);
         Ok(())
+    }
+
+    /// Forgets the state stateful layers keep between batches (Keras's `reset_states()`).
+    pub fn reset_states(&self) {
+        for layer in &self.arch.layers {
+            layer.kind.reset_states();
+        }
     }
 
     pub fn count_params(&self) -> (usize, usize) {

@@ -163,13 +163,11 @@ fn write_weights_group(group: &Group, layers: &LayerWeights) -> Result<()> {
         for (name, value) in weights {
             // "dense/kernel:0" lives at <layer group>/dense/kernel:0.
             let (sub, leaf) = name.rsplit_once('/').unwrap_or(("", name.as_str()));
-            let target = if sub.is_empty() {
-                g.clone()
-            } else if g.link_exists(sub) {
-                g.group(sub).map_err(|e| Error::Io(e.to_string()))?
-            } else {
-                g.create_group(sub).map_err(|e| Error::Io(e.to_string()))?
-            };
+            // A recurrent cell's "lstm/lstm_cell/kernel:0" nests two groups: made one by one.
+            let mut target = g.clone();
+            for part in sub.split('/').filter(|p| !p.is_empty()) {
+                target = if target.link_exists(part) { target.group(part) } else { target.create_group(part) }.map_err(|e| Error::Io(e.to_string()))?;
+            }
             write_dataset(&target, leaf, value)?;
         }
         if i == 0 {

@@ -279,7 +279,7 @@ impl LayerType for PReLU {
     }
 
     fn weight_specs(&self, input: &[usize]) -> Vec<super::WeightSpec> {
-        vec![super::WeightSpec { name: "alpha", shape: self.alpha_shape(input), initializer: self.alpha_initializer.clone(), trainable: true }]
+        vec![super::WeightSpec { name: "alpha".into(), shape: self.alpha_shape(input), initializer: self.alpha_initializer.clone(), trainable: true }]
     }
 
     fn weight_regularizers(&self) -> Vec<Option<crate::regularizer::Regularizer>> {

@@ -192,13 +192,13 @@ impl LayerType for DepthwiseConv2D {
     fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {
         let c = input.last().copied().unwrap_or(1);
         let mut specs = vec![WeightSpec {
-            name: "depthwise_kernel",
+            name: "depthwise_kernel".into(),
             shape: vec![self.kernel_size.0, self.kernel_size.1, c, self.depth_multiplier],
             initializer: self.depthwise_initializer.clone(),
             trainable: true,
         }];
         if self.use_bias {
-            specs.push(WeightSpec { name: "bias", shape: vec![c * self.depth_multiplier], initializer: self.bias_initializer.clone(), trainable: true });
+            specs.push(WeightSpec { name: "bias".into(), shape: vec![c * self.depth_multiplier], initializer: self.bias_initializer.clone(), trainable: true });
         }
         specs
     }
@@ -339,20 +339,20 @@ impl LayerType for SeparableConv2D {
         let c = input.last().copied().unwrap_or(1);
         let mut specs = vec![
             WeightSpec {
-                name: "depthwise_kernel",
+                name: "depthwise_kernel".into(),
                 shape: vec![self.kernel_size.0, self.kernel_size.1, c, self.depth_multiplier],
                 initializer: self.depthwise_initializer.clone(),
                 trainable: true,
             },
             WeightSpec {
-                name: "pointwise_kernel",
+                name: "pointwise_kernel".into(),
                 shape: vec![1, 1, c * self.depth_multiplier, self.filters],
                 initializer: self.pointwise_initializer.clone(),
                 trainable: true,
             },
         ];
         if self.use_bias {
-            specs.push(WeightSpec { name: "bias", shape: vec![self.filters], initializer: self.bias_initializer.clone(), trainable: true });
+            specs.push(WeightSpec { name: "bias".into(), shape: vec![self.filters], initializer: self.bias_initializer.clone(), trainable: true });
         }
         specs
     }
@@ -414,7 +414,7 @@ mod tests {
     use rand::SeedableRng;
 
     fn ctx() -> ForwardContext {
-        ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(0) }
+        ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None }
     }
 
     fn depthwise(same: bool, strides: usize, depth_multiplier: usize, dilation: (usize, usize)) -> DepthwiseConv2D {

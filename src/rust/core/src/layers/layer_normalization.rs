@@ -80,10 +80,10 @@ impl LayerType for LayerNormalization {
         let c = input.last().copied().unwrap_or(1);
         let mut specs = Vec::new();
         if self.scale {
-            specs.push(WeightSpec { name: "gamma", shape: vec![c], initializer: self.gamma_initializer.clone(), trainable: true });
+            specs.push(WeightSpec { name: "gamma".into(), shape: vec![c], initializer: self.gamma_initializer.clone(), trainable: true });
         }
         if self.center {
-            specs.push(WeightSpec { name: "beta", shape: vec![c], initializer: self.beta_initializer.clone(), trainable: true });
+            specs.push(WeightSpec { name: "beta".into(), shape: vec![c], initializer: self.beta_initializer.clone(), trainable: true });
         }
         specs
     }

@@ -18,7 +18,9 @@ mod depthwise;
 mod dropout;
 mod embedding;
 mod global_average_pooling1d;
+mod gru;
 mod layer_normalization;
+mod lstm;
 mod merge;
 mod noise;
 mod normalization;
@@ -26,8 +28,10 @@ mod params;
 mod permute;
 mod pooling;
 mod pooling1d;
+pub(crate) mod recurrent;
 pub mod registry;
 mod resize;
+mod simple_rnn;
 mod spatial;
 
 pub use self::activation::ActivationLayer;
@@ -41,7 +45,9 @@ pub use self::depthwise::{DepthwiseConv2D, SeparableConv2D};
 pub use self::dropout::Dropout;
 pub use self::embedding::Embedding;
 pub use self::global_average_pooling1d::GlobalAveragePooling1D;
+pub use self::gru::GRU;
 pub use self::layer_normalization::LayerNormalization;
+pub use self::lstm::LSTM;
 pub use self::merge::{Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract};
 pub use self::noise::{GaussianDropout, GaussianNoise, SpatialDropout1D, SpatialDropout2D};
 pub use self::normalization::BatchNormalization;
@@ -50,6 +56,7 @@ pub use self::permute::Permute;
 pub use self::pooling::{AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D};
 pub use self::pooling1d::{AveragePooling1D, GlobalMaxPooling1D};
 pub use self::resize::{Cropping1D, Cropping2D, UpSampling1D, UpSampling2D};
+pub use self::simple_rnn::SimpleRNN;
 pub use self::spatial::{Flatten, Reshape, ZeroPadding2D};
 
 use crate::activation::Activation;
@@ -68,7 +75,8 @@ use std::sync::{Arc, Mutex};
 /// updates itself (batch normalization's moving statistics), never the optimizer.
 #[derive(Debug, Clone)]
 pub struct WeightSpec {
-    pub name: &'static str,
+    /// Keras's name within the layer ("kernel"; "lstm_cell/kernel" for a recurrent cell's).
+    pub name: String,
     pub shape: Vec<usize>,
     pub initializer: Initializer,
     pub trainable: bool,
@@ -78,9 +86,9 @@ impl WeightSpec {
     /// A kernel of `shape` and, with `use_bias`, a bias of `units` values: the weights of
     /// Dense and of the convolutions, in Keras's order.
     pub fn kernel_and_bias(shape: Vec<usize>, units: usize, kernel_initializer: &Initializer, bias_initializer: &Initializer, use_bias: bool) -> Vec<Self> {
-        let mut specs = vec![WeightSpec { name: "kernel", shape, initializer: kernel_initializer.clone(), trainable: true }];
+        let mut specs = vec![WeightSpec { name: "kernel".into(), shape, initializer: kernel_initializer.clone(), trainable: true }];
         if use_bias {
-            specs.push(WeightSpec { name: "bias", shape: vec![units], initializer: bias_initializer.clone(), trainable: true });
+            specs.push(WeightSpec { name: "bias".into(), shape: vec![units], initializer: bias_initializer.clone(), trainable: true });
         }
         specs
     }
@@ -90,6 +98,9 @@ impl WeightSpec {
 pub struct ForwardContext {
     pub training: bool,
     pub rng: StdRng,
+    /// The Keras mask of the node's (first) input, `(batch, time)` with 1 for steps that
+    /// count: set by the model before each layer runs (recurrent layers skip masked steps).
+    pub mask: Option<Tensor>,
 }
 
 /// A layer's output, plus the pre-activation values when the layer ended in softmax/sigmoid,
@@ -256,6 +267,25 @@ pub trait LayerType: std::fmt::Debug + Send + Sync + Serialize + DeserializeOwne
         None
     }
 
+    /// Whether the mask of the input passes through to the output unchanged (Keras's
+    /// `supports_masking` on a layer that keeps the time axis: Dense, Dropout, Activation).
+    const PROPAGATES_MASK: bool = false;
+
+    /// The mask of the output (Keras's `compute_mask`), from the inputs and the mask of the
+    /// first input: by default the input's when [`Self::PROPAGATES_MASK`], otherwise none.
+    fn compute_mask(&self, _xs: &[Tensor], mask: Option<&Tensor>) -> Result<Option<Tensor>> {
+        Ok(if Self::PROPAGATES_MASK { mask.cloned() } else { None })
+    }
+
+    /// Forgets state kept between batches (a stateful recurrent layer's; Keras's
+    /// `reset_states()`).
+    fn reset_states(&self) {}
+
+    /// Whether the layer keeps state between batches (stateful recurrent layers).
+    fn is_stateful(&self) -> bool {
+        false
+    }
+
     /// A small instance for the generic test over the registry.
     fn example() -> Example;
 }
@@ -283,6 +313,9 @@ pub trait AnyLayer: std::fmt::Debug + Send + Sync {
     fn weight_regularizers(&self) -> Vec<Option<crate::regularizer::Regularizer>>;
     fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>>;
     fn activity_regularizer(&self) -> Option<crate::regularizer::Regularizer>;
+    fn compute_mask(&self, xs: &[Tensor], mask: Option<&Tensor>) -> Result<Option<Tensor>>;
+    fn reset_states(&self);
+    fn is_stateful(&self) -> bool;
 }
 
 impl<T: LayerType> AnyLayer for T {
@@ -330,6 +363,15 @@ impl<T: LayerType> AnyLayer for T {
     }
     fn activity_regularizer(&self) -> Option<crate::regularizer::Regularizer> {
         LayerType::activity_regularizer(self)
+    }
+    fn compute_mask(&self, xs: &[Tensor], mask: Option<&Tensor>) -> Result<Option<Tensor>> {
+        LayerType::compute_mask(self, xs, mask)
+    }
+    fn reset_states(&self) {
+        LayerType::reset_states(self)
+    }
+    fn is_stateful(&self) -> bool {
+        LayerType::is_stateful(self)
     }
 }
 

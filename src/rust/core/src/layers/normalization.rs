@@ -143,7 +143,7 @@ impl LayerType for BatchNormalization {
 
     fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {
         let c = input.last().copied().unwrap_or(1);
-        let spec = |name, init: &Initializer, trainable| WeightSpec { name, shape: vec![c], initializer: init.clone(), trainable };
+        let spec = |name: &str, init: &Initializer, trainable| WeightSpec { name: name.into(), shape: vec![c], initializer: init.clone(), trainable };
         let mut specs = Vec::new();
         if self.scale {
             specs.push(spec("gamma", &self.gamma_initializer, true));
@@ -221,7 +221,7 @@ mod tests {
         let bn = BatchNormalization { epsilon: 0.0, center: false, scale: false, ..BatchNormalization::default() };
         let x = Tensor::randn(2f32, 3.0, (50, 3), &Device::Cpu).unwrap();
         let w = vec![Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap(), Tensor::ones(3, candle_core::DType::F32, &Device::Cpu).unwrap()];
-        let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(0) };
+        let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None };
         let (out, cache) = bn.forward("bn", &w, &[x], &mut ctx).unwrap();
         let mean = out.value.mean(0).unwrap().to_vec1::<f32>().unwrap();
         let var = out.value.sqr().unwrap().mean(0).unwrap().to_vec1::<f32>().unwrap();

@@ -112,7 +112,7 @@ pub(super) fn forward_part(
     };
     let xs = xs.iter().map(|x| x.to_device(device)).collect::<Result<Vec<_>>>()?;
     let seed = s.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(replica as u64);
-    let mut ctx = ForwardContext { training, rng: rand::rngs::StdRng::seed_from_u64(seed) };
+    let mut ctx = ForwardContext { training, rng: rand::rngs::StdRng::seed_from_u64(seed), mask: None };
     let recorded = s.arch.forward_recording(&weights, &xs, &mut ctx)?;
     Ok((weights, recorded))
 }
