@@ -80,6 +80,12 @@ rg_layer_types <- function() .Call(wrap__rg_layer_types)
 #' @noRd
 rg_pop_layer <- function(ptr) .Call(wrap__rg_pop_layer, ptr)
 
+#' @noRd
+rg_reset_states <- function(ptr) .Call(wrap__rg_reset_states, ptr)
+
+#' @noRd
+rg_stateful_layers <- function(ptr) .Call(wrap__rg_stateful_layers, ptr)
+
 #' Each sample's loss.
 #' @noRd
 rg_loss_values <- function(name, y_true, y_pred) .Call(wrap__rg_loss_values, name, y_true, y_pred)

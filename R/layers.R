@@ -249,6 +249,9 @@ print.rustgpu_layer <- function(x, ...) {
 #' @param embeddings_initializer Initializer or its name ([initializers]; Keras's default "uniform" draws from
 #'   (-0.05, 0.05)).
 #' @param input_length Length of the input sequences (sets `input_shape`).
+#' @param mask_zero Whether index 0 is padding: recurrent layers after the embedding then
+#'   skip those steps (index 0 cannot be a word; `input_dim` counts it).
+#' @param batch_size Accepted for compatibility.
 #' @return The model, invisibly (or the layer when `object` is missing).
 #' @examples
 #' model <- keras_model_sequential() %>%
@@ -259,19 +262,20 @@ print.rustgpu_layer <- function(x, ...) {
 #' @export
 layer_embedding <- function(object, input_dim, output_dim, embeddings_initializer = "uniform",
                             embeddings_regularizer = NULL, activity_regularizer = NULL,
-                            embeddings_constraint = NULL, input_length = NULL, input_shape = NULL, name = NULL,
-                            trainable = NULL, weights = NULL) {
+                            embeddings_constraint = NULL, mask_zero = FALSE, input_length = NULL, input_shape = NULL,
+                            batch_size = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_count(input_dim, "input_dim", min = 1)
   check_count(output_dim, "output_dim", min = 1)
   embeddings_initializer <- initializer_config(embeddings_initializer, "embeddings_initializer")
   check_count(input_length, "input_length", min = 1, allow_null = TRUE)
+  check_bool(mask_zero, "mask_zero")
   if (is.null(input_shape) && !is.null(input_length)) input_shape <- input_length
   create_layer("Embedding", object, list(
     input_dim = input_dim, output_dim = output_dim, embeddings_initializer = embeddings_initializer,
     embeddings_regularizer = regularizer_config(embeddings_regularizer, "embeddings_regularizer"),
     activity_regularizer = regularizer_config(activity_regularizer, "activity_regularizer"),
     embeddings_constraint = constraint_config(embeddings_constraint, "embeddings_constraint"),
-    input_length = input_length
+    mask_zero = mask_zero, input_length = input_length
   ), input_shape, name, weights = weights, trainable = trainable)
 }

@@ -45,6 +45,13 @@ multi_gpu_model <- function(model, gpus = NULL, cpu_merge = TRUE, cpu_relocation
   }
   check_bool(cpu_merge, "cpu_merge")
   check_bool(cpu_relocation, "cpu_relocation")
+  stateful <- call_backend(rg_stateful_layers(model$ptr))
+  if (length(stateful)) {
+    value_error(sprintf(paste(
+      "`model` has stateful layers (%s): each keeps its rows' states from one batch to the next, which",
+      "splitting batches across replicas would mix up. Train it without multi_gpu_model(), or use `stateful = FALSE`."
+    ), paste0("\"", stateful, "\"", collapse = ", ")))
+  }
   ids <- resolve_gpu_ids(gpus)
   ptr <- call_backend(rg_multi_gpu(model$ptr, as.numeric(ids), cpu_merge, cpu_relocation))
   new_model(ptr, model$name, kind = if (inherits(model, "keras.engine.sequential.Sequential")) "sequential" else "model",

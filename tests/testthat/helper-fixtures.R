@@ -22,12 +22,20 @@ fixture_target <- function(fx, case) {
 build_fixture_model <- function(case, input_shape) {
   model <- keras_model_sequential()
   for (i in seq_along(case$layers)) {
-    spec <- case$layers[[i]]
-    args <- lapply(spec[names(spec) != "type"], function(a) if (is.matrix(a)) lapply(seq_len(nrow(a)), function(r) a[r, ]) else a)
+    args <- list(model)
     if (i == 1) args$input_shape <- input_shape
-    do.call(get(paste0("layer_", spec$type), envir = asNamespace("rustgpu")), c(list(model), args))
+    fixture_layer(case$layers[[i]], args)
   }
   model
+}
+
+# A spec's R function: layer_<type>(), or the wrappers bidirectional() and time_distributed(),
+# whose `layer` is itself a spec.
+fixture_layer <- function(spec, args = list()) {
+  own <- lapply(spec[names(spec) != "type"], function(a) if (is.matrix(a)) lapply(seq_len(nrow(a)), function(r) a[r, ]) else a)
+  if (is.list(own$layer)) own$layer <- fixture_layer(own$layer)
+  fn <- if (spec$type %in% c("bidirectional", "time_distributed")) spec$type else paste0("layer_", spec$type)
+  do.call(get(fn, envir = asNamespace("rustgpu")), c(args, own))
 }
 
 fixture_input <- function(fx, case) fx[[case$input]]

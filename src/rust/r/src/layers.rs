@@ -66,6 +66,24 @@ fn rg_pop_layer(mut ptr: Robj) -> Robj {
 
 /// @noRd
 #[extendr]
+fn rg_reset_states(mut ptr: Robj) -> Robj {
+    guard(|| {
+        handle(&mut ptr)?.model.lock().unwrap_or_else(|e| e.into_inner()).reset_states();
+        Ok(().into())
+    })
+}
+
+/// @noRd
+#[extendr]
+fn rg_stateful_layers(mut ptr: Robj) -> Robj {
+    guard(|| {
+        let names = handle(&mut ptr)?.model.lock().unwrap_or_else(|e| e.into_inner()).arch.stateful_layers();
+        Ok(names.into())
+    })
+}
+
+/// @noRd
+#[extendr]
 fn rg_unique_name(prefix: &str) -> String {
     rustgpu_core::layers::unique_name(prefix)
 }
@@ -76,4 +94,6 @@ extendr_module! {
     fn rg_add_layer;
     fn rg_layer_types;
     fn rg_pop_layer;
+    fn rg_reset_states;
+    fn rg_stateful_layers;
 }

@@ -20,6 +20,7 @@ struct ActivationCache {
 impl LayerType for ActivationLayer {
     const CLASS_NAME: &'static str = "Activation";
     const NAME_PREFIX: &'static str = "activation";
+    const PROPAGATES_MASK: bool = true;
 
     fn output_shape(&self, _name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
         Ok(inputs[0].clone())

@@ -62,6 +62,7 @@ impl Dense {
 impl LayerType for Dense {
     const CLASS_NAME: &'static str = "Dense";
     const NAME_PREFIX: &'static str = "dense";
+    const PROPAGATES_MASK: bool = true;
     /// The kernel: the input gradient multiplies by its transpose.
     const TRANSPOSED_WEIGHTS: &'static [usize] = &[0];
 

@@ -31,6 +31,7 @@ impl Dropout {
 impl LayerType for Dropout {
     const CLASS_NAME: &'static str = "Dropout";
     const NAME_PREFIX: &'static str = "dropout";
+    const PROPAGATES_MASK: bool = true;
 
     fn normalize(&mut self) -> Result<()> {
         if !(0.0..1.0).contains(&self.rate) {

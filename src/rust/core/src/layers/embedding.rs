@@ -53,9 +53,6 @@ impl LayerType for Embedding {
     fn normalize(&mut self) -> Result<()> {
         check_positive("input_dim", &[self.input_dim])?;
         check_positive("output_dim", &[self.output_dim])?;
-        if self.mask_zero {
-            return Err(Error::Value("`mask_zero = TRUE` is not supported yet".into()));
-        }
         Ok(())
     }
 
@@ -75,6 +72,11 @@ impl LayerType for Embedding {
 
     fn activity_regularizer(&self) -> Option<Regularizer> {
         self.activity_regularizer
+    }
+
+    /// With `mask_zero`, index 0 is padding: masked for the layers after.
+    fn compute_mask(&self, xs: &[Tensor], _mask: Option<&Tensor>) -> Result<Option<Tensor>> {
+        Ok(if self.mask_zero { Some(xs[0].ne(0f32)?.to_dtype(DType::F32)?) } else { None })
     }
 
     fn weight_specs(&self, _input: &[usize]) -> Vec<WeightSpec> {

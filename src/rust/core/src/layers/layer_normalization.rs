@@ -49,6 +49,7 @@ struct NormCache {
 impl LayerType for LayerNormalization {
     const CLASS_NAME: &'static str = "LayerNormalization";
     const NAME_PREFIX: &'static str = "layer_normalization";
+    const PROPAGATES_MASK: bool = true;
 
     fn normalize(&mut self) -> Result<()> {
         if !(self.epsilon.is_finite() && self.epsilon > 0.0) {

@@ -63,6 +63,7 @@ pub struct GaussianNoise {
 impl LayerType for GaussianNoise {
     const CLASS_NAME: &'static str = "GaussianNoise";
     const NAME_PREFIX: &'static str = "gaussian_noise";
+    const PROPAGATES_MASK: bool = true;
 
     fn normalize(&mut self) -> Result<()> {
         if !(self.stddev.is_finite() && self.stddev >= 0.0) {
@@ -102,6 +103,7 @@ pub struct GaussianDropout {
 impl LayerType for GaussianDropout {
     const CLASS_NAME: &'static str = "GaussianDropout";
     const NAME_PREFIX: &'static str = "gaussian_dropout";
+    const PROPAGATES_MASK: bool = true;
 
     fn normalize(&mut self) -> Result<()> {
         check_rate(self.rate)

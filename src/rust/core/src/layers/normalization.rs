@@ -113,6 +113,7 @@ impl BatchNormalization {
 impl LayerType for BatchNormalization {
     const CLASS_NAME: &'static str = "BatchNormalization";
     const NAME_PREFIX: &'static str = "batch_normalization";
+    const PROPAGATES_MASK: bool = true;
 
     fn normalize(&mut self) -> Result<()> {
         if !(0.0..=1.0).contains(&self.momentum) {

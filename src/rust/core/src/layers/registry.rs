@@ -80,6 +80,10 @@ pub static LAYER_TYPES: &[Registration] = &[
     Registration::of::<SimpleRNN>(),
     Registration::of::<LSTM>(),
     Registration::of::<GRU>(),
+    Registration::of::<Bidirectional>(),
+    Registration::of::<TimeDistributed>(),
+    Registration::of::<RepeatVector>(),
+    Registration::of::<Masking>(),
 ];
 
 /// The registration of a Keras class name.

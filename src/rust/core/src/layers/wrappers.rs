@@ -1,0 +1,330 @@
+//! Keras's layer wrappers: TimeDistributed (a layer applied to every time step) and
+//! Bidirectional (a recurrent layer run forwards and backwards, outputs merged). Each holds
+//! the wrapped layer, built through the registry from its Keras config.
+use super::{Cache, Example, ForwardContext, Layer, LayerGrads, LayerOutput, LayerType, OutputGrad, WeightSpec};
+use crate::error::{Error, Result};
+use candle_core::{Tensor, D};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The wrapped layer from Keras's `{"class_name", "config"}`.
+fn inner_layer(v: &Value) -> Result<Layer> {
+    let class = v.get("class_name").and_then(Value::as_str).ok_or_else(|| Error::Value(format!("`layer` must be a Keras layer config, got {}", v)))?;
+    let config = v.get("config").cloned().unwrap_or_else(|| serde_json::json!({}));
+    Layer::from_config(class, &config, 0)
+}
+
+/// The wrapped layer's settings padded to its weights (a layer lists fewer than it has
+/// weights when it has none for some, e.g. no bias).
+fn padded<T: Clone>(layer: &Layer, mut settings: Vec<Option<T>>, input: &[usize]) -> Vec<Option<T>> {
+    settings.resize(layer.weight_specs(input).len(), None);
+    settings
+}
+
+/// A gradient at a wrapper's output, with its dims changed (the logits keep theirs).
+fn reshaped(grad: OutputGrad, dims: &[usize]) -> Result<OutputGrad> {
+    Ok(match grad {
+        OutputGrad::Value(g) => OutputGrad::Value(g.reshape(dims)?),
+        OutputGrad::Logits(g) => OutputGrad::Logits(g.reshape(dims)?),
+    })
+}
+
+/// Serialized form of both wrappers: the wrapped layer's config, and Bidirectional's merge.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct WrapperConfig {
+    layer: Value,
+    #[serde(default = "concat", skip_serializing_if = "Option::is_none")]
+    merge_mode: Option<Option<String>>,
+}
+
+fn concat() -> Option<Option<String>> {
+    Some(Some("concat".into()))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "WrapperConfig", into = "WrapperConfig")]
+pub struct TimeDistributed {
+    pub layer: Layer,
+}
+
+impl TryFrom<WrapperConfig> for TimeDistributed {
+    type Error = Error;
+    fn try_from(c: WrapperConfig) -> Result<Self> {
+        Ok(Self { layer: inner_layer(&c.layer)? })
+    }
+}
+
+impl From<TimeDistributed> for WrapperConfig {
+    fn from(t: TimeDistributed) -> Self {
+        WrapperConfig { layer: t.layer.keras_config(), merge_mode: None }
+    }
+}
+
+struct TimeDistributedCache {
+    inner: Cache,
+    input_dims: Vec<usize>,
+}
+
+impl LayerType for TimeDistributed {
+    const CLASS_NAME: &'static str = "TimeDistributed";
+    const NAME_PREFIX: &'static str = "time_distributed";
+    const PROPAGATES_MASK: bool = true;
+
+    fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
+        let input = &inputs[0];
+        if input.len() < 2 {
+            return Err(Error::Value(format!("layer \"{}\" (TimeDistributed) needs inputs of shape (batch, time, ...), got (batch, {})", name, crate::shape::join_dims(input))));
+        }
+        let mut out = vec![input[0]];
+        out.extend(self.layer.output_shape(&input[1..])?);
+        Ok(out)
+    }
+
+    fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {
+        self.layer.weight_specs(input.get(1..).unwrap_or(&[]))
+    }
+
+    fn forward(&self, _name: &str, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        let x = &xs[0];
+        let dims = x.dims().to_vec();
+        let mut flat = vec![dims[0] * dims[1]];
+        flat.extend(&dims[2..]);
+        let mask = ctx.mask.take();
+        let result = self.layer.forward(weights, &x.reshape(flat)?, ctx);
+        ctx.mask = mask;
+        let (out, inner) = result?;
+        let unflat = |t: Tensor| -> Result<Tensor> {
+            let mut d = vec![dims[0], dims[1]];
+            d.extend(&t.dims()[1..]);
+            Ok(t.reshape(d)?)
+        };
+        let logits = out.logits.map(|(z, a)| Ok::<_, Error>((unflat(z)?, a))).transpose()?;
+        Ok((LayerOutput { value: unflat(out.value)?, logits }, Cache::new(TimeDistributedCache { inner, input_dims: dims })))
+    }
+
+    fn backward(&self, _name: &str, weights: &[Tensor], _t: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
+        let c = cache.get::<TimeDistributedCache>()?;
+        let g = match &grad {
+            OutputGrad::Value(g) | OutputGrad::Logits(g) => g,
+        };
+        let mut flat = vec![c.input_dims[0] * c.input_dims[1]];
+        flat.extend(&g.dims()[2..]);
+        let mut out = self.layer.backward(weights, &c.inner, reshaped(grad, &flat)?, need_input_grad)?;
+        out.input = out.input.map(|i| i.reshape(c.input_dims.as_slice())).transpose()?;
+        Ok(out)
+    }
+
+    fn weight_regularizers(&self) -> Vec<Option<crate::regularizer::Regularizer>> {
+        self.layer.kind.weight_regularizers()
+    }
+
+    fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>> {
+        self.layer.kind.weight_constraints()
+    }
+
+    fn reset_states(&self) {
+        self.layer.kind.reset_states()
+    }
+
+    fn is_stateful(&self) -> bool {
+        self.layer.kind.is_stateful()
+    }
+
+    fn example() -> Example {
+        Example { config: serde_json::json!({ "layer": { "class_name": "Dense", "config": { "units": 2, "activation": "tanh" } } }), inputs: vec![vec![3, 4]], index_bound: None }
+    }
+}
+
+/// How Bidirectional merges its two outputs (Keras's `merge_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergeMode {
+    Concat,
+    Sum,
+    Mul,
+    Ave,
+}
+
+impl MergeMode {
+    fn parse(s: Option<&str>) -> Result<Self> {
+        Ok(match s {
+            Some("concat") => MergeMode::Concat,
+            Some("sum") => MergeMode::Sum,
+            Some("mul") => MergeMode::Mul,
+            Some("ave") => MergeMode::Ave,
+            None => return Err(Error::Value("`merge_mode = NULL` (two separate outputs) is not supported yet; use \"concat\", \"sum\", \"mul\" or \"ave\"".into())),
+            Some(other) => return Err(Error::Value(format!("`merge_mode` must be one of \"concat\", \"sum\", \"mul\", \"ave\", got \"{}\"", other))),
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            MergeMode::Concat => "concat",
+            MergeMode::Sum => "sum",
+            MergeMode::Mul => "mul",
+            MergeMode::Ave => "ave",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "WrapperConfig", into = "WrapperConfig")]
+pub struct Bidirectional {
+    /// The layer as given (its config is what Keras saves).
+    pub layer: Layer,
+    pub merge_mode: MergeMode,
+    /// The two directions: "forward_<name>" as given, "backward_<name>" with `go_backwards`
+    /// flipped (Keras's names, which its weight names carry).
+    forward: Layer,
+    backward: Layer,
+}
+
+impl TryFrom<WrapperConfig> for Bidirectional {
+    type Error = Error;
+    fn try_from(c: WrapperConfig) -> Result<Self> {
+        let layer = inner_layer(&c.layer)?;
+        let merge_mode = MergeMode::parse(c.merge_mode.unwrap_or(Some("concat".into())).as_deref())?;
+        let mut config = layer.kind.config();
+        let go_backwards = config.get("go_backwards").and_then(Value::as_bool).ok_or_else(|| {
+            Error::Value(format!("`layer` must be a recurrent layer (layer_lstm(), layer_gru(), layer_simple_rnn()), got {}", layer.class_name()))
+        })?;
+        if config.get("return_state").and_then(Value::as_bool) == Some(true) {
+            return Err(Error::Value("a wrapped layer with `return_state = TRUE` is not supported yet".into()));
+        }
+        let forward = Layer { name: format!("forward_{}", layer.name), ..layer.clone() };
+        config["go_backwards"] = Value::Bool(!go_backwards);
+        let backward = Layer { name: format!("backward_{}", layer.name), ..Layer::from_config(layer.class_name(), &config, 0)? };
+        Ok(Self { layer, merge_mode, forward, backward })
+    }
+}
+
+impl From<Bidirectional> for WrapperConfig {
+    fn from(b: Bidirectional) -> Self {
+        WrapperConfig { layer: b.layer.keras_config(), merge_mode: Some(Some(b.merge_mode.name().into())) }
+    }
+}
+
+struct BidirectionalCache {
+    forward: Cache,
+    backward: Cache,
+    /// Both outputs (the backward one in time order), for `mul`'s gradient.
+    outputs: Option<(Tensor, Tensor)>,
+    weights_forward: usize,
+    sequences: bool,
+}
+
+impl Bidirectional {
+    fn returns_sequences(&self, output: &[usize]) -> bool {
+        output.len() >= 2
+    }
+
+    fn named(&self, direction: &Layer, input: &[usize]) -> Vec<WeightSpec> {
+        direction.weight_specs(input).into_iter().map(|s| WeightSpec { name: format!("{}/{}", direction.name, s.name), ..s }).collect()
+    }
+}
+
+/// Steps in reverse order along axis 1 (time).
+fn reverse_steps(t: &Tensor) -> Result<Tensor> {
+    let n = t.dim(1)?;
+    let idx = Tensor::from_vec((0..n as u32).rev().collect::<Vec<u32>>(), n, t.device())?;
+    Ok(t.index_select(&idx, 1)?)
+}
+
+impl LayerType for Bidirectional {
+    const CLASS_NAME: &'static str = "Bidirectional";
+    const NAME_PREFIX: &'static str = "bidirectional";
+
+    fn output_shape(&self, _name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
+        let mut out = self.forward.output_shape(&inputs[0])?;
+        if self.merge_mode == MergeMode::Concat {
+            if let Some(last) = out.last_mut() {
+                *last *= 2;
+            }
+        }
+        Ok(out)
+    }
+
+    fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {
+        let mut specs = self.named(&self.forward, input);
+        specs.extend(self.named(&self.backward, input));
+        specs
+    }
+
+    fn forward(&self, _name: &str, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        let x = &xs[0];
+        let nf = self.forward.weight_specs(&x.dims()[1..]).len();
+        let (yf, cf) = self.forward.forward(&weights[..nf], x, ctx)?;
+        let (yb, cb) = self.backward.forward(&weights[nf..], x, ctx)?;
+        let (yf, mut yb) = (yf.value, yb.value);
+        let sequences = self.returns_sequences(&yf.dims()[1..]);
+        if sequences {
+            yb = reverse_steps(&yb)?;
+        }
+        let value = match self.merge_mode {
+            MergeMode::Concat => Tensor::cat(&[&yf, &yb], D::Minus1)?,
+            MergeMode::Sum => (&yf + &yb)?,
+            MergeMode::Ave => ((&yf + &yb)? * 0.5)?,
+            MergeMode::Mul => (&yf * &yb)?,
+        };
+        let outputs = if self.merge_mode == MergeMode::Mul { Some((yf, yb)) } else { None };
+        Ok((LayerOutput::plain(value), Cache::new(BidirectionalCache { forward: cf, backward: cb, outputs, weights_forward: nf, sequences })))
+    }
+
+    fn backward(&self, _name: &str, weights: &[Tensor], _t: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
+        let c = cache.get::<BidirectionalCache>()?;
+        let dy = grad.value(Self::CLASS_NAME)?;
+        let (df, mut db) = match (self.merge_mode, &c.outputs) {
+            (MergeMode::Concat, _) => {
+                let half = dy.dim(D::Minus1)? / 2;
+                (dy.narrow(D::Minus1, 0, half)?.contiguous()?, dy.narrow(D::Minus1, half, half)?.contiguous()?)
+            }
+            (MergeMode::Sum, _) => (dy.clone(), dy),
+            (MergeMode::Ave, _) => ((&dy * 0.5)?, (&dy * 0.5)?),
+            (MergeMode::Mul, Some((yf, yb))) => ((&dy * yb)?, (&dy * yf)?),
+            (MergeMode::Mul, None) => return Err(Error::State("Bidirectional lost its outputs".into())),
+        };
+        if c.sequences {
+            db = reverse_steps(&db)?;
+        }
+        let nf = c.weights_forward;
+        let gf = self.forward.backward(&weights[..nf], &c.forward, OutputGrad::Value(df), need_input_grad)?;
+        let gb = self.backward.backward(&weights[nf..], &c.backward, OutputGrad::Value(db), need_input_grad)?;
+        let input = match (gf.input, gb.input) {
+            (Some(a), Some(b)) => Some((a + b)?),
+            _ => None,
+        };
+        Ok(LayerGrads { input, weights: gf.weights.into_iter().chain(gb.weights).collect(), more_inputs: Vec::new() })
+    }
+
+    fn weight_regularizers(&self) -> Vec<Option<crate::regularizer::Regularizer>> {
+        let mut all = padded(&self.forward, self.forward.kind.weight_regularizers(), &[1, 1]);
+        all.extend(padded(&self.backward, self.backward.kind.weight_regularizers(), &[1, 1]));
+        all
+    }
+
+    fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>> {
+        let mut all = padded(&self.forward, self.forward.kind.weight_constraints(), &[1, 1]);
+        all.extend(padded(&self.backward, self.backward.kind.weight_constraints(), &[1, 1]));
+        all
+    }
+
+    fn compute_mask(&self, xs: &[Tensor], mask: Option<&Tensor>) -> Result<Option<Tensor>> {
+        self.forward.kind.compute_mask(xs, mask)
+    }
+
+    fn reset_states(&self) {
+        self.forward.kind.reset_states();
+        self.backward.kind.reset_states();
+    }
+
+    fn is_stateful(&self) -> bool {
+        self.forward.kind.is_stateful()
+    }
+
+    fn example() -> Example {
+        Example {
+            config: serde_json::json!({ "layer": { "class_name": "GRU", "config": { "units": 2, "return_sequences": true, "name": "gru" } }, "merge_mode": "concat" }),
+            inputs: vec![vec![4, 3]],
+            index_bound: None,
+        }
+    }
+}
