@@ -237,6 +237,20 @@ test_that("sequence layers round-trip too", {
   expect_equal(format(restored), format(model))
 })
 
+test_that("Keras's recurrent models load, predict as in Keras, train on, and round-trip", {
+  expected <- jsonlite::fromJSON(h5_fixture("expected.json"), simplifyDataFrame = FALSE)$recurrent
+  model <- load_model_hdf5(h5_fixture("keras_recurrent_model.h5"))
+  expect_equal(predict(model, expected$x), expected$predictions, tolerance = 1e-5)
+  classes <- vapply(model$layers, function(l) l$class_name, character(1))
+  expect_equal(classes, c("Embedding", "Bidirectional", "GRU", "RepeatVector", "TimeDistributed", "SimpleRNN", "Dense"))
+  fit(model, expected$x, to_categorical(0:4 %% 2), epochs = 1, verbose = 0)
+  path <- tempfile(fileext = ".h5")
+  save_model_hdf5(model, path)
+  restored <- load_model_hdf5(path)
+  expect_identical(predict(restored, expected$x), predict(model, expected$x))
+  expect_equal(format(restored), format(model))
+})
+
 test_that("corrupt files that crashed R or stalled the loader are prompt io errors", {
   # Single bytes changed in a Keras file, found by src/rust/core/examples/h5_fuzz.rs.
   corrupt <- function(at, value) {
