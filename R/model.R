@@ -286,6 +286,23 @@ print.rustgpu_layer_ref <- function(x, ...) {
   invisible(x)
 }
 
+#' Count a model's parameters
+#'
+#' @param object A model (built: its input shape known).
+#' @return The number of weights, trainable and not, as `summary()` reports them.
+#' @examples
+#' model <- keras_model_sequential() %>% layer_dense(4, input_shape = 2)
+#' count_params(model)
+#' @export
+count_params <- function(object) {
+  check_model(object)
+  info <- model_info(object)
+  if (anyNA(info$layer_params)) {
+    state_error("The model is not built yet: give its first layer an `input_shape`, or fit or predict once.")
+  }
+  info$trainable_params + info$non_trainable_params
+}
+
 #' Remove the last layer of a sequential model
 #'
 #' @param object A sequential model.

@@ -16,6 +16,10 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 def build(keras, workload):
     L = keras.layers
+    if workload in ("imdb_lstm", "imdb_gru"):
+        recurrent = L.LSTM if workload == "imdb_lstm" else L.GRU
+        return keras.Sequential([keras.Input((80,)), L.Embedding(20000, 128), recurrent(128),
+                                 L.Dense(1, activation="sigmoid")]), (80,), 32
     if workload == "mlp":
         return keras.Sequential([keras.Input((784,)), L.Dense(512, activation="relu"), L.Dense(512, activation="relu"),
                                  L.Dense(10, activation="softmax")]), (784,), 256
@@ -55,10 +59,15 @@ def main():
     import tf_keras as keras
     keras.utils.set_random_seed(1)
     model, shape, batch = build(keras, a.workload)
-    model.compile(optimizer=keras.optimizers.RMSprop(), loss="categorical_crossentropy")
     rng = np.random.default_rng(1)
-    x = rng.random((a.samples,) + shape, dtype=np.float32)
-    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, a.samples)]
+    if a.workload.startswith("imdb"):
+        model.compile(optimizer=keras.optimizers.RMSprop(), loss="binary_crossentropy")
+        x = rng.integers(0, 20000, (a.samples,) + shape).astype(np.float32)
+        y = rng.integers(0, 2, (a.samples, 1)).astype(np.float32)
+    else:
+        model.compile(optimizer=keras.optimizers.RMSprop(), loss="categorical_crossentropy")
+        x = rng.random((a.samples,) + shape, dtype=np.float32)
+        y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, a.samples)]
     model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
     model.predict(x, batch_size=batch, verbose=0)
     fit, predict = [], []

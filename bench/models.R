@@ -3,8 +3,16 @@
 # input shape and batch size. bench/keras_peer.py builds the same models in tf-keras.
 # Scripts load it with: source(file.path(dirname(sub("^--file=", "", grep("^--file=",
 # commandArgs(FALSE), value = TRUE)[1])), "models.R")) ("../models.R" from bench/ab/).
+# Recurrent workloads read word indices (`tokens`: the vocabulary size) and end in one sigmoid
+# unit (binary cross-entropy); the others read floats and end in 10 softmax units.
 bench_model <- function(workload) {
+  imdb <- function(recurrent) list(model = keras_model_sequential() %>%
+                                     layer_embedding(20000, 128, input_length = 80) %>%
+                                     recurrent(units = 128) %>%
+                                     layer_dense(1, activation = "sigmoid"), shape = 80, batch = 32, tokens = 20000)
   switch(workload,
+    imdb_lstm = imdb(layer_lstm),
+    imdb_gru = imdb(layer_gru),
     mlp = list(model = keras_model_sequential() %>%
                  layer_dense(512, activation = "relu", input_shape = 784) %>%
                  layer_dense(512, activation = "relu") %>%

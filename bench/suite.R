@@ -12,16 +12,26 @@ python <- Sys.getenv("PYTHON", "bench/.venv/bin/python")
 threads <- as.integer(Sys.getenv("THREADS", "2"))
 repeats <- as.integer(Sys.getenv("REPEATS", "5"))
 samples <- c(mlp = as.integer(Sys.getenv("MLP_SAMPLES", "60000")), cnn = as.integer(Sys.getenv("CNN_SAMPLES", "10000")),
-             blocks = as.integer(Sys.getenv("BLOCKS_SAMPLES", "512")))
+             blocks = as.integer(Sys.getenv("BLOCKS_SAMPLES", "512")),
+             imdb_lstm = as.integer(Sys.getenv("IMDB_SAMPLES", "3200")), imdb_gru = as.integer(Sys.getenv("IMDB_SAMPLES", "3200")))
+# WORKLOADS=imdb_lstm,imdb_gru runs a subset.
+wanted <- strsplit(Sys.getenv("WORKLOADS", paste(names(samples), collapse = ",")), ",")[[1]]
+samples <- samples[intersect(names(samples), wanted)]
 
 source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "models.R"))
 
 rustgpu_side <- function(workload, n) {
   set.seed(1)
   b <- bench_model(workload)
-  x <- array(runif(n * prod(b$shape)), c(n, b$shape))
-  y <- to_categorical(sample(0:9, n, replace = TRUE), 10)
-  compile(b$model, optimizer = "rmsprop", loss = "categorical_crossentropy")
+  if (is.null(b$tokens)) {
+    x <- array(runif(n * prod(b$shape)), c(n, b$shape))
+    y <- to_categorical(sample(0:9, n, replace = TRUE), 10)
+    compile(b$model, optimizer = "rmsprop", loss = "categorical_crossentropy")
+  } else {
+    x <- array(sample(0:(b$tokens - 1), n * prod(b$shape), replace = TRUE), c(n, b$shape))
+    y <- matrix(sample(0:1, n, replace = TRUE), n, 1)
+    compile(b$model, optimizer = "rmsprop", loss = "binary_crossentropy")
+  }
   fit(b$model, x, y, batch_size = b$batch, epochs = 1, verbose = 0)
   predict(b$model, x, batch_size = b$batch)
   t(vapply(seq_len(repeats), function(i) c(

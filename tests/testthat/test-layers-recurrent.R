@@ -1,0 +1,117 @@
+# Recurrent layers and their wrappers from R. Their numerics against tf-keras are in
+# test-keras-numerics.R (the recurrent fixture cases) and test-saving.R (a Keras-saved model);
+# the backward passes' finite-difference checks are in the core
+# (src/rust/core/src/layers/recurrent/tests.rs).
+
+seq_data <- function(n = 12, steps = 5, features = 3, seed = 1) {
+  withr_seed(seed, array(rnorm(n * steps * features), c(n, steps, features)))
+}
+
+test_that("recurrent layers give Keras's shapes, parameter counts and summary", {
+  model <- keras_model_sequential() %>%
+    layer_lstm(units = 8, return_sequences = TRUE, input_shape = c(5, 3)) %>%
+    layer_gru(units = 4, return_sequences = TRUE) %>%
+    layer_gru(units = 4, reset_after = FALSE) %>%
+    layer_repeat_vector(2) %>%
+    layer_simple_rnn(units = 2, return_sequences = TRUE) %>%
+    time_distributed(layer_dense(units = 3)) %>%
+    bidirectional(layer_lstm(units = 2), merge_mode = "concat")
+  expect_equal(dim(predict(model, seq_data())), c(12, 4))
+  # Keras: LSTM 4u(d+u+1), GRU reset_after 3u(d+u+2), GRU 3u(d+u+1), SimpleRNN u(d+u+1).
+  expect_equal(count_params(model), 4 * 8 * (3 + 8 + 1) + 3 * 4 * (8 + 4 + 2) + 3 * 4 * (4 + 4 + 1) +
+                 2 * (4 + 2 + 1) + (2 * 3 + 3) + 2 * 4 * 2 * (3 + 2 + 1))
+  out <- format(model)
+  expect_match(out, "lstm (LSTM)", fixed = TRUE)
+  expect_match(out, "(None, 5, 8)", fixed = TRUE)
+  expect_match(out, "bidirectional (Bidirectional)", fixed = TRUE)
+  expect_match(out, "time_distributed (TimeDistributed)", fixed = TRUE)
+})
+
+test_that("recurrent models train, and the loss falls", {
+  x <- seq_data(n = 40)
+  y <- to_categorical(as.integer(x[, 5, 1] > 0), 2)
+  model <- keras_model_sequential() %>%
+    layer_gru(units = 6, input_shape = c(5, 3), dropout = 0.1, recurrent_dropout = 0.1) %>%
+    layer_dense(2, activation = "softmax")
+  compile(model, optimizer = optimizer_adam(0.02), loss = "categorical_crossentropy", metrics = "accuracy")
+  h <- fit(model, x, y, epochs = 15, batch_size = 8, verbose = 0)
+  expect_lt(tail(h$metrics$loss, 1), h$metrics$loss[1] * 0.7)
+})
+
+test_that("masked steps are skipped: padding does not change the output", {
+  model <- keras_model_sequential() %>%
+    layer_masking(mask_value = 0, input_shape = c(6, 2)) %>%
+    layer_lstm(units = 3)
+  x <- seq_data(n = 2, steps = 4, features = 2)
+  padded <- array(0, c(2, 6, 2))
+  padded[, 3:6, ] <- x
+  short <- keras_model_sequential() %>% layer_lstm(units = 3, input_shape = c(4, 2))
+  set_weights(short, get_weights(model))
+  expect_equal(predict(model, padded), predict(short, x), tolerance = 1e-6)
+
+  tokens <- keras_model_sequential() %>%
+    layer_embedding(input_dim = 10, output_dim = 2, mask_zero = TRUE, input_length = 5) %>%
+    layer_simple_rnn(units = 2)
+  a <- predict(tokens, matrix(c(0, 0, 3, 4, 5), 1))
+  b <- predict(tokens, matrix(c(0, 3, 0, 4, 5), 1))
+  expect_equal(a, b, tolerance = 1e-6)
+})
+
+test_that("stateful layers carry states across batches until reset_states()", {
+  model <- keras_model_sequential() %>%
+    layer_lstm(units = 3, stateful = TRUE, batch_input_shape = c(2, 4, 1)) %>%
+    layer_dense(1)
+  x <- array(seq(0.1, 1.6, length.out = 16), c(4, 4, 1))
+  first <- predict(model, x[1:2, , , drop = FALSE], batch_size = 2)
+  again <- predict(model, x[1:2, , , drop = FALSE], batch_size = 2)
+  expect_false(isTRUE(all.equal(first, again)))
+  expect_identical(reset_states(model), model)
+  expect_equal(predict(model, x[1:2, , , drop = FALSE], batch_size = 2), first)
+  expect_error(predict(model, x[1:3, , , drop = FALSE], batch_size = 3), class = "rustgpu_value_error")
+  compile(model, optimizer = "sgd", loss = "mse")
+  expect_error(multi_gpu_model(model, gpus = 2), "stateful", class = "rustgpu_value_error")
+})
+
+test_that("replicas of a recurrent model equal the template", {
+  make <- function() {
+    set.seed(9)
+    keras_model_sequential() %>%
+      layer_masking(input_shape = c(5, 3)) %>%
+      bidirectional(layer_gru(units = 3, return_sequences = TRUE)) %>%
+      layer_lstm(units = 2) %>%
+      layer_dense(2, activation = "softmax")
+  }
+  x <- seq_data(n = 10)
+  x[1:3, 1:2, ] <- 0
+  y <- to_categorical(rep(0:1, 5), 2)
+  template <- make()
+  use_virtual_gpus(2, threads_per_gpu = 1)
+  on.exit(use_virtual_gpus(0))
+  parallel <- multi_gpu_model(template, gpus = 2)
+  expect_equal(predict(parallel, x, batch_size = 10), predict(template, x, batch_size = 10), tolerance = 1e-6)
+  reference <- make()
+  compile(reference, optimizer = "adam", loss = "categorical_crossentropy")
+  compile(parallel, optimizer = "adam", loss = "categorical_crossentropy")
+  fit(reference, x, y, epochs = 2, batch_size = 10, shuffle = FALSE, verbose = 0)
+  fit(parallel, x, y, epochs = 2, batch_size = 10, shuffle = FALSE, verbose = 0)
+  for (i in seq_along(get_weights(reference))) {
+    expect_equal(get_weights(template)[[i]], get_weights(reference)[[i]], tolerance = 1e-5)
+  }
+})
+
+test_that("bad recurrent arguments are classed errors that say what to change", {
+  expect_error(layer_lstm(units = 0), "units", class = "rustgpu_value_error")
+  expect_error(layer_gru(units = 2, dropout = 1), "dropout", class = "rustgpu_value_error")
+  expect_error(layer_lstm(units = 2, go_backwards = "yes"), "go_backwards", class = "rustgpu_value_error")
+  expect_error(keras_model_sequential() %>% layer_lstm(units = 2, return_state = TRUE, input_shape = c(3, 1)),
+               "return_state", class = "rustgpu_value_error")
+  expect_error(bidirectional(layer = "lstm"), "layer_lstm", class = "rustgpu_value_error")
+  expect_error(keras_model_sequential() %>% bidirectional(layer_dense(units = 2), input_shape = c(3, 2)),
+               "recurrent layer", class = "rustgpu_value_error")
+  expect_error(keras_model_sequential() %>% bidirectional(layer_lstm(units = 2), merge_mode = "max", input_shape = c(3, 2)),
+               "merge_mode", class = "rustgpu_value_error")
+  expect_error(keras_model_sequential() %>% layer_lstm(units = 2, input_shape = 4), "(batch, time, features)",
+               fixed = TRUE, class = "rustgpu_value_error")
+  expect_error(layer_repeat_vector(n = 0), "n", class = "rustgpu_value_error")
+  expect_error(layer_masking(mask_value = NA), "mask_value", class = "rustgpu_value_error")
+})
