@@ -7,6 +7,7 @@ pub mod depthwise;
 mod matmul;
 pub mod patches;
 mod pool;
+pub mod recurrent;
 
 pub use conv::{col2im, im2col, ConvGeometry};
 pub use matmul::{linear, matmul, matmul_by_transpose};
@@ -29,6 +30,24 @@ pub fn with_cpu_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
         }
         _ => Err(Error::Device("this layer's kernels run on the CPU only in this build".into())),
     }
+}
+
+/// [`with_cpu_slice`] for several tensors at once.
+pub fn with_cpu_slices<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> R) -> Result<R> {
+    let owned = ts.iter().map(|t| if t.is_contiguous() { Ok((*t).clone()) } else { t.contiguous() }).collect::<candle_core::Result<Vec<Tensor>>>()?;
+    let guards: Vec<_> = owned.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(guards.len());
+    for (storage, layout) in &guards {
+        match &**storage {
+            Storage::Cpu(cpu) => {
+                let s = cpu.as_slice::<f32>()?;
+                let (a, b) = layout.contiguous_offsets().ok_or_else(|| Error::State("tensor is not contiguous".into()))?;
+                slices.push(&s[a..b]);
+            }
+            _ => return Err(Error::Device("this layer's kernels run on the CPU only in this build".into())),
+        }
+    }
+    Ok(f(&slices))
 }
 
 /// A vector of `n` values that `fill` writes in full, without zeroing it first (a memset of

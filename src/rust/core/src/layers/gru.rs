@@ -3,7 +3,7 @@
 //! `reset_after` (Keras 2's default, cuDNN's form: a second bias row for the recurrent side),
 //! or `activation(x_h + (r * h_{t-1}) · U_h)` without. The loop over time is
 //! [`super::recurrent`]'s.
-use super::recurrent::{gate, recurrent_layer_type, Cell, RnnOptions, StepGrads};
+use super::recurrent::{fused_gate, gate, recurrent_layer_type, Cell, RnnOptions, StepGrads};
 use super::Example;
 use crate::activation::Activation;
 use crate::error::{Error, Result};
@@ -81,6 +81,21 @@ impl Cell for GRU {
             (true, Some(b)) => hu.broadcast_add(&b.get(1)?)?,
             _ => hu,
         };
+        if let (true, Some(g)) = (self.reset_after, fused_gate(&hu, act, ra)) {
+            let f = crate::kernels::with_cpu_slices(&[xw, &hu, &prev[0]], |s| crate::kernels::recurrent::gru_forward(s[0], s[1], s[2], u, g))?;
+            let (dev, rows) = (hu.device(), hu.dim(0)?);
+            let tensor = |v: Vec<f32>| Tensor::from_vec(v, (rows, u), dev);
+            let step = GruStep {
+                z_pre: tensor(f.z_pre)?,
+                z: tensor(f.z)?,
+                r_pre: tensor(f.r_pre)?,
+                r: tensor(f.r)?,
+                a: tensor(f.a)?,
+                n: tensor(f.n)?,
+                recurrent_h: gate(&hu, 2, u)?,
+            };
+            return Ok((vec![tensor(f.h)?], step));
+        }
         let z_pre = (gate(xw, 0, u)? + gate(&hu, 0, u)?)?;
         let r_pre = (gate(xw, 1, u)? + gate(&hu, 1, u)?)?;
         let (z, r) = (ra.apply(&z_pre)?, ra.apply(&r_pre)?);
@@ -100,6 +115,22 @@ impl Cell for GRU {
     fn step_backward(&self, s: &GruStep, prev: &[Tensor], h_in: &Tensor, d_new: &[Tensor], recurrent: &[Tensor]) -> Result<StepGrads> {
         let (ra, act) = (self.recurrent_activation, self.options.activation);
         let dh = &d_new[0];
+        if let (true, Some(g)) = (self.reset_after, fused_gate(dh, act, ra)) {
+            let u = self.options.units;
+            let (d_xw, d_hu, d_prev) = crate::kernels::with_cpu_slices(&[&s.z_pre, &s.z, &s.r_pre, &s.r, &s.n, &s.recurrent_h, &prev[0], dh], |v| {
+                let f = crate::kernels::recurrent::GruValues { z_pre: v[0], z: v[1], r_pre: v[2], r: v[3], n: v[4], hu_h: v[5] };
+                crate::kernels::recurrent::gru_backward(&f, v[6], v[7], u, g)
+            })?;
+            let (dev, rows) = (dh.device(), dh.dim(0)?);
+            let d_hu = Tensor::from_vec(d_hu, (rows, 3 * u), dev)?;
+            let d_h_in = crate::kernels::matmul_by_transpose(&d_hu, &recurrent[0])?;
+            return Ok(StepGrads {
+                d_xw: Tensor::from_vec(d_xw, (rows, 3 * u), dev)?,
+                d_prev: vec![Some(Tensor::from_vec(d_prev, (rows, u), dev)?)],
+                d_h_in,
+                recurrent: vec![(h_in.clone(), d_hu)],
+            });
+        }
         let dz = (dh * (&prev[0] - &s.n)?)?;
         let dn = (dh - (dh * &s.z)?)?;
         let d_prev = (dh * &s.z)?;

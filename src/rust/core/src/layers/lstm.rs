@@ -1,7 +1,7 @@
 //! LSTM (Keras's gate order i, f, c, o in the kernels' column blocks):
 //! `i, f, o = recurrent_activation(...)`, `g = activation(...)`, `c_t = f * c_{t-1} + i * g`,
 //! `h_t = o * activation(c_t)`. The loop over time is [`super::recurrent`]'s.
-use super::recurrent::{gate, recurrent_layer_type, Cell, RnnOptions, StepGrads};
+use super::recurrent::{fused_gate, gate, recurrent_layer_type, Cell, RnnOptions, StepGrads};
 use super::Example;
 use crate::activation::Activation;
 use crate::error::{Error, Result};
@@ -55,13 +55,11 @@ impl InitializerType for UnitForgetBias {
     }
 }
 
-/// A step's gates (after their activations), pre-activations and cell state.
+/// A step's pre-activations, its gates after their activations (packed as `z`: i, f, g, o),
+/// and its cell state with its activation.
 pub struct LstmStep {
     z: Tensor,
-    i: Tensor,
-    f: Tensor,
-    g: Tensor,
-    o: Tensor,
+    gates: Tensor,
     c: Tensor,
     c_act: Tensor,
 }
@@ -95,6 +93,14 @@ impl Cell for LSTM {
         let u = self.options.units;
         let z = (xw + crate::kernels::matmul(h_in, &recurrent[0])?)?;
         let (ra, act) = (self.recurrent_activation, self.options.activation);
+        if let Some(gate) = fused_gate(&z, act, ra) {
+            let f = crate::kernels::with_cpu_slices(&[&z, &prev[1]], |s| crate::kernels::recurrent::lstm_forward(s[0], s[1], u, gate))?;
+            let (dev, rows) = (z.device(), z.dim(0)?);
+            let tensor = |v: Vec<f32>, cols: usize| Tensor::from_vec(v, (rows, cols), dev);
+            let (h, c) = (tensor(f.h, u)?, tensor(f.c, u)?);
+            let step = LstmStep { gates: tensor(f.gates, 4 * u)?, c: c.clone(), c_act: tensor(f.c_act, u)?, z };
+            return Ok((vec![h, c], step));
+        }
         let i = ra.apply(&gate(&z, 0, u)?)?;
         let f = ra.apply(&gate(&z, 1, u)?)?;
         let g = act.apply(&gate(&z, 2, u)?)?;
@@ -102,28 +108,35 @@ impl Cell for LSTM {
         let c = ((&f * &prev[1])? + (&i * &g)?)?;
         let c_act = act.apply(&c)?;
         let h = (&o * &c_act)?;
-        Ok((vec![h, c.clone()], LstmStep { z, i, f, g, o, c, c_act }))
+        let gates = Tensor::cat(&[&i, &f, &g, &o], 1)?;
+        Ok((vec![h, c.clone()], LstmStep { z, gates, c, c_act }))
     }
 
     fn step_backward(&self, s: &LstmStep, prev: &[Tensor], h_in: &Tensor, d_new: &[Tensor], recurrent: &[Tensor]) -> Result<StepGrads> {
         let u = self.options.units;
         let (ra, act) = (self.recurrent_activation, self.options.activation);
         let (dh, dc_in) = (&d_new[0], &d_new[1]);
-        let d_o = (dh * &s.c_act)?;
-        let dc = (dc_in + act.backward(&s.c, &s.c_act, &(dh * &s.o)?)?)?;
-        let d_i = (&dc * &s.g)?;
-        let d_g = (&dc * &s.i)?;
-        let d_f = (&dc * &prev[1])?;
-        let dc_prev = (&dc * &s.f)?;
-        let dz = Tensor::cat(
-            &[
-                ra.backward(&gate(&s.z, 0, u)?, &s.i, &d_i)?,
-                ra.backward(&gate(&s.z, 1, u)?, &s.f, &d_f)?,
-                act.backward(&gate(&s.z, 2, u)?, &s.g, &d_g)?,
-                ra.backward(&gate(&s.z, 3, u)?, &s.o, &d_o)?,
-            ],
-            1,
-        )?;
+        let (dz, dc_prev) = if let Some(gate) = fused_gate(&s.z, act, ra) {
+            let (dz, dc_prev) = crate::kernels::with_cpu_slices(&[&s.z, &s.gates, &prev[1], &s.c_act, dh, dc_in], |v| {
+                crate::kernels::recurrent::lstm_backward(v[0], v[1], v[2], v[3], v[4], v[5], u, gate)
+            })?;
+            let rows = s.z.dim(0)?;
+            (Tensor::from_vec(dz, (rows, 4 * u), s.z.device())?, Tensor::from_vec(dc_prev, (rows, u), s.z.device())?)
+        } else {
+            let (i, f, g, o) = (gate(&s.gates, 0, u)?, gate(&s.gates, 1, u)?, gate(&s.gates, 2, u)?, gate(&s.gates, 3, u)?);
+            let d_o = (dh * &s.c_act)?;
+            let dc = (dc_in + act.backward(&s.c, &s.c_act, &(dh * &o)?)?)?;
+            let dz = Tensor::cat(
+                &[
+                    ra.backward(&gate(&s.z, 0, u)?, &i, &(&dc * &g)?)?,
+                    ra.backward(&gate(&s.z, 1, u)?, &f, &(&dc * &prev[1])?)?,
+                    act.backward(&gate(&s.z, 2, u)?, &g, &(&dc * &i)?)?,
+                    ra.backward(&gate(&s.z, 3, u)?, &o, &d_o)?,
+                ],
+                1,
+            )?;
+            (dz, (&dc * &f)?)
+        };
         let d_h_in = crate::kernels::matmul_by_transpose(&dz, &recurrent[0])?;
         Ok(StepGrads { d_xw: dz.clone(), d_prev: vec![None, Some(dc_prev)], d_h_in, recurrent: vec![(h_in.clone(), dz)] })
     }

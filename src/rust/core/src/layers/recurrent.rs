@@ -426,6 +426,20 @@ pub fn backward<C: Cell>(cell: &C, class: &str, weights: &[Tensor], cache: &Cach
     Ok(LayerGrads { input, weights: grads, more_inputs: Vec::new() })
 }
 
+/// The fused CPU kernels' gate activation, where they apply: f32 on the CPU, tanh output
+/// activation, sigmoid or hard sigmoid gates (Keras's defaults, old and new).
+pub fn fused_gate(t: &Tensor, activation: Activation, recurrent_activation: Activation) -> Option<crate::kernels::recurrent::Gate> {
+    use crate::kernels::recurrent::Gate;
+    if !t.device().is_cpu() || t.dtype() != candle_core::DType::F32 || activation != Activation::Tanh {
+        return None;
+    }
+    match recurrent_activation {
+        Activation::Sigmoid => Some(Gate::Sigmoid),
+        Activation::HardSigmoid => Some(Gate::HardSigmoid),
+        _ => None,
+    }
+}
+
 /// Columns `[block * units, (block + 1) * units)` of a gate matrix, contiguous.
 pub fn gate(t: &Tensor, block: usize, units: usize) -> Result<Tensor> {
     Ok(t.narrow(1, block * units, units)?.contiguous()?)
