@@ -112,7 +112,7 @@ impl Cell for GRU {
         Ok((vec![h], GruStep { z_pre, z, r_pre, r, a, n, recurrent_h }))
     }
 
-    fn step_backward(&self, s: &GruStep, prev: &[Tensor], h_in: &Tensor, d_new: &[Tensor], recurrent: &[Tensor]) -> Result<StepGrads> {
+    fn step_backward(&self, s: &GruStep, prev: &[Tensor], h_in: &Tensor, d_new: &[Tensor], recurrent_t: &[Tensor]) -> Result<StepGrads> {
         let (ra, act) = (self.recurrent_activation, self.options.activation);
         let dh = &d_new[0];
         if let (true, Some(g)) = (self.reset_after, fused_gate(dh, act, ra)) {
@@ -123,7 +123,7 @@ impl Cell for GRU {
             })?;
             let (dev, rows) = (dh.device(), dh.dim(0)?);
             let d_hu = Tensor::from_vec(d_hu, (rows, 3 * u), dev)?;
-            let d_h_in = crate::kernels::matmul_by_transpose(&d_hu, &recurrent[0])?;
+            let d_h_in = crate::kernels::matmul(&d_hu, &recurrent_t[0])?;
             return Ok(StepGrads {
                 d_xw: Tensor::from_vec(d_xw, (rows, 3 * u), dev)?,
                 d_prev: vec![Some(Tensor::from_vec(d_prev, (rows, u), dev)?)],
@@ -140,14 +140,14 @@ impl Cell for GRU {
             let dr = (&da * &s.recurrent_h)?;
             let dar = ra.backward(&s.r_pre, &s.r, &dr)?;
             let d_hu = Tensor::cat(&[&daz, &dar, &(&da * &s.r)?], 1)?;
-            let d_h_in = crate::kernels::matmul_by_transpose(&d_hu, &recurrent[0])?;
+            let d_h_in = crate::kernels::matmul(&d_hu, &recurrent_t[0])?;
             let d_xw = Tensor::cat(&[&daz, &dar, &da], 1)?;
             Ok(StepGrads { d_xw, d_prev: vec![Some(d_prev)], d_h_in, recurrent: vec![(h_in.clone(), d_hu)] })
         } else {
-            let d_rh = crate::kernels::matmul_by_transpose(&da, &recurrent[1])?;
+            let d_rh = crate::kernels::matmul(&da, &recurrent_t[1])?;
             let dar = ra.backward(&s.r_pre, &s.r, &(&d_rh * h_in)?)?;
             let d_zr = Tensor::cat(&[&daz, &dar], 1)?;
-            let d_h_in = (crate::kernels::matmul_by_transpose(&d_zr, &recurrent[0])? + (&d_rh * &s.r)?)?;
+            let d_h_in = (crate::kernels::matmul(&d_zr, &recurrent_t[0])? + (&d_rh * &s.r)?)?;
             let d_xw = Tensor::cat(&[&daz, &dar, &da], 1)?;
             Ok(StepGrads { d_xw, d_prev: vec![Some(d_prev)], d_h_in, recurrent: vec![(h_in.clone(), d_zr), (s.recurrent_h.clone(), da)] })
         }

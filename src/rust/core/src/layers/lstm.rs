@@ -112,7 +112,7 @@ impl Cell for LSTM {
         Ok((vec![h, c.clone()], LstmStep { z, gates, c, c_act }))
     }
 
-    fn step_backward(&self, s: &LstmStep, prev: &[Tensor], h_in: &Tensor, d_new: &[Tensor], recurrent: &[Tensor]) -> Result<StepGrads> {
+    fn step_backward(&self, s: &LstmStep, prev: &[Tensor], h_in: &Tensor, d_new: &[Tensor], recurrent_t: &[Tensor]) -> Result<StepGrads> {
         let u = self.options.units;
         let (ra, act) = (self.recurrent_activation, self.options.activation);
         let (dh, dc_in) = (&d_new[0], &d_new[1]);
@@ -137,7 +137,7 @@ impl Cell for LSTM {
             )?;
             (dz, (&dc * &f)?)
         };
-        let d_h_in = crate::kernels::matmul_by_transpose(&dz, &recurrent[0])?;
+        let d_h_in = crate::kernels::matmul(&dz, &recurrent_t[0])?;
         Ok(StepGrads { d_xw: dz.clone(), d_prev: vec![None, Some(dc_prev)], d_h_in, recurrent: vec![(h_in.clone(), dz)] })
     }
 }

@@ -41,9 +41,9 @@ impl Cell for SimpleRNN {
         Ok((vec![h.clone()], SimpleStep { z, h }))
     }
 
-    fn step_backward(&self, s: &SimpleStep, _prev: &[Tensor], h_in: &Tensor, d_new: &[Tensor], recurrent: &[Tensor]) -> Result<StepGrads> {
+    fn step_backward(&self, s: &SimpleStep, _prev: &[Tensor], h_in: &Tensor, d_new: &[Tensor], recurrent_t: &[Tensor]) -> Result<StepGrads> {
         let dz = self.options.activation.backward(&s.z, &s.h, &d_new[0])?;
-        let d_h_in = crate::kernels::matmul_by_transpose(&dz, &recurrent[0])?;
+        let d_h_in = crate::kernels::matmul(&dz, &recurrent_t[0])?;
         Ok(StepGrads { d_xw: dz.clone(), d_prev: vec![None], d_h_in, recurrent: vec![(h_in.clone(), dz)] })
     }
 }
