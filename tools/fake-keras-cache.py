@@ -78,3 +78,12 @@ for g in range(20):
         body = " ".join(rng.choice(words, size=int(rng.integers(200, 1200))))
         with open(os.path.join(folder, str(50000 + d)), "w") as f:
             f.write(f"From: someone\nSubject: {g}\n\n{body}\n")
+
+# Nietzsche's text (lstm_text_generation.R): lines of lower- and upper-case words and
+# punctuation, shorter than the real 600,000 characters so that the script's own R loops
+# over its sequences stay quick.
+alphabet = list("abcdefghijklmnopqrstuvwxyz")
+with open(os.path.join(root, "nietzsche.txt"), "w") as f:
+    for line in range(120):
+        sentence = " ".join("".join(rng.choice(alphabet, size=int(rng.integers(2, 9)))) for _ in range(int(rng.integers(4, 12))))
+        f.write(sentence.capitalize() + rng.choice([".", ",", ";", "!", "?"]) + "\n")

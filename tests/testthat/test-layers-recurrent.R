@@ -115,3 +115,10 @@ test_that("bad recurrent arguments are classed errors that say what to change", 
   expect_error(layer_repeat_vector(n = 0), "n", class = "rustgpu_value_error")
   expect_error(layer_masking(mask_value = NA), "mask_value", class = "rustgpu_value_error")
 })
+
+test_that("a step whose recurrent states would not fit in memory is a resource error, not an abort", {
+  # The output is small (100 x 1000) but the steps kept for backpropagation are not.
+  model <- keras_model_sequential() %>% layer_lstm(units = 1000, input_shape = c(1e5, 1))
+  x <- array(0, c(100, 1e5, 1))
+  expect_error(predict(model, x, batch_size = 100), class = "rustgpu_resource_error")
+})

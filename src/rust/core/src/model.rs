@@ -198,7 +198,16 @@ impl Architecture {
     pub fn activation_elements_per_row(&self) -> Option<u64> {
         let (inputs, shapes) = self.node_shapes();
         let total = inputs.iter().try_fold(0u64, |a, s| a.checked_add(crate::memory::elements(s)?))?;
-        shapes.iter().try_fold(total, |a, s| a.checked_add(crate::memory::elements(s)?))
+        let total = shapes.iter().try_fold(total, |a, s| a.checked_add(crate::memory::elements(s)?))?;
+        // What layers keep besides their outputs (recurrent layers' steps), from their inputs' shapes.
+        self.nodes().iter().try_fold(total, |a, node| {
+            let input = match node.inputs.first() {
+                Some(Source::Input(k)) => inputs.get(*k).cloned().unwrap_or_default(),
+                Some(Source::Node(i)) => shapes[*i].clone(),
+                None => Vec::new(),
+            };
+            a.checked_add(self.layers[node.layer].kind.working_elements_per_row(&input)?)
+        })
     }
 
     /// The input shapes and each node's output shape (empty where unknown), in one pass in

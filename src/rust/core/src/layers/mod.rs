@@ -292,6 +292,12 @@ pub trait LayerType: std::fmt::Debug + Send + Sync + Serialize + DeserializeOwne
         false
     }
 
+    /// Values a forward pass keeps per input row beyond its output (a recurrent layer's
+    /// states and gates at every step), for the memory check before a step; None on overflow.
+    fn working_elements_per_row(&self, _input: &[usize]) -> Option<u64> {
+        Some(0)
+    }
+
     /// A small instance for the generic test over the registry.
     fn example() -> Example;
 }
@@ -322,6 +328,7 @@ pub trait AnyLayer: std::fmt::Debug + Send + Sync {
     fn compute_mask(&self, xs: &[Tensor], mask: Option<&Tensor>) -> Result<Option<Tensor>>;
     fn reset_states(&self);
     fn is_stateful(&self) -> bool;
+    fn working_elements_per_row(&self, input: &[usize]) -> Option<u64>;
 }
 
 impl<T: LayerType> AnyLayer for T {
@@ -378,6 +385,9 @@ impl<T: LayerType> AnyLayer for T {
     }
     fn is_stateful(&self) -> bool {
         LayerType::is_stateful(self)
+    }
+    fn working_elements_per_row(&self, input: &[usize]) -> Option<u64> {
+        LayerType::working_elements_per_row(self, input)
     }
 }
 

@@ -302,6 +302,8 @@ pub fn forward<C: Cell>(cell: &C, name: &str, class: &str, weights: &[Tensor], x
     let mut outputs = Vec::with_capacity(if o.return_sequences { time } else { 0 });
     let (mut prev, mut h_ins, mut steps) = (Vec::with_capacity(time), Vec::with_capacity(time), Vec::with_capacity(time));
     for t in 0..time {
+        // Long sequences make one layer a long call: Ctrl-C is answered between steps.
+        crate::cancel::check()?;
         let xw_t = xw.narrow(0, t, 1)?.squeeze(0)?;
         let h_in = match &recurrent_keep {
             Some(k) => states[0].mul(k)?,
@@ -362,6 +364,7 @@ pub fn backward<C: Cell>(cell: &C, class: &str, weights: &[Tensor], cache: &Cach
     let mut d_xws: Vec<Tensor> = Vec::with_capacity(time);
     let mut segments: Vec<(Vec<Tensor>, Vec<Tensor>)> = Vec::new();
     for t in (0..time).rev() {
+        crate::cancel::check()?;
         if let Some(d) = &dy_steps {
             d_states[0] = (&d_states[0] + d.narrow(0, t, 1)?.squeeze(0)?)?;
         }
@@ -442,6 +445,14 @@ pub fn fused_gate(t: &Tensor, activation: Activation, recurrent_activation: Acti
     }
 }
 
+/// Per input row, what the loop keeps for backpropagation: every step's input projection,
+/// pre-activations and gates (about three gate blocks) and its states and recurrent input.
+pub fn working_elements_per_row<C: Cell>(o: &RnnOptions, input: &[usize]) -> Option<u64> {
+    let (time, features) = (*input.first()? as u64, *input.last()? as u64);
+    let per_step = (3 * C::GATES as u64).checked_mul(o.units as u64)?.checked_add((C::STATES as u64 + 2).checked_mul(o.units as u64)?)?.checked_add(features)?;
+    time.checked_mul(per_step)
+}
+
 /// Columns `[block * units, (block + 1) * units)` of a gate matrix, contiguous.
 pub fn gate(t: &Tensor, block: usize, units: usize) -> Result<Tensor> {
     Ok(t.narrow(1, block * units, units)?.contiguous()?)
@@ -512,6 +523,10 @@ macro_rules! recurrent_layer_type {
 
             fn is_stateful(&self) -> bool {
                 self.options.stateful
+            }
+
+            fn working_elements_per_row(&self, input: &[usize]) -> Option<u64> {
+                $crate::layers::recurrent::working_elements_per_row::<$ty>(&self.options, input)
             }
 
             fn example() -> $crate::layers::Example {

@@ -126,6 +126,11 @@ impl LayerType for TimeDistributed {
         self.layer.kind.reset_states()
     }
 
+    fn working_elements_per_row(&self, input: &[usize]) -> Option<u64> {
+        let time = *input.first()? as u64;
+        time.checked_mul(self.layer.kind.working_elements_per_row(input.get(1..).unwrap_or(&[]))?)
+    }
+
     fn is_stateful(&self) -> bool {
         self.layer.kind.is_stateful()
     }
@@ -314,6 +319,11 @@ impl LayerType for Bidirectional {
     fn reset_states(&self) {
         self.forward.kind.reset_states();
         self.backward.kind.reset_states();
+    }
+
+    fn working_elements_per_row(&self, input: &[usize]) -> Option<u64> {
+        let one = self.forward.kind.working_elements_per_row(input)?;
+        one.checked_mul(2)?.checked_add(crate::memory::elements(&self.forward.output_shape(input).ok()?)?)
     }
 
     fn is_stateful(&self) -> bool {
