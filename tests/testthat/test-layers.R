@@ -11,7 +11,8 @@ types <- rustgpu:::rg_layer_types()
 r_keras_names <- c(LeakyReLU = "layer_activation_leaky_relu", PReLU = "layer_activation_parametric_relu",
                    Conv2DTranspose = "layer_conv_2d_transpose", ELU = "layer_activation_elu",
                    ThresholdedReLU = "layer_activation_thresholded_relu", Softmax = "layer_activation_softmax",
-                   UpSampling1D = "layer_upsampling_1d", UpSampling2D = "layer_upsampling_2d")
+                   UpSampling1D = "layer_upsampling_1d", UpSampling2D = "layer_upsampling_2d",
+                   Bidirectional = "bidirectional", TimeDistributed = "time_distributed")
 r_function_name <- function(class_name) {
   if (class_name %in% names(r_keras_names)) return(r_keras_names[[class_name]])
   snake <- gsub("([a-z])([A-Z0-9])", "\\1_\\2", class_name)
@@ -19,7 +20,11 @@ r_function_name <- function(class_name) {
   paste0("layer_", tolower(snake))
 }
 
-exported_layer_functions <- setdiff(grep("^layer_", getNamespaceExports("rustgpu"), value = TRUE), "layer_input")
+# layer_cudnn_lstm() and layer_cudnn_gru() make LSTM and GRU layers (R keras 2.2's names for
+# the cuDNN kernels); the wrappers have no "layer_" prefix in R keras.
+exported_layer_functions <- c(setdiff(grep("^layer_", getNamespaceExports("rustgpu"), value = TRUE),
+                                      c("layer_input", "layer_cudnn_lstm", "layer_cudnn_gru")),
+                              "bidirectional", "time_distributed")
 
 test_that("every exported layer function makes a registered layer type, and every type has one", {
   expected <- vapply(types$class_name, r_function_name, character(1))
@@ -43,6 +48,11 @@ build_example <- function(i) {
   class_name <- types$class_name[[i]]
   fun <- get(r_function_name(class_name), envir = asNamespace("rustgpu"))
   args <- lapply(types$example_config[[i]], simplify)
+  # A wrapper's layer: made by its own R function from its config.
+  if (is.list(args$layer)) {
+    inner <- args$layer
+    args$layer <- do.call(get(r_function_name(inner$class_name), envir = asNamespace("rustgpu")), inner$config)
+  }
   shapes <- lapply(types$example_inputs[[i]], as.integer)
   if (length(shapes) == 1) {
     model <- keras_model_sequential()

@@ -80,7 +80,12 @@ impl LayerType for Embedding {
     }
 
     fn weight_specs(&self, _input: &[usize]) -> Vec<WeightSpec> {
-        vec![WeightSpec { name: "embeddings".into(), shape: vec![self.input_dim, self.output_dim], initializer: self.embeddings_initializer.clone(), trainable: true }]
+        vec![WeightSpec {
+            name: "embeddings".into(),
+            shape: vec![self.input_dim, self.output_dim],
+            initializer: self.embeddings_initializer.clone(),
+            trainable: true,
+        }]
     }
 
     fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {

@@ -164,9 +164,4 @@ impl Cell for GRU {
     }
 }
 
-recurrent_layer_type!(
-    GRU,
-    "GRU",
-    "gru",
-    Example { config: serde_json::json!({ "units": 3 }), inputs: vec![vec![4, 2]], index_bound: None }
-);
+recurrent_layer_type!(GRU, "GRU", "gru", Example { config: serde_json::json!({ "units": 3 }), inputs: vec![vec![4, 2]], index_bound: None });

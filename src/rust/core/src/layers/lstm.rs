@@ -49,7 +49,7 @@ impl InitializerType for UnitForgetBias {
     fn sample(&self, _shape: &[usize], rng: &mut StdRng) -> Result<Vec<f32>> {
         let u = self.units;
         let mut values = self.inner.sample(&[u], rng)?;
-        values.extend(std::iter::repeat(1.0).take(u));
+        values.extend(std::iter::repeat_n(1.0, u));
         values.extend(self.inner.sample(&[2 * u], rng)?);
         Ok(values)
     }
@@ -85,7 +85,11 @@ impl Cell for LSTM {
 
     fn bias_spec(&self) -> (Vec<usize>, Initializer) {
         let o = &self.options;
-        let init = if self.unit_forget_bias { Initializer::of(UnitForgetBias { inner: o.bias_initializer.clone(), units: o.units }) } else { o.bias_initializer.clone() };
+        let init = if self.unit_forget_bias {
+            Initializer::of(UnitForgetBias { inner: o.bias_initializer.clone(), units: o.units })
+        } else {
+            o.bias_initializer.clone()
+        };
         (vec![4 * o.units], init)
     }
 

@@ -218,7 +218,12 @@ pub trait Cell: Send + Sync {
 pub fn weight_specs<C: Cell>(cell: &C, input: &[usize]) -> Vec<WeightSpec> {
     let o = cell.options();
     let features = input.last().copied().unwrap_or(1);
-    let spec = |name: &str, shape: Vec<usize>, initializer: Initializer| WeightSpec { name: format!("{}/{}", C::CELL_NAME, name), shape, initializer, trainable: true };
+    let spec = |name: &str, shape: Vec<usize>, initializer: Initializer| WeightSpec {
+        name: format!("{}/{}", C::CELL_NAME, name),
+        shape,
+        initializer,
+        trainable: true,
+    };
     let mut specs = vec![
         spec("kernel", vec![features, C::GATES * o.units], o.kernel_initializer.clone()),
         spec("recurrent_kernel", vec![o.units, C::GATES * o.units], o.recurrent_initializer.clone()),
@@ -273,8 +278,9 @@ fn blend(mask: &Tensor, new: &Tensor, prev: &Tensor) -> Result<Tensor> {
 /// The recurrent layer's forward pass (`class` names it in errors).
 pub fn forward<C: Cell>(cell: &C, name: &str, class: &str, weights: &[Tensor], x: &Tensor, ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
     let o = cell.options();
-    let (batch, time, features) =
-        x.dims3().map_err(|_| Error::Value(format!("layer \"{}\" ({}) needs inputs of shape (batch, time, features), got ({})", name, class, crate::shape::join_dims(x.dims()))))?;
+    let (batch, time, features) = x.dims3().map_err(|_| {
+        Error::Value(format!("layer \"{}\" ({}) needs inputs of shape (batch, time, features), got ({})", name, class, crate::shape::join_dims(x.dims())))
+    })?;
     let units = o.units;
     let device = x.device().clone();
     let mut xt = x.transpose(0, 1)?.contiguous()?;
@@ -449,7 +455,8 @@ pub fn fused_gate(t: &Tensor, activation: Activation, recurrent_activation: Acti
 /// pre-activations and gates (about three gate blocks) and its states and recurrent input.
 pub fn working_elements_per_row<C: Cell>(o: &RnnOptions, input: &[usize]) -> Option<u64> {
     let (time, features) = (*input.first()? as u64, *input.last()? as u64);
-    let per_step = (3 * C::GATES as u64).checked_mul(o.units as u64)?.checked_add((C::STATES as u64 + 2).checked_mul(o.units as u64)?)?.checked_add(features)?;
+    let per_step =
+        (3 * C::GATES as u64).checked_mul(o.units as u64)?.checked_add((C::STATES as u64 + 2).checked_mul(o.units as u64)?)?.checked_add(features)?;
     time.checked_mul(per_step)
 }
 

@@ -178,7 +178,12 @@ mod tests {
             let (out, _) = inst.layer.forward_node(&inst.weights, &inst.inputs, &mut ctx()).unwrap();
             assert_eq!(&out.value.dims()[1..], predicted.as_slice(), "{} output shape", r.class_name);
             for (i, s) in inst.specs.iter().enumerate() {
-                assert!(!s.name.is_empty() && !s.name.starts_with('/') && !s.name.ends_with('/') && !s.name.contains(':'), "{} weight name {}", r.class_name, s.name);
+                assert!(
+                    !s.name.is_empty() && !s.name.starts_with('/') && !s.name.ends_with('/') && !s.name.contains(':'),
+                    "{} weight name {}",
+                    r.class_name,
+                    s.name
+                );
                 assert!(inst.specs[..i].iter().all(|o| o.name != s.name), "{} weight {} twice", r.class_name, s.name);
             }
         }

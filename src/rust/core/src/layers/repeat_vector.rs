@@ -24,7 +24,11 @@ impl LayerType for RepeatVector {
     fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
         match inputs[0].as_slice() {
             [features] => Ok(vec![self.n, *features]),
-            other => Err(Error::Value(format!("layer \"{}\" (RepeatVector) needs inputs of shape (batch, features), got (batch, {})", name, crate::shape::join_dims(other)))),
+            other => Err(Error::Value(format!(
+                "layer \"{}\" (RepeatVector) needs inputs of shape (batch, features), got (batch, {})",
+                name,
+                crate::shape::join_dims(other)
+            ))),
         }
     }
 

@@ -73,7 +73,11 @@ impl LayerType for TimeDistributed {
     fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
         let input = &inputs[0];
         if input.len() < 2 {
-            return Err(Error::Value(format!("layer \"{}\" (TimeDistributed) needs inputs of shape (batch, time, ...), got (batch, {})", name, crate::shape::join_dims(input))));
+            return Err(Error::Value(format!(
+                "layer \"{}\" (TimeDistributed) needs inputs of shape (batch, time, ...), got (batch, {})",
+                name,
+                crate::shape::join_dims(input)
+            )));
         }
         let mut out = vec![input[0]];
         out.extend(self.layer.output_shape(&input[1..])?);
@@ -136,7 +140,11 @@ impl LayerType for TimeDistributed {
     }
 
     fn example() -> Example {
-        Example { config: serde_json::json!({ "layer": { "class_name": "Dense", "config": { "units": 2, "activation": "tanh" } } }), inputs: vec![vec![3, 4]], index_bound: None }
+        Example {
+            config: serde_json::json!({ "layer": { "class_name": "Dense", "config": { "units": 2, "activation": "tanh" } } }),
+            inputs: vec![vec![3, 4]],
+            index_bound: None,
+        }
     }
 }
 
@@ -156,7 +164,9 @@ impl MergeMode {
             Some("sum") => MergeMode::Sum,
             Some("mul") => MergeMode::Mul,
             Some("ave") => MergeMode::Ave,
-            None => return Err(Error::Value("`merge_mode = NULL` (two separate outputs) is not supported yet; use \"concat\", \"sum\", \"mul\" or \"ave\"".into())),
+            None => {
+                return Err(Error::Value("`merge_mode = NULL` (two separate outputs) is not supported yet; use \"concat\", \"sum\", \"mul\" or \"ave\"".into()))
+            }
             Some(other) => return Err(Error::Value(format!("`merge_mode` must be one of \"concat\", \"sum\", \"mul\", \"ave\", got \"{}\"", other))),
         })
     }
