@@ -2,12 +2,21 @@
 # builds Keras's config; the core's recurrent loop (src/rust/core/src/layers/recurrent.rs)
 # runs them.
 
-# The config fields every recurrent layer shares, checked.
-recurrent_config <- function(units, activation, use_bias, return_sequences, return_state, go_backwards, stateful,
-                             unroll, kernel_initializer, recurrent_initializer, bias_initializer,
-                             kernel_regularizer, recurrent_regularizer, bias_regularizer, activity_regularizer,
-                             kernel_constraint, recurrent_constraint, bias_constraint, dropout, recurrent_dropout,
-                             call = rlang::caller_env()) {
+# The config fields every recurrent layer shares, checked, from the arguments of the
+# layer_*() function whose environment `call` is (they share these arguments' names).
+recurrent_config <- function(call) {
+  args <- mget(c("units", "activation", "use_bias", "return_sequences", "return_state", "go_backwards", "stateful",
+                 "unroll", "kernel_initializer", "recurrent_initializer", "bias_initializer", "kernel_regularizer",
+                 "recurrent_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
+                 "recurrent_constraint", "bias_constraint", "dropout", "recurrent_dropout"), envir = call)
+  do.call(recurrent_config_of, c(args, list(call = call)))
+}
+
+recurrent_config_of <- function(units, activation, use_bias, return_sequences, return_state, go_backwards, stateful,
+                                unroll, kernel_initializer, recurrent_initializer, bias_initializer,
+                                kernel_regularizer, recurrent_regularizer, bias_regularizer, activity_regularizer,
+                                kernel_constraint, recurrent_constraint, bias_constraint, dropout, recurrent_dropout,
+                                call) {
   check_count(units, "units", min = 1, call = call)
   flags <- list(use_bias = use_bias, return_sequences = return_sequences, return_state = return_state,
                 go_backwards = go_backwards, stateful = stateful, unroll = unroll)
@@ -97,10 +106,7 @@ layer_simple_rnn <- function(object, units, activation = "tanh", use_bias = TRUE
                              input_shape = NULL, batch_input_shape = NULL, batch_size = NULL, dtype = NULL,
                              name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
-  config <- recurrent_config(units, activation, use_bias, return_sequences, return_state, go_backwards, stateful,
-                             unroll, kernel_initializer, recurrent_initializer, bias_initializer,
-                             kernel_regularizer, recurrent_regularizer, bias_regularizer, activity_regularizer,
-                             kernel_constraint, recurrent_constraint, bias_constraint, dropout, recurrent_dropout)
+  config <- recurrent_config(environment())
   create_layer("SimpleRNN", object, config, input_shape_of(input_shape, batch_input_shape), name,
                weights = weights, trainable = trainable)
 }
@@ -117,10 +123,7 @@ layer_lstm <- function(object, units, activation = "tanh", recurrent_activation 
                        dtype = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_bool(unit_forget_bias, "unit_forget_bias")
-  config <- recurrent_config(units, activation, use_bias, return_sequences, return_state, go_backwards, stateful,
-                             unroll, kernel_initializer, recurrent_initializer, bias_initializer,
-                             kernel_regularizer, recurrent_regularizer, bias_regularizer, activity_regularizer,
-                             kernel_constraint, recurrent_constraint, bias_constraint, dropout, recurrent_dropout)
+  config <- recurrent_config(environment())
   config <- c(config, list(recurrent_activation = activation_name(recurrent_activation), unit_forget_bias = unit_forget_bias))
   create_layer("LSTM", object, config, input_shape_of(input_shape, batch_input_shape), name,
                weights = weights, trainable = trainable)
@@ -138,10 +141,7 @@ layer_gru <- function(object, units, activation = "tanh", recurrent_activation =
                       dtype = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_bool(reset_after, "reset_after")
-  config <- recurrent_config(units, activation, use_bias, return_sequences, return_state, go_backwards, stateful,
-                             unroll, kernel_initializer, recurrent_initializer, bias_initializer,
-                             kernel_regularizer, recurrent_regularizer, bias_regularizer, activity_regularizer,
-                             kernel_constraint, recurrent_constraint, bias_constraint, dropout, recurrent_dropout)
+  config <- recurrent_config(environment())
   config <- c(config, list(recurrent_activation = activation_name(recurrent_activation), reset_after = reset_after))
   create_layer("GRU", object, config, input_shape_of(input_shape, batch_input_shape), name,
                weights = weights, trainable = trainable)
