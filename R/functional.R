@@ -53,10 +53,22 @@ c.rustgpu_tensor <- function(...) list(...)
 apply_layer_to_tensors <- function(layer, inputs) {
   if (is_tensor(inputs)) inputs <- list(inputs)
   out <- structure(list(id = next_tensor_id(), kind = "node", layer = layer, inputs = unname(inputs)), class = "rustgpu_tensor")
+  # A recurrent layer with `return_state = TRUE` has more outputs: its final states, as
+  # tensors of kind "state" (output `index` of the node that `inputs` holds).
+  if (isTRUE(layer$config$return_state)) {
+    states <- lapply(seq_len(if (identical(layer$class_name, "LSTM")) 2L else 1L), function(k) {
+      structure(list(id = next_tensor_id(), kind = "state", layer = layer, inputs = list(out), index = k), class = "rustgpu_tensor")
+    })
+    .tensors$states[[as.character(out$id)]] <- states
+    out <- c(list(out), states)
+  }
   # Each application is a node of the layer, as Keras's inbound nodes: layer$output reads it.
   .tensors$nodes[[layer$name]] <- c(.tensors$nodes[[layer$name]], list(list(input = unname(inputs), output = out)))
   out
 }
+
+# The first tensor a layer application made (its others are its states).
+main_tensor <- function(out) if (is_tensor(out)) out else out[[1]]
 
 layer_nodes <- function(layer) .tensors$nodes[[attr(layer, "spec")$name]]
 
@@ -110,6 +122,7 @@ get_input_at <- function(object, node_index) {
 #' @export
 print.rustgpu_tensor <- function(x, ...) {
   what <- if (x$kind == "input") sprintf("input \"%s\" of shape (None, %s)", x$name, paste(x$shape, collapse = ", "))
+          else if (x$kind == "state") sprintf("state %d of layer \"%s\"", x$index, x$layer$name)
           else sprintf("output of layer \"%s\"", x$layer$name)
   cat(sprintf("<tensor: %s>\n", what))
   invisible(x)
@@ -154,8 +167,10 @@ keras_model <- function(inputs, outputs, name = NULL) {
   graph$layers <- list()      # layer objects, in first-use order
   graph$nodes <- list()       # list(layer = 0-based index, inputs = codes)
   graph$node_of <- integer()  # tensor id -> 0-based node index
-  # Codes: -(k + 1) for input k, j for node j (0-based).
+  # Codes: -(k + 1) for input k, j for node j (0-based), j + k * 2^20 for its state k
+  # (src/rust/r/src/functional.rs).
   visit <- function(t) {
+    if (t$kind == "state") return(visit(t$inputs[[1]]) + t$index * 2^20)
     if (t$kind == "input") {
       k <- match(t$id, input_ids)
       if (is.na(k)) value_error(sprintf("Input \"%s\" is used by the outputs but is not in `inputs`.", t$name), call = NULL)
@@ -175,6 +190,7 @@ keras_model <- function(inputs, outputs, name = NULL) {
     length(graph$nodes) - 1L
   }
   output_codes <- vapply(outputs, visit, numeric(1))
+  keras_layer_order(graph)
 
   scratch <- new_model(call_backend(rg_model_new(paste0(name, "_layers"))), name)
   for (layer in graph$layers) add_layer(scratch, layer, input_shape = NULL, register = FALSE)
@@ -189,6 +205,35 @@ keras_model <- function(inputs, outputs, name = NULL) {
   model$layer_specs <- graph$layers
   for (layer in graph$layers) register_layer(model, layer)
   model
+}
+
+# Keras's order of a functional model's layers (which is its weights' order): deepest first,
+# a layer's depth being its longest path to an output (its nodes' deepest, as tf-keras's
+# _map_graph_network), ties in the order the trace from the outputs first reached them.
+keras_layer_order <- function(graph) {
+  n <- length(graph$nodes)
+  if (n == 0) return(invisible())
+  node_depth <- integer(n)
+  layer_depth <- integer(length(graph$layers))
+  for (j in rev(seq_len(n))) {
+    node <- graph$nodes[[j]]
+    li <- node$layer + 1L
+    depth <- max(node_depth[j], layer_depth[li])
+    layer_depth[li] <- depth
+    node_depth[j] <- depth
+    for (code in node$inputs[node$inputs >= 0]) {
+      i <- code %% 2^20 + 1
+      node_depth[i] <- max(node_depth[i], depth + 1L)
+    }
+  }
+  order <- order(-layer_depth, seq_along(layer_depth))
+  graph$layers <- graph$layers[order]
+  new_index <- match(seq_along(order), order) - 1L
+  graph$nodes <- lapply(graph$nodes, function(node) {
+    node$layer <- new_index[node$layer + 1L]
+    node
+  })
+  invisible()
 }
 
 # model(tensors): the model's layers applied to new tensors, node for node, so that the new
@@ -214,8 +259,12 @@ apply_model_to_tensors <- function(model, inputs, call = rlang::caller_env()) {
   retrace <- function(t) {
     key <- as.character(t$id)
     if (!is.null(made[[key]])) return(made[[key]])
+    if (t$kind == "state") {
+      main <- retrace(t$inputs[[1]])
+      return(.tensors$states[[as.character(main$id)]][[t$index]])
+    }
     ins <- lapply(t$inputs, retrace)
-    out <- apply_layer_to_tensors(t$layer, if (length(ins) == 1) ins[[1]] else ins)
+    out <- main_tensor(apply_layer_to_tensors(t$layer, if (length(ins) == 1) ins[[1]] else ins))
     made[[key]] <- out
     out
   }
@@ -407,7 +456,7 @@ layer_ref_tensor <- function(ref, what, call = rlang::caller_env()) {
     key <- as.character(t$id)
     if (!is.null(seen[[key]]) || t$kind == "input") return(invisible())
     seen[[key]] <- TRUE
-    if (identical(t$layer$name, name)) hits[[length(hits) + 1]] <<- t
+    if (t$kind == "node" && identical(t$layer$name, name)) hits[[length(hits) + 1]] <<- t
     for (u in t$inputs) visit(u)
   }
   for (t in model_tensors(model, call = call)$outputs) visit(t)

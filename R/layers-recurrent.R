@@ -69,7 +69,10 @@ input_shape_of <- function(input_shape, batch_input_shape, call = rlang::caller_
 #'   R keras 2.2 used "hard_sigmoid", also available).
 #' @param return_sequences `TRUE` returns the output of every step, `(batch, time, units)`;
 #'   `FALSE` the last, `(batch, units)`.
-#' @param return_state Whether to return the final states as well (not supported yet: an error).
+#' @param return_state Whether to return the final states as well: applied to a tensor, the
+#'   layer then gives a list of tensors, the output and the states (LSTM's h and c; GRU's and
+#'   simple RNN's h), e.g. `c(output, state_h, state_c) %<-% layer_lstm(x, 8, return_state = TRUE)`.
+#'   Initial states go in when calling a layer: `layer(x, initial_state = list(state_h, state_c))`.
 #' @param go_backwards Read the sequence from its end (the outputs come in the order read).
 #' @param stateful Keep each row's final state as the next batch's initial state (batches must
 #'   then keep their size and row order); [reset_states()] sets them back to zero.

@@ -13,7 +13,12 @@ new_layer <- function(class_name, name, config, input_shape = NULL, id = next_la
                seed = new_seed(), id = id, weights = weights)
   # Keras's `trainable = FALSE` on a layer: frozen in every model made with it.
   if (!is.null(trainable)) .shared$frozen[id] <- !trainable
-  apply_layer <- function(object) compose_layer(object, self)
+  # `initial_state`: a recurrent layer's initial states, extra inputs of the application
+  # (`decoder_lstm(x, initial_state = encoder_states)`, as in R keras).
+  apply_layer <- function(object, initial_state = NULL) {
+    if (!is.null(initial_state)) object <- c(list(object), if (is_tensor(initial_state)) list(initial_state) else initial_state)
+    compose_layer(object, self)
+  }
   self <- structure(apply_layer, class = "rustgpu_layer", spec = spec)
   self
 }

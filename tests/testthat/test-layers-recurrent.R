@@ -103,8 +103,6 @@ test_that("bad recurrent arguments are classed errors that say what to change", 
   expect_error(layer_lstm(units = 0), "units", class = "rustgpu_value_error")
   expect_error(layer_gru(units = 2, dropout = 1), "dropout", class = "rustgpu_value_error")
   expect_error(layer_lstm(units = 2, go_backwards = "yes"), "go_backwards", class = "rustgpu_value_error")
-  expect_error(keras_model_sequential() %>% layer_lstm(units = 2, return_state = TRUE, input_shape = c(3, 1)),
-               "return_state", class = "rustgpu_value_error")
   expect_error(bidirectional(layer = "lstm"), "layer_lstm", class = "rustgpu_value_error")
   expect_error(keras_model_sequential() %>% bidirectional(layer_dense(units = 2), input_shape = c(3, 2)),
                "recurrent layer", class = "rustgpu_value_error")
@@ -121,4 +119,38 @@ test_that("a step whose recurrent states would not fit in memory is a resource e
   model <- keras_model_sequential() %>% layer_lstm(units = 1000, input_shape = c(1e5, 1))
   x <- array(0, c(100, 1e5, 1))
   expect_error(predict(model, x, batch_size = 100), class = "rustgpu_resource_error")
+})
+
+test_that("an encoder's states start a decoder (return_state, initial_state) as in tf-keras", {
+  fx <- jsonlite::fromJSON(test_path("..", "fixtures", "h5", "expected.json"), simplifyVector = TRUE,
+                           simplifyMatrix = TRUE, simplifyDataFrame = FALSE)$seq2seq
+  encoder_input <- layer_input(shape = c(5, 3), name = "encoder_input")
+  c(., state_h, state_c) %<-% layer_lstm(encoder_input, units = 4, return_state = TRUE, name = "encoder")
+  decoder_input <- layer_input(shape = c(4, 2), name = "decoder_input")
+  decoder <- layer_lstm(units = 4, return_sequences = TRUE, return_state = TRUE, name = "decoder")
+  c(decoded, ., .) %<-% decoder(decoder_input, initial_state = list(state_h, state_c))
+  head <- decoded %>% time_distributed(layer_dense(units = 2, activation = "softmax"), name = "head")
+  c(., gru_state) %<-% layer_gru(decoded, units = 3, return_state = TRUE, name = "summary")
+  side <- gru_state %>% layer_dense(units = 1, name = "side")
+  model <- keras_model(list(encoder_input, decoder_input), list(head, side))
+  x <- list(fx$xe, fx$xd)
+  set_weights(model, as_weight_list(fx$initial_weights))
+  pred <- predict(model, x)
+  expect_equal(pred[[1]], fx$initial_predictions[[1]], tolerance = 1e-5)
+  expect_equal(pred[[2]], fx$initial_predictions[[2]], tolerance = 1e-5)
+  compile(model, optimizer = optimizer_adam(0.01), loss = list("categorical_crossentropy", "mse"))
+  h <- fit(model, x, list(fx$y_seq, fx$y_side), epochs = 2, batch_size = 3, shuffle = FALSE, verbose = 0)
+  expect_equal(h$metrics$loss, fx$history$loss, tolerance = 1e-4)
+  expect_equal(h$metrics$head_loss, fx$history$head_loss, tolerance = 1e-4)
+  final <- as_weight_list(fx$final_weights)
+  got <- get_weights(model)
+  for (i in seq_along(final)) expect_equal(as.numeric(got[[i]]), as.numeric(final[[i]]), tolerance = 1e-4)
+
+  keras_made <- load_model_hdf5(test_path("..", "fixtures", "h5", "keras_seq2seq_model.h5"))
+  expect_equal(predict(keras_made, x)[[2]], fx$predictions[[2]], tolerance = 1e-5)
+  path <- tempfile(fileext = ".h5")
+  save_model_hdf5(model, path)
+  expect_equal(predict(load_model_hdf5(path), x), predict(model, x))
+  wrong <- decoder(decoder_input, initial_state = list(state_h))[[1]]
+  expect_error(keras_model(list(encoder_input, decoder_input), wrong), "initial state", class = "rustgpu_value_error")
 })

@@ -26,11 +26,23 @@ pub struct Weight {
 /// activity regularizer (node index, value).
 pub type RecordedForward = (Vec<ModelOutput>, Vec<Cache>, Vec<(usize, Tensor)>);
 
-/// Where a node's input comes from: a model input or another node's output.
+/// Where a node's input comes from: a model input, another node's (first) output, or
+/// output k >= 1 of a node whose layer has several (a recurrent layer's states).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     Input(usize),
     Node(usize),
+    State(usize, usize),
+}
+
+impl Source {
+    /// The node it comes from, if any.
+    pub fn node(&self) -> Option<usize> {
+        match *self {
+            Source::Input(_) => None,
+            Source::Node(j) | Source::State(j, _) => Some(j),
+        }
+    }
 }
 
 /// One application of a layer (a layer used twice is shared: two nodes, one set of weights).
@@ -119,18 +131,20 @@ impl Architecture {
         // Each node's output mask (Keras's `_keras_mask`): made by Embedding(mask_zero) and
         // Masking, passed on by layers that keep the time axis, consumed by recurrent layers.
         let mut masks: Vec<Option<Tensor>> = Vec::with_capacity(nodes.len());
+        // Each node's outputs after the first (recurrent layers' states).
+        let mut more: Vec<Vec<Tensor>> = Vec::with_capacity(nodes.len());
         let mut caches = Vec::with_capacity(nodes.len());
         let mut recorded = Vec::new();
+        let pick = |s: &Source, values: &[LayerOutput], more: &[Vec<Tensor>]| -> Result<Tensor> {
+            Ok(match *s {
+                Source::Input(k) => inputs[k].clone(),
+                Source::Node(j) => values[j].value.clone(),
+                Source::State(j, k) => more[j].get(k - 1).cloned().ok_or_else(|| Error::State(format!("node {} has no output {}", j, k)))?,
+            })
+        };
         for (j, node) in nodes.iter().enumerate() {
             crate::cancel::check()?;
-            let xs: Vec<Tensor> = node
-                .inputs
-                .iter()
-                .map(|s| match *s {
-                    Source::Input(k) => inputs[k].clone(),
-                    Source::Node(j) => values[j].value.clone(),
-                })
-                .collect();
+            let xs: Vec<Tensor> = node.inputs.iter().map(|s| pick(s, &values, &more)).collect::<Result<_>>()?;
             let range = self.weight_ranges[node.layer].clone();
             ctx.mask = match node.inputs.first() {
                 Some(Source::Node(i)) => masks[*i].clone(),
@@ -139,6 +153,7 @@ impl Architecture {
             let layer = &self.layers[node.layer];
             let (out, cache) = layer.forward_node(&weights[range], &xs, ctx)?;
             masks.push(layer.kind.compute_mask(&xs, ctx.mask.as_ref())?);
+            more.push(layer.kind.more_outputs(&cache)?);
             ctx.mask = None;
             if layer.kind.activity_regularizer().is_some() {
                 recorded.push((j, out.value.clone()));
@@ -150,10 +165,10 @@ impl Architecture {
             .outputs()
             .iter()
             .map(|s| match *s {
-                Source::Input(k) => LayerOutput::plain(inputs[k].clone()),
-                Source::Node(j) => values[j].clone(),
+                Source::Node(j) => Ok(values[j].clone()),
+                _ => Ok(LayerOutput::plain(pick(s, &values, &more)?)),
             })
-            .collect();
+            .collect::<Result<_>>()?;
         Ok((outputs, caches, recorded))
     }
 
@@ -196,38 +211,28 @@ impl Architecture {
     /// Values every row of a batch produces across the model (each node's output, and the
     /// inputs), None when that overflows.
     pub fn activation_elements_per_row(&self) -> Option<u64> {
-        let (inputs, shapes) = self.node_shapes();
-        let total = inputs.iter().try_fold(0u64, |a, s| a.checked_add(crate::memory::elements(s)?))?;
-        let total = shapes.iter().try_fold(total, |a, s| a.checked_add(crate::memory::elements(s)?))?;
+        let shapes = self.node_shapes();
+        let total = shapes.inputs.iter().try_fold(0u64, |a, s| a.checked_add(crate::memory::elements(s)?))?;
+        let total = shapes.outputs.iter().flatten().try_fold(total, |a, s| a.checked_add(crate::memory::elements(s)?))?;
         // What layers keep besides their outputs (recurrent layers' steps), from their inputs' shapes.
         self.nodes().iter().try_fold(total, |a, node| {
-            let input = match node.inputs.first() {
-                Some(Source::Input(k)) => inputs.get(*k).cloned().unwrap_or_default(),
-                Some(Source::Node(i)) => shapes[*i].clone(),
-                None => Vec::new(),
-            };
+            let input = node.inputs.first().map(|s| shapes.of(s)).unwrap_or_default();
             a.checked_add(self.layers[node.layer].kind.working_elements_per_row(&input)?)
         })
     }
 
-    /// The input shapes and each node's output shape (empty where unknown), in one pass in
+    /// The input shapes and each node's output shapes (empty where unknown), in one pass in
     /// node order: every node's inputs are computed before it.
-    fn node_shapes(&self) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
-        let inputs = self.input_shapes().unwrap_or_default();
-        let nodes = self.nodes();
-        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(nodes.len());
-        for node in nodes.iter() {
-            let ins: Vec<Vec<usize>> = node
-                .inputs
-                .iter()
-                .map(|s| match *s {
-                    Source::Input(k) => inputs.get(k).cloned().unwrap_or_default(),
-                    Source::Node(i) => shapes[i].clone(),
-                })
-                .collect();
-            shapes.push(self.layers[node.layer].node_output_shape(&ins).unwrap_or_default());
+    fn node_shapes(&self) -> NodeShapes {
+        let mut shapes = NodeShapes { inputs: self.input_shapes().unwrap_or_default(), outputs: Vec::new() };
+        for node in self.nodes().iter() {
+            let ins: Vec<Vec<usize>> = node.inputs.iter().map(|s| shapes.of(s)).collect();
+            let layer = &self.layers[node.layer];
+            let mut outs = vec![layer.node_output_shape(&ins).unwrap_or_default()];
+            outs.extend(layer.more_output_shapes(&ins));
+            shapes.outputs.push(outs);
         }
-        (inputs, shapes)
+        shapes
     }
 
     /// A per-weight setting of the layers (`of_layer` lists a layer's, in its weights' order;
@@ -259,7 +264,7 @@ impl Architecture {
         let n = self.weight_ranges.last().map_or(0, |r| r.end);
         let mut wanted = vec![false; n];
         for node in self.nodes().iter() {
-            if node.inputs.iter().any(|s| matches!(s, Source::Node(_))) {
+            if node.inputs.iter().any(|s| s.node().is_some()) {
                 let range = &self.weight_ranges[node.layer];
                 for i in self.layers[node.layer].kind.transposed_weights() {
                     if let Some(slot) = wanted[range.clone()].get_mut(*i) {
@@ -296,22 +301,48 @@ impl Architecture {
     ) -> Result<Vec<Tensor>> {
         let nodes = self.nodes();
         let mut node_grads: Vec<Option<OutputGrad>> = vec![None; nodes.len()];
-        for (source, g) in self.outputs().iter().zip(output_grads) {
-            if let Source::Node(j) = *source {
-                node_grads[j] = Some(accumulate(node_grads[j].take(), g)?);
+        // Gradients of nodes' outputs after the first (recurrent layers' states).
+        let mut more_grads: Vec<Vec<Option<Tensor>>> = vec![Vec::new(); nodes.len()];
+        let add = |node_grads: &mut Vec<Option<OutputGrad>>, more_grads: &mut Vec<Vec<Option<Tensor>>>, source: &Source, g: OutputGrad| -> Result<()> {
+            match *source {
+                Source::Input(_) => {}
+                Source::Node(j) => node_grads[j] = Some(accumulate(node_grads[j].take(), g)?),
+                Source::State(j, k) => {
+                    let slots = &mut more_grads[j];
+                    if slots.len() < k {
+                        slots.resize(k, None);
+                    }
+                    let g = g.value("a layer's state")?;
+                    slots[k - 1] = Some(match slots[k - 1].take() {
+                        Some(acc) => (acc + g)?,
+                        None => g,
+                    });
+                }
             }
+            Ok(())
+        };
+        for (source, g) in self.outputs().iter().zip(output_grads) {
+            add(&mut node_grads, &mut more_grads, source, g)?;
         }
         for (j, g) in extra {
             node_grads[j] = Some(accumulate(node_grads[j].take(), OutputGrad::Value(g))?);
         }
         let mut grads: Vec<Option<Tensor>> = vec![None; weights.len()];
         for j in (0..nodes.len()).rev() {
-            let Some(g) = node_grads[j].take() else { continue };
+            let g = node_grads[j].take();
+            let more = std::mem::take(&mut more_grads[j]);
+            if g.is_none() && more.iter().all(Option::is_none) {
+                continue;
+            }
             let node = &nodes[j];
             let range = self.weight_ranges[node.layer].clone();
-            let need_input = node.inputs.iter().any(|s| matches!(s, Source::Node(_)));
+            let need_input = node.inputs.iter().any(|s| s.node().is_some());
             let transposes = transposed.get(range.clone()).unwrap_or(&[]);
-            let out = self.layers[node.layer].backward_with(&weights[range.clone()], transposes, &caches[j], g, need_input)?;
+            let layer = &self.layers[node.layer];
+            let out = match (g, more.is_empty()) {
+                (Some(g), true) => layer.backward_with(&weights[range.clone()], transposes, &caches[j], g, need_input)?,
+                (g, _) => layer.kind.backward_more(&layer.name, &weights[range.clone()], transposes, &caches[j], g, more, need_input)?,
+            };
             for (slot, w) in grads[range].iter_mut().zip(out.weights) {
                 *slot = Some(match slot.take() {
                     Some(acc) => (acc + w)?,
@@ -320,8 +351,8 @@ impl Architecture {
             }
             let input_grads = std::iter::once(out.input).chain(out.more_inputs.into_iter().map(Some));
             for (source, ig) in node.inputs.iter().zip(input_grads) {
-                if let (Source::Node(i), Some(ig)) = (*source, ig) {
-                    node_grads[i] = Some(accumulate(node_grads[i].take(), OutputGrad::Value(ig))?);
+                if let Some(ig) = ig {
+                    add(&mut node_grads, &mut more_grads, source, OutputGrad::Value(ig))?;
                 }
             }
         }
@@ -337,14 +368,8 @@ impl Architecture {
 
     /// Shape of each model output (without the batch axis).
     pub fn output_shapes_of_outputs(&self) -> Vec<Vec<usize>> {
-        let (inputs, shapes) = self.node_shapes();
-        self.outputs()
-            .iter()
-            .map(|s| match *s {
-                Source::Input(k) => inputs.get(k).cloned().unwrap_or_default(),
-                Source::Node(j) => shapes[j].clone(),
-            })
-            .collect()
+        let shapes = self.node_shapes();
+        self.outputs().iter().map(|s| shapes.of(s)).collect()
     }
 
     /// Names of the layers that produce the outputs (Keras prefixes per-output metrics with them).
@@ -354,7 +379,7 @@ impl Architecture {
             .iter()
             .map(|s| match *s {
                 Source::Input(k) => self.graph.as_ref().map(|g| g.input_names[k].clone()).unwrap_or_default(),
-                Source::Node(j) => self.layers[nodes[j].layer].name.clone(),
+                Source::Node(j) | Source::State(j, _) => self.layers[nodes[j].layer].name.clone(),
             })
             .collect()
     }
@@ -366,6 +391,24 @@ impl Architecture {
 
     pub fn output_shape(&self) -> Option<&Vec<usize>> {
         self.output_shapes.last().or(self.input_shape.as_ref())
+    }
+}
+
+/// The model inputs' shapes and every node's output shapes (its first output's, then the
+/// others').
+struct NodeShapes {
+    inputs: Vec<Vec<usize>>,
+    outputs: Vec<Vec<Vec<usize>>>,
+}
+
+impl NodeShapes {
+    fn of(&self, s: &Source) -> Vec<usize> {
+        let found = match *s {
+            Source::Input(k) => self.inputs.get(k),
+            Source::Node(j) => self.outputs[j].first(),
+            Source::State(j, k) => self.outputs[j].get(k),
+        };
+        found.cloned().unwrap_or_default()
     }
 }
 
@@ -523,7 +566,8 @@ impl Model {
         for shape in &graph.input_shapes {
             check_input_shape(shape)?;
         }
-        let mut node_shapes: Vec<Vec<usize>> = Vec::with_capacity(graph.nodes.len());
+        // Each node's output shapes: its first output's, then the others' (states).
+        let mut node_shapes: Vec<Vec<Vec<usize>>> = Vec::with_capacity(graph.nodes.len());
         let mut first_inputs: Vec<Option<Vec<Vec<usize>>>> = vec![None; layers.len()];
         let mut output_shapes: Vec<Vec<usize>> = vec![Vec::new(); layers.len()];
         for (j, node) in graph.nodes.iter().enumerate() {
@@ -533,11 +577,24 @@ impl Model {
                 .iter()
                 .map(|s| match *s {
                     Source::Input(k) => graph.input_shapes.get(k).cloned().ok_or_else(|| Error::Value(format!("node {} reads a missing input", j))),
-                    Source::Node(i) if i < j => Ok(node_shapes[i].clone()),
-                    Source::Node(_) => Err(Error::Value("the layers are not in an order that can be computed (a cycle?)".into())),
+                    Source::Node(i) | Source::State(i, _) if i >= j => {
+                        Err(Error::Value("the layers are not in an order that can be computed (a cycle?)".into()))
+                    }
+                    Source::Node(i) => Ok(node_shapes[i][0].clone()),
+                    Source::State(i, k) => node_shapes[i].get(k).cloned().ok_or_else(|| {
+                        Error::Value(format!(
+                            "node {} reads output {} of layer \"{}\", which has {} output(s)",
+                            j,
+                            k + 1,
+                            layers[graph.nodes[i].layer].name,
+                            node_shapes[i].len()
+                        ))
+                    }),
                 })
                 .collect::<Result<Vec<_>>>()?;
             let out = layer.node_output_shape(&shapes)?;
+            let mut outs = vec![out.clone()];
+            outs.extend(layer.more_output_shapes(&shapes));
             match &first_inputs[node.layer] {
                 None => {
                     first_inputs[node.layer] = Some(shapes);
@@ -553,7 +610,7 @@ impl Model {
                 }
                 Some(_) => {}
             }
-            node_shapes.push(out);
+            node_shapes.push(outs);
         }
         let mut weights = Vec::new();
         let mut weight_ranges = Vec::with_capacity(layers.len());

@@ -72,6 +72,7 @@ fn functional_config(model: &Model, graph: &Graph) -> Value {
         match *s {
             Source::Input(k) => json!([graph.input_names[k], 0, 0, {}]),
             Source::Node(j) => json!([arch.layers[graph.nodes[j].layer].name, node_index[j], 0, {}]),
+            Source::State(j, k) => json!([arch.layers[graph.nodes[j].layer].name, node_index[j], k, {}]),
         }
     };
     let mut layers: Vec<Value> = graph.input_names.iter().zip(&graph.input_shapes).map(|(n, s)| input_layer_json(n, s)).collect();
@@ -101,8 +102,8 @@ fn functional_config(model: &Model, graph: &Graph) -> Value {
 }
 
 /// A layer application read from `inbound_nodes`: its layer's index, which application of
-/// that layer it is, and the (layer name, application) of each input.
-type PendingNode = (usize, usize, Vec<(String, usize)>);
+/// that layer it is, and the (layer name, application, output) of each input.
+type PendingNode = (usize, usize, Vec<(String, usize, usize)>);
 
 /// Rebuilds a functional model: layers from their configs, nodes from `inbound_nodes`,
 /// put in an order where every node comes after its inputs.
@@ -133,7 +134,8 @@ fn functional_from_config(cfg: &Value) -> Result<Model> {
                 .iter()
                 .map(|r| {
                     let a = r.as_array().filter(|a| a.len() >= 2).ok_or_else(|| Error::Value("malformed inbound node".into()))?;
-                    Ok((a[0].as_str().unwrap_or("").to_string(), a[1].as_u64().unwrap_or(0) as usize))
+                    let output = a.get(2).and_then(Value::as_u64).unwrap_or(0) as usize;
+                    Ok((a[0].as_str().unwrap_or("").to_string(), a[1].as_u64().unwrap_or(0) as usize, output))
                 })
                 .collect::<Result<Vec<_>>>()?;
             pending.push((li, app, refs));
@@ -142,17 +144,18 @@ fn functional_from_config(cfg: &Value) -> Result<Model> {
     // Order the applications so that each follows its inputs.
     let mut placed: Vec<(String, usize)> = Vec::new(); // (layer name, application) of each node
     let mut nodes: Vec<Node> = Vec::new();
-    let resolve = |name: &str, app: usize, placed: &[(String, usize)]| -> Option<Source> {
+    let resolve = |name: &str, app: usize, output: usize, placed: &[(String, usize)]| -> Option<Source> {
         if let Some(k) = input_names.iter().position(|n| n == name) {
             return Some(Source::Input(k));
         }
-        placed.iter().position(|(n, a)| n == name && *a == app).map(Source::Node)
+        let j = placed.iter().position(|(n, a)| n == name && *a == app)?;
+        Some(if output == 0 { Source::Node(j) } else { Source::State(j, output) })
     };
     while !pending.is_empty() {
         let before = pending.len();
         let mut i = 0;
         while i < pending.len() {
-            let sources: Option<Vec<Source>> = pending[i].2.iter().map(|(n, a)| resolve(n, *a, &placed)).collect();
+            let sources: Option<Vec<Source>> = pending[i].2.iter().map(|(n, a, o)| resolve(n, *a, *o, &placed)).collect();
             if let Some(inputs) = sources {
                 let (li, app, _) = pending.remove(i);
                 placed.push((layers[li].name.clone(), app));
@@ -173,7 +176,8 @@ fn functional_from_config(cfg: &Value) -> Result<Model> {
         .map(|o| {
             let a = o.as_array().ok_or_else(|| Error::Value("malformed output_layers".into()))?;
             let (n, app) = (a.first().and_then(Value::as_str).unwrap_or(""), a.get(1).and_then(Value::as_u64).unwrap_or(0) as usize);
-            resolve(n, app, &placed).ok_or_else(|| Error::Value(format!("output layer \"{}\" is not in the model", n)))
+            resolve(n, app, a.get(2).and_then(Value::as_u64).unwrap_or(0) as usize, &placed)
+                .ok_or_else(|| Error::Value(format!("output layer \"{}\" is not in the model", n)))
         })
         .collect::<Result<Vec<_>>>()?;
     Model::functional(name, layers, Graph { input_names, input_shapes, nodes, outputs })

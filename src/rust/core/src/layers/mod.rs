@@ -195,6 +195,8 @@ pub enum Inputs {
     One,
     /// Merge layers: two or more.
     Several,
+    /// One, then optionally more (a recurrent layer's initial states).
+    OneOrMore,
 }
 
 /// A layer type whose weights, if any, a finite-difference check can probe, with inputs of
@@ -292,6 +294,35 @@ pub trait LayerType: std::fmt::Debug + Send + Sync + Serialize + DeserializeOwne
         false
     }
 
+    /// Shapes of the outputs after the first (a recurrent layer's final states with
+    /// `return_state`), for inputs of these shapes.
+    fn more_output_shapes(&self, _inputs: &[Vec<usize>]) -> Vec<Vec<usize>> {
+        Vec::new()
+    }
+
+    /// The values of the outputs after the first, from the forward pass's cache.
+    fn more_outputs(&self, _cache: &Cache) -> Result<Vec<Tensor>> {
+        Ok(Vec::new())
+    }
+
+    /// [`Self::backward`] for a layer with several outputs: `grad` is the first output's
+    /// gradient (None when nothing reads it), `more` the others' (None where nothing reads
+    /// one).
+    #[allow(clippy::too_many_arguments)]
+    fn backward_more(
+        &self,
+        name: &str,
+        weights: &[Tensor],
+        transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: Option<OutputGrad>,
+        _more: Vec<Option<Tensor>>,
+        need_input_grad: bool,
+    ) -> Result<LayerGrads> {
+        let grad = grad.ok_or_else(|| Error::State(format!("layer \"{}\" ({}) got no gradient for its output", name, Self::CLASS_NAME)))?;
+        self.backward(name, weights, transposed, cache, grad, need_input_grad)
+    }
+
     /// Values a forward pass keeps per input row beyond its output (a recurrent layer's
     /// states and gates at every step), for the memory check before a step; None on overflow.
     fn working_elements_per_row(&self, _input: &[usize]) -> Option<u64> {
@@ -329,6 +360,19 @@ pub trait AnyLayer: std::fmt::Debug + Send + Sync {
     fn reset_states(&self);
     fn is_stateful(&self) -> bool;
     fn working_elements_per_row(&self, input: &[usize]) -> Option<u64>;
+    fn more_output_shapes(&self, inputs: &[Vec<usize>]) -> Vec<Vec<usize>>;
+    fn more_outputs(&self, cache: &Cache) -> Result<Vec<Tensor>>;
+    #[allow(clippy::too_many_arguments)]
+    fn backward_more(
+        &self,
+        name: &str,
+        weights: &[Tensor],
+        transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: Option<OutputGrad>,
+        more: Vec<Option<Tensor>>,
+        need_input_grad: bool,
+    ) -> Result<LayerGrads>;
 }
 
 impl<T: LayerType> AnyLayer for T {
@@ -388,6 +432,24 @@ impl<T: LayerType> AnyLayer for T {
     }
     fn working_elements_per_row(&self, input: &[usize]) -> Option<u64> {
         LayerType::working_elements_per_row(self, input)
+    }
+    fn more_output_shapes(&self, inputs: &[Vec<usize>]) -> Vec<Vec<usize>> {
+        LayerType::more_output_shapes(self, inputs)
+    }
+    fn more_outputs(&self, cache: &Cache) -> Result<Vec<Tensor>> {
+        LayerType::more_outputs(self, cache)
+    }
+    fn backward_more(
+        &self,
+        name: &str,
+        weights: &[Tensor],
+        transposed: &[Option<Tensor>],
+        cache: &Cache,
+        grad: Option<OutputGrad>,
+        more: Vec<Option<Tensor>>,
+        need_input_grad: bool,
+    ) -> Result<LayerGrads> {
+        LayerType::backward_more(self, name, weights, transposed, cache, grad, more, need_input_grad)
     }
 }
 
@@ -458,14 +520,14 @@ impl Layer {
     }
 
     fn check_input_count(&self, n: usize) -> Result<()> {
-        let ok = match self.kind.inputs() {
-            Inputs::One => n == 1,
-            Inputs::Several => n >= 2,
+        let (ok, wanted) = match self.kind.inputs() {
+            Inputs::One => (n == 1, "one input"),
+            Inputs::Several => (n >= 2, "at least 2 inputs"),
+            Inputs::OneOrMore => (n >= 1, "an input (then its initial states)"),
         };
         if ok {
             return Ok(());
         }
-        let wanted = if self.kind.inputs() == Inputs::One { "one input" } else { "at least 2 inputs" };
         Err(Error::Value(format!("layer \"{}\" ({}) takes {}, got {}", self.name, self.class_name(), wanted, n)))
     }
 
@@ -473,6 +535,11 @@ impl Layer {
     pub fn node_output_shape(&self, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
         self.check_input_count(inputs.len())?;
         self.kind.output_shape(&self.name, inputs)
+    }
+
+    /// Shapes of the outputs after the first, for one application to inputs of these shapes.
+    pub fn more_output_shapes(&self, inputs: &[Vec<usize>]) -> Vec<Vec<usize>> {
+        self.kind.more_output_shapes(inputs)
     }
 
     /// Forward pass of one application (node) of the layer.

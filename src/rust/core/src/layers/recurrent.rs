@@ -115,22 +115,32 @@ impl RnnOptions {
         if self.time_major {
             return Err(Error::Value("`time_major = TRUE` is not supported: give inputs as (batch, time, features)".into()));
         }
-        if self.return_state {
-            return Err(Error::Value(
-                "`return_state = TRUE` is not supported yet (a layer with several outputs); use `return_sequences` and the output instead".into(),
-            ));
-        }
         Ok(())
     }
 
-    pub fn output_shape(&self, name: &str, class: &str, input: &[usize]) -> Result<Vec<usize>> {
-        match input {
+    /// The output shape for the sequence's shape `inputs[0]`, and any initial states after it
+    /// (`states` of them, each `(units)`).
+    pub fn output_shape(&self, name: &str, class: &str, inputs: &[Vec<usize>], states: usize) -> Result<Vec<usize>> {
+        let given = &inputs[1..];
+        if !given.is_empty() && (given.len() != states || given.iter().any(|s| s.as_slice() != [self.units])) {
+            let got: Vec<String> = given.iter().map(|s| format!("({})", crate::shape::join_dims(s))).collect();
+            return Err(Error::Value(format!(
+                "layer \"{}\" ({}) takes {} initial state(s) of shape (batch, {}), got {}: {}",
+                name,
+                class,
+                states,
+                self.units,
+                given.len(),
+                got.join(", ")
+            )));
+        }
+        match inputs[0].as_slice() {
             [time, _] if *time > 0 => Ok(if self.return_sequences { vec![*time, self.units] } else { vec![self.units] }),
             _ => Err(Error::Value(format!(
                 "layer \"{}\" ({}) needs inputs of shape (batch, time, features) with at least one step, got (batch, {})",
                 name,
                 class,
-                crate::shape::join_dims(input)
+                crate::shape::join_dims(&inputs[0])
             ))),
         }
     }
@@ -249,6 +259,10 @@ struct RnnCache<S> {
     steps: Vec<S>,
     /// Each step's mask column `(batch, 1)`, in the order the steps ran.
     masks: Option<Vec<Tensor>>,
+    /// The states after the last step (outputs with `return_state`).
+    final_states: Vec<Tensor>,
+    /// Whether the initial states were inputs (`initial_state`), which then get gradients.
+    given_initial: bool,
 }
 
 /// A scaled keep-mask of `(rows, cols)` (inverted dropout), fixed over all time steps as
@@ -275,9 +289,11 @@ fn blend(mask: &Tensor, new: &Tensor, prev: &Tensor) -> Result<Tensor> {
     Ok((prev + (new - prev)?.broadcast_mul(mask)?)?)
 }
 
-/// The recurrent layer's forward pass (`class` names it in errors).
-pub fn forward<C: Cell>(cell: &C, name: &str, class: &str, weights: &[Tensor], x: &Tensor, ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+/// The recurrent layer's forward pass (`class` names it in errors): `xs` holds the sequence,
+/// then optionally the initial states (Keras's `initial_state`).
+pub fn forward<C: Cell>(cell: &C, name: &str, class: &str, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
     let o = cell.options();
+    let x = &xs[0];
     let (batch, time, features) = x.dims3().map_err(|_| {
         Error::Value(format!("layer \"{}\" ({}) needs inputs of shape (batch, time, features), got ({})", name, class, crate::shape::join_dims(x.dims())))
     })?;
@@ -303,7 +319,8 @@ pub fn forward<C: Cell>(cell: &C, name: &str, class: &str, weights: &[Tensor], x
     let xw = crate::kernels::linear(&x2, &weights[0], input_bias.as_ref(), false)?.reshape((time, batch, C::GATES * units))?;
     let recurrent = cell.recurrent_parts(&weights[1])?;
 
-    let mut states = initial_states::<C>(o, name, batch, &device)?;
+    let given_initial = xs.len() > 1;
+    let mut states = if given_initial { given_states::<C>(o, name, class, batch, &xs[1..])? } else { initial_states::<C>(o, name, batch, &device)? };
     let masks: Option<Vec<Tensor>> = mask.map(|m| (0..time).map(|t| Ok(m.narrow(0, t, 1)?.reshape((batch, 1))?)).collect::<Result<_>>()).transpose()?;
     let mut outputs = Vec::with_capacity(if o.return_sequences { time } else { 0 });
     let (mut prev, mut h_ins, mut steps) = (Vec::with_capacity(time), Vec::with_capacity(time), Vec::with_capacity(time));
@@ -329,11 +346,30 @@ pub fn forward<C: Cell>(cell: &C, name: &str, class: &str, weights: &[Tensor], x
         steps.push(step);
     }
     let value = if o.return_sequences { Tensor::stack(&outputs, 1)? } else { states[0].clone() };
+    let final_states = if o.return_state { states.clone() } else { Vec::new() };
     if o.stateful {
         o.kept.keep(states);
     }
-    let cache = RnnCache { x: x2, batch, time, input_keep, recurrent_keep, prev, h_in: h_ins, steps, masks };
+    let cache = RnnCache { x: x2, batch, time, input_keep, recurrent_keep, prev, h_in: h_ins, steps, masks, final_states, given_initial };
     Ok((LayerOutput::plain(value), Cache::new(cache)))
+}
+
+/// Initial states given as inputs: one `(batch, units)` tensor per state.
+fn given_states<C: Cell>(o: &RnnOptions, name: &str, class: &str, batch: usize, given: &[Tensor]) -> Result<Vec<Tensor>> {
+    let shapes_ok = given.iter().all(|s| s.dims() == [batch, o.units]);
+    if given.len() != C::STATES || !shapes_ok {
+        let got: Vec<String> = given.iter().map(|s| format!("({})", crate::shape::join_dims(&s.dims()[1..]))).collect();
+        return Err(Error::Value(format!(
+            "layer \"{}\" ({}) takes {} initial state(s) of shape (batch, {}), got {}: {}",
+            name,
+            class,
+            C::STATES,
+            o.units,
+            given.len(),
+            got.join(", ")
+        )));
+    }
+    Ok(given.iter().map(|s| s.to_dtype(candle_core::DType::F32)).collect::<candle_core::Result<Vec<_>>>()?)
 }
 
 /// Zeros, or a stateful layer's states from the batch before.
@@ -353,19 +389,37 @@ fn initial_states<C: Cell>(o: &RnnOptions, name: &str, batch: usize, device: &De
     (0..C::STATES).map(|_| Ok(Tensor::zeros((batch, o.units), candle_core::DType::F32, device)?)).collect()
 }
 
-/// Backpropagation through time.
-pub fn backward<C: Cell>(cell: &C, class: &str, weights: &[Tensor], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
+/// Backpropagation through time, from the output's gradient (None when nothing reads the
+/// output) and the final states' (`return_state`; None where nothing reads one).
+pub fn backward<C: Cell>(
+    cell: &C,
+    class: &str,
+    weights: &[Tensor],
+    cache: &Cache,
+    grad: Option<OutputGrad>,
+    state_grads: Vec<Option<Tensor>>,
+    need_input_grad: bool,
+) -> Result<LayerGrads> {
     let o = cell.options();
     let c = cache.get::<RnnCache<C::Step>>()?;
-    let dy = grad.value(class)?;
     let (batch, time, units) = (c.batch, c.time, o.units);
-    let device = dy.device().clone();
+    let device = c.x.device().clone();
+    let dy = match grad {
+        Some(g) => g.value(class)?,
+        None if o.return_sequences => Tensor::zeros((batch, time, units), candle_core::DType::F32, &device)?,
+        None => Tensor::zeros((batch, units), candle_core::DType::F32, &device)?,
+    };
     let recurrent_t = cell.recurrent_parts(&weights[1])?.iter().map(|p| Ok(p.t()?.contiguous()?)).collect::<Result<Vec<_>>>()?;
     let dy_steps = if o.return_sequences { Some(dy.transpose(0, 1)?.contiguous()?) } else { None };
     let zeros = Tensor::zeros((batch, units), dy.dtype(), &device)?;
     let mut d_states: Vec<Tensor> = vec![zeros.clone(); C::STATES];
     if dy_steps.is_none() {
         d_states[0] = dy.reshape((batch, units))?;
+    }
+    for (d, g) in d_states.iter_mut().zip(state_grads) {
+        if let Some(g) = g {
+            *d = (&*d + g)?;
+        }
     }
     let mut d_xws: Vec<Tensor> = Vec::with_capacity(time);
     let mut segments: Vec<(Vec<Tensor>, Vec<Tensor>)> = Vec::new();
@@ -434,7 +488,9 @@ pub fn backward<C: Cell>(cell: &C, class: &str, weights: &[Tensor], cache: &Cach
     } else {
         None
     };
-    Ok(LayerGrads { input, weights: grads, more_inputs: Vec::new() })
+    // What reached the states before the first step: the initial states' gradients.
+    let more_inputs = if c.given_initial { d_states } else { Vec::new() };
+    Ok(LayerGrads { input, weights: grads, more_inputs })
 }
 
 /// The fused CPU kernels' gate activation, where they apply: f32 on the CPU, tanh output
@@ -449,6 +505,11 @@ pub fn fused_gate(t: &Tensor, activation: Activation, recurrent_activation: Acti
         Activation::HardSigmoid => Some(Gate::HardSigmoid),
         _ => None,
     }
+}
+
+/// The states after the last step, when the layer returns them (`return_state`).
+pub fn final_states<C: Cell>(cache: &Cache) -> Result<Vec<Tensor>> {
+    Ok(cache.get::<RnnCache<C::Step>>()?.final_states.clone())
 }
 
 /// Per input row, what the loop keeps for backpropagation: every step's input projection,
@@ -472,6 +533,7 @@ macro_rules! recurrent_layer_type {
         impl $crate::layers::LayerType for $ty {
             const CLASS_NAME: &'static str = $class;
             const NAME_PREFIX: &'static str = $prefix;
+            const INPUTS: $crate::layers::Inputs = $crate::layers::Inputs::OneOrMore;
 
             fn normalize(&mut self) -> $crate::error::Result<()> {
                 self.options.check()?;
@@ -479,7 +541,7 @@ macro_rules! recurrent_layer_type {
             }
 
             fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> $crate::error::Result<Vec<usize>> {
-                self.options.output_shape(name, $class, &inputs[0])
+                self.options.output_shape(name, $class, inputs, <$ty as $crate::layers::recurrent::Cell>::STATES)
             }
 
             fn weight_specs(&self, input: &[usize]) -> Vec<$crate::layers::WeightSpec> {
@@ -493,7 +555,7 @@ macro_rules! recurrent_layer_type {
                 xs: &[candle_core::Tensor],
                 ctx: &mut $crate::layers::ForwardContext,
             ) -> $crate::error::Result<($crate::layers::LayerOutput, $crate::layers::Cache)> {
-                $crate::layers::recurrent::forward(self, name, $class, weights, &xs[0], ctx)
+                $crate::layers::recurrent::forward(self, name, $class, weights, xs, ctx)
             }
 
             fn backward(
@@ -505,7 +567,32 @@ macro_rules! recurrent_layer_type {
                 grad: $crate::layers::OutputGrad,
                 need_input_grad: bool,
             ) -> $crate::error::Result<$crate::layers::LayerGrads> {
-                $crate::layers::recurrent::backward(self, $class, weights, cache, grad, need_input_grad)
+                $crate::layers::recurrent::backward(self, $class, weights, cache, Some(grad), Vec::new(), need_input_grad)
+            }
+
+            fn backward_more(
+                &self,
+                _name: &str,
+                weights: &[candle_core::Tensor],
+                _transposed: &[Option<candle_core::Tensor>],
+                cache: &$crate::layers::Cache,
+                grad: Option<$crate::layers::OutputGrad>,
+                more: Vec<Option<candle_core::Tensor>>,
+                need_input_grad: bool,
+            ) -> $crate::error::Result<$crate::layers::LayerGrads> {
+                $crate::layers::recurrent::backward(self, $class, weights, cache, grad, more, need_input_grad)
+            }
+
+            fn more_output_shapes(&self, _inputs: &[Vec<usize>]) -> Vec<Vec<usize>> {
+                if self.options.return_state {
+                    vec![vec![self.options.units]; <$ty as $crate::layers::recurrent::Cell>::STATES]
+                } else {
+                    Vec::new()
+                }
+            }
+
+            fn more_outputs(&self, cache: &$crate::layers::Cache) -> $crate::error::Result<Vec<candle_core::Tensor>> {
+                $crate::layers::recurrent::final_states::<$ty>(cache)
             }
 
             fn weight_regularizers(&self) -> Vec<Option<$crate::regularizer::Regularizer>> {

@@ -116,3 +116,33 @@ fn keras_weight_layout_and_refusals() {
     let e = lstm.output_shape(&[4]).unwrap_err().to_string();
     assert!(e.contains("(batch, time, features)"), "{}", e);
 }
+
+/// `return_state` and `initial_state`: the gradients reaching the initial states, through the
+/// output and the final states both, match finite differences.
+#[test]
+fn initial_states_get_gradients_from_the_output_and_the_final_states() {
+    for class in ["LSTM", "GRU", "SimpleRNN"] {
+        let (layer, weights) = layer(class, serde_json::json!({ "units": 3, "return_state": true }));
+        let states = if class == "LSTM" { 2 } else { 1 };
+        let x = Tensor::from_vec((0..30).map(|i| (0.7 * i as f32).cos()).collect::<Vec<f32>>(), (3, 5, 2), &Device::Cpu).unwrap();
+        let init = |k: usize| Tensor::from_vec((0..9).map(|i| 0.3 * ((i + 4 * k) as f32).sin()).collect::<Vec<f32>>(), (3, 3), &Device::Cpu).unwrap();
+        let inputs = |h: &Tensor| -> Vec<Tensor> { [vec![x.clone(), h.clone()], (1..states).map(init).collect()].concat() };
+        // All outputs side by side: (3, 3 * (1 + states)).
+        let forward = |h: &Tensor| -> crate::error::Result<Tensor> {
+            let (out, cache) = layer.forward_node(&weights, &inputs(h), &mut ctx(None))?;
+            let mut all = vec![out.value];
+            all.extend(layer.kind.more_outputs(&cache)?);
+            Ok(Tensor::cat(&all, 1)?)
+        };
+        let backward = |h: &Tensor, dy: &Tensor| -> crate::error::Result<Tensor> {
+            let (_, cache) = layer.forward_node(&weights, &inputs(h), &mut ctx(None))?;
+            let part = |k: usize| dy.narrow(1, 3 * k, 3).unwrap().contiguous().unwrap();
+            let more = (1..=states).map(|k| Some(part(k))).collect();
+            let g = layer.kind.backward_more(&layer.name, &weights, &[], &cache, Some(OutputGrad::Value(part(0))), more, true)?;
+            assert_eq!(g.more_inputs.len(), states, "{}: one gradient per initial state", class);
+            Ok(g.more_inputs[0].clone())
+        };
+        check_backward(&[3, 3], forward, backward, 3e-2);
+        assert_eq!(layer.more_output_shapes(&[vec![5, 2]]), vec![vec![3]; states]);
+    }
+}
