@@ -50,7 +50,7 @@ layer_conv_2d <- function(object, filters, kernel_size, strides = c(1L, 1L), pad
                           data_format = NULL, dilation_rate = c(1L, 1L), activation = NULL, use_bias = TRUE,
                           kernel_initializer = "glorot_uniform", bias_initializer = "zeros", kernel_regularizer = NULL,
                           bias_regularizer = NULL, activity_regularizer = NULL, kernel_constraint = NULL,
-                          bias_constraint = NULL, input_shape = NULL, name = NULL) {
+                          bias_constraint = NULL, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_count(filters, "filters", min = 1)
   kernel_size <- as_pair(kernel_size, "kernel_size")
@@ -73,7 +73,7 @@ layer_conv_2d <- function(object, filters, kernel_size, strides = c(1L, 1L), pad
     bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer"),
     kernel_constraint = constraint_config(kernel_constraint, "kernel_constraint"),
     bias_constraint = constraint_config(bias_constraint, "bias_constraint")
-  ), input_shape, name)
+  ), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Max pooling for 2D inputs
@@ -91,20 +91,20 @@ layer_conv_2d <- function(object, filters, kernel_size, strides = c(1L, 1L), pad
 #' predict(model, array(1:16, c(1, 4, 4, 1)))[1, , , 1]
 #' @export
 layer_max_pooling_2d <- function(object, pool_size = c(2L, 2L), strides = NULL, padding = "valid",
-                                 data_format = NULL, input_shape = NULL, name = NULL) {
+                                 data_format = NULL, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
-  pooling_2d(object, "MaxPooling2D", pool_size, strides, padding, data_format, input_shape, name)
+  pooling_2d(object, "MaxPooling2D", pool_size, strides, padding, data_format, input_shape, name, trainable = trainable, weights = weights)
 }
 
 # Max and average pooling take the same window arguments.
-pooling_2d <- function(object, class_name, pool_size, strides, padding, data_format, input_shape, name,
+pooling_2d <- function(object, class_name, pool_size, strides, padding, data_format, input_shape, name, trainable = NULL, weights = NULL,
                        call = rlang::caller_env()) {
   pool_size <- as_pair(pool_size, "pool_size", call = call)
   strides <- if (is.null(strides)) pool_size else as_pair(strides, "strides", call = call)
   check_padding(padding, call = call)
   check_channels_last(data_format, call = call)
   create_layer(class_name, object, list(pool_size = pool_size, strides = strides, padding = padding),
-               input_shape, name, call = call)
+               input_shape, name, weights = weights, trainable = trainable, call = call)
 }
 
 #' Flatten each sample to a vector
@@ -117,10 +117,10 @@ pooling_2d <- function(object, class_name, pool_size, strides, padding, data_for
 #' model <- keras_model_sequential() %>% layer_flatten(input_shape = c(2, 3))
 #' predict(model, array(1:6, c(1, 2, 3)))
 #' @export
-layer_flatten <- function(object, data_format = NULL, input_shape = NULL, name = NULL) {
+layer_flatten <- function(object, data_format = NULL, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_channels_last(data_format)
-  create_layer("Flatten", object, list(), input_shape, name)
+  create_layer("Flatten", object, list(), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Average pooling for 2D inputs
@@ -135,15 +135,16 @@ layer_flatten <- function(object, data_format = NULL, input_shape = NULL, name =
 #' predict(model, array(1:16, c(1, 4, 4, 1)))[1, , , 1]
 #' @export
 layer_average_pooling_2d <- function(object, pool_size = c(2L, 2L), strides = NULL, padding = "valid",
-                                     data_format = NULL, input_shape = NULL, name = NULL) {
+                                     data_format = NULL, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
-  pooling_2d(object, "AveragePooling2D", pool_size, strides, padding, data_format, input_shape, name)
+  pooling_2d(object, "AveragePooling2D", pool_size, strides, padding, data_format, input_shape, name, trainable = trainable, weights = weights)
 }
 
-global_pooling <- function(object, class_name, data_format, keepdims, input_shape, name, call = rlang::caller_env()) {
+global_pooling <- function(object, class_name, data_format, keepdims, input_shape, name, trainable = NULL, weights = NULL,
+                           call = rlang::caller_env()) {
   check_channels_last(data_format, call = call)
   if (!identical(keepdims, FALSE)) value_error("Only `keepdims = FALSE` is supported yet.", call = call)
-  create_layer(class_name, object, list(keepdims = FALSE), input_shape, name, call = call)
+  create_layer(class_name, object, list(keepdims = FALSE), input_shape, name, weights = weights, trainable = trainable, call = call)
 }
 
 #' Global pooling for 2D inputs
@@ -158,16 +159,16 @@ global_pooling <- function(object, class_name, data_format, keepdims, input_shap
 #' model <- keras_model_sequential() %>% layer_global_average_pooling_2d(input_shape = c(2, 2, 3))
 #' predict(model, array(1:12, c(1, 2, 2, 3)))
 #' @export
-layer_global_average_pooling_2d <- function(object, data_format = NULL, keepdims = FALSE, input_shape = NULL, name = NULL) {
+layer_global_average_pooling_2d <- function(object, data_format = NULL, keepdims = FALSE, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
-  global_pooling(object, "GlobalAveragePooling2D", data_format, keepdims, input_shape, name)
+  global_pooling(object, "GlobalAveragePooling2D", data_format, keepdims, input_shape, name, trainable = trainable, weights = weights)
 }
 
 #' @rdname layer_global_average_pooling_2d
 #' @export
-layer_global_max_pooling_2d <- function(object, data_format = NULL, keepdims = FALSE, input_shape = NULL, name = NULL) {
+layer_global_max_pooling_2d <- function(object, data_format = NULL, keepdims = FALSE, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
-  global_pooling(object, "GlobalMaxPooling2D", data_format, keepdims, input_shape, name)
+  global_pooling(object, "GlobalMaxPooling2D", data_format, keepdims, input_shape, name, trainable = trainable, weights = weights)
 }
 
 #' Global average and max pooling for 1D inputs
@@ -182,16 +183,16 @@ layer_global_max_pooling_2d <- function(object, data_format = NULL, keepdims = F
 #' model <- keras_model_sequential() %>% layer_global_average_pooling_1d(input_shape = c(3, 2))
 #' predict(model, array(1:6, c(1, 3, 2)))
 #' @export
-layer_global_average_pooling_1d <- function(object, data_format = NULL, keepdims = FALSE, input_shape = NULL, name = NULL) {
+layer_global_average_pooling_1d <- function(object, data_format = NULL, keepdims = FALSE, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
-  global_pooling(object, "GlobalAveragePooling1D", data_format, keepdims, input_shape, name)
+  global_pooling(object, "GlobalAveragePooling1D", data_format, keepdims, input_shape, name, trainable = trainable, weights = weights)
 }
 
 #' @rdname layer_global_average_pooling_1d
 #' @export
-layer_global_max_pooling_1d <- function(object, data_format = NULL, keepdims = FALSE, input_shape = NULL, name = NULL) {
+layer_global_max_pooling_1d <- function(object, data_format = NULL, keepdims = FALSE, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
-  global_pooling(object, "GlobalMaxPooling1D", data_format, keepdims, input_shape, name)
+  global_pooling(object, "GlobalMaxPooling1D", data_format, keepdims, input_shape, name, trainable = trainable, weights = weights)
 }
 
 #' Zero-padding for 2D inputs
@@ -206,7 +207,7 @@ layer_global_max_pooling_1d <- function(object, data_format = NULL, keepdims = F
 #' model <- keras_model_sequential() %>% layer_zero_padding_2d(list(c(1, 0), c(0, 1)), input_shape = c(2, 2, 1))
 #' predict(model, array(1:4, c(1, 2, 2, 1)))[1, , , 1]
 #' @export
-layer_zero_padding_2d <- function(object, padding = c(1L, 1L), data_format = NULL, input_shape = NULL, name = NULL) {
+layer_zero_padding_2d <- function(object, padding = c(1L, 1L), data_format = NULL, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_channels_last(data_format)
   pads <- if (is.list(padding) && length(padding) == 2) {
@@ -215,7 +216,7 @@ layer_zero_padding_2d <- function(object, padding = c(1L, 1L), data_format = NUL
     p <- as_pair(padding, "padding", min = 0)
     c(p[1], p[1], p[2], p[2])
   }
-  create_layer("ZeroPadding2D", object, list(padding = list(pads[1:2], pads[3:4])), input_shape, name)
+  create_layer("ZeroPadding2D", object, list(padding = list(pads[1:2], pads[3:4])), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Reshape each sample
@@ -228,19 +229,20 @@ layer_zero_padding_2d <- function(object, padding = c(1L, 1L), data_format = NUL
 #' model <- keras_model_sequential() %>% layer_reshape(c(2, -1), input_shape = 6)
 #' dim(predict(model, matrix(1:6, 1)))
 #' @export
-layer_reshape <- function(object, target_shape, input_shape = NULL, name = NULL) {
+layer_reshape <- function(object, target_shape, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   if (!is.numeric(target_shape) || length(target_shape) == 0 || anyNA(target_shape) ||
       any(target_shape != round(target_shape)) || any(target_shape == 0 | target_shape < -1) ||
       sum(target_shape == -1) > 1) {
     value_error(sprintf("`target_shape` must be positive whole numbers with at most one -1, not %s.", describe(target_shape)))
   }
-  create_layer("Reshape", object, list(target_shape = I(as.numeric(target_shape))), input_shape, name)
+  create_layer("Reshape", object, list(target_shape = I(as.numeric(target_shape))), input_shape, name, weights = weights, trainable = trainable)
 }
 
 depthwise_layer <- function(object, filters, kernel_size, strides, padding, data_format, depth_multiplier,
                             dilation_rate, activation, use_bias, depthwise_initializer, pointwise_initializer,
-                            bias_initializer, input_shape, name, call = rlang::caller_env()) {
+                            bias_initializer, input_shape, name, trainable = NULL, weights = NULL,
+                            call = rlang::caller_env()) {
   kernel_size <- as_pair(kernel_size, "kernel_size", call = call)
   strides <- as_pair(strides, "strides", call = call)
   dilation_rate <- as_pair(dilation_rate, "dilation_rate", call = call)
@@ -260,10 +262,10 @@ depthwise_layer <- function(object, filters, kernel_size, strides, padding, data
     use_bias = use_bias, depthwise_initializer = depthwise_initializer, bias_initializer = bias_initializer
   )
   if (is.null(filters)) {
-    return(create_layer("DepthwiseConv2D", object, config, input_shape, name, call = call))
+    return(create_layer("DepthwiseConv2D", object, config, input_shape, name, weights = weights, trainable = trainable, call = call))
   }
   config <- c(list(filters = filters, pointwise_initializer = pointwise_initializer), config)
-  create_layer("SeparableConv2D", object, config, input_shape, name, call = call)
+  create_layer("SeparableConv2D", object, config, input_shape, name, weights = weights, trainable = trainable, call = call)
 }
 
 #' Depthwise separable 2D convolution
@@ -290,12 +292,12 @@ layer_separable_conv_2d <- function(object, filters, kernel_size, strides = c(1L
                                     data_format = NULL, dilation_rate = c(1L, 1L), depth_multiplier = 1L,
                                     activation = NULL, use_bias = TRUE, depthwise_initializer = "glorot_uniform",
                                     pointwise_initializer = "glorot_uniform", bias_initializer = "zeros",
-                                    input_shape = NULL, name = NULL) {
+                                    input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_count(filters, "filters", min = 1)
   depthwise_layer(object, filters, kernel_size, strides, padding, data_format, depth_multiplier, dilation_rate,
                   activation, use_bias, depthwise_initializer, pointwise_initializer, bias_initializer, input_shape,
-                  name)
+                  name, trainable = trainable, weights = weights)
 }
 
 #' @rdname layer_separable_conv_2d
@@ -303,11 +305,11 @@ layer_separable_conv_2d <- function(object, filters, kernel_size, strides = c(1L
 layer_depthwise_conv_2d <- function(object, kernel_size, strides = c(1L, 1L), padding = "valid",
                                     depth_multiplier = 1L, data_format = NULL, dilation_rate = c(1L, 1L),
                                     activation = NULL, use_bias = TRUE, depthwise_initializer = "glorot_uniform",
-                                    bias_initializer = "zeros", input_shape = NULL, name = NULL) {
+                                    bias_initializer = "zeros", input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   depthwise_layer(object, NULL, kernel_size, strides, padding, data_format, depth_multiplier, dilation_rate,
                   activation, use_bias, depthwise_initializer, "glorot_uniform", bias_initializer, input_shape,
-                  name)
+                  name, trainable = trainable, weights = weights)
 }
 
 #' 1D convolution and max pooling
@@ -331,7 +333,7 @@ layer_conv_1d <- function(object, filters, kernel_size, strides = 1L, padding = 
                           dilation_rate = 1L, activation = NULL, use_bias = TRUE,
                           kernel_initializer = "glorot_uniform", bias_initializer = "zeros", kernel_regularizer = NULL,
                           bias_regularizer = NULL, activity_regularizer = NULL, kernel_constraint = NULL,
-                          bias_constraint = NULL, input_shape = NULL, name = NULL) {
+                          bias_constraint = NULL, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_count(filters, "filters", min = 1)
   for (arg in c("kernel_size", "strides", "dilation_rate")) check_count(get(arg), arg, min = 1)
@@ -351,27 +353,27 @@ layer_conv_1d <- function(object, filters, kernel_size, strides = 1L, padding = 
     bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer"),
     kernel_constraint = constraint_config(kernel_constraint, "kernel_constraint"),
     bias_constraint = constraint_config(bias_constraint, "bias_constraint")
-  ), input_shape, name)
+  ), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' @rdname layer_conv_1d
 #' @param pool_size Length of the pooling window.
 #' @export
 layer_max_pooling_1d <- function(object, pool_size = 2L, strides = NULL, padding = "valid", data_format = NULL,
-                                 input_shape = NULL, name = NULL) {
+                                 input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
-  pooling_1d(object, "MaxPooling1D", pool_size, strides, padding, data_format, input_shape, name)
+  pooling_1d(object, "MaxPooling1D", pool_size, strides, padding, data_format, input_shape, name, trainable = trainable, weights = weights)
 }
 
 #' @rdname layer_conv_1d
 #' @export
 layer_average_pooling_1d <- function(object, pool_size = 2L, strides = NULL, padding = "valid", data_format = NULL,
-                                     input_shape = NULL, name = NULL) {
+                                     input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
-  pooling_1d(object, "AveragePooling1D", pool_size, strides, padding, data_format, input_shape, name)
+  pooling_1d(object, "AveragePooling1D", pool_size, strides, padding, data_format, input_shape, name, trainable = trainable, weights = weights)
 }
 
-pooling_1d <- function(object, class_name, pool_size, strides, padding, data_format, input_shape, name,
+pooling_1d <- function(object, class_name, pool_size, strides, padding, data_format, input_shape, name, trainable = NULL, weights = NULL,
                        call = rlang::caller_env()) {
   check_count(pool_size, "pool_size", min = 1, call = call)
   if (is.null(strides)) strides <- pool_size
@@ -379,7 +381,7 @@ pooling_1d <- function(object, class_name, pool_size, strides, padding, data_for
   check_padding(padding, call = call)
   check_channels_last(data_format, call = call)
   create_layer(class_name, object, list(pool_size = pool_size, strides = strides, padding = padding),
-               input_shape, name, call = call)
+               input_shape, name, weights = weights, trainable = trainable, call = call)
 }
 
 #' Transposed 2D convolution
@@ -403,7 +405,7 @@ layer_conv_2d_transpose <- function(object, filters, kernel_size, strides = c(1L
                                     activation = NULL, use_bias = TRUE, kernel_initializer = "glorot_uniform",
                                     bias_initializer = "zeros", kernel_regularizer = NULL, bias_regularizer = NULL,
                                     activity_regularizer = NULL, kernel_constraint = NULL, bias_constraint = NULL,
-                                    input_shape = NULL, name = NULL) {
+                                    input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_count(filters, "filters", min = 1)
   if (!is.null(output_padding)) value_error("`output_padding` is not supported yet: leave it NULL.")
@@ -421,5 +423,5 @@ layer_conv_2d_transpose <- function(object, filters, kernel_size, strides = c(1L
     bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer"),
     kernel_constraint = constraint_config(kernel_constraint, "kernel_constraint"),
     bias_constraint = constraint_config(bias_constraint, "bias_constraint")
-  ), input_shape, name)
+  ), input_shape, name, weights = weights, trainable = trainable)
 }

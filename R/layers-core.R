@@ -22,10 +22,10 @@ NULL
 
 #' @rdname layer_activation_leaky_relu
 #' @export
-layer_activation_leaky_relu <- function(object, alpha = 0.3, input_shape = NULL, name = NULL) {
+layer_activation_leaky_relu <- function(object, alpha = 0.3, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_number(alpha, "alpha")
-  create_layer("LeakyReLU", object, list(alpha = alpha), input_shape, name)
+  create_layer("LeakyReLU", object, list(alpha = alpha), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' @rdname layer_activation_leaky_relu
@@ -34,7 +34,7 @@ layer_activation_leaky_relu <- function(object, alpha = 0.3, input_shape = NULL,
 #' @param shared_axes Sample axes (from 1) along which PReLU shares one `alpha`, or `NULL`.
 #' @export
 layer_activation_parametric_relu <- function(object, alpha_initializer = "zeros", alpha_regularizer = NULL,
-                                             alpha_constraint = NULL, shared_axes = NULL, input_shape = NULL, name = NULL) {
+                                             alpha_constraint = NULL, shared_axes = NULL, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   if (!is.null(alpha_constraint)) value_error("`alpha_constraint` is not supported yet: leave it NULL.")
   if (!is.null(shared_axes) && (!is.numeric(shared_axes) || anyNA(shared_axes) || any(shared_axes < 1))) {
@@ -44,31 +44,31 @@ layer_activation_parametric_relu <- function(object, alpha_initializer = "zeros"
     alpha_initializer = initializer_config(alpha_initializer, "alpha_initializer"),
     alpha_regularizer = regularizer_config(alpha_regularizer, "alpha_regularizer"),
     shared_axes = if (is.null(shared_axes)) NULL else I(as.integer(shared_axes))
-  ), input_shape, name)
+  ), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' @rdname layer_activation_leaky_relu
 #' @export
-layer_activation_elu <- function(object, alpha = 1, input_shape = NULL, name = NULL) {
+layer_activation_elu <- function(object, alpha = 1, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_number(alpha, "alpha")
-  create_layer("ELU", object, list(alpha = alpha), input_shape, name)
+  create_layer("ELU", object, list(alpha = alpha), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' @rdname layer_activation_leaky_relu
 #' @export
-layer_activation_thresholded_relu <- function(object, theta = 1, input_shape = NULL, name = NULL) {
+layer_activation_thresholded_relu <- function(object, theta = 1, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_number(theta, "theta", min = 0)
-  create_layer("ThresholdedReLU", object, list(theta = theta), input_shape, name)
+  create_layer("ThresholdedReLU", object, list(theta = theta), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' @rdname layer_activation_leaky_relu
 #' @export
-layer_activation_softmax <- function(object, axis = -1L, input_shape = NULL, name = NULL) {
+layer_activation_softmax <- function(object, axis = -1L, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   if (!identical(as.numeric(axis), -1)) value_error("Only `axis = -1` (the last axis) is supported.")
-  create_layer("Softmax", object, list(axis = -1L), input_shape, name)
+  create_layer("Softmax", object, list(axis = -1L), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Up-sampling and cropping
@@ -94,34 +94,34 @@ NULL
 
 #' @rdname layer_upsampling_1d
 #' @export
-layer_upsampling_1d <- function(object, size = 2L, input_shape = NULL, name = NULL) {
+layer_upsampling_1d <- function(object, size = 2L, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_count(size, "size", min = 1)
-  create_layer("UpSampling1D", object, list(size = size), input_shape, name)
+  create_layer("UpSampling1D", object, list(size = size), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' @rdname layer_upsampling_1d
 #' @export
 layer_upsampling_2d <- function(object, size = c(2L, 2L), data_format = NULL, interpolation = "nearest",
-                                input_shape = NULL, name = NULL) {
+                                input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_channels_last(data_format)
   if (!identical(interpolation, "nearest")) value_error("Only `interpolation = \"nearest\"` is supported yet.")
   create_layer("UpSampling2D", object, list(size = as_pair(size, "size", min = 1), interpolation = interpolation),
-               input_shape, name)
+               input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' @rdname layer_upsampling_1d
 #' @export
-layer_cropping_1d <- function(object, cropping = c(1L, 1L), input_shape = NULL, name = NULL) {
+layer_cropping_1d <- function(object, cropping = c(1L, 1L), input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
-  create_layer("Cropping1D", object, list(cropping = as_pair(cropping, "cropping", min = 0)), input_shape, name)
+  create_layer("Cropping1D", object, list(cropping = as_pair(cropping, "cropping", min = 0)), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' @rdname layer_upsampling_1d
 #' @export
 layer_cropping_2d <- function(object, cropping = list(c(0L, 0L), c(0L, 0L)), data_format = NULL,
-                              input_shape = NULL, name = NULL) {
+                              input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_channels_last(data_format)
   crops <- if (is.list(cropping) && length(cropping) == 2) {
@@ -130,7 +130,7 @@ layer_cropping_2d <- function(object, cropping = list(c(0L, 0L), c(0L, 0L)), dat
     p <- as_pair(cropping, "cropping", min = 0)
     list(c(p[1], p[1]), c(p[2], p[2]))
   }
-  create_layer("Cropping2D", object, list(cropping = crops), input_shape, name)
+  create_layer("Cropping2D", object, list(cropping = crops), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Permute the axes of each sample
@@ -143,12 +143,12 @@ layer_cropping_2d <- function(object, cropping = list(c(0L, 0L), c(0L, 0L)), dat
 #' model <- keras_model_sequential() %>% layer_permute(c(2, 1), input_shape = c(2, 3))
 #' dim(predict(model, array(1:6, c(1, 2, 3))))
 #' @export
-layer_permute <- function(object, dims, input_shape = NULL, name = NULL) {
+layer_permute <- function(object, dims, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   if (!is.numeric(dims) || anyNA(dims) || !setequal(dims, seq_along(dims)) || anyDuplicated(dims)) {
     value_error("`dims` must be a permutation of 1, 2, ..., one entry per sample axis.")
   }
-  create_layer("Permute", object, list(dims = I(as.integer(dims))), input_shape, name)
+  create_layer("Permute", object, list(dims = I(as.integer(dims))), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Noise and spatial dropout layers
@@ -174,35 +174,35 @@ NULL
 
 #' @rdname layer_gaussian_noise
 #' @export
-layer_gaussian_noise <- function(object, stddev, input_shape = NULL, name = NULL, seed = NULL) {
+layer_gaussian_noise <- function(object, stddev, input_shape = NULL, name = NULL, seed = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_number(stddev, "stddev", min = 0)
-  create_layer("GaussianNoise", object, list(stddev = stddev), input_shape, name)
+  create_layer("GaussianNoise", object, list(stddev = stddev), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' @rdname layer_gaussian_noise
 #' @export
-layer_gaussian_dropout <- function(object, rate, input_shape = NULL, name = NULL, seed = NULL) {
+layer_gaussian_dropout <- function(object, rate, input_shape = NULL, name = NULL, seed = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_number(rate, "rate", min = 0, max = 1, max_inclusive = FALSE)
-  create_layer("GaussianDropout", object, list(rate = rate), input_shape, name)
+  create_layer("GaussianDropout", object, list(rate = rate), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' @rdname layer_gaussian_noise
 #' @export
-layer_spatial_dropout_1d <- function(object, rate, input_shape = NULL, name = NULL, seed = NULL) {
+layer_spatial_dropout_1d <- function(object, rate, input_shape = NULL, name = NULL, seed = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_number(rate, "rate", min = 0, max = 1, max_inclusive = FALSE)
-  create_layer("SpatialDropout1D", object, list(rate = rate), input_shape, name)
+  create_layer("SpatialDropout1D", object, list(rate = rate), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' @rdname layer_gaussian_noise
 #' @export
-layer_spatial_dropout_2d <- function(object, rate, data_format = NULL, input_shape = NULL, name = NULL, seed = NULL) {
+layer_spatial_dropout_2d <- function(object, rate, data_format = NULL, input_shape = NULL, name = NULL, seed = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_number(rate, "rate", min = 0, max = 1, max_inclusive = FALSE)
   check_channels_last(data_format)
-  create_layer("SpatialDropout2D", object, list(rate = rate), input_shape, name)
+  create_layer("SpatialDropout2D", object, list(rate = rate), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Layer normalization
@@ -225,7 +225,7 @@ layer_spatial_dropout_2d <- function(object, rate, data_format = NULL, input_sha
 #' @export
 layer_layer_normalization <- function(object, axis = -1L, epsilon = 0.001, center = TRUE, scale = TRUE,
                                       beta_initializer = "zeros", gamma_initializer = "ones",
-                                      beta_regularizer = NULL, gamma_regularizer = NULL, input_shape = NULL, name = NULL) {
+                                      beta_regularizer = NULL, gamma_regularizer = NULL, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   if (!identical(as.numeric(axis), -1)) value_error("Only `axis = -1` (the last axis) is supported.")
   check_number(epsilon, "epsilon", min = 0, min_inclusive = FALSE)
@@ -237,5 +237,5 @@ layer_layer_normalization <- function(object, axis = -1L, epsilon = 0.001, cente
     gamma_initializer = initializer_config(gamma_initializer, "gamma_initializer"),
     beta_regularizer = regularizer_config(beta_regularizer, "beta_regularizer"),
     gamma_regularizer = regularizer_config(gamma_regularizer, "gamma_regularizer")
-  ), input_shape, name)
+  ), input_shape, name, weights = weights, trainable = trainable)
 }

@@ -173,9 +173,9 @@ layer_dense <- function(object, units, activation = NULL, use_bias = TRUE,
 #'   layer_dense(3, input_shape = 2) %>%
 #'   layer_activation("softmax")
 #' @export
-layer_activation <- function(object, activation, input_shape = NULL, name = NULL) {
+layer_activation <- function(object, activation, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
-  create_layer("Activation", object, list(activation = activation_name(activation)), input_shape, name)
+  create_layer("Activation", object, list(activation = activation_name(activation)), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Apply dropout to the input
@@ -192,10 +192,10 @@ layer_activation <- function(object, activation, input_shape = NULL, name = NULL
 #'   layer_dropout(rate = 0.2) %>%
 #'   layer_dense(1)
 #' @export
-layer_dropout <- function(object, rate, input_shape = NULL, name = NULL) {
+layer_dropout <- function(object, rate, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_number(rate, "rate", min = 0, max = 1, max_inclusive = FALSE)
-  create_layer("Dropout", object, list(rate = rate), input_shape, name)
+  create_layer("Dropout", object, list(rate = rate), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Batch normalization layer
@@ -221,7 +221,7 @@ layer_dropout <- function(object, rate, input_shape = NULL, name = NULL) {
 #' summary(model)
 #' @export
 layer_batch_normalization <- function(object, axis = -1L, momentum = 0.99, epsilon = 0.001, center = TRUE,
-                                      scale = TRUE, input_shape = NULL, name = NULL) {
+                                      scale = TRUE, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   if (!identical(as.numeric(axis), -1)) value_error("Only `axis = -1` (the channels axis) is supported.")
   check_number(momentum, "momentum", min = 0, max = 1, max_inclusive = FALSE)
@@ -230,7 +230,7 @@ layer_batch_normalization <- function(object, axis = -1L, momentum = 0.99, epsil
   check_bool(scale, "scale")
   create_layer("BatchNormalization", object, list(
     axis = -1L, momentum = momentum, epsilon = epsilon, center = center, scale = scale
-  ), input_shape, name)
+  ), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' @export

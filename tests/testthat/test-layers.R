@@ -85,3 +85,22 @@ for (i in seq_along(types$class_name)) {
     expect_equal(predict(loaded, ex$x), expected, tolerance = 1e-6)
   })
 }
+
+test_that("every layer function takes Keras's `weights` and `trainable`, and they work beyond dense layers", {
+  no_weights_args <- c("layer_add", "layer_subtract", "layer_multiply", "layer_average", "layer_maximum",
+                       "layer_minimum", "layer_concatenate", "layer_dot", "layer_activity_regularization")
+  for (fn in setdiff(exported_layer_functions, no_weights_args)) {
+    args <- names(formals(get(fn, envir = asNamespace("rustgpu"))))
+    expect_true(all(c("weights", "trainable") %in% args), label = fn)
+  }
+  kernel <- array(seq(-1, 1, length.out = 3 * 3 * 2 * 4), c(3, 3, 2, 4))
+  model <- keras_model_sequential() %>%
+    layer_conv_2d(4, 3, input_shape = c(5, 5, 2), weights = list(kernel, c(0.1, 0.2, 0.3, 0.4)), trainable = FALSE) %>%
+    layer_flatten() %>%
+    layer_dense(1)
+  expect_equal(as.numeric(get_weights(model)[[1]]), as.numeric(kernel), tolerance = 1e-6)
+  compile(model, optimizer = "sgd", loss = "mse")
+  fit(model, array(runif(4 * 50), c(4, 5, 5, 2)), matrix(1:4), epochs = 1, verbose = 0)
+  expect_equal(as.numeric(get_weights(model)[[1]]), as.numeric(kernel), tolerance = 1e-6)
+  expect_equal(as.numeric(get_weights(model)[[2]]), c(0.1, 0.2, 0.3, 0.4), tolerance = 1e-6)
+})
