@@ -131,6 +131,18 @@ sync_shared_weights <- function(model) {
     stale[[key]]$version <- c(stale[[key]]$version, owner$version)
   }
   if (!length(stale) || !isTRUE(model_info(model)$built)) return(invisible())
+  for (key in names(stale)) {
+    s <- stale[[key]]
+    # An owner that was never built (a sequential model without an input shape, used only as a
+    # function on tensors) holds no values: the layer's first values are this model's, as a
+    # Keras layer builds on its first call with a known shape.
+    if (!isTRUE(model_info(s$env)$built)) {
+      v <- tick()
+      for (id in s$ids) .shared$owners[[id]] <- list(ref = rlang::new_weakref(home), version = v)
+      home$versions[s$ids] <- v
+      stale[[key]] <- NULL
+    }
+  }
   for (s in stale) {
     from <- names(s$env$layer_ids)[match(s$ids, s$env$layer_ids)]
     call_backend(rg_take_layer_weights(home$ptr, s$env$ptr, from, s$to))

@@ -5,6 +5,7 @@ sample shapes, random values, fewer samples. For running published R keras scrip
     .venv-keras/bin/python tools/fake-keras-cache.py DIR     # writes DIR/datasets/...
 """
 import gzip
+import io
 import json
 import os
 import pickle
@@ -87,3 +88,30 @@ with open(os.path.join(root, "nietzsche.txt"), "w") as f:
     for line in range(120):
         sentence = " ".join("".join(rng.choice(alphabet, size=int(rng.integers(2, 9)))) for _ in range(int(rng.integers(4, 12))))
         f.write(sentence.capitalize() + rng.choice([".", ",", ";", "!", "?"]) + "\n")
+
+# bAbI tasks (babi_rnn.R, babi_memnn.R): the archive's layout and its story format (numbered
+# sentences; questions with a tab, the answer and the supporting sentences), few stories.
+people, places = ["Mary", "John", "Sandra", "Daniel"], ["bathroom", "hallway", "kitchen", "garden", "office"]
+
+
+def babi_story(facts):
+    lines, where = [], {}
+    for i in range(1, facts + 1):
+        who, place = rng.choice(people), rng.choice(places)
+        where[who] = (place, i)
+        lines.append(f"{i} {who} moved to the {place}.")
+    who = rng.choice(list(where))
+    place, i = where[who]
+    lines.append(f"{facts + 1} Where is {who}? \t{place}\t{i}")
+    return lines
+
+
+with tarfile.open(os.path.join(root, "babi-tasks-v1-2.tar.gz"), "w:gz") as tar:
+    for folder, task in [("en", "qa2_two-supporting-facts"), ("en-10k", "qa1_single-supporting-fact"),
+                         ("en", "qa1_single-supporting-fact"), ("en-10k", "qa2_two-supporting-facts")]:
+        for split, stories in [("train", 300), ("test", 100)]:
+            text = "\n".join(line for _ in range(stories) for line in babi_story(int(rng.integers(2, 6)))) + "\n"
+            data = text.encode()
+            info = tarfile.TarInfo(f"tasks_1-20_v1-2/{folder}/{task}_{split}.txt")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))

@@ -116,3 +116,16 @@ test_that("a parallel model of a composed model trains the shared layers", {
   expect_false(identical(get_weights(base), before))
   expect_identical(get_weights(base), get_weights(outer)[1:2])
 })
+
+test_that("unbuilt sequential models called on tensors share their layers with the model built from them", {
+  sequence <- layer_input(shape = 4)
+  encoder <- keras_model_sequential() %>% layer_embedding(input_dim = 10, output_dim = 3) %>% layer_dropout(0.1)
+  encoded <- encoder(sequence)
+  model <- keras_model(sequence, encoded %>% layer_flatten() %>% layer_dense(1))
+  compile(model, optimizer = "sgd", loss = "mse")
+  x <- matrix(c(1, 2, 3, 4, 5, 6, 7, 8), 2)
+  before <- get_weights(model)[[1]]
+  fit(model, x, matrix(c(1, 0)), epochs = 1, verbose = 0)
+  expect_false(isTRUE(all.equal(get_weights(model)[[1]], before)))
+  expect_equal(dim(predict(model, x)), c(2, 1))
+})
