@@ -170,3 +170,53 @@ test_that("dropped parallel models free their memory and start no threads", {
   expect_equal(thread_count(), threads)
   expect_lt(rss(), rss_before * 1.10)
 })
+
+# Forked children (parallel::mclapply) have none of the parent's threads: they compute on a
+# pool of their own, and a parallel model made in the parent says so instead of hanging.
+in_children <- function(n, f, timeout = 60) {
+  jobs <- lapply(seq_len(n), function(i) parallel::mcparallel(f(i), silent = TRUE))
+  pids <- vapply(jobs, function(j) j$pid, integer(1))
+  results <- list()
+  deadline <- Sys.time() + timeout
+  while (length(results) < n && Sys.time() < deadline) {
+    pending <- jobs[!as.character(pids) %in% names(results)]
+    got <- parallel::mccollect(pending, wait = FALSE, timeout = 1)
+    for (pid in names(got)) results[[pid]] <- got[[pid]]
+  }
+  # Children still running after the timeout hang: stop them and report it.
+  hung <- pids[!as.character(pids) %in% names(results)]
+  for (p in hung) tools::pskill(p)
+  list(results = unname(results[as.character(pids[!pids %in% hung])]), hung = length(hung))
+}
+
+test_that("predict and fit in forked children (mclapply) answer as the parent, after parallel training", {
+  skip_on_os("windows") # no fork there
+  set.seed(5)
+  model <- keras_model_sequential() %>%
+    layer_dense(64, activation = "relu", input_shape = 20) %>%
+    layer_dense(2, activation = "softmax")
+  compile(model, optimizer = "adam", loss = "categorical_crossentropy")
+  x <- matrix(rnorm(2000 * 20), 2000)
+  y <- to_categorical(rep(0:1, 1000), 2)
+  use_virtual_gpus(2, threads_per_gpu = 1)
+  on.exit(use_virtual_gpus(0))
+  parallel_model <- multi_gpu_model(model, gpus = 2)
+  compile(parallel_model, optimizer = "adam", loss = "categorical_crossentropy")
+  fit(parallel_model, x, y, epochs = 1, batch_size = 256, verbose = 0)
+  expected <- predict(model, x)
+  fit_once <- function() {
+    set.seed(11)
+    fit(model, x, y, epochs = 1, batch_size = 256, shuffle = FALSE, verbose = 0)
+    get_weights(model)
+  }
+  kids <- in_children(2, function(i) list(predict = predict(model, x), fitted = fit_once()))
+  expect_equal(kids$hung, 0)
+  parent_fitted <- fit_once()
+  for (k in kids$results) {
+    expect_equal(k$predict, expected)
+    expect_equal(k$fitted, parent_fitted)
+  }
+  kids <- in_children(1, function(i) tryCatch(predict(parallel_model, x), error = function(e) class(e)))
+  expect_equal(kids$hung, 0)
+  expect_true("rustgpu_state_error" %in% kids$results[[1]])
+})

@@ -5,6 +5,7 @@ pub mod cancel;
 pub mod constraint;
 pub mod device;
 pub mod error;
+pub mod fork;
 pub mod image;
 pub mod initializer;
 pub mod io;

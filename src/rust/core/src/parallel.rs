@@ -55,6 +55,8 @@ pub struct Interval {
 struct Worker {
     /// Pinned to cores of its own (see `spawn_worker`).
     pinned: bool,
+    /// The process whose thread it is (a forked child has none of its parent's threads).
+    pid: u32,
     sender: Mutex<Option<mpsc::Sender<Task>>>,
     handle: Mutex<Option<JoinHandle<()>>>,
 }
@@ -63,6 +65,14 @@ impl Drop for Worker {
     fn drop(&mut self) {
         // Closing the channel ends the worker's loop; then wait for the thread.
         self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if self.pid != std::process::id() {
+            // A forked child's copy of a parent's worker: there is no thread to wait for (or
+            // to detach, which the handle's own drop would try).
+            if let Some(h) = self.handle.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                std::mem::forget(h);
+            }
+            return;
+        }
         if let Some(h) = self.handle.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = h.join();
         }
@@ -79,6 +89,8 @@ static SUBMITTING: Mutex<()> = Mutex::new(());
 fn device_worker(info: &DeviceInfo) -> Result<Arc<Worker>> {
     let current = crate::device::gpu_devices();
     let mut registry = WORKERS.lock().unwrap_or_else(|e| e.into_inner());
+    // In a forked child the parent's workers have no threads: new ones are made here.
+    registry.retain(|(_, w)| w.pid == std::process::id());
     registry.retain(|(i, w)| Arc::strong_count(w) > 1 || current.contains(i));
     if let Some((_, w)) = registry.iter().find(|(i, _)| i == info) {
         return Ok(w.clone());
@@ -151,6 +163,11 @@ impl ReplicaSet {
         T: Send + 'static,
         F: FnOnce(&WorkerContext) -> Result<T> + Send + 'static,
     {
+        if self.workers[replica].pid != std::process::id() {
+            return Err(Error::State(
+                "a parallel model made before a fork (parallel::mclapply(), future's multicore plan) cannot run in the forked process: its device workers stay in the parent; use the template model there, or call multi_gpu_model() in the child".into(),
+            ));
+        }
         let (tx, rx) = mpsc::channel();
         let label = self.devices[replica].label();
         let timeline = self.timeline.clone();
@@ -377,7 +394,7 @@ fn spawn_worker(info: DeviceInfo) -> Result<Worker> {
             });
         })
         .map_err(|e| Error::Device(format!("cannot start the worker of {}: {}", label, e)))?;
-    Ok(Worker { pinned: pin.is_some(), sender: Mutex::new(Some(tx)), handle: Mutex::new(Some(handle)) })
+    Ok(Worker { pinned: pin.is_some(), pid: std::process::id(), sender: Mutex::new(Some(tx)), handle: Mutex::new(Some(handle)) })
 }
 
 /// The worker's next task, or None once the channel is closed. A worker pinned to a core of

@@ -92,6 +92,7 @@ fn r_interrupt_pending() -> bool {
 
 /// Runs `f`, turning an error or a panic into the failure object R expects.
 pub(crate) fn guard<F: FnOnce() -> Result<Robj>>(f: F) -> Robj {
+    rustgpu_core::fork::record_origin();
     rustgpu_core::cancel::install(r_interrupt_pending);
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => v,

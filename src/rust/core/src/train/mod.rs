@@ -102,6 +102,20 @@ impl Executor {
         rows: &[usize],
         seed: u64,
     ) -> Result<BatchStats> {
+        crate::fork::on_own_pool(|| self.train_here(model, compiled, xs, ys, sample_weights, rows, seed))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn train_here(
+        &self,
+        model: &mut Model,
+        compiled: &mut Compiled,
+        xs: &[&dyn BatchSource],
+        ys: &[&dyn BatchSource],
+        sample_weights: Option<&dyn BatchSource>,
+        rows: &[usize],
+        seed: u64,
+    ) -> Result<BatchStats> {
         check_rows(xs, ys, model.arch.outputs().len(), rows)?;
         check_weights(sample_weights, xs[0].rows())?;
         check_step_memory(model, rows.len(), true)?;
@@ -136,10 +150,10 @@ impl Executor {
         check_weights(sample_weights, xs[0].rows())?;
         check_step_memory(model, rows.len(), false)?;
         let batch = Batch { xs, ys, sample_weights };
-        let mut stats = match self {
+        let mut stats = crate::fork::on_own_pool(|| match self {
             Executor::Local(info) => one_device::evaluate(info, model, compiled, &batch, rows),
             Executor::Replicated(r) => replicas::evaluate(&r.set, model, compiled, &batch, rows),
-        }?;
+        })?;
         stats.loss += model.regularization_penalty(&model.arch.weight_regularizers());
         Ok(stats)
     }
@@ -148,10 +162,10 @@ impl Executor {
     pub fn predict_on_batch(&self, model: &Model, xs: &[&dyn BatchSource], rows: &[usize]) -> Result<Vec<HostTensor>> {
         check_batch(xs, rows)?;
         check_step_memory(model, rows.len(), false)?;
-        match self {
+        crate::fork::on_own_pool(|| match self {
             Executor::Local(info) => one_device::predict(info, model, xs, rows),
             Executor::Replicated(r) => replicas::predict(&r.set, model, xs, rows),
-        }
+        })
     }
 
     /// A row-major copy of a column-major array (see [`HostTensor::from_column_major`]),
@@ -164,7 +178,7 @@ impl Executor {
             "pass the data in smaller pieces (fit_generator(), or fewer samples per call)",
         )?;
         match self {
-            Executor::Local(_) => Ok(HostTensor::from_column_major(values, dims)),
+            Executor::Local(_) => Ok(crate::fork::on_own_pool(|| HostTensor::from_column_major(values, dims))),
             Executor::Replicated(r) => replicas::stage_column_major(&r.set, values, dims),
         }
     }
