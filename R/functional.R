@@ -53,10 +53,12 @@ c.rustgpu_tensor <- function(...) list(...)
 apply_layer_to_tensors <- function(layer, inputs) {
   if (is_tensor(inputs)) inputs <- list(inputs)
   out <- structure(list(id = next_tensor_id(), kind = "node", layer = layer, inputs = unname(inputs)), class = "rustgpu_tensor")
-  # A recurrent layer with `return_state = TRUE` has more outputs: its final states, as
-  # tensors of kind "state" (output `index` of the node that `inputs` holds).
-  if (isTRUE(layer$config$return_state)) {
-    states <- lapply(seq_len(if (identical(layer$class_name, "LSTM")) 2L else 1L), function(k) {
+  # A layer with more outputs (a recurrent layer's final states with `return_state`, the
+  # backward direction of bidirectional(merge_mode = NULL)) gives them as tensors of kind
+  # "state" (output `index` of the node that `inputs` holds).
+  more <- more_outputs(layer)
+  if (more > 0) {
+    states <- lapply(seq_len(more), function(k) {
       structure(list(id = next_tensor_id(), kind = "state", layer = layer, inputs = list(out), index = k), class = "rustgpu_tensor")
     })
     .tensors$states[[as.character(out$id)]] <- states
@@ -65,6 +67,14 @@ apply_layer_to_tensors <- function(layer, inputs) {
   # Each application is a node of the layer, as Keras's inbound nodes: layer$output reads it.
   .tensors$nodes[[layer$name]] <- c(.tensors$nodes[[layer$name]], list(list(input = unname(inputs), output = out)))
   out
+}
+
+# How many outputs after the first a layer's application has.
+more_outputs <- function(layer) {
+  config <- layer$config
+  if (identical(layer$class_name, "Bidirectional")) return(if ("merge_mode" %in% names(config) && is.null(config$merge_mode)) 1L else 0L)
+  if (!isTRUE(config$return_state)) return(0L)
+  if (identical(layer$class_name, "LSTM")) 2L else 1L
 }
 
 # The first tensor a layer application made (its others are its states).

@@ -203,7 +203,9 @@ wrapped_layer_config <- function(layer, call = rlang::caller_env()) {
 #'
 #' @inheritParams layer_recurrent
 #' @param layer A recurrent layer made without a model, e.g. `layer_lstm(units = 32)`.
-#' @param merge_mode How the outputs are combined: "concat" (default), "sum", "mul", "ave".
+#' @param merge_mode How the outputs are combined: "concat" (default), "sum", "mul", "ave",
+#'   or `NULL` for both separately (applied to a tensor, the layer then gives a list of the
+#'   forward and the backward output).
 #' @return The model, invisibly (or the layer when `object` is missing).
 #' @examples
 #' model <- keras_model_sequential() %>%

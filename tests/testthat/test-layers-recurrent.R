@@ -154,3 +154,28 @@ test_that("an encoder's states start a decoder (return_state, initial_state) as 
   wrong <- decoder(decoder_input, initial_state = list(state_h))[[1]]
   expect_error(keras_model(list(encoder_input, decoder_input), wrong), "initial state", class = "rustgpu_value_error")
 })
+
+abind_last <- function(a, b) {
+  out <- array(0, c(dim(a)[-3], dim(a)[3] + dim(b)[3]))
+  out[, , seq_len(dim(a)[3])] <- a
+  out[, , dim(a)[3] + seq_len(dim(b)[3])] <- b
+  out
+}
+
+test_that("bidirectional(merge_mode = NULL) gives both directions, which concat would have joined", {
+  input <- layer_input(shape = c(5, 3))
+  c(forward, backward) %<-% bidirectional(input, layer_gru(units = 2, return_sequences = TRUE), merge_mode = NULL)
+  separate <- keras_model(input, list(forward, backward))
+  joined <- keras_model(input, bidirectional(input, layer_gru(units = 2, return_sequences = TRUE)))
+  set_weights(joined, get_weights(separate))
+  x <- seq_data(n = 4)
+  both <- predict(separate, x)
+  expect_equal(abind_last(both[[1]], both[[2]]), predict(joined, x), tolerance = 1e-6)
+  # Trains through both outputs, and the config keeps merge_mode = NULL.
+  compile(separate, optimizer = "adam", loss = list("mse", "mse"))
+  h <- fit(separate, x, list(array(0, c(4, 5, 2)), array(1, c(4, 5, 2))), epochs = 3, verbose = 0)
+  expect_lt(tail(h$metrics$loss, 1), h$metrics$loss[1])
+  path <- tempfile(fileext = ".h5")
+  save_model_hdf5(separate, path)
+  expect_equal(predict(load_model_hdf5(path), x), predict(separate, x))
+})

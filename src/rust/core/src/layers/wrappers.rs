@@ -30,15 +30,22 @@ fn reshaped(grad: OutputGrad, dims: &[usize]) -> Result<OutputGrad> {
 }
 
 /// Serialized form of both wrappers: the wrapped layer's config, and Bidirectional's merge.
+/// `merge_mode`: None for TimeDistributed (not written); Some(None) is Keras's `null` (two
+/// separate outputs), told apart from a missing field (Keras's default, "concat").
 #[derive(Clone, Serialize, Deserialize)]
 pub struct WrapperConfig {
     layer: Value,
-    #[serde(default = "concat", skip_serializing_if = "Option::is_none")]
+    #[serde(default = "concat", deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
     merge_mode: Option<Option<String>>,
 }
 
 fn concat() -> Option<Option<String>> {
     Some(Some("concat".into()))
+}
+
+/// A present field, null or not (plain serde reads `null` into the outer None).
+fn nullable<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -155,6 +162,8 @@ pub enum MergeMode {
     Sum,
     Mul,
     Ave,
+    /// Keras's `merge_mode = None`: the two directions' outputs separately (forward first).
+    Separate,
 }
 
 impl MergeMode {
@@ -164,20 +173,19 @@ impl MergeMode {
             Some("sum") => MergeMode::Sum,
             Some("mul") => MergeMode::Mul,
             Some("ave") => MergeMode::Ave,
-            None => {
-                return Err(Error::Value("`merge_mode = NULL` (two separate outputs) is not supported yet; use \"concat\", \"sum\", \"mul\" or \"ave\"".into()))
-            }
+            None => MergeMode::Separate,
             Some(other) => return Err(Error::Value(format!("`merge_mode` must be one of \"concat\", \"sum\", \"mul\", \"ave\", got \"{}\"", other))),
         })
     }
 
-    fn name(self) -> &'static str {
-        match self {
+    fn name(self) -> Option<&'static str> {
+        Some(match self {
             MergeMode::Concat => "concat",
             MergeMode::Sum => "sum",
             MergeMode::Mul => "mul",
             MergeMode::Ave => "ave",
-        }
+            MergeMode::Separate => return None,
+        })
     }
 }
 
@@ -214,7 +222,7 @@ impl TryFrom<WrapperConfig> for Bidirectional {
 
 impl From<Bidirectional> for WrapperConfig {
     fn from(b: Bidirectional) -> Self {
-        WrapperConfig { layer: b.layer.keras_config(), merge_mode: Some(Some(b.merge_mode.name().into())) }
+        WrapperConfig { layer: b.layer.keras_config(), merge_mode: Some(b.merge_mode.name().map(String::from)) }
     }
 }
 
@@ -279,23 +287,63 @@ impl LayerType for Bidirectional {
             MergeMode::Sum => (&yf + &yb)?,
             MergeMode::Ave => ((&yf + &yb)? * 0.5)?,
             MergeMode::Mul => (&yf * &yb)?,
+            MergeMode::Separate => yf.clone(),
         };
-        let outputs = if self.merge_mode == MergeMode::Mul { Some((yf, yb)) } else { None };
+        // Both outputs: for `mul`'s gradient, and the second output of `Separate`.
+        let outputs = if matches!(self.merge_mode, MergeMode::Mul | MergeMode::Separate) { Some((yf, yb)) } else { None };
         Ok((LayerOutput::plain(value), Cache::new(BidirectionalCache { forward: cf, backward: cb, outputs, weights_forward: nf, sequences })))
     }
 
-    fn backward(&self, _name: &str, weights: &[Tensor], _t: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
+    fn backward(&self, name: &str, weights: &[Tensor], t: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
+        self.backward_more(name, weights, t, cache, Some(grad), Vec::new(), need_input_grad)
+    }
+
+    /// With `Separate`, `grad` is the forward direction's output's and `more[0]` the backward
+    /// one's (either missing where nothing read that output).
+    fn backward_more(
+        &self,
+        _name: &str,
+        weights: &[Tensor],
+        _t: &[Option<Tensor>],
+        cache: &Cache,
+        grad: Option<OutputGrad>,
+        more: Vec<Option<Tensor>>,
+        need_input_grad: bool,
+    ) -> Result<LayerGrads> {
         let c = cache.get::<BidirectionalCache>()?;
-        let dy = grad.value(Self::CLASS_NAME)?;
+        let lost = || Error::State("Bidirectional lost its outputs".into());
+        let dy = grad.map(|g| g.value(Self::CLASS_NAME)).transpose()?;
         let (df, mut db) = match (self.merge_mode, &c.outputs) {
+            (MergeMode::Separate, Some((yf, yb))) => {
+                let df = match dy {
+                    Some(g) => g,
+                    None => yf.zeros_like()?,
+                };
+                let db = match more.into_iter().next().flatten() {
+                    Some(g) => g,
+                    None => yb.zeros_like()?,
+                };
+                (df, db)
+            }
+            (_, _) if dy.is_none() => return Err(Error::State("Bidirectional got no gradient for its output".into())),
             (MergeMode::Concat, _) => {
+                let dy = dy.ok_or_else(lost)?;
                 let half = dy.dim(D::Minus1)? / 2;
                 (dy.narrow(D::Minus1, 0, half)?.contiguous()?, dy.narrow(D::Minus1, half, half)?.contiguous()?)
             }
-            (MergeMode::Sum, _) => (dy.clone(), dy),
-            (MergeMode::Ave, _) => ((&dy * 0.5)?, (&dy * 0.5)?),
-            (MergeMode::Mul, Some((yf, yb))) => ((&dy * yb)?, (&dy * yf)?),
-            (MergeMode::Mul, None) => return Err(Error::State("Bidirectional lost its outputs".into())),
+            (MergeMode::Sum, _) => {
+                let dy = dy.ok_or_else(lost)?;
+                (dy.clone(), dy)
+            }
+            (MergeMode::Ave, _) => {
+                let dy = dy.ok_or_else(lost)?;
+                ((&dy * 0.5)?, (&dy * 0.5)?)
+            }
+            (MergeMode::Mul, Some((yf, yb))) => {
+                let dy = dy.ok_or_else(lost)?;
+                ((&dy * yb)?, (&dy * yf)?)
+            }
+            (MergeMode::Mul | MergeMode::Separate, None) => return Err(lost()),
         };
         if c.sequences {
             db = reverse_steps(&db)?;
@@ -308,6 +356,21 @@ impl LayerType for Bidirectional {
             _ => None,
         };
         Ok(LayerGrads { input, weights: gf.weights.into_iter().chain(gb.weights).collect(), more_inputs: Vec::new() })
+    }
+
+    fn more_output_shapes(&self, inputs: &[Vec<usize>]) -> Vec<Vec<usize>> {
+        match (self.merge_mode, self.backward.output_shape(&inputs[0])) {
+            (MergeMode::Separate, Ok(shape)) => vec![shape],
+            _ => Vec::new(),
+        }
+    }
+
+    fn more_outputs(&self, cache: &Cache) -> Result<Vec<Tensor>> {
+        let c = cache.get::<BidirectionalCache>()?;
+        Ok(match (self.merge_mode, &c.outputs) {
+            (MergeMode::Separate, Some((_, yb))) => vec![yb.clone()],
+            _ => Vec::new(),
+        })
     }
 
     fn weight_regularizers(&self) -> Vec<Option<crate::regularizer::Regularizer>> {
