@@ -71,10 +71,13 @@ apply_layer_to_tensors <- function(layer, inputs) {
 
 # How many outputs after the first a layer's application has.
 more_outputs <- function(layer) {
+  states <- function(class_name, config) if (!isTRUE(config$return_state)) 0L else if (identical(class_name, "LSTM")) 2L else 1L
   config <- layer$config
-  if (identical(layer$class_name, "Bidirectional")) return(if ("merge_mode" %in% names(config) && is.null(config$merge_mode)) 1L else 0L)
-  if (!isTRUE(config$return_state)) return(0L)
-  if (identical(layer$class_name, "LSTM")) 2L else 1L
+  if (identical(layer$class_name, "Bidirectional")) {
+    separate <- "merge_mode" %in% names(config) && is.null(config$merge_mode)
+    return(as.integer(separate) + 2L * states(config$layer$class_name, config$layer$config))
+  }
+  states(layer$class_name, config)
 }
 
 # The first tensor a layer application made (its others are its states).

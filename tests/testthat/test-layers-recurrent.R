@@ -179,3 +179,30 @@ test_that("bidirectional(merge_mode = NULL) gives both directions, which concat 
   save_model_hdf5(separate, path)
   expect_equal(predict(load_model_hdf5(path), x), predict(separate, x))
 })
+
+test_that("a bidirectional encoder's four states start a decoder as in tf-keras", {
+  all <- jsonlite::fromJSON(test_path("..", "fixtures", "h5", "expected.json"), simplifyVector = TRUE,
+                            simplifyMatrix = TRUE, simplifyDataFrame = FALSE)
+  data <- all$seq2seq
+  fx <- all$bidirectional_seq2seq
+  encoder_input <- layer_input(shape = c(5, 3), name = "encoder_input")
+  c(., fh, fc, bh, bc) %<-% bidirectional(encoder_input, layer_lstm(units = 3, return_state = TRUE), name = "encoder")
+  state_h <- layer_concatenate(list(fh, bh), name = "state_h")
+  state_c <- layer_concatenate(list(fc, bc), name = "state_c")
+  decoder_input <- layer_input(shape = c(4, 2), name = "decoder_input")
+  decoded <- layer_lstm(units = 6, return_sequences = TRUE, name = "decoder")(decoder_input, initial_state = list(state_h, state_c))
+  out <- decoded %>% time_distributed(layer_dense(units = 2, activation = "softmax"), name = "head")
+  model <- keras_model(list(encoder_input, decoder_input), out)
+  x <- list(data$xe, data$xd)
+  set_weights(model, as_weight_list(fx$initial_weights))
+  expect_equal(predict(model, x), fx$initial_predictions, tolerance = 1e-5)
+  compile(model, optimizer = optimizer_adam(0.01), loss = "categorical_crossentropy")
+  h <- fit(model, x, data$y_seq, epochs = 2, batch_size = 3, shuffle = FALSE, verbose = 0)
+  expect_equal(h$metrics$loss, fx$history$loss, tolerance = 1e-4)
+  final <- as_weight_list(fx$final_weights)
+  got <- get_weights(model)
+  for (i in seq_along(final)) expect_equal(as.numeric(got[[i]]), as.numeric(final[[i]]), tolerance = 1e-4)
+  path <- tempfile(fileext = ".h5")
+  save_model_hdf5(model, path)
+  expect_equal(predict(load_model_hdf5(path), x), predict(model, x))
+})

@@ -1,7 +1,7 @@
 //! Keras's layer wrappers: TimeDistributed (a layer applied to every time step) and
 //! Bidirectional (a recurrent layer run forwards and backwards, outputs merged). Each holds
 //! the wrapped layer, built through the registry from its Keras config.
-use super::{Cache, Example, ForwardContext, Layer, LayerGrads, LayerOutput, LayerType, OutputGrad, WeightSpec};
+use super::{Cache, Example, ForwardContext, Inputs, Layer, LayerGrads, LayerOutput, LayerType, OutputGrad, WeightSpec};
 use crate::error::{Error, Result};
 use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
@@ -210,9 +210,6 @@ impl TryFrom<WrapperConfig> for Bidirectional {
         let go_backwards = config.get("go_backwards").and_then(Value::as_bool).ok_or_else(|| {
             Error::Value(format!("`layer` must be a recurrent layer (layer_lstm(), layer_gru(), layer_simple_rnn()), got {}", layer.class_name()))
         })?;
-        if config.get("return_state").and_then(Value::as_bool) == Some(true) {
-            return Err(Error::Value("a wrapped layer with `return_state = TRUE` is not supported yet".into()));
-        }
         let forward = Layer { name: format!("forward_{}", layer.name), ..layer.clone() };
         config["go_backwards"] = Value::Bool(!go_backwards);
         let backward = Layer { name: format!("backward_{}", layer.name), ..Layer::from_config(layer.class_name(), &config, 0)? };
@@ -252,12 +249,30 @@ fn reverse_steps(t: &Tensor) -> Result<Tensor> {
     Ok(t.index_select(&idx, 1)?)
 }
 
+impl Bidirectional {
+    /// Each direction's inputs: the sequence, then its half of the initial states (Keras
+    /// gives the forward layer's first, then the backward one's).
+    fn direction_inputs<T: Clone>(inputs: &[T]) -> Result<(Vec<T>, Vec<T>)> {
+        let states = &inputs[1..];
+        if states.len() % 2 != 0 {
+            return Err(Error::Value(format!("Bidirectional takes as many initial states for each direction, got {} in all", states.len())));
+        }
+        let (f, b) = states.split_at(states.len() / 2);
+        let with = |half: &[T]| std::iter::once(inputs[0].clone()).chain(half.iter().cloned()).collect();
+        Ok((with(f), with(b)))
+    }
+}
+
 impl LayerType for Bidirectional {
     const CLASS_NAME: &'static str = "Bidirectional";
     const NAME_PREFIX: &'static str = "bidirectional";
+    /// The sequence, then (optionally) the initial states of both directions.
+    const INPUTS: Inputs = Inputs::OneOrMore;
 
     fn output_shape(&self, _name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
-        let mut out = self.forward.output_shape(&inputs[0])?;
+        let (f, b) = Self::direction_inputs(inputs)?;
+        self.backward.node_output_shape(&b)?;
+        let mut out = self.forward.node_output_shape(&f)?;
         if self.merge_mode == MergeMode::Concat {
             if let Some(last) = out.last_mut() {
                 *last *= 2;
@@ -275,8 +290,9 @@ impl LayerType for Bidirectional {
     fn forward(&self, _name: &str, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
         let x = &xs[0];
         let nf = self.forward.weight_specs(&x.dims()[1..]).len();
-        let (yf, cf) = self.forward.forward(&weights[..nf], x, ctx)?;
-        let (yb, cb) = self.backward.forward(&weights[nf..], x, ctx)?;
+        let (f, b) = Self::direction_inputs(xs)?;
+        let (yf, cf) = self.forward.forward_node(&weights[..nf], &f, ctx)?;
+        let (yb, cb) = self.backward.forward_node(&weights[nf..], &b, ctx)?;
         let (yf, mut yb) = (yf.value, yb.value);
         let sequences = self.returns_sequences(&yf.dims()[1..]);
         if sequences {
@@ -289,8 +305,9 @@ impl LayerType for Bidirectional {
             MergeMode::Mul => (&yf * &yb)?,
             MergeMode::Separate => yf.clone(),
         };
-        // Both outputs: for `mul`'s gradient, and the second output of `Separate`.
-        let outputs = if matches!(self.merge_mode, MergeMode::Mul | MergeMode::Separate) { Some((yf, yb)) } else { None };
+        // Both outputs: for `mul`'s gradient, the second output of `Separate`, and the shapes
+        // of zero gradients when only the final states are read.
+        let outputs = Some((yf, yb));
         Ok((LayerOutput::plain(value), Cache::new(BidirectionalCache { forward: cf, backward: cb, outputs, weights_forward: nf, sequences })))
     }
 
@@ -299,7 +316,8 @@ impl LayerType for Bidirectional {
     }
 
     /// With `Separate`, `grad` is the forward direction's output's and `more[0]` the backward
-    /// one's (either missing where nothing read that output).
+    /// one's (either missing where nothing read that output); then come the gradients of
+    /// the forward layer's final states and the backward one's (`return_state`).
     fn backward_more(
         &self,
         _name: &str,
@@ -312,6 +330,12 @@ impl LayerType for Bidirectional {
     ) -> Result<LayerGrads> {
         let c = cache.get::<BidirectionalCache>()?;
         let lost = || Error::State("Bidirectional lost its outputs".into());
+        let mut more = more.into_iter();
+        let separate_grad = if self.merge_mode == MergeMode::Separate { more.next().flatten() } else { None };
+        let states_f = self.forward.kind.more_outputs(&c.forward)?.len();
+        let mut state_grads: Vec<Option<Tensor>> = more.collect();
+        state_grads.resize(2 * states_f, None);
+        let state_grads_b = state_grads.split_off(states_f);
         let dy = grad.map(|g| g.value(Self::CLASS_NAME)).transpose()?;
         let (df, mut db) = match (self.merge_mode, &c.outputs) {
             (MergeMode::Separate, Some((yf, yb))) => {
@@ -319,13 +343,14 @@ impl LayerType for Bidirectional {
                     Some(g) => g,
                     None => yf.zeros_like()?,
                 };
-                let db = match more.into_iter().next().flatten() {
+                let db = match separate_grad {
                     Some(g) => g,
                     None => yb.zeros_like()?,
                 };
                 (df, db)
             }
-            (_, _) if dy.is_none() => return Err(Error::State("Bidirectional got no gradient for its output".into())),
+            // Only the final states are read (an encoder's): nothing reaches the outputs.
+            (_, Some((yf, yb))) if dy.is_none() => (yf.zeros_like()?, yb.zeros_like()?),
             (MergeMode::Concat, _) => {
                 let dy = dy.ok_or_else(lost)?;
                 let half = dy.dim(D::Minus1)? / 2;
@@ -349,28 +374,38 @@ impl LayerType for Bidirectional {
             db = reverse_steps(&db)?;
         }
         let nf = c.weights_forward;
-        let gf = self.forward.backward(&weights[..nf], &c.forward, OutputGrad::Value(df), need_input_grad)?;
-        let gb = self.backward.backward(&weights[nf..], &c.backward, OutputGrad::Value(db), need_input_grad)?;
+        let (f, b) = (&self.forward, &self.backward);
+        let gf = f.kind.backward_more(&f.name, &weights[..nf], &[], &c.forward, Some(OutputGrad::Value(df)), state_grads, need_input_grad)?;
+        let gb = b.kind.backward_more(&b.name, &weights[nf..], &[], &c.backward, Some(OutputGrad::Value(db)), state_grads_b, need_input_grad)?;
         let input = match (gf.input, gb.input) {
             (Some(a), Some(b)) => Some((a + b)?),
             _ => None,
         };
-        Ok(LayerGrads { input, weights: gf.weights.into_iter().chain(gb.weights).collect(), more_inputs: Vec::new() })
+        let more_inputs = gf.more_inputs.into_iter().chain(gb.more_inputs).collect();
+        Ok(LayerGrads { input, weights: gf.weights.into_iter().chain(gb.weights).collect(), more_inputs })
     }
 
+    /// The backward direction's output with `Separate`, then each direction's final states.
     fn more_output_shapes(&self, inputs: &[Vec<usize>]) -> Vec<Vec<usize>> {
-        match (self.merge_mode, self.backward.output_shape(&inputs[0])) {
+        let Ok((f, b)) = Self::direction_inputs(inputs) else { return Vec::new() };
+        let mut shapes = match (self.merge_mode, self.backward.node_output_shape(&b)) {
             (MergeMode::Separate, Ok(shape)) => vec![shape],
             _ => Vec::new(),
-        }
+        };
+        shapes.extend(self.forward.more_output_shapes(&f));
+        shapes.extend(self.backward.more_output_shapes(&b));
+        shapes
     }
 
     fn more_outputs(&self, cache: &Cache) -> Result<Vec<Tensor>> {
         let c = cache.get::<BidirectionalCache>()?;
-        Ok(match (self.merge_mode, &c.outputs) {
+        let mut outputs = match (self.merge_mode, &c.outputs) {
             (MergeMode::Separate, Some((_, yb))) => vec![yb.clone()],
             _ => Vec::new(),
-        })
+        };
+        outputs.extend(self.forward.kind.more_outputs(&c.forward)?);
+        outputs.extend(self.backward.kind.more_outputs(&c.backward)?);
+        Ok(outputs)
     }
 
     fn weight_regularizers(&self) -> Vec<Option<crate::regularizer::Regularizer>> {

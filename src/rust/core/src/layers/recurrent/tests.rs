@@ -146,3 +146,31 @@ fn initial_states_get_gradients_from_the_output_and_the_final_states() {
         assert_eq!(layer.more_output_shapes(&[vec![5, 2]]), vec![vec![3]; states]);
     }
 }
+
+/// Bidirectional with `return_state` and initial states for both directions: the gradients
+/// reaching the forward direction's initial state (through the merged output and all four
+/// final states) match finite differences.
+#[test]
+fn bidirectional_states_pass_gradients_both_ways() {
+    let config = serde_json::json!({ "layer": { "class_name": "LSTM", "config": { "units": 3, "return_state": true, "name": "lstm" } } });
+    let (layer, weights) = layer("Bidirectional", config);
+    let x = Tensor::from_vec((0..30).map(|i| (0.3 * i as f32).sin()).collect::<Vec<f32>>(), (3, 5, 2), &Device::Cpu).unwrap();
+    let init = |k: usize| Tensor::from_vec((0..9).map(|i| 0.2 * ((2 * i + k) as f32).cos()).collect::<Vec<f32>>(), (3, 3), &Device::Cpu).unwrap();
+    let inputs = |h: &Tensor| vec![x.clone(), h.clone(), init(1), init(2), init(3)];
+    let forward = |h: &Tensor| -> crate::error::Result<Tensor> {
+        let (out, cache) = layer.forward_node(&weights, &inputs(h), &mut ctx(None))?;
+        let mut all = vec![out.value];
+        all.extend(layer.kind.more_outputs(&cache)?);
+        assert_eq!(all.len(), 5, "merged output and four states");
+        Ok(Tensor::cat(&all, 1)?)
+    };
+    let backward = |h: &Tensor, dy: &Tensor| -> crate::error::Result<Tensor> {
+        let (_, cache) = layer.forward_node(&weights, &inputs(h), &mut ctx(None))?;
+        let main = dy.narrow(1, 0, 6)?.contiguous()?;
+        let more = (0..4).map(|k| Some(dy.narrow(1, 6 + 3 * k, 3).unwrap().contiguous().unwrap())).collect();
+        let g = layer.kind.backward_more(&layer.name, &weights, &[], &cache, Some(OutputGrad::Value(main)), more, true)?;
+        assert_eq!(g.more_inputs.len(), 4, "one gradient per initial state");
+        Ok(g.more_inputs[0].clone())
+    };
+    check_backward(&[3, 3], forward, backward, 3e-2);
+}
