@@ -254,7 +254,7 @@ impl Bidirectional {
     /// gives the forward layer's first, then the backward one's).
     fn direction_inputs<T: Clone>(inputs: &[T]) -> Result<(Vec<T>, Vec<T>)> {
         let states = &inputs[1..];
-        if states.len() % 2 != 0 {
+        if !states.len().is_multiple_of(2) {
             return Err(Error::Value(format!("Bidirectional takes as many initial states for each direction, got {} in all", states.len())));
         }
         let (f, b) = states.split_at(states.len() / 2);
