@@ -206,3 +206,10 @@ test_that("a bidirectional encoder's four states start a decoder as in tf-keras"
   save_model_hdf5(model, path)
   expect_equal(predict(load_model_hdf5(path), x), predict(model, x))
 })
+
+test_that("summary() lists a layer's outputs as Keras does when it has several", {
+  input <- layer_input(shape = c(5, 3))
+  c(out, h, c) %<-% layer_lstm(input, units = 4, return_state = TRUE, name = "encoder")
+  model <- keras_model(input, list(out, h, c))
+  expect_match(paste(format(model), collapse = "\n"), "[(None, 4), (None, 4), (None, 4)]", fixed = TRUE)
+})

@@ -366,6 +366,19 @@ impl Architecture {
             .collect()
     }
 
+    /// Every output shape of each layer's first application (a recurrent layer with
+    /// `return_state` has its states after its output); empty for layers not applied.
+    pub fn layer_output_shapes(&self) -> Vec<Vec<Vec<usize>>> {
+        let shapes = self.node_shapes();
+        let mut out = vec![Vec::new(); self.layers.len()];
+        for (node, outputs) in self.nodes().iter().zip(shapes.outputs) {
+            if out[node.layer].is_empty() {
+                out[node.layer] = outputs;
+            }
+        }
+        out
+    }
+
     /// Shape of each model output (without the batch axis).
     pub fn output_shapes_of_outputs(&self) -> Vec<Vec<usize>> {
         let shapes = self.node_shapes();

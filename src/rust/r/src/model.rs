@@ -28,10 +28,16 @@ fn rg_model_info(mut ptr: Robj) -> Robj {
         let arch = &m.arch;
         let names: Vec<String> = arch.layers.iter().map(|l| l.name.clone()).collect();
         let classes: Vec<String> = arch.layers.iter().map(|l| l.class_name().to_string()).collect();
+        // Layers with several outputs print them as Keras does: "[(None, 4), (None, 4)]".
+        let all_shapes = if arch.is_built() { arch.layer_output_shapes() } else { Vec::new() };
         let shapes: Vec<String> = (0..arch.layers.len())
-            .map(|i| match arch.output_shapes.get(i) {
-                Some(s) => format!("(None, {})", rustgpu_core::shape::join_dims(s)),
-                None => "(unbuilt)".to_string(),
+            .map(|i| match (arch.output_shapes.get(i), all_shapes.get(i)) {
+                (Some(_), Some(all)) if all.len() > 1 => {
+                    let each: Vec<String> = all.iter().map(|s| format!("(None, {})", rustgpu_core::shape::join_dims(s))).collect();
+                    format!("[{}]", each.join(", "))
+                }
+                (Some(s), _) => format!("(None, {})", rustgpu_core::shape::join_dims(s)),
+                (None, _) => "(unbuilt)".to_string(),
             })
             .collect();
         let params: Vec<f64> = (0..arch.layers.len())
