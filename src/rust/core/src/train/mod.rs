@@ -102,20 +102,6 @@ impl Executor {
         rows: &[usize],
         seed: u64,
     ) -> Result<BatchStats> {
-        crate::fork::on_own_pool(|| self.train_here(model, compiled, xs, ys, sample_weights, rows, seed))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn train_here(
-        &self,
-        model: &mut Model,
-        compiled: &mut Compiled,
-        xs: &[&dyn BatchSource],
-        ys: &[&dyn BatchSource],
-        sample_weights: Option<&dyn BatchSource>,
-        rows: &[usize],
-        seed: u64,
-    ) -> Result<BatchStats> {
         check_rows(xs, ys, model.arch.outputs().len(), rows)?;
         check_weights(sample_weights, xs[0].rows())?;
         check_step_memory(model, rows.len(), true)?;
@@ -124,13 +110,13 @@ impl Executor {
         // its gradient the update's.
         compiled.optimizer.regularizers = model.arch.weight_regularizers();
         let penalty = model.regularization_penalty(&compiled.optimizer.regularizers);
-        let mut stats = match self {
+        let mut stats = crate::fork::on_own_pool(|| match self {
             Executor::Local(info) => one_device::train(info, model, compiled, &batch, rows, seed),
             Executor::Replicated(r) if r.set.merge == MergeDevice::Cpu && r.set.is_host_backed() => {
                 host_replicas::train(r, model, compiled, &batch, rows, seed)
             }
             Executor::Replicated(r) => replicas::train(&r.set, model, compiled, &batch, rows, seed),
-        }?;
+        })?;
         model.apply_constraints()?;
         stats.loss += penalty;
         Ok(stats)
