@@ -20,6 +20,16 @@ struct DropoutCache {
     mask: Option<Tensor>,
 }
 
+/// Inverted dropout's keep-mask of `shape`: each value kept with probability `1 - rate` and
+/// then scaled by `1 / (1 - rate)`, else 0 (Dropout, spatial dropout, recurrent dropout).
+pub(crate) fn keep_mask(rng: &mut rand::rngs::StdRng, shape: &[usize], rate: f64, device: &candle_core::Device) -> Result<Tensor> {
+    let keep = 1.0 - rate;
+    let scale = (1.0 / keep) as f32;
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|_| if rng.gen::<f64>() < keep { scale } else { 0.0 }).collect();
+    Ok(Tensor::from_vec(values, shape, device)?)
+}
+
 impl Dropout {
     pub fn new(rate: f64) -> Result<Self> {
         let mut layer = Self { rate, ..Self::default() };
@@ -49,10 +59,7 @@ impl LayerType for Dropout {
         if !ctx.training || self.rate == 0.0 {
             return Ok((LayerOutput::plain(x.clone()), Cache::new(DropoutCache { mask: None })));
         }
-        let keep = 1.0 - self.rate;
-        let scale = (1.0 / keep) as f32;
-        let mask: Vec<f32> = (0..x.elem_count()).map(|_| if ctx.rng.gen::<f64>() < keep { scale } else { 0.0 }).collect();
-        let mask = Tensor::from_vec(mask, x.dims(), x.device())?;
+        let mask = keep_mask(&mut ctx.rng, x.dims(), self.rate, x.device())?;
         Ok((LayerOutput::plain(x.mul(&mask)?), Cache::new(DropoutCache { mask: Some(mask) })))
     }
 

@@ -6,7 +6,6 @@ use super::{Cache, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, 
 use crate::error::{Error, Result};
 use crate::initializer::standard_normal;
 use candle_core::Tensor;
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// The multiplicative mask of a training pass (None: the input passed through, or noise was
@@ -134,14 +133,10 @@ impl LayerType for GaussianDropout {
 /// broadcast over the other axes.
 fn channel_mask(x: &Tensor, rate: f64, ctx: &mut ForwardContext) -> Result<Tensor> {
     let dims = x.dims();
-    let (batch, channels) = (dims[0], dims[dims.len() - 1]);
-    let keep = 1.0 - rate;
-    let scale = (1.0 / keep) as f32;
-    let values: Vec<f32> = (0..batch * channels).map(|_| if ctx.rng.gen::<f64>() < keep { scale } else { 0.0 }).collect();
     let mut shape = vec![1; dims.len()];
-    shape[0] = batch;
-    shape[dims.len() - 1] = channels;
-    Ok(Tensor::from_vec(values, shape, x.device())?)
+    shape[0] = dims[0];
+    shape[dims.len() - 1] = dims[dims.len() - 1];
+    super::dropout::keep_mask(&mut ctx.rng, &shape, rate, x.device())
 }
 
 macro_rules! spatial_dropout {

@@ -18,7 +18,6 @@ use crate::error::{Error, Result};
 use crate::initializer::Initializer;
 use crate::regularizer::Regularizer;
 use candle_core::{Device, Tensor};
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 
@@ -121,19 +120,7 @@ impl RnnOptions {
     /// The output shape for the sequence's shape `inputs[0]`, and any initial states after it
     /// (`states` of them, each `(units)`).
     pub fn output_shape(&self, name: &str, class: &str, inputs: &[Vec<usize>], states: usize) -> Result<Vec<usize>> {
-        let given = &inputs[1..];
-        if !given.is_empty() && (given.len() != states || given.iter().any(|s| s.as_slice() != [self.units])) {
-            let got: Vec<String> = given.iter().map(|s| format!("({})", crate::shape::join_dims(s))).collect();
-            return Err(Error::Value(format!(
-                "layer \"{}\" ({}) takes {} initial state(s) of shape (batch, {}), got {}: {}",
-                name,
-                class,
-                states,
-                self.units,
-                given.len(),
-                got.join(", ")
-            )));
-        }
+        self.check_initial_states(name, class, &inputs[1..], states)?;
         match inputs[0].as_slice() {
             [time, _] if *time > 0 => Ok(if self.return_sequences { vec![*time, self.units] } else { vec![self.units] }),
             _ => Err(Error::Value(format!(
@@ -143,6 +130,24 @@ impl RnnOptions {
                 crate::shape::join_dims(&inputs[0])
             ))),
         }
+    }
+
+    /// Initial states given as inputs (shapes without the batch axis): none, or one
+    /// `(units)` per state.
+    fn check_initial_states(&self, name: &str, class: &str, given: &[Vec<usize>], states: usize) -> Result<()> {
+        if given.is_empty() || (given.len() == states && given.iter().all(|s| s.as_slice() == [self.units])) {
+            return Ok(());
+        }
+        let got: Vec<String> = given.iter().map(|s| format!("({})", crate::shape::join_dims(s))).collect();
+        Err(Error::Value(format!(
+            "layer \"{}\" ({}) takes {} initial state(s) of shape (batch, {}), got {}: {}",
+            name,
+            class,
+            states,
+            self.units,
+            given.len(),
+            got.join(", ")
+        )))
     }
 
     pub fn regularizers(&self) -> Vec<Option<Regularizer>> {
@@ -265,23 +270,20 @@ struct RnnCache<S> {
     given_initial: bool,
 }
 
-/// A scaled keep-mask of `(rows, cols)` (inverted dropout), fixed over all time steps as
-/// Keras's recurrent dropout is.
+/// A scaled keep-mask of `(rows, cols)` in training, fixed over all time steps as Keras's
+/// recurrent dropout is.
 fn keep_mask(ctx: &mut ForwardContext, rows: usize, cols: usize, rate: f64, device: &Device) -> Result<Option<Tensor>> {
     if !ctx.training || rate == 0.0 {
         return Ok(None);
     }
-    let keep = 1.0 - rate;
-    let scale = (1.0 / keep) as f32;
-    let values: Vec<f32> = (0..rows * cols).map(|_| if ctx.rng.gen::<f64>() < keep { scale } else { 0.0 }).collect();
-    Ok(Some(Tensor::from_vec(values, (rows, cols), device)?))
+    Ok(Some(super::dropout::keep_mask(&mut ctx.rng, &[rows, cols], rate, device)?))
 }
 
-/// Steps in reverse order along axis 0.
-fn reverse_time(t: &Tensor) -> Result<Tensor> {
-    let n = t.dim(0)?;
+/// The entries of `axis` in reverse order (time steps, for `go_backwards` and Bidirectional).
+pub fn reverse_along(t: &Tensor, axis: usize) -> Result<Tensor> {
+    let n = t.dim(axis)?;
     let idx = Tensor::from_vec((0..n as u32).rev().collect::<Vec<u32>>(), n, t.device())?;
-    Ok(t.index_select(&idx, 0)?)
+    Ok(t.index_select(&idx, axis)?)
 }
 
 /// `prev + mask * (new - prev)`: a masked step keeps the previous state.
@@ -305,8 +307,8 @@ pub fn forward<C: Cell>(cell: &C, name: &str, class: &str, weights: &[Tensor], x
         None => None,
     };
     if o.go_backwards {
-        xt = reverse_time(&xt)?;
-        mask = mask.map(|m| reverse_time(&m)).transpose()?;
+        xt = reverse_along(&xt, 0)?;
+        mask = mask.map(|m| reverse_along(&m, 0)).transpose()?;
     }
     let input_keep = keep_mask(ctx, batch, features, o.dropout, &device)?;
     let recurrent_keep = keep_mask(ctx, batch, units, o.recurrent_dropout, &device)?;
@@ -354,20 +356,13 @@ pub fn forward<C: Cell>(cell: &C, name: &str, class: &str, weights: &[Tensor], x
     Ok((LayerOutput::plain(value), Cache::new(cache)))
 }
 
-/// Initial states given as inputs: one `(batch, units)` tensor per state.
+/// Initial states given as inputs: one `(batch, units)` tensor per state (the shapes were
+/// checked when the model was made; the batch is checked here).
 fn given_states<C: Cell>(o: &RnnOptions, name: &str, class: &str, batch: usize, given: &[Tensor]) -> Result<Vec<Tensor>> {
-    let shapes_ok = given.iter().all(|s| s.dims() == [batch, o.units]);
-    if given.len() != C::STATES || !shapes_ok {
-        let got: Vec<String> = given.iter().map(|s| format!("({})", crate::shape::join_dims(&s.dims()[1..]))).collect();
-        return Err(Error::Value(format!(
-            "layer \"{}\" ({}) takes {} initial state(s) of shape (batch, {}), got {}: {}",
-            name,
-            class,
-            C::STATES,
-            o.units,
-            given.len(),
-            got.join(", ")
-        )));
+    let shapes: Vec<Vec<usize>> = given.iter().map(|s| s.dims().get(1..).unwrap_or(&[]).to_vec()).collect();
+    o.check_initial_states(name, class, &shapes, C::STATES)?;
+    if let Some(s) = given.iter().find(|s| s.dim(0).ok() != Some(batch)) {
+        return Err(Error::Value(format!("layer \"{}\" ({}) got initial states for {} rows and inputs of {}", name, class, s.dim(0)?, batch)));
     }
     Ok(given.iter().map(|s| s.to_dtype(candle_core::DType::F32)).collect::<candle_core::Result<Vec<_>>>()?)
 }
@@ -482,7 +477,7 @@ pub fn backward<C: Cell>(
             dx = dx.broadcast_mul(k)?;
         }
         if o.go_backwards {
-            dx = reverse_time(&dx)?;
+            dx = reverse_along(&dx, 0)?;
         }
         Some(dx.transpose(0, 1)?.contiguous()?)
     } else {

@@ -242,13 +242,6 @@ impl Bidirectional {
     }
 }
 
-/// Steps in reverse order along axis 1 (time).
-fn reverse_steps(t: &Tensor) -> Result<Tensor> {
-    let n = t.dim(1)?;
-    let idx = Tensor::from_vec((0..n as u32).rev().collect::<Vec<u32>>(), n, t.device())?;
-    Ok(t.index_select(&idx, 1)?)
-}
-
 impl Bidirectional {
     /// Each direction's inputs: the sequence, then its half of the initial states (Keras
     /// gives the forward layer's first, then the backward one's).
@@ -296,7 +289,7 @@ impl LayerType for Bidirectional {
         let (yf, mut yb) = (yf.value, yb.value);
         let sequences = self.returns_sequences(&yf.dims()[1..]);
         if sequences {
-            yb = reverse_steps(&yb)?;
+            yb = super::recurrent::reverse_along(&yb, 1)?;
         }
         let value = match self.merge_mode {
             MergeMode::Concat => Tensor::cat(&[&yf, &yb], D::Minus1)?,
@@ -371,7 +364,7 @@ impl LayerType for Bidirectional {
             (MergeMode::Mul | MergeMode::Separate, None) => return Err(lost()),
         };
         if c.sequences {
-            db = reverse_steps(&db)?;
+            db = super::recurrent::reverse_along(&db, 1)?;
         }
         let nf = c.weights_forward;
         let (f, b) = (&self.forward, &self.backward);
