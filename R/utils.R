@@ -12,11 +12,14 @@ NULL
 
 #' Convert class ids to one-hot rows
 #'
-#' @param y A vector of class ids, from 0 to `num_classes - 1`.
+#' @param y A vector, matrix or array of class ids, from 0 to `num_classes - 1`.
 #' @param num_classes Number of classes (default: `max(y) + 1`).
-#' @return A numeric matrix with one row per element of `y` and one column per class.
+#' @return As Keras's: `y`'s shape with one more axis, of one value per class (a vector
+#'   gives a matrix with a row per element; a matrix of sequences of ids, one-hot rows per
+#'   time step; a last axis of length 1 is replaced).
 #' @examples
 #' to_categorical(c(0, 2, 1))
+#' dim(to_categorical(matrix(c(0, 1, 2, 1), 2)))
 #' @export
 to_categorical <- function(y, num_classes = NULL) {
   if (is.factor(y)) {
@@ -38,7 +41,11 @@ to_categorical <- function(y, num_classes = NULL) {
   if (num_classes > .Machine$integer.max) {
     value_error(sprintf("`y` holds class id %.0f: a one-hot matrix has at most %d columns.", max(y), .Machine$integer.max))
   }
-  out <- matrix(0, nrow = length(y), ncol = num_classes)
-  out[cbind(seq_along(y), as.integer(y) + 1L)] <- 1
+  shape <- dim(y)
+  if (length(shape) > 1 && shape[length(shape)] == 1) shape <- shape[-length(shape)]
+  if (is.null(shape)) shape <- length(y)
+  out <- array(0, dim = c(shape, num_classes))
+  # Element e of y (in R's order) is class k's value at e + k * length(y).
+  out[seq_along(y) + as.numeric(y) * length(y)] <- 1
   out
 }

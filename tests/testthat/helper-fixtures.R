@@ -12,7 +12,7 @@ as_weight_list <- function(ws) {
 
 fixture_target <- function(fx, case) {
   y <- fx[[case$target]]
-  if (is.matrix(y)) y else as.numeric(y)
+  if (!is.null(dim(y))) y else as.numeric(y)
 }
 
 # The fixture's layers, as rustgpu layers, on inputs shaped like the fixture's data. A spec

@@ -23,3 +23,13 @@ test_that("array_reshape() flattens images row by row and refuses impossible sha
   expect_error(array_reshape(img, c(-1, -1)), "`dim`", class = "rustgpu_value_error")
   expect_error(array_reshape("a", 1), "`x`", class = "rustgpu_value_error")
 })
+
+test_that("to_categorical() shapes its result as Keras's: the ids' shape plus a class axis", {
+  expect_equal(to_categorical(c(0, 2, 1)), rbind(c(1, 0, 0), c(0, 0, 1), c(0, 1, 0)))
+  ids <- matrix(c(0, 1, 2, 1, 0, 2), 2, 3)
+  onehot <- to_categorical(ids)
+  expect_equal(dim(onehot), c(2, 3, 3))
+  for (i in 1:2) for (j in 1:3) expect_equal(onehot[i, j, ], as.numeric(0:2 == ids[i, j]))
+  # A trailing axis of 1 (a column of ids) is replaced, not kept.
+  expect_equal(to_categorical(matrix(c(1, 0), 2, 1), 3), rbind(c(0, 1, 0), c(1, 0, 0)))
+})

@@ -99,6 +99,52 @@ test_that("replicas of a recurrent model equal the template", {
   }
 })
 
+test_that("masked sequence outputs: loss and metrics count unmasked steps, replicas equal the template", {
+  make <- function() {
+    set.seed(4)
+    keras_model_sequential() %>%
+      layer_embedding(input_dim = 7, output_dim = 3, mask_zero = TRUE, input_length = 5) %>%
+      layer_lstm(units = 3, return_sequences = TRUE) %>%
+      time_distributed(layer_dense(units = 2, activation = "softmax"))
+  }
+  # Replica 1 gets the heavily padded rows, replica 2 the full ones: each replica's share of
+  # the batch's unmasked steps differs from its share of the rows.
+  x <- rbind(c(0, 0, 0, 0, 1), c(0, 0, 0, 2, 3), c(0, 0, 4, 5, 6), c(1, 2, 3, 4, 5), c(6, 5, 4, 3, 2), c(2, 2, 2, 2, 2))
+  y <- to_categorical((x + col(x)) %% 2, 2)
+  sw <- c(1, 2, 0.5, 1, 3, 1)
+  template <- make()
+  compile(template, optimizer = "sgd", loss = "categorical_crossentropy", metrics = "accuracy")
+  p <- predict(template, x)
+  mask <- x != 0
+  step_loss <- -log(p[, , 1] * y[, , 1] + p[, , 2] * y[, , 2])
+  hit <- (p[, , 2] > p[, , 1]) == (y[, , 2] == 1)
+  score <- evaluate(template, x, y, sample_weight = sw, batch_size = 6, verbose = 0)
+  expect_equal(score$loss, sum(step_loss * mask * sw) / sum(mask), tolerance = 1e-6)
+  expect_equal(score$acc, sum(hit * mask) / sum(mask), tolerance = 1e-6)
+  # Every step masked: nothing counts, nothing is learned.
+  zeros <- matrix(0, 2, 5)
+  expect_equal(evaluate(template, zeros, y[1:2, , ], verbose = 0)$loss, 0)
+
+  reference <- make()
+  compile(reference, optimizer = "sgd", loss = "categorical_crossentropy", metrics = "accuracy")
+  use_virtual_gpus(2, threads_per_gpu = 1)
+  on.exit(use_virtual_gpus(0))
+  for (cpu_merge in c(TRUE, FALSE)) {
+    parallel_template <- make()
+    parallel <- multi_gpu_model(parallel_template, gpus = 2, cpu_merge = cpu_merge)
+    compile(parallel, optimizer = "sgd", loss = "categorical_crossentropy", metrics = "accuracy")
+    h1 <- fit(reference, x, y, sample_weight = sw, epochs = 2, batch_size = 6, shuffle = FALSE, verbose = 0)
+    h2 <- fit(parallel, x, y, sample_weight = sw, epochs = 2, batch_size = 6, shuffle = FALSE, verbose = 0)
+    expect_equal(h2$metrics, h1$metrics[names(h2$metrics)], tolerance = 1e-6)
+    expect_equal(evaluate(parallel, x, y, verbose = 0), evaluate(reference, x, y, verbose = 0), tolerance = 1e-6)
+    for (i in seq_along(get_weights(reference))) {
+      expect_equal(get_weights(parallel_template)[[i]], get_weights(reference)[[i]], tolerance = 1e-5)
+    }
+    reference <- make()
+    compile(reference, optimizer = "sgd", loss = "categorical_crossentropy", metrics = "accuracy")
+  }
+})
+
 test_that("bad recurrent arguments are classed errors that say what to change", {
   expect_error(layer_lstm(units = 0), "units", class = "rustgpu_value_error")
   expect_error(layer_gru(units = 2, dropout = 1), "dropout", class = "rustgpu_value_error")

@@ -22,9 +22,17 @@ pub struct Weight {
     pub layer_state: bool,
 }
 
-/// A forward pass's outputs, each node's cache, and the recorded outputs of nodes with an
-/// activity regularizer (node index, value).
-pub type RecordedForward = (Vec<ModelOutput>, Vec<Cache>, Vec<(usize, Tensor)>);
+/// What a forward pass leaves for the loss and the backward pass.
+pub struct Forward {
+    pub outputs: Vec<ModelOutput>,
+    /// Each node's cache, for `backward`.
+    pub caches: Vec<Cache>,
+    /// The outputs of nodes with an activity regularizer (node index, value).
+    pub recorded: Vec<(usize, Tensor)>,
+    /// Each model output's mask (batch, time), where one reaches it (Keras's `_keras_mask`
+    /// on the output): the loss and the metrics then count only the unmasked steps.
+    pub output_masks: Vec<Option<Tensor>>,
+}
 
 /// Where a node's input comes from: a model input, another node's (first) output, or
 /// output k >= 1 of a node whose layer has several (a recurrent layer's states).
@@ -113,16 +121,22 @@ impl Architecture {
         }
     }
 
+    /// Whether some layer can start a mask, which may then reach the outputs.
+    pub fn makes_masks(&self) -> bool {
+        self.layers.iter().any(|l| l.kind.makes_mask())
+    }
+
     /// Forward pass over every node. `weights` follow `weight_ranges`. Also returns each
     /// node's cache for `backward`.
     pub fn forward(&self, weights: &[Tensor], inputs: &[Tensor], ctx: &mut ForwardContext) -> Result<(Vec<ModelOutput>, Vec<Cache>)> {
-        let (outputs, caches, _) = self.forward_recording(weights, inputs, ctx)?;
-        Ok((outputs, caches))
+        let f = self.forward_recording(weights, inputs, ctx)?;
+        Ok((f.outputs, f.caches))
     }
 
     /// [`Self::forward`], also returning the outputs of the nodes whose layer has an activity
-    /// regularizer (node index, output value), for [`Self::activity_penalty`].
-    pub fn forward_recording(&self, weights: &[Tensor], inputs: &[Tensor], ctx: &mut ForwardContext) -> Result<RecordedForward> {
+    /// regularizer (node index, output value), for [`Self::activity_penalty`], and the
+    /// outputs' masks.
+    pub fn forward_recording(&self, weights: &[Tensor], inputs: &[Tensor], ctx: &mut ForwardContext) -> Result<Forward> {
         if inputs.len() != self.input_count() {
             return Err(Error::Value(format!("the model has {} inputs but {} arrays were given", self.input_count(), inputs.len())));
         }
@@ -169,7 +183,9 @@ impl Architecture {
                 _ => Ok(LayerOutput::plain(pick(s, &values, &more)?)),
             })
             .collect::<Result<_>>()?;
-        Ok((outputs, caches, recorded))
+        // A recurrent layer's states carry no mask (Keras's `compute_mask` gives None for them).
+        let output_masks = self.outputs().iter().map(|s| if let Source::Node(j) = *s { masks[j].clone() } else { None }).collect();
+        Ok(Forward { outputs, caches, recorded, output_masks })
     }
 
     /// Keras's activity regularization of the recorded node outputs: each layer's penalty on

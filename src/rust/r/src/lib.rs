@@ -38,10 +38,9 @@ pub struct ModelHandle {
     cpu_relocation: bool,
     /// Steps run so far, used to derive per-step dropout seeds.
     steps: u64,
-    /// The metric sums of the epoch so far and its rows: stateful metrics (precision, AUC)
-    /// report their value over the epoch, as Keras's do.
+    /// The metric sums of the epoch so far: metrics report their value over the epoch, as
+    /// Keras's do.
     epoch_metric_sums: Vec<f64>,
-    epoch_rows: usize,
     /// The optimizer state read with the model by `load_model_hdf5()`, restored after its
     /// compile() (from the same read of the file).
     saved_optimizer_state: Option<rustgpu_core::io::SavedOptimizerState>,
@@ -66,7 +65,6 @@ impl ModelHandle {
             cpu_relocation: false,
             steps: 0,
             epoch_metric_sums: Vec::new(),
-            epoch_rows: 0,
             saved_optimizer_state,
         };
         ExternalPtr::new(h).into()

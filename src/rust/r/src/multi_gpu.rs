@@ -25,7 +25,6 @@ fn rg_multi_gpu(mut template: Robj, gpus: Robj, cpu_merge: bool, cpu_relocation:
             cpu_relocation,
             steps: 0,
             epoch_metric_sums: Vec::new(),
-            epoch_rows: 0,
             saved_optimizer_state: None,
         };
         Ok(ExternalPtr::new(h).into())

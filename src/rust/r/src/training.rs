@@ -32,10 +32,12 @@ fn rg_compile(mut ptr: Robj, optimizer: List, losses: Vec<String>, loss_weights:
         let config = optimizer_config(&optimizer)?;
         // Names are checked now; "accuracy" is resolved per output at each step.
         let metrics = metrics.iter().map(|m| Metric::resolve(m, losses[0], 2)).collect::<Result<Vec<_>>>()?;
-        let stateful: Vec<bool> = metrics.iter().map(|m| m.is_stateful()).collect();
+        // Which metrics report a value over the epoch (R does not average those over batches):
+        // all of them, from their sums (a mean's is its sum over its count, which a masked
+        // output's steps make other than the rows).
+        let from_sums = vec![true; metrics.len()];
         h.compiled = Some(Compiled { losses, loss_weights, metrics, optimizer: Optimizer::new(config) });
-        // Which metrics report a value over the epoch (R does not average those over batches).
-        Ok(stateful.into())
+        Ok(from_sums.into())
     })
 }
 
@@ -157,20 +159,14 @@ fn rg_gather_seconds(x: Robj, rows: Robj, repeats: f64) -> Robj {
     })
 }
 
-/// Replaces the stateful metrics' values by their value over `sums` (summed over `rows`).
-fn stateful_results(model: &rustgpu_core::Model, compiled: &Compiled, stats: &mut BatchStats, sums: &[f64], rows: usize) -> Result<()> {
-    // Every batch passes here: nothing to resolve without a stateful metric.
-    if !compiled.metrics.iter().any(|m| m.is_stateful()) {
+/// Replaces the metrics' values by their values over `sums` (an epoch's or an evaluation's).
+fn results_over(model: &rustgpu_core::Model, compiled: &Compiled, stats: &mut BatchStats, sums: &[f64]) -> Result<()> {
+    if compiled.metrics.is_empty() {
         return Ok(());
     }
     let metrics = rustgpu_core::train::resolved_metrics(model, compiled)?;
     let refs: Vec<&Metric> = metrics.iter().collect();
-    let results = rustgpu_core::metrics::results(&refs, sums, rows);
-    for ((value, m), r) in stats.metrics.iter_mut().zip(&metrics).zip(results) {
-        if m.is_stateful() {
-            *value = r;
-        }
-    }
+    stats.metrics = rustgpu_core::metrics::results(&refs, sums);
     Ok(())
 }
 
@@ -200,11 +196,9 @@ fn rg_train_batch(mut ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Ro
             h.steps += 1;
             if first || h.epoch_metric_sums.len() != stats.metric_sums.len() {
                 h.epoch_metric_sums = vec![0.0; stats.metric_sums.len()];
-                h.epoch_rows = 0;
             }
             h.epoch_metric_sums.iter_mut().zip(&stats.metric_sums).for_each(|(a, b)| *a += b);
-            h.epoch_rows += stats.rows;
-            stateful_results(&model, compiled, &mut stats, &h.epoch_metric_sums, h.epoch_rows)?;
+            results_over(&model, compiled, &mut stats, &h.epoch_metric_sums)?;
             Ok(stats_to_r(&stats))
         })
     })
@@ -254,7 +248,7 @@ fn rg_evaluate(mut ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Robj,
                 metrics: means[1 + n_outputs..].to_vec(),
                 metric_sums: Vec::new(),
             };
-            stateful_results(&model, compiled, &mut total, &metric_sums, seen)?;
+            results_over(&model, compiled, &mut total, &metric_sums)?;
             Ok(stats_to_r(&total))
         })
     })

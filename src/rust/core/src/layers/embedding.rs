@@ -74,6 +74,10 @@ impl LayerType for Embedding {
         self.activity_regularizer
     }
 
+    fn makes_mask(&self) -> bool {
+        self.mask_zero
+    }
+
     /// With `mask_zero`, index 0 is padding: masked for the layers after.
     fn compute_mask(&self, xs: &[Tensor], _mask: Option<&Tensor>) -> Result<Option<Tensor>> {
         Ok(if self.mask_zero { Some(xs[0].ne(0f32)?.to_dtype(DType::F32)?) } else { None })

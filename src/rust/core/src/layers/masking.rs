@@ -46,6 +46,10 @@ impl LayerType for Masking {
         Ok(LayerGrads::input_only(grad.value(Self::CLASS_NAME)?.broadcast_mul(cache.get::<Tensor>()?)?))
     }
 
+    fn makes_mask(&self) -> bool {
+        true
+    }
+
     fn compute_mask(&self, xs: &[Tensor], _mask: Option<&Tensor>) -> Result<Option<Tensor>> {
         Ok(Some(self.keep(&xs[0])?))
     }

@@ -285,6 +285,12 @@ pub trait LayerType: std::fmt::Debug + Send + Sync + Serialize + DeserializeOwne
         Ok(if Self::PROPAGATES_MASK { mask.cloned() } else { None })
     }
 
+    /// Whether the layer can start a mask (Embedding with `mask_zero`, Masking): a model
+    /// without one has no masked outputs, and its replicas need not share mask counts.
+    fn makes_mask(&self) -> bool {
+        false
+    }
+
     /// Forgets state kept between batches (a stateful recurrent layer's; Keras's
     /// `reset_states()`).
     fn reset_states(&self) {}
@@ -357,6 +363,7 @@ pub trait AnyLayer: std::fmt::Debug + Send + Sync {
     fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>>;
     fn activity_regularizer(&self) -> Option<crate::regularizer::Regularizer>;
     fn compute_mask(&self, xs: &[Tensor], mask: Option<&Tensor>) -> Result<Option<Tensor>>;
+    fn makes_mask(&self) -> bool;
     fn reset_states(&self);
     fn is_stateful(&self) -> bool;
     fn working_elements_per_row(&self, input: &[usize]) -> Option<u64>;
@@ -423,6 +430,9 @@ impl<T: LayerType> AnyLayer for T {
     }
     fn compute_mask(&self, xs: &[Tensor], mask: Option<&Tensor>) -> Result<Option<Tensor>> {
         LayerType::compute_mask(self, xs, mask)
+    }
+    fn makes_mask(&self) -> bool {
+        LayerType::makes_mask(self)
     }
     fn reset_states(&self) {
         LayerType::reset_states(self)

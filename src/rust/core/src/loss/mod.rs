@@ -156,6 +156,23 @@ pub fn values_per_row(t: &Tensor) -> Result<f64> {
     Ok((t.elem_count() / b.max(1)) as f64)
 }
 
+/// The mask (batch, time) of an output whose first two axes it matches and which has values
+/// per time step: the time steps a masked loss or metric counts. Other masks do not apply.
+pub fn step_mask<'a>(output: &Tensor, mask: Option<&'a Tensor>) -> Option<&'a Tensor> {
+    let mask = mask?;
+    let (o, m) = (output.dims(), mask.dims());
+    (o.len() >= 3 && m.len() == 2 && o[..2] == *m).then_some(mask)
+}
+
+/// (batch, time, ...) -> (batch * time, ...): each time step a row, so that a loss's
+/// `per_sample` gives each step's loss.
+pub fn steps_as_rows(t: &Tensor) -> Result<Tensor> {
+    let d = t.dims();
+    let mut shape = vec![d[0] * d[1]];
+    shape.extend_from_slice(&d[2..]);
+    Ok(t.reshape(shape)?)
+}
+
 /// 1 where `t` lies inside Keras's clip range [eps, 1 - eps] (the clip passes the gradient
 /// there), 0 outside.
 pub fn in_clip_range(t: &Tensor) -> Result<Tensor> {

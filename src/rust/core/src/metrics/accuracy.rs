@@ -6,6 +6,20 @@ use crate::error::Result;
 use crate::loss::flatten_rows;
 use candle_core::{DType, Tensor, D};
 
+/// A categorical metric of each sample: `hit` over the classes (last axis) at each position
+/// of the sample (each time step of a sequence output), averaged over the positions, as
+/// Keras's metrics are (theirs are per position, then the mean over the sample).
+fn per_position(pred: &Tensor, y: &Tensor, hit: impl Fn(&Tensor, &Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let d = pred.dims();
+    let (rows, classes) = (d[0], d.last().copied().unwrap_or(1));
+    if d.len() <= 2 {
+        return hit(&flatten_rows(pred)?, &flatten_rows(y)?);
+    }
+    let positions = pred.elem_count() / (rows * classes).max(1);
+    let hits = hit(&pred.reshape((rows * positions, classes))?, &y.reshape((rows * positions, classes))?)?;
+    Ok(hits.reshape((rows, positions))?.mean(D::Minus1)?)
+}
+
 pub struct CategoricalAccuracy;
 
 impl MetricFunction for CategoricalAccuracy {
@@ -14,8 +28,7 @@ impl MetricFunction for CategoricalAccuracy {
     }
 
     fn per_sample(&self, pred: &Tensor, y: &Tensor) -> Result<Tensor> {
-        let (p, t) = (flatten_rows(pred)?, flatten_rows(y)?);
-        Ok(p.argmax(D::Minus1)?.eq(&t.argmax(D::Minus1)?)?.to_dtype(DType::F32)?)
+        per_position(pred, y, |p, t| Ok(p.argmax(D::Minus1)?.eq(&t.argmax(D::Minus1)?)?.to_dtype(DType::F32)?))
     }
 }
 
@@ -48,7 +61,10 @@ impl MetricFunction for BinaryAccuracy {
 /// Whether the target class is among the `k` highest predictions (ties at the boundary
 /// count as in, as TensorFlow's `in_top_k`): Keras's default k is 5.
 fn in_top_k(pred: &Tensor, y: &Tensor, k: usize) -> Result<Tensor> {
-    let (p, t) = (flatten_rows(pred)?, flatten_rows(y)?);
+    per_position(pred, y, |p, t| in_top_k_rows(p, t, k))
+}
+
+fn in_top_k_rows(p: &Tensor, t: &Tensor, k: usize) -> Result<Tensor> {
     let target = t.argmax_keepdim(D::Minus1)?;
     let at_target = p.gather(&target, D::Minus1)?;
     let above = p.broadcast_gt(&at_target)?.to_dtype(DType::F32)?.sum(D::Minus1)?;

@@ -1,5 +1,6 @@
-//! Keras metrics, as per-batch sums so that replicas' parts add up and epochs average them
-//! weighted by sample count (Keras's `Mean` metric semantics). Each metric is one file
+//! Keras metrics, as per-batch sums so that replicas' parts add up and an epoch's value comes
+//! from its totals (Keras's `Mean` metric: the sum of the values over the count of values;
+//! on an output with a mask, values of masked time steps are left out of both). Each metric is one file
 //! implementing [`MetricFunction`] plus one line in [`METRICS`]; every loss is a metric
 //! too (`metrics = "mse"`), computed from the output's values as Keras does. Metrics that
 //! are not means of per-sample values (precision, recall, AUC) implement
@@ -146,11 +147,12 @@ impl Metric {
         matches!(self.computes, Computes::Stateful(_))
     }
 
-    /// How many sums a batch contributes ([`Self::batch_sums`]).
+    /// How many sums a batch contributes ([`Self::batch_sums`]): a mean's are the sum of its
+    /// values and their count.
     pub fn accumulators(&self) -> usize {
         match self.computes {
             Computes::Stateful(f) => f.accumulators(),
-            _ => 1,
+            _ => 2,
         }
     }
 
@@ -164,32 +166,43 @@ impl Metric {
         }
     }
 
-    /// A batch's sums: the sum of the per-sample metric, or a stateful metric's counts.
-    pub fn batch_sums(&self, pred: &Tensor, y: &Tensor) -> Result<Vec<f64>> {
-        match self.computes {
-            Computes::Stateful(f) => f.accumulate(&pred.detach(), y),
-            _ => Ok(vec![self.per_sample(pred, y)?.to_dtype(candle_core::DType::F64)?.sum_all()?.to_scalar::<f64>()?]),
+    /// A batch's sums: the sum of the per-sample metric and the number of samples, or a
+    /// stateful metric's counts. With a `mask` (batch, time) on the output, the metric is
+    /// taken per time step and only unmasked steps count (Keras weights its metrics by the
+    /// output's mask; stateful metrics here ignore it).
+    pub fn batch_sums(&self, pred: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Result<Vec<f64>> {
+        let sum = |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(candle_core::DType::F64)?.sum_all()?.to_scalar::<f64>()?) };
+        match (self.computes, crate::loss::step_mask(pred, mask)) {
+            (Computes::Stateful(f), _) => f.accumulate(&pred.detach(), y),
+            (_, Some(mask)) => {
+                let mask = mask.flatten_all()?;
+                let values = self.per_sample(&crate::loss::steps_as_rows(pred)?, &crate::loss::steps_as_rows(y)?)?;
+                Ok(vec![sum(&values.mul(&mask)?)?, sum(&mask)?])
+            }
+            (_, None) => Ok(vec![sum(&self.per_sample(pred, y)?)?, pred.dim(0)? as f64]),
         }
     }
 
-    /// The metric from sums over `rows` samples: their mean, or the stateful metric's result.
-    pub fn result(&self, sums: &[f64], rows: usize) -> f64 {
+    /// The metric from its sums: a mean's sum over its count (0 when nothing counted, as
+    /// Keras's `Mean`), or the stateful metric's result.
+    pub fn result(&self, sums: &[f64]) -> f64 {
         match self.computes {
             Computes::Stateful(f) => f.result(sums),
-            _ => sums[0] / rows.max(1) as f64,
+            _ if sums[1] == 0.0 => 0.0,
+            _ => sums[0] / sums[1],
         }
     }
 }
 
 /// Per-metric values from the sums of `metrics` (laid out metric after metric, each with its
-/// [`Metric::accumulators`] sums) over `rows` samples.
-pub fn results(metrics: &[&Metric], sums: &[f64], rows: usize) -> Vec<f64> {
+/// [`Metric::accumulators`] sums).
+pub fn results(metrics: &[&Metric], sums: &[f64]) -> Vec<f64> {
     let mut at = 0;
     metrics
         .iter()
         .map(|m| {
             let n = m.accumulators();
-            let v = m.result(&sums[at..at + n], rows);
+            let v = m.result(&sums[at..at + n]);
             at += n;
             v
         })
@@ -206,8 +219,7 @@ impl Metric {
         let metric = Metric::resolve(name, loss, y_pred.row_len())?;
         if metric.is_stateful() {
             // One value over all the samples given (Keras's metric objects, called once).
-            let rows = y_pred.shape.first().copied().unwrap_or(0);
-            return HostTensor::new(vec![1], vec![metric.result(&metric.batch_sums(&p, &y)?, rows) as f32]);
+            return HostTensor::new(vec![1], vec![metric.result(&metric.batch_sums(&p, &y, None)?) as f32]);
         }
         HostTensor::from_tensor(&metric.per_sample(&p, &y)?)
     }

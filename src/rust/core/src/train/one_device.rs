@@ -2,7 +2,7 @@
 //! weights are copied into the step's tensors each step: kept tensors and their
 //! transposes, written by the update as `host_replicas` does, measured no faster here (the
 //! update's extra writes cost what the copy and the kernel packing had).
-use super::step::{combine, eval_part, host_slices, predict_part, train_part, Batch, StepInputs};
+use super::step::{combine, eval_part, host_slices, predict_part, train_part, Batch, MaskTotals, StepInputs};
 use super::{BatchStats, Compiled};
 use crate::device::DeviceInfo;
 use crate::error::{explain_out_of_memory, Result};
@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub(super) fn train(info: &DeviceInfo, model: &mut Model, compiled: &mut Compiled, batch: &Batch, rows: &[usize], seed: u64) -> Result<BatchStats> {
     let s = StepInputs::new(model, Some(compiled), rows.len(), seed)?;
     let device = info.candle_device()?;
-    let part = train_part(&s, &device, batch, rows, 0, true).map_err(|e| explain_out_of_memory(e, &info.label()))?;
+    let part = train_part(&s, &device, batch, rows, 0, true, MaskTotals::Own).map_err(|e| explain_out_of_memory(e, &info.label()))?;
     let stats = combine(std::slice::from_ref(&part), rows.len(), &s);
     // Release this step's snapshot so the optimizer can write the weights in place.
     drop(s);
@@ -34,7 +34,7 @@ pub(super) fn train(info: &DeviceInfo, model: &mut Model, compiled: &mut Compile
 
 pub(super) fn evaluate(info: &DeviceInfo, model: &Model, compiled: &Compiled, batch: &Batch, rows: &[usize]) -> Result<BatchStats> {
     let s = StepInputs::new(model, Some(compiled), rows.len(), 0)?;
-    let part = eval_part(&s, &info.candle_device()?, batch, rows, 0).map_err(|e| explain_out_of_memory(e, &info.label()))?;
+    let part = eval_part(&s, &info.candle_device()?, batch, rows, 0, MaskTotals::Own).map_err(|e| explain_out_of_memory(e, &info.label()))?;
     Ok(combine(std::slice::from_ref(&part), rows.len(), &s))
 }
 

@@ -4,7 +4,7 @@
 //! first replica's device. The optimizer update is shared out to the replica workers.
 //! (Virtual GPUs merged on the CPU train through `host_replicas` instead.)
 use super::step::{
-    average_updates, combine, eval_part, fail_if_injected, host_slices, predict_part, split_rows, train_part, Batch, Part, PartTask, StepInputs,
+    average_updates, combine, eval_part, fail_if_injected, host_slices, predict_part, split_rows, train_part, Batch, MaskCounts, Part, PartTask, StepInputs,
 };
 use super::{BatchStats, Compiled};
 use crate::error::Result;
@@ -21,14 +21,16 @@ pub(super) fn train(set: &ReplicaSet, model: &mut Model, compiled: &mut Compiled
     let parts_rows = split_rows(rows, set.len());
     let on_cpu = set.merge == MergeDevice::Cpu;
     let fault = set.fault_for_this_step();
+    let counts = MaskCounts::for_step(&s, parts_rows.iter().flatten().count(), set.has_own_cores());
     let parts = {
-        let s = &s;
+        let (s, counts) = (&s, counts.as_ref());
         set.run_all(|r| -> PartTask<'_, Part> {
             let mine = parts_rows[r]?;
+            let masks = MaskCounts::place(counts);
             let injected = fault.filter(|(replica, _)| *replica == r).map(|(_, kind)| kind);
             Some(Box::new(move |ctx: &WorkerContext| {
                 fail_if_injected(injected)?;
-                train_part(s, &ctx.device, batch, mine, r, on_cpu)
+                train_part(s, &ctx.device, batch, mine, r, on_cpu, masks)
             }))
         })?
     };
@@ -86,11 +88,13 @@ fn reduce_on_device(parts: &[Vec<Tensor>], device: &Device) -> Result<Vec<Tensor
 pub(super) fn evaluate(set: &ReplicaSet, model: &Model, compiled: &Compiled, batch: &Batch, rows: &[usize]) -> Result<BatchStats> {
     let s = StepInputs::new(model, Some(compiled), rows.len(), 0)?;
     let parts_rows = split_rows(rows, set.len());
+    let counts = MaskCounts::for_step(&s, parts_rows.iter().flatten().count(), set.has_own_cores());
     let parts = {
-        let s = &s;
+        let (s, counts) = (&s, counts.as_ref());
         set.run_all(|r| -> PartTask<'_, Part> {
             let mine = parts_rows[r]?;
-            Some(Box::new(move |ctx: &WorkerContext| eval_part(s, &ctx.device, batch, mine, r)))
+            let masks = MaskCounts::place(counts);
+            Some(Box::new(move |ctx: &WorkerContext| eval_part(s, &ctx.device, batch, mine, r, masks)))
         })?
     };
     Ok(combine(&parts, rows.len(), &s))

@@ -7,12 +7,12 @@ use crate::error::{Error, Result};
 use crate::layers::{ForwardContext, OutputGrad};
 use crate::loss::Loss;
 use crate::metrics::Metric;
-use crate::model::{weights_to_device, Architecture, Model};
-use crate::parallel::{split_batch, FaultKind, WorkerContext};
+use crate::model::{weights_to_device, Architecture, Forward, Model, ModelOutput};
+use crate::parallel::{split_batch, Arrival, FaultKind, StepBarrier, WorkerContext};
 use crate::tensor::{BatchSource, HostTensor};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The read-only inputs of a step, shared with every replica.
 #[derive(Clone)]
@@ -99,13 +99,7 @@ impl StepInputs {
     }
 }
 
-pub(super) fn forward_part(
-    s: &StepInputs,
-    device: &Device,
-    xs: &[HostTensor],
-    training: bool,
-    replica: usize,
-) -> Result<(Vec<Tensor>, crate::model::RecordedForward)> {
+pub(super) fn forward_part(s: &StepInputs, device: &Device, xs: &[HostTensor], training: bool, replica: usize) -> Result<(Vec<Tensor>, Forward)> {
     let weights = match &s.host_tensors {
         Some(tensors) if device.is_cpu() => tensors.clone(),
         _ => weights_to_device(&s.weights, &s.shapes, device)?,
@@ -113,28 +107,169 @@ pub(super) fn forward_part(
     let xs = xs.iter().map(|x| x.to_device(device)).collect::<Result<Vec<_>>>()?;
     let seed = s.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(replica as u64);
     let mut ctx = ForwardContext { training, rng: rand::rngs::StdRng::seed_from_u64(seed), mask: None };
-    let recorded = s.arch.forward_recording(&weights, &xs, &mut ctx)?;
-    Ok((weights, recorded))
+    let forward = s.arch.forward_recording(&weights, &xs, &mut ctx)?;
+    Ok((weights, forward))
 }
 
-/// Per-output loss sums (each over the whole batch's size) and metric sums, output by output.
-/// Loss of each sample, weighted when sample weights are given (Keras divides the weighted
-/// sum by the number of samples, not by the sum of the weights).
-fn weighted_per_sample(s: &StepInputs, k: usize, out: &crate::model::ModelOutput, y: &Tensor, w: Option<&Tensor>) -> Result<Tensor> {
-    let per_sample = s.losses[k].per_sample(out, y)?;
-    Ok(match w {
-        Some(w) => per_sample.mul(w)?,
-        None => per_sample,
-    })
+/// Where the replicas of a step add up their outputs' mask counts. Keras divides a masked
+/// output's loss by the count of unmasked time steps in the batch, so a replica's share of
+/// the gradient needs every replica's count: each waits for the others after its forward pass.
+pub(super) struct MaskCounts {
+    barrier: StepBarrier,
+    sums: Mutex<Vec<f64>>,
 }
 
-/// Scales each sample's gradient by its weight.
+impl MaskCounts {
+    /// For a step on `parties` replicas of `s`'s model; none when there is nothing to share
+    /// (one replica, or a model that makes no masks).
+    pub(super) fn for_step(s: &StepInputs, parties: usize, spin: bool) -> Option<Self> {
+        (parties > 1 && s.arch.makes_masks()).then(|| Self { barrier: StepBarrier::new(parties, spin), sums: Mutex::new(Vec::new()) })
+    }
+
+    /// This replica's place in the exchange, taken before its task is queued: a task that
+    /// never runs or fails first releases the others.
+    pub(super) fn place(counts: Option<&Self>) -> MaskTotals<'_> {
+        match counts {
+            Some(c) => MaskTotals::Shared(c, Arrival::new(&c.barrier)),
+            None => MaskTotals::Own,
+        }
+    }
+}
+
+/// Where a part gets its batch's mask counts: from its own rows (the whole batch), or from
+/// every replica's.
+pub(super) enum MaskTotals<'b> {
+    Own,
+    Shared(&'b MaskCounts, Arrival<'b>),
+}
+
+impl MaskTotals<'_> {
+    fn totals(self, mine: Vec<f64>) -> Result<Vec<f64>> {
+        let (counts, arrival) = match self {
+            MaskTotals::Own => return Ok(mine),
+            MaskTotals::Shared(counts, arrival) => (counts, arrival),
+        };
+        {
+            let mut sums = counts.sums.lock().unwrap_or_else(|e| e.into_inner());
+            sums.resize(mine.len(), 0.0);
+            sums.iter_mut().zip(&mine).for_each(|(a, b)| *a += b);
+        }
+        if !arrival.arrive() {
+            return Err(Error::State("another replica failed in this step".into()));
+        }
+        Ok(counts.sums.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+/// One output's loss over this part's rows, as the loss and the gradient see it: each time
+/// step its own row where a mask applies (Keras: the sum of the unmasked steps' losses,
+/// times the sample weights, over the batch's count of unmasked steps), else each sample.
+struct OutputTerm {
+    out: ModelOutput,
+    y: Tensor,
+    /// Weight of each row of `out` (mask times sample weight), if not all 1.
+    weights: Option<Tensor>,
+    /// What the rows' weighted sum is divided by: the batch's rows or unmasked steps.
+    divisor: usize,
+    /// The output's shapes, to bring a per-step gradient back (value, logits).
+    shapes: Option<(Vec<usize>, Option<Vec<usize>>)>,
+}
+
+/// This part's count of unmasked time steps of each output (0 where no mask applies).
+fn mask_counts(f: &Forward) -> Result<Vec<f64>> {
+    f.outputs
+        .iter()
+        .zip(&f.output_masks)
+        .map(|(out, mask)| match crate::loss::step_mask(&out.value, mask.as_ref()) {
+            Some(m) => Ok(m.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?),
+            None => Ok(0.0),
+        })
+        .collect()
+}
+
+fn output_terms(s: &StepInputs, f: &Forward, ys: &[Tensor], w: Option<&Tensor>, mask_totals: &[f64]) -> Result<Vec<OutputTerm>> {
+    f.outputs
+        .iter()
+        .zip(&f.output_masks)
+        .zip(ys)
+        .zip(mask_totals)
+        .map(|(((out, mask), y), total)| {
+            let Some(mask) = crate::loss::step_mask(&out.value, mask.as_ref()) else {
+                return Ok(OutputTerm { out: out.clone(), y: y.clone(), weights: w.cloned(), divisor: s.total_rows, shapes: None });
+            };
+            let steps = mask.dim(1)?;
+            let weights = match w {
+                Some(w) => mask.broadcast_mul(&w.unsqueeze(1)?.to_dtype(mask.dtype())?)?,
+                None => mask.clone(),
+            };
+            let shapes = (out.value.dims().to_vec(), out.logits.as_ref().map(|(l, _)| l.dims().to_vec()));
+            let logits = match &out.logits {
+                Some((l, a)) if l.dims().len() >= 3 && l.dim(1)? == steps => Some((crate::loss::steps_as_rows(l)?, *a)),
+                _ => None,
+            };
+            Ok(OutputTerm {
+                out: ModelOutput { value: crate::loss::steps_as_rows(&out.value)?, logits },
+                y: crate::loss::steps_as_rows(y)?,
+                weights: Some(weights.flatten_all()?),
+                // Mask counts are whole numbers (masks are 0 or 1).
+                divisor: total.round() as usize,
+                shapes: Some(shapes),
+            })
+        })
+        .collect()
+}
+
+impl OutputTerm {
+    /// The output's share of the batch loss from these rows.
+    fn loss(&self, loss: Loss) -> Result<f64> {
+        if self.divisor == 0 {
+            // Every step masked: nothing to learn from (Keras's division would give NaN).
+            return Ok(0.0);
+        }
+        let per_row = loss.per_sample(&self.out, &self.y)?;
+        let per_row = match &self.weights {
+            Some(w) => per_row.mul(w)?,
+            None => per_row,
+        };
+        Ok((per_row.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?) / self.divisor as f64)
+    }
+
+    /// The gradient of [`Self::loss`] times `scale` (the output's loss weight), shaped as
+    /// the model's output (or its logits).
+    fn gradient(&self, loss: Loss, scale: f64) -> Result<OutputGrad> {
+        let g = if self.divisor == 0 {
+            match loss.gradient(&self.out, &self.y, 1)? {
+                OutputGrad::Value(t) => OutputGrad::Value(t.zeros_like()?),
+                OutputGrad::Logits(t) => OutputGrad::Logits(t.zeros_like()?),
+            }
+        } else {
+            weight_rows(loss.gradient(&self.out, &self.y, self.divisor)?, self.weights.as_ref())?
+        };
+        let shaped = |t: Tensor, shape: Option<&Vec<usize>>| -> Result<Tensor> {
+            let t = if scale == 1.0 { t } else { (t * scale)? };
+            Ok(match shape {
+                Some(shape) => t.reshape(shape.as_slice())?,
+                None => t,
+            })
+        };
+        let (value_shape, logits_shape) = match &self.shapes {
+            Some((v, l)) => (Some(v), l.as_ref()),
+            None => (None, None),
+        };
+        Ok(match g {
+            OutputGrad::Value(t) => OutputGrad::Value(shaped(t, value_shape)?),
+            OutputGrad::Logits(t) => OutputGrad::Logits(shaped(t, logits_shape)?),
+        })
+    }
+}
+
+/// Scales each row's gradient by its weight.
 fn weight_rows(g: OutputGrad, w: Option<&Tensor>) -> Result<OutputGrad> {
     let Some(w) = w else { return Ok(g) };
     let scale = |t: Tensor| -> Result<Tensor> {
         let mut shape = vec![t.dim(0)?];
         shape.resize(t.rank(), 1);
-        Ok(t.broadcast_mul(&w.reshape(shape)?)?)
+        Ok(t.broadcast_mul(&w.reshape(shape)?.to_dtype(t.dtype())?)?)
     };
     Ok(match g {
         OutputGrad::Value(t) => OutputGrad::Value(scale(t)?),
@@ -142,14 +277,13 @@ fn weight_rows(g: OutputGrad, w: Option<&Tensor>) -> Result<OutputGrad> {
     })
 }
 
-fn losses_and_metrics(s: &StepInputs, outs: &[crate::model::ModelOutput], ys: &[Tensor], w: Option<&Tensor>) -> Result<(Vec<f64>, Vec<f64>)> {
-    let mut losses = Vec::with_capacity(outs.len());
+/// Each output's loss, and the metrics' sums output by output.
+fn losses_and_metrics(s: &StepInputs, f: &Forward, terms: &[OutputTerm], ys: &[Tensor]) -> Result<(Vec<f64>, Vec<f64>)> {
+    let losses = terms.iter().enumerate().map(|(k, t)| t.loss(s.losses[k])).collect::<Result<Vec<_>>>()?;
     let mut metric_sums = Vec::new();
-    for (k, (out, y)) in outs.iter().zip(ys).enumerate() {
-        let per_sample = weighted_per_sample(s, k, out, y, w)?;
-        losses.push((per_sample.sum_all()? / s.total_rows as f64)?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?);
+    for (k, (out, y)) in f.outputs.iter().zip(ys).enumerate() {
         for m in &s.metrics[k] {
-            metric_sums.extend(m.batch_sums(&out.value, y)?);
+            metric_sums.extend(m.batch_sums(&out.value, y, f.output_masks[k].as_ref())?);
         }
     }
     Ok((losses, metric_sums))
@@ -159,36 +293,36 @@ fn weighted_total(s: &StepInputs, losses: &[f64]) -> f64 {
     losses.iter().zip(&s.loss_weights).map(|(l, w)| l * w).sum()
 }
 
-/// A replica's rows: gathered (converted) by the replica itself, then its part of the step.
-pub(super) fn train_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], replica: usize, to_host: bool) -> Result<Part> {
-    let (x, ys, sample_weights) = batch.gather(s, rows)?;
-    let (weights, (outs, caches, recorded)) = forward_part(s, device, &x, true, replica)?;
-    let (activity_penalty, activity_grads) = s.arch.activity_penalty(&recorded, s.total_rows)?;
+/// The targets on the device, and each output's loss term.
+fn targets_and_terms(
+    s: &StepInputs,
+    device: &Device,
+    f: &Forward,
+    ys: Vec<HostTensor>,
+    sample_weights: Option<HostTensor>,
+    masks: MaskTotals<'_>,
+) -> Result<(Vec<Tensor>, Vec<OutputTerm>)> {
     let ys = ys.iter().map(|y| y.to_device(device)).collect::<Result<Vec<_>>>()?;
     let sw = sample_weights.map(|w| w.to_device(device)).transpose()?;
-    let (output_losses, metric_sums) = losses_and_metrics(s, &outs, &ys, sw.as_ref())?;
-    let output_grads = outs
-        .iter()
-        .zip(&ys)
-        .enumerate()
-        .map(|(k, (out, y))| {
-            let g = weight_rows(s.losses[k].gradient(out, y, s.total_rows)?, sw.as_ref())?;
-            let w = s.loss_weights[k];
-            Ok(if w == 1.0 {
-                g
-            } else {
-                match g {
-                    OutputGrad::Value(t) => OutputGrad::Value((t * w)?),
-                    OutputGrad::Logits(t) => OutputGrad::Logits((t * w)?),
-                }
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let totals = masks.totals(mask_counts(f)?)?;
+    let terms = output_terms(s, f, &ys, sw.as_ref(), &totals)?;
+    Ok((ys, terms))
+}
+
+/// A replica's rows: gathered (converted) by the replica itself, then its part of the step.
+pub(super) fn train_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], replica: usize, to_host: bool, masks: MaskTotals<'_>) -> Result<Part> {
+    let (x, ys, sample_weights) = batch.gather(s, rows)?;
+    let (weights, f) = forward_part(s, device, &x, true, replica)?;
+    let (activity_penalty, activity_grads) = s.arch.activity_penalty(&f.recorded, s.total_rows)?;
+    let (ys, terms) = targets_and_terms(s, device, &f, ys, sample_weights, masks)?;
+    let (output_losses, metric_sums) = losses_and_metrics(s, &f, &terms, &ys)?;
+    let output_grads = terms.iter().enumerate().map(|(k, t)| t.gradient(s.losses[k], s.loss_weights[k])).collect::<Result<Vec<_>>>()?;
+    drop(terms);
     let transposed: &[Option<Tensor>] = if device.is_cpu() { &s.host_transposed } else { &[] };
-    let grads = s.arch.backward_with_extra(&weights, transposed, &caches, output_grads, activity_grads)?;
+    let grads = s.arch.backward_with_extra(&weights, transposed, &f.caches, output_grads, activity_grads)?;
     let updates = s
         .arch
-        .state_updates(&caches)
+        .state_updates(&f.caches)
         .into_iter()
         .map(|(i, t)| Ok((i, t.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?)))
         .collect::<Result<Vec<_>>>()?;
@@ -197,13 +331,12 @@ pub(super) fn train_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &
     Ok(Part { grads, loss_sum: weighted_total(s, &output_losses) + activity_penalty, output_losses, metric_sums, updates, rows: rows.len() })
 }
 
-pub(super) fn eval_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], replica: usize) -> Result<Part> {
+pub(super) fn eval_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], replica: usize, masks: MaskTotals<'_>) -> Result<Part> {
     let (x, ys, sample_weights) = batch.gather(s, rows)?;
-    let (_, (outs, _, recorded)) = forward_part(s, device, &x, false, replica)?;
-    let (activity_penalty, _) = s.arch.activity_penalty(&recorded, s.total_rows)?;
-    let ys = ys.iter().map(|y| y.to_device(device)).collect::<Result<Vec<_>>>()?;
-    let sw = sample_weights.map(|w| w.to_device(device)).transpose()?;
-    let (output_losses, metric_sums) = losses_and_metrics(s, &outs, &ys, sw.as_ref())?;
+    let (_, f) = forward_part(s, device, &x, false, replica)?;
+    let (activity_penalty, _) = s.arch.activity_penalty(&f.recorded, s.total_rows)?;
+    let (ys, terms) = targets_and_terms(s, device, &f, ys, sample_weights, masks)?;
+    let (output_losses, metric_sums) = losses_and_metrics(s, &f, &terms, &ys)?;
     Ok(Part {
         grads: Vec::new(),
         loss_sum: weighted_total(s, &output_losses) + activity_penalty,
@@ -216,8 +349,8 @@ pub(super) fn eval_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[
 
 pub(super) fn predict_part(s: &StepInputs, device: &Device, xs: &[&dyn BatchSource], rows: &[usize]) -> Result<Vec<Tensor>> {
     let gathered: Vec<HostTensor> = xs.iter().map(|x| x.gather(rows)).collect();
-    let (_, (outs, _, _)) = forward_part(s, device, &gathered, false, 0)?;
-    Ok(outs.into_iter().map(|o| o.value).collect())
+    let (_, f) = forward_part(s, device, &gathered, false, 0)?;
+    Ok(f.outputs.into_iter().map(|o| o.value).collect())
 }
 
 /// The inputs and targets a step draws its rows from.
@@ -300,7 +433,7 @@ pub(super) fn combine(parts: &[Part], rows: usize, s: &StepInputs) -> BatchStats
         }
     }
     let output_losses = if n_outputs > 1 { output_losses } else { Vec::new() };
-    BatchStats { rows, loss, output_losses, metrics: crate::metrics::results(&s.all_metrics(), &metrics, rows), metric_sums: metrics }
+    BatchStats { rows, loss, output_losses, metrics: crate::metrics::results(&s.all_metrics(), &metrics), metric_sums: metrics }
 }
 
 pub(super) type PartTask<'env, T> = Option<Box<dyn FnOnce(&WorkerContext) -> Result<T> + Send + 'env>>;
