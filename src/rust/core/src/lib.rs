@@ -17,9 +17,11 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod parallel;
+pub mod random;
 pub mod regularizer;
 pub mod shape;
 pub mod tensor;
+pub mod trace;
 pub mod train;
 
 #[cfg(test)]

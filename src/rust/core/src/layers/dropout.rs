@@ -3,7 +3,6 @@
 use super::{Cache, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, NotSupported, OutputGrad};
 use crate::error::{Error, Result};
 use candle_core::Tensor;
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -20,15 +19,7 @@ struct DropoutCache {
     mask: Option<Tensor>,
 }
 
-/// Inverted dropout's keep-mask of `shape`: each value kept with probability `1 - rate` and
-/// then scaled by `1 / (1 - rate)`, else 0 (Dropout, spatial dropout, recurrent dropout).
-pub(crate) fn keep_mask(rng: &mut rand::rngs::StdRng, shape: &[usize], rate: f64, device: &candle_core::Device) -> Result<Tensor> {
-    let keep = 1.0 - rate;
-    let scale = (1.0 / keep) as f32;
-    let n: usize = shape.iter().product();
-    let values: Vec<f32> = (0..n).map(|_| if rng.gen::<f64>() < keep { scale } else { 0.0 }).collect();
-    Ok(Tensor::from_vec(values, shape, device)?)
-}
+pub(crate) use crate::random::keep_mask;
 
 impl Dropout {
     pub fn new(rate: f64) -> Result<Self> {
