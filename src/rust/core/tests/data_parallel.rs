@@ -38,7 +38,7 @@ fn replicas(n: usize, merge: MergeDevice) -> Executor {
 fn compiled(opt: &str) -> Compiled {
     Compiled::single(
         Loss::parse("categorical_crossentropy").unwrap(),
-        vec![Metric::resolve("accuracy", Loss::parse("categorical_crossentropy").unwrap(), 3).unwrap()],
+        vec![Metric::resolve("accuracy", &Loss::parse("categorical_crossentropy").unwrap(), 3).unwrap()],
         Optimizer::new(OptimizerConfig::by_name(opt).unwrap()),
     )
 }

@@ -20,18 +20,47 @@ fn optimizer_config(opt: &List) -> Result<OptimizerConfig> {
     OptimizerConfig::from_config(&name, &fields)
 }
 
+/// A loss or metric function written in R, as R/backend.R passes it: the JSON of its name
+/// and trace (inputs y_true and y_pred); None for a plain name.
+fn traced_function(spec: &str) -> Result<Option<Loss>> {
+    if !spec.starts_with('{') {
+        return Ok(None);
+    }
+    let unreadable = |e: String| Error::Value(format!("a traced function could not be read: {}", e));
+    let mut spec: serde_json::Value = serde_json::from_str(spec).map_err(|e| unreadable(e.to_string()))?;
+    let name = spec.get("name").and_then(|n| n.as_str()).unwrap_or("custom_function").to_string();
+    let trace: rustgpu_core::trace::Trace = serde_json::from_value(spec["trace"].take()).map_err(|e| unreadable(e.to_string()))?;
+    Ok(Some(Loss::traced(&name, trace)?))
+}
+
+fn parse_loss(spec: &str) -> Result<Loss> {
+    match traced_function(spec)? {
+        Some(loss) => Ok(loss),
+        None => Loss::parse(spec),
+    }
+}
+
 /// @noRd
 #[extendr]
 fn rg_compile(mut ptr: Robj, optimizer: List, losses: Vec<String>, loss_weights: Vec<f64>, metrics: Vec<String>) -> Robj {
     guard(|| {
         let h = handle(&mut ptr)?;
-        let losses = losses.iter().map(|l| Loss::parse(l)).collect::<Result<Vec<_>>>()?;
+        let losses = losses.iter().map(|l| parse_loss(l)).collect::<Result<Vec<_>>>()?;
         if losses.is_empty() || loss_weights.len() != losses.len() {
             return Err(Error::Value("give one loss (and one loss weight) per model output".into()));
         }
         let config = optimizer_config(&optimizer)?;
         // Names are checked now; "accuracy" is resolved per output at each step.
-        let metrics = metrics.iter().map(|m| Metric::resolve(m, losses[0], 2)).collect::<Result<Vec<_>>>()?;
+        let metrics = metrics
+            .iter()
+            .map(|m| match traced_function(m)? {
+                Some(f) => {
+                    let name = f.name().to_string();
+                    Ok(Metric::custom(&name, f))
+                }
+                None => Metric::resolve(m, &losses[0], 2),
+            })
+            .collect::<Result<Vec<_>>>()?;
         // Which metrics report a value over the epoch (R does not average those over batches):
         // all of them, from their sums (a mean's is its sum over its count, which a masked
         // output's steps make other than the rows).

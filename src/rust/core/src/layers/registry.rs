@@ -33,6 +33,7 @@ fn parse<T: LayerType>(config: &Value) -> Result<Arc<dyn AnyLayer>> {
 /// One line per layer type.
 pub static LAYER_TYPES: &[Registration] = &[
     Registration::of::<Dense>(),
+    Registration::of::<Lambda>(),
     Registration::of::<ActivationLayer>(),
     Registration::of::<Dropout>(),
     Registration::of::<Conv1D>(),

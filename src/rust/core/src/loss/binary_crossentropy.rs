@@ -10,7 +10,7 @@ use candle_core::Tensor;
 pub struct BinaryCrossentropy;
 
 impl LossFunction for BinaryCrossentropy {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "binary_crossentropy"
     }
 

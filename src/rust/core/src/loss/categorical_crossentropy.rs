@@ -18,7 +18,7 @@ fn positions(p: &Tensor) -> Result<f64> {
 }
 
 impl LossFunction for CategoricalCrossentropy {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "categorical_crossentropy"
     }
 
@@ -59,7 +59,7 @@ impl LossFunction for CategoricalCrossentropy {
 pub struct SparseCategoricalCrossentropy;
 
 impl LossFunction for SparseCategoricalCrossentropy {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "sparse_categorical_crossentropy"
     }
 

@@ -23,7 +23,7 @@ fn positions(p: &Tensor) -> Result<f64> {
 pub struct Hinge;
 
 impl LossFunction for Hinge {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "hinge"
     }
 
@@ -44,7 +44,7 @@ impl LossFunction for Hinge {
 pub struct SquaredHinge;
 
 impl LossFunction for SquaredHinge {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "squared_hinge"
     }
 
@@ -64,7 +64,7 @@ impl LossFunction for SquaredHinge {
 pub struct CategoricalHinge;
 
 impl LossFunction for CategoricalHinge {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "categorical_hinge"
     }
 
@@ -96,7 +96,7 @@ impl LossFunction for CategoricalHinge {
 pub struct KullbackLeiblerDivergence;
 
 impl LossFunction for KullbackLeiblerDivergence {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "kullback_leibler_divergence"
     }
 
@@ -127,7 +127,7 @@ fn l2_normalize(x: &Tensor) -> Result<(Tensor, Tensor)> {
 }
 
 impl LossFunction for CosineSimilarity {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "cosine_similarity"
     }
 

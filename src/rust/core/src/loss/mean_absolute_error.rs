@@ -8,7 +8,7 @@ use candle_core::Tensor;
 pub struct MeanAbsoluteError;
 
 impl LossFunction for MeanAbsoluteError {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "mean_absolute_error"
     }
 

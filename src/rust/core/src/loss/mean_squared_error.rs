@@ -8,7 +8,7 @@ use candle_core::Tensor;
 pub struct MeanSquaredError;
 
 impl LossFunction for MeanSquaredError {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "mean_squared_error"
     }
 

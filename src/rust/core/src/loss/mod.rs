@@ -10,6 +10,9 @@ mod classification;
 mod mean_absolute_error;
 mod mean_squared_error;
 mod regression;
+mod traced;
+
+pub use traced::TracedLoss;
 
 use crate::error::{Error, Result};
 use crate::layers::OutputGrad;
@@ -23,7 +26,7 @@ pub const EPSILON: f64 = 1e-7;
 /// What a loss computes. Losses are stateless; their arguments (if any) live in the value.
 pub trait LossFunction: Send + Sync + 'static {
     /// Keras's name, as `compile()` takes it and saved files write it.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
 
     /// Checks targets against the model's output shape and converts them to what
     /// `per_sample` expects. Runs on the host, once per batch. By default the targets must
@@ -42,9 +45,16 @@ pub trait LossFunction: Send + Sync + 'static {
     fn gradient(&self, out: &ModelOutput, y: &Tensor, total_rows: usize) -> Result<OutputGrad>;
 }
 
-/// A loss, as compile() holds it: one of the registered [`LossFunction`]s.
-#[derive(Clone, Copy)]
-pub struct Loss(&'static dyn LossFunction);
+/// A loss, as compile() holds it: one of the registered [`LossFunction`]s, or one written
+/// in R and traced.
+#[derive(Clone)]
+pub struct Loss(Kind);
+
+#[derive(Clone)]
+enum Kind {
+    Builtin(&'static dyn LossFunction),
+    Traced(std::sync::Arc<TracedLoss>),
+}
 
 /// A loss's entry: the loss and the other names Keras knows it by.
 pub struct Registration {
@@ -54,7 +64,7 @@ pub struct Registration {
 
 impl Registration {
     const fn of(loss: &'static dyn LossFunction, aliases: &'static [&'static str]) -> Self {
-        Self { loss: Loss(loss), aliases }
+        Self { loss: Loss(Kind::Builtin(loss)), aliases }
     }
 }
 
@@ -84,29 +94,56 @@ impl Loss {
     }
 
     pub fn find(name: &str) -> Option<Self> {
-        LOSSES.iter().find(|r| r.loss.name() == name || r.aliases.contains(&name)).map(|r| r.loss)
+        LOSSES.iter().find(|r| r.loss.name() == name || r.aliases.contains(&name)).map(|r| r.loss.clone())
+    }
+
+    /// A loss written in R, as its trace (inputs y_true and y_pred), under `name`.
+    pub fn traced(name: &str, trace: crate::trace::Trace) -> Result<Self> {
+        Ok(Self(Kind::Traced(std::sync::Arc::new(TracedLoss::new(name, trace)?))))
     }
 
     /// Every name a loss can be given by, Keras's names first.
     pub fn names() -> Vec<&'static str> {
-        LOSSES.iter().map(|r| r.loss.name()).chain(LOSSES.iter().flat_map(|r| r.aliases.iter().copied())).collect()
+        LOSSES
+            .iter()
+            .filter_map(|r| match r.loss.0 {
+                Kind::Builtin(f) => Some(f.name()),
+                Kind::Traced(_) => None,
+            })
+            .chain(LOSSES.iter().flat_map(|r| r.aliases.iter().copied()))
+            .collect()
     }
 
-    /// Keras's name for the loss.
-    pub fn name(&self) -> &'static str {
-        self.0.name()
+    fn function(&self) -> &dyn LossFunction {
+        match &self.0 {
+            Kind::Builtin(f) => *f,
+            Kind::Traced(t) => t.as_ref(),
+        }
+    }
+
+    /// The traced loss, for one written in R.
+    pub fn as_traced(&self) -> Option<&TracedLoss> {
+        match &self.0 {
+            Kind::Builtin(_) => None,
+            Kind::Traced(t) => Some(t),
+        }
+    }
+
+    /// Keras's name for the loss (a function's name for one written in R).
+    pub fn name(&self) -> &str {
+        self.function().name()
     }
 
     pub fn prepare_targets(&self, y: &HostTensor, output_shape: &[usize]) -> Result<HostTensor> {
-        self.0.prepare_targets(y, output_shape)
+        self.function().prepare_targets(y, output_shape)
     }
 
     pub fn per_sample(&self, out: &ModelOutput, y: &Tensor) -> Result<Tensor> {
-        self.0.per_sample(out, y)
+        self.function().per_sample(out, y)
     }
 
     pub fn gradient(&self, out: &ModelOutput, y: &Tensor, total_rows: usize) -> Result<OutputGrad> {
-        self.0.gradient(out, y, total_rows)
+        self.function().gradient(out, y, total_rows)
     }
 }
 
@@ -189,13 +226,13 @@ impl Loss {
     /// sparse loss) and predictions `y_pred`, both samples first: the loss functions R calls
     /// directly.
     pub fn values(&self, y_true: &HostTensor, y_pred: &HostTensor) -> Result<HostTensor> {
-        let (y, p) = operands(*self, y_true, y_pred)?;
+        let (y, p) = operands(self, y_true, y_pred)?;
         HostTensor::from_tensor(&self.per_sample(&ModelOutput::plain(p), &y)?)
     }
 }
 
 /// Targets prepared for `loss` and predictions, as CPU tensors.
-pub fn operands(loss: Loss, y_true: &HostTensor, y_pred: &HostTensor) -> Result<(Tensor, Tensor)> {
+pub fn operands(loss: &Loss, y_true: &HostTensor, y_pred: &HostTensor) -> Result<(Tensor, Tensor)> {
     if y_true.rows() != y_pred.rows() {
         return Err(Error::Value(format!("`y_true` and `y_pred` must have the same number of samples: {} and {}", y_true.rows(), y_pred.rows())));
     }

@@ -23,7 +23,7 @@ fn step(t: &Tensor, at: f32) -> Result<Tensor> {
 pub struct MeanSquaredLogarithmicError;
 
 impl LossFunction for MeanSquaredLogarithmicError {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "mean_squared_logarithmic_error"
     }
 
@@ -45,7 +45,7 @@ impl LossFunction for MeanSquaredLogarithmicError {
 pub struct MeanAbsolutePercentageError;
 
 impl LossFunction for MeanAbsolutePercentageError {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "mean_absolute_percentage_error"
     }
 
@@ -67,7 +67,7 @@ pub struct Huber;
 const HUBER_DELTA: f64 = 1.0;
 
 impl LossFunction for Huber {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "huber_loss"
     }
 
@@ -89,7 +89,7 @@ impl LossFunction for Huber {
 pub struct LogCosh;
 
 impl LossFunction for LogCosh {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "logcosh"
     }
 
@@ -110,7 +110,7 @@ impl LossFunction for LogCosh {
 pub struct Poisson;
 
 impl LossFunction for Poisson {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "poisson"
     }
 

@@ -57,7 +57,7 @@ fn soft_labels(dims: &[usize]) -> Tensor {
 fn every_loss_has_finite_difference_gradients_for_matrix_and_sequence_outputs() {
     for r in LOSSES {
         for dims in [&[2usize, 3][..], &[2, 4, 3]] {
-            check_value_gradient(r.loss, &probabilities(dims, 0.3), &soft_labels(dims));
+            check_value_gradient(r.loss.clone(), &probabilities(dims, 0.3), &soft_labels(dims));
         }
     }
 }
@@ -65,7 +65,7 @@ fn every_loss_has_finite_difference_gradients_for_matrix_and_sequence_outputs() 
 #[test]
 fn every_loss_gives_one_value_per_sample_and_is_found_by_its_names() {
     for r in LOSSES {
-        let l = r.loss;
+        let l = r.loss.clone();
         let out = l.per_sample(&ModelOutput::plain(probabilities(&[5, 3], 0.1)), &one_hot(&[5, 3])).unwrap();
         assert_eq!(out.dims(), &[5], "{:?}", l);
         assert_eq!(Loss::parse(l.name()).unwrap(), l);
@@ -140,4 +140,31 @@ fn sparse_targets_become_one_hot_and_bad_ids_are_rejected() {
         assert!(scce.prepare_targets(&HostTensor::new(vec![1, 1], bad).unwrap(), &[3]).is_err());
     }
     assert!(loss("mse").prepare_targets(&HostTensor::new(vec![1, 2], vec![1.0, 2.0]).unwrap(), &[3]).is_err());
+}
+
+/// A loss written as traced ops: mean(square(y_pred - y_true), last axis), the same as "mse".
+fn traced_mse(rank: usize) -> Loss {
+    use crate::trace::{Binary, Op, Reduction, Trace};
+    let shape: Vec<Option<usize>> = std::iter::once(None).chain(std::iter::repeat_n(Some(3), rank - 1)).collect();
+    let mut t = Trace::new(vec![shape.clone(), shape], Vec::new());
+    let d = t.record(Op::Binary { f: Binary::Sub }, vec![1, 0]).unwrap();
+    let sq = t.record(Op::PowScalar { exponent: 2.0 }, vec![d]).unwrap();
+    let m = t.record(Op::Reduce { f: Reduction::Mean, axes: vec![rank - 1], keepdims: false }, vec![sq]).unwrap();
+    t.set_outputs(vec![m]).unwrap();
+    Loss::traced("my_mse", t).unwrap()
+}
+
+#[test]
+fn a_traced_loss_equals_the_builtin_it_spells_out() {
+    for dims in [vec![4, 3], vec![2, 3, 3]] {
+        let l = traced_mse(dims.len());
+        assert_eq!(l.name(), "my_mse");
+        let (p, y) = (probabilities(&dims, 0.2), soft_labels(&dims));
+        let ours = l.per_sample(&ModelOutput::plain(p.clone()), &y).unwrap().to_vec1::<f32>().unwrap();
+        let builtin = loss("mse").per_sample(&ModelOutput::plain(p.clone()), &y).unwrap().to_vec1::<f32>().unwrap();
+        for (a, b) in ours.iter().zip(&builtin) {
+            assert!((a - b).abs() < 1e-6, "{} vs {}", a, b);
+        }
+        check_value_gradient(l, &p, &y);
+    }
 }

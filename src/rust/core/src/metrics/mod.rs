@@ -80,7 +80,7 @@ pub static METRICS: &[Registration] = &[
     Registration::stateful(&confusion::Auc, &["AUC"]),
 ];
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Computes {
     Function(&'static dyn MetricFunction),
     Stateful(&'static dyn StatefulMetricFunction),
@@ -106,7 +106,7 @@ impl Metric {
     /// Resolves a metric name as tf.keras's `compile` does: "accuracy" (or "acc") picks
     /// binary, sparse or categorical accuracy from the loss and the output width; a loss's
     /// name gives that loss as a metric.
-    pub fn resolve(name: &str, loss: Loss, output_units: usize) -> Result<Self> {
+    pub fn resolve(name: &str, loss: &Loss, output_units: usize) -> Result<Self> {
         let computes = match name {
             "accuracy" | "acc" => find_function(if output_units == 1 || loss.name() == "binary_crossentropy" {
                 "binary_accuracy"
@@ -125,6 +125,15 @@ impl Metric {
         Ok(Self { name: name.to_string(), computes })
     }
 
+    /// This metric for an output with `loss` and `output_units` values per sample ("accuracy"
+    /// depends on them; a custom metric does not).
+    pub fn resolved_for(&self, loss: &Loss, output_units: usize) -> Result<Self> {
+        match &self.computes {
+            Computes::Loss(l) if l.as_traced().is_some() => Ok(self.clone()),
+            _ => Self::resolve(&self.name, loss, output_units),
+        }
+    }
+
     /// Every name a metric can be given by.
     pub fn names() -> Vec<&'static str> {
         let mut names = vec!["accuracy", "acc"];
@@ -133,9 +142,15 @@ impl Metric {
         names
     }
 
+    /// A metric written in R (`custom_metric()`): the mean of its traced function, which
+    /// takes (y_true, y_pred) as a loss does.
+    pub fn custom(name: &str, function: Loss) -> Self {
+        Self { name: name.to_string(), computes: Computes::Loss(function) }
+    }
+
     /// Keras's name of what this metric computes ("categorical_accuracy" for "acc").
-    pub fn keras_name(&self) -> &'static str {
-        match self.computes {
+    pub fn keras_name(&self) -> &str {
+        match &self.computes {
             Computes::Function(f) => f.name(),
             Computes::Stateful(f) => f.name(),
             Computes::Loss(l) => l.name(),
@@ -150,7 +165,7 @@ impl Metric {
     /// How many sums a batch contributes ([`Self::batch_sums`]): a mean's are the sum of its
     /// values and their count.
     pub fn accumulators(&self) -> usize {
-        match self.computes {
+        match &self.computes {
             Computes::Stateful(f) => f.accumulators(),
             _ => 2,
         }
@@ -159,7 +174,7 @@ impl Metric {
     /// The metric of each sample, shape (batch,); not defined for stateful metrics.
     pub fn per_sample(&self, pred: &Tensor, y: &Tensor) -> Result<Tensor> {
         let pred = pred.detach();
-        match self.computes {
+        match &self.computes {
             Computes::Function(f) => f.per_sample(&pred, y),
             Computes::Loss(l) => l.per_sample(&ModelOutput::plain(pred), y),
             Computes::Stateful(f) => Err(Error::Value(format!("\"{}\" is computed over all samples together, not per sample", f.name()))),
@@ -172,7 +187,7 @@ impl Metric {
     /// output's mask; stateful metrics here ignore it).
     pub fn batch_sums(&self, pred: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Result<Vec<f64>> {
         let sum = |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(candle_core::DType::F64)?.sum_all()?.to_scalar::<f64>()?) };
-        match (self.computes, crate::loss::step_mask(pred, mask)) {
+        match (&self.computes, crate::loss::step_mask(pred, mask)) {
             (Computes::Stateful(f), _) => f.accumulate(&pred.detach(), y),
             (_, Some(mask)) => {
                 let mask = mask.flatten_all()?;
@@ -186,7 +201,7 @@ impl Metric {
     /// The metric from its sums: a mean's sum over its count (0 when nothing counted, as
     /// Keras's `Mean`), or the stateful metric's result.
     pub fn result(&self, sums: &[f64]) -> f64 {
-        match self.computes {
+        match &self.computes {
             Computes::Stateful(f) => f.result(sums),
             _ if sums[1] == 0.0 => 0.0,
             _ => sums[0] / sums[1],
@@ -215,8 +230,8 @@ impl Metric {
     pub fn values(name: &str, y_true: &HostTensor, y_pred: &HostTensor) -> Result<HostTensor> {
         // Sparse metrics read class ids, which the sparse loss makes one-hot.
         let loss = Loss::parse(if name.starts_with("sparse_") { "sparse_categorical_crossentropy" } else { "mean_squared_error" })?;
-        let (y, p) = crate::loss::operands(loss, y_true, y_pred)?;
-        let metric = Metric::resolve(name, loss, y_pred.row_len())?;
+        let (y, p) = crate::loss::operands(&loss, y_true, y_pred)?;
+        let metric = Metric::resolve(name, &loss, y_pred.row_len())?;
         if metric.is_stateful() {
             // One value over all the samples given (Keras's metric objects, called once).
             return HostTensor::new(vec![1], vec![metric.result(&metric.batch_sums(&p, &y, None)?) as f32]);

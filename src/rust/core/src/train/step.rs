@@ -68,7 +68,7 @@ impl StepInputs {
                 let metrics = output_shapes
                     .iter()
                     .zip(&c.losses)
-                    .map(|(shape, loss)| c.metrics.iter().map(|m| Metric::resolve(&m.name, *loss, shape.iter().product())).collect())
+                    .map(|(shape, loss)| c.metrics.iter().map(|m| m.resolved_for(loss, shape.iter().product())).collect())
                     .collect::<Result<Vec<Vec<Metric>>>>()?;
                 (c.losses.clone(), c.loss_weights.clone(), metrics)
             }
@@ -221,7 +221,7 @@ fn output_terms(s: &StepInputs, f: &Forward, ys: &[Tensor], w: Option<&Tensor>, 
 
 impl OutputTerm {
     /// The output's share of the batch loss from these rows.
-    fn loss(&self, loss: Loss) -> Result<f64> {
+    fn loss(&self, loss: &Loss) -> Result<f64> {
         if self.divisor == 0 {
             // Every step masked: nothing to learn from (Keras's division would give NaN).
             return Ok(0.0);
@@ -236,7 +236,7 @@ impl OutputTerm {
 
     /// The gradient of [`Self::loss`] times `scale` (the output's loss weight), shaped as
     /// the model's output (or its logits).
-    fn gradient(&self, loss: Loss, scale: f64) -> Result<OutputGrad> {
+    fn gradient(&self, loss: &Loss, scale: f64) -> Result<OutputGrad> {
         let g = if self.divisor == 0 {
             match loss.gradient(&self.out, &self.y, 1)? {
                 OutputGrad::Value(t) => OutputGrad::Value(t.zeros_like()?),
@@ -279,7 +279,7 @@ fn weight_rows(g: OutputGrad, w: Option<&Tensor>) -> Result<OutputGrad> {
 
 /// Each output's loss, and the metrics' sums output by output.
 fn losses_and_metrics(s: &StepInputs, f: &Forward, terms: &[OutputTerm], ys: &[Tensor]) -> Result<(Vec<f64>, Vec<f64>)> {
-    let losses = terms.iter().enumerate().map(|(k, t)| t.loss(s.losses[k])).collect::<Result<Vec<_>>>()?;
+    let losses = terms.iter().enumerate().map(|(k, t)| t.loss(&s.losses[k])).collect::<Result<Vec<_>>>()?;
     let mut metric_sums = Vec::new();
     for (k, (out, y)) in f.outputs.iter().zip(ys).enumerate() {
         for m in &s.metrics[k] {
@@ -316,7 +316,7 @@ pub(super) fn train_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &
     let (activity_penalty, activity_grads) = s.arch.activity_penalty(&f.recorded, s.total_rows)?;
     let (ys, terms) = targets_and_terms(s, device, &f, ys, sample_weights, masks)?;
     let (output_losses, metric_sums) = losses_and_metrics(s, &f, &terms, &ys)?;
-    let output_grads = terms.iter().enumerate().map(|(k, t)| t.gradient(s.losses[k], s.loss_weights[k])).collect::<Result<Vec<_>>>()?;
+    let output_grads = terms.iter().enumerate().map(|(k, t)| t.gradient(&s.losses[k], s.loss_weights[k])).collect::<Result<Vec<_>>>()?;
     drop(terms);
     let transposed: &[Option<Tensor>] = if device.is_cpu() { &s.host_transposed } else { &[] };
     let grads = s.arch.backward_with_extra(&weights, transposed, &f.caches, output_grads, activity_grads)?;

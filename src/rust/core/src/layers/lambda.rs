@@ -1,0 +1,125 @@
+//! Lambda: a function of its inputs written in the front end's language (R's
+//! `layer_lambda(f)`), run as the trace recorded from it (see `crate::trace`). Keras saves a
+//! lambda's Python bytecode in `function`; rustgpu saves the trace there, which needs no
+//! code to run again.
+use super::{Cache, Example, ForwardContext, Inputs, LayerGrads, LayerOutput, LayerType, OutputGrad};
+use crate::error::{Error, Result};
+use crate::trace::{ops::show, Binary, Op, Trace, TraceRun, Unary};
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Lambda {
+    /// The traced function: one input per tensor the layer is applied to, one output.
+    #[serde(deserialize_with = "traced_function")]
+    pub function: Trace,
+    #[serde(default = "function_type")]
+    pub function_type: String,
+    /// Keras's `output_shape`: the trace knows the shape, so this is kept only to be written.
+    #[serde(default)]
+    pub output_shape: Option<serde_json::Value>,
+    /// Keras's extra arguments of the function: already bound when it was traced.
+    #[serde(default)]
+    pub arguments: serde_json::Value,
+}
+
+fn function_type() -> String {
+    "rustgpu_trace".into()
+}
+
+/// A trace, or an error saying that Python code (a Lambda saved by Keras) cannot run here.
+fn traced_function<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Trace, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    if value.is_object() {
+        return serde_json::from_value(value).map_err(serde::de::Error::custom);
+    }
+    Err(serde::de::Error::custom(
+        "the function of this Lambda layer is Python code (saved by Keras), which rustgpu cannot run: \
+         rebuild the layer in R with layer_lambda() and load the weights with load_model_weights_hdf5()",
+    ))
+}
+
+impl Lambda {
+    fn check_inputs(&self, name: &str, inputs: &[Vec<usize>]) -> Result<()> {
+        let traced = self.function.input_shapes();
+        let fits = inputs.len() == traced.len()
+            && inputs.iter().zip(traced).all(|(i, t)| i.len() + 1 == t.len() && i.iter().zip(&t[1..]).all(|(d, k)| k.is_none_or(|k| k == *d)));
+        if fits {
+            return Ok(());
+        }
+        let given: Vec<String> = inputs.iter().map(|i| format!("(None, {})", crate::shape::join_dims(i))).collect();
+        let traced: Vec<String> = traced.iter().map(|t| format!("({})", show(t))).collect();
+        Err(Error::Value(format!(
+            "layer \"{}\" (Lambda) was traced for inputs {} but is applied to {}: apply the layer to tensors of the shapes it was made for",
+            name,
+            traced.join(", "),
+            given.join(", ")
+        )))
+    }
+}
+
+impl LayerType for Lambda {
+    const CLASS_NAME: &'static str = "Lambda";
+    const NAME_PREFIX: &'static str = "lambda";
+    const INPUTS: Inputs = Inputs::OneOrMore;
+
+    fn normalize(&mut self) -> Result<()> {
+        if self.function.outputs.len() != 1 {
+            return Err(Error::Value(format!("a Lambda layer's function must return one tensor, got {}", self.function.outputs.len())));
+        }
+        if self.function.input_count() == 0 {
+            return Err(Error::Value("a Lambda layer's function takes at least one input".into()));
+        }
+        if self.function.weight_count() != 0 {
+            return Err(Error::Value("a Lambda layer has no weights: write a custom layer for a function with weights".into()));
+        }
+        Ok(())
+    }
+
+    fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
+        self.check_inputs(name, inputs)?;
+        let out = self.function.shape(self.function.outputs[0])?;
+        let known: Option<Vec<usize>> = out.iter().skip(1).copied().collect();
+        match (out.first(), known) {
+            (Some(None), Some(shape)) => Ok(shape),
+            _ => Err(Error::Value(format!(
+                "layer \"{}\" (Lambda): its function returns a tensor of shape ({}), which must be (batch, ...) with every other size known",
+                name,
+                show(out)
+            ))),
+        }
+    }
+
+    fn forward(&self, name: &str, _weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        let shapes: Vec<Vec<usize>> = xs.iter().map(|x| x.dims()[1..].to_vec()).collect();
+        self.check_inputs(name, &shapes)?;
+        let run = self.function.forward(xs, &[], ctx.training, &mut ctx.rng)?;
+        let out = run.outputs(&self.function).remove(0);
+        Ok((LayerOutput::plain(out), Cache::new(LambdaCache { run, inputs: xs.to_vec() })))
+    }
+
+    fn backward(&self, _name: &str, _weights: &[Tensor], _t: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need: bool) -> Result<LayerGrads> {
+        let c = cache.get::<LambdaCache>()?;
+        let grads = self.function.backward(&c.run, &[Some(grad.value(Self::CLASS_NAME)?)])?;
+        // Inputs the function does not depend on (or only through ops without a gradient) get 0.
+        let mut inputs = grads.inputs.into_iter().zip(&c.inputs).map(|(g, x)| g.map_or_else(|| x.zeros_like(), Ok)).collect::<candle_core::Result<Vec<_>>>()?;
+        let first = inputs.remove(0);
+        Ok(LayerGrads { input: Some(first), weights: Vec::new(), more_inputs: inputs })
+    }
+
+    fn example() -> Example {
+        // x * tanh(x) + sum over the features, broadcast back: a bit of everything.
+        let mut t = Trace::new(vec![vec![None, Some(3)]], Vec::new());
+        let tanh = t.record(Op::Unary { f: Unary::Tanh }, vec![0]).unwrap_or_default();
+        let product = t.record(Op::Binary { f: Binary::Mul }, vec![0, tanh]).unwrap_or_default();
+        let sum = t.record(Op::Reduce { f: crate::trace::Reduction::Sum, axes: vec![1], keepdims: true }, vec![0]).unwrap_or_default();
+        let out = t.record(Op::Binary { f: Binary::Add }, vec![product, sum]).unwrap_or_default();
+        let _ = t.set_outputs(vec![out]);
+        Example { config: serde_json::json!({ "function": t }), inputs: vec![vec![3]], index_bound: None }
+    }
+}
+
+struct LambdaCache {
+    run: TraceRun,
+    inputs: Vec<Tensor>,
+}
