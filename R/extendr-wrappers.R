@@ -8,6 +8,28 @@ NULL
 #' @noRd
 rg_init <- function() .Call(wrap__rg_init)
 
+#' Each model output's shape without the batch axis (what a custom loss is traced for).
+#' @noRd
+rg_output_shapes <- function(ptr) .Call(wrap__rg_output_shapes, ptr)
+
+#' A new trace of inputs and weights of these shapes.
+#' @noRd
+rg_trace_new <- function(input_shapes, weight_shapes) .Call(wrap__rg_trace_new, input_shapes, weight_shapes)
+
+#' Records `op` (a named list: Keras-free names of the core's ops) on nodes `args` (from 0);
+#' returns list(node, shape).
+#' @noRd
+rg_trace_record <- function(ptr, op, args) .Call(wrap__rg_trace_record, ptr, op, args)
+
+#' The finished trace with these output nodes, as JSON.
+#' @noRd
+rg_trace_json <- function(ptr, outputs) .Call(wrap__rg_trace_json, ptr, outputs)
+
+#' Runs a trace without inputs (constants only: `k_*()` on R arrays) and returns the values
+#' of `outputs` as R arrays.
+#' @noRd
+rg_trace_eval <- function(ptr, outputs, seed) .Call(wrap__rg_trace_eval, ptr, outputs, seed)
+
 #' A new TensorBoard event file in `dir`; its path.
 #' @noRd
 rg_tensorboard_create <- function(dir) .Call(wrap__rg_tensorboard_create, dir)

@@ -52,6 +52,8 @@ c.rustgpu_tensor <- function(...) list(...)
 
 apply_layer_to_tensors <- function(layer, inputs) {
   if (is_tensor(inputs)) inputs <- list(inputs)
+  fn <- layer$config[["function"]]
+  if (inherits(fn, "rustgpu_traced_fn")) lambda_trace(fn, lapply(inputs, functional_shape))
   out <- structure(list(id = next_tensor_id(), kind = "node", layer = layer, inputs = unname(inputs)), class = "rustgpu_tensor")
   # A layer with more outputs (a recurrent layer's final states with `return_state`, the
   # backward direction of bidirectional(merge_mode = NULL)) gives them as tensors of kind

@@ -64,6 +64,14 @@ compose_layer <- function(object, layer, call = rlang::caller_env()) {
 # `register = FALSE` for the scratch model keras_model() builds its layers in.
 add_layer <- function(model, layer, input_shape = layer$input_shape, register = TRUE, call = rlang::caller_env()) {
   config <- c(list(name = layer$name), layer$config)
+  if (inherits(config[["function"]], "rustgpu_traced_fn")) {
+    # A lambda's function is traced for the shape the layer gets: the model's output so far.
+    shapes <- if (!register) NULL else if (!is.null(input_shape)) list(input_shape) else {
+      out <- model$output_shape
+      if (is.null(out)) NULL else list(unlist(out[-1]))
+    }
+    config <- traced_config(config, shapes, call = call)
+  }
   call_backend(rg_add_layer(model$ptr, layer$class_name, config, input_shape, layer$seed), call = call)
   if (register) {
     model$layer_specs <- c(model$layer_specs, list(layer))

@@ -30,9 +30,8 @@ print.rustgpu_metric <- function(x, ...) {
 loss_name <- function(loss, arg, call = rlang::caller_env()) {
   if (is.function(loss)) {
     name <- attr(loss, "keras_name")
-    if (is.null(name)) {
-      value_error(sprintf("`%s` is an R function: losses written in R are not supported yet; use a loss name or a loss_*() function.", arg), call = call)
-    }
+    # A loss written in R: traced by compile() for its output's shape.
+    if (is.null(name)) return(structure(list(f = loss, name = "loss"), class = "rustgpu_r_function"))
     return(name)
   }
   check_string(loss, arg, call = call)
@@ -51,12 +50,15 @@ metric_names <- function(metrics, call = rlang::caller_env()) {
   labels <- names(metrics)
   keras <- character(length(metrics))
   shown <- character(length(metrics))
+  custom <- vector("list", length(metrics))
   for (i in seq_along(metrics)) {
     m <- metrics[[i]]
-    if (is.function(m)) {
-      if (is.null(attr(m, "keras_name"))) {
-        value_error(sprintf("`metrics[[%d]]` is an R function: metrics written in R are not supported yet; use a metric name or a metric_*() function.", i), call = call)
-      }
+    if (is.function(m) && is.null(attr(m, "keras_name"))) {
+      # A metric written in R (custom_metric() names it): traced by compile().
+      shown[i] <- if (is.null(attr(m, "metric_name"))) "custom_metric" else attr(m, "metric_name")
+      keras[i] <- NA_character_
+      custom[[i]] <- m
+    } else if (is.function(m)) {
       keras[i] <- attr(m, "keras_name")
       shown[i] <- keras[i]
     } else if (is.character(m) && length(m) == 1 && !is.na(m)) {
@@ -68,7 +70,7 @@ metric_names <- function(metrics, call = rlang::caller_env()) {
     }
     if (!is.null(labels) && nzchar(labels[i])) shown[i] <- labels[i]
   }
-  list(keras = keras, shown = shown)
+  list(keras = keras, shown = shown, custom = custom)
 }
 
 #' Losses
@@ -255,3 +257,22 @@ metric_kullback_leibler_divergence <- keras_metric("kullback_leibler_divergence"
 #' @usage metric_cosine_proximity(y_true, y_pred)
 #' @export
 metric_cosine_proximity <- keras_metric("cosine_similarity")
+
+#' A metric written in R
+#'
+#' R keras's `custom_metric()`: names an R function of `(y_true, y_pred)` as a metric for
+#' [compile()]. The function is written with the backend functions (`k_*()`) and traced once
+#' (see [layer_lambda()]); its value is averaged over the samples (and over every axis but
+#' the batch's), as Keras averages a metric function's.
+#'
+#' @param name The metric's name in logs and history.
+#' @param metric_fn A function of `(y_true, y_pred)`.
+#' @return The function, named.
+#' @examples
+#' mean_pred <- custom_metric("mean_pred", function(y_true, y_pred) k_mean(y_pred))
+#' @export
+custom_metric <- function(name, metric_fn) {
+  check_string(name, "name")
+  if (!is.function(metric_fn)) value_error(sprintf("`metric_fn` must be a function of (y_true, y_pred), not %s.", describe(metric_fn)))
+  structure(metric_fn, metric_name = name)
+}

@@ -45,6 +45,17 @@ compile.keras.engine.training.Model <- function(object, optimizer = "rmsprop", l
   }
   optimizer <- as_optimizer(optimizer)
   metrics <- metric_names(metrics)
+  # Losses and metrics written in R are traced for the outputs' shapes.
+  custom <- vapply(losses, inherits, logical(1), "rustgpu_r_function")
+  if (any(custom) || anyNA(metrics$keras)) {
+    shapes <- call_backend(rg_output_shapes(object$ptr))
+    for (k in which(custom)) {
+      losses[[k]] <- traced_loss_spec(losses[[k]]$f, if (length(outputs) > 1) paste0(outputs[k], "_loss") else "loss", shapes[[k]])
+    }
+    for (i in which(is.na(metrics$keras))) {
+      metrics$keras[i] <- traced_loss_spec(metrics$custom[[i]], metrics$shown[i], shapes[[1]])
+    }
+  }
   object$stateful_metrics <- call_backend(rg_compile(object$ptr, unclass(optimizer), as.character(unlist(losses)),
                                                      as.numeric(unlist(weights)), metrics$keras))
   object$metric_names <- metrics$shown

@@ -48,6 +48,8 @@ build_example <- function(i) {
   class_name <- types$class_name[[i]]
   fun <- get(r_function_name(class_name), envir = asNamespace("rustgpu"))
   args <- lapply(types$example_config[[i]], simplify)
+  # A lambda's example is a trace: the R function it was traced from.
+  if (class_name == "Lambda") args <- list(f = function(x) x * k_tanh(x) + k_sum(x, axis = 2, keepdims = TRUE))
   # A wrapper's layer: made by its own R function from its config.
   if (is.list(args$layer)) {
     inner <- args$layer

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod backend;
 mod callbacks;
 mod convert;
 mod datasets;
@@ -157,6 +158,7 @@ fn rg_init() -> Robj {
 extendr_module! {
     mod rustgpu;
     fn rg_init;
+    use backend;
     use callbacks;
     use datasets;
     use devices;

@@ -33,6 +33,10 @@ fn traced_function<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Resul
     if value.is_object() {
         return serde_json::from_value(value).map_err(serde::de::Error::custom);
     }
+    // The front end passes the trace as its JSON text.
+    if let Some(text) = value.as_str().filter(|t| t.starts_with('{')) {
+        return serde_json::from_str(text).map_err(serde::de::Error::custom);
+    }
     Err(serde::de::Error::custom(
         "the function of this Lambda layer is Python code (saved by Keras), which rustgpu cannot run: \
          rebuild the layer in R with layer_lambda() and load the weights with load_model_weights_hdf5()",

@@ -221,6 +221,16 @@ impl Trace {
         Ok(TraceRun { values, aux })
     }
 
+    /// The outputs of a trace of constants (no inputs or weights), its random draws seeded
+    /// with `seed`: `k_*()` functions called on plain arrays.
+    pub fn evaluate(&self, seed: u64) -> Result<Vec<Tensor>> {
+        if self.input_count() != 0 || self.weight_count() != 0 {
+            return Err(Error::State("only a trace of constants can be evaluated directly".into()));
+        }
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+        Ok(self.forward(&[], &[], false, &mut rng)?.outputs(self))
+    }
+
     /// Gradients of the inputs and weights from the gradients at the outputs (None: zero).
     pub fn backward(&self, run: &TraceRun, output_grads: &[Option<Tensor>]) -> Result<TraceGrads> {
         let mut grads: Vec<Option<Tensor>> = vec![None; self.nodes.len()];

@@ -1,0 +1,322 @@
+# The backend (R keras's k_*() functions) and tracing. Model code written in R (a lambda
+# layer's function, a custom loss or metric) is called once with symbolic tensors: each
+# k_*() function, arithmetic operator or math function applied to them records one op in the
+# core's trace (src/rust/r/src/backend.rs), which then runs on every device and replica with
+# no R in the step. Called on plain arrays, the same functions compute at once and return
+# arrays. Axes count from 1, as R keras's (its `as_axis()`): `axis = -1` is the last axis.
+
+# --- symbolic tensors --------------------------------------------------------
+
+new_tracer <- function(input_shapes = list(), weight_shapes = list()) {
+  tracer <- new.env(parent = emptyenv())
+  tracer$ptr <- call_backend(rg_trace_new(lapply(input_shapes, as.numeric), lapply(weight_shapes, as.numeric)))
+  tracer
+}
+
+traced_tensor <- function(tracer, node, shape) {
+  structure(list(tracer = tracer, node = node, shape = shape), class = "rustgpu_traced_tensor")
+}
+
+is_traced <- function(x) inherits(x, "rustgpu_traced_tensor")
+
+trace_error <- function(message, call = rlang::caller_env()) {
+  rustgpu_abort(message, c("rustgpu_trace_error", "rustgpu_value_error"), call = call)
+}
+
+# The node of `x` in `tracer`: a tensor of the trace, or an R number/array made a constant.
+as_node <- function(tracer, x, call = rlang::caller_env()) {
+  if (is_traced(x)) {
+    if (!identical(x$tracer, tracer)) {
+      trace_error("A tensor of another traced function was used here: each function must compute from its own inputs.", call = call)
+    }
+    return(x$node)
+  }
+  if (is_tensor(x)) {
+    trace_error(paste0("A layer's output tensor (from the functional API) was used inside a traced function: ",
+                       "pass it to the layer as an input instead (layer_lambda() on a list of tensors)."), call = call)
+  }
+  if (!(is.numeric(x) || is.logical(x)) || anyNA(x)) {
+    value_error(sprintf("Backend functions take tensors or numbers (no NA), not %s.", describe(x)), call = call)
+  }
+  dims <- dim(x)
+  if (is.null(dims)) dims <- if (length(x) == 1) integer(0) else length(x)
+  # The core holds values row-major (as Keras); R arrays are column-major.
+  values <- if (length(dims) > 1) as.vector(aperm(x, rev(seq_along(dims)))) else as.vector(x)
+  op <- list(op = "constant", shape = I(as.numeric(dims)), values = I(as.numeric(values)))
+  call_backend(rg_trace_record(tracer$ptr, op, numeric(0)), call = call)$node
+}
+
+# Records `op` on `args` (tensors or numbers); with no symbolic tensor among them, the op is
+# computed at once and its value returned as an array.
+k_op <- function(op, args, call = rlang::caller_env()) {
+  tracer <- NULL
+  for (a in args) if (is_traced(a)) { tracer <- a$tracer; break }
+  eager <- is.null(tracer)
+  if (eager) tracer <- new_tracer()
+  nodes <- vapply(args, function(a) as.numeric(as_node(tracer, a, call = call)), numeric(1))
+  res <- call_backend(rg_trace_record(tracer$ptr, op, nodes), call = call)
+  out <- traced_tensor(tracer, res$node, res$shape)
+  if (eager) eager_value(out, call = call) else out
+}
+
+eager_value <- function(t, call = rlang::caller_env()) {
+  call_backend(rg_trace_eval(t$tracer$ptr, t$node, new_seed()), call = call)[[1]]
+}
+
+# The shape of a tensor or array, NA where unknown.
+shape_of <- function(x) {
+  if (is_traced(x)) return(x$shape)
+  if (is.null(dim(x))) {
+    if (length(x) == 1) integer(0) else length(x)
+  } else {
+    dim(x)
+  }
+}
+
+rank_of <- function(x) length(shape_of(x))
+
+# R keras's axis (from 1; -1 the last; other negatives as Python's after subtracting 1) as
+# the core's (from 0), for a tensor of rank `rank`. `new_axis`: an axis of the result of
+# inserting one (expand_dims, stack).
+core_axis <- function(axis, rank, call = rlang::caller_env(), new_axis = FALSE) {
+  if (length(axis) != 1 || is.na(axis) || axis != round(axis)) value_error(sprintf("`axis` must be a whole number, got %s.", describe(axis)), call = call)
+  py <- if (axis == -1) -1L else as.integer(axis) - 1L
+  n <- rank + as.integer(new_axis)
+  a <- if (py < 0) n + py else py
+  if (a < 0 || a >= n) value_error(sprintf("`axis` %s is outside a tensor of rank %d (axes count from 1; -1 is the last).", axis, rank), call = call)
+  a
+}
+
+core_axes <- function(axis, rank, call = rlang::caller_env()) {
+  if (is.null(axis)) return(seq_len(rank) - 1L)
+  sort(unique(vapply(as.list(axis), core_axis, integer(1), rank = rank, call = call)))
+}
+
+# --- what R does with symbolic tensors ---------------------------------------
+
+#' @export
+print.rustgpu_traced_tensor <- function(x, ...) {
+  cat(sprintf("<symbolic tensor of shape (%s)>\n", paste(ifelse(is.na(x$shape), "None", x$shape), collapse = ", ")))
+  invisible(x)
+}
+
+#' @export
+dim.rustgpu_traced_tensor <- function(x) as.integer(unclass(x)$shape)
+
+#' @export
+c.rustgpu_traced_tensor <- function(...) list(...)
+
+not_traceable <- function(x, ...) {
+  trace_error(paste0("A tensor's values are not known while the function is traced (it runs once, on symbolic tensors, ",
+                     "to record its operations): use k_switch() instead of `if`, and backend functions instead of converting tensors to R values."))
+}
+
+#' @export
+as.logical.rustgpu_traced_tensor <- not_traceable
+#' @export
+as.numeric.rustgpu_traced_tensor <- not_traceable
+#' @export
+as.double.rustgpu_traced_tensor <- not_traceable
+#' @export
+as.integer.rustgpu_traced_tensor <- not_traceable
+#' @export
+as.vector.rustgpu_traced_tensor <- function(x, mode = "any") not_traceable(x)
+#' @export
+as.array.rustgpu_traced_tensor <- not_traceable
+
+binary_ops <- c("+" = "add", "-" = "sub", "*" = "mul", "/" = "div", "^" = "pow", "==" = "equal", "!=" = "not_equal",
+                ">" = "greater", ">=" = "greater_equal", "<" = "less", "<=" = "less_equal")
+
+#' @export
+Ops.rustgpu_traced_tensor <- function(e1, e2) {
+  call <- rlang::caller_env()
+  if (missing(e2)) {
+    return(switch(.Generic,
+      "-" = k_op(list(op = "unary", f = "neg"), list(e1), call = call),
+      "+" = e1,
+      "!" = k_op(list(op = "binary", f = "equal"), list(e1, 0), call = call),
+      trace_error(sprintf("`%s` is not defined for tensors.", .Generic), call = call)
+    ))
+  }
+  if (.Generic == "^" && !is_traced(e2) && is.numeric(e2) && length(e2) == 1) {
+    return(k_op(list(op = "pow_scalar", exponent = e2), list(e1), call = call))
+  }
+  if (.Generic %in% c("&", "|")) {
+    a <- k_not_equal(e1, 0)
+    b <- k_not_equal(e2, 0)
+    return(if (.Generic == "&") a * b else k_maximum(a, b))
+  }
+  f <- binary_ops[.Generic]
+  if (is.na(f)) trace_error(sprintf("`%s` is not defined for tensors.", .Generic), call = call)
+  k_op(list(op = "binary", f = unname(f)), list(e1, e2), call = call)
+}
+
+#' @export
+Math.rustgpu_traced_tensor <- function(x, ...) {
+  f <- switch(.Generic, abs = "abs", sqrt = "sqrt", exp = "exp", log = "log", tanh = "tanh", sign = "sign",
+              round = "round", floor = "floor", NULL)
+  if (is.null(f)) trace_error(sprintf("`%s()` is not defined for tensors: use the backend functions (k_*()).", .Generic))
+  args <- list(...)
+  if (.Generic == "log" && length(args)) return(k_op(list(op = "unary", f = "log"), list(x)) / log(args[[1]]))
+  k_op(list(op = "unary", f = f), list(x))
+}
+
+# x[i, j, ...] with R's indices (from 1); a missing index takes the whole axis, which the
+# batch axis must be. As R (and R keras's tensors), a single index drops its axis.
+#' @export
+`[.rustgpu_traced_tensor` <- function(x, ..., drop = TRUE) {
+  call <- rlang::caller_env()
+  idx <- as.list(substitute(list(...)))[-1]
+  shape <- unclass(x)$shape
+  if (length(idx) != length(shape)) value_error(sprintf("A tensor of rank %d takes %d indices, got %d.", length(shape), length(shape), length(idx)), call = call)
+  out <- x
+  dropped <- integer()
+  for (a in seq_along(idx)) {
+    if (identical(idx[[a]], quote(expr = ))) next
+    i <- eval(idx[[a]], parent.frame())
+    if (is.na(shape[a])) value_error("The batch axis (of unknown size) cannot be indexed: leave its index empty.", call = call)
+    if (!is.numeric(i) || anyNA(i) || any(i != round(i))) value_error("Tensor indices must be whole numbers.", call = call)
+    if (all(i < 0)) i <- setdiff(seq_len(shape[a]), -i)
+    if (any(i < 1 | i > shape[a])) value_error(sprintf("An index is outside axis %d of size %d.", a, shape[a]), call = call)
+    out <- k_op(list(op = "take", axis = a - 1, indices = I(as.numeric(i) - 1)), list(out), call = call)
+    if (length(i) == 1) dropped <- c(dropped, a)
+  }
+  if (drop && length(dropped)) out <- drop_axes(out, dropped - 1L, call = call)
+  out
+}
+
+# x[[i]]: the entry at Python's index i (from 0), as R keras's tensors (Python objects) take
+# it: k_shape(x)[[1]] is the size of the second axis. An entry of k_shape() remembers which
+# size it is, so that random draws can take it as a dimension.
+#' @export
+`[[.rustgpu_traced_tensor` <- function(x, i) {
+  shape <- unclass(x)$shape
+  if (length(shape) != 1 || is.na(shape)) value_error("`[[` picks one entry of a rank-1 tensor of known size (such as k_shape()'s).")
+  if (length(i) != 1 || i != round(i) || i < 0 || i >= shape) {
+    value_error(sprintf("`[[` takes an index from 0 (as Python's) below %d, got %s.", shape, describe(i)))
+  }
+  out <- drop_axes(k_op(list(op = "take", axis = 0, indices = I(as.numeric(i))), list(x)), 0L)
+  of <- attr(x, "shape_of")
+  if (!is.null(of)) attr(out, "size_of") <- c(node = of, axis = i)
+  out
+}
+
+drop_axes <- function(x, axes, call = rlang::caller_env()) {
+  shape <- x$shape
+  keep <- shape[-(axes + 1)]
+  k_reshape_known(x, keep, call = call)
+}
+
+# A reshape to `shape` (NA: the one unknown size, -1).
+k_reshape_known <- function(x, shape, call = rlang::caller_env()) {
+  if (sum(is.na(shape)) > 1) trace_error("Only one size may be unknown in a reshape (the batch's).", call = call)
+  k_op(list(op = "reshape", shape = I(as.numeric(ifelse(is.na(shape), -1, shape)))), list(x), call = call)
+}
+
+# --- tracing a function ------------------------------------------------------
+
+# Calls `f` on symbolic tensors of `input_shapes` (each with the batch axis first, NA) and
+# returns the trace's JSON. `single`: the function takes one tensor, not a list.
+trace_function <- function(f, input_shapes, extra_args = list(), single = length(input_shapes) == 1, what = "the function",
+                           call = rlang::caller_env()) {
+  tracer <- new_tracer(input_shapes)
+  xs <- lapply(seq_along(input_shapes), function(i) traced_tensor(tracer, i - 1, input_shapes[[i]]))
+  first <- if (single) xs else list(xs)
+  out <- tryCatch(do.call(f, c(first, extra_args)), rustgpu_error = function(e) stop(e), error = function(e) {
+    trace_error(sprintf("%s could not be traced: %s", what, conditionMessage(e)), call = call)
+  })
+  if (!is_traced(out)) {
+    if (is.numeric(out)) out <- traced_tensor(tracer, as_node(tracer, out, call = call), shape_of(out))
+    else trace_error(sprintf("%s must return a tensor, not %s.", what, describe(out)), call = call)
+  }
+  call_backend(rg_trace_json(tracer$ptr, out$node), call = call)
+}
+
+# A loss or metric function as compile() passes it to the core: its name and trace, from
+# y_true and y_pred shaped as the model's output.
+traced_loss_spec <- function(f, name, output_shape, call = rlang::caller_env()) {
+  shape <- c(NA, output_shape)
+  json <- trace_function(function(xs) f(xs[[1]], xs[[2]]), list(shape, shape), single = FALSE,
+                         what = sprintf("The function \"%s\"", name), call = call)
+  sprintf("{\"name\": %s, \"trace\": %s}", encode_string(name), json)
+}
+
+encode_string <- function(s) paste0("\"", gsub("([\"\\\\])", "\\\\\\1", s), "\"")
+
+# --- lambda layers -----------------------------------------------------------
+
+#' Wrap an R function as a layer
+#'
+#' R keras's `layer_lambda()`: a layer computing `f(x)` (or `f(list_of_tensors)` when
+#' applied to a list of tensors), written with the backend functions (`k_*()`), arithmetic
+#' and R's math functions. `f` is traced once, when the layer is applied, on symbolic tensors
+#' of the input's shape: what it records runs in the model on every device and replica,
+#' without R. Its values are not known while it is traced, so `f` cannot branch on them
+#' (use [k_switch()]). A model with a lambda layer saves the trace with the model, and
+#' loads without `f`.
+#'
+#' @param object Model or tensor(s) to apply the layer to, or missing.
+#' @param f An R function of the input tensor (or list of tensors).
+#' @param output_shape Not needed: the trace knows the output shape (kept in the config).
+#' @param mask Not supported (must be `NULL`).
+#' @param arguments A named list of further arguments to `f`.
+#' @param input_shape,batch_input_shape,batch_size,dtype,name,trainable,weights As for the
+#'   other layers.
+#' @return A layer (or the model/tensor it was applied to).
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_dense(4, input_shape = 3) %>%
+#'   layer_lambda(function(x) k_concatenate(list(k_relu(x), k_relu(-x))))
+#' dim(predict(model, matrix(runif(6), 2)))
+#' @export
+layer_lambda <- function(object, f, output_shape = NULL, mask = NULL, arguments = NULL, input_shape = NULL,
+                         batch_input_shape = NULL, batch_size = NULL, dtype = NULL, name = NULL, trainable = NULL,
+                         weights = NULL) {
+  force_model(object)
+  if (!is.function(f)) value_error(sprintf("`f` must be an R function of the layer's input, not %s.", describe(f)))
+  if (!is.null(mask)) value_error("`mask` is not supported by layer_lambda(): leave it NULL.")
+  if (!is.null(arguments) && (!is.list(arguments) || is.null(names(arguments)))) value_error("`arguments` must be a named list.")
+  fn <- new.env(parent = emptyenv())
+  fn$f <- f
+  fn$arguments <- as.list(arguments)
+  class(fn) <- "rustgpu_traced_fn"
+  config <- list(`function` = fn, function_type = "rustgpu_trace", output_shape = output_shape)
+  create_layer("Lambda", object, config, input_shape = input_shape_of(input_shape, batch_input_shape), name = name,
+               trainable = trainable, weights = weights)
+}
+
+# The trace of a lambda layer's function for inputs of `shapes` (without the batch axis),
+# traced once per set of shapes.
+lambda_trace <- function(fn, shapes, call = rlang::caller_env()) {
+  shapes <- lapply(shapes, as.integer)
+  if (!is.null(fn$json) && identical(fn$shapes, shapes)) return(fn$json)
+  fn$json <- trace_function(fn$f, lapply(shapes, function(s) c(NA, s)), extra_args = fn$arguments,
+                            what = "The function of layer_lambda()", call = call)
+  fn$shapes <- shapes
+  fn$json
+}
+
+# A layer's config for the core, with a lambda's function traced for inputs of `shapes`.
+traced_config <- function(config, shapes, call = rlang::caller_env()) {
+  fn <- config[["function"]]
+  if (!inherits(fn, "rustgpu_traced_fn")) return(config)
+  if (is.null(shapes)) {
+    if (is.null(fn$json)) state_error("A lambda layer needs its input shape: give the model's first layer an `input_shape`.", call = call)
+    config[["function"]] <- fn$json
+  } else {
+    config[["function"]] <- lambda_trace(fn, shapes, call = call)
+  }
+  config
+}
+
+# The shape (without the batch axis) of a tensor of the functional API.
+functional_shape <- function(t) {
+  if (t$kind == "input") return(as.integer(t$shape))
+  sources <- list()
+  walk <- function(u) {
+    if (u$kind == "input") sources[[as.character(u$id)]] <<- u else for (v in u$inputs) walk(v)
+  }
+  walk(t)
+  probe <- keras_model(unname(sources), t, name = "shape_probe")
+  as.integer(unlist(probe$output_shape[-1]))
+}
