@@ -6,6 +6,12 @@ unary <- function(f) function(x) k_op(list(op = "unary", f = f), list(x), call =
 
 binary <- function(f) function(x, y) k_op(list(op = "binary", f = f), list(x, y), call = rlang::caller_env())
 
+# Arithmetic that broadcasts as Keras's does on arrays too (R's operators would not).
+k_add <- binary("add")
+k_sub <- binary("sub")
+k_mul <- binary("mul")
+k_div <- binary("div")
+
 #' Element-wise backend functions
 #'
 #' R keras's element-wise backend functions. On the symbolic tensors of a function being
@@ -194,7 +200,7 @@ k_prod <- function(x, axis = NULL, keepdims = FALSE) {
 #' @rdname k_reductions
 #' @export
 k_var <- function(x, axis = NULL, keepdims = FALSE) {
-  centered <- x - k_mean(x, axis = axis, keepdims = TRUE)
+  centered <- k_sub(x, k_mean(x, axis = axis, keepdims = TRUE))
   k_mean(k_square(centered), axis = axis, keepdims = keepdims)
 }
 
@@ -206,7 +212,7 @@ k_std <- function(x, axis = NULL, keepdims = FALSE) k_sqrt(k_var(x, axis = axis,
 #' @export
 k_logsumexp <- function(x, axis = NULL, keepdims = FALSE) {
   top <- k_stop_gradient(k_max(x, axis = axis, keepdims = TRUE))
-  out <- k_log(k_sum(k_exp(x - top), axis = axis, keepdims = TRUE)) + top
+  out <- k_add(k_log(k_sum(k_exp(k_sub(x, top)), axis = axis, keepdims = TRUE)), top)
   if (keepdims) out else reduce_drop(out, x, axis)
 }
 
@@ -375,7 +381,7 @@ k_one_hot <- function(indices, num_classes) {
 #' @rdname k_shapes
 #' @export
 k_l2_normalize <- function(x, axis = NULL) {
-  x / k_sqrt(k_maximum(k_sum(k_square(x), axis = axis, keepdims = TRUE), 1e-12))
+  k_div(x, k_sqrt(k_maximum(k_sum(k_square(x), axis = axis, keepdims = TRUE), 1e-12)))
 }
 
 #' @rdname k_shapes
@@ -528,12 +534,12 @@ NULL
 #' @export
 k_categorical_crossentropy <- function(target, output, from_logits = FALSE, axis = -1) {
   if (from_logits) {
-    log_p <- output - k_logsumexp(output, axis = axis, keepdims = TRUE)
-    return(-k_sum(target * log_p, axis = axis))
+    log_p <- k_sub(output, k_logsumexp(output, axis = axis, keepdims = TRUE))
+    return(-k_sum(k_mul(target, log_p), axis = axis))
   }
-  output <- output / k_sum(output, axis = axis, keepdims = TRUE)
+  output <- k_div(output, k_sum(output, axis = axis, keepdims = TRUE))
   output <- k_clip(output, k_epsilon(), 1 - k_epsilon())
-  -k_sum(target * k_log(output), axis = axis)
+  -k_sum(k_mul(target, k_log(output)), axis = axis)
 }
 
 #' @rdname k_crossentropy

@@ -223,7 +223,12 @@ trace_function <- function(f, input_shapes, extra_args = list(), single = length
   xs <- lapply(seq_along(input_shapes), function(i) traced_tensor(tracer, i - 1, input_shapes[[i]]))
   first <- if (single) xs else list(xs)
   out <- tryCatch(do.call(f, c(first, extra_args)), rustgpu_error = function(e) stop(e), error = function(e) {
-    trace_error(sprintf("%s could not be traced: %s", what, conditionMessage(e)), call = call)
+    msg <- conditionMessage(e)
+    # `if (tensor > 0)`: R asks for a value the trace does not have.
+    if (grepl("condition has length|argument is not interpretable as logical|missing value where TRUE/FALSE", msg)) {
+      msg <- paste(msg, "(a tensor's values are not known while the function is traced: use k_switch() instead of `if`)")
+    }
+    trace_error(sprintf("%s could not be traced: %s", what, msg), call = call)
   })
   if (!is_traced(out)) {
     if (is.numeric(out)) out <- traced_tensor(tracer, as_node(tracer, out, call = call), shape_of(out))
@@ -318,5 +323,11 @@ functional_shape <- function(t) {
   }
   walk(t)
   probe <- keras_model(unname(sources), t, name = "shape_probe")
-  as.integer(unlist(probe$output_shape[-1]))
+  as.integer(call_backend(rg_output_shapes(probe$ptr))[[1]])
+}
+
+# The seed of a prediction's random draws (lambda layers draw in inference too, as Keras's):
+# from R's RNG, which is left alone for models without lambda layers.
+inference_seed <- function(model) {
+  if ("Lambda" %in% model_info(model)$layer_classes) new_seed() else 0
 }

@@ -236,5 +236,5 @@ rg_evaluate <- function(ptr, x, y, sample_weight, rows, batch_size) .Call(wrap__
 
 #' Model outputs for all rows of `x`, computed batch by batch.
 #' @noRd
-rg_predict <- function(ptr, x, batch_size) .Call(wrap__rg_predict, ptr, x, batch_size)
+rg_predict <- function(ptr, x, batch_size, seed) .Call(wrap__rg_predict, ptr, x, batch_size, seed)
 

@@ -116,7 +116,7 @@ predict_generator <- function(object, generator, steps, verbose = 0, ...) {
   check_count(steps, "steps", min = 1)
   parts <- lapply(seq_len(steps), function(i) {
     b <- next_batch(generator, need_y = FALSE)
-    call_backend(rg_predict(object$ptr, b$x, b$n))
+    call_backend(rg_predict(object$ptr, b$x, b$n, inference_seed(object)))
   })
   bind_rows <- function(arrays) {
     d <- dim(arrays[[1]])

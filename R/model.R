@@ -460,14 +460,11 @@ model_from_json <- function(json, custom_objects = NULL) {
       if (is.null(shapes)) NULL else c(list(NULL), as.list(as.integer(shapes)))
     },
     output_shape = {
-      outputs <- get0("outputs", envir = fields, inherits = FALSE)
-      dims <- if (length(outputs) == 1) outputs[[1]]$shape else {
-        # Sequential: the last layer's, as summary() shows it ("(None, 4, 2)").
-        shown <- utils::tail(model_info(x)$output_shapes, 1)
-        if (!length(shown) || !grepl("^\\(None", shown)) return(NULL)
-        as.integer(strsplit(gsub("^\\(None, |\\)$", "", shown), ", ")[[1]])
-      }
-      c(list(NULL), as.list(as.integer(dims)))
+      # None before the model has its input shape; a list of shapes for several outputs.
+      shapes <- tryCatch(call_backend(rg_output_shapes(x$ptr)), rustgpu_error = function(e) NULL)
+      if (is.null(shapes)) return(NULL)
+      with_batch <- lapply(shapes, function(s) c(list(NULL), as.list(as.integer(s))))
+      if (length(with_batch) == 1) with_batch[[1]] else with_batch
     },
     input = ,
     output = {

@@ -404,7 +404,7 @@ predict.keras.engine.training.Model <- function(object, x, batch_size = NULL, ve
   check_model(object)
   batch_size <- default_batch_size(batch_size)
   check_data(x)
-  call_backend(rg_predict(object$ptr, x, batch_size))
+  call_backend(rg_predict(object$ptr, x, batch_size, inference_seed(object)))
 }
 
 #' Single-batch training, evaluation and prediction
@@ -451,5 +451,5 @@ test_on_batch <- function(object, x, y, sample_weight = NULL) {
 predict_on_batch <- function(object, x) {
   check_model(object)
   n <- check_data(x)
-  call_backend(rg_predict(object$ptr, x, n))
+  call_backend(rg_predict(object$ptr, x, n, inference_seed(object)))
 }

@@ -166,8 +166,8 @@ fn sequence_model() -> Model {
 /// SGD step; a device error as its message.
 fn compare_on_devices(cpu: &Executor, gpu: &Executor, m: &Model, x: &HostTensor, y: &HostTensor) -> (Result<f64, String>, Result<f64, String>) {
     let rows: Vec<usize> = (0..x.rows()).collect();
-    let p_cpu = cpu.predict_on_batch(m, &[x], &rows).unwrap().remove(0);
-    let forward = gpu.predict_on_batch(m, &[x], &rows).map(|mut p| rel(&p.remove(0).data, &p_cpu.data)).map_err(|e| e.to_string());
+    let p_cpu = cpu.predict_on_batch(m, &[x], &rows, 0).unwrap().remove(0);
+    let forward = gpu.predict_on_batch(m, &[x], &rows, 0).map(|mut p| rel(&p.remove(0).data, &p_cpu.data)).map_err(|e| e.to_string());
     let (mut a, mut b) = (m.clone(), m.clone());
     let (mut ca, mut cb) = (compiled("sgd"), compiled("sgd"));
     cpu.train_on_batch(&mut a, &mut ca, &[x], &[y], None, &rows, 0).unwrap();
@@ -219,8 +219,8 @@ fn main() {
     for (label, bn) in [("dense+relu+softmax", false), ("dense+batchnorm", true)] {
         let (x, y) = data(64, 32, 5);
         let m = mlp(&[48, 24, 5], 32, bn);
-        let p_cpu = cpu.predict_on_batch(&m, &[&x], &rows).unwrap().remove(0);
-        let p_gpu = gpu.predict_on_batch(&m, &[&x], &rows).unwrap().remove(0);
+        let p_cpu = cpu.predict_on_batch(&m, &[&x], &rows, 0).unwrap().remove(0);
+        let p_gpu = gpu.predict_on_batch(&m, &[&x], &rows, 0).unwrap().remove(0);
         check(&format!("forward {} CUDA vs CPU", label), rel(&p_gpu.data, &p_cpu.data), 1e-4);
         let (mut a, mut b) = (m.clone(), m.clone());
         let (mut ca, mut cb) = (compiled("sgd"), compiled("sgd"));
@@ -263,8 +263,8 @@ fn main() {
         );
         let (x, _) = data(32, 8, 5);
         let rows: Vec<usize> = (0..32).collect();
-        let p_cpu = cpu.predict_on_batch(&m, &[&x], &rows).unwrap().remove(0);
-        let p_gpu = gpu.predict_on_batch(&m, &[&x], &rows).unwrap().remove(0);
+        let p_cpu = cpu.predict_on_batch(&m, &[&x], &rows, 0).unwrap().remove(0);
+        let p_gpu = gpu.predict_on_batch(&m, &[&x], &rows, 0).unwrap().remove(0);
         check("forward dropout (inference) CUDA vs CPU", rel(&p_gpu.data, &p_cpu.data), 1e-4);
     }
     // Two replicas on one GPU (two workers) against one device.
@@ -274,8 +274,8 @@ fn main() {
         let (x, y) = data(100, 32, 5);
         let rows: Vec<usize> = (0..100).collect();
         let m = mlp(&[48, 24, 5], 32, false);
-        let p1 = gpu.predict_on_batch(&m, &[&x], &rows).unwrap().remove(0);
-        let p2 = par.predict_on_batch(&m, &[&x], &rows).unwrap().remove(0);
+        let p1 = gpu.predict_on_batch(&m, &[&x], &rows, 0).unwrap().remove(0);
+        let p2 = par.predict_on_batch(&m, &[&x], &rows, 0).unwrap().remove(0);
         check(&format!("predict 2 replicas vs 1 device (merge {:?})", merge), rel(&p2.data, &p1.data), 1e-6);
         let (mut a, mut b) = (m.clone(), m.clone());
         let (mut ca, mut cb) = (compiled("sgd"), compiled("sgd"));
@@ -296,8 +296,8 @@ fn main() {
         let (label, shape, m) = window_models().remove(0);
         let (x, y) = shaped_data(90, &shape, 5);
         let rows: Vec<usize> = (0..90).collect();
-        let p1 = gpu.predict_on_batch(&m, &[&x], &rows).unwrap().remove(0);
-        let p2 = par.predict_on_batch(&m, &[&x], &rows).unwrap().remove(0);
+        let p1 = gpu.predict_on_batch(&m, &[&x], &rows, 0).unwrap().remove(0);
+        let p2 = par.predict_on_batch(&m, &[&x], &rows, 0).unwrap().remove(0);
         check(&format!("predict 2 replicas vs 1 device ({})", label), rel(&p2.data, &p1.data), 1e-5);
         let (mut a, mut b) = (m.clone(), m.clone());
         let (mut ca, mut cb) = (compiled("adam"), compiled("adam"));
@@ -315,7 +315,7 @@ fn main() {
         let (x, _) = data(1 << 18, 8, 2);
         let all: Vec<usize> = (0..1 << 18).collect();
         let before = all_weights(&wide);
-        match gpu.predict_on_batch(&wide, &[&x], &all) {
+        match gpu.predict_on_batch(&wide, &[&x], &all, 0) {
             Ok(_) => check("out of memory: 128 GiB output did not fail", f64::INFINITY, 0.0),
             Err(e) => {
                 let msg = e.to_string();
@@ -325,7 +325,7 @@ fn main() {
             }
         }
         let small: Vec<usize> = (0..256).collect();
-        let usable = gpu.predict_on_batch(&wide, &[&x], &small).is_ok() && all_weights(&wide) == before;
+        let usable = gpu.predict_on_batch(&wide, &[&x], &small, 0).is_ok() && all_weights(&wide) == before;
         check("out of memory: model usable afterwards, weights unchanged", if usable { 0.0 } else { 1.0 }, 0.0);
     }
     // Step times, batch 256, RMSprop: the MLP 784-512-512-10 and the benchmarks' small CNN.

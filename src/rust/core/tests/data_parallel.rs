@@ -51,8 +51,8 @@ fn predictions_equal_single_device_exactly() {
         let par = replicas(4, merge);
         for rows in [1, 3, 5, 64, 257] {
             let (x, _) = data(rows);
-            let a = local.predict_on_batch(&m, &[&x], &all(rows)).unwrap().remove(0);
-            let b = par.predict_on_batch(&m, &[&x], &all(rows)).unwrap().remove(0);
+            let a = local.predict_on_batch(&m, &[&x], &all(rows), 0).unwrap().remove(0);
+            let b = par.predict_on_batch(&m, &[&x], &all(rows), 0).unwrap().remove(0);
             assert_eq!(a, b, "rows {} merge {:?}", rows, merge);
         }
     }

@@ -106,5 +106,5 @@ fn replicas_train_a_functional_model_like_one_device() {
             assert!((u - v).abs() < 1e-5, "{}: {} vs {}", wa.name, u, v);
         }
     }
-    assert_eq!(local.predict_on_batch(&a, &[&x0, &x1], &rows).unwrap(), par.predict_on_batch(&a, &[&x0, &x1], &rows).unwrap());
+    assert_eq!(local.predict_on_batch(&a, &[&x0, &x1], &rows, 0).unwrap(), par.predict_on_batch(&a, &[&x0, &x1], &rows, 0).unwrap());
 }

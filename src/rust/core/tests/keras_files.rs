@@ -31,7 +31,7 @@ fn rows(x: &HostTensor) -> Vec<usize> {
 
 fn predict(m: &Model, xs: &[&HostTensor]) -> Vec<f32> {
     let sources: Vec<&dyn rustgpu_core::tensor::BatchSource> = xs.iter().map(|x| *x as &dyn rustgpu_core::tensor::BatchSource).collect();
-    Executor::Local(cpu_device()).predict_on_batch(m, &sources, &rows(xs[0])).unwrap().remove(0).data
+    Executor::Local(cpu_device()).predict_on_batch(m, &sources, &rows(xs[0]), 0).unwrap().remove(0).data
 }
 
 fn temp_path(name: &str) -> PathBuf {

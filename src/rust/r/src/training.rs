@@ -286,7 +286,7 @@ fn rg_evaluate(mut ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Robj,
 /// Model outputs for all rows of `x`, computed batch by batch.
 /// @noRd
 #[extendr]
-fn rg_predict(mut ptr: Robj, x: Robj, batch_size: f64) -> Robj {
+fn rg_predict(mut ptr: Robj, x: Robj, batch_size: f64, seed: Robj) -> Robj {
     guard(|| {
         let h = handle(&mut ptr)?;
         // R has checked the values once (rg_check_data); only the shape matters here.
@@ -300,11 +300,14 @@ fn rg_predict(mut ptr: Robj, x: Robj, batch_size: f64) -> Robj {
         let bs = (batch_size as usize).max(1);
         let rows: Vec<usize> = (0..xs[0].rows()).collect();
         let inputs = sources(&xs);
+        // Each batch's random draws (in lambda layers) from its own seed, from R's RNG.
+        let seed = seed_from(&seed);
         let parts = rows
             .chunks(bs)
-            .map(|chunk| {
+            .enumerate()
+            .map(|(i, chunk)| {
                 rustgpu_core::cancel::check()?;
-                h.executor.predict_on_batch(&model, &inputs, chunk)
+                h.executor.predict_on_batch(&model, &inputs, chunk, seed.wrapping_add(i as u64))
             })
             .collect::<Result<Vec<_>>>()?;
         let n_outputs = parts.first().map_or(1, |p| p.len());

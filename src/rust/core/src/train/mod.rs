@@ -144,13 +144,14 @@ impl Executor {
         Ok(stats)
     }
 
-    /// The model's outputs for `rows` of `x`, in row order.
-    pub fn predict_on_batch(&self, model: &Model, xs: &[&dyn BatchSource], rows: &[usize]) -> Result<Vec<HostTensor>> {
+    /// The model's outputs for `rows` of `x`, in row order. `seed`: random ops that run in
+    /// inference too (draws in a lambda layer) draw from it.
+    pub fn predict_on_batch(&self, model: &Model, xs: &[&dyn BatchSource], rows: &[usize], seed: u64) -> Result<Vec<HostTensor>> {
         check_batch(xs, rows)?;
         check_step_memory(model, rows.len(), false)?;
         crate::fork::on_own_pool(|| match self {
-            Executor::Local(info) => one_device::predict(info, model, xs, rows),
-            Executor::Replicated(r) => replicas::predict(&r.set, model, xs, rows),
+            Executor::Local(info) => one_device::predict(info, model, xs, rows, seed),
+            Executor::Replicated(r) => replicas::predict(&r.set, model, xs, rows, seed),
         })
     }
 

@@ -38,8 +38,8 @@ pub(super) fn evaluate(info: &DeviceInfo, model: &Model, compiled: &Compiled, ba
     Ok(combine(std::slice::from_ref(&part), rows.len(), &s))
 }
 
-pub(super) fn predict(info: &DeviceInfo, model: &Model, xs: &[&dyn BatchSource], rows: &[usize]) -> Result<Vec<HostTensor>> {
-    let s = StepInputs::new(model, None, rows.len(), 0)?;
+pub(super) fn predict(info: &DeviceInfo, model: &Model, xs: &[&dyn BatchSource], rows: &[usize], seed: u64) -> Result<Vec<HostTensor>> {
+    let s = StepInputs::new(model, None, rows.len(), seed)?;
     predict_part(&s, &info.candle_device()?, xs, rows)
         .and_then(|outs| outs.iter().map(HostTensor::from_tensor).collect())
         .map_err(|e| explain_out_of_memory(e, &info.label()))

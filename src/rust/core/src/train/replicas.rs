@@ -101,8 +101,8 @@ pub(super) fn evaluate(set: &ReplicaSet, model: &Model, compiled: &Compiled, bat
 }
 
 /// The replicas' outputs, concatenated in row order on the merge device.
-pub(super) fn predict(set: &ReplicaSet, model: &Model, xs: &[&dyn BatchSource], rows: &[usize]) -> Result<Vec<HostTensor>> {
-    let s = StepInputs::new(model, None, rows.len(), 0)?;
+pub(super) fn predict(set: &ReplicaSet, model: &Model, xs: &[&dyn BatchSource], rows: &[usize], seed: u64) -> Result<Vec<HostTensor>> {
+    let s = StepInputs::new(model, None, rows.len(), seed)?;
     let parts_rows = split_rows(rows, set.len());
     let s = &s;
     let outs = set.run_all(|r| -> PartTask<'_, Vec<Tensor>> {

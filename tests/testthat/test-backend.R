@@ -1,0 +1,176 @@
+# Backend functions (k_*()) and R-written model code (lambda layers, custom losses and
+# metrics) against tf.keras (tests/fixtures/make_backend_fixtures.py).
+
+backend_fixtures <- function() {
+  jsonlite::fromJSON(test_path("..", "fixtures", "keras_backend.json"), simplifyVector = TRUE, simplifyMatrix = TRUE,
+                     simplifyDataFrame = FALSE)
+}
+
+# Python's axis (from 0; -1 the last) as R keras's (from 1).
+r_axis <- function(a) ifelse(a >= 0, a + 1, a)
+
+test_that("backend functions on arrays match tf.keras's", {
+  fx <- backend_fixtures()$functions
+  arr <- function(name) fx[[name]]
+  for (case in fx$cases) {
+    a <- case$args
+    x <- if (!is.null(a$x)) arr(a$x)
+    axis <- if (!is.null(a$axis)) r_axis(a$axis)
+    keepdims <- isTRUE(a$keepdims)
+    got <- switch(case$name,
+      sum = , mean = , max = , min = , prod = , std = , var = , logsumexp =
+        get(paste0("k_", case$name))(x, axis = axis, keepdims = keepdims),
+      argmax = k_argmax(x, axis = axis),
+      any = k_any(k_greater(x, a$greater), axis = axis),
+      all = k_all(k_greater(x, a$greater), axis = axis),
+      sqrt_abs = k_sqrt(k_abs(x)),
+      abs = , exp = , softplus = , softsign = , sigmoid = , hard_sigmoid = , tanh = , square =
+        get(paste0("k_", case$name))(x),
+      elu = k_elu(x, alpha = a$alpha),
+      relu = k_relu(x, alpha = a$alpha, max_value = a$max_value),
+      clip = k_clip(x, a$min_value, a$max_value),
+      pow = k_pow(k_abs(x), a$a),
+      l2_normalize = k_l2_normalize(x, axis = axis),
+      softmax = k_softmax(x),
+      categorical_crossentropy = k_categorical_crossentropy(arr(a$target), arr(a$output), from_logits = isTRUE(a$from_logits)),
+      sparse_categorical_crossentropy = k_sparse_categorical_crossentropy(arr(a$target), arr(a$output)),
+      binary_crossentropy = k_binary_crossentropy(arr(a$target), arr(a$output), from_logits = isTRUE(a$from_logits)),
+      dot = k_dot(x, arr(a$y)),
+      batch_dot = k_batch_dot(x, arr(a$y), axes = r_axis(a$axes)),
+      transpose = k_transpose(x),
+      permute_dimensions = k_permute_dimensions(x, r_axis(a$pattern)),
+      concatenate = k_concatenate(list(x, x * 2), axis = axis),
+      stack = k_stack(list(x, x * 2), axis = axis),
+      expand_dims = k_expand_dims(x, axis = axis),
+      squeeze = k_squeeze(k_expand_dims(x, -1), -1),
+      repeat_elements = k_repeat_elements(x, a$rep, axis = axis),
+      tile = k_tile(x, a$n),
+      reshape = k_reshape(x, a$shape),
+      batch_flatten = k_batch_flatten(x),
+      one_hot = k_one_hot(arr(a$indices), a$num_classes),
+      gather = k_gather(x, r_axis(a$indices)),
+      switch = k_switch(k_greater(x, 0), x, x * 0.1),
+      maximum = k_maximum(x, a$y),
+      stop("no R call for ", case$name)
+    )
+    expected <- case$value
+    expect_equal(as.numeric(got), as.numeric(expected), tolerance = 1e-5, label = paste(case$name, deparse(a)))
+    expect_equal(length(dim(got)) > 1, length(dim(expected)) > 1, label = paste(case$name, "rank"))
+  }
+  K <- backend()
+  expect_identical(K$mean, k_mean)
+  expect_equal(K$epsilon(), 1e-7)
+})
+
+# R keras's mnist_antirectifier.R layer, as a lambda.
+antirectifier <- function(x) {
+  x <- x - k_mean(x, axis = 2, keepdims = TRUE)
+  x <- k_l2_normalize(x, axis = 2)
+  pos <- k_relu(x)
+  neg <- k_relu(-x)
+  k_concatenate(c(pos, neg), axis = 2)
+}
+
+expect_keras_training <- function(model, record, x, y, label) {
+  expect_equal(unname(predict(model, x)), unname(record$initial_predictions), tolerance = 1e-5, label = paste(label, "predictions"))
+  h <- fit(model, x, y, epochs = 2, batch_size = 8, shuffle = FALSE, verbose = 0)
+  for (metric in names(record$history)) {
+    expect_equal(h$metrics[[metric]], record$history[[metric]], tolerance = 1e-4, label = paste(label, metric))
+  }
+  final <- as_weight_list(record$final_weights)
+  got <- get_weights(model)
+  for (i in seq_along(final)) expect_equal(as.numeric(got[[i]]), as.numeric(final[[i]]), tolerance = 1e-4, label = paste(label, "weight", i))
+}
+
+test_that("a lambda layer, a custom loss and a custom metric train as in tf.keras over two epochs", {
+  fx <- backend_fixtures()
+  rec <- fx$models$antirectifier
+  model <- keras_model_sequential() %>%
+    layer_dense(6, input_shape = 4) %>%
+    layer_lambda(antirectifier) %>%
+    layer_dense(3, activation = "softmax")
+  set_weights(model, as_weight_list(rec$initial_weights))
+  compile(model, optimizer = optimizer_rmsprop(0.01), loss = "categorical_crossentropy", metrics = "accuracy")
+  expect_keras_training(model, rec, fx$x, fx$y, "antirectifier")
+
+  rec <- fx$models$custom_loss_metric
+  model <- keras_model_sequential() %>%
+    layer_dense(5, activation = "relu", input_shape = 4) %>%
+    layer_dense(2)
+  set_weights(model, as_weight_list(rec$initial_weights))
+  custom_loss <- function(y_true, y_pred) k_mean(k_square(y_pred - y_true), axis = -1) + 0.1 * k_mean(k_abs(y_pred), axis = -1)
+  compile(model, optimizer = optimizer_adam(0.01), loss = custom_loss,
+          metrics = list(custom_metric("mean_pred", function(y_true, y_pred) k_mean(y_pred))))
+  expect_keras_training(model, rec, fx$x, fx$y_reg, "custom loss")
+
+  rec <- fx$models$gated_two_inputs
+  a <- layer_input(shape = 4, name = "a")
+  b <- layer_input(shape = 4, name = "b")
+  gated <- layer_lambda(list(layer_dense(a, 3), layer_dense(b, 3)), function(t) t[[1]] * k_sigmoid(t[[2]]) + k_sum(t[[1]], axis = -1, keepdims = TRUE))
+  model <- keras_model(list(a, b), layer_dense(gated, 3, activation = "softmax"))
+  set_weights(model, as_weight_list(rec$initial_weights))
+  compile(model, optimizer = optimizer_sgd(0.1, momentum = 0.5), loss = "categorical_crossentropy")
+  expect_keras_training(model, rec, list(fx$x, fx$x_b), fx$y, "two inputs")
+})
+
+test_that("a sampling lambda (R keras's VAE) draws from the batch's shape, reproducibly from the seed", {
+  x <- layer_input(shape = 4)
+  z <- layer_lambda(x, function(arg) {
+    z_mean <- arg[, 1:2]
+    z_log_var <- arg[, 3:4]
+    epsilon <- k_random_normal(shape = c(k_shape(z_mean)[[1]]), mean = 0, stddev = 1)
+    z_mean + k_exp(z_log_var / 2) * epsilon
+  })
+  model <- keras_model(x, z)
+  expect_equal(model$output_shape, list(NULL, 2L))
+  # k_shape(z_mean)[[1]] is the second size (Python's index), 2: one draw per feature.
+  draws <- t(replicate(200, as.numeric(predict(model, matrix(c(0, 0, 0, 0), 1)))))
+  expect_equal(mean(draws), 0, tolerance = 0.15)
+  expect_equal(sd(as.numeric(draws)), 1, tolerance = 0.15)
+  # The same seed, the same draws.
+  set.seed(1)
+  a <- predict(model, matrix(0, 3, 4))
+  set.seed(1)
+  expect_equal(predict(model, matrix(0, 3, 4)), a)
+})
+
+test_that("functions that cannot be traced are classed errors that say why", {
+  model <- keras_model_sequential() %>% layer_dense(2, input_shape = 3)
+  branchy <- function(x) if (x > 0) x else -x
+  expect_error(model %>% layer_lambda(branchy), "use k_switch", class = "rustgpu_trace_error")
+  expect_error(layer_lambda(f = 3), "R function", class = "rustgpu_value_error")
+  expect_error(keras_model_sequential() %>% layer_dense(2, input_shape = 3) %>% layer_lambda(function(x) k_dot(x, matrix(1, 3, 3))),
+               "cannot multiply", class = "rustgpu_value_error")
+  expect_error(k_mean(matrix(1:4, 2), axis = 3), "outside a tensor of rank 2", class = "rustgpu_value_error")
+  m <- keras_model_sequential() %>% layer_dense(2, input_shape = 3)
+  expect_error(compile(m, optimizer = "sgd", loss = function(y_true, y_pred) stop("boom")), "could not be traced: boom",
+               class = "rustgpu_trace_error")
+})
+
+test_that("models with lambda layers save and load without the R function, and replicas equal the template", {
+  make <- function() {
+    set.seed(8)
+    keras_model_sequential() %>%
+      layer_dense(6, input_shape = 4) %>%
+      layer_lambda(antirectifier) %>%
+      layer_dense(2, activation = "softmax")
+  }
+  x <- matrix(rnorm(40), 10)
+  y <- to_categorical(rep(0:1, 5))
+  model <- make()
+  path <- tempfile(fileext = ".h5")
+  on.exit(unlink(path))
+  save_model_hdf5(model, path)
+  expect_equal(predict(load_model_hdf5(path), x), predict(model, x), tolerance = 1e-6)
+  custom <- function(y_true, y_pred) k_mean(k_square(y_pred - y_true), axis = -1)
+  compile(model, optimizer = optimizer_sgd(0.1), loss = custom)
+  template <- make()
+  use_virtual_gpus(2, threads_per_gpu = 1)
+  on.exit(use_virtual_gpus(0), add = TRUE)
+  parallel <- multi_gpu_model(template, gpus = 2)
+  compile(parallel, optimizer = optimizer_sgd(0.1), loss = custom)
+  h1 <- fit(model, x, y, epochs = 2, batch_size = 10, shuffle = FALSE, verbose = 0)
+  h2 <- fit(parallel, x, y, epochs = 2, batch_size = 10, shuffle = FALSE, verbose = 0)
+  expect_equal(h2$metrics$loss, h1$metrics$loss, tolerance = 1e-6)
+  for (i in seq_along(get_weights(model))) expect_equal(get_weights(template)[[i]], get_weights(model)[[i]], tolerance = 1e-5)
+})
