@@ -220,9 +220,13 @@ k_reshape_known <- function(x, shape, call = rlang::caller_env()) {
 trace_function <- function(f, input_shapes, extra_args = list(), single = length(input_shapes) == 1, what = "the function",
                            call = rlang::caller_env()) {
   tracer <- new_tracer(input_shapes)
+  traced_call(tracer, input_shapes, function(xs) do.call(f, c(if (single) xs else list(xs), extra_args)), what, call = call)
+}
+
+# Calls `run` on symbolic tensors of `input_shapes` in `tracer` and returns the trace's JSON.
+traced_call <- function(tracer, input_shapes, run, what, call = rlang::caller_env()) {
   xs <- lapply(seq_along(input_shapes), function(i) traced_tensor(tracer, i - 1, input_shapes[[i]]))
-  first <- if (single) xs else list(xs)
-  out <- tryCatch(do.call(f, c(first, extra_args)), rustgpu_error = function(e) stop(e), error = function(e) {
+  out <- tryCatch(run(xs), rustgpu_error = function(e) stop(e), error = function(e) {
     msg <- conditionMessage(e)
     # `if (tensor > 0)`: R asks for a value the trace does not have.
     if (grepl("condition has length|argument is not interpretable as logical|missing value where TRUE/FALSE", msg)) {
@@ -284,33 +288,38 @@ layer_lambda <- function(object, f, output_shape = NULL, mask = NULL, arguments 
   fn <- new.env(parent = emptyenv())
   fn$f <- f
   fn$arguments <- as.list(arguments)
+  fn$trace <- function(shapes, call) lambda_trace(fn, shapes, call = call)
   class(fn) <- "rustgpu_traced_fn"
   config <- list(`function` = fn, function_type = "rustgpu_trace", output_shape = output_shape)
-  create_layer("Lambda", object, config, input_shape = input_shape_of(input_shape, batch_input_shape), name = name,
+  make_layer("Lambda", object, config, input_shape = input_shape_of(input_shape, batch_input_shape), name = name,
                trainable = trainable, weights = weights)
 }
 
-# The trace of a lambda layer's function for inputs of `shapes` (without the batch axis),
-# traced once per set of shapes.
-lambda_trace <- function(fn, shapes, call = rlang::caller_env()) {
+# The config fields a traced layer's function gives for inputs of `shapes` (without the
+# batch axis): traced once per set of shapes.
+traced_fields <- function(fn, shapes, call = rlang::caller_env()) {
   shapes <- lapply(shapes, as.integer)
-  if (!is.null(fn$json) && identical(fn$shapes, shapes)) return(fn$json)
-  fn$json <- trace_function(fn$f, lapply(shapes, function(s) c(NA, s)), extra_args = fn$arguments,
-                            what = "The function of layer_lambda()", call = call)
+  if (!is.null(fn$fields) && identical(fn$shapes, shapes)) return(fn$fields)
+  fn$fields <- fn$trace(shapes, call)
   fn$shapes <- shapes
-  fn$json
+  fn$fields
 }
 
-# A layer's config for the core, with a lambda's function traced for inputs of `shapes`.
+lambda_trace <- function(fn, shapes, call = rlang::caller_env()) {
+  list(`function` = trace_function(fn$f, lapply(shapes, function(s) c(NA, s)), extra_args = fn$arguments,
+                                   what = "The function of layer_lambda()", call = call))
+}
+
+# A layer's config for the core, with its traced function (and what else the trace gives)
+# for inputs of `shapes`; NULL shapes: as traced when the layer was applied.
 traced_config <- function(config, shapes, call = rlang::caller_env()) {
   fn <- config[["function"]]
   if (!inherits(fn, "rustgpu_traced_fn")) return(config)
-  if (is.null(shapes)) {
-    if (is.null(fn$json)) state_error("A lambda layer needs its input shape: give the model's first layer an `input_shape`.", call = call)
-    config[["function"]] <- fn$json
-  } else {
-    config[["function"]] <- lambda_trace(fn, shapes, call = call)
+  if (is.null(shapes) && is.null(fn$fields)) {
+    state_error("A layer written in R needs its input shape: give the model's first layer an `input_shape`.", call = call)
   }
+  fields <- if (is.null(shapes)) fn$fields else traced_fields(fn, shapes, call = call)
+  config[names(fields)] <- fields
   config
 }
 

@@ -53,7 +53,7 @@ c.rustgpu_tensor <- function(...) list(...)
 apply_layer_to_tensors <- function(layer, inputs) {
   if (is_tensor(inputs)) inputs <- list(inputs)
   fn <- layer$config[["function"]]
-  if (inherits(fn, "rustgpu_traced_fn")) lambda_trace(fn, lapply(inputs, functional_shape))
+  if (inherits(fn, "rustgpu_traced_fn")) traced_fields(fn, lapply(inputs, functional_shape))
   out <- structure(list(id = next_tensor_id(), kind = "node", layer = layer, inputs = unname(inputs)), class = "rustgpu_tensor")
   # A layer with more outputs (a recurrent layer's final states with `return_state`, the
   # backward direction of bidirectional(merge_mode = NULL)) gives them as tensors of kind
@@ -363,7 +363,7 @@ merge_layer <- function(inputs, class_name, config, name, call = rlang::caller_e
   if (!is.null(inputs) && (!is.list(inputs) || length(inputs) < 2 || !all(vapply(inputs, is_tensor, logical(1))))) {
     value_error("`inputs` must be a list of at least 2 tensors.", call = call)
   }
-  create_layer(class_name, inputs, config, name = name, call = call)
+  make_layer(class_name, inputs, config, name = name, call = call)
 }
 
 #' Merge layers: add, multiply, subtract, average, maximum, minimum or concatenate tensors

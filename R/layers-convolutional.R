@@ -64,7 +64,7 @@ layer_conv_2d <- function(object, filters, kernel_size, strides = c(1L, 1L), pad
   check_bool(use_bias, "use_bias")
   kernel_initializer <- initializer_config(kernel_initializer, "kernel_initializer")
   bias_initializer <- initializer_config(bias_initializer, "bias_initializer")
-  create_layer("Conv2D", object, list(
+  make_layer("Conv2D", object, list(
     filters = filters, kernel_size = kernel_size, strides = strides, padding = padding,
     dilation_rate = dilation_rate, activation = activation_name(activation), use_bias = use_bias,
     kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
@@ -103,7 +103,7 @@ pooling_2d <- function(object, class_name, pool_size, strides, padding, data_for
   strides <- if (is.null(strides)) pool_size else as_pair(strides, "strides", call = call)
   check_padding(padding, call = call)
   check_channels_last(data_format, call = call)
-  create_layer(class_name, object, list(pool_size = pool_size, strides = strides, padding = padding),
+  make_layer(class_name, object, list(pool_size = pool_size, strides = strides, padding = padding),
                input_shape, name, weights = weights, trainable = trainable, call = call)
 }
 
@@ -120,7 +120,7 @@ pooling_2d <- function(object, class_name, pool_size, strides, padding, data_for
 layer_flatten <- function(object, data_format = NULL, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_channels_last(data_format)
-  create_layer("Flatten", object, list(), input_shape, name, weights = weights, trainable = trainable)
+  make_layer("Flatten", object, list(), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Average pooling for 2D inputs
@@ -144,7 +144,7 @@ global_pooling <- function(object, class_name, data_format, keepdims, input_shap
                            call = rlang::caller_env()) {
   check_channels_last(data_format, call = call)
   if (!identical(keepdims, FALSE)) value_error("Only `keepdims = FALSE` is supported yet.", call = call)
-  create_layer(class_name, object, list(keepdims = FALSE), input_shape, name, weights = weights, trainable = trainable, call = call)
+  make_layer(class_name, object, list(keepdims = FALSE), input_shape, name, weights = weights, trainable = trainable, call = call)
 }
 
 #' Global pooling for 2D inputs
@@ -216,7 +216,7 @@ layer_zero_padding_2d <- function(object, padding = c(1L, 1L), data_format = NUL
     p <- as_pair(padding, "padding", min = 0)
     c(p[1], p[1], p[2], p[2])
   }
-  create_layer("ZeroPadding2D", object, list(padding = list(pads[1:2], pads[3:4])), input_shape, name, weights = weights, trainable = trainable)
+  make_layer("ZeroPadding2D", object, list(padding = list(pads[1:2], pads[3:4])), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Reshape each sample
@@ -236,7 +236,7 @@ layer_reshape <- function(object, target_shape, input_shape = NULL, name = NULL,
       sum(target_shape == -1) > 1) {
     value_error(sprintf("`target_shape` must be positive whole numbers with at most one -1, not %s.", describe(target_shape)))
   }
-  create_layer("Reshape", object, list(target_shape = I(as.numeric(target_shape))), input_shape, name, weights = weights, trainable = trainable)
+  make_layer("Reshape", object, list(target_shape = I(as.numeric(target_shape))), input_shape, name, weights = weights, trainable = trainable)
 }
 
 depthwise_layer <- function(object, filters, kernel_size, strides, padding, data_format, depth_multiplier,
@@ -262,10 +262,10 @@ depthwise_layer <- function(object, filters, kernel_size, strides, padding, data
     use_bias = use_bias, depthwise_initializer = depthwise_initializer, bias_initializer = bias_initializer
   )
   if (is.null(filters)) {
-    return(create_layer("DepthwiseConv2D", object, config, input_shape, name, weights = weights, trainable = trainable, call = call))
+    return(make_layer("DepthwiseConv2D", object, config, input_shape, name, weights = weights, trainable = trainable, call = call))
   }
   config <- c(list(filters = filters, pointwise_initializer = pointwise_initializer), config)
-  create_layer("SeparableConv2D", object, config, input_shape, name, weights = weights, trainable = trainable, call = call)
+  make_layer("SeparableConv2D", object, config, input_shape, name, weights = weights, trainable = trainable, call = call)
 }
 
 #' Depthwise separable 2D convolution
@@ -344,7 +344,7 @@ layer_conv_1d <- function(object, filters, kernel_size, strides = 1L, padding = 
   check_bool(use_bias, "use_bias")
   kernel_initializer <- initializer_config(kernel_initializer, "kernel_initializer")
   bias_initializer <- initializer_config(bias_initializer, "bias_initializer")
-  create_layer("Conv1D", object, list(
+  make_layer("Conv1D", object, list(
     filters = filters, kernel_size = kernel_size, strides = strides, padding = padding,
     dilation_rate = dilation_rate, activation = activation_name(activation), use_bias = use_bias,
     kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
@@ -380,7 +380,7 @@ pooling_1d <- function(object, class_name, pool_size, strides, padding, data_for
   check_count(strides, "strides", min = 1, call = call)
   check_padding(padding, call = call)
   check_channels_last(data_format, call = call)
-  create_layer(class_name, object, list(pool_size = pool_size, strides = strides, padding = padding),
+  make_layer(class_name, object, list(pool_size = pool_size, strides = strides, padding = padding),
                input_shape, name, weights = weights, trainable = trainable, call = call)
 }
 
@@ -413,7 +413,7 @@ layer_conv_2d_transpose <- function(object, filters, kernel_size, strides = c(1L
   check_channels_last(data_format)
   if (any(as_pair(dilation_rate, "dilation_rate") != 1)) value_error("`dilation_rate` other than 1 is not supported yet.")
   check_bool(use_bias, "use_bias")
-  create_layer("Conv2DTranspose", object, list(
+  make_layer("Conv2DTranspose", object, list(
     filters = filters, kernel_size = as_pair(kernel_size, "kernel_size"), strides = as_pair(strides, "strides"),
     padding = padding, activation = activation_name(activation), use_bias = use_bias,
     kernel_initializer = initializer_config(kernel_initializer, "kernel_initializer"),

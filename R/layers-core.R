@@ -25,7 +25,7 @@ NULL
 layer_activation_leaky_relu <- function(object, alpha = 0.3, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_number(alpha, "alpha")
-  create_layer("LeakyReLU", object, list(alpha = alpha), input_shape, name, weights = weights, trainable = trainable)
+  make_layer("LeakyReLU", object, list(alpha = alpha), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' @rdname layer_activation_leaky_relu
@@ -40,7 +40,7 @@ layer_activation_parametric_relu <- function(object, alpha_initializer = "zeros"
   if (!is.null(shared_axes) && (!is.numeric(shared_axes) || anyNA(shared_axes) || any(shared_axes < 1))) {
     value_error("`shared_axes` must be sample axes numbered from 1, or NULL.")
   }
-  create_layer("PReLU", object, list(
+  make_layer("PReLU", object, list(
     alpha_initializer = initializer_config(alpha_initializer, "alpha_initializer"),
     alpha_regularizer = regularizer_config(alpha_regularizer, "alpha_regularizer"),
     shared_axes = if (is.null(shared_axes)) NULL else I(as.integer(shared_axes))
@@ -52,7 +52,7 @@ layer_activation_parametric_relu <- function(object, alpha_initializer = "zeros"
 layer_activation_elu <- function(object, alpha = 1, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_number(alpha, "alpha")
-  create_layer("ELU", object, list(alpha = alpha), input_shape, name, weights = weights, trainable = trainable)
+  make_layer("ELU", object, list(alpha = alpha), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' @rdname layer_activation_leaky_relu
@@ -60,7 +60,7 @@ layer_activation_elu <- function(object, alpha = 1, input_shape = NULL, name = N
 layer_activation_thresholded_relu <- function(object, theta = 1, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_number(theta, "theta", min = 0)
-  create_layer("ThresholdedReLU", object, list(theta = theta), input_shape, name, weights = weights, trainable = trainable)
+  make_layer("ThresholdedReLU", object, list(theta = theta), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' @rdname layer_activation_leaky_relu
@@ -68,7 +68,7 @@ layer_activation_thresholded_relu <- function(object, theta = 1, input_shape = N
 layer_activation_softmax <- function(object, axis = -1L, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   if (!identical(as.numeric(axis), -1)) value_error("Only `axis = -1` (the last axis) is supported.")
-  create_layer("Softmax", object, list(axis = -1L), input_shape, name, weights = weights, trainable = trainable)
+  make_layer("Softmax", object, list(axis = -1L), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Up-sampling and cropping
@@ -97,7 +97,7 @@ NULL
 layer_upsampling_1d <- function(object, size = 2L, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_count(size, "size", min = 1)
-  create_layer("UpSampling1D", object, list(size = size), input_shape, name, weights = weights, trainable = trainable)
+  make_layer("UpSampling1D", object, list(size = size), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' @rdname layer_upsampling_1d
@@ -107,7 +107,7 @@ layer_upsampling_2d <- function(object, size = c(2L, 2L), data_format = NULL, in
   force_model(object)
   check_channels_last(data_format)
   if (!identical(interpolation, "nearest")) value_error("Only `interpolation = \"nearest\"` is supported yet.")
-  create_layer("UpSampling2D", object, list(size = as_pair(size, "size", min = 1), interpolation = interpolation),
+  make_layer("UpSampling2D", object, list(size = as_pair(size, "size", min = 1), interpolation = interpolation),
                input_shape, name, weights = weights, trainable = trainable)
 }
 
@@ -115,7 +115,7 @@ layer_upsampling_2d <- function(object, size = c(2L, 2L), data_format = NULL, in
 #' @export
 layer_cropping_1d <- function(object, cropping = c(1L, 1L), input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
-  create_layer("Cropping1D", object, list(cropping = as_pair(cropping, "cropping", min = 0)), input_shape, name, weights = weights, trainable = trainable)
+  make_layer("Cropping1D", object, list(cropping = as_pair(cropping, "cropping", min = 0)), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' @rdname layer_upsampling_1d
@@ -130,7 +130,7 @@ layer_cropping_2d <- function(object, cropping = list(c(0L, 0L), c(0L, 0L)), dat
     p <- as_pair(cropping, "cropping", min = 0)
     list(c(p[1], p[1]), c(p[2], p[2]))
   }
-  create_layer("Cropping2D", object, list(cropping = crops), input_shape, name, weights = weights, trainable = trainable)
+  make_layer("Cropping2D", object, list(cropping = crops), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Permute the axes of each sample
@@ -148,7 +148,7 @@ layer_permute <- function(object, dims, input_shape = NULL, name = NULL, trainab
   if (!is.numeric(dims) || anyNA(dims) || !setequal(dims, seq_along(dims)) || anyDuplicated(dims)) {
     value_error("`dims` must be a permutation of 1, 2, ..., one entry per sample axis.")
   }
-  create_layer("Permute", object, list(dims = I(as.integer(dims))), input_shape, name, weights = weights, trainable = trainable)
+  make_layer("Permute", object, list(dims = I(as.integer(dims))), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Noise and spatial dropout layers
@@ -177,7 +177,7 @@ NULL
 layer_gaussian_noise <- function(object, stddev, input_shape = NULL, name = NULL, seed = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_number(stddev, "stddev", min = 0)
-  create_layer("GaussianNoise", object, list(stddev = stddev), input_shape, name, weights = weights, trainable = trainable)
+  make_layer("GaussianNoise", object, list(stddev = stddev), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' @rdname layer_gaussian_noise
@@ -185,7 +185,7 @@ layer_gaussian_noise <- function(object, stddev, input_shape = NULL, name = NULL
 layer_gaussian_dropout <- function(object, rate, input_shape = NULL, name = NULL, seed = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_number(rate, "rate", min = 0, max = 1, max_inclusive = FALSE)
-  create_layer("GaussianDropout", object, list(rate = rate), input_shape, name, weights = weights, trainable = trainable)
+  make_layer("GaussianDropout", object, list(rate = rate), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' @rdname layer_gaussian_noise
@@ -193,7 +193,7 @@ layer_gaussian_dropout <- function(object, rate, input_shape = NULL, name = NULL
 layer_spatial_dropout_1d <- function(object, rate, input_shape = NULL, name = NULL, seed = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_number(rate, "rate", min = 0, max = 1, max_inclusive = FALSE)
-  create_layer("SpatialDropout1D", object, list(rate = rate), input_shape, name, weights = weights, trainable = trainable)
+  make_layer("SpatialDropout1D", object, list(rate = rate), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' @rdname layer_gaussian_noise
@@ -202,7 +202,7 @@ layer_spatial_dropout_2d <- function(object, rate, data_format = NULL, input_sha
   force_model(object)
   check_number(rate, "rate", min = 0, max = 1, max_inclusive = FALSE)
   check_channels_last(data_format)
-  create_layer("SpatialDropout2D", object, list(rate = rate), input_shape, name, weights = weights, trainable = trainable)
+  make_layer("SpatialDropout2D", object, list(rate = rate), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Layer normalization
@@ -231,7 +231,7 @@ layer_layer_normalization <- function(object, axis = -1L, epsilon = 0.001, cente
   check_number(epsilon, "epsilon", min = 0, min_inclusive = FALSE)
   check_bool(center, "center")
   check_bool(scale, "scale")
-  create_layer("LayerNormalization", object, list(
+  make_layer("LayerNormalization", object, list(
     axis = I(-1L), epsilon = epsilon, center = center, scale = scale,
     beta_initializer = initializer_config(beta_initializer, "beta_initializer"),
     gamma_initializer = initializer_config(gamma_initializer, "gamma_initializer"),

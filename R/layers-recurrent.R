@@ -110,7 +110,7 @@ layer_simple_rnn <- function(object, units, activation = "tanh", use_bias = TRUE
                              name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   config <- recurrent_config(environment())
-  create_layer("SimpleRNN", object, config, input_shape_of(input_shape, batch_input_shape), name,
+  make_layer("SimpleRNN", object, config, input_shape_of(input_shape, batch_input_shape), name,
                weights = weights, trainable = trainable)
 }
 
@@ -128,7 +128,7 @@ layer_lstm <- function(object, units, activation = "tanh", recurrent_activation 
   check_bool(unit_forget_bias, "unit_forget_bias")
   config <- recurrent_config(environment())
   config <- c(config, list(recurrent_activation = activation_name(recurrent_activation), unit_forget_bias = unit_forget_bias))
-  create_layer("LSTM", object, config, input_shape_of(input_shape, batch_input_shape), name,
+  make_layer("LSTM", object, config, input_shape_of(input_shape, batch_input_shape), name,
                weights = weights, trainable = trainable)
 }
 
@@ -146,7 +146,7 @@ layer_gru <- function(object, units, activation = "tanh", recurrent_activation =
   check_bool(reset_after, "reset_after")
   config <- recurrent_config(environment())
   config <- c(config, list(recurrent_activation = activation_name(recurrent_activation), reset_after = reset_after))
-  create_layer("GRU", object, config, input_shape_of(input_shape, batch_input_shape), name,
+  make_layer("GRU", object, config, input_shape_of(input_shape, batch_input_shape), name,
                weights = weights, trainable = trainable)
 }
 
@@ -218,7 +218,7 @@ bidirectional <- function(object, layer, merge_mode = "concat", input_shape = NU
   force_model(object)
   inner <- wrapped_layer_config(layer)
   if (!is.null(merge_mode)) check_string(merge_mode, "merge_mode")
-  create_layer("Bidirectional", object, list(layer = inner, merge_mode = merge_mode),
+  make_layer("Bidirectional", object, list(layer = inner, merge_mode = merge_mode),
                if (is.null(input_shape) && is.null(batch_input_shape)) layer$input_shape else input_shape_of(input_shape, batch_input_shape), name,
                weights = weights, trainable = trainable)
 }
@@ -239,7 +239,7 @@ time_distributed <- function(object, layer, input_shape = NULL, batch_input_shap
                              dtype = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   inner <- wrapped_layer_config(layer)
-  create_layer("TimeDistributed", object, list(layer = inner), input_shape_of(input_shape, batch_input_shape), name,
+  make_layer("TimeDistributed", object, list(layer = inner), input_shape_of(input_shape, batch_input_shape), name,
                weights = weights, trainable = trainable)
 }
 
@@ -259,7 +259,7 @@ layer_repeat_vector <- function(object, n, input_shape = NULL, batch_size = NULL
                                 weights = NULL) {
   force_model(object)
   check_count(n, "n", min = 1)
-  create_layer("RepeatVector", object, list(n = n), input_shape, name, weights = weights, trainable = trainable)
+  make_layer("RepeatVector", object, list(n = n), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Mask time steps
@@ -280,7 +280,7 @@ layer_masking <- function(object, mask_value = 0.0, input_shape = NULL, batch_in
                           dtype = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_number(mask_value, "mask_value")
-  create_layer("Masking", object, list(mask_value = mask_value), input_shape_of(input_shape, batch_input_shape), name,
+  make_layer("Masking", object, list(mask_value = mask_value), input_shape_of(input_shape, batch_input_shape), name,
                weights = weights, trainable = trainable)
 }
 

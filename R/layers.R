@@ -1,5 +1,5 @@
 # Layers: each layer_*() checks its arguments, builds Keras's config for its layer (the
-# fields of Keras's get_config(), with Keras's names) and calls create_layer(). The core reads
+# fields of Keras's get_config(), with Keras's names) and calls make_layer(). The core reads
 # that config with the same parser as a saved model's, so adding a layer type to R is one
 # function here.
 
@@ -31,7 +31,7 @@ new_layer <- function(class_name, name, config, input_shape = NULL, id = next_la
 
 # The one way a layer_*() function makes its layer: `config` holds the layer type's Keras
 # config fields (`name` is added here), `object` is the model, tensor(s) or nothing.
-create_layer <- function(class_name, object, config, input_shape = NULL, name = NULL, weights = NULL, trainable = NULL,
+make_layer <- function(class_name, object, config, input_shape = NULL, name = NULL, weights = NULL, trainable = NULL,
                          call = rlang::caller_env()) {
   if (!is.null(trainable)) check_bool(trainable, "trainable", call = call)
   if (!is.null(weights) && (!is.list(weights) || !all(vapply(weights, is.numeric, logical(1))))) {
@@ -160,7 +160,7 @@ layer_dense <- function(object, units, activation = NULL, use_bias = TRUE,
   check_bool(use_bias, "use_bias")
   kernel_initializer <- initializer_config(kernel_initializer, "kernel_initializer")
   bias_initializer <- initializer_config(bias_initializer, "bias_initializer")
-  create_layer("Dense", object, list(
+  make_layer("Dense", object, list(
     units = units, activation = activation_name(activation), use_bias = use_bias,
     kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
     kernel_regularizer = regularizer_config(kernel_regularizer, "kernel_regularizer"),
@@ -183,7 +183,7 @@ layer_dense <- function(object, units, activation = NULL, use_bias = TRUE,
 #' @export
 layer_activation <- function(object, activation, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
-  create_layer("Activation", object, list(activation = activation_name(activation)), input_shape, name, weights = weights, trainable = trainable)
+  make_layer("Activation", object, list(activation = activation_name(activation)), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Apply dropout to the input
@@ -203,7 +203,7 @@ layer_activation <- function(object, activation, input_shape = NULL, name = NULL
 layer_dropout <- function(object, rate, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_number(rate, "rate", min = 0, max = 1, max_inclusive = FALSE)
-  create_layer("Dropout", object, list(rate = rate), input_shape, name, weights = weights, trainable = trainable)
+  make_layer("Dropout", object, list(rate = rate), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Batch normalization layer
@@ -236,7 +236,7 @@ layer_batch_normalization <- function(object, axis = -1L, momentum = 0.99, epsil
   check_number(epsilon, "epsilon", min = 0, min_inclusive = FALSE)
   check_bool(center, "center")
   check_bool(scale, "scale")
-  create_layer("BatchNormalization", object, list(
+  make_layer("BatchNormalization", object, list(
     axis = -1L, momentum = momentum, epsilon = epsilon, center = center, scale = scale
   ), input_shape, name, weights = weights, trainable = trainable)
 }
@@ -284,7 +284,7 @@ layer_embedding <- function(object, input_dim, output_dim, embeddings_initialize
   check_count(input_length, "input_length", min = 1, allow_null = TRUE)
   check_bool(mask_zero, "mask_zero")
   if (is.null(input_shape) && !is.null(input_length)) input_shape <- input_length
-  create_layer("Embedding", object, list(
+  make_layer("Embedding", object, list(
     input_dim = input_dim, output_dim = output_dim, embeddings_initializer = embeddings_initializer,
     embeddings_regularizer = regularizer_config(embeddings_regularizer, "embeddings_regularizer"),
     activity_regularizer = regularizer_config(activity_regularizer, "activity_regularizer"),

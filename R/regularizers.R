@@ -73,5 +73,5 @@ layer_activity_regularization <- function(object, l1 = 0, l2 = 0, input_shape = 
   force_model(object)
   check_number(l1, "l1", min = 0)
   check_number(l2, "l2", min = 0)
-  create_layer("ActivityRegularization", object, list(l1 = l1, l2 = l2), input_shape, name)
+  make_layer("ActivityRegularization", object, list(l1 = l1, l2 = l2), input_shape, name)
 }

@@ -12,7 +12,8 @@ r_keras_names <- c(LeakyReLU = "layer_activation_leaky_relu", PReLU = "layer_act
                    Conv2DTranspose = "layer_conv_2d_transpose", ELU = "layer_activation_elu",
                    ThresholdedReLU = "layer_activation_thresholded_relu", Softmax = "layer_activation_softmax",
                    UpSampling1D = "layer_upsampling_1d", UpSampling2D = "layer_upsampling_2d",
-                   Bidirectional = "bidirectional", TimeDistributed = "time_distributed")
+                   Bidirectional = "bidirectional", TimeDistributed = "time_distributed",
+                   CustomLayer = "create_layer")
 r_function_name <- function(class_name) {
   if (class_name %in% names(r_keras_names)) return(r_keras_names[[class_name]])
   snake <- gsub("([a-z])([A-Z0-9])", "\\1_\\2", class_name)
@@ -24,7 +25,7 @@ r_function_name <- function(class_name) {
 # the cuDNN kernels); the wrappers have no "layer_" prefix in R keras.
 exported_layer_functions <- c(setdiff(grep("^layer_", getNamespaceExports("rustgpu"), value = TRUE),
                                       c("layer_input", "layer_cudnn_lstm", "layer_cudnn_gru")),
-                              "bidirectional", "time_distributed")
+                              "bidirectional", "time_distributed", "create_layer")
 
 test_that("every exported layer function makes a registered layer type, and every type has one", {
   expected <- vapply(types$class_name, r_function_name, character(1))
@@ -48,8 +49,21 @@ build_example <- function(i) {
   class_name <- types$class_name[[i]]
   fun <- get(r_function_name(class_name), envir = asNamespace("rustgpu"))
   args <- lapply(types$example_config[[i]], simplify)
-  # A lambda's example is a trace: the R function it was traced from.
+  # A lambda's example is a trace: the R function it was traced from; a layer class written
+  # in R, the R6 class it was traced from (x %*% kernel + bias, weights as in the example).
   if (class_name == "Lambda") args <- list(f = function(x) x * k_tanh(x) + k_sum(x, axis = 2, keepdims = TRUE))
+  if (class_name == "CustomLayer") {
+    affine <- R6::R6Class("AffineLayer", inherit = KerasLayer, public = list(
+      kernel = NULL, bias = NULL,
+      build = function(input_shape) {
+        self$kernel <- self$add_weight("kernel", list(input_shape[[2]], 2), initializer = initializer_random_normal())
+        self$bias <- self$add_weight("bias", list(2), initializer = "zeros")
+      },
+      call = function(x, mask = NULL) k_dot(x, self$kernel) + self$bias
+    ))
+    fun <- function(object, input_shape = NULL, name = NULL) create_layer(affine, object, list(input_shape = input_shape, name = name))
+    args <- list()
+  }
   # A wrapper's layer: made by its own R function from its config.
   if (is.list(args$layer)) {
     inner <- args$layer
@@ -65,7 +79,8 @@ build_example <- function(i) {
     model <- keras_model(inputs, output)
   }
   x <- lapply(shapes, example_data, index_bound = types$example_index_bound[[i]])
-  list(model = model, x = if (length(x) == 1) x[[1]] else x, class_name = class_name)
+  shown <- if (class_name == "CustomLayer") "AffineLayer" else class_name
+  list(model = model, x = if (length(x) == 1) x[[1]] else x, class_name = shown)
 }
 
 for (i in seq_along(types$class_name)) {
@@ -90,7 +105,9 @@ for (i in seq_along(types$class_name)) {
 
 test_that("every layer function takes Keras's `weights` and `trainable`, and they work beyond dense layers", {
   no_weights_args <- c("layer_add", "layer_subtract", "layer_multiply", "layer_average", "layer_maximum",
-                       "layer_minimum", "layer_concatenate", "layer_dot", "layer_activity_regularization")
+                       "layer_minimum", "layer_concatenate", "layer_dot", "layer_activity_regularization",
+                       # R keras's create_layer() takes them in `args`.
+                       "create_layer")
   for (fn in setdiff(exported_layer_functions, no_weights_args)) {
     args <- names(formals(get(fn, envir = asNamespace("rustgpu"))))
     expect_true(all(c("weights", "trainable") %in% args), label = fn)

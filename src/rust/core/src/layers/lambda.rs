@@ -28,7 +28,7 @@ fn function_type() -> String {
 }
 
 /// A trace, or an error saying that Python code (a Lambda saved by Keras) cannot run here.
-fn traced_function<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Trace, D::Error> {
+pub(super) fn traced_function<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Trace, D::Error> {
     let value = serde_json::Value::deserialize(d)?;
     if value.is_object() {
         return serde_json::from_value(value).map_err(serde::de::Error::custom);
@@ -43,23 +43,50 @@ fn traced_function<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Resul
     ))
 }
 
-impl Lambda {
-    fn check_inputs(&self, name: &str, inputs: &[Vec<usize>]) -> Result<()> {
-        let traced = self.function.input_shapes();
-        let fits = inputs.len() == traced.len()
-            && inputs.iter().zip(traced).all(|(i, t)| i.len() + 1 == t.len() && i.iter().zip(&t[1..]).all(|(d, k)| k.is_none_or(|k| k == *d)));
-        if fits {
-            return Ok(());
-        }
-        let given: Vec<String> = inputs.iter().map(|i| format!("(None, {})", crate::shape::join_dims(i))).collect();
-        let traced: Vec<String> = traced.iter().map(|t| format!("({})", show(t))).collect();
-        Err(Error::Value(format!(
-            "layer \"{}\" (Lambda) was traced for inputs {} but is applied to {}: apply the layer to tensors of the shapes it was made for",
-            name,
-            traced.join(", "),
-            given.join(", ")
-        )))
+/// Checks that a layer's trace was made for inputs of these shapes (without the batch axis).
+pub(super) fn check_traced_inputs(function: &Trace, name: &str, class: &str, inputs: &[Vec<usize>]) -> Result<()> {
+    let traced = function.input_shapes();
+    let fits = inputs.len() == traced.len()
+        && inputs.iter().zip(traced).all(|(i, t)| i.len() + 1 == t.len() && i.iter().zip(&t[1..]).all(|(d, k)| k.is_none_or(|k| k == *d)));
+    if fits {
+        return Ok(());
     }
+    let given: Vec<String> = inputs.iter().map(|i| format!("(None, {})", crate::shape::join_dims(i))).collect();
+    let traced: Vec<String> = traced.iter().map(|t| format!("({})", show(t))).collect();
+    Err(Error::Value(format!(
+        "layer \"{}\" ({}) was traced for inputs {} but is applied to {}: apply the layer to tensors of the shapes it was made for",
+        name,
+        class,
+        traced.join(", "),
+        given.join(", ")
+    )))
+}
+
+/// The output shape (without the batch axis) of a layer's trace on inputs of these shapes.
+pub(super) fn traced_output_shape(function: &Trace, name: &str, class: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
+    check_traced_inputs(function, name, class, inputs)?;
+    let out = function.shape(function.outputs[0])?;
+    let known: Option<Vec<usize>> = out.iter().skip(1).copied().collect();
+    match (out.first(), known) {
+        (Some(None), Some(shape)) => Ok(shape),
+        _ => Err(Error::Value(format!(
+            "layer \"{}\" ({}): its function returns a tensor of shape ({}), which must be (batch, ...) with every other size known",
+            name,
+            class,
+            show(out)
+        ))),
+    }
+}
+
+/// The checks every traced layer's function passes: one output, at least one input.
+pub(super) fn check_traced_function(function: &Trace, class: &str) -> Result<()> {
+    if function.outputs.len() != 1 {
+        return Err(Error::Value(format!("a {} layer's function must return one tensor, got {}", class, function.outputs.len())));
+    }
+    if function.input_count() == 0 {
+        return Err(Error::Value(format!("a {} layer's function takes at least one input", class)));
+    }
+    Ok(())
 }
 
 impl LayerType for Lambda {
@@ -68,12 +95,7 @@ impl LayerType for Lambda {
     const INPUTS: Inputs = Inputs::OneOrMore;
 
     fn normalize(&mut self) -> Result<()> {
-        if self.function.outputs.len() != 1 {
-            return Err(Error::Value(format!("a Lambda layer's function must return one tensor, got {}", self.function.outputs.len())));
-        }
-        if self.function.input_count() == 0 {
-            return Err(Error::Value("a Lambda layer's function takes at least one input".into()));
-        }
+        check_traced_function(&self.function, Self::CLASS_NAME)?;
         if self.function.weight_count() != 0 {
             return Err(Error::Value("a Lambda layer has no weights: write a custom layer for a function with weights".into()));
         }
@@ -81,34 +103,17 @@ impl LayerType for Lambda {
     }
 
     fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
-        self.check_inputs(name, inputs)?;
-        let out = self.function.shape(self.function.outputs[0])?;
-        let known: Option<Vec<usize>> = out.iter().skip(1).copied().collect();
-        match (out.first(), known) {
-            (Some(None), Some(shape)) => Ok(shape),
-            _ => Err(Error::Value(format!(
-                "layer \"{}\" (Lambda): its function returns a tensor of shape ({}), which must be (batch, ...) with every other size known",
-                name,
-                show(out)
-            ))),
-        }
+        traced_output_shape(&self.function, name, Self::CLASS_NAME, inputs)
     }
 
     fn forward(&self, name: &str, _weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
         let shapes: Vec<Vec<usize>> = xs.iter().map(|x| x.dims()[1..].to_vec()).collect();
-        self.check_inputs(name, &shapes)?;
-        let run = self.function.forward(xs, &[], ctx.training, &mut ctx.rng)?;
-        let out = run.outputs(&self.function).remove(0);
-        Ok((LayerOutput::plain(out), Cache::new(LambdaCache { run, inputs: xs.to_vec() })))
+        check_traced_inputs(&self.function, name, Self::CLASS_NAME, &shapes)?;
+        traced_forward(&self.function, xs, &[], ctx)
     }
 
     fn backward(&self, _name: &str, _weights: &[Tensor], _t: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need: bool) -> Result<LayerGrads> {
-        let c = cache.get::<LambdaCache>()?;
-        let grads = self.function.backward(&c.run, &[Some(grad.value(Self::CLASS_NAME)?)])?;
-        // Inputs the function does not depend on (or only through ops without a gradient) get 0.
-        let mut inputs = grads.inputs.into_iter().zip(&c.inputs).map(|(g, x)| g.map_or_else(|| x.zeros_like(), Ok)).collect::<candle_core::Result<Vec<_>>>()?;
-        let first = inputs.remove(0);
-        Ok(LayerGrads { input: Some(first), weights: Vec::new(), more_inputs: inputs })
+        traced_backward(&self.function, cache, grad.value(Self::CLASS_NAME)?, &[])
     }
 
     fn example() -> Example {
@@ -123,7 +128,27 @@ impl LayerType for Lambda {
     }
 }
 
-struct LambdaCache {
+/// What a traced function's backward pass needs: the values its forward pass computed.
+struct TracedCache {
     run: TraceRun,
     inputs: Vec<Tensor>,
+}
+
+/// Runs a layer's trace on its inputs and weights (Lambda, layers written in R).
+pub(super) fn traced_forward(function: &Trace, xs: &[Tensor], weights: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+    let run = function.forward(xs, weights, ctx.training, &mut ctx.rng)?;
+    let out = run.outputs(function).remove(0);
+    Ok((LayerOutput::plain(out), Cache::new(TracedCache { run, inputs: xs.to_vec() })))
+}
+
+/// The gradients of a layer's inputs and weights through its trace; inputs and weights the
+/// output does not depend on (or only through ops without a gradient) get 0.
+pub(super) fn traced_backward(function: &Trace, cache: &Cache, grad: Tensor, weights: &[Tensor]) -> Result<LayerGrads> {
+    let c = cache.get::<TracedCache>()?;
+    let grads = function.backward(&c.run, &[Some(grad)])?;
+    let or_zero = |g: Option<Tensor>, like: &Tensor| g.map_or_else(|| like.zeros_like(), Ok);
+    let mut inputs = grads.inputs.into_iter().zip(&c.inputs).map(|(g, x)| or_zero(g, x)).collect::<candle_core::Result<Vec<_>>>()?;
+    let weights = grads.weights.into_iter().zip(weights).map(|(g, w)| or_zero(g, w)).collect::<candle_core::Result<Vec<_>>>()?;
+    let first = inputs.remove(0);
+    Ok(LayerGrads { input: Some(first), weights, more_inputs: inputs })
 }

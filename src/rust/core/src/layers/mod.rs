@@ -13,6 +13,7 @@ mod advanced_activations;
 mod conv1d;
 mod conv2d;
 mod conv2d_transpose;
+mod custom;
 mod dense;
 mod depthwise;
 mod dropout;
@@ -44,6 +45,7 @@ pub use self::advanced_activations::{LeakyReLU, PReLU, Softmax, ThresholdedReLU,
 pub use self::conv1d::Conv1D;
 pub use self::conv2d::Conv2D;
 pub use self::conv2d_transpose::Conv2DTranspose;
+pub use self::custom::CustomLayer;
 pub use self::dense::Dense;
 pub use self::depthwise::{DepthwiseConv2D, SeparableConv2D};
 pub use self::dropout::Dropout;
@@ -287,6 +289,12 @@ pub trait LayerType: std::fmt::Debug + Send + Sync + Serialize + DeserializeOwne
         Ok(if Self::PROPAGATES_MASK { mask.cloned() } else { None })
     }
 
+    /// The class name the layer shows and saves: the type's, or for a layer class written
+    /// in R, that class's name.
+    fn shown_class_name(&self) -> &str {
+        Self::CLASS_NAME
+    }
+
     /// Whether the layer can start a mask (Embedding with `mask_zero`, Masking): a model
     /// without one has no masked outputs, and its replicas need not share mask counts.
     fn makes_mask(&self) -> bool {
@@ -343,7 +351,7 @@ pub trait LayerType: std::fmt::Debug + Send + Sync + Serialize + DeserializeOwne
 
 /// The object-safe face of every [`LayerType`] (layers of all types live in one model).
 pub trait AnyLayer: std::fmt::Debug + Send + Sync {
-    fn class_name(&self) -> &'static str;
+    fn class_name(&self) -> &str;
     /// The layer type's own fields of Keras's config.
     fn config(&self) -> Value;
     fn inputs(&self) -> Inputs;
@@ -385,8 +393,8 @@ pub trait AnyLayer: std::fmt::Debug + Send + Sync {
 }
 
 impl<T: LayerType> AnyLayer for T {
-    fn class_name(&self) -> &'static str {
-        T::CLASS_NAME
+    fn class_name(&self) -> &str {
+        LayerType::shown_class_name(self)
     }
     fn config(&self) -> Value {
         // A config struct of plain fields always serializes.
@@ -495,7 +503,11 @@ impl Layer {
 
     /// The layer a Keras layer config describes (`{"name": ..., <the type's fields>}`).
     pub fn from_config(class_name: &str, config: &Value, seed: u64) -> Result<Self> {
-        let registration = registry::find(class_name)?;
+        let registration = match registry::find(class_name) {
+            // A layer class written in R is saved under its own name, with its trace.
+            Err(_) if config.get("layer_class").and_then(Value::as_str) == Some(class_name) => registry::find(CustomLayer::CLASS_NAME)?,
+            found => found?,
+        };
         let kind = registration.build(config)?;
         let name = match config.get("name") {
             Some(Value::String(s)) => s.clone(),
@@ -507,7 +519,7 @@ impl Layer {
     }
 
     /// Keras's class name, as shown by `summary()`.
-    pub fn class_name(&self) -> &'static str {
+    pub fn class_name(&self) -> &str {
         self.kind.class_name()
     }
 
