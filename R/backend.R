@@ -51,12 +51,47 @@ as_node <- function(tracer, x, call = rlang::caller_env()) {
 k_op <- function(op, args, call = rlang::caller_env()) {
   tracer <- NULL
   for (a in args) if (is_traced(a)) { tracer <- a$tracer; break }
+  if (is.null(tracer) && any(vapply(args, is_tensor, logical(1)))) return(functional_op(op, args, call = call))
   eager <- is.null(tracer)
   if (eager) tracer <- new_tracer()
   nodes <- vapply(args, function(a) as.numeric(as_node(tracer, a, call = call)), numeric(1))
   res <- call_backend(rg_trace_record(tracer$ptr, op, nodes), call = call)
   out <- traced_tensor(tracer, res$node, res$shape)
   if (eager) eager_value(out, call = call) else out
+}
+
+# A backend function or operator applied to tensors of the functional API (layer outputs):
+# a lambda layer applying it, as tf.keras makes one for a TensorFlow op on Keras tensors.
+functional_op <- function(op, args, call = rlang::caller_env()) {
+  which_tensors <- which(vapply(args, is_tensor, logical(1)))
+  apply_op <- function(xs) {
+    if (length(which_tensors) == 1) xs <- list(xs)
+    args[which_tensors] <- xs
+    k_op(op, args, call = call)
+  }
+  inputs <- args[which_tensors]
+  layer_lambda(if (length(inputs) == 1) inputs[[1]] else inputs, apply_op)
+}
+
+#' @export
+Ops.rustgpu_tensor <- function(e1, e2) {
+  if (missing(e2)) {
+    if (.Generic == "+") return(e1)
+    if (.Generic == "-") return(k_op(list(op = "unary", f = "neg"), list(e1), call = rlang::caller_env()))
+    value_error(sprintf("`%s` is not defined for tensors.", .Generic))
+  }
+  if (.Generic == "^" && is.numeric(e2) && length(e2) == 1) return(k_pow(e1, e2))
+  f <- binary_ops[.Generic]
+  if (is.na(f)) value_error(sprintf("`%s` is not defined for tensors.", .Generic))
+  k_op(list(op = "binary", f = unname(f)), list(e1, e2), call = rlang::caller_env())
+}
+
+#' @export
+Math.rustgpu_tensor <- function(x, ...) {
+  f <- switch(.Generic, abs = "abs", sqrt = "sqrt", exp = "exp", log = "log", tanh = "tanh", sign = "sign",
+              round = "round", floor = "floor", NULL)
+  if (is.null(f)) value_error(sprintf("`%s()` is not defined for tensors: use the backend functions (k_*()).", .Generic))
+  k_op(list(op = "unary", f = f), list(x), call = rlang::caller_env())
 }
 
 eager_value <- function(t, call = rlang::caller_env()) {
@@ -66,6 +101,7 @@ eager_value <- function(t, call = rlang::caller_env()) {
 # The shape of a tensor or array, NA where unknown.
 shape_of <- function(x) {
   if (is_traced(x)) return(x$shape)
+  if (is_tensor(x)) return(c(NA, functional_shape(x)))
   if (is.null(dim(x))) {
     if (length(x) == 1) integer(0) else length(x)
   } else {

@@ -31,6 +31,11 @@ generics::fit
 compile.keras.engine.training.Model <- function(object, optimizer = "rmsprop", loss = NULL, metrics = NULL,
                                                 loss_weights = NULL, ...) {
   check_model(object)
+  if (unbuilt_custom(object)) {
+    # A custom model is compiled once it has its shape (its first data).
+    object$pending_compile <- list(optimizer = optimizer, loss = loss, metrics = metrics, loss_weights = loss_weights)
+    return(invisible(object))
+  }
   if (is.null(loss)) {
     value_error("`loss` is required: e.g. compile(model, optimizer = \"adam\", loss = \"mse\").")
   }
@@ -231,6 +236,7 @@ fit.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_si
                                             callbacks = NULL, validation_split = 0, validation_data = NULL,
                                             shuffle = TRUE, class_weight = NULL, sample_weight = NULL,
                                             initial_epoch = 0, ...) {
+  ensure_built(object, x)
   check_model(object)
   callbacks <- as_callback_list(callbacks)
   check_compiled(object, "fit")
@@ -375,6 +381,7 @@ evaluate.default <- function(object, ...) {
 #' @export
 evaluate.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_size = NULL, verbose = 1,
                                                  sample_weight = NULL, ...) {
+  ensure_built(object, x)
   check_model(object)
   check_compiled(object, "evaluate")
   batch_size <- default_batch_size(batch_size)
@@ -401,6 +408,7 @@ evaluate.keras.engine.training.Model <- function(object, x = NULL, y = NULL, bat
 #' @importFrom stats predict
 #' @export
 predict.keras.engine.training.Model <- function(object, x, batch_size = NULL, verbose = 0, ...) {
+  ensure_built(object, x)
   check_model(object)
   batch_size <- default_batch_size(batch_size)
   check_data(x)
@@ -426,6 +434,7 @@ predict.keras.engine.training.Model <- function(object, x, batch_size = NULL, ve
 #' predict_on_batch(model, x)
 #' @export
 train_on_batch <- function(object, x, y, class_weight = NULL, sample_weight = NULL) {
+  ensure_built(object, x)
   check_model(object)
   check_compiled(object, "train_on_batch")
   warn_if_trainable_changed(object)
@@ -439,6 +448,7 @@ train_on_batch <- function(object, x, y, class_weight = NULL, sample_weight = NU
 #' @rdname train_on_batch
 #' @export
 test_on_batch <- function(object, x, y, sample_weight = NULL) {
+  ensure_built(object, x)
   check_model(object)
   check_compiled(object, "test_on_batch")
   n <- check_data(x, y)
@@ -449,6 +459,7 @@ test_on_batch <- function(object, x, y, sample_weight = NULL) {
 #' @rdname train_on_batch
 #' @export
 predict_on_batch <- function(object, x) {
+  ensure_built(object, x)
   check_model(object)
   n <- check_data(x)
   call_backend(rg_predict(object$ptr, x, n, inference_seed(object)))
