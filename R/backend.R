@@ -32,6 +32,7 @@ as_node <- function(tracer, x, call = rlang::caller_env()) {
     return(x$node)
   }
   if (is_tensor(x)) {
+    if (!is.null(tracer$model)) return(model_tensor_node(tracer, x, call = call))
     trace_error(paste0("A layer's output tensor (from the functional API) was used inside a traced function: ",
                        "pass it to the layer as an input instead (layer_lambda() on a list of tensors)."), call = call)
   }
@@ -46,12 +47,34 @@ as_node <- function(tracer, x, call = rlang::caller_env()) {
   call_backend(rg_trace_record(tracer$ptr, op, numeric(0)), call = call)$node
 }
 
+# The loss being traced, whose function may read the model's tensors.
+.tracing <- new.env(parent = emptyenv())
+
+# The node of a model tensor (a layer's output in the functional API) in a loss's trace: an
+# input of the trace, fed with that layer's output when the loss is computed.
+model_tensor_node <- function(tracer, x, call = rlang::caller_env()) {
+  key <- as.character(x$id)
+  if (!is.null(tracer$extras[[key]])) return(tracer$extras[[key]]$trace_node)
+  model_node <- unname(model_field(tracer$model, "tensor_nodes")[key])
+  if (!length(model_node) || is.na(model_node) || x$kind != "node") {
+    trace_error("The loss reads a tensor that is not a layer output of the model being compiled.", call = call)
+  }
+  node <- call_backend(rg_trace_add_input(tracer$ptr, as.numeric(c(NA, functional_shape(x)))), call = call)
+  tracer$extras[[key]] <- list(trace_node = node, model_node = model_node)
+  node
+}
+
 # Records `op` on `args` (tensors or numbers); with no symbolic tensor among them, the op is
 # computed at once and its value returned as an array.
 k_op <- function(op, args, call = rlang::caller_env()) {
   tracer <- NULL
   for (a in args) if (is_traced(a)) { tracer <- a$tracer; break }
-  if (is.null(tracer) && any(vapply(args, is_tensor, logical(1)))) return(functional_op(op, args, call = call))
+  if (is.null(tracer) && any(vapply(args, is_tensor, logical(1)))) {
+    # In a loss being traced, the model's tensors are the loss's inputs; elsewhere, an op on
+    # them is a lambda layer.
+    tracer <- .tracing$loss
+    if (is.null(tracer)) return(functional_op(op, args, call = call))
+  }
   eager <- is.null(tracer)
   if (eager) tracer <- new_tracer()
   nodes <- vapply(args, function(a) as.numeric(as_node(tracer, a, call = call)), numeric(1))
@@ -279,11 +302,20 @@ traced_call <- function(tracer, input_shapes, run, what, call = rlang::caller_en
 
 # A loss or metric function as compile() passes it to the core: its name and trace, from
 # y_true and y_pred shaped as the model's output.
-traced_loss_spec <- function(f, name, output_shape, call = rlang::caller_env()) {
+# `model`: a functional model whose layer outputs the function may read (a loss's, as R
+# keras's variational autoencoder's reads its encoder's outputs).
+traced_loss_spec <- function(f, name, output_shape, model = NULL, call = rlang::caller_env()) {
   shape <- c(NA, output_shape)
-  json <- trace_function(function(xs) f(xs[[1]], xs[[2]]), list(shape, shape), single = FALSE,
-                         what = sprintf("The function \"%s\"", name), call = call)
-  sprintf("{\"name\": %s, \"trace\": %s}", encode_string(name), json)
+  tracer <- new_tracer(list(shape, shape))
+  tracer$model <- model
+  tracer$extras <- list()
+  if (!is.null(model)) {
+    .tracing$loss <- tracer
+    on.exit(.tracing$loss <- NULL)
+  }
+  json <- traced_call(tracer, list(shape, shape), function(xs) f(xs[[1]], xs[[2]]), sprintf("The function \"%s\"", name), call = call)
+  extra_nodes <- vapply(tracer$extras, function(e) as.numeric(e$model_node), numeric(1))
+  sprintf("{\"name\": %s, \"trace\": %s, \"extra_nodes\": [%s]}", encode_string(name), json, paste(extra_nodes, collapse = ", "))
 }
 
 encode_string <- function(s) paste0("\"", gsub("([\"\\\\])", "\\\\\\1", s), "\"")

@@ -21,6 +21,10 @@ rg_trace_new <- function(input_shapes, weight_shapes) .Call(wrap__rg_trace_new, 
 #' @noRd
 rg_trace_record <- function(ptr, op, args) .Call(wrap__rg_trace_record, ptr, op, args)
 
+#' Adds an input of `shape` (NA for unknown) to the trace: its node.
+#' @noRd
+rg_trace_add_input <- function(ptr, shape) .Call(wrap__rg_trace_add_input, ptr, shape)
+
 #' The finished trace with these output nodes, as JSON.
 #' @noRd
 rg_trace_json <- function(ptr, outputs) .Call(wrap__rg_trace_json, ptr, outputs)

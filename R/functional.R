@@ -218,6 +218,8 @@ keras_model <- function(inputs, outputs, name = NULL) {
   model$inputs <- inputs
   model$outputs <- outputs
   model$layer_specs <- graph$layers
+  # Which node made each tensor: a custom loss reading the model's tensors is fed from them.
+  model$tensor_nodes <- graph$node_of
   for (layer in graph$layers) register_layer(model, layer)
   model
 }

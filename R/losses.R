@@ -4,9 +4,44 @@
 
 keras_loss <- function(name) {
   force(name)
-  f <- function(y_true, y_pred) call_backend(rg_loss_values(name, y_true, y_pred))
+  f <- function(y_true, y_pred) {
+    # On tensors (in a loss or lambda being traced, or on layer outputs): Keras's formula
+    # in backend functions.
+    if (is_traced(y_true) || is_traced(y_pred) || is_tensor(y_true) || is_tensor(y_pred)) {
+      formula <- tensor_losses[[name]]
+      if (is.null(formula)) value_error(sprintf("loss_%s() is not available on tensors yet: write it with k_*() functions.", name))
+      return(formula(y_true, y_pred))
+    }
+    call_backend(rg_loss_values(name, y_true, y_pred))
+  }
   structure(f, class = c("rustgpu_loss", "function"), keras_name = name)
 }
+
+# tf.keras's losses written with backend functions, for loss functions called on tensors.
+tensor_losses <- list(
+  binary_crossentropy = function(y_true, y_pred) k_mean(k_binary_crossentropy(y_true, y_pred), axis = -1),
+  categorical_crossentropy = function(y_true, y_pred) k_categorical_crossentropy(y_true, y_pred),
+  sparse_categorical_crossentropy = function(y_true, y_pred) k_sparse_categorical_crossentropy(y_true, y_pred),
+  mean_squared_error = function(y_true, y_pred) k_mean(k_square(y_pred - y_true), axis = -1),
+  mean_absolute_error = function(y_true, y_pred) k_mean(k_abs(y_pred - y_true), axis = -1),
+  mean_absolute_percentage_error = function(y_true, y_pred) {
+    100 * k_mean(k_abs((y_true - y_pred) / k_clip(k_abs(y_true), k_epsilon(), NULL)), axis = -1)
+  },
+  mean_squared_logarithmic_error = function(y_true, y_pred) {
+    k_mean(k_square(k_log(k_clip(y_pred, k_epsilon(), NULL) + 1) - k_log(k_clip(y_true, k_epsilon(), NULL) + 1)), axis = -1)
+  },
+  poisson = function(y_true, y_pred) k_mean(y_pred - y_true * k_log(y_pred + k_epsilon()), axis = -1),
+  logcosh = function(y_true, y_pred) {
+    x <- y_pred - y_true
+    k_mean(x + k_softplus(-2 * x) - log(2), axis = -1)
+  },
+  kullback_leibler_divergence = function(y_true, y_pred) {
+    y_true <- k_clip(y_true, k_epsilon(), 1)
+    y_pred <- k_clip(y_pred, k_epsilon(), 1)
+    k_sum(y_true * k_log(y_true / y_pred), axis = -1)
+  },
+  cosine_similarity = function(y_true, y_pred) -k_sum(k_l2_normalize(y_true, axis = -1) * k_l2_normalize(y_pred, axis = -1), axis = -1)
+)
 
 keras_metric <- function(name) {
   force(name)

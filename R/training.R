@@ -55,7 +55,8 @@ compile.keras.engine.training.Model <- function(object, optimizer = "rmsprop", l
   if (any(custom) || anyNA(metrics$keras)) {
     shapes <- call_backend(rg_output_shapes(object$ptr))
     for (k in which(custom)) {
-      losses[[k]] <- traced_loss_spec(losses[[k]]$f, if (length(outputs) > 1) paste0(outputs[k], "_loss") else "loss", shapes[[k]])
+      losses[[k]] <- traced_loss_spec(losses[[k]]$f, if (length(outputs) > 1) paste0(outputs[k], "_loss") else "loss", shapes[[k]],
+                                      model = object)
     }
     for (i in which(is.na(metrics$keras))) {
       metrics$keras[i] <- traced_loss_spec(metrics$custom[[i]], metrics$shown[i], shapes[[1]])

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Runs published R keras 2.x scripts with rustgpu: `library(keras)` becomes
-# `library(rustgpu)`, epochs are capped at 1, and data sets come from a stand-in cache
+# `library(rustgpu)` (and `keras::` `rustgpu::`: the package's name), epochs are capped at 1, and data sets come from a stand-in cache
 # (tools/fake-keras-cache.py; hashes not checked). Prints, for each script, "ok" or its first
 # error. R keras's own scripts are not part of this project: point it at a local copy, e.g.
 #   git -C <clone of rstudio/keras> archive 2.2.5.0 vignettes | tar -x -C /tmp/rkeras
@@ -18,7 +18,7 @@ for script in "$@"; do
   name=$(basename "$script")
   {
     echo ".libPaths(c('$LIB', .libPaths())); Sys.setenv(KERAS_HOME = '$CACHE'); options(rustgpu.check_dataset_hashes = FALSE)"
-    sed -e 's/library(keras)/library(rustgpu)/' -e 's/epochs *= *[0-9][0-9]*/epochs = 1/g' -e 's/^epochs *<- *[0-9][0-9]*/epochs <- 1/' "$script"
+    sed -e 's/library(keras)/library(rustgpu)/' -e 's/keras::/rustgpu::/g' -e 's/epochs *= *[0-9][0-9]*/epochs = 1/g' -e 's/^epochs *<- *[0-9][0-9]*/epochs <- 1/' "$script"
   } > "$OUT/$name"
   if (cd "$OUT" && timeout "${RKERAS_TIMEOUT:-600}" Rscript "$name" > "$OUT/$name.log" 2>&1); then
     echo "ok    $name"

@@ -113,6 +113,31 @@ test_that("a lambda layer, a custom loss and a custom metric train as in tf.kera
   expect_keras_training(model, rec, list(fx$x, fx$x_b), fx$y, "two inputs")
 })
 
+test_that("a loss reading the model's tensors (R keras's VAE loss) trains as in tf.keras", {
+  fx <- backend_fixtures()
+  rec <- fx$models$vae_deterministic
+  x <- layer_input(shape = 4)
+  h <- layer_dense(x, 6, activation = "relu")
+  z_mean <- layer_dense(h, 2)
+  z_log_var <- layer_dense(h, 2)
+  z <- layer_lambda(list(z_mean, z_log_var), function(t) t[[1]] + 0.5 * k_exp(t[[2]] / 2))
+  decoded <- z %>% layer_dense(6, activation = "relu") %>% layer_dense(4, activation = "sigmoid")
+  vae <- keras_model(x, decoded)
+  vae_loss <- function(x, x_decoded_mean) {
+    xent_loss <- 4 * loss_binary_crossentropy(x, x_decoded_mean)
+    kl_loss <- -0.5 * k_mean(1 + z_log_var - k_square(z_mean) - k_exp(z_log_var), axis = -1L)
+    xent_loss + kl_loss
+  }
+  set_weights(vae, as_weight_list(rec$initial_weights))
+  compile(vae, optimizer = optimizer_rmsprop(0.01), loss = vae_loss)
+  expect_keras_training(vae, rec, fx$x, fx$x01, "vae")
+  # A tensor of another model is not the loss's to read.
+  other <- layer_dense(layer_input(shape = 4), 2)
+  m <- keras_model(x, decoded)
+  expect_error(compile(m, optimizer = "sgd", loss = function(y_true, y_pred) y_pred + k_mean(other)),
+               "not a layer output of the model", class = "rustgpu_trace_error")
+})
+
 test_that("a sampling lambda (R keras's VAE) draws from the batch's shape, reproducibly from the seed", {
   x <- layer_input(shape = 4)
   z <- layer_lambda(x, function(arg) {

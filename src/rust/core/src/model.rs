@@ -129,14 +129,14 @@ impl Architecture {
     /// Forward pass over every node. `weights` follow `weight_ranges`. Also returns each
     /// node's cache for `backward`.
     pub fn forward(&self, weights: &[Tensor], inputs: &[Tensor], ctx: &mut ForwardContext) -> Result<(Vec<ModelOutput>, Vec<Cache>)> {
-        let f = self.forward_recording(weights, inputs, ctx)?;
+        let f = self.forward_recording(weights, inputs, ctx, &[])?;
         Ok((f.outputs, f.caches))
     }
 
     /// [`Self::forward`], also returning the outputs of the nodes whose layer has an activity
-    /// regularizer (node index, output value), for [`Self::activity_penalty`], and the
-    /// outputs' masks.
-    pub fn forward_recording(&self, weights: &[Tensor], inputs: &[Tensor], ctx: &mut ForwardContext) -> Result<Forward> {
+    /// regularizer and of the nodes `also_record` (node index, output value), for
+    /// [`Self::activity_penalty`] and losses that read model tensors, and the outputs' masks.
+    pub fn forward_recording(&self, weights: &[Tensor], inputs: &[Tensor], ctx: &mut ForwardContext, also_record: &[usize]) -> Result<Forward> {
         if inputs.len() != self.input_count() {
             return Err(Error::Value(format!("the model has {} inputs but {} arrays were given", self.input_count(), inputs.len())));
         }
@@ -169,7 +169,7 @@ impl Architecture {
             masks.push(layer.kind.compute_mask(&xs, ctx.mask.as_ref())?);
             more.push(layer.kind.more_outputs(&cache)?);
             ctx.mask = None;
-            if layer.kind.activity_regularizer().is_some() {
+            if layer.kind.activity_regularizer().is_some() || also_record.contains(&j) {
                 recorded.push((j, out.value.clone()));
             }
             values.push(out);

@@ -73,6 +73,17 @@ fn rg_trace_record(mut ptr: Robj, op: Robj, args: Robj) -> Robj {
     })
 }
 
+/// Adds an input of `shape` (NA for unknown) to the trace: its node.
+/// @noRd
+#[extendr]
+fn rg_trace_add_input(mut ptr: Robj, shape: Robj) -> Robj {
+    guard(|| {
+        let t = tracer(&mut ptr)?;
+        let node = t.add_input(sym_shape(&shape, "shape")?)?;
+        Ok((node as f64).into())
+    })
+}
+
 /// The finished trace with these output nodes, as JSON.
 /// @noRd
 #[extendr]
@@ -122,6 +133,7 @@ extendr_module! {
     fn rg_output_shapes;
     fn rg_trace_new;
     fn rg_trace_record;
+    fn rg_trace_add_input;
     fn rg_trace_json;
     fn rg_trace_eval;
 }

@@ -30,7 +30,8 @@ fn traced_function(spec: &str) -> Result<Option<Loss>> {
     let mut spec: serde_json::Value = serde_json::from_str(spec).map_err(|e| unreadable(e.to_string()))?;
     let name = spec.get("name").and_then(|n| n.as_str()).unwrap_or("custom_function").to_string();
     let trace: rustgpu_core::trace::Trace = serde_json::from_value(spec["trace"].take()).map_err(|e| unreadable(e.to_string()))?;
-    Ok(Some(Loss::traced(&name, trace)?))
+    let extra_nodes: Vec<usize> = serde_json::from_value(spec["extra_nodes"].take()).unwrap_or_default();
+    Ok(Some(Loss::traced(&name, trace, extra_nodes)?))
 }
 
 fn parse_loss(spec: &str) -> Result<Loss> {

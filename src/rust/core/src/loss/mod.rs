@@ -97,9 +97,34 @@ impl Loss {
         LOSSES.iter().find(|r| r.loss.name() == name || r.aliases.contains(&name)).map(|r| r.loss.clone())
     }
 
-    /// A loss written in R, as its trace (inputs y_true and y_pred), under `name`.
-    pub fn traced(name: &str, trace: crate::trace::Trace) -> Result<Self> {
-        Ok(Self(Kind::Traced(std::sync::Arc::new(TracedLoss::new(name, trace)?))))
+    /// A loss written in R, as its trace (inputs y_true and y_pred, then the outputs of the
+    /// model nodes `extra_nodes`), under `name`.
+    pub fn traced(name: &str, trace: crate::trace::Trace, extra_nodes: Vec<usize>) -> Result<Self> {
+        Ok(Self(Kind::Traced(std::sync::Arc::new(TracedLoss::new(name, trace, extra_nodes)?))))
+    }
+
+    /// Model nodes whose outputs the loss reads besides the model's output.
+    pub fn extra_nodes(&self) -> &[usize] {
+        match &self.0 {
+            Kind::Builtin(_) => &[],
+            Kind::Traced(t) => &t.extra_nodes,
+        }
+    }
+
+    /// Each sample's loss, given the outputs of [`Self::extra_nodes`].
+    pub fn per_sample_with(&self, out: &ModelOutput, y: &Tensor, extras: &[Tensor]) -> Result<Tensor> {
+        match &self.0 {
+            Kind::Traced(t) => t.per_sample_with(out, y, extras),
+            Kind::Builtin(f) => f.per_sample(out, y),
+        }
+    }
+
+    /// [`Self::gradient`], and the gradients of the outputs of [`Self::extra_nodes`].
+    pub fn gradient_with(&self, out: &ModelOutput, y: &Tensor, total_rows: usize, extras: &[Tensor]) -> Result<(OutputGrad, Vec<Tensor>)> {
+        match &self.0 {
+            Kind::Traced(t) => t.gradient_with(out, y, total_rows, extras),
+            Kind::Builtin(f) => Ok((f.gradient(out, y, total_rows)?, Vec::new())),
+        }
     }
 
     /// Every name a loss can be given by, Keras's names first.

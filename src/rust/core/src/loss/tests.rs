@@ -151,7 +151,7 @@ fn traced_mse(rank: usize) -> Loss {
     let sq = t.record(Op::PowScalar { exponent: 2.0 }, vec![d]).unwrap();
     let m = t.record(Op::Reduce { f: Reduction::Mean, axes: vec![rank - 1], keepdims: false }, vec![sq]).unwrap();
     t.set_outputs(vec![m]).unwrap();
-    Loss::traced("my_mse", t).unwrap()
+    Loss::traced("my_mse", t, Vec::new()).unwrap()
 }
 
 #[test]

@@ -33,6 +33,10 @@ pub struct Node {
 pub struct Trace {
     input_shapes: Vec<SymShape>,
     weight_shapes: Vec<Vec<usize>>,
+    /// The node of each input and weight (inputs come first, except those added later with
+    /// [`Trace::add_input`]: a custom loss's model tensors, met while it is traced).
+    input_nodes: Vec<usize>,
+    weight_nodes: Vec<usize>,
     nodes: Vec<Node>,
     /// Each node's shape (inferred as nodes are recorded, never read from a file).
     shapes: Vec<SymShape>,
@@ -52,13 +56,26 @@ struct TraceData {
 impl TryFrom<TraceData> for Trace {
     type Error = Error;
     fn try_from(d: TraceData) -> Result<Self> {
-        let mut t = Trace::new(d.inputs, d.weights);
-        let first = t.nodes.len();
-        if d.nodes.len() < first || d.nodes[..first] != t.nodes[..] {
-            return Err(Error::Value("a trace must start with a node per input and per weight".into()));
+        let mut t = Trace::default();
+        for node in d.nodes {
+            match node.op {
+                Op::Input { index } => {
+                    let shape = d.inputs.get(index).filter(|_| index == t.input_nodes.len());
+                    let shape = shape.ok_or_else(|| Error::Value(format!("a trace's input {} is out of order or undeclared", index)))?;
+                    t.add_input(shape.clone())?;
+                }
+                Op::Weight { index } => {
+                    let shape = d.weights.get(index).filter(|_| index == t.weight_nodes.len());
+                    let shape = shape.ok_or_else(|| Error::Value(format!("a trace's weight {} is out of order or undeclared", index)))?;
+                    t.add_weight(shape.clone())?;
+                }
+                op => {
+                    t.record(op, node.args)?;
+                }
+            }
         }
-        for node in d.nodes.into_iter().skip(first) {
-            t.record(node.op, node.args)?;
+        if t.input_nodes.len() != d.inputs.len() || t.weight_nodes.len() != d.weights.len() {
+            return Err(Error::Value("a trace declares inputs or weights it has no node for".into()));
         }
         t.set_outputs(d.outputs)?;
         Ok(t)
@@ -93,17 +110,42 @@ impl Trace {
     /// A trace of inputs of these shapes (the batch axis None) and weights of these shapes:
     /// nodes 0.. are the inputs, then the weights.
     pub fn new(input_shapes: Vec<SymShape>, weight_shapes: Vec<Vec<usize>>) -> Self {
-        let mut nodes = Vec::new();
-        let mut shapes = Vec::new();
-        for (i, s) in input_shapes.iter().enumerate() {
-            nodes.push(Node { op: Op::Input { index: i }, args: Vec::new() });
-            shapes.push(s.clone());
+        let mut t = Self::default();
+        for s in input_shapes {
+            t.push_input(s);
         }
-        for (i, s) in weight_shapes.iter().enumerate() {
-            nodes.push(Node { op: Op::Weight { index: i }, args: Vec::new() });
-            shapes.push(s.iter().map(|d| Some(*d)).collect());
+        for s in weight_shapes {
+            t.push_weight(s);
         }
-        Self { input_shapes, weight_shapes, nodes, shapes, outputs: Vec::new() }
+        t
+    }
+
+    fn push_input(&mut self, shape: SymShape) -> usize {
+        self.nodes.push(Node { op: Op::Input { index: self.input_shapes.len() }, args: Vec::new() });
+        self.shapes.push(shape.clone());
+        self.input_shapes.push(shape);
+        self.input_nodes.push(self.nodes.len() - 1);
+        self.nodes.len() - 1
+    }
+
+    fn push_weight(&mut self, shape: Vec<usize>) -> usize {
+        self.nodes.push(Node { op: Op::Weight { index: self.weight_shapes.len() }, args: Vec::new() });
+        self.shapes.push(shape.iter().map(|d| Some(*d)).collect());
+        self.weight_shapes.push(shape);
+        self.weight_nodes.push(self.nodes.len() - 1);
+        self.nodes.len() - 1
+    }
+
+    /// Adds an input of `shape` after the others (its sizes checked as any op's): its node.
+    pub fn add_input(&mut self, shape: SymShape) -> Result<usize> {
+        check_size(&shape)?;
+        Ok(self.push_input(shape))
+    }
+
+    /// Adds a weight of `shape`: its node.
+    pub fn add_weight(&mut self, shape: Vec<usize>) -> Result<usize> {
+        check_size(&shape.iter().map(|d| Some(*d)).collect::<Vec<_>>())?;
+        Ok(self.push_weight(shape))
     }
 
     pub fn input_count(&self) -> usize {
@@ -120,12 +162,12 @@ impl Trace {
 
     /// The node of input `i`.
     pub fn input_node(&self, i: usize) -> usize {
-        i
+        self.input_nodes[i]
     }
 
     /// The node of weight `k`.
     pub fn weight_node(&self, k: usize) -> usize {
-        self.input_shapes.len() + k
+        self.weight_nodes[k]
     }
 
     pub fn len(&self) -> usize {
@@ -156,14 +198,7 @@ impl Trace {
         }
         let arg_shapes: Vec<&SymShape> = args.iter().map(|a| &self.shapes[*a]).collect();
         let shape = ops::output_shape(&op, &arg_shapes, &self.shapes)?;
-        // Fixed sizes are checked here (from a file, they are untrusted); sizes that depend on
-        // the batch are checked with the step's memory.
-        let known: Vec<usize> = shape.iter().map(|d| d.unwrap_or(1)).collect();
-        crate::memory::check(
-            "a traced op's output",
-            crate::memory::elements(&known).and_then(|n| crate::memory::bytes(n, 4)),
-            "make the tensors of the R function smaller",
-        )?;
+        check_size(&shape)?;
         self.nodes.push(Node { op, args });
         self.shapes.push(shape);
         Ok(self.nodes.len() - 1)
@@ -253,11 +288,21 @@ impl Trace {
                 }
             }
         }
-        let n_in = self.input_shapes.len();
-        let weights = grads[n_in..n_in + self.weight_shapes.len()].to_vec();
-        grads.truncate(n_in);
-        Ok(TraceGrads { inputs: grads, weights })
+        let weights = self.weight_nodes.iter().map(|n| grads[*n].take()).collect();
+        let inputs = self.input_nodes.iter().map(|n| grads[*n].take()).collect();
+        Ok(TraceGrads { inputs, weights })
     }
+}
+
+/// Fixed sizes are checked as they are recorded (from a file, they are untrusted); sizes that
+/// depend on the batch are checked with the step's memory.
+fn check_size(shape: &SymShape) -> Result<()> {
+    let known: Vec<usize> = shape.iter().map(|d| d.unwrap_or(1)).collect();
+    crate::memory::check(
+        "a traced op's output",
+        crate::memory::elements(&known).and_then(|n| crate::memory::bytes(n, 4)),
+        "make the tensors of the R function smaller",
+    )
 }
 
 fn add_grad(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {

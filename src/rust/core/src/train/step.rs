@@ -35,6 +35,8 @@ pub(super) struct StepInputs {
     pub(super) total_rows: usize,
     pub(super) output_shapes: Vec<Vec<usize>>,
     pub(super) seed: u64,
+    /// Model nodes whose outputs losses read besides the model's outputs.
+    pub(super) loss_nodes: Vec<usize>,
 }
 
 /// A replica's contribution to a step. Its gradients are on its device, or already on the
@@ -74,7 +76,13 @@ impl StepInputs {
             }
             None => (vec![Loss::parse("mean_squared_error")?; n], vec![1.0; n], vec![Vec::new(); n]),
         };
+        let loss_nodes: Vec<usize> = losses.iter().flat_map(|l| l.extra_nodes().iter().copied()).collect();
+        let node_count = model.arch.nodes().len();
+        if let Some(n) = loss_nodes.iter().find(|n| **n >= node_count) {
+            return Err(Error::Value(format!("the loss reads node {} of a model with {} nodes: compile the model the loss was written for", n, node_count)));
+        }
         Ok(Self {
+            loss_nodes,
             arch: model.arch.clone(),
             weights: model.weights.iter().map(|w| w.value.clone()).collect(),
             host_tensors: None,
@@ -107,7 +115,7 @@ pub(super) fn forward_part(s: &StepInputs, device: &Device, xs: &[HostTensor], t
     let xs = xs.iter().map(|x| x.to_device(device)).collect::<Result<Vec<_>>>()?;
     let seed = s.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(replica as u64);
     let mut ctx = ForwardContext { training, rng: rand::rngs::StdRng::seed_from_u64(seed), mask: None };
-    let forward = s.arch.forward_recording(&weights, &xs, &mut ctx)?;
+    let forward = s.arch.forward_recording(&weights, &xs, &mut ctx, &s.loss_nodes)?;
     Ok((weights, forward))
 }
 
@@ -173,6 +181,8 @@ struct OutputTerm {
     divisor: usize,
     /// The output's shapes, to bring a per-step gradient back (value, logits).
     shapes: Option<(Vec<usize>, Option<Vec<usize>>)>,
+    /// The outputs of the model nodes the loss reads (see `Loss::extra_nodes`).
+    extras: Vec<Tensor>,
 }
 
 /// This part's count of unmasked time steps of each output (0 where no mask applies).
@@ -193,10 +203,19 @@ fn output_terms(s: &StepInputs, f: &Forward, ys: &[Tensor], w: Option<&Tensor>, 
         .zip(&f.output_masks)
         .zip(ys)
         .zip(mask_totals)
-        .map(|(((out, mask), y), total)| {
+        .enumerate()
+        .map(|(k, (((out, mask), y), total))| {
+            let extras = s.losses[k]
+                .extra_nodes()
+                .iter()
+                .map(|n| f.recorded.iter().find(|(j, _)| j == n).map(|(_, t)| t.clone()).ok_or_else(|| Error::State(format!("node {} was not recorded", n))))
+                .collect::<Result<Vec<_>>>()?;
             let Some(mask) = crate::loss::step_mask(&out.value, mask.as_ref()) else {
-                return Ok(OutputTerm { out: out.clone(), y: y.clone(), weights: w.cloned(), divisor: s.total_rows, shapes: None });
+                return Ok(OutputTerm { out: out.clone(), y: y.clone(), weights: w.cloned(), divisor: s.total_rows, shapes: None, extras });
             };
+            if !extras.is_empty() {
+                return Err(Error::Value("a loss that reads model tensors cannot be used on a masked sequence output yet".into()));
+            }
             let steps = mask.dim(1)?;
             let weights = match w {
                 Some(w) => mask.broadcast_mul(&w.unsqueeze(1)?.to_dtype(mask.dtype())?)?,
@@ -214,6 +233,7 @@ fn output_terms(s: &StepInputs, f: &Forward, ys: &[Tensor], w: Option<&Tensor>, 
                 // Mask counts are whole numbers (masks are 0 or 1).
                 divisor: total.round() as usize,
                 shapes: Some(shapes),
+                extras,
             })
         })
         .collect()
@@ -226,7 +246,7 @@ impl OutputTerm {
             // Every step masked: nothing to learn from (Keras's division would give NaN).
             return Ok(0.0);
         }
-        let per_row = loss.per_sample(&self.out, &self.y)?;
+        let per_row = loss.per_sample_with(&self.out, &self.y, &self.extras)?;
         let per_row = match &self.weights {
             Some(w) => per_row.mul(w)?,
             None => per_row,
@@ -235,16 +255,23 @@ impl OutputTerm {
     }
 
     /// The gradient of [`Self::loss`] times `scale` (the output's loss weight), shaped as
-    /// the model's output (or its logits).
-    fn gradient(&self, loss: &Loss, scale: f64) -> Result<OutputGrad> {
-        let g = if self.divisor == 0 {
-            match loss.gradient(&self.out, &self.y, 1)? {
+    /// the model's output (or its logits), and the gradients of the model tensors the loss
+    /// reads (node, gradient).
+    fn gradient(&self, loss: &Loss, scale: f64) -> Result<(OutputGrad, Vec<(usize, Tensor)>)> {
+        let (g, extra) = if self.divisor == 0 {
+            let g = match loss.gradient(&self.out, &self.y, 1)? {
                 OutputGrad::Value(t) => OutputGrad::Value(t.zeros_like()?),
                 OutputGrad::Logits(t) => OutputGrad::Logits(t.zeros_like()?),
-            }
+            };
+            (g, Vec::new())
         } else {
-            weight_rows(loss.gradient(&self.out, &self.y, self.divisor)?, self.weights.as_ref())?
+            let (g, extra) = loss.gradient_with(&self.out, &self.y, self.divisor, &self.extras)?;
+            let weighted = |g: OutputGrad| weight_rows(g, self.weights.as_ref());
+            let extra = extra.into_iter().map(|t| weighted(OutputGrad::Value(t))?.value("a model tensor")).collect::<Result<Vec<_>>>()?;
+            (weighted(g)?, extra)
         };
+        let extra =
+            loss.extra_nodes().iter().copied().zip(extra).map(|(n, t)| Ok((n, if scale == 1.0 { t } else { (t * scale)? }))).collect::<Result<Vec<_>>>()?;
         let shaped = |t: Tensor, shape: Option<&Vec<usize>>| -> Result<Tensor> {
             let t = if scale == 1.0 { t } else { (t * scale)? };
             Ok(match shape {
@@ -256,10 +283,11 @@ impl OutputTerm {
             Some((v, l)) => (Some(v), l.as_ref()),
             None => (None, None),
         };
-        Ok(match g {
+        let g = match g {
             OutputGrad::Value(t) => OutputGrad::Value(shaped(t, value_shape)?),
             OutputGrad::Logits(t) => OutputGrad::Logits(shaped(t, logits_shape)?),
-        })
+        };
+        Ok((g, extra))
     }
 }
 
@@ -316,7 +344,13 @@ pub(super) fn train_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &
     let (activity_penalty, activity_grads) = s.arch.activity_penalty(&f.recorded, s.total_rows)?;
     let (ys, terms) = targets_and_terms(s, device, &f, ys, sample_weights, masks)?;
     let (output_losses, metric_sums) = losses_and_metrics(s, &f, &terms, &ys)?;
-    let output_grads = terms.iter().enumerate().map(|(k, t)| t.gradient(&s.losses[k], s.loss_weights[k])).collect::<Result<Vec<_>>>()?;
+    let mut output_grads = Vec::with_capacity(terms.len());
+    let mut activity_grads = activity_grads;
+    for (k, t) in terms.iter().enumerate() {
+        let (g, extra) = t.gradient(&s.losses[k], s.loss_weights[k])?;
+        output_grads.push(g);
+        activity_grads.extend(extra);
+    }
     drop(terms);
     let transposed: &[Option<Tensor>] = if device.is_cpu() { &s.host_transposed } else { &[] };
     let grads = s.arch.backward_with_extra(&weights, transposed, &f.caches, output_grads, activity_grads)?;
