@@ -55,15 +55,28 @@ save_model_hdf5 <- function(object, filepath, overwrite = TRUE, include_optimize
 #' @export
 load_model_hdf5 <- function(filepath, custom_objects = NULL, compile = TRUE) {
   filepath <- check_path(filepath)
-  if (!is.null(custom_objects)) value_error("`custom_objects` is not supported yet: leave it NULL.")
+  if (!is.null(custom_objects) && (!is.list(custom_objects) || is.null(names(custom_objects)) || !all(nzchar(names(custom_objects))))) {
+    value_error("`custom_objects` must be a named list (names as the model was saved with, e.g. list(my_loss = my_loss)).")
+  }
   check_bool(compile, "compile")
   loaded <- call_backend(rg_load_model(filepath, compile))
   model <- new_model(loaded$ptr, loaded$name)
   training <- loaded$training
   if (compile && !is.null(training)) {
     optimizer <- do.call(new_optimizer, training$optimizer)
-    compile(model, optimizer = optimizer, loss = as.list(training$loss), metrics = as.character(training$metrics),
-            loss_weights = training$loss_weights)
+    # Losses and metrics written in R were saved by name: custom_objects gives them back.
+    known <- rg_loss_names()
+    restore <- function(name, kind, known_names) {
+      if (name %in% known_names) return(name)
+      f <- custom_objects[[name]]
+      if (is.function(f)) return(if (kind == "metric" && is.null(attr(f, "keras_name"))) custom_metric(name, f) else structure(f, saved_name = name))
+      rustgpu_abort(sprintf(paste0("The model was compiled with the custom %s \"%s\", which the file holds by name only: ",
+                                   "pass `custom_objects = list(%s = <the function>)`, or load it with `compile = FALSE`."),
+                            kind, name, name), "rustgpu_value_error")
+    }
+    losses <- lapply(as.character(training$loss), restore, kind = "loss", known_names = known$losses)
+    metrics <- lapply(as.character(training$metrics), restore, kind = "metric", known_names = known$metrics)
+    compile(model, optimizer = optimizer, loss = losses, metrics = metrics, loss_weights = training$loss_weights)
     call_backend(rg_load_optimizer_state(model$ptr, filepath))
   }
   model

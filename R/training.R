@@ -31,6 +31,8 @@ generics::fit
 compile.keras.engine.training.Model <- function(object, optimizer = "rmsprop", loss = NULL, metrics = NULL,
                                                 loss_weights = NULL, ...) {
   check_model(object)
+  # A loss written in R is saved under the name it was given by (compile(loss = vae_loss)).
+  loss_label <- if (is.symbol(substitute(loss))) as.character(substitute(loss)) else "custom_loss"
   if (unbuilt_custom(object)) {
     # A custom model is compiled once it has its shape (its first data).
     object$pending_compile <- list(optimizer = optimizer, loss = loss, metrics = metrics, loss_weights = loss_weights)
@@ -55,8 +57,9 @@ compile.keras.engine.training.Model <- function(object, optimizer = "rmsprop", l
   if (any(custom) || anyNA(metrics$keras)) {
     shapes <- call_backend(rg_output_shapes(object$ptr))
     for (k in which(custom)) {
-      losses[[k]] <- traced_loss_spec(losses[[k]]$f, if (length(outputs) > 1) paste0(outputs[k], "_loss") else "loss", shapes[[k]],
-                                      model = object)
+      label <- attr(losses[[k]]$f, "saved_name")
+      if (is.null(label)) label <- if (length(outputs) > 1) paste0(outputs[k], "_loss") else loss_label
+      losses[[k]] <- traced_loss_spec(losses[[k]]$f, label, shapes[[k]], model = object)
     }
     for (i in which(is.na(metrics$keras))) {
       metrics$keras[i] <- traced_loss_spec(metrics$custom[[i]], metrics$shown[i], shapes[[1]])

@@ -4,7 +4,6 @@
 //! how models wire layers together.
 use crate::error::{Error, Result};
 use crate::layers::Layer;
-use crate::loss::Loss;
 use crate::model::{Graph, Model, Node, Source};
 use crate::optim::OptimizerConfig;
 use crate::train::Compiled;
@@ -242,7 +241,8 @@ impl TrainingConfig {
                 Value::Object(o) => keras_name(o.get("class_name").and_then(Value::as_str).unwrap_or("")),
                 other => return Err(Error::Value(format!("unsupported loss config {}", other))),
             };
-            Loss::parse(&name)?;
+            // A name this build does not know (a loss written in R, saved by name) is for the
+            // caller to restore, from its custom objects.
             Ok(name)
         };
         let losses = match &v["loss"] {
