@@ -28,7 +28,9 @@ check_path <- function(filepath, call = rlang::caller_env()) {
 #' @param filepath Path of the `.h5` file.
 #' @param overwrite Whether to replace an existing file (otherwise that is an error).
 #' @param include_optimizer Whether to save the optimizer state.
-#' @param custom_objects Not supported (rustgpu has no custom layers yet); must be `NULL`.
+#' @param custom_objects A named list of the losses and metrics written in R that the model
+#'   was compiled with, under the names it was saved with (layers written in R and lambda
+#'   layers are saved with their traces and need none).
 #' @param compile Whether to compile the loaded model as it was saved.
 #' @return `save_model_hdf5()`: `object`, invisibly. `load_model_hdf5()`: the model.
 #' @examples
