@@ -89,8 +89,8 @@ impl LayerType for CustomLayer {
         traced_forward(&self.function, xs, weights, ctx)
     }
 
-    fn backward(&self, _name: &str, weights: &[Tensor], _t: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need: bool) -> Result<LayerGrads> {
-        traced_backward(&self.function, cache, grad.value(&self.layer_class)?, weights)
+    fn backward(&self, _name: &str, weights: &[Tensor], _t: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need: bool) -> Result<LayerGrads> {
+        traced_backward(&self.function, cache, grad.value(&self.layer_class)?, weights, need)
     }
 
     fn example() -> Example {

@@ -112,8 +112,8 @@ impl LayerType for Lambda {
         traced_forward(&self.function, xs, &[], ctx)
     }
 
-    fn backward(&self, _name: &str, _weights: &[Tensor], _t: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, _need: bool) -> Result<LayerGrads> {
-        traced_backward(&self.function, cache, grad.value(Self::CLASS_NAME)?, &[])
+    fn backward(&self, _name: &str, _weights: &[Tensor], _t: &[Option<Tensor>], cache: &Cache, grad: OutputGrad, need: bool) -> Result<LayerGrads> {
+        traced_backward(&self.function, cache, grad.value(Self::CLASS_NAME)?, &[], need)
     }
 
     fn example() -> Example {
@@ -143,12 +143,15 @@ pub(super) fn traced_forward(function: &Trace, xs: &[Tensor], weights: &[Tensor]
 
 /// The gradients of a layer's inputs and weights through its trace; inputs and weights the
 /// output does not depend on (or only through ops without a gradient) get 0.
-pub(super) fn traced_backward(function: &Trace, cache: &Cache, grad: Tensor, weights: &[Tensor]) -> Result<LayerGrads> {
+pub(super) fn traced_backward(function: &Trace, cache: &Cache, grad: Tensor, weights: &[Tensor], need_input: bool) -> Result<LayerGrads> {
     let c = cache.get::<TracedCache>()?;
-    let grads = function.backward(&c.run, &[Some(grad)])?;
+    let grads = function.backward_for(&c.run, &[Some(grad)], need_input)?;
     let or_zero = |g: Option<Tensor>, like: &Tensor| g.map_or_else(|| like.zeros_like(), Ok);
-    let mut inputs = grads.inputs.into_iter().zip(&c.inputs).map(|(g, x)| or_zero(g, x)).collect::<candle_core::Result<Vec<_>>>()?;
     let weights = grads.weights.into_iter().zip(weights).map(|(g, w)| or_zero(g, w)).collect::<candle_core::Result<Vec<_>>>()?;
+    if !need_input {
+        return Ok(LayerGrads { input: None, weights, more_inputs: Vec::new() });
+    }
+    let mut inputs = grads.inputs.into_iter().zip(&c.inputs).map(|(g, x)| or_zero(g, x)).collect::<candle_core::Result<Vec<_>>>()?;
     let first = inputs.remove(0);
     Ok(LayerGrads { input: Some(first), weights, more_inputs: inputs })
 }

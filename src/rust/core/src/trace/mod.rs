@@ -268,6 +268,21 @@ impl Trace {
 
     /// Gradients of the inputs and weights from the gradients at the outputs (None: zero).
     pub fn backward(&self, run: &TraceRun, output_grads: &[Option<Tensor>]) -> Result<TraceGrads> {
+        self.backward_for(run, output_grads, true)
+    }
+
+    /// [`Self::backward`]; with `need_inputs` false only the weights' gradients are made
+    /// (the input of a model's first layer needs none), and no node's gradient is computed
+    /// unless a weight's (or an input's) depends on it.
+    pub fn backward_for(&self, run: &TraceRun, output_grads: &[Option<Tensor>], need_inputs: bool) -> Result<TraceGrads> {
+        let mut wanted = vec![false; self.nodes.len()];
+        for (j, node) in self.nodes.iter().enumerate() {
+            wanted[j] = match node.op {
+                Op::Input { .. } => need_inputs,
+                Op::Weight { .. } => true,
+                _ => node.args.iter().any(|a| wanted[*a]),
+            };
+        }
         let mut grads: Vec<Option<Tensor>> = vec![None; self.nodes.len()];
         for (o, g) in self.outputs.iter().zip(output_grads) {
             if let Some(g) = g {
@@ -279,11 +294,15 @@ impl Trace {
             if node.args.is_empty() {
                 continue;
             }
+            if !wanted[j] {
+                continue;
+            }
             let Some(g) = grads[j].take() else { continue };
             let args: Vec<&Tensor> = node.args.iter().map(|a| &run.values[*a]).collect();
-            let arg_grads = ops::backward(&node.op, &args, &run.values[j], &run.aux[j], &g)?;
-            for (a, ga) in node.args.iter().zip(arg_grads) {
-                if let Some(ga) = ga {
+            let arg_wanted: Vec<bool> = node.args.iter().map(|a| wanted[*a]).collect();
+            let arg_grads = ops::backward(&node.op, &args, &run.values[j], &run.aux[j], &g, &arg_wanted)?;
+            for ((a, ga), w) in node.args.iter().zip(arg_grads).zip(arg_wanted) {
+                if let (Some(ga), true) = (ga, w) {
                     add_grad(&mut grads[*a], ga)?;
                 }
             }
