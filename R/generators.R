@@ -1,5 +1,5 @@
 # Training, evaluation and prediction from generators: R functions that return one batch
-# per call, list(x, y) (or x alone for prediction), as in R keras.
+# per call, list(x, y) or list(x, y, sample_weights) (or x alone for prediction), as in R keras.
 
 next_batch <- function(generator, need_y = TRUE, call = rlang::caller_env()) {
   batch <- generator()
@@ -9,13 +9,16 @@ next_batch <- function(generator, need_y = TRUE, call = rlang::caller_env()) {
     }
     x <- batch[[1]]
     y <- batch[[2]]
+    # A third element: the batch's sample weights, as Keras's generators give them.
+    w <- if (length(batch) >= 3) batch[[3]] else NULL
   } else {
     # x alone, or list(x) (a list of several arrays is the inputs of a multi-input model).
     x <- if (is.list(batch) && !is.data.frame(batch) && length(batch) == 1) batch[[1]] else batch
     y <- NULL
   }
   n <- check_data(x, y, call = call)
-  list(x = x, y = y, n = n)
+  w <- if (need_y && !is.null(w)) sample_weights(w, NULL, y, n, NULL, call = call) else NULL
+  list(x = x, y = y, w = w, n = n)
 }
 
 check_generator <- function(generator, call = rlang::caller_env()) {
@@ -82,7 +85,7 @@ fit_generator <- function(object, generator, steps_per_epoch, epochs = 1,
     epoch_batches = function(epoch) seq_len(steps_per_epoch),
     train_batch = function(step, seed, first) {
       b <- next_batch(generator, call = NULL)
-      stats <- call_backend(rg_train_batch(object$ptr, b$x, b$y, NULL, seq_len(b$n), seed, first))
+      stats <- call_backend(rg_train_batch(object$ptr, b$x, b$y, b$w, seq_len(b$n), seed, first))
       mark_weights_changed(object)
       list(stats = stats, n = b$n)
     },
@@ -102,7 +105,7 @@ evaluate_generator <- function(object, generator, steps, ...) {
   seen <- 0
   for (i in seq_len(steps)) {
     b <- next_batch(generator)
-    totals <- totals + call_backend(rg_evaluate(object$ptr, b$x, b$y, NULL, NULL, b$n)) * b$n
+    totals <- totals + call_backend(rg_evaluate(object$ptr, b$x, b$y, b$w, NULL, b$n)) * b$n
     seen <- seen + b$n
   }
   keras_scores(named_stats(totals / seen, object))

@@ -134,13 +134,16 @@ check_data <- function(x, y = NULL, call = rlang::caller_env()) {
   as.integer(n)
 }
 
+# The largest float32: models compute in float32, where larger values become infinite.
+float32_max <- 3.4028234663852886e38
+
 # One weight per sample from `sample_weight` and/or `class_weight` (NULL when neither).
 sample_weights <- function(sample_weight, class_weight, y, n, object, call = rlang::caller_env()) {
   w <- NULL
   if (!is.null(sample_weight)) {
     if (!is.numeric(sample_weight) || length(sample_weight) != n || anyNA(sample_weight) ||
-        any(!is.finite(sample_weight)) || any(sample_weight < 0)) {
-      value_error(sprintf("`sample_weight` must be %d non-negative numbers (one per sample), not %s.", n,
+        any(!is.finite(sample_weight)) || any(sample_weight < 0) || any(sample_weight > float32_max)) {
+      value_error(sprintf("`sample_weight` must be %d non-negative numbers within float32's range (one per sample), not %s.", n,
                           describe(sample_weight)), call = call)
     }
     w <- as.numeric(sample_weight)
@@ -149,8 +152,8 @@ sample_weights <- function(sample_weight, class_weight, y, n, object, call = rla
     if (is.list(y) && !is.data.frame(y)) value_error("`class_weight` works with one output only.", call = call)
     classes <- if (!is.null(dim(y)) && ncol(y) > 1) max.col(y, ties.method = "first") - 1L else as.integer(round(y))
     cw <- unlist(class_weight)
-    if (!is.numeric(cw) || anyNA(cw) || any(cw < 0)) {
-      value_error("`class_weight` must hold non-negative numbers, one per class.", call = call)
+    if (!is.numeric(cw) || anyNA(cw) || any(cw < 0) || any(cw > float32_max)) {
+      value_error("`class_weight` must hold non-negative numbers within float32's range, one per class.", call = call)
     }
     ids <- if (is.null(names(cw))) seq_along(cw) - 1L else suppressWarnings(as.integer(names(cw)))
     if (anyNA(ids)) value_error("`class_weight` must be named by class ids (\"0\", \"1\", ...).", call = call)

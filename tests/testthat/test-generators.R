@@ -25,6 +25,35 @@ test_that("fit_generator, evaluate_generator and predict_generator work batch by
                class = "rustgpu_value_error")
 })
 
+test_that("a generator's third element weights its samples, as Keras's", {
+  set.seed(6)
+  x <- matrix(rnorm(40), 20, 2)
+  y <- x %*% c(1, 2)
+  w <- rep(c(0, 3), 10)
+  make <- function() {
+    set.seed(3)
+    m <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
+    compile(m, optimizer = optimizer_sgd(0.05), loss = "mse")
+    m
+  }
+  from_generator <- make()
+  position <- 0
+  weighted <- function() {
+    rows <- (position %% 4) * 5 + 1:5
+    position <<- position + 1
+    list(x[rows, , drop = FALSE], y[rows], w[rows])
+  }
+  fit_generator(from_generator, weighted, steps_per_epoch = 4, epochs = 2, verbose = 0)
+  from_arrays <- make()
+  fit(from_arrays, x, y, sample_weight = w, batch_size = 5, epochs = 2, shuffle = FALSE, verbose = 0)
+  expect_equal(get_weights(from_generator), get_weights(from_arrays), tolerance = 1e-6)
+  position <- 0
+  expect_equal(unname(evaluate_generator(from_generator, weighted, steps = 4)),
+               unname(evaluate(from_generator, x, y, sample_weight = w, batch_size = 5, verbose = 0)), tolerance = 1e-6)
+  bad <- function() list(x[1:5, ], y[1:5], rep(-1, 5))
+  expect_error(fit_generator(make(), bad, steps_per_epoch = 1, verbose = 0), "sample_weight", class = "rustgpu_value_error")
+})
+
 test_that("predict_proba warns once and predicts", {
   model <- keras_model_sequential() %>% layer_dense(2, activation = "softmax", input_shape = 2)
   x <- matrix(runif(4), 2)

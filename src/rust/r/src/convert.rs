@@ -60,20 +60,25 @@ impl<'a> RArray<'a> {
     }
 
     /// Fails on the first NA, NaN or infinite value, naming the argument.
+    /// No NA, NaN or infinite values, and none beyond float32's range (models compute in
+    /// float32: such a value would become infinite silently).
     pub fn check_finite(&self, what: &str) -> Result<()> {
         let bad = match &self.values {
-            RNumbers::Real(v) => v.iter().position(|x| !x.is_finite()),
+            RNumbers::Real(v) => v.iter().position(|x| !x.is_finite() || x.abs() > f32::MAX as f64),
             RNumbers::Int(v) => v.iter().position(|x| *x == i32::MIN),
             RNumbers::Staged(_) => None,
         };
-        match bad {
-            Some(i) => Err(Error::Value(format!(
-                "`{}` contains NA, NaN or infinite values (first at element {}, row {}): remove or impute them before training",
-                what,
-                i + 1,
-                i % self.rows().max(1) + 1
+        let Some(i) = bad else { return Ok(()) };
+        let (element, row) = (i + 1, i % self.rows().max(1) + 1);
+        match &self.values {
+            RNumbers::Real(v) if v[i].is_finite() => Err(Error::Value(format!(
+                "`{}` holds {:e} (element {}, row {}), beyond float32's range (about ±3.4e38), in which models compute: rescale the values",
+                what, v[i], element, row
             ))),
-            None => Ok(()),
+            _ => Err(Error::Value(format!(
+                "`{}` contains NA, NaN or infinite values (first at element {}, row {}): remove or impute them before training",
+                what, element, row
+            ))),
         }
     }
 

@@ -54,6 +54,10 @@ pub(super) struct Part {
 
 impl StepInputs {
     pub(super) fn new(model: &Model, compiled: Option<&Compiled>, total_rows: usize, seed: u64) -> Result<Self> {
+        if model.arch.layers.is_empty() && model.arch.graph.is_none() {
+            // Keras refuses a sequential model without layers (pop_layer() took them all).
+            return Err(Error::State("the model has no layers: add layers before using it".into()));
+        }
         let output_shapes = model.arch.output_shapes_of_outputs();
         let n = output_shapes.len();
         let (losses, loss_weights, metrics) = match compiled {
