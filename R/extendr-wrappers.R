@@ -172,6 +172,10 @@ rg_save_model <- function(ptr, path, overwrite, include_optimizer) .Call(wrap__r
 #' @noRd
 rg_load_model <- function(path, keep_optimizer_state) .Call(wrap__rg_load_model, path, keep_optimizer_state)
 
+#' The model's weights that hold NaN or infinite values: "name (first at value i)".
+#' @noRd
+rg_nonfinite_weights <- function(ptr) .Call(wrap__rg_nonfinite_weights, ptr)
+
 #' Restores a compiled model's optimizer state from a saved model file.
 #' @noRd
 rg_load_optimizer_state <- function(ptr, path) .Call(wrap__rg_load_optimizer_state, ptr, path)

@@ -63,6 +63,7 @@ load_model_hdf5 <- function(filepath, custom_objects = NULL, compile = TRUE) {
   check_bool(compile, "compile")
   loaded <- call_backend(rg_load_model(filepath, compile))
   model <- new_model(loaded$ptr, loaded$name)
+  warn_nonfinite_weights(model, filepath)
   training <- loaded$training
   if (compile && !is.null(training)) {
     optimizer <- do.call(new_optimizer, training$optimizer)
@@ -123,6 +124,7 @@ load_model_weights_hdf5 <- function(object, filepath, by_name = FALSE, skip_mism
   if (skip_mismatch && !by_name) value_error("`skip_mismatch = TRUE` needs `by_name = TRUE` (as in Keras).")
   skipped <- call_backend(rg_load_weights(model$ptr, filepath, by_name, skip_mismatch))
   mark_weights_changed(model)
+  warn_nonfinite_weights(model, filepath)
   for (msg in skipped) warning(paste("Skipped loading weights:", msg), call. = FALSE)
   invisible(object)
 }
@@ -156,4 +158,15 @@ unserialize_model <- function(model, custom_objects = NULL, compile = TRUE) {
   on.exit(unlink(path))
   writeBin(model, path)
   load_model_hdf5(path, custom_objects = custom_objects, compile = compile)
+}
+
+# Keras loads weights holding NaN or infinite values (or float64 values beyond float32's
+# range, which become infinite) without a word; a classed warning names them.
+warn_nonfinite_weights <- function(model, filepath) {
+  found <- call_backend(rg_nonfinite_weights(model$ptr))
+  if (length(found)) {
+    rlang::warn(sprintf("\"%s\" holds weights with NaN or infinite values (or values beyond float32's range): %s. Predictions will be NaN; retrain or load another file.",
+                        filepath, paste(found, collapse = ", ")), class = "rustgpu_nonfinite_weights_warning")
+  }
+  invisible()
 }

@@ -371,3 +371,13 @@ test_that("load_model_hdf5() reads weights and optimizer state from one version 
   train_on_batch(model, x, x[, 1:2])
   expect_equal(get_weights(model), get_weights(a), tolerance = 1e-6)
 })
+
+test_that("weights with NaN or infinite values in a file load with a classed warning naming them", {
+  expect_warning(model <- load_model_hdf5(h5_fixture("keras_dense_model_nan.h5")), "NaN or infinite.*dense/kernel:0 \\(first at value 2\\)",
+                 class = "rustgpu_nonfinite_weights_warning")
+  kernel <- get_weights(model)[[1]]
+  expect_true(is.nan(kernel[1, 2]) && is.infinite(kernel[2, 1]))
+  template <- load_model_hdf5(h5_fixture("keras_dense_model.h5"), compile = FALSE)
+  expect_warning(load_model_weights_hdf5(template, h5_fixture("keras_dense_model_nan.h5")), class = "rustgpu_nonfinite_weights_warning")
+  expect_no_warning(load_model_hdf5(h5_fixture("keras_dense_model.h5")))
+})

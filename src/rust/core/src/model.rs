@@ -718,6 +718,12 @@ impl Model {
         }
     }
 
+    /// The weights holding NaN or infinite values (a file's float64 values beyond float32's
+    /// range become infinite), each with the index of its first such value.
+    pub fn nonfinite_weights(&self) -> Vec<(String, usize)> {
+        self.weights.iter().filter_map(|w| w.value.iter().position(|v| !v.is_finite()).map(|i| (w.name.clone(), i))).collect()
+    }
+
     pub fn get_weights(&self) -> Vec<HostTensor> {
         self.weights.iter().map(|w| HostTensor { shape: w.shape.clone(), data: (*w.value).clone() }).collect()
     }

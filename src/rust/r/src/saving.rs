@@ -79,6 +79,18 @@ fn rg_load_model(path: &str, keep_optimizer_state: bool) -> Robj {
     })
 }
 
+/// The model's weights that hold NaN or infinite values: "name (first at value i)".
+/// @noRd
+#[extendr]
+fn rg_nonfinite_weights(mut ptr: Robj) -> Robj {
+    guard(|| {
+        let h = handle(&mut ptr)?;
+        let model = h.model.lock().unwrap_or_else(|e| e.into_inner());
+        let found: Vec<String> = model.nonfinite_weights().into_iter().map(|(name, i)| format!("{} (first at value {})", name, i + 1)).collect();
+        Ok(found.into())
+    })
+}
+
 /// Restores a compiled model's optimizer state from a saved model file.
 /// @noRd
 #[extendr]
@@ -163,6 +175,7 @@ extendr_module! {
     fn rg_load_weights;
     fn rg_save_model;
     fn rg_load_model;
+    fn rg_nonfinite_weights;
     fn rg_load_optimizer_state;
     fn rg_inject_write_failure;
     fn rg_get_config;
