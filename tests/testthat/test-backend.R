@@ -218,3 +218,12 @@ test_that("a model compiled with R-written losses and metrics loads with custom_
   expect_equal(predict(load_model_hdf5(path, compile = FALSE), x), predict(model, x), tolerance = 1e-6)
   expect_error(load_model_hdf5(path, custom_objects = list(my_loss)), "named list", class = "rustgpu_value_error")
 })
+
+test_that("a step whose traced values would not fit in memory is a resource error, not an abort", {
+  model <- keras_model_sequential() %>%
+    layer_lambda(function(x) k_sum(k_tile(x, c(1, 1e5)), axis = 2, keepdims = TRUE), input_shape = 10)
+  expect_equal(model$output_shape, list(NULL, 1L))
+  # 20,000 rows of a (10 x 100,000) intermediate: 80 GB.
+  expect_error(predict(model, matrix(0, 20000, 10), batch_size = 20000), class = "rustgpu_resource_error")
+  expect_equal(dim(predict(model, matrix(1, 2, 10))), c(2, 1))
+})

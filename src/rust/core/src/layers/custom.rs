@@ -83,6 +83,11 @@ impl LayerType for CustomLayer {
             .collect()
     }
 
+    /// Every value the trace computes is kept for the backward pass.
+    fn working_elements_per_row(&self, _input: &[usize]) -> Option<u64> {
+        self.function.elements_per_row()
+    }
+
     fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
         let shapes: Vec<Vec<usize>> = xs.iter().map(|x| x.dims()[1..].to_vec()).collect();
         check_traced_inputs(&self.function, name, &self.layer_class, &shapes)?;

@@ -182,6 +182,15 @@ impl Trace {
         self.shapes.get(node).ok_or_else(|| Error::Value(format!("the trace has no node {}", node)))
     }
 
+    /// Values a forward run keeps per batch row (every node whose first axis is the batch,
+    /// for the memory check before a step); None on overflow.
+    pub fn elements_per_row(&self) -> Option<u64> {
+        self.shapes.iter().filter(|s| s.first() == Some(&None)).try_fold(0u64, |acc, s| {
+            let per_row = s[1..].iter().try_fold(1u64, |a, d| a.checked_mul(d.unwrap_or(1) as u64))?;
+            acc.checked_add(per_row)
+        })
+    }
+
     /// Records `op` on `args` (earlier nodes): its node index. Invalid ops (shapes that do
     /// not fit, axes out of range) are value errors saying what was wrong.
     pub fn record(&mut self, op: Op, args: Vec<usize>) -> Result<usize> {

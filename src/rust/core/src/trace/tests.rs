@@ -236,3 +236,13 @@ fn bad_ops_and_untrusted_traces_are_value_errors() {
     let e = serde_json::from_str::<Trace>(huge).unwrap_err().to_string();
     assert!(e.contains("a traced op's output"), "{}", e);
 }
+
+#[test]
+fn a_traces_kept_values_per_row_are_counted() {
+    let mut t = Trace::new(vec![vec![None, Some(3)]], vec![vec![3, 2]]);
+    let d = t.record(Op::Dot, vec![0, 1]).unwrap();
+    let tile = t.record(Op::Tile { reps: vec![1, 4] }, vec![d]).unwrap();
+    t.set_outputs(vec![tile]).unwrap();
+    // Per row: the input (3), the product (2), the tiled product (8); the weight is no row's.
+    assert_eq!(t.elements_per_row(), Some(13));
+}
