@@ -61,8 +61,10 @@ compile.keras.engine.training.Model <- function(object, optimizer = "rmsprop", l
       if (is.null(label)) label <- if (length(outputs) > 1) paste0(outputs[k], "_loss") else loss_label
       losses[[k]] <- traced_loss_spec(losses[[k]]$f, label, shapes[[k]], model = object)
     }
+    # A metric applies to every output: traced for each one's shape.
     for (i in which(is.na(metrics$keras))) {
-      metrics$keras[i] <- traced_loss_spec(metrics$custom[[i]], metrics$shown[i], shapes[[1]])
+      specs <- vapply(shapes, function(s) traced_loss_spec(metrics$custom[[i]], metrics$shown[i], s), character(1))
+      metrics$keras[i] <- sprintf("{\"per_output\": [%s]}", paste(specs, collapse = ", "))
     }
   }
   object$stateful_metrics <- call_backend(rg_compile(object$ptr, unclass(optimizer), as.character(unlist(losses)),

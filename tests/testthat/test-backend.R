@@ -227,3 +227,22 @@ test_that("a step whose traced values would not fit in memory is a resource erro
   expect_error(predict(model, matrix(0, 20000, 10), batch_size = 20000), class = "rustgpu_resource_error")
   expect_equal(dim(predict(model, matrix(1, 2, 10))), c(2, 1))
 })
+
+test_that("R-written losses and metrics apply per output, each traced for its output's shape", {
+  set.seed(9)
+  input <- layer_input(shape = 3)
+  hidden <- layer_dense(input, 4)
+  model <- keras_model(input, list(layer_dense(hidden, 2, name = "wide"), layer_dense(hidden, 1, name = "narrow")))
+  own_mse <- function(y_true, y_pred) k_mean(k_square(y_pred - y_true), axis = -1)
+  compile(model, optimizer = "sgd", loss = list(own_mse, "mse"),
+          metrics = list(custom_metric("mean_pred", function(y_true, y_pred) k_mean(y_pred, axis = -1))))
+  x <- matrix(runif(30), 10)
+  y <- list(matrix(runif(20), 10), runif(10))
+  h <- fit(model, x, y, epochs = 1, batch_size = 10, verbose = 0)
+  expect_named(h$metrics, c("loss", "wide_loss", "narrow_loss", "wide_mean_pred", "narrow_mean_pred"))
+  before <- predict(model, x)
+  score <- evaluate(model, x, y, batch_size = 10, verbose = 0)
+  expect_equal(score$wide_mean_pred, mean(before[[1]]), tolerance = 1e-6)
+  expect_equal(score$narrow_mean_pred, mean(before[[2]]), tolerance = 1e-6)
+  expect_equal(score$wide_loss, mean((before[[1]] - y[[1]])^2), tolerance = 1e-6)
+})

@@ -21,22 +21,30 @@ fn optimizer_config(opt: &List) -> Result<OptimizerConfig> {
 }
 
 /// A loss or metric function written in R, as R/backend.R passes it: the JSON of its name
-/// and trace (inputs y_true and y_pred); None for a plain name.
-fn traced_function(spec: &str) -> Result<Option<Loss>> {
+/// and trace (inputs y_true and y_pred), or for a metric its traces per model output
+/// (`per_output`); None for a plain name.
+fn traced_functions(spec: &str) -> Result<Option<Vec<Loss>>> {
     if !spec.starts_with('{') {
         return Ok(None);
     }
     let unreadable = |e: String| Error::Value(format!("a traced function could not be read: {}", e));
-    let mut spec: serde_json::Value = serde_json::from_str(spec).map_err(|e| unreadable(e.to_string()))?;
-    let name = spec.get("name").and_then(|n| n.as_str()).unwrap_or("custom_function").to_string();
-    let trace: rustgpu_core::trace::Trace = serde_json::from_value(spec["trace"].take()).map_err(|e| unreadable(e.to_string()))?;
-    let extra_nodes: Vec<usize> = serde_json::from_value(spec["extra_nodes"].take()).unwrap_or_default();
-    Ok(Some(Loss::traced(&name, trace, extra_nodes)?))
+    let spec: serde_json::Value = serde_json::from_str(spec).map_err(|e| unreadable(e.to_string()))?;
+    let one = |mut spec: serde_json::Value| -> Result<Loss> {
+        let name = spec.get("name").and_then(|n| n.as_str()).unwrap_or("custom_function").to_string();
+        let trace: rustgpu_core::trace::Trace = serde_json::from_value(spec["trace"].take()).map_err(|e| unreadable(e.to_string()))?;
+        let extra_nodes: Vec<usize> = serde_json::from_value(spec["extra_nodes"].take()).map_err(|e| unreadable(e.to_string()))?;
+        Loss::traced(&name, trace, extra_nodes)
+    };
+    match spec.get("per_output").and_then(|p| p.as_array()) {
+        Some(parts) => Ok(Some(parts.iter().cloned().map(one).collect::<Result<Vec<_>>>()?)),
+        None => Ok(Some(vec![one(spec)?])),
+    }
 }
 
 fn parse_loss(spec: &str) -> Result<Loss> {
-    match traced_function(spec)? {
-        Some(loss) => Ok(loss),
+    match traced_functions(spec)? {
+        Some(mut losses) if losses.len() == 1 => Ok(losses.remove(0)),
+        Some(_) => Err(Error::Value("a loss is traced for one output".into())),
         None => Loss::parse(spec),
     }
 }
@@ -54,10 +62,10 @@ fn rg_compile(mut ptr: Robj, optimizer: List, losses: Vec<String>, loss_weights:
         // Names are checked now; "accuracy" is resolved per output at each step.
         let metrics = metrics
             .iter()
-            .map(|m| match traced_function(m)? {
-                Some(f) => {
-                    let name = f.name().to_string();
-                    Ok(Metric::custom(&name, f))
+            .map(|m| match traced_functions(m)? {
+                Some(per_output) => {
+                    let name = per_output[0].name().to_string();
+                    Metric::custom(&name, per_output)
                 }
                 None => Metric::resolve(m, &losses[0], 2),
             })

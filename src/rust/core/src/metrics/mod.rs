@@ -85,6 +85,8 @@ enum Computes {
     Function(&'static dyn MetricFunction),
     Stateful(&'static dyn StatefulMetricFunction),
     Loss(Loss),
+    /// A metric written in R, traced for each model output's shape (output k's is entry k).
+    PerOutput(Vec<Loss>),
 }
 
 /// A metric as compile() holds it, under the name the user gave.
@@ -127,9 +129,12 @@ impl Metric {
 
     /// This metric for an output with `loss` and `output_units` values per sample ("accuracy"
     /// depends on them; a custom metric does not).
-    pub fn resolved_for(&self, loss: &Loss, output_units: usize) -> Result<Self> {
+    pub fn resolved_for(&self, output: usize, loss: &Loss, output_units: usize) -> Result<Self> {
         match &self.computes {
-            Computes::Loss(l) if l.as_traced().is_some() => Ok(self.clone()),
+            Computes::PerOutput(fs) => {
+                let f = fs.get(output).ok_or_else(|| Error::Value(format!("the metric \"{}\" was not traced for output {}", self.name, output + 1)))?;
+                Ok(Self { name: self.name.clone(), computes: Computes::Loss(f.clone()) })
+            }
             _ => Self::resolve(&self.name, loss, output_units),
         }
     }
@@ -143,9 +148,13 @@ impl Metric {
     }
 
     /// A metric written in R (`custom_metric()`): the mean of its traced function, which
-    /// takes (y_true, y_pred) as a loss does.
-    pub fn custom(name: &str, function: Loss) -> Self {
-        Self { name: name.to_string(), computes: Computes::Loss(function) }
+    /// takes (y_true, y_pred) as a loss does; one trace per model output (they may differ
+    /// in shape).
+    pub fn custom(name: &str, per_output: Vec<Loss>) -> Result<Self> {
+        if per_output.is_empty() {
+            return Err(Error::Value(format!("the metric \"{}\" has no traced function", name)));
+        }
+        Ok(Self { name: name.to_string(), computes: Computes::PerOutput(per_output) })
     }
 
     /// Keras's name of what this metric computes ("categorical_accuracy" for "acc").
@@ -154,6 +163,7 @@ impl Metric {
             Computes::Function(f) => f.name(),
             Computes::Stateful(f) => f.name(),
             Computes::Loss(l) => l.name(),
+            Computes::PerOutput(fs) => fs[0].name(),
         }
     }
 
@@ -177,6 +187,7 @@ impl Metric {
         match &self.computes {
             Computes::Function(f) => f.per_sample(&pred, y),
             Computes::Loss(l) => l.per_sample(&ModelOutput::plain(pred), y),
+            Computes::PerOutput(fs) => fs[0].per_sample(&ModelOutput::plain(pred), y),
             Computes::Stateful(f) => Err(Error::Value(format!("\"{}\" is computed over all samples together, not per sample", f.name()))),
         }
     }

@@ -74,7 +74,8 @@ impl StepInputs {
                 let metrics = output_shapes
                     .iter()
                     .zip(&c.losses)
-                    .map(|(shape, loss)| c.metrics.iter().map(|m| m.resolved_for(loss, shape.iter().product())).collect())
+                    .enumerate()
+                    .map(|(k, (shape, loss))| c.metrics.iter().map(|m| m.resolved_for(k, loss, shape.iter().product())).collect())
                     .collect::<Result<Vec<Vec<Metric>>>>()?;
                 (c.losses.clone(), c.loss_weights.clone(), metrics)
             }
