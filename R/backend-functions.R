@@ -580,3 +580,62 @@ backend <- function(convert = TRUE) {
   }
   K
 }
+
+#' Backend settings
+#'
+#' R keras's backend settings, for scripts that set them: rustgpu computes in float32 with
+#' channels-last images, so `k_set_floatx("float32")` and
+#' `k_set_image_data_format("channels_last")` are accepted and any other value is a classed
+#' error saying so. `use_implementation()` and `use_backend()` choose R keras's Python
+#' implementation and backend; rustgpu is neither, so they accept R keras's values and change
+#' nothing.
+#'
+#' @param floatx,data_format The setting.
+#' @param implementation,backend R keras's choices.
+#' @return The setting (`k_image_data_format()`), or the argument, invisibly.
+#' @examples
+#' k_image_data_format()
+#' k_set_image_data_format("channels_last")
+#' @name backend_settings
+NULL
+
+#' @rdname backend_settings
+#' @export
+k_image_data_format <- function() "channels_last"
+
+#' @rdname backend_settings
+#' @export
+k_set_image_data_format <- function(data_format) {
+  if (!identical(data_format, "channels_last")) {
+    value_error(sprintf("Image data format \"%s\" is not supported: rustgpu's images are channels last (batch, height, width, channels).",
+                        paste(data_format, collapse = ", ")))
+  }
+  invisible(data_format)
+}
+
+#' @rdname backend_settings
+#' @export
+k_set_floatx <- function(floatx) {
+  if (!identical(floatx, "float32")) value_error(sprintf("floatx \"%s\" is not supported: rustgpu computes in float32.", paste(floatx, collapse = ", ")))
+  invisible(floatx)
+}
+
+#' @rdname backend_settings
+#' @export
+use_implementation <- function(implementation = c("keras", "tensorflow")) {
+  invisible(match_choice(implementation, c("keras", "tensorflow"), "implementation"))
+}
+
+#' @rdname backend_settings
+#' @export
+use_backend <- function(backend = c("tensorflow", "cntk", "theano", "plaidml")) {
+  invisible(match_choice(backend, c("tensorflow", "cntk", "theano", "plaidml"), "backend"))
+}
+
+match_choice <- function(value, choices, arg, call = rlang::caller_env()) {
+  if (identical(value, choices)) return(choices[[1]])
+  if (!is.character(value) || length(value) != 1 || !value %in% choices) {
+    value_error(sprintf("`%s` must be one of %s, not %s.", arg, paste0("\"", choices, "\"", collapse = ", "), describe(value)), call = call)
+  }
+  value
+}

@@ -246,3 +246,14 @@ test_that("R-written losses and metrics apply per output, each traced for its ou
   expect_equal(score$narrow_mean_pred, mean(before[[2]]), tolerance = 1e-6)
   expect_equal(score$wide_loss, mean((before[[1]] - y[[1]])^2), tolerance = 1e-6)
 })
+
+test_that("backend settings accept what rustgpu computes in and refuse the rest", {
+  expect_equal(k_image_data_format(), "channels_last")
+  expect_invisible(k_set_image_data_format("channels_last"))
+  expect_error(k_set_image_data_format("channels_first"), "channels last", class = "rustgpu_value_error")
+  expect_invisible(k_set_floatx("float32"))
+  expect_error(k_set_floatx("float16"), "float32", class = "rustgpu_value_error")
+  expect_equal(use_implementation("tensorflow"), "tensorflow")
+  expect_equal(use_backend(), "tensorflow")
+  expect_error(use_backend("mxnet"), "`backend` must be one of", class = "rustgpu_value_error")
+})
