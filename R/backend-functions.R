@@ -219,7 +219,7 @@ k_logsumexp <- function(x, axis = NULL, keepdims = FALSE) {
 # `out`, reduced with keepdims = TRUE over `axis` of `x`, without those axes.
 reduce_drop <- function(out, x, axis) {
   axes <- core_axes(axis, rank_of(x))
-  k_reshape_known(out, shape_of(x)[-(axes + 1)])
+  k_reshape(out, shape_of(x)[-(axes + 1)])
 }
 
 #' @rdname k_reductions
@@ -318,7 +318,7 @@ k_batch_flatten <- function(x) {
 k_expand_dims <- function(x, axis = -1) {
   shape <- shape_of(x)
   a <- core_axis(axis, length(shape), new_axis = TRUE)
-  k_reshape_known(x, append(shape, 1, after = a))
+  k_reshape(x, append(shape, 1, after = a))
 }
 
 #' @rdname k_shapes
@@ -327,7 +327,7 @@ k_squeeze <- function(x, axis) {
   shape <- shape_of(x)
   a <- core_axis(axis, length(shape))
   if (!identical(as.numeric(shape[a + 1]), 1)) value_error(sprintf("k_squeeze(): axis %s has size %s, not 1.", axis, shape[a + 1]))
-  k_reshape_known(x, shape[-(a + 1)])
+  k_reshape(x, shape[-(a + 1)])
 }
 
 #' @rdname k_shapes
@@ -343,7 +343,7 @@ k_concatenate <- function(tensors, axis = -1) {
 k_stack <- function(x, axis = 1) {
   if (!is.list(x) || !length(x)) value_error("`x` must be a list of tensors.")
   a <- core_axis(axis, rank_of(x[[1]]), new_axis = TRUE)
-  expanded <- lapply(x, function(t) k_reshape_known(t, append(shape_of(t), 1, after = a)))
+  expanded <- lapply(x, function(t) k_reshape(t, append(shape_of(t), 1, after = a)))
   k_op(list(op = "concat", axis = a), expanded)
 }
 
@@ -547,7 +547,7 @@ k_categorical_crossentropy <- function(target, output, from_logits = FALSE, axis
 k_sparse_categorical_crossentropy <- function(target, output, from_logits = FALSE, axis = -1) {
   shape <- shape_of(output)
   ts <- shape_of(target)
-  if (length(ts) == length(shape)) target <- k_reshape_known(target, ts[-length(ts)])
+  if (length(ts) == length(shape)) target <- k_reshape(target, ts[-length(ts)])
   k_categorical_crossentropy(k_one_hot(target, shape[length(shape)]), output, from_logits = from_logits, axis = axis)
 }
 

@@ -96,26 +96,13 @@ functional_op <- function(op, args, call = rlang::caller_env()) {
   layer_lambda(if (length(inputs) == 1) inputs[[1]] else inputs, apply_op)
 }
 
+# Operators and math functions on tensors, symbolic (being traced) or of the functional API
+# (where they become lambda layers): one set of rules for both.
 #' @export
-Ops.rustgpu_tensor <- function(e1, e2) {
-  if (missing(e2)) {
-    if (.Generic == "+") return(e1)
-    if (.Generic == "-") return(k_op(list(op = "unary", f = "neg"), list(e1), call = rlang::caller_env()))
-    value_error(sprintf("`%s` is not defined for tensors.", .Generic))
-  }
-  if (.Generic == "^" && is.numeric(e2) && length(e2) == 1) return(k_pow(e1, e2))
-  f <- binary_ops[.Generic]
-  if (is.na(f)) value_error(sprintf("`%s` is not defined for tensors.", .Generic))
-  k_op(list(op = "binary", f = unname(f)), list(e1, e2), call = rlang::caller_env())
-}
+Ops.rustgpu_tensor <- function(e1, e2) tensor_ops(.Generic, e1, if (!missing(e2)) e2, missing(e2))
 
 #' @export
-Math.rustgpu_tensor <- function(x, ...) {
-  f <- switch(.Generic, abs = "abs", sqrt = "sqrt", exp = "exp", log = "log", tanh = "tanh", sign = "sign",
-              round = "round", floor = "floor", NULL)
-  if (is.null(f)) value_error(sprintf("`%s()` is not defined for tensors: use the backend functions (k_*()).", .Generic))
-  k_op(list(op = "unary", f = f), list(x), call = rlang::caller_env())
-}
+Math.rustgpu_tensor <- function(x, ...) tensor_math(.Generic, x, ...)
 
 eager_value <- function(t, call = rlang::caller_env()) {
   call_backend(rg_trace_eval(t$tracer$ptr, t$node, new_seed()), call = call)[[1]]
@@ -187,37 +174,40 @@ binary_ops <- c("+" = "add", "-" = "sub", "*" = "mul", "/" = "div", "^" = "pow",
                 ">" = "greater", ">=" = "greater_equal", "<" = "less", "<=" = "less_equal")
 
 #' @export
-Ops.rustgpu_traced_tensor <- function(e1, e2) {
-  call <- rlang::caller_env()
-  if (missing(e2)) {
-    return(switch(.Generic,
+Ops.rustgpu_traced_tensor <- function(e1, e2) tensor_ops(.Generic, e1, if (!missing(e2)) e2, missing(e2))
+
+#' @export
+Math.rustgpu_traced_tensor <- function(x, ...) tensor_math(.Generic, x, ...)
+
+tensor_ops <- function(generic, e1, e2, unary, call = rlang::caller_env(2)) {
+  if (unary) {
+    return(switch(generic,
       "-" = k_op(list(op = "unary", f = "neg"), list(e1), call = call),
       "+" = e1,
       "!" = k_op(list(op = "binary", f = "equal"), list(e1, 0), call = call),
-      trace_error(sprintf("`%s` is not defined for tensors.", .Generic), call = call)
+      trace_error(sprintf("`%s` is not defined for tensors.", generic), call = call)
     ))
   }
-  if (.Generic == "^" && !is_traced(e2) && is.numeric(e2) && length(e2) == 1) {
+  if (generic == "^" && !is_traced(e2) && !is_tensor(e2) && is.numeric(e2) && length(e2) == 1) {
     return(k_op(list(op = "pow_scalar", exponent = e2), list(e1), call = call))
   }
-  if (.Generic %in% c("&", "|")) {
+  if (generic %in% c("&", "|")) {
     a <- k_not_equal(e1, 0)
     b <- k_not_equal(e2, 0)
-    return(if (.Generic == "&") a * b else k_maximum(a, b))
+    return(if (generic == "&") a * b else k_maximum(a, b))
   }
-  f <- binary_ops[.Generic]
-  if (is.na(f)) trace_error(sprintf("`%s` is not defined for tensors.", .Generic), call = call)
+  f <- binary_ops[generic]
+  if (is.na(f)) trace_error(sprintf("`%s` is not defined for tensors.", generic), call = call)
   k_op(list(op = "binary", f = unname(f)), list(e1, e2), call = call)
 }
 
-#' @export
-Math.rustgpu_traced_tensor <- function(x, ...) {
-  f <- switch(.Generic, abs = "abs", sqrt = "sqrt", exp = "exp", log = "log", tanh = "tanh", sign = "sign",
+tensor_math <- function(generic, x, ..., call = rlang::caller_env(2)) {
+  f <- switch(generic, abs = "abs", sqrt = "sqrt", exp = "exp", log = "log", tanh = "tanh", sign = "sign",
               round = "round", floor = "floor", NULL)
-  if (is.null(f)) trace_error(sprintf("`%s()` is not defined for tensors: use the backend functions (k_*()).", .Generic))
-  args <- list(...)
-  if (.Generic == "log" && length(args)) return(k_op(list(op = "unary", f = "log"), list(x)) / log(args[[1]]))
-  k_op(list(op = "unary", f = f), list(x))
+  if (is.null(f)) trace_error(sprintf("`%s()` is not defined for tensors: use the backend functions (k_*()).", generic), call = call)
+  out <- k_op(list(op = "unary", f = f), list(x), call = call)
+  base <- list(...)
+  if (generic == "log" && length(base)) out / log(base[[1]]) else out
 }
 
 # x[i, j, ...] with R's indices (from 1); a missing index takes the whole axis, which the
@@ -240,7 +230,7 @@ Math.rustgpu_traced_tensor <- function(x, ...) {
     out <- k_op(list(op = "take", axis = a - 1, indices = I(as.numeric(i) - 1)), list(out), call = call)
     if (length(i) == 1) dropped <- c(dropped, a)
   }
-  if (drop && length(dropped)) out <- drop_axes(out, dropped - 1L, call = call)
+  if (drop && length(dropped)) out <- drop_axes(out, dropped - 1L)
   out
 }
 
@@ -260,17 +250,8 @@ Math.rustgpu_traced_tensor <- function(x, ...) {
   out
 }
 
-drop_axes <- function(x, axes, call = rlang::caller_env()) {
-  shape <- x$shape
-  keep <- shape[-(axes + 1)]
-  k_reshape_known(x, keep, call = call)
-}
-
-# A reshape to `shape` (NA: the one unknown size, -1).
-k_reshape_known <- function(x, shape, call = rlang::caller_env()) {
-  if (sum(is.na(shape)) > 1) trace_error("Only one size may be unknown in a reshape (the batch's).", call = call)
-  k_op(list(op = "reshape", shape = I(as.numeric(ifelse(is.na(shape), -1, shape)))), list(x), call = call)
-}
+# `x` without its axes `axes` (from 0), each of size 1.
+drop_axes <- function(x, axes) k_reshape(x, x$shape[-(axes + 1)])
 
 # --- tracing a function ------------------------------------------------------
 
@@ -399,7 +380,7 @@ functional_shape <- function(t) {
     if (u$kind == "input") sources[[as.character(u$id)]] <<- u else for (v in u$inputs) walk(v)
   }
   walk(t)
-  probe <- keras_model(unname(sources), t, name = "shape_probe")
+  probe <- functional_model(unname(sources), t, name = "shape_probe", register = FALSE)
   as.integer(call_backend(rg_output_shapes(probe$ptr))[[1]])
 }
 

@@ -166,6 +166,12 @@ print.rustgpu_tensor <- function(x, ...) {
 #' predict(model, list(matrix(runif(6), 2), matrix(runif(6), 2)))
 #' @export
 keras_model <- function(inputs, outputs, name = NULL) {
+  functional_model(inputs, outputs, name)
+}
+
+# keras_model(); `register = FALSE` for a model made only to read a tensor's shape, which
+# must not count as a user of its layers (shared-layers.R).
+functional_model <- function(inputs, outputs, name = NULL, register = TRUE) {
   check_string(name, "name", allow_null = TRUE)
   if (is_tensor(inputs)) inputs <- list(inputs)
   if (is_tensor(outputs)) outputs <- list(outputs)
@@ -220,7 +226,7 @@ keras_model <- function(inputs, outputs, name = NULL) {
   model$layer_specs <- graph$layers
   # Which node made each tensor: a custom loss reading the model's tensors is fed from them.
   model$tensor_nodes <- graph$node_of
-  for (layer in graph$layers) register_layer(model, layer)
+  if (register) for (layer in graph$layers) register_layer(model, layer)
   model
 }
 

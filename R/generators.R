@@ -117,9 +117,10 @@ predict_generator <- function(object, generator, steps, verbose = 0, ...) {
   check_model(object)
   check_generator(generator)
   check_count(steps, "steps", min = 1)
+  seed <- inference_seed(object)
   parts <- lapply(seq_len(steps), function(i) {
     b <- next_batch(generator, need_y = FALSE)
-    call_backend(rg_predict(object$ptr, b$x, b$n, inference_seed(object)))
+    call_backend(rg_predict(object$ptr, b$x, b$n, (seed + i * 7919) %% .Machine$integer.max))
   })
   bind_rows <- function(arrays) {
     d <- dim(arrays[[1]])

@@ -47,6 +47,9 @@ test_that("backend functions and arithmetic on layer outputs become lambda layer
   output <- k_concatenate(list(hidden * 2, k_exp(-hidden)))
   model <- keras_model(input, output)
   expect_equal(model$output_shape, list(NULL, 8L))
+  # Reading the tensors' shapes along the way made no other user of the layers.
+  dense <- get_layer(model, index = 1)
+  expect_equal(unname(rustgpu:::.shared$users[rustgpu:::layer_ids(model)[[dense$name]]]), 1L)
   x <- matrix(rnorm(6), 2)
   h <- predict(keras_model(input, hidden), x)
   expect_equal(predict(model, x), cbind(h * 2, exp(-h)), tolerance = 1e-6)
