@@ -198,14 +198,10 @@ fn rg_gather_seconds(x: Robj, rows: Robj, repeats: f64) -> Robj {
 }
 
 /// Replaces the metrics' values by their values over `sums` (an epoch's or an evaluation's).
-fn results_over(model: &rustgpu_core::Model, compiled: &Compiled, stats: &mut BatchStats, sums: &[f64]) -> Result<()> {
-    if compiled.metrics.is_empty() {
-        return Ok(());
+fn results_over(model: &rustgpu_core::Model, compiled: &Compiled, stats: &mut BatchStats, sums: &[f64]) {
+    if !compiled.metrics.is_empty() {
+        stats.metrics = rustgpu_core::train::metric_results(compiled, model.arch.outputs().len(), sums);
     }
-    let metrics = rustgpu_core::train::resolved_metrics(model, compiled)?;
-    let refs: Vec<&Metric> = metrics.iter().collect();
-    stats.metrics = rustgpu_core::metrics::results(&refs, sums);
-    Ok(())
 }
 
 /// One optimizer step on rows `rows` (1-based) of `x`, `y`; returns c(loss, metrics...).
@@ -236,7 +232,7 @@ fn rg_train_batch(mut ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Ro
                 h.epoch_metric_sums = vec![0.0; stats.metric_sums.len()];
             }
             h.epoch_metric_sums.iter_mut().zip(&stats.metric_sums).for_each(|(a, b)| *a += b);
-            results_over(&model, compiled, &mut stats, &h.epoch_metric_sums)?;
+            results_over(&model, compiled, &mut stats, &h.epoch_metric_sums);
             Ok(stats_to_r(&stats))
         })
     })
@@ -286,7 +282,7 @@ fn rg_evaluate(mut ptr: Robj, x: Robj, y: Robj, sample_weight: Robj, rows: Robj,
                 metrics: means[1 + n_outputs..].to_vec(),
                 metric_sums: Vec::new(),
             };
-            results_over(&model, compiled, &mut total, &metric_sums)?;
+            results_over(&model, compiled, &mut total, &metric_sums);
             Ok(stats_to_r(&total))
         })
     })

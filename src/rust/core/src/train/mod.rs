@@ -22,7 +22,7 @@ use crate::parallel::{MergeDevice, ReplicaSet};
 use crate::tensor::{BatchSource, HostTensor};
 use host_replicas::HostWeights;
 use std::sync::Mutex;
-use step::{Batch, StepInputs};
+use step::Batch;
 
 /// What `compile()` sets up: a loss (and its weight) per model output, the metrics (applied
 /// to every output, as Keras does with a plain list), the optimizer.
@@ -55,10 +55,13 @@ pub struct BatchStats {
     pub metric_sums: Vec<f64>,
 }
 
-/// The compiled metrics of every output, in the order steps report them (each resolved for
-/// its output, as "accuracy" depends on the output's width and loss).
-pub fn resolved_metrics(model: &Model, compiled: &Compiled) -> Result<Vec<Metric>> {
-    Ok(StepInputs::new(model, Some(compiled), 1, 0)?.all_metrics().into_iter().cloned().collect())
+/// Each metric's value, every output's in the order steps report them, from sums over
+/// several batches (an epoch's, an evaluation's). Resolving a metric for its output ("accuracy"
+/// as binary or categorical) does not change how its value follows from its sums, so the
+/// compiled metrics serve for every output without resolving them again each batch.
+pub fn metric_results(compiled: &Compiled, outputs: usize, sums: &[f64]) -> Vec<f64> {
+    let per_output: Vec<&Metric> = (0..outputs).flat_map(|_| compiled.metrics.iter()).collect();
+    crate::metrics::results(&per_output, sums)
 }
 
 /// Where a model's steps run: on one device, on the calling thread, or on replicas.
