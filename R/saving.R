@@ -77,7 +77,8 @@ load_model_hdf5 <- function(filepath, custom_objects = NULL, compile = TRUE) {
                                    "pass `custom_objects = list(%s = <the function>)`, or load it with `compile = FALSE`."),
                             kind, name, name), "rustgpu_value_error")
     }
-    losses <- lapply(as.character(training$loss), restore, kind = "loss", known_names = known$losses)
+    # By output name when the file gives them so (a named list keeps its names).
+    losses <- lapply(training$loss, function(l) restore(as.character(l), kind = "loss", known_names = known$losses))
     metrics <- lapply(as.character(training$metrics), restore, kind = "metric", known_names = known$metrics)
     compile(model, optimizer = optimizer, loss = losses, metrics = metrics, loss_weights = training$loss_weights)
     call_backend(rg_load_optimizer_state(model$ptr, filepath))

@@ -335,12 +335,16 @@ test_that("a legal 250-byte file name saves and loads", {
   expect_equal(get_weights(load_model_hdf5(path)), get_weights(model))
 })
 
-test_that("every optimizer-state layout tf-keras writes loads, and training resumes exactly", {
+test_that("every optimizer-state layout tf-keras writes (its legacy optimizers' too) loads, and training resumes exactly", {
   expected <- jsonlite::fromJSON(h5_fixture("expected.json"), simplifyVector = FALSE)$optimizer_layouts
   rows <- function(m) do.call(rbind, lapply(m, unlist))
   x <- rows(expected$x)
   y <- rows(expected$y)
-  for (layout in c("sgd", "sgd_momentum", "rmsprop", "rmsprop_centered_momentum", "adam_amsgrad")) {
+  layouts <- c("sgd", "sgd_momentum", "rmsprop", "rmsprop_centered_momentum", "adam_amsgrad",
+               "legacy_sgd", "legacy_sgd_momentum", "legacy_rmsprop_centered_momentum", "legacy_adam_amsgrad",
+               "legacy_adagrad", "legacy_adadelta", "legacy_adamax", "legacy_nadam")
+  expect_setequal(setdiff(names(expected), c("x", "y")), layouts)
+  for (layout in layouts) {
     model <- load_model_hdf5(h5_fixture(paste0("keras_opt_", layout, ".h5")))
     train_on_batch(model, x, y)
     want <- expected[[layout]]
@@ -380,4 +384,31 @@ test_that("weights with NaN or infinite values in a file load with a classed war
   template <- load_model_hdf5(h5_fixture("keras_dense_model.h5"), compile = FALSE)
   expect_warning(load_model_weights_hdf5(template, h5_fixture("keras_dense_model_nan.h5")), class = "rustgpu_nonfinite_weights_warning")
   expect_no_warning(load_model_hdf5(h5_fixture("keras_dense_model.h5")))
+})
+
+test_that("losses and loss weights saved by output name go to those outputs, whatever their order", {
+  expected <- jsonlite::fromJSON(h5_fixture("expected.json"), simplifyVector = FALSE)$named_outputs
+  rows <- function(m) do.call(rbind, lapply(m, unlist))
+  model <- load_model_hdf5(h5_fixture("keras_named_outputs.h5"))
+  expect_equal(model$output_names, c("zeta", "alpha"))
+  train_on_batch(model, rows(expected$x), list(rows(expected$zeta), rows(expected$alpha)))
+  got <- get_weights(model)
+  for (i in seq_along(got)) {
+    want <- expected$weights[[i]]
+    want <- if (is.list(want[[1]])) rows(want) else unlist(want)
+    expect_equal(as.numeric(got[[i]]), as.numeric(want), tolerance = 1e-5, label = paste("weight", i))
+  }
+})
+
+test_that("a file's training state holding what Keras never writes is a classed error naming it", {
+  err <- expect_error(load_model_hdf5(h5_fixture("damaged_string_iteration.h5")), class = "rustgpu_value_error")
+  expect_match(conditionMessage(err), "iteration:0 must hold one integer")
+  err <- expect_error(load_model_hdf5(h5_fixture("damaged_string_loss_weights.h5")), class = "rustgpu_value_error")
+  expect_match(conditionMessage(err), "`loss_weights` must be numbers >= 0, got \"1\"")
+  for (damaged in c("nan", "huge")) {
+    err <- expect_error(load_model_hdf5(h5_fixture(sprintf("damaged_%s_optimizer_state.h5", damaged))), class = "rustgpu_value_error")
+    expect_match(conditionMessage(err), "optimizer weight \"Adam/.*\" holds NaN or infinite values .*compile = FALSE")
+    # The weights themselves are fine: without the optimizer state the model loads.
+    expect_s3_class(load_model_hdf5(h5_fixture(sprintf("damaged_%s_optimizer_state.h5", damaged)), compile = FALSE), "keras.engine.training.Model")
+  }
 })

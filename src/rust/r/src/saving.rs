@@ -65,8 +65,17 @@ fn rg_load_model(path: &str, keep_optimizer_state: bool) -> Robj {
         let name = loaded.model.name.clone();
         let training: Robj = match &loaded.training {
             Some(t) => list!(
-                loss = t.losses.clone(),
-                loss_weights = t.loss_weights.clone().map(Robj::from).unwrap_or_else(|| Robj::from(())),
+                loss = if t.loss_names.is_empty() {
+                    Robj::from(t.losses.clone())
+                } else {
+                    List::from_names_and_values(&t.loss_names, t.losses.iter().map(|l| Robj::from(l.as_str()))).map_err(|e| Error::State(e.to_string()))?.into()
+                },
+                loss_weights = match &t.loss_weights {
+                    Some(w) if !t.loss_weight_names.is_empty() =>
+                        List::from_names_and_values(&t.loss_weight_names, w.iter().map(|v| Robj::from(*v))).map_err(|e| Error::State(e.to_string()))?.into(),
+                    Some(w) => Robj::from(w.clone()),
+                    None => Robj::from(()),
+                },
                 metrics = t.metrics.clone(),
                 optimizer = optimizer_list(&t.optimizer)
             )

@@ -227,7 +227,12 @@ pub fn training_config(c: &Compiled) -> Value {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainingConfig {
     pub losses: Vec<String>,
+    /// The output names of `losses` when the file gives them by name (else empty: in order).
+    pub loss_names: Vec<String>,
+    /// A weight per output, in order, or by output name (Keras writes either).
     pub loss_weights: Option<Vec<f64>>,
+    /// The output names of `loss_weights` when the file gives them by name (else empty).
+    pub loss_weight_names: Vec<String>,
     pub metrics: Vec<String>,
     pub optimizer: OptimizerConfig,
 }
@@ -245,18 +250,28 @@ impl TrainingConfig {
             // caller to restore, from its custom objects.
             Ok(name)
         };
-        let losses = match &v["loss"] {
-            Value::Array(a) => a.iter().map(one).collect::<Result<Vec<_>>>()?,
-            Value::Object(o) if !o.contains_key("class_name") => o.values().map(one).collect::<Result<Vec<_>>>()?,
-            l => vec![one(l)?],
+        let (losses, loss_names) = match &v["loss"] {
+            Value::Array(a) => (a.iter().map(one).collect::<Result<Vec<_>>>()?, Vec::new()),
+            Value::Object(o) if !o.contains_key("class_name") => (o.values().map(one).collect::<Result<Vec<_>>>()?, o.keys().cloned().collect()),
+            l => (vec![one(l)?], Vec::new()),
         };
-        let loss_weights = v["loss_weights"].as_array().map(|a| a.iter().map(|w| w.as_f64().unwrap_or(1.0)).collect());
+        let weight = |w: &Value| -> Result<f64> {
+            w.as_f64().filter(|w| w.is_finite() && *w >= 0.0).ok_or_else(|| {
+                Error::Value(format!("the training config's `loss_weights` must be numbers >= 0, got {}: the file is damaged; load it with compile = FALSE", w))
+            })
+        };
+        let (loss_weights, loss_weight_names) = match &v["loss_weights"] {
+            Value::Null => (None, Vec::new()),
+            Value::Array(a) => (Some(a.iter().map(weight).collect::<Result<Vec<_>>>()?), Vec::new()),
+            Value::Object(o) => (Some(o.values().map(weight).collect::<Result<Vec<_>>>()?), o.keys().cloned().collect()),
+            w => (Some(vec![weight(w)?]), Vec::new()),
+        };
         let mut metrics = Vec::new();
         collect_metric_names(&v["metrics"], &mut metrics);
         let opt = &v["optimizer_config"];
         let class = opt.get("class_name").and_then(Value::as_str).unwrap_or("");
         let optimizer = OptimizerConfig::from_config(class, opt.get("config").unwrap_or(&Value::Null))?;
-        Ok(Self { losses, loss_weights, metrics, optimizer })
+        Ok(Self { losses, loss_names, loss_weights, loss_weight_names, metrics, optimizer })
     }
 }
 

@@ -430,31 +430,58 @@ pub struct SavedOptimizerState {
     pub slots: Vec<(String, HostTensor)>,
 }
 
+/// The step count a file's optimizer state lists: tf-keras 2.x's `iteration:0`, or the legacy
+/// optimizers' `Adam/iter:0`.
+fn is_step_count(name: &str) -> bool {
+    name == "iteration:0" || name.split_once('/').is_some_and(|(_, rest)| rest == "iter:0")
+}
+
 fn read_optimizer_state(file: &File, path: &Path) -> Result<Option<SavedOptimizerState>> {
     if !file.link_exists("optimizer_weights") {
         return Ok(None);
     }
     let g = file.group("optimizer_weights").map_err(h5err(path))?;
     let names = read_str_list_attr(&g, "weight_names", "optimizer_weights")?;
-    let iterations = g.dataset("iteration:0").and_then(|d| d.read_scalar::<i64>()).unwrap_or(0).max(0) as u64;
-    let slots = names.into_iter().filter(|n| n != "iteration:0").map(|n| Ok((n.clone(), read_dataset(&g, &n)?))).collect::<Result<Vec<_>>>()?;
+    let mut iterations = 0;
+    let mut slots = Vec::new();
+    for name in names {
+        if is_step_count(&name) {
+            let bad = || Error::Value(format!("\"{}\": optimizer_weights/{} must hold one integer >= 0 (the step count)", path.display(), name));
+            let d = g.dataset(&name).map_err(|_| bad())?;
+            // An integer dataset of one value (a float or string one is refused, not converted).
+            if d.ndim() != 0 || !matches!(d.dtype().map_err(|_| bad())?.to_descriptor().map_err(|_| bad())?, hdf5::types::TypeDescriptor::Integer(_)) {
+                return Err(bad());
+            }
+            iterations = u64::try_from(d.read_scalar::<i64>().map_err(|_| bad())?).map_err(|_| bad())?;
+        } else {
+            let value = read_dataset(&g, &name)?;
+            slots.push((name, value));
+        }
+    }
     Ok(Some(SavedOptimizerState { iterations, slots }))
 }
 
 /// Restores a saved optimizer state into a compiled model's optimizer (after `compile()`).
+/// Slots are matched by name, in tf-keras 2.x's layout (`Adam/m/dense/kernel:0`) or its
+/// legacy optimizers' (`Adam/dense/kernel/m:0`).
 pub fn restore_optimizer_state(state: &SavedOptimizerState, model: &Model, opt: &mut Optimizer) -> Result<()> {
     let prefix = opt.config.name();
     let slots = opt.slot_names();
     let lens: Vec<usize> = model.weights.iter().map(|w| w.value.len()).collect();
     let mut values: Vec<Vec<(usize, Vec<f32>)>> = vec![Vec::new(); model.weights.len()];
+    let legacy_name = |slot: &'static str, weight: &str| format!("{}/{}/{}:0", prefix, weight.strip_suffix(":0").unwrap_or(weight), opt.legacy_slot_name(slot));
     for (name, t) in &state.slots {
-        let found =
-            model.weights.iter().enumerate().find_map(|(i, w)| slots.iter().find(|s| *name == format!("{}/{}/{}", prefix, s.0, w.name)).map(|s| (i, s.1)));
+        let found = model.weights.iter().enumerate().find_map(|(i, w)| {
+            slots.iter().find(|s| *name == format!("{}/{}/{}", prefix, s.0, w.name) || *name == legacy_name(s.0, &w.name)).map(|s| (i, s.1))
+        });
         let Some((i, slot)) = found else {
             // tf-keras creates some slots whatever the settings (SGD's `m` with momentum 0):
-            // one of this optimizer's, for one of the model's weights, unused here, is skipped.
-            let unused_slot =
-                name.strip_prefix(&format!("{}/", prefix)).is_some_and(|rest| model.weights.iter().any(|w| rest.ends_with(&format!("/{}", w.name))));
+            // one of this optimizer's, for one of the model's weights, unused here, is
+            // skipped; so is legacy Nadam's schedule product, remade from the step count.
+            let unused_slot = name.strip_prefix(&format!("{}/", prefix)).is_some_and(|rest| {
+                rest == "momentum_cache:0"
+                    || model.weights.iter().any(|w| rest.ends_with(&format!("/{}", w.name)) || rest.starts_with(&format!("{}/", w.name.trim_end_matches(":0"))))
+            });
             if unused_slot {
                 continue;
             }
@@ -462,6 +489,13 @@ pub fn restore_optimizer_state(state: &SavedOptimizerState, model: &Model, opt: 
         };
         if t.data.len() != lens[i] {
             return Err(Error::Value(format!("optimizer weight \"{}\" has {} values, the model's weight has {}", name, t.data.len(), lens[i])));
+        }
+        if let Some(at) = t.data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Value(format!(
+                "optimizer weight \"{}\" holds NaN or infinite values (first at value {}): training would make every weight NaN; load the model with compile = FALSE and compile() it afresh",
+                name,
+                at + 1
+            )));
         }
         values[i].push((slot, t.data.clone()));
     }

@@ -30,6 +30,7 @@ impl OptimizerType for Adadelta {
     const DEFAULT_LEARNING_RATE: f64 = 1.0;
     const SLOTS_BY_WEIGHT: bool = true;
     type Constants = Constants;
+    const LEGACY_SLOT_NAMES: &'static [(&'static str, &'static str)] = &[("accumulated_grad", "accum_grad"), ("accumulated_delta_var", "accum_var")];
 
     fn normalize(&mut self) -> crate::Result<()> {
         super::check_range(self.rho, "rho", 0.0, 1.0, false)?;

@@ -32,6 +32,7 @@ impl OptimizerType for Adamax {
     const DEFAULT_LEARNING_RATE: f64 = 0.002;
     const SLOTS_BY_WEIGHT: bool = true;
     type Constants = Constants;
+    const LEGACY_SLOT_NAMES: &'static [(&'static str, &'static str)] = &[("u", "v")];
 
     fn normalize(&mut self) -> crate::Result<()> {
         super::check_range(self.beta_1, "beta_1", 0.0, 1.0, false)?;

@@ -50,6 +50,11 @@ pub trait OptimizerType: Serialize + DeserializeOwned + Default + Clone + std::f
     /// Keras's names of the slots this configuration keeps per weight, in Keras's order.
     fn slot_names(&self) -> Vec<&'static str>;
 
+    /// The slots whose names differ in tf-keras's legacy optimizers (Keras 2's, which save
+    /// `SGD/dense/kernel/momentum:0` where tf-keras 2.x saves `SGD/m/dense/kernel:0`):
+    /// (name, legacy name) pairs.
+    const LEGACY_SLOT_NAMES: &'static [(&'static str, &'static str)] = &[];
+
     /// The value slots start from (Adagrad's `initial_accumulator_value`).
     fn slot_initial_value(&self) -> f32 {
         0.0
@@ -111,6 +116,7 @@ pub trait AnyOptimizer: std::fmt::Debug + Send + Sync {
     fn class_name(&self) -> &'static str;
     fn slots_by_weight(&self) -> bool;
     fn slot_names(&self) -> Vec<&'static str>;
+    fn legacy_slot_name(&self, name: &'static str) -> &'static str;
     fn slot_initial_value(&self) -> f32;
     /// The type's own config fields.
     fn config_json(&self) -> Value;
@@ -127,6 +133,9 @@ impl<T: OptimizerType> AnyOptimizer for T {
     }
     fn slot_names(&self) -> Vec<&'static str> {
         OptimizerType::slot_names(self)
+    }
+    fn legacy_slot_name(&self, name: &'static str) -> &'static str {
+        T::LEGACY_SLOT_NAMES.iter().find(|(n, _)| *n == name).map_or(name, |(_, legacy)| legacy)
     }
     fn slot_initial_value(&self) -> f32 {
         OptimizerType::slot_initial_value(self)
@@ -243,6 +252,15 @@ impl OptimizerConfig {
             if !o.contains_key("learning_rate") && !o.contains_key("lr") {
                 o.insert("learning_rate".into(), json!(reg.default_learning_rate));
             }
+            // Keras 2's Nadam (and tf-keras's legacy one, which writes its `schedule_decay`
+            // as `decay`) decays the momentum schedule, never the learning rate.
+            let legacy = o.get("is_legacy_optimizer").and_then(Value::as_bool) != Some(false);
+            // (Our own configs carry `decay: 0`, Nadam's lr decay being unsupported: left.)
+            if reg.class_name == "Nadam" && legacy && o.get("decay").and_then(Value::as_f64).is_some_and(|d| d != 0.0) {
+                if let Some(d) = o.remove("decay") {
+                    o.entry("schedule_decay").or_insert(d);
+                }
+            }
         }
         let common: Common = serde_json::from_value(fields.clone()).map_err(|e| Error::Value(format!("{} config: {}", reg.class_name, e)))?;
         common.check().map_err(|e| match e {
@@ -269,13 +287,14 @@ impl OptimizerConfig {
     }
 
     /// `{"class_name": ..., "config": ...}` as tf-keras 2.x writes it (as its legacy
-    /// optimizer, which alone has `decay`, when one is set).
+    /// optimizer, which alone has `decay` and Nadam's `schedule_decay`, when one is set).
     pub fn keras_config(&self) -> Value {
         let mut cfg = json!({ "name": self.name(), "weight_decay": null, "clipnorm": null, "global_clipnorm": null, "clipvalue": null,
                               "use_ema": false, "ema_momentum": 0.99, "ema_overwrite_frequency": null, "jit_compile": false,
                               "is_legacy_optimizer": false });
-        let legacy = self.common.decay > 0.0;
-        if let (Some(o), Value::Object(fields)) = (cfg.as_object_mut(), self.fields()) {
+        let fields = self.fields();
+        let legacy = self.common.decay > 0.0 || fields.get("schedule_decay").is_some();
+        if let (Some(o), Value::Object(fields)) = (cfg.as_object_mut(), fields) {
             for (k, v) in fields {
                 if k != "decay" || legacy {
                     o.insert(k, v);
@@ -338,6 +357,11 @@ impl Optimizer {
     /// with each one's index in our slot list.
     pub fn slot_names(&self) -> Vec<(&'static str, usize)> {
         self.config.rule.slot_names().into_iter().enumerate().map(|(i, n)| (n, i)).collect()
+    }
+
+    /// A slot's name in tf-keras's legacy optimizers (see [`OptimizerType::LEGACY_SLOT_NAMES`]).
+    pub fn legacy_slot_name(&self, name: &'static str) -> &'static str {
+        self.config.rule.legacy_slot_name(name)
     }
 
     /// Whether a saved file lists each weight's slots together (see [`OptimizerType::SLOTS_BY_WEIGHT`]).

@@ -1,7 +1,8 @@
 //! Nadam, tf-keras 2.x's rule: Adam with Nesterov momentum under the momentum schedule
 //! `u_t = beta_1 * (1 - 0.5 * 0.96^t)`, whose running product the optimizer carries between
 //! steps (remade from the step count after a restore). R keras 2.x's default learning rate,
-//! 0.002.
+//! 0.002. Files from Keras 2 (and tf-keras's legacy Nadam) carry a `schedule_decay`: their
+//! schedule is `beta_1 * (1 - 0.5 * 0.96^(schedule_decay * t))`, followed when set.
 use super::OptimizerType;
 use serde::{Deserialize, Serialize};
 
@@ -11,11 +12,14 @@ pub struct Nadam {
     pub beta_1: f64,
     pub beta_2: f64,
     pub epsilon: f64,
+    /// Keras 2's momentum-schedule decay (None: tf-keras 2.x's schedule, `0.96^t`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule_decay: Option<f64>,
 }
 
 impl Default for Nadam {
     fn default() -> Self {
-        Self { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7 }
+        Self { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7, schedule_decay: None }
     }
 }
 
@@ -35,7 +39,11 @@ pub struct Constants {
 impl Nadam {
     /// The momentum schedule at step `t` (f32, as TensorFlow computes it).
     fn schedule(&self, t: u64) -> f32 {
-        self.beta_1 as f32 * (1.0 - 0.5 * 0.96f32.powf(t as f32))
+        let exponent = match self.schedule_decay {
+            Some(d) => d as f32 * t as f32,
+            None => t as f32,
+        };
+        self.beta_1 as f32 * (1.0 - 0.5 * 0.96f32.powf(exponent))
     }
 }
 
@@ -48,7 +56,8 @@ impl OptimizerType for Nadam {
     fn normalize(&mut self) -> crate::Result<()> {
         super::check_range(self.beta_1, "beta_1", 0.0, 1.0, false)?;
         super::check_range(self.beta_2, "beta_2", 0.0, 1.0, false)?;
-        super::check_positive(self.epsilon, "epsilon")
+        super::check_positive(self.epsilon, "epsilon")?;
+        self.schedule_decay.map_or(Ok(()), |d| super::check_range(d, "schedule_decay", 0.0, f64::INFINITY, false))
     }
 
     fn slot_names(&self) -> Vec<&'static str> {

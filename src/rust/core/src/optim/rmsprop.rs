@@ -33,6 +33,7 @@ impl OptimizerType for RmsProp {
     const DEFAULT_LEARNING_RATE: f64 = 0.001;
     const SLOTS_BY_WEIGHT: bool = false;
     type Constants = Constants;
+    const LEGACY_SLOT_NAMES: &'static [(&'static str, &'static str)] = &[("velocity", "rms"), ("average_gradient", "mg")];
 
     fn normalize(&mut self) -> crate::Result<()> {
         super::check_range(self.rho, "rho", 0.0, 1.0, false)?;

@@ -15,6 +15,7 @@ impl OptimizerType for Sgd {
     const DEFAULT_LEARNING_RATE: f64 = 0.01;
     const SLOTS_BY_WEIGHT: bool = false;
     type Constants = (f32, f32);
+    const LEGACY_SLOT_NAMES: &'static [(&'static str, &'static str)] = &[("m", "momentum")];
 
     fn normalize(&mut self) -> crate::Result<()> {
         super::check_range(self.momentum, "momentum", 0.0, f64::INFINITY, true)
