@@ -18,9 +18,13 @@ cargo clippy --release -j 2 --locked --all-targets -p rustgpu-core -p rustgpu --
 echo "== cargo test (rustgpu-core, rustgpu bindings)"
 cargo test --release -j 2 --locked -p rustgpu-core -p rustgpu --lib --tests
 
-echo "== R CMD build"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
+echo "== h5_fuzz: 2,000 mutations of model and weights files saved by rustgpu, each loaded in a child process"
+# Fails on any crash, hang or panic in our code; those inside libhdf5 are counted (README, Reliability).
+cargo run --release -j 2 --locked -p rustgpu-core --example h5_fuzz -- --ci 2000 "$WORK/fuzz"
+
+echo "== R CMD build"
 # CRAN is unreachable here: point repos at an empty local one so check doesn't wait on it.
 mkdir -p "$WORK/repo/src/contrib"
 : > "$WORK/repo/src/contrib/PACKAGES"

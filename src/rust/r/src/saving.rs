@@ -163,7 +163,11 @@ fn rg_model_to_json(mut ptr: Robj) -> Robj {
 #[extendr]
 fn rg_model_from_json(text: &str) -> Robj {
     guard(|| {
-        let model = io::model_from_config(text)?;
+        // The JSON is an argument here, not a file's content: what is wrong with it is a value error.
+        let model = io::model_from_config(text).map_err(|e| match e {
+            Error::Io(m) => Error::Value(m),
+            other => other,
+        })?;
         let name = model.name.clone();
         let functional = model.arch.graph.is_some();
         Ok(list!(ptr = ModelHandle::new_pointer(model), name = name, functional = functional).into())

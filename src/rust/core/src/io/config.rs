@@ -185,7 +185,9 @@ fn functional_from_config(cfg: &Value) -> Result<Model> {
 /// Rebuilds a model from a Keras `model_config` (Sequential models of the layers rustgpu has).
 pub fn model_from_config(config: &str) -> Result<Model> {
     let v: Value = serde_json::from_str(config).map_err(|e| Error::Io(format!("the model config is not valid JSON: {}", e)))?;
-    let class = v.get("class_name").and_then(Value::as_str).unwrap_or("");
+    let Some(class) = v.get("class_name").and_then(Value::as_str) else {
+        return Err(Error::Value("the model config has no \"class_name\" (\"Sequential\" or \"Functional\"): it is not a Keras model config".into()));
+    };
     match class {
         "Sequential" => {}
         "Functional" | "Model" => return functional_from_config(&v["config"]),

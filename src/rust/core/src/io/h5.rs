@@ -179,7 +179,7 @@ fn write_weights_group(group: &Group, layers: &LayerWeights) -> Result<()> {
 
 /// `save_model_weights_hdf5()`.
 pub fn save_weights(path: &Path, model: &Model, overwrite: bool) -> Result<()> {
-    require_built(model)?;
+    require_built(model, "saving")?;
     let layers = layer_weights(model);
     write_atomically(path, overwrite, |tmp| {
         let file = File::create(tmp).map_err(h5err(tmp))?;
@@ -188,11 +188,11 @@ pub fn save_weights(path: &Path, model: &Model, overwrite: bool) -> Result<()> {
     })
 }
 
-fn require_built(model: &Model) -> Result<()> {
+fn require_built(model: &Model, doing: &str) -> Result<()> {
     if model.arch.is_built() {
         Ok(())
     } else {
-        Err(Error::State("the model is not built yet: give the first layer an `input_shape`, or fit/predict once, before saving".into()))
+        Err(Error::State(format!("the model is not built yet: give the first layer an `input_shape`, or fit/predict once, before {}", doing)))
     }
 }
 
@@ -320,7 +320,7 @@ fn assign(model: &mut Model, saved: LayerWeights, by_name: bool, skip_mismatch: 
 
 /// `load_model_weights_hdf5()`: returns messages for layers skipped with `skip_mismatch`.
 pub fn load_weights(path: &Path, model: &mut Model, by_name: bool, skip_mismatch: bool) -> Result<Vec<String>> {
-    require_built(model)?;
+    require_built(model, "loading weights into it")?;
     let file = open(path)?;
     let group = if file.link_exists("model_weights") { file.group("model_weights").map_err(h5err(path))? } else { file.group("/").map_err(h5err(path))? };
     let saved = read_saved_layers(&file, &group, &format!("\"{}\"", path.display()))?;
@@ -334,7 +334,7 @@ pub fn load_weights(path: &Path, model: &mut Model, by_name: bool, skip_mismatch
 /// `save_model_hdf5()`: architecture, weights and (optionally) the training setup and
 /// optimizer state, in Keras 2's layout.
 pub fn save_model(path: &Path, model: &Model, compiled: Option<&Compiled>, include_optimizer: bool, overwrite: bool) -> Result<()> {
-    require_built(model)?;
+    require_built(model, "saving")?;
     let config = model_config(model)?.to_string();
     let layers = layer_weights(model);
     write_atomically(path, overwrite, |tmp| {
