@@ -8,6 +8,7 @@
 set -e
 cd "$(dirname "$0")/.."
 PATH="$PATH:$HOME/.cargo/bin"; export PATH
+. ./tools/cmake-env.sh
 CACHE="${RUSTGPU_CUDA_CACHE:-$HOME/.cache/rustgpu}"
 VENV="$CACHE/cuda-venv"
 TARGET="$CACHE/target-cuda"

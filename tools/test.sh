@@ -5,6 +5,7 @@ set -e
 cd "$(dirname "$0")/.."
 PATH="$PATH:$HOME/.cargo/bin"; export PATH
 ./tools/setup.sh
+. ./tools/cmake-env.sh
 # One cargo target dir for the Rust tests and the R package build.
 export RUSTGPU_TARGET_DIR="${RUSTGPU_TARGET_DIR:-$PWD/target}"
 export CARGO_TARGET_DIR="$RUSTGPU_TARGET_DIR"

@@ -13,9 +13,9 @@
 //! file as `load_model_weights_hdf5()` loads it, by order and by name.
 //!
 //! Every crash and hang is attributed: the child prints its stack when a fatal signal arrives
-//! (and, for a hang, when the parent asks with SIGUSR1 before killing it); a stack holding a
-//! libhdf5 frame stopped inside libhdf5 (which never calls back into our code), any other
-//! is ours, and so is a panic. Exit status 1 when ours are found; the cases are kept in
+//! (and, for a hang, when the parent asks with SIGUSR1 before killing it), which the parent
+//! names with binutils' `addr2line`; a stack holding an HDF5 function (`H5...`) stopped inside
+//! libhdf5 (which never calls back into our code), any other is ours, and so is a panic. Exit status 1 when ours are found; the cases are kept in
 //! OUT_DIR (`crash-N.h5` with `crash-N.txt`, its stack).
 use rand::{Rng, SeedableRng};
 use rustgpu_core::io;
@@ -193,6 +193,26 @@ fn run_case(me: &Path, seed: &Seed, case_path: &Path, log_path: &Path) -> (Optio
     (status, std::fs::read_to_string(log_path).unwrap_or_default())
 }
 
+/// The stack a child printed, with the function of each frame in our executable named (HDF5
+/// is linked in statically, and glibc's backtrace names only exported symbols): one name per
+/// line, from binutils' addr2line, before the raw frames.
+fn symbolized(exe: &Path, stack: &str) -> String {
+    let marker = format!("{}(+0x", exe.display());
+    let offsets: Vec<&str> = stack.lines().filter_map(|l| l.strip_prefix(marker.as_str())?.split(')').next()).collect();
+    if offsets.is_empty() {
+        return stack.to_string();
+    }
+    let names = Command::new("addr2line")
+        .arg("-f")
+        .arg("-e")
+        .arg(exe)
+        .args(offsets.iter().map(|o| format!("0x{}", o)))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().step_by(2).map(str::to_string).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default();
+    format!("{}\n{}", names, stack)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.as_slice() {
@@ -225,7 +245,8 @@ fn main() {
         let path = out.join("case.h5");
         std::fs::write(&path, &bytes).expect("write case");
         let (status, stack) = run_case(&me, &seeds[k], &path, &out.join("case.txt"));
-        let in_libhdf5 = stack.contains("libhdf5");
+        let stack = symbolized(&me, &stack);
+        let in_libhdf5 = stack.lines().any(|l| l.starts_with("H5") || l.contains("libhdf5"));
         let kind = match status {
             Some(s) if s.success() => {
                 t.returned += 1;

@@ -198,11 +198,18 @@ fn require_built(model: &Model, doing: &str) -> Result<()> {
 
 fn open(path: &Path) -> Result<File> {
     super::check_readable_file(path)?;
+    super::h5_precheck::check(path)?;
     File::open(path).map_err(|e| Error::Io(format!("\"{}\" is not a readable HDF5 file ({})", path.display(), e)))
 }
 
 fn read_dataset(group: &Group, path: &str) -> Result<HostTensor> {
-    let ds = group.dataset(path).map_err(|_| Error::Io(format!("weight \"{}\" is missing from the file", path)))?;
+    let ds = group.dataset(path).map_err(|e| {
+        if group.link_exists(path) {
+            Error::Io(format!("weight \"{}\" cannot be read ({}): the file is corrupt", path, e))
+        } else {
+            Error::Io(format!("weight \"{}\" is missing from the file", path))
+        }
+    })?;
     crate::cancel::check()?;
     check_declared_size(&ds, &format!("weight \"{}\"", path), file_len(group), true)?;
     // The shape comes from the file: checked before reading.

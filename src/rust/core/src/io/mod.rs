@@ -4,6 +4,7 @@
 //! formats Keras's data sets ship in: numpy's `.npy` and Python pickles.
 mod config;
 mod h5;
+mod h5_precheck;
 pub mod npy;
 pub mod numpy_random;
 pub mod pickle;
