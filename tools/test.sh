@@ -44,5 +44,5 @@ if grep -qE "^Status:.*(ERROR|WARNING)" "$LOG"; then
   grep -B2 -A12 -E "\.\.\. (WARNING|ERROR)" "$LOG"; exit 1
 fi
 grep -B1 -A8 -E "\.\.\. NOTE" "$LOG" || true
-grep -h "bad inputs" "$WORK"/rustgpu.Rcheck/tests/testthat.Rout || true
+grep -h "hostile inputs" "$WORK"/rustgpu.Rcheck/tests/testthat.Rout || true
 echo "== all tests passed"
