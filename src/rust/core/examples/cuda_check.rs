@@ -320,8 +320,12 @@ fn main() {
             Err(e) => {
                 let msg = e.to_string();
                 println!("out-of-memory error: {}", msg);
-                let clear = msg.contains("out of memory") && msg.contains("batch_size") && msg.contains("/gpu:0");
+                // Refused before allocating, against the device's free memory (a resource
+                // error), or, where the estimate falls short, CUDA's own out-of-memory error.
+                let checked_first = e.class() == "rustgpu_resource_error" && msg.contains("of GPU memory but");
+                let clear = (checked_first || msg.contains("out of memory")) && msg.contains("batch_size") && msg.contains("/gpu:0");
                 check("out of memory: error names the device and batch_size", if clear { 0.0 } else { 1.0 }, 0.0);
+                check("out of memory: refused before allocating, against the free memory", if checked_first { 0.0 } else { 1.0 }, 0.0);
             }
         }
         let small: Vec<usize> = (0..256).collect();

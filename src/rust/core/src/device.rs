@@ -43,6 +43,15 @@ impl DeviceInfo {
         }
     }
 
+    /// The bytes free on a CUDA device now (None for the CPU and virtual GPUs, whose memory
+    /// is the host's, and where the driver does not answer).
+    pub fn free_memory(&self) -> Option<u64> {
+        match self.kind {
+            DeviceKind::Cuda => cuda_free_memory(self.id),
+            DeviceKind::Cpu | DeviceKind::Virtual => None,
+        }
+    }
+
     pub fn candle_device(&self) -> Result<candle_core::Device> {
         match self.kind {
             DeviceKind::Cpu | DeviceKind::Virtual => Ok(candle_core::Device::Cpu),
@@ -63,6 +72,18 @@ fn cuda_device(id: usize) -> Result<candle_core::Device> {
     let device = candle_core::Device::new_cuda(id).map_err(|e| Error::Device(format!("cannot open CUDA device {}: {}", id, e)))?;
     opened.push((id, device.clone()));
     Ok(device)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_free_memory(id: usize) -> Option<u64> {
+    let device = cuda_device(id).ok()?;
+    let (free, _total) = device.as_cuda_device().ok()?.cuda_stream().context().mem_get_info().ok()?;
+    Some(free as u64)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_free_memory(_id: usize) -> Option<u64> {
+    None
 }
 
 #[cfg(not(feature = "cuda"))]

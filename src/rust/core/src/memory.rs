@@ -88,9 +88,31 @@ pub fn check(what: &str, needed: Option<u64>, advice: &str) -> Result<()> {
     Err(Error::Resource(format!("{} needs {} of memory but {}: {}", what, asked, have, advice)))
 }
 
+/// The same check against a GPU's free memory (`free` bytes on `gpu`, e.g. "/gpu:0"), where a
+/// step's activations live when it runs there: CUDA reports a failed allocation as an error
+/// rather than aborting, but only after partial work, and the message would not say what to do.
+pub fn check_on_gpu(what: &str, needed: Option<u64>, gpu: &str, free: u64, advice: &str) -> Result<()> {
+    match needed {
+        Some(n) if n <= free => Ok(()),
+        _ => {
+            let asked = needed.map(human).unwrap_or_else(|| "more than 2^64 bytes".into());
+            Err(Error::Resource(format!("{} on {} needs {} of GPU memory but {} are free: {}", what, gpu, asked, human(free), advice)))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gpu_check_compares_with_the_free_memory_given() {
+        assert!(check_on_gpu("a step on 8 rows", Some(1 << 20), "/gpu:0", 2 << 20, "").is_ok());
+        let e = check_on_gpu("a step on 4096 rows", Some(80 << 30), "/gpu:1", 70 << 30, "use a smaller batch_size").unwrap_err();
+        assert_eq!(e.class(), "rustgpu_resource_error");
+        assert_eq!(e.to_string(), "a step on 4096 rows on /gpu:1 needs 80.0 GB of GPU memory but 70.0 GB are free: use a smaller batch_size");
+        assert!(check_on_gpu("x", None, "/gpu:0", u64::MAX, "").is_err());
+    }
 
     #[test]
     fn refuses_sizes_beyond_memory_and_overflowing_products() {

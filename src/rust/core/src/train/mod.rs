@@ -107,7 +107,7 @@ impl Executor {
     ) -> Result<BatchStats> {
         check_rows(xs, ys, model.arch.outputs().len(), rows)?;
         check_weights(sample_weights, xs[0].rows())?;
-        check_step_memory(model, rows.len(), true)?;
+        self.check_step_memory(model, rows.len(), true)?;
         let batch = Batch { xs, ys, sample_weights };
         // Regularization: its penalty (at the weights the step starts from) joins the loss,
         // its gradient the update's.
@@ -137,7 +137,7 @@ impl Executor {
     ) -> Result<BatchStats> {
         check_rows(xs, ys, model.arch.outputs().len(), rows)?;
         check_weights(sample_weights, xs[0].rows())?;
-        check_step_memory(model, rows.len(), false)?;
+        self.check_step_memory(model, rows.len(), false)?;
         let batch = Batch { xs, ys, sample_weights };
         let mut stats = crate::fork::on_own_pool(|| match self {
             Executor::Local(info) => one_device::evaluate(info, model, compiled, &batch, rows),
@@ -151,7 +151,7 @@ impl Executor {
     /// inference too (draws in a lambda layer) draw from it.
     pub fn predict_on_batch(&self, model: &Model, xs: &[&dyn BatchSource], rows: &[usize], seed: u64) -> Result<Vec<HostTensor>> {
         check_batch(xs, rows)?;
-        check_step_memory(model, rows.len(), false)?;
+        self.check_step_memory(model, rows.len(), false)?;
         crate::fork::on_own_pool(|| match self {
             Executor::Local(info) => one_device::predict(info, model, xs, rows, seed),
             Executor::Replicated(r) => replicas::predict(&r.set, model, xs, rows, seed),
@@ -227,12 +227,35 @@ fn check_batch(xs: &[&dyn BatchSource], rows: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a step whose activations would not fit in memory: every layer's output for each
-/// row, kept for the backward pass and about matched by the gradients flowing back when
-/// training (an estimate: convolutions' patch buffers come on top, inference frees as it goes).
-fn check_step_memory(model: &Model, rows: usize, training: bool) -> Result<()> {
-    let per_row = model.arch.activation_elements_per_row();
-    let copies = if training { 2 } else { 1 };
-    let bytes = per_row.and_then(|n| n.checked_mul(rows as u64)).and_then(|n| crate::memory::bytes(n, 4 * copies));
-    crate::memory::check(&format!("a step on {} rows", rows), bytes, "use a smaller batch_size")
+impl Executor {
+    /// The CUDA devices a step runs on.
+    fn cuda_devices(&self) -> Vec<&DeviceInfo> {
+        let devices: Vec<&DeviceInfo> = match self {
+            Executor::Local(d) => vec![d],
+            Executor::Replicated(r) => r.set.devices.iter().collect(),
+        };
+        devices.into_iter().filter(|d| d.kind == crate::device::DeviceKind::Cuda).collect()
+    }
+
+    /// Refuses a step whose activations would not fit in memory: every layer's output for
+    /// each row, kept for the backward pass and about matched by the gradients flowing back
+    /// when training (an estimate: convolutions' patch buffers come on top, inference frees
+    /// as it goes). On GPUs, each one's share of the rows (the split is balanced, so at most
+    /// rows / GPUs rounded up) against its free memory; else the host's memory.
+    fn check_step_memory(&self, model: &Model, rows: usize, training: bool) -> Result<()> {
+        let per_row = model.arch.activation_elements_per_row();
+        let copies = if training { 2 } else { 1 };
+        let bytes = |rows: usize| per_row.and_then(|n| n.checked_mul(rows as u64)).and_then(|n| crate::memory::bytes(n, 4 * copies));
+        let gpus = self.cuda_devices();
+        if gpus.is_empty() {
+            return crate::memory::check(&format!("a step on {} rows", rows), bytes(rows), "use a smaller batch_size");
+        }
+        let share = rows.div_ceil(gpus.len());
+        for gpu in gpus {
+            if let Some(free) = gpu.free_memory() {
+                crate::memory::check_on_gpu(&format!("a step on {} rows", share), bytes(share), &gpu.label(), free, "use a smaller batch_size")?;
+            }
+        }
+        Ok(())
+    }
 }
