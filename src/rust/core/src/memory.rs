@@ -88,6 +88,19 @@ pub fn check(what: &str, needed: Option<u64>, advice: &str) -> Result<()> {
     Err(Error::Resource(format!("{} needs {} of memory but {}: {}", what, asked, have, advice)))
 }
 
+/// A buffer of `n` default values (zeros), allocated fallibly: the checks above read limits
+/// that can change before the allocation (another process takes the memory, overcommit is
+/// off), and a refused allocation must be an error naming `what`, not an abort of R.
+pub fn zeroed<T: Clone + Default>(n: usize, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        let asked = bytes(n as u64, std::mem::size_of::<T>() as u64).map(human).unwrap_or_else(|| "more than 2^64 bytes".into());
+        Error::Resource(format!("{} needs {} of memory, which the system refused: free memory, or use smaller sizes", what, asked))
+    })?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
 /// The same check against a GPU's free memory (`free` bytes on `gpu`, e.g. "/gpu:0"), where a
 /// step's activations live when it runs there: CUDA reports a failed allocation as an error
 /// rather than aborting, but only after partial work, and the message would not say what to do.
@@ -104,6 +117,15 @@ pub fn check_on_gpu(what: &str, needed: Option<u64>, gpu: &str, free: u64, advic
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_allocation_is_a_resource_error() {
+        assert_eq!(zeroed::<f32>(3, "three").unwrap(), vec![0.0; 3]);
+        // More than any address space: try_reserve_exact refuses it (capacity overflow).
+        let e = zeroed::<f64>(usize::MAX / 4, "a huge buffer").unwrap_err();
+        assert_eq!(e.class(), "rustgpu_resource_error");
+        assert!(e.to_string().starts_with("a huge buffer needs"), "{}", e);
+    }
 
     #[test]
     fn a_gpu_check_compares_with_the_free_memory_given() {

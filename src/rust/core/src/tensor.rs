@@ -39,17 +39,17 @@ impl HostTensor {
 
     /// A row-major copy of a column-major array (R's layout) of shape `dims`, samples first,
     /// converted in blocks of rows in parallel on the current thread pool.
-    pub fn from_column_major<T: Copy + Into<f64> + Sync>(values: &[T], dims: &[usize]) -> HostTensor {
+    pub fn from_column_major<T: Copy + Into<f64> + Sync>(values: &[T], dims: &[usize]) -> Result<HostTensor> {
         // (The caller has checked the memory: see `Executor::stage_column_major`.)
         use rayon::prelude::*;
         let n = dims.first().copied().unwrap_or(0);
         let width: usize = dims.get(1..).unwrap_or(&[]).iter().product();
         let offsets = column_to_row_major(dims.get(1..).unwrap_or(&[]));
-        let mut data = vec![0f32; n * width];
+        let mut data = crate::memory::zeroed::<f32>(n * width, "a float copy of the data")?;
         if width > 0 {
             data.par_chunks_mut(ROW_BLOCK * width).enumerate().for_each(|(b, out)| column_major_rows_into(values, n, &offsets, b * ROW_BLOCK, out));
         }
-        HostTensor { shape: dims.to_vec(), data }
+        Ok(HostTensor { shape: dims.to_vec(), data })
     }
 
     /// Concatenate along the batch axis, in the given order.
@@ -166,7 +166,7 @@ mod tests {
                 }
             }
         }
-        let t = HostTensor::from_column_major(&col, &[n, d[0], d[1]]);
+        let t = HostTensor::from_column_major(&col, &[n, d[0], d[1]]).unwrap();
         assert_eq!(t.shape, vec![130, 2, 3]);
         for r in [0, 63, 64, 129] {
             let expect: Vec<f32> = (0..2).flat_map(|i| (0..3).map(move |j| (1000 * r + 10 * i + j) as f32)).collect();

@@ -113,7 +113,7 @@ fn replicas_stage_column_major_data_like_one_device() {
     // 131 rows of (3, 2) samples, column-major; 3 replicas each convert a share of the rows.
     let dims = [131usize, 3, 2];
     let values: Vec<f64> = (0..131 * 6).map(|i| i as f64 * 0.5).collect();
-    let local = HostTensor::from_column_major(&values, &dims);
+    let local = HostTensor::from_column_major(&values, &dims).unwrap();
     for n in [1, 3] {
         let staged = replicas(n, MergeDevice::Cpu).stage_column_major(&values, &dims).unwrap();
         assert_eq!(staged, local);

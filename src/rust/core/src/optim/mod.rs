@@ -382,7 +382,19 @@ impl Optimizer {
             values.and_then(|n| crate::memory::bytes(n, 4)),
             "use a smaller model or an optimizer with less state (SGD without momentum keeps none)",
         )?;
-        Ok(weight_lens.iter().map(|n| vec![vec![init; *n]; k]).collect())
+        let what = format!("{}'s state", self.config.name());
+        weight_lens
+            .iter()
+            .map(|n| {
+                (0..k)
+                    .map(|_| {
+                        let mut slot = crate::memory::zeroed::<f32>(*n, &what)?;
+                        slot.fill(init);
+                        Ok(slot)
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     /// Restores state saved from `slot`: `values[w]` holds (slot index, values) pairs.

@@ -168,7 +168,7 @@ impl Executor {
             "pass the data in smaller pieces (fit_generator(), or fewer samples per call)",
         )?;
         match self {
-            Executor::Local(_) => Ok(crate::fork::on_own_pool(|| HostTensor::from_column_major(values, dims))),
+            Executor::Local(_) => crate::fork::on_own_pool(|| HostTensor::from_column_major(values, dims)),
             Executor::Replicated(r) => replicas::stage_column_major(&r.set, values, dims),
         }
     }
