@@ -583,10 +583,12 @@ backend <- function(convert = TRUE) {
 
 #' Backend settings
 #'
-#' R keras's backend settings, for scripts that set them: rustgpu computes in float32 with
-#' channels-last images, so `k_set_floatx("float32")` and
-#' `k_set_image_data_format("channels_last")` are accepted and any other value is a classed
-#' error saying so. `use_implementation()` and `use_backend()` choose R keras's Python
+#' R keras's backend settings, for scripts that set them: rustgpu computes in float32, so
+#' `k_set_floatx("float32")` is accepted and any other value is a classed error saying so.
+#' `k_set_image_data_format()` sets the `data_format` that spatial layers (convolutions,
+#' pooling, up-sampling, padding, cropping, flatten) take when theirs is `NULL`:
+#' "channels_last" (Keras's default) or "channels_first" (for this R session; the option
+#' `rustgpu.image_data_format`). `use_implementation()` and `use_backend()` choose R keras's Python
 #' implementation and backend; rustgpu is neither, so they accept R keras's values and change
 #' nothing.
 #'
@@ -601,15 +603,15 @@ NULL
 
 #' @rdname backend_settings
 #' @export
-k_image_data_format <- function() "channels_last"
+k_image_data_format <- function() getOption("rustgpu.image_data_format", "channels_last")
 
 #' @rdname backend_settings
 #' @export
 k_set_image_data_format <- function(data_format) {
-  if (!identical(data_format, "channels_last")) {
-    value_error(sprintf("Image data format \"%s\" is not supported: rustgpu's images are channels last (batch, height, width, channels).",
-                        paste(data_format, collapse = ", ")))
+  if (!is.character(data_format) || length(data_format) != 1 || !data_format %in% c("channels_last", "channels_first")) {
+    value_error(sprintf("Image data format must be \"channels_last\" or \"channels_first\", not %s.", describe(data_format)))
   }
+  options(rustgpu.image_data_format = data_format)
   invisible(data_format)
 }
 

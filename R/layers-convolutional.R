@@ -16,10 +16,14 @@ check_padding <- function(padding, call = rlang::caller_env()) {
   padding
 }
 
-check_channels_last <- function(data_format, call = rlang::caller_env()) {
-  if (!is.null(data_format) && !identical(data_format, "channels_last")) {
-    value_error("Only `data_format = \"channels_last\"` (Keras's default) is supported.", call = call)
+# A layer's `data_format`: NULL takes k_image_data_format() (channels last unless
+# k_set_image_data_format() said otherwise), as Keras does.
+check_data_format <- function(data_format, call = rlang::caller_env()) {
+  if (is.null(data_format)) return(k_image_data_format())
+  if (!is.character(data_format) || length(data_format) != 1 || !data_format %in% c("channels_last", "channels_first")) {
+    value_error(sprintf("`data_format` must be \"channels_last\" or \"channels_first\", not %s.", describe(data_format)), call = call)
   }
+  data_format
 }
 
 #' 2D convolution layer
@@ -34,7 +38,9 @@ check_channels_last <- function(data_format, call = rlang::caller_env()) {
 #' @param strides One or two whole numbers: the step between windows.
 #' @param padding "valid" (no padding) or "same" (pad so that the output is
 #'   `ceiling(input / strides)`, as TensorFlow does).
-#' @param data_format Only `NULL` or "channels_last".
+#' @param data_format "channels_last" (inputs `(batch, ..., channels)`), "channels_first"
+#'   (`(batch, channels, ...)`), or `NULL` for [k_image_data_format()]. Weights have the same
+#'   layout either way.
 #' @param dilation_rate One or two whole numbers: spacing between kernel taps. Values
 #'   above 1 cannot be combined with strides above 1.
 #' @return The model, invisibly (or the layer when `object` is missing).
@@ -60,12 +66,12 @@ layer_conv_2d <- function(object, filters, kernel_size, strides = c(1L, 1L), pad
     value_error("`strides` > 1 cannot be combined with `dilation_rate` > 1 (as in Keras).")
   }
   check_padding(padding)
-  check_channels_last(data_format)
+  data_format <- check_data_format(data_format)
   check_bool(use_bias, "use_bias")
   kernel_initializer <- initializer_config(kernel_initializer, "kernel_initializer")
   bias_initializer <- initializer_config(bias_initializer, "bias_initializer")
   make_layer("Conv2D", object, list(
-    filters = filters, kernel_size = kernel_size, strides = strides, padding = padding,
+    filters = filters, data_format = data_format, kernel_size = kernel_size, strides = strides, padding = padding,
     dilation_rate = dilation_rate, activation = activation_name(activation), use_bias = use_bias,
     kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
     kernel_regularizer = regularizer_config(kernel_regularizer, "kernel_regularizer"),
@@ -102,8 +108,8 @@ pooling_2d <- function(object, class_name, pool_size, strides, padding, data_for
   pool_size <- as_pair(pool_size, "pool_size", call = call)
   strides <- if (is.null(strides)) pool_size else as_pair(strides, "strides", call = call)
   check_padding(padding, call = call)
-  check_channels_last(data_format, call = call)
-  make_layer(class_name, object, list(pool_size = pool_size, strides = strides, padding = padding),
+  data_format <- check_data_format(data_format, call = call)
+  make_layer(class_name, object, list(pool_size = pool_size, strides = strides, padding = padding, data_format = data_format),
                input_shape, name, weights = weights, trainable = trainable, call = call)
 }
 
@@ -119,8 +125,8 @@ pooling_2d <- function(object, class_name, pool_size, strides, padding, data_for
 #' @export
 layer_flatten <- function(object, data_format = NULL, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
-  check_channels_last(data_format)
-  make_layer("Flatten", object, list(), input_shape, name, weights = weights, trainable = trainable)
+  data_format <- check_data_format(data_format)
+  make_layer("Flatten", object, list(data_format = data_format), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Average pooling for 2D inputs
@@ -142,9 +148,9 @@ layer_average_pooling_2d <- function(object, pool_size = c(2L, 2L), strides = NU
 
 global_pooling <- function(object, class_name, data_format, keepdims, input_shape, name, trainable = NULL, weights = NULL,
                            call = rlang::caller_env()) {
-  check_channels_last(data_format, call = call)
+  data_format <- check_data_format(data_format, call = call)
   if (!identical(keepdims, FALSE)) value_error("Only `keepdims = FALSE` is supported yet.", call = call)
-  make_layer(class_name, object, list(keepdims = FALSE), input_shape, name, weights = weights, trainable = trainable, call = call)
+  make_layer(class_name, object, list(keepdims = FALSE, data_format = data_format), input_shape, name, weights = weights, trainable = trainable, call = call)
 }
 
 #' Global pooling for 2D inputs
@@ -209,14 +215,14 @@ layer_global_max_pooling_1d <- function(object, data_format = NULL, keepdims = F
 #' @export
 layer_zero_padding_2d <- function(object, padding = c(1L, 1L), data_format = NULL, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
-  check_channels_last(data_format)
+  data_format <- check_data_format(data_format)
   pads <- if (is.list(padding) && length(padding) == 2) {
     c(as_pair(padding[[1]], "padding[[1]]", min = 0), as_pair(padding[[2]], "padding[[2]]", min = 0))
   } else {
     p <- as_pair(padding, "padding", min = 0)
     c(p[1], p[1], p[2], p[2])
   }
-  make_layer("ZeroPadding2D", object, list(padding = list(pads[1:2], pads[3:4])), input_shape, name, weights = weights, trainable = trainable)
+  make_layer("ZeroPadding2D", object, list(padding = list(pads[1:2], pads[3:4]), data_format = data_format), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Reshape each sample
@@ -250,7 +256,7 @@ depthwise_layer <- function(object, filters, kernel_size, strides, padding, data
     value_error("`strides` > 1 cannot be combined with `dilation_rate` > 1 (as in Keras).", call = call)
   }
   check_padding(padding, call = call)
-  check_channels_last(data_format, call = call)
+  data_format <- check_data_format(data_format, call = call)
   check_count(depth_multiplier, "depth_multiplier", min = 1, call = call)
   check_bool(use_bias, "use_bias", call = call)
   depthwise_initializer <- initializer_config(depthwise_initializer, "depthwise_initializer", call = call)
@@ -259,7 +265,8 @@ depthwise_layer <- function(object, filters, kernel_size, strides, padding, data
   config <- list(
     kernel_size = kernel_size, strides = strides, padding = padding, dilation_rate = dilation_rate,
     depth_multiplier = depth_multiplier, activation = activation_name(activation, call = call),
-    use_bias = use_bias, depthwise_initializer = depthwise_initializer, bias_initializer = bias_initializer
+    use_bias = use_bias, depthwise_initializer = depthwise_initializer, bias_initializer = bias_initializer,
+    data_format = data_format
   )
   if (is.null(filters)) {
     return(make_layer("DepthwiseConv2D", object, config, input_shape, name, weights = weights, trainable = trainable, call = call))
@@ -340,12 +347,12 @@ layer_conv_1d <- function(object, filters, kernel_size, strides = 1L, padding = 
   if (strides > 1 && dilation_rate > 1) value_error("`strides` > 1 cannot be combined with `dilation_rate` > 1 (as in Keras).")
   if (identical(padding, "causal")) value_error("`padding = \"causal\"` is not supported yet: use \"valid\" or \"same\".")
   check_padding(padding)
-  check_channels_last(data_format)
+  data_format <- check_data_format(data_format)
   check_bool(use_bias, "use_bias")
   kernel_initializer <- initializer_config(kernel_initializer, "kernel_initializer")
   bias_initializer <- initializer_config(bias_initializer, "bias_initializer")
   make_layer("Conv1D", object, list(
-    filters = filters, kernel_size = kernel_size, strides = strides, padding = padding,
+    filters = filters, data_format = data_format, kernel_size = kernel_size, strides = strides, padding = padding,
     dilation_rate = dilation_rate, activation = activation_name(activation), use_bias = use_bias,
     kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
     kernel_regularizer = regularizer_config(kernel_regularizer, "kernel_regularizer"),
@@ -379,8 +386,8 @@ pooling_1d <- function(object, class_name, pool_size, strides, padding, data_for
   if (is.null(strides)) strides <- pool_size
   check_count(strides, "strides", min = 1, call = call)
   check_padding(padding, call = call)
-  check_channels_last(data_format, call = call)
-  make_layer(class_name, object, list(pool_size = pool_size, strides = strides, padding = padding),
+  data_format <- check_data_format(data_format, call = call)
+  make_layer(class_name, object, list(pool_size = pool_size, strides = strides, padding = padding, data_format = data_format),
                input_shape, name, weights = weights, trainable = trainable, call = call)
 }
 
@@ -410,11 +417,11 @@ layer_conv_2d_transpose <- function(object, filters, kernel_size, strides = c(1L
   check_count(filters, "filters", min = 1)
   if (!is.null(output_padding)) value_error("`output_padding` is not supported yet: leave it NULL.")
   check_padding(padding)
-  check_channels_last(data_format)
+  data_format <- check_data_format(data_format)
   if (any(as_pair(dilation_rate, "dilation_rate") != 1)) value_error("`dilation_rate` other than 1 is not supported yet.")
   check_bool(use_bias, "use_bias")
   make_layer("Conv2DTranspose", object, list(
-    filters = filters, kernel_size = as_pair(kernel_size, "kernel_size"), strides = as_pair(strides, "strides"),
+    filters = filters, data_format = data_format, kernel_size = as_pair(kernel_size, "kernel_size"), strides = as_pair(strides, "strides"),
     padding = padding, activation = activation_name(activation), use_bias = use_bias,
     kernel_initializer = initializer_config(kernel_initializer, "kernel_initializer"),
     bias_initializer = initializer_config(bias_initializer, "bias_initializer"),

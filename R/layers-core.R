@@ -105,9 +105,9 @@ layer_upsampling_1d <- function(object, size = 2L, input_shape = NULL, name = NU
 layer_upsampling_2d <- function(object, size = c(2L, 2L), data_format = NULL, interpolation = "nearest",
                                 input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
-  check_channels_last(data_format)
+  data_format <- check_data_format(data_format)
   if (!identical(interpolation, "nearest")) value_error("Only `interpolation = \"nearest\"` is supported yet.")
-  make_layer("UpSampling2D", object, list(size = as_pair(size, "size", min = 1), interpolation = interpolation),
+  make_layer("UpSampling2D", object, list(size = as_pair(size, "size", min = 1), interpolation = interpolation, data_format = data_format),
                input_shape, name, weights = weights, trainable = trainable)
 }
 
@@ -123,14 +123,14 @@ layer_cropping_1d <- function(object, cropping = c(1L, 1L), input_shape = NULL, 
 layer_cropping_2d <- function(object, cropping = list(c(0L, 0L), c(0L, 0L)), data_format = NULL,
                               input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
-  check_channels_last(data_format)
+  data_format <- check_data_format(data_format)
   crops <- if (is.list(cropping) && length(cropping) == 2) {
     list(as_pair(cropping[[1]], "cropping[[1]]", min = 0), as_pair(cropping[[2]], "cropping[[2]]", min = 0))
   } else {
     p <- as_pair(cropping, "cropping", min = 0)
     list(c(p[1], p[1]), c(p[2], p[2]))
   }
-  make_layer("Cropping2D", object, list(cropping = crops), input_shape, name, weights = weights, trainable = trainable)
+  make_layer("Cropping2D", object, list(cropping = crops, data_format = data_format), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Permute the axes of each sample
@@ -162,7 +162,8 @@ layer_permute <- function(object, dims, input_shape = NULL, name = NULL, trainab
 #' @inheritParams layer_dense
 #' @param stddev Standard deviation of the noise.
 #' @param rate Fraction to drop, in `[0, 1)`.
-#' @param data_format Only `"channels_last"`.
+#' @param data_format "channels_last", "channels_first", or `NULL` for
+#'   [k_image_data_format()] (up-sampling, cropping and spatial dropout in 2-D).
 #' @param seed Unused (the noise comes from each step's seed, from R's random numbers).
 #' @return The model, invisibly (or the layer when `object` is missing).
 #' @examples
@@ -201,8 +202,8 @@ layer_spatial_dropout_1d <- function(object, rate, input_shape = NULL, name = NU
 layer_spatial_dropout_2d <- function(object, rate, data_format = NULL, input_shape = NULL, name = NULL, seed = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_number(rate, "rate", min = 0, max = 1, max_inclusive = FALSE)
-  check_channels_last(data_format)
-  make_layer("SpatialDropout2D", object, list(rate = rate), input_shape, name, weights = weights, trainable = trainable)
+  data_format <- check_data_format(data_format)
+  make_layer("SpatialDropout2D", object, list(rate = rate, data_format = data_format), input_shape, name, weights = weights, trainable = trainable)
 }
 
 #' Layer normalization

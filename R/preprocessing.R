@@ -364,7 +364,7 @@ sequences_to_matrix <- function(tokenizer, sequences, mode = c("binary", "count"
 #' @param cval The value outside the image with `fill_mode = "constant"`.
 #' @param horizontal_flip,vertical_flip Flip half the images.
 #' @param rescale A factor every value is multiplied by (after the transform), or `NULL`.
-#' @param data_format Only `"channels_last"`.
+#' @param data_format `NULL` or "channels_last" (images are `(height, width, channels)`).
 #' @return A generator configuration, updated in place by [fit_image_data_generator()].
 #' @examples
 #' gen <- image_data_generator(rotation_range = 20, horizontal_flip = TRUE, rescale = 1 / 255)
@@ -396,7 +396,7 @@ image_data_generator <- function(featurewise_center = FALSE, samplewise_center =
   if (!fill_mode %in% c("nearest", "constant")) value_error("`fill_mode` must be \"nearest\" or \"constant\" (others are not supported yet).")
   check_number(cval, "cval")
   if (!is.null(rescale)) check_number(rescale, "rescale")
-  check_channels_last(data_format)
+  channels_last_only(data_format)
   gen <- new.env(parent = emptyenv())
   for (arg in c("featurewise_center", "samplewise_center", "featurewise_std_normalization", "samplewise_std_normalization",
                 "rotation_range", "width_shift_range", "height_shift_range", "shear_range", "fill_mode", "cval",
@@ -575,7 +575,8 @@ resize_nearest <- function(img, height, width) {
 #' @param target_size `c(height, width)`, or `NULL` for the file's size.
 #' @param interpolation Only `"nearest"`.
 #' @param img An image from `image_load()` (or an array).
-#' @param data_format Only `"channels_last"`.
+#' @param data_format `NULL` or "channels_last"; `image_to_array()` also takes
+#'   "channels_first" (and `NULL` follows [k_image_data_format()] there).
 #' @param height,width The new size.
 #' @return `image_load()`: an image; `image_to_array()` and `image_array_resize()`: an array.
 #' @examples
@@ -605,8 +606,9 @@ image_load <- function(path, grayscale = FALSE, target_size = NULL, interpolatio
 #' @rdname image_load
 #' @export
 image_to_array <- function(img, data_format = NULL) {
-  check_channels_last(data_format)
-  if (inherits(img, "rustgpu_image")) return(img$array)
+  # (height, width, channels); channels first, (channels, height, width), when asked for.
+  first <- identical(check_data_format(data_format), "channels_first")
+  if (inherits(img, "rustgpu_image")) return(if (first) aperm(img$array, c(3, 1, 2)) else img$array)
   if (is.array(img) && length(dim(img)) == 3) return(img)
   value_error(sprintf("`img` must be an image from image_load(), not %s.", describe(img)))
 }
@@ -614,8 +616,8 @@ image_to_array <- function(img, data_format = NULL) {
 #' @rdname image_load
 #' @export
 image_array_resize <- function(img, height, width, data_format = NULL) {
-  check_channels_last(data_format)
-  img <- image_to_array(img)
+  channels_last_only(data_format)
+  img <- image_to_array(img, data_format = "channels_last")
   check_count(height, "height", min = 1)
   check_count(width, "width", min = 1)
   resize_nearest(img, height, width)
@@ -700,3 +702,11 @@ flow_images_from_directory <- function(directory, generator = image_data_generat
 
 #' @export
 `$.rustgpu_image_iterator` <- function(x, name) attr(x, "fields")[[name]]
+
+# Image arrays here are channels last: an explicit "channels_first" is refused (NULL is fine,
+# whatever k_image_data_format() says, as these take and give (height, width, channels)).
+channels_last_only <- function(data_format, call = rlang::caller_env()) {
+  if (!is.null(data_format) && !identical(data_format, "channels_last")) {
+    value_error("Only `data_format = \"channels_last\"` is supported here: images are (height, width, channels).", call = call)
+  }
+}

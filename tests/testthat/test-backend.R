@@ -250,7 +250,7 @@ test_that("R-written losses and metrics apply per output, each traced for its ou
 test_that("backend settings accept what rustgpu computes in and refuse the rest", {
   expect_equal(k_image_data_format(), "channels_last")
   expect_invisible(k_set_image_data_format("channels_last"))
-  expect_error(k_set_image_data_format("channels_first"), "channels last", class = "rustgpu_value_error")
+  expect_error(k_set_image_data_format("NCHW"), "\"channels_last\" or \"channels_first\"", class = "rustgpu_value_error")
   expect_invisible(k_set_floatx("float32"))
   expect_error(k_set_floatx("float16"), "float32", class = "rustgpu_value_error")
   expect_equal(use_implementation("tensorflow"), "tensorflow")

@@ -50,7 +50,7 @@ test_that("conv layer arguments are checked", {
   expect_error(layer_conv_2d(m, 2, c(3, 3, 3)), "`kernel_size`", class = "rustgpu_value_error")
   expect_error(layer_conv_2d(m, 2, 3, padding = "full"), "`padding`", class = "rustgpu_value_error")
   expect_error(layer_conv_2d(m, 2, 3, strides = 2, dilation_rate = 2), "cannot be combined", class = "rustgpu_value_error")
-  expect_error(layer_conv_2d(m, 2, 3, data_format = "channels_first"), "channels_last", class = "rustgpu_value_error")
+  expect_error(layer_conv_2d(m, 2, 3, data_format = "NCHW"), "`data_format` must be \"channels_last\" or \"channels_first\"", class = "rustgpu_value_error")
   expect_error(layer_max_pooling_2d(m, pool_size = 0), "`pool_size`", class = "rustgpu_value_error")
   expect_error(layer_conv_2d(keras_model_sequential(), 2, 5, input_shape = c(3, 3, 1)), "larger than", class = "rustgpu_value_error")
   expect_error(layer_conv_2d(keras_model_sequential(), 2, 3, input_shape = 10), "height, width, channels",
@@ -96,4 +96,36 @@ test_that("pooling, padding and reshape layers check their arguments and shapes"
   model <- keras_model_sequential() %>% layer_global_average_pooling_2d(input_shape = c(2, 2, 3))
   x <- array(1:12, c(1, 2, 2, 3))
   expect_equal(as.numeric(predict(model, x)), apply(x[1, , , ], 3, mean))
+})
+
+test_that("channels-first layers are their channels-last twins between transpositions, and say so in configs and files", {
+  set.seed(2)
+  x <- array(rnorm(2 * 3 * 6 * 5), c(2, 3, 6, 5))  # (batch, channels, height, width)
+  cf <- keras_model_sequential() %>%
+    layer_conv_2d(4, c(3, 3), padding = "same", activation = "relu", data_format = "channels_first", input_shape = c(3, 6, 5)) %>%
+    layer_max_pooling_2d(data_format = "channels_first") %>%
+    layer_global_average_pooling_2d(data_format = "channels_first")
+  cl <- keras_model_sequential() %>%
+    layer_conv_2d(4, c(3, 3), padding = "same", activation = "relu", input_shape = c(6, 5, 3)) %>%
+    layer_max_pooling_2d() %>%
+    layer_global_average_pooling_2d()
+  set_weights(cl, get_weights(cf))  # the same kernel layout either way
+  expect_equal(cf$output_shape, list(NULL, 4L))
+  expect_equal(predict(cf, x), predict(cl, aperm(x, c(1, 3, 4, 2))), tolerance = 1e-6)
+  expect_equal(get_config(cf)$config$layers[[2]]$config$data_format, "channels_first")
+  # Files keep the format; k_set_image_data_format() sets the default of layers made after it.
+  path <- tempfile(fileext = ".h5")
+  save_model_hdf5(cf, path)
+  expect_equal(predict(load_model_hdf5(path), x), predict(cf, x), tolerance = 1e-6)
+  old <- k_image_data_format()
+  k_set_image_data_format("channels_first")
+  on.exit(k_set_image_data_format(old))
+  expect_equal(k_image_data_format(), "channels_first")
+  up <- keras_model_sequential() %>% layer_upsampling_2d(size = c(2, 2), input_shape = c(3, 6, 5)) %>% layer_flatten()
+  expect_equal(up$output_shape, list(NULL, 3L * 12L * 10L))
+  k_set_image_data_format("channels_last")
+  down <- keras_model_sequential() %>% layer_max_pooling_2d(input_shape = c(6, 4, 3))
+  expect_equal(down$output_shape, list(NULL, 3L, 2L, 3L))
+  expect_error(k_set_image_data_format("channels_middle"), "channels_last", class = "rustgpu_value_error")
+  expect_error(layer_conv_2d(keras_model_sequential(), 2, 3, data_format = "nchw"), "`data_format`", class = "rustgpu_value_error")
 })

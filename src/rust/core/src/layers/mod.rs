@@ -10,6 +10,7 @@
 mod activation;
 mod activity_regularization;
 mod advanced_activations;
+mod channels_first;
 mod conv1d;
 mod conv2d;
 mod conv2d_transpose;
@@ -42,6 +43,7 @@ mod wrappers;
 pub use self::activation::ActivationLayer;
 pub use self::activity_regularization::ActivityRegularization;
 pub use self::advanced_activations::{LeakyReLU, PReLU, Softmax, ThresholdedReLU, ELU};
+pub use self::channels_first::ChannelsFirst;
 pub use self::conv1d::Conv1D;
 pub use self::conv2d::Conv2D;
 pub use self::conv2d_transpose::Conv2DTranspose;

@@ -22,6 +22,12 @@ impl Registration {
         if !config.is_object() {
             return Err(Error::Value(format!("the config of a {} layer must be a named list (a JSON object)", self.class_name)));
         }
+        // A spatial layer on channels-first data is its channels-last twin between transpositions.
+        if config.get("data_format").and_then(Value::as_str) == Some("channels_first") {
+            let mut last = config.clone();
+            last["data_format"] = Value::String("channels_last".into());
+            return Ok(Arc::new(ChannelsFirst::new((self.parse)(&last)?)));
+        }
         (self.parse)(config)
     }
 }
