@@ -81,7 +81,8 @@ layer_activation_softmax <- function(object, axis = -1L, input_shape = NULL, nam
 #'
 #' @inheritParams layer_conv_2d
 #' @param size Repetitions: one number (1D), or one or two (2D).
-#' @param interpolation Only `"nearest"`.
+#' @param interpolation `"nearest"` (each pixel repeated) or `"bilinear"` (interpolated as
+#'   TensorFlow's `tf.image.resize()` does, with half-pixel centers).
 #' @param cropping What to cut off, as described above.
 #' @return The model, invisibly (or the layer when `object` is missing).
 #' @examples
@@ -106,7 +107,9 @@ layer_upsampling_2d <- function(object, size = c(2L, 2L), data_format = NULL, in
                                 input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   data_format <- check_data_format(data_format)
-  if (!identical(interpolation, "nearest")) value_error("Only `interpolation = \"nearest\"` is supported yet.")
+  if (!is.character(interpolation) || length(interpolation) != 1 || !interpolation %in% c("nearest", "bilinear")) {
+    value_error(sprintf("`interpolation` must be \"nearest\" or \"bilinear\", not %s.", describe(interpolation)))
+  }
   make_layer("UpSampling2D", object, list(size = as_pair(size, "size", min = 1), interpolation = interpolation, data_format = data_format),
                input_shape, name, weights = weights, trainable = trainable)
 }

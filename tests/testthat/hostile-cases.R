@@ -274,6 +274,10 @@ bad_inputs <- list(
   list("model JSON that is not JSON", quote(model_from_json("{not json")), "value", "JSON"),
   list("model JSON without a class", quote(model_from_json("{}")), "value", "has no \"class_name\""),
   # Values that mean nothing are refused where they are given.
+  list("an interpolation rustgpu does not have", quote(layer_upsampling_2d(keras_model_sequential(), interpolation = "bicubic", input_shape = c(4, 4, 1))),
+       "value", "`interpolation` must be \"nearest\" or \"bilinear\""),
+  list("a data format that is not one", quote(layer_max_pooling_2d(keras_model_sequential(), data_format = "NHWC", input_shape = c(4, 4, 1))),
+       "value", "`data_format` must be \"channels_last\" or \"channels_first\""),
   list("batch norm momentum above 1", quote(layer_batch_normalization(keras_model_sequential(), momentum = 1.5, input_shape = 3)), "value", "`momentum`"),
   list("batch norm negative epsilon", quote(layer_batch_normalization(keras_model_sequential(), epsilon = -1, input_shape = 3)), "value", "`epsilon`"),
   list("negative Adam epsilon", quote(optimizer_adam(epsilon = -1)), "value", "`epsilon`"),
