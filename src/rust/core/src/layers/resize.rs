@@ -310,13 +310,14 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (2, 3, 2, 2), &Device::Cpu).unwrap();
         let probe = Tensor::randn(0f32, 1.0, (2, 6, 6, 2), &Device::Cpu).unwrap();
         let mut ctx = ForwardContext { training: true, rng: rand::SeedableRng::seed_from_u64(1), mask: None };
-        let (out, cache) = layer.forward("up", &[], &[x.clone()], &mut ctx).unwrap();
+        let (out, cache) = layer.forward("up", &[], std::slice::from_ref(&x), &mut ctx).unwrap();
         assert_eq!(out.value.dims(), &[2, 6, 6, 2]);
         let dx = layer.backward("up", &[], &[], &cache, OutputGrad::Value(probe.clone()), true).unwrap().input.unwrap();
         // The loss sum(out * probe) is linear in x: its finite difference is exact up to rounding.
         let loss = |x: &Tensor| -> f32 {
-            let (o, _) =
-                layer.forward("up", &[], &[x.clone()], &mut ForwardContext { training: true, rng: rand::SeedableRng::seed_from_u64(1), mask: None }).unwrap();
+            let (o, _) = layer
+                .forward("up", &[], std::slice::from_ref(x), &mut ForwardContext { training: true, rng: rand::SeedableRng::seed_from_u64(1), mask: None })
+                .unwrap();
             (o.value * &probe).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
         };
         let flat = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
