@@ -400,7 +400,9 @@ pooling_1d <- function(object, class_name, pool_size, strides, padding, data_for
 #' with `"same"` (and the same across).
 #'
 #' @inheritParams layer_conv_2d
-#' @param output_padding Only `NULL`.
+#' @param output_padding `NULL`, or one or two whole numbers below `strides`: extra rows and
+#'   columns at the end of the output (Keras's output length `(h - 1) * strides + kernel +
+#'   output_padding`, less `2 * (kernel %/% 2)` with "same" padding).
 #' @return The model, invisibly (or the layer when `object` is missing).
 #' @examples
 #' model <- keras_model_sequential() %>%
@@ -415,13 +417,13 @@ layer_conv_2d_transpose <- function(object, filters, kernel_size, strides = c(1L
                                     input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_count(filters, "filters", min = 1)
-  if (!is.null(output_padding)) value_error("`output_padding` is not supported yet: leave it NULL.")
+  if (!is.null(output_padding)) output_padding <- as_pair(output_padding, "output_padding", min = 0)
   check_padding(padding)
   data_format <- check_data_format(data_format)
   if (any(as_pair(dilation_rate, "dilation_rate") != 1)) value_error("`dilation_rate` other than 1 is not supported yet.")
   check_bool(use_bias, "use_bias")
   make_layer("Conv2DTranspose", object, list(
-    filters = filters, data_format = data_format, kernel_size = as_pair(kernel_size, "kernel_size"), strides = as_pair(strides, "strides"),
+    filters = filters, data_format = data_format, output_padding = output_padding, kernel_size = as_pair(kernel_size, "kernel_size"), strides = as_pair(strides, "strides"),
     padding = padding, activation = activation_name(activation), use_bias = use_bias,
     kernel_initializer = initializer_config(kernel_initializer, "kernel_initializer"),
     bias_initializer = initializer_config(bias_initializer, "bias_initializer"),

@@ -276,6 +276,8 @@ bad_inputs <- list(
   # Values that mean nothing are refused where they are given.
   list("an interpolation rustgpu does not have", quote(layer_upsampling_2d(keras_model_sequential(), interpolation = "bicubic", input_shape = c(4, 4, 1))),
        "value", "`interpolation` must be \"nearest\" or \"bilinear\""),
+  list("output_padding not below the strides", quote(layer_conv_2d_transpose(keras_model_sequential(), 2, 3, strides = 2, output_padding = 2, input_shape = c(4, 4, 1))),
+       "value", "`output_padding` \\(2, 2\\) must be smaller than `strides` \\(2, 2\\)"),
   list("a data format that is not one", quote(layer_max_pooling_2d(keras_model_sequential(), data_format = "NHWC", input_shape = c(4, 4, 1))),
        "value", "`data_format` must be \"channels_last\" or \"channels_first\""),
   list("batch norm momentum above 1", quote(layer_batch_normalization(keras_model_sequential(), momentum = 1.5, input_shape = 3)), "value", "`momentum`"),

@@ -2,7 +2,9 @@
 //! run forward. Each input pixel's channels, times the kernel, make a patch of the output
 //! (a matrix product), and the patches are summed into place (col2im); the output's size is
 //! Keras's `deconv_output_length`: `h * s + max(k - s, 0)` with "valid" padding, `h * s` with
-//! "same". The backward pass is the convolution itself (im2col of the output gradient).
+//! "same"; with an `output_padding` p (< s), `(h - 1) * s + k + p`, less `2 * (k / 2)` with
+//! "same" (the rows no patch reaches hold the bias). The backward pass is the convolution
+//! itself (im2col of the output gradient).
 use super::conv2d::check_window;
 use super::{Cache, DataFormat, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, OutputGrad, Padding, Tuple2, WeightSpec};
 use crate::activation::Activation;
@@ -21,7 +23,7 @@ pub struct Conv2DTranspose {
     pub kernel_size: Tuple2,
     pub strides: Tuple2,
     pub padding: Padding,
-    pub output_padding: super::NotSupported,
+    pub output_padding: Option<Tuple2>,
     pub data_format: DataFormat,
     pub dilation_rate: Tuple2,
     pub activation: Activation,
@@ -42,7 +44,7 @@ impl Default for Conv2DTranspose {
             kernel_size: Tuple2(1, 1),
             strides: Tuple2(1, 1),
             padding: Padding::Valid,
-            output_padding: super::NotSupported,
+            output_padding: None,
             data_format: DataFormat::ChannelsLast,
             dilation_rate: Tuple2(1, 1),
             activation: Activation::Linear,
@@ -67,18 +69,19 @@ struct TransposeCache {
 }
 
 impl Conv2DTranspose {
-    /// Output extent along one axis (Keras's deconv_output_length, no output_padding).
-    fn extent(&self, input: usize, kernel: usize, stride: usize) -> usize {
-        if self.padding.is_same() {
-            input * stride
-        } else {
-            input * stride + kernel.saturating_sub(stride)
+    /// Output extent along one axis (Keras's deconv_output_length).
+    fn extent(&self, input: usize, kernel: usize, stride: usize, output_padding: Option<usize>) -> usize {
+        match (output_padding, self.padding.is_same()) {
+            (None, true) => input * stride,
+            (None, false) => input * stride + kernel.saturating_sub(stride),
+            (Some(p), same) => (input - 1) * stride + kernel + p - if same { 2 * (kernel / 2) } else { 0 },
         }
     }
 
     fn output_dims(&self, name: &str, input: &[usize]) -> Result<(usize, usize)> {
         let (h, w, _) = image_dims(name, Self::CLASS_NAME, input)?;
-        Ok((self.extent(h, self.kernel_size.0, self.strides.0), self.extent(w, self.kernel_size.1, self.strides.1)))
+        let (ph, pw) = (self.output_padding.map(|p| p.0), self.output_padding.map(|p| p.1));
+        Ok((self.extent(h, self.kernel_size.0, self.strides.0, ph), self.extent(w, self.kernel_size.1, self.strides.1, pw)))
     }
 
     /// The convolution this layer transposes: over the output image, back to the input's size.
@@ -101,6 +104,14 @@ impl LayerType for Conv2DTranspose {
         check_window(self.kernel_size, self.strides, self.dilation_rate, self.data_format)?;
         if self.dilation_rate != Tuple2(1, 1) {
             return Err(Error::Value("`dilation_rate` other than 1 is not supported yet".into()));
+        }
+        if let Some(p) = self.output_padding {
+            if p.0 >= self.strides.0 || p.1 >= self.strides.1 {
+                return Err(Error::Value(format!(
+                    "`output_padding` ({}, {}) must be smaller than `strides` ({}, {}), as in Keras",
+                    p.0, p.1, self.strides.0, self.strides.1
+                )));
+            }
         }
         self.padding.check_not_causal(Self::CLASS_NAME)
     }
