@@ -366,12 +366,20 @@ model_layer_specs <- function(model, chain = FALSE, call = rlang::caller_env()) 
   specs
 }
 
-merge_layer <- function(inputs, class_name, config, name, call = rlang::caller_env()) {
+merge_layer <- function(inputs, class_name, config, name, batch_size = NULL, dtype = NULL, trainable = NULL, weights = NULL,
+                        call = rlang::caller_env()) {
   if (missing(inputs)) inputs <- NULL
   if (!is.null(inputs) && (!is.list(inputs) || length(inputs) < 2 || !all(vapply(inputs, is_tensor, logical(1))))) {
     value_error("`inputs` must be a list of at least 2 tensors.", call = call)
   }
-  make_layer(class_name, inputs, config, name = name, call = call)
+  # R keras's common layer arguments: a merge layer has no weights to set, computes in
+  # float32, and takes its batch size from its inputs.
+  if (!is.null(weights) && length(weights) > 0) {
+    value_error(sprintf("`weights`: a %s layer has no weights; leave it NULL.", class_name), call = call)
+  }
+  if (!is.null(dtype) && !identical(dtype, "float32")) value_error("`dtype` must be \"float32\" (or NULL).", call = call)
+  if (!is.null(batch_size)) check_count(batch_size, "batch_size", min = 1, call = call)
+  make_layer(class_name, inputs, config, name = name, trainable = trainable, call = call)
 }
 
 #' Merge layers: add, multiply, subtract, average, maximum, minimum or concatenate tensors
@@ -384,41 +392,56 @@ merge_layer <- function(inputs, class_name, config, name, call = rlang::caller_e
 #' @param inputs A list of tensors; missing returns the layer.
 #' @param axis The axis to join along (Keras's numbering: batch axis 0, -1 the last).
 #' @param name Name of the layer.
+#' @param batch_size,dtype,trainable,weights R keras's common layer arguments: a merge layer
+#'   computes in float32 (`dtype` NULL or "float32"), takes its batch size from its inputs and
+#'   has no weights (`weights` NULL or an empty list); `trainable` is kept as given.
 #' @return A tensor (or the layer when `inputs` is missing).
 #' @examples
 #' x <- layer_input(shape = 3)
 #' y <- layer_concatenate(list(x %>% layer_dense(2), x %>% layer_dense(4)))
 #' keras_model(x, y)
 #' @export
-layer_add <- function(inputs, name = NULL) merge_layer(inputs, "Add", list(), name)
-
-#' @rdname layer_add
-#' @export
-layer_multiply <- function(inputs, name = NULL) merge_layer(inputs, "Multiply", list(), name)
-
-#' @rdname layer_add
-#' @export
-layer_concatenate <- function(inputs, axis = -1L, name = NULL) {
-  check_number(axis, "axis")
-  if (axis != round(axis) || axis == 0) value_error("`axis` must be a whole number other than 0 (the batch axis): -1 is the last axis.")
-  merge_layer(inputs, "Concatenate", list(axis = as.integer(axis)), name)
+layer_add <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL, trainable = NULL, weights = NULL) {
+  merge_layer(inputs, "Add", list(), name, batch_size, dtype, trainable, weights)
 }
 
 #' @rdname layer_add
 #' @export
-layer_subtract <- function(inputs, name = NULL) merge_layer(inputs, "Subtract", list(), name)
+layer_multiply <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL, trainable = NULL, weights = NULL) {
+  merge_layer(inputs, "Multiply", list(), name, batch_size, dtype, trainable, weights)
+}
 
 #' @rdname layer_add
 #' @export
-layer_average <- function(inputs, name = NULL) merge_layer(inputs, "Average", list(), name)
+layer_concatenate <- function(inputs, axis = -1L, batch_size = NULL, dtype = NULL, name = NULL, trainable = NULL, weights = NULL) {
+  check_number(axis, "axis")
+  if (axis != round(axis) || axis == 0) value_error("`axis` must be a whole number other than 0 (the batch axis): -1 is the last axis.")
+  merge_layer(inputs, "Concatenate", list(axis = as.integer(axis)), name, batch_size, dtype, trainable, weights)
+}
 
 #' @rdname layer_add
 #' @export
-layer_maximum <- function(inputs, name = NULL) merge_layer(inputs, "Maximum", list(), name)
+layer_subtract <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL, trainable = NULL, weights = NULL) {
+  merge_layer(inputs, "Subtract", list(), name, batch_size, dtype, trainable, weights)
+}
 
 #' @rdname layer_add
 #' @export
-layer_minimum <- function(inputs, name = NULL) merge_layer(inputs, "Minimum", list(), name)
+layer_average <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL, trainable = NULL, weights = NULL) {
+  merge_layer(inputs, "Average", list(), name, batch_size, dtype, trainable, weights)
+}
+
+#' @rdname layer_add
+#' @export
+layer_maximum <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL, trainable = NULL, weights = NULL) {
+  merge_layer(inputs, "Maximum", list(), name, batch_size, dtype, trainable, weights)
+}
+
+#' @rdname layer_add
+#' @export
+layer_minimum <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL, trainable = NULL, weights = NULL) {
+  merge_layer(inputs, "Minimum", list(), name, batch_size, dtype, trainable, weights)
+}
 
 #' Dot products of two tensors
 #'
@@ -431,7 +454,7 @@ layer_minimum <- function(inputs, name = NULL) merge_layer(inputs, "Minimum", li
 #' @param axes The axis to contract, Keras's numbering (batch axis 0; -1 the last): one
 #'   number, or the same number twice.
 #' @param normalize Whether to L2-normalize the inputs first.
-#' @param name Name of the layer.
+#' @inheritParams layer_add
 #' @return A tensor (or the layer).
 #' @examples
 #' a <- layer_input(shape = 3)
@@ -439,13 +462,13 @@ layer_minimum <- function(inputs, name = NULL) merge_layer(inputs, "Minimum", li
 #' model <- keras_model(list(a, b), layer_dot(list(a, b), axes = 1, normalize = TRUE))
 #' predict(model, list(matrix(c(1, 0, 0), 1), matrix(c(1, 1, 0), 1)))
 #' @export
-layer_dot <- function(inputs, axes, normalize = FALSE, name = NULL) {
+layer_dot <- function(inputs, axes, normalize = FALSE, batch_size = NULL, dtype = NULL, name = NULL, trainable = NULL, weights = NULL) {
   if (!is.numeric(axes) || !length(axes) %in% 1:2 || anyNA(axes) || any(axes != round(axes))) {
     value_error("`axes` must be one whole number, or two.")
   }
   check_bool(normalize, "normalize")
   axes <- if (length(axes) == 1) as.integer(axes) else I(as.integer(axes))
-  merge_layer(inputs, "Dot", list(axes = axes, normalize = normalize), name)
+  merge_layer(inputs, "Dot", list(axes = axes, normalize = normalize), name, batch_size, dtype, trainable, weights)
 }
 
 # The tensors of a model's graph: a functional model's own; for a sequential model, its

@@ -189,3 +189,16 @@ test_that("layer$input, layer$output and get_output_at() are Keras's", {
   expect_error(get_output_at(hidden, 3), "beyond", class = "rustgpu_value_error")
   expect_error(layer_dense(units = 2)$output, "not been applied", class = "rustgpu_state_error")
 })
+
+test_that("merge layers take R keras's common arguments: trainable kept, no weights, float32", {
+  a <- layer_input(shape = 3)
+  b <- layer_input(shape = 3)
+  s <- layer_add(list(a, b), trainable = FALSE, weights = list(), dtype = "float32", name = "sum")
+  model <- keras_model(list(a, b), layer_concatenate(list(s, layer_maximum(list(a, b), batch_size = 4)), weights = NULL))
+  x <- matrix(1:6, 2, 3)
+  expect_equal(predict(model, list(x, 2 * x)), cbind(3 * x, 2 * x))
+  expect_equal(get_layer(model, "sum")$name, "sum")
+  expect_error(layer_add(list(a, b), weights = list(matrix(1, 3, 3))), "has no weights", class = "rustgpu_value_error")
+  expect_error(layer_multiply(list(a, b), dtype = "float64"), "`dtype`", class = "rustgpu_value_error")
+  expect_equal(dim(predict(keras_model(list(a, b), layer_dot(list(a, b), axes = 1, trainable = TRUE)), list(x, x))), c(2L, 1L))
+})
