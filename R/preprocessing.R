@@ -354,8 +354,15 @@ sequences_to_matrix <- function(tokenizer, sequences, mode = c("binary", "count"
 #' @param featurewise_center,featurewise_std_normalization Subtract each channel's mean (divide
 #'   by its standard deviation) over the data given to [fit_image_data_generator()].
 #' @param samplewise_center,samplewise_std_normalization The same per image.
-#' @param zca_whitening,zca_epsilon,brightness_range,channel_shift_range,preprocessing_function,validation_split
-#'   Not supported yet: leave them at their defaults.
+#' @param brightness_range `c(lower, upper)`: each image's brightness scaled by a factor drawn
+#'   from it (over the image's range of values, clipped at its maximum).
+#' @param channel_shift_range Each image's values shifted by an amount drawn from
+#'   `[-range, range]`, clipped to the image's range.
+#' @param preprocessing_function A function applied to each image (a `(height, width,
+#'   channels)` array) before the rest of the standardization; it returns an array of the
+#'   same shape.
+#' @param zca_whitening,zca_epsilon,validation_split Not supported yet: leave them at their
+#'   defaults.
 #' @param rotation_range Degrees.
 #' @param width_shift_range,height_shift_range Fractions (below 1) or pixels.
 #' @param shear_range Degrees.
@@ -381,9 +388,16 @@ image_data_generator <- function(featurewise_center = FALSE, samplewise_center =
                                  preprocessing_function = NULL, data_format = NULL, validation_split = 0) {
   for (arg in c("featurewise_center", "samplewise_center", "featurewise_std_normalization",
                 "samplewise_std_normalization", "horizontal_flip", "vertical_flip")) check_bool(get(arg), arg)
-  if (!isFALSE(zca_whitening) || !is.null(brightness_range) || channel_shift_range != 0 ||
-      !is.null(preprocessing_function) || validation_split != 0) {
-    value_error("`zca_whitening`, `brightness_range`, `channel_shift_range`, `preprocessing_function` and `validation_split` are not supported yet: leave them at their defaults.")
+  if (!isFALSE(zca_whitening) || validation_split != 0) {
+    value_error("`zca_whitening` and `validation_split` are not supported yet: leave them at their defaults.")
+  }
+  if (!is.null(brightness_range) && (!is.numeric(brightness_range) || length(brightness_range) != 2 || anyNA(brightness_range) ||
+                                     any(brightness_range < 0) || brightness_range[1] > brightness_range[2])) {
+    value_error(sprintf("`brightness_range` must be c(lower, upper) with 0 <= lower <= upper, not %s.", describe(brightness_range)))
+  }
+  check_number(channel_shift_range, "channel_shift_range", min = 0)
+  if (!is.null(preprocessing_function) && !is.function(preprocessing_function)) {
+    value_error(sprintf("`preprocessing_function` must be a function of one image (an array), not %s.", describe(preprocessing_function)))
   }
   check_number(rotation_range, "rotation_range", min = 0)
   check_number(width_shift_range, "width_shift_range", min = 0)
@@ -400,9 +414,10 @@ image_data_generator <- function(featurewise_center = FALSE, samplewise_center =
   gen <- new.env(parent = emptyenv())
   for (arg in c("featurewise_center", "samplewise_center", "featurewise_std_normalization", "samplewise_std_normalization",
                 "rotation_range", "width_shift_range", "height_shift_range", "shear_range", "fill_mode", "cval",
-                "horizontal_flip", "vertical_flip", "rescale")) {
+                "horizontal_flip", "vertical_flip", "rescale", "channel_shift_range", "preprocessing_function")) {
     assign(arg, get(arg), envir = gen)
   }
+  gen$brightness_range <- brightness_range
   gen$zoom_range <- zoom
   gen$mean <- NULL
   gen$std <- NULL
@@ -465,8 +480,45 @@ random_transforms <- function(gen, n, h, w) {
         zoom[, 1], zoom[, 2], flip(gen$horizontal_flip), flip(gen$vertical_flip))
 }
 
-# Keras's standardize(): rescale, per-sample, then per-channel centring and scaling.
+# Keras's pixel-wise random transforms, after the geometric ones: a channel shift (one
+# intensity per image, drawn from [-range, range], added to every channel and clipped to the
+# image's range before it) and a brightness change (a factor per image from
+# `brightness_range`: the image scaled to [0, 1] over its range, multiplied, clipped at 1,
+# and scaled back, as Keras's PIL-based one without its 8-bit rounding).
+shift_images <- function(gen, x) {
+  n <- dim(x)[1]
+  if (gen$channel_shift_range > 0) {
+    intensity <- stats::runif(n, -gen$channel_shift_range, gen$channel_shift_range)
+    for (i in seq_len(n)) {
+      img <- x[i, , , , drop = FALSE]
+      x[i, , , ] <- pmin(pmax(img + intensity[i], min(img)), max(img))
+    }
+  }
+  if (!is.null(gen$brightness_range)) {
+    factor <- stats::runif(n, gen$brightness_range[1], gen$brightness_range[2])
+    for (i in seq_len(n)) {
+      img <- x[i, , , , drop = FALSE]
+      lo <- min(img)
+      span <- max(img) - lo
+      if (span > 0) x[i, , , ] <- pmin((img - lo) / span * factor[i], 1) * span + lo
+    }
+  }
+  x
+}
+
+# Keras's standardize(): the preprocessing function (per image), rescale, per-sample, then
+# per-channel centring and scaling.
 standardize_images <- function(gen, x) {
+  if (is.function(gen$preprocessing_function)) {
+    for (i in seq_len(dim(x)[1])) {
+      out <- gen$preprocessing_function(x[i, , , ])
+      if (!is.numeric(out) || !identical(as.integer(dim(out)), as.integer(dim(x)[-1]))) {
+        value_error(sprintf("`preprocessing_function` must return an array of the image's shape (%s), not %s.",
+                            paste(dim(x)[-1], collapse = ", "), describe(out)))
+      }
+      x[i, , , ] <- out
+    }
+  }
   if (!is.null(gen$rescale)) x <- x * gen$rescale
   # Per image (numpy's std: the population standard deviation); samples are the first axis.
   if (gen$samplewise_center) x <- x - apply(x, 1, mean)
@@ -533,7 +585,7 @@ flow_images_from_data <- function(x, y = NULL, generator = image_data_generator(
     d <- dim(images)
     params <- random_transforms(generator, length(take), d[2], d[3])
     images <- call_backend(rg_apply_transforms(images, params, generator$fill_mode, as.numeric(generator$cval)))
-    images <- standardize_images(generator, images)
+    images <- standardize_images(generator, shift_images(generator, images))
     if (is.null(y)) return(images)
     list(images, if (is.null(dim(y))) y[take] else y[take, , drop = FALSE])
   }
@@ -690,7 +742,7 @@ flow_images_from_directory <- function(directory, generator = image_data_generat
     images <- lapply(take, function(i) image_to_array(image_load(file.path(directory, files[i]), color_mode == "grayscale", size)))
     x <- aperm(array(unlist(images), c(dim(images[[1]]), length(take))), c(4, 1, 2, 3))
     params <- random_transforms(generator, length(take), size[1], size[2])
-    x <- standardize_images(generator, call_backend(rg_apply_transforms(x, params, generator$fill_mode, as.numeric(generator$cval))))
+    x <- standardize_images(generator, shift_images(generator, call_backend(rg_apply_transforms(x, params, generator$fill_mode, as.numeric(generator$cval)))))
     if (is.null(class_mode)) return(x)
     y <- labels[take]
     list(x, switch(class_mode, categorical = to_categorical(y, length(classes)), sparse = y, binary = as.numeric(y)))

@@ -155,3 +155,38 @@ test_that("tokenizers save and load; layers take initial weights and trainable =
                "shape", class = "rustgpu_value_error")
   expect_error(layer_input(shape = list(NULL, 3)), "NULL", class = "rustgpu_value_error")
 })
+
+test_that("channel shifts, brightness changes and a preprocessing function apply per image, as Keras's", {
+  set.seed(4)
+  x <- array(runif(4 * 5 * 6 * 3), c(4, 5, 6, 3))
+  same <- function(gen) {
+    set.seed(9)
+    flow_images_from_data(x, generator = gen, batch_size = 4, shuffle = FALSE)()
+  }
+  # A channel shift adds one amount per image, clipped to the image's range.
+  shifted <- same(image_data_generator(channel_shift_range = 0.2))
+  for (i in 1:4) {
+    d <- shifted[i, , , ] - x[i, , , ]
+    inside <- shifted[i, , , ] > min(x[i, , , ]) & shifted[i, , , ] < max(x[i, , , ])
+    expect_lt(diff(range(d[inside])), 1e-6)  # (the transform step computes in float32)
+    expect_lte(max(abs(d)), 0.2 + 1e-6)
+    expect_gte(min(shifted[i, , , ]), min(x[i, , , ]) - 1e-6)
+    expect_lte(max(shifted[i, , , ]), max(x[i, , , ]) + 1e-6)
+  }
+  # Brightness scales each image over its range by one factor from brightness_range.
+  bright <- same(image_data_generator(brightness_range = c(0.5, 0.8)))
+  for (i in 1:4) {
+    lo <- min(x[i, , , ])
+    keep <- x[i, , , ] - lo > 0.05  # away from the minimum, where float32 rounding dominates
+    ratio <- (bright[i, , , ][keep] - lo) / (x[i, , , ][keep] - lo)
+    expect_lt(diff(range(ratio)), 1e-5)
+    expect_true(ratio[1] >= 0.5 && ratio[1] <= 0.8)
+  }
+  # The preprocessing function runs on each image, before rescale.
+  pre <- same(image_data_generator(preprocessing_function = function(img) img[, , c(3, 2, 1)] * 2, rescale = 0.5))
+  expect_equal(as.vector(pre), as.vector(x[, , , c(3, 2, 1)]), tolerance = 1e-6)
+  expect_equal(dim(pre), dim(x))
+  expect_error(same(image_data_generator(preprocessing_function = function(img) img[, , 1])), "image's shape", class = "rustgpu_value_error")
+  expect_error(image_data_generator(brightness_range = 0.5), "`brightness_range`", class = "rustgpu_value_error")
+  expect_error(image_data_generator(preprocessing_function = "f"), "`preprocessing_function`", class = "rustgpu_value_error")
+})
