@@ -26,7 +26,18 @@ new_layer <- function(class_name, name, config, input_shape = NULL, id = next_la
 #' @export
 `$.rustgpu_layer` <- function(x, name) {
   if (name %in% c("input", "output")) return(layer_node(x, NULL, name))
+  if (identical(name, "trainable")) return(!isTRUE(.shared$frozen[attr(x, "spec")$id]))
   attr(x, "spec")[[name]]
+}
+
+# `layer$trainable <- FALSE`, as on a Keras layer: the layer frozen (or thawed) in every model
+# made with it (a compiled model takes the change when compiled again, as in Keras).
+#' @export
+`$<-.rustgpu_layer` <- function(x, name, value) {
+  if (!identical(name, "trainable")) value_error(sprintf("A layer's `%s` cannot be set: only `trainable` can.", name))
+  check_bool(value, "trainable")
+  .shared$frozen[attr(x, "spec")$id] <- !value
+  x
 }
 
 # The one way a layer_*() function makes its layer: `config` holds the layer type's Keras

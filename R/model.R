@@ -276,7 +276,19 @@ set_weights.rustgpu_layer_ref <- function(object, weights) {
 #' @export
 `$.rustgpu_layer_ref` <- function(x, name) {
   if (name %in% c("input", "output")) return(layer_ref_tensor(x, name))
+  if (identical(name, "trainable")) return(!isTRUE(.shared$frozen[layer_ids(.subset2(x, "model"))[[.subset2(x, "name")]]]))
   .subset2(x, name)
+}
+
+# `layer$trainable <- FALSE` on a model's layer (`for (layer in model$layers) layer$trainable
+# <- FALSE`, as R keras scripts freeze a base model): freeze_weights() of that layer.
+#' @export
+`$<-.rustgpu_layer_ref` <- function(x, name, value) {
+  if (!identical(name, "trainable")) value_error(sprintf("A layer's `%s` cannot be set: only `trainable` can.", name))
+  check_bool(value, "trainable")
+  layer <- .subset2(x, "name")
+  set_trainable(.subset2(x, "model"), layer, layer, value)
+  x
 }
 
 #' @export

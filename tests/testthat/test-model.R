@@ -257,3 +257,29 @@ test_that("model$layers, $input_shape, $output_shape, $input and $output as in R
   expect_equal(dim(predict(m2, list(matrix(1:5, 1), matrix(0, 1, 2)))), c(1L, 17L))
   expect_error(layer_input(shape = 2, dtype = "float"), "`dtype`", class = "rustgpu_value_error")
 })
+
+test_that("layer$trainable reads and sets a layer's frozen state, as on a Keras layer", {
+  set.seed(3)
+  base <- keras_model_sequential() %>% layer_dense(4, input_shape = 3, name = "a") %>% layer_dense(2, name = "b")
+  expect_true(get_layer(base, "a")$trainable)
+  for (layer in base$layers) layer$trainable <- FALSE
+  expect_false(get_layer(base, "a")$trainable)
+  expect_false(get_layer(base, "b")$trainable)
+  compile(base, optimizer = "sgd", loss = "mse")
+  before <- get_weights(base)
+  fit(base, matrix(runif(12), 4, 3), matrix(runif(8), 4, 2), epochs = 1, verbose = 0)
+  expect_equal(get_weights(base), before)  # every layer frozen: nothing trains
+  b <- get_layer(base, "b")
+  b$trainable <- TRUE
+  compile(base, optimizer = "sgd", loss = "mse")
+  fit(base, matrix(runif(12), 4, 3), matrix(runif(8), 4, 2), epochs = 1, verbose = 0)
+  after <- get_weights(base)
+  expect_equal(after[1:2], before[1:2])
+  expect_false(isTRUE(all.equal(after[3:4], before[3:4])))
+  # On a layer made without a model: the state travels into the models made with it.
+  d <- layer_dense(units = 2)
+  d$trainable <- FALSE
+  expect_false(d$trainable)
+  a <- get_layer(base, "a")
+  expect_error(a$name <- "z", "only `trainable`", class = "rustgpu_value_error")
+})
