@@ -608,9 +608,7 @@ k_image_data_format <- function() getOption("rustgpu.image_data_format", "channe
 #' @rdname backend_settings
 #' @export
 k_set_image_data_format <- function(data_format) {
-  if (!is.character(data_format) || length(data_format) != 1 || !data_format %in% c("channels_last", "channels_first")) {
-    value_error(sprintf("Image data format must be \"channels_last\" or \"channels_first\", not %s.", describe(data_format)))
-  }
+  check_choice(data_format, "data_format", c("channels_last", "channels_first"))
   options(rustgpu.image_data_format = data_format)
   invisible(data_format)
 }

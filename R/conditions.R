@@ -65,6 +65,14 @@ check_bool <- function(x, arg, call = rlang::caller_env()) {
   invisible(x)
 }
 
+# One of a few strings: `arg` must be "a" or "b".
+check_choice <- function(x, arg, choices, call = rlang::caller_env()) {
+  if (!is.character(x) || length(x) != 1 || !x %in% choices) {
+    value_error(sprintf("`%s` must be %s, not %s.", arg, paste0("\"", choices, "\"", collapse = " or "), describe(x)), call = call)
+  }
+  invisible(x)
+}
+
 check_string <- function(x, arg, allow_null = FALSE, call = rlang::caller_env()) {
   if (is.null(x) && allow_null) {
     return(invisible(NULL))

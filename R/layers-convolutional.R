@@ -20,10 +20,7 @@ check_padding <- function(padding, call = rlang::caller_env()) {
 # k_set_image_data_format() said otherwise), as Keras does.
 check_data_format <- function(data_format, call = rlang::caller_env()) {
   if (is.null(data_format)) return(k_image_data_format())
-  if (!is.character(data_format) || length(data_format) != 1 || !data_format %in% c("channels_last", "channels_first")) {
-    value_error(sprintf("`data_format` must be \"channels_last\" or \"channels_first\", not %s.", describe(data_format)), call = call)
-  }
-  data_format
+  check_choice(data_format, "data_format", c("channels_last", "channels_first"), call = call)
 }
 
 #' 2D convolution layer

@@ -107,9 +107,7 @@ layer_upsampling_2d <- function(object, size = c(2L, 2L), data_format = NULL, in
                                 input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   data_format <- check_data_format(data_format)
-  if (!is.character(interpolation) || length(interpolation) != 1 || !interpolation %in% c("nearest", "bilinear")) {
-    value_error(sprintf("`interpolation` must be \"nearest\" or \"bilinear\", not %s.", describe(interpolation)))
-  }
+  check_choice(interpolation, "interpolation", c("nearest", "bilinear"))
   make_layer("UpSampling2D", object, list(size = as_pair(size, "size", min = 1), interpolation = interpolation, data_format = data_format),
                input_shape, name, weights = weights, trainable = trainable)
 }

@@ -18,11 +18,10 @@ command -v cargo >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/cargo" ] || {
   echo "setup: cargo not found; install Rust from https://rustup.rs"; exit 1; }
 # CMake >= 3.26 builds the HDF5 library linked into rustgpu (configure); Debian bookworm has
 # 3.25, so one comes from PyPI into ~/.cache/rustgpu/cmake when no new enough one is around.
-cmake_ok() { "$1" --version 2>/dev/null | head -n 1 | awk 'NR == 1 { split($3, v, "."); ok = v[1] > 3 || (v[1] == 3 && v[2] >= 26) } END { exit !ok }'; }
-CMAKE_VENV="$HOME/.cache/rustgpu/cmake"
-if ! { [ -n "${CMAKE:-}" ] && cmake_ok "$CMAKE"; } && ! cmake_ok cmake && ! cmake_ok "$CMAKE_VENV/bin/cmake"; then
-  echo "setup: installing CMake from PyPI into $CMAKE_VENV"
-  python3 -m venv "$CMAKE_VENV"
-  "$CMAKE_VENV/bin/pip" install -q "cmake>=3.26,<4"
+. "$(dirname "$0")/cmake-env.sh"
+if [ -z "${CMAKE:-}" ]; then
+  echo "setup: installing CMake from PyPI into $HOME/.cache/rustgpu/cmake"
+  python3 -m venv "$HOME/.cache/rustgpu/cmake"
+  "$HOME/.cache/rustgpu/cmake/bin/pip" install -q "cmake>=3.26,<4"
 fi
 echo "setup: $(R --version | head -n 1)"

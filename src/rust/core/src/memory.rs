@@ -63,7 +63,7 @@ fn human(b: u64) -> String {
     }
 }
 
-const SMALL: u64 = 16 << 20;
+pub(crate) const SMALL: u64 = 16 << 20;
 
 /// Refuses to go on when `needed` bytes (None: beyond any machine's) exceed what this process
 /// can get: a resource error naming `what`, the size, the memory available and `advice`.
@@ -88,16 +88,16 @@ pub fn check(what: &str, needed: Option<u64>, advice: &str) -> Result<()> {
     Err(Error::Resource(format!("{} needs {} of memory but {}: {}", what, asked, have, advice)))
 }
 
-/// A buffer of `n` default values (zeros), allocated fallibly: the checks above read limits
-/// that can change before the allocation (another process takes the memory, overcommit is
-/// off), and a refused allocation must be an error naming `what`, not an abort of R.
-pub fn zeroed<T: Clone + Default>(n: usize, what: &str) -> Result<Vec<T>> {
+/// A buffer of `n` copies of `value`, allocated fallibly: the checks above read limits that
+/// can change before the allocation (another process takes the memory, overcommit is off),
+/// and a refused allocation must be an error naming `what`, not an abort of R.
+pub fn filled<T: Clone>(n: usize, value: T, what: &str) -> Result<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| {
         let asked = bytes(n as u64, std::mem::size_of::<T>() as u64).map(human).unwrap_or_else(|| "more than 2^64 bytes".into());
         Error::Resource(format!("{} needs {} of memory, which the system refused: free memory, or use smaller sizes", what, asked))
     })?;
-    v.resize(n, T::default());
+    v.resize(n, value);
     Ok(v)
 }
 
@@ -120,9 +120,9 @@ mod tests {
 
     #[test]
     fn a_refused_allocation_is_a_resource_error() {
-        assert_eq!(zeroed::<f32>(3, "three").unwrap(), vec![0.0; 3]);
+        assert_eq!(filled(3, 0.5f32, "three").unwrap(), vec![0.5; 3]);
         // More than any address space: try_reserve_exact refuses it (capacity overflow).
-        let e = zeroed::<f64>(usize::MAX / 4, "a huge buffer").unwrap_err();
+        let e = filled(usize::MAX / 4, 0f64, "a huge buffer").unwrap_err();
         assert_eq!(e.class(), "rustgpu_resource_error");
         assert!(e.to_string().starts_with("a huge buffer needs"), "{}", e);
     }

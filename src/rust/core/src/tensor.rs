@@ -45,7 +45,7 @@ impl HostTensor {
         let n = dims.first().copied().unwrap_or(0);
         let width: usize = dims.get(1..).unwrap_or(&[]).iter().product();
         let offsets = column_to_row_major(dims.get(1..).unwrap_or(&[]));
-        let mut data = crate::memory::zeroed::<f32>(n * width, "a float copy of the data")?;
+        let mut data = crate::memory::filled(n * width, 0f32, "a float copy of the data")?;
         if width > 0 {
             data.par_chunks_mut(ROW_BLOCK * width).enumerate().for_each(|(b, out)| column_major_rows_into(values, n, &offsets, b * ROW_BLOCK, out));
         }

@@ -65,15 +65,9 @@ fn rg_load_model(path: &str, keep_optimizer_state: bool) -> Robj {
         let name = loaded.model.name.clone();
         let training: Robj = match &loaded.training {
             Some(t) => list!(
-                loss = if t.loss_names.is_empty() {
-                    Robj::from(t.losses.clone())
-                } else {
-                    List::from_names_and_values(&t.loss_names, t.losses.iter().map(|l| Robj::from(l.as_str()))).map_err(|e| Error::State(e.to_string()))?.into()
-                },
+                loss = per_output(&t.loss_names, t.losses.iter().map(|l| Robj::from(l.as_str())))?,
                 loss_weights = match &t.loss_weights {
-                    Some(w) if !t.loss_weight_names.is_empty() =>
-                        List::from_names_and_values(&t.loss_weight_names, w.iter().map(|v| Robj::from(*v))).map_err(|e| Error::State(e.to_string()))?.into(),
-                    Some(w) => Robj::from(w.clone()),
+                    Some(w) => per_output(&t.loss_weight_names, w.iter().map(|v| Robj::from(*v)))?,
                     None => Robj::from(()),
                 },
                 metrics = t.metrics.clone(),
@@ -86,6 +80,16 @@ fn rg_load_model(path: &str, keep_optimizer_state: bool) -> Robj {
         let state = if keep_optimizer_state { loaded.optimizer_state } else { None };
         Ok(list!(ptr = ModelHandle::new_pointer_with_state(loaded.model, state), name = name, training = training).into())
     })
+}
+
+/// Values given per model output: a list, named by output where the file names them (else
+/// in the outputs' order).
+fn per_output(names: &[String], values: impl Iterator<Item = Robj>) -> Result<Robj, Error> {
+    let values: Vec<Robj> = values.collect();
+    if names.is_empty() {
+        return Ok(List::from_values(values).into());
+    }
+    List::from_names_and_values(names, values).map(Robj::from).map_err(|e| Error::State(e.to_string()))
 }
 
 /// The model's weights that hold NaN or infinite values: "name (first at value i)".

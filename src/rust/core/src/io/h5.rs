@@ -218,7 +218,7 @@ fn read_dataset(group: &Group, path: &str) -> Result<HostTensor> {
         crate::memory::elements(&ds.shape()).and_then(|n| crate::memory::bytes(n, 4)),
         "the file declares a weight larger than this machine's memory (is it corrupt?)",
     )?;
-    let mut data = crate::memory::zeroed::<f32>(ds.size(), &format!("weight \"{}\"", path))?;
+    let mut data = crate::memory::filled(ds.size(), 0f32, &format!("weight \"{}\"", path))?;
     ds.read_into_raw(&mut data).map_err(|e| Error::Io(format!("cannot read weight \"{}\": {}", path, e)))?;
     HostTensor::new(ds.shape(), data)
 }

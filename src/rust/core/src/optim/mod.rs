@@ -383,18 +383,7 @@ impl Optimizer {
             "use a smaller model or an optimizer with less state (SGD without momentum keeps none)",
         )?;
         let what = format!("{}'s state", self.config.name());
-        weight_lens
-            .iter()
-            .map(|n| {
-                (0..k)
-                    .map(|_| {
-                        let mut slot = crate::memory::zeroed::<f32>(*n, &what)?;
-                        slot.fill(init);
-                        Ok(slot)
-                    })
-                    .collect()
-            })
-            .collect()
+        weight_lens.iter().map(|n| (0..k).map(|_| crate::memory::filled(*n, init, &what)).collect()).collect()
     }
 
     /// Restores state saved from `slot`: `values[w]` holds (slot index, values) pairs.

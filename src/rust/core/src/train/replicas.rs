@@ -142,7 +142,7 @@ pub(super) fn stage_column_major<T: Copy + Into<f64> + Sync>(set: &ReplicaSet, v
     let n = dims.first().copied().unwrap_or(0);
     let offsets = crate::tensor::column_to_row_major(dims.get(1..).unwrap_or(&[]));
     let width = offsets.len();
-    let mut data = crate::memory::zeroed::<f32>(n * width, "a float copy of the data")?;
+    let mut data = crate::memory::filled(n * width, 0f32, "a float copy of the data")?;
     let ranges = split_batch(n, set.len());
     {
         // Each replica takes the disjoint slice of the output that holds its rows.
