@@ -639,3 +639,161 @@ match_choice <- function(value, choices, arg, call = rlang::caller_env()) {
   }
   value
 }
+
+#' Constant tensors, placeholders and type tests
+#'
+#' `k_zeros()`, `k_ones()` and `k_eye()` make arrays of a shape (Keras's variables hold
+#' values; here arrays do). `k_placeholder()` is an input of a functional model, as
+#' [layer_input()] makes: `shape` holds the batch axis first (any value, `NULL` or `NA`: the
+#' batch size is free); the other sizes must be known. `k_is_tensor()` and
+#' `k_is_keras_tensor()` tell symbolic tensors from arrays; `k_is_placeholder()` tells
+#' model inputs.
+#'
+#' @param shape Sizes of the axes.
+#' @param ndim Number of axes (the sizes of all but the batch axis must still be known, so
+#'   only `ndim = 1`... is refused: give `shape`).
+#' @param size Rows (and columns) of the identity matrix.
+#' @param dtype,name,sparse Keras's arguments: values are float32; `name` names a
+#'   placeholder's input; sparse tensors are not supported.
+#' @param x An object.
+#' @return An array, a tensor, or `TRUE`/`FALSE`.
+#' @examples
+#' k_zeros(c(2, 3))
+#' k_eye(3)
+#' input <- k_placeholder(shape = list(NULL, 4))
+#' k_is_placeholder(input)
+#' @name k_constants
+NULL
+
+#' @rdname k_constants
+#' @export
+k_zeros <- function(shape, dtype = NULL, name = NULL) k_constant(0, shape = check_array_shape(shape))
+
+#' @rdname k_constants
+#' @export
+k_ones <- function(shape, dtype = NULL, name = NULL) k_constant(1, shape = check_array_shape(shape))
+
+#' @rdname k_constants
+#' @export
+k_eye <- function(size, dtype = NULL, name = NULL) {
+  size <- check_array_shape(size, "size")
+  if (length(size) == 1) size <- c(size, size)
+  if (length(size) != 2) value_error(sprintf("`size` must be one or two sizes, not %d.", length(size)))
+  diag(1, size[[1]], size[[2]])
+}
+
+check_array_shape <- function(shape, arg = "shape", call = rlang::caller_env()) {
+  if (is.list(shape)) shape <- unlist(lapply(shape, function(d) if (is.null(d)) NA else d))
+  if (!is.numeric(shape) || length(shape) == 0 || anyNA(shape) || any(shape < 0) || any(shape != round(shape))) {
+    value_error(sprintf("`%s` must be whole sizes >= 0, not %s.", arg, describe(shape)), call = call)
+  }
+  total <- prod(shape)
+  if (total > 2^31 - 1) value_error(sprintf("`%s` asks for %.0f values, more than an R array holds.", arg, total), call = call)
+  as.integer(shape)
+}
+
+#' @rdname k_constants
+#' @export
+k_placeholder <- function(shape = NULL, ndim = NULL, dtype = NULL, sparse = FALSE, name = NULL) {
+  if (isTRUE(sparse)) value_error("Sparse placeholders are not supported: rustgpu's tensors are dense.")
+  if (is.null(shape)) {
+    if (is.null(ndim)) value_error("Give `shape` (the batch axis first) or `ndim`.")
+    check_count(ndim, "ndim", min = 2)
+    value_error(sprintf(paste0("A placeholder of %d axes with unknown sizes is not supported: rustgpu needs the sizes of ",
+                               "all axes but the batch axis. Give `shape`, e.g. list(NULL, %s)."),
+                        as.integer(ndim), paste(rep("8", ndim - 1), collapse = ", ")))
+  }
+  shape <- as.list(shape)
+  if (length(shape) < 2) value_error("`shape` must hold the batch axis and at least one more (e.g. list(NULL, 4)).")
+  rest <- shape[-1]
+  unknown <- vapply(rest, function(d) is.null(d) || (length(d) == 1 && is.na(d)), logical(1))
+  if (any(unknown)) {
+    value_error(sprintf("`shape` has unknown sizes after the batch axis (axes %s): rustgpu needs them known.",
+                        paste(which(unknown) + 1, collapse = ", ")))
+  }
+  input <- layer_input(shape = unlist(rest), name = name, dtype = if (is.null(dtype)) "float32" else dtype)
+  input$placeholder <- TRUE
+  input
+}
+
+#' @rdname k_constants
+#' @export
+k_is_tensor <- function(x) is_tensor(x) || is_traced(x)
+
+#' @rdname k_constants
+#' @export
+k_is_keras_tensor <- function(x) is_tensor(x)
+
+#' @rdname k_constants
+#' @export
+k_is_placeholder <- function(x) is_tensor(x) && identical(x$kind, "input")
+
+#' @rdname k_elementwise
+#' @export
+k_sin <- unary("sin")
+
+#' @rdname k_elementwise
+#' @export
+k_cos <- unary("cos")
+
+#' @rdname k_elementwise
+#' @export
+k_identity <- function(x, name = NULL) x
+
+#' The learning phase and the session
+#'
+#' Keras's learning phase says whether layers such as dropout and batch normalization act
+#' as in training (1) or in inference (0). rustgpu decides it per call, as tf.keras 2 does:
+#' `fit()` and `train_on_batch()` train, `predict()` and `evaluate()` infer, whatever the
+#' setting; `k_set_learning_phase()` records the value that `k_learning_phase()` reports.
+#' `k_clear_session()` starts layer and model names afresh ("dense", "dense_1", ...
+#' again). `use_session_with_seed()` seeds R's generator, from which every layer's initial
+#' weights and each `fit()`'s shuffling and dropout draw, so that a script gives the same
+#' results each time it runs.
+#'
+#' @param value 0 (inference) or 1 (training).
+#' @param seed A whole number.
+#' @param disable_gpu,disable_parallel_cpu R keras's arguments: results here do not depend
+#'   on the device or on threads (each step sums in a fixed order), so they change nothing.
+#' @param quiet `FALSE` prints what was done.
+#' @return `k_learning_phase()`: 0 or 1; the others return their argument, invisibly.
+#' @examples
+#' k_set_learning_phase(0)
+#' k_learning_phase()
+#' use_session_with_seed(42)
+#' @name learning_phase
+NULL
+
+#' @rdname learning_phase
+#' @export
+k_learning_phase <- function() getOption("rustgpu.learning_phase", 0L)
+
+#' @rdname learning_phase
+#' @export
+k_set_learning_phase <- function(value) {
+  if (!(identical(as.numeric(value), 0) || identical(as.numeric(value), 1))) {
+    value_error(sprintf("`value` must be 0 (inference) or 1 (training), not %s.", describe(value)))
+  }
+  options(rustgpu.learning_phase = as.integer(value))
+  invisible(value)
+}
+
+#' @rdname learning_phase
+#' @export
+k_clear_session <- function() {
+  rg_reset_unique_names()
+  invisible(NULL)
+}
+
+#' @rdname learning_phase
+#' @export
+use_session_with_seed <- function(seed, disable_gpu = TRUE, disable_parallel_cpu = TRUE, quiet = FALSE) {
+  check_count(seed, "seed", min = 0)
+  check_bool(disable_gpu, "disable_gpu")
+  check_bool(disable_parallel_cpu, "disable_parallel_cpu")
+  check_bool(quiet, "quiet")
+  k_clear_session()
+  set.seed(seed)
+  if (!quiet) message(sprintf("Set session seed to %d", as.integer(seed)))
+  invisible(seed)
+}

@@ -203,7 +203,7 @@ tensor_ops <- function(generic, e1, e2, unary, call = rlang::caller_env(2)) {
 
 tensor_math <- function(generic, x, ..., call = rlang::caller_env(2)) {
   f <- switch(generic, abs = "abs", sqrt = "sqrt", exp = "exp", log = "log", tanh = "tanh", sign = "sign",
-              round = "round", floor = "floor", NULL)
+              round = "round", floor = "floor", sin = "sin", cos = "cos", NULL)
   if (is.null(f)) trace_error(sprintf("`%s()` is not defined for tensors: use the backend functions (k_*()).", generic), call = call)
   out <- k_op(list(op = "unary", f = f), list(x), call = call)
   base <- list(...)

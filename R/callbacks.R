@@ -4,6 +4,11 @@ new_callback <- function(hooks, class = NULL) {
   structure(hooks, class = c(class, "rustgpu_callback"))
 }
 
+# `callbacks = c(early_stopping, checkpoint)`, as R keras scripts write (R keras's callbacks
+# are Python objects, which c() collects in a list): a list of the callbacks, not their hooks.
+#' @export
+c.rustgpu_callback <- function(...) list(...)
+
 is_callback <- function(x) inherits(x, "rustgpu_callback") || inherits(x, "KerasCallback")
 
 as_callback_list <- function(callbacks, call = rlang::caller_env()) {
@@ -471,4 +476,80 @@ callback_tensorboard <- function(log_dir = NULL, histogram_freq = 0, batch_size 
       write("validation", stats::setNames(values[val], sub("^val_", "", names(values)[val])))
     }
   ), "rustgpu_callback_tensorboard")
+}
+
+#' Run TensorBoard
+#'
+#' Starts TensorBoard (the `tensorboard` program, from `pip install tensorboard`) on logs
+#' such as [callback_tensorboard()] writes, as R keras's `tensorboard()` does, and opens it
+#' in a browser; `action = "stop"` stops the TensorBoard this session started. Folders that
+#' do not exist yet are created (the logs appear as training writes them). Where TensorBoard
+#' is not installed, a warning (class `rustgpu_tensorboard_missing`) says so and training
+#' goes on writing its logs.
+#'
+#' @param log_dir A folder of logs, or several (named runs: `c(a = "logs/a", b = "logs/b")`).
+#' @param action "start" or "stop".
+#' @param host,port Where TensorBoard serves; `port = "auto"` takes the first free port
+#'   from 6006.
+#' @param launch_browser Open the page in a browser.
+#' @param reload_interval How often TensorBoard reads the logs again (seconds).
+#' @param purge_orphaned_data TensorBoard's option of that name.
+#' @return The URL, invisibly (`NULL` where TensorBoard is not installed or on "stop").
+#' @examples
+#' \dontrun{
+#' tensorboard("logs/run_a")
+#' tensorboard(action = "stop")
+#' }
+#' @export
+tensorboard <- function(log_dir, action = c("start", "stop"), host = "127.0.0.1", port = "auto",
+                        launch_browser = getOption("rustgpu.tensorboard.browser", interactive()),
+                        reload_interval = 5, purge_orphaned_data = TRUE) {
+  action <- match_choice(action, c("start", "stop"), "action")
+  if (action == "stop") {
+    if (!is.null(.tensorboard$pid)) tools::pskill(.tensorboard$pid)
+    .tensorboard$pid <- NULL
+    return(invisible(NULL))
+  }
+  if (!is.character(log_dir) || length(log_dir) == 0 || anyNA(log_dir)) {
+    value_error(sprintf("`log_dir` must be one or more folder names, not %s.", describe(log_dir)))
+  }
+  check_string(host, "host")
+  check_bool(launch_browser, "launch_browser")
+  check_number(reload_interval, "reload_interval", min = 0)
+  check_bool(purge_orphaned_data, "purge_orphaned_data")
+  for (d in log_dir) dir.create(d, recursive = TRUE, showWarnings = FALSE)
+  program <- getOption("rustgpu.tensorboard", unname(Sys.which("tensorboard")))
+  if (!nzchar(program)) {
+    rlang::warn(sprintf(paste0("TensorBoard is not installed (pip install tensorboard), so it was not started. ",
+                               "The logs in %s are written; view them with `tensorboard --logdir %s` where it is installed."),
+                        paste0("\"", log_dir, "\"", collapse = ", "), log_dir[[1]]), class = "rustgpu_tensorboard_missing")
+    return(invisible(NULL))
+  }
+  if (identical(port, "auto")) port <- free_port(6006) else check_count(port, "port")
+  runs <- if (length(log_dir) > 1) {
+    labels <- if (is.null(names(log_dir))) basename(log_dir) else names(log_dir)
+    c("--logdir_spec", shQuote(paste0(labels, ":", normalizePath(log_dir), collapse = ",")))
+  } else c("--logdir", shQuote(normalizePath(log_dir)))
+  if (!is.null(.tensorboard$pid)) tools::pskill(.tensorboard$pid)
+  args <- c(runs, "--host", shQuote(host), "--port", as.integer(port), "--reload_interval", reload_interval,
+            "--purge_orphaned_data", tolower(purge_orphaned_data))
+  pid <- system(paste(shQuote(program), paste(args, collapse = " "), "> /dev/null 2>&1 & echo $!"), intern = TRUE)
+  .tensorboard$pid <- as.integer(pid[[length(pid)]])
+  url <- sprintf("http://%s:%d", host, as.integer(port))
+  message(sprintf("Started TensorBoard at %s", url))
+  if (launch_browser) utils::browseURL(url)
+  invisible(url)
+}
+
+.tensorboard <- new.env(parent = emptyenv())
+
+free_port <- function(from) {
+  for (port in seq(from, from + 100)) {
+    socket <- tryCatch(serverSocket(port), error = function(e) NULL)
+    if (!is.null(socket)) {
+      close(socket)
+      return(port)
+    }
+  }
+  state_error(sprintf("No free port from %d to %d for TensorBoard: give `port`.", from, from + 100))
 }

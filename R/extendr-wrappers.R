@@ -93,6 +93,9 @@ rg_make_functional <- function(scratch, name, input_names, input_shapes, nodes, 
 #' @noRd
 rg_unique_name <- function(prefix) .Call(wrap__rg_unique_name, prefix)
 
+#' @noRd
+rg_reset_unique_names <- function() .Call(wrap__rg_reset_unique_names)
+
 #' Adds a layer of Keras class `class_name` made from `config` (a named list of Keras's
 #' config fields, `name` included) to the model; `input_shape` only for the first layer.
 #' @noRd

@@ -134,6 +134,53 @@ get_input_at <- function(object, node_index) {
   layer_node(object, node_index, "input")
 }
 
+#' A layer's input or output shape
+#'
+#' Keras's `get_input_shape_at()` and `get_output_shape_at()`: the shapes of the tensors of
+#' the layer's `node_index`-th application (from 1), the batch axis first as `NULL`.
+#' `layer$input_shape` and `layer$output_shape` are those of a layer applied once (or
+#' applied several times to tensors of one shape).
+#'
+#' @inheritParams get_output_at
+#' @return A shape (a list whose first element, the batch axis, is `NULL`), or a list of
+#'   shapes for a merge layer's inputs.
+#' @examples
+#' conv <- layer_conv_2d(filters = 4, kernel_size = 3, padding = "same")
+#' a <- layer_input(shape = c(8, 8, 3))
+#' b <- layer_input(shape = c(16, 16, 3))
+#' conv(a)
+#' conv(b)
+#' get_input_shape_at(conv, 2)
+#' @export
+get_input_shape_at <- function(object, node_index) {
+  tensor_shapes(get_input_at(object, node_index))
+}
+
+#' @rdname get_input_shape_at
+#' @export
+get_output_shape_at <- function(object, node_index) {
+  tensor_shapes(get_output_at(object, node_index))
+}
+
+tensor_shapes <- function(x) if (is_tensor(x)) c(list(NULL), as.list(functional_shape(x))) else lapply(x, tensor_shapes)
+
+# `layer$input_shape`: the shape shared by all its applications, as Keras's.
+layer_shape <- function(layer, what, call = rlang::caller_env()) {
+  spec <- attr(layer, "spec")
+  nodes <- layer_nodes(layer)
+  if (length(nodes) == 0) {
+    if (what == "input" && !is.null(spec$input_shape)) return(c(list(NULL), as.list(spec$input_shape)))
+    state_error(sprintf("Layer \"%s\" has not been applied to a tensor yet: it has no %s shape.", spec$name, what), call = call)
+  }
+  shapes <- lapply(seq_along(nodes), function(i) tensor_shapes(layer_node(layer, i, what, call = call)))
+  if (length(unique(shapes)) > 1) {
+    state_error(sprintf(paste0("Layer \"%s\" has multiple inbound nodes with different %s shapes, hence the notion of ",
+                               "\"%s shape\" is ill-defined for the layer: use get_%s_shape_at(layer, node_index)."),
+                        spec$name, what, what, what), call = call)
+  }
+  shapes[[1]]
+}
+
 #' @export
 print.rustgpu_tensor <- function(x, ...) {
   what <- if (x$kind == "input") sprintf("input \"%s\" of shape (None, %s)", x$name, paste(x$shape, collapse = ", "))
@@ -310,7 +357,7 @@ add_model_layers <- function(outer, model, call = rlang::caller_env()) {
   # The first layer needs the inner model's input shape when the outer model has none yet.
   first_shape <- if (length(model_info(outer)$layer_names) == 0) model_input_shape(model) else NULL
   for (i in seq_along(layers)) {
-    add_layer(outer, layers[[i]], input_shape = if (i == 1 && !is.null(first_shape)) first_shape else layers[[i]]$input_shape,
+    add_layer(outer, layers[[i]], input_shape = if (i == 1 && !is.null(first_shape)) first_shape else attr(layers[[i]], "spec")$input_shape,
               call = call)
   }
   invisible(outer)

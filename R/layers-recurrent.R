@@ -219,7 +219,7 @@ bidirectional <- function(object, layer, merge_mode = "concat", input_shape = NU
   inner <- wrapped_layer_config(layer)
   if (!is.null(merge_mode)) check_string(merge_mode, "merge_mode")
   make_layer("Bidirectional", object, list(layer = inner, merge_mode = merge_mode),
-               if (is.null(input_shape) && is.null(batch_input_shape)) layer$input_shape else input_shape_of(input_shape, batch_input_shape), name,
+               if (is.null(input_shape) && is.null(batch_input_shape)) attr(layer, "spec")$input_shape else input_shape_of(input_shape, batch_input_shape), name,
                weights = weights, trainable = trainable)
 }
 

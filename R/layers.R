@@ -26,6 +26,7 @@ new_layer <- function(class_name, name, config, input_shape = NULL, id = next_la
 #' @export
 `$.rustgpu_layer` <- function(x, name) {
   if (name %in% c("input", "output")) return(layer_node(x, NULL, name))
+  if (name %in% c("input_shape", "output_shape")) return(layer_shape(x, sub("_shape", "", name)))
   if (identical(name, "trainable")) return(!isTRUE(.shared$frozen[attr(x, "spec")$id]))
   attr(x, "spec")[[name]]
 }
@@ -73,7 +74,7 @@ compose_layer <- function(object, layer, call = rlang::caller_env()) {
 }
 
 # `register = FALSE` for the scratch model keras_model() builds its layers in.
-add_layer <- function(model, layer, input_shape = layer$input_shape, register = TRUE, call = rlang::caller_env()) {
+add_layer <- function(model, layer, input_shape = attr(layer, "spec")$input_shape, register = TRUE, call = rlang::caller_env()) {
   config <- c(list(name = layer$name), layer$config)
   if (inherits(config[["function"]], "rustgpu_traced_fn")) {
     # A lambda's function is traced for the shape the layer gets: the model's output so far.
@@ -99,6 +100,11 @@ force_model <- function(object) {
 
 activation_name <- function(activation, call = rlang::caller_env()) {
   if (is.null(activation)) return("linear")
+  if (inherits(activation, "rustgpu_activation")) return(attr(activation, "activation_name"))
+  if (is.function(activation)) {
+    value_error(paste0("`activation` must be an activation's name or one of the activation_*() functions, not another function: ",
+                       "apply it in a layer_lambda() instead."), call = call)
+  }
   check_string(activation, "activation", call = call)
   activation
 }
@@ -137,7 +143,8 @@ new_seed <- function() sample.int(.Machine$integer.max, 1)
 #' @param object A model to add the layer to; missing or `NULL` returns the layer itself.
 #' @param units Positive integer, the dimensionality of the output.
 #' @param activation Name of the activation: one of "linear" (also `NULL`), "relu",
-#'   "sigmoid", "tanh", "softmax", "elu", "selu", "softplus", "gelu".
+#'   "sigmoid", "tanh", "softmax", "elu", "selu", "softplus", "gelu", "hard_sigmoid",
+#'   "softsign", "exponential"; or one of the [activations] functions.
 #' @param use_bias Whether the layer uses a bias vector.
 #' @param kernel_initializer,bias_initializer Initializers ([initializers]) or their names:
 #'   "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",

@@ -456,6 +456,50 @@ model_from_json <- function(json, custom_objects = NULL) {
   new_model(made$ptr, made$name, kind = if (isTRUE(made$functional)) "functional" else "sequential")
 }
 
+#' A model's configuration as YAML
+#'
+#' Keras 2's `to_yaml()`: the architecture of [model_to_json()] as YAML, and back (a new
+#' model with fresh weights). Needs the yaml and jsonlite packages.
+#'
+#' @param object A model.
+#' @param yaml YAML text from `model_to_yaml()`.
+#' @param custom_objects Not supported; must be `NULL`.
+#' @return `model_to_yaml()`: a string. `model_from_yaml()`: a model.
+#' @examples
+#' model <- keras_model_sequential() %>% layer_dense(3, activation = "relu", input_shape = 2)
+#' yaml_string <- model_to_yaml(model)
+#' twin <- model_from_yaml(yaml_string)
+#' @export
+model_to_yaml <- function(object) {
+  need_packages(c("yaml", "jsonlite"), "Writing a model as YAML")
+  config <- jsonlite::fromJSON(model_to_json(object), simplifyVector = FALSE)
+  # Keras writes booleans as true/false (R's yaml would write yes/no).
+  yaml::as.yaml(config, handlers = list(logical = function(x) structure(ifelse(x, "true", "false"), class = "verbatim")))
+}
+
+#' @rdname model_to_yaml
+#' @export
+model_from_yaml <- function(yaml, custom_objects = NULL) {
+  need_packages(c("yaml", "jsonlite"), "Reading a model from YAML")
+  if (!is.character(yaml) || length(yaml) != 1 || is.na(yaml)) {
+    value_error(sprintf("`yaml` must be one string of YAML from model_to_yaml(), not %s.", describe(yaml)))
+  }
+  # YAML sequences stay lists (R's yaml would make `[3]` the number 3, which Keras's config
+  # reads differently) and empty mappings stay objects.
+  handlers <- list(seq = function(x) as.list(x),
+                   map = function(x) if (length(x) == 0) structure(list(), names = character(0)) else x)
+  config <- tryCatch(yaml::yaml.load(yaml, handlers = handlers),
+                     error = function(e) value_error(sprintf("`yaml` is not valid YAML: %s", conditionMessage(e)), call = NULL))
+  if (!is.list(config)) value_error("`yaml` must describe a model (a mapping with `class_name` and `config`).")
+  model_from_json(as.character(jsonlite::toJSON(config, auto_unbox = TRUE, null = "null", digits = NA)), custom_objects)
+}
+
+need_packages <- function(packages, what, call = rlang::caller_env()) {
+  for (p in packages) {
+    if (!requireNamespace(p, quietly = TRUE)) state_error(sprintf("%s needs the R package %s (Debian: r-cran-%s).", what, p, p), call = call)
+  }
+}
+
 # Keras's model attributes that are computed: R keras users read `model$layers`,
 # `model$input_shape`, `model$output_shape`, `model$input` and `model$output`.
 #' @export

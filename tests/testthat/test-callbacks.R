@@ -183,3 +183,51 @@ test_that("custom callbacks as R6 classes inheriting KerasCallback, as in R kera
   expect_error(fit(model, x, rowSums(x), callbacks = list(list(on_epoch_end = function(epoch, logs) NULL))),
                "KerasCallback", class = "rustgpu_value_error")
 })
+
+test_that("c() of callbacks is a list of them, as R keras scripts write", {
+  stopping <- callback_early_stopping(monitor = "loss", patience = 1)
+  logger <- callback_csv_logger(withr::local_tempfile(fileext = ".csv"))
+  both <- c(stopping, logger)
+  expect_length(both, 2)
+  expect_s3_class(both[[1]], "rustgpu_callback_early_stopping")
+  x <- matrix(runif(20), ncol = 2)
+  model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
+  compile(model, optimizer = "sgd", loss = "mse")
+  history <- fit(model, x, rowSums(x), epochs = 2, verbose = 0, callbacks = c(stopping))
+  expect_length(history$metrics$loss, 2)
+})
+
+test_that("tensorboard() starts the tensorboard program on the logs, and stops it", {
+  skip_if_not(file.exists("/proc/self/stat"), "a shell-script stand-in for TensorBoard, and process states read from /proc (Linux)")
+  dir <- withr::local_tempdir()
+  record <- file.path(dir, "args.txt")
+  program <- file.path(dir, "tensorboard")
+  writeLines(c("#!/bin/sh", sprintf("echo \"$@\" > '%s'", record), "sleep 30"), program)
+  Sys.chmod(program, "755")
+  withr::local_options(rustgpu.tensorboard = program)
+  expect_message(url <- tensorboard(file.path(dir, "logs"), launch_browser = FALSE, port = 6123), "Started TensorBoard at http://127.0.0.1:6123")
+  expect_equal(url, "http://127.0.0.1:6123")
+  expect_true(dir.exists(file.path(dir, "logs")))
+  for (i in 1:50) if (!file.exists(record)) Sys.sleep(0.1)
+  args <- readLines(record)
+  expect_match(args, paste0("--logdir ", normalizePath(file.path(dir, "logs"))), fixed = TRUE)
+  expect_match(args, "--port 6123", fixed = TRUE)
+  pid <- rustgpu:::.tensorboard$pid
+  tensorboard(action = "stop")
+  # Gone, or a zombie where nothing reaps orphans (PID 1 in some containers).
+  state <- function() tryCatch(strsplit(readLines(sprintf("/proc/%d/stat", pid)), " ")[[1]][[3]], error = function(e) "gone", warning = function(w) "gone")
+  for (i in 1:30) if (!state() %in% c("gone", "Z")) Sys.sleep(0.1)
+  expect_true(state() %in% c("gone", "Z"))
+  tensorboard(c(a = file.path(dir, "a"), b = file.path(dir, "b")), launch_browser = FALSE, port = 6124) |> expect_message()
+  for (i in 1:50) if (!grepl("logdir_spec", paste(readLines(record), collapse = ""))) Sys.sleep(0.1)
+  expect_match(readLines(record), "--logdir_spec a:.*/a,b:.*/b")
+  tensorboard(action = "stop")
+})
+
+test_that("tensorboard() without TensorBoard installed warns and goes on", {
+  withr::local_options(rustgpu.tensorboard = "")
+  dir <- file.path(withr::local_tempdir(), "logs")
+  expect_warning(out <- tensorboard(dir), class = "rustgpu_tensorboard_missing")
+  expect_null(out)
+  expect_true(dir.exists(dir))
+})

@@ -283,3 +283,17 @@ test_that("layer$trainable reads and sets a layer's frozen state, as on a Keras 
   a <- get_layer(base, "a")
   expect_error(a$name <- "z", "only `trainable`", class = "rustgpu_value_error")
 })
+
+test_that("model_to_yaml() and model_from_yaml() round-trip the architecture, one-element lists included", {
+  model <- keras_model_sequential() %>%
+    layer_conv_1d(filters = 2, kernel_size = 3, input_shape = c(10, 1)) %>%
+    layer_global_average_pooling_1d() %>%
+    layer_dense(1, activation = "sigmoid")
+  yaml_string <- model_to_yaml(model)
+  expect_match(yaml_string, "class_name: Conv1D")
+  expect_match(yaml_string, "use_bias: true")
+  twin <- model_from_yaml(yaml_string)
+  expect_equal(model_to_json(twin), model_to_json(model))
+  expect_error(model_from_yaml("a: [1, 2"), class = "rustgpu_value_error", regexp = "not valid YAML")
+  expect_error(model_from_yaml(3), class = "rustgpu_value_error")
+})

@@ -18,9 +18,13 @@ pub enum Activation {
     /// Keras 2's piecewise-linear sigmoid, `clip(0.2 x + 0.5, 0, 1)` (R keras 2.2's
     /// recurrent default).
     HardSigmoid,
+    /// `x / (1 + |x|)`.
+    Softsign,
+    Exponential,
 }
 
-pub const ACTIVATION_NAMES: &[&str] = &["linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "softplus", "gelu", "hard_sigmoid"];
+pub const ACTIVATION_NAMES: &[&str] =
+    &["linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "softplus", "gelu", "hard_sigmoid", "softsign", "exponential"];
 
 // Keras's SELU constants (tf.keras.activations.selu).
 const SELU_ALPHA: f64 = 1.673_263_242_354_377_3;
@@ -39,6 +43,8 @@ impl Activation {
             "softplus" => Activation::Softplus,
             "gelu" => Activation::Gelu,
             "hard_sigmoid" => Activation::HardSigmoid,
+            "softsign" => Activation::Softsign,
+            "exponential" => Activation::Exponential,
             other => return Err(Error::Value(format!("unknown activation \"{}\": expected one of {}", other, ACTIVATION_NAMES.join(", ")))),
         })
     }
@@ -55,6 +61,8 @@ impl Activation {
             Activation::Softplus => "softplus",
             Activation::Gelu => "gelu",
             Activation::HardSigmoid => "hard_sigmoid",
+            Activation::Softsign => "softsign",
+            Activation::Exponential => "exponential",
         }
     }
 
@@ -78,6 +86,8 @@ impl Activation {
             // Keras's default gelu is the exact (erf) form.
             Activation::Gelu => x.gelu_erf()?,
             Activation::HardSigmoid => x.affine(0.2, 0.5)?.clamp(0f32, 1f32)?,
+            Activation::Softsign => x.div(&(x.abs()? + 1.0)?)?,
+            Activation::Exponential => x.exp()?,
         })
     }
 
@@ -113,6 +123,9 @@ impl Activation {
                 let inside = mask(z.gt(-2.5f32)?)?.mul(&mask(z.lt(2.5f32)?)?)?;
                 dy.mul(&(inside * 0.2)?)?
             }
+            // softsign'(z) = 1 / (1 + |z|)^2.
+            Activation::Softsign => dy.div(&(z.abs()? + 1.0)?.sqr()?)?,
+            Activation::Exponential => dy.mul(y)?,
             // d/dz [z * Phi(z)] = Phi(z) + z * phi(z).
             Activation::Gelu => {
                 let cdf = ((z / std::f64::consts::SQRT_2)?.erf()? + 1.0)?.affine(0.5, 0.0)?;
@@ -170,6 +183,8 @@ mod tests {
             (Activation::Selu, Box::new(|v: f64| SELU_SCALE * if v > 0.0 { v } else { SELU_ALPHA * (v.exp() - 1.0) })),
             (Activation::Softplus, Box::new(|v: f64| (1.0 + v.exp()).ln())),
             (Activation::Gelu, Box::new(|v: f64| 0.5 * v * (1.0 + erf(v / 2f64.sqrt())))),
+            (Activation::Softsign, Box::new(|v: f64| v / (1.0 + v.abs()))),
+            (Activation::Exponential, Box::new(|v: f64| v.exp())),
         ];
         for (act, f) in cases {
             let y = act.apply(&x).unwrap().to_vec1::<f32>().unwrap();

@@ -88,9 +88,16 @@ fn rg_unique_name(prefix: &str) -> String {
     rustgpu_core::layers::unique_name(prefix)
 }
 
+/// @noRd
+#[extendr]
+fn rg_reset_unique_names() {
+    rustgpu_core::layers::reset_unique_names()
+}
+
 extendr_module! {
     mod layers;
     fn rg_unique_name;
+    fn rg_reset_unique_names;
     fn rg_add_layer;
     fn rg_layer_types;
     fn rg_pop_layer;

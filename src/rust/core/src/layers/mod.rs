@@ -614,13 +614,19 @@ pub fn check_layer_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+static NAME_COUNTS: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
+
 /// Keras-style unique layer names: "dense", "dense_1", "dense_2", ... per session.
 pub fn unique_name(prefix: &str) -> String {
-    static COUNTS: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
-    let mut guard = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut guard = NAME_COUNTS.lock().unwrap_or_else(|e| e.into_inner());
     let counts = guard.get_or_insert_with(HashMap::new);
     let n = counts.entry(prefix.to_string()).or_insert(0);
     let name = if *n == 0 { prefix.to_string() } else { format!("{}_{}", prefix, n) };
     *n += 1;
     name
+}
+
+/// Starts the names of [`unique_name`] afresh (Keras's `clear_session()`).
+pub fn reset_unique_names() {
+    *NAME_COUNTS.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }

@@ -22,6 +22,8 @@ pub enum Unary {
     Softplus,
     Round,
     Floor,
+    Sin,
+    Cos,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -427,6 +429,8 @@ pub(super) fn forward(op: &Op, args: &[&Tensor], values: &[Tensor], training: bo
                 Unary::Softplus => (x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?,
                 Unary::Round => x.round()?,
                 Unary::Floor => x.floor()?,
+                Unary::Sin => x.sin()?,
+                Unary::Cos => x.cos()?,
             }
         }
         Op::Elu { alpha } => {
@@ -611,6 +615,8 @@ pub(super) fn backward(op: &Op, args: &[&Tensor], out: &Tensor, aux: &Aux, g: &T
                 // sign(relu(x)) is the 0/1 mask: one pass fewer than comparing x with 0.
                 Unary::Relu => one(g.mul(&out.sign()?)?),
                 Unary::Softplus => one(g.mul(&sigmoid(x)?)?),
+                Unary::Sin => one(g.mul(&x.cos()?)?),
+                Unary::Cos => one(g.mul(&x.sin()?.neg()?)?),
             }
         }
         Op::Elu { alpha } => {

@@ -51,7 +51,7 @@ fn op2(op: Op) -> impl Fn(&mut Trace) -> usize {
 
 #[test]
 fn unary_ops_match_finite_differences() {
-    for f in [Unary::Neg, Unary::Abs, Unary::Exp, Unary::Tanh, Unary::Sigmoid, Unary::Relu, Unary::Softplus] {
+    for f in [Unary::Neg, Unary::Abs, Unary::Exp, Unary::Tanh, Unary::Sigmoid, Unary::Relu, Unary::Softplus, Unary::Sin, Unary::Cos] {
         check(&[&[2, 3]], 0, false, op1(Op::Unary { f }));
     }
     // log and sqrt on exp(x) > 0.
