@@ -8,11 +8,11 @@
 #'
 #' @param include_top Whether to end with global average pooling and the `classes`-way
 #'   dense classifier.
-#' @param weights `NULL` (random initialization). Pretrained ImageNet weights are not
-#'   bundled with rustgpu.
-#' @param input_tensor Not supported; must be `NULL`.
+#' @param weights `NULL` (random initialization), "imagenet" (Keras's pretrained weights,
+#'   downloaded once by [get_file()] into `~/.keras/models`) or the path of a weights file.
+#' @param input_tensor A tensor from [layer_input()] to use as the model's input.
 #' @param input_shape Shape of one image, `c(height, width, 3)`, at least 71x71 (default
-#'   `c(299, 299, 3)`).
+#'   `c(299, 299, 3)`; with the top and ImageNet weights, only that).
 #' @param pooling Without the top: `NULL` (the 4-d feature map), "avg" or "max" (global
 #'   pooling to 2,048 features).
 #' @param classes Number of classes (with the top).
@@ -24,26 +24,8 @@
 #' @export
 application_xception <- function(include_top = TRUE, weights = NULL, input_tensor = NULL, input_shape = NULL,
                                  pooling = NULL, classes = 1000, classifier_activation = "softmax") {
-  check_bool(include_top, "include_top")
-  if (!is.null(weights)) {
-    value_error(paste0(
-      "Pretrained weights (`weights = \"", format(weights), "\"`) are not bundled with rustgpu: use `weights = NULL` ",
-      "for a randomly initialized model, then load weights with load_model_weights_hdf5() if you have them."
-    ))
-  }
-  if (!is.null(input_tensor)) value_error("`input_tensor` is not supported yet: give `input_shape`.")
-  if (is.null(input_shape)) input_shape <- c(299L, 299L, 3L)
-  input_shape <- check_shape(input_shape, "input_shape")
-  if (length(input_shape) != 3 || input_shape[3] != 3 || any(input_shape[1:2] < 71)) {
-    value_error(sprintf("`input_shape` must be c(height, width, 3) with height and width at least 71, not c(%s).",
-                        paste(input_shape, collapse = ", ")))
-  }
-  if (!is.null(pooling) && !(is.character(pooling) && length(pooling) == 1 && pooling %in% c("avg", "max"))) {
-    value_error(sprintf("`pooling` must be NULL, \"avg\" or \"max\", not %s.", describe(pooling)))
-  }
-  check_count(classes, "classes", min = 1)
-  check_string(classifier_activation, "classifier_activation")
-
+  app <- application_setup("xception", include_top, weights, input_tensor, input_shape, pooling, classes,
+                           classifier_activation, default_size = 299, min_size = 71)
   conv_bn <- function(x, filters, kernel, strides = 1, padding = "valid", name = NULL) {
     x %>%
       layer_conv_2d(filters, kernel, strides = strides, padding = padding, use_bias = FALSE, name = name) %>%
@@ -66,7 +48,7 @@ application_xception <- function(include_top = TRUE, weights = NULL, input_tenso
     layer_add(list(x, residual))
   }
 
-  inputs <- layer_input(shape = input_shape, name = rg_unique_name("input"))
+  inputs <- app$input
   x <- inputs %>%
     conv_bn(32, c(3, 3), strides = 2, name = "block1_conv1") %>% relu("block1_conv1_act") %>%
     conv_bn(64, c(3, 3), name = "block1_conv2") %>% relu("block1_conv2_act")
@@ -94,5 +76,373 @@ application_xception <- function(include_top = TRUE, weights = NULL, input_tenso
   } else if (identical(pooling, "max")) {
     x <- layer_global_max_pooling_2d(x)
   }
-  keras_model(inputs, x, name = "xception")
+  application_finish(app, inputs, x, "xception")
+}
+
+# --- shared by the applications ------------------------------------------------
+
+# Keras's pretrained files: name (with and without the top), folder URL and MD5.
+application_files <- list(
+  xception = list(top = "xception_weights_tf_dim_ordering_tf_kernels.h5", top_hash = "0a58e3b7378bc2990ea3b43d5981f1f6",
+                  notop = "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_hash = "b0042744bf5b25fce3cb969f33bebb97",
+                  url = "https://storage.googleapis.com/tensorflow/keras-applications/xception/"),
+  vgg16 = list(top = "vgg16_weights_tf_dim_ordering_tf_kernels.h5", top_hash = "64373286793e3c8b2b4e3219cbf3544b",
+               notop = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_hash = "6d6bbae143d832006294945121d1f1fc",
+               url = "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"),
+  vgg19 = list(top = "vgg19_weights_tf_dim_ordering_tf_kernels.h5", top_hash = "cbe5617147190e668d6c5d5026f83318",
+               notop = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_hash = "253f8cb515780f3b799900260a226db6",
+               url = "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"),
+  resnet50 = list(top = "resnet50_weights_tf_dim_ordering_tf_kernels.h5", top_hash = "2cb95161c43110f7111970584f804107",
+                  notop = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_hash = "4d473c1dd8becc155b73f8504c6f6626",
+                  url = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"),
+  inception_v3 = list(top = "inception_v3_weights_tf_dim_ordering_tf_kernels.h5", top_hash = "9a0d58056eeedaa3f26cb7ebd46da564",
+                      notop = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_hash = "bcbd6486424b2319ff4ef7d526e38f63",
+                      url = "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/")
+)
+
+# The checks Keras's applications share (imagenet_utils.obtain_input_shape and the weights
+# rules) and the model's input.
+application_setup <- function(app, include_top, weights, input_tensor, input_shape, pooling, classes,
+                              classifier_activation, default_size, min_size, call = rlang::caller_env()) {
+  check_bool(include_top, "include_top", call = call)
+  if (!is.null(weights)) {
+    check_string(weights, "weights", call = call)
+    if (weights != "imagenet" && !file.exists(weights)) {
+      value_error(sprintf("`weights` must be NULL (random initialization), \"imagenet\" or the path of a weights file; \"%s\" is none of them.",
+                          weights), call = call)
+    }
+  }
+  check_count(classes, "classes", min = 1, call = call)
+  if (identical(weights, "imagenet") && include_top && classes != 1000) {
+    value_error(sprintf("`classes` must be 1000 with `weights = \"imagenet\"` and `include_top = TRUE` (not %d): the pretrained classifier has 1000 classes.",
+                        as.integer(classes)), call = call)
+  }
+  if (!is.null(pooling) && !(is.character(pooling) && length(pooling) == 1 && pooling %in% c("avg", "max"))) {
+    value_error(sprintf("`pooling` must be NULL, \"avg\" or \"max\", not %s.", describe(pooling)), call = call)
+  }
+  check_string(classifier_activation, "classifier_activation", call = call)
+  if (!is.null(input_tensor)) {
+    if (!is_tensor(input_tensor) || !identical(input_tensor$kind, "input")) {
+      value_error("`input_tensor` must be a tensor from layer_input() (or k_placeholder()).", call = call)
+    }
+    if (is.null(input_shape)) input_shape <- input_tensor$shape
+  }
+  fixed <- identical(weights, "imagenet") && include_top
+  if (is.null(input_shape)) input_shape <- c(default_size, default_size, 3L)
+  input_shape <- check_shape(input_shape, "input_shape", call = call)
+  if (length(input_shape) != 3 || input_shape[3] != 3 || any(input_shape[1:2] < min_size)) {
+    value_error(sprintf("`input_shape` must be c(height, width, 3) with height and width at least %d, not c(%s).",
+                        min_size, paste(input_shape, collapse = ", ")), call = call)
+  }
+  if (fixed && any(input_shape[1:2] != default_size)) {
+    value_error(sprintf("With `include_top = TRUE` and ImageNet weights, `input_shape` must be c(%d, %d, 3), not c(%s): use `include_top = FALSE` for other sizes.",
+                        default_size, default_size, paste(input_shape, collapse = ", ")), call = call)
+  }
+  if (!is.null(input_tensor) && !identical(as.integer(input_tensor$shape), as.integer(input_shape))) {
+    value_error(sprintf("`input_shape` c(%s) differs from `input_tensor`'s shape c(%s).", paste(input_shape, collapse = ", "),
+                        paste(input_tensor$shape, collapse = ", ")), call = call)
+  }
+  input <- if (!is.null(input_tensor)) input_tensor else layer_input(shape = input_shape)
+  list(app = app, include_top = include_top, weights = weights, pooling = pooling, classes = classes,
+       classifier_activation = classifier_activation, input = input, call = call)
+}
+
+# The model, with its weights loaded as Keras loads them (in Keras's layer order).
+application_finish <- function(setup, inputs, outputs, name) {
+  model <- keras_model(inputs, outputs, name = name)
+  weights <- setup$weights
+  if (is.null(weights)) return(model)
+  if (identical(weights, "imagenet")) {
+    files <- application_files[[setup$app]]
+    which <- if (setup$include_top) "top" else "notop"
+    weights <- get_file(files[[which]], paste0(files$url, files[[which]]), cache_subdir = "models",
+                        file_hash = if (check_hashes()) files[[paste0(which, "_hash")]])
+  }
+  load_model_weights_hdf5(model, weights)
+  model
+}
+
+# Keras's top: the classifier, or global pooling of the features.
+application_top <- function(x, setup, flatten = FALSE, pool_names = c(NULL, NULL)) {
+  if (setup$include_top) {
+    if (flatten) return(x)
+    return(x %>%
+      layer_global_average_pooling_2d(name = "avg_pool") %>%
+      layer_dense(setup$classes, activation = setup$classifier_activation, name = "predictions"))
+  }
+  if (identical(setup$pooling, "avg")) return(layer_global_average_pooling_2d(x, name = pool_names[1]))
+  if (identical(setup$pooling, "max")) return(layer_global_max_pooling_2d(x, name = pool_names[2]))
+  x
+}
+
+#' VGG16 and VGG19 models
+#'
+#' The VGG networks (Simonyan and Zisserman, 2014) as Keras builds them: blocks of 3x3
+#' convolutions with ReLU, each ending in 2x2 max pooling, then (with the top) two dense
+#' layers of 4,096 units and the classifier. Keras's layer names (`block1_conv1`, ...,
+#' `fc1`, `fc2`, `predictions`), so that Keras's weight files load. 138,357,544 (VGG16) and
+#' 143,667,240 (VGG19) parameters with the top, as in Keras.
+#'
+#' @inheritParams application_xception
+#' @param input_shape Shape of one image, `c(height, width, 3)`, at least 32x32 (default
+#'   `c(224, 224, 3)`; with the top and ImageNet weights, only that).
+#' @return A functional model.
+#' @seealso [imagenet_preprocess_input()] prepares images for the ImageNet weights.
+#' @examples
+#' model <- application_vgg16(weights = NULL, include_top = FALSE, input_shape = c(32, 32, 3))
+#' get_layer(model, "block5_conv3")
+#' @export
+application_vgg16 <- function(include_top = TRUE, weights = "imagenet", input_tensor = NULL, input_shape = NULL,
+                              pooling = NULL, classes = 1000, classifier_activation = "softmax") {
+  vgg("vgg16", c(2, 2, 3, 3, 3), include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation)
+}
+
+#' @rdname application_vgg16
+#' @export
+application_vgg19 <- function(include_top = TRUE, weights = "imagenet", input_tensor = NULL, input_shape = NULL,
+                              pooling = NULL, classes = 1000, classifier_activation = "softmax") {
+  vgg("vgg19", c(2, 2, 4, 4, 4), include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation)
+}
+
+vgg <- function(app, convs, include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation,
+                call = rlang::caller_env()) {
+  setup <- application_setup(app, include_top, weights, input_tensor, input_shape, pooling, classes,
+                             classifier_activation, default_size = 224, min_size = 32, call = call)
+  x <- setup$input
+  filters <- c(64, 128, 256, 512, 512)
+  for (block in seq_along(convs)) {
+    for (i in seq_len(convs[[block]])) {
+      x <- layer_conv_2d(x, filters[[block]], c(3, 3), activation = "relu", padding = "same",
+                         name = sprintf("block%d_conv%d", block, i))
+    }
+    x <- layer_max_pooling_2d(x, c(2, 2), strides = c(2, 2), name = sprintf("block%d_pool", block))
+  }
+  if (include_top) {
+    x <- x %>%
+      layer_flatten(name = "flatten") %>%
+      layer_dense(4096, activation = "relu", name = "fc1") %>%
+      layer_dense(4096, activation = "relu", name = "fc2") %>%
+      layer_dense(classes, activation = classifier_activation, name = "predictions")
+  } else {
+    x <- application_top(x, setup)
+  }
+  application_finish(setup, setup$input, x, app)
+}
+
+#' ResNet50 model
+#'
+#' ResNet50 (He et al., 2015) as tf.keras builds it: a 7x7 strided convolution and max
+#' pooling, then four stages of bottleneck residual blocks (3, 4, 6 and 3 blocks of 1x1, 3x3
+#' and 1x1 convolutions with batch normalization; the first block of each stage has a
+#' projection shortcut), with tf.keras's layer names (`conv2_block1_1_conv`, ...), so that its
+#' weight files load. 25,636,712 parameters with the top, as in Keras.
+#'
+#' @inheritParams application_vgg16
+#' @return A functional model.
+#' @examples
+#' model <- application_resnet50(weights = NULL, include_top = FALSE, input_shape = c(32, 32, 3))
+#' count_params(model)
+#' @export
+application_resnet50 <- function(include_top = TRUE, weights = "imagenet", input_tensor = NULL, input_shape = NULL,
+                                 pooling = NULL, classes = 1000, classifier_activation = "softmax") {
+  setup <- application_setup("resnet50", include_top, weights, input_tensor, input_shape, pooling, classes,
+                             classifier_activation, default_size = 224, min_size = 32)
+  bn <- function(x, name) layer_batch_normalization(x, epsilon = 1.001e-5, name = name)
+  block <- function(x, filters, stride, shortcut_conv, name) {
+    shortcut <- if (shortcut_conv) {
+      x %>% layer_conv_2d(4 * filters, 1, strides = stride, name = paste0(name, "_0_conv")) %>% bn(paste0(name, "_0_bn"))
+    } else x
+    x <- x %>%
+      layer_conv_2d(filters, 1, strides = stride, name = paste0(name, "_1_conv")) %>% bn(paste0(name, "_1_bn")) %>%
+      layer_activation("relu", name = paste0(name, "_1_relu")) %>%
+      layer_conv_2d(filters, 3, padding = "same", name = paste0(name, "_2_conv")) %>% bn(paste0(name, "_2_bn")) %>%
+      layer_activation("relu", name = paste0(name, "_2_relu")) %>%
+      layer_conv_2d(4 * filters, 1, name = paste0(name, "_3_conv")) %>% bn(paste0(name, "_3_bn"))
+    layer_add(list(shortcut, x), name = paste0(name, "_add")) %>% layer_activation("relu", name = paste0(name, "_out"))
+  }
+  stack <- function(x, filters, blocks, stride, name) {
+    x <- block(x, filters, stride, TRUE, paste0(name, "_block1"))
+    for (i in seq_len(blocks - 1) + 1) x <- block(x, filters, 1, FALSE, sprintf("%s_block%d", name, i))
+    x
+  }
+  x <- setup$input %>%
+    layer_zero_padding_2d(list(c(3, 3), c(3, 3)), name = "conv1_pad") %>%
+    layer_conv_2d(64, 7, strides = 2, name = "conv1_conv") %>% bn("conv1_bn") %>%
+    layer_activation("relu", name = "conv1_relu") %>%
+    layer_zero_padding_2d(list(c(1, 1), c(1, 1)), name = "pool1_pad") %>%
+    layer_max_pooling_2d(3, strides = 2, name = "pool1_pool") %>%
+    stack(64, 3, 1, "conv2") %>% stack(128, 4, 2, "conv3") %>% stack(256, 6, 2, "conv4") %>% stack(512, 3, 2, "conv5")
+  x <- application_top(x, setup, pool_names = c("avg_pool", "max_pool"))
+  application_finish(setup, setup$input, x, "resnet50")
+}
+
+#' Inception V3 model
+#'
+#' Inception V3 (Szegedy et al., 2015) as tf.keras builds it: a stem of convolutions, then
+#' the "mixed0" to "mixed10" blocks of parallel 1x1, factorized 7x7 and 3x3 convolution and
+#' pooling branches joined by concatenation; batch normalization (without scale) and ReLU
+#' after every convolution. Layers are named as tf.keras names them in a fresh session
+#' (`conv2d`, `conv2d_1`, ..., `mixed0`, ...) and ordered as Keras orders them, so that its
+#' weight files load. 23,851,784 parameters with the top, as in Keras.
+#'
+#' @inheritParams application_vgg16
+#' @param input_shape Shape of one image, `c(height, width, 3)`, at least 75x75 (default
+#'   `c(299, 299, 3)`; with the top and ImageNet weights, only that).
+#' @return A functional model.
+#' @seealso [inception_v3_preprocess_input()] prepares images for the ImageNet weights.
+#' @examples
+#' model <- application_inception_v3(weights = NULL, include_top = FALSE, input_shape = c(75, 75, 3))
+#' get_layer(model, "mixed10")
+#' @export
+application_inception_v3 <- function(include_top = TRUE, weights = "imagenet", input_tensor = NULL, input_shape = NULL,
+                                     pooling = NULL, classes = 1000, classifier_activation = "softmax") {
+  setup <- application_setup("inception_v3", include_top, weights, input_tensor, input_shape, pooling, classes,
+                             classifier_activation, default_size = 299, min_size = 75)
+  # tf.keras leaves these layers unnamed: Keras's names in a fresh session, counted per type.
+  counts <- c(conv2d = 0L, batch_normalization = 0L, activation = 0L, average_pooling2d = 0L, max_pooling2d = 0L,
+              concatenate = 0L)
+  auto <- function(type) {
+    n <- counts[[type]]
+    counts[[type]] <<- n + 1L
+    if (n == 0) type else paste0(type, "_", n)
+  }
+  conv_bn <- function(x, filters, rows, cols, strides = 1, padding = "same") {
+    x %>%
+      layer_conv_2d(filters, c(rows, cols), strides = strides, padding = padding, use_bias = FALSE, name = auto("conv2d")) %>%
+      layer_batch_normalization(scale = FALSE, name = auto("batch_normalization")) %>%
+      layer_activation("relu", name = auto("activation"))
+  }
+  avg_pool <- function(x) layer_average_pooling_2d(x, c(3, 3), strides = c(1, 1), padding = "same", name = auto("average_pooling2d"))
+  max_pool <- function(x) layer_max_pooling_2d(x, c(3, 3), strides = c(2, 2), name = auto("max_pooling2d"))
+  join <- function(branches, name = auto("concatenate")) layer_concatenate(branches, axis = -1, name = name)
+
+  x <- setup$input %>%
+    conv_bn(32, 3, 3, strides = 2, padding = "valid") %>% conv_bn(32, 3, 3, padding = "valid") %>% conv_bn(64, 3, 3) %>%
+    max_pool() %>% conv_bn(80, 1, 1, padding = "valid") %>% conv_bn(192, 3, 3, padding = "valid") %>% max_pool()
+  # mixed0-2: 35x35 blocks.
+  for (i in 0:2) {
+    b1 <- conv_bn(x, 64, 1, 1)
+    b5 <- x %>% conv_bn(48, 1, 1) %>% conv_bn(64, 5, 5)
+    b3 <- x %>% conv_bn(64, 1, 1) %>% conv_bn(96, 3, 3) %>% conv_bn(96, 3, 3)
+    bp <- x %>% avg_pool() %>% conv_bn(if (i == 0) 32 else 64, 1, 1)
+    x <- join(list(b1, b5, b3, bp), paste0("mixed", i))
+  }
+  # mixed3: down to 17x17.
+  b3 <- conv_bn(x, 384, 3, 3, strides = 2, padding = "valid")
+  bd <- x %>% conv_bn(64, 1, 1) %>% conv_bn(96, 3, 3) %>% conv_bn(96, 3, 3, strides = 2, padding = "valid")
+  x <- join(list(b3, bd, max_pool(x)), "mixed3")
+  # mixed4-7: factorized 7x7 blocks.
+  for (i in 4:7) {
+    width <- c(128, 160, 160, 192)[[i - 3]]
+    b1 <- conv_bn(x, 192, 1, 1)
+    b7 <- x %>% conv_bn(width, 1, 1) %>% conv_bn(width, 1, 7) %>% conv_bn(192, 7, 1)
+    bd <- x %>% conv_bn(width, 1, 1) %>% conv_bn(width, 7, 1) %>% conv_bn(width, 1, 7) %>% conv_bn(width, 7, 1) %>%
+      conv_bn(192, 1, 7)
+    bp <- x %>% avg_pool() %>% conv_bn(192, 1, 1)
+    x <- join(list(b1, b7, bd, bp), paste0("mixed", i))
+  }
+  # mixed8: down to 8x8.
+  b3 <- x %>% conv_bn(192, 1, 1) %>% conv_bn(320, 3, 3, strides = 2, padding = "valid")
+  b7 <- x %>% conv_bn(192, 1, 1) %>% conv_bn(192, 1, 7) %>% conv_bn(192, 7, 1) %>%
+    conv_bn(192, 3, 3, strides = 2, padding = "valid")
+  x <- join(list(b3, b7, max_pool(x)), "mixed8")
+  # mixed9-10: expanded 8x8 blocks.
+  for (i in 0:1) {
+    b1 <- conv_bn(x, 320, 1, 1)
+    b3 <- conv_bn(x, 384, 1, 1)
+    b3 <- join(list(conv_bn(b3, 384, 1, 3), conv_bn(b3, 384, 3, 1)), paste0("mixed9_", i))
+    bd <- x %>% conv_bn(448, 1, 1) %>% conv_bn(384, 3, 3)
+    bd <- join(list(conv_bn(bd, 384, 1, 3), conv_bn(bd, 384, 3, 1)))
+    bp <- x %>% avg_pool() %>% conv_bn(192, 1, 1)
+    x <- join(list(b1, b3, bd, bp), paste0("mixed", 9 + i))
+  }
+  x <- application_top(x, setup)
+  application_finish(setup, setup$input, x, "inception_v3")
+}
+
+#' Prepare images for, and read the predictions of, the ImageNet models
+#'
+#' `imagenet_preprocess_input()` scales a batch of RGB images (values 0 to 255) as Keras's
+#' ImageNet weights expect: mode "caffe" (VGG16, VGG19, ResNet50) reverses the channels to
+#' BGR and subtracts the ImageNet mean per channel; "tf" (Inception V3, Xception) scales to
+#' \[-1, 1\]; "torch" scales to \[0, 1\] and standardizes per channel.
+#' `inception_v3_preprocess_input()` and `xception_preprocess_input()` are mode "tf".
+#' `imagenet_decode_predictions()` gives the `top` classes of each row of a model's 1,000
+#' ImageNet probabilities, with Keras's class index (downloaded once by [get_file()]).
+#'
+#' @param x An array of images: `c(samples, height, width, 3)` (or the channels second, with
+#'   `data_format = "channels_first"`).
+#' @param data_format "channels_last" or "channels_first"; `NULL`: [k_image_data_format()].
+#' @param mode "caffe", "tf" or "torch".
+#' @param preds A matrix of predictions, one row per image and 1,000 columns.
+#' @param top How many classes per image.
+#' @return The preprocessed array; for `imagenet_decode_predictions()`, a list with a data
+#'   frame per image (`class_name`, `class_description`, `score`), best first.
+#' @examples
+#' images <- array(runif(2 * 4 * 4 * 3, 0, 255), dim = c(2, 4, 4, 3))
+#' range(inception_v3_preprocess_input(images))
+#' dim(imagenet_preprocess_input(images))
+#' @export
+imagenet_preprocess_input <- function(x, data_format = NULL, mode = "caffe") {
+  if (!is.numeric(x) || length(dim(x)) < 3) value_error(sprintf("`x` must be a numeric array of images, not %s.", describe(x)))
+  check_choice(mode, "mode", c("caffe", "tf", "torch"))
+  if (is.null(data_format)) data_format <- k_image_data_format()
+  check_choice(data_format, "data_format", c("channels_last", "channels_first"))
+  if (mode == "tf") return(x / 127.5 - 1)
+  axis <- if (data_format == "channels_last") length(dim(x)) else 2L
+  if (dim(x)[[axis]] != 3) value_error(sprintf("`x` must have 3 channels (RGB) on axis %d, not %d.", axis, dim(x)[[axis]]))
+  per_channel <- function(x, f) {
+    out <- x
+    for (c in 1:3) {
+      index <- rep(list(quote(expr = )), length(dim(x)))
+      index[[axis]] <- c
+      out <- do.call(`[<-`, c(list(out), index, list(value = f(do.call(`[`, c(list(x), index, list(drop = FALSE))), c))))
+    }
+    out
+  }
+  if (mode == "torch") {
+    mean <- c(0.485, 0.456, 0.406)
+    std <- c(0.229, 0.224, 0.225)
+    return(per_channel(x / 255, function(v, c) (v - mean[[c]]) / std[[c]]))
+  }
+  # caffe: BGR, minus the ImageNet mean of each (B, G, R) channel.
+  mean <- c(103.939, 116.779, 123.68)
+  per_channel(x, function(v, c) {
+    index <- rep(list(quote(expr = )), length(dim(x)))
+    index[[axis]] <- 4 - c
+    do.call(`[`, c(list(x), index, list(drop = FALSE))) - mean[[c]]
+  })
+}
+
+#' @rdname imagenet_preprocess_input
+#' @export
+inception_v3_preprocess_input <- function(x) imagenet_preprocess_input(x, mode = "tf")
+
+#' @rdname imagenet_preprocess_input
+#' @export
+xception_preprocess_input <- function(x) imagenet_preprocess_input(x, mode = "tf")
+
+#' @rdname imagenet_preprocess_input
+#' @export
+imagenet_decode_predictions <- function(preds, top = 5) {
+  if (!is.numeric(preds) || length(dim(preds)) != 2 || ncol(preds) != 1000) {
+    value_error(sprintf("`preds` must be a matrix of predictions with 1000 columns (one row per image), not %s.", describe(preds)))
+  }
+  check_count(top, "top", min = 1)
+  top <- min(top, 1000)
+  path <- get_file("imagenet_class_index.json", "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json",
+                   cache_subdir = "models", file_hash = if (check_hashes()) "c2c37ea517e94d9795004a39431a14cb")
+  need_packages("jsonlite", "Reading ImageNet's class index")
+  index <- tryCatch(jsonlite::fromJSON(path, simplifyVector = FALSE),
+                    error = function(e) rustgpu_abort(sprintf("\"%s\" is not ImageNet's class index (JSON): %s", path, conditionMessage(e)), "rustgpu_io_error"))
+  if (length(index) != 1000 || !all(as.character(0:999) %in% names(index))) {
+    rustgpu_abort(sprintf("\"%s\" is not ImageNet's class index: it must map \"0\" to \"999\" to classes.", path), "rustgpu_io_error")
+  }
+  lapply(seq_len(nrow(preds)), function(i) {
+    best <- order(preds[i, ], decreasing = TRUE)[seq_len(top)]
+    entries <- index[as.character(best - 1)]
+    data.frame(class_name = vapply(entries, function(e) as.character(e[[1]]), character(1)),
+               class_description = vapply(entries, function(e) as.character(e[[2]]), character(1)),
+               score = preds[i, best], stringsAsFactors = FALSE, row.names = NULL)
+  })
 }

@@ -115,3 +115,44 @@ with tarfile.open(os.path.join(root, "babi-tasks-v1-2.tar.gz"), "w:gz") as tar:
             info = tarfile.TarInfo(f"tasks_1-20_v1-2/{folder}/{task}_{split}.txt")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+
+# Lines of English and French separated by a tab (lstm_seq2seq.R's fra.txt), and Quora's
+# question pairs (quora_siamese_lstm.R): their formats, random words.
+with open(os.path.join(work, "fra.txt"), "w") as f:
+    for _ in range(2000):
+        english = " ".join(rng.choice(words[:300], size=int(rng.integers(1, 5))))
+        french = " ".join(rng.choice(words[300:600], size=int(rng.integers(1, 6))))
+        f.write(f"{english.capitalize()}.\t{french.capitalize()}.\n")
+with open(os.path.join(root, "quora_duplicate_questions.tsv"), "w") as f:
+    f.write("id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n")
+    for i in range(2000):
+        q1 = " ".join(rng.choice(words[:500], size=int(rng.integers(3, 12)))) + "?"
+        q2 = " ".join(rng.choice(words[:500], size=int(rng.integers(3, 12)))) + "?"
+        f.write(f"{i}\t{2 * i + 1}\t{2 * i + 2}\t{q1}\t{q2}\t{int(rng.integers(0, 2))}\n")
+
+# Images that scripts read from their own folder (neural_style_transfer.R).
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import tensorflow as tf  # noqa: E402
+
+picture = rng.integers(0, 256, size=(96, 128, 3), dtype=np.uint8)
+with open(os.path.join(work, "neural-style-base-img.png"), "wb") as f:
+    f.write(tf.io.encode_png(picture).numpy())
+with open(os.path.join(work, "neural-style-style.jpg"), "wb") as f:
+    f.write(tf.io.encode_jpeg(picture[::-1]).numpy())
+
+# Pretrained application weights (random values, Keras's file names and layout, written by
+# tf-keras) and ImageNet's class index, in the cache's models/ folder.
+import tf_keras as keras  # noqa: E402
+
+models = os.path.join(sys.argv[1], "models")
+os.makedirs(models, exist_ok=True)
+for name, make in [("vgg16", keras.applications.VGG16), ("vgg19", keras.applications.VGG19),
+                   ("resnet50", keras.applications.ResNet50), ("inception_v3", keras.applications.InceptionV3),
+                   ("xception", keras.applications.Xception)]:
+    for top in [True, False]:
+        path = os.path.join(models, f"{name}_weights_tf_dim_ordering_tf_kernels{'' if top else '_notop'}.h5")
+        if not os.path.exists(path):
+            keras.backend.clear_session()
+            make(weights=None, include_top=top).save_weights(path)
+with open(os.path.join(models, "imagenet_class_index.json"), "w") as f:
+    json.dump({str(i): [f"n{10000000 + i}", f"class_{i}"] for i in range(1000)}, f)

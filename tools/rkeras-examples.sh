@@ -9,7 +9,7 @@
 set -e
 cd "$(dirname "$0")/.."
 CACHE="${RKERAS_CACHE:-/tmp/rustgpu-fake-keras}"
-[ -f "$CACHE/datasets/mnist.npz" ] && [ -d "$CACHE/work" ] || .venv-keras/bin/python tools/fake-keras-cache.py "$CACHE"
+[ -f "$CACHE/datasets/mnist.npz" ] && [ -f "$CACHE/models/imagenet_class_index.json" ] || .venv-keras/bin/python tools/fake-keras-cache.py "$CACHE"
 LIB="${R_LIBS_RUSTGPU:-$PWD/.rlib}"
 OUT="$(mktemp -d)"
 # Files that scripts download themselves (stand-ins made by fake-keras-cache.py).
