@@ -797,3 +797,85 @@ use_session_with_seed <- function(seed, disable_gpu = TRUE, disable_parallel_cpu
   if (!quiet) message(sprintf("Set session seed to %d", as.integer(seed)))
   invisible(seed)
 }
+
+#' Sequences of values along an axis
+#'
+#' `k_arange()`: numbers from `start` up to (not including) `stop` by `step`, as Keras's
+#' (`k_arange(5)` is 0 to 4). `k_repeat()`: a 2-d tensor `(batch, features)` repeated `n`
+#' times along a new second axis, `(batch, n, features)`. `k_reverse()`: the values in
+#' reverse order along `axes` (on symbolic tensors too; the batch axis cannot be reversed
+#' there, its size being unknown). `k_cumsum()` and `k_cumprod()`: running sums and products
+#' along `axis`, on arrays.
+#'
+#' @param start,stop,step The range (`stop = NULL`: from 0 to `start`).
+#' @param dtype "int32" (whole numbers) or a float type.
+#' @param x A tensor or an array.
+#' @param n How many times.
+#' @param axes,axis Axes (from 1; -1 the last).
+#' @return An array, or a tensor of a function being traced.
+#' @examples
+#' k_arange(5)
+#' k_repeat(matrix(1:6, 2), 3)[1, , ]
+#' k_reverse(matrix(1:6, 2), 2)
+#' k_cumsum(matrix(1:6, 2), axis = 2)
+#' @name k_sequences
+NULL
+
+#' @rdname k_sequences
+#' @export
+k_arange <- function(start, stop = NULL, step = 1, dtype = "int32") {
+  if (is.null(stop)) {
+    stop <- start
+    start <- 0
+  }
+  check_number(start, "start")
+  check_number(stop, "stop")
+  check_number(step, "step")
+  if (step == 0) value_error("`step` must not be 0.")
+  count <- max(0, ceiling((stop - start) / step))
+  if (count > 2^31 - 1) value_error(sprintf("k_arange() would make %.0f values, more than an R array holds.", count))
+  out <- start + step * seq_len(count) - step
+  array(if (grepl("^u?int", dtype)) as.integer(out) else out, dim = length(out))
+}
+
+#' @rdname k_sequences
+#' @export
+k_repeat <- function(x, n) {
+  check_count(n, "n")
+  if (rank_of(x) != 2) value_error(sprintf("k_repeat() takes a 2-d tensor (batch, features), not one of %d axes.", rank_of(x)))
+  k_tile(k_expand_dims(x, 2), c(1, n, 1))
+}
+
+#' @rdname k_sequences
+#' @export
+k_reverse <- function(x, axes) {
+  shape <- shape_of(x)
+  for (axis in axes) {
+    a <- core_axis(axis, length(shape))
+    size <- shape[[a + 1]]
+    if (is.na(size)) value_error("k_reverse() cannot reverse the batch axis of a symbolic tensor: its size is not known until the model runs.")
+    x <- k_op(list(op = "take", axis = a, indices = I(as.numeric(rev(seq_len(size) - 1)))), list(x))
+  }
+  x
+}
+
+#' @rdname k_sequences
+#' @export
+k_cumsum <- function(x, axis = 1) cumulate(x, axis, cumsum)
+
+#' @rdname k_sequences
+#' @export
+k_cumprod <- function(x, axis = 1) cumulate(x, axis, cumprod)
+
+cumulate <- function(x, axis, f, call = rlang::caller_env()) {
+  if (is_traced(x) || is_tensor(x)) {
+    trace_error("k_cumsum() and k_cumprod() compute on arrays; on symbolic tensors they are not supported yet.", call = call)
+  }
+  if (!is.numeric(x)) value_error(sprintf("`x` must be a numeric array, not %s.", describe(x)), call = call)
+  dims <- dim(x)
+  if (is.null(dims)) return(f(x))
+  a <- core_axis(axis, length(dims), call = call) + 1L
+  out <- apply(x, seq_along(dims)[-a], f)
+  if (length(dims) == 1) return(array(out, dims))
+  aperm(array(out, c(dims[a], dims[-a])), order(c(a, seq_along(dims)[-a])))
+}

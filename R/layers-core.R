@@ -49,6 +49,13 @@ layer_activation_parametric_relu <- function(object, alpha_initializer = "zeros"
 
 #' @rdname layer_activation_leaky_relu
 #' @export
+layer_activation_selu <- function(object, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
+  force_model(object)
+  make_layer("Activation", object, list(activation = "selu"), input_shape, name, weights = weights, trainable = trainable)
+}
+
+#' @rdname layer_activation_leaky_relu
+#' @export
 layer_activation_elu <- function(object, alpha = 1, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
   check_number(alpha, "alpha")

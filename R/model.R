@@ -456,6 +456,40 @@ model_from_json <- function(json, custom_objects = NULL) {
   new_model(made$ptr, made$name, kind = if (isTRUE(made$functional)) "functional" else "sequential")
 }
 
+#' Clone a model
+#'
+#' Keras's `clone_model()`: a new model of the same architecture (layers and their
+#' configuration) with freshly initialized weights; the clone shares nothing with `model`
+#' (copy the weights with `set_weights(clone, get_weights(model))`). Not compiled.
+#'
+#' @param model A model.
+#' @param input_tensors Not supported; must be `NULL`.
+#' @return The new model.
+#' @examples
+#' model <- keras_model_sequential() %>% layer_dense(3, input_shape = 2)
+#' twin <- clone_model(model)
+#' set_weights(twin, get_weights(model))
+#' @export
+clone_model <- function(model, input_tensors = NULL) {
+  check_model(model)
+  if (!is.null(input_tensors)) value_error("`input_tensors` is not supported yet: leave it NULL (the clone gets inputs of the same shapes).")
+  from_config(get_config(model))
+}
+
+#' Whether Keras is available
+#'
+#' R keras's check before running Keras code: rustgpu needs nothing besides itself, so
+#' `TRUE` (for any `version` up to the Keras 2 API it follows, "2.2.5").
+#'
+#' @param version A Keras version, or `NULL`.
+#' @return `TRUE` or `FALSE`.
+#' @examples
+#' is_keras_available()
+#' @export
+is_keras_available <- function(version = NULL) {
+  is.null(version) || utils::compareVersion(as.character(version), "2.2.5") <= 0
+}
+
 #' A model's configuration as YAML
 #'
 #' Keras 2's `to_yaml()`: the architecture of [model_to_json()] as YAML, and back (a new

@@ -762,3 +762,200 @@ channels_last_only <- function(data_format, call = rlang::caller_env()) {
     value_error("Only `data_format = \"channels_last\"` is supported here: images are (height, width, channels).", call = call)
   }
 }
+
+#' Skip-gram pairs and sampling tables (word2vec)
+#'
+#' `skipgrams()`: Keras's skip-gram pairs of a sequence of word indices: each word with each
+#' other word within `window_size` of it (label 1), plus `negative_samples` times as many
+#' pairs of a word with a random index (label 0); index 0 is padding and skipped. With a
+#' `sampling_table`, word `i` is kept with probability `sampling_table[i + 1]`.
+#' `make_sampling_table()`: those probabilities for words ranked by frequency (index 1 the
+#' most frequent), from Zipf's law, as Keras computes them. Random draws use R's generator
+#' (`seed` sets it for the call).
+#'
+#' @param sequence Word indices (0 for padding).
+#' @param vocabulary_size Number of words (indices are below it).
+#' @param window_size Words on each side that make pairs.
+#' @param negative_samples Negative pairs per positive pair (0: none).
+#' @param shuffle Shuffle the pairs.
+#' @param categorical Labels as `list(0, 1)`/`list(1, 0)` instead of 1/0.
+#' @param sampling_table From `make_sampling_table()`, or `NULL`.
+#' @param seed A seed for this call, or `NULL`.
+#' @param size Number of words.
+#' @param sampling_factor Keras's `sampling_factor`.
+#' @return `skipgrams()`: `list(couples, labels)`, `couples` a list of `list(word, context)`
+#'   (as R keras returns them); `make_sampling_table()`: a vector of `size` probabilities.
+#' @examples
+#' c(couples, labels) %<-% skipgrams(c(1, 2, 3, 0, 4), vocabulary_size = 5, window_size = 1, seed = 1)
+#' length(couples)
+#' make_sampling_table(5)
+#' @export
+skipgrams <- function(sequence, vocabulary_size, window_size = 4, negative_samples = 1.0, shuffle = TRUE,
+                      categorical = FALSE, sampling_table = NULL, seed = NULL) {
+  if (!is.numeric(sequence) || anyNA(sequence) || any(sequence < 0) || any(sequence != round(sequence))) {
+    value_error(sprintf("`sequence` must be word indices (whole numbers >= 0), not %s.", describe(sequence)))
+  }
+  check_count(vocabulary_size, "vocabulary_size", min = 2)
+  check_count(window_size, "window_size", min = 0)
+  check_number(negative_samples, "negative_samples", min = 0)
+  check_bool(shuffle, "shuffle")
+  check_bool(categorical, "categorical")
+  check_count(seed, "seed", min = 0, allow_null = TRUE)
+  if (!is.null(sampling_table) && (!is.numeric(sampling_table) || length(sampling_table) < max(sequence) + 1)) {
+    value_error("`sampling_table` must be a vector of probabilities with one per word index (from make_sampling_table()).")
+  }
+  if (!is.null(seed)) {
+    old <- if (exists(".Random.seed", globalenv())) get(".Random.seed", globalenv())
+    on.exit(if (is.null(old)) rm(".Random.seed", envir = globalenv()) else assign(".Random.seed", old, globalenv()))
+    set.seed(seed)
+  }
+  sequence <- as.integer(sequence)
+  n <- length(sequence)
+  words <- integer(0)
+  contexts <- integer(0)
+  for (i in seq_len(n)) {
+    wi <- sequence[[i]]
+    if (wi == 0) next
+    if (!is.null(sampling_table) && sampling_table[[wi + 1]] < stats::runif(1)) next
+    js <- setdiff(max(1, i - window_size):min(n, i + window_size), i)
+    js <- js[sequence[js] != 0]
+    words <- c(words, rep(wi, length(js)))
+    contexts <- c(contexts, sequence[js])
+  }
+  labels <- rep(1L, length(words))
+  negatives <- as.integer(length(labels) * negative_samples)
+  if (negatives > 0) {
+    shuffled <- words[sample.int(length(words))]
+    words <- c(words, shuffled[(seq_len(negatives) - 1) %% length(shuffled) + 1])
+    contexts <- c(contexts, sample.int(vocabulary_size - 1, negatives, replace = TRUE))
+    labels <- c(labels, rep(0L, negatives))
+  }
+  if (shuffle && length(words)) {
+    order <- sample.int(length(words))
+    words <- words[order]
+    contexts <- contexts[order]
+    labels <- labels[order]
+  }
+  couples <- Map(function(w, c) list(w, c), words, contexts)
+  labels <- if (categorical) lapply(labels, function(l) if (l == 1) list(0L, 1L) else list(1L, 0L)) else as.list(labels)
+  list(unname(couples), labels)
+}
+
+#' @rdname skipgrams
+#' @export
+make_sampling_table <- function(size, sampling_factor = 1e-05) {
+  check_count(size, "size")
+  check_number(sampling_factor, "sampling_factor", min = 0)
+  gamma <- 0.577
+  rank <- seq_len(size) - 1
+  rank[[1]] <- 1
+  inv_fq <- rank * (log(rank) + gamma) + 0.5 - 1 / (12 * rank)
+  f <- sampling_factor * inv_fq
+  pmin(1, f / sqrt(f))
+}
+
+#' Generators: the next value, and sequences one text at a time
+#'
+#' `generator_next()` gives a generator's next value (R keras's name for calling it).
+#' `texts_to_sequences_generator()` is a generator of each text's word indices
+#' ([texts_to_sequences()]) in turn, then `NULL`.
+#'
+#' @param generator A generator function (e.g. from [flow_images_from_data()] or
+#'   [timeseries_generator()]).
+#' @param completed What an exhausted generator gives (`NULL`).
+#' @param tokenizer,texts As for [texts_to_sequences()].
+#' @return The next value.
+#' @examples
+#' tokenizer <- fit_text_tokenizer(text_tokenizer(), c("a b c", "a b"))
+#' gen <- texts_to_sequences_generator(tokenizer, c("a b", "c"))
+#' generator_next(gen)
+#' generator_next(gen)
+#' generator_next(gen)
+#' @export
+generator_next <- function(generator, completed = NULL) {
+  if (!is.function(generator)) value_error(sprintf("`generator` must be a generator function, not %s.", describe(generator)))
+  value <- generator()
+  if (is.null(value)) completed else value
+}
+
+#' @rdname generator_next
+#' @export
+texts_to_sequences_generator <- function(tokenizer, texts) {
+  sequences <- texts_to_sequences(tokenizer, texts)
+  i <- 0
+  function() {
+    i <<- i + 1
+    if (i > length(sequences)) NULL else sequences[[i]]
+  }
+}
+
+#' Save an image array to a file
+#'
+#' Keras's `save_img()`: an array `c(height, width, channels)` (1 or 3 channels; channels
+#' first with `data_format = "channels_first"`) written as PNG or JPEG, scaled to 0-255 from
+#' its own minimum and maximum (`scale = TRUE`) or taken as values in 0-255.
+#'
+#' @param img The image array.
+#' @param path The file.
+#' @param data_format "channels_last" or "channels_first"; `NULL`: [k_image_data_format()].
+#' @param file_format "png" or "jpeg"; `NULL`: from the file's extension.
+#' @param scale Scale the values to the full range.
+#' @return `path`, invisibly.
+#' @examples
+#' path <- tempfile(fileext = ".png")
+#' image_array_save(array(runif(4 * 5 * 3), c(4, 5, 3)), path)
+#' dim(image_to_array(image_load(path)))
+#' @export
+image_array_save <- function(img, path, data_format = NULL, file_format = NULL, scale = TRUE) {
+  if (!is.numeric(img) || anyNA(img)) value_error(sprintf("`img` must be a numeric array without NA, not %s.", describe(img)))
+  if (length(dim(img)) == 4 && dim(img)[[1]] == 1) img <- array(img, dim(img)[-1])
+  if (length(dim(img)) != 3) value_error(sprintf("`img` must be an image array c(height, width, channels), not of %d axes.", length(dim(img))))
+  if (is.null(data_format)) data_format <- k_image_data_format()
+  check_choice(data_format, "data_format", c("channels_last", "channels_first"))
+  if (data_format == "channels_first") img <- aperm(img, c(2, 3, 1))
+  if (!dim(img)[[3]] %in% c(1, 3, 4)) value_error(sprintf("`img` must have 1, 3 or 4 channels, not %d.", dim(img)[[3]]))
+  check_string(path, "path")
+  check_bool(scale, "scale")
+  if (is.null(file_format)) file_format <- tolower(tools::file_ext(path))
+  file_format <- switch(file_format, jpg = "jpeg", file_format)
+  check_choice(file_format, "file_format", c("png", "jpeg"))
+  need_packages(file_format, sprintf("Writing %s images", toupper(file_format)))
+  if (scale) {
+    img <- img - min(img)
+    top <- max(img)
+    if (top != 0) img <- img / top
+  } else {
+    img <- img / 255
+  }
+  img <- pmin(pmax(img, 0), 1)
+  if (dim(img)[[3]] == 1) img <- img[, , 1]
+  tryCatch(if (file_format == "png") png::writePNG(img, path) else jpeg::writeJPEG(img, path, quality = 0.95),
+           error = function(e) rustgpu_abort(sprintf("Cannot write image \"%s\": %s", path, conditionMessage(e)), "rustgpu_io_error"))
+  invisible(path)
+}
+
+#' Normalize an array
+#'
+#' Keras's `normalize()`: each vector along `axis` divided by its `order`-norm (vectors of
+#' norm 0 are left as they are).
+#'
+#' @param x A numeric array (or vector).
+#' @param axis The axis (from 1; -1 the last).
+#' @param order The norm (2: Euclidean).
+#' @return The normalized array.
+#' @examples
+#' normalize(matrix(c(3, 0, 4, 1), 2))
+#' @export
+normalize <- function(x, axis = -1, order = 2) {
+  if (!is.numeric(x) || anyNA(x)) value_error(sprintf("`x` must be a numeric array without NA, not %s.", describe(x)))
+  check_number(order, "order", min = 1)
+  dims <- dim(x)
+  if (is.null(dims)) dims <- length(x)
+  a <- core_axis(axis, length(dims)) + 1L
+  norm <- function(v) {
+    n <- sum(abs(v)^order)^(1 / order)
+    if (n == 0) 1 else n
+  }
+  if (length(dims) == 1) return(as.vector(x) / norm(x))
+  sweep(x, seq_along(dims)[-a], apply(x, seq_along(dims)[-a], norm), "/")
+}

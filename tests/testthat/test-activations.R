@@ -29,3 +29,10 @@ test_that("an activation that is some other function is a classed error", {
   expect_error(layer_dense(units = 2, activation = function(x) x), class = "rustgpu_value_error",
                regexp = "activation_\\*\\(\\) functions")
 })
+
+test_that("layer_activation_selu() is Keras's Activation(\"selu\")", {
+  model <- keras_model_sequential() %>% layer_activation_selu(input_shape = 2)
+  x <- matrix(c(-1, 0.5, 2, -3), 2)
+  expect_equal(predict(model, x), activation_selu(x), tolerance = 1e-6)
+  expect_equal(get_config(model)$config$layers[[2]]$config$activation, "selu")
+})

@@ -297,3 +297,22 @@ test_that("model_to_yaml() and model_from_yaml() round-trip the architecture, on
   expect_error(model_from_yaml("a: [1, 2"), class = "rustgpu_value_error", regexp = "not valid YAML")
   expect_error(model_from_yaml(3), class = "rustgpu_value_error")
 })
+
+test_that("clone_model() makes the architecture anew, with its own weights", {
+  model <- keras_model_sequential() %>% layer_dense(4, activation = "relu", input_shape = 3) %>% layer_dense(1)
+  twin <- clone_model(model)
+  expect_equal(model_to_json(twin), model_to_json(model))
+  expect_false(isTRUE(all.equal(get_weights(twin), get_weights(model))))
+  set_weights(twin, get_weights(model))
+  x <- matrix(runif(6), 2)
+  expect_equal(predict(twin, x), predict(model, x))
+  before <- get_weights(model)
+  compile(twin, optimizer = "sgd", loss = "mse")
+  fit(twin, x, c(1, 2), epochs = 1, verbose = 0)
+  expect_equal(get_weights(model), before)  # training the clone leaves the original alone
+  expect_false(isTRUE(all.equal(get_weights(twin), before)))
+  expect_error(clone_model(model, input_tensors = list()), class = "rustgpu_value_error")
+  expect_true(is_keras_available())
+  expect_true(is_keras_available("2.2.4"))
+  expect_false(is_keras_available("3.0"))
+})

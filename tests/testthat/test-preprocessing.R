@@ -190,3 +190,69 @@ test_that("channel shifts, brightness changes and a preprocessing function apply
   expect_error(image_data_generator(brightness_range = 0.5), "`brightness_range`", class = "rustgpu_value_error")
   expect_error(image_data_generator(preprocessing_function = "f"), "`preprocessing_function`", class = "rustgpu_value_error")
 })
+
+test_that("timeseries_generator() gives tf-keras's TimeseriesGenerator batches", {
+  fx <- jsonlite::fromJSON(test_path("..", "fixtures", "keras_preprocessing.json"), simplifyVector = TRUE)$sequence_utils
+  cases <- jsonlite::fromJSON(test_path("..", "fixtures", "keras_preprocessing.json"), simplifyVector = FALSE)$sequence_utils$timeseries
+  for (case in cases) {
+    args <- c(list(fx$data, fx$targets), case$args)
+    gen <- do.call(timeseries_generator, args)
+    expect_equal(length(gen), case$length)
+    for (i in seq_along(case$batches)) {
+      want <- case$batches[[i]]
+      got <- gen()
+      x <- aperm(array(unlist(want$x), c(3, length(want$x[[1]]), length(want$x))), c(3, 2, 1))
+      expect_equal(got[[1]], x, label = sprintf("batch %d of %s", i, paste(names(case$args), case$args, collapse = ", ")))
+      expect_equal(got[[2]], unlist(want$y))
+      expect_equal(gen(i), got)
+    }
+    expect_equal(gen(), gen(1))  # after the last batch, the first again
+  }
+  shuffled <- timeseries_generator(1:30, 1:30, length = 5, shuffle = TRUE, batch_size = 4)
+  batch <- shuffled()
+  expect_equal(dim(batch[[1]]), c(4L, 5L))
+  expect_equal(batch[[1]][, 5] + 1, batch[[2]])  # each window ends just before its target
+  expect_error(timeseries_generator(1:5, 1:4, length = 2), class = "rustgpu_value_error", regexp = "same length")
+  expect_error(timeseries_generator(1:5, 1:5, length = 6), class = "rustgpu_value_error", regexp = "no window fits")
+})
+
+test_that("make_sampling_table() and skipgrams() as tf-keras's; random parts from R's generator", {
+  fx <- jsonlite::fromJSON(test_path("..", "fixtures", "keras_preprocessing.json"), simplifyVector = FALSE)$sequence_utils
+  expect_equal(make_sampling_table(8, sampling_factor = 0.05), unlist(fx$sampling_table), tolerance = 1e-12)
+  c(couples, labels) %<-% skipgrams(unlist(fx$skipgram_sequence), vocabulary_size = 6, window_size = 2,
+                                    negative_samples = 0, shuffle = FALSE)
+  expect_equal(lapply(couples, unlist), lapply(fx$skipgram_couples, unlist))
+  expect_equal(unlist(labels), unlist(fx$skipgram_labels))
+  c(couples, labels) %<-% skipgrams(c(1, 2, 3, 4), vocabulary_size = 10, window_size = 1, seed = 3)
+  expect_equal(sum(unlist(labels)), 6)
+  expect_length(labels, 12)
+  expect_identical(skipgrams(c(1, 2, 3, 4), vocabulary_size = 10, window_size = 1, seed = 3), list(couples, labels))
+  expect_true(all(vapply(couples[unlist(labels) == 0], function(c) c[[2]] >= 1 && c[[2]] <= 9, logical(1))))
+  cat_labels <- skipgrams(c(1, 2), vocabulary_size = 3, negative_samples = 0, categorical = TRUE)[[2]]
+  expect_equal(cat_labels[[1]], list(0L, 1L))
+  expect_error(skipgrams(c(1, -2), vocabulary_size = 3), class = "rustgpu_value_error")
+})
+
+test_that("generator_next(), texts_to_sequences_generator(), normalize() and image_array_save()", {
+  tokenizer <- fit_text_tokenizer(text_tokenizer(), c("a b c", "a b", "a"))
+  gen <- texts_to_sequences_generator(tokenizer, c("a b", "c a"))
+  expect_equal(generator_next(gen), c(1L, 2L))
+  expect_equal(generator_next(gen), c(3L, 1L))
+  expect_null(generator_next(gen))
+  expect_equal(generator_next(gen, completed = "done"), "done")
+  m <- matrix(c(3, 0, 4, 0), 2)
+  expect_equal(normalize(m), matrix(c(0.6, 0, 0.8, 0), 2))
+  expect_equal(normalize(m, axis = 1), matrix(c(1, 0, 1, 0), 2))
+  expect_equal(normalize(c(1, 1), order = 1), c(0.5, 0.5))
+  img <- array(seq(0, 1, length.out = 4 * 5 * 3), c(4, 5, 3))
+  path <- withr::local_tempfile(fileext = ".png")
+  image_array_save(img * 10, path)
+  back <- image_to_array(image_load(path))
+  expect_equal(dim(back), c(4L, 5L, 3L))
+  expect_equal(back, round(img * 255), tolerance = 1 / 255)
+  jpg <- withr::local_tempfile(fileext = ".jpg")
+  image_array_save(img * 255, jpg, scale = FALSE)
+  expect_equal(dim(image_to_array(image_load(jpg))), c(4L, 5L, 3L))
+  expect_error(image_array_save(img, withr::local_tempfile(fileext = ".gif")), class = "rustgpu_value_error")
+  expect_error(image_array_save(matrix(1, 2, 2), path), class = "rustgpu_value_error", regexp = "height, width, channels")
+})
