@@ -432,19 +432,36 @@ callback_learning_rate_scheduler <- function(schedule, verbose = 0) {
 #' As Keras's TensorBoard callback (tf.keras 2.x's layout): event files TensorBoard reads, in
 #' `log_dir/train` and `log_dir/validation`, with each epoch's loss and metrics as scalars
 #' named `epoch_loss`, `epoch_accuracy`, ... (step = the epoch, from 0). View them with
-#' `tensorboard --logdir <log_dir>`.
+#' [tensorboard()] or `tensorboard --logdir <log_dir>`.
+#'
+#' With `histogram_freq = n`, every `n`-th epoch (from the first) writes a histogram of each
+#' weight to the train run, tagged as tf.keras tags them (`dense/kernel_0`; 30 equal buckets
+#' from the minimum to the maximum). With `embeddings_freq = n`, every `n`-th epoch writes the
+#' embeddings that TensorBoard's projector shows, as R keras 2.2's Keras did: for each layer
+#' of `embeddings_layer_names` (default: the model's embedding layers), its output for
+#' `embeddings_data` (or, without data, an embedding layer's weight matrix), one row per
+#' sample, in `log_dir/<layer>.tsv`, listed with `embeddings_metadata` in
+#' `log_dir/projector_config.pbtxt`.
 #'
 #' @param log_dir Where to write (default `"logs"`).
-#' @param histogram_freq,write_grads,write_images,embeddings_freq,embeddings_layer_names,embeddings_metadata,embeddings_data,profile_batch
-#'   Not supported yet: leave them at their defaults.
-#' @param batch_size,write_graph Unused.
+#' @param histogram_freq Every how many epochs to write weight histograms (0: never).
+#' @param batch_size Batch size for computing embeddings.
+#' @param embeddings_freq Every how many epochs to write embeddings (0: never).
+#' @param embeddings_layer_names Names of the layers whose embeddings are written.
+#' @param embeddings_metadata A metadata file (a label per row) for all embeddings, or a named
+#'   list of them by layer name.
+#' @param embeddings_data Input data whose embeddings are written (an array, or a list of
+#'   arrays for a model with several inputs).
+#' @param write_grads,write_images,profile_batch Not supported yet: leave them at their
+#'   defaults.
+#' @param write_graph Unused.
 #' @param update_freq Only `"epoch"`.
 #' @return A callback for `fit(callbacks = )`.
 #' @examples
 #' x <- matrix(runif(20), ncol = 2)
 #' model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
 #' compile(model, optimizer = "sgd", loss = "mse")
-#' fit(model, x, rowSums(x), epochs = 2, verbose = 0, callbacks = callback_tensorboard(tempfile()))
+#' fit(model, x, rowSums(x), epochs = 2, verbose = 0, callbacks = callback_tensorboard(tempfile(), histogram_freq = 1))
 #' @export
 callback_tensorboard <- function(log_dir = NULL, histogram_freq = 0, batch_size = 32, write_graph = TRUE,
                                  write_grads = FALSE, write_images = FALSE, embeddings_freq = 0,
@@ -452,31 +469,85 @@ callback_tensorboard <- function(log_dir = NULL, histogram_freq = 0, batch_size 
                                  update_freq = "epoch", profile_batch = 0) {
   if (is.null(log_dir)) log_dir <- "logs"
   check_string(log_dir, "log_dir")
-  if (histogram_freq != 0 || !isFALSE(write_grads) || !isFALSE(write_images) || embeddings_freq != 0 ||
-      !is.null(embeddings_layer_names) || !is.null(embeddings_metadata) || !is.null(embeddings_data) || profile_batch != 0) {
-    value_error("Histograms, gradients, images, embeddings and profiling are not supported yet: leave those arguments at their defaults.")
+  check_count(histogram_freq, "histogram_freq", min = 0)
+  check_count(embeddings_freq, "embeddings_freq", min = 0)
+  check_count(batch_size, "batch_size")
+  if (!isFALSE(write_grads) || !isFALSE(write_images) || profile_batch != 0) {
+    value_error("Gradient histograms, images and profiling are not supported yet: leave `write_grads`, `write_images` and `profile_batch` at their defaults.")
+  }
+  if (!is.null(embeddings_layer_names) && !is.character(unlist(embeddings_layer_names))) {
+    value_error("`embeddings_layer_names` must be layer names.")
+  }
+  if (!is.null(embeddings_metadata) && !(is.character(embeddings_metadata) && length(embeddings_metadata) == 1) &&
+      !(is.list(embeddings_metadata) && !is.null(names(embeddings_metadata)))) {
+    value_error("`embeddings_metadata` must be a file name, or a list of file names named by layer.")
   }
   if (!identical(update_freq, "epoch")) value_error("Only `update_freq = \"epoch\"` is supported yet.")
   state <- new.env(parent = emptyenv())
+  writer <- function(which) {
+    if (is.null(state[[which]])) state[[which]] <- call_backend(rg_tensorboard_create(file.path(log_dir, which)))
+    state[[which]]
+  }
   new_callback(list(
+    set_model = function(model) state$model <- model,
     on_train_begin = function(logs) {
       state$train <- NULL
       state$validation <- NULL
     },
     on_epoch_end = function(epoch, logs) {
       values <- unlist(logs)
-      if (!length(values)) return(invisible())
       val <- grepl("^val_", names(values))
       write <- function(which, v) {
         if (!length(v)) return()
-        if (is.null(state[[which]])) state[[which]] <- call_backend(rg_tensorboard_create(file.path(log_dir, which)))
-        call_backend(rg_tensorboard_scalars(state[[which]], as.numeric(epoch), paste0("epoch_", names(v)), as.numeric(v)))
+        call_backend(rg_tensorboard_scalars(writer(which), as.numeric(epoch), paste0("epoch_", names(v)), as.numeric(v)))
       }
       write("train", values[!val])
       write("validation", stats::setNames(values[val], sub("^val_", "", names(values)[val])))
+      if (histogram_freq > 0 && epoch %% histogram_freq == 0) {
+        call_backend(rg_tensorboard_weight_histograms(writer("train"), persisted_model(state$model)$ptr, as.numeric(epoch)))
+      }
+      if (embeddings_freq > 0 && epoch %% embeddings_freq == 0) {
+        write_embeddings(persisted_model(state$model), log_dir, embeddings_layer_names, embeddings_metadata, embeddings_data, batch_size)
+      }
     }
   ), "rustgpu_callback_tensorboard")
 }
+
+# Embeddings for TensorBoard's projector: a TSV of vectors per layer and the projector's
+# config (`embeddings { tensor_name tensor_path metadata_path }`), rewritten each time.
+write_embeddings <- function(model, log_dir, layer_names, metadata, data, batch_size) {
+  info <- model_info(model)
+  if (is.null(layer_names)) layer_names <- info$layer_names[info$layer_classes == "Embedding"]
+  layer_names <- unlist(layer_names)
+  if (!length(layer_names)) value_error("`embeddings_freq` is set but the model has no embedding layer: give `embeddings_layer_names`.", call = NULL)
+  missing <- setdiff(layer_names, info$layer_names)
+  if (length(missing)) value_error(sprintf("`embeddings_layer_names` names no layer of the model: %s.", paste(missing, collapse = ", ")), call = NULL)
+  dir.create(log_dir, recursive = TRUE, showWarnings = FALSE)
+  entries <- character(0)
+  for (name in layer_names) {
+    layer <- get_layer(model, name)
+    vectors <- if (!is.null(data)) {
+      probe <- keras_model(model$inputs, layer$output)
+      predict(probe, data, batch_size = batch_size)
+    } else {
+      if (!identical(layer$class_name, "Embedding")) {
+        value_error(sprintf("Layer \"%s\" is not an embedding layer: give `embeddings_data` to embed its outputs.", name), call = NULL)
+      }
+      get_weights(layer)[[1]]
+    }
+    vectors <- matrix(vectors, nrow = dim(vectors)[[1]])
+    file <- paste0(gsub("[^A-Za-z0-9_.-]", "_", name), ".tsv")
+    utils::write.table(format(vectors, digits = 7, trim = TRUE), file.path(log_dir, file), sep = "\t", quote = FALSE,
+                       row.names = FALSE, col.names = FALSE)
+    meta <- if (is.list(metadata)) metadata[[name]] else metadata
+    entries <- c(entries, paste0("embeddings {\n  tensor_name: ", pbtxt_string(name), "\n  tensor_path: ", pbtxt_string(file),
+                                 if (!is.null(meta)) paste0("\n  metadata_path: ", pbtxt_string(normalizePath(meta, mustWork = FALSE))),
+                                 "\n}\n"))
+  }
+  writeLines(paste(entries, collapse = ""), file.path(log_dir, "projector_config.pbtxt"), sep = "")
+}
+
+pbtxt_string <- function(x) paste0("\"", gsub("([\"\\\\])", "\\\\\\1", x), "\"")
 
 #' Run TensorBoard
 #'

@@ -42,6 +42,11 @@ rg_tensorboard_create <- function(dir) .Call(wrap__rg_tensorboard_create, dir)
 #' @noRd
 rg_tensorboard_scalars <- function(path, step, tags, values) .Call(wrap__rg_tensorboard_scalars, path, step, tags, values)
 
+#' Histograms of the model's weights appended to an event file at `step`, tagged as tf.keras
+#' tags them (`dense/kernel_0`).
+#' @noRd
+rg_tensorboard_weight_histograms <- function(path, ptr, step) .Call(wrap__rg_tensorboard_weight_histograms, path, ptr, step)
+
 #' Keras's shuffles: for each size in turn, `RandomState(seed).shuffle(arange(size))` (one
 #' generator for all), as 1-based R indices.
 #' @noRd

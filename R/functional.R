@@ -67,7 +67,9 @@ apply_layer_to_tensors <- function(layer, inputs) {
     out <- c(list(out), states)
   }
   # Each application is a node of the layer, as Keras's inbound nodes: layer$output reads it.
-  .tensors$nodes[[layer$name]] <- c(.tensors$nodes[[layer$name]], list(list(input = unname(inputs), output = out)))
+  # Keyed by the layer's identity, not its name (names repeat after k_clear_session()).
+  key <- as.character(layer$id)
+  .tensors$nodes[[key]] <- c(.tensors$nodes[[key]], list(list(input = unname(inputs), output = out)))
   out
 }
 
@@ -85,7 +87,7 @@ more_outputs <- function(layer) {
 # The first tensor a layer application made (its others are its states).
 main_tensor <- function(out) if (is_tensor(out)) out else out[[1]]
 
-layer_nodes <- function(layer) .tensors$nodes[[attr(layer, "spec")$name]]
+layer_nodes <- function(layer) .tensors$nodes[[as.character(attr(layer, "spec")$id)]]
 
 layer_node <- function(layer, node_index, what, call = rlang::caller_env()) {
   name <- attr(layer, "spec")$name

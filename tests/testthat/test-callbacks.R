@@ -118,7 +118,69 @@ test_that("callback_tensorboard() writes event files: TFRecord framing with vali
   tag_at <- grepRaw("epoch_mae", last)
   value <- readBin(last[(tag_at + 10):(tag_at + 13)], "numeric", size = 4, endian = "little")
   expect_equal(value, h$metrics$mae[3], tolerance = 1e-6)
-  expect_error(callback_tensorboard(histogram_freq = 1), "not supported yet", class = "rustgpu_value_error")
+  expect_error(callback_tensorboard(write_images = TRUE), "not supported yet", class = "rustgpu_value_error")
+})
+
+# The records of an event file (TFRecord framing).
+event_records <- function(path) {
+  bytes <- readBin(path, "raw", file.size(path))
+  pos <- 1
+  records <- list()
+  while (pos < length(bytes)) {
+    len <- sum(as.numeric(bytes[pos:(pos + 7)]) * 256^(0:7))
+    records[[length(records) + 1]] <- bytes[(pos + 12):(pos + 11 + len)]
+    pos <- pos + 16 + len
+  }
+  records
+}
+
+test_that("callback_tensorboard(histogram_freq = ) writes a histogram of each weight every n-th epoch", {
+  x <- matrix(runif(40), ncol = 2)
+  model <- keras_model_sequential() %>% layer_dense(3, input_shape = 2, name = "hidden") %>% layer_dense(1, name = "out")
+  compile(model, optimizer = "sgd", loss = "mse")
+  dir <- tempfile("logs")
+  fit(model, x, rowSums(x), epochs = 3, verbose = 0, callbacks = list(callback_tensorboard(dir, histogram_freq = 2)))
+  train <- list.files(file.path(dir, "train"), full.names = TRUE)
+  records <- event_records(train)
+  tags <- c("hidden/kernel_0", "hidden/bias_0", "out/kernel_0", "out/bias_0")
+  has <- function(tag) vapply(records, function(r) length(grepRaw(tag, r, fixed = TRUE)) > 0, logical(1))
+  # Epochs 0 and 2 (of 0-2): each weight twice; the loss once per epoch.
+  for (tag in tags) expect_equal(sum(has(tag)), 2, label = tag)
+  expect_equal(sum(has("epoch_loss")), 3)
+  # The last histogram is out/bias_0 after training: one value, min = max = the bias.
+  last <- records[[length(records)]]
+  at <- grepRaw("out/bias_0", last, fixed = TRUE) + nchar("out/bias_0") + 2
+  min_value <- readBin(last[(at + 1):(at + 8)], "numeric", size = 8, endian = "little")
+  expect_equal(min_value, as.numeric(get_weights(model)[[4]]), tolerance = 1e-6)
+})
+
+test_that("callback_tensorboard(embeddings_freq = ) writes embeddings and the projector's config", {
+  x <- matrix(runif(60), ncol = 3)
+  model <- keras_model_sequential() %>% layer_dense(4, input_shape = 3, name = "features") %>% layer_dense(1)
+  compile(model, optimizer = "sgd", loss = "mse")
+  dir <- tempfile("logs")
+  metadata <- tempfile(fileext = ".tsv")
+  writeLines(as.character(1:5), metadata)
+  fit(model, x, rowSums(x), epochs = 2, verbose = 0,
+      callbacks = list(callback_tensorboard(dir, embeddings_freq = 1, embeddings_layer_names = list("features"),
+                                            embeddings_metadata = metadata, embeddings_data = x[1:5, ])))
+  vectors <- as.matrix(utils::read.table(file.path(dir, "features.tsv"), sep = "\t"))
+  probe <- keras_model(model$inputs, get_layer(model, "features")$output)
+  expect_equal(unname(vectors), predict(probe, x[1:5, ]), tolerance = 1e-5)
+  config <- readLines(file.path(dir, "projector_config.pbtxt"))
+  expect_equal(config, c("embeddings {", "  tensor_name: \"features\"", "  tensor_path: \"features.tsv\"",
+                         paste0("  metadata_path: \"", normalizePath(metadata), "\""), "}"))
+  # Without data: an embedding layer's weights.
+  emb <- keras_model_sequential() %>% layer_embedding(10, 3, input_length = 2) %>% layer_flatten() %>% layer_dense(1)
+  compile(emb, optimizer = "sgd", loss = "mse")
+  dir2 <- tempfile("logs")
+  fit(emb, matrix(sample(0:9, 20, TRUE), 10), runif(10), epochs = 1, verbose = 0,
+      callbacks = list(callback_tensorboard(dir2, embeddings_freq = 1)))
+  name <- emb$layers[[1]]$name
+  expect_equal(unname(as.matrix(utils::read.table(file.path(dir2, paste0(name, ".tsv")), sep = "\t"))),
+               get_weights(emb)[[1]], tolerance = 1e-5)
+  expect_error(fit(model, x, rowSums(x), epochs = 1, verbose = 0, callbacks = list(callback_tensorboard(dir, embeddings_freq = 1))),
+               class = "rustgpu_value_error", regexp = "no embedding layer")
 })
 
 test_that("callbacks monitoring a metric that is not in the logs warn, as Keras does", {

@@ -22,9 +22,10 @@ r_function_name <- function(class_name) {
 }
 
 # layer_cudnn_lstm() and layer_cudnn_gru() make LSTM and GRU layers (R keras 2.2's names for
-# the cuDNN kernels); the wrappers have no "layer_" prefix in R keras.
+# the cuDNN kernels), layer_activation_selu() an Activation layer (as R keras's); the wrappers
+# have no "layer_" prefix in R keras.
 exported_layer_functions <- c(setdiff(grep("^layer_", getNamespaceExports("rustgpu"), value = TRUE),
-                                      c("layer_input", "layer_cudnn_lstm", "layer_cudnn_gru")),
+                                      c("layer_input", "layer_cudnn_lstm", "layer_cudnn_gru", "layer_activation_selu")),
                               "bidirectional", "time_distributed", "create_layer")
 
 test_that("every exported layer function makes a registered layer type, and every type has one", {

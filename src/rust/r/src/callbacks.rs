@@ -1,5 +1,5 @@
 //! Callbacks' file output (R/callbacks.R): TensorBoard event files, written by the core.
-use crate::guard;
+use crate::{guard, handle};
 use extendr_api::prelude::*;
 use rustgpu_core::io::tfevents;
 use std::path::Path;
@@ -23,8 +23,25 @@ fn rg_tensorboard_scalars(path: &str, step: f64, tags: Vec<String>, values: Vec<
     })
 }
 
+/// Histograms of the model's weights appended to an event file at `step`, tagged as tf.keras
+/// tags them (`dense/kernel_0`).
+/// @noRd
+#[extendr]
+fn rg_tensorboard_weight_histograms(path: &str, mut ptr: Robj, step: f64) -> Robj {
+    guard(|| {
+        let w = tfevents::EventWriter::open(Path::new(path))?;
+        let h = handle(&mut ptr)?;
+        let model = h.model();
+        let values = model.get_weights();
+        let tagged: Vec<(String, &[f32])> = model.weights.iter().zip(&values).map(|(spec, v)| (spec.name.replace(':', "_"), v.data.as_slice())).collect();
+        w.histograms(step as i64, &tagged)?;
+        Ok(().into())
+    })
+}
+
 extendr_module! {
     mod callbacks;
     fn rg_tensorboard_create;
     fn rg_tensorboard_scalars;
+    fn rg_tensorboard_weight_histograms;
 }

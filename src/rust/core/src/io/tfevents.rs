@@ -111,9 +111,59 @@ impl EventWriter {
             bytes_field(1, &value, &mut summary);
             out.extend(record(&event(now(), step, |e| bytes_field(5, &summary, e))));
         }
-        let mut f = std::fs::OpenOptions::new().append(true).open(&self.path).map_err(|e| io_err(&self.path, e))?;
-        f.write_all(&out).map_err(|e| io_err(&self.path, e))
+        self.append(&out)
     }
+
+    /// Appends histogram summaries of each named set of values at `step`
+    /// (`Summary.Value { tag = 1, histo = 5 }`), as [`histogram_proto`] makes them.
+    pub fn histograms(&self, step: i64, values: &[(String, &[f32])]) -> Result<()> {
+        let mut out = Vec::new();
+        for (tag, v) in values {
+            let mut value = Vec::new();
+            bytes_field(1, tag.as_bytes(), &mut value);
+            bytes_field(5, &histogram_proto(v), &mut value);
+            let mut summary = Vec::new();
+            bytes_field(1, &value, &mut summary);
+            out.extend(record(&event(now(), step, |e| bytes_field(5, &summary, e))));
+        }
+        self.append(&out)
+    }
+
+    fn append(&self, bytes: &[u8]) -> Result<()> {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&self.path).map_err(|e| io_err(&self.path, e))?;
+        f.write_all(bytes).map_err(|e| io_err(&self.path, e))
+    }
+}
+
+/// Buckets of a histogram summary: as tf.summary.histogram's default, 30 of equal width from
+/// the minimum to the maximum (one bucket when they are equal).
+pub const HISTOGRAM_BUCKETS: usize = 30;
+
+/// TensorFlow's `HistogramProto { min = 1, max = 2, num = 3, sum = 4, sum_squares = 5,
+/// bucket_limit = 6 (packed doubles), bucket = 7 (packed doubles) }` of the finite values
+/// (TensorBoard reads it as the histograms of TensorFlow 1's Keras, which R keras 2.2 wrote).
+pub fn histogram_proto(values: &[f32]) -> Vec<u8> {
+    let finite: Vec<f64> = values.iter().filter(|v| v.is_finite()).map(|v| *v as f64).collect();
+    let (min, max) = finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let (min, max) = if finite.is_empty() { (0.0, 0.0) } else { (min, max) };
+    let buckets = if max > min { HISTOGRAM_BUCKETS } else { 1 };
+    let width = (max - min) / buckets as f64;
+    let mut counts = vec![0f64; buckets];
+    for v in &finite {
+        let i = if width > 0.0 { (((v - min) / width) as usize).min(buckets - 1) } else { 0 };
+        counts[i] += 1.0;
+    }
+    let limits: Vec<f64> = (1..=buckets).map(|i| if i == buckets { max } else { min + width * i as f64 }).collect();
+    let mut h = Vec::new();
+    for (field, v) in [(1u64, min), (2, max), (3, finite.len() as f64), (4, finite.iter().sum()), (5, finite.iter().map(|v| v * v).sum())] {
+        varint(field << 3 | 1, &mut h);
+        h.extend_from_slice(&v.to_le_bytes());
+    }
+    for (field, list) in [(6u64, &limits), (7, &counts)] {
+        let packed: Vec<u8> = list.iter().flat_map(|v| v.to_le_bytes()).collect();
+        bytes_field(field, &packed, &mut h);
+    }
+    h
 }
 
 #[cfg(test)]
@@ -128,5 +178,52 @@ mod tests {
         assert_eq!(&r[..8], &3u64.to_le_bytes());
         assert_eq!(&r[12..15], b"abc");
         assert_eq!(u32::from_le_bytes(r[15..19].try_into().unwrap()), masked(crc32c(b"abc")));
+    }
+
+    // Reads back the doubles of a HistogramProto (fields 1-5 fixed64, 6-7 packed).
+    fn read_histogram(h: &[u8]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let (mut scalars, mut limits, mut counts) = (Vec::new(), Vec::new(), Vec::new());
+        let mut i = 0;
+        while i < h.len() {
+            let key = h[i] as u64;
+            i += 1;
+            if key & 7 == 1 {
+                scalars.push(f64::from_le_bytes(h[i..i + 8].try_into().unwrap()));
+                i += 8;
+            } else {
+                let (mut len, mut shift) = (0usize, 0);
+                loop {
+                    let b = h[i];
+                    i += 1;
+                    len |= ((b & 0x7f) as usize) << shift;
+                    shift += 7;
+                    if b < 0x80 {
+                        break;
+                    }
+                }
+                let doubles: Vec<f64> = h[i..i + len].chunks(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
+                if key >> 3 == 6 {
+                    limits = doubles
+                } else {
+                    counts = doubles
+                }
+                i += len;
+            }
+        }
+        (scalars, limits, counts)
+    }
+
+    #[test]
+    fn histogram_counts_each_finite_value_once() {
+        let values: Vec<f32> = (0..100).map(|i| i as f32 / 10.0).chain([f32::NAN, f32::INFINITY]).collect();
+        let (scalars, limits, counts) = read_histogram(&histogram_proto(&values));
+        assert_eq!(&scalars[..3], &[0.0, 9.9f32 as f64, 100.0]);
+        assert!((scalars[3] - 495.0).abs() < 1e-3);
+        assert_eq!(limits.len(), HISTOGRAM_BUCKETS);
+        assert_eq!(limits[HISTOGRAM_BUCKETS - 1], 9.9f32 as f64);
+        assert_eq!(counts.iter().sum::<f64>(), 100.0);
+        assert!(counts.iter().all(|c| *c >= 3.0 && *c <= 4.0), "{:?}", counts);
+        let (scalars, limits, counts) = read_histogram(&histogram_proto(&[2.0, 2.0]));
+        assert_eq!((scalars[0], scalars[1], limits, counts), (2.0, 2.0, vec![2.0], vec![2.0]));
     }
 }
