@@ -3,6 +3,8 @@
 
 #' Activation layers with a parameter
 #'
+#' `layer_activation_relu()`: Keras's ReLU layer (ReLU6 with `max_value = 6`, leaky with
+#' `negative_slope`). `layer_activation_selu()`: an activation layer of "selu".
 #' `layer_activation_leaky_relu()`: `x` where positive, `alpha * x` elsewhere.
 #' `layer_activation_parametric_relu()`: the same with `alpha` learned (PReLU).
 #' `layer_activation_elu()`: `x` where positive, `alpha * (exp(x) - 1)` elsewhere.
@@ -19,6 +21,21 @@
 #'   layer_activation_leaky_relu(alpha = 0.1)
 #' @name layer_activation_leaky_relu
 NULL
+
+#' @rdname layer_activation_leaky_relu
+#' @param max_value,negative_slope,threshold ReLU: values above `threshold` pass (clipped at
+#'   `max_value`, `NULL` for none), the others become `negative_slope * (x - threshold)`;
+#'   all >= 0.
+#' @export
+layer_activation_relu <- function(object, max_value = NULL, negative_slope = 0, threshold = 0, input_shape = NULL,
+                                  name = NULL, trainable = NULL, weights = NULL) {
+  force_model(object)
+  if (!is.null(max_value)) check_number(max_value, "max_value", min = 0)
+  check_number(negative_slope, "negative_slope", min = 0)
+  check_number(threshold, "threshold", min = 0)
+  make_layer("ReLU", object, list(max_value = max_value, negative_slope = negative_slope, threshold = threshold),
+             input_shape, name, weights = weights, trainable = trainable)
+}
 
 #' @rdname layer_activation_leaky_relu
 #' @export

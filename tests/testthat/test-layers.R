@@ -8,7 +8,7 @@ types <- rustgpu:::rg_layer_types()
 
 # Keras class -> R function: "Conv2D" -> layer_conv_2d, "GlobalAveragePooling1D" ->
 # layer_global_average_pooling_1d (R keras's names; the few it names otherwise listed).
-r_keras_names <- c(LeakyReLU = "layer_activation_leaky_relu", PReLU = "layer_activation_parametric_relu",
+r_keras_names <- c(ReLU = "layer_activation_relu", LeakyReLU = "layer_activation_leaky_relu", PReLU = "layer_activation_parametric_relu",
                    Conv2DTranspose = "layer_conv_2d_transpose", ELU = "layer_activation_elu",
                    ThresholdedReLU = "layer_activation_thresholded_relu", Softmax = "layer_activation_softmax",
                    UpSampling1D = "layer_upsampling_1d", UpSampling2D = "layer_upsampling_2d",

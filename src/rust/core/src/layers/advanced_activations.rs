@@ -1,5 +1,6 @@
-//! Keras's activation layers with a parameter: LeakyReLU (`alpha`), ELU (`alpha`),
-//! ThresholdedReLU (`theta`) and Softmax (over the last axis).
+//! Keras's activation layers with a parameter: ReLU (`max_value`, `negative_slope`,
+//! `threshold`), LeakyReLU (`alpha`), ELU (`alpha`), ThresholdedReLU (`theta`) and Softmax
+//! (over the last axis).
 use super::{Cache, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, OutputGrad};
 use crate::error::{Error, Result};
 use candle_core::{Tensor, D};
@@ -41,6 +42,74 @@ macro_rules! elementwise_backward {
             Ok(LayerGrads::input_only(dy.mul(&self.derivative(x)?)?))
         }
     };
+}
+
+/// Keras's `ReLU` layer: `x` above `threshold` (clipped at `max_value`), elsewhere
+/// `negative_slope * (x - threshold)` (tf.keras's `backend.relu`; MobileNet's ReLU6 is
+/// `max_value = 6`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReLU {
+    pub max_value: Option<f64>,
+    pub negative_slope: f64,
+    pub threshold: f64,
+}
+
+impl ReLU {
+    /// 1 where `x > threshold` (and below `max_value`), `negative_slope` where `x <= threshold`.
+    fn derivative(&self, x: &Tensor) -> Result<Tensor> {
+        let pos = above(x, self.threshold as f32)?;
+        let pass = match self.max_value {
+            Some(m) => pos.mul(&x.lt(m as f32)?.to_dtype(x.dtype())?)?,
+            None => pos.clone(),
+        };
+        if self.negative_slope == 0.0 {
+            return Ok(pass);
+        }
+        Ok((pass + (pos.affine(-1.0, 1.0)? * self.negative_slope)?)?)
+    }
+}
+
+impl LayerType for ReLU {
+    const CLASS_NAME: &'static str = "ReLU";
+    const NAME_PREFIX: &'static str = "re_lu";
+
+    fn normalize(&mut self) -> Result<()> {
+        // Keras's ReLU layer refuses negative values of each.
+        for (v, what) in [(self.max_value.unwrap_or(0.0), "max_value"), (self.negative_slope, "negative_slope"), (self.threshold, "threshold")] {
+            check_finite(v, what)?;
+            if v < 0.0 {
+                return Err(Error::Value(format!("`{}` of a ReLU layer must be >= 0, got {}", what, v)));
+            }
+        }
+        Ok(())
+    }
+
+    fn output_shape(&self, _name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
+        Ok(inputs[0].clone())
+    }
+
+    fn forward(&self, _name: &str, _weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        let x = &xs[0];
+        let pos = above(x, self.threshold as f32)?;
+        let mut y = x.mul(&pos)?;
+        if let Some(m) = self.max_value {
+            y = y.minimum(m as f32)?;
+        }
+        if self.negative_slope != 0.0 {
+            let below = ((x - self.threshold)? * self.negative_slope)?.mul(&pos.affine(-1.0, 1.0)?)?;
+            y = (y + below)?;
+        }
+        Ok((LayerOutput::plain(y), Cache::new(InputCache(x.clone()))))
+    }
+
+    elementwise_backward!();
+
+    // `threshold` and `max_value` away from the gradient check's inputs: a finite difference
+    // across a kink (or the jump at `threshold`) is meaningless.
+    fn example() -> Example {
+        Example { config: serde_json::json!({"max_value": 0.55, "negative_slope": 0.1, "threshold": 0.23}), inputs: vec![vec![4, 3]], index_bound: None }
+    }
 }
 
 /// `x` where positive, `alpha * x` elsewhere (tf-keras's default alpha, 0.3).

@@ -42,7 +42,7 @@ mod wrappers;
 
 pub use self::activation::ActivationLayer;
 pub use self::activity_regularization::ActivityRegularization;
-pub use self::advanced_activations::{LeakyReLU, PReLU, Softmax, ThresholdedReLU, ELU};
+pub use self::advanced_activations::{LeakyReLU, PReLU, ReLU, Softmax, ThresholdedReLU, ELU};
 pub use self::channels_first::ChannelsFirst;
 pub use self::conv1d::Conv1D;
 pub use self::conv2d::Conv2D;

@@ -67,6 +67,7 @@ pub static LAYER_TYPES: &[Registration] = &[
     Registration::of::<Average>(),
     Registration::of::<Maximum>(),
     Registration::of::<Minimum>(),
+    Registration::of::<ReLU>(),
     Registration::of::<LeakyReLU>(),
     Registration::of::<ELU>(),
     Registration::of::<ThresholdedReLU>(),
