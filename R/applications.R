@@ -95,6 +95,15 @@ application_files <- list(
   resnet50 = list(top = "resnet50_weights_tf_dim_ordering_tf_kernels.h5", top_hash = "2cb95161c43110f7111970584f804107",
                   notop = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_hash = "4d473c1dd8becc155b73f8504c6f6626",
                   url = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"),
+  densenet121 = list(top = "densenet121_weights_tf_dim_ordering_tf_kernels.h5", top_hash = "9d60b8095a5708f2dcce2bca79d332c7",
+                     notop = "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_hash = "30ee3e1110167f948a6b9946edeeb738",
+                     url = "https://storage.googleapis.com/tensorflow/keras-applications/densenet/"),
+  densenet169 = list(top = "densenet169_weights_tf_dim_ordering_tf_kernels.h5", top_hash = "d699b8f76981ab1b30698df4c175e90b",
+                     notop = "densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_hash = "b8c4d4c20dd625c148057b9ff1c1176b",
+                     url = "https://storage.googleapis.com/tensorflow/keras-applications/densenet/"),
+  densenet201 = list(top = "densenet201_weights_tf_dim_ordering_tf_kernels.h5", top_hash = "1ceb130c1ea1b78c3bf6114dbdfd8807",
+                     notop = "densenet201_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_hash = "c13680b51ded0fb44dff2d8f86ac8bb1",
+                     url = "https://storage.googleapis.com/tensorflow/keras-applications/densenet/"),
   inception_v3 = list(top = "inception_v3_weights_tf_dim_ordering_tf_kernels.h5", top_hash = "9a0d58056eeedaa3f26cb7ebd46da564",
                       notop = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_hash = "bcbd6486424b2319ff4ef7d526e38f63",
                       url = "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/")
@@ -360,13 +369,105 @@ application_inception_v3 <- function(include_top = TRUE, weights = "imagenet", i
   application_finish(setup, setup$input, x, "inception_v3")
 }
 
+#' DenseNet models
+#'
+#' DenseNet (Huang et al., 2016) as tf.keras builds it: a strided 7x7 convolution and max
+#' pooling, then four dense blocks (each layer's batch normalization, ReLU, 1x1 and 3x3
+#' convolutions concatenated to its input; 32 new channels per layer) joined by transition
+#' blocks that halve the channels and the size. `blocks` gives the layers per dense block:
+#' DenseNet121 is `c(6, 12, 24, 16)` (8,062,504 parameters with the top, as in Keras),
+#' DenseNet169 `c(6, 12, 32, 32)`, DenseNet201 `c(6, 12, 48, 32)`. Layers are named and
+#' ordered as in tf.keras, except that the stem's "conv1/conv", "conv1/bn" and "conv1/relu"
+#' are "conv1_conv", "conv1_bn" and "conv1_relu" ("/" cannot be in a layer's name here);
+#' Keras's weight files load all the same (in Keras's order, as Keras loads them).
+#'
+#' @inheritParams application_vgg16
+#' @param blocks Layers in each of the four dense blocks.
+#' @return A functional model.
+#' @seealso [densenet_preprocess_input()] prepares images for the ImageNet weights.
+#' @examples
+#' model <- application_densenet121(weights = NULL, include_top = FALSE, input_shape = c(32, 32, 3))
+#' count_params(model)
+#' @export
+application_densenet <- function(blocks, include_top = TRUE, weights = "imagenet", input_tensor = NULL, input_shape = NULL,
+                                 pooling = NULL, classes = 1000) {
+  if (!is.numeric(blocks) || length(blocks) != 4 || anyNA(blocks) || any(blocks < 1) || any(blocks != round(blocks))) {
+    value_error(sprintf("`blocks` must be 4 whole numbers >= 1 (layers per dense block), not %s.", describe(blocks)))
+  }
+  known <- list(densenet121 = c(6, 12, 24, 16), densenet169 = c(6, 12, 32, 32), densenet201 = c(6, 12, 48, 32))
+  app <- names(known)[vapply(known, identical, logical(1), as.numeric(blocks))]
+  if (!length(app)) {
+    if (identical(weights, "imagenet")) value_error("ImageNet weights exist only for DenseNet121, 169 and 201 (`blocks` c(6, 12, 24, 16), c(6, 12, 32, 32), c(6, 12, 48, 32)).")
+    app <- "densenet"
+  }
+  setup <- application_setup(app, include_top, weights, input_tensor, input_shape, pooling, classes, "softmax",
+                             default_size = 224, min_size = 32)
+  pads <- 0L
+  zero_pad <- function(x, p) {
+    force(x)  # layers before this one take their names first
+    name <- if (pads == 0) "zero_padding2d" else paste0("zero_padding2d_", pads)
+    pads <<- pads + 1L
+    layer_zero_padding_2d(x, list(c(p, p), c(p, p)), name = name)
+  }
+  bn <- function(x, name) layer_batch_normalization(x, epsilon = 1.001e-5, name = name)
+  relu <- function(x, name) layer_activation(x, "relu", name = name)
+  dense_block <- function(x, layers, name) {
+    for (i in seq_len(layers)) {
+      block <- sprintf("%s_block%d", name, i)
+      branch <- x %>% bn(paste0(block, "_0_bn")) %>% relu(paste0(block, "_0_relu")) %>%
+        layer_conv_2d(128, 1, use_bias = FALSE, name = paste0(block, "_1_conv")) %>%
+        bn(paste0(block, "_1_bn")) %>% relu(paste0(block, "_1_relu")) %>%
+        layer_conv_2d(32, 3, padding = "same", use_bias = FALSE, name = paste0(block, "_2_conv"))
+      x <- layer_concatenate(list(x, branch), axis = -1, name = paste0(block, "_concat"))
+    }
+    x
+  }
+  transition <- function(x, name) {
+    channels <- utils::tail(functional_shape(x), 1)
+    x %>% bn(paste0(name, "_bn")) %>% relu(paste0(name, "_relu")) %>%
+      layer_conv_2d(as.integer(channels * 0.5), 1, use_bias = FALSE, name = paste0(name, "_conv")) %>%
+      layer_average_pooling_2d(2, strides = 2, name = paste0(name, "_pool"))
+  }
+  x <- setup$input %>% zero_pad(3) %>%
+    layer_conv_2d(64, 7, strides = 2, use_bias = FALSE, name = "conv1_conv") %>% bn("conv1_bn") %>% relu("conv1_relu") %>%
+    zero_pad(1) %>% layer_max_pooling_2d(3, strides = 2, name = "pool1") %>%
+    dense_block(blocks[[1]], "conv2") %>% transition("pool2") %>%
+    dense_block(blocks[[2]], "conv3") %>% transition("pool3") %>%
+    dense_block(blocks[[3]], "conv4") %>% transition("pool4") %>%
+    dense_block(blocks[[4]], "conv5") %>% bn("bn") %>% relu("relu")
+  x <- application_top(x, setup, pool_names = c("avg_pool", "max_pool"))
+  application_finish(setup, setup$input, x, app)
+}
+
+#' @rdname application_densenet
+#' @export
+application_densenet121 <- function(include_top = TRUE, weights = "imagenet", input_tensor = NULL, input_shape = NULL,
+                                    pooling = NULL, classes = 1000) {
+  application_densenet(c(6, 12, 24, 16), include_top, weights, input_tensor, input_shape, pooling, classes)
+}
+
+#' @rdname application_densenet
+#' @export
+application_densenet169 <- function(include_top = TRUE, weights = "imagenet", input_tensor = NULL, input_shape = NULL,
+                                    pooling = NULL, classes = 1000) {
+  application_densenet(c(6, 12, 32, 32), include_top, weights, input_tensor, input_shape, pooling, classes)
+}
+
+#' @rdname application_densenet
+#' @export
+application_densenet201 <- function(include_top = TRUE, weights = "imagenet", input_tensor = NULL, input_shape = NULL,
+                                    pooling = NULL, classes = 1000) {
+  application_densenet(c(6, 12, 48, 32), include_top, weights, input_tensor, input_shape, pooling, classes)
+}
+
 #' Prepare images for, and read the predictions of, the ImageNet models
 #'
 #' `imagenet_preprocess_input()` scales a batch of RGB images (values 0 to 255) as Keras's
 #' ImageNet weights expect: mode "caffe" (VGG16, VGG19, ResNet50) reverses the channels to
 #' BGR and subtracts the ImageNet mean per channel; "tf" (Inception V3, Xception) scales to
 #' \[-1, 1\]; "torch" scales to \[0, 1\] and standardizes per channel.
-#' `inception_v3_preprocess_input()` and `xception_preprocess_input()` are mode "tf".
+#' `inception_v3_preprocess_input()` and `xception_preprocess_input()` are mode "tf",
+#' `densenet_preprocess_input()` mode "torch".
 #' `imagenet_decode_predictions()` gives the `top` classes of each row of a model's 1,000
 #' ImageNet probabilities, with Keras's class index (downloaded once by [get_file()]).
 #'
@@ -421,6 +522,10 @@ inception_v3_preprocess_input <- function(x) imagenet_preprocess_input(x, mode =
 #' @rdname imagenet_preprocess_input
 #' @export
 xception_preprocess_input <- function(x) imagenet_preprocess_input(x, mode = "tf")
+
+#' @rdname imagenet_preprocess_input
+#' @export
+densenet_preprocess_input <- function(x, data_format = NULL) imagenet_preprocess_input(x, data_format, mode = "torch")
 
 #' @rdname imagenet_preprocess_input
 #' @export

@@ -376,8 +376,13 @@ traced_config <- function(config, shapes, call = rlang::caller_env()) {
 functional_shape <- function(t) {
   if (t$kind == "input") return(as.integer(t$shape))
   sources <- list()
+  # Each tensor once: a graph with merges (DenseNet's concatenations) has exponentially many paths.
+  seen <- new.env(parent = emptyenv())
   walk <- function(u) {
-    if (u$kind == "input") sources[[as.character(u$id)]] <<- u else for (v in u$inputs) walk(v)
+    key <- as.character(u$id)
+    if (!is.null(seen[[key]])) return()
+    seen[[key]] <- TRUE
+    if (u$kind == "input") sources[[key]] <<- u else for (v in u$inputs) walk(v)
   }
   walk(t)
   probe <- functional_model(unname(sources), t, name = "shape_probe", register = FALSE)

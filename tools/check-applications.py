@@ -21,6 +21,7 @@ APPS = {
     "resnet50": (keras.applications.ResNet50, (64, 64, 3)),
     "inception_v3": (keras.applications.InceptionV3, (75, 75, 3)),
     "xception": (keras.applications.Xception, (71, 71, 3)),
+    "densenet121": (keras.applications.DenseNet121, (32, 32, 3)),
 }
 
 

@@ -40,7 +40,7 @@ application_fixtures <- function() {
   jsonlite::fromJSON(test_path("..", "fixtures", "keras_applications.json"), simplifyVector = FALSE)
 }
 
-test_that("VGG16, VGG19, ResNet50 and Inception V3 have tf-keras's layers, in its order, shapes and parameters", {
+test_that("VGG16, VGG19, ResNet50, Inception V3 and DenseNet121 have tf-keras's layers, in its order, shapes and parameters", {
   fx <- application_fixtures()$applications
   for (app in names(fx)) {
     make <- get(paste0("application_", app))
@@ -48,7 +48,8 @@ test_that("VGG16, VGG19, ResNet50 and Inception V3 have tf-keras's layers, in it
     model <- make(weights = NULL, include_top = FALSE, input_shape = unlist(fx[[app]]$small_input_shape))
     theirs <- Filter(function(l) l$class_name != "InputLayer", fx[[app]]$no_top$layers)
     ours <- model$layers
-    expect_equal(vapply(ours, function(l) l$name, ""), vapply(theirs, function(l) l$name, ""), label = app)
+    # "/" cannot be in a layer's name here: DenseNet's "conv1/conv" is "conv1_conv".
+    expect_equal(vapply(ours, function(l) l$name, ""), gsub("/", "_", vapply(theirs, function(l) l$name, "")), label = app)
     expect_equal(vapply(ours, function(l) l$class_name, ""), vapply(theirs, function(l) l$class_name, ""), label = app)
     expect_equal(vapply(ours, function(l) l$count_params, 0), vapply(theirs, function(l) l$params, 0), label = app)
     expect_equal(unlist(model$output_shape[-1]), unlist(theirs[[length(theirs)]]$output_shape), label = app)
@@ -80,6 +81,12 @@ test_that("application arguments are checked as Keras checks them", {
                regexp = "include_top = FALSE")
   expect_error(application_vgg19(weights = "no/such/file.h5"), class = "rustgpu_value_error", regexp = "none of them")
   expect_error(application_vgg16(weights = NULL, pooling = "mean", include_top = FALSE), class = "rustgpu_value_error")
+  expect_error(application_densenet(c(1, 2, 3)), class = "rustgpu_value_error", regexp = "4 whole numbers")
+  expect_error(application_densenet(c(1, 2, 3, 4)), class = "rustgpu_value_error", regexp = "DenseNet121, 169 and 201")
+  expect_equal(count_params(application_densenet169(weights = NULL)), 14307880)
+  expect_equal(count_params(application_densenet201(weights = NULL)), 20242984)
+  small <- application_densenet(c(1, 1, 1, 1), weights = NULL, include_top = FALSE, input_shape = c(32, 32, 3))
+  expect_equal(unlist(small$output_shape), c(1, 1, 68))  # 64 channels, +32 per layer, halved by each transition
   input <- layer_input(shape = c(40, 40, 3))
   model <- application_resnet50(weights = NULL, include_top = FALSE, input_tensor = input, pooling = "avg")
   expect_identical(model$input, input)
@@ -99,6 +106,7 @@ test_that("ImageNet preprocessing matches tf-keras's modes; predictions decode w
   expect_equal(imagenet_preprocess_input(images, mode = "tf"), to_array(fx$tf), tolerance = 1e-6)
   expect_equal(inception_v3_preprocess_input(images), to_array(fx$tf), tolerance = 1e-6)
   expect_equal(xception_preprocess_input(images), to_array(fx$tf), tolerance = 1e-6)
+  expect_equal(densenet_preprocess_input(images), to_array(fx$torch), tolerance = 1e-5)
   expect_equal(imagenet_preprocess_input(images, mode = "torch"), to_array(fx$torch), tolerance = 1e-5)
   expect_equal(imagenet_preprocess_input(aperm(images, c(1, 4, 2, 3)), data_format = "channels_first"),
                to_array(fx$caffe_channels_first), tolerance = 1e-5)
