@@ -139,6 +139,9 @@ with open(os.path.join(work, "neural-style-base-img.png"), "wb") as f:
     f.write(tf.io.encode_png(picture).numpy())
 with open(os.path.join(work, "neural-style-style.jpg"), "wb") as f:
     f.write(tf.io.encode_jpeg(picture[::-1]).numpy())
+# The applications vignette's photo (a user's "elephant.jpg").
+with open(os.path.join(work, "elephant.jpg"), "wb") as f:
+    f.write(tf.io.encode_jpeg(rng.integers(0, 256, size=(240, 320, 3), dtype=np.uint8)).numpy())
 
 # Pretrained application weights (random values, Keras's file names and layout, written by
 # tf-keras) and ImageNet's class index, in the cache's models/ folder.
