@@ -28,6 +28,7 @@ k_div <- binary("div")
 #' @param condition,then_expression,else_expression `k_switch()`: where `condition` is
 #'   non-zero, `then_expression`, else `else_expression`.
 #' @param dtype Ignored: tensors hold float32 values (Keras's `floatx`).
+#' @param name Ignored (the name of TensorFlow's op).
 #' @return A tensor (an array when computed at once).
 #' @examples
 #' k_square(c(1, 2, 3))

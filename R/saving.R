@@ -171,3 +171,57 @@ warn_nonfinite_weights <- function(model, filepath) {
   }
   invisible()
 }
+
+#' TensorFlow's SavedModel and checkpoint formats (not supported)
+#'
+#' R keras's functions for TensorFlow's own formats: the SavedModel directory
+#' (`save_model_tf()`, `model_to_saved_model()`, `export_savedmodel()`) and TensorFlow
+#' checkpoints of weights (`save_model_weights_tf()`). Their files are TensorFlow graphs and
+#' protocol buffers that only TensorFlow runs; rustgpu has no TensorFlow underneath and
+#' writes Keras's HDF5 format, which Keras, tf-keras and R keras read. Each of these
+#' functions therefore stops with an error of class `rustgpu_unsupported_error` that names
+#' the HDF5 function to use instead.
+#'
+#' @param object,model A model.
+#' @param filepath,saved_model_path,export_dir_base Where the files would go.
+#' @param ... R keras's other arguments (ignored).
+#' @return Nothing: an error.
+#' @examples
+#' model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
+#' try(save_model_weights_tf(model, tempfile()))
+#' @name tensorflow_formats
+NULL
+
+unsupported_format <- function(instead, call = rlang::caller_env()) {
+  rustgpu_abort(sprintf(paste0("TensorFlow's SavedModel and checkpoint formats are not supported: rustgpu has no TensorFlow ",
+                               "underneath. Use %s (Keras's HDF5 format, which Keras, tf-keras and R keras also read)."), instead),
+                c("rustgpu_unsupported_error", "rustgpu_value_error"), call = call)
+}
+
+#' @rdname tensorflow_formats
+#' @export
+save_model_tf <- function(object, filepath, ...) unsupported_format("save_model_hdf5()")
+
+#' @rdname tensorflow_formats
+#' @export
+load_model_tf <- function(filepath, ...) unsupported_format("load_model_hdf5()")
+
+#' @rdname tensorflow_formats
+#' @export
+save_model_weights_tf <- function(object, filepath, ...) unsupported_format("save_model_weights_hdf5()")
+
+#' @rdname tensorflow_formats
+#' @export
+load_model_weights_tf <- function(object, filepath, ...) unsupported_format("load_model_weights_hdf5()")
+
+#' @rdname tensorflow_formats
+#' @export
+model_to_saved_model <- function(model, saved_model_path, ...) unsupported_format("save_model_hdf5()")
+
+#' @rdname tensorflow_formats
+#' @export
+model_from_saved_model <- function(saved_model_path, ...) unsupported_format("load_model_hdf5()")
+
+#' @rdname tensorflow_formats
+#' @export
+export_savedmodel <- function(object, export_dir_base, ...) unsupported_format("save_model_hdf5()")

@@ -413,3 +413,16 @@ test_that("a file's training state holding what Keras never writes is a classed 
     expect_s3_class(load_model_hdf5(h5_fixture(sprintf("damaged_%s_optimizer_state.h5", damaged)), compile = FALSE), "keras.engine.training.Model")
   }
 })
+
+test_that("TensorFlow's SavedModel and checkpoint functions say what to use instead", {
+  model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
+  path <- file.path(withr::local_tempdir(), "model")
+  expect_error(save_model_weights_tf(model, path), class = "rustgpu_unsupported_error", regexp = "save_model_weights_hdf5\\(\\)")
+  expect_error(load_model_weights_tf(model, path), class = "rustgpu_unsupported_error", regexp = "load_model_weights_hdf5\\(\\)")
+  expect_error(save_model_tf(model, path), class = "rustgpu_unsupported_error", regexp = "save_model_hdf5\\(\\)")
+  expect_error(load_model_tf(path), class = "rustgpu_unsupported_error", regexp = "load_model_hdf5\\(\\)")
+  expect_error(model_to_saved_model(model, path), class = "rustgpu_unsupported_error")
+  expect_error(model_from_saved_model(path), class = "rustgpu_unsupported_error")
+  expect_error(export_savedmodel(model, path), class = "rustgpu_unsupported_error")
+  expect_false(file.exists(path))
+})
