@@ -93,34 +93,6 @@ test_that("callback_learning_rate_scheduler() sets each epoch's learning rate", 
                    callbacks = list(callback_learning_rate_scheduler(function(epoch, lr) -1))), "positive", class = "rustgpu_value_error")
 })
 
-test_that("callback_tensorboard() writes event files: TFRecord framing with valid CRC-32C, the epoch scalars", {
-  x <- matrix(runif(40), ncol = 2)
-  model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
-  compile(model, optimizer = "sgd", loss = "mse", metrics = "mae")
-  dir <- tempfile("logs")
-  h <- fit(model, x, rowSums(x), epochs = 3, verbose = 0, validation_split = 0.25, callbacks = list(callback_tensorboard(dir)))
-  files <- list.files(dir, recursive = TRUE, pattern = "^events\\.out\\.tfevents")
-  expect_setequal(dirname(files), c("train", "validation"))
-  # Read the train file's records back: each record's length and data check against their CRCs.
-  bytes <- readBin(file.path(dir, files[dirname(files) == "train"]), "raw", 1e6)
-  pos <- 1
-  records <- list()
-  while (pos < length(bytes)) {
-    len <- sum(as.numeric(bytes[pos:(pos + 7)]) * 256^(0:7))
-    records[[length(records) + 1]] <- bytes[(pos + 12):(pos + 11 + len)]
-    pos <- pos + 16 + len
-  }
-  expect_equal(pos, length(bytes) + 1)
-  expect_length(records, 1 + 3 * 2) # the version event, then loss and mae for 3 epochs
-  expect_true(grepl("brain.Event:2", rawToChar(records[[1]][records[[1]] != 0])))
-  # The last scalar is epoch 2's mae: its float is the history's value.
-  last <- records[[length(records)]]
-  tag_at <- grepRaw("epoch_mae", last)
-  value <- readBin(last[(tag_at + 10):(tag_at + 13)], "numeric", size = 4, endian = "little")
-  expect_equal(value, h$metrics$mae[3], tolerance = 1e-6)
-  expect_error(callback_tensorboard(write_images = TRUE), "not supported yet", class = "rustgpu_value_error")
-})
-
 # The records of an event file (TFRecord framing).
 event_records <- function(path) {
   bytes <- readBin(path, "raw", file.size(path))
@@ -133,6 +105,28 @@ event_records <- function(path) {
   }
   records
 }
+
+test_that("callback_tensorboard() writes event files: TFRecord framing with valid CRC-32C, the epoch scalars", {
+  x <- matrix(runif(40), ncol = 2)
+  model <- keras_model_sequential() %>% layer_dense(1, input_shape = 2)
+  compile(model, optimizer = "sgd", loss = "mse", metrics = "mae")
+  dir <- tempfile("logs")
+  h <- fit(model, x, rowSums(x), epochs = 3, verbose = 0, validation_split = 0.25, callbacks = list(callback_tensorboard(dir)))
+  files <- list.files(dir, recursive = TRUE, pattern = "^events\\.out\\.tfevents")
+  expect_setequal(dirname(files), c("train", "validation"))
+  # Read the train file's records back: the framing accounts for every byte.
+  path <- file.path(dir, files[dirname(files) == "train"])
+  records <- event_records(path)
+  expect_equal(sum(lengths(records) + 16), file.size(path))
+  expect_length(records, 1 + 3 * 2) # the version event, then loss and mae for 3 epochs
+  expect_true(grepl("brain.Event:2", rawToChar(records[[1]][records[[1]] != 0])))
+  # The last scalar is epoch 2's mae: its float is the history's value.
+  last <- records[[length(records)]]
+  tag_at <- grepRaw("epoch_mae", last)
+  value <- readBin(last[(tag_at + 10):(tag_at + 13)], "numeric", size = 4, endian = "little")
+  expect_equal(value, h$metrics$mae[3], tolerance = 1e-6)
+  expect_error(callback_tensorboard(write_images = TRUE), "not supported yet", class = "rustgpu_value_error")
+})
 
 test_that("callback_tensorboard(histogram_freq = ) writes a histogram of each weight every n-th epoch", {
   x <- matrix(runif(40), ncol = 2)
