@@ -22,7 +22,7 @@
 #' model <- application_xception(weights = NULL, input_shape = c(71, 71, 3), classes = 5)
 #' format(model)
 #' @export
-application_xception <- function(include_top = TRUE, weights = NULL, input_tensor = NULL, input_shape = NULL,
+application_xception <- function(include_top = TRUE, weights = "imagenet", input_tensor = NULL, input_shape = NULL,
                                  pooling = NULL, classes = 1000, classifier_activation = "softmax") {
   app <- application_setup("xception", include_top, weights, input_tensor, input_shape, pooling, classes,
                            classifier_activation, default_size = 299, min_size = 71)
@@ -162,10 +162,12 @@ application_finish <- function(setup, inputs, outputs, name) {
   weights <- setup$weights
   if (is.null(weights)) return(model)
   if (identical(weights, "imagenet")) {
-    files <- application_files[[setup$app]]
+    files <- if (!is.null(setup$files)) setup$files else application_files[[setup$app]]
     which <- if (setup$include_top) "top" else "notop"
+    # Keras checks no hash for some files (MobileNet's): neither does this.
+    hash <- files[[paste0(which, "_hash")]]
     weights <- get_file(files[[which]], paste0(files$url, files[[which]]), cache_subdir = "models",
-                        file_hash = if (check_hashes()) files[[paste0(which, "_hash")]])
+                        file_hash = if (check_hashes()) hash)
   }
   load_model_weights_hdf5(model, weights)
   model
@@ -460,6 +462,76 @@ application_densenet201 <- function(include_top = TRUE, weights = "imagenet", in
   application_densenet(c(6, 12, 48, 32), include_top, weights, input_tensor, input_shape, pooling, classes)
 }
 
+#' MobileNet model
+#'
+#' MobileNet (Howard et al., 2017) as tf.keras builds it: a strided 3x3 convolution, then 13
+#' blocks of a 3x3 depthwise convolution and a 1x1 pointwise convolution, each followed by
+#' batch normalization and ReLU6 (strided blocks pad one row and column first). `alpha`
+#' scales the filters of every layer, `depth_multiplier` the depthwise convolutions'
+#' channels. With the top: global average pooling, dropout and a 1x1 convolution to the
+#' classes (4,253,864 parameters at `alpha = 1`, as in Keras). Layer names and order are
+#' tf.keras's, so Keras's weight files load; ImageNet weights exist for `alpha` 0.25, 0.5, 0.75
+#' and 1 and square inputs of 128, 160, 192 or 224 (other sizes take the 224 weights, as Keras).
+#'
+#' @inheritParams application_vgg16
+#' @param alpha Width multiplier of the filters.
+#' @param depth_multiplier Depth multiplier of the depthwise convolutions.
+#' @param dropout Dropout rate before the classifier.
+#' @return A functional model.
+#' @seealso [mobilenet_preprocess_input()] prepares images for the ImageNet weights.
+#' @examples
+#' model <- application_mobilenet(weights = NULL, include_top = FALSE, input_shape = c(32, 32, 3), alpha = 0.25)
+#' count_params(model)
+#' @export
+application_mobilenet <- function(input_shape = NULL, alpha = 1.0, depth_multiplier = 1, dropout = 0.001, include_top = TRUE,
+                                  weights = "imagenet", input_tensor = NULL, pooling = NULL, classes = 1000,
+                                  classifier_activation = "softmax") {
+  check_number(alpha, "alpha", min = 0, min_inclusive = FALSE)
+  check_count(depth_multiplier, "depth_multiplier")
+  check_number(dropout, "dropout", min = 0, max = 1, max_inclusive = FALSE)
+  shape <- if (!is.null(input_shape)) input_shape else if (!is.null(input_tensor) && is_tensor(input_tensor)) input_tensor$shape
+  rows <- if (length(shape) >= 2 && shape[[1]] == shape[[2]] && shape[[1]] %in% c(128, 160, 192, 224)) as.integer(shape[[1]]) else 224L
+  if (identical(weights, "imagenet")) {
+    if (depth_multiplier != 1) value_error("ImageNet weights need `depth_multiplier = 1`.")
+    if (!alpha %in% c(0.25, 0.5, 0.75, 1)) value_error(sprintf("ImageNet weights exist for `alpha` 0.25, 0.5, 0.75 and 1, not %s.", format(alpha)))
+  }
+  setup <- application_setup("mobilenet", include_top, weights, input_tensor, input_shape, pooling, classes,
+                             classifier_activation, default_size = rows, min_size = 32)
+  alpha_texts <- c("0.25" = "2_5", "0.5" = "5_0", "0.75" = "7_5", "1" = "1_0")
+  alpha_text <- if (format(alpha) %in% names(alpha_texts)) alpha_texts[[format(alpha)]] else ""
+  setup$files <- list(top = sprintf("mobilenet_%s_%d_tf.h5", alpha_text, rows), notop = sprintf("mobilenet_%s_%d_tf_no_top.h5", alpha_text, rows),
+                      url = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/")
+  relu6 <- function(x, name) layer_activation_relu(x, max_value = 6, name = name)
+  block <- function(x, filters, id, strides = 1) {
+    if (strides != 1) x <- layer_zero_padding_2d(x, list(c(0, 1), c(0, 1)), name = sprintf("conv_pad_%d", id))
+    x %>%
+      layer_depthwise_conv_2d(c(3, 3), strides = strides, padding = if (strides == 1) "same" else "valid",
+                              depth_multiplier = depth_multiplier, use_bias = FALSE, name = sprintf("conv_dw_%d", id)) %>%
+      layer_batch_normalization(name = sprintf("conv_dw_%d_bn", id)) %>% relu6(sprintf("conv_dw_%d_relu", id)) %>%
+      layer_conv_2d(as.integer(filters * alpha), c(1, 1), padding = "same", use_bias = FALSE, name = sprintf("conv_pw_%d", id)) %>%
+      layer_batch_normalization(name = sprintf("conv_pw_%d_bn", id)) %>% relu6(sprintf("conv_pw_%d_relu", id))
+  }
+  x <- setup$input %>%
+    layer_conv_2d(as.integer(32 * alpha), c(3, 3), strides = 2, padding = "same", use_bias = FALSE, name = "conv1") %>%
+    layer_batch_normalization(name = "conv1_bn") %>% relu6("conv1_relu")
+  filters <- c(64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
+  for (id in seq_along(filters)) x <- block(x, filters[[id]], id, strides = if (id %in% c(2, 4, 6, 12)) 2 else 1)
+  if (include_top) {
+    # Keras's GlobalAveragePooling2D(keepdims = TRUE) is the pooling and a reshape here.
+    channels <- as.integer(1024 * alpha)
+    x <- x %>%
+      layer_global_average_pooling_2d() %>%
+      layer_reshape(c(1, 1, channels)) %>%
+      layer_dropout(dropout, name = "dropout") %>%
+      layer_conv_2d(classes, c(1, 1), padding = "same", name = "conv_preds") %>%
+      layer_reshape(classes, name = "reshape_2") %>%
+      layer_activation(classifier_activation, name = "predictions")
+  } else {
+    x <- application_top(x, setup)
+  }
+  application_finish(setup, setup$input, x, sprintf("mobilenet_%.2f_%d", alpha, rows))
+}
+
 #' Prepare images for, and read the predictions of, the ImageNet models
 #'
 #' `imagenet_preprocess_input()` scales a batch of RGB images (values 0 to 255) as Keras's
@@ -467,7 +539,8 @@ application_densenet201 <- function(include_top = TRUE, weights = "imagenet", in
 #' BGR and subtracts the ImageNet mean per channel; "tf" (Inception V3, Xception) scales to
 #' \[-1, 1\]; "torch" scales to \[0, 1\] and standardizes per channel.
 #' `inception_v3_preprocess_input()` and `xception_preprocess_input()` are mode "tf",
-#' `densenet_preprocess_input()` mode "torch".
+#' `mobilenet_preprocess_input()` too; `densenet_preprocess_input()` mode "torch".
+#' `mobilenet_decode_predictions()` is `imagenet_decode_predictions()`.
 #' `imagenet_decode_predictions()` gives the `top` classes of each row of a model's 1,000
 #' ImageNet probabilities, with Keras's class index (downloaded once by [get_file()]).
 #'
@@ -526,6 +599,14 @@ xception_preprocess_input <- function(x) imagenet_preprocess_input(x, mode = "tf
 #' @rdname imagenet_preprocess_input
 #' @export
 densenet_preprocess_input <- function(x, data_format = NULL) imagenet_preprocess_input(x, data_format, mode = "torch")
+
+#' @rdname imagenet_preprocess_input
+#' @export
+mobilenet_preprocess_input <- function(x) imagenet_preprocess_input(x, mode = "tf")
+
+#' @rdname imagenet_preprocess_input
+#' @export
+mobilenet_decode_predictions <- function(preds, top = 5) imagenet_decode_predictions(preds, top)
 
 #' @rdname imagenet_preprocess_input
 #' @export

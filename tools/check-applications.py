@@ -22,6 +22,7 @@ APPS = {
     "inception_v3": (keras.applications.InceptionV3, (75, 75, 3)),
     "xception": (keras.applications.Xception, (71, 71, 3)),
     "densenet121": (keras.applications.DenseNet121, (32, 32, 3)),
+    "mobilenet": (keras.applications.MobileNet, (32, 32, 3)),
 }
 
 
