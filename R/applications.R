@@ -532,6 +532,85 @@ application_mobilenet <- function(input_shape = NULL, alpha = 1.0, depth_multipl
   application_finish(setup, setup$input, x, sprintf("mobilenet_%.2f_%d", alpha, rows))
 }
 
+#' MobileNet V2 model
+#'
+#' MobileNetV2 (Sandler et al., 2018) as tf.keras builds it: a strided 3x3 convolution, then
+#' 17 inverted residual blocks (a 1x1 expansion, a 3x3 depthwise convolution and a linear 1x1
+#' projection, with batch normalization and ReLU6; a residual connection where the shape
+#' allows), a 1x1 convolution to 1,280 channels, and (with the top) global average pooling and
+#' the classifier (3,538,984 parameters at `alpha = 1`, as in Keras). Layer names and order
+#' are tf.keras's, so Keras's weight files load; ImageNet weights exist for `alpha` 0.35, 0.5,
+#' 0.75, 1, 1.3 and 1.4 and square inputs of 96, 128, 160, 192 or 224.
+#'
+#' @inheritParams application_mobilenet
+#' @return A functional model.
+#' @examples
+#' model <- application_mobilenet_v2(weights = NULL, include_top = FALSE, input_shape = c(32, 32, 3), alpha = 0.35)
+#' count_params(model)
+#' @export
+application_mobilenet_v2 <- function(input_shape = NULL, alpha = 1.0, include_top = TRUE, weights = "imagenet",
+                                     input_tensor = NULL, pooling = NULL, classes = 1000, classifier_activation = "softmax") {
+  check_number(alpha, "alpha", min = 0, min_inclusive = FALSE)
+  shape <- if (!is.null(input_shape)) input_shape else if (!is.null(input_tensor) && is_tensor(input_tensor)) input_tensor$shape
+  rows <- if (length(shape) >= 2 && shape[[1]] == shape[[2]] && shape[[1]] %in% c(96, 128, 160, 192, 224)) as.integer(shape[[1]]) else 224L
+  if (identical(weights, "imagenet") && !alpha %in% c(0.35, 0.5, 0.75, 1, 1.3, 1.4)) {
+    value_error(sprintf("ImageNet weights exist for `alpha` 0.35, 0.5, 0.75, 1, 1.3 and 1.4, not %s.", format(alpha)))
+  }
+  setup <- application_setup("mobilenet_v2", include_top, weights, input_tensor, input_shape, pooling, classes,
+                             classifier_activation, default_size = rows, min_size = 32)
+  # Python's str(float(alpha)): "1.0", "0.35".
+  alpha_text <- if (alpha == round(alpha)) sprintf("%.1f", alpha) else as.character(alpha)
+  name <- sprintf("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_%s_%d", alpha_text, rows)
+  setup$files <- list(top = paste0(name, ".h5"), notop = paste0(name, "_no_top.h5"),
+                      url = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/")
+  divisible <- function(v, divisor = 8) {
+    out <- max(divisor, (as.integer(v + divisor / 2) %/% divisor) * divisor)
+    if (out < 0.9 * v) out + divisor else out
+  }
+  bn <- function(x, name) layer_batch_normalization(x, epsilon = 1e-3, momentum = 0.999, name = name)
+  relu6 <- function(x, name) layer_activation_relu(x, max_value = 6, name = name)
+  block <- function(inputs, expansion, stride, filters, id) {
+    in_channels <- utils::tail(functional_shape(inputs), 1)
+    out_channels <- divisible(as.integer(filters * alpha))
+    x <- inputs
+    prefix <- if (id == 0) "expanded_conv_" else sprintf("block_%d_", id)
+    if (id != 0) {
+      x <- x %>% layer_conv_2d(expansion * in_channels, 1, padding = "same", use_bias = FALSE, name = paste0(prefix, "expand")) %>%
+        bn(paste0(prefix, "expand_BN")) %>% relu6(paste0(prefix, "expand_relu"))
+    }
+    if (stride == 2) {
+      # imagenet_utils.correct_pad(): one less before than after on even sizes.
+      size <- functional_shape(x)[1:2]
+      adjust <- 1 - size %% 2
+      x <- layer_zero_padding_2d(x, list(c(1 - adjust[[1]], 1), c(1 - adjust[[2]], 1)), name = paste0(prefix, "pad"))
+    }
+    x <- x %>%
+      layer_depthwise_conv_2d(3, strides = stride, use_bias = FALSE, padding = if (stride == 1) "same" else "valid",
+                              name = paste0(prefix, "depthwise")) %>%
+      bn(paste0(prefix, "depthwise_BN")) %>% relu6(paste0(prefix, "depthwise_relu")) %>%
+      layer_conv_2d(out_channels, 1, padding = "same", use_bias = FALSE, name = paste0(prefix, "project")) %>%
+      bn(paste0(prefix, "project_BN"))
+    if (in_channels == out_channels && stride == 1) x <- layer_add(list(inputs, x), name = paste0(prefix, "add"))
+    x
+  }
+  x <- setup$input %>%
+    layer_conv_2d(divisible(32 * alpha), 3, strides = 2, padding = "same", use_bias = FALSE, name = "Conv1") %>%
+    bn("bn_Conv1") %>% relu6("Conv1_relu")
+  plan <- rbind(c(16, 1, 1), c(24, 2, 6), c(24, 1, 6), c(32, 2, 6), c(32, 1, 6), c(32, 1, 6), c(64, 2, 6), c(64, 1, 6),
+                c(64, 1, 6), c(64, 1, 6), c(96, 1, 6), c(96, 1, 6), c(96, 1, 6), c(160, 2, 6), c(160, 1, 6), c(160, 1, 6),
+                c(320, 1, 6))
+  for (id in seq_len(nrow(plan)) - 1) x <- block(x, plan[id + 1, 3], plan[id + 1, 2], plan[id + 1, 1], id)
+  x <- x %>%
+    layer_conv_2d(if (alpha > 1) divisible(1280 * alpha) else 1280, 1, use_bias = FALSE, name = "Conv_1") %>%
+    bn("Conv_1_bn") %>% relu6("out_relu")
+  if (include_top) {
+    x <- x %>% layer_global_average_pooling_2d() %>% layer_dense(classes, activation = classifier_activation, name = "predictions")
+  } else {
+    x <- application_top(x, setup)
+  }
+  application_finish(setup, setup$input, x, sprintf("mobilenetv2_%.2f_%d", alpha, rows))
+}
+
 #' Prepare images for, and read the predictions of, the ImageNet models
 #'
 #' `imagenet_preprocess_input()` scales a batch of RGB images (values 0 to 255) as Keras's
@@ -539,8 +618,9 @@ application_mobilenet <- function(input_shape = NULL, alpha = 1.0, depth_multipl
 #' BGR and subtracts the ImageNet mean per channel; "tf" (Inception V3, Xception) scales to
 #' \[-1, 1\]; "torch" scales to \[0, 1\] and standardizes per channel.
 #' `inception_v3_preprocess_input()` and `xception_preprocess_input()` are mode "tf",
-#' `mobilenet_preprocess_input()` too; `densenet_preprocess_input()` mode "torch".
-#' `mobilenet_decode_predictions()` is `imagenet_decode_predictions()`.
+#' `mobilenet_preprocess_input()` and `mobilenet_v2_preprocess_input()` too;
+#' `densenet_preprocess_input()` mode "torch". `mobilenet_decode_predictions()` and
+#' `mobilenet_v2_decode_predictions()` are `imagenet_decode_predictions()`.
 #' `imagenet_decode_predictions()` gives the `top` classes of each row of a model's 1,000
 #' ImageNet probabilities, with Keras's class index (downloaded once by [get_file()]).
 #'
@@ -607,6 +687,14 @@ mobilenet_preprocess_input <- function(x) imagenet_preprocess_input(x, mode = "t
 #' @rdname imagenet_preprocess_input
 #' @export
 mobilenet_decode_predictions <- function(preds, top = 5) imagenet_decode_predictions(preds, top)
+
+#' @rdname imagenet_preprocess_input
+#' @export
+mobilenet_v2_preprocess_input <- function(x) imagenet_preprocess_input(x, mode = "tf")
+
+#' @rdname imagenet_preprocess_input
+#' @export
+mobilenet_v2_decode_predictions <- function(preds, top = 5) imagenet_decode_predictions(preds, top)
 
 #' @rdname imagenet_preprocess_input
 #' @export

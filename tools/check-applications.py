@@ -23,6 +23,7 @@ APPS = {
     "xception": (keras.applications.Xception, (71, 71, 3)),
     "densenet121": (keras.applications.DenseNet121, (32, 32, 3)),
     "mobilenet": (keras.applications.MobileNet, (32, 32, 3)),
+    "mobilenet_v2": (keras.applications.MobileNetV2, (33, 33, 3)),
 }
 
 

@@ -40,7 +40,7 @@ application_fixtures <- function() {
   jsonlite::fromJSON(test_path("..", "fixtures", "keras_applications.json"), simplifyVector = FALSE)
 }
 
-test_that("VGG16, VGG19, ResNet50, Inception V3, DenseNet121 and MobileNet have tf-keras's layers, in its order, shapes and parameters", {
+test_that("VGG16, VGG19, ResNet50, Inception V3, DenseNet121, MobileNet and MobileNetV2 have tf-keras's layers, in its order, shapes and parameters", {
   fx <- application_fixtures()$applications
   for (app in names(fx)) {
     make <- get(paste0("application_", app))
@@ -84,6 +84,10 @@ test_that("application arguments are checked as Keras checks them", {
   expect_error(application_mobilenet(alpha = 0.3), class = "rustgpu_value_error", regexp = "0.25, 0.5, 0.75 and 1")
   expect_error(application_mobilenet(depth_multiplier = 2), class = "rustgpu_value_error", regexp = "depth_multiplier = 1")
   expect_equal(application_mobilenet(weights = NULL, alpha = 0.5, input_shape = c(128, 128, 3))$name, "mobilenet_0.50_128")
+  expect_error(application_mobilenet_v2(alpha = 0.3), class = "rustgpu_value_error", regexp = "0.35, 0.5")
+  # Odd sizes pad the strided blocks symmetrically (imagenet_utils.correct_pad()).
+  odd <- application_mobilenet_v2(weights = NULL, include_top = FALSE, input_shape = c(33, 33, 3), alpha = 0.35)
+  expect_equal(unlist(odd$output_shape), c(2, 2, 1280))
   expect_error(application_densenet(c(1, 2, 3)), class = "rustgpu_value_error", regexp = "4 whole numbers")
   expect_error(application_densenet(c(1, 2, 3, 4)), class = "rustgpu_value_error", regexp = "DenseNet121, 169 and 201")
   expect_equal(count_params(application_densenet169(weights = NULL)), 14307880)
@@ -111,6 +115,7 @@ test_that("ImageNet preprocessing matches tf-keras's modes; predictions decode w
   expect_equal(xception_preprocess_input(images), to_array(fx$tf), tolerance = 1e-6)
   expect_equal(densenet_preprocess_input(images), to_array(fx$torch), tolerance = 1e-5)
   expect_equal(mobilenet_preprocess_input(images), to_array(fx$tf), tolerance = 1e-6)
+  expect_equal(mobilenet_v2_preprocess_input(images), to_array(fx$tf), tolerance = 1e-6)
   expect_equal(imagenet_preprocess_input(images, mode = "torch"), to_array(fx$torch), tolerance = 1e-5)
   expect_equal(imagenet_preprocess_input(aperm(images, c(1, 4, 2, 3)), data_format = "channels_first"),
                to_array(fx$caffe_channels_first), tolerance = 1e-5)
