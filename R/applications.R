@@ -81,33 +81,25 @@ application_xception <- function(include_top = TRUE, weights = "imagenet", input
 
 # --- shared by the applications ------------------------------------------------
 
-# Keras's pretrained files: name (with and without the top), folder URL and MD5.
-application_files <- list(
-  xception = list(top = "xception_weights_tf_dim_ordering_tf_kernels.h5", top_hash = "0a58e3b7378bc2990ea3b43d5981f1f6",
-                  notop = "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_hash = "b0042744bf5b25fce3cb969f33bebb97",
-                  url = "https://storage.googleapis.com/tensorflow/keras-applications/xception/"),
-  vgg16 = list(top = "vgg16_weights_tf_dim_ordering_tf_kernels.h5", top_hash = "64373286793e3c8b2b4e3219cbf3544b",
-               notop = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_hash = "6d6bbae143d832006294945121d1f1fc",
-               url = "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"),
-  vgg19 = list(top = "vgg19_weights_tf_dim_ordering_tf_kernels.h5", top_hash = "cbe5617147190e668d6c5d5026f83318",
-               notop = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_hash = "253f8cb515780f3b799900260a226db6",
-               url = "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"),
-  resnet50 = list(top = "resnet50_weights_tf_dim_ordering_tf_kernels.h5", top_hash = "2cb95161c43110f7111970584f804107",
-                  notop = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_hash = "4d473c1dd8becc155b73f8504c6f6626",
-                  url = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"),
-  densenet121 = list(top = "densenet121_weights_tf_dim_ordering_tf_kernels.h5", top_hash = "9d60b8095a5708f2dcce2bca79d332c7",
-                     notop = "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_hash = "30ee3e1110167f948a6b9946edeeb738",
-                     url = "https://storage.googleapis.com/tensorflow/keras-applications/densenet/"),
-  densenet169 = list(top = "densenet169_weights_tf_dim_ordering_tf_kernels.h5", top_hash = "d699b8f76981ab1b30698df4c175e90b",
-                     notop = "densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_hash = "b8c4d4c20dd625c148057b9ff1c1176b",
-                     url = "https://storage.googleapis.com/tensorflow/keras-applications/densenet/"),
-  densenet201 = list(top = "densenet201_weights_tf_dim_ordering_tf_kernels.h5", top_hash = "1ceb130c1ea1b78c3bf6114dbdfd8807",
-                     notop = "densenet201_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_hash = "c13680b51ded0fb44dff2d8f86ac8bb1",
-                     url = "https://storage.googleapis.com/tensorflow/keras-applications/densenet/"),
-  inception_v3 = list(top = "inception_v3_weights_tf_dim_ordering_tf_kernels.h5", top_hash = "9a0d58056eeedaa3f26cb7ebd46da564",
-                      notop = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_hash = "bcbd6486424b2319ff4ef7d526e38f63",
-                      url = "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/")
+# Keras's pretrained files: `<app>_weights_tf_dim_ordering_tf_kernels[_notop].h5` in a folder of
+# keras-applications, with their MD5s (with the top, without).
+application_file_hashes <- list(
+  xception = c("xception", "0a58e3b7378bc2990ea3b43d5981f1f6", "b0042744bf5b25fce3cb969f33bebb97"),
+  vgg16 = c("vgg16", "64373286793e3c8b2b4e3219cbf3544b", "6d6bbae143d832006294945121d1f1fc"),
+  vgg19 = c("vgg19", "cbe5617147190e668d6c5d5026f83318", "253f8cb515780f3b799900260a226db6"),
+  resnet50 = c("resnet", "2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
+  densenet121 = c("densenet", "9d60b8095a5708f2dcce2bca79d332c7", "30ee3e1110167f948a6b9946edeeb738"),
+  densenet169 = c("densenet", "d699b8f76981ab1b30698df4c175e90b", "b8c4d4c20dd625c148057b9ff1c1176b"),
+  densenet201 = c("densenet", "1ceb130c1ea1b78c3bf6114dbdfd8807", "c13680b51ded0fb44dff2d8f86ac8bb1"),
+  inception_v3 = c("inception_v3", "9a0d58056eeedaa3f26cb7ebd46da564", "bcbd6486424b2319ff4ef7d526e38f63")
 )
+
+application_files <- function(app) {
+  known <- application_file_hashes[[app]]
+  base <- paste0(app, "_weights_tf_dim_ordering_tf_kernels")
+  list(top = paste0(base, ".h5"), top_hash = known[[2]], notop = paste0(base, "_notop.h5"), notop_hash = known[[3]],
+       url = sprintf("https://storage.googleapis.com/tensorflow/keras-applications/%s/", known[[1]]))
+}
 
 # The checks Keras's applications share (imagenet_utils.obtain_input_shape and the weights
 # rules) and the model's input.
@@ -162,7 +154,7 @@ application_finish <- function(setup, inputs, outputs, name) {
   weights <- setup$weights
   if (is.null(weights)) return(model)
   if (identical(weights, "imagenet")) {
-    files <- if (!is.null(setup$files)) setup$files else application_files[[setup$app]]
+    files <- if (!is.null(setup$files)) setup$files else application_files(setup$app)
     which <- if (setup$include_top) "top" else "notop"
     # Keras checks no hash for some files (MobileNet's): neither does this.
     hash <- files[[paste0(which, "_hash")]]
@@ -174,9 +166,8 @@ application_finish <- function(setup, inputs, outputs, name) {
 }
 
 # Keras's top: the classifier, or global pooling of the features.
-application_top <- function(x, setup, flatten = FALSE, pool_names = c(NULL, NULL)) {
+application_top <- function(x, setup, pool_names = NULL) {
   if (setup$include_top) {
-    if (flatten) return(x)
     return(x %>%
       layer_global_average_pooling_2d(name = "avg_pool") %>%
       layer_dense(setup$classes, activation = setup$classifier_activation, name = "predictions"))
@@ -645,27 +636,11 @@ imagenet_preprocess_input <- function(x, data_format = NULL, mode = "caffe") {
   if (mode == "tf") return(x / 127.5 - 1)
   axis <- if (data_format == "channels_last") length(dim(x)) else 2L
   if (dim(x)[[axis]] != 3) value_error(sprintf("`x` must have 3 channels (RGB) on axis %d, not %d.", axis, dim(x)[[axis]]))
-  per_channel <- function(x, f) {
-    out <- x
-    for (c in 1:3) {
-      index <- rep(list(quote(expr = )), length(dim(x)))
-      index[[axis]] <- c
-      out <- do.call(`[<-`, c(list(out), index, list(value = f(do.call(`[`, c(list(x), index, list(drop = FALSE))), c))))
-    }
-    out
-  }
-  if (mode == "torch") {
-    mean <- c(0.485, 0.456, 0.406)
-    std <- c(0.229, 0.224, 0.225)
-    return(per_channel(x / 255, function(v, c) (v - mean[[c]]) / std[[c]]))
-  }
+  if (mode == "torch") return(sweep(sweep(x / 255, axis, c(0.485, 0.456, 0.406)), axis, c(0.229, 0.224, 0.225), "/"))
   # caffe: BGR, minus the ImageNet mean of each (B, G, R) channel.
-  mean <- c(103.939, 116.779, 123.68)
-  per_channel(x, function(v, c) {
-    index <- rep(list(quote(expr = )), length(dim(x)))
-    index[[axis]] <- 4 - c
-    do.call(`[`, c(list(x), index, list(drop = FALSE))) - mean[[c]]
-  })
+  index <- rep(list(TRUE), length(dim(x)))
+  index[[axis]] <- 3:1
+  sweep(do.call(`[`, c(list(x), index, list(drop = FALSE))), axis, c(103.939, 116.779, 123.68))
 }
 
 #' @rdname imagenet_preprocess_input

@@ -712,9 +712,7 @@ k_placeholder <- function(shape = NULL, ndim = NULL, dtype = NULL, sparse = FALS
     value_error(sprintf("`shape` has unknown sizes after the batch axis (axes %s): rustgpu needs them known.",
                         paste(which(unknown) + 1, collapse = ", ")))
   }
-  input <- layer_input(shape = unlist(rest), name = name, dtype = if (is.null(dtype)) "float32" else dtype)
-  input$placeholder <- TRUE
-  input
+  layer_input(shape = unlist(rest), name = name, dtype = if (is.null(dtype)) "float32" else dtype)
 }
 
 #' @rdname k_constants

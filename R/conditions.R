@@ -29,6 +29,14 @@ call_backend <- function(result, call = rlang::caller_env()) {
 
 # --- argument checks ---------------------------------------------------------
 
+# Suggested packages a function needs: a state error naming the package (and Debian's).
+need_packages <- function(packages, what, call = rlang::caller_env()) {
+  for (p in packages) {
+    if (!requireNamespace(p, quietly = TRUE)) state_error(sprintf("%s needs the R package %s (Debian: r-cran-%s).", what, p, p), call = call)
+  }
+}
+
+
 # Before R allocates `values` numbers whose count comes from the user: a classed
 # `rustgpu_resource_error` (what, how much, what to do) instead of R's "cannot allocate vector".
 check_allocation <- function(values, what, advice, call = rlang::caller_env()) {

@@ -45,7 +45,7 @@ flags <- function(..., config = Sys.getenv("R_CONFIG_ACTIVE", unset = "default")
   }
   check_string(file, "file", allow_null = TRUE)
   if (!is.null(file) && file.exists(file)) {
-    if (!requireNamespace("yaml", quietly = TRUE)) state_error(sprintf("Reading flags from \"%s\" needs the R package yaml (Debian: r-cran-yaml).", file))
+    need_packages("yaml", sprintf("Reading flags from \"%s\"", file))
     content <- tryCatch(yaml::read_yaml(file), error = function(e) value_error(sprintf("Flags file \"%s\" is not valid YAML: %s", file, conditionMessage(e)), call = NULL))
     if (is.list(content) && is.list(content[[config]])) content <- content[[config]]
     for (name in names(content)) if (!is.list(content[[name]])) set(name, content[[name]], sprintf("Flags file \"%s\"", file))

@@ -528,12 +528,6 @@ model_from_yaml <- function(yaml, custom_objects = NULL) {
   model_from_json(as.character(jsonlite::toJSON(config, auto_unbox = TRUE, null = "null", digits = NA)), custom_objects)
 }
 
-need_packages <- function(packages, what, call = rlang::caller_env()) {
-  for (p in packages) {
-    if (!requireNamespace(p, quietly = TRUE)) state_error(sprintf("%s needs the R package %s (Debian: r-cran-%s).", what, p, p), call = call)
-  }
-}
-
 # Keras's model attributes that are computed: R keras users read `model$layers`,
 # `model$input_shape`, `model$output_shape`, `model$input` and `model$output`.
 #' @export

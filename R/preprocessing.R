@@ -599,9 +599,7 @@ read_image_file <- function(path, call = rlang::caller_env()) {
   ext <- tolower(tools::file_ext(path))
   reader <- switch(ext, png = "png", jpg = , jpeg = "jpeg",
                    value_error(sprintf("\"%s\": only PNG and JPEG images can be read.", path), call = call))
-  if (!requireNamespace(reader, quietly = TRUE)) {
-    state_error(sprintf("Reading %s images needs the R package %s (Debian: r-cran-%s).", toupper(reader), reader, reader), call = call)
-  }
+  need_packages(reader, sprintf("Reading %s images", toupper(reader)), call = call)
   img <- tryCatch(if (reader == "png") png::readPNG(path) else jpeg::readJPEG(path),
                   error = function(e) rustgpu_abort(sprintf("Cannot read image \"%s\": %s", path, conditionMessage(e)), "rustgpu_io_error", call = call))
   if (length(dim(img)) == 2) dim(img) <- c(dim(img), 1)

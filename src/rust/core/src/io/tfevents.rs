@@ -61,6 +61,17 @@ pub fn record(data: &[u8]) -> Vec<u8> {
     r
 }
 
+/// One record of an event at `step` whose summary holds one value:
+/// `Summary { value = 1: Value { tag = 1, <what `body` writes> } }`.
+fn summary_record(step: i64, tag: &str, body: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut value = Vec::new();
+    bytes_field(1, tag.as_bytes(), &mut value);
+    body(&mut value);
+    let mut summary = Vec::new();
+    bytes_field(1, &value, &mut summary);
+    record(&event(now(), step, |e| bytes_field(5, &summary, e)))
+}
+
 /// An event file in `dir` (created if needed), named as TensorFlow names them.
 pub struct EventWriter {
     path: PathBuf,
@@ -101,31 +112,22 @@ impl EventWriter {
     /// Appends scalar summaries (`Summary { value = 1: Value { tag = 1, simple_value = 2 } }`)
     /// for `step`.
     pub fn scalars(&self, step: i64, values: &[(String, f32)]) -> Result<()> {
-        let mut out = Vec::new();
-        for (tag, v) in values {
-            let mut value = Vec::new();
-            bytes_field(1, tag.as_bytes(), &mut value);
-            varint(2 << 3 | 5, &mut value);
-            value.extend_from_slice(&v.to_le_bytes());
-            let mut summary = Vec::new();
-            bytes_field(1, &value, &mut summary);
-            out.extend(record(&event(now(), step, |e| bytes_field(5, &summary, e))));
-        }
+        let out: Vec<u8> = values
+            .iter()
+            .flat_map(|(tag, v)| {
+                summary_record(step, tag, |value| {
+                    varint(2 << 3 | 5, value);
+                    value.extend_from_slice(&v.to_le_bytes());
+                })
+            })
+            .collect();
         self.append(&out)
     }
 
     /// Appends histogram summaries of each named set of values at `step`
     /// (`Summary.Value { tag = 1, histo = 5 }`), as [`histogram_proto`] makes them.
     pub fn histograms(&self, step: i64, values: &[(String, &[f32])]) -> Result<()> {
-        let mut out = Vec::new();
-        for (tag, v) in values {
-            let mut value = Vec::new();
-            bytes_field(1, tag.as_bytes(), &mut value);
-            bytes_field(5, &histogram_proto(v), &mut value);
-            let mut summary = Vec::new();
-            bytes_field(1, &value, &mut summary);
-            out.extend(record(&event(now(), step, |e| bytes_field(5, &summary, e))));
-        }
+        let out: Vec<u8> = values.iter().flat_map(|(tag, v)| summary_record(step, tag, |value| bytes_field(5, &histogram_proto(v), value))).collect();
         self.append(&out)
     }
 
