@@ -129,21 +129,25 @@ application_setup <- function(app, include_top, weights, input_tensor, input_sha
     if (is.null(input_shape)) input_shape <- input_tensor$shape
   }
   fixed <- identical(weights, "imagenet") && include_top
-  if (is.null(input_shape)) input_shape <- c(default_size, default_size, 3L)
+  # As Keras: without a top, images of any size (height and width vary with each batch).
+  if (is.null(input_shape)) input_shape <- if (include_top) c(default_size, default_size, 3L) else c(NA, NA, 3L)
   input_shape <- check_shape(input_shape, "input_shape", call = call)
-  if (length(input_shape) != 3 || input_shape[3] != 3 || any(input_shape[1:2] < min_size)) {
-    value_error(sprintf("`input_shape` must be c(height, width, 3) with height and width at least %d, not c(%s).",
-                        min_size, paste(input_shape, collapse = ", ")), call = call)
+  if (length(input_shape) != 3 || input_shape[3] != 3 || any(input_shape[1:2] < min_size & input_shape[1:2] != 0)) {
+    value_error(sprintf("`input_shape` must be c(height, width, 3) with height and width at least %d (or NA), not c(%s).",
+                        min_size, shape_text(input_shape)), call = call)
+  }
+  if (include_top && any(input_shape[1:2] == 0)) {
+    value_error("With `include_top = TRUE`, height and width must be given: the classifier needs a fixed size.", call = call)
   }
   if (fixed && any(input_shape[1:2] != default_size)) {
     value_error(sprintf("With `include_top = TRUE` and ImageNet weights, `input_shape` must be c(%d, %d, 3), not c(%s): use `include_top = FALSE` for other sizes.",
-                        default_size, default_size, paste(input_shape, collapse = ", ")), call = call)
+                        default_size, default_size, shape_text(input_shape)), call = call)
   }
   if (!is.null(input_tensor) && !identical(as.integer(input_tensor$shape), as.integer(input_shape))) {
-    value_error(sprintf("`input_shape` c(%s) differs from `input_tensor`'s shape c(%s).", paste(input_shape, collapse = ", "),
-                        paste(input_tensor$shape, collapse = ", ")), call = call)
+    value_error(sprintf("`input_shape` c(%s) differs from `input_tensor`'s shape c(%s).", shape_text(input_shape),
+                        shape_text(input_tensor$shape)), call = call)
   }
-  input <- if (!is.null(input_tensor)) input_tensor else layer_input(shape = input_shape)
+  input <- if (!is.null(input_tensor)) input_tensor else layer_input(shape = shape_with_na(input_shape))
   list(app = app, include_top = include_top, weights = weights, pooling = pooling, classes = classes,
        classifier_activation = classifier_activation, input = input, call = call)
 }
@@ -481,7 +485,7 @@ application_mobilenet <- function(input_shape = NULL, alpha = 1.0, depth_multipl
   check_count(depth_multiplier, "depth_multiplier")
   check_number(dropout, "dropout", min = 0, max = 1, max_inclusive = FALSE)
   shape <- if (!is.null(input_shape)) input_shape else if (!is.null(input_tensor) && is_tensor(input_tensor)) input_tensor$shape
-  rows <- if (length(shape) >= 2 && shape[[1]] == shape[[2]] && shape[[1]] %in% c(128, 160, 192, 224)) as.integer(shape[[1]]) else 224L
+  rows <- if (length(shape) >= 2 && isTRUE(shape[[1]] == shape[[2]]) && isTRUE(shape[[1]] %in% c(128, 160, 192, 224))) as.integer(shape[[1]]) else 224L
   if (identical(weights, "imagenet")) {
     if (depth_multiplier != 1) value_error("ImageNet weights need `depth_multiplier = 1`.")
     if (!alpha %in% c(0.25, 0.5, 0.75, 1)) value_error(sprintf("ImageNet weights exist for `alpha` 0.25, 0.5, 0.75 and 1, not %s.", format(alpha)))
@@ -543,7 +547,7 @@ application_mobilenet_v2 <- function(input_shape = NULL, alpha = 1.0, include_to
                                      input_tensor = NULL, pooling = NULL, classes = 1000, classifier_activation = "softmax") {
   check_number(alpha, "alpha", min = 0, min_inclusive = FALSE)
   shape <- if (!is.null(input_shape)) input_shape else if (!is.null(input_tensor) && is_tensor(input_tensor)) input_tensor$shape
-  rows <- if (length(shape) >= 2 && shape[[1]] == shape[[2]] && shape[[1]] %in% c(96, 128, 160, 192, 224)) as.integer(shape[[1]]) else 224L
+  rows <- if (length(shape) >= 2 && isTRUE(shape[[1]] == shape[[2]]) && isTRUE(shape[[1]] %in% c(96, 128, 160, 192, 224))) as.integer(shape[[1]]) else 224L
   if (identical(weights, "imagenet") && !alpha %in% c(0.35, 0.5, 0.75, 1, 1.3, 1.4)) {
     value_error(sprintf("ImageNet weights exist for `alpha` 0.35, 0.5, 0.75, 1, 1.3 and 1.4, not %s.", format(alpha)))
   }

@@ -646,13 +646,13 @@ match_choice <- function(value, choices, arg, call = rlang::caller_env()) {
 #' `k_zeros()`, `k_ones()` and `k_eye()` make arrays of a shape (Keras's variables hold
 #' values; here arrays do). `k_placeholder()` is an input of a functional model, as
 #' [layer_input()] makes: `shape` holds the batch axis first (any value, `NULL` or `NA`: the
-#' batch size is free); the other sizes must be known. `k_is_tensor()` and
+#' batch size is free); other sizes given as `NULL` or `NA` vary with each batch. `k_is_tensor()` and
 #' `k_is_keras_tensor()` tell symbolic tensors from arrays; `k_is_placeholder()` tells
 #' model inputs.
 #'
 #' @param shape Sizes of the axes.
-#' @param ndim Number of axes (the sizes of all but the batch axis must still be known, so
-#'   only `ndim = 1`... is refused: give `shape`).
+#' @param ndim Number of axes, the batch axis included, when `shape` is not given: every
+#'   size varies.
 #' @param size Rows (and columns) of the identity matrix.
 #' @param dtype,name,sparse Keras's arguments: values are float32; `name` names a
 #'   placeholder's input; sparse tensors are not supported.
@@ -700,19 +700,12 @@ k_placeholder <- function(shape = NULL, ndim = NULL, dtype = NULL, sparse = FALS
   if (is.null(shape)) {
     if (is.null(ndim)) value_error("Give `shape` (the batch axis first) or `ndim`.")
     check_count(ndim, "ndim", min = 2)
-    value_error(sprintf(paste0("A placeholder of %d axes with unknown sizes is not supported: rustgpu needs the sizes of ",
-                               "all axes but the batch axis. Give `shape`, e.g. list(NULL, %s)."),
-                        as.integer(ndim), paste(rep("8", ndim - 1), collapse = ", ")))
+    # Every size after the batch axis varies, as Keras's placeholder of `ndim` axes.
+    shape <- c(list(NULL), rep(list(NULL), ndim - 1))
   }
   shape <- as.list(shape)
   if (length(shape) < 2) value_error("`shape` must hold the batch axis and at least one more (e.g. list(NULL, 4)).")
-  rest <- shape[-1]
-  unknown <- vapply(rest, function(d) is.null(d) || (length(d) == 1 && is.na(d)), logical(1))
-  if (any(unknown)) {
-    value_error(sprintf("`shape` has unknown sizes after the batch axis (axes %s): rustgpu needs them known.",
-                        paste(which(unknown) + 1, collapse = ", ")))
-  }
-  layer_input(shape = unlist(rest), name = name, dtype = if (is.null(dtype)) "float32" else dtype)
+  layer_input(shape = shape[-1], name = name, dtype = if (is.null(dtype)) "float32" else dtype)
 }
 
 #' @rdname k_constants

@@ -59,7 +59,7 @@ model_tensor_node <- function(tracer, x, call = rlang::caller_env()) {
   if (!length(model_node) || is.na(model_node) || x$kind != "node") {
     trace_error("The loss reads a tensor that is not a layer output of the model being compiled.", call = call)
   }
-  node <- call_backend(rg_trace_add_input(tracer$ptr, as.numeric(c(NA, functional_shape(x)))), call = call)
+  node <- call_backend(rg_trace_add_input(tracer$ptr, as.numeric(c(NA, shape_with_na(functional_shape(x))))), call = call)
   tracer$extras[[key]] <- list(trace_node = node, model_node = model_node)
   node
 }
@@ -111,7 +111,7 @@ eager_value <- function(t, call = rlang::caller_env()) {
 # The shape of a tensor or array, NA where unknown.
 shape_of <- function(x) {
   if (is_traced(x)) return(x$shape)
-  if (is_tensor(x)) return(c(NA, functional_shape(x)))
+  if (is_tensor(x)) return(c(NA, shape_with_na(functional_shape(x))))
   if (is.null(dim(x))) {
     if (length(x) == 1) integer(0) else length(x)
   } else {
@@ -286,7 +286,7 @@ traced_call <- function(tracer, input_shapes, run, what, call = rlang::caller_en
 # `model`: a functional model whose layer outputs the function may read (a loss's, as R
 # keras's variational autoencoder's reads its encoder's outputs).
 traced_loss_spec <- function(f, name, output_shape, model = NULL, call = rlang::caller_env()) {
-  shape <- c(NA, output_shape)
+  shape <- c(NA, shape_with_na(output_shape))
   tracer <- new_tracer(list(shape, shape))
   tracer$model <- model
   tracer$extras <- list()
@@ -355,7 +355,7 @@ traced_fields <- function(fn, shapes, call = rlang::caller_env()) {
 }
 
 lambda_trace <- function(fn, shapes, call = rlang::caller_env()) {
-  list(`function` = trace_function(fn$f, lapply(shapes, function(s) c(NA, s)), extra_args = fn$arguments,
+  list(`function` = trace_function(fn$f, lapply(shapes, function(s) c(NA, shape_with_na(s))), extra_args = fn$arguments,
                                    what = "The function of layer_lambda()", call = call))
 }
 

@@ -91,23 +91,36 @@ check_string <- function(x, arg, allow_null = FALSE, call = rlang::caller_env())
   invisible(x)
 }
 
+# A shape as the package keeps it: an integer vector with 0 for a size that each batch gives
+# (Keras's None, written NULL in a list or NA in a vector; the core's `shape::VARIABLE`).
 check_shape <- function(x, arg, call = rlang::caller_env()) {
   if (is.null(x)) {
     return(NULL)
   }
   if (is.list(x)) {
-    # Keras's list form, e.g. shape = list(100).
-    if (any(vapply(x, is.null, logical(1)))) {
-      value_error(sprintf("`%s` has a NULL (variable-size) dimension: not supported yet; give every dimension's size.", arg), call = call)
-    }
-    if (all(vapply(x, function(v) is.numeric(v) && length(v) == 1, logical(1)))) x <- unlist(x)
+    # Keras's list form, e.g. shape = list(NULL, 100).
+    x <- lapply(x, function(v) if (is.null(v)) NA_integer_ else v)
+    if (all(vapply(x, function(v) (is.numeric(v) || is.logical(v)) && length(v) == 1, logical(1)))) x <- unlist(x)
   }
-  if (!is.numeric(x) || length(x) == 0 || anyNA(x) || any(!is.finite(x)) || any(x != round(x)) ||
-      any(x < 1) || any(x > .Machine$integer.max)) {
-    value_error(sprintf("`%s` must be a vector of positive whole numbers, not %s.", arg, describe(x)), call = call)
+  if (is.logical(x) && all(is.na(x))) x <- as.integer(x)
+  known <- x[!is.na(x)]
+  if (!is.numeric(x) || length(x) == 0 || any(!is.finite(known)) || any(known != round(known)) ||
+      any(known < 1) || any(known > .Machine$integer.max)) {
+    value_error(sprintf("`%s` must be a vector of positive whole numbers (NA or NULL for a size that varies), not %s.", arg, describe(x)), call = call)
   }
-  as.integer(x)
+  x <- as.integer(x)
+  x[is.na(x)] <- 0L
+  x
 }
+
+# A shape in Keras's list form with the batch axis: list(NULL, NULL, 71).
+keras_shape <- function(shape) c(list(NULL), lapply(as.integer(shape), function(d) if (d == 0L) NULL else d))
+
+# A shape as Keras prints it, without the batch axis: "None, 71".
+shape_text <- function(shape) paste(ifelse(shape == 0, "None", shape), collapse = ", ")
+
+# A shape with NA for the sizes that vary, as traces and user-facing shape arguments write them.
+shape_with_na <- function(shape) ifelse(shape == 0, NA, shape)
 
 describe <- function(x) {
   if (is.null(x)) return("NULL")

@@ -48,7 +48,15 @@ layer_input <- function(shape = NULL, batch_shape = NULL, name = NULL, dtype = "
 }
 
 #' @export
-c.rustgpu_tensor <- function(...) list(...)
+c.rustgpu_tensor <- function(...) flatten_tensors(list(...))
+
+# Tensors and (nested) lists of tensors as one flat list, as Keras flattens a model's inputs
+# and outputs: c(decoder_input, list(state_h, state_c)) is three tensors.
+flatten_tensors <- function(x) {
+  if (is_tensor(x)) return(list(x))
+  if (!is.list(x)) return(list(x))
+  do.call(c, c(list(list()), lapply(unname(x), flatten_tensors)))
+}
 
 apply_layer_to_tensors <- function(layer, inputs) {
   if (is_tensor(inputs)) inputs <- list(inputs)
@@ -164,14 +172,14 @@ get_output_shape_at <- function(object, node_index) {
   tensor_shapes(get_output_at(object, node_index))
 }
 
-tensor_shapes <- function(x) if (is_tensor(x)) c(list(NULL), as.list(functional_shape(x))) else lapply(x, tensor_shapes)
+tensor_shapes <- function(x) if (is_tensor(x)) keras_shape(functional_shape(x)) else lapply(x, tensor_shapes)
 
 # `layer$input_shape`: the shape shared by all its applications, as Keras's.
 layer_shape <- function(layer, what, call = rlang::caller_env()) {
   spec <- attr(layer, "spec")
   nodes <- layer_nodes(layer)
   if (length(nodes) == 0) {
-    if (what == "input" && !is.null(spec$input_shape)) return(c(list(NULL), as.list(spec$input_shape)))
+    if (what == "input" && !is.null(spec$input_shape)) return(keras_shape(spec$input_shape))
     state_error(sprintf("Layer \"%s\" has not been applied to a tensor yet: it has no %s shape.", spec$name, what), call = call)
   }
   shapes <- lapply(seq_along(nodes), function(i) tensor_shapes(layer_node(layer, i, what, call = call)))
@@ -185,7 +193,7 @@ layer_shape <- function(layer, what, call = rlang::caller_env()) {
 
 #' @export
 print.rustgpu_tensor <- function(x, ...) {
-  what <- if (x$kind == "input") sprintf("input \"%s\" of shape (None, %s)", x$name, paste(x$shape, collapse = ", "))
+  what <- if (x$kind == "input") sprintf("input \"%s\" of shape (None, %s)", x$name, shape_text(x$shape))
           else if (x$kind == "state") sprintf("state %d of layer \"%s\"", x$index, x$layer$name)
           else sprintf("output of layer \"%s\"", x$layer$name)
   cat(sprintf("<tensor: %s>\n", what))
@@ -222,6 +230,8 @@ keras_model <- function(inputs, outputs, name = NULL) {
 # must not count as a user of its layers (shared-layers.R).
 functional_model <- function(inputs, outputs, name = NULL, register = TRUE) {
   check_string(name, "name", allow_null = TRUE)
+  if (is.list(inputs)) inputs <- flatten_tensors(inputs)
+  if (is.list(outputs)) outputs <- flatten_tensors(outputs)
   if (is_tensor(inputs)) inputs <- list(inputs)
   if (is_tensor(outputs)) outputs <- list(outputs)
   if (!is.list(inputs) || length(inputs) == 0 || !all(vapply(inputs, function(t) is_tensor(t) && t$kind == "input", logical(1)))) {

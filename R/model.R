@@ -246,8 +246,16 @@ get_layer <- function(object, name = NULL, index = NULL) {
   }
   structure(list(
     model = object, index = as.integer(i), name = info$layer_names[[i]], class_name = info$layer_classes[[i]],
-    output_shape = info$output_shapes[[i]], count_params = info$layer_params[[i]]
+    output_shape = layer_ref_shape(info$output_dims[[i]]), shown_shape = info$output_shapes[[i]],
+    count_params = info$layer_params[[i]]
   ), class = "rustgpu_layer_ref")
+}
+
+# Keras's `layer$output_shape` from a layer's output dims: one shape, or a list of them for a
+# layer with several outputs (a recurrent layer's states); NULL before the model is built.
+layer_ref_shape <- function(dims) {
+  if (length(dims) == 0) return(NULL)
+  if (length(dims) == 1) keras_shape(dims[[1]]) else lapply(dims, keras_shape)
 }
 
 layer_weight_positions <- function(layer) {
@@ -293,7 +301,7 @@ set_weights.rustgpu_layer_ref <- function(object, weights) {
 
 #' @export
 print.rustgpu_layer_ref <- function(x, ...) {
-  cat(sprintf("<%s layer \"%s\">: output %s, %s params\n", x$class_name, x$name, x$output_shape,
+  cat(sprintf("<%s layer \"%s\">: output %s, %s params\n", x$class_name, x$name, x$shown_shape,
               format_count(x$count_params)))
   invisible(x)
 }
@@ -541,13 +549,13 @@ model_from_yaml <- function(yaml, custom_objects = NULL) {
     },
     input_shape = {
       shapes <- model_info(x)$input_shape
-      if (is.null(shapes)) NULL else c(list(NULL), as.list(as.integer(shapes)))
+      if (is.null(shapes)) NULL else keras_shape(shapes)
     },
     output_shape = {
       # None before the model has its input shape; a list of shapes for several outputs.
       shapes <- tryCatch(call_backend(rg_output_shapes(x$ptr)), rustgpu_error = function(e) NULL)
       if (is.null(shapes)) return(NULL)
-      with_batch <- lapply(shapes, function(s) c(list(NULL), as.list(as.integer(s))))
+      with_batch <- lapply(shapes, keras_shape)
       if (length(with_batch) == 1) with_batch[[1]] else with_batch
     },
     input = ,

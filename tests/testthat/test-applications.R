@@ -138,3 +138,11 @@ test_that("ImageNet preprocessing matches tf-keras's modes; predictions decode w
   expect_equal(decoded[[2]]$score, sort(preds[2, ], decreasing = TRUE)[1:3])
   expect_error(imagenet_decode_predictions(matrix(0, 2, 10)), class = "rustgpu_value_error", regexp = "1000 columns")
 })
+
+test_that("without their top, applications take images of any size by default, as Keras's", {
+  model <- application_vgg16(weights = NULL, include_top = FALSE)
+  expect_equal(model$input_shape, list(NULL, NULL, NULL, 3L))
+  expect_equal(model$output_shape, list(NULL, NULL, NULL, 512L))
+  expect_equal(dim(predict(model, array(0, c(1, 40, 72, 3)))), c(1L, 1L, 2L, 512L))
+  expect_error(application_vgg16(weights = NULL, input_shape = c(NA, NA, 3)), "fixed size", class = "rustgpu_value_error")
+})

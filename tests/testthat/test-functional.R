@@ -225,3 +225,23 @@ test_that("layer$input_shape, layer$output_shape and get_*_shape_at() as Keras g
   expect_equal(get_input_shape_at(add, 1), list(list(NULL, 3L), list(NULL, 3L)))
   expect_equal(layer_dense(units = 2, input_shape = 7)$input_shape, list(NULL, 7))
 })
+
+test_that("sizes that vary (NULL or NA in a shape) reach layers that allow them, and stop those that need them", {
+  words <- layer_input(shape = list(NULL), dtype = "int32")
+  pooled <- words %>% layer_embedding(50, 4, name = "embed") %>% layer_conv_1d(3, 2, padding = "same") %>% layer_global_max_pooling_1d()
+  model <- keras_model(words, pooled %>% layer_dense(1))
+  expect_equal(get_layer(model, "embed")$output_shape, list(NULL, NULL, 4L))
+  expect_equal(dim(predict(model, matrix(1:12, 2))), c(2L, 1L))
+  expect_equal(dim(predict(model, matrix(1:20, 2))), c(2L, 1L))
+  images <- layer_input(shape = c(NA, NA, 3))
+  conv <- images %>% layer_conv_2d(2, 3, strides = 2) %>% layer_upsampling_2d() %>% layer_zero_padding_2d(1)
+  expect_equal(keras_model(images, conv)$output_shape, list(NULL, NULL, NULL, 2L))
+  expect_equal(dim(predict(keras_model(images, conv), array(0, c(1, 9, 7, 3)))), c(1L, 10L, 8L, 2L))
+  expect_error(keras_model(images, images %>% layer_flatten() %>% layer_dense(2)), "needs the sizes of its input", class = "rustgpu_value_error")
+  expect_error(keras_model_sequential() %>% layer_dense(2, input_shape = list(NULL)), "kernel", class = "rustgpu_value_error")
+  expect_error(layer_input(shape = list(NULL, -1)), "NA or NULL", class = "rustgpu_value_error")
+  # Data must still fit the sizes that are given.
+  seqs <- layer_input(shape = list(NULL, 3))
+  m <- keras_model(seqs, seqs %>% layer_lstm(2))
+  expect_error(predict(m, array(0, c(2, 4, 5))), "expects input shape \\(n, None, 3\\)", class = "rustgpu_value_error")
+})

@@ -259,3 +259,43 @@ test_that("summary() lists a layer's outputs as Keras does when it has several",
   model <- keras_model(input, list(out, h, c))
   expect_match(paste(format(model), collapse = "\n"), "[(None, 4), (None, 4), (None, 4)]", fixed = TRUE)
 })
+
+test_that("a time axis of any length (shape = list(NULL, n)) trains and predicts as tf-keras's", {
+  fx <- jsonlite::fromJSON(test_path("..", "fixtures", "h5", "expected.json"), simplifyVector = TRUE,
+                           simplifyMatrix = TRUE, simplifyDataFrame = FALSE)$variable_length
+  encoder_input <- layer_input(shape = list(NULL, 3), name = "encoder_input")
+  c(., state_h, state_c) %<-% layer_lstm(encoder_input, units = 4, return_state = TRUE, name = "encoder")
+  decoder_input <- layer_input(shape = c(NA, 2), name = "decoder_input")
+  decoder <- layer_lstm(units = 4, return_sequences = TRUE, return_state = TRUE, name = "decoder")
+  c(decoded, ., .) %<-% decoder(decoder_input, initial_state = list(state_h, state_c))
+  head <- decoded %>% layer_dense(units = 2, activation = "softmax", name = "head")
+  model <- keras_model(list(encoder_input, decoder_input), head)
+  expect_equal(model$output_shape, list(NULL, NULL, 2L))
+  expect_equal(get_layer(model, "decoder")$output_shape, list(list(NULL, NULL, 4L), list(NULL, 4L), list(NULL, 4L)))
+  expect_output(summary(model), "(None, None, 2)", fixed = TRUE)
+  set_weights(model, as_weight_list(fx$initial_weights))
+  x <- list(fx$xe, fx$xd)
+  expect_equal(predict(model, x), fx$initial_predictions, tolerance = 1e-5)
+  # Other lengths than the training batches': 2 encoder steps, 1 decoder step.
+  short <- list(fx$xe[1:2, 1:2, , drop = FALSE], fx$xd[1:2, 1, , drop = FALSE])
+  expect_equal(predict(model, short), fx$short_predictions, tolerance = 1e-5)
+
+  keras_made <- load_model_hdf5(test_path("..", "fixtures", "h5", "keras_variable_length_model.h5"))
+  expect_equal(keras_made$input_shape, list(NULL, NULL, 3L))
+  expect_equal(predict(keras_made, short), fx$short_predictions, tolerance = 1e-5)
+
+  compile(model, optimizer = optimizer_rmsprop(0.01), loss = "categorical_crossentropy", metrics = "accuracy")
+  h <- fit(model, x, fx$y, epochs = 2, batch_size = 3, shuffle = FALSE, verbose = 0)
+  expect_equal(h$metrics$loss, fx$history$loss, tolerance = 1e-4)
+  expect_equal(h$metrics$accuracy, fx$history$accuracy, tolerance = 1e-6)
+  final <- as_weight_list(fx$final_weights)
+  got <- get_weights(model)
+  for (i in seq_along(final)) expect_equal(as.numeric(got[[i]]), as.numeric(final[[i]]), tolerance = 1e-4)
+  # Batches of another length train too; saving keeps the sizes variable.
+  fit(model, short, fx$y[1:2, 1, , drop = FALSE], epochs = 1, verbose = 0)
+  path <- tempfile(fileext = ".h5")
+  save_model_hdf5(model, path)
+  again <- load_model_hdf5(path)
+  expect_equal(again$output_shape, list(NULL, NULL, 2L))
+  expect_equal(predict(again, short), predict(model, short))
+})

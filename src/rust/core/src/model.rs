@@ -224,10 +224,10 @@ impl Architecture {
         self.backward_with_transposes(weights, &[], caches, output_grads)
     }
 
-    /// Values every row of a batch produces across the model (each node's output, and the
-    /// inputs), None when that overflows.
-    pub fn activation_elements_per_row(&self) -> Option<u64> {
-        let shapes = self.node_shapes();
+    /// Values every row of a batch of samples of these shapes produces across the model
+    /// (each node's output, and the inputs), None when that overflows.
+    pub fn activation_elements_per_row(&self, input_shapes: &[Vec<usize>]) -> Option<u64> {
+        let shapes = self.node_shapes_for(input_shapes.to_vec());
         let total = shapes.inputs.iter().try_fold(0u64, |a, s| a.checked_add(crate::memory::elements(s)?))?;
         let total = shapes.outputs.iter().flatten().try_fold(total, |a, s| a.checked_add(crate::memory::elements(s)?))?;
         // What layers keep besides their outputs (recurrent layers' steps), from their inputs' shapes.
@@ -237,10 +237,17 @@ impl Architecture {
         })
     }
 
-    /// The input shapes and each node's output shapes (empty where unknown), in one pass in
-    /// node order: every node's inputs are computed before it.
+    /// The declared input shapes and each node's output shapes from them (empty where
+    /// unknown; [`crate::shape::VARIABLE`] where a size comes with each batch).
     fn node_shapes(&self) -> NodeShapes {
-        let mut shapes = NodeShapes { inputs: self.input_shapes().unwrap_or_default(), outputs: Vec::new() };
+        self.node_shapes_for(self.input_shapes().unwrap_or_default())
+    }
+
+    /// Each node's output shapes for inputs of these shapes, in one pass in node order:
+    /// every node's inputs are computed before it. With a batch's sample shapes, the sizes
+    /// that were variable are that batch's.
+    fn node_shapes_for(&self, inputs: Vec<Vec<usize>>) -> NodeShapes {
+        let mut shapes = NodeShapes { inputs, outputs: Vec::new() };
         for node in self.nodes().iter() {
             let ins: Vec<Vec<usize>> = node.inputs.iter().map(|s| shapes.of(s)).collect();
             let layer = &self.layers[node.layer];
@@ -399,6 +406,17 @@ impl Architecture {
     pub fn output_shapes_of_outputs(&self) -> Vec<Vec<usize>> {
         let shapes = self.node_shapes();
         self.outputs().iter().map(|s| shapes.of(s)).collect()
+    }
+
+    /// Shape of each model output for inputs of these shapes (a batch's sample shapes).
+    pub fn output_shapes_for(&self, input_shapes: &[Vec<usize>]) -> Vec<Vec<usize>> {
+        let shapes = self.node_shapes_for(input_shapes.to_vec());
+        self.outputs().iter().map(|s| shapes.of(s)).collect()
+    }
+
+    /// Whether a declared input has a size that each batch gives.
+    pub fn has_variable_inputs(&self) -> bool {
+        self.input_shapes().is_some_and(|s| s.iter().any(|s| crate::shape::has_variable(s)))
     }
 
     /// Names of the layers that produce the outputs (Keras prefixes per-output metrics with them).
@@ -560,7 +578,7 @@ impl Model {
                 )));
             }
             for (k, (want, got)) in expected.iter().zip(input_shapes).enumerate() {
-                if want != got {
+                if !crate::shape::fits(want, got) {
                     let which = if expected.len() == 1 { "`x`".to_string() } else { format!("input {} of `x`", k + 1) };
                     return Err(Error::Value(format!(
                         "{} has shape (n, {}) but the model expects input shape (n, {})",
@@ -647,7 +665,7 @@ impl Model {
             let inputs = inputs.as_ref().ok_or_else(|| Error::Value(format!("layer \"{}\" is not connected to the outputs", layer.name)))?;
             let start = weights.len();
             let mut rng = rand::rngs::StdRng::seed_from_u64(layer.seed);
-            check_constraints(layer, &layer.weight_specs(&inputs[0]))?;
+            check_weight_specs(layer, &layer.weight_specs(&inputs[0]), &inputs[0])?;
             for spec in layer.weight_specs(&inputs[0]) {
                 check_weight_memory(&layer.name, &spec)?;
                 let value = Arc::new(spec.initializer.sample(&spec.shape, &mut rng).map_err(|e| in_layer(e, &layer.name))?);
@@ -772,9 +790,20 @@ fn in_layer(e: Error, layer: &str) -> Error {
     }
 }
 
-/// A layer's weight constraints fit its weights (their axes exist), checked when the weights
-/// are made: a constraint runs after an update, too late to refuse it.
-fn check_constraints(layer: &Layer, specs: &[WeightSpec]) -> Result<()> {
+/// A layer's weights have known sizes (a weight cannot grow with a batch's variable size, as
+/// Keras refuses a Dense on an input whose last size is None), and its weight constraints fit
+/// them (their axes exist), checked when the weights are made: a constraint runs after an
+/// update, too late to refuse it.
+fn check_weight_specs(layer: &Layer, specs: &[WeightSpec], input: &[usize]) -> Result<()> {
+    if let Some(spec) = specs.iter().find(|s| crate::shape::has_variable(&s.shape)) {
+        return Err(Error::Value(format!(
+            "layer \"{}\" ({}) needs the sizes of its input that its weight \"{}\" depends on, but its input has shape (None, {}): give those sizes in layer_input(shape = ) or `input_shape`",
+            layer.name,
+            layer.class_name(),
+            spec.name,
+            join_dims(input)
+        )));
+    }
     for (spec, c) in specs.iter().zip(layer.kind.weight_constraints()) {
         if let Some(c) = c {
             c.check_rank(spec.shape.len()).map_err(|e| in_layer(e, &layer.name))?;
@@ -791,7 +820,7 @@ fn build(mut arch: Architecture, input_shape: &[usize], existing: &[Weight]) -> 
     for layer in &arch.layers {
         let start = weights.len();
         let mut rng = rand::rngs::StdRng::seed_from_u64(layer.seed);
-        check_constraints(layer, &layer.weight_specs(&shape))?;
+        check_weight_specs(layer, &layer.weight_specs(&shape), &shape)?;
         for spec in layer.weight_specs(&shape) {
             let idx = weights.len();
             // A weight the model had keeps its values and its frozen state (adding a layer

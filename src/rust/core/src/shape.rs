@@ -1,17 +1,54 @@
 //! Shapes of samples (without the batch axis): how they are shown in messages and checked.
 use crate::error::{Error, Result};
 
-/// "2, 3, 4": a shape as Keras prints it inside parentheses.
-pub fn join_dims(shape: &[usize]) -> String {
-    shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+/// A dimension whose size each batch gives (Keras's `None`, R's `NULL` in `shape =
+/// list(NULL, 32)`): declared input shapes, and the shapes inferred from them, may hold it;
+/// data never does (arrays have no empty dimensions here). Shapes stay `Vec<usize>`: a layer's
+/// shape arithmetic keeps a variable dimension variable ([`map_known`]), and a run computes
+/// every shape again from its batch's sizes ([`crate::model::Architecture::node_shapes_for`]).
+pub const VARIABLE: usize = 0;
+
+/// `f(d)` for a known dimension, [`VARIABLE`] for a variable one.
+pub fn map_known(d: usize, f: impl FnOnce(usize) -> usize) -> usize {
+    if d == VARIABLE {
+        VARIABLE
+    } else {
+        f(d)
+    }
 }
 
-/// An input shape must have positive dimensions and fit in a tensor index.
-pub fn check_input_shape(shape: &[usize]) -> Result<()> {
-    if shape.is_empty() || shape.contains(&0) {
-        return Err(Error::Value(format!("an input shape needs positive dimensions, got ({})", join_dims(shape))));
+/// The product of dimensions, [`VARIABLE`] when one of them is variable.
+pub fn known_product(dims: &[usize]) -> usize {
+    if dims.contains(&VARIABLE) {
+        VARIABLE
+    } else {
+        dims.iter().product()
     }
-    if shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d)).is_none_or(|n| n > i32::MAX as usize) {
+}
+
+/// Whether a shape has a variable dimension.
+pub fn has_variable(shape: &[usize]) -> bool {
+    shape.contains(&VARIABLE)
+}
+
+/// Whether a sample of shape `actual` fits the declared shape `declared` (equal sizes, any
+/// size where the declared one is variable).
+pub fn fits(declared: &[usize], actual: &[usize]) -> bool {
+    declared.len() == actual.len() && declared.iter().zip(actual).all(|(d, a)| *d == VARIABLE || d == a)
+}
+
+/// "2, 3, 4": a shape as Keras prints it inside parentheses ("None" for a variable size).
+pub fn join_dims(shape: &[usize]) -> String {
+    shape.iter().map(|d| if *d == VARIABLE { "None".to_string() } else { d.to_string() }).collect::<Vec<_>>().join(", ")
+}
+
+/// A declared input shape: positive or [`VARIABLE`] dimensions whose known part fits in a
+/// tensor index.
+pub fn check_input_shape(shape: &[usize]) -> Result<()> {
+    if shape.is_empty() {
+        return Err(Error::Value("an input shape needs at least one dimension, got ()".into()));
+    }
+    if shape.iter().filter(|d| **d != VARIABLE).try_fold(1usize, |acc, d| acc.checked_mul(*d)).is_none_or(|n| n > i32::MAX as usize) {
         return Err(Error::Value(format!("input shape ({}) is too large", join_dims(shape))));
     }
     Ok(())

@@ -14,9 +14,10 @@ fn shape_arg(input_shape: &Robj) -> Result<Option<Vec<usize>>> {
         Some(v) => v,
         None => return Err(Error::Value("`input_shape` must be a vector of positive integers".into())),
     };
-    if v.is_empty() || v.iter().any(|d| !d.is_finite() || *d < 1.0 || d.fract() != 0.0 || *d > i32::MAX as f64) {
+    // 0: a size each batch gives (R's check_shape() writes NA and NULL so).
+    if v.is_empty() || v.iter().any(|d| !d.is_finite() || *d < 0.0 || d.fract() != 0.0 || *d > i32::MAX as f64) {
         return Err(Error::Value(format!(
-            "`input_shape` must be positive integers, got c({})",
+            "`input_shape` must be positive integers (0 for a size that varies), got c({})",
             v.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
         )));
     }

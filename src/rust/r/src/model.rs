@@ -40,6 +40,14 @@ fn rg_model_info(mut ptr: Robj) -> Robj {
                 (None, _) => "(unbuilt)".to_string(),
             })
             .collect();
+        // Each layer's output shapes as integers (0: a size each batch gives), for
+        // `layer$output_shape`; empty before the model is built.
+        let dims: Vec<Robj> = (0..arch.layers.len())
+            .map(|i| {
+                let outputs = all_shapes.get(i).cloned().unwrap_or_default();
+                List::from_values(outputs.iter().map(|s| Robj::from(s.iter().map(|d| *d as i32).collect::<Vec<_>>()))).into()
+            })
+            .collect();
         let params: Vec<f64> = (0..arch.layers.len())
             .map(|i| match arch.weight_ranges.get(i) {
                 Some(r) => m.weights[r.clone()].iter().map(|w| w.value.len() as f64).sum(),
@@ -68,6 +76,7 @@ fn rg_model_info(mut ptr: Robj) -> Robj {
             layer_names = names,
             layer_classes = classes,
             output_shapes = shapes,
+            output_dims = List::from_values(dims),
             layer_params = params,
             trainable_params = trainable as f64,
             non_trainable_params = frozen as f64,

@@ -21,8 +21,7 @@ pub fn model_config(model: &Model) -> Result<Value> {
         .input_shape
         .as_ref()
         .ok_or_else(|| Error::State("the model is not built yet: give the first layer an `input_shape`, or fit/predict once, before saving".into()))?;
-    let mut batch_input_shape = vec![Value::Null];
-    batch_input_shape.extend(input.iter().map(|d| json!(d)));
+    let batch_input_shape = batch_shape_json(input);
     let mut layers = vec![json!({
         "class_name": "InputLayer",
         "config": { "batch_input_shape": batch_input_shape, "dtype": "float32", "sparse": false, "ragged": false,
@@ -37,14 +36,22 @@ pub fn model_config(model: &Model) -> Result<Value> {
     }))
 }
 
+/// A sample shape from Keras's `batch_input_shape` (`[null, null, 71]`): a null size after
+/// the batch axis is a variable one.
 fn shape_from(v: &Value) -> Option<Vec<usize>> {
     let a = v.as_array()?;
-    a.iter().skip(1).map(|d| d.as_u64().map(|x| x as usize)).collect()
+    a.iter().skip(1).map(|d| if d.is_null() { Some(crate::shape::VARIABLE) } else { d.as_u64().filter(|x| *x > 0).map(|x| x as usize) }).collect()
+}
+
+/// Keras's `batch_input_shape` for samples of `shape`: null for the batch and variable sizes.
+fn batch_shape_json(shape: &[usize]) -> Vec<Value> {
+    let mut batch_input_shape = vec![Value::Null];
+    batch_input_shape.extend(shape.iter().map(|d| if *d == crate::shape::VARIABLE { Value::Null } else { json!(d) }));
+    batch_input_shape
 }
 
 fn input_layer_json(name: &str, shape: &[usize]) -> Value {
-    let mut batch_input_shape = vec![Value::Null];
-    batch_input_shape.extend(shape.iter().map(|d| json!(d)));
+    let batch_input_shape = batch_shape_json(shape);
     json!({
         "class_name": "InputLayer",
         "config": { "batch_input_shape": batch_input_shape, "dtype": "float32", "sparse": false, "ragged": false, "name": name },

@@ -190,7 +190,9 @@ pub fn relu_backward(z: &Tensor, dy: &Tensor) -> Result<Tensor> {
 /// Output size and leading padding of one spatial axis, with Keras's "valid"/"same" rules.
 pub fn output_extent(input: usize, kernel: usize, stride: usize, dilation: usize, same: bool) -> (usize, usize) {
     let effective = (kernel - 1) * dilation + 1;
-    if same {
+    if input == crate::shape::VARIABLE {
+        (crate::shape::VARIABLE, 0)
+    } else if same {
         let out = input.div_ceil(stride);
         let pad_total = ((out - 1) * stride + effective).saturating_sub(input);
         (out, pad_total / 2)
@@ -216,7 +218,7 @@ pub fn window_geometry(
     let (h, w, c) = crate::shape::image_dims(name, class, input)?;
     let (out_h, pad_top) = output_extent(h, kernel.0, strides.0, dilation.0, same);
     let (out_w, pad_left) = output_extent(w, kernel.1, strides.1, dilation.1, same);
-    if out_h == 0 || out_w == 0 {
+    if (out_h == 0 && h != crate::shape::VARIABLE) || (out_w == 0 && w != crate::shape::VARIABLE) {
         let what = if dilation == (1, 1) { String::new() } else { format!(" with dilation ({}, {})", dilation.0, dilation.1) };
         return Err(Error::Value(format!(
             "layer \"{}\" ({}): window ({}, {}){} is larger than its ({}, {}) input; use a smaller window or padding = \"same\"",

@@ -71,6 +71,9 @@ struct TransposeCache {
 impl Conv2DTranspose {
     /// Output extent along one axis (Keras's deconv_output_length).
     fn extent(&self, input: usize, kernel: usize, stride: usize, output_padding: Option<usize>) -> usize {
+        if input == crate::shape::VARIABLE {
+            return input;
+        }
         match (output_padding, self.padding.is_same()) {
             (None, true) => input * stride,
             (None, false) => input * stride + kernel.saturating_sub(stride),

@@ -47,7 +47,10 @@ pub(super) fn traced_function<'de, D: serde::Deserializer<'de>>(d: D) -> std::re
 pub(super) fn check_traced_inputs(function: &Trace, name: &str, class: &str, inputs: &[Vec<usize>]) -> Result<()> {
     let traced = function.input_shapes();
     let fits = inputs.len() == traced.len()
-        && inputs.iter().zip(traced).all(|(i, t)| i.len() + 1 == t.len() && i.iter().zip(&t[1..]).all(|(d, k)| k.is_none_or(|k| k == *d)));
+        && inputs
+            .iter()
+            .zip(traced)
+            .all(|(i, t)| i.len() + 1 == t.len() && i.iter().zip(&t[1..]).all(|(d, k)| k.is_none_or(|k| k == *d || *d == crate::shape::VARIABLE)));
     if fits {
         return Ok(());
     }
@@ -66,11 +69,12 @@ pub(super) fn check_traced_inputs(function: &Trace, name: &str, class: &str, inp
 pub(super) fn traced_output_shape(function: &Trace, name: &str, class: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
     check_traced_inputs(function, name, class, inputs)?;
     let out = function.shape(function.outputs[0])?;
-    let known: Option<Vec<usize>> = out.iter().skip(1).copied().collect();
-    match (out.first(), known) {
-        (Some(None), Some(shape)) => Ok(shape),
+    // Sizes the trace leaves unknown come from the inputs' variable sizes: each batch gives them.
+    let shape: Vec<usize> = out.iter().skip(1).map(|d| d.unwrap_or(crate::shape::VARIABLE)).collect();
+    match out.first() {
+        Some(None) => Ok(shape),
         _ => Err(Error::Value(format!(
-            "layer \"{}\" ({}): its function returns a tensor of shape ({}), which must be (batch, ...) with every other size known",
+            "layer \"{}\" ({}): its function returns a tensor of shape ({}), which must have the batch axis first",
             name,
             class,
             show(out)

@@ -2,7 +2,7 @@
 //! (inputs of one shape) and Concatenate (along any sample axis).
 use super::{Cache, Example, ForwardContext, Inputs, LayerGrads, LayerOutput, LayerType, OutputGrad};
 use crate::error::{Error, Result};
-use crate::shape::join_dims;
+use crate::shape::{join_dims, VARIABLE};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -15,11 +15,25 @@ fn shown(inputs: &[Vec<usize>]) -> String {
     inputs.iter().map(|s| format!("({})", join_dims(s))).collect::<Vec<_>>().join(", ")
 }
 
+/// Two sizes that can meet: equal, or one variable (a batch gives it).
+fn compatible(a: usize, b: usize) -> bool {
+    a == b || a == VARIABLE || b == VARIABLE
+}
+
+/// The size where two compatible sizes meet: the known one if any.
+fn met(a: usize, b: usize) -> usize {
+    if a == VARIABLE {
+        b
+    } else {
+        a
+    }
+}
+
 fn same_shapes(name: &str, class: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
-    if inputs.iter().any(|s| *s != inputs[0]) {
+    if inputs.iter().any(|s| s.len() != inputs[0].len() || s.iter().zip(&inputs[0]).any(|(a, b)| !compatible(*a, *b))) {
         return Err(Error::Value(format!("layer \"{}\" ({}) needs inputs of one shape, got {}", name, class, shown(inputs))));
     }
-    Ok(inputs[0].clone())
+    Ok(inputs.iter().skip(1).fold(inputs[0].clone(), |acc, s| acc.iter().zip(s).map(|(a, b)| met(*a, *b)).collect()))
 }
 
 fn split_grads(grads: Vec<Tensor>) -> LayerGrads {
@@ -144,12 +158,12 @@ impl LayerType for Concatenate {
         let first = &inputs[0];
         let rank = first.len();
         let axis = self.sample_axis(name, rank)?;
-        let others_match = |s: &Vec<usize>| s.len() == rank && (0..rank).all(|k| k == axis || s[k] == first[k]);
+        let others_match = |s: &Vec<usize>| s.len() == rank && (0..rank).all(|k| k == axis || compatible(s[k], first[k]));
         if !inputs.iter().all(others_match) {
             return Err(Error::Value(format!("layer \"{}\" (Concatenate) needs inputs that differ only in axis {}, got {}", name, self.axis, shown(inputs))));
         }
-        let mut out = first.clone();
-        out[axis] = inputs.iter().map(|s| s[axis]).sum();
+        let mut out = (0..rank).map(|k| inputs.iter().fold(VARIABLE, |acc, s| met(acc, s[k]))).collect::<Vec<_>>();
+        out[axis] = if inputs.iter().any(|s| s[axis] == VARIABLE) { VARIABLE } else { inputs.iter().map(|s| s[axis]).sum() };
         Ok(out)
     }
 

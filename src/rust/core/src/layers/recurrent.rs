@@ -122,9 +122,10 @@ impl RnnOptions {
     pub fn output_shape(&self, name: &str, class: &str, inputs: &[Vec<usize>], states: usize) -> Result<Vec<usize>> {
         self.check_initial_states(name, class, &inputs[1..], states)?;
         match inputs[0].as_slice() {
-            [time, _] if *time > 0 => Ok(if self.return_sequences { vec![*time, self.units] } else { vec![self.units] }),
+            // A time axis of VARIABLE length (its steps come with each batch) is Keras's None.
+            [time, _] => Ok(if self.return_sequences { vec![*time, self.units] } else { vec![self.units] }),
             _ => Err(Error::Value(format!(
-                "layer \"{}\" ({}) needs inputs of shape (batch, time, features) with at least one step, got (batch, {})",
+                "layer \"{}\" ({}) needs inputs of shape (batch, time, features), got (batch, {})",
                 name,
                 class,
                 crate::shape::join_dims(&inputs[0])

@@ -201,6 +201,60 @@ mod tests {
         }
     }
 
+    /// Declaring one axis of the inputs variable (Keras's None): the shapes inferred keep
+    /// every other size as with the axis known, weights either keep their shapes or say they
+    /// need the axis (then the model refuses to build), and where a layer accepts another
+    /// size on that axis its forward pass makes the shape inferred for that size.
+    #[test]
+    fn variable_sizes_give_the_shapes_of_known_sizes() {
+        use crate::shape::VARIABLE;
+        for r in LAYER_TYPES {
+            let (inst, ex) = instance(r);
+            let known = inst.layer.node_output_shape(&ex.inputs).unwrap();
+            let known_specs = inst.layer.weight_specs(&ex.inputs[0]);
+            for axis in 0..ex.inputs[0].len() {
+                let with_axis = |size: usize| -> Vec<Vec<usize>> {
+                    ex.inputs
+                        .iter()
+                        .map(|s| {
+                            let mut s = s.clone();
+                            if axis < s.len() {
+                                s[axis] = size;
+                            }
+                            s
+                        })
+                        .collect()
+                };
+                let declared = with_axis(VARIABLE);
+                let what = format!("{} with input axis {} variable", r.class_name, axis + 1);
+                let Ok(out) = inst.layer.node_output_shape(&declared) else { continue };
+                assert_eq!(out.len(), known.len(), "{}: rank", what);
+                assert!(out.iter().zip(&known).all(|(o, k)| o == k || *o == VARIABLE), "{}: ({:?}) against ({:?})", what, out, known);
+                let specs = inst.layer.weight_specs(&declared[0]);
+                assert_eq!(specs.len(), known_specs.len(), "{}: weights", what);
+                if specs.iter().zip(&known_specs).any(|(s, k)| s.shape != k.shape && !crate::shape::has_variable(&s.shape)) {
+                    panic!("{}: a weight's shape changed without depending on the variable size", what);
+                }
+                if specs.iter().any(|s| crate::shape::has_variable(&s.shape)) || ex.index_bound.is_some() {
+                    continue;
+                }
+                // Another size on that axis: the forward pass makes the shape inferred for it.
+                let other = with_axis(ex.inputs[0][axis] + 1);
+                let Ok(expected) = inst.layer.node_output_shape(&other) else { continue };
+                let xs: Vec<Tensor> = other
+                    .iter()
+                    .map(|s| {
+                        let mut full = vec![2usize];
+                        full.extend(s);
+                        Tensor::randn(0f32, 1f32, full, &Device::Cpu).unwrap()
+                    })
+                    .collect();
+                let (y, _) = inst.layer.forward_node(&inst.weights, &xs, &mut ctx()).unwrap_or_else(|e| panic!("{}: forward at another size: {}", what, e));
+                assert_eq!(&y.value.dims()[1..], expected.as_slice(), "{}: forward at another size", what);
+            }
+        }
+    }
+
     #[test]
     fn backward_passes_match_finite_differences() {
         for r in LAYER_TYPES {

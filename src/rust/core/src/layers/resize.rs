@@ -3,7 +3,7 @@
 //! UpSampling2D, Cropping1D, Cropping2D.
 use super::{Cache, Example, ForwardContext, InputDims, LayerGrads, LayerOutput, LayerType, OutputGrad, Tuple2};
 use crate::error::{Error, Result};
-use crate::shape::{image_dims, sequence_dims};
+use crate::shape::{image_dims, map_known, sequence_dims, VARIABLE};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -84,7 +84,7 @@ impl LayerType for UpSampling1D {
 
     fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
         let (steps, c) = sequence_dims(name, Self::CLASS_NAME, &inputs[0])?;
-        Ok(vec![steps * self.size, c])
+        Ok(vec![map_known(steps, |s| s * self.size), c])
     }
 
     fn forward(&self, name: &str, _weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
@@ -138,7 +138,7 @@ impl LayerType for UpSampling2D {
 
     fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
         let (h, w, c) = image_dims(name, Self::CLASS_NAME, &inputs[0])?;
-        Ok(vec![h * self.size.0, w * self.size.1, c])
+        Ok(vec![map_known(h, |h| h * self.size.0), map_known(w, |w| w * self.size.1), c])
     }
 
     fn forward(&self, name: &str, _weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
@@ -187,6 +187,9 @@ fn uncrop(dy: &Tensor, axis: usize, (start, end): (usize, usize)) -> Result<Tens
 }
 
 fn check_crop(name: &str, class: &str, extent: usize, (start, end): (usize, usize)) -> Result<usize> {
+    if extent == VARIABLE {
+        return Ok(VARIABLE);
+    }
     match extent.checked_sub(start + end) {
         Some(left) if left > 0 => Ok(left),
         _ => Err(Error::Value(format!("layer \"{}\" ({}) crops {} + {} from an axis of {}: nothing would be left", name, class, start, end, extent))),

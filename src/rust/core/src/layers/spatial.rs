@@ -27,7 +27,7 @@ impl LayerType for Flatten {
     }
 
     fn output_shape(&self, _name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
-        Ok(vec![inputs[0].iter().product()])
+        Ok(vec![crate::shape::known_product(&inputs[0])])
     }
 
     fn forward(&self, _name: &str, _weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
@@ -77,6 +77,10 @@ impl LayerType for Reshape {
 
     fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
         let input = &inputs[0];
+        if crate::shape::has_variable(input) {
+            // Sizes are checked when a batch gives them; the wildcard stays unknown till then.
+            return Ok(self.target_shape.iter().map(|d| if *d > 0 { *d as usize } else { crate::shape::VARIABLE }).collect());
+        }
         let total: usize = input.iter().product();
         let known = self.target_shape.iter().filter(|d| **d > 0).try_fold(1usize, |acc, d| acc.checked_mul(*d as usize));
         let fits = match (known, self.target_shape.contains(&-1)) {
@@ -177,7 +181,7 @@ impl LayerType for ZeroPadding2D {
     fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
         let (h, w, c) = image_dims(name, Self::CLASS_NAME, &inputs[0])?;
         let Padding2D((t, b), (l, r)) = self.padding;
-        let grow = |n: usize, a: usize, b: usize| n.checked_add(a).and_then(|v| v.checked_add(b));
+        let grow = |n: usize, a: usize, b: usize| if n == crate::shape::VARIABLE { Some(n) } else { n.checked_add(a).and_then(|v| v.checked_add(b)) };
         match (grow(h, t, b), grow(w, l, r)) {
             (Some(h), Some(w)) => Ok(vec![h, w, c]),
             _ => Err(Error::Value(format!("layer \"{}\" (ZeroPadding2D): `padding` is too large", name))),

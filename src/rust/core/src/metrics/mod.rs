@@ -108,9 +108,10 @@ impl Metric {
     /// Resolves a metric name as tf.keras's `compile` does: "accuracy" (or "acc") picks
     /// binary, sparse or categorical accuracy from the loss and the output width; a loss's
     /// name gives that loss as a metric.
-    pub fn resolve(name: &str, loss: &Loss, output_units: usize) -> Result<Self> {
+    pub fn resolve(name: &str, loss: &Loss, last_dim: usize) -> Result<Self> {
         let computes = match name {
-            "accuracy" | "acc" => find_function(if output_units == 1 || loss.name() == "binary_crossentropy" {
+            // Keras's choice: binary where the output's last size is 1 or the loss is binary.
+            "accuracy" | "acc" => find_function(if last_dim == 1 || loss.name() == "binary_crossentropy" {
                 "binary_accuracy"
             } else if loss.name() == "sparse_categorical_crossentropy" {
                 "sparse_categorical_accuracy"
@@ -127,15 +128,15 @@ impl Metric {
         Ok(Self { name: name.to_string(), computes })
     }
 
-    /// This metric for an output with `loss` and `output_units` values per sample ("accuracy"
-    /// depends on them; a custom metric does not).
-    pub fn resolved_for(&self, output: usize, loss: &Loss, output_units: usize) -> Result<Self> {
+    /// This metric for an output with `loss` and last size `last_dim` ("accuracy" depends on
+    /// them; a custom metric does not).
+    pub fn resolved_for(&self, output: usize, loss: &Loss, last_dim: usize) -> Result<Self> {
         match &self.computes {
             Computes::PerOutput(fs) => {
                 let f = fs.get(output).ok_or_else(|| Error::Value(format!("the metric \"{}\" was not traced for output {}", self.name, output + 1)))?;
                 Ok(Self { name: self.name.clone(), computes: Computes::Loss(f.clone()) })
             }
-            _ => Self::resolve(&self.name, loss, output_units),
+            _ => Self::resolve(&self.name, loss, last_dim),
         }
     }
 
@@ -242,7 +243,7 @@ impl Metric {
         // Sparse metrics read class ids, which the sparse loss makes one-hot.
         let loss = Loss::parse(if name.starts_with("sparse_") { "sparse_categorical_crossentropy" } else { "mean_squared_error" })?;
         let (y, p) = crate::loss::operands(&loss, y_true, y_pred)?;
-        let metric = Metric::resolve(name, &loss, y_pred.row_len())?;
+        let metric = Metric::resolve(name, &loss, y_pred.shape.last().copied().unwrap_or(1))?;
         if metric.is_stateful() {
             // One value over all the samples given (Keras's metric objects, called once).
             return HostTensor::new(vec![1], vec![metric.result(&metric.batch_sums(&p, &y, None)?) as f32]);

@@ -107,7 +107,7 @@ impl Executor {
     ) -> Result<BatchStats> {
         check_rows(xs, ys, model.arch.outputs().len(), rows)?;
         check_weights(sample_weights, xs[0].rows())?;
-        self.check_step_memory(model, rows.len(), true)?;
+        self.check_step_memory(model, xs, rows.len(), true)?;
         let batch = Batch { xs, ys, sample_weights };
         // Regularization: its penalty (at the weights the step starts from) joins the loss,
         // its gradient the update's.
@@ -137,7 +137,7 @@ impl Executor {
     ) -> Result<BatchStats> {
         check_rows(xs, ys, model.arch.outputs().len(), rows)?;
         check_weights(sample_weights, xs[0].rows())?;
-        self.check_step_memory(model, rows.len(), false)?;
+        self.check_step_memory(model, xs, rows.len(), false)?;
         let batch = Batch { xs, ys, sample_weights };
         let mut stats = crate::fork::on_own_pool(|| match self {
             Executor::Local(info) => one_device::evaluate(info, model, compiled, &batch, rows),
@@ -151,7 +151,7 @@ impl Executor {
     /// inference too (draws in a lambda layer) draw from it.
     pub fn predict_on_batch(&self, model: &Model, xs: &[&dyn BatchSource], rows: &[usize], seed: u64) -> Result<Vec<HostTensor>> {
         check_batch(xs, rows)?;
-        self.check_step_memory(model, rows.len(), false)?;
+        self.check_step_memory(model, xs, rows.len(), false)?;
         crate::fork::on_own_pool(|| match self {
             Executor::Local(info) => one_device::predict(info, model, xs, rows, seed),
             Executor::Replicated(r) => replicas::predict(&r.set, model, xs, rows, seed),
@@ -242,8 +242,9 @@ impl Executor {
     /// when training (an estimate: convolutions' patch buffers come on top, inference frees
     /// as it goes). On GPUs, each one's share of the rows (the split is balanced, so at most
     /// rows / GPUs rounded up) against its free memory; else the host's memory.
-    fn check_step_memory(&self, model: &Model, rows: usize, training: bool) -> Result<()> {
-        let per_row = model.arch.activation_elements_per_row();
+    fn check_step_memory(&self, model: &Model, xs: &[&dyn BatchSource], rows: usize, training: bool) -> Result<()> {
+        let sample_shapes: Vec<Vec<usize>> = xs.iter().map(|x| x.sample_shape()).collect();
+        let per_row = model.arch.activation_elements_per_row(&sample_shapes);
         let copies = if training { 2 } else { 1 };
         let bytes = |rows: usize| per_row.and_then(|n| n.checked_mul(rows as u64)).and_then(|n| crate::memory::bytes(n, 4 * copies));
         let gpus = self.cuda_devices();

@@ -75,7 +75,7 @@ impl StepInputs {
                     .iter()
                     .zip(&c.losses)
                     .enumerate()
-                    .map(|(k, (shape, loss))| c.metrics.iter().map(|m| m.resolved_for(k, loss, shape.iter().product())).collect())
+                    .map(|(k, (shape, loss))| c.metrics.iter().map(|m| m.resolved_for(k, loss, shape.last().copied().unwrap_or(1))).collect())
                     .collect::<Result<Vec<Vec<Metric>>>>()?;
                 (c.losses.clone(), c.loss_weights.clone(), metrics)
             }
@@ -403,7 +403,15 @@ pub(super) struct Batch<'a> {
 impl Batch<'_> {
     /// Converts `rows` of x and y; targets are checked and prepared for the loss.
     fn gather(&self, s: &StepInputs, rows: &[usize]) -> Result<(Vec<HostTensor>, Vec<HostTensor>, Option<HostTensor>)> {
-        let ys = self.ys.iter().enumerate().map(|(k, y)| s.losses[k].prepare_targets(&y.gather(rows), &s.output_shapes[k])).collect::<Result<Vec<_>>>()?;
+        // A model with inputs of variable size has the output shapes of this batch's sizes.
+        let batch_shapes;
+        let output_shapes = if s.arch.has_variable_inputs() {
+            batch_shapes = s.arch.output_shapes_for(&self.xs.iter().map(|x| x.sample_shape()).collect::<Vec<_>>());
+            &batch_shapes
+        } else {
+            &s.output_shapes
+        };
+        let ys = self.ys.iter().enumerate().map(|(k, y)| s.losses[k].prepare_targets(&y.gather(rows), &output_shapes[k])).collect::<Result<Vec<_>>>()?;
         let weights = self.sample_weights.map(|w| {
             let mut t = w.gather(rows);
             t.shape = vec![rows.len()];
