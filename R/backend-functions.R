@@ -774,6 +774,7 @@ k_set_learning_phase <- function(value) {
 #' @export
 k_clear_session <- function() {
   rg_reset_unique_names()
+  .graph$tracer <- NULL
   invisible(NULL)
 }
 

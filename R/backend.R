@@ -32,6 +32,7 @@ as_node <- function(tracer, x, call = rlang::caller_env()) {
     return(x$node)
   }
   if (is_tensor(x)) {
+    if (isTRUE(tracer$graph)) return(graph_leaf_node(tracer, x, call = call))
     if (!is.null(tracer$model)) return(model_tensor_node(tracer, x, call = call))
     trace_error(paste0("A layer's output tensor (from the functional API) was used inside a traced function: ",
                        "pass it to the layer as an input instead (layer_lambda() on a list of tensors)."), call = call)
@@ -77,15 +78,27 @@ k_op <- function(op, args, call = rlang::caller_env()) {
   }
   eager <- is.null(tracer)
   if (eager) tracer <- new_tracer()
-  nodes <- vapply(args, function(a) as.numeric(as_node(tracer, a, call = call)), numeric(1))
-  res <- call_backend(rg_trace_record(tracer$ptr, op, nodes), call = call)
-  out <- traced_tensor(tracer, res$node, res$shape)
+  out <- record_op(tracer, op, args, call = call)
   if (eager) eager_value(out, call = call) else out
 }
 
+# `op` on `args` recorded in `tracer`: the traced result. In the expression graph (below),
+# the result also keeps its recipe, to be computed again when k_function()'s function runs.
+record_op <- function(tracer, op, args, call = rlang::caller_env()) {
+  nodes <- vapply(args, function(a) as.numeric(as_node(tracer, a, call = call)), numeric(1))
+  res <- call_backend(rg_trace_record(tracer$ptr, op, nodes), call = call)
+  out <- traced_tensor(tracer, res$node, res$shape)
+  if (isTRUE(tracer$graph)) out$recipe <- list(op = op, args = args)
+  out
+}
+
 # A backend function or operator applied to tensors of the functional API (layer outputs):
-# a lambda layer applying it, as tf.keras makes one for a TensorFlow op on Keras tensors.
+# a lambda layer applying it, as tf.keras makes one for a TensorFlow op on Keras tensors;
+# an op whose result has no batch axis (a sum over everything, a shape) cannot be a layer
+# and becomes an expression of the model's tensors instead, for k_gradients()/k_function().
 functional_op <- function(op, args, call = rlang::caller_env()) {
+  expr <- tryCatch(record_op(graph_tracer(), op, args, call = call), rustgpu_error = function(e) NULL)
+  if (!is.null(expr) && !(length(expr$shape) > 0 && is.na(expr$shape[[1]]))) return(expr)
   which_tensors <- which(vapply(args, is_tensor, logical(1)))
   apply_op <- function(xs) {
     if (length(which_tensors) == 1) xs <- list(xs)
@@ -393,4 +406,209 @@ functional_shape <- function(t) {
 # from R's RNG, which is left alone for models without lambda layers.
 inference_seed <- function(model) {
   if ("Lambda" %in% model_info(model)$layer_classes) new_seed() else 0
+}
+
+# --- expressions of a model's tensors: k_gradients() and k_function() --------
+
+# Ops on layer outputs that are not layers (see functional_op()) and gradients are traced in
+# one graph whose inputs are layer outputs and gradients; each traced tensor keeps its
+# recipe, and k_function()'s function computes the recipes its outputs need: layer outputs by
+# the model, gradients by the core (src/rust/core/src/gradients.rs), the rest on arrays.
+.graph <- new.env(parent = emptyenv())
+
+graph_tracer <- function() {
+  if (is.null(.graph$tracer)) {
+    tracer <- new_tracer()
+    tracer$graph <- TRUE
+    tracer$leaves <- list()
+    .graph$tracer <- tracer
+  }
+  .graph$tracer
+}
+
+# A layer output read by an expression: an input of the graph.
+graph_leaf_node <- function(tracer, x, call = rlang::caller_env()) {
+  key <- as.character(x$id)
+  if (!is.null(tracer$leaves[[key]])) return(tracer$leaves[[key]])
+  node <- call_backend(rg_trace_add_input(tracer$ptr, as.numeric(c(NA, shape_with_na(functional_shape(x))))), call = call)
+  tracer$leaves[[key]] <- node
+  node
+}
+
+is_graph_expr <- function(x) is_traced(x) && isTRUE(x$tracer$graph)
+
+#' Gradients and functions of a model's tensors
+#'
+#' R keras's `k_gradients()` and `k_function()`, as the gradient-ascent examples use them
+#' (deep dream, filter visualization, style transfer, class activation maps):
+#' `k_gradients(loss, variables)` gives, for each variable (a model input or a layer's
+#' output), a tensor holding the gradient of `loss` (summed if it is not a scalar, as
+#' TensorFlow does) there; `k_function(inputs, outputs)` gives an R function that takes a
+#' list of arrays, one per input, and returns the outputs' values as arrays. `loss` is
+#' computed from layer outputs with backend functions (`k_sum()`, `k_square()`, arithmetic,
+#' ...). Models run in inference mode (Keras's learning phase 0: batch normalization uses its
+#' moving statistics, dropout passes through); gradients come from rustgpu's backward passes.
+#'
+#' @param loss A tensor computed from layer outputs.
+#' @param variables A tensor (a model input or a layer output), or a list of them.
+#' @param inputs A list of model input tensors (from [layer_input()]).
+#' @param outputs A tensor or list of tensors: layer outputs, expressions of them, gradients.
+#' @param updates,name,... Accepted for compatibility; updates are not supported.
+#' @return `k_gradients()`: a list of tensors. `k_function()`: a function of a list of arrays
+#'   returning a list of arrays.
+#' @examples
+#' input <- layer_input(shape = 3)
+#' hidden <- input %>% layer_dense(4, activation = "tanh")
+#' loss <- k_sum(k_square(hidden))
+#' grads <- k_gradients(loss, input)[[1]]
+#' f <- k_function(list(input), list(loss, grads))
+#' f(list(matrix(0.5, 2, 3)))
+#' @export
+k_gradients <- function(loss, variables) {
+  if (is_tensor(loss)) loss <- record_op(graph_tracer(), list(op = "reshape", shape = I(-1)), list(loss))
+  if (!is_graph_expr(loss)) {
+    value_error("`loss` must be a tensor computed from a model's tensors (layer outputs and backend functions on them).")
+  }
+  if (is_tensor(variables)) variables <- list(variables)
+  if (!is.list(variables) || !length(variables) || !all(vapply(variables, is_tensor, logical(1)))) {
+    value_error("`variables` must be a model input or a layer's output tensor, or a list of them.")
+  }
+  lapply(variables, function(v) {
+    tracer <- graph_tracer()
+    shape <- as.numeric(c(NA, shape_with_na(functional_shape(v))))
+    node <- call_backend(rg_trace_add_input(tracer$ptr, shape))
+    out <- traced_tensor(tracer, node, shape)
+    out$recipe <- list(grad = list(loss = loss, wrt = v))
+    out
+  })
+}
+
+#' @rdname k_gradients
+#' @export
+k_function <- function(inputs, outputs, updates = NULL, name = NULL, ...) {
+  if (is_tensor(inputs)) inputs <- list(inputs)
+  if (!is.list(inputs) || !length(inputs) || !all(vapply(inputs, function(t) is_tensor(t) && t$kind == "input", logical(1)))) {
+    value_error("`inputs` must be a list of model inputs (tensors from layer_input(), or `model$input`).")
+  }
+  if (length(updates)) value_error("`updates` are not supported by k_function(): leave them NULL.")
+  single <- !is.list(outputs) || is_tensor(outputs) || is_traced(outputs)
+  if (single) outputs <- list(outputs)
+  for (o in outputs) {
+    if (!is_tensor(o) && !is_graph_expr(o)) value_error("`outputs` must hold tensors computed from the model's tensors.")
+  }
+  models <- new.env(parent = emptyenv())
+  function(values, ...) {
+    if (!is.list(values) || is.data.frame(values)) values <- list(values)
+    if (length(values) != length(inputs)) {
+      value_error(sprintf("This function takes a list of %d array%s, one per input, not %d.", length(inputs),
+                          if (length(inputs) == 1) "" else "s", length(values)))
+    }
+    env <- new.env(parent = emptyenv())
+    env$inputs <- inputs
+    env$values <- values
+    env$models <- models
+    env$computed <- list()
+    leaves <- expression_leaves(outputs)
+    env$leaf_values <- leaf_values(leaves, env)
+    out <- lapply(outputs, expression_value, env = env)
+    if (single) out[[1]] else out
+  }
+}
+
+# The layer outputs the expressions read directly (not those only a gradient's loss reads).
+expression_leaves <- function(xs) {
+  found <- list()
+  seen <- new.env(parent = emptyenv())
+  walk <- function(x) {
+    if (is_tensor(x)) {
+      found[[as.character(x$id)]] <<- x
+      return()
+    }
+    if (!is_graph_expr(x) || is.null(x$recipe$args)) return()
+    key <- as.character(x$node)
+    if (!is.null(seen[[key]])) return()
+    seen[[key]] <- TRUE
+    for (a in x$recipe$args) walk(a)
+  }
+  for (x in xs) walk(x)
+  found
+}
+
+# A model from `env$inputs` to `outputs` (made once per function), with the newest weights.
+expression_model <- function(outputs, env) {
+  key <- paste(vapply(outputs, function(t) as.character(t$id), character(1)), collapse = ",")
+  model <- env$models[[key]]
+  if (is.null(model)) {
+    model <- keras_model(env$inputs, outputs)
+    env$models[[key]] <- model
+  }
+  check_model(model)
+  model
+}
+
+# The values of layer outputs (the batch axis first), by one pass of the model.
+leaf_values <- function(leaves, env) {
+  input_ids <- vapply(env$inputs, function(t) as.character(t$id), character(1))
+  out <- list()
+  for (key in names(leaves)) {
+    k <- match(key, input_ids)
+    if (!is.na(k)) out[[key]] <- env$values[[k]]
+  }
+  rest <- leaves[setdiff(names(leaves), names(out))]
+  if (length(rest)) {
+    values <- predict(expression_model(unname(rest), env), env$values)
+    if (length(rest) == 1) values <- list(values)
+    out[names(rest)] <- values
+  }
+  out
+}
+
+expression_value <- function(x, env) {
+  if (is_tensor(x)) return(env$leaf_values[[as.character(x$id)]])
+  if (!is_graph_expr(x)) return(x)
+  key <- as.character(x$node)
+  if (!is.null(env$computed[[key]])) return(env$computed[[key]])
+  recipe <- x$recipe
+  value <- if (!is.null(recipe$grad)) gradient_value(recipe$grad, env) else {
+    k_op(recipe$op, lapply(recipe$args, expression_value, env = env))
+  }
+  env$computed[[key]] <- value
+  value
+}
+
+# d sum(loss) / d wrt, by the core: the model from the inputs to the loss's layer outputs and
+# `wrt`, the loss traced from those outputs.
+gradient_value <- function(grad, env) {
+  loss <- grad$loss
+  leaves <- unname(expression_leaves(list(loss)))
+  if (!length(leaves)) value_error("The loss of k_gradients() reads no layer output.")
+  reads_gradient <- function(x) is_graph_expr(x) && (!is.null(x$recipe$grad) || any(vapply(x$recipe$args, reads_gradient, logical(1))))
+  if (reads_gradient(loss)) value_error("Gradients of gradients are not supported.")
+  tracer <- new_tracer(lapply(leaves, function(l) c(NA, shape_with_na(functional_shape(l)))))
+  nodes <- list()
+  for (i in seq_along(leaves)) nodes[[as.character(leaves[[i]]$id)]] <- traced_tensor(tracer, i - 1, NULL)
+  replay <- new.env(parent = emptyenv())
+  trace_again <- function(x) {
+    if (is_tensor(x)) return(nodes[[as.character(x$id)]])
+    if (!is_graph_expr(x)) return(x)
+    key <- as.character(x$node)
+    if (is.null(replay[[key]])) replay[[key]] <- record_op(tracer, x$recipe$op, lapply(x$recipe$args, trace_again))
+    replay[[key]]
+  }
+  out <- trace_again(loss)
+  wrt <- grad$wrt
+  input_ids <- vapply(env$inputs, function(t) as.character(t$id), character(1))
+  k <- match(as.character(wrt$id), input_ids)
+  outputs <- leaves
+  if (is.na(k)) {
+    # A layer output: the model gives it too (an input of the trace that the loss ignores).
+    outputs <- c(leaves, list(wrt))
+    call_backend(rg_trace_add_input(tracer$ptr, as.numeric(c(NA, shape_with_na(functional_shape(wrt))))))
+  }
+  json <- call_backend(rg_trace_json(tracer$ptr, out$node))
+  model <- expression_model(outputs, env)
+  code <- if (!is.na(k)) -k else unname(model_field(model, "tensor_nodes")[as.character(wrt$id)])
+  if (is.null(code) || is.na(code)) value_error("k_gradients(): this variable is not a tensor of the model.")
+  res <- call_backend(rg_expression_gradients(model$ptr, json, env$values, as.integer(code), new_seed()))
+  res$gradients[[1]]
 }

@@ -12,6 +12,13 @@ rg_init <- function() .Call(wrap__rg_init)
 #' @noRd
 rg_output_shapes <- function(ptr) .Call(wrap__rg_output_shapes, ptr)
 
+#' `k_function()` on `k_gradients()`: the outputs of the traced expression (JSON) of the
+#' model's outputs for inputs `xs` (one array per model input), and the gradients of its
+#' first output at the model sources `wanted` (codes as rg_make_functional's: -k-1 for
+#' input k, j for node j). list(values = list, gradients = list).
+#' @noRd
+rg_expression_gradients <- function(ptr, expression, xs, wanted, seed) .Call(wrap__rg_expression_gradients, ptr, expression, xs, wanted, seed)
+
 #' A new trace of inputs and weights of these shapes.
 #' @noRd
 rg_trace_new <- function(input_shapes, weight_shapes) .Call(wrap__rg_trace_new, input_shapes, weight_shapes)

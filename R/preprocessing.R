@@ -624,7 +624,8 @@ resize_nearest <- function(img, height, width) {
 #' @param grayscale Whether to make one channel.
 #' @param target_size `c(height, width)`, or `NULL` for the file's size.
 #' @param interpolation Only `"nearest"`.
-#' @param img An image from `image_load()` (or an array).
+#' @param img An image from `image_load()` (or an array; `image_array_resize()` also takes a
+#'   batch of one image, `(1, height, width, channels)`, and keeps the batch axis).
 #' @param data_format `NULL` or "channels_last"; `image_to_array()` also takes
 #'   "channels_first" (and `NULL` follows [k_image_data_format()] there).
 #' @param height,width The new size.
@@ -667,9 +668,14 @@ image_to_array <- function(img, data_format = NULL) {
 #' @export
 image_array_resize <- function(img, height, width, data_format = NULL) {
   channels_last_only(data_format)
-  img <- image_to_array(img, data_format = "channels_last")
   check_count(height, "height", min = 1)
   check_count(width, "width", min = 1)
+  # A batch of one image (1, height, width, channels) stays a batch, as R keras's.
+  if (is.array(img) && length(dim(img)) == 4 && dim(img)[1] == 1) {
+    resized <- resize_nearest(array(img, dim(img)[-1]), height, width)
+    return(array(resized, c(1L, dim(resized))))
+  }
+  img <- image_to_array(img, data_format = "channels_last")
   resize_nearest(img, height, width)
 }
 

@@ -14,6 +14,8 @@ LIB="${R_LIBS_RUSTGPU:-$PWD/.rlib}"
 OUT="$(mktemp -d)"
 # Files that scripts download themselves (stand-ins made by fake-keras-cache.py).
 [ -d "$CACHE/work" ] && cp -r "$CACHE/work/." "$OUT/"
+# deep_dream.R reads its picture from this absolute path.
+[ -f /tmp/mypic.jpg ] || { [ -f "$CACHE/work/elephant.jpg" ] && cp "$CACHE/work/elephant.jpg" /tmp/mypic.jpg; }
 for script in "$@"; do
   name=$(basename "$script")
   {

@@ -328,3 +328,39 @@ test_that("k_arange(), k_repeat(), k_reverse() (also traced), k_cumsum() and k_c
   expect_equal(k_cumsum(1:4), c(1L, 3L, 6L, 10L))
   expect_error(keras_model(input, layer_lambda(input, function(t) k_cumsum(t))), class = "rustgpu_trace_error")
 })
+
+test_that("k_gradients() and k_function() give a model's gradients as finite differences do, in inference", {
+  set.seed(3)
+  input <- layer_input(shape = c(4, 4, 2))
+  conv <- input %>% layer_conv_2d(3, 3, padding = "same", activation = "tanh", name = "conv")
+  normed <- conv %>% layer_batch_normalization(name = "bn") %>% layer_dropout(0.5)
+  out <- normed %>% layer_global_average_pooling_2d() %>% layer_dense(2)
+  model <- keras_model(input, out)
+  bn <- get_weights(get_layer(model, "bn"))
+  set_weights(get_layer(model, "bn"), list(bn[[1]] + 0.5, bn[[2]] - 0.2, bn[[3]] + 0.3, bn[[4]] * 2))
+  loss <- k_sum(k_square(normed)) / k_prod(k_cast(k_shape(normed), "float32")) + 2 * k_mean(model$output)
+  grads <- k_gradients(loss, model$input)[[1]]
+  scaled <- grads / k_maximum(k_mean(k_abs(grads)), 1e-7)
+  at_conv <- k_gradients(loss, get_layer(model, "conv")$output)[[1]]
+  f <- k_function(list(model$input), list(loss, grads, scaled, at_conv))
+  x <- array(rnorm(2 * 4 * 4 * 2), c(2, 4, 4, 2))
+  res <- f(list(x))
+  inner <- keras_model(input, list(normed, out))
+  value <- function(x) {
+    p <- predict(inner, x)
+    sum(p[[1]]^2) / length(p[[1]]) + 2 * mean(p[[2]])
+  }
+  expect_equal(as.numeric(res[[1]]), value(x), tolerance = 1e-5)
+  numeric <- x
+  for (i in seq_along(x)) {
+    up <- x; up[i] <- up[i] + 1e-2
+    down <- x; down[i] <- down[i] - 1e-2
+    numeric[i] <- (value(up) - value(down)) / 2e-2
+  }
+  expect_equal(dim(res[[2]]), dim(x))
+  expect_equal(res[[2]], numeric, tolerance = 1e-2)
+  expect_equal(res[[3]], res[[2]] / max(mean(abs(res[[2]])), 1e-7), tolerance = 1e-5)
+  expect_equal(dim(res[[4]]), c(2L, 4L, 4L, 3L))
+  expect_error(k_gradients(k_sum(k_ones(3)), input), class = "rustgpu_value_error")
+  expect_error(f(list(x, x)), "list of 1 array", class = "rustgpu_value_error")
+})

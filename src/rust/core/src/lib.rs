@@ -6,6 +6,7 @@ pub mod constraint;
 pub mod device;
 pub mod error;
 pub mod fork;
+pub mod gradients;
 pub mod image;
 pub mod initializer;
 pub mod io;

@@ -322,13 +322,55 @@ impl Architecture {
         output_grads: Vec<OutputGrad>,
         extra: Vec<(usize, Tensor)>,
     ) -> Result<Vec<Tensor>> {
+        Ok(self.backward_reaching(weights, transposed, caches, output_grads, extra, &[])?.0)
+    }
+
+    /// The gradients at model inputs or node outputs (`wanted`) from the gradients at the
+    /// outputs, as Keras's `k_gradients()` of an expression of the outputs: zeros where none
+    /// flows. Also the weights' gradients, which come on the way.
+    pub fn gradients_at(&self, weights: &[Tensor], caches: &[Cache], output_grads: Vec<OutputGrad>, wanted: &[Source]) -> Result<Vec<Option<Tensor>>> {
+        Ok(self.backward_reaching(weights, &[], caches, output_grads, Vec::new(), wanted)?.1)
+    }
+
+    /// The backward pass over every node: the weights' gradients, and the gradients reaching
+    /// each of `wanted` (None where nothing flows there).
+    fn backward_reaching(
+        &self,
+        weights: &[Tensor],
+        transposed: &[Option<Tensor>],
+        caches: &[Cache],
+        output_grads: Vec<OutputGrad>,
+        extra: Vec<(usize, Tensor)>,
+        wanted: &[Source],
+    ) -> Result<(Vec<Tensor>, Vec<Option<Tensor>>)> {
+        if let Some(s) = wanted.iter().find(|s| matches!(s, Source::State(..))) {
+            return Err(Error::Value(format!("gradients at a layer's state ({:?}) are not supported: ask for a layer output", s)));
+        }
+        let wants_inputs = wanted.iter().any(|s| matches!(s, Source::Input(_)));
+        let mut reached: Vec<Option<Tensor>> = vec![None; wanted.len()];
+        let mut input_grads_acc: Vec<Option<Tensor>> = vec![None; self.input_count()];
         let nodes = self.nodes();
         let mut node_grads: Vec<Option<OutputGrad>> = vec![None; nodes.len()];
         // Gradients of nodes' outputs after the first (recurrent layers' states).
         let mut more_grads: Vec<Vec<Option<Tensor>>> = vec![Vec::new(); nodes.len()];
-        let add = |node_grads: &mut Vec<Option<OutputGrad>>, more_grads: &mut Vec<Vec<Option<Tensor>>>, source: &Source, g: OutputGrad| -> Result<()> {
+        let add = |node_grads: &mut Vec<Option<OutputGrad>>,
+                   more_grads: &mut Vec<Vec<Option<Tensor>>>,
+                   input_grads: &mut Vec<Option<Tensor>>,
+                   source: &Source,
+                   g: OutputGrad|
+         -> Result<()> {
             match *source {
-                Source::Input(_) => {}
+                Source::Input(k) => {
+                    if wants_inputs {
+                        let g = g.value("a model input")?;
+                        if let Some(slot) = input_grads.get_mut(k) {
+                            *slot = Some(match slot.take() {
+                                Some(acc) => (acc + g)?,
+                                None => g,
+                            });
+                        }
+                    }
+                }
                 Source::Node(j) => node_grads[j] = Some(accumulate(node_grads[j].take(), g)?),
                 Source::State(j, k) => {
                     let slots = &mut more_grads[j];
@@ -345,7 +387,7 @@ impl Architecture {
             Ok(())
         };
         for (source, g) in self.outputs().iter().zip(output_grads) {
-            add(&mut node_grads, &mut more_grads, source, g)?;
+            add(&mut node_grads, &mut more_grads, &mut input_grads_acc, source, g)?;
         }
         for (j, g) in extra {
             node_grads[j] = Some(accumulate(node_grads[j].take(), OutputGrad::Value(g))?);
@@ -353,13 +395,22 @@ impl Architecture {
         let mut grads: Vec<Option<Tensor>> = vec![None; weights.len()];
         for j in (0..nodes.len()).rev() {
             let g = node_grads[j].take();
+            for (slot, w) in reached.iter_mut().zip(wanted) {
+                if *w == Source::Node(j) {
+                    *slot = match &g {
+                        Some(OutputGrad::Value(v)) => Some(v.clone()),
+                        Some(OutputGrad::Logits(_)) => return Err(Error::State("a gradient at logits cannot be read as a layer output's".into())),
+                        None => None,
+                    };
+                }
+            }
             let more = std::mem::take(&mut more_grads[j]);
             if g.is_none() && more.iter().all(Option::is_none) {
                 continue;
             }
             let node = &nodes[j];
             let range = self.weight_ranges[node.layer].clone();
-            let need_input = node.inputs.iter().any(|s| s.node().is_some());
+            let need_input = node.inputs.iter().any(|s| s.node().is_some() || wants_inputs);
             let transposes = transposed.get(range.clone()).unwrap_or(&[]);
             let layer = &self.layers[node.layer];
             let out = match (g, more.is_empty()) {
@@ -375,18 +426,24 @@ impl Architecture {
             let input_grads = std::iter::once(out.input).chain(out.more_inputs.into_iter().map(Some));
             for (source, ig) in node.inputs.iter().zip(input_grads) {
                 if let Some(ig) = ig {
-                    add(&mut node_grads, &mut more_grads, source, OutputGrad::Value(ig))?;
+                    add(&mut node_grads, &mut more_grads, &mut input_grads_acc, source, OutputGrad::Value(ig))?;
                 }
             }
         }
-        grads
+        for (slot, w) in reached.iter_mut().zip(wanted) {
+            if let Source::Input(k) = *w {
+                *slot = input_grads_acc.get(k).cloned().flatten();
+            }
+        }
+        let weight_grads = grads
             .into_iter()
             .zip(weights)
             .map(|(g, w)| match g {
                 Some(g) => Ok(g),
                 None => Ok(w.zeros_like()?),
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok((weight_grads, reached))
     }
 
     /// Every output shape of each layer's first application (a recurrent layer with

@@ -108,3 +108,38 @@ fn replicas_train_a_functional_model_like_one_device() {
     }
     assert_eq!(local.predict_on_batch(&a, &[&x0, &x1], &rows, 0).unwrap(), par.predict_on_batch(&a, &[&x0, &x1], &rows, 0).unwrap());
 }
+
+/// The gradients k_gradients() asks for: of an expression of the outputs (the sum of the
+/// squared output, over the batch too) at the inputs and at a layer output, in inference.
+#[test]
+fn expression_gradients_at_inputs_and_layer_outputs_match_finite_differences() {
+    use rustgpu_core::trace::{Op, Reduction, Trace};
+    let m = model();
+    let (x0, x1, _) = data(3);
+    let mut t = Trace::new(vec![vec![None, Some(2)]], Vec::new());
+    let sq = t.record(Op::PowScalar { exponent: 2.0 }, vec![0]).unwrap();
+    let total = t.record(Op::Reduce { f: Reduction::Sum, axes: vec![0, 1], keepdims: false }, vec![sq]).unwrap();
+    t.set_outputs(vec![total]).unwrap();
+    let value = |a: &HostTensor, b: &HostTensor| -> f32 {
+        let (outs, _) = rustgpu_core::gradients::expression_gradients(&m, &t, &[a.clone(), b.clone()], &[], 0).unwrap();
+        outs[0].data[0]
+    };
+    let wanted = [Source::Input(0), Source::Input(1), Source::Node(2)];
+    let (outs, grads) = rustgpu_core::gradients::expression_gradients(&m, &t, &[x0.clone(), x1.clone()], &wanted, 0).unwrap();
+    assert!((outs[0].data[0] - value(&x0, &x1)).abs() < 1e-6);
+    let eps = 1e-2f32;
+    for (k, x) in [&x0, &x1].into_iter().enumerate() {
+        assert_eq!(grads[k].shape, x.shape);
+        for i in 0..x.data.len() {
+            let (mut up, mut down) = (x.clone(), x.clone());
+            up.data[i] += eps;
+            down.data[i] -= eps;
+            let (fu, fd) = if k == 0 { (value(&up, &x1), value(&down, &x1)) } else { (value(&x0, &up), value(&x0, &down)) };
+            let numeric = (fu - fd) / (2.0 * eps);
+            assert!((numeric - grads[k].data[i]).abs() < 2e-2 * (1.0 + numeric.abs()), "input {} value {}: {} against {}", k, i, grads[k].data[i], numeric);
+        }
+    }
+    // At the add layer's output (node 2): shaped as it, and zero-free.
+    assert_eq!(grads[2].shape, vec![3, 4]);
+    assert!(grads[2].data.iter().any(|v| *v != 0.0));
+}

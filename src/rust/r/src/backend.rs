@@ -113,6 +113,28 @@ fn rg_trace_eval(mut ptr: Robj, outputs: Robj, seed: Robj) -> Robj {
     })
 }
 
+/// `k_function()` on `k_gradients()`: the outputs of the traced expression (JSON) of the
+/// model's outputs for inputs `xs` (one array per model input), and the gradients of its
+/// first output at the model sources `wanted` (codes as rg_make_functional's: -k-1 for
+/// input k, j for node j). list(values = list, gradients = list).
+/// @noRd
+#[extendr]
+fn rg_expression_gradients(mut ptr: Robj, expression: &str, xs: List, wanted: Vec<i32>, seed: Robj) -> Robj {
+    guard(|| {
+        let trace: Trace = serde_json::from_str(expression).map_err(|e| Error::Value(format!("not a traced expression: {}", e)))?;
+        let items: Vec<Robj> = xs.values().collect();
+        let arrays =
+            items.iter().enumerate().map(|(i, x)| crate::convert::RArray::new(x, &format!("inputs[[{}]]", i + 1), true)).collect::<Result<Vec<_>>>()?;
+        let hosts = arrays.iter().map(|a| a.all()).collect::<Vec<_>>();
+        let h = crate::handle(&mut ptr)?;
+        let model = h.model();
+        let wanted: Vec<_> = wanted.into_iter().map(crate::functional::source).collect();
+        let (values, grads) = rustgpu_core::gradients::expression_gradients(&model, &trace, &hosts, &wanted, crate::seed_from(&seed))?;
+        let to_r = |ts: &[HostTensor]| List::from_values(ts.iter().map(host_to_r));
+        Ok(list!(values = to_r(&values), gradients = to_r(&grads)).into())
+    })
+}
+
 /// Each model output's shape without the batch axis (what a custom loss is traced for).
 /// @noRd
 #[extendr]
@@ -131,6 +153,7 @@ fn rg_output_shapes(mut ptr: Robj) -> Robj {
 extendr_module! {
     mod backend;
     fn rg_output_shapes;
+    fn rg_expression_gradients;
     fn rg_trace_new;
     fn rg_trace_record;
     fn rg_trace_add_input;

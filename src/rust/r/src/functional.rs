@@ -5,7 +5,7 @@ use rustgpu_core::{Error, Model, Result};
 
 /// R's node references: -(k + 1) for model input k, j for node j's first output, and
 /// j + k * STATE_CODE for its output k >= 1 (a recurrent layer's states; R/functional.R).
-fn source(code: i32) -> rustgpu_core::model::Source {
+pub(crate) fn source(code: i32) -> rustgpu_core::model::Source {
     const STATE_CODE: i32 = 1 << 20;
     if code < 0 {
         rustgpu_core::model::Source::Input((-code - 1) as usize)

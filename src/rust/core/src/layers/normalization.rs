@@ -6,7 +6,7 @@
 //!
 //! # Shapes
 //! input `(batch, ..., channels)`; gamma, beta, moving_mean, moving_variance `(channels)`.
-use super::{Axes, Cache, Example, ForwardContext, InputDims, LayerGrads, LayerOutput, LayerType, NotSupported, OutputGrad, WeightSpec};
+use super::{Axes, Cache, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, NotSupported, OutputGrad, WeightSpec};
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
 use candle_core::Tensor;
@@ -51,6 +51,14 @@ impl Default for BatchNormalization {
 }
 
 /// Normalized input, 1/std per channel, and the moving statistics this batch moves to.
+/// An inference pass's: the input and the moving statistics' 1/sqrt(var + epsilon), for
+/// gradients of the frozen affine map (`k_gradients()` in the learning phase 0).
+struct InferenceCache {
+    x2: Tensor,
+    inv_std: Tensor,
+    input_dims: Vec<usize>,
+}
+
 struct BatchNormCache {
     xhat: Tensor,
     inv_std: Tensor,
@@ -69,6 +77,30 @@ impl BatchNormalization {
         let gamma = self.scale.then(|| weights[0].clone());
         let beta = self.center.then(|| weights[usize::from(self.scale)].clone());
         (gamma, beta)
+    }
+
+    /// Gradients of an inference pass, an affine map per channel: dx = dy * gamma * inv_std.
+    fn inference_backward(&self, weights: &[Tensor], x2: &Tensor, inv_std: &Tensor, input_dims: &[usize], dy: &Tensor) -> Result<LayerGrads> {
+        let (rows, c) = x2.dims2()?;
+        let dy2 = dy.reshape((rows, c))?;
+        let (gamma, _) = self.affine(weights);
+        let xhat = x2.broadcast_sub(&weights[self.moving_offset()])?.broadcast_mul(inv_std)?;
+        let mut coef = inv_std.clone();
+        if let Some(g) = &gamma {
+            coef = coef.mul(g)?;
+        }
+        let dx = dy2.broadcast_mul(&coef)?.reshape(input_dims)?;
+        let mut grads = Vec::new();
+        if self.scale {
+            grads.push(crate::kernels::sum_rows(&dy2.mul(&xhat)?)?);
+        }
+        if self.center {
+            grads.push(crate::kernels::sum_rows(&dy2)?);
+        }
+        let zeros = weights[self.moving_offset()].zeros_like()?;
+        grads.push(zeros.clone());
+        grads.push(zeros);
+        Ok(LayerGrads { input: Some(dx), weights: grads, more_inputs: Vec::new() })
     }
 
     fn normalized(&self, name: &str, weights: &[Tensor], x: &Tensor, training: bool) -> Result<(LayerOutput, Cache)> {
@@ -91,7 +123,7 @@ impl BatchNormalization {
         if !training {
             let inv_std = (moving_var + self.epsilon)?.sqrt()?.recip()?;
             let xhat = x2.broadcast_sub(moving_mean)?.broadcast_mul(&inv_std)?;
-            return Ok((LayerOutput::plain(finish(&xhat)?), Cache::new(InputDims(dims))));
+            return Ok((LayerOutput::plain(finish(&xhat)?), Cache::new(InferenceCache { x2, inv_std, input_dims: dims })));
         }
         let count = x2.dim(0)? as f64;
         let mean = (crate::kernels::sum_rows(&x2)? / count)?;
@@ -178,8 +210,11 @@ impl LayerType for BatchNormalization {
         grad: OutputGrad,
         _need_input_grad: bool,
     ) -> Result<LayerGrads> {
-        let BatchNormCache { xhat, inv_std, input_dims, .. } = cache.get::<BatchNormCache>()?;
         let dy = grad.value(Self::CLASS_NAME)?;
+        if let Ok(InferenceCache { x2, inv_std, input_dims }) = cache.get::<InferenceCache>() {
+            return self.inference_backward(weights, x2, inv_std, input_dims, &dy);
+        }
+        let BatchNormCache { xhat, inv_std, input_dims, .. } = cache.get::<BatchNormCache>()?;
         let (rows, c) = xhat.dims2()?;
         let dy2 = dy.reshape((rows, c))?;
         let (gamma, _) = self.affine(weights);

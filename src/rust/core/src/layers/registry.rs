@@ -257,8 +257,24 @@ mod tests {
 
     #[test]
     fn backward_passes_match_finite_differences() {
+        check_every_backward(true);
+    }
+
+    /// In inference too (batch normalization's moving statistics, dropout passing through):
+    /// what `k_gradients()` differentiates in the learning phase 0.
+    #[test]
+    fn inference_backward_passes_match_finite_differences() {
+        check_every_backward(false);
+    }
+
+    fn check_every_backward(training: bool) {
+        let ctx = || {
+            let mut c = ctx();
+            c.training = training;
+            c
+        };
         for r in LAYER_TYPES {
-            eprintln!("checking {}", r.class_name);
+            eprintln!("checking {} (training: {})", r.class_name, training);
             let (inst, ex) = instance(r);
             let backward = |weights: &[Tensor], inputs: &[Tensor], dy: &Tensor| -> LayerGrads {
                 let (_, cache) = inst.layer.forward_node(weights, inputs, &mut ctx()).unwrap();
