@@ -326,8 +326,8 @@ impl Architecture {
     }
 
     /// The gradients at model inputs or node outputs (`wanted`) from the gradients at the
-    /// outputs, as Keras's `k_gradients()` of an expression of the outputs: zeros where none
-    /// flows. Also the weights' gradients, which come on the way.
+    /// outputs, as Keras's `k_gradients()` of an expression of the outputs: None where none
+    /// flows.
     pub fn gradients_at(&self, weights: &[Tensor], caches: &[Cache], output_grads: Vec<OutputGrad>, wanted: &[Source]) -> Result<Vec<Option<Tensor>>> {
         Ok(self.backward_reaching(weights, &[], caches, output_grads, Vec::new(), wanted)?.1)
     }
