@@ -10,7 +10,8 @@
 #'   dense classifier.
 #' @param weights `NULL` (random initialization), "imagenet" (Keras's pretrained weights,
 #'   downloaded once by [get_file()] into `~/.keras/models`) or the path of a weights file.
-#' @param input_tensor A tensor from [layer_input()] to use as the model's input.
+#' @param input_tensor A tensor to build the model on: from [layer_input()], or computed from
+#'   inputs (which then are the model's inputs, as Keras's).
 #' @param input_shape Shape of one image, `c(height, width, 3)`, at least 71x71 (default
 #'   `c(299, 299, 3)`; with the top and ImageNet weights, only that).
 #' @param pooling Without the top: `NULL` (the 4-d feature map), "avg" or "max" (global
@@ -123,10 +124,10 @@ application_setup <- function(app, include_top, weights, input_tensor, input_sha
   }
   check_string(classifier_activation, "classifier_activation", call = call)
   if (!is.null(input_tensor)) {
-    if (!is_tensor(input_tensor) || !identical(input_tensor$kind, "input")) {
-      value_error("`input_tensor` must be a tensor from layer_input() (or k_placeholder()).", call = call)
+    if (!is_tensor(input_tensor)) {
+      value_error("`input_tensor` must be a tensor of the functional API (from layer_input(), k_placeholder(), or layers on them).", call = call)
     }
-    if (is.null(input_shape)) input_shape <- input_tensor$shape
+    if (is.null(input_shape)) input_shape <- shape_with_na(functional_shape(input_tensor))
   }
   fixed <- identical(weights, "imagenet") && include_top
   # As Keras: without a top, images of any size (height and width vary with each batch).
@@ -143,9 +144,9 @@ application_setup <- function(app, include_top, weights, input_tensor, input_sha
     value_error(sprintf("With `include_top = TRUE` and ImageNet weights, `input_shape` must be c(%d, %d, 3), not c(%s): use `include_top = FALSE` for other sizes.",
                         default_size, default_size, shape_text(input_shape)), call = call)
   }
-  if (!is.null(input_tensor) && !identical(as.integer(input_tensor$shape), as.integer(input_shape))) {
+  if (!is.null(input_tensor) && !identical(as.integer(functional_shape(input_tensor)), as.integer(input_shape))) {
     value_error(sprintf("`input_shape` c(%s) differs from `input_tensor`'s shape c(%s).", shape_text(input_shape),
-                        shape_text(input_tensor$shape)), call = call)
+                        shape_text(functional_shape(input_tensor))), call = call)
   }
   input <- if (!is.null(input_tensor)) input_tensor else layer_input(shape = shape_with_na(input_shape))
   list(app = app, include_top = include_top, weights = weights, pooling = pooling, classes = classes,
@@ -154,7 +155,8 @@ application_setup <- function(app, include_top, weights, input_tensor, input_sha
 
 # The model, with its weights loaded as Keras loads them (in Keras's layer order).
 application_finish <- function(setup, inputs, outputs, name) {
-  model <- keras_model(inputs, outputs, name = name)
+  # As Keras's get_source_inputs(): an `input_tensor` computed from inputs makes them the model's.
+  model <- keras_model(source_inputs(inputs), outputs, name = name)
   weights <- setup$weights
   if (is.null(weights)) return(model)
   if (identical(weights, "imagenet")) {

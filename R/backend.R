@@ -227,19 +227,32 @@ tensor_math <- function(generic, x, ..., call = rlang::caller_env(2)) {
 # batch axis must be. As R (and R keras's tensors), a single index drops its axis.
 #' @export
 `[.rustgpu_traced_tensor` <- function(x, ..., drop = TRUE) {
-  call <- rlang::caller_env()
-  idx <- as.list(substitute(list(...)))[-1]
-  shape <- unclass(x)$shape
+  index_tensor(x, as.list(substitute(list(...)))[-1], unclass(x)$shape, drop, parent.frame(), rlang::caller_env())
+}
+
+# A layer output indexed (`features[1, , , ]`, a sample of the batch): an expression of the
+# model's tensors (see k_function()) where the batch axis goes, a lambda layer otherwise.
+#' @export
+`[.rustgpu_tensor` <- function(x, ..., drop = TRUE) {
+  index_tensor(x, as.list(substitute(list(...)))[-1], c(NA, shape_with_na(functional_shape(x))), drop, parent.frame(), rlang::caller_env())
+}
+
+# x[i, j, ...] for a tensor of `shape` (NA: unknown), indices unevaluated (`env` evaluates
+# them). An axis of unknown size takes positive indices, checked when the values come.
+index_tensor <- function(x, idx, shape, drop, env, call) {
   if (length(idx) != length(shape)) value_error(sprintf("A tensor of rank %d takes %d indices, got %d.", length(shape), length(shape), length(idx)), call = call)
   out <- x
   dropped <- integer()
   for (a in seq_along(idx)) {
     if (identical(idx[[a]], quote(expr = ))) next
-    i <- eval(idx[[a]], parent.frame())
-    if (is.na(shape[a])) value_error("The batch axis (of unknown size) cannot be indexed: leave its index empty.", call = call)
+    i <- eval(idx[[a]], env)
     if (!is.numeric(i) || anyNA(i) || any(i != round(i))) value_error("Tensor indices must be whole numbers.", call = call)
-    if (all(i < 0)) i <- setdiff(seq_len(shape[a]), -i)
-    if (any(i < 1 | i > shape[a])) value_error(sprintf("An index is outside axis %d of size %d.", a, shape[a]), call = call)
+    if (is.na(shape[a])) {
+      if (any(i < 1)) value_error(sprintf("Axis %d's size is known only when the model runs: give positive indices.", a), call = call)
+    } else {
+      if (all(i < 0)) i <- setdiff(seq_len(shape[a]), -i)
+      if (any(i < 1 | i > shape[a])) value_error(sprintf("An index is outside axis %d of size %d.", a, shape[a]), call = call)
+    }
     out <- k_op(list(op = "take", axis = a - 1, indices = I(as.numeric(i) - 1)), list(out), call = call)
     if (length(i) == 1) dropped <- c(dropped, a)
   }
@@ -264,7 +277,7 @@ tensor_math <- function(generic, x, ..., call = rlang::caller_env(2)) {
 }
 
 # `x` without its axes `axes` (from 0), each of size 1.
-drop_axes <- function(x, axes) k_reshape(x, x$shape[-(axes + 1)])
+drop_axes <- function(x, axes) k_reshape(x, shape_of(x)[-(axes + 1)])
 
 # --- tracing a function ------------------------------------------------------
 
@@ -508,15 +521,19 @@ k_function <- function(inputs, outputs, updates = NULL, name = NULL, ...) {
     env$values <- values
     env$models <- models
     env$computed <- list()
-    leaves <- expression_leaves(outputs)
+    # Gradients first: each computes its loss's value too, which the outputs often read
+    # (deep dream's list(loss, grads)), saving a forward pass.
+    for (g in expression_gradients_in(outputs)) expression_value(g, env)
+    leaves <- expression_leaves(outputs, computed = env$computed)
     env$leaf_values <- leaf_values(leaves, env)
     out <- lapply(outputs, expression_value, env = env)
     if (single) out[[1]] else out
   }
 }
 
-# The layer outputs the expressions read directly (not those only a gradient's loss reads).
-expression_leaves <- function(xs) {
+# The layer outputs the expressions read directly (not those only a gradient's loss reads,
+# nor those only expressions already `computed` read).
+expression_leaves <- function(xs, computed = list()) {
   found <- list()
   seen <- new.env(parent = emptyenv())
   walk <- function(x) {
@@ -526,9 +543,24 @@ expression_leaves <- function(xs) {
     }
     if (!is_graph_expr(x) || is.null(x$recipe$args)) return()
     key <- as.character(x$node)
-    if (!is.null(seen[[key]])) return()
+    if (!is.null(seen[[key]]) || !is.null(computed[[key]])) return()
     seen[[key]] <- TRUE
     for (a in x$recipe$args) walk(a)
+  }
+  for (x in xs) walk(x)
+  found
+}
+
+# The gradient tensors the expressions read.
+expression_gradients_in <- function(xs) {
+  found <- list()
+  seen <- new.env(parent = emptyenv())
+  walk <- function(x) {
+    if (!is_graph_expr(x)) return()
+    key <- as.character(x$node)
+    if (!is.null(seen[[key]])) return()
+    seen[[key]] <- TRUE
+    if (!is.null(x$recipe$grad)) found[[length(found) + 1]] <<- x else for (a in x$recipe$args) walk(a)
   }
   for (x in xs) walk(x)
   found
@@ -556,9 +588,12 @@ leaf_values <- function(leaves, env) {
   }
   rest <- leaves[setdiff(names(leaves), names(out))]
   if (length(rest)) {
-    values <- predict(expression_model(unname(rest), env), env$values)
-    if (length(rest) == 1) values <- list(values)
-    out[names(rest)] <- values
+    # One inference pass over all the inputs at once, by the core (the rows of a layer
+    # output need not be the inputs': a model may stack constants onto its input's batch).
+    model <- expression_model(unname(rest), env)
+    tracer <- new_tracer(lapply(rest, function(l) c(NA, shape_with_na(functional_shape(l)))))
+    json <- call_backend(rg_trace_json(tracer$ptr, as.numeric(seq_along(rest) - 1)))
+    out[names(rest)] <- call_backend(rg_expression_gradients(model$ptr, json, env$values, integer(), new_seed()))$values
   }
   out
 }
@@ -610,5 +645,6 @@ gradient_value <- function(grad, env) {
   code <- if (!is.na(k)) -k else unname(model_field(model, "tensor_nodes")[as.character(wrt$id)])
   if (is.null(code) || is.na(code)) value_error("k_gradients(): this variable is not a tensor of the model.")
   res <- call_backend(rg_expression_gradients(model$ptr, json, env$values, as.integer(code), new_seed()))
+  env$computed[[as.character(loss$node)]] <- res$values[[1]]
   res$gradients[[1]]
 }

@@ -174,6 +174,20 @@ get_output_shape_at <- function(object, node_index) {
 
 tensor_shapes <- function(x) if (is_tensor(x)) keras_shape(functional_shape(x)) else lapply(x, tensor_shapes)
 
+# The model inputs a tensor is computed from (Keras's get_source_inputs()), in the order met.
+source_inputs <- function(t) {
+  found <- list()
+  seen <- new.env(parent = emptyenv())
+  walk <- function(u) {
+    key <- as.character(u$id)
+    if (!is.null(seen[[key]])) return()
+    seen[[key]] <- TRUE
+    if (u$kind == "input") found[[length(found) + 1]] <<- u else for (v in u$inputs) walk(v)
+  }
+  walk(t)
+  found
+}
+
 # `layer$input_shape`: the shape shared by all its applications, as Keras's.
 layer_shape <- function(layer, what, call = rlang::caller_env()) {
   spec <- attr(layer, "spec")

@@ -629,7 +629,8 @@ resize_nearest <- function(img, height, width) {
 #' @param data_format `NULL` or "channels_last"; `image_to_array()` also takes
 #'   "channels_first" (and `NULL` follows [k_image_data_format()] there).
 #' @param height,width The new size.
-#' @return `image_load()`: an image; `image_to_array()` and `image_array_resize()`: an array.
+#' @return `image_load()`: an image (`$size` is `list(width, height)`, as PIL's); `image_to_array()` and
+#'   `image_array_resize()`: an array.
 #' @examples
 #' f <- tempfile(fileext = ".png")
 #' png::writePNG(array(runif(4 * 6 * 3), c(4, 6, 3)), f)
@@ -651,7 +652,8 @@ image_load <- function(path, grayscale = FALSE, target_size = NULL, interpolatio
     size <- as_pair(target_size, "target_size", min = 1)
     img <- resize_nearest(img, size[1], size[2])
   }
-  structure(list(array = img), class = "rustgpu_image")
+  # `size` as PIL's image has it (R keras scripts read img$size): list(width, height).
+  structure(list(array = img, size = list(dim(img)[2], dim(img)[1])), class = "rustgpu_image")
 }
 
 #' @rdname image_load

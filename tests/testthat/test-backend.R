@@ -364,3 +364,31 @@ test_that("k_gradients() and k_function() give a model's gradients as finite dif
   expect_error(k_gradients(k_sum(k_ones(3)), input), class = "rustgpu_value_error")
   expect_error(f(list(x, x)), "list of 1 array", class = "rustgpu_value_error")
 })
+
+test_that("a model input stacked onto constants, and samples of layer outputs, as style transfer uses them", {
+  set.seed(5)
+  base <- k_variable(array(runif(32 * 32 * 3), c(1, 32, 32, 3)))
+  combination <- k_placeholder(c(1, 32, 32, 3))
+  stacked <- k_concatenate(list(base, combination), axis = 1)
+  model <- application_vgg16(input_tensor = stacked, weights = NULL, include_top = FALSE)
+  expect_identical(model$input$id, combination$id)
+  features <- get_layer(model, "block1_conv2")$output
+  content <- k_mean(k_square(features[2, , , ] - features[1, , , ]))
+  smooth <- k_mean(k_square(combination[, 1:31, , ] - combination[, 2:32, , ]))
+  loss <- content + 0.5 * smooth
+  f <- k_function(list(combination), list(loss, k_gradients(loss, combination)[[1]]))
+  x <- array(runif(32 * 32 * 3), c(1, 32, 32, 3))
+  res <- f(list(x))
+  conv <- keras_model(model$input, features)
+  value <- function(x) {
+    feats <- predict(conv, x)  # two rows: the constant image, then x
+    mean((feats[2, , , ] - feats[1, , , ])^2) + 0.5 * mean((x[1, 1:31, , ] - x[1, 2:32, , ])^2)
+  }
+  expect_equal(as.numeric(res[[1]]), value(x), tolerance = 1e-5)
+  for (i in c(1, 517, 3000)) {
+    up <- x; up[i] <- up[i] + 0.05
+    down <- x; down[i] <- down[i] - 0.05
+    expect_equal(res[[2]][i], (value(up) - value(down)) / 0.1, tolerance = 1e-2)
+  }
+  expect_error(f(list(x, x)), class = "rustgpu_value_error")
+})

@@ -114,6 +114,8 @@ test_that("image files load as Keras loads them, and a folder of classes flows i
   small <- image_to_array(image_load(file.path(dir, "cat", "1.png"), target_size = c(3, 2)))
   expect_equal(small, pixels[["cat 1"]][c(2, 4, 6), c(2, 4), , drop = FALSE], tolerance = 1e-6)
   expect_equal(image_array_resize(loaded, 3, 2), small)
+  expect_equal(image_load(file.path(dir, "cat", "1.png"))$size, list(4L, 6L))  # PIL's (width, height)
+  expect_equal(image_array_resize(array(loaded, c(1, dim(loaded))), 3, 2), array(small, c(1, 3, 2, 3)))
   jpg <- tempfile(fileext = ".jpg")
   jpeg::writeJPEG(array(0.5, c(5, 5, 3)), jpg, quality = 1)
   expect_equal(dim(image_to_array(image_load(jpg))), c(5L, 5L, 3L))

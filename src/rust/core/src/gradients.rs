@@ -13,7 +13,8 @@ use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 
 /// The expression's outputs and, for each of `wanted`, the gradient of the sum of its first
-/// output there (zeros where it does not depend on it), for the model inputs `xs`.
+/// output there (zeros where it does not depend on it), for the model inputs `xs`. With
+/// nothing wanted, only the forward passes run (k_function()'s values).
 pub fn expression_gradients(model: &Model, expression: &Trace, xs: &[HostTensor], wanted: &[Source], seed: u64) -> Result<(Vec<HostTensor>, Vec<HostTensor>)> {
     let arch = &model.arch;
     if expression.input_count() != arch.outputs().len() {
@@ -38,6 +39,10 @@ pub fn expression_gradients(model: &Model, expression: &Trace, xs: &[HostTensor]
     let values: Vec<Tensor> = forward.outputs.iter().map(|o| o.value.clone()).collect();
     let run = expression.forward(&values, &[], false, &mut ctx.rng)?;
     let results = run.outputs(expression);
+    if wanted.is_empty() {
+        let results = results.iter().map(HostTensor::from_tensor).collect::<Result<Vec<_>>>()?;
+        return Ok((results, Vec::new()));
+    }
     let first = results.first().ok_or_else(|| Error::Value("the expression has no output".into()))?;
     let grads = expression.backward_for(&run, &[Some(first.ones_like()?)], true)?;
     let output_grads = grads

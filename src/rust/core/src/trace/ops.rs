@@ -262,9 +262,11 @@ pub(super) fn output_shape(op: &Op, args: &[&SymShape], shapes: &[SymShape]) -> 
         Op::Take { axis, indices } => {
             let x = first()?;
             check_axis(*axis, x.len(), "an index")?;
-            let n = x[*axis].ok_or_else(|| bad("cannot index an axis of unknown size (the batch axis): select all of it".into()))?;
-            if let Some(i) = indices.iter().find(|i| **i >= n) {
-                return Err(bad(format!("index {} is outside an axis of size {}", i + 1, n)));
+            // An axis of unknown size (the batch's) is checked when the values come.
+            if let Some(n) = x[*axis] {
+                if let Some(i) = indices.iter().find(|i| **i >= n) {
+                    return Err(bad(format!("index {} is outside an axis of size {}", i + 1, n)));
+                }
             }
             let mut out = x.clone();
             out[*axis] = Some(indices.len());
@@ -478,8 +480,13 @@ pub(super) fn forward(op: &Op, args: &[&Tensor], values: &[Tensor], training: bo
         }
         Op::Permute { perm } => x()?.permute(perm.clone())?.contiguous()?,
         Op::Take { axis, indices } => {
+            let x = x()?;
+            let n = x.dim(*axis)?;
+            if let Some(i) = indices.iter().find(|i| **i >= n) {
+                return Err(Error::Value(format!("index {} is outside an axis of size {}", i + 1, n)));
+            }
             let ids: Vec<u32> = indices.iter().map(|i| *i as u32).collect();
-            x()?.index_select(&Tensor::new(ids.as_slice(), device)?, *axis)?
+            x.index_select(&Tensor::new(ids.as_slice(), device)?, *axis)?
         }
         Op::Concat { axis } => Tensor::cat(args, *axis)?,
         Op::Tile { reps } => x()?.repeat(reps.as_slice())?,
