@@ -1,12 +1,15 @@
 # Convolution, pooling and reshaping layers (channels last, as Keras's default).
 
 # A length-2 integer pair from a scalar or a pair, e.g. kernel_size = 3 -> c(3, 3).
-as_pair <- function(x, arg, min = 1, call = rlang::caller_env()) {
-  if (!is.numeric(x) || !length(x) %in% 1:2 || anyNA(x) || any(!is.finite(x)) || any(x != round(x)) ||
+as_pair <- function(x, arg, min = 1, call = rlang::caller_env()) as_tuple(x, arg, 2, min = min, call = call)
+
+# One or `n` whole numbers >= `min`, as `n` of them.
+as_tuple <- function(x, arg, n, min = 1, call = rlang::caller_env()) {
+  if (!is.numeric(x) || !length(x) %in% c(1, n) || anyNA(x) || any(!is.finite(x)) || any(x != round(x)) ||
       any(x < min) || any(x > .Machine$integer.max)) {
-    value_error(sprintf("`%s` must be one or two whole numbers >= %s, not %s.", arg, min, describe(x)), call = call)
+    value_error(sprintf("`%s` must be one or %s whole numbers >= %s, not %s.", arg, c("two", "three")[n - 1], min, describe(x)), call = call)
   }
-  as.numeric(rep_len(x, 2))
+  as.numeric(rep_len(x, n))
 }
 
 check_padding <- function(padding, call = rlang::caller_env()) {
@@ -55,19 +58,63 @@ layer_conv_2d <- function(object, filters, kernel_size, strides = c(1L, 1L), pad
                           bias_regularizer = NULL, activity_regularizer = NULL, kernel_constraint = NULL,
                           bias_constraint = NULL, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
-  check_count(filters, "filters", min = 1)
-  kernel_size <- as_pair(kernel_size, "kernel_size")
-  strides <- as_pair(strides, "strides")
-  dilation_rate <- as_pair(dilation_rate, "dilation_rate")
+  convolution_layer("Conv2D", 2, object, filters, kernel_size, strides, padding, data_format, dilation_rate, activation,
+                    use_bias, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
+                    activity_regularizer, kernel_constraint, bias_constraint, input_shape, name, trainable, weights)
+}
+
+#' 3D convolution layer
+#'
+#' Convolves its `(depth, height, width, channels)` input (a video's frames, a volume) with
+#' `filters` kernels of `kernel_size`, as Keras's Conv3D. The kernel has Keras's layout
+#' `(kernel_d, kernel_h, kernel_w, input_channels, filters)`.
+#'
+#' @inheritParams layer_conv_2d
+#' @param kernel_size One or three whole numbers: the window's depth, height and width.
+#' @param strides One or three whole numbers: the step between windows.
+#' @param dilation_rate One or three whole numbers: spacing between kernel taps.
+#' @param batch_input_shape,batch_size,dtype Accepted for compatibility (`batch_input_shape`
+#'   gives the input shape after its batch axis).
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_conv_3d(4, c(2, 3, 3), padding = "same", activation = "relu", input_shape = c(5, 8, 8, 1)) %>%
+#'   layer_flatten() %>%
+#'   layer_dense(2, activation = "softmax")
+#' summary(model)
+#' @export
+layer_conv_3d <- function(object, filters, kernel_size, strides = c(1L, 1L, 1L), padding = "valid",
+                          data_format = NULL, dilation_rate = c(1L, 1L, 1L), activation = NULL, use_bias = TRUE,
+                          kernel_initializer = "glorot_uniform", bias_initializer = "zeros", kernel_regularizer = NULL,
+                          bias_regularizer = NULL, activity_regularizer = NULL, kernel_constraint = NULL,
+                          bias_constraint = NULL, input_shape = NULL, batch_input_shape = NULL, batch_size = NULL,
+                          dtype = NULL, name = NULL, trainable = NULL, weights = NULL) {
+  force_model(object)
+  convolution_layer("Conv3D", 3, object, filters, kernel_size, strides, padding, data_format, dilation_rate, activation,
+                    use_bias, kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
+                    activity_regularizer, kernel_constraint, bias_constraint,
+                    input_shape_of(input_shape, batch_input_shape), name, trainable, weights)
+}
+
+# The convolutions' shared arguments, checked, as the core's config of `class_name` over
+# `n` spatial axes.
+convolution_layer <- function(class_name, n, object, filters, kernel_size, strides, padding, data_format, dilation_rate,
+                              activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                              bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint, input_shape,
+                              name, trainable, weights, call = rlang::caller_env()) {
+  check_count(filters, "filters", min = 1, call = call)
+  kernel_size <- as_tuple(kernel_size, "kernel_size", n, call = call)
+  strides <- as_tuple(strides, "strides", n, call = call)
+  dilation_rate <- as_tuple(dilation_rate, "dilation_rate", n, call = call)
   if (any(strides > 1) && any(dilation_rate > 1)) {
-    value_error("`strides` > 1 cannot be combined with `dilation_rate` > 1 (as in Keras).")
+    value_error("`strides` > 1 cannot be combined with `dilation_rate` > 1 (as in Keras).", call = call)
   }
-  check_padding(padding)
-  data_format <- check_data_format(data_format)
-  check_bool(use_bias, "use_bias")
+  check_padding(padding, call = call)
+  data_format <- check_data_format(data_format, call = call)
+  check_bool(use_bias, "use_bias", call = call)
   kernel_initializer <- initializer_config(kernel_initializer, "kernel_initializer")
   bias_initializer <- initializer_config(bias_initializer, "bias_initializer")
-  make_layer("Conv2D", object, list(
+  make_layer(class_name, object, list(
     filters = filters, data_format = data_format, kernel_size = kernel_size, strides = strides, padding = padding,
     dilation_rate = dilation_rate, activation = activation_name(activation), use_bias = use_bias,
     kernel_initializer = kernel_initializer, bias_initializer = bias_initializer,
@@ -76,7 +123,7 @@ layer_conv_2d <- function(object, filters, kernel_size, strides = c(1L, 1L), pad
     bias_regularizer = regularizer_config(bias_regularizer, "bias_regularizer"),
     kernel_constraint = constraint_config(kernel_constraint, "kernel_constraint"),
     bias_constraint = constraint_config(bias_constraint, "bias_constraint")
-  ), input_shape, name, weights = weights, trainable = trainable)
+  ), input_shape, name, weights = weights, trainable = trainable, call = call)
 }
 
 #' Max pooling for 2D inputs

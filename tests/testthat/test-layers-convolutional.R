@@ -129,3 +129,18 @@ test_that("channels-first layers are their channels-last twins between transposi
   expect_error(k_set_image_data_format("channels_middle"), "channels_last", class = "rustgpu_value_error")
   expect_error(layer_conv_2d(keras_model_sequential(), 2, 3, data_format = "nchw"), "`data_format`", class = "rustgpu_value_error")
 })
+
+test_that("layer_conv_3d() takes volumes and checks its arguments as Keras", {
+  model <- keras_model_sequential() %>%
+    layer_conv_3d(4, c(2, 3, 3), strides = c(1, 2, 2), padding = "same", activation = "relu", input_shape = c(5, 8, 8, 1)) %>%
+    layer_conv_3d(2, 2)
+  expect_equal(model$output_shape, list(NULL, 4L, 3L, 3L, 2L))
+  expect_equal(dim(get_weights(model)[[1]]), c(2L, 3L, 3L, 1L, 4L))
+  expect_equal(dim(predict(model, array(0, c(2, 5, 8, 8, 1)))), c(2L, 4L, 3L, 3L, 2L))
+  frames <- layer_input(shape = list(NULL, 6, 6, 1))
+  expect_equal(keras_model(frames, layer_conv_3d(frames, 2, 3, padding = "same"))$output_shape, list(NULL, NULL, 6L, 6L, 2L))
+  expect_error(layer_conv_3d(filters = 2, kernel_size = c(2, 2)), "three whole numbers", class = "rustgpu_value_error")
+  expect_error(layer_conv_3d(filters = 2, kernel_size = 2, strides = 2, dilation_rate = 2), "dilation", class = "rustgpu_value_error")
+  expect_error(keras_model_sequential() %>% layer_conv_3d(2, 2, input_shape = c(4, 4)), "depth, height, width, channels",
+               class = "rustgpu_value_error")
+})

@@ -59,6 +59,27 @@ impl Serialize for Tuple2 {
     }
 }
 
+/// Keras's 3-d sizes (`kernel_size = 3` or `c(2, 3, 3)`): depth, height, width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tuple3(pub usize, pub usize, pub usize);
+
+impl<'de> Deserialize<'de> for Tuple3 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        match whole_numbers(&v).as_deref() {
+            Some([n]) => Ok(Tuple3(*n, *n, *n)),
+            Some([a, b, c]) => Ok(Tuple3(*a, *b, *c)),
+            _ => Err(serde::de::Error::custom(format!("expected a whole number >= 0 or a list of three, got {}", v))),
+        }
+    }
+}
+
+impl Serialize for Tuple3 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        [self.0, self.1, self.2].serialize(s)
+    }
+}
+
 /// Keras's `padding`: "valid" (none), "same" (output size `ceil(input / stride)`, as
 /// TensorFlow pads) or "causal" (1-D convolutions, left padding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
