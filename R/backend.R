@@ -97,7 +97,8 @@ record_op <- function(tracer, op, args, call = rlang::caller_env()) {
 # an op whose result has no batch axis (a sum over everything, a shape) cannot be a layer
 # and becomes an expression of the model's tensors instead, for k_gradients()/k_function().
 functional_op <- function(op, args, call = rlang::caller_env()) {
-  expr <- tryCatch(record_op(graph_tracer(), op, args, call = call), rustgpu_error = function(e) NULL)
+  # (Where the op cannot be recorded, the lambda layer below reports why.)
+  expr <- tryCatch(record_op(graph_tracer(), op, args, call = call), error = function(e) NULL)
   if (!is.null(expr) && !(length(expr$shape) > 0 && is.na(expr$shape[[1]]))) return(expr)
   which_tensors <- which(vapply(args, is_tensor, logical(1)))
   apply_op <- function(xs) {

@@ -304,3 +304,53 @@ reset_states <- function(object) {
   call_backend(rg_reset_states(object$ptr))
   invisible(object)
 }
+
+#' Convolutional LSTM
+#'
+#' Keras's ConvLSTM2D: an LSTM over a sequence of images `(time, height, width, channels)`
+#' whose input and recurrent transformations are 2-d convolutions (the recurrent one with
+#' "same" padding). The kernels have Keras's layouts, `(kernel_h, kernel_w, channels, 4 *
+#' filters)` and `(kernel_h, kernel_w, filters, 4 * filters)`, gates in the LSTM's order.
+#' `return_state`, `stateful`, dropout and channels-first data are not supported yet (a
+#' classed error says so).
+#'
+#' @inheritParams layer_conv_2d
+#' @inheritParams layer_recurrent
+#' @param recurrent_activation Activation of the gates: "hard_sigmoid" (Keras's default for
+#'   this layer) or another.
+#' @param unit_forget_bias Start the forget gate's biases at 1.
+#' @return The model, invisibly (or the layer when `object` is missing).
+#' @examples
+#' model <- keras_model_sequential() %>%
+#'   layer_conv_lstm_2d(4, c(3, 3), padding = "same", return_sequences = TRUE, input_shape = list(NULL, 8, 8, 1)) %>%
+#'   layer_conv_3d(1, c(3, 3, 3), padding = "same", activation = "sigmoid")
+#' summary(model)
+#' @export
+layer_conv_lstm_2d <- function(object, filters, kernel_size, strides = c(1L, 1L), padding = "valid", data_format = NULL,
+                               dilation_rate = c(1L, 1L), activation = "tanh", recurrent_activation = "hard_sigmoid",
+                               use_bias = TRUE, kernel_initializer = "glorot_uniform", recurrent_initializer = "orthogonal",
+                               bias_initializer = "zeros", unit_forget_bias = TRUE, kernel_regularizer = NULL,
+                               recurrent_regularizer = NULL, bias_regularizer = NULL, activity_regularizer = NULL,
+                               kernel_constraint = NULL, recurrent_constraint = NULL, bias_constraint = NULL,
+                               return_sequences = FALSE, go_backwards = FALSE, stateful = FALSE, dropout = 0.0,
+                               recurrent_dropout = 0.0, batch_size = NULL, name = NULL, trainable = NULL, weights = NULL,
+                               input_shape = NULL) {
+  force_model(object)
+  units <- filters
+  return_state <- FALSE
+  unroll <- FALSE
+  config <- recurrent_config(environment())
+  names(config)[names(config) == "units"] <- "filters"
+  if (!identical(check_data_format(data_format), "channels_last")) {
+    value_error("`data_format = \"channels_first\"` is not supported by layer_conv_lstm_2d() yet: give frames channels last.")
+  }
+  kernel_size <- as_pair(kernel_size, "kernel_size")
+  strides <- as_pair(strides, "strides")
+  dilation_rate <- as_pair(dilation_rate, "dilation_rate")
+  check_padding(padding)
+  check_bool(unit_forget_bias, "unit_forget_bias")
+  config <- c(config, list(kernel_size = kernel_size, strides = strides, padding = padding, data_format = "channels_last",
+                           dilation_rate = dilation_rate, recurrent_activation = activation_name(recurrent_activation),
+                           unit_forget_bias = unit_forget_bias))
+  make_layer("ConvLSTM2D", object, config, input_shape, name, weights = weights, trainable = trainable)
+}

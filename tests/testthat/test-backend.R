@@ -363,6 +363,9 @@ test_that("k_gradients() and k_function() give a model's gradients as finite dif
   expect_equal(dim(res[[4]]), c(2L, 4L, 4L, 3L))
   expect_error(k_gradients(k_sum(k_ones(3)), input), class = "rustgpu_value_error")
   expect_error(f(list(x, x)), "list of 1 array", class = "rustgpu_value_error")
+  expect_error(f(list(array(0, c(2, 4, 5, 2)))), "expects \\(n, 4, 4, 2\\)", class = "rustgpu_value_error")
+  x[3] <- NA
+  expect_error(f(list(x)), "inputs\\[\\[1\\]\\]", class = "rustgpu_value_error")
 })
 
 test_that("a model input stacked onto constants, and samples of layer outputs, as style transfer uses them", {

@@ -299,3 +299,17 @@ test_that("a time axis of any length (shape = list(NULL, n)) trains and predicts
   expect_equal(again$output_shape, list(NULL, NULL, 2L))
   expect_equal(predict(again, short), predict(model, short))
 })
+
+test_that("layer_conv_lstm_2d() runs over frames of any number and refuses what it lacks", {
+  model <- keras_model_sequential() %>%
+    layer_conv_lstm_2d(3, c(3, 3), padding = "same", return_sequences = TRUE, input_shape = list(NULL, 6, 5, 1)) %>%
+    layer_conv_lstm_2d(2, c(2, 2))
+  expect_equal(model$output_shape, list(NULL, 5L, 4L, 2L))
+  expect_equal(dim(get_weights(model)[[2]]), c(3L, 3L, 3L, 12L))
+  expect_equal(dim(predict(model, array(runif(2 * 4 * 6 * 5), c(2, 4, 6, 5, 1)))), c(2L, 5L, 4L, 2L))
+  expect_equal(dim(predict(model, array(runif(2 * 7 * 6 * 5), c(2, 7, 6, 5, 1)))), c(2L, 5L, 4L, 2L))
+  expect_error(keras_model_sequential() %>% layer_conv_lstm_2d(2, 3, dropout = 0.2, input_shape = c(3, 6, 6, 1)),
+               "not supported yet", class = "rustgpu_value_error")
+  expect_error(layer_conv_lstm_2d(filters = 2, kernel_size = 3, data_format = "channels_first"), "channels last",
+               class = "rustgpu_value_error")
+})

@@ -13,7 +13,7 @@ r_keras_names <- c(ReLU = "layer_activation_relu", LeakyReLU = "layer_activation
                    ThresholdedReLU = "layer_activation_thresholded_relu", Softmax = "layer_activation_softmax",
                    UpSampling1D = "layer_upsampling_1d", UpSampling2D = "layer_upsampling_2d",
                    Bidirectional = "bidirectional", TimeDistributed = "time_distributed",
-                   CustomLayer = "create_layer")
+                   CustomLayer = "create_layer", ConvLSTM2D = "layer_conv_lstm_2d")
 r_function_name <- function(class_name) {
   if (class_name %in% names(r_keras_names)) return(r_keras_names[[class_name]])
   snake <- gsub("([a-z])([A-Z0-9])", "\\1_\\2", class_name)

@@ -24,8 +24,22 @@ pub fn expression_gradients(model: &Model, expression: &Trace, xs: &[HostTensor]
             arch.outputs().len()
         )));
     }
-    // Activations kept for the backward pass, and gradients of about their size.
     let sample_shapes: Vec<Vec<usize>> = xs.iter().map(|x| x.shape.get(1..).unwrap_or(&[]).to_vec()).collect();
+    let declared = arch.input_shapes().unwrap_or_default();
+    if declared.len() != xs.len() {
+        return Err(Error::Value(format!("the model has {} inputs but {} arrays were given", declared.len(), xs.len())));
+    }
+    for (k, (want, got)) in declared.iter().zip(&sample_shapes).enumerate() {
+        if !crate::shape::fits(want, got) || xs[k].rows() == 0 {
+            return Err(Error::Value(format!(
+                "input {} has shape (n, {}) but the model expects (n, {}) with n > 0",
+                k + 1,
+                crate::shape::join_dims(got),
+                crate::shape::join_dims(want)
+            )));
+        }
+    }
+    // Activations kept for the backward pass, and gradients of about their size.
     let rows = xs.first().map_or(0, |x| x.rows()) as u64;
     let needed = arch.activation_elements_per_row(&sample_shapes).and_then(|n| n.checked_mul(rows)).and_then(|n| crate::memory::bytes(n, 8));
     crate::memory::check("the gradients' forward and backward passes", needed, "give fewer or smaller inputs")?;

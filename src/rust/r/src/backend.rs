@@ -125,6 +125,9 @@ fn rg_expression_gradients(mut ptr: Robj, expression: &str, xs: List, wanted: Ve
         let items: Vec<Robj> = xs.values().collect();
         let arrays =
             items.iter().enumerate().map(|(i, x)| crate::convert::RArray::new(x, &format!("inputs[[{}]]", i + 1), true)).collect::<Result<Vec<_>>>()?;
+        for (i, a) in arrays.iter().enumerate() {
+            a.check_finite(&format!("inputs[[{}]]", i + 1))?;
+        }
         let hosts = arrays.iter().map(|a| a.all()).collect::<Vec<_>>();
         let h = crate::handle(&mut ptr)?;
         let model = h.model();

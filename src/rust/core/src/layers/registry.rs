@@ -46,6 +46,7 @@ pub static LAYER_TYPES: &[Registration] = &[
     Registration::of::<Conv1D>(),
     Registration::of::<Conv2D>(),
     Registration::of::<Conv3D>(),
+    Registration::of::<ConvLSTM2D>(),
     Registration::of::<DepthwiseConv2D>(),
     Registration::of::<SeparableConv2D>(),
     Registration::of::<MaxPooling1D>(),
