@@ -548,8 +548,9 @@ model_from_yaml <- function(yaml, custom_objects = NULL) {
       lapply(seq_len(n), function(i) get_layer(x, index = i))
     },
     input_shape = {
-      shapes <- model_info(x)$input_shape
-      if (is.null(shapes)) NULL else keras_shape(shapes)
+      # One shape, or a list of them for a model with several inputs (as Keras's).
+      dims <- model_info(x)$input_dims
+      if (!length(dims)) NULL else if (length(dims) == 1) keras_shape(dims[[1]]) else lapply(dims, keras_shape)
     },
     output_shape = {
       # None before the model has its input shape; a list of shapes for several outputs.

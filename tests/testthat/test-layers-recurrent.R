@@ -281,7 +281,7 @@ test_that("a time axis of any length (shape = list(NULL, n)) trains and predicts
   expect_equal(predict(model, short), fx$short_predictions, tolerance = 1e-5)
 
   keras_made <- load_model_hdf5(test_path("..", "fixtures", "h5", "keras_variable_length_model.h5"))
-  expect_equal(keras_made$input_shape, list(NULL, NULL, 3L))
+  expect_equal(keras_made$input_shape, list(list(NULL, NULL, 3L), list(NULL, NULL, 2L)))
   expect_equal(predict(keras_made, short), fx$short_predictions, tolerance = 1e-5)
 
   compile(model, optimizer = optimizer_rmsprop(0.01), loss = "categorical_crossentropy", metrics = "accuracy")

@@ -87,6 +87,8 @@ fn rg_model_info(mut ptr: Robj) -> Robj {
             functional = arch.graph.is_some(),
             output_names = arch.output_names(),
             input_names = arch.graph.as_ref().map(|g| g.input_names.clone()).unwrap_or_default(),
+            // Every input's shape as integers (0: a size each batch gives), for `$input_shape`.
+            input_dims = List::from_values(arch.input_shapes().unwrap_or_default().iter().map(|s| Robj::from(s.iter().map(|d| *d as i32).collect::<Vec<_>>()))),
             input_shapes = arch
                 .graph
                 .as_ref()
