@@ -189,6 +189,11 @@ layer_cudnn_gru <- function(object, units, kernel_initializer = "glorot_uniform"
 
 # Keras's {class_name, config} of a layer made by a layer_*() function without a model.
 wrapped_layer_config <- function(layer, call = rlang::caller_env()) {
+  if (inherits(layer, "rustgpu_model")) {
+    rustgpu_abort(paste0("A model cannot be wrapped yet (its weights would not be shared with it): ",
+                         "wrap each of its layers, e.g. time_distributed(layer_dense(units = 8))."),
+                  c("rustgpu_unsupported_error", "rustgpu_value_error"), call = call)
+  }
   if (!inherits(layer, "rustgpu_layer")) {
     value_error(sprintf("`layer` must be a layer made without a model, such as layer_lstm(units = 32), not %s.",
                         describe(layer)), call = call)

@@ -25,6 +25,9 @@ test_that("recurrent layers give Keras's shapes, parameter counts and summary", 
   expect_match(out, "(None, 5, 8)", fixed = TRUE)
   expect_match(out, "bidirectional(_[0-9]+)? \\(Bidirectional\\)")
   expect_match(out, "time_distributed(_[0-9]+)? \\(TimeDistributed\\)")
+  inner <- keras_model_sequential() %>% layer_dense(2, input_shape = 3)
+  expect_error(layer_input(shape = c(4, 3)) %>% time_distributed(inner), "wrap each of its layers",
+               class = "rustgpu_unsupported_error")
 })
 
 test_that("recurrent models train, and the loss falls", {
