@@ -53,3 +53,24 @@ array_reshape <- function(x, dim, order = c("C", "F")) {
   }
   aperm(array(values, rev(dim)), rev(seq_along(dim)))
 }
+
+#' A tensor shape
+#'
+#' R keras's `shape()`: sizes as a list (Keras's tuple), `NULL` or `NA` for a size that
+#' varies, for arguments such as `input_shape` and `add_weight()`'s `shape`.
+#'
+#' @param ... Sizes (whole numbers, `NULL` or `NA`).
+#' @return A list of integers (and `NULL`s).
+#' @examples
+#' shape(28, 28, 1)
+#' shape(NULL, 3)
+#' @export
+shape <- function(...) {
+  lapply(list(...), function(d) {
+    if (is.null(d) || (length(d) == 1 && is.na(d))) return(NULL)
+    if (!is.numeric(d) || length(d) != 1 || d < 0 || d != round(d)) {
+      value_error(sprintf("shape() takes whole sizes >= 0, NULL or NA, not %s.", describe(d)))
+    }
+    as.integer(d)
+  })
+}

@@ -26,6 +26,10 @@ trace_error <- function(message, call = rlang::caller_env()) {
 # The node of `x` in `tracer`: a tensor of the trace, or an R number/array made a constant.
 as_node <- function(tracer, x, call = rlang::caller_env()) {
   if (is_traced(x)) {
+    # A weight a layer's build() added stands for that weight in the trace of its call().
+    if (!is.null(x$weight_index) && !identical(x$tracer, tracer) && identical(x$tracer$group$active, tracer)) {
+      return(tracer$weight_nodes[[x$weight_index]])
+    }
     if (!identical(x$tracer, tracer)) {
       trace_error("A tensor of another traced function was used here: each function must compute from its own inputs.", call = call)
     }
@@ -70,6 +74,8 @@ model_tensor_node <- function(tracer, x, call = rlang::caller_env()) {
 k_op <- function(op, args, call = rlang::caller_env()) {
   tracer <- NULL
   for (a in args) if (is_traced(a)) { tracer <- a$tracer; break }
+  # A layer's weights belong to its build(); in its call() they join the call's trace.
+  if (!is.null(tracer$group)) tracer <- tracer$group$active
   if (is.null(tracer) && any(vapply(args, is_tensor, logical(1)))) {
     # In a loss being traced, the model's tensors are the loss's inputs; elsewhere, an op on
     # them is a lambda layer.
@@ -293,7 +299,10 @@ trace_function <- function(f, input_shapes, extra_args = list(), single = length
 # Calls `run` on symbolic tensors of `input_shapes` in `tracer` and returns the trace's JSON.
 traced_call <- function(tracer, input_shapes, run, what, call = rlang::caller_env()) {
   xs <- lapply(seq_along(input_shapes), function(i) traced_tensor(tracer, i - 1, input_shapes[[i]]))
-  out <- tryCatch(run(xs), rustgpu_error = function(e) stop(e), error = function(e) {
+  # One handler: a second, for rustgpu's errors, would run inside this one's scope, and the
+  # error it re-raised would come back here.
+  out <- tryCatch(run(xs), error = function(e) {
+    if (inherits(e, "rustgpu_error")) stop(e)
     msg <- conditionMessage(e)
     # `if (tensor > 0)`: R asks for a value the trace does not have.
     if (grepl("condition has length|argument is not interpretable as logical|missing value where TRUE/FALSE", msg)) {
@@ -301,6 +310,7 @@ traced_call <- function(tracer, input_shapes, run, what, call = rlang::caller_en
     }
     trace_error(sprintf("%s could not be traced: %s", what, msg), call = call)
   })
+  if (is_traced(out) && !identical(out$tracer, tracer)) out <- traced_tensor(tracer, as_node(tracer, out, call = call), out$shape)
   if (!is_traced(out)) {
     if (is.numeric(out)) out <- traced_tensor(tracer, as_node(tracer, out, call = call), shape_of(out))
     else trace_error(sprintf("%s must return a tensor, not %s.", what, describe(out)), call = call)
@@ -396,6 +406,8 @@ traced_config <- function(config, shapes, call = rlang::caller_env()) {
   }
   fields <- if (is.null(shapes)) fn$fields else traced_fields(fn, shapes, call = call)
   config[names(fields)] <- fields
+  # A wrapper class's trace gives its weights and losses but no function.
+  if (is.null(fields[["function"]])) config[["function"]] <- NULL
   config
 }
 

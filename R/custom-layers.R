@@ -47,26 +47,56 @@ KerasLayer <- R6::R6Class("KerasLayer",
     #' @param name,shape,initializer,trainable The weight's name, shape (a list or vector of
     #'   sizes), initializer (a name or an `initializer_*()` object; by default
     #'   "glorot_uniform") and whether training updates it.
-    #' @param dtype,regularizer,constraint Not supported (float32 weights, no regularizer or
-    #'   constraint).
+    #' @param regularizer A regularizer (`regularizer_l2(0.01)`), or an R function of the
+    #'   weight giving a penalty (traced as [layer_lambda()]'s function is), added to the loss.
+    #' @param constraint A constraint (`constraint_nonneg()`), applied after each update.
+    #' @param dtype Not supported (float32 weights).
     add_weight = function(name, shape, dtype = NULL, initializer = NULL, regularizer = NULL, trainable = TRUE,
                           constraint = NULL) {
       tracer <- private$tracer
-      if (is.null(tracer)) state_error("add_weight() is called from build(), which runs when the layer is applied.")
+      if (is.null(tracer) || !identical(tracer$phase, "build")) {
+        state_error("add_weight() is called from build(), which runs when the layer is applied.")
+      }
       check_string(name, "name")
       check_bool(trainable, "trainable")
-      if (!is.null(regularizer) || !is.null(constraint)) {
-        value_error("add_weight(): regularizers and constraints are not supported for layers written in R yet.")
-      }
       shape <- unlist(lapply(as.list(shape), function(d) if (is.null(d)) NA else d))
       if (!length(shape) || anyNA(shape) || any(shape < 1) || any(shape != round(shape))) {
         value_error(sprintf("add_weight(): `shape` must be whole sizes >= 1, not %s.", describe(shape)))
       }
       k <- length(tracer$weights)
-      tracer$weights[[k + 1]] <- list(name = name, shape = I(as.numeric(shape)),
-                                      initializer = initializer_config(if (is.null(initializer)) "glorot_uniform" else initializer, "initializer"),
-                                      trainable = trainable)
-      traced_tensor(tracer, tracer$n_inputs + k, as.numeric(shape))
+      spec <- list(name = name, shape = I(as.numeric(shape)),
+                   initializer = initializer_config(if (is.null(initializer)) "glorot_uniform" else initializer, "initializer"),
+                   trainable = trainable)
+      if (!is.function(regularizer)) spec$regularizer <- regularizer_config(regularizer, "regularizer")
+      spec$constraint <- constraint_config(constraint, "constraint")
+      tracer$weights[[k + 1]] <- spec
+      node <- call_backend(rg_trace_add_weight(tracer$build$ptr, as.numeric(shape)))
+      tracer$build$weight_nodes[k + 1] <- node
+      w <- traced_tensor(tracer$build, node, as.numeric(shape))
+      w$weight_index <- k + 1
+      if (is.function(regularizer)) self$add_loss(regularizer(w))
+      w
+    },
+
+    #' @description Adds a loss computed from the layer's weights (from `build()`), as
+    #'   Keras's `add_loss()`: its sum joins the loss that training minimizes and reports.
+    #' @param losses A tensor computed from the weights `add_weight()` gave, or a list of them.
+    #' @param inputs Not supported (losses on the layer's inputs).
+    add_loss = function(losses, inputs = NULL) {
+      tracer <- private$tracer
+      if (is.null(tracer) || !identical(tracer$phase, "build") || !is.null(inputs)) {
+        rustgpu_abort(paste0("add_loss() takes losses computed from the layer's weights, in build(); ",
+                             "a loss on a layer's inputs or outputs is not supported yet (use an activity regularizer)."),
+                      c("rustgpu_unsupported_error", "rustgpu_value_error"))
+      }
+      for (loss in if (is_traced(losses)) list(losses) else as.list(losses)) {
+        if (!is_traced(loss) || !identical(loss$tracer, tracer$build)) {
+          value_error(sprintf("add_loss() takes tensors computed from the layer's weights, not %s.", describe(loss)))
+        }
+        total <- if (length(loss$shape)) k_sum(loss) else loss
+        tracer$losses[[length(tracer$losses) + 1]] <- total
+      }
+      invisible(self)
     },
 
     #' @description Used by the package while the layer is traced.
@@ -123,19 +153,40 @@ inherits_keras_layer <- function(generator) {
 }
 
 # The layer's build() on the input shape, then its call() traced: the config fields of the
-# core's CustomLayer (the trace and the weights build() added).
+# core's CustomLayer (the trace, the weights build() added, and the losses on them).
 r6_trace <- function(r6, class_name, shapes, call = rlang::caller_env()) {
+  tracer <- r6_build(r6, class_name, shapes, call = call)
+  on.exit(r6$.set_tracer(NULL))
+  input_shapes <- lapply(shapes, function(s) c(NA, shape_with_na(s)))
+  calls <- new_tracer(input_shapes, lapply(tracer$weights, function(w) as.numeric(w$shape)))
+  # In call(), the weights' tensors stand for the call trace's weight nodes (after its inputs).
+  calls$weight_nodes <- length(shapes) + seq_along(tracer$weights) - 1
+  tracer$phase <- "call"
+  tracer$group$active <- calls
+  json <- traced_call(calls, input_shapes, function(xs) r6$call(if (length(xs) == 1) xs[[1]] else xs),
+                      sprintf("Layer class %s", class_name), call = call)
+  list(`function` = json, weight_specs = tracer$weights, losses = tracer$loss_json)
+}
+
+# The layer's (or wrapper's) build() on the input shape, with add_weight() and add_loss()
+# recording into a trace of the weights alone: the weights' specs and the losses' traces.
+r6_build <- function(r6, class_name, shapes, call = rlang::caller_env()) {
   tracer <- new.env(parent = emptyenv())
   tracer$weights <- list()
-  tracer$n_inputs <- length(shapes)
-  input_shapes <- lapply(shapes, function(s) c(NA, shape_with_na(s)))
+  tracer$losses <- list()
+  tracer$phase <- "build"
+  tracer$group <- new.env(parent = emptyenv())
+  tracer$build <- new_tracer()
+  tracer$build$weight_nodes <- numeric(0)
+  tracer$build$group <- tracer$group
+  tracer$group$active <- tracer$build
   keras_shapes <- lapply(shapes, keras_shape)
   r6$.set_tracer(tracer)
-  on.exit(r6$.set_tracer(NULL))
   what <- sprintf("Layer class %s", class_name)
-  tryCatch(r6$build(if (length(keras_shapes) == 1) keras_shapes[[1]] else keras_shapes), rustgpu_error = function(e) stop(e),
-           error = function(e) trace_error(sprintf("%s: build() failed: %s", what, conditionMessage(e)), call = call))
-  tracer$ptr <- call_backend(rg_trace_new(lapply(input_shapes, as.numeric), lapply(tracer$weights, function(w) as.numeric(w$shape))), call = call)
-  json <- traced_call(tracer, input_shapes, function(xs) r6$call(if (length(xs) == 1) xs[[1]] else xs), what, call = call)
-  list(`function` = json, weight_specs = tracer$weights)
+  tryCatch(r6$build(if (length(keras_shapes) == 1) keras_shapes[[1]] else keras_shapes), error = function(e) {
+    if (inherits(e, "rustgpu_error")) stop(e)
+    trace_error(sprintf("%s: build() failed: %s", what, conditionMessage(e)), call = call)
+  })
+  tracer$loss_json <- lapply(tracer$losses, function(l) call_backend(rg_trace_json(tracer$build$ptr, l$node), call = call))
+  tracer
 }

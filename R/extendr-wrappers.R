@@ -32,6 +32,10 @@ rg_trace_record <- function(ptr, op, args) .Call(wrap__rg_trace_record, ptr, op,
 #' @noRd
 rg_trace_add_input <- function(ptr, shape) .Call(wrap__rg_trace_add_input, ptr, shape)
 
+#' Adds a weight of `shape` (fully known) to the trace: its node.
+#' @noRd
+rg_trace_add_weight <- function(ptr, shape) .Call(wrap__rg_trace_add_weight, ptr, shape)
+
 #' The finished trace with these output nodes, as JSON.
 #' @noRd
 rg_trace_json <- function(ptr, outputs) .Call(wrap__rg_trace_json, ptr, outputs)

@@ -190,8 +190,8 @@ layer_cudnn_gru <- function(object, units, kernel_initializer = "glorot_uniform"
 # Keras's {class_name, config} of a layer made by a layer_*() function without a model.
 wrapped_layer_config <- function(layer, call = rlang::caller_env()) {
   if (inherits(layer, "rustgpu_model")) {
-    rustgpu_abort(paste0("A model cannot be wrapped yet (its weights would not be shared with it): ",
-                         "wrap each of its layers, e.g. time_distributed(layer_dense(units = 8))."),
+    rustgpu_abort(paste0("A model cannot be wrapped here (time_distributed() takes one): ",
+                         "wrap a layer made without a model, e.g. layer_lstm(units = 8)."),
                   c("rustgpu_unsupported_error", "rustgpu_value_error"), call = call)
   }
   if (!inherits(layer, "rustgpu_layer")) {
@@ -233,8 +233,13 @@ bidirectional <- function(object, layer, merge_mode = "concat", input_shape = NU
 #' The wrapped layer sees each step `(batch, ...)` of a `(batch, time, ...)` input in turn,
 #' with one set of weights for all steps (they are named as the wrapper's, as in Keras).
 #'
+#' A model may be wrapped too (`input %>% time_distributed(encoder)`, R keras's video
+#' example): its layers run on every step, sharing their weights with the model; they join
+#' the graph between two reshapes (steps to rows and back), which `summary()` shows.
+#'
 #' @inheritParams bidirectional
-#' @param layer A layer made without a model, e.g. `layer_dense(units = 10)`.
+#' @param layer A layer made without a model, e.g. `layer_dense(units = 10)`, or a model
+#'   (with one input).
 #' @examples
 #' model <- keras_model_sequential() %>%
 #'   time_distributed(layer_dense(units = 3), input_shape = c(5, 4))
@@ -243,9 +248,55 @@ bidirectional <- function(object, layer, merge_mode = "concat", input_shape = NU
 time_distributed <- function(object, layer, input_shape = NULL, batch_input_shape = NULL, batch_size = NULL,
                              dtype = NULL, name = NULL, trainable = NULL, weights = NULL) {
   force_model(object)
+  if (inherits(layer, "rustgpu_model")) {
+    return(time_distributed_model(if (missing(object)) NULL else object, layer, input_shape_of(input_shape, batch_input_shape), name))
+  }
   inner <- wrapped_layer_config(layer)
   make_layer("TimeDistributed", object, list(layer = inner), input_shape_of(input_shape, batch_input_shape), name,
                weights = weights, trainable = trainable)
+}
+
+# time_distributed(model): the steps become rows (batch * time), the model's layers run on
+# them, shared with the model (as model(x) shares them), and the rows become steps again.
+# That is how Keras's TimeDistributed runs its layer; the two reshapes are lambda layers, so
+# summary() and saved files show the model's layers between them, as for any model used as
+# a layer here (the README's "flattened").
+time_distributed_model <- function(object, model, input_shape, name, call = rlang::caller_env()) {
+  check_model(model, "layer", call = call)
+  if (is_parallel_model(model)) state_error("Wrap the template model, not the parallel model made by multi_gpu_model().", call = call)
+  if (is.null(object)) {
+    state_error("time_distributed() of a model needs what to apply it to: a tensor, or a sequential model.", call = call)
+  }
+  if (is.null(name)) name <- layer_name(NULL, "TimeDistributed", call = call)
+  in_shape <- if (is_tensor(object)) functional_shape(object) else if (!is.null(input_shape)) {
+    check_shape(input_shape, "input_shape", call = call)
+  } else {
+    out <- object$output_shape
+    if (is.null(out)) state_error("Give time_distributed() an `input_shape` (the model's first layer).", call = call)
+    shape_with_na(unlist(lapply(out[-1], function(d) if (is.null(d)) NA else d)))
+  }
+  steps <- in_shape[1]
+  if (length(in_shape) < 2 || is.na(steps) || steps == 0) {
+    rustgpu_abort(sprintf(paste0("time_distributed() of a model needs inputs (batch, time, ...) with a known number ",
+                                 "of steps, got (None, %s)."), shape_text(in_shape)),
+                  c("rustgpu_unsupported_error", "rustgpu_value_error"), call = call)
+  }
+  to_rows <- function(x) k_reshape(x, c(-1, shape_of(x)[-(1:2)]))
+  to_steps <- function(x) k_reshape(x, c(-1, steps, shape_of(x)[-1]))
+  if (is_tensor(object)) {
+    rows <- layer_lambda(object, to_rows, name = paste0(name, "_steps_to_rows"))
+    out <- apply_model_to_tensors(model, rows, call = call)
+    each <- if (is_tensor(out)) list(out) else out
+    back <- lapply(seq_along(each), function(k) {
+      layer_lambda(each[[k]], to_steps, name = paste0(name, "_rows_to_steps", if (length(each) > 1) paste0("_", k) else ""))
+    })
+    return(if (is_tensor(out)) back[[1]] else back)
+  }
+  check_model(object, call = call)
+  layer_lambda(object, to_rows, input_shape = input_shape, name = paste0(name, "_steps_to_rows"))
+  add_model_layers(object, model, call = call)
+  layer_lambda(object, to_steps, name = paste0(name, "_rows_to_steps"))
+  invisible(object)
 }
 
 #' Repeat the input n times

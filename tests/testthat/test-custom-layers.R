@@ -115,3 +115,71 @@ test_that("misused layer classes are classed errors that say what to do", {
   expect_error(keras_model_sequential() %>% layer_dense(2, input_shape = 2) %>% create_layer(NoCall, .), "implement call",
                class = "rustgpu_value_error")
 })
+
+# A dense layer without bias written in R, whose kernel takes a regularizer and a
+# constraint, and which may add a loss on its kernel.
+PenalizedDense <- R6::R6Class("PenalizedDense", inherit = KerasLayer, public = list(
+  units = NULL, regularizer = NULL, constraint = NULL, loss = NULL, kernel = NULL,
+  initialize = function(units, regularizer = NULL, constraint = NULL, loss = NULL) {
+    self$units <- units
+    self$regularizer <- regularizer
+    self$constraint <- constraint
+    self$loss <- loss
+  },
+  build = function(input_shape) {
+    self$kernel <- self$add_weight("kernel", list(input_shape[[2]], self$units), regularizer = self$regularizer,
+                                   constraint = self$constraint)
+    if (!is.null(self$loss)) self$add_loss(self$loss(self$kernel))
+  },
+  call = function(x, mask = NULL) k_dot(x, self$kernel)
+))
+layer_penalized_dense <- function(object, units, ...) create_layer(PenalizedDense, object, list(units = units, ...))
+
+test_that("add_weight()'s regularizers and constraints and add_loss() work as on built-in layers", {
+  set.seed(5)
+  x <- matrix(rnorm(40), 10)
+  y <- matrix(rnorm(20), 10)
+  fit_both <- function(custom, builtin) {
+    set_weights(builtin, get_weights(custom))
+    for (m in list(custom, builtin)) compile(m, optimizer = optimizer_sgd(0.05), loss = "mse")
+    h1 <- fit(custom, x, y, epochs = 2, batch_size = 5, shuffle = FALSE, verbose = 0)
+    h2 <- fit(builtin, x, y, epochs = 2, batch_size = 5, shuffle = FALSE, verbose = 0)
+    expect_equal(h1$metrics$loss, h2$metrics$loss, tolerance = 1e-5)
+    expect_equal(get_weights(custom)[[1]], get_weights(builtin)[[1]], tolerance = 1e-5)
+  }
+  # Keras's regularizer object, an R function giving the same penalty, and add_loss() of it.
+  l2 <- function(w) 0.1 * k_sum(k_square(w))
+  builtin <- function() {
+    keras_model_sequential() %>% layer_dense(2, use_bias = FALSE, kernel_regularizer = regularizer_l2(0.1),
+                                             kernel_constraint = constraint_maxnorm(1), input_shape = 4)
+  }
+  for (args in list(list(regularizer = regularizer_l2(0.1)), list(regularizer = l2), list(loss = l2))) {
+    custom <- do.call(layer_penalized_dense, c(list(keras_model_sequential(), units = 2, constraint = constraint_maxnorm(1),
+                                                    input_shape = 4), args))
+    fit_both(custom, builtin())
+  }
+  # The loss is part of the saved layer: a loaded model evaluates the same.
+  custom <- keras_model_sequential() %>% layer_penalized_dense(2, loss = l2, input_shape = 4)
+  compile(custom, optimizer = "sgd", loss = "mse")
+  path <- tempfile(fileext = ".h5")
+  on.exit(unlink(path))
+  save_model_hdf5(custom, path)
+  loaded <- load_model_hdf5(path)
+  expect_equal(evaluate(loaded, x, y, verbose = 0), evaluate(custom, x, y, verbose = 0), tolerance = 1e-6)
+  expect_gt(evaluate(custom, x, y, verbose = 0)[[1]], mean((x %*% get_weights(custom)[[1]] - y)^2))
+})
+
+test_that("losses on a layer's inputs, and losses added from call(), are classed errors", {
+  InCall <- R6::R6Class("InCall", inherit = KerasLayer, public = list(call = function(x, mask = NULL) {
+    self$add_loss(k_sum(x))
+    x
+  }))
+  expect_error(keras_model_sequential() %>% layer_dense(2, input_shape = 2) %>% create_layer(InCall, .),
+               "not supported yet", class = "rustgpu_unsupported_error")
+  NotWeights <- R6::R6Class("NotWeights", inherit = KerasLayer, public = list(
+    build = function(input_shape) self$add_loss(3),
+    call = function(x, mask = NULL) x
+  ))
+  expect_error(keras_model_sequential() %>% layer_dense(2, input_shape = 2) %>% create_layer(NotWeights, .),
+               "computed from the layer's weights", class = "rustgpu_value_error")
+})

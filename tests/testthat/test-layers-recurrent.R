@@ -26,8 +26,36 @@ test_that("recurrent layers give Keras's shapes, parameter counts and summary", 
   expect_match(out, "bidirectional(_[0-9]+)? \\(Bidirectional\\)")
   expect_match(out, "time_distributed(_[0-9]+)? \\(TimeDistributed\\)")
   inner <- keras_model_sequential() %>% layer_dense(2, input_shape = 3)
-  expect_error(layer_input(shape = c(4, 3)) %>% time_distributed(inner), "wrap each of its layers",
+  expect_error(layer_input(shape = c(4, 3)) %>% bidirectional(inner), "A model cannot be wrapped here",
                class = "rustgpu_unsupported_error")
+})
+
+test_that("time_distributed() of a model runs it on every step, sharing its weights", {
+  # R keras's video example: a model applied to each frame, then a recurrent layer.
+  frame_in <- layer_input(shape = 3)
+  frame_model <- keras_model(frame_in, frame_in %>% layer_dense(4, activation = "tanh") %>% layer_dense(2))
+  steps_in <- layer_input(shape = c(5, 3))
+  per_step <- steps_in %>% time_distributed(frame_model, name = "frames")
+  model <- keras_model(steps_in, per_step %>% layer_lstm(units = 3))
+  x <- seq_data(n = 6)
+  steps_model <- keras_model(steps_in, per_step)
+  out <- predict(steps_model, x)
+  expect_equal(dim(out), c(6, 5, 2))
+  for (t in 1:5) expect_equal(out[, t, ], predict(frame_model, x[, t, ]), tolerance = 1e-6)
+  expect_equal(count_params(model), count_params(frame_model) + 4 * 3 * (2 + 3 + 1))
+  expect_match(format(model), "frames_steps_to_rows (Lambda)", fixed = TRUE)
+  # Training the outer model trains the frame model's weights (one set of weights).
+  before <- get_weights(frame_model)
+  compile(model, optimizer = optimizer_sgd(0.5), loss = "mse")
+  fit(model, x, matrix(1, 6, 3), epochs = 2, batch_size = 3, verbose = 0)
+  expect_false(isTRUE(all.equal(get_weights(frame_model), before)))
+  expect_equal(predict(steps_model, x)[, 2, ], predict(frame_model, x[, 2, ]), tolerance = 1e-6)
+  # A sequential model: the same layers, then the next ones.
+  seq_model <- keras_model_sequential() %>% time_distributed(frame_model, input_shape = c(5, 3)) %>% layer_flatten()
+  expect_equal(predict(seq_model, x), matrix(aperm(predict(steps_model, x), c(1, 3, 2)), 6), tolerance = 1e-6)
+  expect_error(layer_input(shape = c(NA, 3)) %>% time_distributed(frame_model), "known number of steps",
+               class = "rustgpu_unsupported_error")
+  expect_error(time_distributed(layer = frame_model), "needs what to apply it to", class = "rustgpu_state_error")
 })
 
 test_that("recurrent models train, and the loss falls", {
@@ -50,7 +78,7 @@ test_that("masked steps are skipped: padding does not change the output", {
   padded[, 3:6, ] <- x
   short <- keras_model_sequential() %>% layer_lstm(units = 3, input_shape = c(4, 2))
   set_weights(short, get_weights(model))
-  expect_equal(predict(model, padded), predict(short, x), tolerance = 1e-6)
+  expect_equal(predict(model, padded), predict(short, x), tolerance = 1e-5) # float32 rounding, compared value by value
 
   tokens <- keras_model_sequential() %>%
     layer_embedding(input_dim = 10, output_dim = 2, mask_zero = TRUE, input_length = 5) %>%

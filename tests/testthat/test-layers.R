@@ -13,7 +13,7 @@ r_keras_names <- c(ReLU = "layer_activation_relu", LeakyReLU = "layer_activation
                    ThresholdedReLU = "layer_activation_thresholded_relu", Softmax = "layer_activation_softmax",
                    UpSampling1D = "layer_upsampling_1d", UpSampling2D = "layer_upsampling_2d",
                    Bidirectional = "bidirectional", TimeDistributed = "time_distributed",
-                   CustomLayer = "create_layer", ConvLSTM2D = "layer_conv_lstm_2d")
+                   CustomLayer = "create_layer", CustomWrapper = "create_wrapper", ConvLSTM2D = "layer_conv_lstm_2d")
 r_function_name <- function(class_name) {
   if (class_name %in% names(r_keras_names)) return(r_keras_names[[class_name]])
   snake <- gsub("([a-z])([A-Z0-9])", "\\1_\\2", class_name)
@@ -26,7 +26,7 @@ r_function_name <- function(class_name) {
 # have no "layer_" prefix in R keras.
 exported_layer_functions <- c(setdiff(grep("^layer_", getNamespaceExports("rustgpu"), value = TRUE),
                                       c("layer_input", "layer_cudnn_lstm", "layer_cudnn_gru", "layer_activation_selu")),
-                              "bidirectional", "time_distributed", "create_layer")
+                              "bidirectional", "time_distributed", "create_layer", "create_wrapper")
 
 test_that("every exported layer function makes a registered layer type, and every type has one", {
   expected <- vapply(types$class_name, r_function_name, character(1))
@@ -65,6 +65,20 @@ build_example <- function(i) {
     fun <- function(object, input_shape = NULL, name = NULL) create_layer(affine, object, list(input_shape = input_shape, name = name))
     args <- list()
   }
+  if (class_name == "CustomWrapper") {
+    # The core's example: a wrapper adding a weight and log(weight) as a loss.
+    logged <- R6::R6Class("LoggedWrapper", inherit = KerasWrapper, public = list(
+      build = function(input_shape) {
+        super$build(input_shape)
+        w <- self$add_weight("custom_weight", list(1), initializer = "ones")
+        self$add_loss(k_log(w))
+      }
+    ))
+    fun <- function(object, layer, input_shape = NULL, name = NULL) {
+      create_wrapper(logged, object, list(layer = layer, input_shape = input_shape, name = name))
+    }
+    args <- args["layer"]
+  }
   # A wrapper's layer: made by its own R function from its config.
   if (is.list(args$layer)) {
     inner <- args$layer
@@ -80,7 +94,7 @@ build_example <- function(i) {
     model <- keras_model(inputs, output)
   }
   x <- lapply(shapes, example_data, index_bound = types$example_index_bound[[i]])
-  shown <- if (class_name == "CustomLayer") "AffineLayer" else class_name
+  shown <- switch(class_name, CustomLayer = "AffineLayer", CustomWrapper = "LoggedWrapper", class_name)
   list(model = model, x = if (length(x) == 1) x[[1]] else x, class_name = shown)
 }
 
@@ -107,8 +121,8 @@ for (i in seq_along(types$class_name)) {
 test_that("every layer function takes Keras's `weights` and `trainable`, and they work beyond dense layers", {
   no_weights_args <- c("layer_add", "layer_subtract", "layer_multiply", "layer_average", "layer_maximum",
                        "layer_minimum", "layer_concatenate", "layer_dot", "layer_activity_regularization",
-                       # R keras's create_layer() takes them in `args`.
-                       "create_layer")
+                       # R keras's create_layer() and create_wrapper() take them in `args`.
+                       "create_layer", "create_wrapper")
   for (fn in setdiff(exported_layer_functions, no_weights_args)) {
     args <- names(formals(get(fn, envir = asNamespace("rustgpu"))))
     expect_true(all(c("weights", "trainable") %in% args), label = fn)

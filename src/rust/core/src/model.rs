@@ -581,6 +581,51 @@ impl Model {
         Ok(())
     }
 
+    /// The layers' losses on their weights alone (Keras's `add_loss()` in a layer's
+    /// `build()`): their total at the current weights and, with `gradient`, its gradient with
+    /// respect to each weight (None for weights no such loss reads; an empty list when no
+    /// layer has one). Computed once per step on the host, as the regularizers' penalty:
+    /// it does not depend on the batch, so replicas need not each compute it.
+    pub fn weight_losses(&self, gradient: bool) -> Result<(f64, Vec<Option<Vec<f32>>>)> {
+        let mut total = 0f64;
+        let mut grads: Vec<Option<Vec<f32>>> = Vec::new();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        for (layer, range) in self.arch.layers.iter().zip(&self.arch.weight_ranges) {
+            let losses = layer.kind.weight_losses();
+            if losses.is_empty() {
+                continue;
+            }
+            let weights = self.weights[range.clone()]
+                .iter()
+                .map(|w| Ok(Tensor::from_slice(w.value.as_slice(), w.shape.as_slice(), &candle_core::Device::Cpu)?))
+                .collect::<Result<Vec<_>>>()?;
+            for loss in losses {
+                // A loss reads the layer's first weights (a wrapper's own, before the wrapped layer's).
+                let n = loss.weight_count().min(weights.len());
+                let run = loss.forward(&[], &weights[..n], false, &mut rng)?;
+                let value = run.outputs(loss).remove(0);
+                total += value.to_dtype(candle_core::DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+                if !gradient {
+                    continue;
+                }
+                let ones = value.ones_like()?;
+                let g = loss.backward(&run, &[Some(ones)])?;
+                if grads.is_empty() {
+                    grads = vec![None; self.weights.len()];
+                }
+                for (i, gw) in range.clone().zip(g.weights) {
+                    let Some(gw) = gw else { continue };
+                    let gw = gw.flatten_all()?.to_vec1::<f32>()?;
+                    match &mut grads[i] {
+                        Some(acc) => acc.iter_mut().zip(&gw).for_each(|(a, b)| *a += *b),
+                        slot => *slot = Some(gw),
+                    }
+                }
+            }
+        }
+        Ok((total, grads))
+    }
+
     pub fn regularization_penalty(&self, regularizers: &[Option<crate::regularizer::Regularizer>]) -> f64 {
         regularizers.iter().zip(&self.weights).filter_map(|(r, w)| r.map(|r| r.penalty(&w.value))).sum()
     }

@@ -84,6 +84,21 @@ fn rg_trace_add_input(mut ptr: Robj, shape: Robj) -> Robj {
     })
 }
 
+/// Adds a weight of `shape` (fully known) to the trace: its node.
+/// @noRd
+#[extendr]
+fn rg_trace_add_weight(mut ptr: Robj, shape: Robj) -> Robj {
+    guard(|| {
+        let t = tracer(&mut ptr)?;
+        let shape = sym_shape(&shape, "shape")?
+            .into_iter()
+            .map(|d| d.ok_or_else(|| Error::Value("a weight's shape must be fully known".into())))
+            .collect::<Result<Vec<_>>>()?;
+        let node = t.add_weight(shape)?;
+        Ok((node as f64).into())
+    })
+}
+
 /// The finished trace with these output nodes, as JSON.
 /// @noRd
 #[extendr]
@@ -160,6 +175,7 @@ extendr_module! {
     fn rg_trace_new;
     fn rg_trace_record;
     fn rg_trace_add_input;
+    fn rg_trace_add_weight;
     fn rg_trace_json;
     fn rg_trace_eval;
 }

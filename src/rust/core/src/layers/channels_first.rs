@@ -134,6 +134,9 @@ impl AnyLayer for ChannelsFirst {
     fn activity_regularizer(&self) -> Option<crate::regularizer::Regularizer> {
         self.inner.activity_regularizer()
     }
+    fn weight_losses(&self) -> &[crate::trace::Trace] {
+        self.inner.weight_losses()
+    }
     fn compute_mask(&self, xs: &[Tensor], mask: Option<&Tensor>) -> Result<Option<Tensor>> {
         self.inner.compute_mask(xs, mask)
     }

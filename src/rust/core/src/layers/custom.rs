@@ -4,8 +4,10 @@
 //! saved model loads without the R code.
 use super::lambda::{check_traced_function, check_traced_inputs, traced_backward, traced_forward, traced_output_shape};
 use super::{Cache, Example, ForwardContext, Inputs, LayerGrads, LayerOutput, LayerType, OutputGrad, WeightSpec};
+use crate::constraint::Constraint;
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
+use crate::regularizer::Regularizer;
 use crate::trace::{Binary, Op, Trace};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -20,6 +22,10 @@ pub struct CustomLayer {
     pub function: Trace,
     #[serde(default)]
     pub weight_specs: Vec<CustomWeight>,
+    /// Losses on the weights alone (`self$add_loss()` in `build()`, regularizers written as
+    /// R functions): see [`LayerType::weight_losses`].
+    #[serde(default, deserialize_with = "super::lambda::traced_functions", skip_serializing_if = "Vec::is_empty")]
+    pub losses: Vec<Trace>,
 }
 
 /// A weight `build()` added with `self$add_weight()`.
@@ -30,6 +36,40 @@ pub struct CustomWeight {
     pub initializer: Initializer,
     #[serde(default = "yes")]
     pub trainable: bool,
+    /// Keras's regularizer objects (L1, L2, L1L2); a regularizer written as a function is
+    /// one of the layer's `losses` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regularizer: Option<Regularizer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<Constraint>,
+}
+
+/// Checks a layer's weights (`specs`) and the losses on them: weights that fit in memory,
+/// loss traces that take no inputs and exactly these weights, with one output.
+pub(super) fn check_custom_weights(specs: &[CustomWeight], losses: &[Trace], class: &str) -> Result<()> {
+    for w in specs {
+        crate::memory::check(
+            &format!("weight \"{}\" of layer class {}", w.name, class),
+            crate::memory::elements(&w.shape).and_then(|n| crate::memory::bytes(n, 4)),
+            "give the weight a smaller shape",
+        )?;
+        if let Some(c) = &w.constraint {
+            c.check_rank(w.shape.len())?;
+        }
+    }
+    for (k, loss) in losses.iter().enumerate() {
+        let weights_fit = loss.weight_count() == specs.len()
+            && specs.iter().enumerate().all(|(i, w)| loss.shape(loss.weight_node(i)).is_ok_and(|s| s.iter().copied().eq(w.shape.iter().map(|d| Some(*d)))));
+        if loss.input_count() != 0 || loss.outputs.len() != 1 || !weights_fit {
+            return Err(Error::Value(format!(
+                "layer class {}: loss {} must be computed from the layer's {} weights alone, with one value",
+                class,
+                k + 1,
+                specs.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn yes() -> bool {
@@ -59,13 +99,8 @@ impl LayerType for CustomLayer {
             if self.function.shape(self.function.weight_node(i))? != &traced {
                 return Err(Error::Value(format!("layer class {}: weight \"{}\" was traced with another shape", self.layer_class, w.name)));
             }
-            crate::memory::check(
-                &format!("weight \"{}\" of layer class {}", w.name, self.layer_class),
-                crate::memory::elements(&w.shape).and_then(|n| crate::memory::bytes(n, 4)),
-                "give the weight a smaller shape",
-            )?;
         }
-        Ok(())
+        check_custom_weights(&self.weight_specs, &self.losses, &self.layer_class)
     }
 
     fn shown_class_name(&self) -> &str {
@@ -81,6 +116,18 @@ impl LayerType for CustomLayer {
             .iter()
             .map(|w| WeightSpec { name: w.name.clone(), shape: w.shape.clone(), initializer: w.initializer.clone(), trainable: w.trainable })
             .collect()
+    }
+
+    fn weight_regularizers(&self) -> Vec<Option<Regularizer>> {
+        self.weight_specs.iter().map(|w| w.regularizer).collect()
+    }
+
+    fn weight_constraints(&self) -> Vec<Option<Constraint>> {
+        self.weight_specs.iter().map(|w| w.constraint.clone()).collect()
+    }
+
+    fn weight_losses(&self) -> &[Trace] {
+        &self.losses
     }
 
     /// Every value the trace computes is kept for the backward pass.

@@ -29,15 +29,23 @@ fn function_type() -> String {
 
 /// A trace, or an error saying that Python code (a Lambda saved by Keras) cannot run here.
 pub(super) fn traced_function<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Trace, D::Error> {
-    let value = serde_json::Value::deserialize(d)?;
+    trace_of_value(serde_json::Value::deserialize(d)?)
+}
+
+/// Traces, each as [`traced_function`] reads one (a layer's weight losses).
+pub(super) fn traced_functions<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<Trace>, D::Error> {
+    Vec::<serde_json::Value>::deserialize(d)?.into_iter().map(trace_of_value).collect()
+}
+
+fn trace_of_value<E: serde::de::Error>(value: serde_json::Value) -> std::result::Result<Trace, E> {
     if value.is_object() {
-        return serde_json::from_value(value).map_err(serde::de::Error::custom);
+        return serde_json::from_value(value).map_err(E::custom);
     }
     // The front end passes the trace as its JSON text.
     if let Some(text) = value.as_str().filter(|t| t.starts_with('{')) {
-        return serde_json::from_str(text).map_err(serde::de::Error::custom);
+        return serde_json::from_str(text).map_err(E::custom);
     }
-    Err(serde::de::Error::custom(
+    Err(E::custom(
         "the function of this Lambda layer is Python code (saved by Keras), which rustgpu cannot run: \
          rebuild the layer in R with layer_lambda() and load the weights with load_model_weights_hdf5()",
     ))

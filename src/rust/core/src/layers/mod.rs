@@ -17,6 +17,7 @@ mod conv2d_transpose;
 mod conv3d;
 mod conv_lstm2d;
 mod custom;
+mod custom_wrapper;
 mod dense;
 mod depthwise;
 mod dropout;
@@ -52,6 +53,7 @@ pub use self::conv2d_transpose::Conv2DTranspose;
 pub use self::conv3d::Conv3D;
 pub use self::conv_lstm2d::ConvLSTM2D;
 pub use self::custom::CustomLayer;
+pub use self::custom_wrapper::CustomWrapper;
 pub use self::dense::Dense;
 pub use self::depthwise::{DepthwiseConv2D, SeparableConv2D};
 pub use self::dropout::Dropout;
@@ -285,6 +287,14 @@ pub trait LayerType: std::fmt::Debug + Send + Sync + Serialize + DeserializeOwne
         None
     }
 
+    /// Losses computed from the layer's weights alone (Keras's `add_loss()` in a layer's
+    /// `build()`, and regularizers written as functions): each a trace with no inputs, the
+    /// layer's first weights as its weights (all of them, or a wrapper's own), and one output
+    /// whose sum joins the loss.
+    fn weight_losses(&self) -> &[crate::trace::Trace] {
+        &[]
+    }
+
     /// Whether the mask of the input passes through to the output unchanged (Keras's
     /// `supports_masking` on a layer that keeps the time axis: Dense, Dropout, Activation).
     const PROPAGATES_MASK: bool = false;
@@ -378,6 +388,7 @@ pub trait AnyLayer: std::fmt::Debug + Send + Sync {
     fn weight_regularizers(&self) -> Vec<Option<crate::regularizer::Regularizer>>;
     fn weight_constraints(&self) -> Vec<Option<crate::constraint::Constraint>>;
     fn activity_regularizer(&self) -> Option<crate::regularizer::Regularizer>;
+    fn weight_losses(&self) -> &[crate::trace::Trace];
     fn compute_mask(&self, xs: &[Tensor], mask: Option<&Tensor>) -> Result<Option<Tensor>>;
     fn makes_mask(&self) -> bool;
     fn reset_states(&self);
@@ -443,6 +454,9 @@ impl<T: LayerType> AnyLayer for T {
     }
     fn activity_regularizer(&self) -> Option<crate::regularizer::Regularizer> {
         LayerType::activity_regularizer(self)
+    }
+    fn weight_losses(&self) -> &[crate::trace::Trace] {
+        LayerType::weight_losses(self)
     }
     fn compute_mask(&self, xs: &[Tensor], mask: Option<&Tensor>) -> Result<Option<Tensor>> {
         LayerType::compute_mask(self, xs, mask)
@@ -510,8 +524,11 @@ impl Layer {
     /// The layer a Keras layer config describes (`{"name": ..., <the type's fields>}`).
     pub fn from_config(class_name: &str, config: &Value, seed: u64) -> Result<Self> {
         let registration = match registry::find(class_name) {
-            // A layer class written in R is saved under its own name, with its trace.
-            Err(_) if config.get("layer_class").and_then(Value::as_str) == Some(class_name) => registry::find(CustomLayer::CLASS_NAME)?,
+            // A layer class written in R is saved under its own name, with its trace (a
+            // wrapper class, with the layer it wraps).
+            Err(_) if config.get("layer_class").and_then(Value::as_str) == Some(class_name) => {
+                registry::find(if config.get("layer").is_some() { CustomWrapper::CLASS_NAME } else { CustomLayer::CLASS_NAME })?
+            }
             found => found?,
         };
         let kind = registration.build(config)?;

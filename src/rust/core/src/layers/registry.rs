@@ -41,6 +41,7 @@ pub static LAYER_TYPES: &[Registration] = &[
     Registration::of::<Dense>(),
     Registration::of::<Lambda>(),
     Registration::of::<CustomLayer>(),
+    Registration::of::<CustomWrapper>(),
     Registration::of::<ActivationLayer>(),
     Registration::of::<Dropout>(),
     Registration::of::<Conv1D>(),
@@ -175,7 +176,7 @@ mod tests {
             let written = inst.layer.keras_config();
             // A layer class written in R shows and saves its own class name.
             let shown = inst.layer.class_name().to_string();
-            assert!(shown == r.class_name || r.class_name == "CustomLayer", "{}", shown);
+            assert!(shown == r.class_name || r.class_name == "CustomLayer" || r.class_name == "CustomWrapper", "{}", shown);
             assert_eq!(written["class_name"], shown.as_str());
             assert_eq!(written["config"]["name"], format!("test_{}", r.name_prefix));
             let again = Layer::from_config(&shown, &written["config"], 0).unwrap();

@@ -133,6 +133,10 @@ impl LayerType for TimeDistributed {
         self.layer.kind.weight_constraints()
     }
 
+    fn weight_losses(&self) -> &[crate::trace::Trace] {
+        self.layer.kind.weight_losses()
+    }
+
     fn reset_states(&self) {
         self.layer.kind.reset_states()
     }

@@ -346,11 +346,15 @@ pub struct Optimizer {
     /// Each weight's regularizer (the model's; set by the training step), whose gradient
     /// the update adds to the loss's.
     pub regularizers: Vec<Option<crate::regularizer::Regularizer>>,
+    /// Each weight's gradient of the layers' losses on their weights (see
+    /// `Model::weight_losses`; set by the training step, None for most weights), which the
+    /// update adds to the loss's as it adds a regularizer's.
+    pub loss_gradients: Vec<Option<Vec<f32>>>,
 }
 
 impl Optimizer {
     pub fn new(config: OptimizerConfig) -> Self {
-        Self { config, iterations: 0, slots: Vec::new(), state: Vec::new(), regularizers: Vec::new() }
+        Self { config, iterations: 0, slots: Vec::new(), state: Vec::new(), regularizers: Vec::new(), loss_gradients: Vec::new() }
     }
 
     /// Keras's names for the slots this configuration keeps per weight, in Keras's order,

@@ -33,11 +33,12 @@ impl Optimizer {
         if self.slots.len() != weights.len() || self.slots.iter().zip(&weight_lens).any(|(s, n)| s.len() != k || s.iter().any(|v| v.len() != *n)) {
             self.slots = self.fresh_slots(&weight_lens)?;
         }
-        let Optimizer { config, iterations, slots: all_slots, state, regularizers } = self;
+        let Optimizer { config, iterations, slots: all_slots, state, regularizers, loss_gradients } = self;
         let config: &'a OptimizerConfig = config;
         let prepared: Arc<dyn PreparedUpdate + 'a> = Arc::from(config.rule.prepare(*iterations + 1, config.common.learning_rate_at(*iterations), state));
         let clip = Clip::of(&config.common);
         let regularizers: &[Option<Regularizer>] = regularizers;
+        let loss_gradients: &'a [Option<Vec<f32>>] = loss_gradients;
         // clipnorm takes the norm of each regularized weight's whole gradient, which includes
         // the penalty's (computed from the values before the update): shards read a copy.
         let before_update: Arc<Vec<Option<Vec<f32>>>> = Arc::new(match clip {
@@ -77,11 +78,14 @@ impl Optimizer {
                 m.values.spare_capacity_mut()[..n].chunks_mut(CHUNK)
             });
             let regularizer = regularizers.get(wi).copied().flatten();
+            let loss_gradient = loss_gradients.get(wi).and_then(|g| g.as_deref()).filter(|g| g.len() == n);
             for (ci, var_chunk) in var.chunks_mut(CHUNK).enumerate() {
                 let slots = slot_chunks.iter_mut().map(|c| c.next().unwrap()).collect();
                 let mirror = mirror_chunks.as_mut().and_then(|m| m.next());
                 let transposed = transposed_into;
-                assigned[next % n_shards].push(Chunk { weight: wi, regularizer, start: ci * CHUNK, var: var_chunk, slots, mirror, transposed });
+                let start = ci * CHUNK;
+                let loss_gradient = loss_gradient.map(|g| &g[start..start + var_chunk.len()]);
+                assigned[next % n_shards].push(Chunk { weight: wi, regularizer, loss_gradient, start, var: var_chunk, slots, mirror, transposed });
                 next += 1;
             }
         }
@@ -98,7 +102,7 @@ impl Optimizer {
                         return Err(Error::State(format!("gradients do not match the {} weights", weight_lens.len())));
                     }
                     let mut sum = Vec::with_capacity(CHUNK);
-                    let norms = clip.norms(&chunks, parts, &before_update);
+                    let norms = clip.norms(&chunks, parts, &before_update, loss_gradients);
                     for mut c in chunks {
                         update_chunk(&*prepared, clip, norms.get(&c.weight).copied(), &mut c, parts, &mut sum);
                     }
@@ -131,6 +135,8 @@ struct Chunk<'a> {
     weight: usize,
     /// The weight's regularizer, whose gradient joins the loss's.
     regularizer: Option<Regularizer>,
+    /// This chunk's part of the gradient of the layers' weight losses, likewise.
+    loss_gradient: Option<&'a [f32]>,
     start: usize,
     var: &'a mut [f32],
     slots: Vec<&'a mut [f32]>,
@@ -205,7 +211,7 @@ impl Clip {
     /// With `clipnorm`, the norm of the (summed) gradient of each weight `chunks` touch:
     /// every shard works it out for its own weights (clipping is rare; the update itself
     /// stays one pass).
-    fn norms(&self, chunks: &[Chunk<'_>], parts: &[Vec<&[f32]>], before_update: &[Option<Vec<f32>>]) -> HashMap<usize, f32> {
+    fn norms(&self, chunks: &[Chunk<'_>], parts: &[Vec<&[f32]>], before_update: &[Option<Vec<f32>>], loss_gradients: &[Option<Vec<f32>>]) -> HashMap<usize, f32> {
         let mut norms = HashMap::new();
         if let Clip::Norm(_) = self {
             for c in chunks {
@@ -214,6 +220,9 @@ impl Clip {
                     let mut g: Vec<f32> = (0..n).map(|i| parts.iter().map(|p| p[c.weight][i]).sum::<f32>()).collect();
                     if let (Some(r), Some(Some(w))) = (c.regularizer, before_update.get(c.weight)) {
                         r.add_gradient(w, &mut g);
+                    }
+                    if let Some(Some(extra)) = loss_gradients.get(c.weight).filter(|e| e.as_ref().is_some_and(|e| e.len() == n)) {
+                        g.iter_mut().zip(extra).for_each(|(a, b)| *a += *b);
                     }
                     g.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt() as f32
                 });
@@ -228,7 +237,7 @@ impl Clip {
 fn update_chunk(prepared: &dyn PreparedUpdate, clip: Clip, norm: Option<f32>, c: &mut Chunk<'_>, parts: &[Vec<&[f32]>], sum: &mut Vec<f32>) {
     let range = c.start..c.start + c.var.len();
     let grad = match (clip, parts.len()) {
-        _ if c.regularizer.is_some() => sum_and_clip(clip, norm, c, parts, sum),
+        _ if c.regularizer.is_some() || c.loss_gradient.is_some() => sum_and_clip(clip, norm, c, parts, sum),
         (Clip::None, 1) => Grad::One(&parts[0][c.weight][range]),
         // Two replicas' parts (two virtual GPUs) are added as the update reads them.
         (Clip::None, 2) => Grad::Two(&parts[0][c.weight][range.clone()], &parts[1][c.weight][range]),
@@ -239,7 +248,8 @@ fn update_chunk(prepared: &dyn PreparedUpdate, clip: Clip, norm: Option<f32>, c:
 }
 
 /// The chunk's gradient summed over the parts (in replica order) into `sum`, plus its
-/// regularizer's gradient (at the values before this update), clipped where asked.
+/// regularizer's gradient (at the values before this update) and its weight losses',
+/// clipped where asked.
 fn sum_and_clip<'s>(clip: Clip, norm: Option<f32>, c: &Chunk<'_>, parts: &[Vec<&[f32]>], sum: &'s mut Vec<f32>) -> Grad<'s> {
     let range = c.start..c.start + c.var.len();
     sum.clear();
@@ -249,6 +259,9 @@ fn sum_and_clip<'s>(clip: Clip, norm: Option<f32>, c: &Chunk<'_>, parts: &[Vec<&
     }
     if let Some(r) = c.regularizer {
         r.add_gradient(c.var, sum);
+    }
+    if let Some(extra) = c.loss_gradient {
+        sum.iter_mut().zip(extra).for_each(|(a, b)| *a += *b);
     }
     match clip {
         Clip::Norm(limit) => {

@@ -112,7 +112,9 @@ impl Executor {
         // Regularization: its penalty (at the weights the step starts from) joins the loss,
         // its gradient the update's.
         compiled.optimizer.regularizers = model.arch.weight_regularizers();
-        let penalty = model.regularization_penalty(&compiled.optimizer.regularizers);
+        let (weight_loss, loss_gradients) = model.weight_losses(true)?;
+        compiled.optimizer.loss_gradients = loss_gradients;
+        let penalty = model.regularization_penalty(&compiled.optimizer.regularizers) + weight_loss;
         let mut stats = crate::fork::on_own_pool(|| match self {
             Executor::Local(info) => one_device::train(info, model, compiled, &batch, rows, seed),
             Executor::Replicated(r) if r.set.merge == MergeDevice::Cpu && r.set.is_host_backed() => {
@@ -143,7 +145,7 @@ impl Executor {
             Executor::Local(info) => one_device::evaluate(info, model, compiled, &batch, rows),
             Executor::Replicated(r) => replicas::evaluate(&r.set, model, compiled, &batch, rows),
         })?;
-        stats.loss += model.regularization_penalty(&model.arch.weight_regularizers());
+        stats.loss += model.regularization_penalty(&model.arch.weight_regularizers()) + model.weight_losses(false)?.0;
         Ok(stats)
     }
 
