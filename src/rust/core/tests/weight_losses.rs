@@ -17,7 +17,8 @@ fn model(wrapped: bool) -> Model {
     let dense = json!({ "name": "inner", "units": 3, "activation": "softmax" });
     let layer = if wrapped {
         // log(w): a trace with no inputs and the wrapper's one weight.
-        let loss = json!({ "inputs": [], "weights": [[1]], "nodes": [{ "op": "weight", "index": 0 }, { "op": "unary", "f": "log", "args": [0] }], "outputs": [1] });
+        let loss =
+            json!({ "inputs": [], "weights": [[1]], "nodes": [{ "op": "weight", "index": 0 }, { "op": "unary", "f": "log", "args": [0] }], "outputs": [1] });
         let config = json!({
             "name": "wrapper", "layer_class": "LoggedWrapper", "layer": { "class_name": "Dense", "config": dense },
             "weight_specs": [{ "name": "w", "shape": [1], "initializer": { "class_name": "Constant", "config": { "value": W0 } } }],

@@ -38,7 +38,8 @@ pub struct CustomWrapperConfig {
 impl TryFrom<CustomWrapperConfig> for CustomWrapper {
     type Error = Error;
     fn try_from(c: CustomWrapperConfig) -> Result<Self> {
-        let class = c.layer.get("class_name").and_then(Value::as_str).ok_or_else(|| Error::Value(format!("`layer` must be a Keras layer config, got {}", c.layer)))?;
+        let class =
+            c.layer.get("class_name").and_then(Value::as_str).ok_or_else(|| Error::Value(format!("`layer` must be a Keras layer config, got {}", c.layer)))?;
         let config = c.layer.get("config").cloned().unwrap_or_else(|| serde_json::json!({}));
         let layer = Layer::from_config(class, &config, 0)?;
         let layer_class = if c.layer_class.is_empty() { CustomWrapper::CLASS_NAME.to_string() } else { c.layer_class };
@@ -74,7 +75,12 @@ impl LayerType for CustomWrapper {
     }
 
     fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec> {
-        let own = self.weight_specs.iter().map(|w| WeightSpec { name: w.name.clone(), shape: w.shape.clone(), initializer: w.initializer.clone(), trainable: w.trainable });
+        let own = self.weight_specs.iter().map(|w| WeightSpec {
+            name: w.name.clone(),
+            shape: w.shape.clone(),
+            initializer: w.initializer.clone(),
+            trainable: w.trainable,
+        });
         let inner = self.layer.weight_specs(input).into_iter().map(|s| WeightSpec { name: format!("{}/{}", self.layer.name, s.name), ..s });
         own.chain(inner).collect()
     }

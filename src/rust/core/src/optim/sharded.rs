@@ -211,7 +211,13 @@ impl Clip {
     /// With `clipnorm`, the norm of the (summed) gradient of each weight `chunks` touch:
     /// every shard works it out for its own weights (clipping is rare; the update itself
     /// stays one pass).
-    fn norms(&self, chunks: &[Chunk<'_>], parts: &[Vec<&[f32]>], before_update: &[Option<Vec<f32>>], loss_gradients: &[Option<Vec<f32>>]) -> HashMap<usize, f32> {
+    fn norms(
+        &self,
+        chunks: &[Chunk<'_>],
+        parts: &[Vec<&[f32]>],
+        before_update: &[Option<Vec<f32>>],
+        loss_gradients: &[Option<Vec<f32>>],
+    ) -> HashMap<usize, f32> {
         let mut norms = HashMap::new();
         if let Clip::Norm(_) = self {
             for c in chunks {
