@@ -2,6 +2,7 @@
 //! gradient is wrong): on contiguous f32 host slices for the CPU (im2col/col2im, pooling,
 //! depthwise convolution, matmuls through gemm, row sums, ReLU gradients), and as tensor ops
 //! for other devices (`patches`). The `*_on_device` functions pick one by the tensor's device.
+pub mod batch_norm;
 mod conv;
 pub mod depthwise;
 mod matmul;

@@ -59,6 +59,15 @@ struct InferenceCache {
     input_dims: Vec<usize>,
 }
 
+/// A training pass on the CPU (the fused kernels): the input itself, not a normalized copy.
+struct FusedCache {
+    x2: Tensor,
+    stats: crate::kernels::batch_norm::Statistics,
+    input_dims: Vec<usize>,
+    new_mean: Tensor,
+    new_var: Tensor,
+}
+
 struct BatchNormCache {
     xhat: Tensor,
     inv_std: Tensor,
@@ -103,11 +112,67 @@ impl BatchNormalization {
         Ok(LayerGrads { input: Some(dx), weights: grads, more_inputs: Vec::new() })
     }
 
+    /// Keras's moving statistics after a training pass on a batch of `rows` rows.
+    fn moved(&self, dims_len: usize, rows: usize, moving_mean: &Tensor, moving_var: &Tensor, mean: &Tensor, var: &Tensor) -> Result<(Tensor, Tensor)> {
+        // TensorFlow's fused kernel (4-d inputs) moves the variance toward the unbiased
+        // batch variance; the general path (other ranks) toward the biased one.
+        let var_for_moving = if dims_len == 4 && rows > 1 { (var * (rows as f64 / (rows - 1) as f64))? } else { var.clone() };
+        let keep = 1.0 - self.momentum;
+        let new_mean = (moving_mean - ((moving_mean - mean)? * keep)?)?;
+        let new_var = (moving_var - ((moving_var - &var_for_moving)? * keep)?)?;
+        Ok((new_mean, new_var))
+    }
+
+    /// The CPU's training pass: one kernel for the statistics and the normalized output.
+    fn fused_training(&self, weights: &[Tensor], x2: Tensor, dims: Vec<usize>) -> Result<(LayerOutput, Cache)> {
+        use crate::kernels::{batch_norm, with_cpu_slices};
+        let (rows, c) = x2.dims2()?;
+        let (gamma, beta) = self.affine(weights);
+        let mut ts = vec![&x2];
+        ts.extend(gamma.iter().chain(beta.iter()));
+        let (y, stats) = with_cpu_slices(&ts, |s| {
+            let gamma = self.scale.then(|| s[1]);
+            let beta = self.center.then(|| s[1 + usize::from(self.scale)]);
+            batch_norm::forward_training(s[0], c, gamma, beta, self.epsilon)
+        })?;
+        let device = x2.device().clone();
+        let mean = Tensor::from_slice(&stats.mean, c, &device)?;
+        let var = Tensor::from_slice(&stats.var, c, &device)?;
+        let (new_mean, new_var) = self.moved(dims.len(), rows, &weights[self.moving_offset()], &weights[self.moving_offset() + 1], &mean, &var)?;
+        let value = Tensor::from_vec(y, dims.as_slice(), &device)?;
+        Ok((LayerOutput::plain(value), Cache::new(FusedCache { x2, stats, input_dims: dims, new_mean, new_var })))
+    }
+
+    fn fused_backward(&self, weights: &[Tensor], c: &FusedCache, dy: &Tensor) -> Result<LayerGrads> {
+        use crate::kernels::{batch_norm, with_cpu_slices};
+        let (_, channels) = c.x2.dims2()?;
+        let (gamma, _) = self.affine(weights);
+        let dy = dy.reshape(c.x2.dims())?;
+        let mut ts = vec![&c.x2, &dy];
+        ts.extend(gamma.iter());
+        let (dx, dgamma, dbeta) = with_cpu_slices(&ts, |s| batch_norm::backward_training(s[0], s[1], channels, &c.stats, self.scale.then(|| s[2])))?;
+        let device = c.x2.device();
+        let mut grads = Vec::new();
+        if self.scale {
+            grads.push(Tensor::from_vec(dgamma, channels, device)?);
+        }
+        if self.center {
+            grads.push(Tensor::from_vec(dbeta, channels, device)?);
+        }
+        let zeros = weights[self.moving_offset()].zeros_like()?;
+        grads.push(zeros.clone());
+        grads.push(zeros);
+        Ok(LayerGrads { input: Some(Tensor::from_vec(dx, c.input_dims.as_slice(), device)?), weights: grads, more_inputs: Vec::new() })
+    }
+
     fn normalized(&self, name: &str, weights: &[Tensor], x: &Tensor, training: bool) -> Result<(LayerOutput, Cache)> {
         let dims = x.dims().to_vec();
         let c = *dims.last().ok_or_else(|| Error::Value(format!("layer \"{}\" needs an input with a channels axis", name)))?;
         let rows = x.elem_count() / c;
         let x2 = x.reshape((rows, c))?;
+        if training && x2.device().is_cpu() && x2.dtype() == candle_core::DType::F32 && rows > 0 {
+            return self.fused_training(weights, x2, dims);
+        }
         let (gamma, beta) = self.affine(weights);
         let (moving_mean, moving_var) = (&weights[self.moving_offset()], &weights[self.moving_offset() + 1]);
         let finish = |xhat: &Tensor| -> Result<Tensor> {
@@ -120,6 +185,20 @@ impl BatchNormalization {
             }
             Ok(y.reshape(dims.as_slice())?)
         };
+        if !training && x2.device().is_cpu() && x2.dtype() == candle_core::DType::F32 {
+            // One multiply-add per value with the moving statistics folded in.
+            let inv_std = (moving_var + self.epsilon)?.sqrt()?.recip()?;
+            let mut ts = vec![&x2, moving_mean, &inv_std];
+            ts.extend(gamma.iter().chain(beta.iter()));
+            let y = crate::kernels::with_cpu_slices(&ts, |s| {
+                let gamma = self.scale.then(|| s[3]);
+                let beta = self.center.then(|| s[3 + usize::from(self.scale)]);
+                let (scale, shift) = crate::kernels::batch_norm::affine(s[1], s[2], gamma, beta);
+                crate::kernels::batch_norm::scale_shift(s[0], c, &scale, &shift)
+            })?;
+            let value = Tensor::from_vec(y, dims.as_slice(), x2.device())?;
+            return Ok((LayerOutput::plain(value), Cache::new(InferenceCache { x2, inv_std, input_dims: dims })));
+        }
         if !training {
             let inv_std = (moving_var + self.epsilon)?.sqrt()?.recip()?;
             let xhat = x2.broadcast_sub(moving_mean)?.broadcast_mul(&inv_std)?;
@@ -131,12 +210,7 @@ impl BatchNormalization {
         let var = (crate::kernels::sum_rows(&centered.sqr()?)? / count)?;
         let inv_std = (&var + self.epsilon)?.sqrt()?.recip()?;
         let xhat = centered.broadcast_mul(&inv_std)?;
-        // TensorFlow's fused kernel (4-d inputs) moves the variance toward the unbiased
-        // batch variance; the general path (other ranks) toward the biased one.
-        let var_for_moving = if dims.len() == 4 && rows > 1 { (&var * (rows as f64 / (rows - 1) as f64))? } else { var };
-        let keep = 1.0 - self.momentum;
-        let new_mean = (moving_mean - ((moving_mean - &mean)? * keep)?)?;
-        let new_var = (moving_var - ((moving_var - &var_for_moving)? * keep)?)?;
+        let (new_mean, new_var) = self.moved(dims.len(), rows, moving_mean, moving_var, &mean, &var)?;
         let value = finish(&xhat)?;
         Ok((LayerOutput::plain(value), Cache::new(BatchNormCache { xhat, inv_std, input_dims: dims, new_mean, new_var })))
     }
@@ -194,10 +268,12 @@ impl LayerType for BatchNormalization {
     }
 
     fn state_updates(&self, cache: &Cache) -> Vec<(usize, Tensor)> {
-        match cache.get::<BatchNormCache>() {
-            Ok(c) => vec![(self.moving_offset(), c.new_mean.clone()), (self.moving_offset() + 1, c.new_var.clone())],
+        let moved = |m: &Tensor, v: &Tensor| vec![(self.moving_offset(), m.clone()), (self.moving_offset() + 1, v.clone())];
+        match (cache.get::<BatchNormCache>(), cache.get::<FusedCache>()) {
+            (Ok(c), _) => moved(&c.new_mean, &c.new_var),
+            (_, Ok(c)) => moved(&c.new_mean, &c.new_var),
             // An inference pass moves nothing.
-            Err(_) => Vec::new(),
+            _ => Vec::new(),
         }
     }
 
@@ -213,6 +289,9 @@ impl LayerType for BatchNormalization {
         let dy = grad.value(Self::CLASS_NAME)?;
         if let Ok(InferenceCache { x2, inv_std, input_dims }) = cache.get::<InferenceCache>() {
             return self.inference_backward(weights, x2, inv_std, input_dims, &dy);
+        }
+        if let Ok(c) = cache.get::<FusedCache>() {
+            return self.fused_backward(weights, c, &dy);
         }
         let BatchNormCache { xhat, inv_std, input_dims, .. } = cache.get::<BatchNormCache>()?;
         let (rows, c) = xhat.dims2()?;
