@@ -178,8 +178,14 @@ pub fn relu_backward(z: &Tensor, dy: &Tensor) -> Result<Tensor> {
             use rayon::prelude::*;
             uninit_filled(zs.len(), |out| {
                 out.par_chunks_mut(1 << 15).zip(zs.par_chunks(1 << 15)).zip(ds.par_chunks(1 << 15)).for_each(|((o, z), d)| {
-                    for ((o, z), d) in o.iter_mut().zip(z).zip(d) {
-                        o.write(if *z > 0.0 { *d } else { 0.0 });
+                    // Equal lengths, indexed, and a bit mask instead of a select: this loop
+                    // vectorizes (zipped iterators with `if` compiled to a scalar loop with
+                    // a branch per value: 16% of the block net's fit samples).
+                    let n = o.len().min(z.len()).min(d.len());
+                    let (o, z, d) = (&mut o[..n], &z[..n], &d[..n]);
+                    for i in 0..n {
+                        let keep = 0u32.wrapping_sub(u32::from(z[i] > 0.0));
+                        o[i].write(f32::from_bits(d[i].to_bits() & keep));
                     }
                 })
             })
