@@ -10,24 +10,40 @@ use rayon::prelude::*;
 /// do not depend on the thread count.
 const BLOCK: usize = 256;
 
-/// Per-channel sums of `term(row, channel)` over every row, in f64 across blocks.
-fn channel_sums(rows: usize, c: usize, term: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f64> {
-    let blocks = rows.div_ceil(BLOCK);
-    let partial: Vec<Vec<f32>> = (0..blocks)
-        .into_par_iter()
-        .map(|b| {
-            let mut acc = vec![0f32; c];
-            for r in b * BLOCK..((b + 1) * BLOCK).min(rows) {
-                term(r, &mut acc);
-            }
+/// Per-channel sums over every row of `block_sums(rows of a block, accumulator)`, in f64
+/// across blocks.
+fn channel_sums(x: &[f32], c: usize, width: usize, block_sums: impl Fn(&[f32], usize, &mut [f32]) + Sync) -> Vec<f64> {
+    let partial: Vec<Vec<f32>> = x
+        .par_chunks(BLOCK * c.max(1))
+        .enumerate()
+        .map(|(b, rows)| {
+            let mut acc = vec![0f32; width];
+            block_sums(rows, b * BLOCK, &mut acc);
             acc
         })
         .collect();
-    let mut total = vec![0f64; c];
+    let mut total = vec![0f64; width];
     for p in &partial {
         total.iter_mut().zip(p).for_each(|(t, v)| *t += *v as f64);
     }
     total
+}
+
+widest_vectors! {
+/// `acc[j] += (x[r, j] - center[j])^k` over the rows of `x` (k = 1 or 2).
+fn add_powers(x: &[f32], center: &[f32], square: bool, acc: &mut [f32]) {
+    let c = acc.len().min(center.len());
+    if c == 0 {
+        return;
+    }
+    let (acc, center) = (&mut acc[..c], &center[..c]);
+    for row in x.chunks_exact(c) {
+        for j in 0..c {
+            let d = row[j] - center[j];
+            acc[j] += if square { d * d } else { d };
+        }
+    }
+}
 }
 
 /// Per-channel mean and biased variance of `x` (two passes: the variance from centered
@@ -35,29 +51,45 @@ fn channel_sums(rows: usize, c: usize, term: impl Fn(usize, &mut [f32]) + Sync) 
 pub fn moments(x: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
     let rows = x.len() / c.max(1);
     let n = rows.max(1) as f64;
-    let sums = channel_sums(rows, c, |r, acc| acc.iter_mut().zip(&x[r * c..(r + 1) * c]).for_each(|(a, v)| *a += *v));
+    let zero = vec![0f32; c];
+    let sums = channel_sums(x, c, c, |rows, _, acc| add_powers(rows, &zero, false, acc));
     let mean: Vec<f32> = sums.iter().map(|s| (s / n) as f32).collect();
-    let squares = channel_sums(rows, c, |r, acc| {
-        acc.iter_mut().zip(&x[r * c..(r + 1) * c]).zip(&mean).for_each(|((a, v), m)| {
-            let d = *v - *m;
-            *a += d * d;
-        })
-    });
+    let squares = channel_sums(x, c, c, |rows, _, acc| add_powers(rows, &mean, true, acc));
     (mean, squares.iter().map(|s| (s / n) as f32).collect())
+}
+
+widest_vectors! {
+/// `out[r, j] = x[r, j] * a[j] + b[j]` (with `y`: `+ y[r, j] * e[j]` first).
+fn multiply_add_rows(out: &mut [std::mem::MaybeUninit<f32>], x: &[f32], a: &[f32], b: &[f32], y: Option<(&[f32], &[f32])>) {
+    let c = a.len().min(b.len());
+    if c == 0 {
+        return;
+    }
+    let (a, b) = (&a[..c], &b[..c]);
+    match y {
+        None => {
+            for (o, x) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                for j in 0..c {
+                    o[j].write(x[j] * a[j] + b[j]);
+                }
+            }
+        }
+        Some((y, e)) => {
+            let e = &e[..c];
+            for ((o, x), y) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(y.chunks_exact(c)) {
+                for j in 0..c {
+                    o[j].write(e[j] * y[j] + a[j] * x[j] + b[j]);
+                }
+            }
+        }
+    }
+}
 }
 
 /// `x * scale + shift`, channel by channel: normalization with the statistics and the
 /// affine map folded into one multiply-add per value.
 pub fn scale_shift(x: &[f32], c: usize, scale: &[f32], shift: &[f32]) -> Vec<f32> {
-    uninit_filled(x.len(), |out| {
-        out.par_chunks_mut(BLOCK * c).zip(x.par_chunks(BLOCK * c)).for_each(|(o, x)| {
-            for (o, x) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                for (((o, x), s), t) in o.iter_mut().zip(x).zip(scale).zip(shift) {
-                    o.write(*x * *s + *t);
-                }
-            }
-        })
-    })
+    uninit_filled(x.len(), |out| out.par_chunks_mut(BLOCK * c).zip(x.par_chunks(BLOCK * c)).for_each(|(o, x)| multiply_add_rows(o, x, scale, shift, None)))
 }
 
 /// What a training forward pass keeps for the backward pass (besides its input).
@@ -90,14 +122,7 @@ pub fn backward_training(x: &[f32], dy: &[f32], c: usize, stats: &Statistics, ga
     let n = rows.max(1) as f64;
     let Statistics { mean, inv_std, .. } = stats;
     // One pass: sum(dy) and sum(dy * (x - mean)) per channel.
-    let both = channel_sums(rows, 2 * c, |r, acc| {
-        let (sum_dy, sum_dyx) = acc.split_at_mut(c);
-        let (x, dy) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
-        for j in 0..c {
-            sum_dy[j] += dy[j];
-            sum_dyx[j] += dy[j] * (x[j] - mean[j]);
-        }
-    });
+    let both = channel_sums(x, c, 2 * c, |rows, first, acc| add_gradient_sums(rows, &dy[first * c..first * c + rows.len()], mean, acc));
     let (dbeta, dyx) = both.split_at(c);
     let dgamma: Vec<f64> = dyx.iter().zip(inv_std).map(|(s, i)| s * *i as f64).collect();
     // dx = a dy + b x + d per channel.
@@ -112,15 +137,29 @@ pub fn backward_training(x: &[f32], dy: &[f32], c: usize, stats: &Statistics, ga
         d[j] = (-aj * dbeta[j] / n - bj * mean[j] as f64) as f32;
     }
     let dx = uninit_filled(x.len(), |out| {
-        out.par_chunks_mut(BLOCK * c).zip(x.par_chunks(BLOCK * c)).zip(dy.par_chunks(BLOCK * c)).for_each(|((o, x), dy)| {
-            for ((o, x), dy) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(dy.chunks_exact(c)) {
-                for j in 0..c {
-                    o[j].write(a[j] * dy[j] + b[j] * x[j] + d[j]);
-                }
-            }
-        })
+        out.par_chunks_mut(BLOCK * c)
+            .zip(x.par_chunks(BLOCK * c))
+            .zip(dy.par_chunks(BLOCK * c))
+            .for_each(|((o, x), dy)| multiply_add_rows(o, x, &b, &d, Some((dy, &a))))
     });
     (dx, dgamma.iter().map(|v| *v as f32).collect(), dbeta.iter().map(|v| *v as f32).collect())
+}
+
+widest_vectors! {
+/// `acc[j] += dy[r, j]` and `acc[c + j] += dy[r, j] * (x[r, j] - mean[j])` over the rows.
+fn add_gradient_sums(x: &[f32], dy: &[f32], mean: &[f32], acc: &mut [f32]) {
+    let c = mean.len();
+    if c == 0 || acc.len() < 2 * c {
+        return;
+    }
+    let (sum_dy, sum_dyx) = acc.split_at_mut(c);
+    for (x, dy) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
+        for j in 0..c {
+            sum_dy[j] += dy[j];
+            sum_dyx[j] += dy[j] * (x[j] - mean[j]);
+        }
+    }
+}
 }
 
 #[cfg(test)]

@@ -31,36 +31,9 @@ pub fn forward(x: &[f32], kernel: &[f32], batch: usize, g: &ConvGeometry, m: usi
     let mut out = vec![0f32; batch * olen];
     out.par_chunks_mut(olen.max(1)).enumerate().for_each(|(b, o)| {
         let img = &x[b * ilen..(b + 1) * ilen];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F (checked just above).
-                return unsafe { forward_image_avx512(img, kernel, o, g, m) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just above).
-                return unsafe { forward_image_avx2(img, kernel, o, g, m) };
-            }
-        }
         forward_image(img, kernel, o, g, m)
     });
     out
-}
-
-// The loops compiled for the widest vector instructions the CPU has: the crate is built for
-// baseline x86-64 (SSE2), where the forward pass ran in scalar multiply-adds (23% of the
-// block net's predict samples). The same operations in the same order (no fused
-// multiply-adds: Rust does not contract), so every path gives the same bits.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn forward_image_avx512(img: &[f32], kernel: &[f32], o: &mut [f32], g: &ConvGeometry, m: usize) {
-    forward_image(img, kernel, o, g, m)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn forward_image_avx2(img: &[f32], kernel: &[f32], o: &mut [f32], g: &ConvGeometry, m: usize) {
-    forward_image(img, kernel, o, g, m)
 }
 
 /// `acc[i] += a[i] * b[i]` over equal lengths, indexed so that it vectorizes.
@@ -73,8 +46,8 @@ fn multiply_add(acc: &mut [f32], a: &[f32], b: &[f32]) {
     }
 }
 
+widest_vectors! {
 /// One image's output pixels.
-#[inline(always)]
 fn forward_image(img: &[f32], kernel: &[f32], o: &mut [f32], g: &ConvGeometry, m: usize) {
     let c = g.c;
     let mut window = Vec::with_capacity(g.kh * g.kw);
@@ -98,6 +71,7 @@ fn forward_image(img: &[f32], kernel: &[f32], o: &mut [f32], g: &ConvGeometry, m
         }
     }
 }
+}
 
 /// Gradients from `dz` (batch, out_h, out_w, c * m): the kernel's (summed over the batch,
 /// in image order) and, if asked, the input's (batch, h, w, c).
@@ -111,19 +85,6 @@ pub fn backward(x: &[f32], kernel: &[f32], dz: &[f32], batch: usize, g: &ConvGeo
         let img = &x[b * ilen..(b + 1) * ilen];
         let dzi = &dz[b * olen..(b + 1) * olen];
         let mut dk = vec![0f32; klen];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F (checked just above).
-                unsafe { backward_image_avx512(img, kernel, dzi, &mut dk, dimg, g, m) };
-                return dk;
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just above).
-                unsafe { backward_image_avx2(img, kernel, dzi, &mut dk, dimg, g, m) };
-                return dk;
-            }
-        }
         backward_image(img, kernel, dzi, &mut dk, dimg, g, m);
         dk
     };
@@ -139,21 +100,10 @@ pub fn backward(x: &[f32], kernel: &[f32], dz: &[f32], batch: usize, g: &ConvGeo
     (dk, need_input.then_some(dx))
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn backward_image_avx512(img: &[f32], kernel: &[f32], dzi: &[f32], dk: &mut [f32], dimg: Option<&mut [f32]>, g: &ConvGeometry, m: usize) {
-    backward_image(img, kernel, dzi, dk, dimg, g, m)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn backward_image_avx2(img: &[f32], kernel: &[f32], dzi: &[f32], dk: &mut [f32], dimg: Option<&mut [f32]>, g: &ConvGeometry, m: usize) {
-    backward_image(img, kernel, dzi, dk, dimg, g, m)
-}
-
+widest_vectors! {
 /// One image's kernel gradient (into `dk`) and input gradient (into `dimg`, if asked).
-#[inline(always)]
-fn backward_image(img: &[f32], kernel: &[f32], dzi: &[f32], dk: &mut [f32], mut dimg: Option<&mut [f32]>, g: &ConvGeometry, m: usize) {
+fn backward_image(img: &[f32], kernel: &[f32], dzi: &[f32], dk: &mut [f32], dimg: Option<&mut [f32]>, g: &ConvGeometry, m: usize) {
+    let mut dimg = dimg;
     let c = g.c;
     let mut window = Vec::with_capacity(g.kh * g.kw);
     for oy in 0..g.out_h {
@@ -183,4 +133,5 @@ fn backward_image(img: &[f32], kernel: &[f32], dzi: &[f32], dk: &mut [f32], mut 
             }
         }
     }
+}
 }
