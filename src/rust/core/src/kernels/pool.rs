@@ -60,18 +60,27 @@ pub fn max_pool_values(x: &[f32], batch: usize, g: &ConvGeometry) -> Vec<f32> {
     let ilen = g.image_len();
     let olen = g.out_h * g.out_w * g.c;
     let mut out = vec![f32::NEG_INFINITY; batch * olen];
-    out.par_chunks_mut(olen.max(1)).enumerate().for_each(|(b, o)| {
-        let img = &x[b * ilen..(b + 1) * ilen];
-        for_each_window(g, |cell, taps| {
-            let cell = &mut o[cell..cell + g.c];
-            for &src in taps {
-                for (m, v) in cell.iter_mut().zip(&img[src..src + g.c]) {
-                    *m = if *v > *m { *v } else { *m };
-                }
-            }
-        });
-    });
+    out.par_chunks_mut(olen.max(1)).enumerate().for_each(|(b, o)| max_pool_image(&x[b * ilen..(b + 1) * ilen], o, g));
     out
+}
+
+widest_vectors! {
+/// One image's windows' maxima into `o` (filled with -inf).
+fn max_pool_image(img: &[f32], o: &mut [f32], g: &ConvGeometry) {
+    let c = g.c;
+    for_each_window(g, |cell, taps| {
+        let cell = &mut o[cell..cell + c];
+        for &src in taps {
+            let v = &img[src..src + c];
+            for ch in 0..c {
+                // `max`, not `if v > cell { v } else { cell }`: with AVX-512 the select became
+                // a masked store per vector, slower than the SSE2 loop it replaced. The same
+                // result: NaN never wins either way.
+                cell[ch] = cell[ch].max(v[ch]);
+            }
+        }
+    });
+}
 }
 
 /// Routes each output gradient to the first input of its window (in window order) equal to
@@ -80,9 +89,15 @@ pub fn max_pool_backward_from(x: &[f32], y: &[f32], dy: &[f32], batch: usize, g:
     let ilen = g.image_len();
     let olen = g.out_h * g.out_w * g.c;
     let mut dx = vec![0f32; batch * ilen];
-    dx.par_chunks_mut(ilen.max(1)).enumerate().for_each(|(b, d)| {
-        let img = &x[b * ilen..(b + 1) * ilen];
-        let (ys, dys) = (&y[b * olen..(b + 1) * olen], &dy[b * olen..(b + 1) * olen]);
+    dx.par_chunks_mut(ilen.max(1))
+        .enumerate()
+        .for_each(|(b, d)| max_pool_backward_image(&x[b * ilen..(b + 1) * ilen], &y[b * olen..(b + 1) * olen], &dy[b * olen..(b + 1) * olen], d, g));
+    dx
+}
+
+widest_vectors! {
+/// One image's input gradient `d` from its pooled maxima `ys` and their gradients `dys`.
+fn max_pool_backward_image(img: &[f32], ys: &[f32], dys: &[f32], d: &mut [f32], g: &ConvGeometry) {
         // Per window, the gradient not yet routed: the first tap equal to the maximum takes
         // it and leaves zero for the rest (branch-free selects, so it vectorizes).
         let mut left = vec![0f32; g.c];
@@ -101,8 +116,7 @@ pub fn max_pool_backward_from(x: &[f32], y: &[f32], dy: &[f32], batch: usize, g:
                 }
             }
         });
-    });
-    dx
+}
 }
 
 /// Average pooling over channels-last windows; padded positions are left out of each
@@ -145,7 +159,9 @@ pub fn avg_pool_backward(dy: &[f32], batch: usize, g: &ConvGeometry) -> Vec<f32>
     dx
 }
 
-/// Calls `f(output cell offset, in-bounds input pixel offsets)` for every window.
+/// Calls `f(output cell offset, in-bounds input pixel offsets)` for every window (inlined
+/// into its callers, so that their loops take their vector instructions).
+#[inline(always)]
 fn for_each_window(g: &ConvGeometry, mut f: impl FnMut(usize, &[usize])) {
     let mut taps = Vec::with_capacity(g.kh * g.kw);
     for oy in 0..g.out_h {
