@@ -420,7 +420,10 @@ predict.keras.engine.training.Model <- function(object, x, batch_size = NULL, ve
   ensure_built(object, x)
   check_model(object)
   batch_size <- default_batch_size(batch_size)
-  check_data(x)
+  n <- check_data(x)
+  # Several batches: one row-major float copy first (as fit() makes), whose batches are whole
+  # rows, instead of a strided read per value of R's column-major array for each batch.
+  if (n > batch_size) x <- call_backend(rg_stage(x, "x", object$ptr))
   call_backend(rg_predict(object$ptr, x, batch_size, inference_seed(object)))
 }
 
