@@ -182,7 +182,9 @@ layer_permute <- function(object, dims, input_shape = NULL, name = NULL, trainab
 #' `layer_gaussian_noise()` adds normal noise of standard deviation `stddev`;
 #' `layer_gaussian_dropout()` multiplies by normal noise of mean 1 and variance
 #' `rate / (1 - rate)`; `layer_spatial_dropout_1d()` and `_2d()` drop whole channels with
-#' probability `rate` (scaling the others by `1 / (1 - rate)`).
+#' probability `rate` (scaling the others by `1 / (1 - rate)`); `layer_alpha_dropout()` sets
+#' dropped values to SELU's negative saturation and rescales so that inputs of mean 0 and
+#' variance 1 keep them (for SELU networks).
 #'
 #' @inheritParams layer_dense
 #' @param stddev Standard deviation of the noise.
@@ -204,6 +206,21 @@ layer_gaussian_noise <- function(object, stddev, input_shape = NULL, name = NULL
   force_model(object)
   check_number(stddev, "stddev", min = 0)
   make_layer("GaussianNoise", object, list(stddev = stddev), input_shape, name, weights = weights, trainable = trainable)
+}
+
+#' @rdname layer_gaussian_noise
+#' @param noise_shape Not supported (`NULL`: one draw per value).
+#' @export
+layer_alpha_dropout <- function(object, rate, noise_shape = NULL, seed = NULL, input_shape = NULL, batch_input_shape = NULL,
+                                batch_size = NULL, dtype = NULL, name = NULL, trainable = NULL, weights = NULL) {
+  force_model(object)
+  check_number(rate, "rate", min = 0, max = 1, max_inclusive = FALSE)
+  if (!is.null(noise_shape)) {
+    rustgpu_abort("`noise_shape` is not supported by layer_alpha_dropout() yet: leave it NULL (one draw per value).",
+                  c("rustgpu_unsupported_error", "rustgpu_value_error"))
+  }
+  make_layer("AlphaDropout", object, list(rate = rate), input_shape_of(input_shape, batch_input_shape), name,
+             weights = weights, trainable = trainable)
 }
 
 #' @rdname layer_gaussian_noise

@@ -138,3 +138,21 @@ test_that("every layer function takes Keras's `weights` and `trainable`, and the
   expect_equal(as.numeric(get_weights(model)[[1]]), as.numeric(kernel), tolerance = 1e-6)
   expect_equal(as.numeric(get_weights(model)[[2]]), c(0.1, 0.2, 0.3, 0.4), tolerance = 1e-6)
 })
+
+test_that("alpha dropout keeps SELU statistics in training and passes inputs through in prediction", {
+  set.seed(4)
+  x <- matrix(rnorm(20000), 200)
+  model <- keras_model_sequential() %>% layer_alpha_dropout(rate = 0.2, input_shape = 100)
+  expect_equal(predict(model, x), x, tolerance = 1e-6)
+  # A SELU network with it trains (its statistics in training: the core's unit test).
+  net <- keras_model_sequential() %>%
+    layer_dense(16, activation = "selu", kernel_initializer = "lecun_normal", input_shape = 100) %>%
+    layer_alpha_dropout(0.1) %>%
+    layer_dense(1)
+  compile(net, optimizer = "sgd", loss = "mse")
+  h <- fit(net, x, matrix(rowSums(x[, 1:3]), 200), epochs = 3, batch_size = 20, verbose = 0)
+  expect_true(all(is.finite(h$metrics$loss)))
+  expect_lt(h$metrics$loss[3], h$metrics$loss[1])
+  expect_error(layer_alpha_dropout(rate = 0.2, noise_shape = c(1, 100)), "not supported", class = "rustgpu_unsupported_error")
+  expect_error(layer_alpha_dropout(rate = 1), "rate", class = "rustgpu_value_error")
+})

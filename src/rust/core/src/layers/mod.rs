@@ -9,6 +9,7 @@
 //! Adding a layer: one file implementing [`LayerType`], one line in [`registry::LAYER_TYPES`].
 mod activation;
 mod activity_regularization;
+mod alpha_dropout;
 mod advanced_activations;
 mod channels_first;
 mod conv1d;
@@ -45,6 +46,7 @@ mod wrappers;
 
 pub use self::activation::ActivationLayer;
 pub use self::activity_regularization::ActivityRegularization;
+pub use self::alpha_dropout::AlphaDropout;
 pub use self::advanced_activations::{LeakyReLU, PReLU, ReLU, Softmax, ThresholdedReLU, ELU};
 pub use self::channels_first::ChannelsFirst;
 pub use self::conv1d::Conv1D;

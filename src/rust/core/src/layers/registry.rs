@@ -82,6 +82,7 @@ pub static LAYER_TYPES: &[Registration] = &[
     Registration::of::<Permute>(),
     Registration::of::<GaussianNoise>(),
     Registration::of::<GaussianDropout>(),
+    Registration::of::<AlphaDropout>(),
     Registration::of::<SpatialDropout1D>(),
     Registration::of::<SpatialDropout2D>(),
     Registration::of::<LayerNormalization>(),
