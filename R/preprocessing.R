@@ -79,6 +79,66 @@ text_to_word_sequence <- function(text, filters = default_filters, lower = TRUE,
   words_of(text, filters, lower, split)
 }
 
+#' Encode a sentence as hashed word indices
+#'
+#' Keras's `hashing_trick()` and `one_hot()`: the words of `text` (as
+#' [text_to_word_sequence()] splits them), each as `hash(word) %% (n - 1) + 1`, an index in
+#' `1..(n - 1)` (0 stays free for padding); different words may share an index. The hash is
+#' MD5 of the word's UTF-8 bytes (Keras's `hash_function = "md5"`). Keras's default, Python's
+#' built-in `hash()`, is salted anew in every Python process, so its indices cannot be
+#' reproduced: here `NULL` means MD5 too, and the indices are the same in every session.
+#'
+#' @inheritParams text_to_word_sequence
+#' @param n The size of the hashing space (indices run to `n - 1`).
+#' @param hash_function `NULL` or "md5" (both MD5, see above).
+#' @return An integer vector, one index per word (doubles when `n - 1` exceeds R's integers).
+#' @examples
+#' text_one_hot("The cat sat on the mat.", n = 50)
+#' text_hashing_trick("the cat", n = 1000, hash_function = "md5")
+#' @export
+text_hashing_trick <- function(text, n, hash_function = NULL, filters = default_filters, lower = TRUE, split = " ") {
+  # Indices up to n - 1; n * 16 must stay exact in a double (hex_mod()).
+  if (!is.numeric(n) || length(n) != 1 || !is.finite(n) || n != round(n) || n < 2 || n > 2^48) {
+    value_error(sprintf("`n` must be a whole number from 2 to 2^48, not %s.", describe(n)))
+  }
+  if (!is.null(hash_function) && !identical(hash_function, "md5")) {
+    if (is.function(hash_function)) {
+      rustgpu_abort("`hash_function` as an R function is not supported: use NULL or \"md5\".",
+                    c("rustgpu_unsupported_error", "rustgpu_value_error"))
+    }
+    value_error(sprintf("`hash_function` must be NULL or \"md5\", not %s.", describe(hash_function)))
+  }
+  words <- text_to_word_sequence(text, filters = filters, lower = lower, split = split)
+  if (!length(words)) return(integer(0))
+  unique_words <- unique(words)
+  index <- vapply(md5_of_words(unique_words), hex_mod, numeric(1), m = n - 1) + 1
+  index <- index[match(words, unique_words)]
+  if (n - 1 <= .Machine$integer.max) as.integer(index) else index
+}
+
+#' @rdname text_hashing_trick
+#' @export
+text_one_hot <- function(text, n, filters = default_filters, lower = TRUE, split = " ") {
+  text_hashing_trick(text, n, hash_function = NULL, filters = filters, lower = lower, split = split)
+}
+
+# MD5 hex digests of strings' UTF-8 bytes (R has MD5 for files only: one small file each).
+md5_of_words <- function(words) {
+  dir <- tempfile("md5")
+  dir.create(dir)
+  on.exit(unlink(dir, recursive = TRUE))
+  files <- file.path(dir, seq_along(words))
+  for (i in seq_along(words)) writeBin(charToRaw(enc2utf8(words[[i]])), files[[i]])
+  unname(tools::md5sum(files))
+}
+
+# A hexadecimal number modulo m, exactly (m * 16 stays below 2^53).
+hex_mod <- function(hex, m) {
+  r <- 0
+  for (d in strtoi(strsplit(hex, "", fixed = TRUE)[[1]], 16L)) r <- (r * 16 + d) %% m
+  r
+}
+
 words_of <- function(text, filters, lower, split) {
   if (lower) text <- tolower(text)
   if (nzchar(filters)) {

@@ -257,3 +257,16 @@ test_that("generator_next(), texts_to_sequences_generator(), normalize() and ima
   expect_error(image_array_save(img, withr::local_tempfile(fileext = ".gif")), class = "rustgpu_value_error")
   expect_error(image_array_save(matrix(1, 2, 2), path), class = "rustgpu_value_error", regexp = "height, width, channels")
 })
+
+test_that("text_hashing_trick() and text_one_hot() give tf-keras's MD5 indices", {
+  fx <- preprocessing_fixture()
+  for (case in fx$hashing_trick) {
+    args <- c(list(case$text, case$n), case$args)
+    expected <- as.integer(unlist(case$result))
+    expect_identical(do.call(text_hashing_trick, c(args, list(hash_function = "md5"))), expected)
+    expect_identical(do.call(text_one_hot, args), expected)
+  }
+  expect_error(text_hashing_trick("a b", 1), "`n`", class = "rustgpu_value_error")
+  expect_error(text_hashing_trick("a b", 10, hash_function = "sha1"), "NULL or \"md5\"", class = "rustgpu_value_error")
+  expect_error(text_hashing_trick("a b", 10, hash_function = function(w) 1), "not supported", class = "rustgpu_unsupported_error")
+})
