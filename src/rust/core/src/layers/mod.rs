@@ -9,8 +9,8 @@
 //! Adding a layer: one file implementing [`LayerType`], one line in [`registry::LAYER_TYPES`].
 mod activation;
 mod activity_regularization;
-mod alpha_dropout;
 mod advanced_activations;
+mod alpha_dropout;
 mod channels_first;
 mod conv1d;
 mod conv2d;
@@ -46,8 +46,8 @@ mod wrappers;
 
 pub use self::activation::ActivationLayer;
 pub use self::activity_regularization::ActivityRegularization;
-pub use self::alpha_dropout::AlphaDropout;
 pub use self::advanced_activations::{LeakyReLU, PReLU, ReLU, Softmax, ThresholdedReLU, ELU};
+pub use self::alpha_dropout::AlphaDropout;
 pub use self::channels_first::ChannelsFirst;
 pub use self::conv1d::Conv1D;
 pub use self::conv2d::Conv2D;
