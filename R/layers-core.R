@@ -187,6 +187,7 @@ layer_permute <- function(object, dims, input_shape = NULL, name = NULL, trainab
 #' variance 1 keep them (for SELU networks).
 #'
 #' @inheritParams layer_dense
+#' @inheritParams layer_recurrent
 #' @param stddev Standard deviation of the noise.
 #' @param rate Fraction to drop, in `[0, 1)`.
 #' @param data_format "channels_last", "channels_first", or `NULL` for
