@@ -1,7 +1,7 @@
 #!/bin/sh
 # The benchmark suite in one command: sets up (R packages, a tf-keras venv), installs rustgpu,
 # then runs bench/suite.R (rustgpu vs tf-keras) and bench/multi_gpu_scaling.R (1 vs 2
-# virtual GPUs). Results: bench/results/.
+# virtual GPUs), then prints issue #20's targets against the figures (bench/targets.R). Results: bench/results/.
 set -e
 cd "$(dirname "$0")/.."
 PATH="$PATH:$HOME/.cargo/bin"; export PATH
@@ -17,3 +17,4 @@ R CMD INSTALL --no-test-load -l "$LIB" . >/tmp/rustgpu-install.log 2>&1 || { tai
 R_LIBS="$LIB" PYTHON=bench/.venv/bin/python Rscript bench/suite.R
 R_LIBS="$LIB" RAYON_NUM_THREADS=1 REPEATS="${REPEATS:-9}" Rscript bench/multi_gpu_scaling.R
 R_LIBS="$LIB" Rscript bench/data_path.R
+Rscript bench/targets.R

@@ -1,0 +1,64 @@
+# Issue #20's targets against measured figures: each row with its ratio, the target, and
+# whether it holds, from the suite and scaling CSVs in bench/results/ (for each workload the
+# newest file that measures it), or from the files given. A row no CSV measures says so.
+#
+#   Rscript bench/targets.R [suite.csv [scaling.csv]]
+args <- commandArgs(TRUE)
+results <- sort(list.files("bench/results", pattern = "\\.csv$", full.names = TRUE), decreasing = TRUE)
+suite_files <- if (length(args) >= 1) args[[1]] else grep("-(scaling|data-path|soak)[^/]*\\.csv$", results, value = TRUE, invert = TRUE)
+scaling_files <- if (length(args) >= 2) args[[2]] else grep("-scaling\\.csv$", results, value = TRUE)
+suites <- lapply(suite_files, utils::read.csv)
+scaling_csv <- if (length(scaling_files)) scaling_files[[1]] else NA_character_
+scaling <- if (!is.na(scaling_csv)) utils::read.csv(scaling_csv) else NULL
+used <- character(0)
+
+# The suite's ratio rustgpu / tf-keras for a workload and measure, from the newest file that
+# has it (its last run when it holds several).
+suite_ratio <- function(workload, measure) {
+  for (i in seq_along(suites)) {
+    s <- suites[[i]][suites[[i]]$workload == workload & suites[[i]]$measure == measure, ]
+    if (!nrow(s)) next
+    if ("run" %in% names(s)) s <- s[s$run == max(s$run), ]
+    r <- s$median[s$side == "rustgpu"]
+    k <- s$median[s$side == "tf-keras"]
+    if (length(r) == 1 && length(k) == 1) {
+      used <<- union(used, basename(suite_files[[i]]))
+      return(r / k)
+    }
+  }
+  NA_real_
+}
+scaling_ratio <- function(workload, config) {
+  if (is.null(scaling)) return(NA_real_)
+  s <- scaling[toupper(scaling$workload) == toupper(workload), ]
+  base <- s$median[s$config == "template, 1 device x 1 thread"]
+  other <- s$median[s$config == config]
+  if (length(base) != 1 || length(other) != 1) NA_real_ else other / base
+}
+
+rows <- list(
+  list("MLP fit", suite_ratio("mlp", "fit"), 1.5), list("MLP predict", suite_ratio("mlp", "predict"), 1.5),
+  list("CNN fit", suite_ratio("cnn", "fit"), 1.2), list("CNN predict", suite_ratio("cnn", "predict"), 1.5),
+  list("blocks fit", suite_ratio("blocks", "fit"), 1.0), list("blocks predict", suite_ratio("blocks", "predict"), 1.0),
+  list("application_xception 71x71 fit", NA_real_, 1.0), list("application_xception 71x71 predict", NA_real_, 1.0),
+  list("LSTM text model fit", suite_ratio("imdb_lstm", "fit"), 1.0), list("LSTM text model predict", suite_ratio("imdb_lstm", "predict"), 1.0),
+  list("2 virtual GPUs / 1 device, MLP", scaling_ratio("MLP", "parallel, 2 virtual GPUs x 1 thread"), 1.9),
+  list("2 virtual GPUs / 1 device, CNN", scaling_ratio("CNN", "parallel, 2 virtual GPUs x 1 thread"), 1.9),
+  list("wrapper cost (1-replica parallel / template), MLP", scaling_ratio("MLP", "parallel, 1 replica x 1 thread"), NA_real_)
+)
+cat(sprintf("Targets of issue #20 (bench/results: %s; scaling: %s)\n", paste(used, collapse = ", "), basename(scaling_csv)))
+for (r in rows) {
+  value <- r[[2]]
+  target <- r[[3]]
+  status <- if (is.na(value)) "not measured" else if (is.na(target)) "" else if (value >= target) "holds" else "not reached"
+  shown_target <- if (is.na(target)) "" else sprintf(">= %.2fx", target)
+  # The wrapper cost's target is an upper bound on template / parallel: at most 1.03x.
+  if (grepl("wrapper cost", r[[1]]) && !is.na(value)) {
+    cost <- 1 / value
+    shown_target <- "<= 1.03x"
+    status <- if (cost <= 1.03) "holds" else "not reached"
+    value <- cost
+  }
+  cat(sprintf("  %-52s %8s  %-9s %s\n", r[[1]], if (is.na(value)) "-" else sprintf("%.2fx", value), shown_target, status))
+}
+cat("  peak RSS of the blocks fit vs tf-keras's              -         <= 1.00x  not measured\n")
