@@ -68,18 +68,23 @@ widest_vectors! {
 /// One image's windows' maxima into `o` (filled with -inf).
 fn max_pool_image(img: &[f32], o: &mut [f32], g: &ConvGeometry) {
     let c = g.c;
-    for_each_window(g, |cell, taps| {
-        let cell = &mut o[cell..cell + c];
-        for &src in taps {
-            let v = &img[src..src + c];
-            for ch in 0..c {
-                // `max`, not `if v > cell { v } else { cell }`: with AVX-512 the select became
-                // a masked store per vector, slower than the SSE2 loop it replaced. The same
-                // result: NaN never wins either way.
-                cell[ch] = cell[ch].max(v[ch]);
+    let mut taps = Vec::with_capacity(g.kh * g.kw);
+    for oy in 0..g.out_h {
+        for ox in 0..g.out_w {
+            window_taps(g, oy, ox, &mut taps);
+            let at = (oy * g.out_w + ox) * c;
+            let cell = &mut o[at..at + c];
+            for &src in &taps {
+                let v = &img[src..src + c];
+                for ch in 0..c {
+                    // `max`, not `if v > cell { v } else { cell }`: with AVX-512 the select
+                    // became a masked store per vector, slower than the SSE2 loop it replaced.
+                    // The same result: NaN never wins either way.
+                    cell[ch] = cell[ch].max(v[ch]);
+                }
             }
         }
-    });
+    }
 }
 }
 
@@ -98,16 +103,21 @@ pub fn max_pool_backward_from(x: &[f32], y: &[f32], dy: &[f32], batch: usize, g:
 widest_vectors! {
 /// One image's input gradient `d` from its pooled maxima `ys` and their gradients `dys`.
 fn max_pool_backward_image(img: &[f32], ys: &[f32], dys: &[f32], d: &mut [f32], g: &ConvGeometry) {
-        // Per window, the gradient not yet routed: the first tap equal to the maximum takes
-        // it and leaves zero for the rest (branch-free selects, so it vectorizes).
-        let mut left = vec![0f32; g.c];
-        for_each_window(g, |cell, taps| {
-            let ymax = &ys[cell..cell + g.c];
-            left.copy_from_slice(&dys[cell..cell + g.c]);
-            for &src in taps {
-                let (xs, ds) = (&img[src..src + g.c], &mut d[src..src + g.c]);
-                let n = g.c;
-                let (ds, xs, ymax, left) = (&mut ds[..n], &xs[..n], &ymax[..n], &mut left[..n]);
+    // Per window, the gradient not yet routed: the first tap equal to the maximum takes it
+    // and leaves zero for the rest (branch-free selects, so it vectorizes). Plain loops, not
+    // for_each_window's closure: that closure was not inlined, so it ran outside this
+    // function's vector instructions (4.7% of the CNN's fit).
+    let n = g.c;
+    let mut left = vec![0f32; n];
+    let mut taps = Vec::with_capacity(g.kh * g.kw);
+    for oy in 0..g.out_h {
+        for ox in 0..g.out_w {
+            window_taps(g, oy, ox, &mut taps);
+            let cell = (oy * g.out_w + ox) * n;
+            let ymax = &ys[cell..cell + n];
+            left.copy_from_slice(&dys[cell..cell + n]);
+            for &src in &taps {
+                let (ds, xs) = (&mut d[src..src + n], &img[src..src + n]);
                 for ch in 0..n {
                     let hit = f32::from(u8::from(xs[ch] == ymax[ch]));
                     let take = hit * left[ch];
@@ -115,7 +125,8 @@ fn max_pool_backward_image(img: &[f32], ys: &[f32], dys: &[f32], d: &mut [f32], 
                     left[ch] -= take;
                 }
             }
-        });
+        }
+    }
 }
 }
 
@@ -159,25 +170,29 @@ pub fn avg_pool_backward(dy: &[f32], batch: usize, g: &ConvGeometry) -> Vec<f32>
     dx
 }
 
-/// Calls `f(output cell offset, in-bounds input pixel offsets)` for every window (inlined
-/// into its callers, so that their loops take their vector instructions).
+/// The in-bounds input pixel offsets of output pixel (oy, ox)'s window, into `taps`.
 #[inline(always)]
+fn window_taps(g: &ConvGeometry, oy: usize, ox: usize, taps: &mut Vec<usize>) {
+    taps.clear();
+    for i in 0..g.kh {
+        for j in 0..g.kw {
+            let y = (oy * g.stride_h + i).checked_sub(g.pad_top);
+            let x = (ox * g.stride_w + j).checked_sub(g.pad_left);
+            if let (Some(y), Some(x)) = (y, x) {
+                if y < g.h && x < g.w {
+                    taps.push((y * g.w + x) * g.c);
+                }
+            }
+        }
+    }
+}
+
+/// Calls `f(output cell offset, in-bounds input pixel offsets)` for every window.
 fn for_each_window(g: &ConvGeometry, mut f: impl FnMut(usize, &[usize])) {
     let mut taps = Vec::with_capacity(g.kh * g.kw);
     for oy in 0..g.out_h {
         for ox in 0..g.out_w {
-            taps.clear();
-            for i in 0..g.kh {
-                for j in 0..g.kw {
-                    let y = (oy * g.stride_h + i).checked_sub(g.pad_top);
-                    let x = (ox * g.stride_w + j).checked_sub(g.pad_left);
-                    if let (Some(y), Some(x)) = (y, x) {
-                        if y < g.h && x < g.w {
-                            taps.push((y * g.w + x) * g.c);
-                        }
-                    }
-                }
-            }
+            window_taps(g, oy, ox, &mut taps);
             f((oy * g.out_w + ox) * g.c, &taps);
         }
     }
