@@ -197,7 +197,8 @@ layer_permute <- function(object, dims, input_shape = NULL, name = NULL, trainab
 #' @examples
 #' model <- keras_model_sequential() %>%
 #'   layer_dense(4, input_shape = 3) %>%
-#'   layer_gaussian_noise(0.1)
+#'   layer_gaussian_noise(0.1) %>%
+#'   layer_alpha_dropout(0.1)
 #' @name layer_gaussian_noise
 NULL
 

@@ -2,6 +2,7 @@
 //! gradient is wrong): on contiguous f32 host slices for the CPU (im2col/col2im, pooling,
 //! depthwise convolution, matmuls through gemm, row sums, ReLU gradients), and as tensor ops
 //! for other devices (`patches`). The `*_on_device` functions pick one by the tensor's device.
+
 /// Defines `fn $name(...)` that runs its body compiled for the widest vector instructions the
 /// CPU has (AVX-512F, else AVX2, else the build's baseline), chosen at run time. The crate is
 /// built for baseline x86-64 (SSE2), where our elementwise loops ran 1-4 values at a time

@@ -4,7 +4,7 @@
 //! keep them); identity at inference. A value is kept with probability `1 - rate`, each
 //! step's draws from its own seed.
 use super::{Cache, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, NotSupported, OutputGrad};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use candle_core::Tensor;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -39,10 +39,7 @@ impl LayerType for AlphaDropout {
     const PROPAGATES_MASK: bool = true;
 
     fn normalize(&mut self) -> Result<()> {
-        if !(0.0..1.0).contains(&self.rate) {
-            return Err(Error::Value(format!("`rate` must be in [0, 1), got {}", self.rate)));
-        }
-        Ok(())
+        super::noise::check_rate(self.rate)
     }
 
     fn output_shape(&self, _name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {

@@ -38,10 +38,7 @@ pub struct CustomWrapperConfig {
 impl TryFrom<CustomWrapperConfig> for CustomWrapper {
     type Error = Error;
     fn try_from(c: CustomWrapperConfig) -> Result<Self> {
-        let class =
-            c.layer.get("class_name").and_then(Value::as_str).ok_or_else(|| Error::Value(format!("`layer` must be a Keras layer config, got {}", c.layer)))?;
-        let config = c.layer.get("config").cloned().unwrap_or_else(|| serde_json::json!({}));
-        let layer = Layer::from_config(class, &config, 0)?;
+        let layer = super::wrappers::inner_layer(&c.layer)?;
         let layer_class = if c.layer_class.is_empty() { CustomWrapper::CLASS_NAME.to_string() } else { c.layer_class };
         check_custom_weights(&c.weight_specs, &c.losses, &layer_class)?;
         Ok(Self { layer, layer_class, weight_specs: c.weight_specs, losses: c.losses })

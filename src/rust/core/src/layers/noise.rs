@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// added, whose gradient is the identity).
 struct MaskCache(Option<Tensor>);
 
-fn check_rate(rate: f64) -> Result<()> {
+pub(super) fn check_rate(rate: f64) -> Result<()> {
     if !(0.0..1.0).contains(&rate) {
         return Err(Error::Value(format!("`rate` must be in [0, 1), got {}", rate)));
     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The wrapped layer from Keras's `{"class_name", "config"}`.
-fn inner_layer(v: &Value) -> Result<Layer> {
+pub(super) fn inner_layer(v: &Value) -> Result<Layer> {
     let class = v.get("class_name").and_then(Value::as_str).ok_or_else(|| Error::Value(format!("`layer` must be a Keras layer config, got {}", v)))?;
     let config = v.get("config").cloned().unwrap_or_else(|| serde_json::json!({}));
     Layer::from_config(class, &config, 0)

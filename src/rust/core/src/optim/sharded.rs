@@ -227,7 +227,7 @@ impl Clip {
                     if let (Some(r), Some(Some(w))) = (c.regularizer, before_update.get(c.weight)) {
                         r.add_gradient(w, &mut g);
                     }
-                    if let Some(Some(extra)) = loss_gradients.get(c.weight).filter(|e| e.as_ref().is_some_and(|e| e.len() == n)) {
+                    if let Some(extra) = loss_gradients.get(c.weight).and_then(|e| e.as_deref()).filter(|e| e.len() == n) {
                         g.iter_mut().zip(extra).for_each(|(a, b)| *a += *b);
                     }
                     g.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt() as f32
