@@ -169,6 +169,11 @@ rg_set_weights <- function(ptr, weights) .Call(wrap__rg_set_weights, ptr, weight
 #' @noRd
 rg_multi_gpu <- function(template, gpus, cpu_merge, cpu_relocation) .Call(wrap__rg_multi_gpu, template, gpus, cpu_merge, cpu_relocation)
 
+#' Makes the model itself train on replicas over `gpus`, merged on the CPU (a model made
+#' in a `mirrored_strategy()` scope): the engine of `multi_gpu_model()`, without a second model.
+#' @noRd
+rg_replicate_in_place <- function(ptr, gpus) .Call(wrap__rg_replicate_in_place, ptr, gpus)
+
 #' Start/end times (seconds, relative to the earliest) of the replicas' recent tasks.
 #' @noRd
 rg_replica_timeline <- function(ptr) .Call(wrap__rg_replica_timeline, ptr)

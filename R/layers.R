@@ -229,14 +229,19 @@ layer_dropout <- function(object, rate, input_shape = NULL, name = NULL, trainab
 #' Normalizes each channel (the last axis) with the batch's mean and variance while
 #' training, and with moving averages of them at inference, then scales by `gamma` and
 #' shifts by `beta`, as Keras's BatchNormalization. The moving statistics are
-#' non-trainable weights; on a parallel model each replica uses its own rows' statistics
-#' (as in Keras) and the moving averages take their row-weighted mean.
+#' non-trainable weights. On a parallel model ([multi_gpu_model()], [mirrored_strategy()])
+#' each replica uses its own rows' statistics (as in Keras) and the moving averages take
+#' their row-weighted mean; with `synchronized = TRUE` the replicas add up their statistics
+#' and normalize with the whole batch's, so that training equals one device's on the
+#' whole batch.
 #'
 #' @inheritParams layer_dense
 #' @param axis Only -1 (the channels axis, Keras's default) is supported.
 #' @param momentum Momentum of the moving averages, in `[0, 1)`.
 #' @param epsilon Small number added to the variance, > 0.
 #' @param center,scale Whether to learn `beta` and `gamma`.
+#' @param synchronized Whether replicas share their batch statistics (Keras's
+#'   `synchronized`). It changes nothing on one device.
 #' @return The model, invisibly (or the layer when `object` is missing).
 #' @examples
 #' model <- keras_model_sequential() %>%
@@ -247,15 +252,17 @@ layer_dropout <- function(object, rate, input_shape = NULL, name = NULL, trainab
 #' summary(model)
 #' @export
 layer_batch_normalization <- function(object, axis = -1L, momentum = 0.99, epsilon = 0.001, center = TRUE,
-                                      scale = TRUE, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL) {
+                                      scale = TRUE, input_shape = NULL, name = NULL, trainable = NULL, weights = NULL,
+                                      synchronized = FALSE) {
   force_model(object)
   if (!identical(as.numeric(axis), -1)) value_error("Only `axis = -1` (the channels axis) is supported.")
   check_number(momentum, "momentum", min = 0, max = 1, max_inclusive = FALSE)
   check_number(epsilon, "epsilon", min = 0, min_inclusive = FALSE)
   check_bool(center, "center")
   check_bool(scale, "scale")
+  check_bool(synchronized, "synchronized")
   make_layer("BatchNormalization", object, list(
-    axis = -1L, momentum = momentum, epsilon = epsilon, center = center, scale = scale
+    axis = -1L, momentum = momentum, epsilon = epsilon, center = center, scale = scale, synchronized = synchronized
   ), input_shape, name, weights = weights, trainable = trainable)
 }
 

@@ -23,6 +23,7 @@ new_model <- function(ptr, name, kind = "sequential", template = NULL, gpus = NU
     "keras.engine.training.Model", "rustgpu_model"
   )
   class(model) <- cls
+  if (is.null(template)) join_current_strategy(model)
   model
 }
 
@@ -408,7 +409,7 @@ set_trainable <- function(object, from, to, trainable, call = rlang::caller_env(
 #' name, layers with their settings and, for a functional model, their connections) as an R
 #' list; `from_config()` builds a new model, with fresh weights, from such a list.
 #'
-#' @param object A model.
+#' @param object A model, or one of its layers ([get_layer()]; then the layer's settings).
 #' @param config A list from `get_config()` (or the parsed `model_config` of a Keras model).
 #' @param custom_objects Not supported; must be `NULL`.
 #' @return `get_config()`: a list. `from_config()`: a model.
@@ -420,6 +421,12 @@ set_trainable <- function(object, from, to, trainable, call = rlang::caller_env(
 #' summary(twin)
 #' @export
 get_config <- function(object) {
+  if (inherits(object, "rustgpu_layer_ref")) {
+    # A model's layer: its entry in the model's config, as Keras's layer$get_config().
+    layers <- get_config(.subset2(object, "model"))$config$layers
+    entry <- Filter(function(l) identical(l$config$name, .subset2(object, "name")), layers)
+    return(entry[[1]]$config)
+  }
   check_model(object)
   call_backend(rg_get_config(object$ptr))
 }

@@ -31,6 +31,7 @@ generics::fit
 compile.keras.engine.training.Model <- function(object, optimizer = "rmsprop", loss = NULL, metrics = NULL,
                                                 loss_weights = NULL, ...) {
   check_model(object)
+  check_strategy_layers(object)
   # A loss written in R is saved under the name it was given by (compile(loss = vae_loss)).
   loss_label <- if (is.symbol(substitute(loss))) as.character(substitute(loss)) else "custom_loss"
   if (unbuilt_custom(object)) {

@@ -82,7 +82,7 @@ fn main() {
     let mut input = x;
     for (i, layer) in arch.layers.iter().enumerate() {
         let w = &weights[arch.weight_ranges[i].clone()];
-        let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None };
+        let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None, collective: None };
         let median = |mut t: Vec<f64>| {
             t.sort_by(|a, b| a.partial_cmp(b).unwrap());
             t[t.len() / 2]

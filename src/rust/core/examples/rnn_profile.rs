@@ -26,7 +26,7 @@ fn main() {
     let dev = Device::Cpu;
     let weights: Vec<Tensor> = layer.weight_specs(&[t, d]).iter().map(|s| Tensor::randn(0f32, 0.1, s.shape.as_slice(), &dev).unwrap()).collect();
     let x = Tensor::randn(0f32, 1.0, (b, t, d), &dev).unwrap();
-    let ctx = || ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None };
+    let ctx = || ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None, collective: None };
     let fwd = median_ms(15, || {
         layer.forward(&weights, &x, &mut ctx()).unwrap();
     });

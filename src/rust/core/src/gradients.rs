@@ -46,7 +46,7 @@ pub fn expression_gradients(model: &Model, expression: &Trace, xs: &[HostTensor]
     let device = Device::Cpu;
     let weights = model.weights.iter().map(|w| Ok(Tensor::from_slice(w.value.as_slice(), w.shape.as_slice(), &device)?)).collect::<Result<Vec<_>>>()?;
     let inputs = xs.iter().map(|x| x.to_device(&device)).collect::<Result<Vec<_>>>()?;
-    let mut ctx = ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(seed), mask: None };
+    let mut ctx = ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(seed), mask: None, collective: None };
     // The wanted layer outputs are recorded too: their gradients' shapes where none flows.
     let wanted_nodes: Vec<usize> = wanted.iter().filter_map(|s| s.node()).collect();
     let forward = arch.forward_recording(&weights, &inputs, &mut ctx, &wanted_nodes)?;

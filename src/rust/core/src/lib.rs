@@ -2,6 +2,7 @@
 //! Pure Rust; the R package's binding crate converts R values and forwards here.
 pub mod activation;
 pub mod cancel;
+pub mod collective;
 pub mod constraint;
 pub mod device;
 pub mod error;

@@ -234,8 +234,10 @@ impl ReplicaSet {
             match outcome {
                 Ok(v) => results.push(v),
                 Err(e) => {
-                    if first_error.is_none() {
-                        first_error = Some(annotate(e, replica, &self.devices[replica]));
+                    // A replica released because another failed reports the other's error.
+                    let released = |e: &Error| matches!(e, Error::State(m) if m == crate::collective::PEER_FAILED);
+                    if first_error.as_ref().is_none_or(|f| released(f) && !released(&e)) {
+                        first_error = Some(if released(&e) { e } else { annotate(e, replica, &self.devices[replica]) });
                     }
                 }
             }

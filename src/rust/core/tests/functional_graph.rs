@@ -44,7 +44,7 @@ fn data(rows: usize) -> (HostTensor, HostTensor, HostTensor) {
 }
 
 fn loss_of(m: &Model, weights: &[Tensor], xs: &[Tensor], y: &Tensor) -> f32 {
-    let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None };
+    let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None, collective: None };
     let (outs, _) = m.arch.forward(weights, xs, &mut ctx).unwrap();
     Loss::parse("categorical_crossentropy").unwrap().per_sample(&outs[0], y).unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap()
 }
@@ -57,7 +57,7 @@ fn shared_layer_and_merge_gradients_match_finite_differences() {
     let xs = vec![x0.to_device(&dev).unwrap(), x1.to_device(&dev).unwrap()];
     let y = y.to_device(&dev).unwrap();
     let weights: Vec<Tensor> = m.get_weights().iter().map(|w| w.to_device(&dev).unwrap()).collect();
-    let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None };
+    let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None, collective: None };
     let (outs, caches) = m.arch.forward(&weights, &xs, &mut ctx).unwrap();
     let g = Loss::parse("categorical_crossentropy").unwrap().gradient(&outs[0], &y, 5).unwrap();
     assert!(matches!(g, OutputGrad::Logits(_)));

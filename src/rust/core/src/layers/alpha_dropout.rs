@@ -92,7 +92,7 @@ mod tests {
         let values: Vec<f32> = (0..40_000).map(|_| crate::initializer::standard_normal(&mut rng) as f32).collect();
         let x = Tensor::from_vec(values, (400, 100), &candle_core::Device::Cpu).unwrap();
         let layer = AlphaDropout { rate: 0.3, ..Default::default() };
-        let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(1), mask: None };
+        let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(1), mask: None, collective: None };
         let (out, cache) = layer.forward("a", &[], std::slice::from_ref(&x), &mut ctx).unwrap();
         let v = out.value.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let mean = v.iter().map(|a| *a as f64).sum::<f64>() / v.len() as f64;
@@ -106,7 +106,7 @@ mod tests {
         let g = layer.backward("a", &[], &[], &cache, OutputGrad::Value(ones), true).unwrap().input.unwrap();
         let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(g.iter().all(|d| *d == 0.0 || (*d as f64 - a).abs() < 1e-6));
-        let mut infer = ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(1), mask: None };
+        let mut infer = ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(1), mask: None, collective: None };
         let same = layer.forward("a", &[], std::slice::from_ref(&x), &mut infer).unwrap().0.value;
         assert_eq!(same.to_vec2::<f32>().unwrap(), x.to_vec2::<f32>().unwrap());
     }

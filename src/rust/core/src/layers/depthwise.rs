@@ -414,7 +414,7 @@ mod tests {
     use rand::SeedableRng;
 
     fn ctx() -> ForwardContext {
-        ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None }
+        ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None, collective: None }
     }
 
     fn depthwise(same: bool, strides: usize, depth_multiplier: usize, dilation: (usize, usize)) -> DepthwiseConv2D {

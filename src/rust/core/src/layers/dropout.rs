@@ -84,7 +84,7 @@ mod tests {
     #[test]
     fn dropout_zeroes_about_rate_and_keeps_the_mean() {
         let x = Tensor::ones((100, 100), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
-        let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(3), mask: None };
+        let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(3), mask: None, collective: None };
         let layer = Dropout::new(0.3).unwrap();
         let y = layer.forward("d", &[], std::slice::from_ref(&x), &mut ctx).unwrap().0.value;
         let v = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();

@@ -141,7 +141,7 @@ mod tests {
     #[test]
     fn embedding_gathers_rows_and_scatters_gradients() {
         let e = Embedding { input_dim: 4, output_dim: 2, ..Embedding::default() };
-        let mut ctx = ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None };
+        let mut ctx = ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None, collective: None };
         let w = Tensor::new(&[[0f32, 1.], [2., 3.], [4., 5.], [6., 7.]], &Device::Cpu).unwrap();
         let x = Tensor::new(&[[3f32, 1.], [1., 1.]], &Device::Cpu).unwrap();
         let (out, cache) = e.forward("e", std::slice::from_ref(&w), &[x], &mut ctx).unwrap();

@@ -121,6 +121,9 @@ pub struct ForwardContext {
     /// The Keras mask of the node's (first) input, `(batch, time)` with 1 for steps that
     /// count: set by the model before each layer runs (recurrent layers skip masked steps).
     pub mask: Option<Tensor>,
+    /// Where the replicas of a data-parallel training step add up what they share
+    /// (synchronized batch normalization's statistics); none on one device.
+    pub collective: Option<std::sync::Arc<dyn crate::collective::Collective>>,
 }
 
 /// A layer's output, plus the pre-activation values when the layer ended in softmax/sigmoid,

@@ -195,7 +195,7 @@ mod tests {
     #[test]
     fn training_noise_has_keras_statistics_and_inference_passes_through() {
         let x = Tensor::ones((200, 50), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
-        let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(1), mask: None };
+        let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(1), mask: None, collective: None };
         let y = GaussianDropout { rate: 0.2, seed: None }.forward("g", &[], std::slice::from_ref(&x), &mut ctx).unwrap().0.value;
         let v = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let mean = v.iter().sum::<f32>() / v.len() as f32;
@@ -207,7 +207,7 @@ mod tests {
         // Each (sample, channel) is all 0 or all 2 along the steps.
         let steps = y.max(1).unwrap().sub(&y.min(1).unwrap()).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
         assert_eq!(steps, 0.0);
-        let mut infer = ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(1), mask: None };
+        let mut infer = ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(1), mask: None, collective: None };
         let same = GaussianNoise { stddev: 1.0, seed: None }.forward("n", &[], std::slice::from_ref(&x), &mut infer).unwrap().0.value;
         assert_eq!(same.to_vec2::<f32>().unwrap(), x.to_vec2::<f32>().unwrap());
     }

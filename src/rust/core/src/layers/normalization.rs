@@ -7,10 +7,12 @@
 //! # Shapes
 //! input `(batch, ..., channels)`; gamma, beta, moving_mean, moving_variance `(channels)`.
 use super::{Axes, Cache, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, NotSupported, OutputGrad, WeightSpec};
+use crate::collective::Collective;
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -28,6 +30,11 @@ pub struct BatchNormalization {
     pub gamma_regularizer: NotSupported,
     pub beta_constraint: NotSupported,
     pub gamma_constraint: NotSupported,
+    /// Keras's `synchronized`: on replicas, normalize with the statistics of the whole
+    /// batch (every replica's rows), as one device would, instead of each replica's own.
+    /// Saved only when set, as Keras 3 does (tf-keras drops it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub synchronized: bool,
 }
 
 impl Default for BatchNormalization {
@@ -46,6 +53,7 @@ impl Default for BatchNormalization {
             gamma_regularizer: NotSupported,
             beta_constraint: NotSupported,
             gamma_constraint: NotSupported,
+            synchronized: false,
         }
     }
 }
@@ -74,6 +82,25 @@ struct BatchNormCache {
     input_dims: Vec<usize>,
     new_mean: Tensor,
     new_var: Tensor,
+    /// A synchronized pass's replicas: the backward pass adds up its sums with theirs.
+    shared: Option<SharedBatch>,
+}
+
+/// The replicas a synchronized pass normalized with, and the rows of the whole batch.
+struct SharedBatch {
+    collective: Arc<dyn Collective>,
+    rows: f64,
+}
+
+/// Per-replica sums (tensors of one shape) added up over every replica.
+fn summed_over_replicas(collective: &dyn Collective, local: &[&Tensor]) -> Result<Vec<Tensor>> {
+    let mut values = Vec::new();
+    for t in local {
+        values.extend(t.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?);
+    }
+    collective.all_reduce_sum(&mut values)?;
+    let c = values.len() / local.len().max(1);
+    local.iter().zip(values.chunks(c.max(1))).map(|(t, v)| Ok(Tensor::from_vec(v.iter().map(|x| *x as f32).collect::<Vec<f32>>(), c, t.device())?)).collect()
 }
 
 impl BatchNormalization {
@@ -165,12 +192,16 @@ impl BatchNormalization {
         Ok(LayerGrads { input: Some(Tensor::from_vec(dx, c.input_dims.as_slice(), device)?), weights: grads, more_inputs: Vec::new() })
     }
 
-    fn normalized(&self, name: &str, weights: &[Tensor], x: &Tensor, training: bool) -> Result<(LayerOutput, Cache)> {
+    fn normalized(&self, name: &str, weights: &[Tensor], x: &Tensor, training: bool, replicas: Option<&Arc<dyn Collective>>) -> Result<(LayerOutput, Cache)> {
         let dims = x.dims().to_vec();
         let c = *dims.last().ok_or_else(|| Error::Value(format!("layer \"{}\" needs an input with a channels axis", name)))?;
         let rows = x.elem_count() / c;
         let x2 = x.reshape((rows, c))?;
-        if training && x2.device().is_cpu() && x2.dtype() == candle_core::DType::F32 && rows > 0 {
+        let shared = match replicas {
+            Some(collective) if training && self.synchronized => Some(collective.clone()),
+            _ => None,
+        };
+        if shared.is_none() && training && x2.device().is_cpu() && x2.dtype() == candle_core::DType::F32 && rows > 0 {
             return self.fused_training(weights, x2, dims);
         }
         let (gamma, beta) = self.affine(weights);
@@ -204,15 +235,33 @@ impl BatchNormalization {
             let xhat = x2.broadcast_sub(moving_mean)?.broadcast_mul(&inv_std)?;
             return Ok((LayerOutput::plain(finish(&xhat)?), Cache::new(InferenceCache { x2, inv_std, input_dims: dims })));
         }
-        let count = x2.dim(0)? as f64;
-        let mean = (crate::kernels::sum_rows(&x2)? / count)?;
+        // Synchronized: the whole batch's sums, in two rounds (the sums and rows, then the
+        // squared deviations from the whole batch's mean), so the variance is the two-pass one
+        // a single device computes.
+        let (sum, shared) = match shared {
+            Some(collective) => {
+                // The rows ride along as one more "channel" of the sums.
+                let with_rows = Tensor::cat(&[&crate::kernels::sum_rows(&x2)?, &Tensor::new(&[rows as f32], x2.device())?], 0)?;
+                let total = summed_over_replicas(collective.as_ref(), &[&with_rows])?.remove(0);
+                let count = total.get(c)?.to_scalar::<f32>()? as f64;
+                (total.narrow(0, 0, c)?, Some(SharedBatch { collective, rows: count }))
+            }
+            None => (crate::kernels::sum_rows(&x2)?, None),
+        };
+        let count = shared.as_ref().map_or(rows as f64, |sh| sh.rows);
+        let mean = (sum / count)?;
         let centered = x2.broadcast_sub(&mean)?;
-        let var = (crate::kernels::sum_rows(&centered.sqr()?)? / count)?;
+        let squares = crate::kernels::sum_rows(&centered.sqr()?)?;
+        let squares = match &shared {
+            Some(sh) => summed_over_replicas(sh.collective.as_ref(), &[&squares])?.remove(0),
+            None => squares,
+        };
+        let var = (squares / count)?;
         let inv_std = (&var + self.epsilon)?.sqrt()?.recip()?;
         let xhat = centered.broadcast_mul(&inv_std)?;
-        let (new_mean, new_var) = self.moved(dims.len(), rows, moving_mean, moving_var, &mean, &var)?;
+        let (new_mean, new_var) = self.moved(dims.len(), count as usize, moving_mean, moving_var, &mean, &var)?;
         let value = finish(&xhat)?;
-        Ok((LayerOutput::plain(value), Cache::new(BatchNormCache { xhat, inv_std, input_dims: dims, new_mean, new_var })))
+        Ok((LayerOutput::plain(value), Cache::new(BatchNormCache { xhat, inv_std, input_dims: dims, new_mean, new_var, shared })))
     }
 }
 
@@ -264,7 +313,7 @@ impl LayerType for BatchNormalization {
     }
 
     fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
-        self.normalized(name, weights, &xs[0], ctx.training)
+        self.normalized(name, weights, &xs[0], ctx.training, ctx.collective.as_ref())
     }
 
     fn state_updates(&self, cache: &Cache) -> Vec<(usize, Tensor)> {
@@ -293,15 +342,24 @@ impl LayerType for BatchNormalization {
         if let Ok(c) = cache.get::<FusedCache>() {
             return self.fused_backward(weights, c, &dy);
         }
-        let BatchNormCache { xhat, inv_std, input_dims, .. } = cache.get::<BatchNormCache>()?;
+        let BatchNormCache { xhat, inv_std, input_dims, shared, .. } = cache.get::<BatchNormCache>()?;
         let (rows, c) = xhat.dims2()?;
         let dy2 = dy.reshape((rows, c))?;
         let (gamma, _) = self.affine(weights);
+        // The weights' gradients are this replica's share (the step adds up the replicas');
+        // the input's gradient needs the sums over the batch the statistics came from.
         let dbeta = crate::kernels::sum_rows(&dy2)?;
         let dgamma = crate::kernels::sum_rows(&dy2.mul(xhat)?)?;
+        let (n, sum_dy, sum_dy_xhat) = match shared {
+            Some(sh) => {
+                let mut both = summed_over_replicas(sh.collective.as_ref(), &[&dbeta, &dgamma])?;
+                let sum_dy_xhat = both.pop().unwrap_or_else(|| dgamma.clone());
+                (sh.rows, both.pop().unwrap_or_else(|| dbeta.clone()), sum_dy_xhat)
+            }
+            None => (rows as f64, dbeta.clone(), dgamma.clone()),
+        };
         // dx = gamma * inv_std / n * (n * dy - sum(dy) - xhat * sum(dy * xhat))
-        let n = rows as f64;
-        let inner = ((dy2 * n)?.broadcast_sub(&dbeta)? - xhat.broadcast_mul(&dgamma)?)?;
+        let inner = ((dy2 * n)?.broadcast_sub(&sum_dy)? - xhat.broadcast_mul(&sum_dy_xhat)?)?;
         let mut coef = (inv_std / n)?;
         if let Some(g) = &gamma {
             coef = coef.mul(g)?;
@@ -336,7 +394,7 @@ mod tests {
         let bn = BatchNormalization { epsilon: 0.0, center: false, scale: false, ..BatchNormalization::default() };
         let x = Tensor::randn(2f32, 3.0, (50, 3), &Device::Cpu).unwrap();
         let w = vec![Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap(), Tensor::ones(3, candle_core::DType::F32, &Device::Cpu).unwrap()];
-        let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None };
+        let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None, collective: None };
         let (out, cache) = bn.forward("bn", &w, &[x], &mut ctx).unwrap();
         let mean = out.value.mean(0).unwrap().to_vec1::<f32>().unwrap();
         let var = out.value.sqr().unwrap().mean(0).unwrap().to_vec1::<f32>().unwrap();

@@ -360,7 +360,7 @@ mod tests {
     use rand::SeedableRng;
 
     fn ctx() -> ForwardContext {
-        ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None }
+        ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None, collective: None }
     }
 
     #[test]

@@ -159,7 +159,7 @@ mod tests {
 
     fn ctx() -> ForwardContext {
         // The same seed for every call: dropout draws the same mask for each probe.
-        ForwardContext { training: true, rng: StdRng::seed_from_u64(11), mask: None }
+        ForwardContext { training: true, rng: StdRng::seed_from_u64(11), mask: None, collective: None }
     }
 
     #[test]

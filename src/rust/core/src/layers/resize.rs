@@ -312,14 +312,19 @@ mod tests {
         let layer: UpSampling2D = serde_json::from_value(serde_json::json!({ "size": [2, 3], "interpolation": "bilinear" })).unwrap();
         let x = Tensor::randn(0f32, 1.0, (2, 3, 2, 2), &Device::Cpu).unwrap();
         let probe = Tensor::randn(0f32, 1.0, (2, 6, 6, 2), &Device::Cpu).unwrap();
-        let mut ctx = ForwardContext { training: true, rng: rand::SeedableRng::seed_from_u64(1), mask: None };
+        let mut ctx = ForwardContext { training: true, rng: rand::SeedableRng::seed_from_u64(1), mask: None, collective: None };
         let (out, cache) = layer.forward("up", &[], std::slice::from_ref(&x), &mut ctx).unwrap();
         assert_eq!(out.value.dims(), &[2, 6, 6, 2]);
         let dx = layer.backward("up", &[], &[], &cache, OutputGrad::Value(probe.clone()), true).unwrap().input.unwrap();
         // The loss sum(out * probe) is linear in x: its finite difference is exact up to rounding.
         let loss = |x: &Tensor| -> f32 {
             let (o, _) = layer
-                .forward("up", &[], std::slice::from_ref(x), &mut ForwardContext { training: true, rng: rand::SeedableRng::seed_from_u64(1), mask: None })
+                .forward(
+                    "up",
+                    &[],
+                    std::slice::from_ref(x),
+                    &mut ForwardContext { training: true, rng: rand::SeedableRng::seed_from_u64(1), mask: None, collective: None },
+                )
                 .unwrap();
             (o.value * &probe).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
         };

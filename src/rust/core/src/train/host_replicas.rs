@@ -2,7 +2,9 @@
 //! replica runs its forward and backward pass and then, once every replica's gradients are
 //! there, its share of the optimizer update. The weight tensors the replicas read are kept
 //! from one step to the next ([`HostWeights`]), written by the update itself.
-use super::step::{average_updates, combine, fail_if_injected, host_slices, split_rows, train_part, Batch, MaskCounts, Part, PartTask, StepInputs};
+use super::step::{
+    average_updates, combine, fail_if_injected, host_slices, replica_group, split_rows, train_part, Batch, MaskCounts, Part, PartTask, StepInputs,
+};
 use super::{BatchStats, Compiled, Replicas};
 use crate::error::{Error, Result};
 use crate::model::{Model, Weight};
@@ -86,6 +88,7 @@ pub(super) fn train(replicas: &Replicas, model: &mut Model, compiled: &mut Compi
     let barrier = StepBarrier::new(active.len(), spin);
     let updated = StepBarrier::new(active.len(), spin);
     let counts = MaskCounts::for_step(&s, active.len(), spin);
+    let group = replica_group(active.len());
     let deposited: Vec<Mutex<Option<Vec<Tensor>>>> = (0..set.len()).map(|_| Mutex::new(None)).collect();
     let mut outcome: Option<Vec<(Part, bool)>> = None;
     let (s_ref, parts_rows, active_ref, barrier, updated, deposited, counts) = (&s, &parts_rows, &active, &barrier, &updated, &deposited, counts.as_ref());
@@ -99,11 +102,12 @@ pub(super) fn train(replicas: &Replicas, model: &mut Model, compiled: &mut Compi
             let done = Arrival::new(updated);
             let masks = MaskCounts::place(counts);
             let k = active_ref.iter().position(|a| *a == r)?;
+            let seat = group.as_ref().map(|g| g.seat(k));
             let shard = shards[k].lock().ok()?.take()?;
             let injected = fault.filter(|(replica, _)| *replica == r).map(|(_, kind)| kind);
             Some(Box::new(move |ctx: &WorkerContext| {
                 fail_if_injected(injected)?;
-                let mut part = train_part(s_ref, &ctx.device, batch, mine, r, true, masks)?;
+                let mut part = train_part(s_ref, &ctx.device, batch, mine, r, true, masks, seat)?;
                 *deposited[r].lock().unwrap_or_else(|e| e.into_inner()) = Some(std::mem::take(&mut part.grads));
                 if !arrival.arrive() {
                     // Another replica failed: its error is the step's; nothing is updated.

@@ -4,7 +4,8 @@
 //! first replica's device. The optimizer update is shared out to the replica workers.
 //! (Virtual GPUs merged on the CPU train through `host_replicas` instead.)
 use super::step::{
-    average_updates, combine, eval_part, fail_if_injected, host_slices, predict_part, split_rows, train_part, Batch, MaskCounts, Part, PartTask, StepInputs,
+    average_updates, combine, eval_part, fail_if_injected, host_slices, predict_part, replica_group, split_rows, train_part, Batch, MaskCounts, Part, PartTask,
+    StepInputs,
 };
 use super::{BatchStats, Compiled};
 use crate::error::Result;
@@ -22,15 +23,18 @@ pub(super) fn train(set: &ReplicaSet, model: &mut Model, compiled: &mut Compiled
     let on_cpu = set.merge == MergeDevice::Cpu;
     let fault = set.fault_for_this_step();
     let counts = MaskCounts::for_step(&s, parts_rows.iter().flatten().count(), set.has_own_cores());
+    let group = replica_group(parts_rows.iter().flatten().count());
     let parts = {
         let (s, counts) = (&s, counts.as_ref());
         set.run_all(|r| -> PartTask<'_, Part> {
             let mine = parts_rows[r]?;
             let masks = MaskCounts::place(counts);
+            // Replicas with rows come first (split_rows), so a replica's index is its place.
+            let seat = group.as_ref().map(|g| g.seat(r));
             let injected = fault.filter(|(replica, _)| *replica == r).map(|(_, kind)| kind);
             Some(Box::new(move |ctx: &WorkerContext| {
                 fail_if_injected(injected)?;
-                train_part(s, &ctx.device, batch, mine, r, on_cpu, masks)
+                train_part(s, &ctx.device, batch, mine, r, on_cpu, masks, seat)
             }))
         })?
     };

@@ -3,6 +3,7 @@
 //! combine. Every replica runs the same `*_part` function on its rows; parts add up so that
 //! a step equals the template's step on the whole batch.
 use super::{BatchStats, Compiled};
+use crate::collective::{Collective, ReplicaGroup, Seat};
 use crate::error::{Error, Result};
 use crate::layers::{ForwardContext, OutputGrad};
 use crate::loss::Loss;
@@ -112,16 +113,28 @@ impl StepInputs {
     }
 }
 
-pub(super) fn forward_part(s: &StepInputs, device: &Device, xs: &[HostTensor], training: bool, replica: usize) -> Result<(Vec<Tensor>, Forward)> {
+pub(super) fn forward_part(
+    s: &StepInputs,
+    device: &Device,
+    xs: &[HostTensor],
+    training: bool,
+    replica: usize,
+    collective: Option<Arc<dyn Collective>>,
+) -> Result<(Vec<Tensor>, Forward)> {
     let weights = match &s.host_tensors {
         Some(tensors) if device.is_cpu() => tensors.clone(),
         _ => weights_to_device(&s.weights, &s.shapes, device)?,
     };
     let xs = xs.iter().map(|x| x.to_device(device)).collect::<Result<Vec<_>>>()?;
     let seed = s.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(replica as u64);
-    let mut ctx = ForwardContext { training, rng: rand::rngs::StdRng::seed_from_u64(seed), mask: None };
+    let mut ctx = ForwardContext { training, rng: rand::rngs::StdRng::seed_from_u64(seed), mask: None, collective };
     let forward = s.arch.forward_recording(&weights, &xs, &mut ctx, &s.loss_nodes)?;
     Ok((weights, forward))
+}
+
+/// The exchange of a step on `active` replicas (none for one: nothing to share).
+pub(super) fn replica_group(active: usize) -> Option<Arc<ReplicaGroup>> {
+    (active > 1).then(|| ReplicaGroup::new(active))
 }
 
 /// Where the replicas of a step add up their outputs' mask counts. Keras divides a masked
@@ -168,7 +181,7 @@ impl MaskTotals<'_> {
             sums.iter_mut().zip(&mine).for_each(|(a, b)| *a += b);
         }
         if !arrival.arrive() {
-            return Err(Error::State("another replica failed in this step".into()));
+            return Err(Error::State(crate::collective::PEER_FAILED.into()));
         }
         Ok(counts.sums.lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
@@ -343,9 +356,22 @@ fn targets_and_terms(
 }
 
 /// A replica's rows: gathered (converted) by the replica itself, then its part of the step.
-pub(super) fn train_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], replica: usize, to_host: bool, masks: MaskTotals<'_>) -> Result<Part> {
+/// `seat`: the replica's place among the step's replicas, where they share what synchronized
+/// layers add up; finished once the part is done (none on one device).
+// A replica's part needs the step, its device and rows, and its places in the exchanges.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn train_part(
+    s: &StepInputs,
+    device: &Device,
+    batch: &Batch,
+    rows: &[usize],
+    replica: usize,
+    to_host: bool,
+    masks: MaskTotals<'_>,
+    seat: Option<Seat>,
+) -> Result<Part> {
     let (x, ys, sample_weights) = batch.gather(s, rows)?;
-    let (weights, f) = forward_part(s, device, &x, true, replica)?;
+    let (weights, f) = forward_part(s, device, &x, true, replica, seat.as_ref().map(Seat::member))?;
     let (activity_penalty, activity_grads) = s.arch.activity_penalty(&f.recorded, s.total_rows)?;
     let (ys, terms) = targets_and_terms(s, device, &f, ys, sample_weights, masks)?;
     let (output_losses, metric_sums) = losses_and_metrics(s, &f, &terms, &ys)?;
@@ -359,6 +385,9 @@ pub(super) fn train_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &
     drop(terms);
     let transposed: &[Option<Tensor>] = if device.is_cpu() { &s.host_transposed } else { &[] };
     let grads = s.arch.backward_with_extra(&weights, transposed, &f.caches, output_grads, activity_grads)?;
+    if let Some(seat) = seat {
+        seat.finish();
+    }
     let updates = s
         .arch
         .state_updates(&f.caches)
@@ -372,7 +401,7 @@ pub(super) fn train_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &
 
 pub(super) fn eval_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], replica: usize, masks: MaskTotals<'_>) -> Result<Part> {
     let (x, ys, sample_weights) = batch.gather(s, rows)?;
-    let (_, f) = forward_part(s, device, &x, false, replica)?;
+    let (_, f) = forward_part(s, device, &x, false, replica, None)?;
     let (activity_penalty, _) = s.arch.activity_penalty(&f.recorded, s.total_rows)?;
     let (ys, terms) = targets_and_terms(s, device, &f, ys, sample_weights, masks)?;
     let (output_losses, metric_sums) = losses_and_metrics(s, &f, &terms, &ys)?;
@@ -388,7 +417,7 @@ pub(super) fn eval_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[
 
 pub(super) fn predict_part(s: &StepInputs, device: &Device, xs: &[&dyn BatchSource], rows: &[usize]) -> Result<Vec<Tensor>> {
     let gathered: Vec<HostTensor> = xs.iter().map(|x| x.gather(rows)).collect();
-    let (_, f) = forward_part(s, device, &gathered, false, 0)?;
+    let (_, f) = forward_part(s, device, &gathered, false, 0, None)?;
     Ok(f.outputs.into_iter().map(|o| o.value).collect())
 }
 

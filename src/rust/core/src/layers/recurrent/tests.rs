@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 fn ctx(mask: Option<&Tensor>) -> ForwardContext {
-    ForwardContext { training: true, rng: StdRng::seed_from_u64(5), mask: mask.cloned() }
+    ForwardContext { training: true, rng: StdRng::seed_from_u64(5), mask: mask.cloned(), collective: None }
 }
 
 fn layer(class: &str, config: serde_json::Value) -> (Layer, Vec<Tensor>) {
@@ -69,7 +69,7 @@ fn every_option_backpropagates_through_time() {
 fn masked_steps_keep_the_previous_output_as_keras_does() {
     let (layer, weights) = layer("LSTM", serde_json::json!({ "units": 2, "return_sequences": true }));
     let x = Tensor::randn(0f32, 1.0, (3, 5, 2), &Device::Cpu).unwrap();
-    let mut c = ForwardContext { training: false, rng: StdRng::seed_from_u64(0), mask: Some(mask()) };
+    let mut c = ForwardContext { training: false, rng: StdRng::seed_from_u64(0), mask: Some(mask()), collective: None };
     let y = layer.forward(&weights, &x, &mut c).unwrap().0.value.to_vec3::<f32>().unwrap();
     assert_eq!(y[1][0], vec![0.0, 0.0], "masked first steps output the initial state");
     assert_eq!(y[1][1], vec![0.0, 0.0]);

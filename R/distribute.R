@@ -1,0 +1,150 @@
+# Distribution strategies: Keras's successor to multi_gpu_model(). Models made inside a
+# strategy's scope train on the same replicas as a multi_gpu_model() (one engine, two front
+# doors), but the model itself is the one that trains.
+
+the_strategy <- new.env(parent = emptyenv())
+
+#' Train on several devices: the mirrored distribution strategy
+#'
+#' Keras's `MirroredStrategy` (in R, `tf$distribute$MirroredStrategy()`): every model made
+#' inside the strategy's scope, `with(strategy$scope(), { ... })`, trains data-parallel on
+#' one replica per device. Each batch is split among the replicas and their gradients are
+#' added up, so a step equals the step of one device on the whole batch, as with
+#' [multi_gpu_model()], which runs the same engine. Unlike there, the model itself trains:
+#' compile, fit, evaluate, predict and save it as any model.
+#'
+#' Models made in the scope are those of [keras_model_sequential()], [keras_model()],
+#' [keras_model_custom()], the `application_*()` functions, [load_model_hdf5()] and
+#' [model_from_json()]. Batch normalization layers keep per-replica statistics unless made
+#' with `synchronized = TRUE` (see [layer_batch_normalization()]).
+#'
+#' @param devices `NULL` for every GPU of [gpu_devices()] (with none, one replica on the
+#'   CPU, as TensorFlow), or the devices to use: GPU ids (0-based) or TensorFlow's device
+#'   names ("/gpu:0", "GPU:1", "/device:GPU:0"; "/cpu:0" alone for the CPU).
+#' @return A strategy: an environment with `scope()` (for [with()]),
+#'   `num_replicas_in_sync` (the number of replicas) and `devices` (their names).
+#' @seealso [multi_gpu_model()], [use_virtual_gpus()] for CPU-backed GPUs.
+#' @examples
+#' use_virtual_gpus(2)
+#' strategy <- mirrored_strategy()
+#' strategy$num_replicas_in_sync
+#' with(strategy$scope(), {
+#'   model <- keras_model_sequential() %>%
+#'     layer_dense(8, activation = "relu", input_shape = 4) %>%
+#'     layer_dense(1)
+#'   model %>% compile(loss = "mse", optimizer = "sgd")
+#' })
+#' history <- model %>% fit(matrix(runif(400), ncol = 4), runif(100), epochs = 2, verbose = 0)
+#' use_virtual_gpus(0)
+#' @export
+mirrored_strategy <- function(devices = NULL) {
+  ids <- strategy_gpu_ids(devices)
+  strategy <- new.env(parent = emptyenv())
+  strategy$gpu_ids <- ids
+  listed <- gpu_devices()
+  strategy$devices <- if (length(ids)) {
+    sprintf("/job:localhost/replica:0/task:0/device:GPU:%d", ids)
+  } else {
+    "/job:localhost/replica:0/task:0/device:CPU:0"
+  }
+  strategy$device_names <- if (length(ids)) listed$name[match(ids, listed$id)] else "CPU"
+  strategy$num_replicas_in_sync <- max(length(ids), 1L)
+  strategy$scope <- function() structure(list(strategy = strategy), class = "rustgpu_strategy_scope")
+  class(strategy) <- c("rustgpu_mirrored_strategy", "rustgpu_strategy")
+  strategy
+}
+
+# The GPU ids a strategy's `devices` name; integer(0) for the CPU.
+strategy_gpu_ids <- function(devices, call = rlang::caller_env()) {
+  available <- gpu_devices()$id
+  if (is.null(devices)) return(as.integer(available))
+  bad <- function(what) {
+    value_error(sprintf(paste(
+      "`devices` must be NULL, GPU ids (whole numbers >= 0) or device names such as \"/gpu:0\" or",
+      "\"/cpu:0\"; %s."), what), call = call)
+  }
+  if (is.character(devices) && length(devices) && !anyNA(devices)) {
+    parsed <- regmatches(tolower(devices), regexec("^(?:/job:[^/]+/replica:[0-9]+/task:[0-9]+)?/?(?:device:)?(gpu|cpu):([0-9]+)$", tolower(devices), perl = TRUE))
+    if (any(lengths(parsed) == 0)) bad(sprintf("\"%s\" is neither", devices[lengths(parsed) == 0][1]))
+    kinds <- vapply(parsed, `[`, "", 2)
+    if (any(kinds == "cpu")) {
+      if (length(devices) > 1) bad("the CPU is one device of its own: pass \"/cpu:0\" alone, or only GPUs")
+      return(integer())
+    }
+    devices <- as.integer(vapply(parsed, `[`, "", 3))
+  }
+  if (!is.numeric(devices) || !length(devices) || anyNA(devices) || any(devices < 0) || any(devices != round(devices))) {
+    bad(sprintf("got %s", describe(devices)))
+  }
+  devices <- as.integer(devices)
+  if (anyDuplicated(devices)) bad(sprintf("GPU %d is listed more than once", devices[anyDuplicated(devices)]))
+  missing <- setdiff(devices, available)
+  if (length(missing)) {
+    value_error(sprintf(paste(
+      "There is no GPU %d: this machine has %s. List them with gpu_devices();",
+      "use_virtual_gpus(n) provides CPU-backed ones."),
+      missing[1], if (length(available)) sprintf("GPUs %s", paste(available, collapse = ", ")) else "no GPU"), call = call)
+  }
+  devices
+}
+
+#' @export
+print.rustgpu_strategy <- function(x, ...) {
+  cat(sprintf("<MirroredStrategy: %d replica%s in sync on %s>\n", x$num_replicas_in_sync,
+              if (x$num_replicas_in_sync == 1) "" else "s", paste(x$device_names, collapse = ", ")))
+  invisible(x)
+}
+
+#' @export
+print.rustgpu_strategy_scope <- function(x, ...) {
+  cat("<scope of a MirroredStrategy: use it as with(strategy$scope(), { ... })>\n")
+  invisible(x)
+}
+
+#' Run code in a distribution strategy's scope
+#'
+#' `with(strategy$scope(), { ... })`: models made by the code train on the strategy's
+#' replicas (see [mirrored_strategy()]). The code runs in the calling environment, so the
+#' models it assigns stay there after the scope ends.
+#'
+#' @param data A strategy's scope, `strategy$scope()`.
+#' @param expr The code to run.
+#' @param ... Unused.
+#' @return The value of `expr`.
+#' @examples
+#' strategy <- mirrored_strategy()
+#' with(strategy$scope(), model <- keras_model_sequential())
+#' @export
+with.rustgpu_strategy_scope <- function(data, expr, ...) {
+  previous <- the_strategy$current
+  the_strategy$current <- data$strategy
+  on.exit(the_strategy$current <- previous)
+  eval.parent(substitute(expr))
+}
+
+# Called for every model made: one made in a strategy's scope trains on its replicas.
+join_current_strategy <- function(model) {
+  strategy <- the_strategy$current
+  if (is.null(strategy)) return(invisible(model))
+  environment(model)$strategy <- strategy
+  if (length(strategy$gpu_ids)) {
+    call_backend(rg_replicate_in_place(model_field(model, "ptr"), strategy$gpu_ids))
+  }
+  invisible(model)
+}
+
+# A model made in a strategy's scope splits batches across replicas: stateful layers, whose
+# rows' states go from one batch to the next, cannot train so.
+check_strategy_layers <- function(model, call = rlang::caller_env()) {
+  strategy <- model_field(model, "strategy")
+  if (is.null(strategy) || strategy$num_replicas_in_sync < 2) return(invisible())
+  stateful <- call_backend(rg_stateful_layers(model_field(model, "ptr")))
+  if (length(stateful)) {
+    value_error(sprintf(paste(
+      "The model was made in a mirrored_strategy() scope but has stateful layers (%s): each keeps its rows'",
+      "states from one batch to the next, which splitting batches across replicas would mix up. Make it outside",
+      "the scope, or use `stateful = FALSE`."
+    ), paste0("\"", stateful, "\"", collapse = ", ")), call = call)
+  }
+  invisible()
+}
