@@ -8,17 +8,24 @@
 #' Models already replicated keep the devices they were made with.
 #'
 #' @param n Number of virtual GPUs (0 to 64).
-#' @param threads_per_gpu Threads each one uses for its kernels; `NULL` divides the
-#'   machine's cores between them (at least one each).
+#' @param threads_per_gpu Threads each one uses for its kernels: one count for all, or
+#'   one per GPU (devices of unequal speed, e.g. for `multi_gpu_model(split = "measured")`);
+#'   `NULL` divides the machine's cores between them (at least one each).
 #' @return The GPU table ([gpu_devices()]), invisibly.
 #' @examples
 #' use_virtual_gpus(2)
 #' gpu_devices()
+#' use_virtual_gpus(2, threads_per_gpu = c(2, 1))
+#' gpu_devices()$threads
 #' use_virtual_gpus(0)
 #' @export
 use_virtual_gpus <- function(n, threads_per_gpu = NULL) {
   check_count(n, "n", min = 0)
-  check_count(threads_per_gpu, "threads_per_gpu", min = 1, allow_null = TRUE)
+  if (!is.null(threads_per_gpu) && (!is.numeric(threads_per_gpu) || !length(threads_per_gpu) %in% c(1, n) ||
+      anyNA(threads_per_gpu) || any(threads_per_gpu < 1) || any(threads_per_gpu != round(threads_per_gpu)))) {
+    value_error(sprintf("`threads_per_gpu` must be NULL, one whole number >= 1, or one for each of the %d GPUs, not %s.",
+                        n, describe(threads_per_gpu)))
+  }
   threads <- if (is.null(threads_per_gpu)) 0L else as.integer(threads_per_gpu)
   call_backend(rg_use_virtual_gpus(as.integer(n), threads))
   invisible(gpu_devices())

@@ -167,12 +167,17 @@ rg_set_weights <- function(ptr, weights) .Call(wrap__rg_set_weights, ptr, weight
 
 #' Wraps the template in a parallel model that shares its weights.
 #' @noRd
-rg_multi_gpu <- function(template, gpus, cpu_merge, cpu_relocation) .Call(wrap__rg_multi_gpu, template, gpus, cpu_merge, cpu_relocation)
+rg_multi_gpu <- function(template, gpus, cpu_merge, cpu_relocation, split) .Call(wrap__rg_multi_gpu, template, gpus, cpu_merge, cpu_relocation, split)
 
 #' Makes the model itself train on replicas over `gpus`, merged on the CPU (a model made
 #' in a `mirrored_strategy()` scope): the engine of `multi_gpu_model()`, without a second model.
 #' @noRd
 rg_replicate_in_place <- function(ptr, gpus) .Call(wrap__rg_replicate_in_place, ptr, gpus)
+
+#' How a batch of `rows` rows would be shared among the replicas now (rows per replica),
+#' and each replica's measured rows per second (NA until measured).
+#' @noRd
+rg_replica_split <- function(ptr, rows) .Call(wrap__rg_replica_split, ptr, rows)
 
 #' Start/end times (seconds, relative to the earliest) of the replicas' recent tasks.
 #' @noRd
@@ -228,6 +233,10 @@ rg_model_from_json <- function(text) .Call(wrap__rg_model_from_json, text)
 #' training step after `after_steps` more steps.
 #' @noRd
 rg_inject_fault <- function(ptr, replica, after_steps, kind) .Call(wrap__rg_inject_fault, ptr, replica, after_steps, kind)
+
+#' Test hook: makes a replica's training parts take `seconds_per_row` longer per row.
+#' @noRd
+rg_slow_replica <- function(ptr, replica, seconds_per_row) .Call(wrap__rg_slow_replica, ptr, replica, seconds_per_row)
 
 #' The optimizer's learning rate (NA before compile), or sets it when `value` is a number.
 #' @noRd

@@ -23,6 +23,11 @@
 #' @param cpu_relocation Whether to place the master weights on the CPU before
 #'   replication. rustgpu always keeps the master weights in host memory, so the
 #'   template shares them either way (unlike Keras, keras#11313).
+#' @param split How each batch is shared among the replicas: `"even"` (Keras's: parts
+#'   differing by at most one row) or `"measured"`, in proportion to each replica's rows per
+#'   second in recent training steps (a device twice as fast gets about twice the rows; each
+#'   replica keeps at least one row). Any split gives the same step: each replica's loss is
+#'   its rows' share of the whole batch's. Use `"measured"` for GPUs of unequal speed.
 #' @return A model that distributes its work over the devices.
 #' @examples
 #' use_virtual_gpus(2)
@@ -38,13 +43,14 @@
 #' get_weights(model)[[2]]
 #' use_virtual_gpus(0)
 #' @export
-multi_gpu_model <- function(model, gpus = NULL, cpu_merge = TRUE, cpu_relocation = FALSE) {
+multi_gpu_model <- function(model, gpus = NULL, cpu_merge = TRUE, cpu_relocation = FALSE, split = c("even", "measured")) {
   check_model(model, "model")
   if (is_parallel_model(model)) {
     value_error("`model` is already a parallel model: pass its template to multi_gpu_model().")
   }
   check_bool(cpu_merge, "cpu_merge")
   check_bool(cpu_relocation, "cpu_relocation")
+  split <- match_choice(split, c("even", "measured"), "split")
   stateful <- call_backend(rg_stateful_layers(model$ptr))
   if (length(stateful)) {
     value_error(sprintf(paste(
@@ -53,7 +59,7 @@ multi_gpu_model <- function(model, gpus = NULL, cpu_merge = TRUE, cpu_relocation
     ), paste0("\"", stateful, "\"", collapse = ", ")))
   }
   ids <- resolve_gpu_ids(gpus)
-  ptr <- call_backend(rg_multi_gpu(model$ptr, as.numeric(ids), cpu_merge, cpu_relocation))
+  ptr <- call_backend(rg_multi_gpu(model$ptr, as.numeric(ids), cpu_merge, cpu_relocation, split))
   new_model(ptr, model$name, kind = if (inherits(model, "keras.engine.sequential.Sequential")) "sequential" else "model",
             template = model, gpus = ids)
 }

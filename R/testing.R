@@ -28,3 +28,20 @@ inject_replica_failure <- function(model, replica = 0, after_steps = 0, kind = c
   call_backend(rg_inject_fault(model$ptr, as.integer(replica), as.integer(after_steps), kind))
   invisible(model)
 }
+
+#' Slow down one replica of a parallel model (internal: a test hook)
+#'
+#' Makes `replica`'s part of every training step take `seconds_per_row` longer per row, a
+#' device slower than the others, to see `multi_gpu_model(split = "measured")` follow speed.
+#'
+#' @param model A parallel model from [multi_gpu_model()].
+#' @param replica Index of the replica (0-based).
+#' @param seconds_per_row The delay per row (0 to 1 second).
+#' @return `model`, invisibly.
+#' @keywords internal
+#' @noRd
+slow_replica <- function(model, replica, seconds_per_row) {
+  check_model(model, "model")
+  call_backend(rg_slow_replica(model$ptr, as.integer(replica), as.numeric(seconds_per_row)))
+  invisible(model)
+}

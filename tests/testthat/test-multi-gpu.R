@@ -184,3 +184,37 @@ test_that("batch normalization trains through replicas, moving statistics from e
     expect_identical(predict(parallel, x), predict(template, x))
   })
 })
+
+test_that("split = \"measured\" gives a slower replica fewer rows and trains as the template", {
+  with_virtual_gpus(2, {
+    d <- toy_data(n = 64)
+    set.seed(4)
+    direct <- small_classifier()
+    via_parallel <- small_classifier()
+    set_weights(via_parallel, get_weights(direct))
+    parallel <- multi_gpu_model(via_parallel, gpus = 2, split = "measured")
+    # Replica 1 takes 1 ms more per row: far slower than replica 0.
+    rustgpu:::slow_replica(parallel, 1, 0.001)
+    expect_identical(rustgpu:::rg_replica_split(parallel$ptr, 64L)$rows, c(32L, 32L))
+    compile(direct, optimizer = "sgd", loss = "categorical_crossentropy")
+    compile(parallel, optimizer = "sgd", loss = "categorical_crossentropy")
+    h1 <- fit(direct, d$x, d$y, epochs = 6, batch_size = 32, shuffle = FALSE, verbose = 0)
+    h2 <- fit(parallel, d$x, d$y, epochs = 6, batch_size = 32, shuffle = FALSE, verbose = 0)
+    split <- rustgpu:::rg_replica_split(parallel$ptr, 64L)
+    expect_gt(split$rows[1], 4 * split$rows[2])
+    expect_gt(split$speed[1], split$speed[2])
+    expect_equal(h2$metrics$loss, h1$metrics$loss, tolerance = 1e-5)
+    for (i in seq_along(get_weights(direct))) expect_equal(get_weights(via_parallel)[[i]], get_weights(direct)[[i]], tolerance = 1e-5)
+    # Predictions come back in row order whatever the split.
+    expect_equal(predict(parallel, d$x), predict(via_parallel, d$x), tolerance = 1e-6)
+    expect_error(multi_gpu_model(direct, gpus = 2, split = "fast"), class = "rustgpu_value_error", regexp = "\"even\", \"measured\"")
+  })
+})
+
+test_that("virtual GPUs take a thread count per GPU", {
+  use_virtual_gpus(2, threads_per_gpu = c(2, 1))
+  on.exit(use_virtual_gpus(0))
+  expect_identical(gpu_devices()$threads, c(2L, 1L))
+  expect_error(use_virtual_gpus(2, threads_per_gpu = c(1, 1, 1)), class = "rustgpu_value_error", regexp = "one for each of the 2 GPUs")
+  expect_error(use_virtual_gpus(2, threads_per_gpu = 0), class = "rustgpu_value_error")
+})

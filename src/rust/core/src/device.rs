@@ -1,8 +1,7 @@
 //! Devices: the CPU, CUDA GPUs (CUDA builds only) and virtual GPUs, CPU-backed stand-ins
 //! that let machines without a GPU run the whole data-parallel path.
 use crate::error::{Error, Result};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Once;
+use std::sync::{Mutex, Once};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceKind {
@@ -91,29 +90,40 @@ fn cuda_device(id: usize) -> Result<candle_core::Device> {
     Err(Error::Device(format!("GPU {} is a CUDA device but this build of rustgpu has no CUDA support", id)))
 }
 
-static VIRTUAL_GPUS: AtomicUsize = AtomicUsize::new(0);
-static VIRTUAL_THREADS: AtomicUsize = AtomicUsize::new(1);
+/// Each virtual GPU's threads (none: no virtual GPUs).
+static VIRTUAL_THREADS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
-/// Makes `n` virtual GPUs (0 removes them), each with `threads` threads for its kernels
-/// (0: the machine's cores divided among them).
-pub fn set_virtual_gpus(n: usize, threads: usize) -> Result<()> {
+/// Makes `n` virtual GPUs (0 removes them) with `threads` threads for each one's kernels:
+/// one count for all, or one per GPU (devices of unequal speed); empty or 0: the machine's
+/// cores divided among them.
+pub fn set_virtual_gpus(n: usize, threads: &[usize]) -> Result<()> {
     if n > 64 {
         return Err(Error::Value(format!("`n` must be between 0 and 64 virtual GPUs, got {}", n)));
     }
-    // 0 threads: share the machine's cores evenly, at least one each.
-    let threads = if threads == 0 {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        (cores / n.max(1)).max(1)
-    } else {
-        threads
+    let per_gpu = match threads {
+        [] | [0] => {
+            // Share the machine's cores evenly, at least one each.
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            vec![(cores / n.max(1)).max(1); n]
+        }
+        [t] => vec![*t; n],
+        ts if ts.len() == n && ts.iter().all(|t| *t > 0) => ts.to_vec(),
+        ts => return Err(Error::Value(format!("`threads_per_gpu` must be one count (>= 1) for every GPU or one per GPU ({}), got {} values", n, ts.len()))),
     };
-    VIRTUAL_GPUS.store(n, Ordering::SeqCst);
-    VIRTUAL_THREADS.store(threads, Ordering::SeqCst);
+    *VIRTUAL_THREADS.lock().unwrap_or_else(|e| e.into_inner()) = per_gpu;
     Ok(())
 }
 
 pub fn virtual_gpu_count() -> usize {
-    VIRTUAL_GPUS.load(Ordering::SeqCst)
+    VIRTUAL_THREADS.lock().unwrap_or_else(|e| e.into_inner()).len()
+}
+
+/// The first core of virtual GPU `id`'s threads when each GPU's threads get cores of their
+/// own, in GPU order; None when the GPUs' threads together outnumber the machine's cores.
+pub fn virtual_gpu_first_core(id: usize) -> Option<usize> {
+    let threads = VIRTUAL_THREADS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    (threads.iter().sum::<usize>() <= cores).then(|| threads.iter().take(id).sum())
 }
 
 /// Number of CUDA devices the driver reports (0 in a CPU build or without a driver).
@@ -131,10 +141,13 @@ pub fn cuda_device_count() -> usize {
 /// The GPUs replicas can use: the virtual GPUs when some are set (they stand in for the
 /// machine's GPUs), else the CUDA devices.
 pub fn gpu_devices() -> Vec<DeviceInfo> {
-    let n_virtual = virtual_gpu_count();
-    if n_virtual > 0 {
-        let threads = VIRTUAL_THREADS.load(Ordering::SeqCst);
-        return (0..n_virtual).map(|id| DeviceInfo { id, kind: DeviceKind::Virtual, name: format!("virtual GPU {}", id), memory: None, threads }).collect();
+    let threads = VIRTUAL_THREADS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if !threads.is_empty() {
+        return threads
+            .into_iter()
+            .enumerate()
+            .map(|(id, threads)| DeviceInfo { id, kind: DeviceKind::Virtual, name: format!("virtual GPU {}", id), memory: None, threads })
+            .collect();
     }
     (0..cuda_device_count())
         .map(|id| {

@@ -21,6 +21,7 @@ pub mod optim;
 pub mod parallel;
 pub mod random;
 pub mod regularizer;
+pub mod row_split;
 pub mod shape;
 pub mod tensor;
 pub mod trace;

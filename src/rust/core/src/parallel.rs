@@ -4,6 +4,7 @@
 //! shared by every parallel model on it, so making and dropping models starts no threads.
 use crate::device::{DeviceInfo, DeviceKind};
 use crate::error::{Error, Result};
+use crate::row_split::{RowSplit, SplitMode};
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -124,6 +125,8 @@ type WorkerTask<T> = Box<dyn FnOnce(&WorkerContext) -> Result<T> + Send + 'stati
 pub struct ReplicaSet {
     pub devices: Vec<DeviceInfo>,
     pub merge: MergeDevice,
+    /// How each step's rows are shared among the replicas.
+    pub split: RowSplit,
     workers: Vec<Arc<Worker>>,
     timeline: Arc<Mutex<VecDeque<Interval>>>,
     fault: Mutex<Option<Fault>>,
@@ -133,9 +136,14 @@ const TIMELINE_LEN: usize = 256;
 
 impl ReplicaSet {
     pub fn new(devices: Vec<DeviceInfo>, merge: MergeDevice) -> Result<Self> {
+        Self::with_split(devices, merge, SplitMode::Even)
+    }
+
+    pub fn with_split(devices: Vec<DeviceInfo>, merge: MergeDevice, split: SplitMode) -> Result<Self> {
         let timeline = Arc::new(Mutex::new(VecDeque::with_capacity(TIMELINE_LEN)));
         let workers = devices.iter().map(device_worker).collect::<Result<Vec<_>>>()?;
-        Ok(Self { devices, merge, workers, timeline, fault: Mutex::new(None) })
+        let split = RowSplit::new(split, devices.len());
+        Ok(Self { devices, merge, split, workers, timeline, fault: Mutex::new(None) })
     }
 
     pub fn len(&self) -> usize {
@@ -368,10 +376,8 @@ fn spawn_worker(info: DeviceInfo) -> Result<Worker> {
     // the machine (n GPUs x threads <= cores), as a real GPU is a device of its own; the OS
     // otherwise moved them between cores mid-step (measured: 2 x 1 thread MLP scaling 1.32-1.52x
     // unpinned against 1.43-1.64x pinned, interleaved on a noisy 2-core VM). RUSTGPU_PIN=0: off.
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let fits = crate::device::virtual_gpu_count() * threads <= cores;
     let wanted = std::env::var("RUSTGPU_PIN").map_or(true, |v| v != "0");
-    let pin = (info.kind == DeviceKind::Virtual && fits && wanted).then_some(info.id * threads);
+    let pin = if info.kind == DeviceKind::Virtual && wanted { crate::device::virtual_gpu_first_core(info.id) } else { None };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(move |i| format!("{}-{}", pool_name, i))

@@ -180,3 +180,30 @@ fn a_failing_replica_neither_hangs_the_others_nor_changes_the_weights() {
     let b = Executor::Local(rustgpu_core::device::cpu_device()).train_on_batch(&mut twin, &mut twin_c, &[&x], &[&y], None, &all(12), 2).unwrap();
     assert!((a.loss - b.loss).abs() <= 1e-6 * b.loss.abs().max(1.0));
 }
+
+#[test]
+fn a_measured_split_follows_speed_and_trains_as_the_template() {
+    use rustgpu_core::row_split::SplitMode;
+    let (x, y) = data(64);
+    let local = Executor::Local(rustgpu_core::device::cpu_device());
+    for merge in [MergeDevice::Cpu, MergeDevice::FirstReplica] {
+        let devices = (0..2).map(|id| DeviceInfo { id, kind: DeviceKind::Virtual, name: format!("v{}", id), memory: None, threads: 1 }).collect();
+        let par = Executor::replicated(ReplicaSet::with_split(devices, merge, SplitMode::Measured).unwrap());
+        let set = par.replica_set().unwrap();
+        // Replica 1 takes 1 ms more per row: far slower than replica 0's microseconds per row.
+        set.split.slow_down(1, std::time::Duration::from_millis(1));
+        let (mut a, mut b) = (model(), model());
+        let (mut ca, mut cb) = (compiled("sgd"), compiled("sgd"));
+        for step in 0..12 {
+            par.train_on_batch(&mut a, &mut ca, &[&x], &[&y], None, &all(64), step).unwrap();
+            local.train_on_batch(&mut b, &mut cb, &[&x], &[&y], None, &all(64), step).unwrap();
+        }
+        let rows: Vec<usize> = set.split.ranges(64).iter().map(|r| r.len()).collect();
+        assert!(rows[0] > 4 * rows[1], "merge {:?}: rows {:?}, speeds {:?}", merge, rows, set.split.speeds());
+        for (wa, wb) in a.get_weights().iter().zip(b.get_weights()) {
+            for (p, q) in wa.data.iter().zip(&wb.data) {
+                assert!((p - q).abs() <= 1e-5, "merge {:?}: {} vs {}", merge, p, q);
+            }
+        }
+    }
+}

@@ -5,9 +5,10 @@ use rustgpu_core::device::{self, DeviceInfo};
 
 /// @noRd
 #[extendr]
-fn rg_use_virtual_gpus(n: i32, threads: i32) -> Robj {
+fn rg_use_virtual_gpus(n: i32, threads: Vec<i32>) -> Robj {
     guard(|| {
-        device::set_virtual_gpus(n.max(0) as usize, threads.max(0) as usize)?;
+        let threads: Vec<usize> = threads.iter().map(|t| (*t).max(0) as usize).collect();
+        device::set_virtual_gpus(n.max(0) as usize, &threads)?;
         Ok(().into())
     })
 }

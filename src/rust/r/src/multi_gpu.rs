@@ -4,12 +4,13 @@ use crate::{guard, handle, ModelHandle};
 use extendr_api::prelude::*;
 use rustgpu_core::device;
 use rustgpu_core::parallel::{MergeDevice, ReplicaSet};
+use rustgpu_core::row_split::SplitMode;
 use rustgpu_core::Executor;
 
 /// Wraps the template in a parallel model that shares its weights.
 /// @noRd
 #[extendr]
-fn rg_multi_gpu(mut template: Robj, gpus: Robj, cpu_merge: bool, cpu_relocation: bool) -> Robj {
+fn rg_multi_gpu(mut template: Robj, gpus: Robj, cpu_merge: bool, cpu_relocation: bool, split: &str) -> Robj {
     guard(|| {
         let t = handle(&mut template)?;
         let ids: Vec<usize> = match gpus.as_real_vector() {
@@ -18,7 +19,7 @@ fn rg_multi_gpu(mut template: Robj, gpus: Robj, cpu_merge: bool, cpu_relocation:
         };
         let devices = device::resolve_gpus(&ids)?;
         let merge = if cpu_merge { MergeDevice::Cpu } else { MergeDevice::FirstReplica };
-        let set = ReplicaSet::new(devices, merge)?;
+        let set = ReplicaSet::with_split(devices, merge, SplitMode::parse(split)?)?;
         let h = ModelHandle {
             model: t.model.clone(),
             compiled: None,
@@ -45,6 +46,20 @@ fn rg_replicate_in_place(mut ptr: Robj, gpus: Robj) -> Robj {
     })
 }
 
+/// How a batch of `rows` rows would be shared among the replicas now (rows per replica),
+/// and each replica's measured rows per second (NA until measured).
+/// @noRd
+#[extendr]
+fn rg_replica_split(mut ptr: Robj, rows: i32) -> Robj {
+    guard(|| {
+        let h = handle(&mut ptr)?;
+        let set = h.executor.replica_set().ok_or_else(|| rustgpu_core::Error::Value("the model is not a parallel model".into()))?;
+        let lengths: Vec<i32> = set.split.ranges(rows.max(0) as usize).iter().map(|r| r.len() as i32).collect();
+        let speeds: Vec<Option<f64>> = set.split.speeds();
+        Ok(list!(rows = lengths, speed = speeds.iter().map(|s| s.unwrap_or(f64::NAN)).collect::<Vec<f64>>()).into())
+    })
+}
+
 /// Start/end times (seconds, relative to the earliest) of the replicas' recent tasks.
 /// @noRd
 #[extendr]
@@ -67,5 +82,6 @@ extendr_module! {
     mod multi_gpu;
     fn rg_multi_gpu;
     fn rg_replicate_in_place;
+    fn rg_replica_split;
     fn rg_replica_timeline;
 }

@@ -23,7 +23,23 @@ fn rg_inject_fault(mut ptr: Robj, replica: i32, after_steps: i32, kind: &str) ->
     })
 }
 
+/// Test hook: makes a replica's training parts take `seconds_per_row` longer per row.
+/// @noRd
+#[extendr]
+fn rg_slow_replica(mut ptr: Robj, replica: i32, seconds_per_row: f64) -> Robj {
+    guard(|| {
+        let h = handle(&mut ptr)?;
+        let set = h.executor.replica_set().ok_or_else(|| Error::Value("only a parallel model's replicas can be slowed down".into()))?;
+        if replica < 0 || replica as usize >= set.len() || !(0.0..=1.0).contains(&seconds_per_row) {
+            return Err(Error::Value(format!("no replica {} of {}, or a delay outside 0 to 1 s per row", replica, set.len())));
+        }
+        set.split.slow_down(replica as usize, std::time::Duration::from_secs_f64(seconds_per_row));
+        Ok(().into())
+    })
+}
+
 extendr_module! {
     mod testing;
     fn rg_inject_fault;
+    fn rg_slow_replica;
 }

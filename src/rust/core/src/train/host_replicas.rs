@@ -3,7 +3,7 @@
 //! there, its share of the optimizer update. The weight tensors the replicas read are kept
 //! from one step to the next ([`HostWeights`]), written by the update itself.
 use super::step::{
-    average_updates, combine, fail_if_injected, host_slices, replica_group, split_rows, train_part, Batch, MaskCounts, Part, PartTask, StepInputs,
+    average_updates, combine, fail_if_injected, host_slices, replica_group, split_rows, timed_train_part, Batch, MaskCounts, Part, PartTask, StepInputs,
 };
 use super::{BatchStats, Compiled, Replicas};
 use crate::error::{Error, Result};
@@ -80,7 +80,7 @@ pub(super) fn train(replicas: &Replicas, model: &mut Model, compiled: &mut Compi
     let set = &replicas.set;
     let mut cache = replicas.host_weights.lock().unwrap_or_else(|e| e.into_inner());
     let (s, mut next) = host_step(model, &mut cache, compiled, rows.len(), seed)?;
-    let parts_rows = split_rows(rows, set.len());
+    let parts_rows = split_rows(rows, set);
     // Replicas with rows take part; each gets one shard of the update.
     let active: Vec<usize> = (0..set.len()).filter(|r| parts_rows[*r].is_some()).collect();
     let fault = set.fault_for_this_step();
@@ -107,7 +107,7 @@ pub(super) fn train(replicas: &Replicas, model: &mut Model, compiled: &mut Compi
             let injected = fault.filter(|(replica, _)| *replica == r).map(|(_, kind)| kind);
             Some(Box::new(move |ctx: &WorkerContext| {
                 fail_if_injected(injected)?;
-                let mut part = train_part(s_ref, &ctx.device, batch, mine, r, true, masks, seat)?;
+                let mut part = timed_train_part(set, s_ref, &ctx.device, batch, mine, r, true, masks, seat)?;
                 *deposited[r].lock().unwrap_or_else(|e| e.into_inner()) = Some(std::mem::take(&mut part.grads));
                 if !arrival.arrive() {
                     // Another replica failed: its error is the step's; nothing is updated.

@@ -4,8 +4,8 @@
 //! first replica's device. The optimizer update is shared out to the replica workers.
 //! (Virtual GPUs merged on the CPU train through `host_replicas` instead.)
 use super::step::{
-    average_updates, combine, eval_part, fail_if_injected, host_slices, predict_part, replica_group, split_rows, train_part, Batch, MaskCounts, Part, PartTask,
-    StepInputs,
+    average_updates, combine, eval_part, fail_if_injected, host_slices, predict_part, replica_group, split_rows, timed_train_part, Batch, MaskCounts, Part,
+    PartTask, StepInputs,
 };
 use super::{BatchStats, Compiled};
 use crate::error::Result;
@@ -19,22 +19,22 @@ use std::sync::{Arc, Mutex};
 /// One optimizer step; on any error the master weights are untouched.
 pub(super) fn train(set: &ReplicaSet, model: &mut Model, compiled: &mut Compiled, batch: &Batch, rows: &[usize], seed: u64) -> Result<BatchStats> {
     let s = StepInputs::new(model, Some(compiled), rows.len(), seed)?;
-    let parts_rows = split_rows(rows, set.len());
+    let parts_rows = split_rows(rows, set);
     let on_cpu = set.merge == MergeDevice::Cpu;
     let fault = set.fault_for_this_step();
     let counts = MaskCounts::for_step(&s, parts_rows.iter().flatten().count(), set.has_own_cores());
-    let group = replica_group(parts_rows.iter().flatten().count());
+    let active: Vec<usize> = (0..set.len()).filter(|r| parts_rows[*r].is_some()).collect();
+    let group = replica_group(active.len());
     let parts = {
         let (s, counts) = (&s, counts.as_ref());
         set.run_all(|r| -> PartTask<'_, Part> {
             let mine = parts_rows[r]?;
             let masks = MaskCounts::place(counts);
-            // Replicas with rows come first (split_rows), so a replica's index is its place.
-            let seat = group.as_ref().map(|g| g.seat(r));
+            let seat = group.as_ref().and_then(|g| Some(g.seat(active.iter().position(|a| *a == r)?)));
             let injected = fault.filter(|(replica, _)| *replica == r).map(|(_, kind)| kind);
             Some(Box::new(move |ctx: &WorkerContext| {
                 fail_if_injected(injected)?;
-                train_part(s, &ctx.device, batch, mine, r, on_cpu, masks, seat)
+                timed_train_part(set, s, &ctx.device, batch, mine, r, on_cpu, masks, seat)
             }))
         })?
     };
@@ -91,7 +91,7 @@ fn reduce_on_device(parts: &[Vec<Tensor>], device: &Device) -> Result<Vec<Tensor
 
 pub(super) fn evaluate(set: &ReplicaSet, model: &Model, compiled: &Compiled, batch: &Batch, rows: &[usize]) -> Result<BatchStats> {
     let s = StepInputs::new(model, Some(compiled), rows.len(), 0)?;
-    let parts_rows = split_rows(rows, set.len());
+    let parts_rows = split_rows(rows, set);
     let counts = MaskCounts::for_step(&s, parts_rows.iter().flatten().count(), set.has_own_cores());
     let parts = {
         let (s, counts) = (&s, counts.as_ref());
@@ -107,7 +107,7 @@ pub(super) fn evaluate(set: &ReplicaSet, model: &Model, compiled: &Compiled, bat
 /// The replicas' outputs, concatenated in row order on the merge device.
 pub(super) fn predict(set: &ReplicaSet, model: &Model, xs: &[&dyn BatchSource], rows: &[usize], seed: u64) -> Result<Vec<HostTensor>> {
     let s = StepInputs::new(model, None, rows.len(), seed)?;
-    let parts_rows = split_rows(rows, set.len());
+    let parts_rows = split_rows(rows, set);
     let s = &s;
     let outs = set.run_all(|r| -> PartTask<'_, Vec<Tensor>> {
         let mine = parts_rows[r]?;

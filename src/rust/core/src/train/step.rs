@@ -9,7 +9,7 @@ use crate::layers::{ForwardContext, OutputGrad};
 use crate::loss::Loss;
 use crate::metrics::Metric;
 use crate::model::{weights_to_device, Architecture, Forward, Model, ModelOutput};
-use crate::parallel::{split_batch, Arrival, FaultKind, StepBarrier, WorkerContext};
+use crate::parallel::{Arrival, FaultKind, ReplicaSet, StepBarrier, WorkerContext};
 use crate::tensor::{BatchSource, HostTensor};
 use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
@@ -515,6 +515,30 @@ pub(super) fn combine(parts: &[Part], rows: usize, s: &StepInputs) -> BatchStats
 pub(super) type PartTask<'env, T> = Option<Box<dyn FnOnce(&WorkerContext) -> Result<T> + Send + 'env>>;
 
 /// Each replica's rows (None for a replica that sits this batch out).
-pub(super) fn split_rows(rows: &[usize], replicas: usize) -> Vec<Option<&[usize]>> {
-    split_batch(rows.len(), replicas).into_iter().map(|r| (!r.is_empty()).then(|| &rows[r])).collect()
+pub(super) fn split_rows<'r>(rows: &'r [usize], set: &ReplicaSet) -> Vec<Option<&'r [usize]>> {
+    set.split.ranges(rows.len()).into_iter().map(|r| (!r.is_empty()).then(|| &rows[r])).collect()
+}
+
+/// A replica's training part, timed for the measured split (with the test hook's delay).
+// The part's own arguments, and the set whose split records the time.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn timed_train_part(
+    set: &ReplicaSet,
+    s: &StepInputs,
+    device: &Device,
+    batch: &Batch,
+    rows: &[usize],
+    replica: usize,
+    to_host: bool,
+    masks: MaskTotals<'_>,
+    seat: Option<Seat>,
+) -> Result<Part> {
+    let start = std::time::Instant::now();
+    let delay = set.split.delay(replica, rows.len());
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
+    }
+    let part = train_part(s, device, batch, rows, replica, to_host, masks, seat)?;
+    set.split.record(replica, rows.len(), start.elapsed());
+    Ok(part)
 }
