@@ -64,13 +64,14 @@ cuda_device_count <- function() rg_cuda_device_count()
 #'
 #' A CUDA build links the CUDA libraries dynamically: it needs the NVIDIA driver at load time.
 #'
-#' @return A list: `features` compiled in ("cpu", "cuda"), the number of CUDA devices, and the
-#'   versions of the CUDA driver and of cuBLAS found at run time (`NA` in a CPU build).
+#' @return A list: `features` compiled in ("cpu", "cuda"), the number of CUDA devices, the
+#'   versions of the CUDA driver and of cuBLAS found at run time (`NA` in a CPU build), and
+#'   `mpi`: whether the build has MPI ([multi_worker_mirrored_strategy()]).
 #' @examples
 #' rustgpu_build_info()
 #' @export
 rustgpu_build_info <- function() {
   versions <- rg_cuda_versions()
   list(features = rg_build_features(), cuda_devices = cuda_device_count(),
-       cuda_driver = versions$driver, cublas = versions$cublas)
+       cuda_driver = versions$driver, cublas = versions$cublas, mpi = rg_workers_available())
 }

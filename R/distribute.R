@@ -88,8 +88,74 @@ strategy_gpu_ids <- function(devices, call = rlang::caller_env()) {
   devices
 }
 
+#' Train on several processes: the multi-worker mirrored strategy
+#'
+#' Keras's `MultiWorkerMirroredStrategy` on MPI, as PyTorch's DDP and Horovod run: one R
+#' process per device or node, all started by the cluster's launcher
+#' (`mpirun -np 4 Rscript train.R`, SLURM's `srun Rscript train.R`), each running the same
+#' script. Every process builds the same model in the strategy's scope (from the same seed:
+#' the strategy sets R's seed to rank 0's, and the weights are sent from rank 0 at
+#' `compile()` and `fit()` to be sure), takes its share of every global batch (`batch_size`
+#' is the global batch; the shuffled order is the same on every rank), and the gradients are
+#' added up over all processes with MPI's all-reduce, so every process applies the same
+#' update: training equals one process training on the whole batches, and every rank's
+#' `fit()` returns the same history.
+#'
+#' Only the chief (rank 0) writes files ([save_model_hdf5()], [save_model_weights_hdf5()],
+#' checkpoint, CSV and TensorBoard callbacks) and progress output. A rank that fails or dies
+#' makes the others stop with an error of class `rustgpu_worker_error` naming it (launch with
+#' `mpirun --enable-recovery` so that Open MPI leaves them running to report it; without it
+#' Open MPI ends the whole job at once). Ctrl-C to the launcher stops every rank.
+#'
+#' Batch normalization with `synchronized = TRUE` normalizes with the statistics of the whole
+#' global batch, across processes. Each process uses one device: its GPU by its local rank on
+#' the node, else the CPU.
+#'
+#' rustgpu must be built with MPI: `configure` turns it on where it finds `mpicc` (Debian:
+#' `apt-get install libopenmpi-dev openmpi-bin`); otherwise this function stops with an error
+#' that says so. A process not started by a launcher is a job of one worker.
+#'
+#' @return A strategy: an environment with `scope()` (for [with()]), `num_replicas_in_sync`
+#'   (the number of workers), `rank`, `is_chief` and `cluster_resolver` (`task_type`:
+#'   "chief" or "worker", `task_id`: the rank), as TensorFlow's.
+#' @seealso [mirrored_strategy()] for the devices of one machine.
+#' @examples
+#' if (rustgpu_build_info()$mpi) {
+#'   strategy <- multi_worker_mirrored_strategy()
+#'   with(strategy$scope(), {
+#'     model <- keras_model_sequential() %>% layer_dense(1, input_shape = 4)
+#'     model %>% compile(loss = "mse", optimizer = "sgd")
+#'   })
+#'   x <- matrix(runif(400), ncol = 4)
+#'   model %>% fit(x, rowSums(x), epochs = 1, batch_size = 20, verbose = 0)
+#' }
+#' @export
+multi_worker_mirrored_strategy <- function() {
+  job <- call_backend(rg_workers_join())
+  # Every rank draws what rank 0 draws from here on (models' seeds, shuffling).
+  set.seed(call_backend(rg_workers_broadcast_seed(new_seed())))
+  if (is.null(the_strategy$leaves)) {
+    # Leave the job cleanly when R ends (its end is then no failure to the others).
+    the_strategy$leaves <- TRUE
+    reg.finalizer(the_strategy, function(e) try(rg_workers_leave(), silent = TRUE), onexit = TRUE)
+  }
+  strategy <- new.env(parent = emptyenv())
+  strategy$rank <- job$rank
+  strategy$num_replicas_in_sync <- job$size
+  strategy$is_chief <- job$rank == 0
+  strategy$cluster_resolver <- list(task_type = if (job$rank == 0) "chief" else "worker", task_id = job$rank)
+  strategy$scope <- function() structure(list(strategy = strategy), class = "rustgpu_strategy_scope")
+  class(strategy) <- c("rustgpu_multi_worker_strategy", "rustgpu_strategy")
+  strategy
+}
+
 #' @export
 print.rustgpu_strategy <- function(x, ...) {
+  if (inherits(x, "rustgpu_multi_worker_strategy")) {
+    cat(sprintf("<MultiWorkerMirroredStrategy: rank %d of %d workers%s>\n", x$rank, x$num_replicas_in_sync,
+                if (x$is_chief) " (the chief)" else ""))
+    return(invisible(x))
+  }
   cat(sprintf("<MirroredStrategy: %d replica%s in sync on %s>\n", x$num_replicas_in_sync,
               if (x$num_replicas_in_sync == 1) "" else "s", paste(x$device_names, collapse = ", ")))
   invisible(x)
@@ -97,7 +163,7 @@ print.rustgpu_strategy <- function(x, ...) {
 
 #' @export
 print.rustgpu_strategy_scope <- function(x, ...) {
-  cat("<scope of a MirroredStrategy: use it as with(strategy$scope(), { ... })>\n")
+  cat("<scope of a distribution strategy: use it as with(strategy$scope(), { ... })>\n")
   invisible(x)
 }
 
@@ -127,10 +193,38 @@ join_current_strategy <- function(model) {
   strategy <- the_strategy$current
   if (is.null(strategy)) return(invisible(model))
   environment(model)$strategy <- strategy
-  if (length(strategy$gpu_ids)) {
+  if (inherits(strategy, "rustgpu_multi_worker_strategy")) {
+    call_backend(rg_join_workers(model_field(model, "ptr")))
+  } else if (length(strategy$gpu_ids)) {
     call_backend(rg_replicate_in_place(model_field(model, "ptr"), strategy$gpu_ids))
   }
   invisible(model)
+}
+
+is_worker_model <- function(model) inherits(model_field(model, "strategy"), "rustgpu_multi_worker_strategy")
+
+# Whether this process writes the model's files and progress: not a worker other than the chief.
+writes_files <- function(model) !is_worker_model(model) || model_field(model, "strategy")$is_chief
+
+# A worker model's fit(): every rank draws the same seed and starts from rank 0's weights;
+# only the chief prints and runs the callbacks that write files. Returns `verbose` and the
+# callbacks to use here.
+worker_fit_setup <- function(model, verbose, callbacks) {
+  if (!is_worker_model(model)) return(list(verbose = verbose, callbacks = callbacks))
+  set.seed(call_backend(rg_workers_broadcast_seed(new_seed())))
+  call_backend(rg_workers_broadcast_weights(model_field(model, "ptr")))
+  if (writes_files(model)) return(list(verbose = verbose, callbacks = callbacks))
+  writers <- c("rustgpu_callback_model_checkpoint", "rustgpu_callback_csv_logger", "rustgpu_callback_tensorboard")
+  list(verbose = 0, callbacks = Filter(function(cb) !inherits(cb, writers), callbacks))
+}
+
+# Runs `code` (a worker's training); an R error in it (a callback's, say) is told to the other
+# workers, which wait for this one's sums, unless it is another worker's failure heard of.
+as_worker <- function(model, code) {
+  if (!is_worker_model(model)) return(code)
+  withCallingHandlers(code, error = function(e) {
+    if (!inherits(e, "rustgpu_worker_error")) try(rg_workers_report_failure(conditionMessage(e)), silent = TRUE)
+  })
 }
 
 # A model made in a strategy's scope splits batches across replicas: stateful layers, whose
@@ -138,6 +232,7 @@ join_current_strategy <- function(model) {
 check_strategy_layers <- function(model, call = rlang::caller_env()) {
   strategy <- model_field(model, "strategy")
   if (is.null(strategy) || strategy$num_replicas_in_sync < 2) return(invisible())
+  if (is_worker_model(model)) call_backend(rg_workers_broadcast_weights(model_field(model, "ptr")), call = call)
   stateful <- call_backend(rg_stateful_layers(model_field(model, "ptr")))
   if (length(stateful)) {
     value_error(sprintf(paste(

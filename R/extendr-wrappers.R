@@ -101,6 +101,40 @@ rg_build_features <- function() .Call(wrap__rg_build_features)
 #' @noRd
 rg_cuda_versions <- function() .Call(wrap__rg_cuda_versions)
 
+#' Makes the model itself train on replicas over `gpus`, merged on the CPU: the engine of
+#' `multi_gpu_model()`, without a second model.
+#' @noRd
+rg_replicate_in_place <- function(ptr, gpus) .Call(wrap__rg_replicate_in_place, ptr, gpus)
+
+#' Whether this build has MPI (multi-worker training).
+#' @noRd
+rg_workers_available <- function() .Call(wrap__rg_workers_available)
+
+#' Joins the MPI job (once per process): this process's rank and the job's size.
+#' @noRd
+rg_workers_join <- function() .Call(wrap__rg_workers_join)
+
+#' Rank 0's `seed` on every rank (a whole number below 2^31).
+#' @noRd
+rg_workers_broadcast_seed <- function(seed) .Call(wrap__rg_workers_broadcast_seed, seed)
+
+#' Makes the model one worker of the job (its steps on this process's device), and gives it
+#' rank 0's weights.
+#' @noRd
+rg_join_workers <- function(ptr) .Call(wrap__rg_join_workers, ptr)
+
+#' Rank 0's weights on every rank (every rank holds the same model).
+#' @noRd
+rg_workers_broadcast_weights <- function(ptr) .Call(wrap__rg_workers_broadcast_weights, ptr)
+
+#' Tells the other ranks that this one failed (`text`: the R error's message).
+#' @noRd
+rg_workers_report_failure <- function(text) .Call(wrap__rg_workers_report_failure, text)
+
+#' Leaves the job cleanly (at the end of the R session).
+#' @noRd
+rg_workers_leave <- function() .Call(wrap__rg_workers_leave)
+
 #' A functional model from the layers defined on `scratch` (a model used only to hold
 #' them) and the wiring R traced from the output tensors back to the inputs.
 #' @noRd
@@ -168,11 +202,6 @@ rg_set_weights <- function(ptr, weights) .Call(wrap__rg_set_weights, ptr, weight
 #' Wraps the template in a parallel model that shares its weights.
 #' @noRd
 rg_multi_gpu <- function(template, gpus, cpu_merge, cpu_relocation, split) .Call(wrap__rg_multi_gpu, template, gpus, cpu_merge, cpu_relocation, split)
-
-#' Makes the model itself train on replicas over `gpus`, merged on the CPU (a model made
-#' in a `mirrored_strategy()` scope): the engine of `multi_gpu_model()`, without a second model.
-#' @noRd
-rg_replicate_in_place <- function(ptr, gpus) .Call(wrap__rg_replicate_in_place, ptr, gpus)
 
 #' How a batch of `rows` rows would be shared among the replicas now (rows per replica),
 #' and each replica's measured rows per second (NA until measured).

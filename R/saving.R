@@ -45,6 +45,8 @@ check_path <- function(filepath, call = rlang::caller_env()) {
 #' all.equal(predict(restored, x), predict(model, x))
 #' @export
 save_model_hdf5 <- function(object, filepath, overwrite = TRUE, include_optimizer = TRUE) {
+  # A multi-worker job saves once, on the chief.
+  if (!writes_files(object)) return(invisible(object))
   model <- persisted_model(object)
   filepath <- check_path(filepath)
   check_bool(overwrite, "overwrite")
@@ -108,6 +110,7 @@ load_model_hdf5 <- function(filepath, custom_objects = NULL, compile = TRUE) {
 #' all.equal(get_weights(other), get_weights(model))
 #' @export
 save_model_weights_hdf5 <- function(object, filepath, overwrite = TRUE) {
+  if (!writes_files(object)) return(invisible(object))
   model <- persisted_model(object)
   filepath <- check_path(filepath)
   check_bool(overwrite, "overwrite")

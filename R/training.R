@@ -285,8 +285,10 @@ fit.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_si
   }
 
   steps <- ceiling(length(train_rows) / batch_size)
-  train_loop(
-    object, epochs, initial_epoch, steps, callbacks, verbose,
+  worker <- worker_fit_setup(object, verbose, callbacks)
+  verbose <- worker$verbose
+  as_worker(object, train_loop(
+    object, epochs, initial_epoch, steps, worker$callbacks, verbose,
     epoch_batches = function(epoch) {
       rows <- if (shuffle) train_rows[sample.int(length(train_rows))] else train_rows
       # Consecutive slices (split() would build a factor over all rows each epoch).
@@ -301,7 +303,7 @@ fit.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_si
     validate = if (!is.null(val)) function() call_backend(rg_evaluate(object$ptr, val$x, val$y, NULL, val$rows, batch_size)),
     params = list(verbose = verbose, epochs = epochs, steps = steps, samples = length(train_rows), batch_size = batch_size,
                   validation_samples = if (is.null(val)) NULL else if (is.null(val$rows)) sample_count(val$x) else length(val$rows))
-  )
+  ))
 }
 
 sample_count <- function(x) {

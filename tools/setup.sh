@@ -2,7 +2,7 @@
 # Installs what building and testing rustgpu needs on Debian/Ubuntu: R and R packages
 # from Debian's archive (CRAN is not needed). Rust (cargo, rustc) must already be there.
 set -e
-PKGS="r-base-dev python3-venv r-cran-testthat r-cran-roxygen2 r-cran-cli r-cran-rlang r-cran-generics r-cran-magrittr r-cran-jsonlite r-cran-ggplot2 r-cran-zeallot r-cran-r6 r-cran-png r-cran-jpeg r-cran-yaml pkg-config"
+PKGS="r-base-dev libopenmpi-dev openmpi-bin python3-venv r-cran-testthat r-cran-roxygen2 r-cran-cli r-cran-rlang r-cran-generics r-cran-magrittr r-cran-jsonlite r-cran-ggplot2 r-cran-zeallot r-cran-r6 r-cran-png r-cran-jpeg r-cran-yaml pkg-config"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -15,6 +15,10 @@ cargo fetch --locked
 ./tools/sync-lock.sh --check
 cargo fmt --all --check
 cargo clippy --release -j 2 --locked --all-targets -p rustgpu-core -p rustgpu -- -D warnings
+if command -v mpicc >/dev/null 2>&1; then
+  # The MPI layer (multi-worker training) too, as configure builds it where mpicc is found.
+  cargo clippy --release -j 2 --locked --all-targets -p rustgpu-core -p rustgpu --features mpi -- -D warnings
+fi
 
 echo "== cargo test (rustgpu-core, rustgpu bindings)"
 cargo test --release -j 2 --locked -p rustgpu-core -p rustgpu --lib --tests

@@ -17,8 +17,19 @@ pub trait Collective: Send + Sync {
     fn all_reduce_sum(&self, values: &mut [f64]) -> Result<()>;
 }
 
+/// A member that knows its place: a worker process of a multi-worker job (`workers`), or, in
+/// tests, a thread standing in for one.
+pub trait Ranked: Collective {
+    /// This member's index, 0 to `size() - 1`; 0 is the chief.
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    /// Tells the others that this member failed (`text` says how); they stop waiting for it.
+    fn report_failure(&self, _text: &str) {}
+}
+
 /// The replicas of one step, in the order of their rows.
 pub struct ReplicaGroup {
+    members: usize,
     state: Mutex<GroupState>,
     wake: Condvar,
 }
@@ -35,6 +46,7 @@ struct GroupState {
 impl ReplicaGroup {
     pub fn new(members: usize) -> Arc<Self> {
         Arc::new(Self {
+            members,
             state: Mutex::new(GroupState { generation: 0, deposits: vec![None; members], result: Vec::new(), failed: false }),
             wake: Condvar::new(),
         })
@@ -103,6 +115,11 @@ impl Seat {
         Arc::new(Member { group: self.group.clone(), index: self.index })
     }
 
+    /// The member as a [`Ranked`] one (a thread standing in for a worker process).
+    pub fn ranked_member(&self) -> Arc<dyn Ranked> {
+        Arc::new(Member { group: self.group.clone(), index: self.index })
+    }
+
     /// The task got through every reduction of its step.
     pub fn finish(mut self) {
         self.finished = true;
@@ -125,6 +142,20 @@ struct Member {
 impl Collective for Member {
     fn all_reduce_sum(&self, values: &mut [f64]) -> Result<()> {
         self.group.reduce(self.index, values)
+    }
+}
+
+impl Ranked for Member {
+    fn rank(&self) -> usize {
+        self.index
+    }
+
+    fn size(&self) -> usize {
+        self.group.members
+    }
+
+    fn report_failure(&self, _text: &str) {
+        self.group.fail();
     }
 }
 

@@ -18,6 +18,9 @@ pub enum Error {
     /// More memory asked for than this process can get (checked before allocating).
     #[error("{0}")]
     Resource(String),
+    /// Another worker process of a multi-worker job failed or stopped.
+    #[error("{0}")]
+    Worker(String),
     /// The user asked to stop (Ctrl-C; see `cancel`); nothing was changed.
     #[error("interrupted by the user")]
     Interrupted,
@@ -47,6 +50,7 @@ impl Error {
             Error::Io(_) => "rustgpu_io_error",
             Error::State(_) => "rustgpu_state_error",
             Error::Resource(_) => "rustgpu_resource_error",
+            Error::Worker(_) => "rustgpu_worker_error",
             Error::Backend(_) => "rustgpu_runtime_error",
             Error::Interrupted => "rustgpu_interrupt",
         }

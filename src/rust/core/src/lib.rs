@@ -26,6 +26,7 @@ pub mod shape;
 pub mod tensor;
 pub mod trace;
 pub mod train;
+pub mod workers;
 
 #[cfg(test)]
 mod testutil;

@@ -19,6 +19,7 @@ mod callbacks;
 mod convert;
 mod datasets;
 mod devices;
+mod distribute;
 mod functional;
 mod layers;
 mod losses;
@@ -162,6 +163,7 @@ extendr_module! {
     use callbacks;
     use datasets;
     use devices;
+    use distribute;
     use functional;
     use layers;
     use losses;

@@ -60,6 +60,7 @@ fn rg_model_info(mut ptr: Robj) -> Robj {
                 set.devices.iter().map(|d| format!("{} ({}, {} thread{})", d.label(), d.name, d.threads, if d.threads == 1 { "" } else { "s" })).collect()
             }
             (Executor::Local(d), None) => vec![d.name.clone()],
+            (Executor::Workers(d, w), None) => vec![format!("{} (worker rank {} of {})", d.name, w.rank(), w.size())],
             (Executor::Replicated(_), None) => Vec::new(),
         };
         let merge = match h.executor.replica_set() {

@@ -1,5 +1,4 @@
-//! `multi_gpu_model()` (R/multi_gpu.R): a parallel model sharing its template's weights; and
-//! the same replicas for a model made in a `mirrored_strategy()` scope (R/distribute.R).
+//! `multi_gpu_model()` (R/multi_gpu.R): a parallel model sharing its template's weights.
 use crate::{guard, handle, ModelHandle};
 use extendr_api::prelude::*;
 use rustgpu_core::device;
@@ -30,19 +29,6 @@ fn rg_multi_gpu(mut template: Robj, gpus: Robj, cpu_merge: bool, cpu_relocation:
             saved_optimizer_state: None,
         };
         Ok(ExternalPtr::new(h).into())
-    })
-}
-
-/// Makes the model itself train on replicas over `gpus`, merged on the CPU (a model made
-/// in a `mirrored_strategy()` scope): the engine of `multi_gpu_model()`, without a second model.
-/// @noRd
-#[extendr]
-fn rg_replicate_in_place(mut ptr: Robj, gpus: Robj) -> Robj {
-    guard(|| {
-        let h = handle(&mut ptr)?;
-        let ids: Vec<usize> = gpus.as_integer_vector().unwrap_or_default().iter().map(|x| *x as usize).collect();
-        h.executor = Executor::replicated(ReplicaSet::new(device::resolve_gpus(&ids)?, MergeDevice::Cpu)?);
-        Ok(().into())
     })
 }
 
@@ -81,7 +67,6 @@ fn rg_replica_timeline(mut ptr: Robj) -> Robj {
 extendr_module! {
     mod multi_gpu;
     fn rg_multi_gpu;
-    fn rg_replicate_in_place;
     fn rg_replica_split;
     fn rg_replica_timeline;
 }

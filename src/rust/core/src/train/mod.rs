@@ -5,13 +5,17 @@
 //!   CPU, in one fused round per step, with weight tensors kept between steps.
 //! - `replicas`: replicas on any devices, in rounds, merged in host memory or on the first
 //!   replica's device (`multi_gpu_model(cpu_merge = )`).
+//! - `multi_worker`: one process per device, each its share of the rows, sums added up over
+//!   the processes (`multi_worker_mirrored_strategy()`).
 //!
 //! Whatever the strategy, a step equals the template's step on the whole batch.
 mod host_replicas;
+mod multi_worker;
 mod one_device;
 mod replicas;
 mod step;
 
+use crate::collective::Ranked;
 use crate::device::DeviceInfo;
 use crate::error::{Error, Result};
 use crate::loss::Loss;
@@ -21,7 +25,7 @@ use crate::optim::Optimizer;
 use crate::parallel::{MergeDevice, ReplicaSet};
 use crate::tensor::{BatchSource, HostTensor};
 use host_replicas::HostWeights;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use step::Batch;
 
 /// What `compile()` sets up: a loss (and its weight) per model output, the metrics (applied
@@ -64,10 +68,12 @@ pub fn metric_results(compiled: &Compiled, outputs: usize, sums: &[f64]) -> Vec<
     crate::metrics::results(&per_output, sums)
 }
 
-/// Where a model's steps run: on one device, on the calling thread, or on replicas.
+/// Where a model's steps run: on one device, on the calling thread, on replicas, or as one
+/// of the worker processes of a multi-worker job (on its device, on the calling thread).
 pub enum Executor {
     Local(DeviceInfo),
     Replicated(Replicas),
+    Workers(DeviceInfo, Arc<dyn Ranked>),
 }
 
 /// A model's replicas, and what their steps keep from one step to the next.
@@ -85,8 +91,16 @@ impl Executor {
     /// The replicas, for a replicated model.
     pub fn replica_set(&self) -> Option<&ReplicaSet> {
         match self {
-            Executor::Local(_) => None,
+            Executor::Local(_) | Executor::Workers(..) => None,
             Executor::Replicated(r) => Some(&r.set),
+        }
+    }
+
+    /// The job, for a worker of a multi-worker job.
+    pub fn workers(&self) -> Option<&Arc<dyn Ranked>> {
+        match self {
+            Executor::Workers(_, w) => Some(w),
+            _ => None,
         }
     }
 
@@ -117,11 +131,13 @@ impl Executor {
         let penalty = model.regularization_penalty(&compiled.optimizer.regularizers) + weight_loss;
         let mut stats = crate::fork::on_own_pool(|| match self {
             Executor::Local(info) => one_device::train(info, model, compiled, &batch, rows, seed),
+            Executor::Workers(info, workers) => multi_worker::train(workers, info, model, compiled, &batch, rows, seed),
             Executor::Replicated(r) if r.set.merge == MergeDevice::Cpu && r.set.is_host_backed() => {
                 host_replicas::train(r, model, compiled, &batch, rows, seed)
             }
             Executor::Replicated(r) => replicas::train(&r.set, model, compiled, &batch, rows, seed),
-        })?;
+        })
+        .inspect_err(|e| self.tell_the_other_workers(e))?;
         model.apply_constraints()?;
         stats.loss += penalty;
         Ok(stats)
@@ -143,8 +159,10 @@ impl Executor {
         let batch = Batch { xs, ys, sample_weights };
         let mut stats = crate::fork::on_own_pool(|| match self {
             Executor::Local(info) => one_device::evaluate(info, model, compiled, &batch, rows),
+            Executor::Workers(info, workers) => multi_worker::evaluate(workers, info, model, compiled, &batch, rows),
             Executor::Replicated(r) => replicas::evaluate(&r.set, model, compiled, &batch, rows),
-        })?;
+        })
+        .inspect_err(|e| self.tell_the_other_workers(e))?;
         stats.loss += model.regularization_penalty(&model.arch.weight_regularizers()) + model.weight_losses(false)?.0;
         Ok(stats)
     }
@@ -155,7 +173,7 @@ impl Executor {
         check_batch(xs, rows)?;
         self.check_step_memory(model, xs, rows.len(), false)?;
         crate::fork::on_own_pool(|| match self {
-            Executor::Local(info) => one_device::predict(info, model, xs, rows, seed),
+            Executor::Local(info) | Executor::Workers(info, _) => one_device::predict(info, model, xs, rows, seed),
             Executor::Replicated(r) => replicas::predict(&r.set, model, xs, rows, seed),
         })
     }
@@ -170,14 +188,22 @@ impl Executor {
             "pass the data in smaller pieces (fit_generator(), or fewer samples per call)",
         )?;
         match self {
-            Executor::Local(_) => crate::fork::on_own_pool(|| HostTensor::from_column_major(values, dims)),
+            Executor::Local(_) | Executor::Workers(..) => crate::fork::on_own_pool(|| HostTensor::from_column_major(values, dims)),
             Executor::Replicated(r) => replicas::stage_column_major(&r.set, values, dims),
+        }
+    }
+
+    /// A worker whose step failed tells the others, which wait for its sums (a failure it
+    /// heard of from another worker is not its own).
+    fn tell_the_other_workers(&self, e: &Error) {
+        if let (Executor::Workers(_, workers), false) = (self, matches!(e, Error::Worker(_))) {
+            workers.report_failure(&e.to_string());
         }
     }
 
     pub fn replica_count(&self) -> usize {
         match self {
-            Executor::Local(_) => 1,
+            Executor::Local(_) | Executor::Workers(..) => 1,
             Executor::Replicated(r) => r.set.len(),
         }
     }
@@ -233,7 +259,7 @@ impl Executor {
     /// The CUDA devices a step runs on.
     fn cuda_devices(&self) -> Vec<&DeviceInfo> {
         let devices: Vec<&DeviceInfo> = match self {
-            Executor::Local(d) => vec![d],
+            Executor::Local(d) | Executor::Workers(d, _) => vec![d],
             Executor::Replicated(r) => r.set.devices.iter().collect(),
         };
         devices.into_iter().filter(|d| d.kind == crate::device::DeviceKind::Cuda).collect()

@@ -2,7 +2,7 @@
 //! weights are copied into the step's tensors each step: kept tensors and their
 //! transposes, written by the update as `host_replicas` does, measured no faster here (the
 //! update's extra writes cost what the copy and the kernel packing had).
-use super::step::{combine, eval_part, host_slices, predict_part, train_part, Batch, MaskTotals, StepInputs};
+use super::step::{combine, eval_part, host_slices, predict_part, train_part, Batch, MaskTotals, Part, StepInputs};
 use super::{BatchStats, Compiled};
 use crate::device::DeviceInfo;
 use crate::error::{explain_out_of_memory, Result};
@@ -18,6 +18,13 @@ pub(super) fn train(info: &DeviceInfo, model: &mut Model, compiled: &mut Compile
     let stats = combine(std::slice::from_ref(&part), rows.len(), &s);
     // Release this step's snapshot so the optimizer can write the weights in place.
     drop(s);
+    apply_update(model, compiled, part)?;
+    Ok(stats)
+}
+
+/// The optimizer step from a whole batch's part (its gradients in host memory), and its new
+/// moving statistics.
+pub(super) fn apply_update(model: &mut Model, compiled: &mut Compiled, part: Part) -> Result<()> {
     let grad_parts = [part.grads];
     let guards: Vec<Vec<_>> = grad_parts.iter().map(|ts| ts.iter().map(|t| t.storage_and_layout()).collect()).collect();
     let grad_parts = host_slices(&guards)?;
@@ -29,7 +36,7 @@ pub(super) fn train(info: &DeviceInfo, model: &mut Model, compiled: &mut Compile
     for (i, value) in part.updates {
         model.weights[i].value = Arc::new(value);
     }
-    Ok(stats)
+    Ok(())
 }
 
 pub(super) fn evaluate(info: &DeviceInfo, model: &Model, compiled: &Compiled, batch: &Batch, rows: &[usize]) -> Result<BatchStats> {

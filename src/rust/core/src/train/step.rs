@@ -167,12 +167,18 @@ impl MaskCounts {
 pub(super) enum MaskTotals<'b> {
     Own,
     Shared(&'b MaskCounts, Arrival<'b>),
+    /// Added up over the workers of a multi-worker job.
+    Across(&'b dyn Collective),
 }
 
 impl MaskTotals<'_> {
-    fn totals(self, mine: Vec<f64>) -> Result<Vec<f64>> {
+    fn totals(self, mut mine: Vec<f64>) -> Result<Vec<f64>> {
         let (counts, arrival) = match self {
             MaskTotals::Own => return Ok(mine),
+            MaskTotals::Across(collective) => {
+                collective.all_reduce_sum(&mut mine)?;
+                return Ok(mine);
+            }
             MaskTotals::Shared(counts, arrival) => (counts, arrival),
         };
         {
@@ -356,8 +362,8 @@ fn targets_and_terms(
 }
 
 /// A replica's rows: gathered (converted) by the replica itself, then its part of the step.
-/// `seat`: the replica's place among the step's replicas, where they share what synchronized
-/// layers add up; finished once the part is done (none on one device).
+/// `collective`: where the parts of the step (replicas, workers) share what synchronized
+/// layers add up (none on one device).
 // A replica's part needs the step, its device and rows, and its places in the exchanges.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn train_part(
@@ -368,10 +374,10 @@ pub(super) fn train_part(
     replica: usize,
     to_host: bool,
     masks: MaskTotals<'_>,
-    seat: Option<Seat>,
+    collective: Option<Arc<dyn Collective>>,
 ) -> Result<Part> {
     let (x, ys, sample_weights) = batch.gather(s, rows)?;
-    let (weights, f) = forward_part(s, device, &x, true, replica, seat.as_ref().map(Seat::member))?;
+    let (weights, f) = forward_part(s, device, &x, true, replica, collective)?;
     let (activity_penalty, activity_grads) = s.arch.activity_penalty(&f.recorded, s.total_rows)?;
     let (ys, terms) = targets_and_terms(s, device, &f, ys, sample_weights, masks)?;
     let (output_losses, metric_sums) = losses_and_metrics(s, &f, &terms, &ys)?;
@@ -385,9 +391,6 @@ pub(super) fn train_part(
     drop(terms);
     let transposed: &[Option<Tensor>] = if device.is_cpu() { &s.host_transposed } else { &[] };
     let grads = s.arch.backward_with_extra(&weights, transposed, &f.caches, output_grads, activity_grads)?;
-    if let Some(seat) = seat {
-        seat.finish();
-    }
     let updates = s
         .arch
         .state_updates(&f.caches)
@@ -538,7 +541,11 @@ pub(super) fn timed_train_part(
     if !delay.is_zero() {
         std::thread::sleep(delay);
     }
-    let part = train_part(s, device, batch, rows, replica, to_host, masks, seat)?;
+    let part = train_part(s, device, batch, rows, replica, to_host, masks, seat.as_ref().map(Seat::member))?;
     set.split.record(replica, rows.len(), start.elapsed());
+    // Through every exchange of the step: a failure from here on releases no one.
+    if let Some(seat) = seat {
+        seat.finish();
+    }
     Ok(part)
 }
