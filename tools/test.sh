@@ -49,4 +49,5 @@ if grep -qE "^Status:.*(ERROR|WARNING)" "$LOG"; then
 fi
 grep -B1 -A8 -E "\.\.\. NOTE" "$LOG" || true
 grep -h "hostile inputs" "$WORK"/rustgpu.Rcheck/tests/testthat.Rout || true
+grep -h "\[ FAIL" "$WORK"/rustgpu.Rcheck/tests/testthat.Rout || true
 echo "== all tests passed"

@@ -20,7 +20,7 @@ skip_without_mpi <- function() {
 # Runs `script` (R code, as text) on `n` ranks in `dir`, with this R's libraries; returns the
 # ranks' output. --enable-recovery: a dead rank does not make Open MPI end the others, which
 # then report it themselves.
-run_ranks <- function(n, script, dir, limit = 120) {
+run_ranks <- function(n, script, dir, limit = 120, env = character()) {
   path <- file.path(dir, "script.R")
   writeLines(c(
     sprintf(".libPaths(c(%s, .libPaths()))", paste(deparse(.libPaths()), collapse = "")),
@@ -29,6 +29,7 @@ run_ranks <- function(n, script, dir, limit = 120) {
     script
   ), path)
   env <- c(
+    env,
     if (Sys.info()[["user"]] == "root") c("OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"),
     "OMPI_MCA_rmaps_base_oversubscribe=1"
   )
@@ -68,7 +69,9 @@ d <- make_data()
 h <- fit(model, d$x, d$y, epochs = 3, batch_size = 20, shuffle = FALSE, verbose = 0)
 saveRDS(list(weights = get_weights(model), history = h$metrics), sprintf("rank-%%d.rds", strategy$rank))
 save_model_hdf5(model, sprintf("model-%%d.h5", strategy$rank))
-', bn)), dir)
+', bn)), dir, env = c(
+        # Buckets of 25 gradient values: several MPI sums started during each backward pass.
+        "RUSTGPU_BUCKET_BYTES=200"))
       expect_identical(attr(out, "status"), 0L, label = paste(out, collapse = "\n"))
       ranks <- lapply(seq_len(n) - 1, function(r) readRDS(file.path(dir, sprintf("rank-%d.rds", r))))
       one <- make_model(bn)
@@ -160,4 +163,48 @@ test_that("without a launcher, the strategy is a job of one worker", {
   env <- if (Sys.info()[["user"]] == "root") c("OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
   out <- suppressWarnings(system2("timeout", c(60, file.path(R.home("bin"), "Rscript"), script), stdout = TRUE, stderr = TRUE, env = env))
   expect_true(any(grepl("^1 TRUE chief", out)), label = paste(out, collapse = "\n"))
+})
+
+test_that("Ctrl-C to the launcher stops every rank", {
+  skip_without_mpi()
+  skip_if_not(file.exists("/proc/self/stat"), "process ids read from /proc (Linux)")
+  dir <- new_dir()
+  path <- file.path(dir, "script.R")
+  writeLines(c(
+    sprintf(".libPaths(c(%s, .libPaths()))", paste(deparse(.libPaths()), collapse = "")),
+    sprintf("setwd(%s)", deparse(dir)),
+    "suppressMessages(library(rustgpu))",
+    model_code, '
+strategy <- multi_worker_mirrored_strategy()
+# This rank and its parent (the launcher, on one machine), from /proc.
+stat <- strsplit(readLines("/proc/self/stat"), " ")[[1]]
+writeLines(c(stat[1], stat[4]), sprintf("pid-%d.txt", strategy$rank))
+with(strategy$scope(), {
+  model <- make_model(FALSE)
+  model %>% compile(optimizer = "sgd", loss = "categorical_crossentropy")
+})
+d <- make_data()
+started <- callback_lambda(on_epoch_end = function(epoch, logs) if (epoch == 0) file.create(sprintf("training-%d", strategy$rank)))
+fit(model, d$x, d$y, epochs = 100000, batch_size = 10, verbose = 0, callbacks = list(started))
+'), path)
+  env <- c(if (Sys.info()[["user"]] == "root") c("OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"),
+           "OMPI_MCA_rmaps_base_oversubscribe=1")
+  system2("timeout", c(120, mpirun, "-np", 2, file.path(R.home("bin"), "Rscript"), path),
+          stdout = FALSE, stderr = FALSE, env = env, wait = FALSE)
+  ready <- function() all(file.exists(file.path(dir, c("training-0", "training-1", "pid-0.txt", "pid-1.txt"))))
+  deadline <- Sys.time() + 60
+  while (!ready() && Sys.time() < deadline) Sys.sleep(0.1)
+  expect_true(ready())
+  pids <- vapply(0:1, function(r) as.integer(readLines(file.path(dir, sprintf("pid-%d.txt", r)))[1]), integer(1))
+  launcher <- as.integer(readLines(file.path(dir, "pid-0.txt"))[2])
+  # A process that ended may stay a zombie until its parent waits for it: that is not alive.
+  alive <- function(pid) {
+    stat <- tryCatch(readLines(sprintf("/proc/%d/stat", pid), warn = FALSE)[1], error = function(e) NA, warning = function(w) NA)
+    !is.na(stat) && !grepl("^Z", sub("^[^)]*\\) ", "", stat))
+  }
+  expect_true(all(vapply(pids, alive, logical(1))))
+  tools::pskill(launcher, tools::SIGINT)
+  deadline <- Sys.time() + 30
+  while (any(vapply(pids, alive, logical(1))) && Sys.time() < deadline) Sys.sleep(0.1)
+  expect_false(any(vapply(pids, alive, logical(1))))
 })

@@ -112,3 +112,37 @@ int rg_mpi_finalize(void) {
   if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
   return MPI_Finalize();
 }
+
+/* A sum started now and finished later (a bucket of gradients sent while the backward pass
+ * goes on). MPI_Request stays on the C side, in a block the caller holds until the end. */
+typedef struct {
+  MPI_Request request;
+} rg_pending;
+
+int rg_mpi_start_sum_f64(double *values, long long n, void **pending) {
+  rg_pending *p;
+  *pending = NULL;
+  if (n > INT_MAX) return MPI_ERR_COUNT;
+  p = (rg_pending *)malloc(sizeof(rg_pending));
+  if (!p) return MPI_ERR_NO_MEM;
+  int rc = MPI_Iallreduce(MPI_IN_PLACE, values, (int)n, MPI_DOUBLE, MPI_SUM, comm, &p->request);
+  if (rc != MPI_SUCCESS) {
+    free(p);
+    return rc;
+  }
+  *pending = p;
+  return MPI_SUCCESS;
+}
+
+/* Lets MPI move a started sum on (Open MPI progresses only inside MPI calls). */
+int rg_mpi_nudge(void *pending, int *done) {
+  return MPI_Test(&((rg_pending *)pending)->request, done, MPI_STATUS_IGNORE);
+}
+
+/* Waits for a started sum, then frees its block; abandoned, the block stays (MPI may still
+ * write the values: the caller keeps them too). */
+int rg_mpi_finish_sum(void *pending, int (*keep_waiting)(void *), void *ctx, int *abandoned) {
+  int rc = wait_for(&((rg_pending *)pending)->request, keep_waiting, ctx, abandoned);
+  if (rc == MPI_SUCCESS && !*abandoned) free(pending);
+  return rc;
+}

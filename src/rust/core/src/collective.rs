@@ -15,6 +15,39 @@ pub const PEER_FAILED: &str = "another replica failed in this step";
 pub trait Collective: Send + Sync {
     /// Replaces `values` with their element-wise sum over every member.
     fn all_reduce_sum(&self, values: &mut [f64]) -> Result<()>;
+
+    /// Starts the element-wise sum of `values`, to be finished later, so that the exchange
+    /// goes on while the caller computes (gradients sent in buckets during the backward
+    /// pass). Every member starts the same sums in the same order. By default it is done at
+    /// once.
+    fn start_sum(&self, mut values: Vec<f64>) -> Result<Box<dyn SumUnderWay>> {
+        self.all_reduce_sum(&mut values)?;
+        finished_sum(values)
+    }
+}
+
+/// A sum started by [`Collective::start_sum`].
+pub trait SumUnderWay: Send {
+    /// Lets the exchange move on (MPI progresses only inside its calls); cheap.
+    fn nudge(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Waits for the sum.
+    fn finish(self: Box<Self>) -> Result<Vec<f64>>;
+}
+
+struct Finished(Vec<f64>);
+
+/// A sum that is already there (a job of one member).
+pub fn finished_sum(values: Vec<f64>) -> Result<Box<dyn SumUnderWay>> {
+    Ok(Box::new(Finished(values)))
+}
+
+impl SumUnderWay for Finished {
+    fn finish(self: Box<Self>) -> Result<Vec<f64>> {
+        Ok(self.0)
+    }
 }
 
 /// A member that knows its place: a worker process of a multi-worker job (`workers`), or, in

@@ -8,6 +8,10 @@ use candle_core::Tensor;
 use rand::SeedableRng;
 use std::sync::Arc;
 
+/// Called by [`Architecture::backward_as_layers_finish`] with a layer's weight indices and
+/// its final gradients (None: none reached the weight).
+pub type OnLayerFinished<'a> = dyn FnMut(std::ops::Range<usize>, &[Option<Tensor>]) -> Result<()> + 'a;
+
 /// One weight of the master copy. The values sit behind an `Arc` so that a step can hand
 /// them to replica workers without copying; the optimizer writes them in place afterwards.
 #[derive(Debug, Clone)]
@@ -322,18 +326,37 @@ impl Architecture {
         output_grads: Vec<OutputGrad>,
         extra: Vec<(usize, Tensor)>,
     ) -> Result<Vec<Tensor>> {
-        Ok(self.backward_reaching(weights, transposed, caches, output_grads, extra, &[])?.0)
+        Ok(self.backward_reaching(weights, transposed, caches, output_grads, extra, &[], &mut |_, _| Ok(()))?.0)
+    }
+
+    /// [`Self::backward_with_extra`], calling `on_final` with each layer's weight indices and
+    /// gradients (None: no gradient reached it, i.e. zeros) as soon as they are final (the
+    /// layer's earliest node is done), in the order the backward pass finishes them: a
+    /// multi-worker step sends them to the other workers while the pass goes on.
+    pub fn backward_as_layers_finish(
+        &self,
+        weights: &[Tensor],
+        transposed: &[Option<Tensor>],
+        caches: &[Cache],
+        output_grads: Vec<OutputGrad>,
+        extra: Vec<(usize, Tensor)>,
+        on_final: &mut OnLayerFinished<'_>,
+    ) -> Result<Vec<Tensor>> {
+        Ok(self.backward_reaching(weights, transposed, caches, output_grads, extra, &[], on_final)?.0)
     }
 
     /// The gradients at model inputs or node outputs (`wanted`) from the gradients at the
     /// outputs, as Keras's `k_gradients()` of an expression of the outputs: None where none
     /// flows.
     pub fn gradients_at(&self, weights: &[Tensor], caches: &[Cache], output_grads: Vec<OutputGrad>, wanted: &[Source]) -> Result<Vec<Option<Tensor>>> {
-        Ok(self.backward_reaching(weights, &[], caches, output_grads, Vec::new(), wanted)?.1)
+        Ok(self.backward_reaching(weights, &[], caches, output_grads, Vec::new(), wanted, &mut |_, _| Ok(()))?.1)
     }
 
     /// The backward pass over every node: the weights' gradients, and the gradients reaching
-    /// each of `wanted` (None where nothing flows there).
+    /// each of `wanted` (None where nothing flows there); `on_final` as in
+    /// [`Self::backward_as_layers_finish`].
+    // The pass's inputs, what it should reach, and the hook.
+    #[allow(clippy::too_many_arguments)]
     fn backward_reaching(
         &self,
         weights: &[Tensor],
@@ -342,6 +365,7 @@ impl Architecture {
         output_grads: Vec<OutputGrad>,
         extra: Vec<(usize, Tensor)>,
         wanted: &[Source],
+        on_final: &mut OnLayerFinished<'_>,
     ) -> Result<(Vec<Tensor>, Vec<Option<Tensor>>)> {
         if let Some(s) = wanted.iter().find(|s| matches!(s, Source::State(..))) {
             return Err(Error::Value(format!("gradients at a layer's state ({:?}) are not supported: ask for a layer output", s)));
@@ -393,6 +417,18 @@ impl Architecture {
             node_grads[j] = Some(accumulate(node_grads[j].take(), OutputGrad::Value(g))?);
         }
         let mut grads: Vec<Option<Tensor>> = vec![None; weights.len()];
+        // Each layer's earliest node: once it is done, the layer's gradients are final.
+        let mut earliest: Vec<Option<usize>> = vec![None; self.layers.len()];
+        for (j, node) in nodes.iter().enumerate().rev() {
+            earliest[node.layer] = Some(j);
+        }
+        let mut finished = |j: usize, grads: &[Option<Tensor>]| -> Result<()> {
+            let layer = nodes[j].layer;
+            match (earliest[layer] == Some(j), self.weight_ranges.get(layer)) {
+                (true, Some(range)) if !range.is_empty() => on_final(range.clone(), &grads[range.clone()]),
+                _ => Ok(()),
+            }
+        };
         for j in (0..nodes.len()).rev() {
             let g = node_grads[j].take();
             for (slot, w) in reached.iter_mut().zip(wanted) {
@@ -406,6 +442,7 @@ impl Architecture {
             }
             let more = std::mem::take(&mut more_grads[j]);
             if g.is_none() && more.iter().all(Option::is_none) {
+                finished(j, &grads)?;
                 continue;
             }
             let node = &nodes[j];
@@ -423,6 +460,7 @@ impl Architecture {
                     None => w,
                 });
             }
+            finished(j, &grads)?;
             let input_grads = std::iter::once(out.input).chain(out.more_inputs.into_iter().map(Some));
             for (source, ig) in node.inputs.iter().zip(input_grads) {
                 if let Some(ig) = ig {

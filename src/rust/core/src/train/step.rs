@@ -53,6 +53,20 @@ pub(super) struct Part {
     pub(super) rows: usize,
 }
 
+impl Part {
+    /// The part without its gradients (its other sums, to add up on their own).
+    pub(super) fn clone_sums(&self) -> Part {
+        Part {
+            grads: Vec::new(),
+            loss_sum: self.loss_sum,
+            output_losses: self.output_losses.clone(),
+            metric_sums: self.metric_sums.clone(),
+            updates: self.updates.clone(),
+            rows: self.rows,
+        }
+    }
+}
+
 impl StepInputs {
     pub(super) fn new(model: &Model, compiled: Option<&Compiled>, total_rows: usize, seed: u64) -> Result<Self> {
         if model.arch.layers.is_empty() && model.arch.graph.is_none() {
@@ -376,6 +390,23 @@ pub(super) fn train_part(
     masks: MaskTotals<'_>,
     collective: Option<Arc<dyn Collective>>,
 ) -> Result<Part> {
+    train_part_as_layers_finish(s, device, batch, rows, replica, to_host, masks, collective, &mut |_, _| Ok(()))
+}
+
+/// [`train_part`], calling `on_final` with each layer's gradients as soon as the backward
+/// pass has them (see `Architecture::backward_as_layers_finish`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn train_part_as_layers_finish(
+    s: &StepInputs,
+    device: &Device,
+    batch: &Batch,
+    rows: &[usize],
+    replica: usize,
+    to_host: bool,
+    masks: MaskTotals<'_>,
+    collective: Option<Arc<dyn Collective>>,
+    on_final: &mut crate::model::OnLayerFinished<'_>,
+) -> Result<Part> {
     let (x, ys, sample_weights) = batch.gather(s, rows)?;
     let (weights, f) = forward_part(s, device, &x, true, replica, collective)?;
     let (activity_penalty, activity_grads) = s.arch.activity_penalty(&f.recorded, s.total_rows)?;
@@ -390,7 +421,7 @@ pub(super) fn train_part(
     }
     drop(terms);
     let transposed: &[Option<Tensor>] = if device.is_cpu() { &s.host_transposed } else { &[] };
-    let grads = s.arch.backward_with_extra(&weights, transposed, &f.caches, output_grads, activity_grads)?;
+    let grads = s.arch.backward_as_layers_finish(&weights, transposed, &f.caches, output_grads, activity_grads, on_final)?;
     let updates = s
         .arch
         .state_updates(&f.caches)

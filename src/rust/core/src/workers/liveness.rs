@@ -89,7 +89,7 @@ impl Liveness {
         for rank in 1..size {
             let reader = lock(&this.streams)[rank].as_ref().map(|s| s.try_clone()).transpose().map_err(|e| io_error("liveness connection", e))?;
             if let Some(reader) = reader {
-                this.watch(rank, reader);
+                this.listen_to(rank, reader);
             }
         }
         Ok(this)
@@ -113,12 +113,12 @@ impl Liveness {
         let reader = stream.try_clone().map_err(|e| io_error("liveness connection", e))?;
         let this =
             Self { rank, streams: Arc::new(Mutex::new(vec![Some(stream)])), state: Arc::new(Mutex::new(State { failure: None, left: vec![false; size] })) };
-        this.watch(0, reader);
+        this.listen_to(0, reader);
         Ok(this)
     }
 
     /// Reads what `peer` sends until its end, on a thread of its own.
-    fn watch(&self, peer: usize, stream: TcpStream) {
+    fn listen_to(&self, peer: usize, stream: TcpStream) {
         let (state, streams, me) = (self.state.clone(), self.streams.clone(), self.rank);
         let _ = std::thread::Builder::new().name(format!("rustgpu liveness {}", peer)).spawn(move || {
             for line in BufReader::new(stream).lines() {
@@ -143,8 +143,14 @@ impl Liveness {
     }
 
     /// The first failure of another rank heard of, if any.
+    #[cfg(test)]
     pub fn failure(&self) -> Option<(usize, String)> {
         lock(&self.state).failure.clone()
+    }
+
+    /// A handle that reads [`Self::failure`] later, from anywhere.
+    pub fn watch(&self) -> FailureWatch {
+        FailureWatch(self.state.clone())
     }
 
     /// Tells the others that this rank failed (its step, or its R code, stopped with `text`).
@@ -161,6 +167,16 @@ impl Liveness {
         for s in lock(&self.streams).iter_mut().flatten() {
             let _ = s.write_all(line.as_bytes());
         }
+    }
+}
+
+/// Reads a job's first failure (see [`Liveness::watch`]).
+#[derive(Clone)]
+pub struct FailureWatch(Arc<Mutex<State>>);
+
+impl FailureWatch {
+    pub fn failure(&self) -> Option<(usize, String)> {
+        lock(&self.0).failure.clone()
     }
 }
 

@@ -10,9 +10,11 @@ mod liveness;
 #[cfg(feature = "mpi")]
 mod mpi;
 
+#[cfg(feature = "mpi")]
+use crate::collective::SumUnderWay;
 use crate::collective::{Collective, Ranked};
 use crate::error::{Error, Result};
-use liveness::Liveness;
+use liveness::{FailureWatch, Liveness};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -94,13 +96,7 @@ impl Workers {
 
     /// Why a wait for the others must stop: Ctrl-C, or another rank's failure.
     fn stop_reason(&self) -> Result<()> {
-        crate::cancel::check()?;
-        match self.liveness.as_ref().and_then(Liveness::failure) {
-            Some((rank, text)) => {
-                Err(Error::Worker(format!("worker rank {} of {} failed: {} (this is rank {}; the job stops)", rank, self.size, text, self.rank)))
-            }
-            None => Ok(()),
-        }
+        stop_reason(self.rank, self.size, self.liveness.as_ref().map(Liveness::watch).as_ref())
     }
 
     /// `values` from rank 0 to every rank (weights, seeds).
@@ -134,6 +130,36 @@ impl Workers {
     }
 }
 
+/// Why a wait for the other ranks must stop: Ctrl-C, or another rank's failure.
+fn stop_reason(rank: usize, size: usize, watch: Option<&FailureWatch>) -> Result<()> {
+    crate::cancel::check()?;
+    match watch.and_then(FailureWatch::failure) {
+        Some((failed, text)) => Err(Error::Worker(format!("worker rank {} of {} failed: {} (this is rank {}; the job stops)", failed, size, text, rank))),
+        None => Ok(()),
+    }
+}
+
+/// A sum MPI works on (a bucket of gradients), with what stops a wait for it.
+#[cfg(feature = "mpi")]
+struct MpiSum {
+    started: mpi::StartedSum,
+    rank: usize,
+    size: usize,
+    watch: Option<FailureWatch>,
+}
+
+#[cfg(feature = "mpi")]
+impl SumUnderWay for MpiSum {
+    fn nudge(&mut self) -> Result<()> {
+        self.started.nudge()
+    }
+
+    fn finish(self: Box<Self>) -> Result<Vec<f64>> {
+        let (rank, size, watch) = (self.rank, self.size, self.watch);
+        self.started.finish(&mut || stop_reason(rank, size, watch.as_ref()))
+    }
+}
+
 /// The bytes of a float slice (f32 has no padding and any bit pattern is a valid f32).
 fn bytes_of_mut(values: &mut [f32]) -> &mut [u8] {
     // SAFETY: the same memory, viewed as its bytes for as long as the borrow of `values`.
@@ -154,6 +180,17 @@ impl Collective for Workers {
             let _ = values;
             Err(Error::State("this build of rustgpu has no MPI".into()))
         }
+    }
+
+    #[cfg(feature = "mpi")]
+    fn start_sum(&self, mut values: Vec<f64>) -> Result<Box<dyn SumUnderWay>> {
+        if self.size == 1 {
+            self.all_reduce_sum(&mut values)?;
+            return crate::collective::finished_sum(values);
+        }
+        self.stop_reason()?;
+        let started = mpi::start_sum(values)?;
+        Ok(Box::new(MpiSum { started, rank: self.rank, size: self.size, watch: self.liveness.as_ref().map(Liveness::watch) }))
     }
 }
 

@@ -13,6 +13,9 @@ extern "C" {
     fn rg_mpi_processor_name(name: *mut c_char, capacity: c_int) -> c_int;
     fn rg_mpi_error_string(code: c_int, text: *mut c_char, capacity: c_int);
     fn rg_mpi_finalize() -> c_int;
+    fn rg_mpi_start_sum_f64(values: *mut f64, n: c_longlong, pending: *mut *mut c_void) -> c_int;
+    fn rg_mpi_nudge(pending: *mut c_void, done: *mut c_int) -> c_int;
+    fn rg_mpi_finish_sum(pending: *mut c_void, keep_waiting: KeepWaiting, ctx: *mut c_void, abandoned: *mut c_int) -> c_int;
 }
 
 /// Polls that spin before each one sleeps: a collective of a training step usually completes
@@ -115,4 +118,51 @@ pub(super) fn processor_name() -> Result<String> {
 pub(super) fn finalize() {
     // SAFETY: no arguments; MPI_Finalize once, after the job's last collective.
     unsafe { rg_mpi_finalize() };
+}
+
+/// A sum MPI works on while the caller computes (`MPI_Iallreduce`): the values stay here, at
+/// the same address, until it is finished.
+pub(super) struct StartedSum {
+    pending: *mut c_void,
+    values: Vec<f64>,
+    done: bool,
+}
+
+// SAFETY: the request block is used by one thread at a time (the step's), as MPI was
+// initialized for (MPI_THREAD_SERIALIZED); it moves between threads only with the value.
+unsafe impl Send for StartedSum {}
+
+pub(super) fn start_sum(mut values: Vec<f64>) -> Result<StartedSum> {
+    let mut pending: *mut c_void = std::ptr::null_mut();
+    // SAFETY: MPI reads and writes the vector's buffer until the sum is finished; the vector
+    // is kept (and not resized) in the returned value until then, or leaked if abandoned.
+    checked(unsafe { rg_mpi_start_sum_f64(values.as_mut_ptr(), values.len() as c_longlong, &mut pending) }, "all-reduce")?;
+    Ok(StartedSum { pending, values, done: false })
+}
+
+impl StartedSum {
+    pub(super) fn nudge(&mut self) -> Result<()> {
+        if !self.done {
+            let mut done: c_int = 0;
+            // SAFETY: the request block from rg_mpi_start_sum_f64, not yet freed.
+            checked(unsafe { rg_mpi_nudge(self.pending, &mut done) }, "all-reduce")?;
+            self.done = done != 0;
+        }
+        Ok(())
+    }
+
+    pub(super) fn finish(mut self, check: &mut dyn FnMut() -> Result<()>) -> Result<Vec<f64>> {
+        let pending = self.pending;
+        // SAFETY: the request block from rg_mpi_start_sum_f64, freed by this call when the
+        // sum completes.
+        let outcome = wait_with("all-reduce", check, |f, ctx, abandoned| unsafe { rg_mpi_finish_sum(pending, f, ctx, abandoned) });
+        match outcome {
+            Ok(()) => Ok(std::mem::take(&mut self.values)),
+            Err(e) => {
+                // MPI may still write the buffer: it is never freed (the job is failing).
+                std::mem::forget(std::mem::take(&mut self.values));
+                Err(e)
+            }
+        }
+    }
 }
