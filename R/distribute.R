@@ -201,7 +201,9 @@ join_current_strategy <- function(model) {
   invisible(model)
 }
 
-is_worker_model <- function(model) inherits(model_field(model, "strategy"), "rustgpu_multi_worker_strategy")
+is_worker_model <- function(model) {
+  inherits(model, "rustgpu_model") && inherits(model_field(model, "strategy"), "rustgpu_multi_worker_strategy")
+}
 
 # Whether this process writes the model's files and progress: not a worker other than the chief.
 writes_files <- function(model) !is_worker_model(model) || model_field(model, "strategy")$is_chief

@@ -80,8 +80,12 @@ fit_generator <- function(object, generator, steps_per_epoch, epochs = 1,
     check_data(validation_data[[1]], validation_data[[2]])
     validate <- function() call_backend(rg_evaluate(object$ptr, validation_data[[1]], validation_data[[2]], NULL, NULL, 32))
   }
-  train_loop(
-    object, epochs, initial_epoch, steps_per_epoch, callbacks, verbose,
+  # A worker of a multi-worker job: the same seed on every rank (so generators drawing from
+  # R's RNG give every rank the same global batches, each taking its share).
+  worker <- worker_fit_setup(object, verbose, callbacks)
+  verbose <- worker$verbose
+  as_worker(object, train_loop(
+    object, epochs, initial_epoch, steps_per_epoch, worker$callbacks, verbose,
     epoch_batches = function(epoch) seq_len(steps_per_epoch),
     train_batch = function(step, seed, first) {
       b <- next_batch(generator, call = NULL)
@@ -91,7 +95,7 @@ fit_generator <- function(object, generator, steps_per_epoch, epochs = 1,
     },
     validate = validate,
     params = list(verbose = verbose, epochs = epochs, steps = steps_per_epoch, samples = NA_integer_, batch_size = NA_integer_)
-  )
+  ))
 }
 
 #' @rdname fit_generator

@@ -401,7 +401,8 @@ evaluate.keras.engine.training.Model <- function(object, x = NULL, y = NULL, bat
   n <- check_data(x, y)
   weights <- sample_weights(sample_weight, NULL, y, n, object)
   result <- named_stats(call_backend(rg_evaluate(object$ptr, x, y, weights, NULL, batch_size)), object)
-  if (verbose > 0) cat(format_logs(result), "\n", sep = "")
+  # In a multi-worker job the chief prints.
+  if (verbose > 0 && writes_files(object)) cat(format_logs(result), "\n", sep = "")
   keras_scores(result)
 }
 

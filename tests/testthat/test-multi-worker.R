@@ -103,7 +103,10 @@ with(strategy$scope(), {
 })
 d <- make_data()
 h <- fit(model, d$x, d$y, epochs = 2, batch_size = 16, verbose = 2)
-saveRDS(list(weights = get_weights(model), history = h$metrics), sprintf("rank-%d.rds", strategy$rank))
+# A generator drawing from the R RNG gives every rank the same global batches.
+fit_generator(model, function() { i <- sample(57, 12); list(d$x[i, ], d$y[i, ]) }, steps_per_epoch = 3, epochs = 1, verbose = 0)
+score <- evaluate(model, d$x, d$y, verbose = 1)
+saveRDS(list(weights = get_weights(model), history = h$metrics, score = score), sprintf("rank-%d.rds", strategy$rank))
 '), dir)
   expect_identical(attr(out, "status"), 0L, label = paste(out, collapse = "\n"))
   a <- readRDS(file.path(dir, "rank-0.rds"))
@@ -112,6 +115,7 @@ saveRDS(list(weights = get_weights(model), history = h$metrics), sprintf("rank-%
   expect_true(any(grepl("<MultiWorkerMirroredStrategy: rank 0 of 2 workers (the chief)>", out, fixed = TRUE)))
   expect_true(any(grepl("<MultiWorkerMirroredStrategy: rank 1 of 2 workers>", out, fixed = TRUE)))
   expect_identical(sum(grepl("^Epoch 1/2", out)), 1L)
+  expect_identical(sum(grepl("^loss: ", out)), 1L)
 })
 
 worker_failure_script <- function(how) c(model_code, sprintf('
