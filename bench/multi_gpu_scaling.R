@@ -32,7 +32,7 @@ for (wl_name in names(workloads)) {
   y <- to_categorical(sample(0:9, wl$samples, replace = TRUE), 10)
   template <- b$model
   one_replica <- rustgpu:::new_model(
-    rustgpu:::call_backend(rustgpu:::rg_multi_gpu(template$ptr, 0, TRUE, FALSE)),
+    rustgpu:::call_backend(rustgpu:::rg_multi_gpu(template$ptr, 0, TRUE, FALSE, "even")),
     "one_replica", template = template, gpus = 0L
   )
   models <- list(
