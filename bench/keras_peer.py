@@ -42,6 +42,8 @@ def build(keras, workload):
             x = L.Add()([x, residual])
         x = L.GlobalAveragePooling2D()(x)
         return keras.Model(inputs, L.Dense(10, activation="softmax")(x)), (71, 71, 3), 32
+    if workload == "xception":
+        return keras.applications.Xception(weights=None, input_shape=(71, 71, 3), classes=10), (71, 71, 3), 16
     raise ValueError(workload)
 
 
@@ -78,7 +80,10 @@ def main():
         t = time.perf_counter()
         model.predict(x, batch_size=batch, verbose=0)
         predict.append(a.samples / (time.perf_counter() - t))
-    print(json.dumps({"fit": fit, "predict": predict}))
+    import resource
+    # Peak resident memory of this process (Linux reports kilobytes).
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"fit": fit, "predict": predict, "peak_rss_kb": peak}))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ bench_model <- function(workload) {
       }
       outputs <- x %>% layer_global_average_pooling_2d() %>% layer_dense(10, activation = "softmax")
       list(model = keras_model(inputs, outputs), shape = c(71, 71, 3), batch = 32)
-    }
+    },
+    # Keras's whole Xception at its smallest input, 10 classes, no pretrained weights.
+    xception = list(model = application_xception(weights = NULL, input_shape = c(71, 71, 3), classes = 10),
+                    shape = c(71, 71, 3), batch = 16)
   )
 }

@@ -19,6 +19,7 @@ R CMD INSTALL --no-test-load -l "$LIB" . >/tmp/rustgpu-install.log 2>&1 || { tai
 R_LIBS="$LIB" PYTHON=bench/.venv/bin/python Rscript bench/suite.R
 R_LIBS="$LIB" RAYON_NUM_THREADS=1 REPEATS="${REPEATS:-9}" Rscript bench/multi_gpu_scaling.R
 R_LIBS="$LIB" Rscript bench/data_path.R
+R_LIBS="$LIB" PYTHON=bench/.venv/bin/python Rscript bench/peak_rss.R
 R_LIBS="$LIB" REPEATS="${REPEATS:-5}" Rscript bench/multi_worker_scaling.R
 R_LIBS="$LIB" REPEATS="${REPEATS:-5}" Rscript bench/measured_split.R
 Rscript bench/targets.R

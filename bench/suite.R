@@ -12,7 +12,7 @@ python <- Sys.getenv("PYTHON", "bench/.venv/bin/python")
 threads <- as.integer(Sys.getenv("THREADS", "2"))
 repeats <- as.integer(Sys.getenv("REPEATS", "5"))
 samples <- c(mlp = as.integer(Sys.getenv("MLP_SAMPLES", "60000")), cnn = as.integer(Sys.getenv("CNN_SAMPLES", "10000")),
-             blocks = as.integer(Sys.getenv("BLOCKS_SAMPLES", "512")),
+             blocks = as.integer(Sys.getenv("BLOCKS_SAMPLES", "512")), xception = as.integer(Sys.getenv("XCEPTION_SAMPLES", "128")),
              imdb_lstm = as.integer(Sys.getenv("IMDB_SAMPLES", "3200")), imdb_gru = as.integer(Sys.getenv("IMDB_SAMPLES", "3200")))
 # WORKLOADS=imdb_lstm,imdb_gru runs a subset.
 wanted <- strsplit(Sys.getenv("WORKLOADS", paste(names(samples), collapse = ",")), ",")[[1]]
@@ -69,5 +69,8 @@ for (w in names(samples)) for (what in c("fit", "predict")) {
   cat(sprintf("  %-7s %-8s %.2fx\n", w, what, a$median[a$side == "rustgpu"] / a$median[a$side == "tf-keras"]))
 }
 dir.create("bench/results", showWarnings = FALSE)
-utils::write.csv(res, file.path("bench", "results", sprintf("%s-%s.csv", Sys.Date(), Sys.info()[["nodename"]])),
+# A run of some workloads (WORKLOADS=...) is named after them, so it does not replace the
+# day's full run.
+subset <- if (Sys.getenv("WORKLOADS") != "") paste0("-", paste(names(samples), collapse = "+")) else ""
+utils::write.csv(res, file.path("bench", "results", sprintf("%s-%s%s.csv", Sys.Date(), Sys.info()[["nodename"]], subset)),
                  row.names = FALSE)
