@@ -8,7 +8,7 @@ use candle_core::Tensor;
 use rand::SeedableRng;
 use std::sync::Arc;
 
-/// Called by [`Architecture::backward_as_layers_finish`] with a layer's weight indices and
+/// Called by [`Architecture::backward_with_extra`] with a layer's weight indices and
 /// its final gradients (None: none reached the weight).
 pub type OnLayerFinished<'a> = dyn FnMut(std::ops::Range<usize>, &[Option<Tensor>]) -> Result<()> + 'a;
 
@@ -313,27 +313,15 @@ impl Architecture {
         caches: &[Cache],
         output_grads: Vec<OutputGrad>,
     ) -> Result<Vec<Tensor>> {
-        self.backward_with_extra(weights, transposed, caches, output_grads, Vec::new())
+        self.backward_with_extra(weights, transposed, caches, output_grads, Vec::new(), &mut |_, _| Ok(()))
     }
 
     /// [`Self::backward_with_transposes`] with extra gradients at node outputs (node index,
-    /// gradient), such as activity regularizers'.
+    /// gradient), such as activity regularizers', calling `on_final` with each layer's weight
+    /// indices and gradients (None: no gradient reached it, i.e. zeros) as soon as they are
+    /// final (the layer's earliest node is done), in the order the backward pass finishes
+    /// them: a multi-worker step sends them to the other workers while the pass goes on.
     pub fn backward_with_extra(
-        &self,
-        weights: &[Tensor],
-        transposed: &[Option<Tensor>],
-        caches: &[Cache],
-        output_grads: Vec<OutputGrad>,
-        extra: Vec<(usize, Tensor)>,
-    ) -> Result<Vec<Tensor>> {
-        Ok(self.backward_reaching(weights, transposed, caches, output_grads, extra, &[], &mut |_, _| Ok(()))?.0)
-    }
-
-    /// [`Self::backward_with_extra`], calling `on_final` with each layer's weight indices and
-    /// gradients (None: no gradient reached it, i.e. zeros) as soon as they are final (the
-    /// layer's earliest node is done), in the order the backward pass finishes them: a
-    /// multi-worker step sends them to the other workers while the pass goes on.
-    pub fn backward_as_layers_finish(
         &self,
         weights: &[Tensor],
         transposed: &[Option<Tensor>],
@@ -354,7 +342,7 @@ impl Architecture {
 
     /// The backward pass over every node: the weights' gradients, and the gradients reaching
     /// each of `wanted` (None where nothing flows there); `on_final` as in
-    /// [`Self::backward_as_layers_finish`].
+    /// [`Self::backward_with_extra`].
     // The pass's inputs, what it should reach, and the hook.
     #[allow(clippy::too_many_arguments)]
     fn backward_reaching(

@@ -3,7 +3,8 @@
 //! there, its share of the optimizer update. The weight tensors the replicas read are kept
 //! from one step to the next ([`HostWeights`]), written by the update itself.
 use super::step::{
-    average_updates, combine, fail_if_injected, host_slices, replica_group, split_rows, timed_train_part, Batch, MaskCounts, Part, PartTask, StepInputs,
+    average_updates, combine, fail_if_injected, host_slices, replica_group, split_rows, timed_replica_part, train_part, Batch, MaskCounts, Part, PartTask,
+    StepInputs,
 };
 use super::{BatchStats, Compiled, Replicas};
 use crate::error::{Error, Result};
@@ -107,7 +108,8 @@ pub(super) fn train(replicas: &Replicas, model: &mut Model, compiled: &mut Compi
             let injected = fault.filter(|(replica, _)| *replica == r).map(|(_, kind)| kind);
             Some(Box::new(move |ctx: &WorkerContext| {
                 fail_if_injected(injected)?;
-                let mut part = timed_train_part(set, s_ref, &ctx.device, batch, mine, r, true, masks, seat)?;
+                let mut part =
+                    timed_replica_part(set, r, mine.len(), seat, |c| train_part(s_ref, &ctx.device, batch, mine, r, true, masks, c, &mut |_, _| Ok(())))?;
                 *deposited[r].lock().unwrap_or_else(|e| e.into_inner()) = Some(std::mem::take(&mut part.grads));
                 if !arrival.arrive() {
                     // Another replica failed: its error is the step's; nothing is updated.

@@ -10,7 +10,7 @@
 //! them: a layer's gradients join the current bucket as soon as the pass has finished them
 //! (last layers first), and a full bucket's sum is started at once (MPI's non-blocking
 //! all-reduce), to be waited for after the pass.
-use super::step::{combine, eval_part, train_part_as_layers_finish, Batch, MaskTotals, Part, StepInputs};
+use super::step::{combine, eval_part, train_part, Batch, MaskTotals, Part, StepInputs};
 use super::{BatchStats, Compiled};
 use crate::collective::{Collective, Ranked, SumUnderWay};
 use crate::device::DeviceInfo;
@@ -188,17 +188,9 @@ pub(super) fn train(
     let collective: Arc<dyn Collective> = workers.clone();
     let shapes = s.shapes.clone();
     let mut buckets = Buckets::new(workers.as_ref(), shapes.len());
-    let part = train_part_as_layers_finish(
-        &s,
-        &device,
-        batch,
-        mine,
-        workers.rank(),
-        true,
-        masks_across(&s, workers.as_ref()),
-        Some(collective),
-        &mut |range, grads| buckets.add(range, grads, &shapes),
-    )
+    let part = train_part(&s, &device, batch, mine, workers.rank(), true, masks_across(&s, workers.as_ref()), Some(collective), &mut |range, grads| {
+        buckets.add(range, grads, &shapes)
+    })
     .map_err(|e| explain_out_of_memory(e, &info.label()))?;
     let whole = buckets.finish(part, &shapes, rows.len())?;
     let stats = combine(std::slice::from_ref(&whole), rows.len(), &s);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub(super) fn train(info: &DeviceInfo, model: &mut Model, compiled: &mut Compiled, batch: &Batch, rows: &[usize], seed: u64) -> Result<BatchStats> {
     let s = StepInputs::new(model, Some(compiled), rows.len(), seed)?;
     let device = info.candle_device()?;
-    let part = train_part(&s, &device, batch, rows, 0, true, MaskTotals::Own, None).map_err(|e| explain_out_of_memory(e, &info.label()))?;
+    let part = train_part(&s, &device, batch, rows, 0, true, MaskTotals::Own, None, &mut |_, _| Ok(())).map_err(|e| explain_out_of_memory(e, &info.label()))?;
     let stats = combine(std::slice::from_ref(&part), rows.len(), &s);
     // Release this step's snapshot so the optimizer can write the weights in place.
     drop(s);

@@ -4,8 +4,8 @@
 //! first replica's device. The optimizer update is shared out to the replica workers.
 //! (Virtual GPUs merged on the CPU train through `host_replicas` instead.)
 use super::step::{
-    average_updates, combine, eval_part, fail_if_injected, host_slices, predict_part, replica_group, split_rows, timed_train_part, Batch, MaskCounts, Part,
-    PartTask, StepInputs,
+    average_updates, combine, eval_part, fail_if_injected, host_slices, predict_part, replica_group, split_rows, timed_replica_part, train_part, Batch,
+    MaskCounts, Part, PartTask, StepInputs,
 };
 use super::{BatchStats, Compiled};
 use crate::error::Result;
@@ -34,7 +34,7 @@ pub(super) fn train(set: &ReplicaSet, model: &mut Model, compiled: &mut Compiled
             let injected = fault.filter(|(replica, _)| *replica == r).map(|(_, kind)| kind);
             Some(Box::new(move |ctx: &WorkerContext| {
                 fail_if_injected(injected)?;
-                timed_train_part(set, s, &ctx.device, batch, mine, r, on_cpu, masks, seat)
+                timed_replica_part(set, r, mine.len(), seat, |c| train_part(s, &ctx.device, batch, mine, r, on_cpu, masks, c, &mut |_, _| Ok(())))
             }))
         })?
     };

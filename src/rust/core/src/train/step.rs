@@ -377,26 +377,11 @@ fn targets_and_terms(
 
 /// A replica's rows: gathered (converted) by the replica itself, then its part of the step.
 /// `collective`: where the parts of the step (replicas, workers) share what synchronized
-/// layers add up (none on one device).
+/// layers add up (none on one device). `on_final`: called with each layer's gradients as
+/// soon as the backward pass has them (see `Architecture::backward_with_extra`).
 // A replica's part needs the step, its device and rows, and its places in the exchanges.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn train_part(
-    s: &StepInputs,
-    device: &Device,
-    batch: &Batch,
-    rows: &[usize],
-    replica: usize,
-    to_host: bool,
-    masks: MaskTotals<'_>,
-    collective: Option<Arc<dyn Collective>>,
-) -> Result<Part> {
-    train_part_as_layers_finish(s, device, batch, rows, replica, to_host, masks, collective, &mut |_, _| Ok(()))
-}
-
-/// [`train_part`], calling `on_final` with each layer's gradients as soon as the backward
-/// pass has them (see `Architecture::backward_as_layers_finish`).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn train_part_as_layers_finish(
     s: &StepInputs,
     device: &Device,
     batch: &Batch,
@@ -421,7 +406,7 @@ pub(super) fn train_part_as_layers_finish(
     }
     drop(terms);
     let transposed: &[Option<Tensor>] = if device.is_cpu() { &s.host_transposed } else { &[] };
-    let grads = s.arch.backward_as_layers_finish(&weights, transposed, &f.caches, output_grads, activity_grads, on_final)?;
+    let grads = s.arch.backward_with_extra(&weights, transposed, &f.caches, output_grads, activity_grads, on_final)?;
     let updates = s
         .arch
         .state_updates(&f.caches)
@@ -553,30 +538,25 @@ pub(super) fn split_rows<'r>(rows: &'r [usize], set: &ReplicaSet) -> Vec<Option<
     set.split.ranges(rows.len()).into_iter().map(|r| (!r.is_empty()).then(|| &rows[r])).collect()
 }
 
-/// A replica's training part, timed for the measured split (with the test hook's delay).
-// The part's own arguments, and the set whose split records the time.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn timed_train_part(
+/// A replica's part of a training step (`part`, given the replica's place in the step's
+/// exchange), timed for the measured split (with the test hook's delay); the seat is
+/// finished once the part got through every exchange.
+pub(super) fn timed_replica_part(
     set: &ReplicaSet,
-    s: &StepInputs,
-    device: &Device,
-    batch: &Batch,
-    rows: &[usize],
     replica: usize,
-    to_host: bool,
-    masks: MaskTotals<'_>,
+    rows: usize,
     seat: Option<Seat>,
+    part: impl FnOnce(Option<Arc<dyn Collective>>) -> Result<Part>,
 ) -> Result<Part> {
     let start = std::time::Instant::now();
-    let delay = set.split.delay(replica, rows.len());
+    let delay = set.split.delay(replica, rows);
     if !delay.is_zero() {
         std::thread::sleep(delay);
     }
-    let part = train_part(s, device, batch, rows, replica, to_host, masks, seat.as_ref().map(Seat::member))?;
-    set.split.record(replica, rows.len(), start.elapsed());
-    // Through every exchange of the step: a failure from here on releases no one.
+    let done = part(seat.as_ref().map(Seat::member))?;
+    set.split.record(replica, rows, start.elapsed());
     if let Some(seat) = seat {
         seat.finish();
     }
-    Ok(part)
+    Ok(done)
 }
