@@ -48,6 +48,10 @@ ensure_built <- function(object, x, call = rlang::caller_env()) {
   if (!length(arrays)) value_error("The custom model needs data to take its input shape from.", call = call)
   inputs <- lapply(arrays, function(a) layer_input(shape = if (is.null(dim(a))) 1L else dim(a)[-1]))
   outputs <- object$custom_call(if (length(inputs) == 1) inputs[[1]] else inputs, mask = NULL)
+  # Built in the strategy's scope the model was made in, if any (its replicas, or a worker).
+  previous <- the_strategy$current
+  the_strategy$current <- model_field(object, "strategy")
+  on.exit(the_strategy$current <- previous, add = TRUE)
   built <- keras_model(inputs, outputs, name = object$name)
   fields <- environment(built)
   for (f in setdiff(ls(fields, all.names = TRUE), c("name", "compiled", "metric_names"))) {

@@ -96,14 +96,16 @@ strategy_gpu_ids <- function(devices, call = rlang::caller_env()) {
 #' script. Every process builds the same model in the strategy's scope (from the same seed:
 #' the strategy sets R's seed to rank 0's, and the weights are sent from rank 0 at
 #' `compile()` and `fit()` to be sure), takes its share of every global batch (`batch_size`
-#' is the global batch; the shuffled order is the same on every rank), and the gradients are
+#' is the global batch; the shuffled order is the same on every rank, drawn from rank 0's
+#' seed each epoch; a last batch with fewer rows than workers joins the one before), and the gradients are
 #' added up over all processes with MPI's all-reduce, so every process applies the same
 #' update: training equals one process training on the whole batches, and every rank's
 #' `fit()` returns the same history.
 #'
 #' Only the chief (rank 0) writes files ([save_model_hdf5()], [save_model_weights_hdf5()],
 #' checkpoint, CSV and TensorBoard callbacks) and progress output. A rank that fails or dies
-#' makes the others stop with an error of class `rustgpu_worker_error` naming it (launch with
+#' (an error, Ctrl-C, or a script that ends while the others still train) makes the others
+#' stop with an error of class `rustgpu_worker_error` naming it (launch with
 #' `mpirun --enable-recovery` so that Open MPI leaves them running to report it; without it
 #' Open MPI ends the whole job at once). Ctrl-C to the launcher stops every rank.
 #'
@@ -220,13 +222,25 @@ worker_fit_setup <- function(model, verbose, callbacks) {
   list(verbose = 0, callbacks = Filter(function(cb) !inherits(cb, writers), callbacks))
 }
 
-# Runs `code` (a worker's training); an R error in it (a callback's, say) is told to the other
-# workers, which wait for this one's sums, unless it is another worker's failure heard of.
+# A multi-worker step shares each batch among the workers, at least a row each: a last
+# batch with fewer rows than workers joins the one before (so no rows are left out).
+worker_batches <- function(model, batches) {
+  if (!is_worker_model(model)) return(batches)
+  n <- length(batches)
+  if (n > 1 && length(batches[[n]]) < model_field(model, "strategy")$num_replicas_in_sync) {
+    batches[[n - 1]] <- c(batches[[n - 1]], batches[[n]])
+    batches[[n]] <- NULL
+  }
+  batches
+}
+
+# Runs `code` (a worker's training); an R error in it (a callback's, say) or Ctrl-C is told to
+# the other workers, which wait for this one's sums, unless it is another worker's failure heard of.
 as_worker <- function(model, code) {
   if (!is_worker_model(model)) return(code)
   withCallingHandlers(code, error = function(e) {
     if (!inherits(e, "rustgpu_worker_error")) try(rg_workers_report_failure(conditionMessage(e)), silent = TRUE)
-  })
+  }, interrupt = function(e) try(rg_workers_report_failure("interrupted by the user (Ctrl-C)"), silent = TRUE))
 }
 
 # A model made in a strategy's scope splits batches across replicas: stateful layers, whose

@@ -27,7 +27,9 @@
 #'   differing by at most one row) or `"measured"`, in proportion to each replica's rows per
 #'   second in recent training steps (a device twice as fast gets about twice the rows; each
 #'   replica keeps at least one row). Any split gives the same step: each replica's loss is
-#'   its rows' share of the whole batch's. Use `"measured"` for GPUs of unequal speed.
+#'   its rows' share of the whole batch's. Use `"measured"` for GPUs of unequal speed. (With
+#'   synchronized batch normalization or masks the replicas wait for each other inside the
+#'   step, which the measurement counts too: the split then stays about even.)
 #' @return A model that distributes its work over the devices.
 #' @examples
 #' use_virtual_gpus(2)

@@ -285,15 +285,24 @@ fit.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_si
   }
 
   steps <- ceiling(length(train_rows) / batch_size)
+  # A worker's short last batch joins the one before (worker_batches()).
+  if (is_worker_model(object) && steps > 1 &&
+      length(train_rows) - (steps - 1) * batch_size < model_field(object, "strategy")$num_replicas_in_sync) {
+    steps <- steps - 1
+  }
   worker <- worker_fit_setup(object, verbose, callbacks)
   verbose <- worker$verbose
   as_worker(object, train_loop(
     object, epochs, initial_epoch, steps, worker$callbacks, verbose,
     epoch_batches = function(epoch) {
+      # A worker of a multi-worker job draws rank 0's seed each epoch, so that every rank
+      # shuffles alike even if some R code drew from the RNG on one rank only.
+      if (is_worker_model(object)) set.seed(call_backend(rg_workers_broadcast_seed(new_seed())))
       rows <- if (shuffle) train_rows[sample.int(length(train_rows))] else train_rows
       # Consecutive slices (split() would build a factor over all rows each epoch).
       starts <- seq.int(1L, length(rows), by = batch_size)
-      lapply(starts, function(i) rows[i:min(i + batch_size - 1L, length(rows))])
+      batches <- lapply(starts, function(i) rows[i:min(i + batch_size - 1L, length(rows))])
+      worker_batches(object, batches)
     },
     train_batch = function(idx, seed, first) {
       stats <- call_backend(rg_train_batch(object$ptr, x, y, weights, idx, seed, first))

@@ -31,7 +31,7 @@ test_that("a strategy counts its replicas, and prints them", {
     expect_match(cpu$devices, "device:CPU:0$")
   })
   # No GPU: one replica on the CPU, as TensorFlow.
-  expect_identical(mirrored_strategy()$num_replicas_in_sync, 1L)
+  if (nrow(gpu_devices()) == 0) expect_identical(mirrored_strategy()$num_replicas_in_sync, 1L)
 })
 
 test_that("devices are checked with messages that say what to pass", {
@@ -98,6 +98,16 @@ test_that("functional and loaded models join the scope; the scope ends even on a
     expect_identical(replicas_used(functional), 0:1)
     expect_identical(replicas_used(loaded), 0:1)
     expect_identical(replicas_used(after), integer())
+    # A custom model, built at its first data (outside the scope), joins the scope it was made in.
+    with(strategy$scope(), {
+      custom <- keras_model_custom(function(self) {
+        self$dense <- layer_dense(units = 3, activation = "softmax")
+        function(x, mask = NULL) self$dense(x)
+      })
+      custom %>% compile(optimizer = "sgd", loss = "categorical_crossentropy")
+    })
+    fit(custom, d$x, d$y, epochs = 1, batch_size = 10, verbose = 0)
+    expect_identical(replicas_used(custom), 0:1)
   })
 })
 

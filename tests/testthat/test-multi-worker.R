@@ -102,7 +102,8 @@ with(strategy$scope(), {
   model %>% compile(optimizer = "adam", loss = "categorical_crossentropy")
 })
 d <- make_data()
-h <- fit(model, d$x, d$y, epochs = 2, batch_size = 16, verbose = 2)
+# 57 rows in batches of 28: the last batch (1 row, fewer than the workers) joins the one before.
+h <- fit(model, d$x, d$y, epochs = 2, batch_size = 28, verbose = 2)
 # A generator drawing from the R RNG gives every rank the same global batches.
 fit_generator(model, function() { i <- sample(57, 12); list(d$x[i, ], d$y[i, ]) }, steps_per_epoch = 3, epochs = 1, verbose = 0)
 score <- evaluate(model, d$x, d$y, verbose = 1)
@@ -132,7 +133,7 @@ started <- Sys.time()
 outcome <- tryCatch({
   fit(model, d$x[rep(1:57, 20), ], d$y[rep(1:57, 20), ], epochs = 5, batch_size = 10, verbose = 0, callbacks = list(fail))
   "finished"
-}, error = function(e) paste(class(e)[1], conditionMessage(e)))
+}, error = function(e) paste(class(e)[1], conditionMessage(e)), interrupt = function(e) "interrupted")
 writeLines(c(outcome, format(as.numeric(difftime(Sys.time(), started, units = "secs")))), sprintf("outcome-%%d.txt", strategy$rank))
 ', how))
 
@@ -148,12 +149,48 @@ test_that("a rank killed mid-fit makes the others stop with a classed error nami
   expect_false(file.exists(file.path(dir, "outcome-1.txt")))
 })
 
-test_that("an R error on one rank stops the others with its message", {
+test_that("an R error on one rank stops the others with its message, and the job ends", {
   skip_without_mpi()
   dir <- new_dir()
-  run_ranks(2, worker_failure_script('stop("the disk is full")'), dir)
-  expect_match(readLines(file.path(dir, "outcome-0.txt"))[1], "^rustgpu_worker_error worker rank 1 of 2 failed: .*the disk is full")
+  elapsed <- system.time(run_ranks(2, worker_failure_script('stop("the disk is full")'), dir))[["elapsed"]]
+  outcome <- readLines(file.path(dir, "outcome-0.txt"))
+  expect_match(outcome[1], "^rustgpu_worker_error worker rank 1 of 2 failed: .*the disk is full")
+  expect_lt(as.numeric(outcome[2]), 30)
   expect_match(readLines(file.path(dir, "outcome-1.txt"))[1], "the disk is full")
+  # Both processes end (neither waits in MPI_Finalize for the other).
+  expect_lt(elapsed, 60)
+})
+
+test_that("a rank that leaves the job early (its script ran other calls) ends the others' wait", {
+  skip_without_mpi()
+  dir <- new_dir()
+  elapsed <- system.time(run_ranks(2, c(model_code, '
+strategy <- multi_worker_mirrored_strategy()
+with(strategy$scope(), {
+  model <- make_model(FALSE)
+  model %>% compile(optimizer = "sgd", loss = "categorical_crossentropy")
+})
+d <- make_data()
+# Rank 1 skips the training: rank 0 waits for sums that will not come.
+if (strategy$rank == 0) {
+  outcome <- tryCatch({ fit(model, d$x, d$y, epochs = 2, batch_size = 10, verbose = 0); "finished" },
+                      error = function(e) paste(class(e)[1], conditionMessage(e)))
+  writeLines(outcome, "outcome-0.txt")
+}
+'), dir))[["elapsed"]]
+  expect_match(readLines(file.path(dir, "outcome-0.txt"))[1], "^rustgpu_worker_error worker rank 1 of 2 left the job")
+  expect_lt(elapsed, 60)
+})
+
+test_that("Ctrl-C on one rank stops it and the others with a classed error", {
+  skip_without_mpi()
+  skip_if_not(file.exists("/proc/self/stat"), "process ids read from /proc (Linux)")
+  dir <- new_dir()
+  # Rank 1 interrupts itself (as Ctrl-C in its terminal would) once training is under way.
+  elapsed <- system.time(run_ranks(2, worker_failure_script("tools::pskill(Sys.getpid(), tools::SIGINT)"), dir))[["elapsed"]]
+  expect_match(readLines(file.path(dir, "outcome-0.txt"))[1], "^rustgpu_worker_error worker rank 1 of 2 failed: interrupted by the user")
+  expect_match(readLines(file.path(dir, "outcome-1.txt"))[1], "^interrupted")
+  expect_lt(elapsed, 60)
 })
 
 test_that("without a launcher, the strategy is a job of one worker", {

@@ -240,11 +240,13 @@ impl BatchNormalization {
         // a single device computes.
         let (sum, shared) = match shared {
             Some(collective) => {
-                // The rows ride along as one more "channel" of the sums.
-                let with_rows = Tensor::cat(&[&crate::kernels::sum_rows(&x2)?, &Tensor::new(&[rows as f32], x2.device())?], 0)?;
-                let total = summed_over_replicas(collective.as_ref(), &[&with_rows])?.remove(0);
-                let count = total.get(c)?.to_scalar::<f32>()? as f64;
-                (total.narrow(0, 0, c)?, Some(SharedBatch { collective, rows: count }))
+                // The rows ride along, as a double (exact), after the channels' sums.
+                let mut values = crate::kernels::sum_rows(&x2)?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
+                values.push(rows as f64);
+                collective.all_reduce_sum(&mut values)?;
+                let count = values.pop().unwrap_or(0.0);
+                let sum = Tensor::from_vec(values.iter().map(|v| *v as f32).collect::<Vec<f32>>(), c, x2.device())?;
+                (sum, Some(SharedBatch { collective, rows: count }))
             }
             None => (crate::kernels::sum_rows(&x2)?, None),
         };

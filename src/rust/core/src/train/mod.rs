@@ -119,8 +119,11 @@ impl Executor {
         rows: &[usize],
         seed: u64,
     ) -> Result<BatchStats> {
+        // Checks every worker of a job makes alike come first: their errors are not failures
+        // to tell the others (see `tell_the_other_workers`).
         check_rows(xs, ys, model.arch.outputs().len(), rows)?;
         check_weights(sample_weights, xs[0].rows())?;
+        self.check_worker_batch(rows.len())?;
         self.check_step_memory(model, xs, rows.len(), true)?;
         let batch = Batch { xs, ys, sample_weights };
         // Regularization: its penalty (at the weights the step starts from) joins the loss,
@@ -155,6 +158,7 @@ impl Executor {
     ) -> Result<BatchStats> {
         check_rows(xs, ys, model.arch.outputs().len(), rows)?;
         check_weights(sample_weights, xs[0].rows())?;
+        self.check_worker_batch(rows.len())?;
         self.check_step_memory(model, xs, rows.len(), false)?;
         let batch = Batch { xs, ys, sample_weights };
         let mut stats = crate::fork::on_own_pool(|| match self {
@@ -190,6 +194,19 @@ impl Executor {
         match self {
             Executor::Local(_) | Executor::Workers(..) => crate::fork::on_own_pool(|| HostTensor::from_column_major(values, dims)),
             Executor::Replicated(r) => replicas::stage_column_major(&r.set, values, dims),
+        }
+    }
+
+    /// A multi-worker step shares each batch's rows among the workers: at least one each.
+    fn check_worker_batch(&self, rows: usize) -> Result<()> {
+        match self {
+            Executor::Workers(_, w) if rows < w.size() => Err(Error::Value(format!(
+                "a batch of {} row{} cannot be shared by {} workers: each needs at least one row (fit() joins a short last batch to the one before)",
+                rows,
+                if rows == 1 { "" } else { "s" },
+                w.size()
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -271,6 +288,11 @@ impl Executor {
     /// as it goes). On GPUs, each one's share of the rows (the split is balanced, so at most
     /// rows / GPUs rounded up) against its free memory; else the host's memory.
     fn check_step_memory(&self, model: &Model, xs: &[&dyn BatchSource], rows: usize, training: bool) -> Result<()> {
+        // A worker of a multi-worker job computes its share of the rows.
+        let rows = match self {
+            Executor::Workers(_, w) => rows.div_ceil(w.size().max(1)),
+            _ => rows,
+        };
         let sample_shapes: Vec<Vec<usize>> = xs.iter().map(|x| x.sample_shape()).collect();
         let per_row = model.arch.activation_elements_per_row(&sample_shapes);
         let copies = if training { 2 } else { 1 };

@@ -20,19 +20,9 @@ use crate::parallel::split_batch;
 use candle_core::{Device, Tensor};
 use std::sync::Arc;
 
-/// This worker's rows of a global batch.
-fn my_rows<'r>(workers: &dyn Ranked, rows: &'r [usize]) -> Result<&'r [usize]> {
-    let size = workers.size();
-    if rows.len() < size {
-        return Err(Error::Value(format!(
-            "a batch of {} row{} cannot be shared by {} workers: use a batch_size of at least {} (and at least as many samples)",
-            rows.len(),
-            if rows.len() == 1 { "" } else { "s" },
-            size,
-            size
-        )));
-    }
-    Ok(&rows[split_batch(rows.len(), size)[workers.rank()].clone()])
+/// This worker's rows of a global batch (the executor checked that there is one for each).
+fn my_rows<'r>(workers: &dyn Ranked, rows: &'r [usize]) -> &'r [usize] {
+    &rows[split_batch(rows.len(), workers.size())[workers.rank()].clone()]
 }
 
 fn masks_across<'a>(s: &StepInputs, workers: &'a dyn Ranked) -> MaskTotals<'a> {
@@ -182,7 +172,7 @@ pub(super) fn train(
     rows: &[usize],
     seed: u64,
 ) -> Result<BatchStats> {
-    let mine = my_rows(workers.as_ref(), rows)?;
+    let mine = my_rows(workers.as_ref(), rows);
     let s = StepInputs::new(model, Some(compiled), rows.len(), seed)?;
     let device = info.candle_device()?;
     let collective: Arc<dyn Collective> = workers.clone();
@@ -200,7 +190,7 @@ pub(super) fn train(
 }
 
 pub(super) fn evaluate(workers: &Arc<dyn Ranked>, info: &DeviceInfo, model: &Model, compiled: &Compiled, batch: &Batch, rows: &[usize]) -> Result<BatchStats> {
-    let mine = my_rows(workers.as_ref(), rows)?;
+    let mine = my_rows(workers.as_ref(), rows);
     let s = StepInputs::new(model, Some(compiled), rows.len(), 0)?;
     let part = eval_part(&s, &info.candle_device()?, batch, mine, workers.rank(), masks_across(&s, workers.as_ref()))
         .map_err(|e| explain_out_of_memory(e, &info.label()))?;

@@ -6,7 +6,8 @@
 //! while they poll their collective operations, and stop with an error naming the rank.
 //!
 //! Lines on the wire: `HELLO <rank>` (a rank joining), `FAIL <rank> <text>`, `BYE <rank>`
-//! (leaving cleanly: its end of file is then no failure).
+//! (leaving cleanly: its end of file is then no failure; rank 0 passes it on, since a rank
+//! that left joins no more collective operations, so a wait for it must end too).
 use crate::error::{Error, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -15,10 +16,12 @@ use std::time::{Duration, Instant};
 
 #[derive(Default)]
 struct State {
-    /// The first failure heard of: (rank, what happened).
+    /// The first failure heard of: (rank, what happened); this rank's own too.
     failure: Option<(usize, String)>,
     /// Ranks that said BYE.
     left: Vec<bool>,
+    /// The first rank heard to leave, and when.
+    first_left: Option<(usize, Instant)>,
 }
 
 pub struct Liveness {
@@ -57,11 +60,12 @@ impl Liveness {
             match listener.accept() {
                 Ok((stream, _)) => {
                     stream.set_nonblocking(false).map_err(|e| io_error("liveness connection", e))?;
-                    stream.set_read_timeout(Some(timeout)).map_err(|e| io_error("liveness connection", e))?;
+                    // A greeting comes at once; a stray connection must not hold up the others.
+                    stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| io_error("liveness connection", e))?;
                     let mut line = String::new();
-                    BufReader::new(stream.try_clone().map_err(|e| io_error("liveness connection", e))?)
-                        .read_line(&mut line)
-                        .map_err(|e| io_error("a worker's liveness greeting", e))?;
+                    if BufReader::new(stream.try_clone().map_err(|e| io_error("liveness connection", e))?).read_line(&mut line).is_err() {
+                        continue;
+                    }
                     let rank = line.strip_prefix("HELLO ").and_then(|r| r.trim().parse::<usize>().ok()).filter(|r| *r > 0 && *r < size);
                     let Some(rank) = rank else { continue };
                     if streams[rank].is_none() {
@@ -85,7 +89,7 @@ impl Liveness {
                 Err(e) => return Err(io_error("liveness port", e)),
             }
         }
-        let this = Self { rank: 0, streams: Arc::new(Mutex::new(streams)), state: Arc::new(Mutex::new(State { failure: None, left: vec![false; size] })) };
+        let this = Self { rank: 0, streams: Arc::new(Mutex::new(streams)), state: Arc::new(Mutex::new(State { left: vec![false; size], ..State::default() })) };
         for rank in 1..size {
             let reader = lock(&this.streams)[rank].as_ref().map(|s| s.try_clone()).transpose().map_err(|e| io_error("liveness connection", e))?;
             if let Some(reader) = reader {
@@ -99,9 +103,16 @@ impl Liveness {
     pub fn connect(address: &str, rank: usize, size: usize, timeout: Duration) -> Result<Self> {
         let deadline = Instant::now() + timeout;
         let mut stream = loop {
-            let attempt = address.to_socket_addrs().map_err(|e| io_error(&format!("cannot resolve rank 0's address {}", address), e)).and_then(|mut a| {
-                let addr = a.next().ok_or_else(|| Error::Worker(format!("rank 0's address {} resolves to nothing", address)))?;
-                TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| io_error(&format!("cannot reach rank 0 at {}", address), e))
+            // Rank 0 listens on IPv4: its name may resolve to IPv6 first, so every address is tried.
+            let attempt = address.to_socket_addrs().map_err(|e| io_error(&format!("cannot resolve rank 0's address {}", address), e)).and_then(|addrs| {
+                let mut last = Error::Worker(format!("rank 0's address {} resolves to nothing", address));
+                for addr in addrs {
+                    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                        Ok(s) => return Ok(s),
+                        Err(e) => last = io_error(&format!("cannot reach rank 0 at {}", address), e),
+                    }
+                }
+                Err(last)
             });
             match attempt {
                 Ok(s) => break s,
@@ -111,8 +122,11 @@ impl Liveness {
         };
         writeln!(stream, "HELLO {}", rank).map_err(|e| io_error("cannot greet rank 0", e))?;
         let reader = stream.try_clone().map_err(|e| io_error("liveness connection", e))?;
-        let this =
-            Self { rank, streams: Arc::new(Mutex::new(vec![Some(stream)])), state: Arc::new(Mutex::new(State { failure: None, left: vec![false; size] })) };
+        let this = Self {
+            rank,
+            streams: Arc::new(Mutex::new(vec![Some(stream)])),
+            state: Arc::new(Mutex::new(State { left: vec![false; size], ..State::default() })),
+        };
         this.listen_to(0, reader);
         Ok(this)
     }
@@ -127,8 +141,15 @@ impl Liveness {
                 let (kind, rank, text) = (words.next().unwrap_or(""), words.next().and_then(|r| r.parse::<usize>().ok()), words.next().unwrap_or(""));
                 match (kind, rank) {
                     ("BYE", Some(r)) => {
-                        if let Some(l) = lock(&state).left.get_mut(r) {
-                            *l = true;
+                        {
+                            let mut st = lock(&state);
+                            if let Some(l) = st.left.get_mut(r) {
+                                *l = true;
+                            }
+                            st.first_left.get_or_insert((r, Instant::now()));
+                        }
+                        if me == 0 {
+                            relay(&streams, r, &format!("BYE {}\n", r));
                         }
                     }
                     ("FAIL", Some(r)) => record(&state, &streams, me, r, text),
@@ -153,8 +174,17 @@ impl Liveness {
         FailureWatch(self.state.clone())
     }
 
-    /// Tells the others that this rank failed (its step, or its R code, stopped with `text`).
+    /// Records that this rank failed (its step, or its R code, stopped with `text`), so that
+    /// it starts no more collective operations, and tells the others. The first failure
+    /// known here stays the one reported.
     pub fn report(&self, text: &str) {
+        {
+            let mut st = lock(&self.state);
+            if st.failure.is_some() {
+                return;
+            }
+            st.failure = Some((self.rank, one_line(text)));
+        }
         let line = format!("FAIL {} {}\n", self.rank, one_line(text));
         for s in lock(&self.streams).iter_mut().flatten() {
             let _ = s.write_all(line.as_bytes());
@@ -178,6 +208,11 @@ impl FailureWatch {
     pub fn failure(&self) -> Option<(usize, String)> {
         lock(&self.0).failure.clone()
     }
+
+    /// The first rank heard to leave the job, and when.
+    pub fn first_left(&self) -> Option<(usize, Instant)> {
+        lock(&self.0).first_left
+    }
 }
 
 impl Drop for Liveness {
@@ -200,11 +235,15 @@ fn record(state: &Mutex<State>, streams: &Mutex<Vec<Option<TcpStream>>>, me: usi
         st.failure = Some((rank, text.to_string()));
     }
     if me == 0 {
-        let line = format!("FAIL {} {}\n", rank, one_line(text));
-        for (r, s) in lock(streams).iter_mut().enumerate() {
-            if let (true, Some(s)) = (r != rank, s.as_mut()) {
-                let _ = s.write_all(line.as_bytes());
-            }
+        relay(streams, rank, &format!("FAIL {} {}\n", rank, one_line(text)));
+    }
+}
+
+/// Rank 0 passes a line about `rank` on to every other rank.
+fn relay(streams: &Mutex<Vec<Option<TcpStream>>>, rank: usize, line: &str) {
+    for (r, s) in lock(streams).iter_mut().enumerate() {
+        if let (true, Some(s)) = (r != rank, s.as_mut()) {
+            let _ = s.write_all(line.as_bytes());
         }
     }
 }
@@ -255,6 +294,21 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         // Rank 2 left cleanly before: rank 0 heard of rank 1's failure, not of rank 2's.
         assert_eq!(root.failure().unwrap().0, 1);
+    }
+
+    #[test]
+    fn a_rank_leaving_is_passed_on_and_a_rank_failing_records_its_own_failure() {
+        let (root, one, two) = job();
+        two.leave();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while one.watch().first_left().is_none() {
+            assert!(Instant::now() < deadline, "rank 1 never heard that rank 2 left");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(one.watch().first_left().map(|(r, _)| r), Some(2));
+        assert!(root.failure().is_none() && one.failure().is_none(), "leaving is no failure");
+        one.report("out of memory");
+        assert_eq!(one.failure(), Some((1, "out of memory".to_string())), "a failing rank starts nothing more");
     }
 
     #[test]

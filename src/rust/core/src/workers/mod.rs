@@ -16,10 +16,14 @@ use crate::collective::{Collective, Ranked};
 use crate::error::{Error, Result};
 use liveness::{FailureWatch, Liveness};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long rank 0 waits for the others to connect when the job starts.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a wait under way goes on after a rank left the job: the data of a collective
+/// operation that rank finished may still be on its way here.
+const AFTER_LEAVING: Duration = Duration::from_secs(10);
 
 /// This process's place in the job.
 pub struct Workers {
@@ -94,9 +98,21 @@ impl Workers {
         self.rank == 0
     }
 
-    /// Why a wait for the others must stop: Ctrl-C, or another rank's failure.
-    fn stop_reason(&self) -> Result<()> {
-        stop_reason(self.rank, self.size, self.liveness.as_ref().map(Liveness::watch).as_ref())
+    fn watch(&self) -> Option<FailureWatch> {
+        self.liveness.as_ref().map(Liveness::watch)
+    }
+
+    /// The outcome of an MPI operation: a failure here (Ctrl-C, an MPI error, a wait given
+    /// up) is this rank's, recorded so that it starts no more operations (nor MPI_Finalize)
+    /// and told to the others, which wait for it; a failure heard of from another rank is
+    /// recorded already.
+    fn settled<T>(&self, outcome: Result<T>) -> Result<T> {
+        if let (Err(e), Some(l)) = (&outcome, &self.liveness) {
+            if !matches!(e, Error::Worker(_)) {
+                l.report(&e.to_string());
+            }
+        }
+        outcome
     }
 
     /// `values` from rank 0 to every rank (weights, seeds).
@@ -109,7 +125,8 @@ impl Workers {
 
     #[cfg(feature = "mpi")]
     fn broadcast_bytes(&self, bytes: &mut [u8]) -> Result<()> {
-        mpi::broadcast(bytes, 0, &mut || self.stop_reason())
+        let (started, watch) = (Instant::now(), self.watch());
+        self.settled(mpi::broadcast(bytes, 0, &mut || stop_reason(self.rank, self.size, watch.as_ref(), started)))
     }
 
     #[cfg(not(feature = "mpi"))]
@@ -118,45 +135,57 @@ impl Workers {
     }
 
     /// Leaving the job cleanly (the others do not take this rank's end for a failure), then
-    /// MPI's `MPI_Finalize`; not after a failure, when the others may be gone.
+    /// MPI's `MPI_Finalize`; not after a failure, when the others may be gone (MPI_Finalize
+    /// would wait for them) or MPI may still hold an abandoned operation's buffer.
     pub fn leave(&self) {
         if let Some(l) = &self.liveness {
             l.leave();
         }
         #[cfg(feature = "mpi")]
-        if self.stop_reason().is_ok() {
+        if self.watch().and_then(|w| w.failure()).is_none() {
             mpi::finalize();
         }
     }
 }
 
-/// Why a wait for the other ranks must stop: Ctrl-C, or another rank's failure.
-fn stop_reason(rank: usize, size: usize, watch: Option<&FailureWatch>) -> Result<()> {
+/// Why a wait for the other ranks, begun at `started`, must stop: Ctrl-C; another rank's
+/// failure (or this one's); or a rank that left the job, which joins no more operations: at
+/// once for an operation begun after it left, after [`AFTER_LEAVING`] for one under way.
+fn stop_reason(rank: usize, size: usize, watch: Option<&FailureWatch>, started: Instant) -> Result<()> {
     crate::cancel::check()?;
-    match watch.and_then(FailureWatch::failure) {
-        Some((failed, text)) => Err(Error::Worker(format!("worker rank {} of {} failed: {} (this is rank {}; the job stops)", failed, size, text, rank))),
-        None => Ok(()),
+    let Some(watch) = watch else { return Ok(()) };
+    if let Some((failed, text)) = watch.failure() {
+        return Err(Error::Worker(format!("worker rank {} of {} failed: {} (this is rank {}; the job stops)", failed, size, text, rank)));
+    }
+    match watch.first_left() {
+        Some((left, at)) if at <= started || at.elapsed() > AFTER_LEAVING => Err(Error::Worker(format!(
+            "worker rank {} of {} left the job (its script ended) while this rank (rank {}) waited for it: every rank must run the same training calls",
+            left, size, rank
+        ))),
+        _ => Ok(()),
     }
 }
 
 /// A sum MPI works on (a bucket of gradients), with what stops a wait for it.
 #[cfg(feature = "mpi")]
 struct MpiSum {
-    started: mpi::StartedSum,
-    rank: usize,
-    size: usize,
-    watch: Option<FailureWatch>,
+    sum: mpi::StartedSum,
+    workers: Arc<Workers>,
+    started: Instant,
 }
 
 #[cfg(feature = "mpi")]
 impl SumUnderWay for MpiSum {
     fn nudge(&mut self) -> Result<()> {
-        self.started.nudge()
+        let outcome = self.sum.nudge();
+        self.workers.settled(outcome)
     }
 
     fn finish(self: Box<Self>) -> Result<Vec<f64>> {
-        let (rank, size, watch) = (self.rank, self.size, self.watch);
-        self.started.finish(&mut || stop_reason(rank, size, watch.as_ref()))
+        let MpiSum { sum, workers, started } = *self;
+        let watch = workers.watch();
+        let outcome = sum.finish(&mut || stop_reason(workers.rank, workers.size, watch.as_ref(), started));
+        workers.settled(outcome)
     }
 }
 
@@ -173,7 +202,8 @@ impl Collective for Workers {
         }
         #[cfg(feature = "mpi")]
         {
-            mpi::all_reduce_sum(values, &mut || self.stop_reason())
+            let (started, watch) = (Instant::now(), self.watch());
+            self.settled(mpi::all_reduce_sum(values, &mut || stop_reason(self.rank, self.size, watch.as_ref(), started)))
         }
         #[cfg(not(feature = "mpi"))]
         {
@@ -188,9 +218,12 @@ impl Collective for Workers {
             self.all_reduce_sum(&mut values)?;
             return crate::collective::finished_sum(values);
         }
-        self.stop_reason()?;
-        let started = mpi::start_sum(values)?;
-        Ok(Box::new(MpiSum { started, rank: self.rank, size: self.size, watch: self.liveness.as_ref().map(Liveness::watch) }))
+        let started = Instant::now();
+        self.settled(stop_reason(self.rank, self.size, self.watch().as_ref(), started))?;
+        let sum = self.settled(mpi::start_sum(values))?;
+        // The job's one Workers (a sum outlives the call that starts it).
+        let workers = join()?;
+        Ok(Box::new(MpiSum { sum, workers, started }))
     }
 }
 

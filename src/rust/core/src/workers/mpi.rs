@@ -95,16 +95,38 @@ pub(super) fn init() -> Result<(usize, usize)> {
     Ok((rank.max(0) as usize, size.max(1) as usize))
 }
 
+/// Runs an MPI operation on a copy of `values` in a buffer of its own: given up midway, the
+/// operation may still write its buffer, so the buffer is then never freed (the job is
+/// failing) rather than left to the caller, who would free or reuse it.
+fn on_own_buffer<T: Copy>(values: &mut [T], run: impl FnOnce(&mut [T]) -> Result<()>) -> Result<()> {
+    let mut buffer = values.to_vec();
+    match run(&mut buffer) {
+        Ok(()) => {
+            values.copy_from_slice(&buffer);
+            Ok(())
+        }
+        Err(e) => {
+            std::mem::forget(buffer);
+            Err(e)
+        }
+    }
+}
+
 pub(super) fn all_reduce_sum(values: &mut [f64], check: &mut dyn FnMut() -> Result<()>) -> Result<()> {
-    let (ptr, n) = (values.as_mut_ptr(), values.len() as c_longlong);
-    // SAFETY: the C side reads and writes `n` doubles at `ptr`, borrowed mutably here.
-    wait_with("all-reduce", check, |f, ctx, abandoned| unsafe { rg_mpi_allreduce_sum_f64(ptr, n, f, ctx, abandoned) })
+    on_own_buffer(values, |buffer| {
+        let (ptr, n) = (buffer.as_mut_ptr(), buffer.len() as c_longlong);
+        // SAFETY: the C side reads and writes `n` doubles at `ptr`, a buffer that lives until
+        // the operation completes (or forever, when it is given up).
+        wait_with("all-reduce", check, |f, ctx, abandoned| unsafe { rg_mpi_allreduce_sum_f64(ptr, n, f, ctx, abandoned) })
+    })
 }
 
 pub(super) fn broadcast(bytes: &mut [u8], root: usize, check: &mut dyn FnMut() -> Result<()>) -> Result<()> {
-    let (ptr, n) = (bytes.as_mut_ptr().cast::<c_void>(), bytes.len() as c_longlong);
-    // SAFETY: the C side reads or writes `n` bytes at `ptr`, borrowed mutably here.
-    wait_with("broadcast", check, |f, ctx, abandoned| unsafe { rg_mpi_broadcast(ptr, n, root as c_int, f, ctx, abandoned) })
+    on_own_buffer(bytes, |buffer| {
+        let (ptr, n) = (buffer.as_mut_ptr().cast::<c_void>(), buffer.len() as c_longlong);
+        // SAFETY: as in all_reduce_sum, for `n` bytes.
+        wait_with("broadcast", check, |f, ctx, abandoned| unsafe { rg_mpi_broadcast(ptr, n, root as c_int, f, ctx, abandoned) })
+    })
 }
 
 pub(super) fn processor_name() -> Result<String> {
@@ -126,6 +148,8 @@ pub(super) struct StartedSum {
     pending: *mut c_void,
     values: Vec<f64>,
     done: bool,
+    /// Finished and its block freed: the values are the caller's.
+    finished: bool,
 }
 
 // SAFETY: the request block is used by one thread at a time (the step's), as MPI was
@@ -137,7 +161,7 @@ pub(super) fn start_sum(mut values: Vec<f64>) -> Result<StartedSum> {
     // SAFETY: MPI reads and writes the vector's buffer until the sum is finished; the vector
     // is kept (and not resized) in the returned value until then, or leaked if abandoned.
     checked(unsafe { rg_mpi_start_sum_f64(values.as_mut_ptr(), values.len() as c_longlong, &mut pending) }, "all-reduce")?;
-    Ok(StartedSum { pending, values, done: false })
+    Ok(StartedSum { pending, values, done: false, finished: false })
 }
 
 impl StartedSum {
@@ -156,13 +180,18 @@ impl StartedSum {
         // SAFETY: the request block from rg_mpi_start_sum_f64, freed by this call when the
         // sum completes.
         let outcome = wait_with("all-reduce", check, |f, ctx, abandoned| unsafe { rg_mpi_finish_sum(pending, f, ctx, abandoned) });
-        match outcome {
-            Ok(()) => Ok(std::mem::take(&mut self.values)),
-            Err(e) => {
-                // MPI may still write the buffer: it is never freed (the job is failing).
-                std::mem::forget(std::mem::take(&mut self.values));
-                Err(e)
-            }
+        outcome?;
+        self.finished = true;
+        Ok(std::mem::take(&mut self.values))
+    }
+}
+
+impl Drop for StartedSum {
+    /// A sum dropped before it finished (its step failed, or the wait was given up): MPI may
+    /// still write its values, so they are never freed (the job is failing), nor its block.
+    fn drop(&mut self) {
+        if !self.finished {
+            std::mem::forget(std::mem::take(&mut self.values));
         }
     }
 }
