@@ -43,6 +43,15 @@ cuda_cargo() {
 }
 echo "== cargo build --features cuda (rustgpu-core tests and the GPU check)"
 cuda_cargo test --no-run --lib --tests
+if command -v mpicc >/dev/null 2>&1; then
+  # Multi-worker training's NCCL path (src/workers/nccl.rs, feature nccl: CUDA, MPI and
+  # libnccl), linked against a stand-in for libnccl.so.2 as for the driver.
+  grep -rhoE "fn (nccl[A-Za-z0-9_]+)\(" "$CUDARC/src/nccl/sys" | sed -E 's/fn (nccl[A-Za-z0-9_]+)\(/\1/' | sort -u |
+    awk '{print "int " $1 "(void){return 999;}"}' > "$ROOT/lib/stubs/nccl_stub.c"
+  gcc -shared -fPIC -Wl,-soname,libnccl.so.2 -o "$ROOT/lib/stubs/libnccl.so" "$ROOT/lib/stubs/nccl_stub.c"
+  echo "== cargo build --features nccl (the NCCL path)"
+  cuda_cargo test --no-run --lib --features nccl
+fi
 cuda_cargo build --example cuda_check
 mkdir -p .gpu
 cp "$TARGET/release/examples/cuda_check" .gpu/cuda_check

@@ -58,6 +58,17 @@ pub trait Ranked: Collective {
     fn size(&self) -> usize;
     /// Tells the others that this member failed (`text` says how); they stop waiting for it.
     fn report_failure(&self, _text: &str) {}
+    /// Sums of tensors on `device` itself, where the members have a way (NCCL between
+    /// GPUs); None: sums go through the host. Every member asks at the same point.
+    fn device_sums(&self, _device: &candle_core::Device) -> Result<Option<Arc<dyn DeviceSums>>> {
+        Ok(None)
+    }
+}
+
+/// Element-wise sums of tensors over every member, on the tensors' device; queued in order
+/// (every member sums the same tensors in the same order).
+pub trait DeviceSums: Send + Sync {
+    fn sum(&self, t: &candle_core::Tensor) -> Result<candle_core::Tensor>;
 }
 
 /// The replicas of one step, in the order of their rows.

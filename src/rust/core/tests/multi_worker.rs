@@ -2,7 +2,7 @@
 //! every global batch and the sums are added up over the workers, so that every worker ends
 //! with the weights one process gets on the whole batches. Here the workers are threads
 //! exchanging through a `ReplicaGroup` (the MPI path is tested from R, with mpirun).
-use rustgpu_core::collective::{Ranked, ReplicaGroup};
+use rustgpu_core::collective::{Collective, DeviceSums, Ranked, ReplicaGroup};
 use rustgpu_core::layers::Layer;
 use rustgpu_core::loss::Loss;
 use rustgpu_core::metrics::Metric;
@@ -53,14 +53,52 @@ fn train(ex: &Executor, synchronized: bool) -> (Vec<HostTensor>, Vec<(f64, Vec<f
     (m.get_weights(), stats)
 }
 
+/// A worker whose members sum tensors "on the device" (as NCCL does between GPUs), here on
+/// the CPU through the host exchange: the multi-worker step's device path, run without GPUs.
+struct OnDevice(Arc<dyn Ranked>);
+
+struct HostSums(Arc<dyn Ranked>);
+
+impl Collective for OnDevice {
+    fn all_reduce_sum(&self, values: &mut [f64]) -> rustgpu_core::Result<()> {
+        self.0.all_reduce_sum(values)
+    }
+}
+
+impl Ranked for OnDevice {
+    fn rank(&self) -> usize {
+        self.0.rank()
+    }
+    fn size(&self) -> usize {
+        self.0.size()
+    }
+    fn device_sums(&self, _device: &candle_core::Device) -> rustgpu_core::Result<Option<Arc<dyn DeviceSums>>> {
+        Ok(Some(Arc::new(HostSums(self.0.clone()))))
+    }
+}
+
+impl DeviceSums for HostSums {
+    fn sum(&self, t: &candle_core::Tensor) -> rustgpu_core::Result<candle_core::Tensor> {
+        let mut v: Vec<f64> = t.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect();
+        self.0.all_reduce_sum(&mut v)?;
+        Ok(candle_core::Tensor::from_vec(v.into_iter().map(|x| x as f32).collect::<Vec<f32>>(), t.dims(), t.device())?)
+    }
+}
+
 fn in_workers<T: Send>(n: usize, f: impl Fn(Executor) -> T + Sync) -> Vec<T> {
+    in_workers_as(n, false, f)
+}
+
+/// `n` workers as threads; `on_device`: their gradients summed by device sums.
+fn in_workers_as<T: Send>(n: usize, on_device: bool, f: impl Fn(Executor) -> T + Sync) -> Vec<T> {
     let group = ReplicaGroup::new(n);
     let seats: Vec<_> = (0..n).map(|i| group.seat(i)).collect();
     std::thread::scope(|scope| {
         let handles: Vec<_> = seats
             .iter()
             .map(|seat| {
-                let ranked: Arc<dyn Ranked> = seat.ranked_member();
+                let member: Arc<dyn Ranked> = seat.ranked_member();
+                let ranked: Arc<dyn Ranked> = if on_device { Arc::new(OnDevice(member)) } else { member };
                 let f = &f;
                 scope.spawn(move || f(Executor::Workers(rustgpu_core::device::cpu_device(), ranked)))
             })
@@ -90,6 +128,22 @@ fn every_worker_trains_as_one_process_on_the_whole_batches() {
                 } else {
                     assert!(d > 1e-4, "{} workers without synchronization: {}", n, d);
                 }
+            }
+        }
+    }
+}
+
+#[test]
+fn gradients_summed_on_the_devices_train_as_one_process_too() {
+    for synchronized in [false, true] {
+        let (one_weights, one_stats) = train(&Executor::Local(rustgpu_core::device::cpu_device()), synchronized);
+        for (weights, stats) in in_workers_as(3, true, |ex| train(&ex, synchronized)) {
+            let d = largest_difference(&weights, &one_weights);
+            if synchronized {
+                assert!(d <= 1e-5, "weights differ by {}", d);
+                assert!(stats.iter().zip(&one_stats).all(|((l, _), (l1, _))| (l - l1).abs() <= 1e-5));
+            } else {
+                assert!(d > 1e-4);
             }
         }
     }

@@ -177,16 +177,56 @@ pub(super) fn train(
     let device = info.candle_device()?;
     let collective: Arc<dyn Collective> = workers.clone();
     let shapes = s.shapes.clone();
-    let mut buckets = Buckets::new(workers.as_ref(), shapes.len());
-    let part = train_part(&s, &device, batch, mine, workers.rank(), true, masks_across(&s, workers.as_ref()), Some(collective), &mut |range, grads| {
-        buckets.add(range, grads, &shapes)
-    })
-    .map_err(|e| explain_out_of_memory(e, &info.label()))?;
-    let whole = buckets.finish(part, &shapes, rows.len())?;
+    let masks = masks_across(&s, workers.as_ref());
+    let whole = match workers.device_sums(&device)? {
+        Some(sums) => {
+            // Summed on the devices (NCCL), each layer's as the pass finishes it, then brought
+            // to the host for the update.
+            let mut summed: Vec<Option<Tensor>> = vec![None; shapes.len()];
+            let part = train_part(&s, &device, batch, mine, workers.rank(), false, masks, Some(collective), &mut |range, grads| {
+                for (i, g) in range.zip(grads) {
+                    if let Some(g) = g {
+                        summed[i] = Some(sums.sum(g)?);
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| explain_out_of_memory(e, &info.label()))?;
+            summed_on_devices(workers.as_ref(), sums.as_ref(), part, summed, rows.len())?
+        }
+        None => {
+            let mut buckets = Buckets::new(workers.as_ref(), shapes.len());
+            let part =
+                train_part(&s, &device, batch, mine, workers.rank(), true, masks, Some(collective), &mut |range, grads| buckets.add(range, grads, &shapes))
+                    .map_err(|e| explain_out_of_memory(e, &info.label()))?;
+            buckets.finish(part, &shapes, rows.len())?
+        }
+    };
     let stats = combine(std::slice::from_ref(&whole), rows.len(), &s);
     drop(s);
     super::one_device::apply_update(model, compiled, whole)?;
     Ok(stats)
+}
+
+/// The whole batch's part from gradients summed on the devices (`summed`, by weight; those no
+/// layer reported, the part's own zeros, summed now), on the host, and the part's other sums
+/// added up through the host.
+fn summed_on_devices(workers: &dyn Ranked, sums: &dyn crate::collective::DeviceSums, part: Part, summed: Vec<Option<Tensor>>, rows: usize) -> Result<Part> {
+    let grads = summed
+        .into_iter()
+        .zip(&part.grads)
+        .map(|(s, own)| {
+            Ok(match s {
+                Some(s) => s,
+                None => sums.sum(own)?,
+            }
+            .to_device(&Device::Cpu)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut tail = flatten(&part.clone_sums())?;
+    workers.all_reduce_sum(&mut tail)?;
+    let whole = unflatten(part.clone_sums(), &tail, rows)?;
+    Ok(Part { grads, ..whole })
 }
 
 pub(super) fn evaluate(workers: &Arc<dyn Ranked>, info: &DeviceInfo, model: &Model, compiled: &Compiled, batch: &Batch, rows: &[usize]) -> Result<BatchStats> {

@@ -9,6 +9,8 @@
 mod liveness;
 #[cfg(feature = "mpi")]
 mod mpi;
+#[cfg(feature = "nccl")]
+mod nccl;
 
 #[cfg(feature = "mpi")]
 use crate::collective::SumUnderWay;
@@ -31,6 +33,9 @@ pub struct Workers {
     size: usize,
     /// None for a job of one process.
     liveness: Option<Liveness>,
+    /// The GPUs' communicator, made at the first step on a GPU.
+    #[cfg(feature = "nccl")]
+    nccl: Mutex<Option<Arc<nccl::Nccl>>>,
 }
 
 static JOINED: Mutex<Option<Arc<Workers>>> = Mutex::new(None);
@@ -68,7 +73,13 @@ fn start() -> Result<Workers> {
 fn start() -> Result<Workers> {
     let (rank, size) = mpi::init()?;
     if size == 1 {
-        return Ok(Workers { rank, size, liveness: None });
+        return Ok(Workers {
+            rank,
+            size,
+            liveness: None,
+            #[cfg(feature = "cuda")]
+            nccl: Mutex::new(None),
+        });
     }
     // Rank 0 listens; the others learn where from MPI, then connect.
     let mut address = [0u8; 512];
@@ -90,7 +101,13 @@ fn start() -> Result<Workers> {
             Liveness::connect(&String::from_utf8_lossy(&address[..end]), rank, size, JOIN_TIMEOUT)?
         }
     };
-    Ok(Workers { rank, size, liveness: Some(liveness) })
+    Ok(Workers {
+        rank,
+        size,
+        liveness: Some(liveness),
+        #[cfg(feature = "cuda")]
+        nccl: Mutex::new(None),
+    })
 }
 
 impl Workers {
@@ -240,5 +257,18 @@ impl Ranked for Workers {
         if let Some(l) = &self.liveness {
             l.report(text);
         }
+    }
+
+    #[cfg(feature = "nccl")]
+    fn device_sums(&self, device: &candle_core::Device) -> Result<Option<Arc<dyn crate::collective::DeviceSums>>> {
+        let candle_core::Device::Cuda(gpu) = device else { return Ok(None) };
+        if self.size == 1 {
+            return Ok(None);
+        }
+        let mut made = self.nccl.lock().unwrap_or_else(|e| e.into_inner());
+        if made.is_none() {
+            *made = Some(Arc::new(nccl::Nccl::new(self, gpu)?));
+        }
+        Ok(made.clone().map(|n| n as Arc<dyn crate::collective::DeviceSums>))
     }
 }
