@@ -95,25 +95,29 @@ keras_model_sequential <- function(layers = NULL, name = NULL) {
 #' @export
 format.keras.engine.training.Model <- function(x, ...) {
   info <- model_info(x)
-  rule <- strrep("_", 70)
-  header <- sprintf(" %-32s %-25s %-9s", "Layer (type)", "Output Shape", "Param #")
   if (isTRUE(info$functional)) {
     info$layer_names <- c(info$input_names, info$layer_names)
     info$layer_classes <- c(rep("InputLayer", length(info$input_names)), info$layer_classes)
     info$output_shapes <- c(info$input_shapes, info$output_shapes)
     info$layer_params <- c(rep(0, length(info$input_names)), info$layer_params)
   }
+  names <- sprintf("%s (%s)", info$layer_names, info$layer_classes)
+  # Keras's column widths, widened to the longest entry so that the columns stay aligned
+  # and no name or shape is cut.
+  widths <- c(max(32, nchar(names)), max(25, nchar(info$output_shapes)))
+  row_format <- sprintf(" %%-%ds %%-%ds %%-9s", widths[1], widths[2])
+  line_length <- max(70, sum(widths) + 13)
+  rule <- strrep("_", line_length)
+  header <- sprintf(row_format, "Layer (type)", "Output Shape", "Param #")
   rows <- if (length(info$layer_names)) {
-    sprintf(" %-32s %-25s %-9s",
-            sprintf("%s (%s)", info$layer_names, info$layer_classes),
-            info$output_shapes,
+    sprintf(row_format, names, info$output_shapes,
             ifelse(is.na(info$layer_params), "(unbuilt)", format_count(info$layer_params)))
   } else {
     " (no layers)"
   }
   total <- info$trainable_params + info$non_trainable_params
   lines <- c(
-    sprintf("Model: \"%s\"", info$name), rule, header, strrep("=", 70), rows, strrep("=", 70),
+    sprintf("Model: \"%s\"", info$name), rule, header, strrep("=", line_length), rows, strrep("=", line_length),
     sprintf("Total params: %s", format_count(total)),
     sprintf("Trainable params: %s", format_count(info$trainable_params)),
     sprintf("Non-trainable params: %s", format_count(info$non_trainable_params)),

@@ -316,3 +316,20 @@ test_that("clone_model() makes the architecture anew, with its own weights", {
   expect_true(is_keras_available("2.2.4"))
   expect_false(is_keras_available("3.0"))
 })
+
+test_that("summary() keeps its columns aligned for long layer names, widening them", {
+  model <- keras_model_sequential() %>%
+    layer_dense(3, input_shape = 2, name = "a_dense_layer_with_a_name_longer_than_its_column") %>%
+    layer_dense(1, name = "short")
+  lines <- strsplit(format(model), "\n")[[1]]
+  rows <- grep("\\(Dense\\)", lines, value = TRUE)
+  expect_length(rows, 2)
+  expect_match(rows[1], "a_dense_layer_with_a_name_longer_than_its_column (Dense) (None, 3)", fixed = TRUE)
+  # The shapes and the parameter counts start in the same columns on every row and the header.
+  header <- grep("Layer \\(type\\)", lines, value = TRUE)
+  at <- regexpr("Param #", header)
+  expect_identical(substr(rows, at, at + 1), c("9 ", "4 "))
+  expect_identical(regexpr("\\(None", rows)[[2]], regexpr("Output Shape", header)[[1]])
+  # Rules one wider than the header, as for short names.
+  expect_identical(unique(nchar(grep("^[_=]+$", lines, value = TRUE))), nchar(header) + 1L)
+})
