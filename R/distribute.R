@@ -225,13 +225,17 @@ worker_fit_setup <- function(model, verbose, callbacks) {
 # A multi-worker step shares each batch among the workers, at least a row each: a last
 # batch with fewer rows than workers joins the one before (so no rows are left out).
 worker_batches <- function(model, batches) {
-  if (!is_worker_model(model)) return(batches)
   n <- length(batches)
-  if (n > 1 && length(batches[[n]]) < model_field(model, "strategy")$num_replicas_in_sync) {
+  if (joins_last_batch(model, n, length(batches[[n]]))) {
     batches[[n - 1]] <- c(batches[[n - 1]], batches[[n]])
     batches[[n]] <- NULL
   }
   batches
+}
+
+# Whether a worker model's last batch of `last_rows` rows (of `batches`) joins the one before.
+joins_last_batch <- function(model, batches, last_rows) {
+  is_worker_model(model) && batches > 1 && last_rows < model_field(model, "strategy")$num_replicas_in_sync
 }
 
 # Runs `code` (a worker's training); an R error in it (a callback's, say) or Ctrl-C is told to
@@ -249,13 +253,6 @@ check_strategy_layers <- function(model, call = rlang::caller_env()) {
   strategy <- model_field(model, "strategy")
   if (is.null(strategy) || strategy$num_replicas_in_sync < 2) return(invisible())
   if (is_worker_model(model)) call_backend(rg_workers_broadcast_weights(model_field(model, "ptr")), call = call)
-  stateful <- call_backend(rg_stateful_layers(model_field(model, "ptr")))
-  if (length(stateful)) {
-    value_error(sprintf(paste(
-      "The model was made in a mirrored_strategy() scope but has stateful layers (%s): each keeps its rows'",
-      "states from one batch to the next, which splitting batches across replicas would mix up. Make it outside",
-      "the scope, or use `stateful = FALSE`."
-    ), paste0("\"", stateful, "\"", collapse = ", ")), call = call)
-  }
-  invisible()
+  refuse_stateful_layers(model, "The model was made in a distribution strategy's scope but has",
+                         "Make it outside the scope", call = call)
 }

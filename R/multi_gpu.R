@@ -53,17 +53,24 @@ multi_gpu_model <- function(model, gpus = NULL, cpu_merge = TRUE, cpu_relocation
   check_bool(cpu_merge, "cpu_merge")
   check_bool(cpu_relocation, "cpu_relocation")
   split <- match_choice(split, c("even", "measured"), "split")
-  stateful <- call_backend(rg_stateful_layers(model$ptr))
-  if (length(stateful)) {
-    value_error(sprintf(paste(
-      "`model` has stateful layers (%s): each keeps its rows' states from one batch to the next, which",
-      "splitting batches across replicas would mix up. Train it without multi_gpu_model(), or use `stateful = FALSE`."
-    ), paste0("\"", stateful, "\"", collapse = ", ")))
-  }
+  refuse_stateful_layers(model, "`model` has", "Train it without multi_gpu_model()")
   ids <- resolve_gpu_ids(gpus)
   ptr <- call_backend(rg_multi_gpu(model$ptr, as.numeric(ids), cpu_merge, cpu_relocation, split))
   new_model(ptr, model$name, kind = if (inherits(model, "keras.engine.sequential.Sequential")) "sequential" else "model",
             template = model, gpus = ids)
+}
+
+# Replicas split each batch: stateful layers, whose rows' states go from one batch to the
+# next, cannot train so. `has`: how the message names the model; `instead`: what to do.
+refuse_stateful_layers <- function(model, has, instead, call = rlang::caller_env()) {
+  stateful <- call_backend(rg_stateful_layers(model_field(model, "ptr")), call = call)
+  if (length(stateful)) {
+    value_error(sprintf(paste(
+      "%s stateful layers (%s): each keeps its rows' states from one batch to the next, which",
+      "splitting batches across replicas would mix up. %s, or use `stateful = FALSE`."
+    ), has, paste0("\"", stateful, "\"", collapse = ", "), instead), call = call)
+  }
+  invisible()
 }
 
 # Keras's rules and messages for `gpus`.

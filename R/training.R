@@ -286,10 +286,7 @@ fit.keras.engine.training.Model <- function(object, x = NULL, y = NULL, batch_si
 
   steps <- ceiling(length(train_rows) / batch_size)
   # A worker's short last batch joins the one before (worker_batches()).
-  if (is_worker_model(object) && steps > 1 &&
-      length(train_rows) - (steps - 1) * batch_size < model_field(object, "strategy")$num_replicas_in_sync) {
-    steps <- steps - 1
-  }
+  if (joins_last_batch(object, steps, length(train_rows) - (steps - 1) * batch_size)) steps <- steps - 1
   worker <- worker_fit_setup(object, verbose, callbacks)
   verbose <- worker$verbose
   as_worker(object, train_loop(

@@ -50,11 +50,9 @@ fn rg_workers_join() -> Robj {
 fn rg_workers_broadcast_seed(seed: f64) -> Robj {
     guard(|| {
         let w = joined()?;
-        // Two halves of 16 bits, each exact as a float.
-        let s = seed.max(0.0) as u64;
-        let mut halves = [(s >> 16) as f32, (s & 0xFFFF) as f32];
-        w.broadcast_f32(&mut halves)?;
-        Ok(((halves[0] as u64) << 16 | halves[1] as u64).into_robj())
+        let mut bytes = (seed.max(0.0) as u64).to_le_bytes();
+        w.broadcast_bytes(&mut bytes)?;
+        Ok((u64::from_le_bytes(bytes) as f64).into_robj())
     })
 }
 

@@ -132,23 +132,26 @@ impl Workers {
         outcome
     }
 
-    /// `values` from rank 0 to every rank (weights, seeds).
+    /// `values` from rank 0 to every rank (weights).
     pub fn broadcast_f32(&self, values: &mut [f32]) -> Result<()> {
-        if self.size == 1 {
-            return Ok(());
-        }
         self.broadcast_bytes(bytes_of_mut(values))
     }
 
-    #[cfg(feature = "mpi")]
-    fn broadcast_bytes(&self, bytes: &mut [u8]) -> Result<()> {
-        let (started, watch) = (Instant::now(), self.watch());
-        self.settled(mpi::broadcast(bytes, 0, &mut || stop_reason(self.rank, self.size, watch.as_ref(), started)))
-    }
-
-    #[cfg(not(feature = "mpi"))]
-    fn broadcast_bytes(&self, _bytes: &mut [u8]) -> Result<()> {
-        Err(Error::State("this build of rustgpu has no MPI".into()))
+    /// `bytes` from rank 0 to every rank (seeds, NCCL's id).
+    pub fn broadcast_bytes(&self, bytes: &mut [u8]) -> Result<()> {
+        if self.size == 1 {
+            return Ok(());
+        }
+        #[cfg(feature = "mpi")]
+        {
+            let (started, watch) = (Instant::now(), self.watch());
+            self.settled(mpi::broadcast(bytes, 0, &mut || stop_reason(self.rank, self.size, watch.as_ref(), started)))
+        }
+        #[cfg(not(feature = "mpi"))]
+        {
+            let _ = bytes;
+            Err(Error::State("this build of rustgpu has no MPI".into()))
+        }
     }
 
     /// Leaving the job cleanly (the others do not take this rank's end for a failure), then
