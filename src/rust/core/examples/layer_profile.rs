@@ -31,6 +31,10 @@ fn main() {
         ops();
         return;
     }
+    if std::env::var_os("DIRECT").is_some() {
+        direct_against_patch_rows();
+        return;
+    }
     rustgpu_core::device::configure_threads();
     let json = r#"{"class_name":"Sequential","config":{"name":"cnn","layers":[
         {"class_name":"InputLayer","config":{"batch_input_shape":[null,28,28,1]}},
@@ -50,7 +54,9 @@ fn main() {
     let batch = 128;
     let x = candle_core::Tensor::rand(0f32, 1.0, (batch, 28, 28, 1), &dev).unwrap();
     let arch = &model.arch;
-    let reps = 30;
+    // STEP_REPS=n: time only the whole step, n times (for `perf record`).
+    let step_reps: Option<usize> = std::env::var("STEP_REPS").ok().and_then(|v| v.parse().ok());
+    let reps = step_reps.unwrap_or(30);
     println!("{:<10} {:>12} {:>12}  (ms, median of {}, batch {}, {} threads)", "layer", "forward", "backward", reps, batch, rayon::current_num_threads());
     {
         // The whole training step, as fit() runs it (RMSprop, categorical crossentropy).
@@ -77,7 +83,10 @@ fn main() {
             })
             .collect();
         t.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        println!("{:<10} {:>12.3}  (whole training step)", "step", t[reps / 2]);
+        println!("{:<10} {:>12.3}  (whole training step; best {:.3})", "step", t[reps / 2], t[0]);
+    }
+    if step_reps.is_some() {
+        return;
     }
     let mut input = x;
     for (i, layer) in arch.layers.iter().enumerate() {
@@ -280,4 +289,47 @@ fn ops() {
     time("max pool 26x26x32", &|| {
         let _ = rustgpu_core::kernels::max_pool_on_device(&y, &pg).unwrap();
     });
+}
+
+/// DIRECT=1: the direct convolution against im2col + matmul for the CNN's first convolution
+/// (28x28x1, 32 filters, batch 128) and the block net's (71x71x3, stride 2, batch 32), the
+/// two routes alternated within each repeat; best of 40 (this VM's noise only adds).
+fn direct_against_patch_rows() {
+    use candle_core::Tensor;
+    use rustgpu_core::kernels::{direct_conv_forward, direct_conv_kernel_gradient, im2col, linear, matmul, relu_backward, sum_rows, window_geometry};
+    let dev = candle_core::Device::Cpu;
+    for (label, batch, h, c, stride) in [("28x28x1, 3x3, 32 filters, batch 128", 128, 28, 1, 1), ("71x71x3, 3x3/2, 32 filters, batch 32", 32, 71, 3, 2)] {
+        let g = window_geometry("c", "Conv2D", &[h, h, c], (3, 3), (stride, stride), (1, 1), false).unwrap();
+        let filters = 32;
+        let x: Vec<f32> = (0..batch * g.image_len()).map(|i| ((i * 7919 % 1000) as f32) / 500.0 - 1.0).collect();
+        let kernel: Vec<f32> = (0..g.patch_len() * filters).map(|i| ((i * 104_729 % 1000) as f32) / 500.0 - 1.0).collect();
+        let bias = vec![0.1f32; filters];
+        let rows = batch * g.out_h * g.out_w;
+        let kt = Tensor::from_slice(&kernel, (g.patch_len(), filters), &dev).unwrap();
+        let bt = Tensor::from_slice(&bias, filters, &dev).unwrap();
+        let dy: Vec<f32> = (0..rows * filters).map(|i| ((i * 31 % 97) as f32) / 50.0 - 1.0).collect();
+        let dyt = Tensor::from_slice(&dy, (rows, filters), &dev).unwrap();
+        let mut best = [f64::INFINITY; 4];
+        for _ in 0..40 {
+            let t = Instant::now();
+            let y = direct_conv_forward(&x, batch, &g, &kernel, Some(&bias), true, filters);
+            best[0] = best[0].min(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            let _ = direct_conv_kernel_gradient(&x, &dy, Some(&y), batch, &g, filters);
+            best[1] = best[1].min(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            let cols = Tensor::from_vec(im2col(&x, batch, &g), (rows, g.patch_len()), &dev).unwrap();
+            let yt = linear(&cols, &kt, Some(&bt), true).unwrap();
+            best[2] = best[2].min(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            let dz = relu_backward(&yt, &dyt).unwrap();
+            let _ = matmul(&cols.t().unwrap(), &dz).unwrap();
+            let _ = sum_rows(&dz).unwrap();
+            best[3] = best[3].min(t.elapsed().as_secs_f64() * 1e3);
+        }
+        println!(
+            "{}: forward direct {:.3} ms, im2col+matmul {:.3} ms; kernel gradient (ReLU's included) direct {:.3} ms, matmuls {:.3} ms",
+            label, best[0], best[2], best[1], best[3]
+        );
+    }
 }

@@ -32,7 +32,7 @@ impl ConvGeometry {
 
     /// Source row and column of kernel tap (i, j) for output pixel (oy, ox), if inside the image.
     #[inline]
-    fn source(&self, oy: usize, ox: usize, i: usize, j: usize) -> Option<(usize, usize)> {
+    pub(super) fn source(&self, oy: usize, ox: usize, i: usize, j: usize) -> Option<(usize, usize)> {
         let y = (oy * self.stride_h + i * self.dilation_h).checked_sub(self.pad_top)?;
         let x = (ox * self.stride_w + j * self.dilation_w).checked_sub(self.pad_left)?;
         (y < self.h && x < self.w).then_some((y, x))

@@ -1,5 +1,7 @@
 //! 2-d convolution, channels last, as im2col + one matmul (forward) and matmuls + col2im
-//! (backward; the input gradient only when a layer below needs it).
+//! (backward; the input gradient only when a layer below needs it); on the CPU, windows of
+//! few values (a one-channel image's 3x3 taps) are convolved directly instead
+//! (`kernels::direct_conv`).
 //!
 //! # Shapes
 //! input `(batch, h, w, c)`, kernel `(kh, kw, c, filters)` (Keras's layout), bias `(filters)`,
@@ -9,7 +11,7 @@ use super::{Cache, DataFormat, Example, ForwardContext, LayerGrads, LayerOutput,
 use crate::activation::{linear_then, Activation};
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
-use crate::kernels::{col2im_on_device, im2col_on_device, window_geometry, ConvGeometry};
+use crate::kernels::{col2im_on_device, im2col_on_device, window_geometry, with_cpu_slices, ConvGeometry};
 use crate::regularizer::Regularizer;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -58,9 +60,16 @@ impl Default for Conv2D {
     }
 }
 
-/// Patch rows (im2col), pre-activation and output as 2-d (rows, filters) tensors.
+/// What the kernel gradient is computed from: the patch rows (im2col), or on the direct
+/// route the input images themselves.
+pub(super) enum ConvPatches {
+    Rows(Tensor),
+    Images(Tensor),
+}
+
+/// The patches, pre-activation and output as 2-d (rows, filters) tensors.
 pub(super) struct ConvCache {
-    pub cols: Tensor,
+    pub patches: ConvPatches,
     pub z: Tensor,
     pub y: Tensor,
     pub input_dims: Vec<usize>,
@@ -82,38 +91,83 @@ impl Conv2D {
         window_geometry(name, Self::CLASS_NAME, input, self.kernel_size.pair(), self.strides.pair(), self.dilation_rate.pair(), self.padding.is_same())
     }
 
+    /// Whether the direct route (no patch matrix) serves this input: on the CPU, for windows
+    /// of few values, f32.
+    fn direct_route(x: &Tensor, g: &ConvGeometry) -> bool {
+        x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && g.patch_len() <= crate::kernels::DIRECT_PAYS_UP_TO
+    }
+
     /// The forward pass on (batch, h, w, c) images and its cache.
     pub(super) fn run(&self, name: &str, weights: &[Tensor], x: &Tensor) -> Result<(LayerOutput, ConvCache)> {
         let dims = x.dims().to_vec();
         let batch = dims[0];
         let g = self.geometry(name, &dims[1..])?;
-        let cols = im2col_on_device(x, &g)?;
         let kernel = weights[0].reshape((g.patch_len(), self.filters))?;
         let bias = if self.use_bias { Some(&weights[1]) } else { None };
-        let (z, y) = linear_then(&cols, &kernel, bias, self.activation)?;
+        let (patches, z, y) = if Self::direct_route(x, &g) {
+            let relu = self.activation == Activation::Relu;
+            let mut operands = vec![x, &kernel];
+            operands.extend(bias);
+            let out = with_cpu_slices(&operands, |s| crate::kernels::direct_conv_forward(s[0], batch, &g, s[1], s.get(2).copied(), relu, self.filters))?;
+            let z = Tensor::from_vec(out, (batch * g.out_h * g.out_w, self.filters), x.device())?;
+            let y = if relu { z.clone() } else { self.activation.apply(&z)? };
+            (ConvPatches::Images(x.clone()), z, y)
+        } else {
+            let cols = im2col_on_device(x, &g)?;
+            let (z, y) = linear_then(&cols, &kernel, bias, self.activation)?;
+            (ConvPatches::Rows(cols), z, y)
+        };
         let shape = (batch, g.out_h, g.out_w, self.filters);
         let logits = if self.activation.has_logits() { Some((z.reshape(shape)?, self.activation)) } else { None };
         let value = y.reshape(shape)?;
-        Ok((LayerOutput { value, logits }, ConvCache { cols, z, y, input_dims: dims }))
+        Ok((LayerOutput { value, logits }, ConvCache { patches, z, y, input_dims: dims }))
     }
 
     /// The backward pass from [`Self::run`]'s cache, with the kernel in Keras's 4-d layout.
     pub(super) fn run_backward(&self, name: &str, kernel: &Tensor, cache: &ConvCache, grad: OutputGrad, need_input_grad: bool) -> Result<LayerGrads> {
-        let ConvCache { cols, z, y, input_dims } = cache;
-        let dz = grad.through(self.activation, z, y)?;
-        let mut grads = vec![crate::kernels::matmul(&cols.t()?, &dz)?.reshape(kernel.dims())?];
-        if self.use_bias {
-            grads.push(crate::kernels::sum_rows(&dz)?);
-        }
-        let input = if need_input_grad {
-            let g = self.geometry(name, &input_dims[1..])?;
-            let kernel = kernel.reshape((g.patch_len(), self.filters))?;
-            let dcols = crate::kernels::matmul_by_transpose(&dz, &kernel)?;
-            Some(col2im_on_device(&dcols, input_dims[0], &g)?)
-        } else {
-            None
+        let ConvCache { patches, z, y, input_dims } = cache;
+        let g = self.geometry(name, &input_dims[1..])?;
+        let (grads, dz) = match patches {
+            // Without an input gradient to make, a ReLU's gradient is applied while the
+            // kernel gradient is summed, and the pre-activation's gradient is never stored.
+            ConvPatches::Images(x) if !need_input_grad && self.activation == Activation::Relu && matches!(grad, OutputGrad::Value(_)) => {
+                let dy = grad.value(Self::CLASS_NAME)?.reshape(y.dims())?;
+                let (dk, db) =
+                    with_cpu_slices(&[x, &dy, y], |s| crate::kernels::direct_conv_kernel_gradient(s[0], s[1], Some(s[2]), input_dims[0], &g, self.filters))?;
+                (self.direct_grads(dk, db, kernel)?, None)
+            }
+            ConvPatches::Images(x) => {
+                let dz = grad.through(self.activation, z, y)?;
+                let (dk, db) = with_cpu_slices(&[x, &dz], |s| crate::kernels::direct_conv_kernel_gradient(s[0], s[1], None, input_dims[0], &g, self.filters))?;
+                (self.direct_grads(dk, db, kernel)?, Some(dz))
+            }
+            ConvPatches::Rows(cols) => {
+                let dz = grad.through(self.activation, z, y)?;
+                let mut grads = vec![crate::kernels::matmul(&cols.t()?, &dz)?.reshape(kernel.dims())?];
+                if self.use_bias {
+                    grads.push(crate::kernels::sum_rows(&dz)?);
+                }
+                (grads, Some(dz))
+            }
+        };
+        let input = match dz {
+            Some(dz) if need_input_grad => {
+                let kernel = kernel.reshape((g.patch_len(), self.filters))?;
+                let dcols = crate::kernels::matmul_by_transpose(&dz, &kernel)?;
+                Some(col2im_on_device(&dcols, input_dims[0], &g)?)
+            }
+            _ => None,
         };
         Ok(LayerGrads { input, weights: grads, more_inputs: Vec::new() })
+    }
+
+    /// The direct route's kernel and bias gradients as the layer's weight gradients.
+    fn direct_grads(&self, dk: Vec<f32>, db: Vec<f32>, kernel: &Tensor) -> Result<Vec<Tensor>> {
+        let mut grads = vec![Tensor::from_vec(dk, kernel.dims(), kernel.device())?];
+        if self.use_bias {
+            grads.push(Tensor::from_vec(db, self.filters, kernel.device())?);
+        }
+        Ok(grads)
     }
 }
 
@@ -237,20 +291,58 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         let dev = Device::Cpu;
-        for (same, strides, dilation) in [(false, (1, 1), (1, 1)), (true, (2, 2), (1, 1)), (true, (1, 1), (2, 1))] {
-            let layer = conv(same, strides, dilation);
-            let k = Tensor::randn(0f32, 0.3, (2, 3, 2, 3), &dev).unwrap();
-            let b = Tensor::randn(0f32, 0.3, 3, &dev).unwrap();
-            let x = Tensor::randn(0f32, 1.0, (2, 5, 6, 2), &dev).unwrap();
-            let fwd = |kk: &Tensor, bb: &Tensor, xx: &Tensor| Ok(layer.run("c", &[kk.clone(), bb.clone()], xx)?.0.value);
-            let back = |kk: &Tensor, bb: &Tensor, xx: &Tensor, dy: &Tensor| {
-                let w = [kk.clone(), bb.clone()];
-                let (_, cache) = layer.run("c", &w, xx).unwrap();
-                layer.run_backward("c", &w[0], &cache, OutputGrad::Value(dy.clone()), true).unwrap()
-            };
-            check_backward(&[2, 5, 6, 2], |xx| fwd(&k, &b, xx), |xx, dy| Ok(back(&k, &b, xx, dy).input.unwrap()), 2e-2);
-            check_backward(&[2, 3, 2, 3], |kk| fwd(kk, &b, &x), |kk, dy| Ok(back(kk, &b, &x, dy).weights[0].clone()), 2e-2);
-            check_backward(&[3], |bb| fwd(&k, bb, &x), |bb, dy| Ok(back(&k, bb, &x, dy).weights[1].clone()), 2e-2);
+        // One channel: 2x3 windows of 6 values take the direct route; five (30 values) the
+        // patch-matrix route.
+        for channels in [1, 5] {
+            for (same, strides, dilation, activation) in
+                [(false, (1, 1), (1, 1), Activation::Tanh), (true, (2, 2), (1, 1), Activation::Tanh), (true, (1, 1), (2, 1), Activation::Linear)]
+            {
+                let mut layer = conv(same, strides, dilation);
+                layer.activation = activation;
+                let k = Tensor::randn(0f32, 0.3, (2, 3, channels, 3), &dev).unwrap();
+                let b = Tensor::randn(0f32, 0.3, 3, &dev).unwrap();
+                let x = Tensor::randn(0f32, 1.0, (2, 5, 6, channels), &dev).unwrap();
+                let fwd = |kk: &Tensor, bb: &Tensor, xx: &Tensor| Ok(layer.run("c", &[kk.clone(), bb.clone()], xx)?.0.value);
+                let back = |kk: &Tensor, bb: &Tensor, xx: &Tensor, dy: &Tensor, need_input: bool| {
+                    let w = [kk.clone(), bb.clone()];
+                    let (_, cache) = layer.run("c", &w, xx).unwrap();
+                    assert_eq!(matches!(cache.patches, ConvPatches::Images(_)), channels == 1);
+                    layer.run_backward("c", &w[0], &cache, OutputGrad::Value(dy.clone()), need_input).unwrap()
+                };
+                check_backward(&[2, 5, 6, channels], |xx| fwd(&k, &b, xx), |xx, dy| Ok(back(&k, &b, xx, dy, true).input.unwrap()), 2e-2);
+                for need_input in [true, false] {
+                    check_backward(&[2, 3, channels, 3], |kk| fwd(kk, &b, &x), |kk, dy| Ok(back(kk, &b, &x, dy, need_input).weights[0].clone()), 2e-2);
+                    check_backward(&[3], |bb| fwd(&k, bb, &x), |bb, dy| Ok(back(&k, bb, &x, dy, need_input).weights[1].clone()), 2e-2);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn relu_gradients_equal_the_linear_layers_on_the_masked_gradient() {
+        // The ReLU's kink defeats finite differences; its gradient is exact instead: the ReLU
+        // layer's gradients for dy are the linear layer's for dy where the output is positive
+        // (the direct route applies that mask itself when no input gradient is made).
+        let dev = Device::Cpu;
+        for channels in [1, 2, 5] {
+            let relu = Conv2D { activation: Activation::Relu, ..conv(true, (1, 1), (1, 1)) };
+            let linear = Conv2D { activation: Activation::Linear, ..relu.clone() };
+            let w = [Tensor::randn(0f32, 0.5, (2, 3, channels, 3), &dev).unwrap(), Tensor::randn(0f32, 0.3, 3, &dev).unwrap()];
+            let x = Tensor::randn(0f32, 1.0, (3, 5, 6, channels), &dev).unwrap();
+            let (out, relu_cache) = relu.run("c", &w, &x).unwrap();
+            let (_, linear_cache) = linear.run("c", &w, &x).unwrap();
+            let dy = Tensor::randn(0f32, 1.0, out.value.dims(), &dev).unwrap();
+            let masked = dy.mul(&out.value.gt(0f32).unwrap().to_dtype(candle_core::DType::F32).unwrap()).unwrap();
+            assert!(out.value.eq(0f32).unwrap().to_dtype(candle_core::DType::F32).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+            for need_input in [false, true] {
+                let got = relu.run_backward("c", &w[0], &relu_cache, OutputGrad::Value(dy.clone()), need_input).unwrap();
+                let want = linear.run_backward("c", &w[0], &linear_cache, OutputGrad::Value(masked.clone()), need_input).unwrap();
+                for (g, e) in got.weights.iter().zip(&want.weights).chain(got.input.iter().zip(&want.input)) {
+                    let diff = (g - e).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                    assert!(diff < 1e-5, "{} channels: {}", channels, diff);
+                }
+                assert_eq!(got.input.is_some(), need_input);
+            }
         }
     }
 }

@@ -1,0 +1,22 @@
+# A/B throughput of one suite workload as bench/suite.R measures it (its rows, batch size,
+# warm-up, REPEATS fit epochs and predicts; medians), without the tf-keras side. Alternate
+# runs of two builds (or two settings):
+#
+#   R_LIBS=<lib> REPEATS=3 Rscript bench/ab/workload.R blocks
+suppressMessages(library(rustgpu))
+workload <- commandArgs(TRUE)[1]
+repeats <- as.integer(Sys.getenv("REPEATS", "3"))
+n <- c(mlp = 60000, cnn = 10000, blocks = 512, xception = 128)[[workload]]
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "..", "models.R"))
+set.seed(1)
+b <- bench_model(workload)
+x <- array(runif(n * prod(b$shape)), c(n, b$shape))
+y <- to_categorical(sample(0:9, n, replace = TRUE), 10)
+compile(b$model, optimizer = "rmsprop", loss = "categorical_crossentropy")
+fit(b$model, x, y, batch_size = b$batch, epochs = 1, verbose = 0)
+invisible(predict(b$model, x, batch_size = b$batch))
+r <- vapply(seq_len(repeats), function(i) c(
+  fit = n / system.time(fit(b$model, x, y, batch_size = b$batch, epochs = 1, verbose = 0))[["elapsed"]],
+  predict = n / system.time(predict(b$model, x, batch_size = b$batch))[["elapsed"]]
+), numeric(2))
+cat(sprintf("%s fit %.0f predict %.0f samples/s (medians of %d)\n", workload, median(r["fit", ]), median(r["predict", ]), repeats))
