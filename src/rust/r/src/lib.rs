@@ -129,17 +129,23 @@ extern "C" {
     fn mi_option_set(option: std::os::raw::c_int, value: std::os::raw::c_long);
 }
 
-/// mimalloc returns freed memory to the OS 10 ms after it is freed; a training step takes
-/// longer than that, so every step's large buffers came back as fresh pages the kernel had to
-/// clear (5-9% of a CNN fit). One second keeps them across steps and still gives memory back
-/// soon after training stops. MIMALLOC_PURGE_DELAY, when set, wins.
+/// mimalloc gives freed memory back to the OS ("purges" it) on a timer: the first free
+/// after a purge sets the deadline (1 s by default in mimalloc v3), which later frees do not
+/// push back, and at the deadline every free range goes, however recently it was freed. In
+/// a fit or predict that allocates and frees the same buffers every step, each second the
+/// whole working set went back and came again as fresh (huge) pages the kernel had to clear:
+/// `clear_page_erms` 11-18% of the block net's predict samples. With 30 s: transparent huge
+/// page faults of 5 fit epochs and 5 predicts of the block net 382-452 -> 128-132 (the first
+/// touch only) and system time 1.6-2.5 s -> 1.3 s of 17 s (`bench/ab/workload.R blocks`,
+/// MIMALLOC_PURGE_DELAY=1000 against 30000, interleaved). Memory still goes back within 30 s
+/// of the allocator's next use. MIMALLOC_PURGE_DELAY, when set, wins.
 fn keep_freed_memory_between_steps() {
     // mi_option_purge_delay: 15 in the option enums of both mimalloc v2 and v3 (libmimalloc-sys
     // builds v3 unless its v2 feature is on).
     const MI_OPTION_PURGE_DELAY: std::os::raw::c_int = 15;
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets one integer option; mimalloc reads options atomically.
-        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 1000) };
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 30_000) };
     }
 }
 
