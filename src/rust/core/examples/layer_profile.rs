@@ -31,6 +31,10 @@ fn main() {
         ops();
         return;
     }
+    if std::env::var_os("DEPTHWISE").is_some() {
+        depthwise_forward();
+        return;
+    }
     if std::env::var_os("DIRECT").is_some() {
         direct_against_patch_rows();
         return;
@@ -331,5 +335,25 @@ fn direct_against_patch_rows() {
             "{}: forward direct {:.3} ms, im2col+matmul {:.3} ms; kernel gradient (ReLU's included) direct {:.3} ms, matmuls {:.3} ms",
             label, best[0], best[2], best[1], best[3]
         );
+    }
+}
+
+/// DEPTHWISE=1: the depthwise forward pass at the block net's two separable convolutions'
+/// sizes (batch 32, 3x3 "same"), best of 40.
+fn depthwise_forward() {
+    use rustgpu_core::kernels::{depthwise, window_geometry};
+    for (h, c) in [(35, 32), (35, 64), (18, 64), (18, 128)] {
+        let g = window_geometry("d", "DepthwiseConv2D", &[h, h, c], (3, 3), (1, 1), (1, 1), true).unwrap();
+        let batch = 32;
+        let x: Vec<f32> = (0..batch * g.image_len()).map(|i| ((i * 7919 % 1000) as f32) / 500.0 - 1.0).collect();
+        let kernel: Vec<f32> = (0..9 * c).map(|i| ((i * 104_729 % 1000) as f32) / 500.0 - 1.0).collect();
+        let best = (0..40)
+            .map(|_| {
+                let t = Instant::now();
+                let _ = depthwise::forward(&x, &kernel, batch, &g, 1);
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .fold(f64::INFINITY, f64::min);
+        println!("depthwise forward {}x{}x{}, batch {}: {:.3} ms (best of 40)", h, h, c, batch, best);
     }
 }
