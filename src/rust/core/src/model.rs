@@ -1,7 +1,7 @@
 //! The model: layers wired as a sequential stack or a functional graph, plus the master
 //! weights (the only copy that is trained; replicas get snapshots of it each step).
 use crate::error::{Error, Result};
-use crate::layers::{Cache, ForwardContext, Layer, LayerOutput, OutputGrad, WeightSpec};
+use crate::layers::{Cache, ForwardContext, InferenceMap, Layer, LayerOutput, OutputGrad, WeightSpec};
 use crate::shape::{check_input_shape, join_dims};
 use crate::tensor::HostTensor;
 use candle_core::Tensor;
@@ -141,6 +141,82 @@ impl Architecture {
     /// regularizer and of the nodes `also_record` (node index, output value), for
     /// [`Self::activity_penalty`] and losses that read model tensors, and the outputs' masks.
     pub fn forward_recording(&self, weights: &[Tensor], inputs: &[Tensor], ctx: &mut ForwardContext, also_record: &[usize]) -> Result<Forward> {
+        self.forward_folding(weights, inputs, ctx, also_record, &[])
+    }
+
+    /// The outputs of an inference pass that no backward pass follows (`predict()`): a
+    /// convolution followed by batch normalization and/or a ReLU, where nothing else reads
+    /// the values in between, runs as one convolution with the normalization and the ReLU
+    /// folded into its weights and bias (see [`Self::inference_folds`]). Equal to
+    /// [`Self::forward`] with `training` false up to float rounding; no caches are usable.
+    pub fn forward_inference(&self, weights: &[Tensor], inputs: &[Tensor], ctx: &mut ForwardContext) -> Result<Vec<LayerOutput>> {
+        let folds = if ctx.training { Vec::new() } else { self.inference_folds(weights)? };
+        Ok(self.forward_folding(weights, inputs, ctx, &[], &folds)?.outputs)
+    }
+
+    /// The nodes [`Self::forward_inference`] folds into others: (node, the nodes it takes in).
+    pub fn inference_fold_plan(&self, weights: &[Tensor]) -> Result<Vec<(usize, Vec<usize>)>> {
+        let folds = self.inference_folds(weights)?;
+        Ok((0..folds.len())
+            .filter(|&j| matches!(folds[j], NodeFold::Absorb { .. }))
+            .map(|j| (j, (0..folds.len()).filter(|&k| matches!(folds[k], NodeFold::Alias(i) if i == j)).collect()))
+            .collect())
+    }
+
+    /// For each node, what [`Self::forward_inference`] does with it: a node whose output is
+    /// read only by a batch normalization (and/or that only by a ReLU) absorbs them, and
+    /// those take its output as theirs.
+    fn inference_folds(&self, weights: &[Tensor]) -> Result<Vec<NodeFold>> {
+        let nodes = self.nodes();
+        let mut readers = vec![0usize; nodes.len()];
+        for s in nodes.iter().flat_map(|n| n.inputs.iter()).chain(self.outputs().iter()) {
+            if let Source::Node(j) = *s {
+                readers[j] += 1;
+            }
+        }
+        let mut folds: Vec<NodeFold> = (0..nodes.len()).map(|_| NodeFold::Run).collect();
+        // The one node that reads node j's output and reads only it, if there is one.
+        let only_reader = |j: usize| -> Option<usize> {
+            if readers[j] != 1 || self.outputs().contains(&Source::Node(j)) {
+                return None;
+            }
+            (j + 1..nodes.len()).find(|&k| nodes[k].inputs.contains(&Source::Node(j))).filter(|&k| nodes[k].inputs.len() == 1)
+        };
+        let map_of = |k: usize| -> Result<Option<InferenceMap>> {
+            let layer = nodes[k].layer;
+            self.layers[layer].kind.inference_map(&weights[self.weight_ranges[layer].clone()])
+        };
+        for j in 0..nodes.len() {
+            if !matches!(folds[j], NodeFold::Run) {
+                continue;
+            }
+            let Some(k) = only_reader(j) else { continue };
+            let layer = nodes[j].layer;
+            if !self.layers[layer].kind.absorbs_inference_maps(&weights[self.weight_ranges[layer].clone()])? {
+                continue;
+            }
+            let (affine, relu_from) = match map_of(k)? {
+                Some(InferenceMap::Affine { scale, shift }) => (Some((scale, shift, k)), only_reader(k)),
+                Some(InferenceMap::Relu) => (None, Some(k)),
+                None => continue,
+            };
+            let relu = match relu_from {
+                Some(r) if affine.is_none() => Some(r),
+                Some(r) => matches!(map_of(r)?, Some(InferenceMap::Relu)).then_some(r),
+                None => None,
+            };
+            if affine.is_none() && relu.is_none() {
+                continue;
+            }
+            for &taken in affine.iter().map(|a| &a.2).chain(relu.iter()) {
+                folds[taken] = NodeFold::Alias(j);
+            }
+            folds[j] = NodeFold::Absorb { affine: affine.map(|(scale, shift, _)| (scale, shift)), relu: relu.is_some() };
+        }
+        Ok(folds)
+    }
+
+    fn forward_folding(&self, weights: &[Tensor], inputs: &[Tensor], ctx: &mut ForwardContext, also_record: &[usize], folds: &[NodeFold]) -> Result<Forward> {
         if inputs.len() != self.input_count() {
             return Err(Error::Value(format!("the model has {} inputs but {} arrays were given", self.input_count(), inputs.len())));
         }
@@ -160,6 +236,8 @@ impl Architecture {
                 Source::State(j, k) => more[j].get(k - 1).cloned().ok_or_else(|| Error::State(format!("node {} has no output {}", j, k)))?,
             })
         };
+        // Nodes that were to absorb the next ones but could not.
+        let mut declined = vec![false; folds.len()];
         for (j, node) in nodes.iter().enumerate() {
             crate::cancel::check()?;
             let xs: Vec<Tensor> = node.inputs.iter().map(|s| pick(s, &values, &more)).collect::<Result<_>>()?;
@@ -169,6 +247,32 @@ impl Architecture {
                 _ => None,
             };
             let layer = &self.layers[node.layer];
+            match folds.get(j) {
+                Some(NodeFold::Alias(i)) if !declined[*i] => {
+                    // Folded into node i, whose output this node's is.
+                    values.push(values[*i].clone());
+                    masks.push(masks[*i].clone());
+                    more.push(Vec::new());
+                    caches.push(Cache::new(()));
+                    ctx.mask = None;
+                    continue;
+                }
+                Some(NodeFold::Absorb { affine, relu }) => {
+                    let affine = affine.as_ref().map(|(scale, shift)| (scale, shift));
+                    if let Some(value) = layer.kind.forward_absorbing(&layer.name, &weights[range.clone()], &xs, ctx, affine, *relu)? {
+                        masks.push(layer.kind.compute_mask(&xs, ctx.mask.as_ref())?);
+                        more.push(Vec::new());
+                        values.push(LayerOutput::plain(value));
+                        caches.push(Cache::new(()));
+                        ctx.mask = None;
+                        continue;
+                    }
+                    // The layer cannot take them (an activation of its own): it and the
+                    // nodes it would have taken run as they are.
+                    declined[j] = true;
+                }
+                _ => {}
+            }
             let (out, cache) = layer.forward_node(&weights[range], &xs, ctx)?;
             masks.push(layer.kind.compute_mask(&xs, ctx.mask.as_ref())?);
             more.push(layer.kind.more_outputs(&cache)?);
@@ -971,6 +1075,16 @@ fn build(mut arch: Architecture, input_shape: &[usize], existing: &[Weight]) -> 
 }
 
 /// Makes the weights of a step as tensors on `device` (the per-step "weights out" transfer).
+/// What [`Architecture::forward_inference`] does with a node.
+enum NodeFold {
+    /// Runs as in any forward pass.
+    Run,
+    /// Runs with the per-channel affine map and/or ReLU of the nodes that read it folded in.
+    Absorb { affine: Option<(Tensor, Tensor)>, relu: bool },
+    /// Folded into that earlier node; its output is that node's.
+    Alias(usize),
+}
+
 pub fn weights_to_device(weights: &[Arc<Vec<f32>>], shapes: &[Vec<usize>], device: &candle_core::Device) -> Result<Vec<Tensor>> {
     weights.iter().zip(shapes).map(|(w, s)| Ok(Tensor::from_slice(w.as_slice(), s.as_slice(), device)?)).collect()
 }

@@ -1,5 +1,5 @@
 //! Activation layer: applies an activation function to its input.
-use super::{Cache, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, OutputGrad};
+use super::{Cache, Example, ForwardContext, InferenceMap, LayerGrads, LayerOutput, LayerType, OutputGrad};
 use crate::activation::Activation;
 use crate::error::Result;
 use candle_core::Tensor;
@@ -24,6 +24,10 @@ impl LayerType for ActivationLayer {
 
     fn output_shape(&self, _name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
         Ok(inputs[0].clone())
+    }
+
+    fn inference_map(&self, _weights: &[Tensor]) -> Result<Option<InferenceMap>> {
+        Ok((self.activation == Activation::Relu).then_some(InferenceMap::Relu))
     }
 
     fn forward(&self, _name: &str, _weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {

@@ -75,6 +75,17 @@ pub(super) struct ConvCache {
     pub input_dims: Vec<usize>,
 }
 
+/// A kernel whose last axis is the output channels, and its bias (zeros if none), with
+/// `y * scale + shift` per output channel folded in: the kernel times scale, the bias
+/// `bias * scale + shift` (for inference; see `LayerType::absorb_inference_maps`).
+pub(super) fn fold_affine(kernel: &Tensor, bias: Option<&Tensor>, scale: &Tensor, shift: &Tensor) -> Result<Vec<Tensor>> {
+    let bias = match bias {
+        Some(b) => b.mul(scale)?.add(shift)?,
+        None => shift.clone(),
+    };
+    Ok(vec![kernel.broadcast_mul(scale)?, bias])
+}
+
 /// Checks shared by the convolutions: positive sizes, no strides with dilation, channels last.
 pub(super) fn check_window(kernel_size: Tuple2, strides: Tuple2, dilation_rate: Tuple2, data_format: DataFormat) -> Result<()> {
     check_positive("kernel_size", &[kernel_size.0, kernel_size.1])?;
@@ -206,6 +217,25 @@ impl LayerType for Conv2D {
         let c = input.last().copied().unwrap_or(1);
         let kernel = vec![self.kernel_size.0, self.kernel_size.1, c, self.filters];
         WeightSpec::kernel_and_bias(kernel, self.filters, &self.kernel_initializer, &self.bias_initializer, self.use_bias)
+    }
+
+    fn absorb_inference_maps(&self, weights: &[Tensor], affine: Option<(&Tensor, &Tensor)>, relu: bool) -> Result<Option<(Self, Vec<Tensor>)>> {
+        if self.activation != Activation::Linear {
+            return Ok(None);
+        }
+        let mut layer = self.clone();
+        let mut folded = vec![weights[0].clone()];
+        if self.use_bias {
+            folded.push(weights[1].clone());
+        }
+        if let Some((scale, shift)) = affine {
+            folded = fold_affine(&folded[0], folded.get(1), scale, shift)?;
+            layer.use_bias = true;
+        }
+        if relu {
+            layer.activation = Activation::Relu;
+        }
+        Ok(Some((layer, folded)))
     }
 
     fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {

@@ -357,6 +357,23 @@ impl LayerType for SeparableConv2D {
         specs
     }
 
+    fn absorb_inference_maps(&self, weights: &[Tensor], affine: Option<(&Tensor, &Tensor)>, relu: bool) -> Result<Option<(Self, Vec<Tensor>)>> {
+        if self.activation != Activation::Linear {
+            return Ok(None);
+        }
+        let mut layer = self.clone();
+        let mut folded = weights.to_vec();
+        if let Some((scale, shift)) = affine {
+            let pointwise = super::conv2d::fold_affine(&weights[1], self.use_bias.then(|| &weights[2]), scale, shift)?;
+            folded = vec![weights[0].clone(), pointwise[0].clone(), pointwise[1].clone()];
+            layer.use_bias = true;
+        }
+        if relu {
+            layer.activation = Activation::Relu;
+        }
+        Ok(Some((layer, folded)))
+    }
+
     fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
         let x = &xs[0];
         let window = self.window();

@@ -190,6 +190,14 @@ impl OutputGrad {
     }
 }
 
+/// A per-channel map that a layer applies to its one input at inference and that the layer
+/// before it can fold into its own weights (`Architecture::forward_inference`): batch
+/// normalization's `x * scale + shift` over the last axis, or a ReLU.
+pub enum InferenceMap {
+    Affine { scale: Tensor, shift: Tensor },
+    Relu,
+}
+
 /// A layer's backward result: the input gradient (when asked for), one gradient per
 /// weight, and for merge layers the gradients of their further inputs.
 #[derive(Default)]
@@ -331,6 +339,22 @@ pub trait LayerType: std::fmt::Debug + Send + Sync + Serialize + DeserializeOwne
         false
     }
 
+    /// At inference, this layer as a per-channel map on its one input that the layer before
+    /// it may take into its own weights (batch normalization, a ReLU); None otherwise.
+    fn inference_map(&self, _weights: &[Tensor]) -> Result<Option<InferenceMap>> {
+        Ok(None)
+    }
+
+    /// For inference: this layer and its weights with `affine` (per output channel: `y *
+    /// scale + shift`) and then, if `relu`, a ReLU applied to its output folded in; None
+    /// where it cannot take them (the default; a layer with an activation of its own).
+    fn absorb_inference_maps(&self, _weights: &[Tensor], _affine: Option<(&Tensor, &Tensor)>, _relu: bool) -> Result<Option<(Self, Vec<Tensor>)>>
+    where
+        Self: Sized,
+    {
+        Ok(None)
+    }
+
     /// Shapes of the outputs after the first (a recurrent layer's final states with
     /// `return_state`), for inputs of these shapes.
     fn more_output_shapes(&self, _inputs: &[Vec<usize>]) -> Vec<Vec<usize>> {
@@ -398,6 +422,27 @@ pub trait AnyLayer: std::fmt::Debug + Send + Sync {
     fn makes_mask(&self) -> bool;
     fn reset_states(&self);
     fn is_stateful(&self) -> bool;
+    /// See [`LayerType::inference_map`]; none for wrappers that do not say.
+    fn inference_map(&self, _weights: &[Tensor]) -> Result<Option<InferenceMap>> {
+        Ok(None)
+    }
+    /// Whether the layer can take maps in (see [`LayerType::absorb_inference_maps`]).
+    fn absorbs_inference_maps(&self, _weights: &[Tensor]) -> Result<bool> {
+        Ok(false)
+    }
+    /// The inference output with maps folded in (see
+    /// [`LayerType::absorb_inference_maps`]), or None where the layer cannot take them.
+    fn forward_absorbing(
+        &self,
+        _name: &str,
+        _weights: &[Tensor],
+        _xs: &[Tensor],
+        _ctx: &mut ForwardContext,
+        _affine: Option<(&Tensor, &Tensor)>,
+        _relu: bool,
+    ) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
     fn working_elements_per_row(&self, input: &[usize]) -> Option<u64>;
     fn more_output_shapes(&self, inputs: &[Vec<usize>]) -> Vec<Vec<usize>>;
     fn more_outputs(&self, cache: &Cache) -> Result<Vec<Tensor>>;
@@ -474,6 +519,26 @@ impl<T: LayerType> AnyLayer for T {
     }
     fn is_stateful(&self) -> bool {
         LayerType::is_stateful(self)
+    }
+    fn inference_map(&self, weights: &[Tensor]) -> Result<Option<InferenceMap>> {
+        LayerType::inference_map(self, weights)
+    }
+    fn absorbs_inference_maps(&self, weights: &[Tensor]) -> Result<bool> {
+        Ok(LayerType::absorb_inference_maps(self, weights, None, true)?.is_some())
+    }
+    fn forward_absorbing(
+        &self,
+        name: &str,
+        weights: &[Tensor],
+        xs: &[Tensor],
+        ctx: &mut ForwardContext,
+        affine: Option<(&Tensor, &Tensor)>,
+        relu: bool,
+    ) -> Result<Option<Tensor>> {
+        match LayerType::absorb_inference_maps(self, weights, affine, relu)? {
+            Some((layer, folded)) => Ok(Some(LayerType::forward(&layer, name, &folded, xs, ctx)?.0.value)),
+            None => Ok(None),
+        }
     }
     fn working_elements_per_row(&self, input: &[usize]) -> Option<u64> {
         LayerType::working_elements_per_row(self, input)

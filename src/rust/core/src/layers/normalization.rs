@@ -6,7 +6,7 @@
 //!
 //! # Shapes
 //! input `(batch, ..., channels)`; gamma, beta, moving_mean, moving_variance `(channels)`.
-use super::{Axes, Cache, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, NotSupported, OutputGrad, WeightSpec};
+use super::{Axes, Cache, Example, ForwardContext, InferenceMap, LayerGrads, LayerOutput, LayerType, NotSupported, OutputGrad, WeightSpec};
 use crate::collective::Collective;
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
@@ -316,6 +316,22 @@ impl LayerType for BatchNormalization {
 
     fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
         self.normalized(name, weights, &xs[0], ctx.training, ctx.collective.as_ref())
+    }
+
+    fn inference_map(&self, weights: &[Tensor]) -> Result<Option<InferenceMap>> {
+        // As the inference pass computes it (kernels::batch_norm::affine): scale = gamma /
+        // sqrt(var + epsilon), shift = beta - mean * scale.
+        let (gamma, beta) = self.affine(weights);
+        let mean = &weights[self.moving_offset()];
+        let mut scale = (&weights[self.moving_offset() + 1] + self.epsilon)?.sqrt()?.recip()?;
+        if let Some(g) = &gamma {
+            scale = g.mul(&scale)?;
+        }
+        let shift = match &beta {
+            Some(b) => (b - mean.mul(&scale)?)?,
+            None => mean.mul(&scale)?.neg()?,
+        };
+        Ok(Some(InferenceMap::Affine { scale, shift }))
     }
 
     fn state_updates(&self, cache: &Cache) -> Vec<(usize, Tensor)> {

@@ -135,15 +135,27 @@ pub(super) fn forward_part(
     replica: usize,
     collective: Option<Arc<dyn Collective>>,
 ) -> Result<(Vec<Tensor>, Forward)> {
+    let (weights, xs, mut ctx) = forward_inputs(s, device, xs, training, replica, collective)?;
+    let forward = s.arch.forward_recording(&weights, &xs, &mut ctx, &s.loss_nodes)?;
+    Ok((weights, forward))
+}
+
+/// A forward pass's weights and inputs on `device`, and its context.
+fn forward_inputs(
+    s: &StepInputs,
+    device: &Device,
+    xs: &[HostTensor],
+    training: bool,
+    replica: usize,
+    collective: Option<Arc<dyn Collective>>,
+) -> Result<(Vec<Tensor>, Vec<Tensor>, ForwardContext)> {
     let weights = match &s.host_tensors {
         Some(tensors) if device.is_cpu() => tensors.clone(),
         _ => weights_to_device(&s.weights, &s.shapes, device)?,
     };
     let xs = xs.iter().map(|x| x.to_device(device)).collect::<Result<Vec<_>>>()?;
     let seed = s.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(replica as u64);
-    let mut ctx = ForwardContext { training, rng: rand::rngs::StdRng::seed_from_u64(seed), mask: None, collective };
-    let forward = s.arch.forward_recording(&weights, &xs, &mut ctx, &s.loss_nodes)?;
-    Ok((weights, forward))
+    Ok((weights, xs, ForwardContext { training, rng: rand::rngs::StdRng::seed_from_u64(seed), mask: None, collective }))
 }
 
 /// The exchange of a step on `active` replicas (none for one: nothing to share).
@@ -436,8 +448,9 @@ pub(super) fn eval_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[
 
 pub(super) fn predict_part(s: &StepInputs, device: &Device, xs: &[&dyn BatchSource], rows: &[usize]) -> Result<Vec<Tensor>> {
     let gathered: Vec<HostTensor> = xs.iter().map(|x| x.gather(rows)).collect();
-    let (_, f) = forward_part(s, device, &gathered, false, 0, None)?;
-    Ok(f.outputs.into_iter().map(|o| o.value).collect())
+    // No backward pass follows: batch normalization and ReLUs fold into the convolutions.
+    let (weights, xs, mut ctx) = forward_inputs(s, device, &gathered, false, 0, None)?;
+    Ok(s.arch.forward_inference(&weights, &xs, &mut ctx)?.into_iter().map(|o| o.value).collect())
 }
 
 /// The inputs and targets a step draws its rows from.

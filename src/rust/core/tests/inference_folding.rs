@@ -1,0 +1,99 @@
+//! `predict()`'s inference pass folds batch normalization and ReLUs into the convolutions
+//! before them; its outputs equal the plain inference forward pass's, including where a
+//! value in between is read twice (no folding there) or a convolution has an activation of
+//! its own.
+use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+use rustgpu_core::activation::Activation;
+use rustgpu_core::layers::{ActivationLayer, Add, BatchNormalization, Conv2D, ForwardContext, Layer, Padding, SeparableConv2D, Tuple2};
+use rustgpu_core::model::{Graph, Node, Source};
+use rustgpu_core::{HostTensor, Model};
+
+fn conv(filters: usize, activation: Activation, use_bias: bool) -> Conv2D {
+    Conv2D { filters, kernel_size: Tuple2(3, 3), padding: Padding::Same, activation, use_bias, ..Conv2D::default() }
+}
+
+fn bn() -> BatchNormalization {
+    BatchNormalization::default()
+}
+
+fn relu() -> ActivationLayer {
+    ActivationLayer { activation: Activation::Relu }
+}
+
+/// x -> conv(bias) -> bn -> relu -> sep(no bias) -> bn -> [relu -> conv(relu) -> bn] + [bn2 read
+/// twice: by add and by conv c2] ; a linear conv followed only by a ReLU; outputs: the add and c2.
+fn model() -> Model {
+    let layers = vec![
+        Layer::new("c0", conv(4, Activation::Linear, true), 1),
+        Layer::new("bn0", bn(), 2),
+        Layer::new("r0", relu(), 0),
+        Layer::new("s1", SeparableConv2D { filters: 6, kernel_size: Tuple2(3, 3), padding: Padding::Same, use_bias: false, ..SeparableConv2D::default() }, 3),
+        Layer::new("bn1", bn(), 4),
+        Layer::new("r1", relu(), 0),
+        Layer::new("c2", conv(6, Activation::Relu, true), 5),
+        Layer::new("bn2", bn(), 6),
+        Layer::new("add", Add {}, 0),
+        Layer::new("c3", conv(6, Activation::Linear, false), 7),
+        Layer::new("r3", relu(), 0),
+    ];
+    let n = |layer: usize, inputs: Vec<Source>| Node { layer, inputs };
+    let graph = Graph {
+        input_names: vec!["x".into()],
+        input_shapes: vec![vec![7, 6, 3]],
+        nodes: vec![
+            n(0, vec![Source::Input(0)]),                 // 0 c0: absorbs bn0 and r0
+            n(1, vec![Source::Node(0)]),                  // 1 bn0
+            n(2, vec![Source::Node(1)]),                  // 2 r0
+            n(3, vec![Source::Node(2)]),                  // 3 s1: absorbs bn1 and r1
+            n(4, vec![Source::Node(3)]),                  // 4 bn1
+            n(5, vec![Source::Node(4)]),                  // 5 r1
+            n(6, vec![Source::Node(5)]),                  // 6 c2 (relu of its own: keeps bn2 apart)
+            n(7, vec![Source::Node(6)]),                  // 7 bn2, read by add and c3
+            n(8, vec![Source::Node(7), Source::Node(5)]), // 8 add
+            n(9, vec![Source::Node(7)]),                  // 9 c3: absorbs r3
+            n(10, vec![Source::Node(9)]),                 // 10 r3
+        ],
+        outputs: vec![Source::Node(8), Source::Node(10)],
+    };
+    Model::functional("folding".into(), layers, graph).unwrap()
+}
+
+#[test]
+fn folded_inference_equals_the_plain_inference_pass() {
+    let mut m = model();
+    // Batch normalization with statistics and scales away from their initial values.
+    let values: Vec<HostTensor> = m
+        .get_weights()
+        .iter()
+        .enumerate()
+        .map(|(k, w)| {
+            // Kernels signed (so the ReLUs zero some values), one-axis weights (biases,
+            // gammas, betas, moving means and variances) positive.
+            let offset = if w.shape.len() > 1 { -0.5 } else { 0.5 };
+            let data = (0..w.data.len()).map(|i| offset + (((i * 37 + k * 11) % 23) as f32) / 23.0).collect();
+            HostTensor::new(w.shape.clone(), data).unwrap()
+        })
+        .collect();
+    m.set_weights(values).unwrap();
+    let dev = Device::Cpu;
+    let weights: Vec<Tensor> = m.get_weights().iter().map(|w| w.to_device(&dev).unwrap()).collect();
+    let x = Tensor::randn(0f32, 1.0, (3, 7, 6, 3), &dev).unwrap();
+    let ctx = || ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None, collective: None };
+    // c0 takes bn0 and r0 in, s1 bn1 and r1, c3 r3; c2 (a ReLU of its own) nothing, and
+    // bn2 (read twice) goes nowhere.
+    assert_eq!(m.arch.inference_fold_plan(&weights).unwrap(), vec![(0, vec![1, 2]), (3, vec![4, 5]), (9, vec![10])]);
+    let (plain, _) = m.arch.forward(&weights, std::slice::from_ref(&x), &mut ctx()).unwrap();
+    let folded = m.arch.forward_inference(&weights, std::slice::from_ref(&x), &mut ctx()).unwrap();
+    assert_eq!(plain.len(), 2);
+    for (p, f) in plain.iter().zip(&folded) {
+        assert_eq!(p.value.dims(), f.value.dims());
+        let scale = p.value.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (&p.value - &f.value).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(scale > 0.1, "the output should not vanish: {}", scale);
+        assert!(diff <= 1e-5 * scale.max(1.0), "folded output differs by {} (scale {})", diff, scale);
+    }
+    // The second output ends in a folded ReLU: it zeroes values.
+    let zeros = folded[1].value.eq(0f32).unwrap().to_dtype(candle_core::DType::F32).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(zeros > 0.0, "the folded ReLU should zero some values");
+}
