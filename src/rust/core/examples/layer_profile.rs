@@ -338,7 +338,7 @@ fn direct_against_patch_rows() {
     }
 }
 
-/// DEPTHWISE=1: the depthwise forward pass at the block net's two separable convolutions'
+/// DEPTHWISE=1: the depthwise forward and backward passes at the block net's two separable convolutions'
 /// sizes (batch 32, 3x3 "same"), best of 40.
 fn depthwise_forward() {
     use rustgpu_core::kernels::{depthwise, window_geometry};
@@ -354,6 +354,14 @@ fn depthwise_forward() {
                 t.elapsed().as_secs_f64() * 1e3
             })
             .fold(f64::INFINITY, f64::min);
-        println!("depthwise forward {}x{}x{}, batch {}: {:.3} ms (best of 40)", h, h, c, batch, best);
+        let dz: Vec<f32> = (0..batch * g.out_h * g.out_w * c).map(|i| ((i * 31 % 97) as f32) / 50.0 - 1.0).collect();
+        let best_backward = (0..40)
+            .map(|_| {
+                let t = Instant::now();
+                let _ = depthwise::backward(&x, &kernel, &dz, batch, &g, 1, true);
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .fold(f64::INFINITY, f64::min);
+        println!("depthwise {}x{}x{}, batch {}: forward {:.3} ms, backward {:.3} ms (best of 40)", h, h, c, batch, best, best_backward);
     }
 }
