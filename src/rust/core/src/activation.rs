@@ -75,7 +75,7 @@ impl Activation {
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Activation::Linear => x.clone(),
-            Activation::Relu => x.relu()?,
+            Activation::Relu => crate::kernels::relu(x)?,
             Activation::Sigmoid => candle_nn::ops::sigmoid(x)?,
             Activation::Tanh => x.tanh()?,
             Activation::Softmax => candle_nn::ops::softmax(x, D::Minus1)?,

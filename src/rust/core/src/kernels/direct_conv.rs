@@ -148,7 +148,7 @@ fn forward_image(img: &[f32], out: &mut [std::mem::MaybeUninit<f32>], g: &ConvGe
                 }
                 for (p, a) in acc.iter().enumerate().take(count) {
                     let dst = &mut out[first + p * filters + f0..][..LANES];
-                    let a = if relu { a.map(|v| v.max(0.0)) } else { *a };
+                    let a = if relu { a.map(|v| if v < 0.0 { 0.0 } else { v }) } else { *a };
                     for l in 0..LANES {
                         dst[l].write(a[l]);
                     }
@@ -160,7 +160,7 @@ fn forward_image(img: &[f32], out: &mut [std::mem::MaybeUninit<f32>], g: &ConvGe
                     for t in 0..plen {
                         acc += patch[t] * kernel[t * filters + f];
                     }
-                    out[first + p * filters + f].write(if relu { acc.max(0.0) } else { acc });
+                    out[first + p * filters + f].write(if relu && acc < 0.0 { 0.0 } else { acc });
                 }
             }
         }

@@ -205,6 +205,30 @@ pub fn sum_rows(t: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(sums, f, t.device())?)
 }
 
+/// max(x, 0) in one pass over the rayon threads on the CPU (candle's CPU relu ran on one
+/// thread: `Map1::map` 2.2% of the block net's predict samples); candle's elsewhere.
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
+        return Ok(x.relu()?);
+    }
+    let out = with_cpu_slice(x, |xs| {
+        use rayon::prelude::*;
+        uninit_filled(xs.len(), |out| out.par_chunks_mut(1 << 15).zip(xs.par_chunks(1 << 15)).for_each(|(o, x)| relu_values(o, x)))
+    })?;
+    Ok(Tensor::from_vec(out, x.dims(), x.device())?)
+}
+
+widest_vectors! {
+/// `o = max(x, 0)`, equal lengths; NaN stays NaN as in candle's relu (`f32::max` would
+/// give 0 for it).
+fn relu_values(o: &mut [std::mem::MaybeUninit<f32>], x: &[f32]) {
+    let n = o.len().min(x.len());
+    for (o, &v) in o[..n].iter_mut().zip(&x[..n]) {
+        o.write(if v < 0.0 { 0.0 } else { v });
+    }
+}
+}
+
 /// `dy` where `z > 0`, else 0 (TensorFlow's ReluGrad), in one pass on the CPU; candle's
 /// comparison against a broadcast zero then a multiply took three strided passes.
 pub fn relu_backward(z: &Tensor, dy: &Tensor) -> Result<Tensor> {
@@ -310,6 +334,12 @@ mod tests {
         let z = Tensor::new(&[[-1f32, 0.0, 2.0], [3.0, -0.5, 0.25]], &dev).unwrap();
         let dy = Tensor::new(&[[1f32, 2.0, 3.0], [4.0, 5.0, 6.0]], &dev).unwrap();
         assert_eq!(relu_backward(&z, &dy).unwrap().to_vec2::<f32>().unwrap(), vec![vec![0.0, 0.0, 3.0], vec![4.0, 0.0, 6.0]]);
+        // The ReLU: candle's values on 70,000 values (several parallel blocks), and NaN kept
+        // as TensorFlow keeps it (candle's gives 0).
+        let x = Tensor::randn(0f32, 1.0, (700, 100), &dev).unwrap();
+        assert_eq!(relu(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), x.relu().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        let odd = relu(&Tensor::new(&[f32::NAN, -2.0, 3.0], &dev).unwrap()).unwrap().to_vec1::<f32>().unwrap();
+        assert!(odd[0].is_nan() && odd[1] == 0.0 && odd[2] == 3.0, "{:?}", odd);
     }
 
     #[test]
