@@ -137,15 +137,22 @@ fn col2im_image(src_rows: &[f32], img: &mut [f32], g: &ConvGeometry) {
 }
 }
 
+/// For tests: the geometry of a square k x k window, stride s, dilation d, "same" or
+/// "valid" padding, over an (h, w, c) image.
+#[cfg(test)]
+pub(super) fn test_geometry(h: usize, w: usize, c: usize, k: usize, s: usize, d: usize, same: bool) -> ConvGeometry {
+    let (out_h, pad_top) = super::output_extent(h, k, s, d, same);
+    let (out_w, pad_left) = super::output_extent(w, k, s, d, same);
+    ConvGeometry { h, w, c, kh: k, kw: k, stride_h: s, stride_w: s, dilation_h: d, dilation_w: d, pad_top, pad_left, out_h, out_w }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kernels::output_extent;
 
     fn geometry(h: usize, w: usize, c: usize, k: usize, s: usize, d: usize, same: bool) -> ConvGeometry {
-        let (out_h, pad_top) = output_extent(h, k, s, d, same);
-        let (out_w, pad_left) = output_extent(w, k, s, d, same);
-        ConvGeometry { h, w, c, kh: k, kw: k, stride_h: s, stride_w: s, dilation_h: d, dilation_w: d, pad_top, pad_left, out_h, out_w }
+        test_geometry(h, w, c, k, s, d, same)
     }
 
     #[test]

@@ -328,31 +328,16 @@ fn backward_image(img: &[f32], kernel: &[f32], dzi: &[f32], dk: &mut [f32], dimg
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::output_extent;
+    use crate::kernels::conv::test_geometry;
 
     #[test]
     fn one_multiplier_backward_gives_the_per_pixel_passes_bits() {
         // Every channel block; stride 1 and 2 (the kernel gradient only), "same" and
         // "valid", dilation 2.
         for &(c, stride, dilation, same) in &[(83, 1, 1, true), (83, 2, 1, true), (20, 1, 2, true), (17, 1, 1, false), (3, 2, 2, false)] {
-            let (h, w, k) = (9, 8, 3);
-            let (out_h, pad_top) = output_extent(h, k, stride, dilation, same);
-            let (out_w, pad_left) = output_extent(w, k, stride, dilation, same);
-            let g = ConvGeometry {
-                h,
-                w,
-                c,
-                kh: k,
-                kw: k,
-                stride_h: stride,
-                stride_w: stride,
-                dilation_h: dilation,
-                dilation_w: dilation,
-                pad_top,
-                pad_left,
-                out_h,
-                out_w,
-            };
+            let k = 3;
+            let g = test_geometry(9, 8, c, k, stride, dilation, same);
+            let (out_h, out_w) = (g.out_h, g.out_w);
             let batch = 3;
             let x: Vec<f32> = (0..batch * g.image_len()).map(|i| ((i * 7919 % 1000) as f32) / 500.0 - 1.0).collect();
             let kernel: Vec<f32> = (0..k * k * c).map(|i| ((i * 104_729 % 1000) as f32) / 500.0 - 1.0).collect();
@@ -375,9 +360,8 @@ mod tests {
         // padding with stride 2 (windows cut by the border), and two multipliers.
         for &(c, m, stride, same) in &[(83, 1, 2, true), (83, 1, 1, false), (5, 2, 1, true)] {
             let (h, w, k) = (7, 6, 3);
-            let (out_h, pad_top) = output_extent(h, k, stride, 1, same);
-            let (out_w, pad_left) = output_extent(w, k, stride, 1, same);
-            let g = ConvGeometry { h, w, c, kh: k, kw: k, stride_h: stride, stride_w: stride, dilation_h: 1, dilation_w: 1, pad_top, pad_left, out_h, out_w };
+            let g = test_geometry(h, w, c, k, stride, 1, same);
+            let (out_h, out_w, pad_top, pad_left) = (g.out_h, g.out_w, g.pad_top, g.pad_left);
             let batch = 2;
             let x: Vec<f32> = (0..batch * g.image_len()).map(|i| ((i * 7919 % 1000) as f32) / 500.0 - 1.0).collect();
             let kernel: Vec<f32> = (0..k * k * c * m).map(|i| ((i * 104_729 % 1000) as f32) / 500.0 - 1.0).collect();

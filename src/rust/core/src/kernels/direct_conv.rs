@@ -271,13 +271,8 @@ fn kernel_gradient_image(img: &[f32], dy: &[f32], relu_output: Option<&[f32]>, a
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::{im2col, output_extent};
-
-    fn geometry(h: usize, w: usize, c: usize, k: usize, s: usize, d: usize, same: bool) -> ConvGeometry {
-        let (out_h, pad_top) = output_extent(h, k, s, d, same);
-        let (out_w, pad_left) = output_extent(w, k, s, d, same);
-        ConvGeometry { h, w, c, kh: k, kw: k, stride_h: s, stride_w: s, dilation_h: d, dilation_w: d, pad_top, pad_left, out_h, out_w }
-    }
+    use crate::kernels::conv::test_geometry as geometry;
+    use crate::kernels::im2col;
 
     fn values(n: usize, seed: usize) -> Vec<f32> {
         (0..n).map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32) / 500.0 - 1.0).collect()

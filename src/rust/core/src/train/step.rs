@@ -127,19 +127,6 @@ impl StepInputs {
     }
 }
 
-pub(super) fn forward_part(
-    s: &StepInputs,
-    device: &Device,
-    xs: &[HostTensor],
-    training: bool,
-    replica: usize,
-    collective: Option<Arc<dyn Collective>>,
-) -> Result<(Vec<Tensor>, Forward)> {
-    let (weights, xs, mut ctx) = forward_inputs(s, device, xs, training, replica, collective)?;
-    let forward = s.arch.forward_recording(&weights, &xs, &mut ctx, &s.loss_nodes)?;
-    Ok((weights, forward))
-}
-
 /// A forward pass's weights and inputs on `device`, and its context.
 fn forward_inputs(
     s: &StepInputs,
@@ -405,7 +392,8 @@ pub(super) fn train_part(
     on_final: &mut crate::model::OnLayerFinished<'_>,
 ) -> Result<Part> {
     let (x, ys, sample_weights) = batch.gather(s, rows)?;
-    let (weights, f) = forward_part(s, device, &x, true, replica, collective)?;
+    let (weights, xs, mut ctx) = forward_inputs(s, device, &x, true, replica, collective)?;
+    let f = s.arch.forward_recording(&weights, &xs, &mut ctx, &s.loss_nodes)?;
     let (activity_penalty, activity_grads) = s.arch.activity_penalty(&f.recorded, s.total_rows)?;
     let (ys, terms) = targets_and_terms(s, device, &f, ys, sample_weights, masks)?;
     let (output_losses, metric_sums) = losses_and_metrics(s, &f, &terms, &ys)?;
@@ -432,7 +420,8 @@ pub(super) fn train_part(
 
 pub(super) fn eval_part(s: &StepInputs, device: &Device, batch: &Batch, rows: &[usize], replica: usize, masks: MaskTotals<'_>) -> Result<Part> {
     let (x, ys, sample_weights) = batch.gather(s, rows)?;
-    let (_, f) = forward_part(s, device, &x, false, replica, None)?;
+    let (weights, xs, mut ctx) = forward_inputs(s, device, &x, false, replica, None)?;
+    let f = s.arch.forward_recording(&weights, &xs, &mut ctx, &s.loss_nodes)?;
     let (activity_penalty, _) = s.arch.activity_penalty(&f.recorded, s.total_rows)?;
     let (ys, terms) = targets_and_terms(s, device, &f, ys, sample_weights, masks)?;
     let (output_losses, metric_sums) = losses_and_metrics(s, &f, &terms, &ys)?;
