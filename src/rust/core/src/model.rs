@@ -1074,7 +1074,6 @@ fn build(mut arch: Architecture, input_shape: &[usize], existing: &[Weight]) -> 
     Ok((arch, weights))
 }
 
-/// Makes the weights of a step as tensors on `device` (the per-step "weights out" transfer).
 /// What [`Architecture::forward_inference`] does with a node.
 enum NodeFold {
     /// Runs as in any forward pass.
@@ -1085,6 +1084,7 @@ enum NodeFold {
     Alias(usize),
 }
 
+/// Makes the weights of a step as tensors on `device` (the per-step "weights out" transfer).
 pub fn weights_to_device(weights: &[Arc<Vec<f32>>], shapes: &[Vec<usize>], device: &candle_core::Device) -> Result<Vec<Tensor>> {
     weights.iter().zip(shapes).map(|(w, s)| Ok(Tensor::from_slice(w.as_slice(), s.as_slice(), device)?)).collect()
 }
