@@ -27,6 +27,41 @@ fn main() {
     let weights: Vec<Tensor> = layer.weight_specs(&[t, d]).iter().map(|s| Tensor::randn(0f32, 0.1, s.shape.as_slice(), &dev).unwrap()).collect();
     let x = Tensor::randn(0f32, 1.0, (b, t, d), &dev).unwrap();
     let ctx = || ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None, collective: None };
+    // FORWARD_REPS=n: only n inference passes (training off, as predict runs them), for perf.
+    if let Some(reps) = std::env::var("FORWARD_REPS").ok().and_then(|v| v.parse::<usize>().ok()) {
+        let infer = || ForwardContext { training: false, ..ctx() };
+        let ms = median_ms(reps, || {
+            layer.forward(&weights, &x, &mut infer()).unwrap();
+        });
+        println!("{} batch {} x {} steps: inference forward {:.2} ms ({} threads)", class, b, t, ms, rayon::current_num_threads());
+        let x2 = x.reshape((b * t, d)).unwrap();
+        let projection = median_ms(reps, || {
+            rustgpu_core::kernels::linear(&x2, &weights[0], weights.get(2), false).unwrap();
+        });
+        println!("  input projection ({} x {}) . ({} x {}): {:.2} ms", b * t, d, d, weights[0].dim(1).unwrap(), projection);
+        let n = weights[1].dim(1).unwrap();
+        let recurrent = weights[1].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let rows = b / 2;
+        let (a, base) = (vec![0.5f32; rows * u], vec![0.1f32; rows * n]);
+        if class == "LSTM" {
+            let xw = vec![0.1f32; t * b * n];
+            let (h0, c0) = (vec![0f32; b * u], vec![0f32; b * u]);
+            let gate = rustgpu_core::kernels::recurrent::Gate::Sigmoid;
+            let whole = median_ms(reps, || {
+                std::hint::black_box(rustgpu_core::kernels::recurrent::lstm_sequence(&xw, &h0, &c0, &recurrent, t, u, gate, &|| false));
+            });
+            println!("  lstm_sequence kernel: {:.2} ms", whole);
+        }
+        let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let (a_t, base_t) = (Tensor::from_vec(a, (rows, u), &dev).unwrap(), Tensor::from_vec(base, (rows, n), &dev).unwrap());
+        let through_gemm = one_thread.install(|| {
+            median_ms(2001, || {
+                std::hint::black_box((rustgpu_core::kernels::matmul(&a_t, &weights[1]).unwrap() + &base_t).unwrap());
+            })
+        });
+        println!("  one thread's step product ({} x {}) . ({} x {}) and add: {:.1} us", rows, u, u, n, through_gemm * 1e3);
+        return;
+    }
     let fwd = median_ms(15, || {
         layer.forward(&weights, &x, &mut ctx()).unwrap();
     });

@@ -1,7 +1,7 @@
 //! LSTM (Keras's gate order i, f, c, o in the kernels' column blocks):
 //! `i, f, o = recurrent_activation(...)`, `g = activation(...)`, `c_t = f * c_{t-1} + i * g`,
 //! `h_t = o * activation(c_t)`. The loop over time is [`super::recurrent`]'s.
-use super::recurrent::{fused_gate, gate, recurrent_layer_type, Cell, RnnOptions, StepGrads};
+use super::recurrent::{fused_gate, gate, recurrent_layer_type, Cell, RnnOptions, SequenceRun, StepGrads};
 use super::Example;
 use crate::activation::Activation;
 use crate::error::{Error, Result};
@@ -114,6 +114,24 @@ impl Cell for LSTM {
         let h = (&o * &c_act)?;
         let gates = Tensor::cat(&[&i, &f, &g, &o], 1)?;
         Ok((vec![h, c.clone()], LstmStep { z, gates, c, c_act }))
+    }
+
+    fn sequence(&self, xw: &Tensor, initial: &[Tensor], recurrent: &[Tensor]) -> Result<Option<SequenceRun<LstmStep>>> {
+        let Some(gate) = fused_gate(xw, self.options.activation, self.recurrent_activation) else { return Ok(None) };
+        let (time, rows, _) = xw.dims3()?;
+        let u = self.options.units;
+        let run = crate::kernels::with_cpu_slices(&[xw, &initial[0], &initial[1], &recurrent[0]], |s| {
+            crate::kernels::recurrent::lstm_sequence(s[0], s[1], s[2], s[3], time, u, gate, &crate::cancel::requested)
+        })?
+        .ok_or(Error::Interrupted)?;
+        let dev = xw.device();
+        let (z, gates) = (Tensor::from_vec(run.z, (time, rows, 4 * u), dev)?, Tensor::from_vec(run.gates, (time, rows, 4 * u), dev)?);
+        let (h, c) = (Tensor::from_vec(run.h, (time + 1, rows, u), dev)?, Tensor::from_vec(run.c, (time + 1, rows, u), dev)?);
+        let c_act = Tensor::from_vec(run.c_act, (time, rows, u), dev)?;
+        let states = (0..=time).map(|t| Ok(vec![h.get(t)?, c.get(t)?])).collect::<Result<Vec<_>>>()?;
+        let steps =
+            (0..time).map(|t| Ok(LstmStep { z: z.get(t)?, gates: gates.get(t)?, c: c.get(t + 1)?, c_act: c_act.get(t)? })).collect::<Result<Vec<_>>>()?;
+        Ok(Some(SequenceRun { states, outputs: h.narrow(0, 1, time)?, steps }))
     }
 
     fn step_backward(&self, s: &LstmStep, prev: &[Tensor], h_in: &Tensor, d_new: &[Tensor], recurrent_t: &[Tensor]) -> Result<StepGrads> {

@@ -183,6 +183,16 @@ pub struct StepGrads {
     pub recurrent: Vec<(Tensor, Tensor)>,
 }
 
+/// A whole sequence from a cell's own kernel ([`Cell::sequence`]): what the step-by-step
+/// loop would have gathered.
+pub struct SequenceRun<S> {
+    /// The states before each step and after the last (`time + 1` entries).
+    pub states: Vec<Vec<Tensor>>,
+    /// Every step's output, `(time, batch, units)`.
+    pub outputs: Tensor,
+    pub steps: Vec<S>,
+}
+
 /// One recurrent cell: its gates and one step forward and back.
 pub trait Cell: Send + Sync {
     /// What a step keeps for its backward pass.
@@ -222,6 +232,14 @@ pub trait Cell: Send + Sync {
     /// transposes of [`Self::recurrent_parts`], contiguous (a product by a transposed view
     /// packed the kernel again each step: 224 against 38 us per LSTM step, rnn_profile).
     fn step_backward(&self, step: &Self::Step, prev: &[Tensor], h_in: &Tensor, d_new: &[Tensor], recurrent_t: &[Tensor]) -> Result<StepGrads>;
+
+    /// The whole sequence in one kernel, where the cell has one for these tensors: from the
+    /// input projections `(time, batch, gates * units)` (bias included) and the initial
+    /// states. The loop asks only without masks and recurrent dropout; None: it runs the
+    /// steps one by one.
+    fn sequence(&self, _xw: &Tensor, _initial: &[Tensor], _recurrent: &[Tensor]) -> Result<Option<SequenceRun<Self::Step>>> {
+        Ok(None)
+    }
 
     /// The bias gradient from the summed gradient of the input projections and the stacked
     /// right-hand sides of the recurrent segments.
@@ -325,30 +343,42 @@ pub fn forward<C: Cell>(cell: &C, name: &str, class: &str, weights: &[Tensor], x
     let given_initial = xs.len() > 1;
     let mut states = if given_initial { given_states::<C>(o, name, class, batch, &xs[1..])? } else { initial_states::<C>(o, name, batch, &device)? };
     let masks: Option<Vec<Tensor>> = mask.map(|m| (0..time).map(|t| Ok(m.narrow(0, t, 1)?.reshape((batch, 1))?)).collect::<Result<_>>()).transpose()?;
-    let mut outputs = Vec::with_capacity(if o.return_sequences { time } else { 0 });
-    let (mut prev, mut h_ins, mut steps) = (Vec::with_capacity(time), Vec::with_capacity(time), Vec::with_capacity(time));
-    for t in 0..time {
-        // Long sequences make one layer a long call: Ctrl-C is answered between steps.
-        crate::cancel::check()?;
-        let xw_t = xw.narrow(0, t, 1)?.squeeze(0)?;
-        let h_in = match &recurrent_keep {
-            Some(k) => states[0].mul(k)?,
-            None => states[0].clone(),
-        };
-        let (mut new, step) = cell.step(&xw_t, &states, &h_in, &recurrent, bias)?;
-        if let Some(ms) = &masks {
-            for (n, p) in new.iter_mut().zip(&states) {
-                *n = blend(&ms[t], n, p)?;
+    let run = if masks.is_none() && recurrent_keep.is_none() { cell.sequence(&xw, &states, &recurrent)? } else { None };
+    let (prev, h_ins, steps, value) = match run {
+        Some(SequenceRun { states: mut all, outputs, steps }) => {
+            states = all.pop().ok_or_else(|| Error::State("a recurrent kernel returned no states".into()))?;
+            let h_ins = all.iter().map(|s| s[0].clone()).collect();
+            let value = if o.return_sequences { outputs.transpose(0, 1)?.contiguous()? } else { states[0].clone() };
+            (all, h_ins, steps, value)
+        }
+        None => {
+            let mut outputs = Vec::with_capacity(if o.return_sequences { time } else { 0 });
+            let (mut prev, mut h_ins, mut steps) = (Vec::with_capacity(time), Vec::with_capacity(time), Vec::with_capacity(time));
+            for t in 0..time {
+                // Long sequences make one layer a long call: Ctrl-C is answered between steps.
+                crate::cancel::check()?;
+                let xw_t = xw.narrow(0, t, 1)?.squeeze(0)?;
+                let h_in = match &recurrent_keep {
+                    Some(k) => states[0].mul(k)?,
+                    None => states[0].clone(),
+                };
+                let (mut new, step) = cell.step(&xw_t, &states, &h_in, &recurrent, bias)?;
+                if let Some(ms) = &masks {
+                    for (n, p) in new.iter_mut().zip(&states) {
+                        *n = blend(&ms[t], n, p)?;
+                    }
+                }
+                if o.return_sequences {
+                    outputs.push(new[0].clone());
+                }
+                prev.push(std::mem::replace(&mut states, new));
+                h_ins.push(h_in);
+                steps.push(step);
             }
+            let value = if o.return_sequences { Tensor::stack(&outputs, 1)? } else { states[0].clone() };
+            (prev, h_ins, steps, value)
         }
-        if o.return_sequences {
-            outputs.push(new[0].clone());
-        }
-        prev.push(std::mem::replace(&mut states, new));
-        h_ins.push(h_in);
-        steps.push(step);
-    }
-    let value = if o.return_sequences { Tensor::stack(&outputs, 1)? } else { states[0].clone() };
+    };
     let final_states = if o.return_state { states.clone() } else { Vec::new() };
     if o.stateful {
         o.kept.keep(states);

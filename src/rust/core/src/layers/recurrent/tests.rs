@@ -174,3 +174,43 @@ fn bidirectional_states_pass_gradients_both_ways() {
     };
     check_backward(&[3, 3], forward, backward, 3e-2);
 }
+
+/// LSTM's whole-sequence kernel (taken without a mask) against the step-by-step loop (taken
+/// with a mask of ones, which changes nothing else): outputs, final states and every
+/// gradient, for both gate activations, rows that split unevenly over two threads (10 and
+/// 9) and fill the product's 8-row tiles and their edges (20 units: 80 gate columns).
+#[test]
+fn lstm_sequence_kernel_equals_the_step_loop() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    for gate in ["sigmoid", "hard_sigmoid"] {
+        let config = serde_json::json!({ "units": 20, "return_sequences": true, "return_state": true, "recurrent_activation": gate });
+        let layer = Layer::from_config("LSTM", &config, 1).unwrap();
+        let mut rng = StdRng::seed_from_u64(3);
+        let weights: Vec<Tensor> = layer
+            .weight_specs(&[6, 5])
+            .iter()
+            .map(|s| Tensor::from_vec(Initializer::random_normal(0.0, 0.4).sample(&s.shape, &mut rng).unwrap(), s.shape.as_slice(), &Device::Cpu).unwrap())
+            .collect();
+        let x = Tensor::from_vec((0..19 * 6 * 5).map(|i| (0.37 * i as f32).sin()).collect::<Vec<f32>>(), (19, 6, 5), &Device::Cpu).unwrap();
+        let dy = Tensor::from_vec((0..19 * 6 * 20).map(|i| (0.11 * i as f32).cos()).collect::<Vec<f32>>(), (19, 6, 20), &Device::Cpu).unwrap();
+        let ones = Tensor::ones((19, 6), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let run = |mask: Option<&Tensor>| {
+            pool.install(|| {
+                let (out, cache) = layer.forward(&weights, &x, &mut ctx(mask)).unwrap();
+                let states = layer.kind.more_outputs(&cache).unwrap();
+                let more = states.iter().map(|s| Some(s.ones_like().unwrap())).collect();
+                let g = layer.kind.backward_more(&layer.name, &weights, &[], &cache, Some(OutputGrad::Value(dy.clone())), more, true).unwrap();
+                let mut all = vec![out.value.flatten_all().unwrap()];
+                all.extend(states.iter().map(|s| s.flatten_all().unwrap()));
+                all.push(g.input.unwrap().flatten_all().unwrap());
+                all.extend(g.weights.iter().map(|w| w.flatten_all().unwrap()));
+                all.into_iter().map(|t| t.to_vec1::<f32>().unwrap()).collect::<Vec<_>>()
+            })
+        };
+        let (sequence, steps) = (run(None), run(Some(&ones)));
+        for (k, (a, b)) in sequence.iter().zip(&steps).enumerate() {
+            let worst = a.iter().zip(b).map(|(p, q)| (p - q).abs() / (1.0 + q.abs())).fold(0f32, f32::max);
+            assert!(worst < 1e-5, "{}: part {} differs by {}", gate, k, worst);
+        }
+    }
+}
