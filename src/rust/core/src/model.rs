@@ -164,8 +164,8 @@ impl Architecture {
     }
 
     /// For each node, what [`Self::forward_inference`] does with it: a node whose output is
-    /// read only by a batch normalization (and/or that only by a ReLU) absorbs them, and
-    /// those take its output as theirs.
+    /// read only by a batch normalization (and/or that only by a ReLU, and/or that only by a
+    /// max pooling) absorbs them, and those take its output as theirs.
     fn inference_folds(&self, weights: &[Tensor]) -> Result<Vec<NodeFold>> {
         let nodes = self.nodes();
         let mut readers = vec![0usize; nodes.len()];
@@ -191,27 +191,40 @@ impl Architecture {
                 continue;
             }
             let Some(k) = only_reader(j) else { continue };
-            let layer = nodes[j].layer;
-            if !self.layers[layer].kind.absorbs_inference_maps(&weights[self.weight_ranges[layer].clone()])? {
-                continue;
+            let layer = &self.layers[nodes[j].layer];
+            // A batch normalization and/or a ReLU after it...
+            let (mut affine, mut relu) = (None, None);
+            if layer.kind.absorbs_inference_maps(&weights[self.weight_ranges[nodes[j].layer].clone()])? {
+                let relu_from = match map_of(k)? {
+                    Some(InferenceMap::Affine { scale, shift }) => {
+                        affine = Some((scale, shift, k));
+                        only_reader(k)
+                    }
+                    Some(InferenceMap::Relu) => Some(k),
+                    _ => None,
+                };
+                relu = match relu_from {
+                    Some(r) if affine.is_none() => Some(r),
+                    Some(r) => matches!(map_of(r)?, Some(InferenceMap::Relu)).then_some(r),
+                    None => None,
+                };
             }
-            let (affine, relu_from) = match map_of(k)? {
-                Some(InferenceMap::Affine { scale, shift }) => (Some((scale, shift, k)), only_reader(k)),
-                Some(InferenceMap::Relu) => (None, Some(k)),
-                None => continue,
-            };
-            let relu = match relu_from {
-                Some(r) if affine.is_none() => Some(r),
-                Some(r) => matches!(map_of(r)?, Some(InferenceMap::Relu)).then_some(r),
+            // ...and then a max pooling.
+            let last = relu.or(affine.as_ref().map(|a| a.2)).unwrap_or(j);
+            let pool = match only_reader(last) {
+                Some(p) => match map_of(p)? {
+                    Some(InferenceMap::MaxPool(window)) if layer.kind.absorbs_max_pool(&window) => Some((window, p)),
+                    _ => None,
+                },
                 None => None,
             };
-            if affine.is_none() && relu.is_none() {
+            if affine.is_none() && relu.is_none() && pool.is_none() {
                 continue;
             }
-            for &taken in affine.iter().map(|a| &a.2).chain(relu.iter()) {
+            for &taken in affine.iter().map(|a| &a.2).chain(relu.iter()).chain(pool.iter().map(|p| &p.1)) {
                 folds[taken] = NodeFold::Alias(j);
             }
-            folds[j] = NodeFold::Absorb { affine: affine.map(|(scale, shift, _)| (scale, shift)), relu: relu.is_some() };
+            folds[j] = NodeFold::Absorb { affine: affine.map(|(scale, shift, _)| (scale, shift)), relu: relu.is_some(), pool: pool.map(|p| p.0) };
         }
         Ok(folds)
     }
@@ -257,9 +270,9 @@ impl Architecture {
                     ctx.mask = None;
                     continue;
                 }
-                Some(NodeFold::Absorb { affine, relu }) => {
+                Some(NodeFold::Absorb { affine, relu, pool }) => {
                     let affine = affine.as_ref().map(|(scale, shift)| (scale, shift));
-                    if let Some(value) = layer.kind.forward_absorbing(&layer.name, &weights[range.clone()], &xs, ctx, affine, *relu)? {
+                    if let Some(value) = layer.kind.forward_absorbing(&layer.name, &weights[range.clone()], &xs, ctx, affine, *relu, pool.as_ref())? {
                         masks.push(layer.kind.compute_mask(&xs, ctx.mask.as_ref())?);
                         more.push(Vec::new());
                         values.push(LayerOutput::plain(value));
@@ -1078,8 +1091,9 @@ fn build(mut arch: Architecture, input_shape: &[usize], existing: &[Weight]) -> 
 enum NodeFold {
     /// Runs as in any forward pass.
     Run,
-    /// Runs with the per-channel affine map and/or ReLU of the nodes that read it folded in.
-    Absorb { affine: Option<(Tensor, Tensor)>, relu: bool },
+    /// Runs with the per-channel affine map and/or ReLU of the nodes that read it folded in,
+    /// and/or the max pooling after them.
+    Absorb { affine: Option<(Tensor, Tensor)>, relu: bool, pool: Option<crate::layers::PoolWindow> },
     /// Folded into that earlier node; its output is that node's.
     Alias(usize),
 }

@@ -1,11 +1,12 @@
 //! `predict()`'s inference pass folds batch normalization and ReLUs into the convolutions
 //! before them; its outputs equal the plain inference forward pass's, including where a
 //! value in between is read twice (no folding there) or a convolution has an activation of
-//! its own.
+//! its own; and max pooling run by the convolution before it (image by image on the direct
+//! route, which then never writes the unpooled output).
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rustgpu_core::activation::Activation;
-use rustgpu_core::layers::{ActivationLayer, Add, BatchNormalization, Conv2D, ForwardContext, Layer, Padding, SeparableConv2D, Tuple2};
+use rustgpu_core::layers::{ActivationLayer, Add, BatchNormalization, Conv2D, ForwardContext, Layer, MaxPooling2D, Padding, SeparableConv2D, Tuple2};
 use rustgpu_core::model::{Graph, Node, Source};
 use rustgpu_core::{HostTensor, Model};
 
@@ -96,4 +97,69 @@ fn folded_inference_equals_the_plain_inference_pass() {
     // The second output ends in a folded ReLU: it zeroes values.
     let zeros = folded[1].value.eq(0f32).unwrap().to_dtype(candle_core::DType::F32).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(zeros > 0.0, "the folded ReLU should zero some values");
+}
+
+/// x (one channel) -> conv (relu of its own; the direct route) -> max pool -> conv (linear,
+/// im2col) -> bn -> relu -> max pool (3, stride 2, same) -> pool read twice (no fold) ->
+/// outputs: the last pool, and a conv with bias -> pool whose output is the model's output.
+#[test]
+fn max_pooling_folds_into_the_convolution_before_it() {
+    let pool = |size: usize, stride: usize, padding: Padding| MaxPooling2D {
+        pool_size: Tuple2(size, size),
+        strides: Some(Tuple2(stride, stride)),
+        padding,
+        ..MaxPooling2D::default()
+    };
+    let layers = vec![
+        Layer::new("c0", Conv2D { padding: Padding::Valid, ..conv(5, Activation::Relu, true) }, 1),
+        Layer::new("p0", pool(2, 2, Padding::Valid), 0),
+        Layer::new("c1", conv(4, Activation::Linear, false), 2),
+        Layer::new("bn1", bn(), 3),
+        Layer::new("r1", relu(), 0),
+        Layer::new("p1", pool(3, 2, Padding::Same), 0),
+        Layer::new("p2", pool(2, 1, Padding::Valid), 0),
+        Layer::new("c3", conv(3, Activation::Linear, true), 4),
+    ];
+    let n = |layer: usize, inputs: Vec<Source>| Node { layer, inputs };
+    let graph = Graph {
+        input_names: vec!["x".into()],
+        input_shapes: vec![vec![13, 12, 1]],
+        nodes: vec![
+            n(0, vec![Source::Input(0)]), // 0 c0: takes p0
+            n(1, vec![Source::Node(0)]),  // 1 p0
+            n(2, vec![Source::Node(1)]),  // 2 c1: takes bn1, r1 and p1
+            n(3, vec![Source::Node(2)]),  // 3 bn1
+            n(4, vec![Source::Node(3)]),  // 4 r1
+            n(5, vec![Source::Node(4)]),  // 5 p1, read by p2 and c3
+            n(6, vec![Source::Node(5)]),  // 6 p2 (after a pool: runs)
+            n(7, vec![Source::Node(5)]),  // 7 c3: an output itself, so takes nothing
+        ],
+        outputs: vec![Source::Node(6), Source::Node(7)],
+    };
+    let mut m = Model::functional("pooling".into(), layers, graph).unwrap();
+    let values: Vec<HostTensor> = m
+        .get_weights()
+        .iter()
+        .enumerate()
+        .map(|(k, w)| {
+            let offset = if w.shape.len() > 1 { -0.5 } else { 0.5 };
+            let data = (0..w.data.len()).map(|i| offset + (((i * 41 + k * 7) % 19) as f32) / 19.0).collect();
+            HostTensor::new(w.shape.clone(), data).unwrap()
+        })
+        .collect();
+    m.set_weights(values).unwrap();
+    let dev = Device::Cpu;
+    let weights: Vec<Tensor> = m.get_weights().iter().map(|w| w.to_device(&dev).unwrap()).collect();
+    assert_eq!(m.arch.inference_fold_plan(&weights).unwrap(), vec![(0, vec![1]), (2, vec![3, 4, 5])]);
+    let x = Tensor::randn(0f32, 1.0, (5, 13, 12, 1), &dev).unwrap();
+    let ctx = || ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None, collective: None };
+    let (plain, _) = m.arch.forward(&weights, std::slice::from_ref(&x), &mut ctx()).unwrap();
+    let folded = m.arch.forward_inference(&weights, std::slice::from_ref(&x), &mut ctx()).unwrap();
+    for (p, f) in plain.iter().zip(&folded) {
+        assert_eq!(p.value.dims(), f.value.dims());
+        let scale = p.value.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (&p.value - &f.value).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(scale > 0.1, "the output should not vanish: {}", scale);
+        assert!(diff <= 1e-5 * scale.max(1.0), "folded output differs by {} (scale {})", diff, scale);
+    }
 }

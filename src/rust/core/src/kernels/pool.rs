@@ -70,7 +70,7 @@ const POOL_LANES: usize = 16;
 
 widest_vectors! {
 /// One image's windows' maxima into `o` (filled with -inf).
-fn max_pool_image(img: &[f32], o: &mut [f32], g: &ConvGeometry) {
+pub(super) fn max_pool_image(img: &[f32], o: &mut [f32], g: &ConvGeometry) {
     let c = g.c;
     let full = c / POOL_LANES * POOL_LANES;
     let mut taps = Vec::with_capacity(g.kh * g.kw);

@@ -7,7 +7,7 @@
 //! input `(batch, h, w, c)`, kernel `(kh, kw, c, filters)` (Keras's layout), bias `(filters)`,
 //! output `(batch, out_h, out_w, filters)` with Keras's "valid"/"same" output sizes.
 use super::params::check_positive;
-use super::{Cache, DataFormat, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, OutputGrad, Padding, Tuple2, WeightSpec};
+use super::{Cache, DataFormat, Example, ForwardContext, LayerGrads, LayerOutput, LayerType, OutputGrad, Padding, PoolWindow, Tuple2, WeightSpec};
 use crate::activation::{linear_then, Activation};
 use crate::error::{Error, Result};
 use crate::initializer::Initializer;
@@ -35,6 +35,10 @@ pub struct Conv2D {
     pub activity_regularizer: Option<Regularizer>,
     pub kernel_constraint: Option<crate::constraint::Constraint>,
     pub bias_constraint: Option<crate::constraint::Constraint>,
+    /// Max pooling applied to the output before it is handed on: set only on the copy that
+    /// predict runs ([`LayerType::absorb_max_pool`]), never saved.
+    #[serde(skip)]
+    pub inference_pool: Option<PoolWindow>,
 }
 
 impl Default for Conv2D {
@@ -56,6 +60,7 @@ impl Default for Conv2D {
             activity_regularizer: None,
             kernel_constraint: None,
             bias_constraint: None,
+            inference_pool: None,
         }
     }
 }
@@ -132,6 +137,27 @@ impl Conv2D {
         let logits = if self.activation.has_logits() { Some((z.reshape(shape)?, self.activation)) } else { None };
         let value = y.reshape(shape)?;
         Ok((LayerOutput { value, logits }, ConvCache { patches, z, y, input_dims: dims }))
+    }
+
+    /// The output max-pooled over `pool`'s windows (inference): on the direct route image by
+    /// image without writing the unpooled output, otherwise the pass and then the pooling.
+    fn run_pooled(&self, name: &str, weights: &[Tensor], x: &Tensor, pool: &PoolWindow) -> Result<Tensor> {
+        let dims = x.dims();
+        let g = self.geometry(name, &dims[1..])?;
+        let pg = pool.geometry(name, "MaxPooling2D", &[g.out_h, g.out_w, self.filters])?;
+        if Self::direct_route(x, &g) && matches!(self.activation, Activation::Relu | Activation::Linear) {
+            let kernel = weights[0].reshape((g.patch_len(), self.filters))?;
+            let mut operands = vec![x, &kernel];
+            if self.use_bias {
+                operands.push(&weights[1]);
+            }
+            let relu = self.activation == Activation::Relu;
+            let out =
+                with_cpu_slices(&operands, |s| crate::kernels::direct_conv_pool_forward(s[0], dims[0], &g, s[1], s.get(2).copied(), relu, self.filters, &pg))?;
+            return Ok(Tensor::from_vec(out, (dims[0], pg.out_h, pg.out_w, self.filters), x.device())?);
+        }
+        let y = self.run(name, weights, x)?.0.value;
+        Ok(crate::kernels::max_pool_on_device(&y, &pg)?.0)
     }
 
     /// The backward pass from [`Self::run`]'s cache, with the kernel in Keras's 4-d layout.
@@ -238,7 +264,15 @@ impl LayerType for Conv2D {
         Ok(Some((layer, folded)))
     }
 
+    fn absorb_max_pool(&self, pool: &PoolWindow) -> Option<Self> {
+        Some(Self { inference_pool: Some(*pool), ..self.clone() })
+    }
+
     fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
+        if let Some(pool) = &self.inference_pool {
+            // Inference only: nothing to keep for a backward pass.
+            return Ok((LayerOutput::plain(self.run_pooled(name, weights, &xs[0], pool)?), Cache::new(())));
+        }
         let (out, cache) = self.run(name, weights, &xs[0])?;
         Ok((out, Cache::new(cache)))
     }

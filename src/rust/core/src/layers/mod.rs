@@ -71,7 +71,7 @@ pub use self::noise::{GaussianDropout, GaussianNoise, SpatialDropout1D, SpatialD
 pub use self::normalization::BatchNormalization;
 pub use self::params::{Axes, DataFormat, NotSupported, Padding, Tuple1, Tuple2, Tuple3};
 pub use self::permute::Permute;
-pub use self::pooling::{AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D};
+pub use self::pooling::{AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D, PoolWindow};
 pub use self::pooling1d::{AveragePooling1D, GlobalMaxPooling1D};
 pub use self::repeat_vector::RepeatVector;
 pub use self::resize::{Cropping1D, Cropping2D, UpSampling1D, UpSampling2D};
@@ -192,10 +192,12 @@ impl OutputGrad {
 
 /// A per-channel map that a layer applies to its one input at inference and that the layer
 /// before it can fold into its own weights (`Architecture::forward_inference`): batch
-/// normalization's `x * scale + shift` over the last axis, or a ReLU.
+/// normalization's `x * scale + shift` over the last axis, or a ReLU; or max pooling, which
+/// the layer before it can run on its output before writing it.
 pub enum InferenceMap {
     Affine { scale: Tensor, shift: Tensor },
     Relu,
+    MaxPool(PoolWindow),
 }
 
 /// A layer's backward result: the input gradient (when asked for), one gradient per
@@ -355,6 +357,15 @@ pub trait LayerType: std::fmt::Debug + Send + Sync + Serialize + DeserializeOwne
         Ok(None)
     }
 
+    /// For inference: this layer with max pooling over `pool`'s windows applied to its
+    /// output (after any maps absorbed), its output the pooled one; None where it cannot.
+    fn absorb_max_pool(&self, _pool: &PoolWindow) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
+
     /// Shapes of the outputs after the first (a recurrent layer's final states with
     /// `return_state`), for inputs of these shapes.
     fn more_output_shapes(&self, _inputs: &[Vec<usize>]) -> Vec<Vec<usize>> {
@@ -430,8 +441,13 @@ pub trait AnyLayer: std::fmt::Debug + Send + Sync {
     fn absorbs_inference_maps(&self, _weights: &[Tensor]) -> Result<bool> {
         Ok(false)
     }
-    /// The inference output with maps folded in (see
+    /// Whether the layer can take a max pooling in (see [`LayerType::absorb_max_pool`]).
+    fn absorbs_max_pool(&self, _pool: &PoolWindow) -> bool {
+        false
+    }
+    /// The inference output with maps and/or a max pooling folded in (see
     /// [`LayerType::absorb_inference_maps`]), or None where the layer cannot take them.
+    #[allow(clippy::too_many_arguments)]
     fn forward_absorbing(
         &self,
         _name: &str,
@@ -440,6 +456,7 @@ pub trait AnyLayer: std::fmt::Debug + Send + Sync {
         _ctx: &mut ForwardContext,
         _affine: Option<(&Tensor, &Tensor)>,
         _relu: bool,
+        _pool: Option<&PoolWindow>,
     ) -> Result<Option<Tensor>> {
         Ok(None)
     }
@@ -526,6 +543,9 @@ impl<T: LayerType> AnyLayer for T {
     fn absorbs_inference_maps(&self, weights: &[Tensor]) -> Result<bool> {
         Ok(LayerType::absorb_inference_maps(self, weights, None, true)?.is_some())
     }
+    fn absorbs_max_pool(&self, pool: &PoolWindow) -> bool {
+        LayerType::absorb_max_pool(self, pool).is_some()
+    }
     fn forward_absorbing(
         &self,
         name: &str,
@@ -534,11 +554,27 @@ impl<T: LayerType> AnyLayer for T {
         ctx: &mut ForwardContext,
         affine: Option<(&Tensor, &Tensor)>,
         relu: bool,
+        pool: Option<&PoolWindow>,
     ) -> Result<Option<Tensor>> {
-        match LayerType::absorb_inference_maps(self, weights, affine, relu)? {
-            Some((layer, folded)) => Ok(Some(LayerType::forward(&layer, name, &folded, xs, ctx)?.0.value)),
-            None => Ok(None),
+        let pooled = |layer: &T| match pool {
+            Some(p) => LayerType::absorb_max_pool(layer, p),
+            None => None,
+        };
+        if affine.is_none() && !relu {
+            return match pooled(self) {
+                Some(layer) => Ok(Some(LayerType::forward(&layer, name, weights, xs, ctx)?.0.value)),
+                None => Ok(None),
+            };
         }
+        let Some((layer, folded)) = LayerType::absorb_inference_maps(self, weights, affine, relu)? else { return Ok(None) };
+        let layer = match pool {
+            Some(_) => match pooled(&layer) {
+                Some(l) => l,
+                None => return Ok(None),
+            },
+            None => layer,
+        };
+        Ok(Some(LayerType::forward(&layer, name, &folded, xs, ctx)?.0.value))
     }
     fn working_elements_per_row(&self, input: &[usize]) -> Option<u64> {
         LayerType::working_elements_per_row(self, input)

@@ -12,15 +12,15 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// A pooling window sliding over `(h, w, c)` inputs.
-#[derive(Debug, Clone, Copy)]
-struct PoolWindow {
-    pool_size: (usize, usize),
-    strides: (usize, usize),
-    same: bool,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolWindow {
+    pub pool_size: (usize, usize),
+    pub strides: (usize, usize),
+    pub same: bool,
 }
 
 impl PoolWindow {
-    fn geometry(&self, name: &str, class: &str, input: &[usize]) -> Result<ConvGeometry> {
+    pub fn geometry(&self, name: &str, class: &str, input: &[usize]) -> Result<ConvGeometry> {
         window_geometry(name, class, input, self.pool_size, self.strides, (1, 1), self.same)
     }
 
@@ -91,6 +91,10 @@ impl LayerType for MaxPooling2D {
 
     fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>> {
         self.window().output_shape(name, Self::CLASS_NAME, &inputs[0])
+    }
+
+    fn inference_map(&self, _weights: &[Tensor]) -> Result<Option<super::InferenceMap>> {
+        Ok(Some(super::InferenceMap::MaxPool(self.window())))
     }
 
     fn forward(&self, name: &str, _weights: &[Tensor], xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
