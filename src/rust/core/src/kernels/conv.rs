@@ -41,50 +41,53 @@ impl ConvGeometry {
 
 /// (batch, h, w, c) -> (batch * out_h * out_w, kh * kw * c); padding reads as zeros.
 pub fn im2col(x: &[f32], batch: usize, g: &ConvGeometry) -> Vec<f32> {
-    let (plen, ilen) = (g.patch_len(), g.image_len());
-    let per_image = g.out_h * g.out_w * plen;
+    let ilen = g.image_len();
+    let per_image = g.out_h * g.out_w * g.patch_len();
+    super::uninit_filled(batch * per_image, |out| {
+        out.par_chunks_mut(per_image.max(1)).enumerate().for_each(|(b, dst)| im2col_image(&x[b * ilen..(b + 1) * ilen], dst, g));
+    })
+}
+
+/// One image's patch rows into `dst` (out_h * out_w rows of kh * kw * c), each value written.
+pub(super) fn im2col_image(img: &[f32], dst: &mut [std::mem::MaybeUninit<f32>], g: &ConvGeometry) {
+    let plen = g.patch_len();
     // Every patch value is written unless a window reaches into the padding (zeros there).
     let inside = g.pad_top == 0
         && g.pad_left == 0
         && (g.out_h - 1) * g.stride_h + (g.kh - 1) * g.dilation_h < g.h
         && (g.out_w - 1) * g.stride_w + (g.kw - 1) * g.dilation_w < g.w;
+    if !inside {
+        for v in dst.iter_mut() {
+            v.write(0.0);
+        }
+    }
     // With unit dilation along the width, a kernel row's taps are one contiguous run of
     // kw * c values in the image and in the patch: copied at once (by a plain loop, since a
     // memcpy call per value of a one-channel image cost more than the copy).
     let run = g.kw * g.c;
     let contiguous_rows = g.dilation_w == 1;
-    super::uninit_filled(batch * per_image, |out| {
-        if !inside {
-            out.par_iter_mut().for_each(|v| {
-                v.write(0.0);
-            });
-        }
-        out.par_chunks_mut(per_image.max(1)).enumerate().for_each(|(b, dst)| {
-            let img = &x[b * ilen..(b + 1) * ilen];
-            for oy in 0..g.out_h {
-                for ox in 0..g.out_w {
-                    let row = &mut dst[(oy * g.out_w + ox) * plen..][..plen];
-                    let x0 = (ox * g.stride_w).checked_sub(g.pad_left).filter(|x0| x0 + g.kw <= g.w);
-                    for i in 0..g.kh {
-                        match x0 {
-                            Some(x0) if contiguous_rows => {
-                                let Some(y) = (oy * g.stride_h + i * g.dilation_h).checked_sub(g.pad_top).filter(|y| *y < g.h) else { continue };
-                                copy_run(&mut row[i * run..(i + 1) * run], &img[(y * g.w + x0) * g.c..][..run]);
-                            }
-                            _ => {
-                                for j in 0..g.kw {
-                                    if let Some((y, x)) = g.source(oy, ox, i, j) {
-                                        let src = (y * g.w + x) * g.c;
-                                        copy_run(&mut row[(i * g.kw + j) * g.c..][..g.c], &img[src..src + g.c]);
-                                    }
-                                }
+    for oy in 0..g.out_h {
+        for ox in 0..g.out_w {
+            let row = &mut dst[(oy * g.out_w + ox) * plen..][..plen];
+            let x0 = (ox * g.stride_w).checked_sub(g.pad_left).filter(|x0| x0 + g.kw <= g.w);
+            for i in 0..g.kh {
+                match x0 {
+                    Some(x0) if contiguous_rows => {
+                        let Some(y) = (oy * g.stride_h + i * g.dilation_h).checked_sub(g.pad_top).filter(|y| *y < g.h) else { continue };
+                        copy_run(&mut row[i * run..(i + 1) * run], &img[(y * g.w + x0) * g.c..][..run]);
+                    }
+                    _ => {
+                        for j in 0..g.kw {
+                            if let Some((y, x)) = g.source(oy, ox, i, j) {
+                                let src = (y * g.w + x) * g.c;
+                                copy_run(&mut row[(i * g.kw + j) * g.c..][..g.c], &img[src..src + g.c]);
                             }
                         }
                     }
                 }
             }
-        });
-    })
+        }
+    }
 }
 
 /// Copies `src` into `dst` (equal lengths): short runs (a one-channel image's taps) by a

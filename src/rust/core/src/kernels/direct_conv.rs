@@ -37,39 +37,6 @@ pub fn direct_conv_forward(x: &[f32], batch: usize, g: &ConvGeometry, kernel: &[
     })
 }
 
-/// [`direct_conv_forward`] then max pooling over `pool`'s windows, one image at a time, for
-/// inference: each image's convolution goes to a buffer of its thread's that stays in cache
-/// and only the pooled values are written out, (batch * pool.out_h * pool.out_w, filters).
-/// Run apart, the CNN's first convolution wrote 11 MB a batch that the pooling read back
-/// from memory (max pooling was 10% of its predict; perf).
-#[allow(clippy::too_many_arguments)]
-pub fn direct_conv_pool_forward(
-    x: &[f32],
-    batch: usize,
-    g: &ConvGeometry,
-    kernel: &[f32],
-    bias: Option<&[f32]>,
-    relu: bool,
-    filters: usize,
-    pool: &ConvGeometry,
-) -> Vec<f32> {
-    let per_image = g.out_h * g.out_w * filters;
-    let pooled = pool.out_h * pool.out_w * filters;
-    let ilen = g.image_len();
-    let mut out = vec![f32::NEG_INFINITY; batch * pooled];
-    out.par_chunks_mut(pooled.max(1)).enumerate().for_each_init(
-        || Vec::with_capacity(per_image),
-        |conv: &mut Vec<f32>, (b, o)| {
-            conv.clear();
-            forward_image(&x[b * ilen..(b + 1) * ilen], &mut conv.spare_capacity_mut()[..per_image], g, kernel, bias, relu, filters);
-            // SAFETY: forward_image writes each of the image's per_image outputs once.
-            unsafe { conv.set_len(per_image) };
-            super::pool::max_pool_image(conv, o, pool);
-        },
-    );
-    out
-}
-
 /// Filters per block: one 16-value block's accumulators stay in a vector register (a block
 /// of runtime length kept them in memory, and each tap's multiply-add waited on the previous
 /// one's store: 4.3 ms for the CNN's first convolution).
@@ -154,7 +121,7 @@ fn window_offsets(g: &ConvGeometry) -> Vec<usize> {
 
 widest_vectors! {
 /// One image's output pixels, each written once.
-fn forward_image(img: &[f32], out: &mut [std::mem::MaybeUninit<f32>], g: &ConvGeometry, kernel: &[f32], bias: Option<&[f32]>, relu: bool, filters: usize) {
+pub(super) fn forward_image(img: &[f32], out: &mut [std::mem::MaybeUninit<f32>], g: &ConvGeometry, kernel: &[f32], bias: Option<&[f32]>, relu: bool, filters: usize) {
     let plen = g.patch_len();
     let full = filters / LANES * LANES;
     let offsets = window_offsets(g);

@@ -75,6 +75,50 @@ fn product(a: &Tensor, b: &Tensor, transposed: bool) -> Result<Vec<f32>> {
     })?
 }
 
+/// `dst = a · b`, or `dst += a · b` when `accumulate`, on the calling thread only; all three
+/// row-major and contiguous: `a` (m, k), `b` (k, n), `dst` (m, n). For work already split
+/// over the threads by rows (a recurrent layer's batch rows, a convolution's images).
+pub(super) fn product_on_this_thread(dst: &mut [f32], a: &[f32], b: &[f32], k: usize, accumulate: bool) {
+    if k == 0 {
+        // An empty sum: the product is zeros.
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return;
+    }
+    let n = b.len() / k;
+    let m = match dst.len().checked_div(n) {
+        Some(m) if m > 0 => m,
+        _ => return,
+    };
+    assert!(a.len() >= m * k && b.len() >= k * n && dst.len() >= m * n, "product operands too short");
+    // SAFETY: the lengths checked above cover every element the strides reach: dst (m, n),
+    // a (m, k), b (k, n), all row-major; gemm reads dst only when accumulating.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
 /// `a · b` for 2-d tensors (any strides on the CPU; candle's matmul elsewhere).
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if !on_cpu_f32(&[a, b]) {
@@ -124,7 +168,7 @@ widest_vectors! {
 /// passes, as tf.nn.relu lets it). The sum and the ReLU are one expression: a ReLU of the
 /// stored value alone (`if v < 0 { 0 } else { v }` written back) became a masked store per
 /// vector with AVX2 and AVX-512 (microcoded on this AMD CPU), slower than the SSE2 loop.
-fn bias_relu_rows(rows: &mut [f32], n: usize, bias: Option<&[f32]>, relu: bool) {
+pub(super) fn bias_relu_rows(rows: &mut [f32], n: usize, bias: Option<&[f32]>, relu: bool) {
     let zeros = vec![0f32; if bias.is_none() { n } else { 0 }];
     let b = &bias.unwrap_or(&zeros)[..n];
     for row in rows.chunks_exact_mut(n) {

@@ -41,6 +41,7 @@ macro_rules! widest_vectors {
 
 pub mod batch_norm;
 mod conv;
+mod conv_pool;
 pub mod depthwise;
 mod direct_conv;
 mod matmul;
@@ -49,7 +50,8 @@ mod pool;
 pub mod recurrent;
 
 pub use conv::{col2im, im2col, ConvGeometry};
-pub use direct_conv::{direct_conv_forward, direct_conv_kernel_gradient, direct_conv_pool_forward, DIRECT_MAX_PATCH, DIRECT_PAYS_UP_TO};
+pub use conv_pool::{direct_conv_pool_forward, patch_conv_pool_forward};
+pub use direct_conv::{direct_conv_forward, direct_conv_kernel_gradient, DIRECT_MAX_PATCH, DIRECT_PAYS_UP_TO};
 pub use matmul::{linear, matmul, matmul_by_transpose};
 pub use pool::{avg_pool_backward, avg_pool_forward, max_pool_backward_from, max_pool_values};
 #[cfg(test)]

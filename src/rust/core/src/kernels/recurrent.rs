@@ -233,31 +233,7 @@ pub fn lstm_sequence(
             let block = h_prev.len() / u;
             let first = (t * rows + block_index * block_rows) * 4 * u;
             z_t.copy_from_slice(&xw[first..first + block * 4 * u]);
-            // SAFETY: z_t holds (block, 4u) values, h_prev (block, u), recurrent (u, 4u), all
-            // row-major; gemm reads and writes only those (z_t += h_prev · recurrent).
-            unsafe {
-                gemm::gemm(
-                    block,
-                    4 * u,
-                    u,
-                    z_t.as_mut_ptr(),
-                    1,
-                    4 * u as isize,
-                    true,
-                    h_prev.as_ptr(),
-                    1,
-                    u as isize,
-                    recurrent.as_ptr(),
-                    1,
-                    4 * u as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                )
-            };
+            super::matmul::product_on_this_thread(z_t, h_prev, recurrent, u, true);
             let out = CellRows { gates: &mut *gates[t], c: &mut *c_after[0], c_act: &mut *c_act[t], h: &mut *h_after[0] };
             lstm_rows(z_t, c_prev, out, u, gate);
         }

@@ -139,21 +139,25 @@ impl Conv2D {
         Ok((LayerOutput { value, logits }, ConvCache { patches, z, y, input_dims: dims }))
     }
 
-    /// The output max-pooled over `pool`'s windows (inference): on the direct route image by
-    /// image without writing the unpooled output, otherwise the pass and then the pooling.
+    /// The output max-pooled over `pool`'s windows (inference): on the CPU a few images at a
+    /// time without writing the unpooled output (`kernels::conv_pool`), elsewhere or with
+    /// other activations the pass and then the pooling.
     fn run_pooled(&self, name: &str, weights: &[Tensor], x: &Tensor, pool: &PoolWindow) -> Result<Tensor> {
         let dims = x.dims();
         let g = self.geometry(name, &dims[1..])?;
         let pg = pool.geometry(name, "MaxPooling2D", &[g.out_h, g.out_w, self.filters])?;
-        if Self::direct_route(x, &g) && matches!(self.activation, Activation::Relu | Activation::Linear) {
+        let on_cpu = x.device().is_cpu() && x.dtype() == candle_core::DType::F32;
+        if on_cpu && matches!(self.activation, Activation::Relu | Activation::Linear) {
             let kernel = weights[0].reshape((g.patch_len(), self.filters))?;
             let mut operands = vec![x, &kernel];
             if self.use_bias {
                 operands.push(&weights[1]);
             }
-            let relu = self.activation == Activation::Relu;
-            let out =
-                with_cpu_slices(&operands, |s| crate::kernels::direct_conv_pool_forward(s[0], dims[0], &g, s[1], s.get(2).copied(), relu, self.filters, &pg))?;
+            let (relu, direct) = (self.activation == Activation::Relu, Self::direct_route(x, &g));
+            let out = with_cpu_slices(&operands, |s| {
+                let run = if direct { crate::kernels::direct_conv_pool_forward } else { crate::kernels::patch_conv_pool_forward };
+                run(s[0], dims[0], &g, s[1], s.get(2).copied(), relu, self.filters, &pg)
+            })?;
             return Ok(Tensor::from_vec(out, (dims[0], pg.out_h, pg.out_w, self.filters), x.device())?);
         }
         let y = self.run(name, weights, x)?.0.value;
