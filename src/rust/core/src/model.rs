@@ -141,17 +141,52 @@ impl Architecture {
     /// regularizer and of the nodes `also_record` (node index, output value), for
     /// [`Self::activity_penalty`] and losses that read model tensors, and the outputs' masks.
     pub fn forward_recording(&self, weights: &[Tensor], inputs: &[Tensor], ctx: &mut ForwardContext, also_record: &[usize]) -> Result<Forward> {
-        self.forward_folding(weights, inputs, ctx, also_record, &[])
+        self.forward_folding(weights, inputs, ctx, also_record, None)
     }
 
     /// The outputs of an inference pass that no backward pass follows (`predict()`): a
-    /// convolution followed by batch normalization and/or a ReLU, where nothing else reads
-    /// the values in between, runs as one convolution with the normalization and the ReLU
-    /// folded into its weights and bias (see [`Self::inference_folds`]). Equal to
-    /// [`Self::forward`] with `training` false up to float rounding; no caches are usable.
+    /// convolution followed by batch normalization and/or a ReLU (and/or max pooling), where
+    /// nothing else reads the values in between, runs as one convolution with the
+    /// normalization and the ReLU folded into its weights and bias (see
+    /// [`Self::inference_folds`]). Equal to [`Self::forward`] with `training` false up to
+    /// float rounding; no caches are usable.
     pub fn forward_inference(&self, weights: &[Tensor], inputs: &[Tensor], ctx: &mut ForwardContext) -> Result<Vec<LayerOutput>> {
-        let folds = if ctx.training { Vec::new() } else { self.inference_folds(weights)? };
-        Ok(self.forward_folding(weights, inputs, ctx, &[], &folds)?.outputs)
+        if ctx.training {
+            return Ok(self.forward_folding(weights, inputs, ctx, &[], None)?.outputs);
+        }
+        let plan = self.inference_plan(weights)?;
+        self.forward_planned(&plan, weights, inputs, ctx)
+    }
+
+    /// The folded layers and weights of [`Self::forward_inference`] for these weights, made
+    /// once for all the batches of a `predict()` (for application_xception they are most of
+    /// its 20.9 M weights, multiplied anew for every batch before).
+    pub fn inference_plan(&self, weights: &[Tensor]) -> Result<InferencePlan> {
+        let mut folds = self.inference_folds(weights)?;
+        let nodes = self.nodes();
+        let mut absorbed: Vec<Option<AbsorbedLayer>> = (0..folds.len()).map(|_| None).collect();
+        for j in 0..folds.len() {
+            let NodeFold::Absorb { affine, relu, pool } = &folds[j] else { continue };
+            let layer = &self.layers[nodes[j].layer];
+            let affine = affine.as_ref().map(|(scale, shift)| (scale, shift));
+            absorbed[j] = layer.kind.absorbing(&weights[self.weight_ranges[nodes[j].layer].clone()], affine, *relu, pool.as_ref())?;
+            if absorbed[j].is_none() {
+                // The layer cannot take them (an activation of its own): it and the nodes
+                // it would have taken run as they are.
+                for fold in folds.iter_mut() {
+                    if matches!(fold, NodeFold::Alias(i) if *i == j) {
+                        *fold = NodeFold::Run;
+                    }
+                }
+                folds[j] = NodeFold::Run;
+            }
+        }
+        Ok(InferencePlan { folds, absorbed })
+    }
+
+    /// [`Self::forward_inference`] with a plan made by [`Self::inference_plan`] for `weights`.
+    pub fn forward_planned(&self, plan: &InferencePlan, weights: &[Tensor], inputs: &[Tensor], ctx: &mut ForwardContext) -> Result<Vec<LayerOutput>> {
+        Ok(self.forward_folding(weights, inputs, ctx, &[], Some(plan))?.outputs)
     }
 
     /// The nodes [`Self::forward_inference`] folds into others: (node, the nodes it takes in).
@@ -229,7 +264,15 @@ impl Architecture {
         Ok(folds)
     }
 
-    fn forward_folding(&self, weights: &[Tensor], inputs: &[Tensor], ctx: &mut ForwardContext, also_record: &[usize], folds: &[NodeFold]) -> Result<Forward> {
+    fn forward_folding(
+        &self,
+        weights: &[Tensor],
+        inputs: &[Tensor],
+        ctx: &mut ForwardContext,
+        also_record: &[usize],
+        plan: Option<&InferencePlan>,
+    ) -> Result<Forward> {
+        let folds: &[NodeFold] = plan.map_or(&[], |p| &p.folds);
         if inputs.len() != self.input_count() {
             return Err(Error::Value(format!("the model has {} inputs but {} arrays were given", self.input_count(), inputs.len())));
         }
@@ -249,8 +292,6 @@ impl Architecture {
                 Source::State(j, k) => more[j].get(k - 1).cloned().ok_or_else(|| Error::State(format!("node {} has no output {}", j, k)))?,
             })
         };
-        // Nodes that were to absorb the next ones but could not.
-        let mut declined = vec![false; folds.len()];
         for (j, node) in nodes.iter().enumerate() {
             crate::cancel::check()?;
             let xs: Vec<Tensor> = node.inputs.iter().map(|s| pick(s, &values, &more)).collect::<Result<_>>()?;
@@ -260,8 +301,8 @@ impl Architecture {
                 _ => None,
             };
             let layer = &self.layers[node.layer];
-            match folds.get(j) {
-                Some(NodeFold::Alias(i)) if !declined[*i] => {
+            match (folds.get(j), plan.and_then(|p| p.absorbed.get(j)).and_then(|a| a.as_ref())) {
+                (Some(NodeFold::Alias(i)), _) => {
                     // Folded into node i, whose output this node's is.
                     values.push(values[*i].clone());
                     masks.push(masks[*i].clone());
@@ -270,19 +311,14 @@ impl Architecture {
                     ctx.mask = None;
                     continue;
                 }
-                Some(NodeFold::Absorb { affine, relu, pool }) => {
-                    let affine = affine.as_ref().map(|(scale, shift)| (scale, shift));
-                    if let Some(value) = layer.kind.forward_absorbing(&layer.name, &weights[range.clone()], &xs, ctx, affine, *relu, pool.as_ref())? {
-                        masks.push(layer.kind.compute_mask(&xs, ctx.mask.as_ref())?);
-                        more.push(Vec::new());
-                        values.push(LayerOutput::plain(value));
-                        caches.push(Cache::new(()));
-                        ctx.mask = None;
-                        continue;
-                    }
-                    // The layer cannot take them (an activation of its own): it and the
-                    // nodes it would have taken run as they are.
-                    declined[j] = true;
+                (Some(NodeFold::Absorb { .. }), Some((absorbing, folded))) => {
+                    let value = absorbing.forward(&layer.name, folded, &xs, ctx)?.0.value;
+                    masks.push(layer.kind.compute_mask(&xs, ctx.mask.as_ref())?);
+                    more.push(Vec::new());
+                    values.push(LayerOutput::plain(value));
+                    caches.push(Cache::new(()));
+                    ctx.mask = None;
+                    continue;
                 }
                 _ => {}
             }
@@ -1085,6 +1121,16 @@ fn build(mut arch: Architecture, input_shape: &[usize], existing: &[Weight]) -> 
     }
     arch.input_shape = Some(input_shape.to_vec());
     Ok((arch, weights))
+}
+
+/// A layer with maps or a pooling folded in, and its folded weights.
+pub type AbsorbedLayer = (Box<dyn crate::layers::AnyLayer>, Vec<Tensor>);
+
+/// What an inference pass does with each node, and the layers that take others in, ready
+/// for a set of weights ([`Architecture::inference_plan`]).
+pub struct InferencePlan {
+    folds: Vec<NodeFold>,
+    absorbed: Vec<Option<AbsorbedLayer>>,
 }
 
 /// What [`Architecture::forward_inference`] does with a node.

@@ -307,14 +307,8 @@ fn rg_predict(mut ptr: Robj, x: Robj, batch_size: f64, seed: Robj) -> Robj {
         let inputs = sources(&xs);
         // Each batch's random draws (in lambda layers) from its own seed, from R's RNG.
         let seed = seed_from(&seed);
-        let parts = rows
-            .chunks(bs)
-            .enumerate()
-            .map(|(i, chunk)| {
-                rustgpu_core::cancel::check()?;
-                h.executor.predict_on_batch(&model, &inputs, chunk, seed.wrapping_add(i as u64))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let batches: Vec<&[usize]> = rows.chunks(bs).collect();
+        let parts = h.executor.predict_batches(&model, &inputs, &batches, seed)?;
         let n_outputs = parts.first().map_or(1, |p| p.len());
         let merged = (0..n_outputs).map(|k| HostTensor::concat_rows(&parts.iter().map(|p| p[k].clone()).collect::<Vec<_>>())).collect::<Result<Vec<_>>>()?;
         if n_outputs == 1 {

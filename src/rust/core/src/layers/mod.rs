@@ -445,19 +445,15 @@ pub trait AnyLayer: std::fmt::Debug + Send + Sync {
     fn absorbs_max_pool(&self, _pool: &PoolWindow) -> bool {
         false
     }
-    /// The inference output with maps and/or a max pooling folded in (see
-    /// [`LayerType::absorb_inference_maps`]), or None where the layer cannot take them.
-    #[allow(clippy::too_many_arguments)]
-    fn forward_absorbing(
+    /// This layer with maps and/or a max pooling folded in, and its folded weights (see
+    /// [`LayerType::absorb_inference_maps`]), for inference; None where it cannot take them.
+    fn absorbing(
         &self,
-        _name: &str,
         _weights: &[Tensor],
-        _xs: &[Tensor],
-        _ctx: &mut ForwardContext,
         _affine: Option<(&Tensor, &Tensor)>,
         _relu: bool,
         _pool: Option<&PoolWindow>,
-    ) -> Result<Option<Tensor>> {
+    ) -> Result<Option<crate::model::AbsorbedLayer>> {
         Ok(None)
     }
     fn working_elements_per_row(&self, input: &[usize]) -> Option<u64>;
@@ -546,35 +542,30 @@ impl<T: LayerType> AnyLayer for T {
     fn absorbs_max_pool(&self, pool: &PoolWindow) -> bool {
         LayerType::absorb_max_pool(self, pool).is_some()
     }
-    fn forward_absorbing(
+    fn absorbing(
         &self,
-        name: &str,
         weights: &[Tensor],
-        xs: &[Tensor],
-        ctx: &mut ForwardContext,
         affine: Option<(&Tensor, &Tensor)>,
         relu: bool,
         pool: Option<&PoolWindow>,
-    ) -> Result<Option<Tensor>> {
-        let pooled = |layer: &T| match pool {
-            Some(p) => LayerType::absorb_max_pool(layer, p),
-            None => None,
-        };
-        if affine.is_none() && !relu {
-            return match pooled(self) {
-                Some(layer) => Ok(Some(LayerType::forward(&layer, name, weights, xs, ctx)?.0.value)),
-                None => Ok(None),
-            };
-        }
-        let Some((layer, folded)) = LayerType::absorb_inference_maps(self, weights, affine, relu)? else { return Ok(None) };
-        let layer = match pool {
-            Some(_) => match pooled(&layer) {
-                Some(l) => l,
+    ) -> Result<Option<crate::model::AbsorbedLayer>> {
+        let pooled = |layer: &T| pool.and_then(|p| LayerType::absorb_max_pool(layer, p));
+        let (layer, folded) = if affine.is_none() && !relu {
+            match pooled(self) {
+                Some(layer) => (layer, weights.to_vec()),
                 None => return Ok(None),
-            },
-            None => layer,
+            }
+        } else {
+            let Some((layer, folded)) = LayerType::absorb_inference_maps(self, weights, affine, relu)? else { return Ok(None) };
+            match pool {
+                Some(_) => match pooled(&layer) {
+                    Some(l) => (l, folded),
+                    None => return Ok(None),
+                },
+                None => (layer, folded),
+            }
         };
-        Ok(Some(LayerType::forward(&layer, name, &folded, xs, ctx)?.0.value))
+        Ok(Some((Box::new(layer), folded)))
     }
     fn working_elements_per_row(&self, input: &[usize]) -> Option<u64> {
         LayerType::working_elements_per_row(self, input)

@@ -182,6 +182,28 @@ impl Executor {
         })
     }
 
+    /// The outputs of each of `batches` (rows of `xs`), as [`Self::predict_on_batch`] gives
+    /// them with seed `seed + i` for batch `i`; on one device the weights are placed and
+    /// folded once for all the batches.
+    pub fn predict_batches(&self, model: &Model, xs: &[&dyn BatchSource], batches: &[&[usize]], seed: u64) -> Result<Vec<Vec<HostTensor>>> {
+        for rows in batches {
+            check_batch(xs, rows)?;
+        }
+        let largest = batches.iter().map(|b| b.len()).max().unwrap_or(0);
+        self.check_step_memory(model, xs, largest, false)?;
+        crate::fork::on_own_pool(|| match self {
+            Executor::Local(info) | Executor::Workers(info, _) => one_device::predict_batches(info, model, xs, batches, seed),
+            Executor::Replicated(r) => batches
+                .iter()
+                .enumerate()
+                .map(|(i, rows)| {
+                    crate::cancel::check()?;
+                    replicas::predict(&r.set, model, xs, rows, seed.wrapping_add(i as u64))
+                })
+                .collect(),
+        })
+    }
+
     /// A row-major copy of a column-major array (see [`HostTensor::from_column_major`]),
     /// converted where the steps run: for a replicated model, on the replicas' workers
     /// (so that it uses their threads), else on the current pool.

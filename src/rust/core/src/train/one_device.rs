@@ -2,7 +2,7 @@
 //! weights are copied into the step's tensors each step: kept tensors and their
 //! transposes, written by the update as `host_replicas` does, measured no faster here (the
 //! update's extra writes cost what the copy and the kernel packing had).
-use super::step::{combine, eval_part, host_slices, predict_part, train_part, Batch, MaskTotals, Part, StepInputs};
+use super::step::{combine, eval_part, host_slices, predict_part, predict_parts, train_part, Batch, MaskTotals, Part, StepInputs};
 use super::{BatchStats, Compiled};
 use crate::device::DeviceInfo;
 use crate::error::{explain_out_of_memory, Result};
@@ -49,5 +49,15 @@ pub(super) fn predict(info: &DeviceInfo, model: &Model, xs: &[&dyn BatchSource],
     let s = StepInputs::new(model, None, rows.len(), seed)?;
     predict_part(&s, &info.candle_device()?, xs, rows)
         .and_then(|outs| outs.iter().map(HostTensor::from_tensor).collect())
+        .map_err(|e| explain_out_of_memory(e, &info.label()))
+}
+
+/// The outputs of several batches, with one inference plan for all (see
+/// [`super::step::predict_parts`]).
+pub(super) fn predict_batches(info: &DeviceInfo, model: &Model, xs: &[&dyn BatchSource], batches: &[&[usize]], seed: u64) -> Result<Vec<Vec<HostTensor>>> {
+    let largest = batches.iter().map(|b| b.len()).max().unwrap_or(0);
+    let s = StepInputs::new(model, None, largest, seed)?;
+    predict_parts(&s, &info.candle_device()?, xs, batches)
+        .and_then(|parts| parts.iter().map(|outs| outs.iter().map(HostTensor::from_tensor).collect()).collect())
         .map_err(|e| explain_out_of_memory(e, &info.label()))
 }
