@@ -313,36 +313,143 @@ pub fn gru_forward(xw: &[f32], hu: &[f32], h_prev: &[f32], units: usize, gate: G
         .zip(out.h.par_chunks_mut(chunk))
         .enumerate()
         .for_each(|(task, ((((((z_pre, z), r_pre), r), a), n), h))| {
-            for rl in 0..z.len() / u {
-                let row = task * chunk / u + rl;
-                let (x, hr, hp) = (&xw[row * 3 * u..(row + 1) * 3 * u], &hu[row * 3 * u..(row + 1) * 3 * u], &h_prev[row * u..(row + 1) * u]);
-                let o = rl * u..(rl + 1) * u;
-                let (z_pre, z, r_pre, r) = (&mut z_pre[o.clone()], &mut z[o.clone()], &mut r_pre[o.clone()], &mut r[o.clone()]);
-                let (a, n, h) = (&mut a[o.clone()], &mut n[o.clone()], &mut h[o]);
-                for k in 0..u {
-                    z_pre[k] = x[k] + hr[k];
-                    r_pre[k] = x[u + k] + hr[u + k];
-                }
-                match gate {
-                    Gate::Sigmoid => {
-                        map_into(z_pre, z, |v| Gate::Sigmoid.apply(v));
-                        map_into(r_pre, r, |v| Gate::Sigmoid.apply(v));
-                    }
-                    Gate::HardSigmoid => {
-                        map_into(z_pre, z, |v| Gate::HardSigmoid.apply(v));
-                        map_into(r_pre, r, |v| Gate::HardSigmoid.apply(v));
-                    }
-                }
-                for k in 0..u {
-                    a[k] = x[2 * u + k] + r[k] * hr[2 * u + k];
-                }
-                map_into(a, n, tanh);
-                for k in 0..u {
-                    h[k] = n[k] + z[k] * (hp[k] - n[k]);
-                }
-            }
+            let rows = task * chunk / u..task * chunk / u + z.len() / u;
+            let (x, hr, hp) = (&xw[rows.start * 3 * u..rows.end * 3 * u], &hu[rows.start * 3 * u..rows.end * 3 * u], &h_prev[rows.start * u..rows.end * u]);
+            gru_rows(x, hr, hp, GruRows { z_pre, z, r_pre, r, a, n, h }, units, gate);
         });
     out
+}
+
+/// Where rows of a GRU step write (each `(rows, units)`).
+struct GruRows<'a> {
+    z_pre: &'a mut [f32],
+    z: &'a mut [f32],
+    r_pre: &'a mut [f32],
+    r: &'a mut [f32],
+    a: &'a mut [f32],
+    n: &'a mut [f32],
+    h: &'a mut [f32],
+}
+
+widest_vectors! {
+    /// Rows of a `reset_after` GRU step from their input projections `xw` and recurrent
+    /// products `hu` (3 units a row) and previous outputs, compiled for the widest vectors.
+    fn gru_rows(xw: &[f32], hu: &[f32], h_prev: &[f32], out: GruRows<'_>, units: usize, gate: Gate) {
+        match gate {
+            Gate::Sigmoid => gru_rows_with(xw, hu, h_prev, out, units, |v| Gate::Sigmoid.apply(v)),
+            Gate::HardSigmoid => gru_rows_with(xw, hu, h_prev, out, units, |v| Gate::HardSigmoid.apply(v)),
+        }
+    }
+}
+
+#[inline(always)]
+fn gru_rows_with(xw: &[f32], hu: &[f32], h_prev: &[f32], out: GruRows<'_>, units: usize, gate: impl Fn(f32) -> f32 + Copy) {
+    let u = units.max(1);
+    let GruRows { z_pre, z, r_pre, r, a, n, h } = out;
+    for (row, ((x, hr), hp)) in xw.chunks_exact(3 * u).zip(hu.chunks_exact(3 * u)).zip(h_prev.chunks_exact(u)).enumerate() {
+        let o = row * u..(row + 1) * u;
+        let (z_pre, z, r_pre, r) = (&mut z_pre[o.clone()], &mut z[o.clone()], &mut r_pre[o.clone()], &mut r[o.clone()]);
+        let (a, n, h) = (&mut a[o.clone()], &mut n[o.clone()], &mut h[o]);
+        for k in 0..u {
+            z_pre[k] = x[k] + hr[k];
+            r_pre[k] = x[u + k] + hr[u + k];
+        }
+        map_into(z_pre, z, gate);
+        map_into(r_pre, r, gate);
+        for k in 0..u {
+            a[k] = x[2 * u + k] + r[k] * hr[2 * u + k];
+        }
+        map_into(a, n, tanh);
+        for k in 0..u {
+            h[k] = n[k] + z[k] * (hp[k] - n[k]);
+        }
+    }
+}
+
+/// A `reset_after` GRU layer's values over a whole sequence, time-major, each step's rows
+/// contiguous: the recurrent products `(time, rows, 3 units)` (recurrent bias included), the
+/// gates' and the candidate's pre-activations and values `(time, rows, units)` each, and the
+/// outputs `(time + 1, rows, units)`, the initial output first.
+pub struct GruSequence {
+    pub hu: Vec<f32>,
+    pub z_pre: Vec<f32>,
+    pub z: Vec<f32>,
+    pub r_pre: Vec<f32>,
+    pub r: Vec<f32>,
+    pub a: Vec<f32>,
+    pub n: Vec<f32>,
+    pub h: Vec<f32>,
+}
+
+/// A whole `reset_after` GRU sequence from the input projections `xw` `(time, rows, 3
+/// units)`, the initial output `h0`, the recurrent kernel `(units, 3 units)` and bias (3
+/// units), row-major; each thread runs every step for a block of rows, as
+/// [`lstm_sequence`] does. None when `stopped()` said so between steps.
+#[allow(clippy::too_many_arguments)]
+pub fn gru_sequence(
+    xw: &[f32],
+    h0: &[f32],
+    recurrent: &[f32],
+    recurrent_bias: Option<&[f32]>,
+    time: usize,
+    units: usize,
+    gate: Gate,
+    stopped: &(dyn Fn() -> bool + Sync),
+) -> Option<GruSequence> {
+    use rayon::prelude::*;
+    let u = units.max(1);
+    let rows = h0.len() / u;
+    let each = time * rows * u;
+    let mut s = GruSequence {
+        hu: vec![0.0; 3 * each],
+        z_pre: vec![0.0; each],
+        z: vec![0.0; each],
+        r_pre: vec![0.0; each],
+        r: vec![0.0; each],
+        a: vec![0.0; each],
+        n: vec![0.0; each],
+        h: vec![0.0; (time + 1) * rows * u],
+    };
+    s.h[..rows * u].copy_from_slice(h0);
+    if rows == 0 {
+        return Some(s);
+    }
+    let block_rows = rows.div_ceil(rayon::current_num_threads().clamp(1, rows));
+    let blocks: Vec<_> = row_blocks(&mut s.hu, rows, 3 * u, block_rows)
+        .into_iter()
+        .enumerate()
+        .zip(row_blocks(&mut s.z_pre, rows, u, block_rows).into_iter().zip(row_blocks(&mut s.z, rows, u, block_rows)))
+        .zip(row_blocks(&mut s.r_pre, rows, u, block_rows).into_iter().zip(row_blocks(&mut s.r, rows, u, block_rows)))
+        .zip(row_blocks(&mut s.a, rows, u, block_rows).into_iter().zip(row_blocks(&mut s.n, rows, u, block_rows)))
+        .zip(row_blocks(&mut s.h, rows, u, block_rows))
+        .collect();
+    let finished = blocks.into_par_iter().map(|(((((block_index, mut hu), (mut z_pre, mut z)), (mut r_pre, mut r)), (mut a, mut n)), mut h)| {
+        for t in 0..time {
+            if stopped() {
+                return false;
+            }
+            let (h_before, h_after) = h.split_at_mut(t + 1);
+            let (h_prev, hu_t) = (&*h_before[t], &mut *hu[t]);
+            let block = h_prev.len() / u;
+            super::matmul::product_on_this_thread(hu_t, h_prev, recurrent, u, false);
+            if let Some(b) = recurrent_bias {
+                for row in hu_t.chunks_exact_mut(3 * u) {
+                    for (v, b) in row.iter_mut().zip(b) {
+                        *v += b;
+                    }
+                }
+            }
+            let first = (t * rows + block_index * block_rows) * 3 * u;
+            let out = GruRows { z_pre: &mut *z_pre[t], z: &mut *z[t], r_pre: &mut *r_pre[t], r: &mut *r[t], a: &mut *a[t], n: &mut *n[t], h: &mut *h_after[0] };
+            gru_rows(&xw[first..first + block * 3 * u], hu_t, h_prev, out, u, gate);
+        }
+        true
+    });
+    if finished.collect::<Vec<bool>>().iter().all(|&done| done) {
+        Some(s)
+    } else {
+        None
+    }
 }
 
 /// What a GRU step's backward pass reads of its forward values (each `(rows, units)`).

@@ -3,7 +3,7 @@
 //! `reset_after` (Keras 2's default, cuDNN's form: a second bias row for the recurrent side),
 //! or `activation(x_h + (r * h_{t-1}) · U_h)` without. The loop over time is
 //! [`super::recurrent`]'s.
-use super::recurrent::{fused_gate, gate, recurrent_layer_type, Cell, RnnOptions, StepGrads};
+use super::recurrent::{fused_gate, gate, recurrent_layer_type, Cell, RnnOptions, SequenceRun, StepGrads};
 use super::Example;
 use crate::activation::Activation;
 use crate::error::{Error, Result};
@@ -110,6 +110,40 @@ impl Cell for GRU {
         // z * h + (1 - z) * n = n + z * (h - n)
         let h = (&n + (&z * (&prev[0] - &n)?)?)?;
         Ok((vec![h], GruStep { z_pre, z, r_pre, r, a, n, recurrent_h }))
+    }
+
+    fn sequence(&self, xw: &Tensor, initial: &[Tensor], recurrent: &[Tensor], bias: Option<&Tensor>) -> Result<Option<SequenceRun<GruStep>>> {
+        let (ra, act) = (self.recurrent_activation, self.options.activation);
+        let Some(g) = fused_gate(xw, act, ra).filter(|_| self.reset_after) else { return Ok(None) };
+        let (time, rows, _) = xw.dims3()?;
+        let u = self.options.units;
+        let recurrent_bias = bias.map(|b| b.get(1)).transpose()?;
+        let mut operands = vec![xw, &initial[0], &recurrent[0]];
+        operands.extend(recurrent_bias.as_ref());
+        let run = crate::kernels::with_cpu_slices(&operands, |s| {
+            crate::kernels::recurrent::gru_sequence(s[0], s[1], s[2], s.get(3).copied(), time, u, g, &crate::cancel::requested)
+        })?
+        .ok_or(Error::Interrupted)?;
+        let dev = xw.device();
+        let each = |v: Vec<f32>| Tensor::from_vec(v, (time, rows, u), dev);
+        let hu = Tensor::from_vec(run.hu, (time, rows, 3 * u), dev)?;
+        let (z_pre, z, r_pre, r, a, n) = (each(run.z_pre)?, each(run.z)?, each(run.r_pre)?, each(run.r)?, each(run.a)?, each(run.n)?);
+        let h = Tensor::from_vec(run.h, (time + 1, rows, u), dev)?;
+        let states = (0..=time).map(|t| Ok(vec![h.get(t)?])).collect::<Result<Vec<_>>>()?;
+        let steps = (0..time)
+            .map(|t| {
+                Ok(GruStep {
+                    z_pre: z_pre.get(t)?,
+                    z: z.get(t)?,
+                    r_pre: r_pre.get(t)?,
+                    r: r.get(t)?,
+                    a: a.get(t)?,
+                    n: n.get(t)?,
+                    recurrent_h: gate(&hu.get(t)?, 2, u)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(SequenceRun { states, outputs: h.narrow(0, 1, time)?, steps }))
     }
 
     fn step_backward(&self, s: &GruStep, prev: &[Tensor], h_in: &Tensor, d_new: &[Tensor], recurrent_t: &[Tensor]) -> Result<StepGrads> {

@@ -116,7 +116,7 @@ impl Cell for LSTM {
         Ok((vec![h, c.clone()], LstmStep { z, gates, c, c_act }))
     }
 
-    fn sequence(&self, xw: &Tensor, initial: &[Tensor], recurrent: &[Tensor]) -> Result<Option<SequenceRun<LstmStep>>> {
+    fn sequence(&self, xw: &Tensor, initial: &[Tensor], recurrent: &[Tensor], _bias: Option<&Tensor>) -> Result<Option<SequenceRun<LstmStep>>> {
         let Some(gate) = fused_gate(xw, self.options.activation, self.recurrent_activation) else { return Ok(None) };
         let (time, rows, _) = xw.dims3()?;
         let u = self.options.units;

@@ -234,10 +234,10 @@ pub trait Cell: Send + Sync {
     fn step_backward(&self, step: &Self::Step, prev: &[Tensor], h_in: &Tensor, d_new: &[Tensor], recurrent_t: &[Tensor]) -> Result<StepGrads>;
 
     /// The whole sequence in one kernel, where the cell has one for these tensors: from the
-    /// input projections `(time, batch, gates * units)` (bias included) and the initial
-    /// states. The loop asks only without masks and recurrent dropout; None: it runs the
-    /// steps one by one.
-    fn sequence(&self, _xw: &Tensor, _initial: &[Tensor], _recurrent: &[Tensor]) -> Result<Option<SequenceRun<Self::Step>>> {
+    /// input projections `(time, batch, gates * units)` (the input bias included), the
+    /// initial states, the recurrent parts and the whole bias. The loop asks only without
+    /// masks and recurrent dropout; None: it runs the steps one by one.
+    fn sequence(&self, _xw: &Tensor, _initial: &[Tensor], _recurrent: &[Tensor], _bias: Option<&Tensor>) -> Result<Option<SequenceRun<Self::Step>>> {
         Ok(None)
     }
 
@@ -343,7 +343,7 @@ pub fn forward<C: Cell>(cell: &C, name: &str, class: &str, weights: &[Tensor], x
     let given_initial = xs.len() > 1;
     let mut states = if given_initial { given_states::<C>(o, name, class, batch, &xs[1..])? } else { initial_states::<C>(o, name, batch, &device)? };
     let masks: Option<Vec<Tensor>> = mask.map(|m| (0..time).map(|t| Ok(m.narrow(0, t, 1)?.reshape((batch, 1))?)).collect::<Result<_>>()).transpose()?;
-    let run = if masks.is_none() && recurrent_keep.is_none() { cell.sequence(&xw, &states, &recurrent)? } else { None };
+    let run = if masks.is_none() && recurrent_keep.is_none() { cell.sequence(&xw, &states, &recurrent, bias)? } else { None };
     let (prev, h_ins, steps, value) = match run {
         Some(SequenceRun { states: mut all, outputs, steps }) => {
             states = all.pop().ok_or_else(|| Error::State("a recurrent kernel returned no states".into()))?;

@@ -175,16 +175,16 @@ fn bidirectional_states_pass_gradients_both_ways() {
     check_backward(&[3, 3], forward, backward, 3e-2);
 }
 
-/// LSTM's whole-sequence kernel (taken without a mask) against the step-by-step loop (taken
-/// with a mask of ones, which changes nothing else): outputs, final states and every
-/// gradient, for both gate activations, rows that split unevenly over two threads (10 and
-/// 9) and fill the product's 8-row tiles and their edges (20 units: 80 gate columns).
+/// The whole-sequence kernels of LSTM and GRU (taken without a mask) against the
+/// step-by-step loop (taken with a mask of ones, which changes nothing else): outputs, final
+/// states and every gradient, for both gate activations, 19 rows that split unevenly over
+/// two threads (10 and 9).
 #[test]
-fn lstm_sequence_kernel_equals_the_step_loop() {
+fn sequence_kernels_equal_the_step_loop() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-    for gate in ["sigmoid", "hard_sigmoid"] {
+    for (class, gate) in [("LSTM", "sigmoid"), ("LSTM", "hard_sigmoid"), ("GRU", "sigmoid"), ("GRU", "hard_sigmoid")] {
         let config = serde_json::json!({ "units": 20, "return_sequences": true, "return_state": true, "recurrent_activation": gate });
-        let layer = Layer::from_config("LSTM", &config, 1).unwrap();
+        let layer = Layer::from_config(class, &config, 1).unwrap();
         let mut rng = StdRng::seed_from_u64(3);
         let weights: Vec<Tensor> = layer
             .weight_specs(&[6, 5])
@@ -210,7 +210,7 @@ fn lstm_sequence_kernel_equals_the_step_loop() {
         let (sequence, steps) = (run(None), run(Some(&ones)));
         for (k, (a, b)) in sequence.iter().zip(&steps).enumerate() {
             let worst = a.iter().zip(b).map(|(p, q)| (p - q).abs() / (1.0 + q.abs())).fold(0f32, f32::max);
-            assert!(worst < 1e-5, "{}: part {} differs by {}", gate, k, worst);
+            assert!(worst < 1e-5, "{} {}: part {} differs by {}", class, gate, k, worst);
         }
     }
 }
