@@ -47,3 +47,15 @@ bench_model <- function(workload) {
                     shape = c(71, 71, 3), batch = 16)
   )
 }
+
+# Random data of `n` samples for a bench_model(): floats and one-hot labels of 10 classes, or
+# word indices and 0/1 labels for the recurrent workloads; with the loss to compile with.
+bench_data <- function(b, n) {
+  if (is.null(b$tokens)) {
+    list(x = array(runif(n * prod(b$shape)), c(n, b$shape)), y = to_categorical(sample(0:9, n, replace = TRUE), 10),
+         loss = "categorical_crossentropy")
+  } else {
+    list(x = array(sample(0:(b$tokens - 1), n * prod(b$shape), replace = TRUE), c(n, b$shape)),
+         y = matrix(sample(0:1, n, replace = TRUE), n, 1), loss = "binary_crossentropy")
+  }
+}

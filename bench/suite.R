@@ -23,15 +23,10 @@ source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE)
 rustgpu_side <- function(workload, n) {
   set.seed(1)
   b <- bench_model(workload)
-  if (is.null(b$tokens)) {
-    x <- array(runif(n * prod(b$shape)), c(n, b$shape))
-    y <- to_categorical(sample(0:9, n, replace = TRUE), 10)
-    compile(b$model, optimizer = "rmsprop", loss = "categorical_crossentropy")
-  } else {
-    x <- array(sample(0:(b$tokens - 1), n * prod(b$shape), replace = TRUE), c(n, b$shape))
-    y <- matrix(sample(0:1, n, replace = TRUE), n, 1)
-    compile(b$model, optimizer = "rmsprop", loss = "binary_crossentropy")
-  }
+  d <- bench_data(b, n)
+  x <- d$x
+  y <- d$y
+  compile(b$model, optimizer = "rmsprop", loss = d$loss)
   fit(b$model, x, y, batch_size = b$batch, epochs = 1, verbose = 0)
   predict(b$model, x, batch_size = b$batch)
   t(vapply(seq_len(repeats), function(i) c(

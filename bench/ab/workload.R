@@ -10,15 +10,10 @@ n <- c(mlp = 60000, cnn = 10000, blocks = 512, xception = 128, imdb_lstm = 3200,
 source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "..", "models.R"))
 set.seed(1)
 b <- bench_model(workload)
-if (is.null(b$tokens)) {
-  x <- array(runif(n * prod(b$shape)), c(n, b$shape))
-  y <- to_categorical(sample(0:9, n, replace = TRUE), 10)
-  compile(b$model, optimizer = "rmsprop", loss = "categorical_crossentropy")
-} else {
-  x <- array(sample(0:(b$tokens - 1), n * prod(b$shape), replace = TRUE), c(n, b$shape))
-  y <- matrix(sample(0:1, n, replace = TRUE), n, 1)
-  compile(b$model, optimizer = "rmsprop", loss = "binary_crossentropy")
-}
+d <- bench_data(b, n)
+x <- d$x
+y <- d$y
+compile(b$model, optimizer = "rmsprop", loss = d$loss)
 fit(b$model, x, y, batch_size = b$batch, epochs = 1, verbose = 0)
 invisible(predict(b$model, x, batch_size = b$batch))
 r <- vapply(seq_len(repeats), function(i) c(

@@ -60,33 +60,35 @@ fn model() -> Model {
     Model::functional("folding".into(), layers, graph).unwrap()
 }
 
-#[test]
-fn folded_inference_equals_the_plain_inference_pass() {
-    let mut m = model();
-    // Batch normalization with statistics and scales away from their initial values.
+/// Sets deterministic weights away from their initial values (so batch normalization's
+/// statistics and scales matter): kernels signed (so the ReLUs zero some values), one-axis
+/// weights (biases, gammas, betas, moving means and variances) positive. Returns them on the
+/// CPU.
+fn set_weights(m: &mut Model, (step, shift, modulus): (usize, usize, usize)) -> Vec<Tensor> {
     let values: Vec<HostTensor> = m
         .get_weights()
         .iter()
         .enumerate()
         .map(|(k, w)| {
-            // Kernels signed (so the ReLUs zero some values), one-axis weights (biases,
-            // gammas, betas, moving means and variances) positive.
             let offset = if w.shape.len() > 1 { -0.5 } else { 0.5 };
-            let data = (0..w.data.len()).map(|i| offset + (((i * 37 + k * 11) % 23) as f32) / 23.0).collect();
+            let data = (0..w.data.len()).map(|i| offset + (((i * step + k * shift) % modulus) as f32) / modulus as f32).collect();
             HostTensor::new(w.shape.clone(), data).unwrap()
         })
         .collect();
     m.set_weights(values).unwrap();
-    let dev = Device::Cpu;
-    let weights: Vec<Tensor> = m.get_weights().iter().map(|w| w.to_device(&dev).unwrap()).collect();
-    let x = Tensor::randn(0f32, 1.0, (3, 7, 6, 3), &dev).unwrap();
-    let ctx = || ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None, collective: None };
-    // c0 takes bn0 and r0 in, s1 bn1 and r1, c3 r3; c2 (a ReLU of its own) nothing, and
-    // bn2 (read twice) goes nowhere.
-    assert_eq!(m.arch.inference_fold_plan(&weights).unwrap(), vec![(0, vec![1, 2]), (3, vec![4, 5]), (9, vec![10])]);
-    let (plain, _) = m.arch.forward(&weights, std::slice::from_ref(&x), &mut ctx()).unwrap();
-    let folded = m.arch.forward_inference(&weights, std::slice::from_ref(&x), &mut ctx()).unwrap();
-    assert_eq!(plain.len(), 2);
+    m.get_weights().iter().map(|w| w.to_device(&Device::Cpu).unwrap()).collect()
+}
+
+fn ctx() -> ForwardContext {
+    ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None, collective: None }
+}
+
+/// The plain inference pass's outputs and the folded pass's, asserted equal to float
+/// rounding and not vanishing; returns the folded ones.
+fn folded_equals_plain(m: &Model, weights: &[Tensor], x: &Tensor) -> Vec<Tensor> {
+    let (plain, _) = m.arch.forward(weights, std::slice::from_ref(x), &mut ctx()).unwrap();
+    let folded = m.arch.forward_inference(weights, std::slice::from_ref(x), &mut ctx()).unwrap();
+    assert_eq!(plain.len(), folded.len());
     for (p, f) in plain.iter().zip(&folded) {
         assert_eq!(p.value.dims(), f.value.dims());
         let scale = p.value.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
@@ -94,8 +96,21 @@ fn folded_inference_equals_the_plain_inference_pass() {
         assert!(scale > 0.1, "the output should not vanish: {}", scale);
         assert!(diff <= 1e-5 * scale.max(1.0), "folded output differs by {} (scale {})", diff, scale);
     }
+    folded.into_iter().map(|f| f.value).collect()
+}
+
+#[test]
+fn folded_inference_equals_the_plain_inference_pass() {
+    let mut m = model();
+    let weights = set_weights(&mut m, (37, 11, 23));
+    let x = Tensor::randn(0f32, 1.0, (3, 7, 6, 3), &Device::Cpu).unwrap();
+    // c0 takes bn0 and r0 in, s1 bn1 and r1, c3 r3; c2 (a ReLU of its own) nothing, and
+    // bn2 (read twice) goes nowhere.
+    assert_eq!(m.arch.inference_fold_plan(&weights).unwrap(), vec![(0, vec![1, 2]), (3, vec![4, 5]), (9, vec![10])]);
+    let folded = folded_equals_plain(&m, &weights, &x);
+    assert_eq!(folded.len(), 2);
     // The second output ends in a folded ReLU: it zeroes values.
-    let zeros = folded[1].value.eq(0f32).unwrap().to_dtype(candle_core::DType::F32).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+    let zeros = folded[1].eq(0f32).unwrap().to_dtype(candle_core::DType::F32).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(zeros > 0.0, "the folded ReLU should zero some values");
 }
 
@@ -137,29 +152,8 @@ fn max_pooling_folds_into_the_convolution_before_it() {
         outputs: vec![Source::Node(6), Source::Node(7)],
     };
     let mut m = Model::functional("pooling".into(), layers, graph).unwrap();
-    let values: Vec<HostTensor> = m
-        .get_weights()
-        .iter()
-        .enumerate()
-        .map(|(k, w)| {
-            let offset = if w.shape.len() > 1 { -0.5 } else { 0.5 };
-            let data = (0..w.data.len()).map(|i| offset + (((i * 41 + k * 7) % 19) as f32) / 19.0).collect();
-            HostTensor::new(w.shape.clone(), data).unwrap()
-        })
-        .collect();
-    m.set_weights(values).unwrap();
-    let dev = Device::Cpu;
-    let weights: Vec<Tensor> = m.get_weights().iter().map(|w| w.to_device(&dev).unwrap()).collect();
+    let weights = set_weights(&mut m, (41, 7, 19));
     assert_eq!(m.arch.inference_fold_plan(&weights).unwrap(), vec![(0, vec![1]), (2, vec![3, 4, 5])]);
-    let x = Tensor::randn(0f32, 1.0, (5, 13, 12, 1), &dev).unwrap();
-    let ctx = || ForwardContext { training: false, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None, collective: None };
-    let (plain, _) = m.arch.forward(&weights, std::slice::from_ref(&x), &mut ctx()).unwrap();
-    let folded = m.arch.forward_inference(&weights, std::slice::from_ref(&x), &mut ctx()).unwrap();
-    for (p, f) in plain.iter().zip(&folded) {
-        assert_eq!(p.value.dims(), f.value.dims());
-        let scale = p.value.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        let diff = (&p.value - &f.value).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(scale > 0.1, "the output should not vanish: {}", scale);
-        assert!(diff <= 1e-5 * scale.max(1.0), "folded output differs by {} (scale {})", diff, scale);
-    }
+    let x = Tensor::randn(0f32, 1.0, (5, 13, 12, 1), &Device::Cpu).unwrap();
+    folded_equals_plain(&m, &weights, &x);
 }
