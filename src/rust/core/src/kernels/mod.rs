@@ -50,7 +50,7 @@ mod pool;
 pub mod recurrent;
 
 pub use conv::{col2im, im2col, ConvGeometry};
-pub use conv_pool::{direct_conv_pool_forward, patch_conv_pool_forward};
+pub use conv_pool::ConvPool;
 pub use direct_conv::{direct_conv_forward, direct_conv_kernel_gradient, DIRECT_MAX_PATCH, DIRECT_PAYS_UP_TO};
 pub use matmul::{linear, matmul, matmul_by_transpose};
 pub use pool::{avg_pool_backward, avg_pool_forward, max_pool_backward_from, max_pool_values};

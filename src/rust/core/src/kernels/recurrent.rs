@@ -182,6 +182,31 @@ fn row_blocks(buf: &mut [f32], rows: usize, width: usize, block_rows: usize) -> 
     out
 }
 
+/// Rows per block when `rows` are split over the threads.
+fn rows_per_block(rows: usize) -> usize {
+    rows.div_ceil(rayon::current_num_threads().clamp(1, rows))
+}
+
+/// Runs `step(block index, t, block)` for every step `t` of `time`, each block on a thread of
+/// its own, asking `stopped()` between steps; false when it said so.
+fn each_block_over_time<B: Send>(blocks: Vec<B>, time: usize, stopped: &(dyn Fn() -> bool + Sync), step: impl Fn(usize, usize, &mut B) + Sync) -> bool {
+    use rayon::prelude::*;
+    let finished: Vec<bool> = blocks
+        .into_par_iter()
+        .enumerate()
+        .map(|(index, mut block)| {
+            for t in 0..time {
+                if stopped() {
+                    return false;
+                }
+                step(index, t, &mut block);
+            }
+            true
+        })
+        .collect();
+    finished.iter().all(|&done| done)
+}
+
 /// A whole LSTM sequence from the input projections `xw` `(time, rows, 4 units)` (bias
 /// included), the initial output `h0` and cell state `c0` `(rows, units)` and the recurrent
 /// kernel `(units, 4 units)`, row-major. None when `stopped()` said so between steps.
@@ -203,7 +228,6 @@ pub fn lstm_sequence(
     gate: Gate,
     stopped: &(dyn Fn() -> bool + Sync),
 ) -> Option<LstmSequence> {
-    use rayon::prelude::*;
     let u = units.max(1);
     let rows = h0.len() / u;
     let (mut z, mut gates) = (vec![0.0; xw.len()], vec![0.0; xw.len()]);
@@ -213,37 +237,26 @@ pub fn lstm_sequence(
     if rows == 0 {
         return Some(LstmSequence { z, gates, h, c, c_act });
     }
-    let block_rows = rows.div_ceil(rayon::current_num_threads().clamp(1, rows));
+    let block_rows = rows_per_block(rows);
     let blocks: Vec<_> = row_blocks(&mut z, rows, 4 * u, block_rows)
         .into_iter()
-        .enumerate()
         .zip(row_blocks(&mut gates, rows, 4 * u, block_rows))
         .zip(row_blocks(&mut h, rows, u, block_rows))
         .zip(row_blocks(&mut c, rows, u, block_rows))
         .zip(row_blocks(&mut c_act, rows, u, block_rows))
         .collect();
-    let finished = blocks.into_par_iter().map(|(((((block_index, mut z), mut gates), mut h), mut c), mut c_act)| {
-        for t in 0..time {
-            if stopped() {
-                return false;
-            }
-            let (h_before, h_after) = h.split_at_mut(t + 1);
-            let (c_before, c_after) = c.split_at_mut(t + 1);
-            let (h_prev, c_prev, z_t) = (&*h_before[t], &*c_before[t], &mut *z[t]);
-            let block = h_prev.len() / u;
-            let first = (t * rows + block_index * block_rows) * 4 * u;
-            z_t.copy_from_slice(&xw[first..first + block * 4 * u]);
-            super::matmul::product_on_this_thread(z_t, h_prev, recurrent, u, true);
-            let out = CellRows { gates: &mut *gates[t], c: &mut *c_after[0], c_act: &mut *c_act[t], h: &mut *h_after[0] };
-            lstm_rows(z_t, c_prev, out, u, gate);
-        }
-        true
+    let finished = each_block_over_time(blocks, time, stopped, |block_index, t, ((((z, gates), h), c), c_act)| {
+        let (h_before, h_after) = h.split_at_mut(t + 1);
+        let (c_before, c_after) = c.split_at_mut(t + 1);
+        let (h_prev, c_prev, z_t) = (&*h_before[t], &*c_before[t], &mut *z[t]);
+        let block = h_prev.len() / u;
+        let first = (t * rows + block_index * block_rows) * 4 * u;
+        z_t.copy_from_slice(&xw[first..first + block * 4 * u]);
+        super::matmul::product_on_this_thread(z_t, h_prev, recurrent, u, true);
+        let out = CellRows { gates: &mut *gates[t], c: &mut *c_after[0], c_act: &mut *c_act[t], h: &mut *h_after[0] };
+        lstm_rows(z_t, c_prev, out, u, gate);
     });
-    if finished.collect::<Vec<bool>>().iter().all(|&done| done) {
-        Some(LstmSequence { z, gates, h, c, c_act })
-    } else {
-        None
-    }
+    finished.then_some(LstmSequence { z, gates, h, c, c_act })
 }
 
 /// The gradients of an LSTM step's pre-activations `(rows, 4 units)` and of the previous cell
@@ -396,7 +409,6 @@ pub fn gru_sequence(
     gate: Gate,
     stopped: &(dyn Fn() -> bool + Sync),
 ) -> Option<GruSequence> {
-    use rayon::prelude::*;
     let u = units.max(1);
     let rows = h0.len() / u;
     let each = time * rows * u;
@@ -414,42 +426,31 @@ pub fn gru_sequence(
     if rows == 0 {
         return Some(s);
     }
-    let block_rows = rows.div_ceil(rayon::current_num_threads().clamp(1, rows));
+    let block_rows = rows_per_block(rows);
     let blocks: Vec<_> = row_blocks(&mut s.hu, rows, 3 * u, block_rows)
         .into_iter()
-        .enumerate()
         .zip(row_blocks(&mut s.z_pre, rows, u, block_rows).into_iter().zip(row_blocks(&mut s.z, rows, u, block_rows)))
         .zip(row_blocks(&mut s.r_pre, rows, u, block_rows).into_iter().zip(row_blocks(&mut s.r, rows, u, block_rows)))
         .zip(row_blocks(&mut s.a, rows, u, block_rows).into_iter().zip(row_blocks(&mut s.n, rows, u, block_rows)))
         .zip(row_blocks(&mut s.h, rows, u, block_rows))
         .collect();
-    let finished = blocks.into_par_iter().map(|(((((block_index, mut hu), (mut z_pre, mut z)), (mut r_pre, mut r)), (mut a, mut n)), mut h)| {
-        for t in 0..time {
-            if stopped() {
-                return false;
-            }
-            let (h_before, h_after) = h.split_at_mut(t + 1);
-            let (h_prev, hu_t) = (&*h_before[t], &mut *hu[t]);
-            let block = h_prev.len() / u;
-            super::matmul::product_on_this_thread(hu_t, h_prev, recurrent, u, false);
-            if let Some(b) = recurrent_bias {
-                for row in hu_t.chunks_exact_mut(3 * u) {
-                    for (v, b) in row.iter_mut().zip(b) {
-                        *v += b;
-                    }
+    let finished = each_block_over_time(blocks, time, stopped, |block_index, t, ((((hu, (z_pre, z)), (r_pre, r)), (a, n)), h)| {
+        let (h_before, h_after) = h.split_at_mut(t + 1);
+        let (h_prev, hu_t) = (&*h_before[t], &mut *hu[t]);
+        let block = h_prev.len() / u;
+        super::matmul::product_on_this_thread(hu_t, h_prev, recurrent, u, false);
+        if let Some(b) = recurrent_bias {
+            for row in hu_t.chunks_exact_mut(3 * u) {
+                for (v, b) in row.iter_mut().zip(b) {
+                    *v += b;
                 }
             }
-            let first = (t * rows + block_index * block_rows) * 3 * u;
-            let out = GruRows { z_pre: &mut *z_pre[t], z: &mut *z[t], r_pre: &mut *r_pre[t], r: &mut *r[t], a: &mut *a[t], n: &mut *n[t], h: &mut *h_after[0] };
-            gru_rows(&xw[first..first + block * 3 * u], hu_t, h_prev, out, u, gate);
         }
-        true
+        let first = (t * rows + block_index * block_rows) * 3 * u;
+        let out = GruRows { z_pre: &mut *z_pre[t], z: &mut *z[t], r_pre: &mut *r_pre[t], r: &mut *r[t], a: &mut *a[t], n: &mut *n[t], h: &mut *h_after[0] };
+        gru_rows(&xw[first..first + block * 3 * u], hu_t, h_prev, out, u, gate);
     });
-    if finished.collect::<Vec<bool>>().iter().all(|&done| done) {
-        Some(s)
-    } else {
-        None
-    }
+    finished.then_some(s)
 }
 
 /// What a GRU step's backward pass reads of its forward values (each `(rows, units)`).

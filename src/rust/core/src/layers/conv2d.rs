@@ -155,8 +155,21 @@ impl Conv2D {
             }
             let (relu, direct) = (self.activation == Activation::Relu, Self::direct_route(x, &g));
             let out = with_cpu_slices(&operands, |s| {
-                let run = if direct { crate::kernels::direct_conv_pool_forward } else { crate::kernels::patch_conv_pool_forward };
-                run(s[0], dims[0], &g, s[1], s.get(2).copied(), relu, self.filters, &pg)
+                let run = crate::kernels::ConvPool {
+                    x: s[0],
+                    batch: dims[0],
+                    conv: &g,
+                    kernel: s[1],
+                    bias: s.get(2).copied(),
+                    relu,
+                    filters: self.filters,
+                    pool: &pg,
+                };
+                if direct {
+                    run.direct()
+                } else {
+                    run.through_patches()
+                }
             })?;
             return Ok(Tensor::from_vec(out, (dims[0], pg.out_h, pg.out_w, self.filters), x.device())?);
         }
