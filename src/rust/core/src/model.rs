@@ -145,10 +145,10 @@ impl Architecture {
     }
 
     /// The outputs of an inference pass that no backward pass follows (`predict()`): a
-    /// convolution followed by batch normalization and/or a ReLU (and/or max pooling), where
+    /// convolution followed by batch normalization and/or a ReLU and/or max pooling, where
     /// nothing else reads the values in between, runs as one convolution with the
-    /// normalization and the ReLU folded into its weights and bias (see
-    /// [`Self::inference_folds`]). Equal to [`Self::forward`] with `training` false up to
+    /// normalization and the ReLU folded into its weights and bias and the pooling run on its
+    /// output (see [`Self::inference_folds`]). Equal to [`Self::forward`] with `training` false up to
     /// float rounding; no caches are usable.
     pub fn forward_inference(&self, weights: &[Tensor], inputs: &[Tensor], ctx: &mut ForwardContext) -> Result<Vec<LayerOutput>> {
         if ctx.training {

@@ -4,6 +4,8 @@
 //! units those passes, not the recurrent product, were two thirds of an LSTM step (bench
 //! imdb_lstm, 2026-12-02: 0.49x tf-keras's predict before this kernel). The cells fall back
 //! to candle ops on other devices and for other activations; tests here compare the two.
+//! [`lstm_sequence`] and [`gru_sequence`] run a whole sequence: each thread all the steps of
+//! a block of the batch's rows (its own product through gemm, then the same row passes).
 
 /// `exp(x)` for f32 without a libm call, so that loops over it vectorize: Cephes's expf
 /// (range reduction by ln 2, degree-6 polynomial, 2^k by exponent bits; about 1 ulp; inputs

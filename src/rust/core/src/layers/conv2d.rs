@@ -145,7 +145,7 @@ impl Conv2D {
     fn run_pooled(&self, name: &str, weights: &[Tensor], x: &Tensor, pool: &PoolWindow) -> Result<Tensor> {
         let dims = x.dims();
         let g = self.geometry(name, &dims[1..])?;
-        let pg = pool.geometry(name, "MaxPooling2D", &[g.out_h, g.out_w, self.filters])?;
+        let pg = pool.geometry(&format!("{}'s max pooling", name), "MaxPooling2D", &[g.out_h, g.out_w, self.filters])?;
         let on_cpu = x.device().is_cpu() && x.dtype() == candle_core::DType::F32;
         if on_cpu && matches!(self.activation, Activation::Relu | Activation::Linear) {
             let kernel = weights[0].reshape((g.patch_len(), self.filters))?;

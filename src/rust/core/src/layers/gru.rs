@@ -2,7 +2,8 @@
 //! `h_t = z * h_{t-1} + (1 - z) * activation(x_h + r * (h_{t-1} · U_h + b_h))` with
 //! `reset_after` (Keras 2's default, cuDNN's form: a second bias row for the recurrent side),
 //! or `activation(x_h + (r * h_{t-1}) · U_h)` without. The loop over time is
-//! [`super::recurrent`]'s.
+//! [`super::recurrent`]'s, or on the CPU with `reset_after` one kernel's for the whole
+//! sequence (`kernels::recurrent::gru_sequence`).
 use super::recurrent::{fused_gate, gate, recurrent_layer_type, Cell, RnnOptions, SequenceRun, StepGrads};
 use super::Example;
 use crate::activation::Activation;

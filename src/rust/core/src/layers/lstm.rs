@@ -1,6 +1,7 @@
 //! LSTM (Keras's gate order i, f, c, o in the kernels' column blocks):
 //! `i, f, o = recurrent_activation(...)`, `g = activation(...)`, `c_t = f * c_{t-1} + i * g`,
-//! `h_t = o * activation(c_t)`. The loop over time is [`super::recurrent`]'s.
+//! `h_t = o * activation(c_t)`. The loop over time is [`super::recurrent`]'s, or on the CPU
+//! one kernel's for the whole sequence (`kernels::recurrent::lstm_sequence`).
 use super::recurrent::{fused_gate, gate, recurrent_layer_type, Cell, RnnOptions, SequenceRun, StepGrads};
 use super::Example;
 use crate::activation::Activation;

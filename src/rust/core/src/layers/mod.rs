@@ -190,10 +190,10 @@ impl OutputGrad {
     }
 }
 
-/// A per-channel map that a layer applies to its one input at inference and that the layer
-/// before it can fold into its own weights (`Architecture::forward_inference`): batch
-/// normalization's `x * scale + shift` over the last axis, or a ReLU; or max pooling, which
-/// the layer before it can run on its output before writing it.
+/// What a layer does to its one input at inference that the layer before it can take in
+/// (`Architecture::forward_inference`): a per-channel map folded into its weights (batch
+/// normalization's `x * scale + shift` over the last axis, or a ReLU), or max pooling, which
+/// it runs on its output before handing it on.
 pub enum InferenceMap {
     Affine { scale: Tensor, shift: Tensor },
     Relu,
@@ -341,8 +341,8 @@ pub trait LayerType: std::fmt::Debug + Send + Sync + Serialize + DeserializeOwne
         false
     }
 
-    /// At inference, this layer as a per-channel map on its one input that the layer before
-    /// it may take into its own weights (batch normalization, a ReLU); None otherwise.
+    /// At inference, what this layer does to its one input, where the layer before it may
+    /// take that in (batch normalization, a ReLU, max pooling); None otherwise.
     fn inference_map(&self, _weights: &[Tensor]) -> Result<Option<InferenceMap>> {
         Ok(None)
     }

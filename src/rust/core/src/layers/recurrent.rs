@@ -1,7 +1,8 @@
 //! What the recurrent layers (SimpleRNN, LSTM, GRU) share: Keras's RNN options, the loop
 //! over time with masking, `go_backwards`, dropout masks and stateful state, and
 //! backpropagation through time. Each layer supplies its cell: one step forward and back
-//! ([`Cell`]), in its own file.
+//! ([`Cell`]), in its own file, and may run a whole sequence in a kernel of its own
+//! ([`Cell::sequence`]: LSTM and GRU on the CPU, without masks and recurrent dropout).
 //!
 //! # Shapes
 //! input `(batch, time, features)`; kernel `(features, gates * units)` and recurrent kernel
@@ -346,7 +347,10 @@ pub fn forward<C: Cell>(cell: &C, name: &str, class: &str, weights: &[Tensor], x
     let run = if masks.is_none() && recurrent_keep.is_none() { cell.sequence(&xw, &states, &recurrent, bias)? } else { None };
     let (prev, h_ins, steps, value) = match run {
         Some(SequenceRun { states: mut all, outputs, steps }) => {
-            states = all.pop().ok_or_else(|| Error::State("a recurrent kernel returned no states".into()))?;
+            // Copies: the last states are views into the whole sequence's buffers, which the
+            // output, returned states and a stateful layer's kept states would hold alive.
+            let last = all.pop().ok_or_else(|| Error::State("a recurrent kernel returned no states".into()))?;
+            states = last.iter().map(|s| s.copy()).collect::<candle_core::Result<Vec<_>>>()?;
             let h_ins = all.iter().map(|s| s[0].clone()).collect();
             let value = if o.return_sequences { outputs.transpose(0, 1)?.contiguous()? } else { states[0].clone() };
             (all, h_ins, steps, value)

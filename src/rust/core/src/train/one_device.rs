@@ -57,7 +57,5 @@ pub(super) fn predict(info: &DeviceInfo, model: &Model, xs: &[&dyn BatchSource],
 pub(super) fn predict_batches(info: &DeviceInfo, model: &Model, xs: &[&dyn BatchSource], batches: &[&[usize]], seed: u64) -> Result<Vec<Vec<HostTensor>>> {
     let largest = batches.iter().map(|b| b.len()).max().unwrap_or(0);
     let s = StepInputs::new(model, None, largest, seed)?;
-    predict_parts(&s, &info.candle_device()?, xs, batches)
-        .and_then(|parts| parts.iter().map(|outs| outs.iter().map(HostTensor::from_tensor).collect()).collect())
-        .map_err(|e| explain_out_of_memory(e, &info.label()))
+    predict_parts(&s, &info.candle_device()?, xs, batches).map_err(|e| explain_out_of_memory(e, &info.label()))
 }

@@ -449,10 +449,11 @@ pub(super) fn predict_part(s: &StepInputs, device: &Device, xs: &[&dyn BatchSour
 /// The outputs for each of `batches` (rows of `xs`) on one device: the weights go to the
 /// device and the inference plan (`Architecture::inference_plan`: folded layers and weights)
 /// is made once for all of them. Batch `i`'s random draws come from `s.seed + i`, as from
-/// [`predict_part`] with that seed. Per batch, the copy of the weights and the folding were
+/// [`predict_part`] with that seed; each batch's outputs go to host memory before the next
+/// batch runs. Per batch, the copy of the weights and the folding were
 /// most of application_xception's 20.9 M weights read and written anew (10% of its predict
 /// in page clearing and copies; perf).
-pub(super) fn predict_parts(s: &StepInputs, device: &Device, xs: &[&dyn BatchSource], batches: &[&[usize]]) -> Result<Vec<Vec<Tensor>>> {
+pub(super) fn predict_parts(s: &StepInputs, device: &Device, xs: &[&dyn BatchSource], batches: &[&[usize]]) -> Result<Vec<Vec<HostTensor>>> {
     let weights = match &s.host_tensors {
         Some(tensors) if device.is_cpu() => tensors.clone(),
         _ => weights_to_device(&s.weights, &s.shapes, device)?,
@@ -465,7 +466,8 @@ pub(super) fn predict_parts(s: &StepInputs, device: &Device, xs: &[&dyn BatchSou
             crate::cancel::check()?;
             let xs = xs.iter().map(|x| x.gather(rows).to_device(device)).collect::<Result<Vec<_>>>()?;
             let mut ctx = ForwardContext { training: false, rng: step_rng(s.seed.wrapping_add(i as u64), 0), mask: None, collective: None };
-            Ok(s.arch.forward_planned(&plan, &weights, &xs, &mut ctx)?.into_iter().map(|o| o.value).collect())
+            // To host memory batch by batch: on a GPU only one batch's outputs at a time.
+            s.arch.forward_planned(&plan, &weights, &xs, &mut ctx)?.iter().map(|o| HostTensor::from_tensor(&o.value)).collect()
         })
         .collect()
 }
