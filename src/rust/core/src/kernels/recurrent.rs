@@ -382,18 +382,12 @@ fn gru_rows_with(xw: &[f32], hu: &[f32], h_prev: &[f32], out: GruRows<'_>, units
 }
 
 /// A `reset_after` GRU layer's values over a whole sequence, time-major, each step's rows
-/// contiguous: the recurrent products `(time, rows, 3 units)` (recurrent bias included), the
-/// gates' and the candidate's pre-activations and values `(time, rows, units)` each, and the
-/// outputs `(time + 1, rows, units)`, the initial output first.
+/// contiguous: the recurrent products `(time, rows, 3 units)` (recurrent bias included), and
+/// a step's values ([`GruForward`]) for all steps, `(time, rows, units)` each but the outputs
+/// `h`, `(time + 1, rows, units)` with the initial output first.
 pub struct GruSequence {
     pub hu: Vec<f32>,
-    pub z_pre: Vec<f32>,
-    pub z: Vec<f32>,
-    pub r_pre: Vec<f32>,
-    pub r: Vec<f32>,
-    pub a: Vec<f32>,
-    pub n: Vec<f32>,
-    pub h: Vec<f32>,
+    pub values: GruForward,
 }
 
 /// A whole `reset_after` GRU sequence from the input projections `xw` `(time, rows, 3
@@ -416,25 +410,28 @@ pub fn gru_sequence(
     let each = time * rows * u;
     let mut s = GruSequence {
         hu: vec![0.0; 3 * each],
-        z_pre: vec![0.0; each],
-        z: vec![0.0; each],
-        r_pre: vec![0.0; each],
-        r: vec![0.0; each],
-        a: vec![0.0; each],
-        n: vec![0.0; each],
-        h: vec![0.0; (time + 1) * rows * u],
+        values: GruForward {
+            z_pre: vec![0.0; each],
+            z: vec![0.0; each],
+            r_pre: vec![0.0; each],
+            r: vec![0.0; each],
+            a: vec![0.0; each],
+            n: vec![0.0; each],
+            h: vec![0.0; (time + 1) * rows * u],
+        },
     };
-    s.h[..rows * u].copy_from_slice(h0);
+    let v = &mut s.values;
+    v.h[..rows * u].copy_from_slice(h0);
     if rows == 0 {
         return Some(s);
     }
     let block_rows = rows_per_block(rows);
     let blocks: Vec<_> = row_blocks(&mut s.hu, rows, 3 * u, block_rows)
         .into_iter()
-        .zip(row_blocks(&mut s.z_pre, rows, u, block_rows).into_iter().zip(row_blocks(&mut s.z, rows, u, block_rows)))
-        .zip(row_blocks(&mut s.r_pre, rows, u, block_rows).into_iter().zip(row_blocks(&mut s.r, rows, u, block_rows)))
-        .zip(row_blocks(&mut s.a, rows, u, block_rows).into_iter().zip(row_blocks(&mut s.n, rows, u, block_rows)))
-        .zip(row_blocks(&mut s.h, rows, u, block_rows))
+        .zip(row_blocks(&mut v.z_pre, rows, u, block_rows).into_iter().zip(row_blocks(&mut v.z, rows, u, block_rows)))
+        .zip(row_blocks(&mut v.r_pre, rows, u, block_rows).into_iter().zip(row_blocks(&mut v.r, rows, u, block_rows)))
+        .zip(row_blocks(&mut v.a, rows, u, block_rows).into_iter().zip(row_blocks(&mut v.n, rows, u, block_rows)))
+        .zip(row_blocks(&mut v.h, rows, u, block_rows))
         .collect();
     let finished = each_block_over_time(blocks, time, stopped, |block_index, t, ((((hu, (z_pre, z)), (r_pre, r)), (a, n)), h)| {
         let (h_before, h_after) = h.split_at_mut(t + 1);

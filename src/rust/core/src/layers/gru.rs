@@ -128,8 +128,9 @@ impl Cell for GRU {
         let dev = xw.device();
         let each = |v: Vec<f32>| Tensor::from_vec(v, (time, rows, u), dev);
         let hu = Tensor::from_vec(run.hu, (time, rows, 3 * u), dev)?;
-        let (z_pre, z, r_pre, r, a, n) = (each(run.z_pre)?, each(run.z)?, each(run.r_pre)?, each(run.r)?, each(run.a)?, each(run.n)?);
-        let h = Tensor::from_vec(run.h, (time + 1, rows, u), dev)?;
+        let v = run.values;
+        let (z_pre, z, r_pre, r, a, n) = (each(v.z_pre)?, each(v.z)?, each(v.r_pre)?, each(v.r)?, each(v.a)?, each(v.n)?);
+        let h = Tensor::from_vec(v.h, (time + 1, rows, u), dev)?;
         let states = (0..=time).map(|t| Ok(vec![h.get(t)?])).collect::<Result<Vec<_>>>()?;
         let steps = (0..time)
             .map(|t| {

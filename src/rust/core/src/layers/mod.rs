@@ -549,21 +549,20 @@ impl<T: LayerType> AnyLayer for T {
         relu: bool,
         pool: Option<&PoolWindow>,
     ) -> Result<Option<crate::model::AbsorbedLayer>> {
-        let pooled = |layer: &T| pool.and_then(|p| LayerType::absorb_max_pool(layer, p));
-        let (layer, folded) = if affine.is_none() && !relu {
-            match pooled(self) {
-                Some(layer) => (layer, weights.to_vec()),
-                None => return Ok(None),
-            }
+        // The maps first (into the weights), then the pooling (onto the output).
+        let mapped = if affine.is_some() || relu {
+            let Some(mapped) = LayerType::absorb_inference_maps(self, weights, affine, relu)? else { return Ok(None) };
+            Some(mapped)
         } else {
-            let Some((layer, folded)) = LayerType::absorb_inference_maps(self, weights, affine, relu)? else { return Ok(None) };
-            match pool {
-                Some(_) => match pooled(&layer) {
-                    Some(l) => (l, folded),
-                    None => return Ok(None),
-                },
-                None => (layer, folded),
+            None
+        };
+        let (layer, folded) = match (mapped, pool) {
+            (Some(mapped), None) => mapped,
+            (mapped, Some(p)) => {
+                let Some(pooled) = LayerType::absorb_max_pool(mapped.as_ref().map_or(self, |(layer, _)| layer), p) else { return Ok(None) };
+                (pooled, mapped.map_or_else(|| weights.to_vec(), |(_, folded)| folded))
             }
+            (None, None) => return Ok(None),
         };
         Ok(Some((Box::new(layer), folded)))
     }

@@ -174,12 +174,8 @@ impl Executor {
     /// The model's outputs for `rows` of `x`, in row order. `seed`: random ops that run in
     /// inference too (draws in a lambda layer) draw from it.
     pub fn predict_on_batch(&self, model: &Model, xs: &[&dyn BatchSource], rows: &[usize], seed: u64) -> Result<Vec<HostTensor>> {
-        check_batch(xs, rows)?;
-        self.check_step_memory(model, xs, rows.len(), false)?;
-        crate::fork::on_own_pool(|| match self {
-            Executor::Local(info) | Executor::Workers(info, _) => one_device::predict(info, model, xs, rows, seed),
-            Executor::Replicated(r) => replicas::predict(&r.set, model, xs, rows, seed),
-        })
+        let mut outs = self.predict_batches(model, xs, &[rows], seed)?;
+        outs.pop().ok_or_else(|| Error::State("predict gave no outputs for the batch".into()))
     }
 
     /// The outputs of each of `batches` (rows of `xs`), as [`Self::predict_on_batch`] gives

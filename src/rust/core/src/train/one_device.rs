@@ -2,7 +2,7 @@
 //! weights are copied into the step's tensors each step: kept tensors and their
 //! transposes, written by the update as `host_replicas` does, measured no faster here (the
 //! update's extra writes cost what the copy and the kernel packing had).
-use super::step::{combine, eval_part, host_slices, predict_part, predict_parts, train_part, Batch, MaskTotals, Part, StepInputs};
+use super::step::{combine, eval_part, host_slices, predict_parts, train_part, Batch, MaskTotals, Part, StepInputs};
 use super::{BatchStats, Compiled};
 use crate::device::DeviceInfo;
 use crate::error::{explain_out_of_memory, Result};
@@ -43,13 +43,6 @@ pub(super) fn evaluate(info: &DeviceInfo, model: &Model, compiled: &Compiled, ba
     let s = StepInputs::new(model, Some(compiled), rows.len(), 0)?;
     let part = eval_part(&s, &info.candle_device()?, batch, rows, 0, MaskTotals::Own).map_err(|e| explain_out_of_memory(e, &info.label()))?;
     Ok(combine(std::slice::from_ref(&part), rows.len(), &s))
-}
-
-pub(super) fn predict(info: &DeviceInfo, model: &Model, xs: &[&dyn BatchSource], rows: &[usize], seed: u64) -> Result<Vec<HostTensor>> {
-    let s = StepInputs::new(model, None, rows.len(), seed)?;
-    predict_part(&s, &info.candle_device()?, xs, rows)
-        .and_then(|outs| outs.iter().map(HostTensor::from_tensor).collect())
-        .map_err(|e| explain_out_of_memory(e, &info.label()))
 }
 
 /// The outputs of several batches, with one inference plan for all (see

@@ -136,12 +136,17 @@ fn forward_inputs(
     replica: usize,
     collective: Option<Arc<dyn Collective>>,
 ) -> Result<(Vec<Tensor>, Vec<Tensor>, ForwardContext)> {
-    let weights = match &s.host_tensors {
-        Some(tensors) if device.is_cpu() => tensors.clone(),
-        _ => weights_to_device(&s.weights, &s.shapes, device)?,
-    };
     let xs = xs.iter().map(|x| x.to_device(device)).collect::<Result<Vec<_>>>()?;
-    Ok((weights, xs, ForwardContext { training, rng: step_rng(s.seed, replica), mask: None, collective }))
+    Ok((step_weights(s, device)?, xs, ForwardContext { training, rng: step_rng(s.seed, replica), mask: None, collective }))
+}
+
+/// The step's weights as tensors on `device`: the kept host tensors on the CPU where there
+/// are some, else a copy.
+fn step_weights(s: &StepInputs, device: &Device) -> Result<Vec<Tensor>> {
+    match &s.host_tensors {
+        Some(tensors) if device.is_cpu() => Ok(tensors.clone()),
+        _ => weights_to_device(&s.weights, &s.shapes, device),
+    }
 }
 
 /// The random draws of a step with this seed, on this replica.
@@ -454,10 +459,7 @@ pub(super) fn predict_part(s: &StepInputs, device: &Device, xs: &[&dyn BatchSour
 /// most of application_xception's 20.9 M weights read and written anew (10% of its predict
 /// in page clearing and copies; perf).
 pub(super) fn predict_parts(s: &StepInputs, device: &Device, xs: &[&dyn BatchSource], batches: &[&[usize]]) -> Result<Vec<Vec<HostTensor>>> {
-    let weights = match &s.host_tensors {
-        Some(tensors) if device.is_cpu() => tensors.clone(),
-        _ => weights_to_device(&s.weights, &s.shapes, device)?,
-    };
+    let weights = step_weights(s, device)?;
     let plan = s.arch.inference_plan(&weights)?;
     batches
         .iter()
