@@ -3,6 +3,8 @@
 # runs of two builds (or two settings):
 #
 #   R_LIBS=<lib> REPEATS=3 Rscript bench/ab/workload.R blocks
+#
+# ONLY=predict times the predicts alone (each printed, then their median).
 suppressMessages(library(rustgpu))
 workload <- commandArgs(TRUE)[1]
 repeats <- as.integer(Sys.getenv("REPEATS", "3"))
@@ -16,6 +18,11 @@ y <- d$y
 compile(b$model, optimizer = "rmsprop", loss = d$loss)
 fit(b$model, x, y, batch_size = b$batch, epochs = 1, verbose = 0)
 invisible(predict(b$model, x, batch_size = b$batch))
+if (Sys.getenv("ONLY") == "predict") {
+  p <- vapply(seq_len(repeats), function(i) n / system.time(predict(b$model, x, batch_size = b$batch))[["elapsed"]], 1)
+  cat(sprintf("%s predict %s samples/s (median %.0f of %d)\n", workload, paste(round(p), collapse = " "), median(p), repeats))
+  quit(save = "no")
+}
 r <- vapply(seq_len(repeats), function(i) c(
   fit = n / system.time(fit(b$model, x, y, batch_size = b$batch, epochs = 1, verbose = 0))[["elapsed"]],
   predict = n / system.time(predict(b$model, x, batch_size = b$batch))[["elapsed"]]
