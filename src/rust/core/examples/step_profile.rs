@@ -31,6 +31,9 @@ fn allocate_like_the_package() {
 fn main() {
     allocate_like_the_package();
     rustgpu_core::device::configure_threads();
+    // Two virtual GPUs of one thread each, as `use_virtual_gpus(2, threads_per_gpu = 1)`
+    // sets them in R: their workers are pinned to cores of their own.
+    rustgpu_core::device::set_virtual_gpus(2, &[1, 1]).unwrap();
     let mut m = Model::new("mlp".into());
     for (i, (units, act)) in [(512, Activation::Relu), (512, Activation::Relu), (10, Activation::Softmax)].into_iter().enumerate() {
         let layer = Layer::new(format!("d{}", i), Dense::new(units, act, true).unwrap(), i as u64);

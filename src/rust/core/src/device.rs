@@ -119,11 +119,18 @@ pub fn virtual_gpu_count() -> usize {
 }
 
 /// The first core of virtual GPU `id`'s threads when each GPU's threads get cores of their
-/// own, in GPU order; None when the GPUs' threads together outnumber the machine's cores.
+/// own, in GPU order; None when the GPUs' threads together outnumber the machine's cores,
+/// or when `id` is not one of the configured virtual GPUs (a device made by hand, as in a
+/// test, must not be pinned to core 0 with every other such device).
 pub fn virtual_gpu_first_core(id: usize) -> Option<usize> {
     let threads = VIRTUAL_THREADS.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    (threads.iter().sum::<usize>() <= cores).then(|| threads.iter().take(id).sum())
+    first_core(&threads, cores, id)
+}
+
+/// [`virtual_gpu_first_core`] for GPUs of `threads[i]` threads each on `cores` cores.
+fn first_core(threads: &[usize], cores: usize, id: usize) -> Option<usize> {
+    (id < threads.len() && threads.iter().sum::<usize>() <= cores).then(|| threads.iter().take(id).sum())
 }
 
 /// Number of CUDA devices the driver reports (0 in a CPU build or without a driver).
@@ -245,4 +252,22 @@ pub fn resolve_gpus(ids: &[usize]) -> Result<Vec<DeviceInfo>> {
         )));
     }
     Ok(ids.iter().map(|id| available[*id].clone()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_core;
+
+    #[test]
+    fn virtual_gpus_get_cores_of_their_own_only_when_configured_and_they_fit() {
+        // Two GPUs of one thread and one of two on four cores: cores 0, 1 and 2-3.
+        assert_eq!([0, 1, 2].map(|id| first_core(&[1, 1, 2], 4, id)), [Some(0), Some(1), Some(2)]);
+        // More threads than cores: nobody is pinned.
+        assert_eq!(first_core(&[2, 2], 2, 0), None);
+        // A virtual device that is not one of the configured GPUs (none configured, or past
+        // the last one) is not pinned; it used to land on core 0 with every other such device.
+        assert_eq!(first_core(&[], 2, 0), None);
+        assert_eq!(first_core(&[], 2, 1), None);
+        assert_eq!(first_core(&[1], 2, 1), None);
+    }
 }
