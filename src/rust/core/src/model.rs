@@ -203,20 +203,9 @@ impl Architecture {
     /// max pooling) absorbs them, and those take its output as theirs.
     fn inference_folds(&self, weights: &[Tensor]) -> Result<Vec<NodeFold>> {
         let nodes = self.nodes();
-        let mut readers = vec![0usize; nodes.len()];
-        for s in nodes.iter().flat_map(|n| n.inputs.iter()).chain(self.outputs().iter()) {
-            if let Source::Node(j) = *s {
-                readers[j] += 1;
-            }
-        }
         let mut folds: Vec<NodeFold> = (0..nodes.len()).map(|_| NodeFold::Run).collect();
-        // The one node that reads node j's output and reads only it, if there is one.
-        let only_reader = |j: usize| -> Option<usize> {
-            if readers[j] != 1 || self.outputs().contains(&Source::Node(j)) {
-                return None;
-            }
-            (j + 1..nodes.len()).find(|&k| nodes[k].inputs.contains(&Source::Node(j))).filter(|&k| nodes[k].inputs.len() == 1)
-        };
+        let only_readers = self.only_readers();
+        let only_reader = |j: usize| only_readers[j];
         let map_of = |k: usize| -> Result<Option<InferenceMap>> {
             let layer = nodes[k].layer;
             self.layers[layer].kind.inference_map(&weights[self.weight_ranges[layer].clone()])
@@ -264,6 +253,44 @@ impl Architecture {
         Ok(folds)
     }
 
+    /// For each node, the one node that reads its output and reads only it, if there is one
+    /// (none where the output is a model output too).
+    fn only_readers(&self) -> Vec<Option<usize>> {
+        let nodes = self.nodes();
+        let mut readers = vec![0usize; nodes.len()];
+        for s in nodes.iter().flat_map(|n| n.inputs.iter()).chain(self.outputs().iter()) {
+            if let Source::Node(j) = *s {
+                readers[j] += 1;
+            }
+        }
+        (0..nodes.len())
+            .map(|j| {
+                if readers[j] != 1 || self.outputs().contains(&Source::Node(j)) {
+                    return None;
+                }
+                (j + 1..nodes.len()).find(|&k| nodes[k].inputs.contains(&Source::Node(j))).filter(|&k| nodes[k].inputs.len() == 1)
+            })
+            .collect()
+    }
+
+    /// For each node, the ReLU node a training pass may let its layer take in (see
+    /// [`LayerType::forward_then_relu`](crate::layers::LayerType::forward_then_relu)): the only
+    /// reader of its output, a plain ReLU (a layer without weights whose inference map is a
+    /// ReLU), where neither output is recorded or has an activity regularizer (those read the
+    /// value before the ReLU).
+    fn training_relu_takers(&self, also_record: &[usize]) -> Result<Vec<Option<usize>>> {
+        let nodes = self.nodes();
+        let free = |j: usize| !also_record.contains(&j) && self.layers[nodes[j].layer].kind.activity_regularizer().is_none();
+        let mut takers = vec![None; nodes.len()];
+        for (j, reader) in self.only_readers().into_iter().enumerate() {
+            let Some(k) = reader.filter(|&k| free(j) && free(k) && self.weight_ranges[nodes[k].layer].is_empty()) else { continue };
+            if matches!(self.layers[nodes[k].layer].kind.inference_map(&[])?, Some(InferenceMap::Relu)) {
+                takers[j] = Some(k);
+            }
+        }
+        Ok(takers)
+    }
+
     fn forward_folding(
         &self,
         weights: &[Tensor],
@@ -285,6 +312,11 @@ impl Architecture {
         let mut more: Vec<Vec<Tensor>> = Vec::with_capacity(nodes.len());
         let mut caches = Vec::with_capacity(nodes.len());
         let mut recorded = Vec::new();
+        // In training, a layer may take in the ReLU after it (batch normalization on the CPU:
+        // one pass over the activations fewer each way, and one array fewer kept); the ReLU's
+        // node then passes that output on, and its gradient back, as they are.
+        let relu_takers = if ctx.training && plan.is_none() { self.training_relu_takers(also_record)? } else { Vec::new() };
+        let mut relu_taken = vec![false; nodes.len()];
         let pick = |s: &Source, values: &[LayerOutput], more: &[Vec<Tensor>]| -> Result<Tensor> {
             Ok(match *s {
                 Source::Input(k) => inputs[k].clone(),
@@ -322,7 +354,26 @@ impl Architecture {
                 }
                 _ => {}
             }
-            let (out, cache) = layer.forward_node(&weights[range], &xs, ctx)?;
+            if relu_taken[j] {
+                let Some(Source::Node(i)) = node.inputs.first() else { return Err(Error::State("a ReLU taken in without its input node".into())) };
+                values.push(values[*i].clone());
+                masks.push(masks[*i].clone());
+                more.push(Vec::new());
+                caches.push(Cache::new(ReluTakenIn));
+                ctx.mask = None;
+                continue;
+            }
+            let taken = match relu_takers.get(j).copied().flatten() {
+                Some(k) => layer.forward_node_then_relu(&weights[range.clone()], &xs, ctx)?.map(|done| (k, done)),
+                None => None,
+            };
+            let (out, cache) = match taken {
+                Some((k, done)) => {
+                    relu_taken[k] = true;
+                    done
+                }
+                None => layer.forward_node(&weights[range], &xs, ctx)?,
+            };
             masks.push(layer.kind.compute_mask(&xs, ctx.mask.as_ref())?);
             more.push(layer.kind.more_outputs(&cache)?);
             ctx.mask = None;
@@ -587,6 +638,15 @@ impl Architecture {
                 continue;
             }
             let node = &nodes[j];
+            if let (Some(g), Ok(ReluTakenIn)) = (&g, caches[j].get::<ReluTakenIn>()) {
+                // The layer before took this ReLU in: its backward pass applies the ReLU's
+                // gradient to this, the ReLU's output gradient.
+                if let Some(source) = node.inputs.first() {
+                    add(&mut node_grads, &mut more_grads, &mut input_grads_acc, source, g.clone())?;
+                }
+                finished(j, &grads)?;
+                continue;
+            }
             let range = self.weight_ranges[node.layer].clone();
             let need_input = node.inputs.iter().any(|s| s.node().is_some() || wants_inputs);
             let transposes = transposed.get(range.clone()).unwrap_or(&[]);
@@ -1132,6 +1192,10 @@ pub struct InferencePlan {
     folds: Vec<NodeFold>,
     absorbed: Vec<Option<AbsorbedLayer>>,
 }
+
+/// The cache of a ReLU node whose input node's layer took it in during a training pass (see
+/// [`LayerType::forward_then_relu`](crate::layers::LayerType::forward_then_relu)).
+pub struct ReluTakenIn;
 
 /// What [`Architecture::forward_inference`] does with a node.
 enum NodeFold {

@@ -86,6 +86,52 @@ fn multiply_add_rows(out: &mut [std::mem::MaybeUninit<f32>], x: &[f32], a: &[f32
 }
 }
 
+/// The value a ReLU lets through at a value `x * scale + shift` (`dy` where that is above
+/// 0, else 0): `relu_gradient`'s bit mask, and `multiply_add_rows`'s expression for the
+/// value, so that a ReLU taken into batch normalization gives the bits of the two passes.
+#[inline(always)]
+fn let_through(x: f32, scale: f32, shift: f32, dy: f32) -> f32 {
+    let keep = 0u32.wrapping_sub(u32::from(x * scale + shift > 0.0));
+    f32::from_bits(dy.to_bits() & keep)
+}
+
+widest_vectors! {
+/// `out[r, j] = relu(x[r, j] * a[j] + b[j])`, NaN passing as in `relu_values`: the two
+/// passes' expressions, so the same bits, in one pass.
+fn multiply_add_relu_rows(out: &mut [std::mem::MaybeUninit<f32>], x: &[f32], a: &[f32], b: &[f32]) {
+    let c = a.len().min(b.len());
+    if c == 0 {
+        return;
+    }
+    let (a, b) = (&a[..c], &b[..c]);
+    for (o, x) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+        for j in 0..c {
+            let v = x[j] * a[j] + b[j];
+            o[j].write(if v < 0.0 { 0.0 } else { v });
+        }
+    }
+}
+}
+
+widest_vectors! {
+/// `multiply_add_rows` with `y` = `dy` where `x * scale + shift > 0`, else 0, `relu` being
+/// (scale, shift) (the gradient of a ReLU taken in by the forward pass, applied as `dy` is read).
+fn multiply_add_let_through_rows(out: &mut [std::mem::MaybeUninit<f32>], x: &[f32], a: &[f32], b: &[f32], dy: &[f32], e: &[f32], relu: (&[f32], &[f32])) {
+    let (scale, shift) = relu;
+    let c = a.len().min(b.len()).min(e.len()).min(scale.len()).min(shift.len());
+    if c == 0 {
+        return;
+    }
+    let (a, b, e, scale, shift) = (&a[..c], &b[..c], &e[..c], &scale[..c], &shift[..c]);
+    for ((o, x), dy) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(dy.chunks_exact(c)) {
+        for j in 0..c {
+            let y = let_through(x[j], scale[j], shift[j], dy[j]);
+            o[j].write(e[j] * y + a[j] * x[j] + b[j]);
+        }
+    }
+}
+}
+
 /// `x * scale + shift`, channel by channel: normalization with the statistics and the
 /// affine map folded into one multiply-add per value.
 pub fn scale_shift(x: &[f32], c: usize, scale: &[f32], shift: &[f32]) -> Vec<f32> {
@@ -97,14 +143,25 @@ pub struct Statistics {
     pub mean: Vec<f32>,
     pub var: Vec<f32>,
     pub inv_std: Vec<f32>,
+    /// With a ReLU taken in: the pass's per-channel scale and shift, from which the backward
+    /// pass tells where the ReLU let values through (no mask or output kept).
+    pub relu_affine: Option<(Vec<f32>, Vec<f32>)>,
 }
 
-/// The training forward pass: the batch's statistics and `gamma * (x - mean) * inv_std + beta`.
-pub fn forward_training(x: &[f32], c: usize, gamma: Option<&[f32]>, beta: Option<&[f32]>, epsilon: f64) -> (Vec<f32>, Statistics) {
+/// The training forward pass: the batch's statistics and `gamma * (x - mean) * inv_std +
+/// beta`, with `relu`: a ReLU of that, in the same pass (a ReLU layer that follows the
+/// normalization taken in: one pass over the activations and one array fewer).
+pub fn forward_training(x: &[f32], c: usize, gamma: Option<&[f32]>, beta: Option<&[f32]>, epsilon: f64, relu: bool) -> (Vec<f32>, Statistics) {
     let (mean, var) = moments(x, c);
     let inv_std: Vec<f32> = var.iter().map(|v| (1.0 / (*v as f64 + epsilon).sqrt()) as f32).collect();
     let (scale, shift) = affine(&mean, &inv_std, gamma, beta);
-    (scale_shift(x, c, &scale, &shift), Statistics { mean, var, inv_std })
+    if !relu {
+        return (scale_shift(x, c, &scale, &shift), Statistics { mean, var, inv_std, relu_affine: None });
+    }
+    let y = uninit_filled(x.len(), |out| {
+        out.par_chunks_mut(BLOCK * c).zip(x.par_chunks(BLOCK * c)).for_each(|(o, x)| multiply_add_relu_rows(o, x, &scale, &shift))
+    });
+    (y, Statistics { mean, var, inv_std, relu_affine: Some((scale, shift)) })
 }
 
 /// Per channel, `scale = gamma * inv_std` and `shift = beta - mean * scale`.
@@ -117,12 +174,15 @@ pub fn affine(mean: &[f32], inv_std: &[f32], gamma: Option<&[f32]>, beta: Option
 /// The training backward pass from the forward pass's input and statistics: `(dx, dgamma,
 /// dbeta)`, with `dx = gamma * inv_std / n * (n dy - sum(dy) - xhat * sum(dy xhat))` written
 /// as one multiply-add per value (`xhat` recomputed from `x`, not kept from the forward pass).
+/// Where the forward pass took a ReLU in, `dy` (the ReLU's output gradient) is first masked
+/// where the ReLU let nothing through, as each pass reads it.
 pub fn backward_training(x: &[f32], dy: &[f32], c: usize, stats: &Statistics, gamma: Option<&[f32]>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let rows = x.len() / c.max(1);
     let n = rows.max(1) as f64;
-    let Statistics { mean, inv_std, .. } = stats;
+    let Statistics { mean, inv_std, relu_affine, .. } = stats;
+    let relu = relu_affine.as_ref().map(|(scale, shift)| (scale.as_slice(), shift.as_slice()));
     // One pass: sum(dy) and sum(dy * (x - mean)) per channel.
-    let both = channel_sums(x, c, 2 * c, |rows, first, acc| add_gradient_sums(rows, &dy[first * c..first * c + rows.len()], mean, acc));
+    let both = channel_sums(x, c, 2 * c, |rows, first, acc| add_gradient_sums(rows, &dy[first * c..first * c + rows.len()], mean, relu, acc));
     let (dbeta, dyx) = both.split_at(c);
     let dgamma: Vec<f64> = dyx.iter().zip(inv_std).map(|(s, i)| s * *i as f64).collect();
     // dx = a dy + b x + d per channel.
@@ -137,26 +197,41 @@ pub fn backward_training(x: &[f32], dy: &[f32], c: usize, stats: &Statistics, ga
         d[j] = (-aj * dbeta[j] / n - bj * mean[j] as f64) as f32;
     }
     let dx = uninit_filled(x.len(), |out| {
-        out.par_chunks_mut(BLOCK * c)
-            .zip(x.par_chunks(BLOCK * c))
-            .zip(dy.par_chunks(BLOCK * c))
-            .for_each(|((o, x), dy)| multiply_add_rows(o, x, &b, &d, Some((dy, &a))))
+        out.par_chunks_mut(BLOCK * c).zip(x.par_chunks(BLOCK * c)).zip(dy.par_chunks(BLOCK * c)).for_each(|((o, x), dy)| match relu {
+            None => multiply_add_rows(o, x, &b, &d, Some((dy, &a))),
+            Some(relu) => multiply_add_let_through_rows(o, x, &b, &d, dy, &a, relu),
+        })
     });
     (dx, dgamma.iter().map(|v| *v as f32).collect(), dbeta.iter().map(|v| *v as f32).collect())
 }
 
 widest_vectors! {
-/// `acc[j] += dy[r, j]` and `acc[c + j] += dy[r, j] * (x[r, j] - mean[j])` over the rows.
-fn add_gradient_sums(x: &[f32], dy: &[f32], mean: &[f32], acc: &mut [f32]) {
+/// `acc[j] += dy[r, j]` and `acc[c + j] += dy[r, j] * (x[r, j] - mean[j])` over the rows;
+/// with `relu` (scale, shift), `dy` where `x * scale + shift > 0`, else 0.
+fn add_gradient_sums(x: &[f32], dy: &[f32], mean: &[f32], relu: Option<(&[f32], &[f32])>, acc: &mut [f32]) {
     let c = mean.len();
     if c == 0 || acc.len() < 2 * c {
         return;
     }
     let (sum_dy, sum_dyx) = acc.split_at_mut(c);
-    for (x, dy) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
-        for j in 0..c {
-            sum_dy[j] += dy[j];
-            sum_dyx[j] += dy[j] * (x[j] - mean[j]);
+    match relu {
+        None => {
+            for (x, dy) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
+                for j in 0..c {
+                    sum_dy[j] += dy[j];
+                    sum_dyx[j] += dy[j] * (x[j] - mean[j]);
+                }
+            }
+        }
+        Some((scale, shift)) => {
+            let (scale, shift) = (&scale[..c], &shift[..c]);
+            for (x, dy) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
+                for j in 0..c {
+                    let d = let_through(x[j], scale[j], shift[j], dy[j]);
+                    sum_dy[j] += d;
+                    sum_dyx[j] += d * (x[j] - mean[j]);
+                }
+            }
         }
     }
 }
@@ -176,7 +251,7 @@ mod tests {
         let (rows, c) = (600, 3);
         let x = data(rows, c, 1);
         let (gamma, beta) = (vec![0.5f32, 2.0, -1.0], vec![0.1f32, 0.0, 3.0]);
-        let (y, stats) = forward_training(&x, c, Some(&gamma), Some(&beta), 1e-3);
+        let (y, stats) = forward_training(&x, c, Some(&gamma), Some(&beta), 1e-3, false);
         for j in 0..c {
             let col: Vec<f64> = (0..rows).map(|r| ((y[r * c + j] - beta[j]) / gamma[j]) as f64).collect();
             let mean = col.iter().sum::<f64>() / rows as f64;
@@ -206,5 +281,31 @@ mod tests {
                 assert!((got - want).abs() < 1e-5, "dx[{}, {}]: {} vs {}", r, j, got, want);
             }
         }
+    }
+
+    #[test]
+    fn a_relu_taken_in_gives_the_bits_of_the_two_passes() {
+        // The ReLU's own passes (kernels::relu and relu_backward) after and before the
+        // normalization's, against the normalization with the ReLU taken in. Values around
+        // the mean so that about half of them are cut; one channel all cut (beta far below).
+        let (rows, c) = (700, 19);
+        let x = data(rows, c, 3);
+        let gamma: Vec<f32> = (0..c).map(|j| 0.25 + j as f32 * 0.1).collect();
+        let mut beta: Vec<f32> = (0..c).map(|j| j as f32 * 0.05 - 0.4).collect();
+        beta[5] = -100.0;
+        let dy = data(rows, c, 11);
+        let (z, plain) = forward_training(&x, c, Some(&gamma), Some(&beta), 1e-3, false);
+        let (y, fused) = forward_training(&x, c, Some(&gamma), Some(&beta), 1e-3, true);
+        let relu = uninit_filled(z.len(), |out| super::super::relu_values(out, &z));
+        assert_eq!(y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), relu.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        assert!(y.iter().filter(|v| **v == 0.0).count() > rows * c / 4, "the test should cut many values");
+        let masked = uninit_filled(z.len(), |out| super::super::relu_gradient(out, &z, &dy));
+        let two_passes = backward_training(&x, &masked, c, &plain, Some(&gamma));
+        let one_pass = backward_training(&x, &dy, c, &fused, Some(&gamma));
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&one_pass.0), bits(&two_passes.0), "dx");
+        assert_eq!(bits(&one_pass.1), bits(&two_passes.1), "dgamma");
+        assert_eq!(bits(&one_pass.2), bits(&two_passes.2), "dbeta");
+        assert_eq!(one_pass.2[5], 0.0, "a channel the ReLU cut everywhere gets no gradient");
     }
 }

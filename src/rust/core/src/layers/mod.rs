@@ -264,6 +264,14 @@ pub trait LayerType: std::fmt::Debug + Send + Sync + Serialize + DeserializeOwne
 
     fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)>;
 
+    /// The forward pass with a ReLU applied to the output, for a ReLU layer that is the only
+    /// reader of this layer's output: the model then skips that layer, and this layer's
+    /// backward pass, given the ReLU's output gradient, applies the ReLU's gradient first.
+    /// None where the layer does not take it in this pass (the default).
+    fn forward_then_relu(&self, _name: &str, _weights: &[Tensor], _xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<Option<(LayerOutput, Cache)>> {
+        Ok(None)
+    }
+
     /// Gradients from the output gradient; the input gradient only when `need_input_grad`.
     /// `transposed[i]`, where present, is `weights[i]`'s transpose as a row-major tensor (see
     /// [`Self::TRANSPOSED_WEIGHTS`]).
@@ -414,6 +422,10 @@ pub trait AnyLayer: std::fmt::Debug + Send + Sync {
     fn output_shape(&self, name: &str, inputs: &[Vec<usize>]) -> Result<Vec<usize>>;
     fn weight_specs(&self, input: &[usize]) -> Vec<WeightSpec>;
     fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)>;
+    /// See [`LayerType::forward_then_relu`]; none for wrappers that do not say.
+    fn forward_then_relu(&self, _name: &str, _weights: &[Tensor], _xs: &[Tensor], _ctx: &mut ForwardContext) -> Result<Option<(LayerOutput, Cache)>> {
+        Ok(None)
+    }
     fn backward(
         &self,
         name: &str,
@@ -491,6 +503,9 @@ impl<T: LayerType> AnyLayer for T {
     }
     fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
         LayerType::forward(self, name, weights, xs, ctx)
+    }
+    fn forward_then_relu(&self, name: &str, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<Option<(LayerOutput, Cache)>> {
+        LayerType::forward_then_relu(self, name, weights, xs, ctx)
     }
     fn backward(
         &self,
@@ -693,6 +708,12 @@ impl Layer {
 
     pub fn forward(&self, weights: &[Tensor], x: &Tensor, ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
         self.forward_node(weights, std::slice::from_ref(x), ctx)
+    }
+
+    /// [`LayerType::forward_then_relu`] for a node of this layer.
+    pub fn forward_node_then_relu(&self, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<Option<(LayerOutput, Cache)>> {
+        self.check_input_count(xs.len())?;
+        self.kind.forward_then_relu(&self.name, weights, xs, ctx)
     }
 
     /// New values for this layer's non-trainable weights after a training forward pass

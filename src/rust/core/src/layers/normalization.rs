@@ -150,8 +150,22 @@ impl BatchNormalization {
         Ok((new_mean, new_var))
     }
 
-    /// The CPU's training pass: one kernel for the statistics and the normalized output.
-    fn fused_training(&self, weights: &[Tensor], x2: Tensor, dims: Vec<usize>) -> Result<(LayerOutput, Cache)> {
+    /// The input as (rows, channels) and its dims where a training pass runs the CPU's fused
+    /// kernels (f32 on the CPU, not synchronized over replicas, some rows); None otherwise.
+    fn fused_input(&self, name: &str, x: &Tensor, training: bool, replicas: Option<&Arc<dyn Collective>>) -> Result<Option<(Tensor, Vec<usize>)>> {
+        let dims = x.dims().to_vec();
+        let c = *dims.last().ok_or_else(|| Error::Value(format!("layer \"{}\" needs an input with a channels axis", name)))?;
+        let rows = x.elem_count() / c.max(1);
+        let synchronized = self.synchronized && replicas.is_some();
+        if !training || synchronized || !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 || rows == 0 {
+            return Ok(None);
+        }
+        Ok(Some((x.reshape((rows, c))?, dims)))
+    }
+
+    /// The CPU's training pass: one kernel for the statistics and the normalized output
+    /// (with `relu`, a ReLU of it).
+    fn fused_training(&self, weights: &[Tensor], x2: Tensor, dims: Vec<usize>, relu: bool) -> Result<(LayerOutput, Cache)> {
         use crate::kernels::{batch_norm, with_cpu_slices};
         let (rows, c) = x2.dims2()?;
         let (gamma, beta) = self.affine(weights);
@@ -160,7 +174,7 @@ impl BatchNormalization {
         let (y, stats) = with_cpu_slices(&ts, |s| {
             let gamma = self.scale.then(|| s[1]);
             let beta = self.center.then(|| s[1 + usize::from(self.scale)]);
-            batch_norm::forward_training(s[0], c, gamma, beta, self.epsilon)
+            batch_norm::forward_training(s[0], c, gamma, beta, self.epsilon, relu)
         })?;
         let device = x2.device().clone();
         let mean = Tensor::from_slice(&stats.mean, c, &device)?;
@@ -193,6 +207,9 @@ impl BatchNormalization {
     }
 
     fn normalized(&self, name: &str, weights: &[Tensor], x: &Tensor, training: bool, replicas: Option<&Arc<dyn Collective>>) -> Result<(LayerOutput, Cache)> {
+        if let Some((x2, dims)) = self.fused_input(name, x, training, replicas)? {
+            return self.fused_training(weights, x2, dims, false);
+        }
         let dims = x.dims().to_vec();
         let c = *dims.last().ok_or_else(|| Error::Value(format!("layer \"{}\" needs an input with a channels axis", name)))?;
         let rows = x.elem_count() / c;
@@ -201,9 +218,6 @@ impl BatchNormalization {
             Some(collective) if training && self.synchronized => Some(collective.clone()),
             _ => None,
         };
-        if shared.is_none() && training && x2.device().is_cpu() && x2.dtype() == candle_core::DType::F32 && rows > 0 {
-            return self.fused_training(weights, x2, dims);
-        }
         let (gamma, beta) = self.affine(weights);
         let (moving_mean, moving_var) = (&weights[self.moving_offset()], &weights[self.moving_offset() + 1]);
         let finish = |xhat: &Tensor| -> Result<Tensor> {
@@ -316,6 +330,13 @@ impl LayerType for BatchNormalization {
 
     fn forward(&self, name: &str, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<(LayerOutput, Cache)> {
         self.normalized(name, weights, &xs[0], ctx.training, ctx.collective.as_ref())
+    }
+
+    fn forward_then_relu(&self, name: &str, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<Option<(LayerOutput, Cache)>> {
+        match self.fused_input(name, &xs[0], ctx.training, ctx.collective.as_ref())? {
+            Some((x2, dims)) => Ok(Some(self.fused_training(weights, x2, dims, true)?)),
+            None => Ok(None),
+        }
     }
 
     fn inference_map(&self, weights: &[Tensor]) -> Result<Option<InferenceMap>> {

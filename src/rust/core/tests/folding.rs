@@ -2,7 +2,9 @@
 //! before them; its outputs equal the plain inference forward pass's, including where a
 //! value in between is read twice (no folding there) or a convolution has an activation of
 //! its own; and max pooling run by the convolution before it (image by image on the direct
-//! route, which then never writes the unpooled output).
+//! route, which then never writes the unpooled output). A training pass lets batch
+//! normalization take in the ReLU after it: outputs, moving statistics and gradients
+//! bit for bit those of the two layers run apart.
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rustgpu_core::activation::Activation;
@@ -156,4 +158,49 @@ fn max_pooling_folds_into_the_convolution_before_it() {
     assert_eq!(m.arch.inference_fold_plan(&weights).unwrap(), vec![(0, vec![1]), (2, vec![3, 4, 5])]);
     let x = Tensor::randn(0f32, 1.0, (5, 13, 12, 1), &Device::Cpu).unwrap();
     folded_equals_plain(&m, &weights, &x);
+}
+
+/// A training pass: the model's outputs, the moving statistics it moves to, and every
+/// weight's gradient for fixed output gradients; `also_record` nodes are recorded (which
+/// keeps a batch normalization recorded from taking its ReLU in).
+fn training_step(m: &Model, weights: &[Tensor], x: &Tensor, also_record: &[usize]) -> (Vec<Tensor>, Vec<Tensor>, Vec<Tensor>, Vec<bool>) {
+    let mut ctx = ForwardContext { training: true, rng: rand::rngs::StdRng::seed_from_u64(0), mask: None, collective: None };
+    let f = m.arch.forward_recording(weights, std::slice::from_ref(x), &mut ctx, also_record).unwrap();
+    let taken: Vec<bool> = f.caches.iter().map(|c| c.get::<rustgpu_core::model::ReluTakenIn>().is_ok()).collect();
+    let outputs: Vec<Tensor> = f.outputs.iter().map(|o| o.value.clone()).collect();
+    let moved: Vec<Tensor> = m.arch.state_updates(&f.caches).into_iter().map(|(_, t)| t).collect();
+    let grads = outputs
+        .iter()
+        .map(|o| {
+            let n = o.elem_count();
+            let values: Vec<f32> = (0..n).map(|i| ((i * 7919) % 23) as f32 / 23.0 - 0.4).collect();
+            rustgpu_core::layers::OutputGrad::Value(Tensor::from_vec(values, o.dims(), &Device::Cpu).unwrap())
+        })
+        .collect();
+    let weight_grads = m.arch.backward(weights, &f.caches, grads).unwrap();
+    (outputs, moved, weight_grads, taken)
+}
+
+#[test]
+fn batch_normalization_takes_in_the_relu_after_it_in_training_with_the_same_bits() {
+    let mut m = model();
+    let weights = set_weights(&mut m, (7, 3, 11));
+    let x = Tensor::from_vec((0..2 * 7 * 6 * 3).map(|i| ((i * 37) % 29) as f32 / 29.0 - 0.5).collect::<Vec<f32>>(), (2, 7, 6, 3), &Device::Cpu).unwrap();
+    let fused = training_step(&m, &weights, &x, &[]);
+    // bn0 -> r0 and bn1 -> r1 are taken in; bn2 is read twice and c3 is a convolution.
+    let taken: Vec<usize> = (0..fused.3.len()).filter(|&j| fused.3[j]).collect();
+    assert_eq!(taken, vec![2, 5]);
+    // Recording bn0's and bn1's outputs keeps them apart: the two-pass reference.
+    let apart = training_step(&m, &weights, &x, &[1, 4]);
+    assert!(apart.3.iter().all(|t| !t));
+    let bits = |ts: &[Tensor]| -> Vec<Vec<u32>> {
+        ts.iter().map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()).collect()
+    };
+    assert_eq!(bits(&fused.0), bits(&apart.0), "outputs");
+    assert_eq!(bits(&fused.1), bits(&apart.1), "moving statistics");
+    assert_eq!(fused.2.len(), weights.len());
+    assert_eq!(bits(&fused.2), bits(&apart.2), "weight gradients");
+    // The gradients reach the first convolution and are not all zero.
+    let first = fused.2[0].abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(first > 1e-4, "c0's kernel gradient vanished: {}", first);
 }
