@@ -156,8 +156,10 @@ struct TransposeTarget {
 unsafe impl Send for TransposeTarget {}
 
 /// Writes elements `start..start + var.len()` of a row-major (rows, cols) matrix to their
-/// places in its transpose: whole rows in 16x16 tiles (reads and writes each within 16 cache
-/// lines), the partial rows at either end one by one.
+/// places in its transpose: whole rows in 8x8 tiles (each read and written as eight 32-byte
+/// runs, transposed in AVX registers where the CPU has them), the partial rows at either end
+/// and the last columns one by one. One value at a time, the whole-row part took 0.19 ms
+/// per replica and step of the two-GPU MLP (half of its 512x512 kernel's transpose; perf).
 ///
 /// # Safety
 /// `t.dst` must have room for `rows * cols` values, and `start + var.len() <= rows * cols`.
@@ -174,16 +176,70 @@ unsafe fn write_transposed(var: &[f32], start: usize, t: &TransposeTarget) {
     }
     (start..first_full * cols).for_each(put);
     (last_full * cols..end).for_each(put);
-    const TILE: usize = 16;
+    #[cfg(target_arch = "x86_64")]
+    let wide = std::arch::is_x86_feature_detected!("avx");
+    #[cfg(not(target_arch = "x86_64"))]
+    let wide = false;
+    const TILE: usize = 8;
     for r0 in (first_full..last_full).step_by(TILE) {
         let r1 = (r0 + TILE).min(last_full);
         for c0 in (0..cols).step_by(TILE) {
-            for c in c0..(c0 + TILE).min(cols) {
+            let c1 = (c0 + TILE).min(cols);
+            if wide && r1 - r0 == TILE && c1 - c0 == TILE {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX is there (checked above); the tile's 8 rows of 8 values lie in
+                // `var` (whole rows r0..r0 + 8 of this chunk) and its 8 columns in `dst`.
+                transpose_8x8_avx(var.as_ptr().add(r0 * cols + c0 - start), cols, t.dst.add(c0 * rows + r0), rows);
+                continue;
+            }
+            for c in c0..c1 {
                 for r in r0..r1 {
                     t.dst.add(c * rows + r).write(var[r * cols + c - start]);
                 }
             }
         }
+    }
+}
+
+/// Transposes the 8x8 block at `src` (rows `src_stride` apart) into `dst` (rows
+/// `dst_stride` apart): interleave pairs of rows, then pairs of pairs, then swap 128-bit
+/// halves.
+///
+/// # Safety
+/// The CPU must have AVX; both blocks must be in bounds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose_8x8_avx(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+    use std::arch::x86_64::*;
+    let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * src_stride)));
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    let out = [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ];
+    for (i, v) in out.into_iter().enumerate() {
+        _mm256_storeu_ps(dst.add(i * dst_stride), v);
     }
 }
 
