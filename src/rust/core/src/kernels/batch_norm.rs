@@ -86,13 +86,12 @@ fn multiply_add_rows(out: &mut [std::mem::MaybeUninit<f32>], x: &[f32], a: &[f32
 }
 }
 
-/// The value a ReLU lets through at a value `x * scale + shift` (`dy` where that is above
-/// 0, else 0): `relu_gradient`'s bit mask, and `multiply_add_rows`'s expression for the
-/// value, so that a ReLU taken into batch normalization gives the bits of the two passes.
+/// The gradient a ReLU lets through at the normalized value `x * scale + shift`
+/// (`multiply_add_rows`'s expression for it), so that a ReLU taken into batch normalization
+/// gives the bits of the two passes.
 #[inline(always)]
 fn let_through(x: f32, scale: f32, shift: f32, dy: f32) -> f32 {
-    let keep = 0u32.wrapping_sub(u32::from(x * scale + shift > 0.0));
-    f32::from_bits(dy.to_bits() & keep)
+    super::relu_passes(x * scale + shift, dy)
 }
 
 widest_vectors! {
@@ -106,8 +105,7 @@ fn multiply_add_relu_rows(out: &mut [std::mem::MaybeUninit<f32>], x: &[f32], a: 
     let (a, b) = (&a[..c], &b[..c]);
     for (o, x) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
         for j in 0..c {
-            let v = x[j] * a[j] + b[j];
-            o[j].write(if v < 0.0 { 0.0 } else { v });
+            o[j].write(super::relu_of(x[j] * a[j] + b[j]));
         }
     }
 }
@@ -135,7 +133,17 @@ fn multiply_add_let_through_rows(out: &mut [std::mem::MaybeUninit<f32>], x: &[f3
 /// `x * scale + shift`, channel by channel: normalization with the statistics and the
 /// affine map folded into one multiply-add per value.
 pub fn scale_shift(x: &[f32], c: usize, scale: &[f32], shift: &[f32]) -> Vec<f32> {
-    uninit_filled(x.len(), |out| out.par_chunks_mut(BLOCK * c).zip(x.par_chunks(BLOCK * c)).for_each(|(o, x)| multiply_add_rows(o, x, scale, shift, None)))
+    scale_shift_then(x, c, scale, shift, false)
+}
+
+/// [`scale_shift`], with `relu` a ReLU of it in the same pass.
+fn scale_shift_then(x: &[f32], c: usize, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
+    uninit_filled(x.len(), |out| {
+        out.par_chunks_mut(BLOCK * c).zip(x.par_chunks(BLOCK * c)).for_each(|(o, x)| match relu {
+            false => multiply_add_rows(o, x, scale, shift, None),
+            true => multiply_add_relu_rows(o, x, scale, shift),
+        })
+    })
 }
 
 /// What a training forward pass keeps for the backward pass (besides its input).
@@ -155,13 +163,8 @@ pub fn forward_training(x: &[f32], c: usize, gamma: Option<&[f32]>, beta: Option
     let (mean, var) = moments(x, c);
     let inv_std: Vec<f32> = var.iter().map(|v| (1.0 / (*v as f64 + epsilon).sqrt()) as f32).collect();
     let (scale, shift) = affine(&mean, &inv_std, gamma, beta);
-    if !relu {
-        return (scale_shift(x, c, &scale, &shift), Statistics { mean, var, inv_std, relu_affine: None });
-    }
-    let y = uninit_filled(x.len(), |out| {
-        out.par_chunks_mut(BLOCK * c).zip(x.par_chunks(BLOCK * c)).for_each(|(o, x)| multiply_add_relu_rows(o, x, &scale, &shift))
-    });
-    (y, Statistics { mean, var, inv_std, relu_affine: Some((scale, shift)) })
+    let y = scale_shift_then(x, c, &scale, &shift, relu);
+    (y, Statistics { mean, var, inv_std, relu_affine: relu.then_some((scale, shift)) })
 }
 
 /// Per channel, `scale = gamma * inv_std` and `shift = beta - mean * scale`.

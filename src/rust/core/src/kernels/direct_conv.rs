@@ -148,7 +148,7 @@ pub(super) fn forward_image(img: &[f32], out: &mut [std::mem::MaybeUninit<f32>],
                 }
                 for (p, a) in acc.iter().enumerate().take(count) {
                     let dst = &mut out[first + p * filters + f0..][..LANES];
-                    let a = if relu { a.map(|v| if v < 0.0 { 0.0 } else { v }) } else { *a };
+                    let a = if relu { a.map(super::relu_of) } else { *a };
                     for l in 0..LANES {
                         dst[l].write(a[l]);
                     }
@@ -226,7 +226,7 @@ fn kernel_gradient_image(img: &[f32], dy: &[f32], relu_output: Option<&[f32]>, a
             match relu_output {
                 Some(y) => {
                     for ((o, &d), &y) in dz[..m].iter_mut().zip(d).zip(&y[first..first + m]) {
-                        *o = f32::from_bits(d.to_bits() & 0u32.wrapping_sub(u32::from(y > 0.0)));
+                        *o = super::relu_passes(y, d);
                     }
                 }
                 None => dz[..m].copy_from_slice(d),

@@ -174,8 +174,7 @@ pub(super) fn bias_relu_rows(rows: &mut [f32], n: usize, bias: Option<&[f32]>, r
     for row in rows.chunks_exact_mut(n) {
         if relu {
             for k in 0..n {
-                let v = row[k] + b[k];
-                row[k] = if v < 0.0 { 0.0 } else { v };
+                row[k] = super::relu_of(row[k] + b[k]);
             }
         } else {
             for k in 0..n {

@@ -220,13 +220,31 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(out, x.dims(), x.device())?)
 }
 
+/// ReLU of one value: NaN stays NaN as in candle's relu and tf.nn.relu (`f32::max` would give
+/// 0 for it). Every kernel that applies a ReLU uses this, so that a ReLU taken into another
+/// pass gives the bits of the ReLU's own pass.
+#[inline(always)]
+fn relu_of(v: f32) -> f32 {
+    if v < 0.0 {
+        0.0
+    } else {
+        v
+    }
+}
+
+/// The ReLU's gradient at one value: `d` where the ReLU's input `z > 0`, else 0 (TensorFlow's
+/// ReluGrad), as a bit mask rather than a select, so that loops over it vectorize.
+#[inline(always)]
+fn relu_passes(z: f32, d: f32) -> f32 {
+    f32::from_bits(d.to_bits() & 0u32.wrapping_sub(u32::from(z > 0.0)))
+}
+
 widest_vectors! {
-/// `o = max(x, 0)`, equal lengths; NaN stays NaN as in candle's relu (`f32::max` would
-/// give 0 for it).
+/// `o = max(x, 0)` ([`relu_of`]), equal lengths.
 fn relu_values(o: &mut [std::mem::MaybeUninit<f32>], x: &[f32]) {
     let n = o.len().min(x.len());
     for (o, &v) in o[..n].iter_mut().zip(&x[..n]) {
-        o.write(if v < 0.0 { 0.0 } else { v });
+        o.write(relu_of(v));
     }
 }
 }
@@ -257,8 +275,7 @@ fn relu_gradient(o: &mut [std::mem::MaybeUninit<f32>], z: &[f32], d: &[f32]) {
     let n = o.len().min(z.len()).min(d.len());
     let (o, z, d) = (&mut o[..n], &z[..n], &d[..n]);
     for i in 0..n {
-        let keep = 0u32.wrapping_sub(u32::from(z[i] > 0.0));
-        o[i].write(f32::from_bits(d[i].to_bits() & keep));
+        o[i].write(relu_passes(z[i], d[i]));
     }
 }
 }

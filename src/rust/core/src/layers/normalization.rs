@@ -150,17 +150,18 @@ impl BatchNormalization {
         Ok((new_mean, new_var))
     }
 
-    /// The input as (rows, channels) and its dims where a training pass runs the CPU's fused
-    /// kernels (f32 on the CPU, not synchronized over replicas, some rows); None otherwise.
-    fn fused_input(&self, name: &str, x: &Tensor, training: bool, replicas: Option<&Arc<dyn Collective>>) -> Result<Option<(Tensor, Vec<usize>)>> {
+    /// The input as (rows, channels), and its dims.
+    fn as_rows(name: &str, x: &Tensor) -> Result<(Tensor, Vec<usize>)> {
         let dims = x.dims().to_vec();
         let c = *dims.last().ok_or_else(|| Error::Value(format!("layer \"{}\" needs an input with a channels axis", name)))?;
-        let rows = x.elem_count() / c.max(1);
+        Ok((x.reshape((x.elem_count() / c.max(1), c))?, dims))
+    }
+
+    /// Whether a pass over `x2` (rows, channels) runs the CPU's fused training kernels: in
+    /// training, f32 on the CPU, not synchronized over replicas, some rows.
+    fn runs_fused(&self, x2: &Tensor, training: bool, replicas: Option<&Arc<dyn Collective>>) -> bool {
         let synchronized = self.synchronized && replicas.is_some();
-        if !training || synchronized || !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 || rows == 0 {
-            return Ok(None);
-        }
-        Ok(Some((x.reshape((rows, c))?, dims)))
+        training && !synchronized && x2.device().is_cpu() && x2.dtype() == candle_core::DType::F32 && x2.dim(0).is_ok_and(|rows| rows > 0)
     }
 
     /// The CPU's training pass: one kernel for the statistics and the normalized output
@@ -207,13 +208,11 @@ impl BatchNormalization {
     }
 
     fn normalized(&self, name: &str, weights: &[Tensor], x: &Tensor, training: bool, replicas: Option<&Arc<dyn Collective>>) -> Result<(LayerOutput, Cache)> {
-        if let Some((x2, dims)) = self.fused_input(name, x, training, replicas)? {
+        let (x2, dims) = Self::as_rows(name, x)?;
+        if self.runs_fused(&x2, training, replicas) {
             return self.fused_training(weights, x2, dims, false);
         }
-        let dims = x.dims().to_vec();
-        let c = *dims.last().ok_or_else(|| Error::Value(format!("layer \"{}\" needs an input with a channels axis", name)))?;
-        let rows = x.elem_count() / c;
-        let x2 = x.reshape((rows, c))?;
+        let (rows, c) = x2.dims2()?;
         let shared = match replicas {
             Some(collective) if training && self.synchronized => Some(collective.clone()),
             _ => None,
@@ -333,10 +332,11 @@ impl LayerType for BatchNormalization {
     }
 
     fn forward_then_relu(&self, name: &str, weights: &[Tensor], xs: &[Tensor], ctx: &mut ForwardContext) -> Result<Option<(LayerOutput, Cache)>> {
-        match self.fused_input(name, &xs[0], ctx.training, ctx.collective.as_ref())? {
-            Some((x2, dims)) => Ok(Some(self.fused_training(weights, x2, dims, true)?)),
-            None => Ok(None),
+        let (x2, dims) = Self::as_rows(name, &xs[0])?;
+        if !self.runs_fused(&x2, ctx.training, ctx.collective.as_ref()) {
+            return Ok(None);
         }
+        Ok(Some(self.fused_training(weights, x2, dims, true)?))
     }
 
     fn inference_map(&self, weights: &[Tensor]) -> Result<Option<InferenceMap>> {

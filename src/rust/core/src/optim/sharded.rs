@@ -178,15 +178,13 @@ unsafe fn write_transposed(var: &[f32], start: usize, t: &TransposeTarget) {
     (last_full * cols..end).for_each(put);
     #[cfg(target_arch = "x86_64")]
     let wide = std::arch::is_x86_feature_detected!("avx");
-    #[cfg(not(target_arch = "x86_64"))]
-    let wide = false;
     const TILE: usize = 8;
     for r0 in (first_full..last_full).step_by(TILE) {
         let r1 = (r0 + TILE).min(last_full);
         for c0 in (0..cols).step_by(TILE) {
             let c1 = (c0 + TILE).min(cols);
+            #[cfg(target_arch = "x86_64")]
             if wide && r1 - r0 == TILE && c1 - c0 == TILE {
-                #[cfg(target_arch = "x86_64")]
                 // SAFETY: AVX is there (checked above); the tile's 8 rows of 8 values lie in
                 // `var` (whole rows r0..r0 + 8 of this chunk) and its 8 columns in `dst`.
                 transpose_8x8_avx(var.as_ptr().add(r0 * cols + c0 - start), cols, t.dst.add(c0 * rows + r0), rows);
