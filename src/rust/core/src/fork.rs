@@ -35,6 +35,21 @@ pub fn on_own_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
+/// Runs `f` on a thread of the pool its parallel loops use (see [`on_own_pool`]), the
+/// calling thread waiting: then the serial parts of a step and its parallel loops run on the
+/// same threads. Run on the calling thread (R's), a one-device step's data moved between the
+/// two cores' caches whenever work passed between that thread and the pool's: with one
+/// thread, the CNN fit took 1.24-1.27 s on the calling thread against 1.12-1.13 s with the
+/// whole process held to one core (bench/NOTES.md).
+pub fn on_pool_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if is_forked_child() {
+        return on_own_pool(f);
+    }
+    // From a thread outside the global pool, `scope` hands its body to a pool thread and
+    // blocks until it returns (inside the pool it runs in place); a panic comes back here.
+    rayon::scope(|_| f())
+}
+
 fn child_pool() -> Option<Arc<rayon::ThreadPool>> {
     let pid = std::process::id();
     let mut guard = CHILD_POOL.lock().unwrap_or_else(|e| e.into_inner());
@@ -53,4 +68,29 @@ fn child_pool() -> Option<Arc<rayon::ThreadPool>> {
     let pool = Arc::new(pool);
     *guard = Some((pid, pool.clone()));
     Some(pool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_pool_thread_runs_on_a_pool_thread_and_returns_its_result() {
+        // From a thread of its own (not the pool's), as R's thread calls it.
+        let (index, value) = std::thread::spawn(|| on_pool_thread(|| (rayon::current_thread_index(), 6 * 7))).join().unwrap();
+        assert!(index.is_some(), "the work ran outside the pool");
+        assert_eq!(value, 42);
+        // Inside the pool it runs in place.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        assert_eq!(pool.install(|| on_pool_thread(rayon::current_thread_index)), Some(0));
+    }
+
+    #[test]
+    fn a_panic_on_the_pool_thread_comes_back_to_the_caller() {
+        let caught = std::panic::catch_unwind(|| on_pool_thread(|| -> u8 { panic!("step failed") }));
+        let message = caught.unwrap_err();
+        assert_eq!(message.downcast_ref::<&str>().copied(), Some("step failed"));
+        // The pool still works afterwards.
+        assert_eq!(on_pool_thread(|| 1 + 1), 2);
+    }
 }

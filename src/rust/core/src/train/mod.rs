@@ -1,6 +1,6 @@
 //! Training, evaluation and prediction steps: one file per execution strategy, the pieces
 //! they share in `step`.
-//! - `one_device`: a model that is not replicated, on the calling thread.
+//! - `one_device`: a model that is not replicated (on the CPU, on a thread of the kernels' pool).
 //! - `host_replicas`: replicas that all compute in host memory (virtual GPUs) merged on the
 //!   CPU, in one fused round per step, with weight tensors kept between steps.
 //! - `replicas`: replicas on any devices, in rounds, merged in host memory or on the first
@@ -16,7 +16,7 @@ mod replicas;
 mod step;
 
 use crate::collective::Ranked;
-use crate::device::DeviceInfo;
+use crate::device::{DeviceInfo, DeviceKind};
 use crate::error::{Error, Result};
 use crate::loss::Loss;
 use crate::metrics::Metric;
@@ -132,15 +132,16 @@ impl Executor {
         let (weight_loss, loss_gradients) = model.weight_losses(true)?;
         compiled.optimizer.loss_gradients = loss_gradients;
         let penalty = model.regularization_penalty(&compiled.optimizer.regularizers) + weight_loss;
-        let mut stats = crate::fork::on_own_pool(|| match self {
-            Executor::Local(info) => one_device::train(info, model, compiled, &batch, rows, seed),
-            Executor::Workers(info, workers) => multi_worker::train(workers, info, model, compiled, &batch, rows, seed),
-            Executor::Replicated(r) if r.set.merge == MergeDevice::Cpu && r.set.is_host_backed() => {
-                host_replicas::train(r, model, compiled, &batch, rows, seed)
-            }
-            Executor::Replicated(r) => replicas::train(&r.set, model, compiled, &batch, rows, seed),
-        })
-        .inspect_err(|e| self.tell_the_other_workers(e))?;
+        let mut stats = self
+            .on_step_threads(|| match self {
+                Executor::Local(info) => one_device::train(info, model, compiled, &batch, rows, seed),
+                Executor::Workers(info, workers) => multi_worker::train(workers, info, model, compiled, &batch, rows, seed),
+                Executor::Replicated(r) if r.set.merge == MergeDevice::Cpu && r.set.is_host_backed() => {
+                    host_replicas::train(r, model, compiled, &batch, rows, seed)
+                }
+                Executor::Replicated(r) => replicas::train(&r.set, model, compiled, &batch, rows, seed),
+            })
+            .inspect_err(|e| self.tell_the_other_workers(e))?;
         model.apply_constraints()?;
         stats.loss += penalty;
         Ok(stats)
@@ -161,12 +162,13 @@ impl Executor {
         self.check_worker_batch(rows.len())?;
         self.check_step_memory(model, xs, rows.len(), false)?;
         let batch = Batch { xs, ys, sample_weights };
-        let mut stats = crate::fork::on_own_pool(|| match self {
-            Executor::Local(info) => one_device::evaluate(info, model, compiled, &batch, rows),
-            Executor::Workers(info, workers) => multi_worker::evaluate(workers, info, model, compiled, &batch, rows),
-            Executor::Replicated(r) => replicas::evaluate(&r.set, model, compiled, &batch, rows),
-        })
-        .inspect_err(|e| self.tell_the_other_workers(e))?;
+        let mut stats = self
+            .on_step_threads(|| match self {
+                Executor::Local(info) => one_device::evaluate(info, model, compiled, &batch, rows),
+                Executor::Workers(info, workers) => multi_worker::evaluate(workers, info, model, compiled, &batch, rows),
+                Executor::Replicated(r) => replicas::evaluate(&r.set, model, compiled, &batch, rows),
+            })
+            .inspect_err(|e| self.tell_the_other_workers(e))?;
         stats.loss += model.regularization_penalty(&model.arch.weight_regularizers()) + model.weight_losses(false)?.0;
         Ok(stats)
     }
@@ -187,7 +189,7 @@ impl Executor {
         }
         let largest = batches.iter().map(|b| b.len()).max().unwrap_or(0);
         self.check_step_memory(model, xs, largest, false)?;
-        crate::fork::on_own_pool(|| match self {
+        self.on_step_threads(|| match self {
             Executor::Local(info) | Executor::Workers(info, _) => one_device::predict_batches(info, model, xs, batches, seed),
             Executor::Replicated(r) => batches
                 .iter()
@@ -198,6 +200,16 @@ impl Executor {
                 })
                 .collect(),
         })
+    }
+
+    /// Runs a step's work: a one-device step on the CPU on a thread of the pool its kernels
+    /// use (see [`crate::fork::on_pool_thread`]); others where they are called (a GPU's
+    /// context is bound to the calling thread; replicas' work runs on their own workers).
+    fn on_step_threads<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match self {
+            Executor::Local(info) if info.kind == DeviceKind::Cpu => crate::fork::on_pool_thread(f),
+            _ => crate::fork::on_own_pool(f),
+        }
     }
 
     /// A row-major copy of a column-major array (see [`HostTensor::from_column_major`]),

@@ -1,4 +1,4 @@
-//! Steps on one device, on the calling thread (a model that is not replicated). The
+//! Steps on one device (a model that is not replicated; on the CPU they run on a pool thread, see `Executor::on_step_threads`). The
 //! weights are copied into the step's tensors each step: kept tensors and their
 //! transposes, written by the update as `host_replicas` does, measured no faster here (the
 //! update's extra writes cost what the copy and the kernel packing had).
