@@ -18,7 +18,8 @@ pub const DIRECT_MAX_PATCH: usize = 27;
 /// (the first convolution of most MNIST-style models). Best of 40, 2 threads
 /// (`DIRECT=1 cargo run --release -p rustgpu-core --example layer_profile`): at 28x28x1, 32
 /// filters, batch 128, forward 0.93-1.23 ms against 1.21-1.80 ms for im2col + matmul, kernel
-/// gradient with the ReLU's 1.8-2.4 ms against 2.0-2.2 ms; at 71x71x3 (27 values), stride 2,
+/// gradient with the ReLU's 1.8-2.4 ms (0.9-1.2 ms since it runs pixel by pixel) against
+/// 2.0-2.2 ms; at 71x71x3 (27 values), stride 2,
 /// batch 32, the forward pass gains 0.1-0.3 ms but the kernel gradient loses 0.6-0.8 ms to
 /// gemm, whose register blocking reuses each value more.
 pub const DIRECT_PAYS_UP_TO: usize = 9;
@@ -199,11 +200,163 @@ pub fn direct_conv_kernel_gradient(x: &[f32], dy: &[f32], relu_output: Option<&[
     (total, bias)
 }
 
+/// Every output pixel's nine-value window of one image (a one-channel 3x3 kernel), zeros
+/// where it reaches into the padding: gathered once per image for every filter block.
+fn image_windows(img: &[f32], g: &ConvGeometry, offsets: &[usize; 9]) -> Vec<[f32; 9]> {
+    let mut windows = vec![[0f32; 9]; g.out_h * g.out_w];
+    for (oy, row) in windows.chunks_mut(g.out_w.max(1)).enumerate() {
+        let inside_rows = oy * g.stride_h >= g.pad_top && oy * g.stride_h - g.pad_top + (g.kh - 1) * g.dilation_h < g.h;
+        for (ox, window) in row.iter_mut().enumerate() {
+            let x0 = ox * g.stride_w;
+            if inside_rows && x0 >= g.pad_left && x0 - g.pad_left + (g.kw - 1) * g.dilation_w < g.w {
+                let base = ((oy * g.stride_h - g.pad_top) * g.w + x0 - g.pad_left) * g.c;
+                *window = std::array::from_fn(|t| img[base + offsets[t]]);
+            } else {
+                gather_patch(img, g, oy, ox, window);
+            }
+        }
+    }
+    windows
+}
+
+/// One image's kernel and bias gradients for V blocks of 16 filters (from filter `from`) of
+/// nine-value windows, output pixel by output pixel with all the sums kept (9 x V vectors
+/// for the kernel, V for the bias): the output gradient is read once, and each pixel's nine
+/// values and its filters' gradient take 9 x V multiply-adds that do not wait on each other.
+/// Groups of 8 pixels before loaded and stored every kernel row block per group, each sum a
+/// chain of 8 dependent multiply-adds (bench/NOTES.md).
+#[inline(always)]
+fn kernel_gradient_pixels<const V: usize>(windows: &[[f32; 9]], dy: &[f32], relu_output: Option<&[f32]>, acc: &mut [f32], filters: usize, from: usize) {
+    let mut kernel = [[[0f32; LANES]; V]; 9];
+    let mut bias = [[0f32; LANES]; V];
+    for (pixel, window) in windows.iter().enumerate() {
+        let at = pixel * filters + from;
+        let mut d = [[0f32; LANES]; V];
+        for (j, dj) in d.iter_mut().enumerate() {
+            let src: &[f32; LANES] = dy[at + j * LANES..][..LANES].try_into().unwrap();
+            match relu_output {
+                Some(y) => {
+                    let y: &[f32; LANES] = y[at + j * LANES..][..LANES].try_into().unwrap();
+                    for l in 0..LANES {
+                        dj[l] = super::relu_passes(y[l], src[l]);
+                    }
+                }
+                None => *dj = *src,
+            }
+        }
+        for (k, v) in kernel.iter_mut().zip(window) {
+            for (kj, dj) in k.iter_mut().zip(&d) {
+                for l in 0..LANES {
+                    kj[l] += v * dj[l];
+                }
+            }
+        }
+        for (bj, dj) in bias.iter_mut().zip(&d) {
+            for l in 0..LANES {
+                bj[l] += dj[l];
+            }
+        }
+    }
+    let (kernel_rows, bias_row) = acc.split_at_mut(9 * filters);
+    for (t, k) in kernel.iter().enumerate() {
+        for (j, kj) in k.iter().enumerate() {
+            for (a, v) in kernel_rows[t * filters + from + j * LANES..][..LANES].iter_mut().zip(kj) {
+                *a += v;
+            }
+        }
+    }
+    for (j, bj) in bias.iter().enumerate() {
+        for (a, v) in bias_row[from + j * LANES..][..LANES].iter_mut().zip(bj) {
+            *a += v;
+        }
+    }
+}
+
+/// [`kernel_gradient_pixels`] for a block of 32 filters with its 20 sums in AVX-512
+/// registers, named one by one: compiled from the portable loop, the sums were kept on the
+/// stack, a load and a store around every multiply-add (also with constant indices, and
+/// whenever the loop held a branch that could panic). The CNN's first convolution's kernel
+/// gradient at batch 128 (2 threads, best of 40, `DIRECT=1 layer_profile`): 1.8-2.4 ms in
+/// groups of 8 pixels, 1.0-1.35 ms with the portable loop, 0.9-1.2 ms here. The same
+/// operations in the same order (a multiply, then an add; the ReLU's gradient as a mask of
+/// `y > 0`), so the same bits as the portable loop (tested).
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel_gradient_pixels_avx512(windows: &[[f32; 9]], dy: &[f32], relu_output: Option<&[f32]>, acc: &mut [f32], filters: usize, from: usize) {
+    use std::arch::x86_64::*;
+    let pixels = windows.len();
+    if pixels == 0 {
+        return;
+    }
+    // Every load below ends within these (checked once, so the loop has no panic branch:
+    // with one, the sums were kept on the stack again).
+    assert!(from + 2 * LANES <= filters && dy.len() >= pixels * filters, "output gradient too short");
+    assert!(relu_output.is_none_or(|y| y.len() >= pixels * filters), "ReLU output too short");
+    assert!(acc.len() >= 10 * filters, "gradient sums too short");
+    let zero = _mm512_setzero_ps();
+    let [mut k0, mut k1, mut k2, mut k3, mut k4, mut k5, mut k6, mut k7, mut k8, mut k9, mut k10, mut k11, mut k12, mut k13, mut k14, mut k15, mut k16, mut k17] =
+        [zero; 18];
+    let (mut b0, mut b1) = (zero, zero);
+    let dy = dy.as_ptr().add(from);
+    let relu = relu_output.map(|y| y.as_ptr().add(from));
+    for (pixel, window) in windows.iter().enumerate() {
+        let at = pixel * filters;
+        let mut d0 = _mm512_loadu_ps(dy.add(at));
+        let mut d1 = _mm512_loadu_ps(dy.add(at + LANES));
+        if let Some(y) = relu {
+            d0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_loadu_ps(y.add(at)), zero), d0);
+            d1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_loadu_ps(y.add(at + LANES)), zero), d1);
+        }
+        macro_rules! taps {
+            ($($t:literal => $a:ident, $b:ident);*) => {$(
+                let v = _mm512_set1_ps(window[$t]);
+                $a = _mm512_add_ps($a, _mm512_mul_ps(v, d0));
+                $b = _mm512_add_ps($b, _mm512_mul_ps(v, d1));
+            )*};
+        }
+        taps!(0 => k0, k1; 1 => k2, k3; 2 => k4, k5; 3 => k6, k7; 4 => k8, k9; 5 => k10, k11; 6 => k12, k13; 7 => k14, k15; 8 => k16, k17);
+        b0 = _mm512_add_ps(b0, d0);
+        b1 = _mm512_add_ps(b1, d1);
+    }
+    let sums = [k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15, k16, k17, b0, b1];
+    // Row t of the kernel gradient (the bias's is row 9), filters from..from + 32.
+    for (i, s) in sums.iter().enumerate() {
+        let dst = &mut acc[(i / 2) * filters + from + (i % 2) * LANES..][..LANES];
+        _mm512_storeu_ps(dst.as_mut_ptr(), _mm512_add_ps(_mm512_loadu_ps(dst.as_ptr()), *s));
+    }
+}
+
 widest_vectors! {
 /// One image's contribution: `acc` holds the kernel gradient's patch_len rows of `filters`
-/// values, then the bias gradient's row.
+/// values, then the bias gradient's row. Nine-value windows with whole blocks of 16 filters
+/// go pixel by pixel ([`kernel_gradient_pixels`]); the rest in groups of output pixels.
 fn kernel_gradient_image(img: &[f32], dy: &[f32], relu_output: Option<&[f32]>, acc: &mut [f32], g: &ConvGeometry, filters: usize) {
     let plen = g.patch_len();
+    if plen == 9 && filters.is_multiple_of(LANES) {
+        let offsets: [usize; 9] = window_offsets(g).try_into().unwrap();
+        let windows = image_windows(img, g, &offsets);
+        let mut from = 0;
+        while from < filters {
+            if filters - from >= 2 * LANES {
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F (checked just above).
+                    unsafe { kernel_gradient_pixels_avx512(&windows, dy, relu_output, acc, filters, from) };
+                    from += 2 * LANES;
+                    continue;
+                }
+                kernel_gradient_pixels::<2>(&windows, dy, relu_output, acc, filters, from);
+                from += 2 * LANES;
+            } else {
+                kernel_gradient_pixels::<1>(&windows, dy, relu_output, acc, filters, from);
+                from += LANES;
+            }
+        }
+        return;
+    }
     let full = filters / LANES * LANES;
     let offsets = window_offsets(g);
     let mut patches = [[0f32; DIRECT_MAX_PATCH]; GRADIENT_PIXELS];
@@ -294,10 +447,40 @@ mod tests {
         out
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx512_kernel_gradient_has_the_portable_loops_bits() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            // Nothing to compare on this CPU: the portable loop is what runs here.
+            return;
+        }
+        let g = geometry(9, 8, 1, 3, 1, 1, true);
+        let filters = 64;
+        let x = values(g.image_len(), 5);
+        let offsets: [usize; 9] = window_offsets(&g).try_into().unwrap();
+        let windows = image_windows(&x, &g, &offsets);
+        let dy = values(windows.len() * filters, 6);
+        let y = values(windows.len() * filters, 7);
+        for relu in [None, Some(&y[..])] {
+            for from in [0, 32] {
+                let start = values(10 * filters, 8);
+                let (mut portable, mut wide) = (start.clone(), start);
+                kernel_gradient_pixels::<2>(&windows, &dy, relu, &mut portable, filters, from);
+                // SAFETY: the CPU has AVX-512F (checked above).
+                unsafe { kernel_gradient_pixels_avx512(&windows, &dy, relu, &mut wide, filters, from) };
+                assert_eq!(portable.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), wide.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+        }
+    }
+
     #[test]
     fn forward_and_kernel_gradient_match_the_patch_matrix_route() {
         // Valid, same with strides, dilation, filters beyond one block, one and three channels.
-        for &(c, k, s, d, same, filters) in &[(1, 3, 1, 1, false, 32), (3, 3, 2, 1, true, 70), (1, 2, 1, 2, true, 5), (2, 3, 2, 1, false, 3)] {
+        // One-channel 3x3 windows with whole 16-filter blocks take the pixel-by-pixel kernel
+        // gradient (32 + 16 filters: both of its block widths; padding, strides, dilation).
+        for &(c, k, s, d, same, filters) in
+            &[(1, 3, 1, 1, false, 32), (1, 3, 1, 1, true, 48), (1, 3, 2, 2, true, 16), (3, 3, 2, 1, true, 70), (1, 2, 1, 2, true, 5), (2, 3, 2, 1, false, 3)]
+        {
             let g = geometry(7, 6, c, k, s, d, same);
             let batch = 6;
             let x = values(batch * g.image_len(), 1);
