@@ -101,6 +101,29 @@ pub fn filled<T: Clone>(n: usize, value: T, what: &str) -> Result<Vec<T>> {
     Ok(v)
 }
 
+/// `n` zeros, or a resource error where the system refuses the memory: as [`filled`] with
+/// 0, but from the allocator's zeroed memory (fresh pages from the OS for large blocks come
+/// zero) instead of a write of every value on one thread: the staging copy of 60M values
+/// spent a few tenths of a second writing zeros that it then overwrote, and Ctrl-C waited.
+pub fn zeroed_f32(n: usize, what: &str) -> Result<Vec<f32>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let refused = || {
+        let asked = bytes(n as u64, 4).map(human).unwrap_or_else(|| "more than 2^64 bytes".into());
+        Error::Resource(format!("{} needs {} of memory, which the system refused: free memory, or use smaller sizes", what, asked))
+    };
+    let layout = std::alloc::Layout::array::<f32>(n).map_err(|_| refused())?;
+    // SAFETY: the layout has a non-zero size (n > 0).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) } as *mut f32;
+    if ptr.is_null() {
+        return Err(refused());
+    }
+    // SAFETY: allocated by the global allocator with the layout of n f32s, which Vec frees
+    // with; every value is zero bits, a valid f32.
+    Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
+}
+
 /// The same check against a GPU's free memory (`free` bytes on `gpu`, e.g. "/gpu:0"), where a
 /// step's activations live when it runs there: CUDA reports a failed allocation as an error
 /// rather than aborting, but only after partial work, and the message would not say what to do.
@@ -125,6 +148,18 @@ mod tests {
         let e = filled(usize::MAX / 4, 0f64, "a huge buffer").unwrap_err();
         assert_eq!(e.class(), "rustgpu_resource_error");
         assert!(e.to_string().starts_with("a huge buffer needs"), "{}", e);
+    }
+
+    #[test]
+    fn zeroed_memory_is_zeros_and_a_refusal_is_a_resource_error() {
+        assert_eq!(zeroed_f32(5, "five").unwrap(), vec![0f32; 5]);
+        assert!(zeroed_f32(0, "none").unwrap().is_empty());
+        // Beyond what a layout can describe, and beyond any machine's memory: both refused.
+        for n in [usize::MAX / 2, usize::MAX / 16] {
+            let e = zeroed_f32(n, "a huge buffer").unwrap_err();
+            assert_eq!(e.class(), "rustgpu_resource_error");
+            assert!(e.to_string().starts_with("a huge buffer needs"), "{}", e);
+        }
     }
 
     #[test]

@@ -146,7 +146,7 @@ pub(super) fn stage_column_major<T: Copy + Into<f64> + Sync>(set: &ReplicaSet, v
     let n = dims.first().copied().unwrap_or(0);
     let offsets = crate::tensor::column_to_row_major(dims.get(1..).unwrap_or(&[]));
     let width = offsets.len();
-    let mut data = crate::memory::filled(n * width, 0f32, "a float copy of the data")?;
+    let mut data = crate::memory::zeroed_f32(n * width, "a float copy of the data")?;
     let ranges = split_batch(n, set.len());
     {
         // Each replica takes the disjoint slice of the output that holds its rows.
@@ -160,12 +160,7 @@ pub(super) fn stage_column_major<T: Copy + Into<f64> + Sync>(set: &ReplicaSet, v
         let (slices, offsets) = (&slices, &offsets);
         set.run_all(|r| -> PartTask<'_, ()> {
             let (first, out) = slices[r].lock().ok()?.take()?;
-            (!out.is_empty()).then(|| {
-                Box::new(move |_: &WorkerContext| {
-                    crate::tensor::column_major_rows_into(values, n, offsets, first, out);
-                    Ok(())
-                }) as Box<_>
-            })
+            (!out.is_empty()).then(|| Box::new(move |_: &WorkerContext| crate::tensor::column_major_rows_into(values, n, offsets, first, out)) as Box<_>)
         })?;
     }
     HostTensor::new(dims.to_vec(), data)
