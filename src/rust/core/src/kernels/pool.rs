@@ -110,16 +110,44 @@ pub(super) fn max_pool_image(img: &[f32], o: &mut [f32], g: &ConvGeometry) {
 pub fn max_pool_backward_from(x: &[f32], y: &[f32], dy: &[f32], batch: usize, g: &ConvGeometry) -> Vec<f32> {
     let ilen = g.image_len();
     let olen = g.out_h * g.out_w * g.c;
+    let image = |b: usize, d: &mut [std::mem::MaybeUninit<f32>], written: bool| {
+        max_pool_backward_image(&x[b * ilen..(b + 1) * ilen], &y[b * olen..(b + 1) * olen], &dy[b * olen..(b + 1) * olen], d, g, written)
+    };
+    if tiles_exactly(g) {
+        // Every input value lies in exactly one window, so each is written once: no
+        // zero-filled buffer to add into (its fill and the add's reads were a pass and a half
+        // over the CNN's first activations, 11 MB a batch; bench/NOTES.md).
+        return super::uninit_filled(batch * ilen, |dx| dx.par_chunks_mut(ilen.max(1)).enumerate().for_each(|(b, d)| image(b, d, false)));
+    }
     let mut dx = vec![0f32; batch * ilen];
-    dx.par_chunks_mut(ilen.max(1))
-        .enumerate()
-        .for_each(|(b, d)| max_pool_backward_image(&x[b * ilen..(b + 1) * ilen], &y[b * olen..(b + 1) * olen], &dy[b * olen..(b + 1) * olen], d, g));
+    dx.par_chunks_mut(ilen.max(1)).enumerate().for_each(|(b, d)| {
+        // SAFETY: a view of initialized values as possibly uninitialized ones, through which
+        // only initialized values are written (`max_pool_backward_image` writes sums).
+        let d = unsafe { &mut *(d as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
+        image(b, d, true)
+    });
     dx
 }
 
+/// Whether the windows cover the input exactly once: stride = window, no padding, no
+/// dilation, nothing left over at the right or the bottom.
+fn tiles_exactly(g: &ConvGeometry) -> bool {
+    g.stride_h == g.kh
+        && g.stride_w == g.kw
+        && g.dilation_h == 1
+        && g.dilation_w == 1
+        && g.pad_top == 0
+        && g.pad_left == 0
+        && g.out_h * g.kh == g.h
+        && g.out_w * g.kw == g.w
+}
+
 widest_vectors! {
-/// One image's input gradient `d` from its pooled maxima `ys` and their gradients `dys`.
-fn max_pool_backward_image(img: &[f32], ys: &[f32], dys: &[f32], d: &mut [f32], g: &ConvGeometry) {
+/// One image's input gradient `d` from its pooled maxima `ys` and their gradients `dys`:
+/// added to `d`'s values when `add` (windows that overlap or leave inputs out), else
+/// written (windows that tile the image, `d` uninitialized), as `0 + gradient` so that a
+/// negative zero comes out as the added one does.
+fn max_pool_backward_image(img: &[f32], ys: &[f32], dys: &[f32], d: &mut [std::mem::MaybeUninit<f32>], g: &ConvGeometry, add: bool) {
     // Per window, the gradient not yet routed: the first tap equal to the maximum takes it
     // and leaves zero for the rest (branch-free selects, so it vectorizes). Plain loops, not
     // for_each_window's closure: that closure was not inlined, so it ran outside this
@@ -138,11 +166,13 @@ fn max_pool_backward_image(img: &[f32], ys: &[f32], dys: &[f32], d: &mut [f32], 
                 let mut left: [f32; POOL_LANES] = dys[cell + ch0..][..POOL_LANES].try_into().unwrap();
                 for &src in &taps {
                     let xs: &[f32; POOL_LANES] = img[src + ch0..][..POOL_LANES].try_into().unwrap();
-                    let ds: &mut [f32; POOL_LANES] = (&mut d[src + ch0..][..POOL_LANES]).try_into().unwrap();
+                    let ds: &mut [std::mem::MaybeUninit<f32>; POOL_LANES] = (&mut d[src + ch0..][..POOL_LANES]).try_into().unwrap();
                     for l in 0..POOL_LANES {
                         let hit = f32::from(u8::from(xs[l] == ymax[l]));
                         let take = hit * left[l];
-                        ds[l] += take;
+                        // SAFETY: with `add`, `d` holds initialized values (the caller's contract).
+                        let before = if add { unsafe { ds[l].assume_init() } } else { 0.0 };
+                        ds[l].write(before + take);
                         left[l] -= take;
                     }
                 }
@@ -152,7 +182,9 @@ fn max_pool_backward_image(img: &[f32], ys: &[f32], dys: &[f32], d: &mut [f32], 
                 for &src in &taps {
                     let hit = f32::from(u8::from(img[src + ch] == ymax));
                     let take = hit * left;
-                    d[src + ch] += take;
+                    // SAFETY: as above.
+                    let before = if add { unsafe { d[src + ch].assume_init() } } else { 0.0 };
+                    d[src + ch].write(before + take);
                     left -= take;
                 }
             }
@@ -268,7 +300,10 @@ mod tests {
     #[test]
     fn index_free_kernels_match_the_argmax_reference_ties_included() {
         // 37 channels: two 16-channel blocks and a remainder.
-        for (h, w, c, k, st, same) in [(6usize, 7usize, 3usize, 2usize, 2usize, false), (5, 5, 2, 3, 2, true), (4, 6, 1, 3, 1, true), (5, 6, 37, 3, 2, true)] {
+        // (6, 8, 37, 2, 2): windows that tile the image, whose gradient is written, not added.
+        for (h, w, c, k, st, same) in
+            [(6usize, 7usize, 3usize, 2usize, 2usize, false), (5, 5, 2, 3, 2, true), (4, 6, 1, 3, 1, true), (5, 6, 37, 3, 2, true), (6, 8, 37, 2, 2, false)]
+        {
             let (out_h, pad_top) = output_extent(h, k, st, 1, same);
             let (out_w, pad_left) = output_extent(w, k, st, 1, same);
             let g = ConvGeometry { h, w, c, kh: k, kw: k, stride_h: st, stride_w: st, dilation_h: 1, dilation_w: 1, pad_top, pad_left, out_h, out_w };
@@ -278,7 +313,9 @@ mod tests {
             let y = max_pool_values(&x, 2, &g);
             assert_eq!(y, y_ref);
             let dy: Vec<f32> = (0..y.len()).map(|i| 0.5 + i as f32).collect();
-            assert_eq!(max_pool_backward_from(&x, &y, &dy, 2, &g), max_pool_backward(&dy, &arg, x.len()));
+            assert_eq!(tiles_exactly(&g), (h, w, st) == (6, 8, 2));
+            let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+            assert_eq!(bits(max_pool_backward_from(&x, &y, &dy, 2, &g)), bits(max_pool_backward(&dy, &arg, x.len())));
         }
     }
 

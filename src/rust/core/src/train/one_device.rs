@@ -1,5 +1,6 @@
-//! Steps on one device (a model that is not replicated; on the CPU they run on a pool thread, see `Executor::on_step_threads`). The
-//! weights are copied into the step's tensors each step: kept tensors and their
+//! Steps on one device (a model that is not replicated; on the CPU they run on a thread
+//! of the kernels' pool, see `Executor::on_step_threads`). The weights are copied into the
+//! step's tensors each step: kept tensors and their
 //! transposes, written by the update as `host_replicas` does, measured no faster here (the
 //! update's extra writes cost what the copy and the kernel packing had).
 use super::step::{combine, eval_part, host_slices, predict_parts, train_part, Batch, MaskTotals, Part, StepInputs};
