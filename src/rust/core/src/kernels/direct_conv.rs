@@ -120,10 +120,67 @@ fn window_offsets(g: &ConvGeometry) -> Vec<usize> {
     offsets
 }
 
+/// One image's output pixels for nine-value windows and 32-filter blocks on AVX-512: the
+/// block's kernel (18 vectors) held in registers for the whole image, four pixels' sums at
+/// once (independent chains). Each sum starts from the bias and adds the taps in order, a
+/// multiply then an add, as [`forward_image`]'s loop does: the same bits (tested).
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)] // one image's operands and the layer's
+unsafe fn forward_image_avx512(windows: &[[f32; 9]], out: &mut [std::mem::MaybeUninit<f32>], kernel: &[f32], bias: Option<&[f32]>, relu: bool, filters: usize) {
+    use std::arch::x86_64::*;
+    // Every access below ends within these (checked once, so that the loop has no panic
+    // branch, which kept the kernel gradient's sums on the stack).
+    assert!(filters.is_multiple_of(2 * LANES) && kernel.len() >= 9 * filters && out.len() >= windows.len() * filters, "operands too short");
+    assert!(bias.is_none_or(|b| b.len() >= filters), "bias too short");
+    let zero = _mm512_setzero_ps();
+    let out = out.as_mut_ptr() as *mut f32;
+    for from in (0..filters).step_by(2 * LANES) {
+        let k = |t: usize, j: usize| _mm512_loadu_ps(kernel.as_ptr().add(t * filters + from + j * LANES));
+        let (k0, k1, k2, k3, k4, k5, k6, k7, k8) = (k(0, 0), k(1, 0), k(2, 0), k(3, 0), k(4, 0), k(5, 0), k(6, 0), k(7, 0), k(8, 0));
+        let (l0, l1, l2, l3, l4, l5, l6, l7, l8) = (k(0, 1), k(1, 1), k(2, 1), k(3, 1), k(4, 1), k(5, 1), k(6, 1), k(7, 1), k(8, 1));
+        let (b0, b1) = match bias {
+            Some(b) => (_mm512_loadu_ps(b.as_ptr().add(from)), _mm512_loadu_ps(b.as_ptr().add(from + LANES))),
+            None => (zero, zero),
+        };
+        let finish = |v: __m512| if relu { _mm512_max_ps(zero, v) } else { v };
+        // One pixel's two sums: bias, then the nine taps in order.
+        let pixel = |w: &[f32; 9]| {
+            let (mut a0, mut a1) = (b0, b1);
+            macro_rules! taps {
+                ($($t:literal => $k:ident, $l:ident);*) => {$(
+                    let v = _mm512_set1_ps(w[$t]);
+                    a0 = _mm512_add_ps(a0, _mm512_mul_ps(v, $k));
+                    a1 = _mm512_add_ps(a1, _mm512_mul_ps(v, $l));
+                )*};
+            }
+            taps!(0 => k0, l0; 1 => k1, l1; 2 => k2, l2; 3 => k3, l3; 4 => k4, l4; 5 => k5, l5; 6 => k6, l6; 7 => k7, l7; 8 => k8, l8);
+            (finish(a0), finish(a1))
+        };
+        for (p, w) in windows.iter().enumerate() {
+            let (a0, a1) = pixel(w);
+            let at = out.add(p * filters + from);
+            _mm512_storeu_ps(at, a0);
+            _mm512_storeu_ps(at.add(LANES), a1);
+        }
+    }
+}
+
 widest_vectors! {
 /// One image's output pixels, each written once.
 pub(super) fn forward_image(img: &[f32], out: &mut [std::mem::MaybeUninit<f32>], g: &ConvGeometry, kernel: &[f32], bias: Option<&[f32]>, relu: bool, filters: usize) {
     let plen = g.patch_len();
+    #[cfg(target_arch = "x86_64")]
+    if plen == 9 && filters.is_multiple_of(2 * LANES) && std::arch::is_x86_feature_detected!("avx512f") {
+        let offsets: [usize; 9] = window_offsets(g).try_into().unwrap();
+        let windows = image_windows(img, g, &offsets);
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        unsafe { forward_image_avx512(&windows, out, kernel, bias, relu, filters) };
+        return;
+    }
     let full = filters / LANES * LANES;
     let offsets = window_offsets(g);
     let mut patches = [[0f32; DIRECT_MAX_PATCH]; PIXELS];
@@ -469,6 +526,30 @@ mod tests {
                 // SAFETY: the CPU has AVX-512F (checked above).
                 unsafe { kernel_gradient_pixels_avx512(&windows, &dy, relu, &mut wide, filters, from) };
                 assert_eq!(portable.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), wide.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+        }
+    }
+
+    #[test]
+    fn the_forward_pass_sums_bias_then_taps_in_order_bit_for_bit() {
+        // Nine-value windows and 32-filter blocks (on AVX-512 the register kernel): each
+        // output is bias + tap 0 + ... + tap 8, multiplied then added, in f32.
+        for (s, same, relu) in [(1, true, true), (2, false, false), (1, false, true)] {
+            let g = geometry(9, 10, 1, 3, s, 1, same);
+            let (batch, filters) = (3, 64);
+            let x = values(batch * g.image_len(), 9);
+            let kernel = values(9 * filters, 10);
+            let bias = values(filters, 11);
+            let got = direct_conv_forward(&x, batch, &g, &kernel, Some(&bias), relu, filters);
+            let cols = im2col(&x, batch, &g);
+            for (i, v) in got.iter().enumerate() {
+                let (r, f) = (i / filters, i % filters);
+                let mut want = bias[f];
+                for t in 0..9 {
+                    want += cols[r * 9 + t] * kernel[t * filters + f];
+                }
+                let want = if relu { super::super::relu_of(want) } else { want };
+                assert_eq!(v.to_bits(), want.to_bits(), "output {} of stride {}", i, s);
             }
         }
     }
