@@ -93,12 +93,15 @@ pub fn check(what: &str, needed: Option<u64>, advice: &str) -> Result<()> {
 /// and a refused allocation must be an error naming `what`, not an abort of R.
 pub fn filled<T: Clone>(n: usize, value: T, what: &str) -> Result<Vec<T>> {
     let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| {
-        let asked = bytes(n as u64, std::mem::size_of::<T>() as u64).map(human).unwrap_or_else(|| "more than 2^64 bytes".into());
-        Error::Resource(format!("{} needs {} of memory, which the system refused: free memory, or use smaller sizes", what, asked))
-    })?;
+    v.try_reserve_exact(n).map_err(|_| refused::<T>(n, what))?;
     v.resize(n, value);
     Ok(v)
+}
+
+/// The error for `n` values of `T` that the allocator refused.
+fn refused<T>(n: usize, what: &str) -> Error {
+    let asked = bytes(n as u64, std::mem::size_of::<T>() as u64).map(human).unwrap_or_else(|| "more than 2^64 bytes".into());
+    Error::Resource(format!("{} needs {} of memory, which the system refused: free memory, or use smaller sizes", what, asked))
 }
 
 /// `n` zeros, or a resource error where the system refuses the memory: as [`filled`] with
@@ -109,15 +112,11 @@ pub fn zeroed_f32(n: usize, what: &str) -> Result<Vec<f32>> {
     if n == 0 {
         return Ok(Vec::new());
     }
-    let refused = || {
-        let asked = bytes(n as u64, 4).map(human).unwrap_or_else(|| "more than 2^64 bytes".into());
-        Error::Resource(format!("{} needs {} of memory, which the system refused: free memory, or use smaller sizes", what, asked))
-    };
-    let layout = std::alloc::Layout::array::<f32>(n).map_err(|_| refused())?;
+    let layout = std::alloc::Layout::array::<f32>(n).map_err(|_| refused::<f32>(n, what))?;
     // SAFETY: the layout has a non-zero size (n > 0).
     let ptr = unsafe { std::alloc::alloc_zeroed(layout) } as *mut f32;
     if ptr.is_null() {
-        return Err(refused());
+        return Err(refused::<f32>(n, what));
     }
     // SAFETY: allocated by the global allocator with the layout of n f32s, which Vec frees
     // with; every value is zero bits, a valid f32.

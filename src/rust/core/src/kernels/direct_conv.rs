@@ -90,13 +90,10 @@ fn gather_patches<const N: usize>(
     count: usize,
     patches: &mut [[f32; DIRECT_MAX_PATCH]; N],
 ) {
-    let inside_rows = oy * g.stride_h >= g.pad_top && oy * g.stride_h - g.pad_top + (g.kh - 1) * g.dilation_h < g.h;
     for (p, patch) in patches.iter_mut().enumerate() {
-        let x0 = (ox + p) * g.stride_w;
         if p >= count {
             patch.fill(0.0);
-        } else if inside_rows && x0 >= g.pad_left && x0 - g.pad_left + (g.kw - 1) * g.dilation_w < g.w {
-            let base = ((oy * g.stride_h - g.pad_top) * g.w + x0 - g.pad_left) * g.c;
+        } else if let Some(base) = window_start(g, oy, ox + p) {
             let src = &img[base..];
             for (v, &o) in patch.iter_mut().zip(offsets) {
                 *v = src[o];
@@ -105,6 +102,15 @@ fn gather_patches<const N: usize>(
             gather_patch(img, g, oy, ox + p, &mut patch[..g.patch_len()]);
         }
     }
+}
+
+/// Where output pixel (oy, ox)'s window starts in the image, when it lies wholly inside
+/// (no tap in the padding); None otherwise.
+#[inline(always)]
+fn window_start(g: &ConvGeometry, oy: usize, ox: usize) -> Option<usize> {
+    let (y0, x0) = (oy * g.stride_h, ox * g.stride_w);
+    let inside = y0 >= g.pad_top && y0 - g.pad_top + (g.kh - 1) * g.dilation_h < g.h && x0 >= g.pad_left && x0 - g.pad_left + (g.kw - 1) * g.dilation_w < g.w;
+    inside.then(|| ((y0 - g.pad_top) * g.w + x0 - g.pad_left) * g.c)
 }
 
 /// [`gather_patches`]' offsets of a window's values from its first value.
@@ -121,8 +127,8 @@ fn window_offsets(g: &ConvGeometry) -> Vec<usize> {
 }
 
 /// One image's output pixels for nine-value windows and 32-filter blocks on AVX-512: the
-/// block's kernel (18 vectors) held in registers for the whole image, four pixels' sums at
-/// once (independent chains). Each sum starts from the bias and adds the taps in order, a
+/// block's kernel (18 vectors) held in registers for the whole image, pixel after pixel
+/// (consecutive pixels' sums are independent, so they overlap in the pipeline). Each sum starts from the bias and adds the taps in order, a
 /// multiply then an add, as [`forward_image`]'s loop does: the same bits (tested).
 ///
 /// # Safety
@@ -262,14 +268,10 @@ pub fn direct_conv_kernel_gradient(x: &[f32], dy: &[f32], relu_output: Option<&[
 fn image_windows(img: &[f32], g: &ConvGeometry, offsets: &[usize; 9]) -> Vec<[f32; 9]> {
     let mut windows = vec![[0f32; 9]; g.out_h * g.out_w];
     for (oy, row) in windows.chunks_mut(g.out_w.max(1)).enumerate() {
-        let inside_rows = oy * g.stride_h >= g.pad_top && oy * g.stride_h - g.pad_top + (g.kh - 1) * g.dilation_h < g.h;
         for (ox, window) in row.iter_mut().enumerate() {
-            let x0 = ox * g.stride_w;
-            if inside_rows && x0 >= g.pad_left && x0 - g.pad_left + (g.kw - 1) * g.dilation_w < g.w {
-                let base = ((oy * g.stride_h - g.pad_top) * g.w + x0 - g.pad_left) * g.c;
-                *window = std::array::from_fn(|t| img[base + offsets[t]]);
-            } else {
-                gather_patch(img, g, oy, ox, window);
+            match window_start(g, oy, ox) {
+                Some(base) => *window = std::array::from_fn(|t| img[base + offsets[t]]),
+                None => gather_patch(img, g, oy, ox, window),
             }
         }
     }

@@ -110,8 +110,8 @@ pub(super) fn max_pool_image(img: &[f32], o: &mut [f32], g: &ConvGeometry) {
 pub fn max_pool_backward_from(x: &[f32], y: &[f32], dy: &[f32], batch: usize, g: &ConvGeometry) -> Vec<f32> {
     let ilen = g.image_len();
     let olen = g.out_h * g.out_w * g.c;
-    let image = |b: usize, d: &mut [std::mem::MaybeUninit<f32>], written: bool| {
-        max_pool_backward_image(&x[b * ilen..(b + 1) * ilen], &y[b * olen..(b + 1) * olen], &dy[b * olen..(b + 1) * olen], d, g, written)
+    let image = |b: usize, d: &mut [std::mem::MaybeUninit<f32>], add: bool| {
+        max_pool_backward_image(&x[b * ilen..(b + 1) * ilen], &y[b * olen..(b + 1) * olen], &dy[b * olen..(b + 1) * olen], d, g, add)
     };
     if tiles_exactly(g) {
         // Every input value lies in exactly one window, so each is written once: no
